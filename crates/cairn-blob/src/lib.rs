@@ -1,0 +1,412 @@
+//! File storage for datastores and artifacts, over the `object_store` crate: a local directory or
+//! an S3-compatible bucket, chosen by the location string. [`BlobStore`] adds what Cairn needs on
+//! top: validated relative paths ([`RelPath`]), streaming writes that hash as they go and become
+//! visible only once complete and verified, and errors in Cairn's vocabulary.
+//!
+//! This crate knows nothing of workspaces, HTTP or the metadata store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_core::api::FileEntry;
+use cairn_core::{Error, RelPath};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+/// Bodies up to this size are buffered and written with one atomic put; larger ones stream as a
+/// multipart upload in parts of this size, so memory stays bounded whatever the file size.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight per multipart upload.
+const PART_CONCURRENCY: usize = 4;
+
+/// A storage location and a prefix inside it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjPath,
+    /// Human-readable root, for messages (`/var/lib/cairn/artifacts`, `s3://bucket/prefix`).
+    location: String,
+}
+
+/// What a completed write produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What [`BlobStore::put_stream`] is asked to guarantee.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PutOpts<'a> {
+    /// Refuse (and keep nothing) unless the content hashes to this lower-case hex SHA-256.
+    pub expected_sha256: Option<&'a str>,
+    /// Refuse with `TooLarge` past this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Replace an existing file; otherwise an existing file is a conflict.
+    pub overwrite: bool,
+}
+
+impl BlobStore {
+    /// Opens a location: `s3://bucket[/prefix]` (credentials, region and endpoint from the usual
+    /// `AWS_*` environment variables), `file:///dir`, or a plain directory path (created if absent).
+    pub fn open(location: &str) -> Result<BlobStore, Error> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::invalid(format!("S3 location {location:?} names no bucket")));
+            }
+            let store = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| Error::invalid(format!("cannot use S3 location {location:?}: {e}")))?;
+            let prefix = ObjPath::parse(prefix)
+                .map_err(|e| Error::invalid(format!("bad S3 prefix in {location:?}: {e}")))?;
+            return Ok(BlobStore { store: Arc::new(store), prefix, location: location.to_string() });
+        }
+        let dir = location.strip_prefix("file://").unwrap_or(location);
+        if dir.is_empty() || !std::path::Path::new(dir).is_absolute() {
+            return Err(Error::invalid(format!(
+                "storage location {location:?} must be an absolute directory path or s3://bucket/prefix"
+            )));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_error(&format!("cannot create directory {dir}"), e))?;
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| Error::invalid(format!("cannot use directory {dir}: {e}")))?;
+        Ok(BlobStore { store: Arc::new(store), prefix: ObjPath::default(), location: dir.to_string() })
+    }
+
+    /// The same storage, rooted at `sub` (already a valid relative path).
+    pub fn child(&self, sub: &str) -> BlobStore {
+        let mut prefix = self.prefix.clone();
+        for part in sub.split('/').filter(|p| !p.is_empty()) {
+            prefix = prefix.child(part);
+        }
+        BlobStore {
+            store: self.store.clone(),
+            location: format!("{}/{}", self.location.trim_end_matches('/'), sub),
+            prefix,
+        }
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn key(&self, path: &RelPath) -> Result<ObjPath, Error> {
+        let full = if self.prefix.as_ref().is_empty() {
+            path.as_str().to_string()
+        } else if path.is_root() {
+            self.prefix.as_ref().to_string()
+        } else {
+            format!("{}/{}", self.prefix.as_ref(), path.as_str())
+        };
+        ObjPath::parse(&full)
+            .map_err(|e| Error::invalid(format!("path {:?} cannot be stored: {e}", path.as_str())))
+    }
+
+    fn rel(&self, key: &ObjPath) -> String {
+        let raw = key.as_ref();
+        let prefix = self.prefix.as_ref();
+        if prefix.is_empty() {
+            raw.to_string()
+        } else {
+            raw.strip_prefix(prefix).map(|r| r.trim_start_matches('/')).unwrap_or(raw).to_string()
+        }
+    }
+
+    /// Size and modification time of a file, or `None` if it does not exist.
+    pub async fn head(&self, path: &RelPath) -> Result<Option<FileEntry>, Error> {
+        match self.store.head(&self.key(path)?).await {
+            Ok(meta) => Ok(Some(FileEntry {
+                path: path.as_str().to_string(),
+                size: meta.size,
+                last_modified: meta.last_modified.timestamp_millis(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(e, path.as_str())),
+        }
+    }
+
+    /// Writes `body` to `path`. The file becomes visible only when the whole body has arrived
+    /// and matches `opts.expected_sha256`; on any failure (a cut stream, a mismatch, a full disk)
+    /// nothing is left visible and an existing file keeps its old content.
+    pub async fn put_stream<S, E>(&self, path: &RelPath, body: S, opts: PutOpts<'_>) -> Result<Written, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let key = self.key(path)?;
+        let mut body = std::pin::pin!(body);
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut head_len = 0usize;
+        let too_large = |max: u64| Error::TooLarge(format!("{path} is larger than the limit of {max} bytes"));
+
+        // Buffer up to one part: small files (the common case) are written in one atomic put.
+        while head_len < PART_SIZE {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    size += chunk.len() as u64;
+                    if opts.max_bytes.is_some_and(|m| size > m) {
+                        return Err(too_large(opts.max_bytes.unwrap_or_default()));
+                    }
+                    hasher.update(&chunk);
+                    head_len += chunk.len();
+                    head.push(chunk);
+                }
+                Some(Err(e)) => return Err(interrupted(path, e)),
+                None => {
+                    let written = finish_hash(hasher, size, path, opts.expected_sha256)?;
+                    let mode = if opts.overwrite { PutMode::Overwrite } else { PutMode::Create };
+                    let payload: PutPayload = head.into_iter().collect();
+                    self.store
+                        .put_opts(&key, payload, PutOptions { mode, ..Default::default() })
+                        .await
+                        .map_err(|e| map_err(e, path.as_str()))?;
+                    return Ok(written);
+                }
+            }
+        }
+
+        let upload = self.store.put_multipart(&key).await.map_err(|e| map_err(e, path.as_str()))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        for chunk in head {
+            writer.put(chunk);
+        }
+        let outcome: Result<(), Error> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| interrupted(path, e))?;
+                size += chunk.len() as u64;
+                if opts.max_bytes.is_some_and(|m| size > m) {
+                    return Err(too_large(opts.max_bytes.unwrap_or_default()));
+                }
+                hasher.update(&chunk);
+                writer
+                    .wait_for_capacity(PART_CONCURRENCY)
+                    .await
+                    .map_err(|e| map_err(e, path.as_str()))?;
+                writer.put(chunk);
+            }
+            Ok(())
+        }
+        .await;
+        let verified = outcome.and_then(|()| finish_hash(hasher, size, path, opts.expected_sha256));
+        match verified {
+            Ok(written) => {
+                if !opts.overwrite && self.head(path).await?.is_some() {
+                    let _ = writer.abort().await;
+                    return Err(Error::conflict(format!("{path} already exists")));
+                }
+                writer.finish().await.map_err(|e| map_err(e, path.as_str()))?;
+                Ok(written)
+            }
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(%path, error = %abort, "could not discard an unfinished upload");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Streams a file's content, with its size.
+    pub async fn get_stream(
+        &self,
+        path: &RelPath,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, Error>>), Error> {
+        let shown = path.as_str().to_string();
+        let got = self.store.get(&self.key(path)?).await.map_err(|e| map_err(e, &shown))?;
+        let size = got.meta.size;
+        let stream = got.into_stream().map_err(move |e| map_err(e, &shown)).boxed();
+        Ok((size, stream))
+    }
+
+    /// SHA-256 of a stored file, read in full (for files Cairn did not write itself).
+    pub async fn sha256_of(&self, path: &RelPath) -> Result<Written, Error> {
+        let (_, mut stream) = self.get_stream(path).await?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok(Written { size, sha256: hex::encode(hasher.finalize()) })
+    }
+
+    /// Every file under `dir` (recursively), in path order, with paths relative to `dir`'s root
+    /// store (not to `dir`).
+    pub async fn list(&self, dir: &RelPath) -> Result<Vec<FileEntry>, Error> {
+        let key = self.key(dir)?;
+        let prefix = if key.as_ref().is_empty() { None } else { Some(&key) };
+        let mut entries: Vec<FileEntry> = self
+            .store
+            .list(prefix)
+            .map_ok(|meta| FileEntry {
+                path: self.rel(&meta.location),
+                size: meta.size,
+                last_modified: meta.last_modified.timestamp_millis(),
+            })
+            .try_collect()
+            .await
+            .map_err(|e| map_err(e, dir.as_str()))?;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(entries)
+    }
+
+    /// Deletes `path` and, if it is a folder, everything under it. Returns the files deleted.
+    pub async fn delete_all(&self, path: &RelPath) -> Result<u64, Error> {
+        let files = self.list(path).await?;
+        let mut n = 0;
+        for f in &files {
+            let rel = RelPath::parse(&f.path)?;
+            match self.store.delete(&self.key(&rel)?).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
+                Err(e) => return Err(map_err(e, &f.path)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// True when no file lies under `dir`.
+    pub async fn is_empty(&self, dir: &RelPath) -> Result<bool, Error> {
+        let key = self.key(dir)?;
+        let prefix = if key.as_ref().is_empty() { None } else { Some(&key) };
+        let first = self.store.list(prefix).next().await;
+        match first {
+            None => Ok(true),
+            Some(Ok(_)) => Ok(false),
+            Some(Err(e)) => Err(map_err(e, dir.as_str())),
+        }
+    }
+}
+
+fn finish_hash(hasher: Sha256, size: u64, path: &RelPath, expected: Option<&str>) -> Result<Written, Error> {
+    let sha256 = hex::encode(hasher.finalize());
+    if let Some(expected) = expected {
+        if !expected.eq_ignore_ascii_case(&sha256) {
+            return Err(Error::Unprocessable(format!(
+                "content of {path} does not match its checksum (expected sha256 {expected}, received {sha256}); \
+                 the file may have changed during upload; nothing was stored"
+            )));
+        }
+    }
+    Ok(Written { size, sha256 })
+}
+
+fn interrupted(path: &RelPath, e: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("upload of {path} was interrupted: {e}; nothing was stored"))
+}
+
+fn io_error(context: &str, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(28) {
+        Error::StorageFull(format!("{context}: no space left on device"))
+    } else {
+        Error::Unavailable(format!("{context}: {e}"))
+    }
+}
+
+/// Maps a storage error onto Cairn's vocabulary; `what` names the file for the message.
+fn map_err(e: object_store::Error, what: &str) -> Error {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => Error::not_found("file", what),
+        E::AlreadyExists { .. } => Error::conflict(format!("{what} already exists")),
+        E::InvalidPath { source } => Error::invalid(format!("path {what:?} cannot be stored: {source}")),
+        other => {
+            let text = other.to_string();
+            if text.contains("No space left") || text.contains("os error 28") {
+                Error::StorageFull(format!("storage is full while writing {what}"))
+            } else {
+                Error::Unavailable(format!("storage error on {what}: {text}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    fn chunks(data: &[u8], n: usize) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        let parts: Vec<Result<Bytes, std::io::Error>> =
+            data.chunks(n).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        stream::iter(parts)
+    }
+
+    fn sha(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    #[tokio::test]
+    async fn writes_small_and_large_files_and_reads_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap().child("ws/default");
+        let small = b"hello".to_vec();
+        let large: Vec<u8> = (0..(PART_SIZE * 2 + 123)).map(|i| (i % 251) as u8).collect();
+        for (name, data) in [("a/small.txt", &small), ("a/b/large.bin", &large)] {
+            let p = RelPath::parse(name).unwrap();
+            let opts = PutOpts { expected_sha256: Some(&sha(data)), ..Default::default() };
+            let w = blobs.put_stream(&p, chunks(data, 65536), opts).await.unwrap();
+            assert_eq!(w.size, data.len() as u64);
+            assert_eq!(blobs.sha256_of(&p).await.unwrap().sha256, sha(data));
+        }
+        let listed = blobs.list(&RelPath::parse_dir("a").unwrap()).await.unwrap();
+        let paths: Vec<_> = listed.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a/b/large.bin", "a/small.txt"]);
+        assert!(dir.path().join("ws/default/a/b/large.bin").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_checksum_mismatch_keeps_the_old_content_and_leaves_nothing_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap();
+        let p = RelPath::parse("f.bin").unwrap();
+        let old = vec![1u8; 10];
+        blobs.put_stream(&p, chunks(&old, 4), PutOpts::default()).await.unwrap();
+        for size in [100, PART_SIZE * 2] {
+            let new = vec![2u8; size];
+            let wrong = sha(b"something else");
+            let opts = PutOpts { expected_sha256: Some(&wrong), overwrite: true, ..Default::default() };
+            let err = blobs.put_stream(&p, chunks(&new, 1 << 20), opts).await.unwrap_err();
+            assert!(matches!(err, Error::Unprocessable(_)), "{err:?}");
+            assert_eq!(blobs.sha256_of(&p).await.unwrap().sha256, sha(&old));
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["f.bin"], "no staging file may be left behind");
+    }
+
+    #[tokio::test]
+    async fn a_cut_stream_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap();
+        let p = RelPath::parse("cut.bin").unwrap();
+        let parts: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from(vec![0u8; PART_SIZE + 1])),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let err = blobs.put_stream(&p, stream::iter(parts), PutOpts::default()).await.unwrap_err();
+        assert!(err.to_string().contains("interrupted"), "{err}");
+        assert!(blobs.head(&p).await.unwrap().is_none());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn refuses_to_replace_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap();
+        let p = RelPath::parse("x").unwrap();
+        blobs.put_stream(&p, chunks(b"one", 3), PutOpts::default()).await.unwrap();
+        let err = blobs.put_stream(&p, chunks(b"two", 3), PutOpts::default()).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)));
+        assert_eq!(blobs.sha256_of(&p).await.unwrap().sha256, sha(b"one"));
+    }
+}

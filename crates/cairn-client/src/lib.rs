@@ -1,0 +1,285 @@
+//! A typed client of Cairn's REST API, used by the CLI and the integration tests. Each method is
+//! one API call; [`transfer`] builds folder uploads and downloads on top of them.
+
+pub mod transfer;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_core::api::*;
+use futures::{Stream, TryStreamExt};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use url::Url;
+
+/// What can go wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error: its status, code and message.
+    #[error("{message} (HTTP {status}, {code})")]
+    Api { status: u16, code: String, message: String },
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach the Cairn server at {url}: {message}")]
+    Transport { url: String, message: String },
+    /// A local problem (reading or writing files).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to one Cairn server with one token. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl Client {
+    /// `base` is the server's root URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(base: &str, token: Option<String>) -> Result<Client> {
+        let mut base = Url::parse(base)
+            .map_err(|e| ClientError::Local(format!("invalid server URL {base:?}: {e}")))?;
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(32)
+            .build()
+            .map_err(|e| ClientError::Local(e.to_string()))?;
+        Ok(Client { http, base, token })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// The URL of `segments` under `/api/v1/`, each segment percent-encoded.
+    fn url<I, S>(&self, segments: I) -> Url
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().expect("http URLs have paths");
+            path.pop_if_empty().extend(["api", "v1"]);
+            for s in segments {
+                path.push(s.as_ref());
+            }
+        }
+        url
+    }
+
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let rb = self.http.request(method, url);
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    async fn send(&self, rb: RequestBuilder) -> Result<Response> {
+        let response = rb.send().await.map_err(|e| self.transport(e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: "http_error".into(),
+                message: if text.is_empty() { status.to_string() } else { text },
+            },
+        })
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message = format!("{message}: {s}");
+            source = s.source();
+        }
+        ClientError::Transport { url: self.base.to_string(), message }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T> {
+        let response = self.send(rb).await?;
+        response.json().await.map_err(|e| self.transport(e))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, segments: &[&str], query: &[(&str, String)]) -> Result<T> {
+        self.json(self.request(Method::GET, self.url(segments)).query(query)).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, segments: &[&str], body: &B) -> Result<T> {
+        self.json(self.request(Method::POST, self.url(segments)).json(body)).await
+    }
+
+    async fn delete(&self, segments: &[&str], query: &[(&str, String)]) -> Result<()> {
+        self.send(self.request(Method::DELETE, self.url(segments)).query(query)).await.map(|_| ())
+    }
+
+    /// Follows `next_page_token` until the last page.
+    async fn all_pages<T: DeserializeOwned>(&self, segments: &[&str], extra: &[(&str, String)]) -> Result<Vec<T>> {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query: Vec<(&str, String)> = extra.to_vec();
+            query.push(("page_size", "1000".into()));
+            if let Some(t) = &token {
+                query.push(("page_token", t.clone()));
+            }
+            let page: Page<T> = self.get(segments, &query).await?;
+            items.extend(page.items);
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    // --- health and identity -------------------------------------------------------------
+
+    /// `GET /healthz`: true if the server answers.
+    pub async fn healthy(&self) -> bool {
+        let url = self.base.join("healthz").expect("static path");
+        matches!(self.http.get(url).send().await, Ok(r) if r.status() == StatusCode::OK)
+    }
+
+    pub async fn whoami(&self) -> Result<Whoami> {
+        self.get(&["whoami"], &[]).await
+    }
+
+    // --- tokens ---------------------------------------------------------------------------
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        self.get(&["tokens"], &[]).await
+    }
+
+    pub async fn create_token(&self, req: &CreateToken) -> Result<CreatedToken> {
+        self.post(&["tokens"], req).await
+    }
+
+    pub async fn revoke_token(&self, name: &str) -> Result<()> {
+        self.delete(&["tokens", name], &[]).await
+    }
+
+    // --- workspaces -----------------------------------------------------------------------
+
+    pub async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
+        self.all_pages(&["workspaces"], &[]).await
+    }
+
+    pub async fn create_workspace(&self, req: &CreateWorkspace) -> Result<Workspace> {
+        self.post(&["workspaces"], req).await
+    }
+
+    pub async fn workspace(&self, name: &str) -> Result<Workspace> {
+        self.get(&["workspaces", name], &[]).await
+    }
+
+    pub async fn delete_workspace(&self, name: &str, force: bool) -> Result<()> {
+        self.delete(&["workspaces", name], &[("force", force.to_string())]).await
+    }
+
+    // --- datastores -----------------------------------------------------------------------
+
+    pub async fn list_datastores(&self, ws: &str) -> Result<Vec<Datastore>> {
+        self.all_pages(&["workspaces", ws, "datastores"], &[]).await
+    }
+
+    pub async fn create_datastore(&self, ws: &str, req: &CreateDatastore) -> Result<Datastore> {
+        self.post(&["workspaces", ws, "datastores"], req).await
+    }
+
+    pub async fn datastore(&self, ws: &str, name: &str) -> Result<Datastore> {
+        self.get(&["workspaces", ws, "datastores", name], &[]).await
+    }
+
+    pub async fn delete_datastore(&self, ws: &str, name: &str) -> Result<()> {
+        self.delete(&["workspaces", ws, "datastores", name], &[]).await
+    }
+
+    // --- files ----------------------------------------------------------------------------
+
+    fn file_url(&self, ws: &str, ds: &str, path: &str) -> Url {
+        let mut segments = vec!["workspaces", ws, "datastores", ds, "files"];
+        segments.extend(path.split('/'));
+        self.url(segments)
+    }
+
+    pub async fn upload_plan(&self, ws: &str, ds: &str, req: &UploadPlanRequest) -> Result<UploadPlan> {
+        self.post(&["workspaces", ws, "datastores", ds, "upload-plan"], req).await
+    }
+
+    /// Uploads one file's content from a stream; `sha256` lets the server verify it.
+    pub async fn put_file<S>(
+        &self,
+        ws: &str,
+        ds: &str,
+        path: &str,
+        body: S,
+        size: Option<u64>,
+        sha256: Option<&str>,
+        overwrite: bool,
+    ) -> Result<PutFileResult>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    {
+        let mut rb = self
+            .request(Method::PUT, self.file_url(ws, ds, path))
+            .query(&[("overwrite", overwrite.to_string())])
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(size) = size {
+            rb = rb.header(reqwest::header::CONTENT_LENGTH, size);
+        }
+        if let Some(sha) = sha256 {
+            rb = rb.header(SHA256_HEADER, sha);
+        }
+        self.json(rb).await
+    }
+
+    /// Every file under `prefix` (the whole datastore when empty), recursively.
+    pub async fn list_files(&self, ws: &str, ds: &str, prefix: &str) -> Result<Vec<FileEntry>> {
+        self.all_pages(&["workspaces", ws, "datastores", ds, "files"], &[("prefix", prefix.to_string())]).await
+    }
+
+    /// Streams one file's content, with its size when the server sends it.
+    pub async fn get_file(
+        &self,
+        ws: &str,
+        ds: &str,
+        path: &str,
+    ) -> Result<(Option<u64>, impl Stream<Item = Result<Bytes>> + use<>)> {
+        let response = self.send(self.request(Method::GET, self.file_url(ws, ds, path))).await?;
+        let size = response.content_length();
+        let base = self.base.to_string();
+        let stream = response.bytes_stream().map_err(move |e| ClientError::Transport {
+            url: base.clone(),
+            message: format!("download interrupted: {e}"),
+        });
+        Ok((size, stream))
+    }
+
+    pub async fn delete_file(&self, ws: &str, ds: &str, path: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, self.file_url(ws, ds, path))).await.map(|_| ())
+    }
+}

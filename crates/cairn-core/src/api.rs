@@ -1,0 +1,232 @@
+//! The bodies of Cairn's REST API, shared by the server (which produces them), the Rust client
+//! and the CLI (which consume them). Request bodies refuse unknown fields so that a typo is a
+//! clear 400 instead of a silently ignored option.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What a token may do. Ordered: an admin can do what a writer can, a writer what a reader can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read anything the token's scope covers.
+    Reader,
+    /// Also create, change and delete resources inside workspaces (datastores, files, …).
+    Writer,
+    /// Also manage workspaces and tokens.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "reader" => Some(Role::Reader),
+            "writer" => Some(Role::Writer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// One page of a list, with the token that fetches the next one (absent on the last page).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// An API token as listed: never the secret itself.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    /// The one workspace this token is limited to; absent for a token valid everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// Returned once, at creation: the only time the secret is shown.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+/// Who the caller is, as the server sees the presented token.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    pub token_name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Where a datastore keeps its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DatastoreKind {
+    /// Inside the server's artifact store; created with the workspace, deleted with it.
+    Default,
+    /// A directory on the server's machine.
+    Local,
+    /// An S3 (or S3-compatible) bucket and prefix; credentials come from the server's environment.
+    S3,
+}
+
+impl DatastoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatastoreKind::Default => "default",
+            DatastoreKind::Local => "local",
+            DatastoreKind::S3 => "s3",
+        }
+    }
+    pub fn parse(s: &str) -> Option<DatastoreKind> {
+        match s {
+            "default" => Some(DatastoreKind::Default),
+            "local" => Some(DatastoreKind::Local),
+            "s3" => Some(DatastoreKind::S3),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Datastore {
+    pub name: String,
+    pub workspace: String,
+    pub kind: DatastoreKind,
+    /// The directory (`local`) or `s3://bucket/prefix` URL (`s3`); empty for `default`.
+    pub location: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDatastore {
+    pub name: String,
+    pub kind: DatastoreKind,
+    /// Absolute directory path for `local`, `s3://bucket/prefix` for `s3`.
+    pub location: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A file the client intends to upload, as announced in an upload plan.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedFile {
+    pub path: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the content.
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadPlanRequest {
+    pub files: Vec<PlannedFile>,
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// What the server will do with one announced file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanAction {
+    /// Absent, or different and `overwrite` was asked: send it.
+    Upload,
+    /// The same content is already there: nothing to send.
+    Skip,
+    /// A different file is there and `overwrite` was not asked: refused.
+    Conflict,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlanEntry {
+    pub path: String,
+    pub action: PlanAction,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct UploadPlan {
+    pub files: Vec<PlanEntry>,
+}
+
+/// What a file upload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PutStatus {
+    Created,
+    Replaced,
+    Unchanged,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PutFileResult {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub status: PutStatus,
+}
+
+/// One file in a datastore listing.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub last_modified: i64,
+}
+
+/// The error body of every failed API call: `{"error": {"code": …, "message": …}}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// The header carrying a file's expected SHA-256 (lower-case hex) on upload.
+pub const SHA256_HEADER: &str = "x-cairn-sha256";

@@ -1,0 +1,20 @@
+//! Cairn's domain: the vocabulary of the platform (workspaces, datastores, tokens …), the rules
+//! that names and paths must follow, and the one error type every layer speaks.
+//!
+//! This crate does no I/O and knows nothing of HTTP or SQL: the store maps rows onto these types,
+//! the server maps [`Error`] onto HTTP statuses, the client deserialises the same types. Keeping
+//! the API bodies here means the server and its clients cannot drift apart.
+
+pub mod api;
+pub mod error;
+pub mod names;
+pub mod paths;
+
+pub use error::{Error, Result};
+pub use names::validate_name;
+pub use paths::RelPath;
+
+/// Milliseconds since the Unix epoch: the one clock representation stored and exchanged.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,51 @@
+//! Resource names (workspaces, datastores, tokens): short, lower-case, safe in URLs, file names
+//! and DNS labels, so that the same name can be used everywhere without escaping.
+
+use crate::Error;
+
+/// The rule, quoted in every error so that users can fix the name without reading docs.
+pub const NAME_RULE: &str =
+    "1 to 63 characters: lower-case letters, digits, '-' and '_', starting with a letter or digit";
+
+/// Checks `name` against `[a-z0-9][a-z0-9-_]{0,62}`; `what` names the field in the error.
+pub fn validate_name(what: &str, name: &str) -> Result<(), Error> {
+    let bytes = name.as_bytes();
+    let first_ok = bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let rest_ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+    if first_ok && rest_ok && bytes.len() <= 63 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid {what} {:?}: {NAME_RULE}", truncate(name))))
+    }
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > 80 {
+        format!("{}…", s.chars().take(80).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_names_that_follow_the_rule() {
+        for ok in ["a", "0", "wine", "azureml_workspace", "cpu-cluster-2", &"a".repeat(63)] {
+            validate_name("workspace name", ok).unwrap();
+        }
+    }
+
+    #[test]
+    fn rejects_names_that_break_the_rule_and_quotes_it() {
+        for bad in ["", "-a", "_a", "Wine", "a b", "a/b", "a.b", "é", &"a".repeat(64)] {
+            let err = validate_name("workspace name", bad).unwrap_err().to_string();
+            assert!(err.contains("invalid workspace name"), "{err}");
+            assert!(err.contains("lower-case"), "{err}");
+        }
+    }
+}

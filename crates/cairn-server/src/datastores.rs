@@ -1,0 +1,251 @@
+//! The logic that spans metadata and files: where a datastore's files live, upload plans,
+//! verified uploads that keep checksums, and which workspaces are empty.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use cairn_blob::{BlobStore, PutOpts};
+use cairn_core::api::{
+    CreateDatastore, DatastoreKind, FileEntry, PlanAction, PlanEntry, PutFileResult, PutStatus,
+    UploadPlan, UploadPlanRequest, Workspace,
+};
+use cairn_core::{validate_name, Error, RelPath};
+use cairn_store::{DatastoreRecord, FileRecord};
+use futures::Stream;
+
+use crate::state::AppState;
+
+impl AppState {
+    /// The storage behind a datastore (opened once, then cached).
+    pub fn blobs_of(&self, ds: &DatastoreRecord) -> Result<BlobStore, Error> {
+        if let Some(b) = self.blob_cache.lock().expect("blob cache lock").get(&ds.id) {
+            return Ok(b.clone());
+        }
+        let blobs = match ds.datastore.kind {
+            DatastoreKind::Default => self.artifacts.child(&default_prefix(&ds.workspace_id)),
+            DatastoreKind::Local | DatastoreKind::S3 => BlobStore::open(&ds.datastore.location)?,
+        };
+        self.blob_cache.lock().expect("blob cache lock").insert(ds.id.clone(), blobs.clone());
+        Ok(blobs)
+    }
+
+    /// Checks a datastore to register: its name, and that its location is usable and safe.
+    pub fn validate_new_datastore(&self, req: &CreateDatastore) -> Result<(), Error> {
+        validate_name("datastore name", &req.name)?;
+        if req.name == "default" {
+            return Err(Error::conflict("the name \"default\" is reserved for the workspace's own datastore"));
+        }
+        match req.kind {
+            DatastoreKind::Default => Err(Error::invalid(
+                "kind \"default\" cannot be registered: every workspace has exactly one; use \"local\" or \"s3\"",
+            )),
+            DatastoreKind::Local => {
+                let dir = Path::new(&req.location);
+                if !dir.is_absolute() {
+                    return Err(Error::invalid(format!(
+                        "location {:?} must be an absolute directory path for a local datastore",
+                        req.location
+                    )));
+                }
+                let real = dir.canonicalize().map_err(|e| {
+                    Error::invalid(format!("location {:?} is not usable: {e}", req.location))
+                })?;
+                if !real.is_dir() {
+                    return Err(Error::invalid(format!("location {:?} is not a directory", req.location)));
+                }
+                let data = self.data_dir.canonicalize().unwrap_or_else(|_| self.data_dir.clone());
+                if real.starts_with(&data) || data.starts_with(&real) {
+                    return Err(Error::invalid(format!(
+                        "location {:?} overlaps the server's data directory, which holds secrets",
+                        req.location
+                    )));
+                }
+                Ok(())
+            }
+            DatastoreKind::S3 => {
+                if !req.location.starts_with("s3://") {
+                    return Err(Error::invalid(format!(
+                        "location {:?} must look like s3://bucket/prefix for an s3 datastore",
+                        req.location
+                    )));
+                }
+                BlobStore::open(&req.location).map(|_| ())
+            }
+        }
+    }
+
+    /// Deletes a workspace: refuses when it holds anything unless `force`; with `force`, also
+    /// deletes its default datastore's files (never the files of other datastores).
+    pub async fn delete_workspace(&self, ws: &Workspace, force: bool) -> Result<(), Error> {
+        let datastores = self.store.list_datastores(ws, None, Some(cairn_store::MAX_PAGE_SIZE)).await?;
+        let default = datastores.items.iter().find(|d| d.datastore.kind == DatastoreKind::Default);
+        if !force {
+            let mut contents = Vec::new();
+            let others: Vec<_> = datastores
+                .items
+                .iter()
+                .filter(|d| d.datastore.kind != DatastoreKind::Default)
+                .map(|d| d.datastore.name.clone())
+                .collect();
+            if !others.is_empty() {
+                contents.push(format!("datastores {}", others.join(", ")));
+            }
+            if let Some(d) = default {
+                if !self.blobs_of(d)?.is_empty(&RelPath::parse_dir("")?).await? {
+                    contents.push("files in the default datastore".to_string());
+                }
+            }
+            if !contents.is_empty() {
+                return Err(Error::conflict(format!(
+                    "workspace \"{}\" is not empty ({}); delete them first or pass --force (force=true)",
+                    ws.name,
+                    contents.join("; ")
+                )));
+            }
+        }
+        self.store.delete_workspace(&ws.name).await?;
+        {
+            let mut cache = self.blob_cache.lock().expect("blob cache lock");
+            for d in &datastores.items {
+                cache.remove(&d.id);
+            }
+        }
+        // The rows are gone, so the workspace is; its files are cleaned up after, and a failure
+        // leaves only unreachable files under a prefix no new workspace will reuse (ids are unique).
+        let own = self.artifacts.child(&format!("workspaces/{}", ws.id));
+        if let Err(e) = own.delete_all(&RelPath::parse_dir("")?).await {
+            tracing::warn!(workspace = %ws.name, error = %e, "could not delete all files of a deleted workspace");
+        }
+        Ok(())
+    }
+
+    /// Says, for each announced file, whether it must be sent, can be skipped, or conflicts.
+    pub async fn plan_upload(&self, ds: &DatastoreRecord, req: &UploadPlanRequest) -> Result<UploadPlan, Error> {
+        let mut paths = Vec::with_capacity(req.files.len());
+        for f in &req.files {
+            paths.push(RelPath::parse(&f.path)?);
+            check_sha256(&f.sha256)?;
+        }
+        let blobs = self.blobs_of(ds)?;
+        let existing = list_common_dir(&blobs, &paths).await?;
+        let keys: Vec<&str> = paths.iter().map(RelPath::as_str).collect();
+        let records = self.store.file_records(&ds.id, &keys).await?;
+        let mut out = Vec::with_capacity(req.files.len());
+        for (f, path) in req.files.iter().zip(&paths) {
+            let action = match existing.get(path.as_str()) {
+                None => PlanAction::Upload,
+                Some(entry) => {
+                    let same = entry.size == f.size
+                        && self.stored_sha256(&blobs, ds, path, entry, records.get(path.as_str())).await?
+                            == f.sha256.to_ascii_lowercase();
+                    match (same, req.overwrite) {
+                        (true, _) => PlanAction::Skip,
+                        (false, true) => PlanAction::Upload,
+                        (false, false) => PlanAction::Conflict,
+                    }
+                }
+            };
+            out.push(PlanEntry { path: f.path.clone(), action });
+        }
+        Ok(UploadPlan { files: out })
+    }
+
+    /// The checksum of a stored file: from the record Cairn kept when it wrote the file, unless the
+    /// file changed since (size or modification time), in which case it is read and re-recorded.
+    async fn stored_sha256(
+        &self,
+        blobs: &BlobStore,
+        ds: &DatastoreRecord,
+        path: &RelPath,
+        entry: &FileEntry,
+        record: Option<&FileRecord>,
+    ) -> Result<String, Error> {
+        if let Some(r) = record {
+            if r.size == entry.size && entry.last_modified <= r.updated_at {
+                return Ok(r.sha256.clone());
+            }
+        }
+        let written = blobs.sha256_of(path).await?;
+        self.store.put_file_record(&ds.id, path.as_str(), written.size, &written.sha256).await?;
+        Ok(written.sha256)
+    }
+
+    /// Stores one uploaded file, verified against `sha256` when given.
+    pub async fn put_file<S, E>(
+        &self,
+        ds: &DatastoreRecord,
+        path: &RelPath,
+        body: S,
+        sha256: Option<&str>,
+        overwrite: bool,
+    ) -> Result<PutFileResult, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        if let Some(s) = sha256 {
+            check_sha256(s)?;
+        }
+        let blobs = self.blobs_of(ds)?;
+        let existing = blobs.head(path).await?;
+        if let (Some(entry), Some(expected)) = (&existing, sha256) {
+            let records = self.store.file_records(&ds.id, &[path.as_str()]).await?;
+            let stored = self.stored_sha256(&blobs, ds, path, entry, records.get(path.as_str())).await?;
+            if stored.eq_ignore_ascii_case(expected) {
+                return Ok(PutFileResult {
+                    path: path.to_string(),
+                    size: entry.size,
+                    sha256: stored,
+                    status: PutStatus::Unchanged,
+                });
+            }
+        }
+        if existing.is_some() && !overwrite {
+            return Err(Error::conflict(format!(
+                "{path} already exists with different content; pass overwrite=true (--overwrite) to replace it"
+            )));
+        }
+        let opts = PutOpts { expected_sha256: sha256, max_bytes: Some(self.max_upload_bytes), overwrite };
+        let written = blobs.put_stream(path, body, opts).await.map_err(|e| match e {
+            Error::Conflict(_) => Error::conflict(format!(
+                "{path} was created by another upload meanwhile; pass overwrite=true to replace it"
+            )),
+            other => other,
+        })?;
+        self.store.put_file_record(&ds.id, path.as_str(), written.size, &written.sha256).await?;
+        Ok(PutFileResult {
+            path: path.to_string(),
+            size: written.size,
+            sha256: written.sha256,
+            status: if existing.is_some() { PutStatus::Replaced } else { PutStatus::Created },
+        })
+    }
+}
+
+/// Where a workspace's default datastore lives inside the artifact store.
+pub fn default_prefix(workspace_id: &str) -> String {
+    format!("workspaces/{workspace_id}/datastores/default")
+}
+
+fn check_sha256(s: &str) -> Result<(), Error> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("sha256 {s:?} must be 64 hexadecimal digits")))
+    }
+}
+
+/// Lists, in one call, the deepest folder containing all `paths`, keyed by path.
+async fn list_common_dir(blobs: &BlobStore, paths: &[RelPath]) -> Result<HashMap<String, FileEntry>, Error> {
+    let Some(first) = paths.first() else { return Ok(HashMap::new()) };
+    let mut common: Vec<&str> = first.as_str().split('/').collect();
+    common.pop();
+    for p in &paths[1..] {
+        let parts: Vec<&str> = p.as_str().split('/').collect();
+        let shared = common.iter().zip(&parts[..parts.len() - 1]).take_while(|(a, b)| a == b).count();
+        common.truncate(shared);
+    }
+    let dir = RelPath::parse_dir(&common.join("/"))?;
+    Ok(blobs.list(&dir).await?.into_iter().map(|e| (e.path.clone(), e)).collect())
+}

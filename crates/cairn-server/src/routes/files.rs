@@ -1,0 +1,178 @@
+//! Files in a datastore: upload plans, uploads, downloads, listings, deletes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use cairn_core::api::{FileEntry, Page, PutFileResult, PutStatus, Role, UploadPlan, UploadPlanRequest, SHA256_HEADER};
+use cairn_core::{Error, RelPath};
+use cairn_store::DatastoreRecord;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::extract;
+use crate::state::AppState;
+
+/// Resolves the workspace and datastore of a request after checking the caller's rights.
+async fn datastore(state: &AppState, caller: &Caller, role: Role, ws: &str, ds: &str) -> Result<DatastoreRecord, Error> {
+    caller.require(role, Some(ws))?;
+    let workspace = state.store.workspace(ws).await?;
+    state.store.datastore(&workspace, ds).await
+}
+
+/// Announces files to upload with their sizes and SHA-256; the answer says which to send,
+/// which are already there, and which conflict with different existing content.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/datastores/{ds}/upload-plan", tag = "files",
+    params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name")),
+    request_body = UploadPlanRequest,
+    responses((status = 200, body = UploadPlan), (status = 400, body = cairn_core::api::ErrorBody)))]
+pub async fn plan(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, ds)): Path<(String, String)>,
+    extract::Json(req): extract::Json<UploadPlanRequest>,
+) -> ApiResult<Json<UploadPlan>> {
+    let record = datastore(&state, &caller, Role::Writer, &ws, &ds).await?;
+    Ok(Json(state.plan_upload(&record, &req).await?))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Folder to list (recursively); the whole datastore when absent.
+    pub prefix: Option<String>,
+    pub page_size: Option<i64>,
+    pub page_token: Option<String>,
+}
+
+/// Lists files under a folder, recursively, in path order, with sizes.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files", tag = "files",
+    params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"), ListQuery),
+    responses((status = 200, body = Page<FileEntry>), (status = 400, body = cairn_core::api::ErrorBody)))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, ds)): Path<(String, String)>,
+    extract::Query(q): extract::Query<ListQuery>,
+) -> ApiResult<Json<Page<FileEntry>>> {
+    let record = datastore(&state, &caller, Role::Reader, &ws, &ds).await?;
+    let dir = RelPath::parse_dir(q.prefix.as_deref().unwrap_or(""))?;
+    let limit = q.page_size.unwrap_or(1000).clamp(1, 10_000) as usize;
+    let all = state.blobs_of(&record)?.list(&dir).await?;
+    let after = q.page_token.unwrap_or_default();
+    let mut items: Vec<FileEntry> = all.into_iter().filter(|f| f.path > after).take(limit + 1).collect();
+    let next_page_token = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|f| f.path.clone())
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_page_token }))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// Replace an existing file with different content.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// Uploads one file (streamed; any size up to the server's limit). Send its SHA-256 in the
+/// `x-cairn-sha256` header: a mismatch is a 422 and nothing changes. The file becomes visible
+/// atomically once complete. Same content already there: 200 `unchanged`.
+#[utoipa::path(put, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files/{path}", tag = "files",
+    params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"),
+           ("path" = String, Path, description = "file path inside the datastore"), UploadQuery,
+           ("x-cairn-sha256" = Option<String>, Header, description = "hex SHA-256 of the content")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = PutFileResult), (status = 200, body = PutFileResult),
+              (status = 400, body = cairn_core::api::ErrorBody), (status = 409, body = cairn_core::api::ErrorBody),
+              (status = 413, body = cairn_core::api::ErrorBody), (status = 422, body = cairn_core::api::ErrorBody)))]
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, ds, path)): Path<(String, String, String)>,
+    extract::Query(q): extract::Query<UploadQuery>,
+    headers: HeaderMap,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<PutFileResult>)> {
+    let record = datastore(&state, &caller, Role::Writer, &ws, &ds).await?;
+    let path = RelPath::parse(&path)?;
+    let sha256 = headers
+        .get(SHA256_HEADER)
+        .map(|v| v.to_str().map_err(|_| Error::invalid(format!("header {SHA256_HEADER} is not ASCII"))))
+        .transpose()?;
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if len > state.max_upload_bytes {
+            return Err(Error::TooLarge(format!(
+                "{path} is {len} bytes; this server accepts files up to {} bytes",
+                state.max_upload_bytes
+            ))
+            .into());
+        }
+    }
+    let body = request.into_body().into_data_stream();
+    let result = state.put_file(&record, &path, body, sha256, q.overwrite).await?;
+    let status = if result.status == PutStatus::Created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(result)))
+}
+
+/// Downloads one file, streamed.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files/{path}", tag = "files",
+    params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"),
+           ("path" = String, Path, description = "file path inside the datastore")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 404, body = cairn_core::api::ErrorBody)))]
+pub async fn download(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, ds, path)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let record = datastore(&state, &caller, Role::Reader, &ws, &ds).await?;
+    let path = RelPath::parse(&path)?;
+    let blobs = state.blobs_of(&record)?;
+    let (size, stream) = match blobs.get_stream(&path).await {
+        Ok(found) => found,
+        Err(Error::NotFound { .. }) if !blobs.is_empty(&path).await? => {
+            return Err(Error::invalid(format!(
+                "{path} is a folder; list it with GET …/files?prefix={path} or download its files one by one"
+            ))
+            .into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Deletes a file, or a folder and everything under it.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files/{path}", tag = "files",
+    params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"),
+           ("path" = String, Path, description = "file or folder path inside the datastore")),
+    responses((status = 204), (status = 404, body = cairn_core::api::ErrorBody)))]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, ds, path)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let record = datastore(&state, &caller, Role::Writer, &ws, &ds).await?;
+    let path = RelPath::parse(path.trim_end_matches('/'))?;
+    let deleted = state.blobs_of(&record)?.delete_all(&path).await?;
+    state.store.delete_file_records(&record.id, path.as_str()).await?;
+    if deleted == 0 {
+        return Err(Error::not_found("file", path.as_str()).into());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

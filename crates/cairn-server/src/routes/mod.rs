@@ -1,0 +1,58 @@
+//! The router: which path goes to which handler, and the layers around them.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::{middleware, Router};
+use cairn_core::Error;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub mod datastores;
+pub mod files;
+pub mod health;
+pub mod tokens;
+pub mod workspaces;
+
+/// JSON bodies larger than this are refused with 413 (upload plans are sent in chunks).
+pub const JSON_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The whole HTTP surface of the control plane.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/whoami", get(tokens::whoami))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/workspaces", get(workspaces::list).post(workspaces::create))
+        .route("/workspaces/{ws}", get(workspaces::show).delete(workspaces::delete))
+        .route("/workspaces/{ws}/datastores", get(datastores::list).post(datastores::create))
+        .route("/workspaces/{ws}/datastores/{ds}", get(datastores::show).delete(datastores::delete))
+        .route("/workspaces/{ws}/datastores/{ds}/upload-plan", axum::routing::post(files::plan))
+        .route("/workspaces/{ws}/datastores/{ds}/files", get(files::list))
+        .route(
+            "/workspaces/{ws}/datastores/{ds}/files/{*path}",
+            get(files::download)
+                .put(files::upload)
+                .delete(files::delete)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/openapi.json", get(crate::openapi::serve))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError(Error::NotFound { kind: "route", name: uri.path().to_string() })
+}

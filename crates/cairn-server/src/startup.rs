@@ -1,0 +1,127 @@
+//! Start-up and shutdown of `cairn server`: the data directory, the stores, the first admin
+//! token, the listener, and a graceful stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_blob::BlobStore;
+use cairn_store::Store;
+
+use crate::state::AppState;
+
+/// Everything `cairn server` needs, already merged from flags, environment and `cairn.toml`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Holds the SQLite database, the local artifact store, the admin token and the lock file.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to keep metadata in PostgreSQL; SQLite in the data directory otherwise.
+    pub database_url: Option<String>,
+    /// `s3://bucket/prefix` or a directory; `DATA_DIR/artifacts` otherwise.
+    pub artifact_store: Option<String>,
+    /// `HOST:PORT`; port 0 picks a free port.
+    pub listen: String,
+    /// Fixes the admin token created at first start (`CAIRN_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
+    /// Largest file one upload may carry.
+    pub max_upload_bytes: u64,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+/// File in the data directory that tells local clients where the server listens.
+pub const SERVER_FILE: &str = "server.json";
+
+/// Runs the server until `shutdown` resolves, then lets in-flight requests finish (up to the
+/// grace period) and closes the database.
+pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    create_private_dir(&config.data_dir)?;
+    let lock = lock_data_dir(&config.data_dir)?;
+
+    let store = match &config.database_url {
+        Some(url) => Store::open(url).await?,
+        None => Store::open_sqlite(&config.data_dir.join("cairn.db")).await?,
+    };
+    let artifacts = match &config.artifact_store {
+        Some(location) => BlobStore::open(location)?,
+        None => BlobStore::open(config.data_dir.join("artifacts").to_str().context("data dir is not UTF-8")?)?,
+    };
+    let created_token = crate::auth::bootstrap_admin(&store, &config.data_dir, config.admin_token.as_deref()).await?;
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    tracing::info!("listening on {url}");
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        database = if config.database_url.is_some() { "postgres" } else { "sqlite" },
+        artifacts = artifacts.location(),
+        "cairn server ready"
+    );
+    if let Some(path) = created_token {
+        tracing::info!("created the admin token; it is in {} (readable only by you)", path.display());
+    }
+    let server_file = config.data_dir.join(SERVER_FILE);
+    std::fs::write(&server_file, serde_json::json!({ "url": url, "pid": std::process::id() }).to_string())
+        .with_context(|| format!("cannot write {}", server_file.display()))?;
+
+    let state = AppState::new(store.clone(), artifacts, config.data_dir.clone(), config.max_upload_bytes);
+    let app = crate::routes::router(state);
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(config.shutdown_grace, server).await {
+        Ok(joined) => joined.context("server task failed")??,
+        Err(_) => tracing::warn!("in-flight requests did not finish within {:?}; stopping anyway", config.shutdown_grace),
+    }
+    store.close().await;
+    let _ = std::fs::remove_file(&server_file);
+    drop(lock);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Holds an exclusive lock on the data directory for the server's lifetime, so that two servers
+/// never share one SQLite database or artifact folder.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("server.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another cairn server is already using the data directory {}; stop it or pass another --data-dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}

@@ -1,0 +1,216 @@
+//! Datastores and the checksums of the files Cairn wrote into them.
+
+use std::collections::HashMap;
+
+use cairn_core::api::{CreateDatastore, Datastore, DatastoreKind, Page, Workspace};
+use cairn_core::{now_ms, Error};
+use sqlx::Row;
+
+use crate::db::{is_unique_violation, map_err, new_id};
+use crate::workspaces::{page_size, paginate};
+use crate::Store;
+
+/// A datastore with its internal id (used to key its files).
+#[derive(Clone, Debug)]
+pub struct DatastoreRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub datastore: Datastore,
+}
+
+/// What Cairn knows of a file it wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    pub size: u64,
+    pub sha256: String,
+    pub updated_at: i64,
+}
+
+fn from_row(row: &sqlx::any::AnyRow, workspace: &str) -> Result<DatastoreRecord, Error> {
+    (|| -> Result<DatastoreRecord, sqlx::Error> {
+        let kind: String = row.try_get("kind")?;
+        Ok(DatastoreRecord {
+            id: row.try_get("id")?,
+            workspace_id: row.try_get("workspace_id")?,
+            datastore: Datastore {
+                name: row.try_get("name")?,
+                workspace: workspace.to_string(),
+                kind: DatastoreKind::parse(&kind).unwrap_or(DatastoreKind::Local),
+                location: row.try_get("location")?,
+                description: row.try_get("description")?,
+                created_at: row.try_get("created_at")?,
+            },
+        })
+    })()
+    .map_err(map_err)
+}
+
+const COLUMNS: &str = "id, workspace_id, name, kind, location, description, created_at";
+
+impl Store {
+    pub async fn create_datastore(
+        &self,
+        ws: &Workspace,
+        req: &CreateDatastore,
+    ) -> Result<DatastoreRecord, Error> {
+        let id = new_id();
+        let created_at = now_ms();
+        sqlx::query(
+            "INSERT INTO datastores (id, workspace_id, name, kind, location, description, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(&ws.id)
+        .bind(&req.name)
+        .bind(req.kind.as_str())
+        .bind(&req.location)
+        .bind(&req.description)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::conflict(format!(
+                    "datastore \"{}\" already exists in workspace \"{}\"",
+                    req.name, ws.name
+                ))
+            } else {
+                map_err(e)
+            }
+        })?;
+        Ok(DatastoreRecord {
+            id,
+            workspace_id: ws.id.clone(),
+            datastore: Datastore {
+                name: req.name.clone(),
+                workspace: ws.name.clone(),
+                kind: req.kind,
+                location: req.location.clone(),
+                description: req.description.clone(),
+                created_at,
+            },
+        })
+    }
+
+    pub async fn datastore(&self, ws: &Workspace, name: &str) -> Result<DatastoreRecord, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM datastores WHERE workspace_id = $1 AND name = $2"
+        ))
+        .bind(&ws.id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        match row {
+            Some(r) => from_row(&r, &ws.name),
+            None => Err(Error::NotFound {
+                kind: "datastore",
+                name: format!("{name}\" in workspace \"{}", ws.name),
+            }),
+        }
+    }
+
+    pub async fn list_datastores(
+        &self,
+        ws: &Workspace,
+        page_token: Option<&str>,
+        size: Option<i64>,
+    ) -> Result<Page<DatastoreRecord>, Error> {
+        let limit = page_size(size);
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM datastores WHERE workspace_id = $1 AND name > $2 ORDER BY name LIMIT $3"
+        ))
+        .bind(&ws.id)
+        .bind(page_token.unwrap_or(""))
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let mut items = rows.iter().map(|r| from_row(r, &ws.name)).collect::<Result<Vec<_>, _>>()?;
+        Ok(paginate(&mut items, limit, |d| d.datastore.name.clone()))
+    }
+
+    /// Forgets a datastore (and the checksums of its files). Never touches the files.
+    pub async fn delete_datastore(&self, ds: &DatastoreRecord) -> Result<(), Error> {
+        sqlx::query("DELETE FROM datastores WHERE id = $1")
+            .bind(&ds.id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// The records of the given paths that exist, keyed by path.
+    pub async fn file_records(
+        &self,
+        datastore_id: &str,
+        paths: &[&str],
+    ) -> Result<HashMap<String, FileRecord>, Error> {
+        let mut found = HashMap::new();
+        for chunk in paths.chunks(500) {
+            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT path, size, sha256, updated_at FROM datastore_files \
+                 WHERE datastore_id = $1 AND path IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(datastore_id);
+            for p in chunk {
+                q = q.bind(*p);
+            }
+            for row in q.fetch_all(&self.pool).await.map_err(map_err)? {
+                let rec = (|| -> Result<(String, FileRecord), sqlx::Error> {
+                    Ok((
+                        row.try_get("path")?,
+                        FileRecord {
+                            size: row.try_get::<i64, _>("size")? as u64,
+                            sha256: row.try_get("sha256")?,
+                            updated_at: row.try_get("updated_at")?,
+                        },
+                    ))
+                })()
+                .map_err(map_err)?;
+                found.insert(rec.0, rec.1);
+            }
+        }
+        Ok(found)
+    }
+
+    pub async fn put_file_record(
+        &self,
+        datastore_id: &str,
+        path: &str,
+        size: u64,
+        sha256: &str,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO datastore_files (datastore_id, path, size, sha256, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (datastore_id, path) DO UPDATE SET size = $3, sha256 = $4, updated_at = $5",
+        )
+        .bind(datastore_id)
+        .bind(path)
+        .bind(size as i64)
+        .bind(sha256)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Forgets the records of `path` and everything under it.
+    pub async fn delete_file_records(&self, datastore_id: &str, path: &str) -> Result<u64, Error> {
+        let like = format!("{}/%", path.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let done = sqlx::query(
+            "DELETE FROM datastore_files WHERE datastore_id = $1 AND (path = $2 OR path LIKE $3 ESCAPE '\\')",
+        )
+        .bind(datastore_id)
+        .bind(path)
+        .bind(like)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}

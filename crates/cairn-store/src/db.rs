@@ -1,0 +1,144 @@
+//! Connecting, migrating, and turning driver errors into domain errors.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use cairn_core::Error;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+/// Which database engine is behind the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The metadata store. Cheap to clone: it is a connection pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    backend: Backend,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` in WAL mode and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Store, Error> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::open(&url).await
+    }
+
+    /// Opens `sqlite://…` or `postgres://…` and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Store, Error> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(Error::invalid(format!(
+                "unsupported database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
+                redact(url)
+            )));
+        };
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid(format!("bad database URL {:?}: {e}", redact(url))))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer; NORMAL sync is durable across process
+                        // crashes (the guarantee we test) and much faster than FULL.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| match map_err(e) {
+                Error::Internal(m) => {
+                    Error::Unavailable(format!("cannot open the metadata database {}: {m}", redact(url)))
+                }
+                other => other,
+            })?;
+        MIGRATOR.run(&pool).await.map_err(|e| {
+            Error::Internal(format!("migrating the metadata database failed: {e}"))
+        })?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Succeeds when the database answers a trivial query (used by `/readyz`).
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Waits for connections to be returned and closes them (checkpointing SQLite's WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Hides the password of a database URL before it is shown or logged.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Maps a driver error onto the domain error users understand.
+pub(crate) fn map_err(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            match code.as_str() {
+                // SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
+                c if c == "5" || c == "6" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6) => {
+                    Error::Unavailable(
+                        "the metadata database is locked by another process; retry shortly".into(),
+                    )
+                }
+                // SQLITE_FULL, PostgreSQL disk_full / insufficient_resources
+                c if c == "13" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13) || c == "53100" || c == "53000" => {
+                    Error::StorageFull("the metadata database is out of disk space".into())
+                }
+                _ => Error::Internal(format!("database error: {db}")),
+            }
+        }
+        sqlx::Error::PoolTimedOut => {
+            Error::Unavailable("the metadata database did not answer in time; retry shortly".into())
+        }
+        sqlx::Error::Io(io) if io.raw_os_error() == Some(28) => {
+            Error::StorageFull("the metadata database is out of disk space".into())
+        }
+        _ => Error::Internal(format!("database error: {e}")),
+    }
+}
+
+/// True when `e` is a unique-constraint violation (both backends).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A new time-ordered id.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

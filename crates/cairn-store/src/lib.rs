@@ -1,0 +1,22 @@
+//! Cairn's metadata store: workspaces, datastores, tokens and (later) everything else that is
+//! not file content. One implementation over `sqlx::Any` serves both backends — SQLite (embedded,
+//! the default) and PostgreSQL — because the schema and queries are written in the SQL both
+//! understand (`$N` parameters, BIGINT times, TEXT ids). The same behaviour suite runs against
+//! both (`tests/behaviour.rs`).
+//!
+//! The store knows nothing of HTTP or of file content; it returns domain types from
+//! `cairn-core` and [`cairn_core::Error`] values that already say what went wrong.
+
+mod datastores;
+mod db;
+mod tokens;
+mod workspaces;
+
+pub use datastores::{DatastoreRecord, FileRecord};
+pub use db::{Backend, Store};
+pub use tokens::{NewToken, TokenRecord};
+
+/// Largest page any list returns, whatever the caller asks for.
+pub const MAX_PAGE_SIZE: i64 = 1000;
+/// Page size when the caller does not ask for one.
+pub const DEFAULT_PAGE_SIZE: i64 = 100;

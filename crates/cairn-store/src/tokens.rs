@@ -1,0 +1,131 @@
+//! API tokens. Only a SHA-256 of each token is stored; the caller hashes and compares.
+
+use cairn_core::api::{Role, TokenInfo};
+use cairn_core::{now_ms, Error};
+use sqlx::Row;
+
+use crate::db::{is_unique_violation, map_err, new_id};
+use crate::Store;
+
+/// A token to insert: the caller has already hashed the secret.
+pub struct NewToken<'a> {
+    pub name: &'a str,
+    pub lookup: &'a str,
+    pub hash: &'a str,
+    pub role: Role,
+    pub workspace: Option<&'a str>,
+}
+
+/// A stored token, with its hash, as authentication needs it.
+#[derive(Clone, Debug)]
+pub struct TokenRecord {
+    pub id: String,
+    pub hash: String,
+    pub info: TokenInfo,
+}
+
+fn info_from_row(row: &sqlx::any::AnyRow) -> Result<TokenInfo, sqlx::Error> {
+    let role: String = row.try_get("role")?;
+    Ok(TokenInfo {
+        name: row.try_get("name")?,
+        role: Role::parse(&role).unwrap_or(Role::Reader),
+        workspace: row.try_get("workspace")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+impl Store {
+    pub async fn insert_token(&self, t: NewToken<'_>) -> Result<TokenInfo, Error> {
+        let created_at = now_ms();
+        sqlx::query(
+            "INSERT INTO tokens (id, name, lookup, hash, role, workspace, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(new_id())
+        .bind(t.name)
+        .bind(t.lookup)
+        .bind(t.hash)
+        .bind(t.role.as_str())
+        .bind(t.workspace)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::conflict(format!("a token named \"{}\" already exists", t.name))
+            } else {
+                map_err(e)
+            }
+        })?;
+        Ok(TokenInfo {
+            name: t.name.to_string(),
+            role: t.role,
+            workspace: t.workspace.map(str::to_string),
+            created_at,
+            last_used_at: None,
+        })
+    }
+
+    pub async fn token_by_lookup(&self, lookup: &str) -> Result<Option<TokenRecord>, Error> {
+        let row = sqlx::query(
+            "SELECT id, hash, name, role, workspace, created_at, last_used_at FROM tokens WHERE lookup = $1",
+        )
+        .bind(lookup)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| -> Result<TokenRecord, sqlx::Error> {
+            Ok(TokenRecord { id: r.try_get("id")?, hash: r.try_get("hash")?, info: info_from_row(&r)? })
+        })
+        .transpose()
+        .map_err(map_err)
+    }
+
+    /// Records that a token was used (at most once a minute per token, to spare the writer).
+    pub async fn touch_token(&self, id: &str) -> Result<(), Error> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE tokens SET last_used_at = $1 WHERE id = $2 \
+             AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now - 60_000)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, Error> {
+        let rows = sqlx::query(
+            "SELECT name, role, workspace, created_at, last_used_at FROM tokens ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(info_from_row).collect::<Result<_, _>>().map_err(map_err)
+    }
+
+    pub async fn count_tokens(&self) -> Result<i64, Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.try_get::<i64, _>("n").map_err(map_err)
+    }
+
+    /// Deletes a token: it stops working at once.
+    pub async fn delete_token(&self, name: &str) -> Result<(), Error> {
+        let done = sqlx::query("DELETE FROM tokens WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("token", name));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! The `cairn` binary: `cairn server` runs the platform; every other subcommand is a client of
+//! its REST API. This crate only parses arguments, resolves configuration and prints results;
+//! the work happens in `cairn-server` and `cairn-client`.
+
+mod cmd;
+mod config;
+mod output;
+mod progress;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ClientArgs;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Cairn: a self-hosted machine-learning platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Cairn server (control plane, API) on this machine.
+    Server(server::ServerArgs),
+    /// Save the server URL and token for later commands (~/.config/cairn/config.toml, mode 0600).
+    Login(cmd::login::LoginArgs),
+    /// Show who the current token belongs to.
+    Whoami {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Token(cmd::tokens::TokenCommand),
+    /// Create, list, show and delete workspaces.
+    #[command(subcommand, alias = "ws")]
+    Workspace(cmd::workspaces::WorkspaceCommand),
+    /// Register datastores; upload, download and list their files.
+    #[command(subcommand, alias = "ds")]
+    Datastore(cmd::datastores::DatastoreCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Login(args) => cmd::login::run(args).await,
+            Command::Whoami { client } => cmd::login::whoami(client).await,
+            Command::Token(c) => cmd::tokens::run(c).await,
+            Command::Workspace(c) => cmd::workspaces::run(c).await,
+            Command::Datastore(c) => cmd::datastores::run(c).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `cairn server`: merges flags, `CAIRN_*` environment variables and an optional `cairn.toml`
+//! (in that order of precedence), sets up logging and runs the server until SIGINT/SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_server::ServerConfig;
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Data directory (SQLite database, local artifacts, admin token). Default: ~/.cairn.
+    #[arg(long, env = "CAIRN_HOME")]
+    data_dir: Option<PathBuf>,
+    /// Keep metadata in PostgreSQL instead of SQLite, e.g. postgres://cairn@db/cairn.
+    #[arg(long, env = "CAIRN_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Keep artifacts and default datastores in s3://bucket/prefix (or another directory).
+    #[arg(long, env = "CAIRN_ARTIFACT_STORE")]
+    artifact_store: Option<String>,
+    /// Address to listen on; port 0 picks a free port. Default: 127.0.0.1:8080.
+    #[arg(long, env = "CAIRN_LISTEN")]
+    listen: Option<String>,
+    /// Largest file one upload may carry, in bytes. Default: 64 GiB.
+    #[arg(long, env = "CAIRN_MAX_UPLOAD_BYTES")]
+    max_upload_bytes: Option<u64>,
+    /// Log format. Default: text.
+    #[arg(long, env = "CAIRN_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Configuration file. Default: ./cairn.toml if it exists.
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, ValueEnum, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The keys `cairn.toml` may hold (the same names as the flags, with underscores).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    artifact_store: Option<String>,
+    listen: Option<String>,
+    max_upload_bytes: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MAX_UPLOAD: u64 = 64 << 30;
+
+fn read_file_config(args: &ServerArgs) -> anyhow::Result<FileConfig> {
+    let path = match &args.config {
+        Some(p) => p.clone(),
+        None if Path::new("cairn.toml").is_file() => PathBuf::from("cairn.toml"),
+        None => return Ok(FileConfig::default()),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+}
+
+/// The default data directory: `$CAIRN_HOME`, else `~/.cairn`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("CAIRN_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cairn")
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let file = read_file_config(&args)?;
+    let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
+    init_logging(log_format);
+
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(default_data_dir);
+    let data_dir = if data_dir.is_absolute() { data_dir } else { std::env::current_dir()?.join(data_dir) };
+    let config = ServerConfig {
+        data_dir,
+        database_url: args.database_url.or(file.database_url),
+        artifact_store: args.artifact_store.or(file.artifact_store),
+        listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+        admin_token: std::env::var("CAIRN_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+        max_upload_bytes: args.max_upload_bytes.or(file.max_upload_bytes).unwrap_or(DEFAULT_MAX_UPLOAD),
+        shutdown_grace: Duration::from_secs(30),
+    };
+    cairn_server::serve(config, shutdown_signal()).await
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
