@@ -1,0 +1,428 @@
+//! Behaviour of workspaces, datastores, files and tokens, driven through the real CLI and HTTP
+//! API of a real server — every test runs twice: on SQLite and on a fresh PostgreSQL database.
+
+mod common;
+
+use cairn_core::api::{CreateToken, Role};
+use common::*;
+use serde_json::Value;
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A server on `backend`; the PostgreSQL database lives as long as the returned guard.
+async fn start(backend: Backend, mut opts: Opts) -> (Server, Option<PgDatabase>) {
+    match backend {
+        Backend::Sqlite => (Server::start_with(opts), None),
+        Backend::Postgres => {
+            let db = PgDatabase::create().await;
+            opts.database_url = Some(db.url.clone());
+            (Server::start_with(opts), Some(db))
+        }
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
+
+on_both_backends!(
+    workspaces_are_created_listed_shown_and_deleted,
+    invalid_or_duplicate_workspace_names_are_refused_clearly,
+    non_empty_workspace_is_deleted_only_with_force,
+    roles_and_workspace_scopes_are_enforced,
+    bad_tokens_get_401_without_revealing_what_exists,
+    upload_skips_unchanged_files_and_refuses_conflicts_without_overwrite,
+    upload_refuses_path_traversal_and_writes_nothing_outside,
+    checksum_mismatch_is_422_and_keeps_the_old_content,
+    interrupted_upload_leaves_nothing_visible_and_a_retry_completes,
+    unknown_fields_and_wrong_types_are_400_naming_the_field,
+    local_datastores_are_registered_checked_and_removed_without_touching_data,
+    files_are_downloaded_listed_and_deleted,
+    lists_are_paginated,
+    everything_acknowledged_survives_kill_9,
+);
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+async fn workspaces_are_created_listed_shown_and_deleted(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    let created = json(&s.ok(&["workspace", "create", "azureml_workspace", "--description", "wine", "-o", "json"]));
+    assert_eq!(created["name"], "azureml_workspace");
+    s.ok(&["workspace", "create", "second"]);
+    let listed = json(&s.ok(&["workspace", "list", "-o", "json"]));
+    let names: Vec<_> = listed.as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["azureml_workspace", "second"]);
+    let shown = json(&s.ok(&["workspace", "show", "azureml_workspace", "-o", "json"]));
+    assert_eq!(shown["workspace"]["description"], "wine");
+    assert_eq!(shown["datastores"][0]["name"], "default", "every workspace gets a default datastore");
+    assert_eq!(shown["datastores"][0]["kind"], "default");
+    s.ok(&["workspace", "delete", "second"]);
+    let err = s.fails(&["workspace", "show", "second"]);
+    assert!(err.contains("workspace \"second\" not found") && err.contains("404"), "{err}");
+}
+
+async fn invalid_or_duplicate_workspace_names_are_refused_clearly(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    for bad in ["Wine", "-wine", "wi ne", "wine/x", &"a".repeat(64)] {
+        let err = s.fails(&["workspace", "create", "--", bad]);
+        assert!(err.contains("invalid workspace name") && err.contains("lower-case letters"), "{bad}: {err}");
+        assert!(err.contains("400"), "{err}");
+    }
+    s.ok(&["workspace", "create", "wine"]);
+    let err = s.fails(&["workspace", "create", "wine"]);
+    assert!(err.contains("already exists") && err.contains("409"), "{err}");
+    assert_eq!(json(&s.ok(&["workspace", "list", "-o", "json"])).as_array().unwrap().len(), 1);
+}
+
+async fn non_empty_workspace_is_deleted_only_with_force(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let src = s.tmp().join("src");
+    write_tree(&src, &[("a.txt", b"a")]);
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "d", "-q"]);
+    let err = s.fails(&["workspace", "delete", "w"]);
+    assert!(err.contains("not empty") && err.contains("--force"), "{err}");
+    s.ok(&["workspace", "show", "w"]);
+    s.ok(&["workspace", "delete", "w", "--force"]);
+    s.fails(&["workspace", "show", "w"]);
+    // A new workspace of the same name starts empty.
+    s.ok(&["workspace", "create", "w"]);
+    assert_eq!(json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"])).as_array().unwrap().len(), 0);
+}
+
+async fn roles_and_workspace_scopes_are_enforced(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w1"]);
+    s.ok(&["workspace", "create", "w2"]);
+    let admin = s.client();
+    let mk = |name: &str, role, ws: Option<&str>| CreateToken { name: name.into(), role, workspace: ws.map(Into::into) };
+    let reader = admin.create_token(&mk("reader", Role::Reader, None)).await.unwrap().token;
+    let writer = admin.create_token(&mk("writer", Role::Writer, Some("w1"))).await.unwrap().token;
+
+    let r = s.client_with(&reader);
+    assert_eq!(r.list_workspaces().await.unwrap().len(), 2);
+    let e = r.create_workspace(&cairn_core::api::CreateWorkspace { name: "x".into(), description: String::new() }).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert!(e.to_string().contains("needs admin"), "{e}");
+    let e = r.list_tokens().await.unwrap_err();
+    assert_eq!(e.status(), Some(403));
+
+    let w = s.client_with(&writer);
+    let listed = w.list_workspaces().await.unwrap();
+    assert_eq!(listed.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["w1"], "scoped tokens see their workspace only");
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"hi"))]);
+    w.put_file("w1", "default", "f.txt", body, None, None, false).await.unwrap();
+    let e = w.datastore("w2", "default").await.unwrap_err();
+    assert_eq!(e.status(), Some(403));
+    assert!(e.to_string().contains("limited to workspace \"w1\""), "{e}");
+    // A reader may not write files.
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"hi"))]);
+    let e = r.put_file("w1", "default", "g.txt", body, None, None, false).await.unwrap_err();
+    assert_eq!(e.status(), Some(403));
+
+    // Revoked tokens stop working at once; the last admin token cannot be revoked.
+    admin.revoke_token("writer").await.unwrap();
+    assert_eq!(w.whoami().await.unwrap_err().status(), Some(401));
+    let e = admin.revoke_token("admin").await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    let names = json(&s.ok(&["token", "list", "-o", "json"]));
+    let names: Vec<_> = names.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["admin", "reader"]);
+    assert!(!s.ok(&["token", "list", "-o", "json"]).contains(&reader), "secrets are never listed");
+}
+
+async fn bad_tokens_get_401_without_revealing_what_exists(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "exists"]);
+    let http = reqwest::Client::new();
+    let mut bodies = Vec::new();
+    for ws in ["exists", "does-not-exist"] {
+        for auth in [None, Some("Bearer wrong-token"), Some("Basic abc")] {
+            let mut rb = http.get(format!("{}/api/v1/workspaces/{ws}", s.url));
+            if let Some(a) = auth {
+                rb = rb.header("authorization", a);
+            }
+            let resp = rb.send().await.unwrap();
+            assert_eq!(resp.status(), 401);
+            assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+            bodies.push((auth, resp.text().await.unwrap()));
+        }
+    }
+    // Same answer whether the workspace exists or not.
+    assert_eq!(bodies[0..3], bodies[3..6]);
+    let v = json(&bodies[1].1);
+    assert_eq!(v["error"]["code"], "unauthenticated");
+    // The token never appears in the server's log.
+    assert!(!s.log().contains(&s.token));
+}
+
+async fn upload_skips_unchanged_files_and_refuses_conflicts_without_overwrite(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let src = s.tmp().join("winedata");
+    write_tree(&src, &[("winequality_red.csv", b"a,b\n1,2\n"), ("sub/notes.txt", b"hello")]);
+    let src_s = src.to_str().unwrap();
+    let first = json(&s.ok(&["datastore", "upload", "-w", "w", src_s, "--target-path", "winedata", "-o", "json"]));
+    assert_eq!(first["uploaded"].as_array().unwrap().len(), 2);
+    let again = json(&s.ok(&["datastore", "upload", "-w", "w", src_s, "--target-path", "winedata", "-o", "json"]));
+    assert_eq!(again["uploaded"].as_array().unwrap().len(), 0);
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 2);
+
+    // One file changes, one is new: without --overwrite nothing at all is written.
+    write_tree(&src, &[("sub/notes.txt", b"changed"), ("new.txt", b"new")]);
+    let err = s.fails(&["datastore", "upload", "-w", "w", src_s, "--target-path", "winedata"]);
+    assert!(err.contains("winedata/sub/notes.txt") && err.contains("--overwrite"), "{err}");
+    assert!(err.contains("nothing was uploaded"), "{err}");
+    let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "winedata", "-o", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2, "new.txt must not have been uploaded: {listed}");
+
+    let done = json(&s.ok(&["datastore", "upload", "-w", "w", src_s, "--target-path", "winedata", "--overwrite", "-o", "json"]));
+    assert_eq!(done["uploaded"], serde_json::json!(["winedata/new.txt", "winedata/sub/notes.txt"]));
+    let out = s.tmp().join("out");
+    s.ok(&["datastore", "download", "-w", "w", "winedata/sub/notes.txt", "--dest", out.to_str().unwrap(), "-q"]);
+    assert_eq!(std::fs::read(out.join("winedata/sub/notes.txt")).unwrap(), b"changed");
+}
+
+async fn upload_refuses_path_traversal_and_writes_nothing_outside(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let before = files_under(s.tmp());
+    let long = "a".repeat(300);
+    for raw in [
+        "../../../escape.txt",
+        "a/../../escape.txt",
+        "%2e%2e/%2e%2e/escape.txt",
+        "%2E%2E%2F%2E%2E%2Fescape.txt",
+        "..%5Cescape.txt",
+        "a%5C..%5C..%5Cescape.txt",
+        "a%00b",
+        "/etc/escape.txt",
+        "a//b",
+        "./a",
+        long.as_str(),
+    ] {
+        let (status, body) = raw_put(&s, "w", raw, b"evil");
+        assert_eq!(status, 400, "{raw}: {body}");
+        assert!(body.contains("invalid path"), "{raw}: {body}");
+    }
+    let (status, body) = raw_put(&s, "w", "ok/fine.txt", b"fine");
+    assert_eq!(status, 201, "{body}");
+    let after = files_under(s.tmp());
+    let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert!(new.iter().all(|p| p.ends_with("ok/fine.txt") || !p.contains("escape")), "{new:?}");
+    assert!(!after.iter().any(|p| p.contains("escape")), "{after:?}");
+
+    // The same rules apply to upload plans and listings.
+    let plan = serde_json::json!({"files": [{"path": "../x", "size": 1, "sha256": "0".repeat(64)}]});
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/workspaces/w/datastores/default/upload-plan", s.url))
+        .bearer_auth(&s.token)
+        .json(&plan)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err = s.fails(&["datastore", "ls", "-w", "w", "../.."]);
+    assert!(err.contains("invalid path"), "{err}");
+}
+
+async fn checksum_mismatch_is_422_and_keeps_the_old_content(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let c = s.client();
+    let put = |data: &'static [u8], sha: String, overwrite: bool| {
+        let c = c.clone();
+        async move {
+            let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(data))]);
+            c.put_file("w", "default", "f.csv", body, None, Some(&sha), overwrite).await
+        }
+    };
+    put(b"old", sha256_hex(b"old"), false).await.unwrap();
+    let e = put(b"new", sha256_hex(b"something else"), true).await.unwrap_err();
+    assert_eq!(e.status(), Some(422), "{e}");
+    assert!(e.to_string().contains("does not match its checksum"), "{e}");
+    let e = put(b"new", "xyz".into(), true).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    let out = s.tmp().join("out");
+    s.ok(&["datastore", "download", "-w", "w", "f.csv", "--dest", out.to_str().unwrap(), "-q"]);
+    assert_eq!(std::fs::read(out.join("f.csv")).unwrap(), b"old");
+}
+
+async fn interrupted_upload_leaves_nothing_visible_and_a_retry_completes(b: Backend) {
+    use std::io::Write;
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let size = 24 * 1024 * 1024;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    {
+        // A client that announces 24 MiB, sends 12, and dies.
+        let mut sock = std::net::TcpStream::connect(authority(&s.url)).unwrap();
+        write!(
+            sock,
+            "PUT /api/v1/workspaces/w/datastores/default/files/big/model.bin HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {}\r\nContent-Length: {size}\r\nx-cairn-sha256: {}\r\n\r\n",
+            s.token,
+            sha256_hex(&data)
+        )
+        .unwrap();
+        sock.write_all(&data[..size / 2]).unwrap();
+        sock.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+    let leftovers: Vec<_> = files_under(&s.data_dir.join("artifacts"));
+    assert!(leftovers.is_empty(), "no partial file may remain: {leftovers:?}");
+
+    let src = s.tmp().join("big");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("model.bin"), &data).unwrap();
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "big", "-q"]);
+    let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+    assert_eq!(listed[0]["size"], size as u64);
+}
+
+async fn unknown_fields_and_wrong_types_are_400_naming_the_field(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    let http = reqwest::Client::new();
+    let post = |body: &'static str| {
+        http.post(format!("{}/api/v1/workspaces", s.url))
+            .bearer_auth(&s.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (body, field) in [
+        (r#"{"name": "w", "colour": "blue"}"#, "colour"),
+        (r#"{"name": 42}"#, "name"),
+        (r#"{"description": "no name"}"#, "name"),
+        (r#"{"name": "w""#, "JSON"),
+    ] {
+        let resp = post(body).await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_argument");
+        assert!(v["error"]["message"].as_str().unwrap().contains(field), "{body}: {v}");
+    }
+    let resp = http
+        .get(format!("{}/api/v1/workspaces?page_size=lots", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("page_size"));
+    assert_eq!(json(&s.ok(&["workspace", "list", "-o", "json"])).as_array().unwrap().len(), 0, "nothing was created");
+}
+
+async fn local_datastores_are_registered_checked_and_removed_without_touching_data(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let dir = s.tmp().join("shared-data");
+    write_tree(&dir, &[("existing.csv", b"x,y\n")]);
+    let dir_s = dir.to_str().unwrap();
+    for (name, location, expect) in [
+        ("rel", "relative/path", "absolute"),
+        ("missing", "/no/such/dir/anywhere", "not usable"),
+        ("default", dir_s, "reserved"),
+        ("Bad", dir_s, "invalid datastore name"),
+        ("secrets", s.data_dir.to_str().unwrap(), "data directory"),
+    ] {
+        let err = s.fails(&["datastore", "create", name, "--kind", "local", "--location", location, "-w", "w"]);
+        assert!(err.contains(expect), "{name}: {err}");
+    }
+    s.ok(&["datastore", "create", "shared", "--kind", "local", "--location", dir_s, "-w", "w"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-d", "shared", "-o", "json"]));
+    assert_eq!(ls[0]["path"], "existing.csv");
+    let src = s.tmp().join("up");
+    write_tree(&src, &[("new.csv", b"1")]);
+    s.ok(&["datastore", "upload", "-w", "w", "-d", "shared", src.to_str().unwrap(), "--target-path", "in", "-q"]);
+    assert!(dir.join("in/new.csv").is_file());
+    let shown = json(&s.ok(&["datastore", "show", "shared", "-w", "w", "-o", "json"]));
+    assert_eq!(shown["kind"], "local");
+    s.ok(&["datastore", "delete", "shared", "-w", "w"]);
+    assert!(dir.join("existing.csv").is_file() && dir.join("in/new.csv").is_file(), "removing never deletes data");
+    let err = s.fails(&["datastore", "delete", "default", "-w", "w"]);
+    assert!(err.contains("removed only with it"), "{err}");
+}
+
+async fn files_are_downloaded_listed_and_deleted(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let src = s.tmp().join("src");
+    write_tree(&src, &[("a.csv", b"1"), ("deep/er/b.csv", b"22"), ("c d é.txt", b"333")]);
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "data", "-q"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "data", "-o", "json"]));
+    let listed: Vec<(String, u64)> =
+        ls.as_array().unwrap().iter().map(|f| (f["path"].as_str().unwrap().into(), f["size"].as_u64().unwrap())).collect();
+    assert_eq!(
+        listed,
+        [("data/a.csv".into(), 1), ("data/c d é.txt".into(), 3), ("data/deep/er/b.csv".into(), 2)]
+    );
+    let out = s.tmp().join("out");
+    s.ok(&["datastore", "download", "-w", "w", "data", "--dest", out.to_str().unwrap(), "-q"]);
+    assert_eq!(std::fs::read(out.join("data/deep/er/b.csv")).unwrap(), b"22");
+    assert_eq!(std::fs::read(out.join("data/c d é.txt")).unwrap(), b"333");
+    let err = s.fails(&["datastore", "download", "-w", "w", "data", "--dest", out.to_str().unwrap(), "-q"]);
+    assert!(err.contains("already exist") && err.contains("--overwrite"), "{err}");
+    s.ok(&["datastore", "download", "-w", "w", "data", "--dest", out.to_str().unwrap(), "-q", "--overwrite"]);
+    let err = s.fails(&["datastore", "download", "-w", "w", "nope.csv", "--dest", out.to_str().unwrap()]);
+    assert!(err.contains("not found"), "{err}");
+    s.ok(&["datastore", "rm", "-w", "w", "data/deep"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+    assert_eq!(ls.as_array().unwrap().len(), 2);
+}
+
+async fn lists_are_paginated(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    for i in 0..5 {
+        s.ok(&["workspace", "create", &format!("ws{i}")]);
+    }
+    let http = reqwest::Client::new();
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut url = format!("{}/api/v1/workspaces?page_size=2", s.url);
+        if let Some(t) = &token {
+            url.push_str(&format!("&page_token={t}"));
+        }
+        let page: Value = http.get(url).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|w| w["name"].as_str().unwrap().to_string()));
+        match page["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["ws0", "ws1", "ws2", "ws3", "ws4"]);
+}
+
+async fn everything_acknowledged_survives_kill_9(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let src = s.tmp().join("src");
+    write_tree(&src, &[("a.csv", b"1,2,3")]);
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "d", "-q"]);
+    let created = s.client().create_token(&CreateToken { name: "ci".into(), role: Role::Reader, workspace: None }).await.unwrap();
+    let s = s.restart();
+    assert_eq!(s.client_with(&created.token).whoami().await.unwrap().token_name, "ci");
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+    assert_eq!(ls[0]["path"], "d/a.csv");
+    let again = json(&s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "d", "-o", "json"]));
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 1, "checksums survive too");
+}

@@ -1,0 +1,308 @@
+//! Test harness: starts the real `cairn` binary on an ephemeral 127.0.0.1 port with a temporary
+//! data directory and home, and runs CLI commands against it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// How to start a server.
+#[derive(Default, Clone)]
+pub struct Opts {
+    pub database_url: Option<String>,
+    pub artifact_store: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+    /// Reuse this data directory (for restart tests) instead of a fresh one.
+    pub data_dir: Option<PathBuf>,
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub home: PathBuf,
+    pub opts: Opts,
+    log: Arc<Mutex<String>>,
+    _tmp: Arc<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(Opts::default())
+    }
+
+    pub fn start_with(opts: Opts) -> Server {
+        let tmp = Arc::new(tempfile::tempdir().expect("tempdir"));
+        Self::spawn(opts, tmp)
+    }
+
+    fn spawn(opts: Opts, tmp: Arc<tempfile::TempDir>) -> Server {
+        let data_dir = opts.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("server").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir);
+        if let Some(db) = &opts.database_url {
+            cmd.arg("--database-url").arg(db);
+        }
+        if let Some(a) = &opts.artifact_store {
+            cmd.arg("--artifact-store").arg(a);
+        }
+        cmd.args(&opts.args);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("CAIRN_LOG", "info,sqlx=warn")
+            .current_dir(tmp.path());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start cairn server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; its log:\n{}", log.lock().unwrap());
+            }
+        };
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        Server { child: Some(child), url, token, data_dir, home, opts, log, _tmp: tmp }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A typed client with the admin token.
+    pub fn client(&self) -> cairn_client::Client {
+        cairn_client::Client::new(&self.url, Some(self.token.clone())).unwrap()
+    }
+
+    pub fn client_with(&self, token: &str) -> cairn_client::Client {
+        cairn_client::Client::new(&self.url, Some(token.to_string())).unwrap()
+    }
+
+    /// A `cairn` client command with this server's URL and admin token in its environment.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("CAIRN_URL", &self.url)
+            .env("CAIRN_TOKEN", &self.token);
+        cmd
+    }
+
+    /// Runs a CLI command and returns its output (whatever the exit code).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run cairn")
+    }
+
+    /// Runs a CLI command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a CLI command that must fail; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "cairn {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Sends SIGKILL and waits.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status success.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a new server process on the same data directory and options.
+    pub fn restart(mut self) -> Server {
+        self.kill9();
+        let mut opts = self.opts.clone();
+        opts.data_dir = Some(self.data_dir.clone());
+        Self::spawn(opts, self._tmp.clone())
+    }
+
+    pub fn tmp(&self) -> &Path {
+        self._tmp.path()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A fresh, empty PostgreSQL database for one test, dropped when the guard goes.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+/// The PostgreSQL server tests use (`CAIRN_TEST_POSTGRES`, default the local one, trust auth).
+pub fn postgres_admin_url() -> String {
+    std::env::var("CAIRN_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        use sqlx::Connection;
+        let admin_url = postgres_admin_url();
+        let name = format!("cairn_test_{}", uuid_like());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {admin_url} (scripts/setup.sh starts it): {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin_url).to_string();
+        PgDatabase { url: format!("{base}/{name}"), admin_url, name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{}_{}_{}", std::process::id(), nanos % 1_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Writes `files` (relative path → content) under `root`.
+pub fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
+    for (rel, content) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+/// `host:port` of a server URL.
+pub fn authority(url: &str) -> String {
+    url.trim_start_matches("http://").trim_end_matches('/').to_string()
+}
+
+/// Sends bytes exactly as given (no URL normalisation) and returns status and body.
+pub fn raw_http(url: &str, request: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(authority(url)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// A raw PUT of `body` to a datastore file path given verbatim (may contain `..`, `%2e` …).
+pub fn raw_put(server: &Server, ws: &str, raw_path: &str, body: &[u8]) -> (u16, String) {
+    let mut req = format!(
+        "PUT /api/v1/workspaces/{ws}/datastores/default/files/{raw_path} HTTP/1.1\r\nHost: {}\r\n\
+         Authorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        authority(&server.url),
+        server.token,
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    raw_http(&server.url, &req)
+}
+
+/// Every file under `dir`, relative, sorted (to prove nothing was written elsewhere).
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walk(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect();
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
