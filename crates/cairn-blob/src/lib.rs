@@ -74,8 +74,7 @@ impl BlobStore {
                 "storage location {location:?} must be an absolute directory path or s3://bucket/prefix"
             )));
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| io_error(&format!("cannot create directory {dir}"), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| io_error(&format!("cannot create directory {dir}"), e))?;
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| Error::invalid(format!("cannot use directory {dir}: {e}")))?;
         Ok(BlobStore { store: Arc::new(store), prefix: ObjPath::default(), location: dir.to_string() })
@@ -188,10 +187,7 @@ impl BlobStore {
                     return Err(too_large(opts.max_bytes.unwrap_or_default()));
                 }
                 hasher.update(&chunk);
-                writer
-                    .wait_for_capacity(PART_CONCURRENCY)
-                    .await
-                    .map_err(|e| map_err(e, path.as_str()))?;
+                writer.wait_for_capacity(PART_CONCURRENCY).await.map_err(|e| map_err(e, path.as_str()))?;
                 writer.put(chunk);
             }
             Ok(())
@@ -389,10 +385,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap();
         let p = RelPath::parse("cut.bin").unwrap();
-        let parts: Vec<Result<Bytes, std::io::Error>> = vec![
-            Ok(Bytes::from(vec![0u8; PART_SIZE + 1])),
-            Err(std::io::Error::other("connection reset")),
-        ];
+        let parts: Vec<Result<Bytes, std::io::Error>> =
+            vec![Ok(Bytes::from(vec![0u8; PART_SIZE + 1])), Err(std::io::Error::other("connection reset"))];
         let err = blobs.put_stream(&p, stream::iter(parts), PutOpts::default()).await.unwrap_err();
         assert!(err.to_string().contains("interrupted"), "{err}");
         assert!(blobs.head(&p).await.unwrap().is_none());

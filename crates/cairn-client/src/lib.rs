@@ -38,6 +38,15 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// Options of [`Client::put_file`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PutFile<'a> {
+    /// Lower-case hex SHA-256 of the content; the server refuses a mismatch (422).
+    pub sha256: Option<&'a str>,
+    /// Replace an existing file with different content.
+    pub overwrite: bool,
+}
+
 /// A connection to one Cairn server with one token. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -49,8 +58,8 @@ pub struct Client {
 impl Client {
     /// `base` is the server's root URL, e.g. `http://127.0.0.1:8080`.
     pub fn new(base: &str, token: Option<String>) -> Result<Client> {
-        let mut base = Url::parse(base)
-            .map_err(|e| ClientError::Local(format!("invalid server URL {base:?}: {e}")))?;
+        let mut base =
+            Url::parse(base).map_err(|e| ClientError::Local(format!("invalid server URL {base:?}: {e}")))?;
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
             base.set_path(&p);
@@ -100,7 +109,11 @@ impl Client {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
+            Ok(body) => ClientError::Api {
+                status: status.as_u16(),
+                code: body.error.code,
+                message: body.error.message,
+            },
             Err(_) => ClientError::Api {
                 status: status.as_u16(),
                 code: "http_error".into(),
@@ -137,7 +150,11 @@ impl Client {
     }
 
     /// Follows `next_page_token` until the last page.
-    async fn all_pages<T: DeserializeOwned>(&self, segments: &[&str], extra: &[(&str, String)]) -> Result<Vec<T>> {
+    async fn all_pages<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        extra: &[(&str, String)],
+    ) -> Result<Vec<T>> {
         let mut items = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -229,29 +246,24 @@ impl Client {
         self.post(&["workspaces", ws, "datastores", ds, "upload-plan"], req).await
     }
 
-    /// Uploads one file's content from a stream; `sha256` lets the server verify it.
+    /// Uploads one file's content from a stream; `opts.sha256` lets the server verify it.
     pub async fn put_file<S>(
         &self,
         ws: &str,
         ds: &str,
         path: &str,
         body: S,
-        size: Option<u64>,
-        sha256: Option<&str>,
-        overwrite: bool,
+        opts: PutFile<'_>,
     ) -> Result<PutFileResult>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
     {
         let mut rb = self
             .request(Method::PUT, self.file_url(ws, ds, path))
-            .query(&[("overwrite", overwrite.to_string())])
+            .query(&[("overwrite", opts.overwrite.to_string())])
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(reqwest::Body::wrap_stream(body));
-        if let Some(size) = size {
-            rb = rb.header(reqwest::header::CONTENT_LENGTH, size);
-        }
-        if let Some(sha) = sha256 {
+        if let Some(sha) = opts.sha256 {
             rb = rb.header(SHA256_HEADER, sha);
         }
         self.json(rb).await
@@ -259,7 +271,8 @@ impl Client {
 
     /// Every file under `prefix` (the whole datastore when empty), recursively.
     pub async fn list_files(&self, ws: &str, ds: &str, prefix: &str) -> Result<Vec<FileEntry>> {
-        self.all_pages(&["workspaces", ws, "datastores", ds, "files"], &[("prefix", prefix.to_string())]).await
+        self.all_pages(&["workspaces", ws, "datastores", ds, "files"], &[("prefix", prefix.to_string())])
+            .await
     }
 
     /// Streams one file's content, with its size when the server sends it.

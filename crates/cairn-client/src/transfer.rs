@@ -35,6 +35,22 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// A datastore of a workspace.
+#[derive(Clone, Copy, Debug)]
+pub struct Datastore<'a> {
+    pub workspace: &'a str,
+    pub datastore: &'a str,
+}
+
+/// How a transfer treats existing files and how many files move at once.
+#[derive(Clone, Copy, Debug)]
+pub struct TransferOpts {
+    /// Replace existing files whose content differs.
+    pub overwrite: bool,
+    /// Files in flight at once.
+    pub concurrency: usize,
+}
+
 /// What an upload did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct UploadReport {
@@ -63,14 +79,14 @@ struct LocalFile {
 /// their relative paths under `target_path`; a single file lands at `target_path/NAME`.
 pub async fn upload(
     client: &Client,
-    ws: &str,
-    ds: &str,
+    at: Datastore<'_>,
     src: &Path,
     target_path: &str,
-    overwrite: bool,
-    concurrency: usize,
+    opts: TransferOpts,
     progress: Arc<dyn Progress>,
 ) -> Result<UploadReport> {
+    let Datastore { workspace: ws, datastore: ds } = at;
+    let TransferOpts { overwrite, concurrency } = opts;
     let target = RelPath::parse_dir(target_path).map_err(|e| ClientError::Local(e.to_string()))?;
     let found = collect(src, &target)?;
     let total: u64 = found.iter().map(|(_, _, size)| size).sum();
@@ -117,7 +133,8 @@ pub async fn upload(
     }
     if !conflicts.is_empty() {
         let shown: Vec<_> = conflicts.iter().take(20).cloned().collect();
-        let more = if conflicts.len() > 20 { format!(" and {} more", conflicts.len() - 20) } else { String::new() };
+        let more =
+            if conflicts.len() > 20 { format!(" and {} more", conflicts.len() - 20) } else { String::new() };
         return Err(ClientError::Api {
             status: 409,
             code: "conflict".into(),
@@ -142,14 +159,17 @@ pub async fn upload(
                 let progress = progress.clone();
                 move |chunk| progress.advance(chunk.len() as u64)
             });
-            client.put_file(ws, ds, &f.remote, counted, None, Some(&f.sha256), overwrite).await.map_err(|e| match e {
-                ClientError::Api { status, code, message } => ClientError::Api {
-                    status,
-                    code,
-                    message: format!("{}: {message}", f.local.display()),
-                },
-                other => other,
-            })?;
+            client
+                .put_file(ws, ds, &f.remote, counted, crate::PutFile { sha256: Some(&f.sha256), overwrite })
+                .await
+                .map_err(|e| match e {
+                    ClientError::Api { status, code, message } => ClientError::Api {
+                        status,
+                        code,
+                        message: format!("{}: {message}", f.local.display()),
+                    },
+                    other => other,
+                })?;
             progress.file_done();
             Ok::<_, ClientError>(f.remote.clone())
         }
@@ -166,15 +186,17 @@ pub async fn upload(
 
 /// The regular files to upload, with their remote paths and sizes, in path order.
 fn collect(src: &Path, target: &RelPath) -> Result<Vec<(PathBuf, String, u64)>> {
-    let meta = std::fs::metadata(src).map_err(|e| ClientError::Local(format!("cannot read {}: {e}", src.display())))?;
+    let meta = std::fs::metadata(src)
+        .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", src.display())))?;
     let remote = |rel: &str| -> Result<String> {
         let p = RelPath::parse(rel).map_err(|e| ClientError::Local(e.to_string()))?;
         Ok(target.join(&p).to_string())
     };
     if meta.is_file() {
-        let name = src.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            ClientError::Local(format!("{} has no UTF-8 file name", src.display()))
-        })?;
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| ClientError::Local(format!("{} has no UTF-8 file name", src.display())))?;
         return Ok(vec![(src.to_path_buf(), remote(name)?, meta.len())]);
     }
     let mut out = Vec::new();
@@ -185,10 +207,14 @@ fn collect(src: &Path, target: &RelPath) -> Result<Vec<(PathBuf, String, u64)>> 
             _ => continue,
         };
         let rel = entry.path().strip_prefix(src).expect("walkdir yields paths under its root");
-        let rel = rel.to_str().ok_or_else(|| {
-            ClientError::Local(format!("{} is not a UTF-8 path", entry.path().display()))
-        })?;
-        out.push((entry.path().to_path_buf(), remote(&rel.replace(std::path::MAIN_SEPARATOR, "/"))?, meta.len()));
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| ClientError::Local(format!("{} is not a UTF-8 path", entry.path().display())))?;
+        out.push((
+            entry.path().to_path_buf(),
+            remote(&rel.replace(std::path::MAIN_SEPARATOR, "/"))?,
+            meta.len(),
+        ));
     }
     if out.is_empty() {
         return Err(ClientError::Local(format!("{} holds no files to upload", src.display())));
@@ -198,11 +224,14 @@ fn collect(src: &Path, target: &RelPath) -> Result<Vec<(PathBuf, String, u64)>> 
 
 /// SHA-256 of a local file, reporting bytes read.
 pub fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| ClientError::Local(format!("cannot read {}: {e}", path.display())))?;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", path.display())))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; BUF];
     loop {
-        let n = file.read(&mut buf).map_err(|e| ClientError::Local(format!("cannot read {}: {e}", path.display())))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", path.display())))?;
         if n == 0 {
             return Ok(hex::encode(hasher.finalize()));
         }
@@ -216,14 +245,14 @@ pub fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<String> {
 /// and renamed when complete. Existing local files are refused unless `overwrite`.
 pub async fn download(
     client: &Client,
-    ws: &str,
-    ds: &str,
+    at: Datastore<'_>,
     remote: &str,
     dest: &Path,
-    overwrite: bool,
-    concurrency: usize,
+    opts: TransferOpts,
     progress: Arc<dyn Progress>,
 ) -> Result<DownloadReport> {
+    let Datastore { workspace: ws, datastore: ds } = at;
+    let TransferOpts { overwrite, concurrency } = opts;
     let prefix = RelPath::parse_dir(remote).map_err(|e| ClientError::Local(e.to_string()))?;
     let mut entries = client.list_files(ws, ds, prefix.as_str()).await?;
     if entries.is_empty() && !prefix.is_root() {
@@ -234,7 +263,8 @@ pub async fn download(
     let mut existing = Vec::new();
     for e in &entries {
         // Paths come from the server: validate them before they touch the local disk.
-        let rel = RelPath::parse(&e.path).map_err(|err| ClientError::Local(format!("server sent an unsafe path: {err}")))?;
+        let rel = RelPath::parse(&e.path)
+            .map_err(|err| ClientError::Local(format!("server sent an unsafe path: {err}")))?;
         let local = rel.as_str().split('/').fold(dest.to_path_buf(), |p, c| p.join(c));
         if local.exists() && !overwrite {
             existing.push(local.display().to_string());
@@ -263,7 +293,8 @@ pub async fn download(
                 ".{}.cairn-partial",
                 local.file_name().and_then(|n| n.to_str()).unwrap_or("download")
             ));
-            let local_err = |e: std::io::Error| ClientError::Local(format!("cannot write {}: {e}", partial.display()));
+            let local_err =
+                |e: std::io::Error| ClientError::Local(format!("cannot write {}: {e}", partial.display()));
             let mut out = tokio::fs::File::create(&partial).await.map_err(local_err)?;
             let mut size = 0u64;
             let copied: Result<()> = async {

@@ -11,9 +11,8 @@ pub const NAME_RULE: &str =
 pub fn validate_name(what: &str, name: &str) -> Result<(), Error> {
     let bytes = name.as_bytes();
     let first_ok = bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let rest_ok = bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+    let rest_ok =
+        bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
     if first_ok && rest_ok && bytes.len() <= 63 {
         Ok(())
     } else {

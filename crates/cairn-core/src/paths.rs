@@ -117,7 +117,10 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_relative_paths() {
-        assert_eq!(RelPath::parse("winedata/winequality_red.csv").unwrap().as_str(), "winedata/winequality_red.csv");
+        assert_eq!(
+            RelPath::parse("winedata/winequality_red.csv").unwrap().as_str(),
+            "winedata/winequality_red.csv"
+        );
         assert_eq!(RelPath::parse("a b/ü.txt").unwrap().as_str(), "a b/ü.txt");
         assert!(RelPath::parse_dir("").unwrap().is_root());
         assert!(RelPath::parse_dir("/").unwrap().is_root());
@@ -129,8 +132,21 @@ mod tests {
         let long_component = "a".repeat(256);
         let long_path = "a/".repeat(600);
         for bad in [
-            "..", "../x", "a/../../x", "a/./b", "/etc/passwd", "C:/x", "a\\b", "..\\x", "a\0b",
-            "a//b", "a/", "", "a\nb", &long_component, &long_path,
+            "..",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "/etc/passwd",
+            "C:/x",
+            "a\\b",
+            "..\\x",
+            "a\0b",
+            "a//b",
+            "a/",
+            "",
+            "a\nb",
+            &long_component,
+            &long_path,
         ] {
             let err = RelPath::parse(bad).unwrap_err();
             assert!(matches!(err, Error::Invalid(_)), "{bad:?} gave {err:?}");

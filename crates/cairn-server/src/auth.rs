@@ -92,7 +92,8 @@ pub async fn require_token(
     next: Next,
 ) -> Result<Response, ApiError> {
     let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let presented = match header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))) {
+    let presented = match header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+    {
         Some(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
             return Err(ApiError(Error::Unauthenticated(
@@ -122,7 +123,9 @@ pub async fn bootstrap_admin(
         if fixed.is_some() {
             if let Some(f) = fixed {
                 if verify(store, f).await.is_err() {
-                    tracing::warn!("CAIRN_ADMIN_TOKEN is only used at first start; the stored tokens are kept");
+                    tracing::warn!(
+                        "CAIRN_ADMIN_TOKEN is only used at first start; the stored tokens are kept"
+                    );
                 }
             }
         }

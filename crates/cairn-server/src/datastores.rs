@@ -7,8 +7,8 @@ use std::path::Path;
 use bytes::Bytes;
 use cairn_blob::{BlobStore, PutOpts};
 use cairn_core::api::{
-    CreateDatastore, DatastoreKind, FileEntry, PlanAction, PlanEntry, PutFileResult, PutStatus,
-    UploadPlan, UploadPlanRequest, Workspace,
+    CreateDatastore, DatastoreKind, FileEntry, PlanAction, PlanEntry, PutFileResult, PutStatus, UploadPlan,
+    UploadPlanRequest, Workspace,
 };
 use cairn_core::{validate_name, Error, RelPath};
 use cairn_store::{DatastoreRecord, FileRecord};
@@ -34,7 +34,9 @@ impl AppState {
     pub fn validate_new_datastore(&self, req: &CreateDatastore) -> Result<(), Error> {
         validate_name("datastore name", &req.name)?;
         if req.name == "default" {
-            return Err(Error::conflict("the name \"default\" is reserved for the workspace's own datastore"));
+            return Err(Error::conflict(
+                "the name \"default\" is reserved for the workspace's own datastore",
+            ));
         }
         match req.kind {
             DatastoreKind::Default => Err(Error::invalid(
@@ -121,7 +123,11 @@ impl AppState {
     }
 
     /// Says, for each announced file, whether it must be sent, can be skipped, or conflicts.
-    pub async fn plan_upload(&self, ds: &DatastoreRecord, req: &UploadPlanRequest) -> Result<UploadPlan, Error> {
+    pub async fn plan_upload(
+        &self,
+        ds: &DatastoreRecord,
+        req: &UploadPlanRequest,
+    ) -> Result<UploadPlan, Error> {
         let mut paths = Vec::with_capacity(req.files.len());
         for f in &req.files {
             paths.push(RelPath::parse(&f.path)?);
@@ -238,7 +244,9 @@ fn check_sha256(s: &str) -> Result<(), Error> {
 
 /// Lists, in one call, the deepest folder containing all `paths`, keyed by path.
 async fn list_common_dir(blobs: &BlobStore, paths: &[RelPath]) -> Result<HashMap<String, FileEntry>, Error> {
-    let Some(first) = paths.first() else { return Ok(HashMap::new()) };
+    let Some(first) = paths.first() else {
+        return Ok(HashMap::new());
+    };
     let mut common: Vec<&str> = first.as_str().split('/').collect();
     common.pop();
     for p in &paths[1..] {

@@ -39,12 +39,13 @@ impl IntoResponse for ApiError {
         let status = status_of(&self.0);
         match &self.0 {
             Error::Internal(m) => tracing::error!(error = %m, "internal error"),
-            Error::Unavailable(m) | Error::StorageFull(m) => tracing::warn!(error = %m, "request failed"),
+            Error::Unavailable(m) | Error::StorageFull(m) => {
+                tracing::warn!(error = %m, "request failed")
+            }
             _ => {}
         }
-        let body = ErrorBody {
-            error: ErrorDetail { code: self.0.code().to_string(), message: self.0.to_string() },
-        };
+        let body =
+            ErrorBody { error: ErrorDetail { code: self.0.code().to_string(), message: self.0.to_string() } };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response

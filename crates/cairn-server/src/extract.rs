@@ -30,8 +30,12 @@ where
 
 fn json_rejection(r: JsonRejection) -> Error {
     match r {
-        JsonRejection::JsonDataError(e) => Error::invalid(format!("invalid request body: {}", strip(&e.body_text()))),
-        JsonRejection::JsonSyntaxError(e) => Error::invalid(format!("request body is not valid JSON: {}", strip(&e.body_text()))),
+        JsonRejection::JsonDataError(e) => {
+            Error::invalid(format!("invalid request body: {}", strip(&e.body_text())))
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            Error::invalid(format!("request body is not valid JSON: {}", strip(&e.body_text())))
+        }
         JsonRejection::MissingJsonContentType(_) => {
             Error::invalid("expected a JSON body with Content-Type: application/json")
         }

@@ -36,7 +36,10 @@ pub const SERVER_FILE: &str = "server.json";
 
 /// Runs the server until `shutdown` resolves, then lets in-flight requests finish (up to the
 /// grace period) and closes the database.
-pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     create_private_dir(&config.data_dir)?;
     let lock = lock_data_dir(&config.data_dir)?;
 
@@ -46,9 +49,12 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Se
     };
     let artifacts = match &config.artifact_store {
         Some(location) => BlobStore::open(location)?,
-        None => BlobStore::open(config.data_dir.join("artifacts").to_str().context("data dir is not UTF-8")?)?,
+        None => {
+            BlobStore::open(config.data_dir.join("artifacts").to_str().context("data dir is not UTF-8")?)?
+        }
     };
-    let created_token = crate::auth::bootstrap_admin(&store, &config.data_dir, config.admin_token.as_deref()).await?;
+    let created_token =
+        crate::auth::bootstrap_admin(&store, &config.data_dir, config.admin_token.as_deref()).await?;
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -85,7 +91,10 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Se
     let _ = stop_tx.send(true);
     match tokio::time::timeout(config.shutdown_grace, server).await {
         Ok(joined) => joined.context("server task failed")??,
-        Err(_) => tracing::warn!("in-flight requests did not finish within {:?}; stopping anyway", config.shutdown_grace),
+        Err(_) => tracing::warn!(
+            "in-flight requests did not finish within {:?}; stopping anyway",
+            config.shutdown_grace
+        ),
     }
     store.close().await;
     let _ = std::fs::remove_file(&server_file);
@@ -122,6 +131,8 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
             "another cairn server is already using the data directory {}; stop it or pass another --data-dir",
             dir.display()
         ),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }

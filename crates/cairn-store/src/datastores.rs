@@ -93,14 +93,13 @@ impl Store {
     }
 
     pub async fn datastore(&self, ws: &Workspace, name: &str) -> Result<DatastoreRecord, Error> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM datastores WHERE workspace_id = $1 AND name = $2"
-        ))
-        .bind(&ws.id)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let row =
+            sqlx::query(&format!("SELECT {COLUMNS} FROM datastores WHERE workspace_id = $1 AND name = $2"))
+                .bind(&ws.id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
         match row {
             Some(r) => from_row(&r, &ws.name),
             None => Err(Error::NotFound {

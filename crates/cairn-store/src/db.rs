@@ -71,9 +71,10 @@ impl Store {
                 }
                 other => other,
             })?;
-        MIGRATOR.run(&pool).await.map_err(|e| {
-            Error::Internal(format!("migrating the metadata database failed: {e}"))
-        })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Internal(format!("migrating the metadata database failed: {e}")))?;
         Ok(Store { pool, backend })
     }
 
@@ -111,13 +112,20 @@ pub(crate) fn map_err(e: sqlx::Error) -> Error {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             match code.as_str() {
                 // SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
-                c if c == "5" || c == "6" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6) => {
+                c if c == "5"
+                    || c == "6"
+                    || c.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6) =>
+                {
                     Error::Unavailable(
                         "the metadata database is locked by another process; retry shortly".into(),
                     )
                 }
                 // SQLITE_FULL, PostgreSQL disk_full / insufficient_resources
-                c if c == "13" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13) || c == "53100" || c == "53000" => {
+                c if c == "13"
+                    || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13)
+                    || c == "53100"
+                    || c == "53000" =>
+                {
                     Error::StorageFull("the metadata database is out of disk space".into())
                 }
                 _ => Error::Internal(format!("database error: {db}")),

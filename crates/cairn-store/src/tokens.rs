@@ -99,20 +99,17 @@ impl Store {
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, Error> {
-        let rows = sqlx::query(
-            "SELECT name, role, workspace, created_at, last_used_at FROM tokens ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let rows =
+            sqlx::query("SELECT name, role, workspace, created_at, last_used_at FROM tokens ORDER BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
         rows.iter().map(info_from_row).collect::<Result<_, _>>().map_err(map_err)
     }
 
     pub async fn count_tokens(&self) -> Result<i64, Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM tokens").fetch_one(&self.pool).await.map_err(map_err)?;
         row.try_get::<i64, _>("n").map_err(map_err)
     }
 

@@ -20,15 +20,17 @@ impl Db {
     }
 
     async fn postgres() -> Db {
-        let admin = std::env::var("CAIRN_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin = std::env::var("CAIRN_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let name = format!(
             "cairn_store_test_{}_{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000_000
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                % 1_000_000_000_000
         );
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {admin} (scripts/setup.sh starts it): {e}"));
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL must be reachable at {admin} (scripts/setup.sh starts it): {e}")
+        });
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
         let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
         let store = Store::open(&url).await.unwrap();
@@ -39,7 +41,10 @@ impl Db {
         self.store.close().await;
         if let Some((admin, name)) = self.pg {
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
         }
     }
 }
@@ -92,7 +97,12 @@ async fn workspaces_page_in_name_order(store: &Store) {
 
 async fn deleting_a_workspace_cascades_to_its_datastores_and_file_records(store: &Store) {
     let ws = store.create_workspace("w", "").await.unwrap();
-    let req = CreateDatastore { name: "extra".into(), kind: DatastoreKind::Local, location: "/tmp".into(), description: String::new() };
+    let req = CreateDatastore {
+        name: "extra".into(),
+        kind: DatastoreKind::Local,
+        location: "/tmp".into(),
+        description: String::new(),
+    };
     let extra = store.create_datastore(&ws, &req).await.unwrap();
     assert!(matches!(store.create_datastore(&ws, &req).await.unwrap_err(), Error::Conflict(_)));
     store.put_file_record(&extra.id, "a.csv", 3, &"a".repeat(64)).await.unwrap();
@@ -104,9 +114,11 @@ async fn deleting_a_workspace_cascades_to_its_datastores_and_file_records(store:
 }
 
 async fn tokens_are_found_by_lookup_and_names_are_unique(store: &Store) {
-    let t = NewToken { name: "ci", lookup: "0123456789abcdef", hash: "h1", role: Role::Writer, workspace: None };
+    let t =
+        NewToken { name: "ci", lookup: "0123456789abcdef", hash: "h1", role: Role::Writer, workspace: None };
     store.insert_token(t).await.unwrap();
-    let dup = NewToken { name: "ci", lookup: "fedcba9876543210", hash: "h2", role: Role::Reader, workspace: None };
+    let dup =
+        NewToken { name: "ci", lookup: "fedcba9876543210", hash: "h2", role: Role::Reader, workspace: None };
     assert!(matches!(store.insert_token(dup).await.unwrap_err(), Error::Conflict(_)));
     let found = store.token_by_lookup("0123456789abcdef").await.unwrap().unwrap();
     assert_eq!((found.hash.as_str(), found.info.role), ("h1", Role::Writer));

@@ -64,7 +64,9 @@ pub fn config_path() -> PathBuf {
 pub fn load_saved() -> anyhow::Result<SavedConfig> {
     let path = config_path();
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).with_context(|| format!("invalid client configuration {}", path.display())),
+        Ok(text) => {
+            toml::from_str(&text).with_context(|| format!("invalid client configuration {}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SavedConfig::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }

@@ -7,7 +7,12 @@ use serde::Serialize;
 use crate::config::OutputFormat;
 
 /// Prints `value` as JSON, or as a table of `headers` and `rows`.
-pub fn print<T: Serialize>(format: OutputFormat, value: &T, headers: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+pub fn print<T: Serialize>(
+    format: OutputFormat,
+    value: &T,
+    headers: &[&str],
+    rows: Vec<Vec<String>>,
+) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
         OutputFormat::Table => {
@@ -23,7 +28,11 @@ pub fn print<T: Serialize>(format: OutputFormat, value: &T, headers: &[&str], ro
 }
 
 /// Prints one object as `key: value` lines, or as JSON.
-pub fn print_one<T: Serialize>(format: OutputFormat, value: &T, fields: Vec<(&str, String)>) -> anyhow::Result<()> {
+pub fn print_one<T: Serialize>(
+    format: OutputFormat,
+    value: &T,
+    fields: Vec<(&str, String)>,
+) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
         OutputFormat::Table => {

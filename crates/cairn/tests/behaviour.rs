@@ -59,7 +59,8 @@ fn json(text: &str) -> Value {
 
 async fn workspaces_are_created_listed_shown_and_deleted(b: Backend) {
     let (s, _db) = start(b, Opts::default()).await;
-    let created = json(&s.ok(&["workspace", "create", "azureml_workspace", "--description", "wine", "-o", "json"]));
+    let created =
+        json(&s.ok(&["workspace", "create", "azureml_workspace", "--description", "wine", "-o", "json"]));
     assert_eq!(created["name"], "azureml_workspace");
     s.ok(&["workspace", "create", "second"]);
     let listed = json(&s.ok(&["workspace", "list", "-o", "json"]));
@@ -108,13 +109,20 @@ async fn roles_and_workspace_scopes_are_enforced(b: Backend) {
     s.ok(&["workspace", "create", "w1"]);
     s.ok(&["workspace", "create", "w2"]);
     let admin = s.client();
-    let mk = |name: &str, role, ws: Option<&str>| CreateToken { name: name.into(), role, workspace: ws.map(Into::into) };
+    let mk = |name: &str, role, ws: Option<&str>| CreateToken {
+        name: name.into(),
+        role,
+        workspace: ws.map(Into::into),
+    };
     let reader = admin.create_token(&mk("reader", Role::Reader, None)).await.unwrap().token;
     let writer = admin.create_token(&mk("writer", Role::Writer, Some("w1"))).await.unwrap().token;
 
     let r = s.client_with(&reader);
     assert_eq!(r.list_workspaces().await.unwrap().len(), 2);
-    let e = r.create_workspace(&cairn_core::api::CreateWorkspace { name: "x".into(), description: String::new() }).await.unwrap_err();
+    let e = r
+        .create_workspace(&cairn_core::api::CreateWorkspace { name: "x".into(), description: String::new() })
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
     assert!(e.to_string().contains("needs admin"), "{e}");
     let e = r.list_tokens().await.unwrap_err();
@@ -122,15 +130,19 @@ async fn roles_and_workspace_scopes_are_enforced(b: Backend) {
 
     let w = s.client_with(&writer);
     let listed = w.list_workspaces().await.unwrap();
-    assert_eq!(listed.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["w1"], "scoped tokens see their workspace only");
+    assert_eq!(
+        listed.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(),
+        ["w1"],
+        "scoped tokens see their workspace only"
+    );
     let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"hi"))]);
-    w.put_file("w1", "default", "f.txt", body, None, None, false).await.unwrap();
+    w.put_file("w1", "default", "f.txt", body, Default::default()).await.unwrap();
     let e = w.datastore("w2", "default").await.unwrap_err();
     assert_eq!(e.status(), Some(403));
     assert!(e.to_string().contains("limited to workspace \"w1\""), "{e}");
     // A reader may not write files.
     let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"hi"))]);
-    let e = r.put_file("w1", "default", "g.txt", body, None, None, false).await.unwrap_err();
+    let e = r.put_file("w1", "default", "g.txt", body, Default::default()).await.unwrap_err();
     assert_eq!(e.status(), Some(403));
 
     // Revoked tokens stop working at once; the last admin token cannot be revoked.
@@ -139,7 +151,8 @@ async fn roles_and_workspace_scopes_are_enforced(b: Backend) {
     let e = admin.revoke_token("admin").await.unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
     let names = json(&s.ok(&["token", "list", "-o", "json"]));
-    let names: Vec<_> = names.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<_> =
+        names.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["admin", "reader"]);
     assert!(!s.ok(&["token", "list", "-o", "json"]).contains(&reader), "secrets are never listed");
 }
@@ -175,9 +188,11 @@ async fn upload_skips_unchanged_files_and_refuses_conflicts_without_overwrite(b:
     let src = s.tmp().join("winedata");
     write_tree(&src, &[("winequality_red.csv", b"a,b\n1,2\n"), ("sub/notes.txt", b"hello")]);
     let src_s = src.to_str().unwrap();
-    let first = json(&s.ok(&["datastore", "upload", "-w", "w", src_s, "--target-path", "winedata", "-o", "json"]));
+    let first =
+        json(&s.ok(&["datastore", "upload", "-w", "w", src_s, "--target-path", "winedata", "-o", "json"]));
     assert_eq!(first["uploaded"].as_array().unwrap().len(), 2);
-    let again = json(&s.ok(&["datastore", "upload", "-w", "w", src_s, "--target-path", "winedata", "-o", "json"]));
+    let again =
+        json(&s.ok(&["datastore", "upload", "-w", "w", src_s, "--target-path", "winedata", "-o", "json"]));
     assert_eq!(again["uploaded"].as_array().unwrap().len(), 0);
     assert_eq!(again["skipped"].as_array().unwrap().len(), 2);
 
@@ -189,10 +204,30 @@ async fn upload_skips_unchanged_files_and_refuses_conflicts_without_overwrite(b:
     let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "winedata", "-o", "json"]));
     assert_eq!(listed.as_array().unwrap().len(), 2, "new.txt must not have been uploaded: {listed}");
 
-    let done = json(&s.ok(&["datastore", "upload", "-w", "w", src_s, "--target-path", "winedata", "--overwrite", "-o", "json"]));
+    let done = json(&s.ok(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        src_s,
+        "--target-path",
+        "winedata",
+        "--overwrite",
+        "-o",
+        "json",
+    ]));
     assert_eq!(done["uploaded"], serde_json::json!(["winedata/new.txt", "winedata/sub/notes.txt"]));
     let out = s.tmp().join("out");
-    s.ok(&["datastore", "download", "-w", "w", "winedata/sub/notes.txt", "--dest", out.to_str().unwrap(), "-q"]);
+    s.ok(&[
+        "datastore",
+        "download",
+        "-w",
+        "w",
+        "winedata/sub/notes.txt",
+        "--dest",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
     assert_eq!(std::fs::read(out.join("winedata/sub/notes.txt")).unwrap(), b"changed");
 }
 
@@ -247,7 +282,8 @@ async fn checksum_mismatch_is_422_and_keeps_the_old_content(b: Backend) {
         let c = c.clone();
         async move {
             let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(data))]);
-            c.put_file("w", "default", "f.csv", body, None, Some(&sha), overwrite).await
+            c.put_file("w", "default", "f.csv", body, cairn_client::PutFile { sha256: Some(&sha), overwrite })
+                .await
         }
     };
     put(b"old", sha256_hex(b"old"), false).await.unwrap();
@@ -326,7 +362,11 @@ async fn unknown_fields_and_wrong_types_are_400_naming_the_field(b: Backend) {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("page_size"));
-    assert_eq!(json(&s.ok(&["workspace", "list", "-o", "json"])).as_array().unwrap().len(), 0, "nothing was created");
+    assert_eq!(
+        json(&s.ok(&["workspace", "list", "-o", "json"])).as_array().unwrap().len(),
+        0,
+        "nothing was created"
+    );
 }
 
 async fn local_datastores_are_registered_checked_and_removed_without_touching_data(b: Backend) {
@@ -342,7 +382,8 @@ async fn local_datastores_are_registered_checked_and_removed_without_touching_da
         ("Bad", dir_s, "invalid datastore name"),
         ("secrets", s.data_dir.to_str().unwrap(), "data directory"),
     ] {
-        let err = s.fails(&["datastore", "create", name, "--kind", "local", "--location", location, "-w", "w"]);
+        let err =
+            s.fails(&["datastore", "create", name, "--kind", "local", "--location", location, "-w", "w"]);
         assert!(err.contains(expect), "{name}: {err}");
     }
     s.ok(&["datastore", "create", "shared", "--kind", "local", "--location", dir_s, "-w", "w"]);
@@ -350,12 +391,26 @@ async fn local_datastores_are_registered_checked_and_removed_without_touching_da
     assert_eq!(ls[0]["path"], "existing.csv");
     let src = s.tmp().join("up");
     write_tree(&src, &[("new.csv", b"1")]);
-    s.ok(&["datastore", "upload", "-w", "w", "-d", "shared", src.to_str().unwrap(), "--target-path", "in", "-q"]);
+    s.ok(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        "-d",
+        "shared",
+        src.to_str().unwrap(),
+        "--target-path",
+        "in",
+        "-q",
+    ]);
     assert!(dir.join("in/new.csv").is_file());
     let shown = json(&s.ok(&["datastore", "show", "shared", "-w", "w", "-o", "json"]));
     assert_eq!(shown["kind"], "local");
     s.ok(&["datastore", "delete", "shared", "-w", "w"]);
-    assert!(dir.join("existing.csv").is_file() && dir.join("in/new.csv").is_file(), "removing never deletes data");
+    assert!(
+        dir.join("existing.csv").is_file() && dir.join("in/new.csv").is_file(),
+        "removing never deletes data"
+    );
     let err = s.fails(&["datastore", "delete", "default", "-w", "w"]);
     assert!(err.contains("removed only with it"), "{err}");
 }
@@ -367,8 +422,12 @@ async fn files_are_downloaded_listed_and_deleted(b: Backend) {
     write_tree(&src, &[("a.csv", b"1"), ("deep/er/b.csv", b"22"), ("c d é.txt", b"333")]);
     s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "data", "-q"]);
     let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "data", "-o", "json"]));
-    let listed: Vec<(String, u64)> =
-        ls.as_array().unwrap().iter().map(|f| (f["path"].as_str().unwrap().into(), f["size"].as_u64().unwrap())).collect();
+    let listed: Vec<(String, u64)> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap().into(), f["size"].as_u64().unwrap()))
+        .collect();
     assert_eq!(
         listed,
         [("data/a.csv".into(), 1), ("data/c d é.txt".into(), 3), ("data/deep/er/b.csv".into(), 2)]
@@ -418,11 +477,25 @@ async fn everything_acknowledged_survives_kill_9(b: Backend) {
     let src = s.tmp().join("src");
     write_tree(&src, &[("a.csv", b"1,2,3")]);
     s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "d", "-q"]);
-    let created = s.client().create_token(&CreateToken { name: "ci".into(), role: Role::Reader, workspace: None }).await.unwrap();
+    let created = s
+        .client()
+        .create_token(&CreateToken { name: "ci".into(), role: Role::Reader, workspace: None })
+        .await
+        .unwrap();
     let s = s.restart();
     assert_eq!(s.client_with(&created.token).whoami().await.unwrap().token_name, "ci");
     let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
     assert_eq!(ls[0]["path"], "d/a.csv");
-    let again = json(&s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "d", "-o", "json"]));
+    let again = json(&s.ok(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        src.to_str().unwrap(),
+        "--target-path",
+        "d",
+        "-o",
+        "json",
+    ]));
     assert_eq!(again["skipped"].as_array().unwrap().len(), 1, "checksums survive too");
 }

@@ -34,7 +34,10 @@ async fn first_start_logs_the_address_first_and_creates_a_private_admin_token() 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_token_can_be_fixed_at_first_start_for_automation() {
     let fixed = "automation-token-0123456789";
-    let s = Server::start_with(Opts { env: vec![("CAIRN_ADMIN_TOKEN".into(), fixed.into())], ..Default::default() });
+    let s = Server::start_with(Opts {
+        env: vec![("CAIRN_ADMIN_TOKEN".into(), fixed.into())],
+        ..Default::default()
+    });
     assert_eq!(s.token, fixed);
     assert_eq!(s.client_with(fixed).whoami().await.unwrap().token_name, "admin");
     let short = Opts { env: vec![("CAIRN_ADMIN_TOKEN".into(), "short".into())], ..Default::default() };
@@ -165,12 +168,7 @@ async fn login_saves_a_private_config_and_local_clients_find_the_local_server() 
     let config = s.home.join(".config/cairn/config.toml");
     assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
     let bare = |args: &[&str]| {
-        std::process::Command::new(BIN)
-            .env_clear()
-            .env("HOME", &s.home)
-            .args(args)
-            .output()
-            .unwrap()
+        std::process::Command::new(BIN).env_clear().env("HOME", &s.home).args(args).output().unwrap()
     };
     let out = bare(&["datastore", "list", "-o", "json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -182,7 +180,12 @@ async fn login_saves_a_private_config_and_local_clients_find_the_local_server() 
         env: vec![("HOME".into(), home.display().to_string())],
         ..Default::default()
     });
-    let out = std::process::Command::new(BIN).env_clear().env("HOME", &home).args(["whoami", "-o", "json"]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .env_clear()
+        .env("HOME", &home)
+        .args(["whoami", "-o", "json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"admin\""));
     drop(local);
@@ -191,7 +194,8 @@ async fn login_saves_a_private_config_and_local_clients_find_the_local_server() 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openapi_document_describes_every_route() {
     let s = Server::start();
-    let doc: Value = reqwest::get(format!("{}/api/v1/openapi.json", s.url)).await.unwrap().json().await.unwrap();
+    let doc: Value =
+        reqwest::get(format!("{}/api/v1/openapi.json", s.url)).await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for p in [
@@ -204,7 +208,12 @@ async fn the_openapi_document_describes_every_route() {
     ] {
         assert!(paths.contains_key(p), "missing {p}");
     }
-    let resp = reqwest::Client::new().get(format!("{}/api/v1/nope", s.url)).bearer_auth(&s.token).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/nope", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "not_found");

@@ -7,7 +7,9 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cairn_core::api::{FileEntry, Page, PutFileResult, PutStatus, Role, UploadPlan, UploadPlanRequest, SHA256_HEADER};
+use cairn_core::api::{
+    FileEntry, Page, PutFileResult, PutStatus, Role, UploadPlan, UploadPlanRequest, SHA256_HEADER,
+};
 use cairn_core::{Error, RelPath};
 use cairn_store::DatastoreRecord;
 use serde::Deserialize;
@@ -19,7 +21,13 @@ use crate::extract;
 use crate::state::AppState;
 
 /// Resolves the workspace and datastore of a request after checking the caller's rights.
-async fn datastore(state: &AppState, caller: &Caller, role: Role, ws: &str, ds: &str) -> Result<DatastoreRecord, Error> {
+async fn datastore(
+    state: &AppState,
+    caller: &Caller,
+    role: Role,
+    ws: &str,
+    ds: &str,
+) -> Result<DatastoreRecord, Error> {
     caller.require(role, Some(ws))?;
     let workspace = state.store.workspace(ws).await?;
     state.store.datastore(&workspace, ds).await
@@ -108,7 +116,8 @@ pub async fn upload(
         .get(SHA256_HEADER)
         .map(|v| v.to_str().map_err(|_| Error::invalid(format!("header {SHA256_HEADER} is not ASCII"))))
         .transpose()?;
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
         if len > state.max_upload_bytes {
             return Err(Error::TooLarge(format!(
                 "{path} is {len} bytes; this server accepts files up to {} bytes",

@@ -34,10 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/workspaces/{ws}/datastores/{ds}/files", get(files::list))
         .route(
             "/workspaces/{ws}/datastores/{ds}/files/{*path}",
-            get(files::download)
-                .put(files::upload)
-                .delete(files::delete)
-                .layer(DefaultBodyLimit::disable()),
+            get(files::download).put(files::upload).delete(files::delete).layer(DefaultBodyLimit::disable()),
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))

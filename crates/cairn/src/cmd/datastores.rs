@@ -134,14 +134,25 @@ pub async fn run(command: DatastoreCommand) -> anyhow::Result<()> {
             output::print_one(
                 args.output,
                 &ds,
-                vec![("registered datastore", ds.name.clone()), ("kind", ds.kind.as_str().into()), ("location", ds.location.clone())],
+                vec![
+                    ("registered datastore", ds.name.clone()),
+                    ("kind", ds.kind.as_str().into()),
+                    ("location", ds.location.clone()),
+                ],
             )
         }
         DatastoreCommand::List { ws, client: args } => {
             let list = args.client()?.list_datastores(&ws.resolve()?).await?;
             let rows = list
                 .iter()
-                .map(|d| vec![d.name.clone(), d.kind.as_str().into(), d.location.clone(), output::time(d.created_at)])
+                .map(|d| {
+                    vec![
+                        d.name.clone(),
+                        d.kind.as_str().into(),
+                        d.location.clone(),
+                        output::time(d.created_at),
+                    ]
+                })
                 .collect();
             output::print(args.output, &list, &["NAME", "KIND", "LOCATION", "CREATED"], rows)
         }
@@ -169,13 +180,17 @@ pub async fn run(command: DatastoreCommand) -> anyhow::Result<()> {
             let client = target.client.client()?;
             let ws = target.ws.resolve()?;
             let bar = Arc::new(Bar::new(quiet));
-            let report = transfer::upload(&client, &ws, &target.datastore, &src, &target_path, overwrite, concurrency, bar)
-                .await?;
+            let at = transfer::Datastore { workspace: &ws, datastore: &target.datastore };
+            let opts = transfer::TransferOpts { overwrite, concurrency };
+            let report = transfer::upload(&client, at, &src, &target_path, opts, bar).await?;
             output::print_one(
                 target.client.output,
                 &report,
                 vec![
-                    ("uploaded", format!("{} file(s), {}", report.uploaded.len(), output::bytes(report.bytes_sent))),
+                    (
+                        "uploaded",
+                        format!("{} file(s), {}", report.uploaded.len(), output::bytes(report.bytes_sent)),
+                    ),
                     ("unchanged", format!("{} file(s) already there", report.skipped.len())),
                     ("datastore", format!("{}/{}", ws, target.datastore)),
                 ],
@@ -185,8 +200,9 @@ pub async fn run(command: DatastoreCommand) -> anyhow::Result<()> {
             let client = target.client.client()?;
             let ws = target.ws.resolve()?;
             let bar = Arc::new(Bar::new(quiet));
-            let report =
-                transfer::download(&client, &ws, &target.datastore, &path, &dest, overwrite, concurrency, bar).await?;
+            let at = transfer::Datastore { workspace: &ws, datastore: &target.datastore };
+            let opts = transfer::TransferOpts { overwrite, concurrency };
+            let report = transfer::download(&client, at, &path, &dest, opts, bar).await?;
             output::print_one(
                 target.client.output,
                 &report,
@@ -197,7 +213,8 @@ pub async fn run(command: DatastoreCommand) -> anyhow::Result<()> {
             )
         }
         DatastoreCommand::Ls { path, target } => {
-            let files = target.client.client()?.list_files(&target.ws.resolve()?, &target.datastore, &path).await?;
+            let files =
+                target.client.client()?.list_files(&target.ws.resolve()?, &target.datastore, &path).await?;
             let rows = files
                 .iter()
                 .map(|f| vec![f.path.clone(), output::bytes(f.size), output::time(f.last_modified)])

@@ -52,10 +52,8 @@ pub enum TokenCommand {
 pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Create { name, role, workspace, client: args } => {
-            let created = args
-                .client()?
-                .create_token(&CreateToken { name, role: role.into(), workspace })
-                .await?;
+            let created =
+                args.client()?.create_token(&CreateToken { name, role: role.into(), workspace }).await?;
             output::print_one(
                 args.output,
                 &created,

@@ -158,7 +158,11 @@ impl Server {
     /// Runs a CLI command that must fail; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(!out.status.success(), "cairn {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "cairn {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).unwrap()
     }
 
@@ -172,7 +176,9 @@ impl Server {
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status success.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
@@ -215,7 +221,8 @@ pub struct PgDatabase {
 
 /// The PostgreSQL server tests use (`CAIRN_TEST_POSTGRES`, default the local one, trust auth).
 pub fn postgres_admin_url() -> String {
-    std::env::var("CAIRN_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CAIRN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 impl PgDatabase {
@@ -223,9 +230,9 @@ impl PgDatabase {
         use sqlx::Connection;
         let admin_url = postgres_admin_url();
         let name = format!("cairn_test_{}", uuid_like());
-        let mut conn = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {admin_url} (scripts/setup.sh starts it): {e}"));
+        let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL must be reachable at {admin_url} (scripts/setup.sh starts it): {e}")
+        });
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
         let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin_url).to_string();
         PgDatabase { url: format!("{base}/{name}"), admin_url, name }
@@ -241,7 +248,9 @@ impl Drop for PgDatabase {
             rt.block_on(async {
                 use sqlx::Connection;
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
                 }
             })
         })
@@ -305,7 +314,8 @@ pub fn raw_put(server: &Server, ws: &str, raw_path: &str, body: &[u8]) -> (u16, 
 
 /// Every file under `dir`, relative, sorted (to prove nothing was written elsewhere).
 pub fn files_under(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = walk(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect();
+    let mut out: Vec<String> =
+        walk(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect();
     out.sort();
     out
 }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need, then runs every test suite.
+#   scripts/test.sh            everything
+#   scripts/test.sh -p cairn   extra arguments go to `cargo test`
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+scripts/setup.sh
+
+echo "test: formatting"
+cargo fmt --all --check
+
+echo "test: cargo test"
+# The integration tests start real servers (cairn, PostgreSQL databases, moto); a few threads
+# keep a 2-core machine responsive.
+cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CAIRN_TEST_THREADS:-4}"
