@@ -1,0 +1,1 @@
+//! Environments: the spec (`spec.rs`) and the builder (`builder.rs`).
