@@ -11,6 +11,9 @@ scripts/setup.sh
 echo "test: formatting"
 cargo fmt --all --check
 
+echo "test: Python runtime (python/tests)"
+.venv/bin/python -m unittest discover -s python/tests -t python
+
 echo "test: cargo test"
 # The integration tests start real servers (cairn, PostgreSQL databases, moto); a few threads
 # keep a 2-core machine responsive.

@@ -9,6 +9,7 @@ pub mod api;
 pub mod error;
 pub mod names;
 pub mod paths;
+pub mod runs;
 
 pub use error::{Error, Result};
 pub use names::validate_name;

@@ -30,6 +30,23 @@ pub struct Caller {
 impl Caller {
     /// Allows the call if the token has at least `role` and, when scoped, is scoped to `workspace`.
     pub fn require(&self, role: Role, workspace: Option<&str>) -> Result<(), Error> {
+        if let Some(run) = &self.token.run_id {
+            return Err(Error::Forbidden(format!("this token may only be used for run {run}")));
+        }
+        self.require_role_and_scope(role, workspace)
+    }
+
+    /// Like [`Caller::require`], but also admits the run-scoped token of `run_id`.
+    pub fn require_run(&self, role: Role, workspace: &str, run_id: &str) -> Result<(), Error> {
+        match &self.token.run_id {
+            Some(own) if own != run_id => {
+                Err(Error::Forbidden(format!("this token may only be used for run {own}, not {run_id}")))
+            }
+            _ => self.require_role_and_scope(role, Some(workspace)),
+        }
+    }
+
+    fn require_role_and_scope(&self, role: Role, workspace: Option<&str>) -> Result<(), Error> {
         if self.token.role < role {
             return Err(Error::Forbidden(format!(
                 "token \"{}\" has role {} but this needs {}",
@@ -148,6 +165,7 @@ pub async fn bootstrap_admin(
             hash: &hash,
             role: Role::Admin,
             workspace: None,
+            run_id: None,
         })
         .await?;
     Ok(Some(path))
@@ -181,6 +199,7 @@ mod tests {
                 workspace: ws.map(str::to_string),
                 created_at: 0,
                 last_used_at: None,
+                run_id: None,
             },
         }
     }

@@ -10,8 +10,10 @@ pub mod auth;
 pub mod datastores;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod openapi;
 pub mod routes;
+pub mod runtime;
 pub mod startup;
 pub mod state;
 

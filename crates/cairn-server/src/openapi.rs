@@ -5,7 +5,9 @@ use cairn_core::api::*;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{datastores, files, tokens, workspaces};
+use cairn_core::runs::*;
+
+use crate::routes::{datastores, files, jobs, resources, runs, tokens, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,11 +17,21 @@ use crate::routes::{datastores, files, tokens, workspaces};
         workspaces::list, workspaces::create, workspaces::show, workspaces::delete,
         datastores::list, datastores::create, datastores::show, datastores::delete,
         files::plan, files::list, files::upload, files::download, files::delete,
+        runs::list_experiments, runs::create_experiment, runs::list_runs, runs::create_run, runs::show_run,
+        runs::update_run, runs::log_batch, runs::run_metrics, runs::list_artifacts, runs::upload_artifact,
+        runs::download_artifact, jobs::create_snapshot, jobs::upload_blob, jobs::submit, jobs::cancel, jobs::logs,
+        resources::list_environments, resources::create_environment, resources::show_environment,
+        resources::build_environment, resources::delete_environment, resources::list_computes,
+        resources::create_compute, resources::show_compute, resources::delete_compute,
     ),
     components(schemas(
         Role, TokenInfo, CreateToken, CreatedToken, Whoami, Workspace, CreateWorkspace,
         DatastoreKind, Datastore, CreateDatastore, PlannedFile, UploadPlanRequest, PlanAction,
         PlanEntry, UploadPlan, PutStatus, PutFileResult, FileEntry, ErrorBody, ErrorDetail,
+        RunStatus, Experiment, CreateExperiment, Transition, MetricPoint, Run, CreateRun, UpdateRun, LogMetric,
+        KeyValue, LogBatch, RunMetrics, Environment, CreateEnvironment, EnvironmentBuild, Compute, ComputeState,
+        CreateCompute, JobInput, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,
+        jobs::LogChunk,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

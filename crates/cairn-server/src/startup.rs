@@ -76,6 +76,10 @@ pub async fn serve(
         .with_context(|| format!("cannot write {}", server_file.display()))?;
 
     let state = AppState::new(store.clone(), artifacts, config.data_dir.clone(), config.max_upload_bytes);
+    let _ = state.public_url.set(url.clone());
+    crate::runtime::unpack(&state.runtime_dir())?;
+    crate::jobs::recover(&state).await?;
+    let scheduler = tokio::spawn(crate::jobs::schedule(state.clone()));
     let app = crate::routes::router(state);
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -96,6 +100,7 @@ pub async fn serve(
             config.shutdown_grace
         ),
     }
+    scheduler.abort();
     store.close().await;
     let _ = std::fs::remove_file(&server_file);
     drop(lock);

@@ -2,10 +2,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cairn_blob::BlobStore;
+use cairn_core::Error;
+use cairn_jobs::env::builder::EnvBuilder;
 use cairn_store::Store;
+
+use crate::jobs::Jobs;
 
 pub struct AppState {
     pub store: Store,
@@ -17,10 +21,45 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// Opened datastore locations by datastore id, so an S3 client is built once, not per request.
     pub(crate) blob_cache: Mutex<HashMap<String, BlobStore>>,
+    /// The scheduler's wake-up signal and the cancel switches of running jobs.
+    pub jobs: Jobs,
+    /// Builds environments into `DATA_DIR/envs` (set at start when `uv` is found).
+    pub(crate) env_builder: OnceLock<Result<EnvBuilder, String>>,
+    /// The URL jobs use to reach this server (known once the listener is bound).
+    pub(crate) public_url: OnceLock<String>,
 }
 
 impl AppState {
     pub fn new(store: Store, artifacts: BlobStore, data_dir: PathBuf, max_upload_bytes: u64) -> Arc<Self> {
-        Arc::new(AppState { store, artifacts, data_dir, max_upload_bytes, blob_cache: Mutex::default() })
+        Arc::new(AppState {
+            store,
+            artifacts,
+            data_dir,
+            max_upload_bytes,
+            blob_cache: Mutex::default(),
+            jobs: Jobs::default(),
+            env_builder: OnceLock::new(),
+            public_url: OnceLock::new(),
+        })
+    }
+
+    /// The environment builder, or a clear error when `uv` is missing.
+    pub fn env_builder(&self) -> Result<&EnvBuilder, Error> {
+        let built = self.env_builder.get_or_init(|| {
+            let uv = cairn_jobs::env::builder::find_uv(None).ok_or_else(|| {
+                "uv was not found: install it (scripts/setup.sh puts it in .venv-tools/bin) or set CAIRN_UV".to_string()
+            })?;
+            Ok(EnvBuilder::new(self.data_dir.join("envs"), uv))
+        });
+        built.as_ref().map_err(|e| Error::Unavailable(e.clone()))
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.get().cloned().unwrap_or_else(|| "http://127.0.0.1:8080".into())
+    }
+
+    /// Where the in-job Python runtime is unpacked (put on every job's PYTHONPATH).
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.data_dir.join("runtime").join(env!("CARGO_PKG_VERSION"))
     }
 }

@@ -9,11 +9,15 @@
 
 mod datastores;
 mod db;
+mod resources;
+mod runs;
 mod tokens;
 mod workspaces;
 
 pub use datastores::{DatastoreRecord, FileRecord};
 pub use db::{Backend, Store};
+pub use resources::ComputeRecord;
+pub use runs::{NewRun, RunRef};
 pub use tokens::{NewToken, TokenRecord};
 
 /// Largest page any list returns, whatever the caller asks for.

@@ -14,6 +14,8 @@ pub struct NewToken<'a> {
     pub hash: &'a str,
     pub role: Role,
     pub workspace: Option<&'a str>,
+    /// Limits the token to one run (a job's run-scoped token).
+    pub run_id: Option<&'a str>,
 }
 
 /// A stored token, with its hash, as authentication needs it.
@@ -32,6 +34,7 @@ fn info_from_row(row: &sqlx::any::AnyRow) -> Result<TokenInfo, sqlx::Error> {
         workspace: row.try_get("workspace")?,
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        run_id: row.try_get("run_id")?,
     })
 }
 
@@ -39,8 +42,8 @@ impl Store {
     pub async fn insert_token(&self, t: NewToken<'_>) -> Result<TokenInfo, Error> {
         let created_at = now_ms();
         sqlx::query(
-            "INSERT INTO tokens (id, name, lookup, hash, role, workspace, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO tokens (id, name, lookup, hash, role, workspace, created_at, run_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(new_id())
         .bind(t.name)
@@ -49,6 +52,7 @@ impl Store {
         .bind(t.role.as_str())
         .bind(t.workspace)
         .bind(created_at)
+        .bind(t.run_id)
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -64,12 +68,13 @@ impl Store {
             workspace: t.workspace.map(str::to_string),
             created_at,
             last_used_at: None,
+            run_id: t.run_id.map(str::to_string),
         })
     }
 
     pub async fn token_by_lookup(&self, lookup: &str) -> Result<Option<TokenRecord>, Error> {
         let row = sqlx::query(
-            "SELECT id, hash, name, role, workspace, created_at, last_used_at FROM tokens WHERE lookup = $1",
+            "SELECT id, hash, name, role, workspace, created_at, last_used_at, run_id FROM tokens WHERE lookup = $1",
         )
         .bind(lookup)
         .fetch_optional(&self.pool)
@@ -105,6 +110,16 @@ impl Store {
                 .await
                 .map_err(map_err)?;
         rows.iter().map(info_from_row).collect::<Result<_, _>>().map_err(map_err)
+    }
+
+    /// Deletes the run-scoped tokens of a run (when it ends).
+    pub async fn delete_run_tokens(&self, run_id: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM tokens WHERE run_id = $1")
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 
     pub async fn count_tokens(&self) -> Result<i64, Error> {

@@ -114,11 +114,23 @@ async fn deleting_a_workspace_cascades_to_its_datastores_and_file_records(store:
 }
 
 async fn tokens_are_found_by_lookup_and_names_are_unique(store: &Store) {
-    let t =
-        NewToken { name: "ci", lookup: "0123456789abcdef", hash: "h1", role: Role::Writer, workspace: None };
+    let t = NewToken {
+        name: "ci",
+        lookup: "0123456789abcdef",
+        hash: "h1",
+        role: Role::Writer,
+        workspace: None,
+        run_id: None,
+    };
     store.insert_token(t).await.unwrap();
-    let dup =
-        NewToken { name: "ci", lookup: "fedcba9876543210", hash: "h2", role: Role::Reader, workspace: None };
+    let dup = NewToken {
+        name: "ci",
+        lookup: "fedcba9876543210",
+        hash: "h2",
+        role: Role::Reader,
+        workspace: None,
+        run_id: None,
+    };
     assert!(matches!(store.insert_token(dup).await.unwrap_err(), Error::Conflict(_)));
     let found = store.token_by_lookup("0123456789abcdef").await.unwrap().unwrap();
     assert_eq!((found.hash.as_str(), found.info.role), ("h1", Role::Writer));

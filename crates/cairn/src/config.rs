@@ -119,8 +119,18 @@ fn same_server(a: &str, b: &str) -> bool {
 }
 
 impl ClientArgs {
+    /// The token a client built from these arguments uses.
+    pub fn resolved_token(&self) -> anyhow::Result<Option<String>> {
+        Ok(self.resolve()?.1)
+    }
+
     /// Resolves URL and token and builds a client.
     pub fn client(&self) -> anyhow::Result<Client> {
+        let (url, token) = self.resolve()?;
+        Ok(Client::new(&url, token)?)
+    }
+
+    fn resolve(&self) -> anyhow::Result<(String, Option<String>)> {
         let saved = load_saved()?;
         let local = local_server();
         let url = self
@@ -136,7 +146,7 @@ impl ClientArgs {
                 local.token.clone().filter(|_| same_server(local_url, &url))
             })
         });
-        Ok(Client::new(&url, token)?)
+        Ok((url, token))
     }
 }
 

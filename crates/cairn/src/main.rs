@@ -41,6 +41,18 @@ enum Command {
     /// Register datastores; upload, download and list their files.
     #[command(subcommand, alias = "ds")]
     Datastore(cmd::datastores::DatastoreCommand),
+    /// Register, show and build environments (Python dependency sets).
+    #[command(subcommand)]
+    Env(cmd::jobs::EnvCommand),
+    /// Create and inspect compute targets (local node slots).
+    #[command(subcommand)]
+    Compute(cmd::jobs::ComputeCommand),
+    /// Submit, follow, cancel and download training jobs.
+    #[command(subcommand)]
+    Job(cmd::jobs::JobCommand),
+    /// Show runs and their metrics.
+    #[command(subcommand)]
+    Run(cmd::jobs::RunCommand),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +72,10 @@ fn main() -> ExitCode {
             Command::Token(c) => cmd::tokens::run(c).await,
             Command::Workspace(c) => cmd::workspaces::run(c).await,
             Command::Datastore(c) => cmd::datastores::run(c).await,
+            Command::Env(c) => cmd::jobs::env(c).await,
+            Command::Compute(c) => cmd::jobs::compute(c).await,
+            Command::Job(c) => cmd::jobs::job(c).await,
+            Command::Run(c) => cmd::jobs::run(c).await,
         }
     });
     match result {

@@ -100,15 +100,30 @@ impl Moto {
 
     /// Moto accepts unsigned requests, which keeps the test free of an S3 client of its own.
     async fn create_bucket(&self, bucket: &str) {
-        let response = self.http.put(format!("{}/{bucket}", self.endpoint())).send().await.expect("PUT bucket");
+        let response =
+            self.http.put(format!("{}/{bucket}", self.endpoint())).send().await.expect("PUT bucket");
         assert!(response.status().is_success(), "creating bucket {bucket}: {}", response.status());
     }
 
-    /// The keys stored under `prefix` in `bucket`, as S3 itself lists them.
-    async fn keys(&self, bucket: &str, prefix: &str) -> BTreeSet<String> {
+    /// The objects stored under `prefix` in `bucket`, as S3 itself lists them: key → ETag.
+    async fn objects(&self, bucket: &str, prefix: &str) -> BTreeMap<String, String> {
         let xml = self.get_xml(&format!("{bucket}?list-type=2&prefix={prefix}")).await;
-        assert!(xml.contains("<IsTruncated>false</IsTruncated>"), "listing is paginated; the test expects one page:\n{xml}");
-        xml_values(&xml, "Key").into_iter().collect()
+        assert!(
+            xml.contains("<IsTruncated>false</IsTruncated>"),
+            "listing is paginated; the test expects one page:\n{xml}"
+        );
+        xml_values(&xml, "Contents")
+            .iter()
+            .map(|object| {
+                let field =
+                    |tag| xml_values(object, tag).pop().unwrap_or_else(|| panic!("no {tag} in {object}"));
+                (field("Key"), field("ETag").replace("&#34;", "").replace("&quot;", "").replace('"', ""))
+            })
+            .collect()
+    }
+
+    async fn keys(&self, bucket: &str, prefix: &str) -> BTreeSet<String> {
+        self.objects(bucket, prefix).await.into_keys().collect()
     }
 
     /// The keys of multipart uploads started in `bucket` and neither completed nor aborted.
@@ -117,8 +132,12 @@ impl Moto {
     }
 
     async fn get_xml(&self, path_and_query: &str) -> String {
-        let response =
-            self.http.get(format!("{}/{path_and_query}", self.endpoint())).send().await.expect("GET from moto");
+        let response = self
+            .http
+            .get(format!("{}/{path_and_query}", self.endpoint()))
+            .send()
+            .await
+            .expect("GET from moto");
         assert!(response.status().is_success(), "GET {path_and_query}: {}", response.status());
         response.text().await.expect("moto response body")
     }
@@ -166,9 +185,8 @@ async fn setup() -> (Moto, Server, String) {
 
 /// A small folder tree with a nested file, and one file large enough to go up in three parts.
 fn sample_files() -> BTreeMap<String, Vec<u8>> {
-    let big: Vec<u8> = (0..(2 * PART_SIZE + 12_345) as u64)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let big: Vec<u8> =
+        (0..(2 * PART_SIZE + 12_345) as u64).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     [
         ("a.txt", b"alpha\n".to_vec()),
         ("b.csv", b"x,y\n1,2\n".to_vec()),
@@ -201,7 +219,20 @@ fn remote_paths(dir: &str, files: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
 /// `datastore upload` of `src` into `dir`, as its JSON report.
 fn upload(server: &Server, ds: &str, src: &Path, dir: &str) -> Value {
     let src = src.to_str().expect("UTF-8 temp path");
-    json(&server.ok(&["datastore", "upload", "-w", "w", "-d", ds, src, "--target-path", dir, "--quiet", "-o", "json"]))
+    json(&server.ok(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        "-d",
+        ds,
+        src,
+        "--target-path",
+        dir,
+        "--quiet",
+        "-o",
+        "json",
+    ]))
 }
 
 /// `datastore ls` as path → size.
@@ -222,8 +253,14 @@ fn assert_downloads(server: &Server, ds: &str, dir: &str, files: &BTreeMap<Strin
     server.ok(&["datastore", "download", dir, "-w", "w", "-d", ds, "--dest", dest_arg, "--quiet"]);
     for (rel, content) in files {
         let local = dest.path().join(dir).join(rel);
-        let got = std::fs::read(&local).unwrap_or_else(|e| panic!("{} was not downloaded: {e}", local.display()));
-        assert!(got == *content, "{rel}: downloaded {} bytes that differ from the {} uploaded", got.len(), content.len());
+        let got =
+            std::fs::read(&local).unwrap_or_else(|e| panic!("{} was not downloaded: {e}", local.display()));
+        assert!(
+            got == *content,
+            "{rel}: downloaded {} bytes that differ from the {} uploaded",
+            got.len(),
+            content.len()
+        );
     }
 }
 
@@ -255,11 +292,14 @@ async fn default_datastore_on_s3_uploads_skips_and_downloads() {
     // The files really are objects in the bucket, under the workspace's default-datastore
     // folder, and nothing else is (no staging copies, no half-written parts).
     let workspace_dir = format!("{PREFIX}/workspaces/{ws_id}/");
-    let expected: BTreeSet<String> = remote_paths("data", &files)
-        .into_iter()
-        .map(|p| format!("{workspace_dir}datastores/default/{p}"))
-        .collect();
-    assert_eq!(moto.keys(BUCKET, &workspace_dir).await, expected);
+    let key = |p: &str| format!("{workspace_dir}datastores/default/{p}");
+    let objects = moto.objects(BUCKET, &workspace_dir).await;
+    let expected: BTreeSet<String> = remote_paths("data", &files).iter().map(|p| key(p)).collect();
+    assert_eq!(objects.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    // S3 gives an object assembled from N parts the ETag "<hash>-N": the large file really took
+    // the multipart path (three 8 MiB parts), the small ones a single put.
+    assert!(objects[&key("data/big.bin")].ends_with("-3"), "big.bin ETag: {objects:?}");
+    assert!(!objects[&key("data/a.txt")].contains('-'), "a.txt ETag: {objects:?}");
     assert_eq!(moto.unfinished_uploads(BUCKET).await, Vec::<String>::new());
 }
 
@@ -294,7 +334,10 @@ async fn s3_checksum_mismatch_keeps_old_content() {
 
         let got = http.get(&url).bearer_auth(&server.token).send().await.expect("GET");
         assert_eq!(got.status(), 200);
-        assert!(got.bytes().await.expect("body") == old, "the old content must survive a refused {size}-byte upload");
+        assert!(
+            got.bytes().await.expect("body") == old,
+            "the old content must survive a refused {size}-byte upload"
+        );
     }
 
     let key = format!("{PREFIX}/workspaces/{ws_id}/datastores/default/models/model.bin");
@@ -307,7 +350,17 @@ async fn s3_checksum_mismatch_keeps_old_content() {
 async fn s3_datastore_can_be_registered_and_removed_without_deleting_data() {
     let (moto, server, _) = setup().await;
     moto.create_bucket("bucket2").await;
-    server.ok(&["datastore", "create", "s3data", "--kind", "s3", "--location", "s3://bucket2/pre", "-w", "w"]);
+    server.ok(&[
+        "datastore",
+        "create",
+        "s3data",
+        "--kind",
+        "s3",
+        "--location",
+        "s3://bucket2/pre",
+        "-w",
+        "w",
+    ]);
 
     let files = sample_files();
     let src = server.tmp().join("src");

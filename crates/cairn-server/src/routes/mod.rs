@@ -14,6 +14,9 @@ use crate::state::AppState;
 pub mod datastores;
 pub mod files;
 pub mod health;
+pub mod jobs;
+pub mod resources;
+pub mod runs;
 pub mod tokens;
 pub mod workspaces;
 
@@ -35,6 +38,41 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/workspaces/{ws}/datastores/{ds}/files/{*path}",
             get(files::download).put(files::upload).delete(files::delete).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/workspaces/{ws}/experiments", get(runs::list_experiments).post(runs::create_experiment))
+        .route("/workspaces/{ws}/runs", get(runs::list_runs).post(runs::create_run))
+        .route("/workspaces/{ws}/runs/{run}", get(runs::show_run).patch(runs::update_run))
+        .route("/workspaces/{ws}/runs/{run}/log-batch", axum::routing::post(runs::log_batch))
+        .route("/workspaces/{ws}/runs/{run}/metrics", get(runs::run_metrics))
+        .route("/workspaces/{ws}/runs/{run}/artifacts", get(runs::list_artifacts))
+        .route(
+            "/workspaces/{ws}/runs/{run}/artifacts/{*path}",
+            get(runs::download_artifact).put(runs::upload_artifact).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/workspaces/{ws}/runs/{run}/cancel", axum::routing::post(jobs::cancel))
+        .route("/workspaces/{ws}/runs/{run}/logs", get(jobs::logs))
+        .route("/workspaces/{ws}/jobs", axum::routing::post(jobs::submit))
+        .route("/workspaces/{ws}/snapshots", axum::routing::post(jobs::create_snapshot))
+        .route(
+            "/workspaces/{ws}/blobs/{sha256}",
+            axum::routing::put(jobs::upload_blob).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/workspaces/{ws}/environments",
+            get(resources::list_environments).post(resources::create_environment),
+        )
+        .route(
+            "/workspaces/{ws}/environments/{name}",
+            get(resources::show_environment).delete(resources::delete_environment),
+        )
+        .route(
+            "/workspaces/{ws}/environments/{name}/build",
+            axum::routing::post(resources::build_environment),
+        )
+        .route("/workspaces/{ws}/computes", get(resources::list_computes).post(resources::create_compute))
+        .route(
+            "/workspaces/{ws}/computes/{name}",
+            get(resources::show_compute).delete(resources::delete_compute),
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))

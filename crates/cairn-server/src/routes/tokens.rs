@@ -59,6 +59,7 @@ pub async fn create(
             hash: &hash,
             role: req.role,
             workspace: req.workspace.as_deref(),
+            run_id: None,
         })
         .await?;
     tracing::info!(token = %req.name, role = req.role.as_str(), "token created");

@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cairn");
 
+/// The repository's root (for examples and the tools installed by scripts/setup.sh).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
 /// How to start a server.
 #[derive(Default, Clone)]
 pub struct Opts {
@@ -59,6 +64,7 @@ impl Server {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &home)
             .env("CAIRN_LOG", "info,sqlx=warn")
+            .env("CAIRN_UV", repo_root().join(".venv-tools/bin/uv"))
             .current_dir(tmp.path());
         for (k, v) in &opts.env {
             cmd.env(k, v);

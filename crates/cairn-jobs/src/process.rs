@@ -1,0 +1,156 @@
+//! Child processes of jobs: started in their own process group, their output captured to a
+//! bounded log, stopped as a whole tree (SIGTERM, then SIGKILL after a grace period).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+/// Largest log file kept before it is rotated (the tail is always kept: `std_log.txt` plus the
+/// previous `std_log.1.txt`), so a job printing gigabytes never fills the disk or the memory.
+pub const LOG_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Starts `command` through `/bin/sh -c` in `dir`, in a new process group, with `env` added.
+pub fn spawn_job(command: &str, dir: &Path, env: &[(String, String)]) -> std::io::Result<Child> {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.kill_on_drop(false);
+    cmd.spawn()
+}
+
+/// Sends `signal` to the whole process group `pgid`.
+pub fn signal_group(pgid: u32, signal: i32) -> bool {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is shared.
+    unsafe { libc::kill(-(pgid as i32), signal) == 0 }
+}
+
+/// True if a process with this pid exists.
+pub fn is_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// Stops the process group: SIGTERM, then SIGKILL if it is still there after `grace`.
+pub async fn stop_group(child: &mut Child, grace: Duration) {
+    let Some(pid) = child.id() else { return };
+    signal_group(pid, libc::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal_group(pid, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Grandchildren that outlived the leader are in the same group.
+    signal_group(pid, libc::SIGKILL);
+}
+
+/// A log file shared by a job's stdout and stderr, rotated past [`LOG_ROTATE_BYTES`].
+pub struct JobLog {
+    path: PathBuf,
+    state: Mutex<(tokio::fs::File, u64)>,
+}
+
+impl JobLog {
+    pub async fn create(path: PathBuf) -> std::io::Result<JobLog> {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+        let len = file.metadata().await?.len();
+        Ok(JobLog { path, state: Mutex::new((file, len)) })
+    }
+
+    pub async fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut state = self.state.lock().await;
+        if state.1 + bytes.len() as u64 > LOG_ROTATE_BYTES {
+            state.0.flush().await?;
+            tokio::fs::rename(&self.path, self.path.with_extension("1.txt")).await?;
+            state.0 = tokio::fs::File::create(&self.path).await?;
+            state.1 = 0;
+        }
+        state.0.write_all(bytes).await?;
+        state.1 += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Copies everything `reader` produces into the log until it ends.
+    pub async fn pump<R: AsyncRead + Unpin>(&self, mut reader: R) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.write(&buf[..n]).await?;
+        }
+    }
+
+    pub async fn flush(&self) -> std::io::Result<()> {
+        self.state.lock().await.0.flush().await
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The last `lines` lines of a text file (for failure messages).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&text[start..]);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stopping_a_group_kills_grandchildren_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let cmd = format!("sh -c 'echo $$ > {}; sleep 60' & wait", pidfile.display());
+        let mut child = spawn_job(&cmd, dir.path(), &[]).unwrap();
+        for _ in 0..100 {
+            if std::fs::read_to_string(&pidfile).map(|s| !s.trim().is_empty()).unwrap_or(false) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let grandchild: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(is_alive(grandchild));
+        stop_group(&mut child, Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A zombie is not reaped by us (its parent is gone, init reaps it); kill(0) may still see it briefly.
+        let status = std::fs::read_to_string(format!("/proc/{grandchild}/status")).unwrap_or_default();
+        assert!(status.is_empty() || status.contains("State:\tZ"), "grandchild still running: {status}");
+    }
+
+    #[tokio::test]
+    async fn logs_rotate_and_keep_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = JobLog::create(dir.path().join("std_log.txt")).await.unwrap();
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..(LOG_ROTATE_BYTES / (1024 * 1024) + 3) {
+            log.write(&chunk).await.unwrap();
+        }
+        log.write(b"\nlast line\n").await.unwrap();
+        log.flush().await.unwrap();
+        let size = std::fs::metadata(log.path()).unwrap().len();
+        assert!(size < LOG_ROTATE_BYTES);
+        assert!(dir.path().join("std_log.1.txt").exists());
+        assert_eq!(tail(log.path(), 1), "last line");
+    }
+}

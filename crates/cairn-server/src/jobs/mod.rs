@@ -1,0 +1,135 @@
+//! The scheduler: hands queued runs to free node slots of their compute target, keeps the
+//! cancel switches of running jobs, and recovers at start-up from runs a dead server left behind.
+//!
+//! Runs are queued durably in the metadata store (status `Queued`); the scheduler only keeps
+//! what can be rebuilt (cancel switches), so a restart loses no queued job.
+
+pub mod runner;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_core::runs::RunStatus;
+use cairn_core::Error;
+use tokio::sync::{oneshot, Notify};
+
+use crate::state::AppState;
+
+/// Why a running job is being stopped.
+#[derive(Clone, Debug)]
+pub enum StopReason {
+    Canceled,
+    TimedOut(u64),
+}
+
+/// The scheduler's shared state, held by [`AppState`].
+#[derive(Default)]
+pub struct Jobs {
+    wake: Notify,
+    stops: Mutex<HashMap<String, oneshot::Sender<StopReason>>>,
+}
+
+impl Jobs {
+    /// Tells the scheduler to look at the queue now (a job was submitted or a node freed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops a running job; false if this server is not running it.
+    pub fn stop(&self, run_id: &str, reason: StopReason) -> bool {
+        match self.stops.lock().expect("stops lock").remove(run_id) {
+            Some(tx) => tx.send(reason).is_ok(),
+            None => false,
+        }
+    }
+
+    fn register(&self, run_id: &str) -> oneshot::Receiver<StopReason> {
+        let (tx, rx) = oneshot::channel();
+        self.stops.lock().expect("stops lock").insert(run_id.to_string(), tx);
+        rx
+    }
+
+    fn unregister(&self, run_id: &str) {
+        self.stops.lock().expect("stops lock").remove(run_id);
+    }
+}
+
+/// Marks runs that were active when the server died as failed (their processes cannot be
+/// reattached: their output pipes died with the server) and stops any process still alive.
+pub async fn recover(state: &AppState) -> Result<(), Error> {
+    let active = [RunStatus::Preparing, RunStatus::Starting, RunStatus::Running, RunStatus::Finalizing];
+    for run in state.store.runs_in_status(&active).await? {
+        if let Some(pid) = run.pid.filter(|p| *p > 0) {
+            if cairn_jobs::process::is_alive(pid as u32) {
+                cairn_jobs::process::signal_group(pid as u32, libc::SIGKILL);
+            }
+        }
+        let reason = format!(
+            "the server stopped while this run was {}; its process could not be reattached and was stopped. \
+             Submit the job again.",
+            run.status.as_str()
+        );
+        state.store.transition_run(&run.id, &[], RunStatus::Failed, Some(&reason)).await?;
+        state.store.delete_run_tokens(&run.id).await?;
+        tracing::warn!(run = %run.id, "run was active when the server stopped; marked Failed");
+    }
+    Ok(())
+}
+
+/// The scheduler loop: runs until the process ends.
+pub async fn schedule(state: Arc<AppState>) {
+    loop {
+        if let Err(e) = dispatch(&state).await {
+            tracing::warn!(error = %e, "scheduler pass failed; retrying");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.jobs.wake.notified()).await;
+    }
+}
+
+/// One pass: for each queued run (oldest first), start it if its compute has a free node.
+async fn dispatch(state: &Arc<AppState>) -> Result<(), Error> {
+    let active = [RunStatus::Preparing, RunStatus::Starting, RunStatus::Running, RunStatus::Finalizing];
+    let running = state.store.runs_in_status(&active).await?;
+    let mut busy: HashMap<(String, String), i64> = HashMap::new();
+    for r in &running {
+        *busy.entry((r.workspace_id.clone(), r.compute.clone().unwrap_or_default())).or_default() += 1;
+    }
+    for run in state.store.runs_in_status(&[RunStatus::Queued]).await? {
+        let compute_name = run.compute.clone().unwrap_or_default();
+        let compute = match state.store.compute(&run.workspace_id, &compute_name).await {
+            Ok(c) => c,
+            Err(Error::NotFound { .. }) => {
+                let msg = format!("compute \"{compute_name}\" was deleted while the run was queued");
+                state
+                    .store
+                    .transition_run(&run.id, &[RunStatus::Queued], RunStatus::Failed, Some(&msg))
+                    .await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let key = (run.workspace_id.clone(), compute_name);
+        let used = busy.get(&key).copied().unwrap_or(0);
+        if used >= compute.max_nodes {
+            continue;
+        }
+        if !state.store.transition_run(&run.id, &[RunStatus::Queued], RunStatus::Preparing, None).await? {
+            continue;
+        }
+        *busy.entry(key).or_default() += 1;
+        let stop = state.jobs.register(&run.id);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let id = run.id.clone();
+            if let Err(e) = runner::run_job(&state, &run.id, &compute, stop).await {
+                tracing::error!(run = %id, error = %e, "runner failed");
+                let _ = state.store.transition_run(&id, &[], RunStatus::Failed, Some(&e.to_string())).await;
+            }
+            let _ = state.store.delete_run_tokens(&id).await;
+            state.jobs.unregister(&id);
+            state.jobs.wake();
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Code snapshots, content-addressed blobs, job submission, cancel and logs.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use cairn_blob::{BlobStore, PutOpts};
+use cairn_core::api::Role;
+use cairn_core::runs::*;
+use cairn_core::{Error, RelPath};
+use cairn_store::NewRun;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::extract;
+use crate::jobs::runner::{parse_datastore_uri, parse_env_ref};
+use crate::state::AppState;
+
+/// Content-addressed file contents of a workspace (code snapshots), keyed by SHA-256.
+pub fn blobs_of(state: &AppState, ws_id: &str) -> BlobStore {
+    state.artifacts.child(&format!("workspaces/{ws_id}/blobs"))
+}
+
+fn snapshots_of(state: &AppState, ws_id: &str) -> BlobStore {
+    state.artifacts.child(&format!("workspaces/{ws_id}/snapshots"))
+}
+
+/// Largest code snapshot accepted (files are listed by the client before upload).
+pub const MAX_SNAPSHOT_BYTES: u64 = 300 * 1024 * 1024;
+
+pub async fn read_snapshot(state: &AppState, ws_id: &str, id: &str) -> Result<Vec<SnapshotFile>, Error> {
+    let path = RelPath::parse(&format!("{id}.json"))?;
+    let (_, mut stream) = snapshots_of(state, ws_id)
+        .get_stream(&path)
+        .await
+        .map_err(|_| Error::not_found("code snapshot", id))?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        bytes.extend_from_slice(&chunk?);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Error::internal(format!("snapshot {id} is unreadable: {e}")))
+}
+
+/// Records a code snapshot's manifest; answers which contents still have to be uploaded.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/snapshots", tag = "jobs",
+    params(("ws" = String, Path, description = "workspace name")), request_body = CreateSnapshot,
+    responses((status = 201, body = SnapshotCreated), (status = 413, body = cairn_core::api::ErrorBody)))]
+pub async fn create_snapshot(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    extract::Json(mut req): extract::Json<CreateSnapshot>,
+) -> ApiResult<(StatusCode, Json<SnapshotCreated>)> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let total: u64 = req.files.iter().map(|f| f.size).sum();
+    if total > MAX_SNAPSHOT_BYTES {
+        return Err(Error::TooLarge(format!(
+            "the code snapshot is {total} bytes; the limit is {MAX_SNAPSHOT_BYTES}: keep data out of the code folder \
+             (use a datastore) or list it in .amlignore"
+        ))
+        .into());
+    }
+    for f in &req.files {
+        RelPath::parse(&f.path)?;
+        if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid(format!("sha256 of {} must be 64 hexadecimal digits", f.path)).into());
+        }
+    }
+    req.files.sort_by(|a, b| a.path.cmp(&b.path));
+    req.files.dedup_by(|a, b| a.path == b.path);
+    let manifest = serde_json::to_vec(&req.files).map_err(Error::internal)?;
+    let id = hex::encode(Sha256::digest(&manifest));
+    let blobs = blobs_of(&state, &workspace.id);
+    let mut missing = Vec::new();
+    for f in &req.files {
+        if !missing.contains(&f.sha256) && blobs.head(&RelPath::parse(&f.sha256)?).await?.is_none() {
+            missing.push(f.sha256.to_lowercase());
+        }
+    }
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(manifest))]);
+    let opts = PutOpts { overwrite: true, ..Default::default() };
+    snapshots_of(&state, &workspace.id)
+        .put_stream(&RelPath::parse(&format!("{id}.json"))?, body, opts)
+        .await?;
+    Ok((StatusCode::CREATED, Json(SnapshotCreated { id, missing })))
+}
+
+/// Uploads one content-addressed blob; its name must be its SHA-256 (422 otherwise).
+#[utoipa::path(put, path = "/api/v1/workspaces/{ws}/blobs/{sha256}", tag = "jobs",
+    params(("ws" = String, Path, description = "workspace name"), ("sha256" = String, Path, description = "content hash")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201), (status = 422, body = cairn_core::api::ErrorBody)))]
+pub async fn upload_blob(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, sha)): Path<(String, String)>,
+    request: Request,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(
+            Error::invalid(format!("blob name {sha:?} must be a 64-digit hexadecimal SHA-256")).into()
+        );
+    }
+    let opts = PutOpts { expected_sha256: Some(&sha), max_bytes: Some(MAX_SNAPSHOT_BYTES), overwrite: true };
+    blobs_of(&state, &workspace.id)
+        .put_stream(&RelPath::parse(&sha.to_lowercase())?, request.into_body().into_data_stream(), opts)
+        .await?;
+    Ok(StatusCode::CREATED)
+}
+
+/// Submits a command job: validated now (environment, compute, snapshot, inputs, command), then
+/// queued durably; the scheduler starts it when its compute has a free node.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/jobs", tag = "jobs",
+    params(("ws" = String, Path, description = "workspace name")), request_body = SubmitJob,
+    responses((status = 201, body = Run), (status = 400, body = cairn_core::api::ErrorBody),
+              (status = 404, body = cairn_core::api::ErrorBody)))]
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    extract::Json(job): extract::Json<SubmitJob>,
+) -> ApiResult<(StatusCode, Json<Run>)> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    crate::routes::runs::validate_experiment_name(&job.experiment)?;
+    if job.command.trim().is_empty() {
+        return Err(Error::invalid("command must not be empty").into());
+    }
+    let placeholder: Vec<(String, std::path::PathBuf)> =
+        job.inputs.keys().map(|k| (k.clone(), std::path::PathBuf::from("x"))).collect();
+    crate::jobs::runner::substitute(&job.command, &placeholder)?;
+    let (env_name, env_version) = parse_env_ref(&job.environment);
+    let env = state.store.environment(&workspace, env_name, env_version).await?;
+    state.store.compute(&workspace.id, &job.compute).await.map_err(|e| match e {
+        Error::NotFound { .. } => Error::NotFound {
+            kind: "compute",
+            name: format!("{}\" in workspace \"{}", job.compute, workspace.name),
+        },
+        other => other,
+    })?;
+    if let Some(snapshot) = &job.snapshot {
+        read_snapshot(&state, &workspace.id, snapshot).await?;
+    }
+    for (name, input) in &job.inputs {
+        let (ds_name, path) = parse_datastore_uri(&input.path)?;
+        let ds = state.store.datastore(&workspace, ds_name).await?;
+        let blobs = state.blobs_of(&ds)?;
+        if !path.is_root() && blobs.is_empty(&path).await? && blobs.head(&path).await?.is_none() {
+            return Err(Error::invalid(format!(
+                "input \"{name}\": {} does not exist in datastore \"{ds_name}\"",
+                if path.is_root() { "/" } else { path.as_str() }
+            ))
+            .into());
+        }
+    }
+    let (exp_id, _) = state.store.ensure_experiment(&workspace, &job.experiment).await?;
+    let job_json = serde_json::to_value(&job).map_err(Error::internal)?;
+    let env_ref = format!("{}@{}", env.name, env.version);
+    let id = state
+        .store
+        .create_run(
+            &workspace,
+            NewRun {
+                experiment_id: &exp_id,
+                display_name: job.display_name.as_deref().unwrap_or(""),
+                status: RunStatus::Queued,
+                job: Some(&job_json),
+                compute: Some(&job.compute),
+                environment: Some(&env_ref),
+                parent_id: None,
+                tags: &job.tags,
+            },
+        )
+        .await?;
+    state.jobs.wake();
+    tracing::info!(run = %id, workspace = %ws, experiment = %job.experiment, "job queued");
+    Ok((StatusCode::CREATED, Json(state.store.run(&workspace, &id).await?)))
+}
+
+/// Cancels a job: a queued one at once, a running one by stopping its process tree.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/runs/{run}/cancel", tag = "jobs",
+    params(("ws" = String, Path, description = "workspace name"), ("run" = String, Path, description = "run id")),
+    responses((status = 202, body = Run), (status = 409, body = cairn_core::api::ErrorBody)))]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, run)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<Run>)> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let current = state.store.run(&workspace, &run).await?;
+    if current.status.is_terminal() {
+        return Err(
+            Error::conflict(format!("run {run} has already ended ({})", current.status.as_str())).into()
+        );
+    }
+    if !state
+        .store
+        .transition_run(&run, &[RunStatus::Queued, RunStatus::NotStarted], RunStatus::Canceled, None)
+        .await?
+        && !state.jobs.stop(&run, crate::jobs::StopReason::Canceled)
+        && current.job.is_none()
+    {
+        state.store.transition_run(&run, &[], RunStatus::Canceled, None).await?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(state.store.run(&workspace, &run).await?)))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Byte offset to read from (the `next_offset` of the previous call).
+    #[serde(default)]
+    pub offset: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogChunk {
+    pub text: String,
+    pub next_offset: u64,
+    /// The run has ended: no more text will come.
+    pub done: bool,
+}
+
+/// Reads a run's log from `offset` (at most 1 MiB at a time); poll with `next_offset` to follow.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/runs/{run}/logs", tag = "jobs",
+    params(("ws" = String, Path, description = "workspace name"), ("run" = String, Path, description = "run id"), LogQuery),
+    responses((status = 200, body = LogChunk)))]
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, run)): Path<(String, String)>,
+    extract::Query(q): extract::Query<LogQuery>,
+    _headers: HeaderMap,
+) -> ApiResult<Json<LogChunk>> {
+    use std::io::{Read, Seek, SeekFrom};
+    caller.require_run(Role::Reader, &ws, &run)?;
+    let workspace = state.store.workspace(&ws).await?;
+    let current = state.store.run(&workspace, &run).await?;
+    let path = crate::jobs::runner::log_path(&state, &run);
+    let (text, next) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), q.offset)),
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        // A rotated log restarts at 0: follow from its beginning.
+        let start = if q.offset > len { 0 } else { q.offset };
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        f.take(1024 * 1024).read_to_end(&mut buf)?;
+        Ok((String::from_utf8_lossy(&buf).into_owned(), start + buf.len() as u64))
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(Error::internal)?;
+    let done = current.status.is_terminal() && text.is_empty();
+    Ok(Json(LogChunk { text, next_offset: next, done }))
+}

@@ -1,0 +1,255 @@
+//! Environments and compute targets: `/api/v1/workspaces/{ws}/environments|computes`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use cairn_core::api::Role;
+use cairn_core::runs::*;
+use cairn_core::{validate_name, Error};
+use cairn_jobs::env::spec::EnvironmentSpec;
+use cairn_store::ComputeRecord;
+
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::extract;
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/environments", tag = "environments",
+    params(("ws" = String, Path, description = "workspace name")), responses((status = 200, body = Vec<Environment>)))]
+pub async fn list_environments(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Vec<Environment>>> {
+    caller.require(Role::Reader, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    Ok(Json(state.store.list_environments(&workspace).await?))
+}
+
+/// Registers a version of an environment from its resolved spec (the CLI resolves files).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/environments", tag = "environments",
+    params(("ws" = String, Path, description = "workspace name")), request_body = CreateEnvironment,
+    responses((status = 201, body = Environment), (status = 409, body = cairn_core::api::ErrorBody)))]
+pub async fn create_environment(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    extract::Json(req): extract::Json<CreateEnvironment>,
+) -> ApiResult<(StatusCode, Json<Environment>)> {
+    caller.require(Role::Writer, Some(&ws))?;
+    validate_name("environment name", &req.name)?;
+    let spec: EnvironmentSpec = serde_json::from_value(req.spec.clone())
+        .map_err(|e| Error::invalid(format!("invalid environment spec: {e}")))?;
+    let spec = spec.canonicalize().map_err(Error::from)?;
+    let workspace = state.store.workspace(&ws).await?;
+    let canonical = serde_json::to_value(&spec).map_err(Error::internal)?;
+    let env = state
+        .store
+        .create_environment(&workspace, &req.name, req.version, &req.description, &canonical, &spec.hash())
+        .await?;
+    Ok((StatusCode::CREATED, Json(env)))
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/environments/{name}", tag = "environments",
+    params(("ws" = String, Path, description = "workspace name"), ("name" = String, Path, description = "name or name@version")),
+    responses((status = 200, body = Environment), (status = 404, body = cairn_core::api::ErrorBody)))]
+pub async fn show_environment(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<Json<Environment>> {
+    caller.require(Role::Reader, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let (n, v) = crate::jobs::runner::parse_env_ref(&name);
+    Ok(Json(state.store.environment(&workspace, n, v).await?))
+}
+
+/// Builds (or finds cached) the environment's venv; answers with the build log.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/environments/{name}/build", tag = "environments",
+    params(("ws" = String, Path, description = "workspace name"), ("name" = String, Path, description = "name or name@version")),
+    responses((status = 200, body = EnvironmentBuild), (status = 422, body = cairn_core::api::ErrorBody)))]
+pub async fn build_environment(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<Json<EnvironmentBuild>> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let (n, v) = crate::jobs::runner::parse_env_ref(&name);
+    let env = state.store.environment(&workspace, n, v).await?;
+    let spec: EnvironmentSpec = serde_json::from_value(env.spec.clone()).map_err(Error::internal)?;
+    let builder = state.env_builder()?;
+    match builder.ensure(&spec).await {
+        Ok(built) => Ok(Json(EnvironmentBuild {
+            hash: env.hash.clone(),
+            ready: true,
+            reused: built.reused,
+            log: builder.build_log(&env.hash).unwrap_or_default(),
+        })),
+        Err(e) => Err(Error::Unprocessable(format!("{}@{}: {e}", env.name, env.version)).into()),
+    }
+}
+
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/environments/{name}", tag = "environments",
+    params(("ws" = String, Path, description = "workspace name"), ("name" = String, Path, description = "name@version")),
+    responses((status = 204), (status = 404, body = cairn_core::api::ErrorBody)))]
+pub async fn delete_environment(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let (n, v) = crate::jobs::runner::parse_env_ref(&name);
+    let v = v.ok_or_else(|| Error::invalid(format!("give the version to delete: {n}@VERSION")))?;
+    state.store.delete_environment(&workspace, n, v).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn compute_view(state: &AppState, c: &ComputeRecord) -> Result<Compute, Error> {
+    let size = cairn_jobs::compute::size(&c.size).unwrap_or(cairn_jobs::compute::SIZES[0]);
+    let all = RunStatus::ALL;
+    let runs = state.store.runs_in_status(&all[1..6]).await?;
+    let mine: Vec<_> = runs
+        .iter()
+        .filter(|r| r.workspace_id == c.workspace_id && r.compute.as_deref() == Some(&c.name))
+        .collect();
+    let queued: Vec<String> =
+        mine.iter().filter(|r| r.status == RunStatus::Queued).map(|r| r.id.clone()).collect();
+    let running: Vec<String> = mine.iter().filter(|r| r.status.is_active()).map(|r| r.id.clone()).collect();
+    let starting =
+        mine.iter().filter(|r| matches!(r.status, RunStatus::Preparing | RunStatus::Starting)).count() as i64;
+    let busy = running.len() as i64 - starting;
+    Ok(Compute {
+        name: c.name.clone(),
+        kind: c.kind.clone(),
+        size: c.size.clone(),
+        cores: size.cores,
+        memory_gb: size.memory_gb,
+        min_nodes: c.min_nodes,
+        max_nodes: c.max_nodes,
+        idle_seconds: c.idle_seconds,
+        created_at: c.created_at,
+        state: Some(ComputeState {
+            busy_nodes: busy,
+            starting_nodes: starting,
+            idle_nodes: (c.min_nodes - busy - starting).max(0),
+            queued_runs: queued,
+            running_runs: running,
+            limits: cairn_jobs::compute::ComputeTarget::limits(&cairn_jobs::compute::LocalTarget, &size),
+        }),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/computes", tag = "computes",
+    params(("ws" = String, Path, description = "workspace name")), responses((status = 200, body = Vec<Compute>)))]
+pub async fn list_computes(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Vec<Compute>>> {
+    caller.require(Role::Reader, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let mut out = Vec::new();
+    for c in state.store.list_computes(&workspace).await? {
+        out.push(compute_view(&state, &c).await?);
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/computes", tag = "computes",
+    params(("ws" = String, Path, description = "workspace name")), request_body = CreateCompute,
+    responses((status = 201, body = Compute), (status = 400, body = cairn_core::api::ErrorBody)))]
+pub async fn create_compute(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    extract::Json(req): extract::Json<CreateCompute>,
+) -> ApiResult<(StatusCode, Json<Compute>)> {
+    caller.require(Role::Writer, Some(&ws))?;
+    validate_name("compute name", &req.name)?;
+    let kind = match req.kind.to_ascii_lowercase().as_str() {
+        "local" | "amlcompute" => "local",
+        other => {
+            return Err(Error::invalid(format!(
+                "compute type {other:?} is not supported here: use \"local\" (or \"amlcompute\")"
+            ))
+            .into())
+        }
+    };
+    if cairn_jobs::compute::size(&req.size).is_none() {
+        let names: Vec<_> = cairn_jobs::compute::SIZES.iter().map(|s| s.name).collect();
+        return Err(Error::invalid(format!(
+            "unknown size {:?}; known sizes: {}",
+            req.size,
+            names.join(", ")
+        ))
+        .into());
+    }
+    if req.max_instances < 1 || req.min_instances < 0 || req.min_instances > req.max_instances {
+        return Err(Error::invalid(format!(
+            "need 0 <= min_instances ({}) <= max_instances ({}) and max_instances >= 1",
+            req.min_instances, req.max_instances
+        ))
+        .into());
+    }
+    if req.idle_time_before_scale_down < 0 {
+        return Err(Error::invalid("idle_time_before_scale_down must be 0 or more seconds").into());
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    let record = ComputeRecord {
+        id: String::new(),
+        workspace_id: workspace.id.clone(),
+        name: req.name.clone(),
+        kind: kind.into(),
+        size: req.size.clone(),
+        min_nodes: req.min_instances,
+        max_nodes: req.max_instances,
+        idle_seconds: req.idle_time_before_scale_down,
+        created_at: cairn_core::now_ms(),
+    };
+    state.store.create_compute(&workspace, &record).await?;
+    Ok((StatusCode::CREATED, Json(compute_view(&state, &record).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/computes/{name}", tag = "computes",
+    params(("ws" = String, Path, description = "workspace name"), ("name" = String, Path, description = "compute name")),
+    responses((status = 200, body = Compute), (status = 404, body = cairn_core::api::ErrorBody)))]
+pub async fn show_compute(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<Json<Compute>> {
+    caller.require(Role::Reader, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let c = state.store.compute(&workspace.id, &name).await?;
+    Ok(Json(compute_view(&state, &c).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/computes/{name}", tag = "computes",
+    params(("ws" = String, Path, description = "workspace name"), ("name" = String, Path, description = "compute name")),
+    responses((status = 204), (status = 409, body = cairn_core::api::ErrorBody)))]
+pub async fn delete_compute(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let c = state.store.compute(&workspace.id, &name).await?;
+    let view = compute_view(&state, &c).await?;
+    if let Some(s) = view.state {
+        if !s.running_runs.is_empty() || !s.queued_runs.is_empty() {
+            return Err(Error::conflict(format!(
+                "compute \"{name}\" has {} running and {} queued runs; cancel them first",
+                s.running_runs.len(),
+                s.queued_runs.len()
+            ))
+            .into());
+        }
+    }
+    state.store.delete_compute(&workspace, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,477 @@
+//! Experiments, runs, their status transitions and their tracking data (metrics, params, tags).
+
+use std::collections::BTreeMap;
+
+use cairn_core::api::Workspace;
+use cairn_core::runs::{Experiment, LogBatch, MetricPoint, Run, RunStatus, Transition};
+use cairn_core::{now_ms, Error};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::db::{is_unique_violation, map_err, new_id};
+use crate::Store;
+
+/// A run to create.
+pub struct NewRun<'a> {
+    pub experiment_id: &'a str,
+    pub display_name: &'a str,
+    pub status: RunStatus,
+    pub job: Option<&'a serde_json::Value>,
+    pub compute: Option<&'a str>,
+    pub environment: Option<&'a str>,
+    pub parent_id: Option<&'a str>,
+    pub tags: &'a BTreeMap<String, String>,
+}
+
+/// What the scheduler needs of a queued or active run.
+#[derive(Clone, Debug)]
+pub struct RunRef {
+    pub id: String,
+    pub workspace_id: String,
+    pub status: RunStatus,
+    pub compute: Option<String>,
+    pub pid: Option<i64>,
+    pub created_at: i64,
+}
+
+fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(col).map_err(map_err)
+}
+
+fn status_of(row: &AnyRow) -> Result<RunStatus, Error> {
+    let s: String = get(row, "status")?;
+    RunStatus::parse(&s).ok_or_else(|| Error::internal(format!("unknown run status {s:?} in the database")))
+}
+
+fn nan_if_null(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
+fn some_if_number(v: f64) -> Option<f64> {
+    if v.is_nan() {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+impl Store {
+    /// The experiment named `name`, created if it does not exist (as Azure ML and MLflow do).
+    pub async fn ensure_experiment(&self, ws: &Workspace, name: &str) -> Result<(String, Experiment), Error> {
+        if let Some(found) = self.find_experiment(ws, name).await? {
+            return Ok(found);
+        }
+        let id = new_id();
+        let created_at = now_ms();
+        let inserted = sqlx::query(
+            "INSERT INTO experiments (id, workspace_id, name, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id)
+        .bind(&ws.id)
+        .bind(name)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok((id, Experiment { name: name.into(), workspace: ws.name.clone(), created_at })),
+            // Created concurrently by another request: use that one.
+            Err(e) if is_unique_violation(&e) => {
+                self.find_experiment(ws, name).await?.ok_or_else(|| Error::internal("experiment vanished"))
+            }
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    pub async fn find_experiment(
+        &self,
+        ws: &Workspace,
+        name: &str,
+    ) -> Result<Option<(String, Experiment)>, Error> {
+        let row =
+            sqlx::query("SELECT id, name, created_at FROM experiments WHERE workspace_id = $1 AND name = $2")
+                .bind(&ws.id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        row.map(|r| {
+            Ok((
+                get(&r, "id")?,
+                Experiment {
+                    name: get(&r, "name")?,
+                    workspace: ws.name.clone(),
+                    created_at: get(&r, "created_at")?,
+                },
+            ))
+        })
+        .transpose()
+    }
+
+    pub async fn list_experiments(&self, ws: &Workspace) -> Result<Vec<Experiment>, Error> {
+        let rows =
+            sqlx::query("SELECT name, created_at FROM experiments WHERE workspace_id = $1 ORDER BY name")
+                .bind(&ws.id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Experiment {
+                    name: get(r, "name")?,
+                    workspace: ws.name.clone(),
+                    created_at: get(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn create_run(&self, ws: &Workspace, new: NewRun<'_>) -> Result<String, Error> {
+        let id = new_id().replace('-', "");
+        let now = now_ms();
+        let job = new.job.map(|j| j.to_string()).unwrap_or_default();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO runs (id, workspace_id, experiment_id, parent_id, display_name, status, job, compute, \
+             environment, created_at, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&id)
+        .bind(&ws.id)
+        .bind(new.experiment_id)
+        .bind(new.parent_id)
+        .bind(new.display_name)
+        .bind(new.status.as_str())
+        .bind(job)
+        .bind(new.compute)
+        .bind(new.environment)
+        .bind(now)
+        .bind(if new.status == RunStatus::Running { Some(now) } else { None })
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query("INSERT INTO run_transitions (run_id, status, at) VALUES ($1, $2, $3)")
+            .bind(&id)
+            .bind(new.status.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for (k, v) in new.tags {
+            sqlx::query("INSERT INTO run_tags (run_id, key, value) VALUES ($1, $2, $3)")
+                .bind(&id)
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(id)
+    }
+
+    /// Moves a run to `to` if its status is one of `from` (all statuses when empty); records the
+    /// transition and start/end times. Returns false when the run was not in an allowed status.
+    pub async fn transition_run(
+        &self,
+        id: &str,
+        from: &[RunStatus],
+        to: RunStatus,
+        error: Option<&str>,
+    ) -> Result<bool, Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let row = sqlx::query("SELECT status FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| Error::not_found("run", id))?;
+        let current = status_of(&row)?;
+        if current.is_terminal() || (!from.is_empty() && !from.contains(&current)) {
+            return Ok(false);
+        }
+        let started = if to == RunStatus::Running { Some(now) } else { None };
+        let ended = if to.is_terminal() { Some(now) } else { None };
+        sqlx::query(
+            "UPDATE runs SET status = $1, started_at = COALESCE(started_at, $2), ended_at = COALESCE($3, ended_at), \
+             error = COALESCE($4, error) WHERE id = $5 AND status = $6",
+        )
+        .bind(to.as_str())
+        .bind(started)
+        .bind(ended)
+        .bind(error)
+        .bind(id)
+        .bind(current.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query("INSERT INTO run_transitions (run_id, status, at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(to.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    pub async fn set_run_pid(&self, id: &str, pid: Option<i64>) -> Result<(), Error> {
+        sqlx::query("UPDATE runs SET pid = $1 WHERE id = $2")
+            .bind(pid)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub async fn set_run_display_name(&self, id: &str, name: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE runs SET display_name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Runs in any of `statuses`, oldest first (the scheduler's queue and its recovery at start).
+    pub async fn runs_in_status(&self, statuses: &[RunStatus]) -> Result<Vec<RunRef>, Error> {
+        let placeholders: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, workspace_id, status, compute, pid, created_at FROM runs WHERE status IN ({}) ORDER BY created_at, id",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for s in statuses {
+            q = q.bind(s.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunRef {
+                    id: get(r, "id")?,
+                    workspace_id: get(r, "workspace_id")?,
+                    status: status_of(r)?,
+                    compute: get(r, "compute")?,
+                    pid: get(r, "pid")?,
+                    created_at: get(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The workspace a run belongs to (for the runner, which starts from a run id).
+    pub async fn run_workspace(&self, id: &str) -> Result<Workspace, Error> {
+        let row = sqlx::query(
+            "SELECT w.id, w.name, w.description, w.created_at FROM runs r JOIN workspaces w ON w.id = r.workspace_id \
+             WHERE r.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .ok_or_else(|| Error::not_found("run", id))?;
+        Ok(Workspace {
+            id: get(&row, "id")?,
+            name: get(&row, "name")?,
+            description: get(&row, "description")?,
+            created_at: get(&row, "created_at")?,
+        })
+    }
+
+    /// A run with its params, tags, latest metrics and transitions.
+    pub async fn run(&self, ws: &Workspace, id: &str) -> Result<Run, Error> {
+        let row = sqlx::query(
+            "SELECT r.id, e.name AS experiment, r.parent_id, r.display_name, r.status, r.job, r.compute, r.environment, \
+             r.error, r.created_at, r.started_at, r.ended_at FROM runs r JOIN experiments e ON e.id = r.experiment_id \
+             WHERE r.id = $1 AND r.workspace_id = $2",
+        )
+        .bind(id)
+        .bind(&ws.id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .ok_or_else(|| Error::NotFound { kind: "run", name: format!("{id}\" in workspace \"{}", ws.name) })?;
+        let job: String = get(&row, "job")?;
+        let mut run = Run {
+            id: get(&row, "id")?,
+            workspace: ws.name.clone(),
+            experiment: get(&row, "experiment")?,
+            display_name: get(&row, "display_name")?,
+            status: status_of(&row)?,
+            parent_id: get(&row, "parent_id")?,
+            compute: get(&row, "compute")?,
+            environment: get(&row, "environment")?,
+            error: get(&row, "error")?,
+            created_at: get(&row, "created_at")?,
+            started_at: get(&row, "started_at")?,
+            ended_at: get(&row, "ended_at")?,
+            params: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            transitions: Vec::new(),
+            job: if job.is_empty() { None } else { serde_json::from_str(&job).ok() },
+        };
+        for (table, target) in [("params", &mut run.params), ("run_tags", &mut run.tags)] {
+            let rows = sqlx::query(&format!("SELECT key, value FROM {table} WHERE run_id = $1 ORDER BY key"))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+            for r in rows {
+                target.insert(get(&r, "key")?, get(&r, "value")?);
+            }
+        }
+        let rows = sqlx::query("SELECT key, value, step, timestamp FROM latest_metrics WHERE run_id = $1")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        for r in rows {
+            run.metrics.insert(
+                get(&r, "key")?,
+                MetricPoint {
+                    value: nan_if_null(get(&r, "value")?),
+                    step: get(&r, "step")?,
+                    timestamp: get(&r, "timestamp")?,
+                },
+            );
+        }
+        let rows = sqlx::query("SELECT status, at FROM run_transitions WHERE run_id = $1 ORDER BY at")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        for r in rows {
+            run.transitions.push(Transition { status: status_of(&r)?, at: get(&r, "at")? });
+        }
+        Ok(run)
+    }
+
+    /// Runs of a workspace (optionally of one experiment), newest first.
+    pub async fn list_runs(
+        &self,
+        ws: &Workspace,
+        experiment: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Run>, Error> {
+        let rows = sqlx::query(
+            "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id \
+             WHERE r.workspace_id = $1 AND ($2 = '' OR e.name = $2) ORDER BY r.created_at DESC, r.id DESC LIMIT $3",
+        )
+        .bind(&ws.id)
+        .bind(experiment.unwrap_or(""))
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = get(&r, "id")?;
+            out.push(self.run(ws, &id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Appends metrics, sets params (immutable once set) and tags, in one transaction.
+    pub async fn log_batch(&self, run_id: &str, batch: &LogBatch) -> Result<(), Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for p in &batch.params {
+            let existing = sqlx::query("SELECT value FROM params WHERE run_id = $1 AND key = $2")
+                .bind(run_id)
+                .bind(&p.key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            match existing {
+                Some(r) => {
+                    let old: String = get(&r, "value")?;
+                    if old != p.value {
+                        return Err(Error::invalid(format!(
+                            "param \"{}\" is already {old:?} in run {run_id}; params cannot change (log a new run, or use a tag)",
+                            p.key
+                        )));
+                    }
+                }
+                None => {
+                    sqlx::query("INSERT INTO params (run_id, key, value) VALUES ($1, $2, $3)")
+                        .bind(run_id)
+                        .bind(&p.key)
+                        .bind(&p.value)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+            }
+        }
+        for t in &batch.tags {
+            sqlx::query(
+                "INSERT INTO run_tags (run_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (run_id, key) DO UPDATE SET value = $3",
+            )
+            .bind(run_id)
+            .bind(&t.key)
+            .bind(&t.value)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        for m in &batch.metrics {
+            let step = m.step.unwrap_or(0);
+            let ts = m.timestamp.unwrap_or(now);
+            let value = some_if_number(m.value);
+            sqlx::query(
+                "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(run_id)
+            .bind(&m.key)
+            .bind(value)
+            .bind(step)
+            .bind(ts)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            // The latest value is the one with the highest step, then the latest timestamp.
+            sqlx::query(
+                "INSERT INTO latest_metrics (run_id, key, value, step, timestamp) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (run_id, key) DO UPDATE SET value = $3, step = $4, timestamp = $5 \
+                 WHERE latest_metrics.step < $4 OR (latest_metrics.step = $4 AND latest_metrics.timestamp <= $5)",
+            )
+            .bind(run_id)
+            .bind(&m.key)
+            .bind(value)
+            .bind(step)
+            .bind(ts)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Every metric series of a run, in step order.
+    pub async fn run_metrics(&self, run_id: &str) -> Result<BTreeMap<String, Vec<MetricPoint>>, Error> {
+        let rows = sqlx::query(
+            "SELECT key, value, step, timestamp FROM metrics WHERE run_id = $1 ORDER BY key, step, timestamp",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let mut out: BTreeMap<String, Vec<MetricPoint>> = BTreeMap::new();
+        for r in rows {
+            out.entry(get(&r, "key")?).or_default().push(MetricPoint {
+                value: nan_if_null(get(&r, "value")?),
+                step: get(&r, "step")?,
+                timestamp: get(&r, "timestamp")?,
+            });
+        }
+        Ok(out)
+    }
+}

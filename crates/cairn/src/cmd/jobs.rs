@@ -1,0 +1,687 @@
+//! `cairn env …`, `cairn compute …`, `cairn job …` and `cairn run …`: training runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use cairn_core::runs::*;
+use clap::Subcommand;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::{ClientArgs, WorkspaceArg};
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub enum EnvCommand {
+    /// Register an environment version from a YAML file (Azure ML v2 shape, plus pip/requirements).
+    Create {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    List {
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show NAME or NAME@VERSION.
+    Show {
+        name: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Build (or find cached) the environment's venv and print the build log.
+    Build {
+        name: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete NAME@VERSION.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ComputeCommand {
+    /// Create a compute target from a YAML file (Azure ML v2 compute shape).
+    Create {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    List {
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a compute target: nodes, queue and running jobs.
+    Show {
+        name: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a command job from a YAML file (Azure ML v2 command-job shape).
+    Submit {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Wait until the job ends; exit non-zero unless it completed.
+        #[arg(long)]
+        wait: bool,
+        /// Print the job's log while it runs (implies --wait).
+        #[arg(long)]
+        stream: bool,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List runs, newest first.
+    List {
+        #[arg(long, short = 'e')]
+        experiment: Option<String>,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    Show {
+        run: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a job's log; -f follows it until the job ends.
+    Logs {
+        run: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a job (its whole process tree is stopped).
+    Cancel {
+        run: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Download a run's artifacts (outputs/, logs/) into --dest.
+    Download {
+        run: String,
+        #[arg(long, default_value = ".")]
+        dest: PathBuf,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunCommand {
+    /// A run's status, params, tags and latest metrics.
+    Show {
+        run: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every metric series of a run.
+    Metrics {
+        run: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// A tiny JSON-over-HTTP helper on top of the typed client's URL and token.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    ws: String,
+}
+
+impl Api {
+    fn new(client: &ClientArgs, ws: &WorkspaceArg) -> anyhow::Result<Api> {
+        let c = client.client()?;
+        Ok(Api {
+            http: reqwest::Client::new(),
+            base: c.base_url().as_str().trim_end_matches('/').to_string(),
+            token: client.resolved_token()?,
+            ws: ws.resolve()?,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/workspaces/{}/{path}", self.base, self.ws)
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let rb = match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        };
+        let resp =
+            rb.send().await.with_context(|| format!("cannot reach the Cairn server at {}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        bail!("{msg} (HTTP {})", status.as_u16())
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        Ok(self.send(self.http.post(self.url(path)).json(body)).await?.json().await?)
+    }
+}
+
+pub async fn env(command: EnvCommand) -> anyhow::Result<()> {
+    match command {
+        EnvCommand::Create { file, ws, client } => {
+            let parsed = cairn_jobs::env::EnvironmentFile::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let base = file.parent().unwrap_or(Path::new("."));
+            let resolved =
+                parsed.resolve_with_notes(base).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for note in &resolved.notes {
+                eprintln!("note: {note}");
+            }
+            let name = parsed.name.clone().context("the environment file needs a name")?;
+            let version = match &parsed.version {
+                Some(v) => {
+                    Some(v.parse::<i64>().with_context(|| format!("version {v:?} must be an integer"))?)
+                }
+                None => None,
+            };
+            let req = CreateEnvironment {
+                name,
+                version,
+                description: parsed.description.clone().unwrap_or_default(),
+                spec: serde_json::to_value(&resolved.spec)?,
+            };
+            let api = Api::new(&client, &ws)?;
+            let env: Environment = api.post("environments", &req).await?;
+            output::print_one(
+                client.output,
+                &env,
+                vec![("environment", format!("{}@{}", env.name, env.version)), ("hash", env.hash.clone())],
+            )
+        }
+        EnvCommand::List { ws, client } => {
+            let envs: Vec<Environment> = Api::new(&client, &ws)?.get("environments").await?;
+            let rows = envs
+                .iter()
+                .map(|e| {
+                    let packages = e.spec["packages"].as_array().map(|p| p.len()).unwrap_or(0);
+                    vec![
+                        e.name.clone(),
+                        e.version.to_string(),
+                        format!("{packages} packages"),
+                        e.hash[..12].to_string(),
+                    ]
+                })
+                .collect();
+            output::print(client.output, &envs, &["NAME", "VERSION", "SPEC", "HASH"], rows)
+        }
+        EnvCommand::Show { name, ws, client } => {
+            let env: Environment = Api::new(&client, &ws)?.get(&format!("environments/{name}")).await?;
+            output::print_one(
+                client.output,
+                &env,
+                vec![
+                    ("environment", format!("{}@{}", env.name, env.version)),
+                    ("description", env.description.clone()),
+                    ("hash", env.hash.clone()),
+                    ("spec", serde_json::to_string(&env.spec)?),
+                ],
+            )
+        }
+        EnvCommand::Build { name, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let built: EnvironmentBuild =
+                api.post(&format!("environments/{name}/build"), &serde_json::json!({})).await?;
+            if client.output == crate::config::OutputFormat::Table {
+                print!("{}", built.log);
+            }
+            output::print_one(
+                client.output,
+                &built,
+                vec![
+                    ("ready", built.ready.to_string()),
+                    ("cached", built.reused.to_string()),
+                    ("hash", built.hash.clone()),
+                ],
+            )
+        }
+        EnvCommand::Delete { name, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            api.send(api.http.delete(api.url(&format!("environments/{name}")))).await?;
+            output::done(client.output, &format!("environment {name} deleted"));
+            Ok(())
+        }
+    }
+}
+
+pub async fn compute(command: ComputeCommand) -> anyhow::Result<()> {
+    let show = |c: &Compute| {
+        let s = c.state.clone();
+        vec![
+            ("compute", c.name.clone()),
+            ("type", c.kind.clone()),
+            ("size", format!("{} ({} cores, {} GB)", c.size, c.cores, c.memory_gb)),
+            (
+                "nodes",
+                format!(
+                    "min {}, max {}, idle scale-down after {} s",
+                    c.min_nodes, c.max_nodes, c.idle_seconds
+                ),
+            ),
+            (
+                "state",
+                s.as_ref()
+                    .map(|s| {
+                        format!("{} busy, {} starting, {} idle", s.busy_nodes, s.starting_nodes, s.idle_nodes)
+                    })
+                    .unwrap_or_default(),
+            ),
+            ("running", s.as_ref().map(|s| s.running_runs.join(", ")).unwrap_or_default()),
+            ("queued", s.as_ref().map(|s| s.queued_runs.join(", ")).unwrap_or_default()),
+            ("limits", s.as_ref().map(|s| s.limits.clone()).unwrap_or_default()),
+        ]
+    };
+    match command {
+        ComputeCommand::Create { file, ws, client } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mut yaml: serde_yaml::Value =
+                serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            if let Some(m) = yaml.as_mapping_mut() {
+                m.remove("$schema");
+            }
+            let req: CreateCompute =
+                serde_yaml::from_value(yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let c: Compute = Api::new(&client, &ws)?.post("computes", &req).await?;
+            output::print_one(client.output, &c, show(&c))
+        }
+        ComputeCommand::List { ws, client } => {
+            let list: Vec<Compute> = Api::new(&client, &ws)?.get("computes").await?;
+            let rows = list
+                .iter()
+                .map(|c| {
+                    let s = c.state.clone();
+                    vec![
+                        c.name.clone(),
+                        c.size.clone(),
+                        format!("{}..{}", c.min_nodes, c.max_nodes),
+                        s.as_ref().map(|s| s.busy_nodes.to_string()).unwrap_or_default(),
+                        s.as_ref().map(|s| s.queued_runs.len().to_string()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            output::print(client.output, &list, &["NAME", "SIZE", "NODES", "BUSY", "QUEUED"], rows)
+        }
+        ComputeCommand::Show { name, ws, client } => {
+            let c: Compute = Api::new(&client, &ws)?.get(&format!("computes/{name}")).await?;
+            output::print_one(client.output, &c, show(&c))
+        }
+        ComputeCommand::Delete { name, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            api.send(api.http.delete(api.url(&format!("computes/{name}")))).await?;
+            output::done(client.output, &format!("compute {name} deleted"));
+            Ok(())
+        }
+    }
+}
+
+/// A command job file, in Azure ML v2's shape (`azureml:` prefixes are accepted and dropped).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    #[serde(rename = "$schema", default)]
+    _schema: Option<String>,
+    #[serde(rename = "type", default)]
+    _kind: Option<String>,
+    #[serde(alias = "experiment_name")]
+    experiment: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    code: Option<PathBuf>,
+    command: String,
+    environment: String,
+    compute: String,
+    #[serde(default)]
+    inputs: BTreeMap<String, InputFile>,
+    #[serde(default)]
+    environment_variables: BTreeMap<String, String>,
+    #[serde(default)]
+    timeout: Option<u64>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum InputFile {
+    Path(String),
+    Full {
+        path: String,
+        #[serde(default)]
+        mode: Option<String>,
+        #[serde(rename = "type", default)]
+        _kind: Option<String>,
+    },
+}
+
+fn strip_azureml(s: &str) -> String {
+    let s = s.strip_prefix("azureml:").unwrap_or(s);
+    // azureml:NAME:VERSION → NAME@VERSION
+    match s.rsplit_once(':') {
+        Some((n, v)) if v.chars().all(|c| c.is_ascii_digit()) && !v.is_empty() => format!("{n}@{v}"),
+        _ => s.to_string(),
+    }
+}
+
+fn to_submit(file: JobFile, snapshot: Option<String>) -> anyhow::Result<SubmitJob> {
+    let mut inputs = BTreeMap::new();
+    for (name, input) in file.inputs {
+        let (path, mode) = match input {
+            InputFile::Path(p) => (p, None),
+            InputFile::Full { path, mode, .. } => (path, mode),
+        };
+        let mode = match mode.as_deref() {
+            None | Some("ro_mount") | Some("mount") => InputMode::Mount,
+            Some("download") => InputMode::Download,
+            Some(other) => bail!("inputs.{name}.mode: {other:?} is not supported (use ro_mount or download)"),
+        };
+        inputs.insert(name, JobInput { path, mode });
+    }
+    let mut tags = file.tags;
+    if let Some(d) = file.description {
+        tags.entry("description".into()).or_insert(d);
+    }
+    Ok(SubmitJob {
+        experiment: file.experiment,
+        display_name: file.display_name,
+        snapshot,
+        command: file.command,
+        environment: strip_azureml(&file.environment),
+        compute: strip_azureml(&file.compute),
+        inputs,
+        environment_variables: file.environment_variables,
+        timeout: file.timeout,
+        tags,
+    })
+}
+
+/// Snapshots the code folder (honouring .gitignore and .amlignore) and uploads what is missing.
+async fn upload_code(api: &Api, dir: &Path) -> anyhow::Result<String> {
+    let mut files = Vec::new();
+    let walker = ignore::WalkBuilder::new(dir)
+        .add_custom_ignore_filename(".amlignore")
+        .require_git(false)
+        .hidden(true)
+        .build();
+    for entry in walker {
+        let entry = entry?;
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(dir)?.to_str().context("code paths must be UTF-8")?.to_string();
+        let size = entry.metadata()?.len();
+        let sha = cairn_client::transfer::sha256_file(entry.path(), &cairn_client::transfer::NoProgress)?;
+        files.push((entry.path().to_path_buf(), SnapshotFile { path: rel, size, sha256: sha }));
+    }
+    let total: u64 = files.iter().map(|(_, f)| f.size).sum();
+    let limit = 300 * 1024 * 1024;
+    if total > limit {
+        files.sort_by_key(|(_, f)| std::cmp::Reverse(f.size));
+        let biggest: Vec<String> =
+            files.iter().take(5).map(|(_, f)| format!("{} ({})", f.path, output::bytes(f.size))).collect();
+        bail!(
+            "the code folder {} holds {} (limit {}); the biggest files: {}. Move data to a datastore or list it in .amlignore",
+            dir.display(),
+            output::bytes(total),
+            output::bytes(limit),
+            biggest.join(", ")
+        );
+    }
+    let req = CreateSnapshot { files: files.iter().map(|(_, f)| f.clone()).collect() };
+    let created: SnapshotCreated = api.post("snapshots", &req).await?;
+    for (local, f) in &files {
+        if created.missing.contains(&f.sha256) {
+            let body = tokio::fs::read(local).await?;
+            api.send(api.http.put(api.url(&format!("blobs/{}", f.sha256))).body(body)).await?;
+        }
+    }
+    Ok(created.id)
+}
+
+pub async fn job(command: JobCommand) -> anyhow::Result<()> {
+    match command {
+        JobCommand::Submit { file, wait, stream, ws, client } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let parsed: JobFile =
+                serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let api = Api::new(&client, &ws)?;
+            let snapshot = match &parsed.code {
+                Some(code) => {
+                    let dir = file.parent().unwrap_or(Path::new(".")).join(code);
+                    if !dir.is_dir() {
+                        bail!("code: {} is not a folder", dir.display());
+                    }
+                    Some(upload_code(&api, &dir).await?)
+                }
+                None => None,
+            };
+            let submit = to_submit(parsed, snapshot)?;
+            let run: Run = api.post("jobs", &submit).await?;
+            if !(wait || stream) {
+                return print_run(client.output, &run);
+            }
+            if client.output == crate::config::OutputFormat::Table {
+                eprintln!("run {} queued; waiting", run.id);
+            }
+            let done = follow(&api, &run.id, stream).await?;
+            print_run(client.output, &done)?;
+            if done.status != RunStatus::Completed {
+                bail!("run {} ended {}: {}", done.id, done.status.as_str(), done.error.unwrap_or_default());
+            }
+            Ok(())
+        }
+        JobCommand::List { experiment, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let q = experiment.map(|e| format!("?experiment={}", urlencode(&e))).unwrap_or_default();
+            let runs: Vec<Run> = api.get(&format!("runs{q}")).await?;
+            let rows = runs
+                .iter()
+                .map(|r| {
+                    let metrics: Vec<String> =
+                        r.metrics.iter().map(|(k, m)| format!("{k}={}", m.value)).collect();
+                    vec![
+                        r.id.clone(),
+                        r.experiment.clone(),
+                        r.status.as_str().into(),
+                        output::time(r.created_at),
+                        metrics.join(" "),
+                    ]
+                })
+                .collect();
+            output::print(client.output, &runs, &["RUN", "EXPERIMENT", "STATUS", "CREATED", "METRICS"], rows)
+        }
+        JobCommand::Show { run, ws, client } => {
+            let r: Run = Api::new(&client, &ws)?.get(&format!("runs/{run}")).await?;
+            print_run(client.output, &r)
+        }
+        JobCommand::Logs { run, follow: f, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            if f {
+                follow(&api, &run, true).await?;
+            } else {
+                let chunk: Value = api.get(&format!("runs/{run}/logs")).await?;
+                print!("{}", chunk["text"].as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        JobCommand::Cancel { run, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let r: Run = api.post(&format!("runs/{run}/cancel"), &serde_json::json!({})).await?;
+            output::done(client.output, &format!("run {} is {}", r.id, r.status.as_str()));
+            Ok(())
+        }
+        JobCommand::Download { run, dest, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let files: Vec<cairn_core::api::FileEntry> = api.get(&format!("runs/{run}/artifacts")).await?;
+            for f in &files {
+                let rel = cairn_core::RelPath::parse(&f.path)?;
+                let target = rel.as_str().split('/').fold(dest.join(&run), |p, c| p.join(c));
+                let bytes = api
+                    .send(api.http.get(api.url(&format!("runs/{run}/artifacts/{}", f.path))))
+                    .await?
+                    .bytes()
+                    .await?;
+                std::fs::create_dir_all(target.parent().context("path has a parent")?)?;
+                std::fs::write(&target, &bytes)?;
+            }
+            output::done(
+                client.output,
+                &format!("downloaded {} file(s) into {}", files.len(), dest.join(&run).display()),
+            );
+            Ok(())
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Polls a run until it ends, printing its log when `stream`.
+async fn follow(api: &Api, run: &str, stream: bool) -> anyhow::Result<Run> {
+    let mut offset = 0u64;
+    loop {
+        if stream {
+            let chunk: Value = api.get(&format!("runs/{run}/logs?offset={offset}")).await?;
+            if let Some(t) = chunk["text"].as_str() {
+                print!("{t}");
+            }
+            offset = chunk["next_offset"].as_u64().unwrap_or(offset);
+        }
+        let r: Run = api.get(&format!("runs/{run}")).await?;
+        if r.status.is_terminal() {
+            if stream {
+                let chunk: Value = api.get(&format!("runs/{run}/logs?offset={offset}")).await?;
+                print!("{}", chunk["text"].as_str().unwrap_or_default());
+            }
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()> {
+    let metrics: Vec<String> = r.metrics.iter().map(|(k, m)| format!("{k}={}", m.value)).collect();
+    let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    output::print_one(
+        format,
+        r,
+        vec![
+            ("id", r.id.clone()),
+            ("experiment", r.experiment.clone()),
+            ("status", r.status.as_str().into()),
+            ("compute", r.compute.clone().unwrap_or_default()),
+            ("environment", r.environment.clone().unwrap_or_default()),
+            ("created", output::time(r.created_at)),
+            ("metrics", metrics.join(" ")),
+            ("params", params.join(" ")),
+            ("tags", tags.join(" ")),
+            ("error", r.error.clone().unwrap_or_default()),
+        ],
+    )
+}
+
+pub async fn run(command: RunCommand) -> anyhow::Result<()> {
+    match command {
+        RunCommand::Show { run, ws, client } => {
+            let r: Run = Api::new(&client, &ws)?.get(&format!("runs/{run}")).await?;
+            print_run(client.output, &r)
+        }
+        RunCommand::Metrics { run, ws, client } => {
+            let m: RunMetrics = Api::new(&client, &ws)?.get(&format!("runs/{run}/metrics")).await?;
+            let rows = m
+                .metrics
+                .iter()
+                .flat_map(|(k, pts)| {
+                    pts.iter().map(move |p| {
+                        vec![k.clone(), p.step.to_string(), p.value.to_string(), output::time(p.timestamp)]
+                    })
+                })
+                .collect();
+            output::print(client.output, &m, &["METRIC", "STEP", "VALUE", "TIME"], rows)
+        }
+    }
+}

@@ -1,0 +1,142 @@
+"""The Run API online: reading back, finishing and uploading, against the stub server.
+
+Run from the repository root:
+
+    python3 -m unittest discover -s python/tests -t python
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import unittest
+from typing import List
+from unittest import mock
+
+from cairn import CairnError, ServerError
+from cairn._client import CHUNK_BYTES
+
+from tests.stub_server import RUN_ID, WORKSPACE
+from tests.test_batching import StubTestCase
+
+
+class ReadBackTest(StubTestCase):
+    def test_get_metrics_flushes_first_and_collapses_single_points(self) -> None:
+        run = self.make_run(CAIRN_LOG_FLUSH_SECONDS="600")
+        run.log("rmse", 0.61)
+        run.log_list("loss", [0.9, 0.5])
+        run.log("bad", float("nan"))
+        metrics = run.get_metrics()
+        self.assertEqual(metrics["rmse"], 0.61)
+        self.assertEqual(metrics["loss"], [0.9, 0.5])
+        self.assertTrue(math.isnan(metrics["bad"]))
+        self.assertEqual(run.get_metrics("rmse"), {"rmse": 0.61})
+
+    def test_get_details_shows_params_and_tags_logged_just_before(self) -> None:
+        run = self.make_run(CAIRN_LOG_FLUSH_SECONDS="600")
+        run.log_param("max_depth", 5)
+        run.set_tags({"team": "wine"})
+        details = run.get_details()
+        self.assertEqual(details["id"], RUN_ID)
+        self.assertEqual(details["params"], {"max_depth": "5"})
+        self.assertEqual(run.get_tags(), {"team": "wine"})
+        self.assertEqual(run.get_status(), "Running")
+        self.assertEqual((run.id, run.workspace, run.experiment), (RUN_ID, WORKSPACE, "wine_expt"))
+        self.assertFalse(run.is_offline)
+
+
+class FinishTest(StubTestCase):
+    def test_complete_outside_a_managed_job_flushes_then_sets_the_status(self) -> None:
+        run = self.make_run(CAIRN_LOG_FLUSH_SECONDS="600")
+        run.log("rmse", 0.61)
+        run.complete()
+        methods = [r.method for r in self.stub.requests]
+        self.assertEqual(methods, ["POST", "PATCH"])
+        self.assertEqual(self.stub.status, "Completed")
+
+    def test_fail_tags_the_error_and_sets_failed(self) -> None:
+        run = self.make_run(CAIRN_LOG_FLUSH_SECONDS="600")
+        with mock.patch("sys.stderr", io.StringIO()):
+            run.fail(RuntimeError("diverged"))
+        self.assertEqual(self.stub.status, "Failed")
+        self.assertEqual(self.stub.tags["cairn.error"], "RuntimeError: diverged")
+
+    def test_cancel_sets_canceled(self) -> None:
+        run = self.make_run()
+        run.cancel()
+        self.assertEqual(self.stub.status, "Canceled")
+
+    def test_read_errors_raise_with_the_server_message(self) -> None:
+        run = self.make_run(CAIRN_RUN_TOKEN="wrong")
+        with self.assertRaises(ServerError) as caught:
+            run.get_details()
+        self.assertEqual(caught.exception.status, 401)
+        self.assertIn("bearer token", str(caught.exception))
+
+
+class RecordingStream(io.RawIOBase):
+    """A non-seekable binary stream that records how much each read asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+        self.reads: List[int] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads.append(size)
+        return self._data.read(size)
+
+
+class UploadTest(StubTestCase):
+    def test_upload_file_streams_a_file_with_its_checksum(self) -> None:
+        data = os.urandom(3 * CHUNK_BYTES + 123)
+        path = os.path.join(self.tmp.name, "model.pkl")
+        with open(path, "wb") as f:
+            f.write(data)
+        run = self.make_run()
+        result = run.upload_file("outputs/model.pkl", path)
+        self.assertEqual(self.stub.artifacts["outputs/model.pkl"], data)
+        self.assertEqual(result, {"name": "outputs/model.pkl", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        (put,) = [r for r in self.stub.requests if r.method == "PUT"]
+        self.assertEqual(put.headers["x-cairn-sha256"], hashlib.sha256(data).hexdigest())
+
+    def test_upload_file_reads_streams_in_chunks(self) -> None:
+        data = os.urandom(2 * CHUNK_BYTES + 5)
+        stream = RecordingStream(data)
+        run = self.make_run()
+        run.upload_file("outputs/stream.bin", stream)
+        self.assertEqual(self.stub.artifacts["outputs/stream.bin"], data)
+        self.assertTrue(all(0 < size <= CHUNK_BYTES for size in stream.reads), stream.reads)
+
+    def test_upload_file_accepts_seekable_and_text_streams(self) -> None:
+        run = self.make_run()
+        buffer = io.BytesIO(b"skip|payload")
+        buffer.seek(5)
+        run.upload_file("a.bin", buffer)
+        run.upload_file("notes/b.txt", io.StringIO("héllo"))
+        self.assertEqual(self.stub.artifacts["a.bin"], b"payload")
+        self.assertEqual(self.stub.artifacts["notes/b.txt"], "héllo".encode())
+
+    def test_upload_names_are_quoted(self) -> None:
+        run = self.make_run()
+        run.upload_file("outputs/with space.txt", io.BytesIO(b"x"))
+        (put,) = [r for r in self.stub.requests if r.method == "PUT"]
+        self.assertTrue(put.path.endswith("/artifacts/outputs/with%20space.txt"), put.path)
+
+    def test_upload_errors_are_raised(self) -> None:
+        run = self.make_run()
+        with self.assertRaises(FileNotFoundError):
+            run.upload_file("x", os.path.join(self.tmp.name, "missing"))
+        with self.assertRaises(ValueError):
+            run.upload_file("/abs", io.BytesIO(b""))
+        other = self.make_run(CAIRN_RUN_TOKEN="wrong")
+        with self.assertRaises(CairnError):
+            other.upload_file("x.bin", io.BytesIO(b"data"))
+
+
+if __name__ == "__main__":
+    unittest.main()
