@@ -78,6 +78,16 @@ impl Store {
         Ok(Store { pool, backend })
     }
 
+    /// Starts a transaction that writes. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first cannot wait for the lock when it
+    /// later writes, and would fail with "database is locked" under concurrent writers.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err),
+            Backend::Postgres => self.pool.begin().await.map_err(map_err),
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -66,7 +66,7 @@ impl Store {
         spec: &serde_json::Value,
         hash: &str,
     ) -> Result<Environment, Error> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let version = match version {
             Some(v) if v < 1 => return Err(Error::invalid(format!("version {v} must be 1 or more"))),
             Some(v) => v,

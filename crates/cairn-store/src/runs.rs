@@ -132,7 +132,7 @@ impl Store {
         let id = new_id().replace('-', "");
         let now = now_ms();
         let job = new.job.map(|j| j.to_string()).unwrap_or_default();
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO runs (id, workspace_id, experiment_id, parent_id, display_name, status, job, compute, \
              environment, created_at, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -181,7 +181,7 @@ impl Store {
         error: Option<&str>,
     ) -> Result<bool, Error> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT status FROM runs WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -380,7 +380,7 @@ impl Store {
     /// Appends metrics, sets params (immutable once set) and tags, in one transaction.
     pub async fn log_batch(&self, run_id: &str, batch: &LogBatch) -> Result<(), Error> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         for p in &batch.params {
             let existing = sqlx::query("SELECT value FROM params WHERE run_id = $1 AND key = $2")
                 .bind(run_id)

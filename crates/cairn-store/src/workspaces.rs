@@ -33,7 +33,7 @@ impl Store {
             description: description.to_string(),
             created_at: now_ms(),
         };
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO workspaces (id, name, description, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&ws.id)
             .bind(&ws.name)

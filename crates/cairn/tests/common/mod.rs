@@ -15,6 +15,21 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
+/// Removes the caller's Cairn, MLflow and Azure ML settings, keeping the rest of the environment
+/// (certificates, proxies and PATH are needed to reach PyPI when environments are built).
+pub fn clear_cairn_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("CAIRN_")
+            || k.starts_with("MLFLOW_")
+            || k.starts_with("AZUREML_")
+            || k.starts_with("AWS_")
+        {
+            cmd.env_remove(&k);
+        }
+    }
+}
+
 /// How to start a server.
 #[derive(Default, Clone)]
 pub struct Opts {
@@ -60,11 +75,11 @@ impl Server {
             cmd.arg("--artifact-store").arg(a);
         }
         cmd.args(&opts.args);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &home)
+        clear_cairn_env(&mut cmd);
+        cmd.env("HOME", &home)
             .env("CAIRN_LOG", "info,sqlx=warn")
             .env("CAIRN_UV", repo_root().join(".venv-tools/bin/uv"))
+            .env("UV_CACHE_DIR", repo_root().join(".cache/uv"))
             .current_dir(tmp.path());
         for (k, v) in &opts.env {
             cmd.env(k, v);
@@ -136,11 +151,8 @@ impl Server {
     /// A `cairn` client command with this server's URL and admin token in its environment.
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("CAIRN_URL", &self.url)
-            .env("CAIRN_TOKEN", &self.token);
+        clear_cairn_env(&mut cmd);
+        cmd.env("HOME", &self.home).env("CAIRN_URL", &self.url).env("CAIRN_TOKEN", &self.token);
         cmd
     }
 

@@ -1,0 +1,353 @@
+//! Training runs end to end: environments built with uv, a local compute cluster, jobs with
+//! real Python processes, tracking through the in-job runtime, cancel, timeout, restart.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A workspace `w` with a 2-node compute `cpu` and an environment `plain` (no packages).
+fn setup(s: &Server, max_nodes: u32) -> std::path::PathBuf {
+    s.ok(&["workspace", "create", "w"]);
+    let dir = s.tmp().join("spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compute.yml"),
+        format!("name: cpu\ntype: amlcompute\nsize: small\nmin_instances: 0\nmax_instances: {max_nodes}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("env.yml"), "name: plain\npip: []\n").unwrap();
+    s.ok(&["compute", "create", "-f", dir.join("compute.yml").to_str().unwrap(), "-w", "w"]);
+    s.ok(&["env", "create", "-f", dir.join("env.yml").to_str().unwrap(), "-w", "w"]);
+    dir
+}
+
+fn job_file(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("experiment_name: tests\nenvironment: plain\ncompute: cpu\n{body}")).unwrap();
+    p.display().to_string()
+}
+
+fn submit(s: &Server, file: &str) -> Value {
+    json(&s.ok(&["job", "submit", "-f", file, "-w", "w", "-o", "json"]))
+}
+
+fn wait_for(s: &Server, run: &str, done: impl Fn(&Value) -> bool, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = json(&s.ok(&["job", "show", run, "-w", "w", "-o", "json"]));
+        if done(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "run {run} did not get there in {secs}s: {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ended(r: &Value) -> bool {
+    matches!(r["status"].as_str(), Some("Completed" | "Failed" | "Canceled"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_walkthrough_trains_logs_metrics_and_keeps_its_model() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let wine = repo_root().join("examples/wine");
+    s.ok(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        wine.join("winedata").to_str().unwrap(),
+        "--target-path",
+        "winedata",
+        "-q",
+    ]);
+    s.ok(&["compute", "create", "-f", wine.join("compute.yml").to_str().unwrap(), "-w", "w"]);
+    s.ok(&["env", "create", "-f", wine.join("env.yml").to_str().unwrap(), "-w", "w"]);
+    let out = s
+        .cmd()
+        .args([
+            "job",
+            "submit",
+            "-f",
+            wine.join("job.yml").to_str().unwrap(),
+            "-w",
+            "w",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let run = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(run["status"], "Completed");
+    let rmse = run["metrics"]["rmse"]["value"].as_f64().unwrap();
+    assert!(rmse > 0.3 && rmse < 1.5, "rmse {rmse}");
+    assert_eq!(run["metrics"]["max depth"]["value"].as_f64(), Some(10.0));
+    let statuses: Vec<_> = run["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, ["Queued", "Preparing", "Starting", "Running", "Finalizing", "Completed"]);
+    let id = run["id"].as_str().unwrap();
+    let dest = s.tmp().join("dl");
+    s.ok(&["job", "download", id, "--dest", dest.to_str().unwrap(), "-w", "w"]);
+    assert!(dest.join(id).join("outputs/wine_model.pkl").metadata().unwrap().len() > 100);
+    let log = std::fs::read_to_string(dest.join(id).join("logs/std_log.txt")).unwrap();
+    assert!(log.contains("RMSE is"), "{log}");
+    // The environment is cached: building it again does no work.
+    let built = json(&s.ok(&["env", "build", "wine-experiment-env", "-w", "w", "-o", "json"]));
+    assert_eq!(built["reused"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_jobs_on_two_nodes_never_run_more_than_two_at_once() {
+    let s = Server::start();
+    let dir = setup(&s, 2);
+    let trace = s.tmp().join("trace");
+    std::fs::create_dir_all(&trace).unwrap();
+    let body = format!(
+        "command: date +%s.%N > {t}/$CAIRN_RUN_ID.start; sleep 1.5; date +%s.%N > {t}/$CAIRN_RUN_ID.end\n",
+        t = trace.display()
+    );
+    let file = job_file(&dir, "job.yml", &body);
+    let ids: Vec<String> = (0..5).map(|_| submit(&s, &file)["id"].as_str().unwrap().to_string()).collect();
+    let show = json(&s.ok(&["compute", "show", "cpu", "-w", "w", "-o", "json"]));
+    assert!(show["state"]["running_runs"].as_array().unwrap().len() <= 2, "{show}");
+    for id in &ids {
+        assert_eq!(wait_for(&s, id, ended, 120)["status"], "Completed");
+    }
+    let read = |id: &str, what: &str| -> f64 {
+        std::fs::read_to_string(trace.join(format!("{id}.{what}"))).unwrap().trim().parse().unwrap()
+    };
+    let spans: Vec<(f64, f64)> = ids.iter().map(|id| (read(id, "start"), read(id, "end"))).collect();
+    let max_overlap = spans
+        .iter()
+        .map(|(start, _)| spans.iter().filter(|(s2, e2)| s2 <= start && start < e2).count())
+        .max()
+        .unwrap();
+    assert!(max_overlap <= 2, "more than 2 jobs ran at once: {spans:?}");
+    assert_eq!(max_overlap, 2, "two nodes should run two jobs at once: {spans:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_and_timeout_stop_the_whole_process_tree() {
+    let s = Server::start();
+    let dir = setup(&s, 2);
+    let body = "command: sleep 300 & echo $! > child.pid; echo started; wait\n";
+    let file = job_file(&dir, "long.yml", body);
+    let id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    wait_for(&s, &id, |r| r["status"] == "Running", 60);
+    let pid_file = s.data_dir.join("runs").join(&id).join("child.pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let child: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    s.ok(&["job", "cancel", &id, "-w", "w"]);
+    let r = wait_for(&s, &id, ended, 30);
+    assert_eq!(r["status"], "Canceled");
+    std::thread::sleep(Duration::from_millis(200));
+    let state = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
+    assert!(state.is_empty() || state.contains("State:\tZ"), "the grandchild survived the cancel: {state}");
+
+    let file = job_file(&dir, "timeout.yml", &format!("{body}timeout: 2\n"));
+    let id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let r = wait_for(&s, &id, ended, 60);
+    assert_eq!(r["status"], "Failed");
+    assert!(r["error"].as_str().unwrap().contains("timed out after 2 s"), "{r}");
+    // A canceled queued job never starts; a finished job cannot be canceled again.
+    let err = s.fails(&["job", "cancel", &id, "-w", "w"]);
+    assert!(err.contains("already ended"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_command_reports_its_exit_code_and_log_tail() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    let file = job_file(&dir, "fail.yml", "command: echo something broke >&2; exit 3\n");
+    let out = s.cmd().args(["job", "submit", "-f", &file, "-w", "w", "--wait"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Failed") && err.contains("exit code 3") && err.contains("something broke"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runtime_logs_through_a_run_scoped_token_that_cannot_touch_other_runs() {
+    let s = Server::start();
+    let dir = setup(&s, 2);
+    let code = dir.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(
+        code.join("log.py"),
+        r#"
+import json, os, sys, urllib.request
+from cairn import Run
+run = Run.get_context()
+for i in range(5):
+    run.log("loss", 1.0 / (i + 1))
+run.log("weird", float("nan"))
+run.log_list("accuracies", [0.5, 0.6, 0.7])
+run.log_row("scores", precision=0.9, recall=0.8)
+run.log_param("max_depth", 5)
+run.set_tags({"model": "tree"})
+try:
+    run.log("bad", "not a number")
+except TypeError as e:
+    print("refused:", e)
+os.makedirs("outputs", exist_ok=True)
+open("outputs/result.txt", "w").write("ok")
+run.flush()
+other = sys.argv[1]
+req = urllib.request.Request(
+    f"{os.environ['CAIRN_TRACKING_URI']}/api/v1/workspaces/w/runs/{other}/log-batch",
+    data=json.dumps({"metrics": [{"key": "x", "value": 1}]}).encode(),
+    headers={"Authorization": "Bearer " + os.environ["CAIRN_RUN_TOKEN"], "Content-Type": "application/json"},
+    method="POST")
+try:
+    urllib.request.urlopen(req)
+    print("OTHER RUN WRITABLE")
+except urllib.error.HTTPError as e:
+    print("other run:", e.code)
+run.complete()
+"#,
+    )
+    .unwrap();
+    // A first run the job's token must not be able to write to.
+    let other = json(&s.ok(&[
+        "job",
+        "submit",
+        "-f",
+        &job_file(&dir, "a.yml", "command: 'true'\n"),
+        "-w",
+        "w",
+        "-o",
+        "json",
+    ]));
+    let other = other["id"].as_str().unwrap().to_string();
+    wait_for(&s, &other, ended, 60);
+    let file = job_file(&dir, "log.yml", &format!("code: ./code\ncommand: python log.py {other}\n"));
+    let out =
+        s.cmd().args(["job", "submit", "-f", &file, "-w", "w", "--stream", "-o", "json"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("other run: 403"), "{stdout}");
+    assert!(stdout.contains("refused:"), "{stdout}");
+    let run = json(&stdout[stdout.find("{\n").unwrap()..]);
+    let id = run["id"].as_str().unwrap();
+    let m = json(&s.ok(&["run", "metrics", id, "-w", "w", "-o", "json"]));
+    assert_eq!(m["metrics"]["loss"].as_array().unwrap().len(), 5);
+    assert_eq!(m["metrics"]["weird"][0]["value"], "NaN", "NaN is stored and rendered as such");
+    assert_eq!(m["metrics"]["accuracies"].as_array().unwrap().len(), 3);
+    assert_eq!(m["metrics"]["scores.precision"][0]["value"], 0.9);
+    assert_eq!(run["params"]["max_depth"], "5");
+    assert_eq!(run["tags"]["model"], "tree");
+    assert_eq!(run["metrics"]["loss"]["value"], 0.2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_jobs_and_bad_metrics_get_clear_errors() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    let cases = [
+        (
+            "environment: nope\ncompute: cpu\ncommand: 'true'\n",
+            "environment \"nope\" in workspace \"w\" not found",
+        ),
+        ("environment: plain@7\ncompute: cpu\ncommand: 'true'\n", "latest is 1"),
+        (
+            "environment: plain\ncompute: gpu\ncommand: 'true'\n",
+            "compute \"gpu\" in workspace \"w\" not found",
+        ),
+        ("environment: plain\ncompute: cpu\ncommand: ' '\n", "command must not be empty"),
+        ("environment: plain\ncompute: cpu\ncommand: echo ${{inputs.data}}\n", "no input named \"data\""),
+        (
+            "environment: plain\ncompute: cpu\ncommand: 'true'\ninputs:\n  d: datastore://default/missing\n",
+            "does not exist",
+        ),
+        ("environment: plain\ncompute: cpu\ncommand: 'true'\ncolour: blue\n", "unknown field `colour`"),
+    ];
+    for (i, (body, expect)) in cases.iter().enumerate() {
+        let p = dir.join(format!("bad{i}.yml"));
+        std::fs::write(&p, format!("experiment_name: tests\n{body}")).unwrap();
+        let err = s.fails(&["job", "submit", "-f", p.to_str().unwrap(), "-w", "w"]);
+        assert!(err.contains(expect), "case {i}: {err}");
+    }
+    let runs = json(&s.ok(&["job", "list", "-w", "w", "-o", "json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 0, "no bad job was queued");
+
+    // The tracking API's own checks.
+    let http = reqwest::Client::new();
+    let run: Value = http
+        .post(format!("{}/api/v1/workspaces/w/runs", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"experiment": "manual"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"].as_str().unwrap();
+    let post = |body: Value| {
+        http.post(format!("{}/api/v1/workspaces/w/runs/{id}/log-batch", s.url))
+            .bearer_auth(&s.token)
+            .json(&body)
+            .send()
+    };
+    let many: Vec<Value> = (0..1001).map(|i| serde_json::json!({"key": "m", "value": i})).collect();
+    for (body, expect) in [
+        (serde_json::json!({"metrics": [{"key": "m", "value": "high"}]}), "not a number"),
+        (serde_json::json!({"metrics": [{"key": "k".repeat(251), "value": 1}]}), "1 to 250"),
+        (serde_json::json!({"metrics": many}), "at most 1000 metrics"),
+    ] {
+        let resp = post(body).await.unwrap();
+        assert_eq!(resp.status(), 400);
+        assert!(resp.text().await.unwrap().contains(expect), "{expect}");
+    }
+    let resp = post(serde_json::json!({"metrics": [{"key": "inf", "value": "Infinity"}], "params": [{"key": "p", "value": "1"}]})).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = post(serde_json::json!({"params": [{"key": "p", "value": "2"}]})).await.unwrap();
+    assert_eq!(resp.status(), 400, "params cannot change");
+    let m = json(&s.ok(&["run", "metrics", id, "-w", "w", "-o", "json"]));
+    assert_eq!(m["metrics"]["inf"][0]["value"], "Infinity");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_fails_running_jobs_clearly_and_keeps_queued_ones() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    let body = "command: sleep 300 & echo $! > child.pid; wait\n";
+    let file = job_file(&dir, "long.yml", body);
+    let running = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let queued = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    wait_for(&s, &running, |r| r["status"] == "Running", 60);
+    assert_eq!(json(&s.ok(&["job", "show", &queued, "-w", "w", "-o", "json"]))["status"], "Queued");
+    let s = s.restart();
+    let r = wait_for(&s, &running, ended, 30);
+    assert_eq!(r["status"], "Failed");
+    assert!(r["error"].as_str().unwrap().contains("server stopped while this run was Running"), "{r}");
+    // The queued job survived and now runs on the freed node.
+    wait_for(&s, &queued, |r| r["status"] == "Running", 60);
+    s.ok(&["job", "cancel", &queued, "-w", "w"]);
+    assert_eq!(wait_for(&s, &queued, ended, 30)["status"], "Canceled");
+}
