@@ -10,6 +10,7 @@ pub mod error;
 pub mod names;
 pub mod paths;
 pub mod runs;
+pub mod search;
 
 pub use error::{Error, Result};
 pub use names::validate_name;

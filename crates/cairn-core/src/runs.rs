@@ -387,3 +387,28 @@ pub struct SnapshotCreated {
     pub id: String,
     pub missing: Vec<String>,
 }
+
+/// A search over runs: MLflow's filter grammar (`metrics.rmse < 0.7 and params.max_depth = '5'`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRuns {
+    /// Only runs of this experiment (all of the workspace's otherwise).
+    #[serde(default)]
+    pub experiment: Option<String>,
+    #[serde(default)]
+    pub filter: String,
+    /// e.g. `["metrics.rmse ASC", "attributes.start_time DESC"]`.
+    #[serde(default)]
+    pub order_by: Vec<String>,
+    #[serde(default)]
+    pub page_size: Option<i64>,
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunsPage {
+    pub runs: Vec<Run>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}

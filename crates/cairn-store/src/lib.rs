@@ -11,6 +11,7 @@ mod datastores;
 mod db;
 mod resources;
 mod runs;
+mod search;
 mod tokens;
 mod workspaces;
 

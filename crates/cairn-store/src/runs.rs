@@ -58,6 +58,30 @@ fn some_if_number(v: f64) -> Option<f64> {
     }
 }
 
+/// A run's own columns (params, tags, metrics and transitions are loaded separately).
+pub(crate) fn run_from_row(row: &AnyRow, workspace: &str) -> Result<Run, Error> {
+    let job: String = get(row, "job")?;
+    Ok(Run {
+        id: get(row, "id")?,
+        workspace: workspace.to_string(),
+        experiment: get(row, "experiment")?,
+        display_name: get(row, "display_name")?,
+        status: status_of(row)?,
+        parent_id: get(row, "parent_id")?,
+        compute: get(row, "compute")?,
+        environment: get(row, "environment")?,
+        error: get(row, "error")?,
+        created_at: get(row, "created_at")?,
+        started_at: get(row, "started_at")?,
+        ended_at: get(row, "ended_at")?,
+        params: BTreeMap::new(),
+        tags: BTreeMap::new(),
+        metrics: BTreeMap::new(),
+        transitions: Vec::new(),
+        job: if job.is_empty() { None } else { serde_json::from_str(&job).ok() },
+    })
+}
+
 impl Store {
     /// The experiment named `name`, created if it does not exist (as Azure ML and MLflow do).
     pub async fn ensure_experiment(&self, ws: &Workspace, name: &str) -> Result<(String, Experiment), Error> {
@@ -296,26 +320,7 @@ impl Store {
         .await
         .map_err(map_err)?
         .ok_or_else(|| Error::NotFound { kind: "run", name: format!("{id}\" in workspace \"{}", ws.name) })?;
-        let job: String = get(&row, "job")?;
-        let mut run = Run {
-            id: get(&row, "id")?,
-            workspace: ws.name.clone(),
-            experiment: get(&row, "experiment")?,
-            display_name: get(&row, "display_name")?,
-            status: status_of(&row)?,
-            parent_id: get(&row, "parent_id")?,
-            compute: get(&row, "compute")?,
-            environment: get(&row, "environment")?,
-            error: get(&row, "error")?,
-            created_at: get(&row, "created_at")?,
-            started_at: get(&row, "started_at")?,
-            ended_at: get(&row, "ended_at")?,
-            params: BTreeMap::new(),
-            tags: BTreeMap::new(),
-            metrics: BTreeMap::new(),
-            transitions: Vec::new(),
-            job: if job.is_empty() { None } else { serde_json::from_str(&job).ok() },
-        };
+        let mut run = run_from_row(&row, &ws.name)?;
         for (table, target) in [("params", &mut run.params), ("run_tags", &mut run.tags)] {
             let rows = sqlx::query(&format!("SELECT key, value FROM {table} WHERE run_id = $1 ORDER BY key"))
                 .bind(id)
@@ -369,12 +374,8 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: String = get(&r, "id")?;
-            out.push(self.run(ws, &id).await?);
-        }
-        Ok(out)
+        let ids: Vec<String> = rows.iter().map(|r| get(r, "id")).collect::<Result<_, _>>()?;
+        self.runs_by_ids(ws, &ids).await
     }
 
     /// Appends metrics, sets params (immutable once set) and tags, in one transaction.

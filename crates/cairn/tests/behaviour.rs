@@ -51,6 +51,7 @@ on_both_backends!(
     files_are_downloaded_listed_and_deleted,
     lists_are_paginated,
     everything_acknowledged_survives_kill_9,
+    runs_are_searched_by_metrics_params_tags_and_attributes,
 );
 
 fn json(text: &str) -> Value {
@@ -498,4 +499,108 @@ async fn everything_acknowledged_survives_kill_9(b: Backend) {
         "json",
     ]));
     assert_eq!(again["skipped"].as_array().unwrap().len(), 1, "checksums survive too");
+}
+
+async fn runs_are_searched_by_metrics_params_tags_and_attributes(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let http = reqwest::Client::new();
+    let api = |path: &str| format!("{}/api/v1/workspaces/w/{path}", s.url);
+    let mut ids = Vec::new();
+    for (i, (depth, rmse, model)) in [
+        ("3", 0.9, "tree"),
+        ("5", 0.7, "tree"),
+        ("5", 0.6, "forest"),
+        ("8", 0.65, "forest"),
+        ("10", f64::NAN, "tree"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let run: Value = http
+            .post(api("runs"))
+            .bearer_auth(&s.token)
+            .json(&serde_json::json!({"experiment": if i == 4 { "other" } else { "wine_expt" }, "tags": {"model": model}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = run["id"].as_str().unwrap().to_string();
+        let value = if rmse.is_nan() { serde_json::json!("NaN") } else { serde_json::json!(rmse) };
+        let batch = serde_json::json!({
+            "metrics": [{"key": "rmse", "value": value, "step": 0}, {"key": "max depth", "value": depth.parse::<f64>().unwrap()}],
+            "params": [{"key": "max_depth", "value": depth}],
+        });
+        let resp = http
+            .post(api(&format!("runs/{id}/log-batch")))
+            .bearer_auth(&s.token)
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        ids.push(id);
+    }
+    let search = |body: Value| {
+        let http = http.clone();
+        let url = api("runs/search");
+        let token = s.token.clone();
+        async move {
+            let resp = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    };
+    let (st, v) = search(serde_json::json!({"experiment": "wine_expt", "filter": "metrics.rmse < 0.7 and params.max_depth = '5'"})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(names(&v), [ids[2].clone()]);
+    let (_, v) =
+        search(serde_json::json!({"experiment": "wine_expt", "order_by": ["metrics.rmse ASC"]})).await;
+    assert_eq!(names(&v), [ids[2].clone(), ids[3].clone(), ids[1].clone(), ids[0].clone()]);
+    let (_, v) =
+        search(serde_json::json!({"filter": "tags.model = 'forest' and metrics.`max depth` >= 8"})).await;
+    assert_eq!(names(&v), [ids[3].clone()]);
+    let (_, v) = search(serde_json::json!({"filter": "tags.model LIKE 'tr%' and attributes.status = 'Running'", "order_by": ["params.max_depth DESC"]})).await;
+    assert_eq!(names(&v).len(), 3);
+    // Pages of 2 cover everything exactly once.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let (_, v) = search(
+            serde_json::json!({"page_size": 2, "page_token": token, "order_by": ["metrics.rmse DESC"]}),
+        )
+        .await;
+        seen.extend(names(&v));
+        match v["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    seen.sort();
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(seen, all);
+    let (st, v) = search(serde_json::json!({"filter": "metrics.rmse < 'low'"})).await;
+    assert_eq!(st, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("as a number"), "{v}");
+    // The CLI prints the same search as a table with a column per param and metric.
+    let out = s.ok(&[
+        "run",
+        "search",
+        "-w",
+        "w",
+        "-e",
+        "wine_expt",
+        "--filter",
+        "metrics.rmse < 0.7",
+        "--order-by",
+        "metrics.rmse",
+    ]);
+    assert!(out.contains("metrics.rmse") && out.contains(&ids[2]), "{out}");
+    let out = s.ok(&["run", "compare", &ids[0], &ids[1], "-w", "w"]);
+    assert!(out.contains("* params.max_depth"), "{out}");
 }

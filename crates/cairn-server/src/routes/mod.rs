@@ -41,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/workspaces/{ws}/experiments", get(runs::list_experiments).post(runs::create_experiment))
         .route("/workspaces/{ws}/runs", get(runs::list_runs).post(runs::create_run))
+        .route("/workspaces/{ws}/runs/search", axum::routing::post(runs::search_runs))
         .route("/workspaces/{ws}/runs/{run}", get(runs::show_run).patch(runs::update_run))
         .route("/workspaces/{ws}/runs/{run}/log-batch", axum::routing::post(runs::log_batch))
         .route("/workspaces/{ws}/runs/{run}/metrics", get(runs::run_metrics))

@@ -312,3 +312,32 @@ pub async fn download_artifact(
     )
         .into_response())
 }
+
+/// Searches runs with a filter, an order and pagination.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/runs/search", tag = "runs",
+    params(("ws" = String, Path, description = "workspace name")), request_body = SearchRuns,
+    responses((status = 200, body = RunsPage), (status = 400, body = cairn_core::api::ErrorBody)))]
+pub async fn search_runs(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    extract::Json(req): extract::Json<SearchRuns>,
+) -> ApiResult<Json<RunsPage>> {
+    caller.require(Role::Reader, Some(&ws))?;
+    let clauses = cairn_core::search::parse_filter(&req.filter)
+        .map_err(|e| Error::invalid(format!("filter {:?}: {e}", req.filter)))?;
+    let order = cairn_core::search::parse_order_by(&req.order_by)?;
+    let limit = req.page_size.unwrap_or(100).clamp(1, 1000);
+    let offset = match &req.page_token {
+        Some(t) => t
+            .parse::<i64>()
+            .map_err(|_| Error::invalid(format!("page_token {t:?} is not one this server gave")))?,
+        None => 0,
+    };
+    let workspace = state.store.workspace(&ws).await?;
+    let (runs, more) = state
+        .store
+        .search_runs(&workspace, req.experiment.as_deref(), &clauses, &order, offset, limit)
+        .await?;
+    Ok(Json(RunsPage { runs, next_page_token: more.then(|| (offset + limit).to_string()) }))
+}

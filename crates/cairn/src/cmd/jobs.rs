@@ -163,6 +163,30 @@ pub enum RunCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Search runs: `--filter "metrics.rmse < 0.7 and params.max_depth = '5'" --order-by "metrics.rmse ASC"`.
+    Search {
+        #[arg(long, short = 'e')]
+        experiment: Option<String>,
+        #[arg(long, default_value = "")]
+        filter: String,
+        #[arg(long = "order-by")]
+        order_by: Vec<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Several runs' params and latest metrics side by side.
+    Compare {
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<String>,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Every metric series of a run.
     Metrics {
         run: String,
@@ -669,6 +693,77 @@ pub async fn run(command: RunCommand) -> anyhow::Result<()> {
         RunCommand::Show { run, ws, client } => {
             let r: Run = Api::new(&client, &ws)?.get(&format!("runs/{run}")).await?;
             print_run(client.output, &r)
+        }
+        RunCommand::Search { experiment, filter, order_by, limit, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let req = SearchRuns { experiment, filter, order_by, page_size: Some(limit), page_token: None };
+            let page: RunsPage = api.post("runs/search", &req).await?;
+            let metric_keys: std::collections::BTreeSet<&String> =
+                page.runs.iter().flat_map(|r| r.metrics.keys()).collect();
+            let param_keys: std::collections::BTreeSet<&String> =
+                page.runs.iter().flat_map(|r| r.params.keys()).collect();
+            let mut headers = vec!["RUN".to_string(), "STATUS".to_string()];
+            headers.extend(param_keys.iter().map(|k| format!("params.{k}")));
+            headers.extend(metric_keys.iter().map(|k| format!("metrics.{k}")));
+            let rows = page
+                .runs
+                .iter()
+                .map(|r| {
+                    let mut row = vec![r.id.clone(), r.status.as_str().to_string()];
+                    row.extend(param_keys.iter().map(|k| r.params.get(*k).cloned().unwrap_or_default()));
+                    row.extend(
+                        metric_keys
+                            .iter()
+                            .map(|k| r.metrics.get(*k).map(|m| m.value.to_string()).unwrap_or_default()),
+                    );
+                    row
+                })
+                .collect();
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            output::print(client.output, &page, &headers, rows)
+        }
+        RunCommand::Compare { runs, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let mut got = Vec::new();
+            for id in &runs {
+                got.push(api.get::<Run>(&format!("runs/{id}")).await?);
+            }
+            let mut rows = Vec::new();
+            let params: std::collections::BTreeSet<&String> =
+                got.iter().flat_map(|r| r.params.keys()).collect();
+            let metrics: std::collections::BTreeSet<&String> =
+                got.iter().flat_map(|r| r.metrics.keys()).collect();
+            rows.push(
+                std::iter::once("status".to_string())
+                    .chain(got.iter().map(|r| r.status.as_str().to_string()))
+                    .collect(),
+            );
+            for k in params {
+                let vals: Vec<String> =
+                    got.iter().map(|r| r.params.get(k).cloned().unwrap_or_else(|| "-".into())).collect();
+                let differs = vals.windows(2).any(|w| w[0] != w[1]);
+                rows.push(
+                    std::iter::once(format!("{}params.{k}", if differs { "* " } else { "" }))
+                        .chain(vals)
+                        .collect(),
+                );
+            }
+            for k in metrics {
+                let vals: Vec<String> = got
+                    .iter()
+                    .map(|r| r.metrics.get(k).map(|m| m.value.to_string()).unwrap_or_else(|| "-".into()))
+                    .collect();
+                let differs = vals.windows(2).any(|w| w[0] != w[1]);
+                rows.push(
+                    std::iter::once(format!("{}metrics.{k}", if differs { "* " } else { "" }))
+                        .chain(vals)
+                        .collect(),
+                );
+            }
+            let mut headers = vec!["(* differs)".to_string()];
+            headers.extend(got.iter().map(|r| r.id.clone()));
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            output::print(client.output, &got, &headers, rows)
         }
         RunCommand::Metrics { run, ws, client } => {
             let m: RunMetrics = Api::new(&client, &ws)?.get(&format!("runs/{run}/metrics")).await?;

@@ -1,0 +1,346 @@
+//! The run filter grammar, MLflow's: clauses joined by `and`, each `ENTITY.KEY OP VALUE`, e.g.
+//! `metrics.rmse < 0.7 and params.max_depth = '5' and tags.model != 'tree'`. Keys with spaces
+//! or dots are quoted with backticks or double quotes (`` metrics.`max depth` > 3 ``). Parsing is
+//! pure; the store turns the result into SQL.
+
+use crate::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entity {
+    Metric,
+    Param,
+    Tag,
+    Attribute,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Like,
+    ILike,
+}
+
+impl Op {
+    pub fn sql(self) -> &'static str {
+        match self {
+            Op::Eq => "=",
+            Op::Ne => "<>",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Like | Op::ILike => "LIKE",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Number(f64),
+    Text(String),
+}
+
+/// One `ENTITY.KEY OP VALUE` clause.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clause {
+    pub entity: Entity,
+    pub key: String,
+    pub op: Op,
+    pub value: Value,
+}
+
+/// One `ENTITY.KEY [ASC|DESC]` ordering term.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderBy {
+    pub entity: Entity,
+    pub key: String,
+    pub ascending: bool,
+}
+
+/// Run attributes that may be filtered and ordered on, with their column.
+pub fn attribute_column(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "status" => "r.status",
+        "run_name" | "display_name" => "r.display_name",
+        "run_id" | "id" => "r.id",
+        "start_time" | "started_at" => "r.started_at",
+        "end_time" | "ended_at" => "r.ended_at",
+        "created" | "created_at" => "r.created_at",
+        _ => return None,
+    })
+}
+
+/// True for attributes compared as numbers (times in ms).
+pub fn attribute_is_numeric(key: &str) -> bool {
+    matches!(attribute_column(key), Some("r.started_at" | "r.ended_at" | "r.created_at"))
+}
+
+struct Lexer<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+#[derive(Debug, PartialEq)]
+enum Tok {
+    Ident(String),
+    Quoted(String),
+    Number(f64),
+    Op(Op),
+    Dot,
+    Comma,
+}
+
+impl<'a> Lexer<'a> {
+    fn tokens(s: &'a str) -> Result<Vec<Tok>, Error> {
+        let mut lx = Lexer { s, pos: 0 };
+        let mut out = Vec::new();
+        while let Some(t) = lx.next()? {
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.s[self.pos..].chars().next()
+    }
+
+    fn next(&mut self) -> Result<Option<Tok>, Error> {
+        while self.peek().is_some_and(char::is_whitespace) {
+            self.pos += 1;
+        }
+        let Some(c) = self.peek() else { return Ok(None) };
+        let start = self.pos;
+        let rest = &self.s[self.pos..];
+        for (text, op) in [
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("!=", Op::Ne),
+            ("<>", Op::Ne),
+            ("=", Op::Eq),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ] {
+            if rest.starts_with(text) {
+                self.pos += text.len();
+                return Ok(Some(Tok::Op(op)));
+            }
+        }
+        match c {
+            '.' if !rest[1..].starts_with(|d: char| d.is_ascii_digit()) => {
+                self.pos += 1;
+                Ok(Some(Tok::Dot))
+            }
+            ',' => {
+                self.pos += 1;
+                Ok(Some(Tok::Comma))
+            }
+            '\'' | '"' | '`' => {
+                let end = rest[1..].find(c).ok_or_else(|| {
+                    Error::invalid(format!("unclosed {c} at position {start} of the filter"))
+                })?;
+                self.pos += end + 2;
+                Ok(Some(Tok::Quoted(rest[1..1 + end].to_string())))
+            }
+            c if c.is_ascii_digit() || c == '-' || c == '.' => {
+                let len = rest
+                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.' || ch == '-' || ch == '+'))
+                    .unwrap_or(rest.len());
+                let text = &rest[..len];
+                self.pos += len;
+                text.parse::<f64>()
+                    .map(|n| Some(Tok::Number(n)))
+                    .map_err(|_| Error::invalid(format!("{text:?} at position {start} is not a number")))
+            }
+            c if c.is_alphanumeric() || c == '_' => {
+                let len = rest
+                    .find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '-'))
+                    .unwrap_or(rest.len());
+                self.pos += len;
+                Ok(Some(Tok::Ident(rest[..len].to_string())))
+            }
+            other => Err(Error::invalid(format!("unexpected {other:?} at position {start} of the filter"))),
+        }
+    }
+}
+
+fn entity(word: &str) -> Result<Entity, Error> {
+    match word.to_ascii_lowercase().as_str() {
+        "metric" | "metrics" => Ok(Entity::Metric),
+        "param" | "params" | "parameter" | "parameters" => Ok(Entity::Param),
+        "tag" | "tags" => Ok(Entity::Tag),
+        "attribute" | "attributes" | "attr" | "run" => Ok(Entity::Attribute),
+        other => Err(Error::invalid(format!(
+            "unknown entity {other:?}: use metrics., params., tags. or attributes."
+        ))),
+    }
+}
+
+/// Reads `ENTITY.KEY` from the front of `toks`.
+fn identifier(toks: &[Tok], i: &mut usize) -> Result<(Entity, String), Error> {
+    let ent = match toks.get(*i) {
+        Some(Tok::Ident(w)) => entity(w)?,
+        other => {
+            return Err(Error::invalid(format!(
+                "expected metrics./params./tags./attributes., found {other:?}"
+            )))
+        }
+    };
+    if toks.get(*i + 1) != Some(&Tok::Dot) {
+        return Err(Error::invalid("expected a '.' after the entity (e.g. metrics.rmse)"));
+    }
+    let key = match toks.get(*i + 2) {
+        Some(Tok::Ident(k)) | Some(Tok::Quoted(k)) => k.clone(),
+        other => return Err(Error::invalid(format!("expected a key after the '.', found {other:?}"))),
+    };
+    *i += 3;
+    if ent == Entity::Attribute && attribute_column(&key).is_none() {
+        return Err(Error::invalid(format!(
+            "unknown attribute {key:?}: use status, run_name, run_id, start_time, end_time or created"
+        )));
+    }
+    Ok((ent, key))
+}
+
+/// Parses a filter; an empty string means "every run".
+pub fn parse_filter(filter: &str) -> Result<Vec<Clause>, Error> {
+    let toks = Lexer::tokens(filter)?;
+    let mut i = 0;
+    let mut clauses = Vec::new();
+    while i < toks.len() {
+        if !clauses.is_empty() {
+            match toks.get(i) {
+                Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("and") => i += 1,
+                other => {
+                    return Err(Error::invalid(format!(
+                        "expected 'and' between clauses, found {other:?} (only 'and' is supported)"
+                    )))
+                }
+            }
+        }
+        let (entity, key) = identifier(&toks, &mut i)?;
+        let op = match toks.get(i) {
+            Some(Tok::Op(op)) => *op,
+            Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("like") => Op::Like,
+            Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("ilike") => Op::ILike,
+            other => {
+                return Err(Error::invalid(format!("expected a comparison after {key:?}, found {other:?}")))
+            }
+        };
+        i += 1;
+        let value = match toks.get(i) {
+            Some(Tok::Number(n)) => Value::Number(*n),
+            Some(Tok::Quoted(s)) => Value::Text(s.clone()),
+            other => {
+                return Err(Error::invalid(format!(
+                    "expected a value after the comparison on {key:?}, found {other:?}"
+                )))
+            }
+        };
+        i += 1;
+        let numeric = entity == Entity::Metric || (entity == Entity::Attribute && attribute_is_numeric(&key));
+        match (&value, numeric) {
+            (Value::Text(_), true) => {
+                return Err(Error::invalid(format!(
+                    "{key:?} is compared as a number: write the value without quotes"
+                )))
+            }
+            (Value::Number(_), false) => {
+                return Err(Error::invalid(format!("{key:?} is compared as text: quote the value ('...')")))
+            }
+            _ => {}
+        }
+        if numeric && matches!(op, Op::Like | Op::ILike) {
+            return Err(Error::invalid(format!("LIKE applies to text, not to {key:?}")));
+        }
+        if !numeric && !matches!(op, Op::Eq | Op::Ne | Op::Like | Op::ILike) {
+            return Err(Error::invalid(format!("{key:?} is text: use =, !=, LIKE or ILIKE")));
+        }
+        clauses.push(Clause { entity, key, op, value });
+    }
+    Ok(clauses)
+}
+
+/// Parses `order_by` terms such as `metrics.rmse ASC` or `attributes.start_time DESC`.
+pub fn parse_order_by(terms: &[String]) -> Result<Vec<OrderBy>, Error> {
+    terms
+        .iter()
+        .map(|term| {
+            let toks = Lexer::tokens(term)?;
+            let mut i = 0;
+            let (entity, key) = identifier(&toks, &mut i)?;
+            let ascending = match toks.get(i) {
+                None => true,
+                Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("asc") => true,
+                Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("desc") => false,
+                other => {
+                    return Err(Error::invalid(format!(
+                        "expected ASC or DESC in order_by {term:?}, found {other:?}"
+                    )))
+                }
+            };
+            if toks.len() > i + 1 {
+                return Err(Error::invalid(format!("unexpected text after {term:?}")));
+            }
+            Ok(OrderBy { entity, key, ascending })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_usual_filters() {
+        let c = parse_filter("metrics.rmse < 0.7 and params.max_depth = '5'").unwrap();
+        assert_eq!(
+            c[0],
+            Clause { entity: Entity::Metric, key: "rmse".into(), op: Op::Lt, value: Value::Number(0.7) }
+        );
+        assert_eq!(
+            c[1],
+            Clause {
+                entity: Entity::Param,
+                key: "max_depth".into(),
+                op: Op::Eq,
+                value: Value::Text("5".into())
+            }
+        );
+        let c = parse_filter("metrics.`max depth` >= -1e3 AND tags.\"model.kind\" LIKE 'tree%' and attributes.status != 'Failed'").unwrap();
+        assert_eq!(c[0].key, "max depth");
+        assert_eq!(c[0].value, Value::Number(-1000.0));
+        assert_eq!((c[1].key.as_str(), c[1].op), ("model.kind", Op::Like));
+        assert_eq!(c[2].entity, Entity::Attribute);
+        assert!(parse_filter("").unwrap().is_empty());
+        assert_eq!(parse_filter("metrics.a>.5").unwrap()[0].value, Value::Number(0.5));
+    }
+
+    #[test]
+    fn says_what_is_wrong() {
+        for (bad, expect) in [
+            ("metrics.rmse < 'x'", "as a number"),
+            ("params.depth > '3'", "use =, !=, LIKE"),
+            ("params.depth = 3", "quote the value"),
+            ("metric.rmse < 0.7 or metrics.x > 1", "only 'and'"),
+            ("foo.rmse < 1", "unknown entity"),
+            ("metrics.rmse <", "expected a value"),
+            ("params.a = 'unclosed", "unclosed"),
+            ("attributes.colour = 'red'", "unknown attribute"),
+        ] {
+            let err = parse_filter(bad).unwrap_err().to_string();
+            assert!(err.contains(expect), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn parses_order_by() {
+        let o = parse_order_by(&["metrics.rmse".into(), "attributes.start_time DESC".into()]).unwrap();
+        assert!(o[0].ascending && !o[1].ascending);
+        assert!(parse_order_by(&["metrics.rmse sideways".into()]).is_err());
+    }
+}

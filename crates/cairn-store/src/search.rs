@@ -1,0 +1,211 @@
+//! Searching runs: the filter grammar of `cairn_core::search` turned into one SQL query, and runs
+//! loaded in bulk (a handful of queries per page, not several per run).
+
+use std::collections::HashMap;
+
+use cairn_core::api::Workspace;
+use cairn_core::runs::{MetricPoint, Run, Transition};
+use cairn_core::search::{attribute_column, Clause, Entity, Op, OrderBy, Value};
+use cairn_core::Error;
+use sqlx::Row;
+
+use crate::db::map_err;
+use crate::Store;
+
+enum Bind {
+    Text(String),
+    Number(f64),
+    Int(i64),
+}
+
+/// Builds `WHERE`/`ORDER BY` SQL with `$N` placeholders, collecting the values to bind.
+struct Sql {
+    binds: Vec<Bind>,
+}
+
+impl Sql {
+    fn bind(&mut self, b: Bind) -> String {
+        self.binds.push(b);
+        format!("${}", self.binds.len())
+    }
+
+    fn clause(&mut self, c: &Clause) -> String {
+        let like = matches!(c.op, Op::Like | Op::ILike);
+        let (lhs_wrap, rhs_wrap) = if c.op == Op::ILike { ("LOWER(", ")") } else { ("", "") };
+        match c.entity {
+            Entity::Metric => {
+                let key = self.bind(Bind::Text(c.key.clone()));
+                let Value::Number(n) = c.value else { unreachable!("parser checked") };
+                let v = self.bind(Bind::Number(n));
+                format!(
+                    "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_id = r.id AND m.key = {key} AND m.value {} {v})",
+                    c.op.sql()
+                )
+            }
+            Entity::Param | Entity::Tag => {
+                let table = if c.entity == Entity::Param { "params" } else { "run_tags" };
+                let key = self.bind(Bind::Text(c.key.clone()));
+                let Value::Text(t) = &c.value else { unreachable!("parser checked") };
+                let v = self.bind(Bind::Text(t.clone()));
+                let op = if like { "LIKE" } else { c.op.sql() };
+                format!(
+                    "EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = {key} \
+                     AND {lhs_wrap}x.value{rhs_wrap} {op} {lhs_wrap}{v}{rhs_wrap})"
+                )
+            }
+            Entity::Attribute => {
+                let col = attribute_column(&c.key).expect("parser checked");
+                let v = match &c.value {
+                    Value::Number(n) => self.bind(Bind::Int(*n as i64)),
+                    Value::Text(t) => self.bind(Bind::Text(t.clone())),
+                };
+                let op = if like { "LIKE" } else { c.op.sql() };
+                format!("{lhs_wrap}{col}{rhs_wrap} {op} {lhs_wrap}{v}{rhs_wrap}")
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Runs of `experiment` matching every clause, ordered, one page (`offset`, `limit`).
+    /// Returns the runs and whether more follow.
+    pub async fn search_runs(
+        &self,
+        ws: &Workspace,
+        experiment: Option<&str>,
+        clauses: &[Clause],
+        order: &[OrderBy],
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<Run>, bool), Error> {
+        let mut sql = Sql { binds: Vec::new() };
+        let ws_p = sql.bind(Bind::Text(ws.id.clone()));
+        let mut wheres = vec![format!("r.workspace_id = {ws_p}")];
+        if let Some(e) = experiment {
+            let p = sql.bind(Bind::Text(e.to_string()));
+            wheres.push(format!("e.name = {p}"));
+        }
+        for c in clauses {
+            wheres.push(sql.clause(c));
+        }
+        let mut joins = String::new();
+        let mut orders = Vec::new();
+        for (i, o) in order.iter().enumerate() {
+            let dir = if o.ascending { "ASC" } else { "DESC" };
+            let col = match o.entity {
+                Entity::Metric | Entity::Param | Entity::Tag => {
+                    let table = match o.entity {
+                        Entity::Metric => "latest_metrics",
+                        Entity::Param => "params",
+                        _ => "run_tags",
+                    };
+                    let key = sql.bind(Bind::Text(o.key.clone()));
+                    joins.push_str(&format!(
+                        " LEFT JOIN {table} o{i} ON o{i}.run_id = r.id AND o{i}.key = {key}"
+                    ));
+                    format!("o{i}.value")
+                }
+                Entity::Attribute => attribute_column(&o.key).expect("parser checked").to_string(),
+            };
+            // Runs without the value sort last, whatever the direction (as in MLflow).
+            orders.push(format!("CASE WHEN {col} IS NULL THEN 1 ELSE 0 END, {col} {dir}"));
+        }
+        orders.push("r.created_at DESC, r.id DESC".into());
+        let lim = sql.bind(Bind::Int(limit + 1));
+        let off = sql.bind(Bind::Int(offset));
+        let query = format!(
+            "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id{joins} WHERE {} ORDER BY {} LIMIT {lim} OFFSET {off}",
+            wheres.join(" AND "),
+            orders.join(", ")
+        );
+        let mut q = sqlx::query(&query);
+        for b in &sql.binds {
+            q = match b {
+                Bind::Text(t) => q.bind(t.clone()),
+                Bind::Number(n) => q.bind(*n),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        let mut ids: Vec<String> =
+            rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>().map_err(map_err)?;
+        let more = ids.len() as i64 > limit;
+        ids.truncate(limit as usize);
+        Ok((self.runs_by_ids(ws, &ids).await?, more))
+    }
+
+    async fn fetch_in(&self, sql: &str, ids: &[String]) -> Result<Vec<sqlx::any::AnyRow>, Error> {
+        let mut q = sqlx::query(sql);
+        for id in ids {
+            q = q.bind(id.clone());
+        }
+        q.fetch_all(&self.pool).await.map_err(map_err)
+    }
+
+    /// Loads runs (with params, tags, latest metrics and transitions) in a few bulk queries,
+    /// keeping the order of `ids`.
+    pub async fn runs_by_ids(&self, ws: &Workspace, ids: &[String]) -> Result<Vec<Run>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 1)).collect();
+        let list = list.join(", ");
+        let base = self.fetch_in(&format!(
+            "SELECT r.id, e.name AS experiment, r.parent_id, r.display_name, r.status, r.job, r.compute, r.environment, \
+             r.error, r.created_at, r.started_at, r.ended_at FROM runs r JOIN experiments e ON e.id = r.experiment_id \
+             WHERE r.id IN ({list})"
+        ), ids)
+        .await?;
+        let mut runs: HashMap<String, Run> = HashMap::new();
+        for row in &base {
+            let run = crate::runs::run_from_row(row, &ws.name)?;
+            runs.insert(run.id.clone(), run);
+        }
+        for (table, is_param) in [("params", true), ("run_tags", false)] {
+            for r in self
+                .fetch_in(&format!("SELECT run_id, key, value FROM {table} WHERE run_id IN ({list})"), ids)
+                .await?
+            {
+                let id: String = r.try_get("run_id").map_err(map_err)?;
+                if let Some(run) = runs.get_mut(&id) {
+                    let (k, v): (String, String) =
+                        (r.try_get("key").map_err(map_err)?, r.try_get("value").map_err(map_err)?);
+                    if is_param {
+                        run.params.insert(k, v);
+                    } else {
+                        run.tags.insert(k, v);
+                    }
+                }
+            }
+        }
+        let sql = format!(
+            "SELECT run_id, key, value, step, timestamp FROM latest_metrics WHERE run_id IN ({list})"
+        );
+        for r in self.fetch_in(&sql, ids).await? {
+            let id: String = r.try_get("run_id").map_err(map_err)?;
+            if let Some(run) = runs.get_mut(&id) {
+                let v: Option<f64> = r.try_get("value").map_err(map_err)?;
+                run.metrics.insert(
+                    r.try_get("key").map_err(map_err)?,
+                    MetricPoint {
+                        value: v.unwrap_or(f64::NAN),
+                        step: r.try_get("step").map_err(map_err)?,
+                        timestamp: r.try_get("timestamp").map_err(map_err)?,
+                    },
+                );
+            }
+        }
+        let sql =
+            format!("SELECT run_id, status, at FROM run_transitions WHERE run_id IN ({list}) ORDER BY at");
+        for r in self.fetch_in(&sql, ids).await? {
+            let id: String = r.try_get("run_id").map_err(map_err)?;
+            if let Some(run) = runs.get_mut(&id) {
+                let s: String = r.try_get("status").map_err(map_err)?;
+                if let Some(status) = cairn_core::runs::RunStatus::parse(&s) {
+                    run.transitions.push(Transition { status, at: r.try_get("at").map_err(map_err)? });
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| runs.remove(id)).collect())
+    }
+}
