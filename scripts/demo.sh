@@ -2,9 +2,10 @@
 # The main job: the Azure ML walkthrough (../shared/seed/azureml-walkthrough.md) on Cairn's
 # embedded defaults (SQLite, local files), against a throw-away server.
 #
-# What runs today: step 1 (workspace) and step 2 (upload the wine data to the default
-# datastore, then read it back). The later steps — compute, environment, training run, model
-# registry, deployment, scoring — arrive with issues 3–6; the script says so instead of faking them.
+# What runs today: steps 1–8 — workspace, upload of the wine data, compute cluster, environment
+# (scikit-learn, built once with uv and cached), the training job in an experiment with its metrics
+# and its model file kept. The later steps — model registry, deployment, scoring — arrive with
+# issues 4–6; the script says so instead of faking them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -23,6 +24,9 @@ cleanup() {
 trap cleanup EXIT
 
 say "Starting a throw-away Cairn server (data in $WORK/data)"
+# Environments are built with uv (installed by scripts/setup.sh); its cache is shared between runs.
+[ -x .venv-tools/bin/uv ] || scripts/setup.sh
+export CAIRN_UV="$ROOT/.venv-tools/bin/uv" UV_CACHE_DIR="${UV_CACHE_DIR:-$ROOT/.cache/uv}"
 "$CAIRN" server --data-dir "$WORK/data" --listen 127.0.0.1:0 2>"$LOG" &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
@@ -47,5 +51,23 @@ say "Step 2 — upload the wine data to the default datastore (overwrite, progre
 cmp examples/wine/winedata/winequality_red.csv "$WORK/check/winedata/winequality_red.csv"
 echo "downloaded copy is identical"
 
-say "Steps 3–15 (compute, environment, training run, model registry, deployment, scoring)"
-echo "not implemented yet: see issues 3, 4, 5 and 6. This demo stops after step 2."
+export CAIRN_WORKSPACE=azureml_workspace
+say "Steps 3–4 — the code folder and the compute cluster (0 to 2 nodes)"
+ls examples/wine/winecode
+"$CAIRN" compute create -f examples/wine/compute.yml
+
+say "Step 6 — the environment (conda's scikit-learn, pandas), built once and cached"
+"$CAIRN" env create -f examples/wine/env.yml
+"$CAIRN" env build wine-experiment-env | tail -n 3
+
+say "Steps 5, 7, 8 — submit train.py as a run of experiment wine_expt, stream its log"
+"$CAIRN" job submit -f examples/wine/job.yml --stream
+RUN="$("$CAIRN" job list -e wine_expt -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
+
+say "The run's metrics (run.get_metrics()) and its kept outputs"
+"$CAIRN" run metrics "$RUN"
+"$CAIRN" job download "$RUN" --dest "$WORK/run"
+ls -l "$WORK/run/$RUN/outputs"
+
+say "Steps 9–15 (model registry, inference config, deployment, scoring)"
+echo "not implemented yet: see issues 4, 5 and 6. This demo stops after step 8."
