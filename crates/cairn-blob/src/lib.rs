@@ -119,6 +119,15 @@ impl BlobStore {
         }
     }
 
+    /// How a folder is named in messages: the store's location for the root.
+    fn shown<'a>(&'a self, dir: &'a RelPath) -> &'a str {
+        if dir.is_root() {
+            self.location()
+        } else {
+            dir.as_str()
+        }
+    }
+
     /// Size and modification time of a file, or `None` if it does not exist.
     pub async fn head(&self, path: &RelPath) -> Result<Option<FileEntry>, Error> {
         match self.store.head(&self.key(path)?).await {
@@ -252,7 +261,7 @@ impl BlobStore {
             })
             .try_collect()
             .await
-            .map_err(|e| map_err(e, dir.as_str()))?;
+            .map_err(|e| map_err(e, self.shown(dir)))?;
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(entries)
     }
@@ -279,7 +288,7 @@ impl BlobStore {
         match first {
             None => Ok(true),
             Some(Ok(_)) => Ok(false),
-            Some(Err(e)) => Err(map_err(e, dir.as_str())),
+            Some(Err(e)) => Err(map_err(e, self.shown(dir))),
         }
     }
 }

@@ -31,7 +31,7 @@ impl AppState {
     }
 
     /// Checks a datastore to register: its name, and that its location is usable and safe.
-    pub fn validate_new_datastore(&self, req: &CreateDatastore) -> Result<(), Error> {
+    pub async fn validate_new_datastore(&self, req: &CreateDatastore) -> Result<(), Error> {
         validate_name("datastore name", &req.name)?;
         if req.name == "default" {
             return Err(Error::conflict(
@@ -72,7 +72,11 @@ impl AppState {
                         req.location
                     )));
                 }
-                BlobStore::open(&req.location).map(|_| ())
+                // Registering a bucket that cannot be read would only fail later, in a job.
+                let blobs = BlobStore::open(&req.location)?;
+                blobs.is_empty(&RelPath::parse_dir("")?).await.map(|_| ()).map_err(|e| {
+                    Error::invalid(format!("location {:?} is not reachable with the server's credentials: {e}", req.location))
+                })
             }
         }
     }

@@ -46,7 +46,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Datastore>)> {
     caller.require(Role::Admin, None)?;
     let workspace = state.store.workspace(&ws).await?;
-    state.validate_new_datastore(&req)?;
+    state.validate_new_datastore(&req).await?;
     let ds = state.store.create_datastore(&workspace, &req).await?;
     tracing::info!(workspace = %ws, datastore = %req.name, kind = req.kind.as_str(), "datastore registered");
     Ok((StatusCode::CREATED, Json(ds.datastore)))
