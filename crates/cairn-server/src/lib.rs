@@ -11,6 +11,7 @@ pub mod datastores;
 pub mod error;
 pub mod extract;
 pub mod jobs;
+pub mod mlflow;
 pub mod openapi;
 pub mod routes;
 pub mod runtime;

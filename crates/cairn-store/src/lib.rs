@@ -9,6 +9,7 @@
 
 mod datastores;
 mod db;
+mod mlflow;
 mod resources;
 mod runs;
 mod search;
@@ -17,6 +18,7 @@ mod workspaces;
 
 pub use datastores::{DatastoreRecord, FileRecord};
 pub use db::{Backend, Store};
+pub use mlflow::{MlflowExperiment, MlflowRunMeta};
 pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
 pub use tokens::{NewToken, TokenRecord};

@@ -366,7 +366,7 @@ impl Store {
     ) -> Result<Vec<Run>, Error> {
         let rows = sqlx::query(
             "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id \
-             WHERE r.workspace_id = $1 AND ($2 = '' OR e.name = $2) ORDER BY r.created_at DESC, r.id DESC LIMIT $3",
+             WHERE r.workspace_id = $1 AND r.deleted_at IS NULL AND ($2 = '' OR e.name = $2) ORDER BY r.created_at DESC, r.id DESC LIMIT $3",
         )
         .bind(&ws.id)
         .bind(experiment.unwrap_or(""))

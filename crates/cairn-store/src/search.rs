@@ -80,7 +80,8 @@ impl Store {
     ) -> Result<(Vec<Run>, bool), Error> {
         let mut sql = Sql { binds: Vec::new() };
         let ws_p = sql.bind(Bind::Text(ws.id.clone()));
-        let mut wheres = vec![format!("r.workspace_id = {ws_p}")];
+        // Runs deleted through the MLflow API stay restorable there but are hidden here.
+        let mut wheres = vec![format!("r.workspace_id = {ws_p}"), "r.deleted_at IS NULL".to_string()];
         if let Some(e) = experiment {
             let p = sql.bind(Bind::Text(e.to_string()));
             wheres.push(format!("e.name = {p}"));

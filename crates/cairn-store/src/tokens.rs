@@ -104,11 +104,13 @@ impl Store {
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, Error> {
-        let rows =
-            sqlx::query("SELECT name, role, workspace, created_at, last_used_at FROM tokens ORDER BY name")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?;
+        let rows = sqlx::query(
+            "SELECT name, role, workspace, created_at, last_used_at, run_id FROM tokens \
+                 WHERE run_id IS NULL ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
         rows.iter().map(info_from_row).collect::<Result<_, _>>().map_err(map_err)
     }
 

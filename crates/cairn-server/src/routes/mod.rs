@@ -84,6 +84,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/api/v1/openapi.json", get(crate::openapi::serve))
         .nest("/api/v1", api)
+        .merge(crate::mlflow::router(state.clone()))
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -1,0 +1,83 @@
+//! The MLflow tracking REST API (2.0 subset), per workspace, at
+//! `/workspaces/{ws}/mlflow/api/2.0/mlflow/…`: with `MLFLOW_TRACKING_URI=http://HOST/workspaces/W/mlflow`
+//! and `MLFLOW_TRACKING_TOKEN=<a Cairn token>` the stock client logs to Cairn. Everything maps
+//! onto Cairn's own experiments and runs (one truth: a run logged here is a `cairn run show` run);
+//! validation and storage are the native API's (`routes::runs::validate_batch`, `Store`).
+//! Errors have MLflow's shape (`{"error_code", "message"}`), which its client relies on.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use axum::Router;
+use cairn_core::api::Role;
+use cairn_core::Error;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+mod experiments;
+mod runs;
+mod wire;
+
+pub use wire::{MlError, MlResult};
+
+/// Where the API lives, below which MLflow's own paths follow.
+const BASE: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow";
+
+/// The MLflow routes, with their own bearer-token check (errors in MLflow's shape).
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    let p = |path: &str| format!("{BASE}{path}");
+    Router::new()
+        .route(&p("/experiments/create"), post(experiments::create))
+        .route(&p("/experiments/get"), get(experiments::get))
+        .route(&p("/experiments/get-by-name"), get(experiments::get_by_name))
+        .route(&p("/experiments/search"), get(experiments::search).post(experiments::search))
+        .route(&p("/experiments/update"), post(experiments::update))
+        .route(&p("/experiments/delete"), post(experiments::delete))
+        .route(&p("/experiments/restore"), post(experiments::restore))
+        .route(&p("/experiments/set-experiment-tag"), post(experiments::set_tag))
+        .route(&p("/runs/create"), post(runs::create))
+        .route(&p("/runs/get"), get(runs::get))
+        .route(&p("/runs/update"), post(runs::update))
+        .route(&p("/runs/delete"), post(runs::delete))
+        .route(&p("/runs/restore"), post(runs::restore))
+        .route(&p("/runs/log-metric"), post(runs::log_metric))
+        .route(&p("/runs/log-parameter"), post(runs::log_param))
+        .route(&p("/runs/set-tag"), post(runs::set_tag))
+        .route(&p("/runs/delete-tag"), post(runs::delete_tag))
+        .route(&p("/runs/log-batch"), post(runs::log_batch))
+        .route(&p("/runs/search"), get(runs::search).post(runs::search))
+        .route(&p("/metrics/get-history"), get(runs::metric_history))
+        .route("/workspaces/{ws}/mlflow/{*rest}", any(unknown_endpoint))
+        .route_layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// The native API's token check, answering in MLflow's error shape.
+async fn require_token(
+    state: State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, MlError> {
+    crate::auth::require_token(state, request, next).await.map_err(|ApiError(e)| e.into())
+}
+
+async fn unknown_endpoint(Path((_, rest)): Path<(String, String)>) -> MlError {
+    MlError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "ENDPOINT_NOT_FOUND",
+        format!("this server does not implement the MLflow endpoint /{rest}"),
+    )
+}
+
+/// Reading a workspace's experiments: its tokens, and a job's run-scoped token too (the MLflow
+/// client in a job looks its experiment up by name).
+fn require_read(caller: &Caller, ws: &str) -> Result<(), Error> {
+    match &caller.token.run_id {
+        Some(own) => caller.require_run(Role::Reader, ws, own),
+        None => caller.require(Role::Reader, Some(ws)),
+    }
+}

@@ -1,0 +1,331 @@
+//! `runs/*` and `metrics/get-history`: runs, their tracking data, search.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use cairn_core::api::{Role, Workspace};
+use cairn_core::runs::{KeyValue, LogBatch, LogMetric, Run, RunStatus};
+use cairn_core::search::{Entity, Value as FilterValue};
+use cairn_store::{MlflowRunMeta, NewRun};
+use serde_json::{json, Value};
+
+use super::experiments::{experiment, page_offset, view_admits};
+use super::wire::*;
+use crate::auth::Caller;
+use crate::routes::runs::validate_batch;
+use crate::state::AppState;
+
+/// A run with what its MLflow view needs; 404 `RESOURCE_DOES_NOT_EXIST` if it is not in `ws`.
+async fn load(state: &AppState, ws: &Workspace, id: &str) -> MlResult<(Run, MlflowRunMeta)> {
+    let run = state
+        .store
+        .run(ws, id)
+        .await
+        .map_err(|_| MlError::does_not_exist(format!("Run with id={id} not found")))?;
+    let meta = state
+        .store
+        .mlflow_run_meta(std::slice::from_ref(&run.id))
+        .await?
+        .remove(&run.id)
+        .ok_or_else(|| MlError::does_not_exist(format!("Run with id={id} not found")))?;
+    Ok((run, meta))
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let mut tags: BTreeMap<String, String> =
+        req.key_values("tags")?.into_iter().map(|t| (t.key, t.value)).collect();
+    let batch = LogBatch {
+        tags: tags.iter().map(|(k, v)| KeyValue { key: k.clone(), value: v.clone() }).collect(),
+        ..Default::default()
+    };
+    validate_batch(&batch)?;
+    let name_tag = tags.remove(RUN_NAME_TAG);
+    let name = req.opt_str("run_name").filter(|n| !n.is_empty()).or(name_tag).unwrap_or_default();
+    let workspace = state.store.workspace(&ws).await?;
+    let exp =
+        experiment(&state, &workspace, &req.opt_str("experiment_id").unwrap_or_else(|| "0".into())).await?;
+    if exp.deleted_at.is_some() {
+        return Err(MlError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            INVALID_STATE,
+            format!("The experiment {} must be in the 'active' state.", exp.id),
+        ));
+    }
+    let parent = tags.get("mlflow.parentRunId").cloned();
+    if let Some(p) = &parent {
+        load(&state, &workspace, p).await?;
+    }
+    let id = state
+        .store
+        .create_run(
+            &workspace,
+            NewRun {
+                experiment_id: &exp.id,
+                display_name: &name,
+                status: RunStatus::Running,
+                job: None,
+                compute: None,
+                environment: None,
+                parent_id: parent.as_deref(),
+                tags: &tags,
+            },
+        )
+        .await?;
+    let (run, meta) = load(&state, &workspace, &id).await?;
+    Ok(Json(json!({"run": run_json(&run, &meta)})))
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Reader, &ws, &id)?;
+    let workspace = state.store.workspace(&ws).await?;
+    let (run, meta) = load(&state, &workspace, &id).await?;
+    Ok(Json(json!({"run": run_json(&run, &meta)})))
+}
+
+/// Ends or renames a run. A job's status belongs to its runner: the client's `end_run` in a
+/// job changes nothing there.
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Writer, &ws, &id)?;
+    let status = match req.opt_str("status").filter(|s| !s.is_empty()) {
+        Some(s) => Some(status_from_mlflow(&s).ok_or_else(|| {
+            MlError::invalid(format!(
+                "unknown run status {s:?}: RUNNING, SCHEDULED, FINISHED, FAILED or KILLED"
+            ))
+        })?),
+        None => None,
+    };
+    let workspace = state.store.workspace(&ws).await?;
+    let (current, _) = load(&state, &workspace, &id).await?;
+    if let Some(name) = req.opt_str("run_name").filter(|n| !n.is_empty()) {
+        state.store.set_run_display_name(&id, &name).await?;
+    }
+    if let Some(to) = status {
+        if current.job.is_none() && to.is_terminal() && !current.status.is_terminal() {
+            state.store.transition_run(&id, &[], to, None).await?;
+        }
+    }
+    let (run, meta) = load(&state, &workspace, &id).await?;
+    Ok(Json(json!({"run_info": run_info_json(&run, &meta)})))
+}
+
+async fn set_deleted(
+    state: &AppState,
+    caller: &Caller,
+    ws: &str,
+    req: &Req,
+    deleted: bool,
+) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Writer, ws, &id)?;
+    let workspace = state.store.workspace(ws).await?;
+    load(state, &workspace, &id).await?;
+    state.store.set_run_deleted(&id, deleted).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    set_deleted(&state, &caller, &ws, &req, true).await
+}
+
+pub async fn restore(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    set_deleted(&state, &caller, &ws, &req, false).await
+}
+
+/// Logs a batch to a run: the native API's validation and store; `mlflow.runName` renames.
+async fn log(
+    state: &AppState,
+    caller: &Caller,
+    ws: &str,
+    run_id: &str,
+    mut batch: LogBatch,
+) -> MlResult<Json<Value>> {
+    caller.require_run(Role::Writer, ws, run_id)?;
+    validate_batch(&batch)?;
+    let workspace = state.store.workspace(ws).await?;
+    load(state, &workspace, run_id).await?;
+    if let Some(name) = batch.tags.iter().rev().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone()) {
+        state.store.set_run_display_name(run_id, &name).await?;
+        batch.tags.retain(|t| t.key != RUN_NAME_TAG);
+    }
+    state.store.log_batch(run_id, &batch).await?;
+    Ok(Json(json!({})))
+}
+
+fn metric(v: &Value) -> MlResult<LogMetric> {
+    let key = v.get("key").and_then(Value::as_str).filter(|k| !k.is_empty());
+    let key = key.ok_or_else(|| MlError::invalid("Missing value for required parameter 'key'."))?;
+    let int = |k: &str| Req(v.as_object().cloned().unwrap_or_default()).opt_i64(k);
+    Ok(LogMetric {
+        key: key.into(),
+        value: metric_value(v.get("value"))?,
+        step: int("step")?,
+        timestamp: int("timestamp")?,
+    })
+}
+
+pub async fn log_metric(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let run = req.run_id()?;
+    let m = metric(&Value::Object(req.0))?;
+    log(&state, &caller, &ws, &run, LogBatch { metrics: vec![m], ..Default::default() }).await
+}
+
+pub async fn log_param(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let run = req.run_id()?;
+    let p = key_value(&Value::Object(req.0))?;
+    log(&state, &caller, &ws, &run, LogBatch { params: vec![p], ..Default::default() }).await
+}
+
+pub async fn set_tag(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let run = req.run_id()?;
+    let t = key_value(&Value::Object(req.0))?;
+    log(&state, &caller, &ws, &run, LogBatch { tags: vec![t], ..Default::default() }).await
+}
+
+pub async fn log_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let run = req.run_id()?;
+    let batch = LogBatch {
+        metrics: req.array("metrics").iter().map(metric).collect::<MlResult<_>>()?,
+        params: req.key_values("params")?,
+        tags: req.key_values("tags")?,
+    };
+    log(&state, &caller, &ws, &run, batch).await
+}
+
+pub async fn delete_tag(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Writer, &ws, &id)?;
+    let key = req.str("key")?;
+    let workspace = state.store.workspace(&ws).await?;
+    load(&state, &workspace, &id).await?;
+    if !state.store.delete_run_tag(&id, &key).await? {
+        return Err(MlError::does_not_exist(format!("No tag with name: {key} in run with id {id}")));
+    }
+    Ok(Json(json!({})))
+}
+
+/// Searches one experiment's runs with MLflow's filter grammar (Cairn's own parser and query).
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    caller.require(Role::Reader, Some(&ws))?;
+    let filter = req.opt_str("filter").unwrap_or_default();
+    let mut clauses = cairn_core::search::parse_filter(&filter)
+        .map_err(|e| MlError::invalid(format!("Invalid filter {filter:?}: {e}")))?;
+    // MLflow's status names, stored as Cairn's.
+    for c in clauses.iter_mut().filter(|c| c.entity == Entity::Attribute && c.key == "status") {
+        if let FilterValue::Text(t) = &c.value {
+            if let Some(s) = status_from_mlflow(t) {
+                c.value = FilterValue::Text(s.as_str().into());
+            }
+        }
+    }
+    let order = cairn_core::search::parse_order_by(&req.list("order_by"))?;
+    let view = req.opt_str("run_view_type");
+    let limit = req.opt_i64("max_results")?.unwrap_or(1000).clamp(1, cairn_store::MAX_PAGE_SIZE);
+    let offset = page_offset(&req)? as i64;
+    let workspace = state.store.workspace(&ws).await?;
+    let ids = req.list("experiment_ids");
+    let exp = match ids.as_slice() {
+        [one] => experiment(&state, &workspace, one).await?,
+        [] => return Err(MlError::invalid("Missing value for required parameter 'experiment_ids'.")),
+        _ => {
+            return Err(MlError::invalid(
+                "this server searches one experiment at a time: pass one experiment id",
+            ))
+        }
+    };
+    let (runs, more) =
+        state.store.search_runs(&workspace, Some(&exp.name), &clauses, &order, offset, limit).await?;
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let mut meta = state.store.mlflow_run_meta(&ids).await?;
+    let mut out = Vec::new();
+    for run in &runs {
+        if let Some(m) = meta.remove(&run.id) {
+            if view_admits(view.as_deref(), m.deleted_at.is_some())? {
+                out.push(run_json(run, &m));
+            }
+        }
+    }
+    let mut body = json!({"runs": out});
+    if more {
+        body["next_page_token"] = json!((offset + limit).to_string());
+    }
+    Ok(Json(body))
+}
+
+pub async fn metric_history(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Reader, &ws, &id)?;
+    let key = req.str("metric_key")?;
+    let workspace = state.store.workspace(&ws).await?;
+    load(&state, &workspace, &id).await?;
+    let points = state.store.run_metrics(&id).await?.remove(&key).unwrap_or_default();
+    let metrics: Vec<Value> = points
+        .iter()
+        .map(|p| json!({"key": key, "value": number(p.value), "timestamp": p.timestamp, "step": p.step}))
+        .collect();
+    Ok(Json(json!({"metrics": metrics})))
+}

@@ -1,0 +1,300 @@
+//! MLflow's wire format: requests (a JSON body, or the query string of a GET, both read into one
+//! map), errors (`{"error_code", "message"}`, which the client turns into `MlflowException`) and
+//! the JSON of experiments and runs.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Query, Request};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cairn_core::runs::{KeyValue, Run, RunStatus};
+use cairn_core::Error;
+use cairn_store::{MlflowExperiment, MlflowRunMeta};
+use serde_json::{json, Map, Value};
+
+/// An error as the MLflow client expects it.
+#[derive(Debug)]
+pub struct MlError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub type MlResult<T> = Result<T, MlError>;
+
+pub const INVALID_PARAMETER_VALUE: &str = "INVALID_PARAMETER_VALUE";
+pub const RESOURCE_DOES_NOT_EXIST: &str = "RESOURCE_DOES_NOT_EXIST";
+pub const RESOURCE_ALREADY_EXISTS: &str = "RESOURCE_ALREADY_EXISTS";
+pub const INVALID_STATE: &str = "INVALID_STATE";
+
+impl MlError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> MlError {
+        MlError { status, code, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> MlError {
+        MlError::new(StatusCode::BAD_REQUEST, INVALID_PARAMETER_VALUE, message)
+    }
+    pub fn already_exists(message: impl Into<String>) -> MlError {
+        MlError::new(StatusCode::BAD_REQUEST, RESOURCE_ALREADY_EXISTS, message)
+    }
+    pub fn does_not_exist(message: impl Into<String>) -> MlError {
+        MlError::new(StatusCode::NOT_FOUND, RESOURCE_DOES_NOT_EXIST, message)
+    }
+}
+
+impl From<Error> for MlError {
+    fn from(e: Error) -> MlError {
+        let (status, code) = match &e {
+            Error::Invalid(_) => (StatusCode::BAD_REQUEST, INVALID_PARAMETER_VALUE),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
+            Error::NotFound { .. } => (StatusCode::NOT_FOUND, RESOURCE_DOES_NOT_EXIST),
+            Error::Conflict(_) => (StatusCode::BAD_REQUEST, INVALID_STATE),
+            Error::TooLarge(_) | Error::Unprocessable(_) => {
+                (StatusCode::BAD_REQUEST, INVALID_PARAMETER_VALUE)
+            }
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE"),
+            Error::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "RESOURCE_EXHAUSTED"),
+            Error::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            }
+        };
+        MlError { status, code, message: e.to_string() }
+    }
+}
+
+impl IntoResponse for MlError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error_code": self.code, "message": self.message}))).into_response()
+    }
+}
+
+/// A request's fields: the JSON body of a POST, or the query string of a GET (repeated keys
+/// become lists). Unknown fields are ignored, as MLflow's server does.
+pub struct Req(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for Req {
+    type Rejection = MlError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.method() == Method::GET {
+            let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+                .map_err(|e| MlError::invalid(format!("bad query string: {e}")))?;
+            let mut map = Map::new();
+            for (k, v) in pairs {
+                match map.get_mut(&k) {
+                    Some(Value::Array(a)) => a.push(Value::String(v)),
+                    Some(old) => *old = Value::Array(vec![old.take(), Value::String(v)]),
+                    None => {
+                        map.insert(k, Value::String(v));
+                    }
+                }
+            }
+            return Ok(Req(map));
+        }
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| MlError::invalid(format!("cannot read the request body: {e}")))?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Req(Map::new()));
+        }
+        match serde_json::from_slice(&body) {
+            Ok(Value::Object(map)) => Ok(Req(map)),
+            Ok(_) => Err(MlError::invalid("the request body must be a JSON object")),
+            Err(e) => Err(MlError::invalid(format!("the request body is not valid JSON: {e}"))),
+        }
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn missing(key: &str) -> MlError {
+    MlError::invalid(format!("Missing value for required parameter '{key}'."))
+}
+
+impl Req {
+    pub fn opt_str(&self, key: &str) -> Option<String> {
+        self.0.get(key).and_then(text)
+    }
+
+    /// A required, non-empty field.
+    pub fn str(&self, key: &str) -> MlResult<String> {
+        self.opt_str(key).filter(|s| !s.is_empty()).ok_or_else(|| missing(key))
+    }
+
+    /// `run_id`, or the older `run_uuid` that clients still send.
+    pub fn run_id(&self) -> MlResult<String> {
+        self.str("run_id").or_else(|_| self.str("run_uuid")).map_err(|_| missing("run_id"))
+    }
+
+    /// An integer field (JSON number or, as protobuf's JSON writes int64, a string).
+    pub fn opt_i64(&self, key: &str) -> MlResult<Option<i64>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => {
+                n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map(Some).ok_or_else(|| not_int(key))
+            }
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| not_int(key)),
+            Some(_) => Err(not_int(key)),
+        }
+    }
+
+    /// A list of strings (a lone string counts as a list of one).
+    pub fn list(&self, key: &str) -> Vec<String> {
+        match self.0.get(key) {
+            Some(Value::Array(a)) => a.iter().filter_map(text).collect(),
+            Some(v) => text(v).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    pub fn array(&self, key: &str) -> &[Value] {
+        match self.0.get(key) {
+            Some(Value::Array(a)) => a,
+            _ => &[],
+        }
+    }
+
+    /// `[{"key": …, "value": …}]`.
+    pub fn key_values(&self, key: &str) -> MlResult<Vec<KeyValue>> {
+        self.array(key).iter().map(key_value).collect()
+    }
+}
+
+fn not_int(key: &str) -> MlError {
+    MlError::invalid(format!("parameter '{key}' must be an integer"))
+}
+
+pub fn key_value(v: &Value) -> MlResult<KeyValue> {
+    let key = v.get("key").and_then(text).filter(|k| !k.is_empty()).ok_or_else(|| missing("key"))?;
+    let value = v.get("value").and_then(text).unwrap_or_default();
+    Ok(KeyValue { key, value })
+}
+
+/// A metric value: a JSON number, or `"NaN"`, `"Infinity"`, `"-Infinity"` (or any number as text).
+pub fn metric_value(v: Option<&Value>) -> MlResult<f64> {
+    match v {
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| MlError::invalid("metric value is not a number")),
+        Some(Value::String(s)) => match s.as_str() {
+            "NaN" | "nan" => Ok(f64::NAN),
+            "Infinity" | "inf" => Ok(f64::INFINITY),
+            "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
+            other => {
+                other.parse().map_err(|_| MlError::invalid(format!("metric value {other:?} is not a number")))
+            }
+        },
+        _ => Err(missing("value")),
+    }
+}
+
+/// A float as MLflow writes it: NaN and infinities as strings.
+pub fn number(v: f64) -> Value {
+    if v.is_nan() {
+        json!("NaN")
+    } else if v.is_infinite() {
+        json!(if v > 0.0 { "Infinity" } else { "-Infinity" })
+    } else {
+        json!(v)
+    }
+}
+
+/// Cairn's run status in MLflow's words.
+pub fn status_to_mlflow(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::NotStarted | RunStatus::Queued => "SCHEDULED",
+        RunStatus::Preparing | RunStatus::Starting | RunStatus::Running | RunStatus::Finalizing => "RUNNING",
+        RunStatus::Completed => "FINISHED",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Canceled => "KILLED",
+    }
+}
+
+/// MLflow's run status in Cairn's words.
+pub fn status_from_mlflow(s: &str) -> Option<RunStatus> {
+    Some(match s {
+        "RUNNING" => RunStatus::Running,
+        "SCHEDULED" => RunStatus::Queued,
+        "FINISHED" => RunStatus::Completed,
+        "FAILED" => RunStatus::Failed,
+        "KILLED" => RunStatus::Canceled,
+        _ => return None,
+    })
+}
+
+fn lifecycle(deleted_at: Option<i64>) -> &'static str {
+    if deleted_at.is_some() {
+        "deleted"
+    } else {
+        "active"
+    }
+}
+
+pub fn experiment_json(e: &MlflowExperiment) -> Value {
+    json!({
+        "experiment_id": e.id,
+        "name": e.name,
+        "artifact_location": format!("mlflow-artifacts:/{}", e.id),
+        "lifecycle_stage": lifecycle(e.deleted_at),
+        "creation_time": e.created_at,
+        "last_update_time": e.deleted_at.unwrap_or(e.created_at),
+        "tags": e.tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+    })
+}
+
+/// The tag that holds a run's name in MLflow (Cairn's `display_name`).
+pub const RUN_NAME_TAG: &str = "mlflow.runName";
+
+pub fn run_info_json(run: &Run, meta: &MlflowRunMeta) -> Value {
+    let mut info = json!({
+        "run_id": run.id,
+        "run_uuid": run.id,
+        "experiment_id": meta.experiment_id,
+        "run_name": run.display_name,
+        "status": status_to_mlflow(run.status),
+        "start_time": run.started_at.unwrap_or(run.created_at),
+        "lifecycle_stage": lifecycle(meta.deleted_at),
+        "artifact_uri": format!("mlflow-artifacts:/{}/{}/artifacts", meta.experiment_id, run.id),
+        "user_id": run.tags.get("mlflow.user").cloned().unwrap_or_default(),
+    });
+    if let Some(end) = run.ended_at {
+        info["end_time"] = json!(end);
+    }
+    info
+}
+
+pub fn run_json(run: &Run, meta: &MlflowRunMeta) -> Value {
+    let metrics: Vec<Value> = run
+        .metrics
+        .iter()
+        .map(|(k, m)| json!({"key": k, "value": number(m.value), "timestamp": m.timestamp, "step": m.step}))
+        .collect();
+    let params: Vec<Value> = run.params.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+    let mut tags: Vec<Value> = run
+        .tags
+        .iter()
+        .filter(|(k, _)| k.as_str() != RUN_NAME_TAG)
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect();
+    if !run.display_name.is_empty() {
+        tags.push(json!({"key": RUN_NAME_TAG, "value": run.display_name}));
+    }
+    if let Some(parent) = &run.parent_id {
+        if !run.tags.contains_key("mlflow.parentRunId") {
+            tags.push(json!({"key": "mlflow.parentRunId", "value": parent}));
+        }
+    }
+    json!({
+        "info": run_info_json(run, meta),
+        "data": {"metrics": metrics, "params": params, "tags": tags},
+        "inputs": {},
+    })
+}

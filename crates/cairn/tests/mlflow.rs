@@ -1,0 +1,94 @@
+//! The MLflow tracking API with the stock MLflow client (`mlflow-skinny`, installed into .venv by
+//! scripts/setup.sh): a real Python script logs through `MLFLOW_TRACKING_URI`, and the CLI sees
+//! the same runs.
+
+mod common;
+
+use std::process::Command;
+
+use common::{clear_cairn_env, repo_root, Server};
+use serde_json::Value;
+
+fn python() -> std::path::PathBuf {
+    let py = repo_root().join(".venv/bin/python");
+    assert!(py.exists(), "{} is missing: run scripts/setup.sh", py.display());
+    py
+}
+
+/// Runs `script` with the MLflow client pointed at workspace `ws` of `s`; returns stdout.
+fn run_mlflow(s: &Server, ws: &str, script: &str) -> String {
+    let mut cmd = Command::new(python());
+    clear_cairn_env(&mut cmd);
+    let out = cmd
+        .arg(repo_root().join("crates/cairn/tests/mlflow").join(script))
+        .env("MLFLOW_TRACKING_URI", format!("{}/workspaces/{ws}/mlflow", s.url))
+        .env("MLFLOW_TRACKING_TOKEN", &s.token)
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .env("HOME", &s.home)
+        .current_dir(s.tmp())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn stock_mlflow_client_logs_runs_that_cairn_shows() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let stdout = run_mlflow(&s, "w", "client.py");
+    let facts: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(facts["bad_key_message"].as_str().unwrap().contains("1 to 250"), "{facts}");
+
+    let id = facts["run_id"].as_str().unwrap();
+    let run: Value = serde_json::from_str(&s.ok(&["run", "show", id, "-w", "w", "-o", "json"])).unwrap();
+    assert_eq!(run["status"], "Completed", "{run}");
+    assert_eq!(run["experiment"], "wine_expt");
+    assert_eq!(run["display_name"], "elasticnet-a");
+    assert_eq!(run["params"]["alpha"], "0.5");
+    assert_eq!(run["params"]["l1_ratio"], "0.1");
+    assert_eq!(run["params"]["solver"], "cd");
+    assert_eq!(run["metrics"]["rmse"]["value"], 0.7);
+    assert_eq!(run["metrics"]["rmse"]["step"], 2);
+    assert_eq!(run["metrics"]["r2"]["value"], 0.42);
+    assert_eq!(run["tags"]["model"], "elasticnet");
+    assert!(run["tags"].get("mlflow.runName").is_none(), "the name is the display name: {run}");
+}
+
+#[tokio::test]
+async fn mlflow_errors_have_mlflows_shape() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let base = format!("{}/workspaces/w/mlflow/api/2.0/mlflow", s.url);
+    let http = reqwest::Client::new();
+    // No token: 401 before anything is looked up.
+    let r = http.get(format!("{base}/experiments/get-by-name?experiment_name=x")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "UNAUTHENTICATED");
+    let r = http
+        .get(format!("{base}/experiments/get-by-name?experiment_name=nope"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "RESOURCE_DOES_NOT_EXIST");
+    let r = http
+        .post(format!("{base}/runs/search"))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"experiment_ids": ["0"], "filter": "metrics.rmse < 'x'"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "INVALID_PARAMETER_VALUE");
+    let r = http.post(format!("{base}/no/such")).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "ENDPOINT_NOT_FOUND");
+}
