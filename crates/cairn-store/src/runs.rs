@@ -50,14 +50,6 @@ fn nan_if_null(v: Option<f64>) -> f64 {
     v.unwrap_or(f64::NAN)
 }
 
-fn some_if_number(v: f64) -> Option<f64> {
-    if v.is_nan() {
-        None
-    } else {
-        Some(v)
-    }
-}
-
 /// A run's own columns (params, tags, metrics and transitions are loaded separately).
 pub(crate) fn run_from_row(row: &AnyRow, workspace: &str) -> Result<Run, Error> {
     let job: String = get(row, "job")?;
@@ -425,7 +417,9 @@ impl Store {
         for m in &batch.metrics {
             let step = m.step.unwrap_or(0);
             let ts = m.timestamp.unwrap_or(now);
-            let value = some_if_number(m.value);
+            // Bound as a float even when NaN: PostgreSQL stores NaN as such, SQLite stores it as NULL
+            // (read back as NaN). Binding a NULL instead breaks PostgreSQL's binary protocol.
+            let value = m.value;
             sqlx::query(
                 "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES ($1, $2, $3, $4, $5)",
             )
