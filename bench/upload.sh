@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Datastore upload benchmark: `cairn datastore upload` of one large file and of many small files
+# to the default datastore of a server on loopback, against `cp -r` of the same data on the same
+# disk, repetitions interleaved. Reports medians, ratios and the server's peak RSS (VmHWM; one
+# fresh server per case). Run it through bench/run.sh, which builds cairn and sets CAIRN_BIN.
+#
+# Environment:
+#   UPLOAD_LARGE_MB=1024     size of the large file, in MiB
+#   UPLOAD_LARGE_REPS=5      repetitions of the large-file case
+#   UPLOAD_SMALL_COUNT=10000 number of small files
+#   UPLOAD_SMALL_KB=4        size of each small file, in KiB
+#   UPLOAD_SMALL_REPS=5      repetitions of the small-files case
+#   BENCH_DATA=bench/data    where data, the server's data directory and cp's copies go (one disk)
+#   BENCH_OUT=bench/out      where results go (upload.md, upload-times.tsv)
+#   KEEP_DATA=1              keep the generated data (and reuse it next time)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+
+: "${CAIRN_BIN:?set CAIRN_BIN to the cairn binary, or run bench/run.sh}"
+large_mb=${UPLOAD_LARGE_MB:-1024}
+large_reps=${UPLOAD_LARGE_REPS:-5}
+small_count=${UPLOAD_SMALL_COUNT:-10000}
+small_kb=${UPLOAD_SMALL_KB:-4}
+small_reps=${UPLOAD_SMALL_REPS:-5}
+data=${BENCH_DATA:-$here/data}/upload
+out=${BENCH_OUT:-$here/out}
+src=$data/src
+work=$data/work # the servers' data directories and cp's copies: same filesystem as each other
+
+cleanup() {
+    trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
+    stop_server
+    rm -rf "$work"
+    if [[ ${KEEP_DATA:-0} != 1 ]]; then
+        rm -rf "$data"
+        rmdir "$(dirname "$data")" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[upload] %s\n' "$*" >&2; }
+
+# Source data, generated once per run (or kept from a KEEP_DATA=1 run with the same sizes).
+stamp="large=${large_mb}MiB small=${small_count}x${small_kb}KiB"
+if [[ $(cat "$src/stamp" 2>/dev/null) != "$stamp" ]]; then
+    log "generating data: $stamp"
+    rm -rf "$src"
+    mkdir -p "$src/large" "$src/small"
+    head -c "${large_mb}M" /dev/urandom >"$src/large/large.bin"
+    head -c $((small_count * small_kb * 1024)) /dev/urandom |
+        split -b $((small_kb * 1024)) -a 6 -d - "$src/small/f"
+    echo "$stamp" >"$src/stamp"
+fi
+rm -rf "$work"
+mkdir -p "$work/cp" "$out"
+times=$out/upload-times.tsv
+printf 'case\trep\ttool\tseconds\n' >"$times"
+report=$out/upload.md
+{
+    echo "| case | reps | cairn median s | cp -r median s | ratio cairn/cp | cairn MB/s | cp MB/s | server peak RSS MB | client peak RSS MB |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+} >"$report"
+
+# bench_case NAME LABEL REPS FILES BYTES FREE: times both tools on $src/NAME, REPS times each. The
+# copies are deleted (untimed) after each repetition when FREE is "each", after the last otherwise:
+# on ext4, creating thousands of files in a directory whose inode was just freed by deleting such a
+# directory was seen to cost ~10x more kernel time (cp -r: 0.5 s -> 5 s), for both tools alike.
+bench_case() {
+    local name=$1 label=$2 reps=$3 files=$4 bytes=$5 free=$6 rep tool t target order
+    local cairn_times=() cp_times=() client_kb=0 kb
+    start_server "$work/server-$name"
+    "$CAIRN_BIN" workspace create bench >/dev/null
+    log "$name: server pid $SERVER_PID at $CAIRN_URL, idle RSS $(proc_mb "$SERVER_PID" VmRSS) MB"
+    for rep in $(seq "$reps"); do
+        target=$name-$rep
+        # Alternate which tool goes first; flush earlier writes so that each starts from a clean slate.
+        order=(cp cairn)
+        ((rep % 2)) || order=(cairn cp)
+        for tool in "${order[@]}"; do
+            sync
+            if [[ $tool == cp ]]; then
+                t=$(timed /dev/null cp -r "$src/$name" "$work/cp/$target")
+                cp_times+=("$t")
+            else
+                t=$(timed "$work/last.txt" /usr/bin/time -f %M -o "$work/client-kb" \
+                    "$CAIRN_BIN" datastore upload -w bench "$src/$name" --target-path "$target" --quiet)
+                # A real upload each time: every file sent, none skipped as already there.
+                grep -Eq "^uploaded +$files file\(s\)" "$work/last.txt" || {
+                    cat "$work/last.txt" >&2
+                    log "$name rep $rep: expected $files files uploaded"
+                    return 1
+                }
+                kb=$(tail -n1 "$work/client-kb")
+                if ((kb > client_kb)); then client_kb=$kb; fi
+                cairn_times+=("$t")
+            fi
+            printf '%s\t%s\t%s\t%s\n' "$name" "$rep" "$tool" "$t" >>"$times"
+            log "$name rep $rep/$reps: $tool ${t}s"
+        done
+        if [[ $free == each ]]; then
+            rm -rf "${work:?}/cp/$target"
+            "$CAIRN_BIN" datastore rm -w bench "$target" >/dev/null
+        fi
+    done
+    local peak cm pm
+    peak=$(proc_mb "$SERVER_PID" VmHWM)
+    stop_server
+    rm -rf "${work:?}/cp/$name-"* "$work/server-$name"
+    cm=$(median "${cairn_times[@]}")
+    pm=$(median "${cp_times[@]}")
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$reps" "$cm" "$pm" "$(ratio "$cm" "$pm")" \
+        "$(mb_per_s "$bytes" "$cm")" "$(mb_per_s "$bytes" "$pm")" "$peak" "$(ratio $((client_kb * 1024)) 1e6 1)" >>"$report"
+}
+
+bench_case large "1 file of $large_mb MiB" "$large_reps" 1 $((large_mb * 1024 * 1024)) each
+bench_case small "$small_count files of $small_kb KiB" "$small_reps" "$small_count" $((small_count * small_kb * 1024)) end
+
+cat "$report"
