@@ -20,6 +20,35 @@ pub enum Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    /// Serialises SQLite's write transactions in arrival order. Left to SQLite, waiting writers
+    /// sleep and retry in its busy handler, which serves no queue: under load some wait past the
+    /// busy timeout and fail with "database is locked".
+    write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction; on SQLite it also holds the store's write gate until it ends.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::Transaction<'static, sqlx::Any>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -75,16 +104,20 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| Error::Internal(format!("migrating the metadata database failed: {e}")))?;
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, write_gate: Default::default() })
     }
 
     /// Starts a transaction that writes. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first cannot wait for the lock when it
     /// later writes, and would fail with "database is locked" under concurrent writers.
-    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, Error> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err),
-            Backend::Postgres => self.pool.begin().await.map_err(map_err),
+            Backend::Sqlite => {
+                let gate = self.write_gate.clone().lock_owned().await;
+                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+                Ok(WriteTx { tx, _gate: Some(gate) })
+            }
+            Backend::Postgres => Ok(WriteTx { tx: self.pool.begin().await.map_err(map_err)?, _gate: None }),
         }
     }
 

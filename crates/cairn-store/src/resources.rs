@@ -76,7 +76,7 @@ impl Store {
                 )
                 .bind(&ws.id)
                 .bind(name)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await
                 .map_err(map_err)?;
                 row.try_get::<i64, _>("v").map_err(map_err)? + 1
@@ -95,7 +95,7 @@ impl Store {
         .bind(spec.to_string())
         .bind(hash)
         .bind(created_at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {

@@ -164,14 +164,14 @@ impl Store {
         .bind(new.environment)
         .bind(now)
         .bind(if new.status == RunStatus::Running { Some(now) } else { None })
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(map_err)?;
         sqlx::query("INSERT INTO run_transitions (run_id, status, at) VALUES ($1, $2, $3)")
             .bind(&id)
             .bind(new.status.as_str())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(map_err)?;
         for (k, v) in new.tags {
@@ -179,7 +179,7 @@ impl Store {
                 .bind(&id)
                 .bind(k)
                 .bind(v)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(map_err)?;
         }
@@ -200,7 +200,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT status FROM runs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await
             .map_err(map_err)?
             .ok_or_else(|| Error::not_found("run", id))?;
@@ -220,14 +220,14 @@ impl Store {
         .bind(error)
         .bind(id)
         .bind(current.as_str())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(map_err)?;
         sqlx::query("INSERT INTO run_transitions (run_id, status, at) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(to.as_str())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
@@ -378,7 +378,7 @@ impl Store {
             let existing = sqlx::query("SELECT value FROM params WHERE run_id = $1 AND key = $2")
                 .bind(run_id)
                 .bind(&p.key)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await
                 .map_err(map_err)?;
             match existing {
@@ -396,7 +396,7 @@ impl Store {
                         .bind(run_id)
                         .bind(&p.key)
                         .bind(&p.value)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await
                         .map_err(map_err)?;
                 }
@@ -410,7 +410,7 @@ impl Store {
             .bind(run_id)
             .bind(&t.key)
             .bind(&t.value)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(map_err)?;
         }
@@ -428,7 +428,7 @@ impl Store {
             .bind(value)
             .bind(step)
             .bind(ts)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(map_err)?;
             // The latest value is the one with the highest step, then the latest timestamp.
@@ -442,7 +442,7 @@ impl Store {
             .bind(value)
             .bind(step)
             .bind(ts)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(map_err)?;
         }

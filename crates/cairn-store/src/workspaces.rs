@@ -39,7 +39,7 @@ impl Store {
             .bind(&ws.name)
             .bind(&ws.description)
             .bind(ws.created_at)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -56,7 +56,7 @@ impl Store {
         .bind(&ws.id)
         .bind(DatastoreKind::Default.as_str())
         .bind(ws.created_at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
