@@ -34,6 +34,7 @@ report=$BENCH_OUT/report.md
     echo "# Cairn benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+    echo "- binary: $CAIRN_BIN, built $(date -u -r "$CAIRN_BIN" '+%Y-%m-%d %H:%M UTC')"
     echo "- cores (nproc): $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "- memory: $(awk '/MemTotal/ { printf "%.1f GB", $2 * 1024 / 1e9 }' /proc/meminfo); kernel: $(uname -r)"
     echo "- data filesystem: $(df -hT "$BENCH_DATA" | awk 'NR == 2 { print $1 ", " $2 ", " $3 " (" $5 " free)" }')"
