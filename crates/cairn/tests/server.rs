@@ -139,6 +139,54 @@ async fn sigterm_lets_an_in_flight_upload_finish_then_exits_cleanly() {
     assert_eq!(ls[0]["size"], data.len() as u64);
 }
 
+/// A full disk is a clear 507; the partial file is neither visible nor left taking space, and the
+/// server goes on serving. The disk is a 1 MiB tmpfs that only the server sees.
+#[test]
+fn a_full_disk_is_a_clear_507_and_leaves_nothing_behind() {
+    let probe = tempfile::tempdir().unwrap();
+    let dir = probe.path().join("small");
+    let s = Server::start_with(Opts { small_disk: Some((dir.clone(), 1024)), ..Opts::default() });
+    let location = dir.to_str().unwrap();
+    s.ok(&["workspace", "create", "w"]);
+    s.ok(&["datastore", "create", "small", "--kind", "local", "--location", location, "-w", "w"]);
+    let src = s.tmp().join("src");
+    write_tree(&src, &[("big.bin", &vec![7u8; 3 << 20]), ("small.bin", &vec![1u8; 300 << 10])]);
+
+    let err = s.fails(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        "-d",
+        "small",
+        "-q",
+        src.join("big.bin").to_str().unwrap(),
+    ]);
+    assert!(err.contains("507") && err.contains("storage is full while writing big.bin"), "{err}");
+    let listed = s.ok(&["datastore", "ls", "-w", "w", "-d", "small", "-o", "json"]);
+    assert_eq!(serde_json::from_str::<Value>(&listed).unwrap(), serde_json::json!([]), "{listed}");
+
+    // The space the failed upload took is free again: a 300 KiB file still fits, three times over.
+    for name in ["a", "b", "c"] {
+        s.ok(&[
+            "datastore",
+            "upload",
+            "-w",
+            "w",
+            "-d",
+            "small",
+            "-q",
+            "--target-path",
+            name,
+            src.join("small.bin").to_str().unwrap(),
+        ]);
+    }
+    let listed: Value =
+        serde_json::from_str(&s.ok(&["datastore", "ls", "-w", "w", "-d", "small", "-o", "json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    s.ok(&["workspace", "show", "w"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_locked_database_is_a_clear_503_and_nothing_is_lost() {
     use sqlx::Connection;

@@ -39,6 +39,9 @@ pub struct Opts {
     pub args: Vec<String>,
     /// Reuse this data directory (for restart tests) instead of a fresh one.
     pub data_dir: Option<PathBuf>,
+    /// Mount a tmpfs of this many KiB at this directory, seen only by the server: it runs in its
+    /// own user and mount namespace (`unshare -Urm`), so no root is needed (disk-full tests).
+    pub small_disk: Option<(PathBuf, u64)>,
 }
 
 pub struct Server {
@@ -66,7 +69,23 @@ impl Server {
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
         let home = tmp.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match &opts.small_disk {
+            None => Command::new(BIN),
+            Some((dir, kib)) => {
+                std::fs::create_dir_all(dir).unwrap();
+                let mut c = Command::new("unshare");
+                c.args([
+                    "-Urm",
+                    "sh",
+                    "-c",
+                    "mount -t tmpfs -o size=\"$1\"k tmpfs \"$0\" && shift && exec \"$@\"",
+                ])
+                .arg(dir)
+                .arg(kib.to_string())
+                .arg(BIN);
+                c
+            }
+        };
         cmd.arg("server").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir);
         if let Some(db) = &opts.database_url {
             cmd.arg("--database-url").arg(db);
