@@ -46,7 +46,8 @@ class Worker:
         full_env = dict(os.environ)
         full_env.update(env)
         full_env["CAIRN_REPLICA_SOCKET"] = self.socket_path
-        full_env["PYTHONPATH"] = PYTHON_DIR
+        inherited = os.environ.get("PYTHONPATH")
+        full_env["PYTHONPATH"] = PYTHON_DIR + (os.pathsep + inherited if inherited else "")
         self.env = full_env
         self.proc: Optional[subprocess.Popen] = None
 
@@ -374,6 +375,53 @@ class RawHttpAndHeadersTest(unittest.TestCase):
                 conn.close()
             finally:
                 worker.close()
+
+
+@unittest.skipUnless(importlib.util.find_spec("inference_schema"), "needs the inference-schema package")
+class InferenceSchemaTest(unittest.TestCase):
+    """A run() decorated with inference_schema's @input_schema/@output_schema."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.worker = script_worker("score_schema.py").start().wait_ready()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.worker.close()
+
+    def setUp(self) -> None:
+        self.conn = self.worker.connect()
+
+    def tearDown(self) -> None:
+        self.conn.close()
+
+    def test_parameters_come_from_the_json_body_by_name(self) -> None:
+        json_type = {"content_type": "application/json"}
+        self.assertEqual(self.conn.score(b'{"data": [[1, 2], [3, 4]], "scale": 2}', **json_type)[:2],
+                         (200, [6.0, 14.0]))
+        self.assertEqual(self.conn.score(b'{"data": [[1, 2]]}', **json_type)[:2], (200, [3.0]))
+        self.assertEqual(self.conn.score(b"", method="GET", query="data=%5B%5B5%2C5%5D%5D")[:2], (200, [10.0]))
+
+    def test_bad_bodies_get_the_reference_errors(self) -> None:
+        cases = [
+            (b'{"data": [[1, 2]]}', "text/plain", 415, "Expects Content-Type to be application/json"),
+            (b"[1]", "application/json", 400, "POST body should be a JSON dictionary."),
+            (b"", "application/json", 400, "POST body is empty. Expecting a JSON dictionary."),
+            (b"{", "application/json", 400, "POST body could not be decoded as JSON: "),
+            (b'{"scale": 1}', "application/json", 400, "A value is not provided for the 'data' parameter."),
+        ]
+        for body, content_type, status, message in cases:
+            got_status, value, _ = self.conn.score(body, content_type=content_type)
+            self.assertEqual(got_status, status, body)
+            self.assertTrue(value["message"].startswith(message), value)
+
+    def test_swagger_carries_the_decorators_schemas(self) -> None:
+        doc = json.loads(self.conn.call("/swagger.json", method="GET")[1])
+        service_input = doc["definitions"]["ServiceInput"]
+        self.assertEqual(service_input["example"], {"data": [[1.0, 2.0]], "scale": 1.0})
+        self.assertEqual(doc["definitions"]["ServiceOutput"]["example"], [3.0])
+        doc = json.loads(self.conn.call("/swagger.json", method="GET", query="version=3")[1])
+        self.assertEqual(doc["components"]["schemas"]["ServiceInput"], service_input)
 
 
 class StartupFailureTest(unittest.TestCase):
