@@ -25,7 +25,8 @@ bound under a temporary name, listened on, then renamed to ``CAIRN_REPLICA_SOCKE
 the checks of ``init``/``run`` or ``init()`` fail, the traceback and (part of) the model folder's
 tree go to stderr and the process exits with code 3 (the reference server's code); a
 configuration error exits with code 2. SIGTERM or SIGINT: stop accepting, remove the socket, let
-requests in flight finish (up to 30 s), exit 0. The replica also exits when its parent dies.
+requests in flight finish (up to 30 s), exit 0. The replica also exits when its parent dies, and
+never waits for threads the script started.
 
 Protocol (one request at a time per connection; any number of connections)
 --------------------------------------------------------------------------
@@ -412,5 +413,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: a thread the script started (not a daemon) must not keep a failed or stopped
+    # replica alive, or the gateway would wait for an exit that never comes.
+    os._exit(code)
 

@@ -442,6 +442,9 @@ class StartupFailureTest(unittest.TestCase):
                                          "FileNotFoundError", "/nonexistent/wine_model/1/model.pkl")
         self.assertIn("AZUREML_MODEL_DIR", err)
 
+    def test_init_failure_exits_even_if_init_left_a_thread_running(self) -> None:
+        self.assert_fails_to_start("score_init_thread_fails.py", "RuntimeError: no model for you")
+
     def test_syntax_error_exits_3(self) -> None:
         self.assert_fails_to_start("score_syntax_error.py", "SyntaxError", "score_syntax_error.py")
 
