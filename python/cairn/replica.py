@@ -166,8 +166,9 @@ class Replica:
         self.scorer = scorer
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
-        self.in_flight = 0
+        self.in_flight = 0  # run() calls in progress or waiting for a slot (what ping reports)
         self.served = 0
+        self.unanswered = 0  # frames read whose answer is not yet written (what shutdown waits for)
         self.started = time.monotonic()
 
     def handle(self, raw_header: Any, body: bytes) -> Tuple[Any, Reply]:
@@ -254,8 +255,14 @@ def _serve_connection(conn: socket.socket, replica: Replica, max_body: int) -> N
                 return
             if frame is None:
                 return
-            rid, reply = replica.handle(*frame)
-            _send(conn, rid, reply)
+            with replica._lock:
+                replica.unanswered += 1
+            try:
+                rid, reply = replica.handle(*frame)
+                _send(conn, rid, reply)
+            finally:
+                with replica._lock:
+                    replica.unanswered -= 1
     except OSError:
         return  # the gateway went away mid-answer; nothing to tell anyone
     finally:
@@ -283,6 +290,7 @@ def _listen(path: str) -> socket.socket:
 
 def serve(path: str, replica: Replica, max_body: int, stop: threading.Event) -> None:
     listener = _listen(path)
+    ours = os.stat(path).st_ino
     listener.settimeout(0.5)  # wake up to notice a stop request or a dead parent
     parent = os.getppid()
     sys.stderr.write(f"cairn replica ready on {path} (pid {os.getpid()}, mode {replica.mode})\n")
@@ -306,11 +314,12 @@ def serve(path: str, replica: Replica, max_body: int, stop: threading.Event) -> 
     finally:
         listener.close()
         try:
-            os.unlink(path)
+            if os.stat(path).st_ino == ours:  # not a successor's socket that took the same path
+                os.unlink(path)
         except OSError:
             pass
     deadline = time.monotonic() + DRAIN_SECONDS
-    while replica.in_flight and time.monotonic() < deadline:
+    while replica.unanswered and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

@@ -476,6 +476,29 @@ class LifecycleTest(unittest.TestCase):
         finally:
             worker.close()
 
+    def test_sigterm_lets_the_request_in_flight_finish(self) -> None:
+        worker = script_worker("score_behaviours.py").start().wait_ready()
+        try:
+            assert worker.proc is not None
+            release = os.path.join(worker.dir.name, "release")
+            busy, watcher = worker.connect(), worker.connect()
+            busy.send("/score", f"wait:{release}".encode())
+            while json.loads(watcher.call("ping")[1])["in_flight"] == 0:
+                pass
+            worker.proc.send_signal(signal.SIGTERM)
+            while os.path.exists(worker.socket_path):  # stopped accepting: the socket is gone
+                time.sleep(0.01)
+            with open(release, "w"):
+                pass
+            header, data = busy.receive()
+            self.assertEqual((header["status"], data), (200, b'"released"'))
+            code, _, err = worker.wait_exit()
+            self.assertEqual(code, 0, err)
+            busy.close()
+            watcher.close()
+        finally:
+            worker.close()
+
 
 def _mlflow_available() -> bool:
     # find_spec, not import: importing mlflow takes seconds and only MlflowModeTest needs it.
