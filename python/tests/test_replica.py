@@ -550,6 +550,17 @@ class MlflowModeTest(unittest.TestCase):
         self.assertEqual(status, 400)
         self.assertEqual(value["error_code"], "BAD_REQUEST")
 
+    def test_score_route_answers_like_invocations_and_other_routes_are_404(self) -> None:
+        conn = self.worker.connect()
+        header, data = conn.call("/score", json.dumps({"inputs": [[1.0, 1.0]]}).encode(),
+                                 content_type="application/json")
+        self.assertEqual(header["status"], 200)
+        self.assertAlmostEqual(json.loads(data)["predictions"][0], float(self.model.predict([[1.0, 1.0]])[0]))
+        header, data = conn.call("/invocations", b"1,1", content_type="text/plain")
+        self.assertEqual(header["status"], 415)
+        self.assertEqual(conn.call("/nope")[0]["status"], 404)
+        conn.close()
+
     def test_ping_says_mlflow_mode(self) -> None:
         conn = self.worker.connect()
         self.assertEqual(json.loads(conn.call("ping")[1])["mode"], "mlflow")
