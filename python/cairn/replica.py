@@ -107,7 +107,9 @@ def _read_exact(reader: Any, n: int, what: str) -> bytes:
 
 def read_frame(reader: Any, max_body: int = DEFAULT_MAX_BODY_BYTES) -> Optional[Tuple[Any, bytes]]:
     """One frame from a buffered binary reader: ``(header, body)``, or None at a clean EOF. The
-    header is returned as parsed JSON, whatever its type (the caller checks it)."""
+    header is the parsed JSON, whatever its type (the caller checks it); a header that is not JSON
+    comes back as a ``ProtocolError`` instance, since the frame was read whole and the connection
+    can go on."""
     prefix = reader.read(_PREFIX.size)
     if not prefix:
         return None
