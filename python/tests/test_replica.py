@@ -462,6 +462,13 @@ class StartupFailureTest(unittest.TestCase):
             self.assertIn("CAIRN_SCORING_SCRIPT is not set", err)
         finally:
             worker.close()
+        worker = script_worker("score_behaviours.py", {"CAIRN_REPLICA_CONCURRENCY": "0"}).start()
+        try:
+            code, _, err = worker.wait_exit()
+            self.assertEqual(code, 2)
+            self.assertIn("CAIRN_REPLICA_CONCURRENCY=0 must be at least 1", err)
+        finally:
+            worker.close()
 
 
 class LifecycleTest(unittest.TestCase):
@@ -473,6 +480,26 @@ class LifecycleTest(unittest.TestCase):
             code, _, err = worker.wait_exit()
             self.assertEqual(code, 0, err)
             self.assertFalse(os.path.exists(worker.socket_path))
+        finally:
+            worker.close()
+
+    def test_concurrency_setting_lets_run_calls_overlap(self) -> None:
+        worker = script_worker("score_behaviours.py", {"CAIRN_REPLICA_CONCURRENCY": "2"}).start().wait_ready()
+        try:
+            first, second = worker.connect(), worker.connect()
+            release_first = os.path.join(worker.dir.name, "first")
+            release_second = os.path.join(worker.dir.name, "second")
+            first.send("/score", f"wait:{release_first}".encode())
+            second.send("/score", f"wait:{release_second}".encode())
+            with open(release_second, "w"):
+                pass
+            # Answered while the first call still blocks: the two run() calls overlapped.
+            self.assertEqual(second.receive()[1], b'"released"')
+            with open(release_first, "w"):
+                pass
+            self.assertEqual(first.receive()[1], b'"released"')
+            first.close()
+            second.close()
         finally:
             worker.close()
 
