@@ -18,14 +18,18 @@ const FILES: &[(&str, &str)] = runtime_files!(
     "_batcher.py",
     "_client.py",
     "_config.py",
+    "_mlflow_scoring.py",
     "_offline.py",
     "_online.py",
     "_records.py",
     "_retry.py",
+    "_scoring.py",
     "_spill.py",
     "_upload.py",
     "_version.py",
+    "replica.py",
     "run.py",
+    "serving.py",
 );
 
 /// Writes the runtime under `dir/cairn/` (replacing what a previous version left).

@@ -1,0 +1,108 @@
+"""``cairn.serving``: Model.get_model_path over the two model layouts, and the request/response
+objects a @rawhttp run() sees (pure logic, in process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import unittest
+from unittest import mock
+
+from cairn._scoring import query_arguments
+from cairn.serving import AMLRequest, AMLResponse, Model, ModelNotFoundError
+
+
+def touch(path: str) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("x")
+    return path
+
+
+class GetModelPathTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = os.path.join(self.tmp.name, "azureml-models")
+
+    def tearDown(self) -> None:
+        self.tmp.cleanup()
+
+    def with_model_dir(self, path: str) -> "mock._patch[dict]":
+        return mock.patch.dict(os.environ, {"AZUREML_MODEL_DIR": path})
+
+    def test_one_model_layout_returns_its_single_file(self) -> None:
+        pkl = touch(os.path.join(self.root, "wine_model", "1", "model.pkl"))
+        with self.with_model_dir(os.path.join(self.root, "wine_model", "1")):
+            self.assertEqual(Model.get_model_path("wine_model"), pkl)
+            self.assertEqual(Model.get_model_path("wine_model", 1), pkl)
+            with self.assertRaisesRegex(ModelNotFoundError, "no version 2 here"):
+                Model.get_model_path("wine_model", 2)
+            with self.assertRaisesRegex(ModelNotFoundError, "'other' not found"):
+                Model.get_model_path("other")
+
+    def test_several_models_layout_picks_the_highest_version_or_the_one_asked(self) -> None:
+        touch(os.path.join(self.root, "wine_model", "2", "model.pkl"))
+        v10 = touch(os.path.join(self.root, "wine_model", "10", "model.pkl"))
+        enc = touch(os.path.join(self.root, "encoder", "1", "enc", "vocab.txt"))
+        with self.with_model_dir(self.root):
+            self.assertEqual(Model.get_model_path("wine_model"), v10)  # numeric, not lexical order
+            self.assertEqual(Model.get_model_path("wine_model", 2),
+                             os.path.join(self.root, "wine_model", "2", "model.pkl"))
+            self.assertEqual(Model.get_model_path("encoder"), os.path.dirname(enc))
+            with self.assertRaisesRegex(ModelNotFoundError, r"no version 3 .*versions: 2, 10"):
+                Model.get_model_path("wine_model", 3)
+
+    def test_a_version_folder_with_several_files_is_returned_itself(self) -> None:
+        touch(os.path.join(self.root, "m", "4", "MLmodel"))
+        touch(os.path.join(self.root, "m", "4", "model.pkl"))
+        with self.with_model_dir(os.path.join(self.root, "m", "4")):
+            self.assertEqual(Model.get_model_path("m"), os.path.join(self.root, "m", "4"))
+
+    def test_names_that_could_leave_the_model_folder_are_refused(self) -> None:
+        touch(os.path.join(self.root, "m", "1", "model.pkl"))
+        with self.with_model_dir(self.root):
+            for bad in ("../m", "m/1", "..", "", "/etc"):
+                with self.assertRaises(ValueError, msg=bad):
+                    Model.get_model_path(bad)
+            with self.assertRaisesRegex(ValueError, "version should be an int"):
+                Model.get_model_path("m", "1")  # type: ignore[arg-type]
+
+    def test_without_model_dir_the_error_says_so(self) -> None:
+        with mock.patch.dict(os.environ, {}, clear=True):
+            with self.assertRaisesRegex(ModelNotFoundError, "AZUREML_MODEL_DIR is not set"):
+                Model.get_model_path("m")
+
+
+class RequestResponseTest(unittest.TestCase):
+    def test_request_exposes_what_flask_scripts_use(self) -> None:
+        req = AMLRequest("POST", "/score", "a=1&a=2&b=", {"Content-Type": "application/json", "X-Id": "7"},
+                         b'{"k": [1]}')
+        self.assertTrue(req.is_json)
+        self.assertEqual(req.get_json(), {"k": [1]})
+        self.assertEqual(req.json, {"k": [1]})
+        self.assertEqual(req.get_data(as_text=True), '{"k": [1]}')
+        self.assertEqual(req.headers["x-id"], "7")
+        self.assertEqual(req.args.getlist("a"), ["1", "2"])
+        self.assertEqual(req.args.get("b"), "")
+        plain = AMLRequest("POST", "/score", "", {}, b"{}", "text/plain")
+        with self.assertRaises(ValueError):
+            plain.get_json()
+        self.assertIsNone(plain.get_json(silent=True))
+        self.assertEqual(plain.get_json(force=True), {})
+
+    def test_response_bodies_and_headers(self) -> None:
+        self.assertEqual(AMLResponse(None, 204).body, b"{}")
+        r = AMLResponse({"a": 1}, 200, json_str=True)
+        self.assertEqual((json.loads(r.body), r.content_type), ({"a": 1}, "application/json"))
+        r = AMLResponse("<b>hi</b>", 200, {"Content-Type": "text/plain", "X-A": "1 ,2"})
+        self.assertEqual((r.body, r.content_type, r.headers["X-A"]), (b"<b>hi</b>", "text/plain", "1, 2"))
+        self.assertNotIn("Content-Type", r.headers)
+
+    def test_query_values_are_json_when_they_parse(self) -> None:
+        self.assertEqual(query_arguments("a=1&b=%5B1%2C2%5D&c=x&d=null&c=y&e=%7B%7D"),
+                         {"a": 1, "b": [1, 2], "c": ["x", "y"], "d": None, "e": {}})
+
+
+if __name__ == "__main__":
+    unittest.main()
