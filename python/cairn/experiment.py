@@ -363,6 +363,7 @@ def snapshot_files(root: Path) -> List[Tuple[Path, Dict[str, Any]]]:
             if name.startswith(".") or not local.is_file() or _ignored(rel, patterns):
                 continue
             files.append((local, {"path": rel, "size": local.stat().st_size, "sha256": sha256_file(local)}))
+    files.sort(key=lambda item: item[1]["path"])
     total = sum(f["size"] for _, f in files)
     if total > SNAPSHOT_LIMIT:
         biggest = sorted(files, key=lambda x: -x[1]["size"])[:5]

@@ -1,13 +1,12 @@
 """``azureml.core`` on Cairn: the names Azure ML v1 scripts import.
 
-Scripts of the v1 era call ``np.float``/``np.int``, which NumPy 1.24 removed; when NumPy is
-already imported (``import numpy`` before ``from azureml.core import …``, as in the
-walkthrough's ``train.py``) the builtin aliases are restored so those scripts run unchanged.
+Scripts of the v1 era also assume the packages of their era (the walkthrough's ``train.py``
+calls ``np.float``, removed in NumPy 1.24, and passes a float ``max_depth``, refused since
+scikit-learn 1.1, whose predecessors have no wheels for Python 3.11): pin those in the
+environment (``python=3.10``, ``numpy<1.24``, ``scikit-learn<1.1``) rather than edit the script.
 """
 
 from __future__ import annotations
-
-import sys
 
 from cairn import __version__ as _cairn_version
 
@@ -22,17 +21,5 @@ from .workspace import Workspace
 #: Azure ML's SDK version string; this layer's own version follows ``+cairn``.
 VERSION = f"1.0.0+cairn.{_cairn_version}"
 
-
-def _restore_numpy_aliases() -> None:
-    numpy = sys.modules.get("numpy")
-    if numpy is None:
-        return
-    for alias, builtin in (("float", float), ("int", int), ("bool", bool), ("object", object),
-                           ("complex", complex), ("str", str)):
-        if alias not in vars(numpy):
-            setattr(numpy, alias, builtin)
-
-
-_restore_numpy_aliases()
 
 __all__ = ["VERSION", "ComputeTarget", "Datastore", "Environment", "Experiment", "Run", "ScriptRunConfig", "Workspace"]
