@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import cairn.workspace as _sdk
-from cairn.datastore import Datastore
+from .datastore import Datastore
 
 from .._compat import given, ignored, unsupported
 
