@@ -101,6 +101,12 @@ class Http:
         self._token = token
         self._timeout = timeout
 
+    def with_timeout(self, timeout: float) -> "Http":
+        """The same server and token with another socket timeout (for calls that wait long)."""
+        clone = Http(self.base_url, self._token, timeout)
+        clone._prefix = self._prefix
+        return clone
+
     def api_path(self, *segments: str, query: Optional[Dict[str, Any]] = None) -> str:
         """``/api/v1/seg/seg…?query`` with every segment percent-encoded (``/`` kept only in the last
         one when it is a file path, so pass file paths pre-split)."""

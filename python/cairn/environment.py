@@ -16,6 +16,10 @@ from . import _conda
 from .workspace import Workspace
 
 
+#: Seconds a build may take before the client stops waiting (large stacks download gigabytes).
+BUILD_TIMEOUT = 3600.0
+
+
 class Environment:
     """A named set of packages.
 
@@ -108,7 +112,9 @@ class Environment:
         """
         if self.version is None:
             self.register(workspace)
-        built = workspace.call("POST", "environments", f"{self.name}@{self.version}", "build", body={})
+        built = workspace.call(
+            "POST", "environments", f"{self.name}@{self.version}", "build", body={}, timeout=BUILD_TIMEOUT
+        )
         if show_output:
             print(built.get("log", ""), end="", flush=True)
         return built

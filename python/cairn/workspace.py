@@ -106,9 +106,18 @@ class Connection:
     def path(self, *segments: str, query: Optional[Dict[str, Any]] = None) -> str:
         return self.http.api_path(*segments, query=query)
 
-    def call(self, method: str, *segments: str, body: Any = None, query: Optional[Dict[str, Any]] = None) -> Any:
-        """A JSON call to ``/api/v1/<segments>``."""
-        return self.guard(lambda: self.http.call(method, self.path(*segments, query=query), body))
+    def call(
+        self,
+        method: str,
+        *segments: str,
+        body: Any = None,
+        query: Optional[Dict[str, Any]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """A JSON call to ``/api/v1/<segments>`` (``timeout``: seconds the answer may take, when the
+        server works before it answers, as an environment build does)."""
+        http = self.http if timeout is None else self.http.with_timeout(timeout)
+        return self.guard(lambda: http.call(method, self.path(*segments, query=query), body))
 
     def pages(self, *segments: str, query: Optional[Dict[str, Any]] = None) -> Iterator[Any]:
         """Every item of a paginated list (``{"items", "next_page_token"}``)."""
@@ -291,9 +300,18 @@ class Workspace:
 
     # -- plumbing for the other SDK classes ---------------------------------------------------
 
-    def call(self, method: str, *segments: str, body: Any = None, query: Optional[Dict[str, Any]] = None) -> Any:
+    def call(
+        self,
+        method: str,
+        *segments: str,
+        body: Any = None,
+        query: Optional[Dict[str, Any]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
         """A JSON call to ``/api/v1/workspaces/<name>/<segments>``."""
-        return self.connection.call(method, "workspaces", self.name, *segments, body=body, query=query)
+        return self.connection.call(
+            method, "workspaces", self.name, *segments, body=body, query=query, timeout=timeout
+        )
 
     def pages(self, *segments: str, query: Optional[Dict[str, Any]] = None) -> Iterator[Any]:
         return self.connection.pages("workspaces", self.name, *segments, query=query)

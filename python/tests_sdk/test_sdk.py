@@ -171,6 +171,19 @@ def test_environment_register_get_versions(ws):
         Environment("bad", pip_packages=["--index-url=http://evil"]).register(ws)
 
 
+def test_environment_build_reuse_and_failure(ws):
+    env = Environment("empty")
+    first = env.build(ws)  # registers, then builds
+    assert env.version == 1 and first["ready"]
+    again = Environment.get(ws, "empty").build(ws)
+    assert again["reused"] and again["hash"] == first["hash"]
+    broken = Environment("broken", pip_packages=["cairn-test-no-such-package-zz9==0.0.1"])
+    with pytest.raises(BadRequest) as caught:
+        broken.build(ws)
+    assert caught.value.status == 422
+    assert "cairn-test-no-such-package-zz9" in caught.value.message
+
+
 # -- jobs and runs -----------------------------------------------------------------------------
 
 
@@ -240,6 +253,26 @@ def test_submit_refuses_what_the_server_cannot_run(job_setup):
         Experiment(ws, "expt").submit(ScriptRunConfig(code, script="train.py", compute_target=cluster, environment="nope"))
     with pytest.raises(NotADirectoryError):
         Experiment(ws, "expt").submit(ScriptRunConfig(code / "missing", script="train.py", compute_target=cluster, environment=env))
+
+
+def test_command_with_data_references(job_setup, capsys):
+    ws, cluster, env, code = job_setup
+    ds = ws.get_default_datastore()
+    config = ScriptRunConfig(
+        code,
+        # A list is an argv: every word is quoted, so "&&" is a file name here, not a shell operator.
+        command=["ls", ds.path("inputs/d").as_download(), "&&"],
+        compute_target=cluster,
+        environment=env,
+    )
+    run = Experiment(ws, "expt").submit(config)
+    assert run.wait_for_completion(show_output=True, raise_on_error=False)["status"] == "Failed"
+    out = capsys.readouterr().out
+    assert "x.txt" in out and "cannot access '&&'" in out
+    shell = ScriptRunConfig(code, command="ls && echo listed", arguments=[], compute_target=cluster,
+                            environment=env)
+    Experiment(ws, "expt").submit(shell).wait_for_completion(show_output=True)
+    assert "listed" in capsys.readouterr().out
 
 
 def test_cancel_and_children(job_setup):
