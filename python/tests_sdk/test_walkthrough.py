@@ -16,13 +16,28 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import ROOT
+import pytest
+
+from conftest import ROOT, Server
 
 WINEDATA = ROOT / "examples" / "wine" / "winedata"
 TRAIN_PY = Path(__file__).parent / "walkthrough" / "train.py"
 
 
-def test_walkthrough_steps_1_to_8(connected, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def fresh_server(monkeypatch):
+    """A server of its own: the walkthrough starts from nothing (and creates 'azureml_workspace')."""
+    server = Server()
+    for name in ("CAIRN_URL", "CAIRN_TOKEN", "CAIRN_WORKSPACE", "CAIRN_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(server.home))
+    monkeypatch.setenv("CAIRN_URL", server.url)
+    monkeypatch.setenv("CAIRN_TOKEN", server.token)
+    yield server
+    server.stop()
+
+
+def test_walkthrough_steps_1_to_8(fresh_server, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     import azureml._compat
 
