@@ -7,6 +7,7 @@ import hashlib
 from typing import Any, Dict, List, Optional
 
 import cairn.experiment as _sdk
+from cairn.errors import NotFound
 
 from .._compat import given, ignored, unsupported
 from ..core.conda_dependencies import CondaDependencies
@@ -95,6 +96,7 @@ class Estimator:
             env = Environment(f"estimator-{digest}")
             env.python.conda_dependencies = deps
             self.environment = env
+        self._anonymous_environment = environment_definition is None
 
     @property
     def arguments(self) -> List[Any]:
@@ -107,6 +109,12 @@ class Estimator:
         return words
 
     def to_cairn(self, workspace: Any) -> _sdk.ScriptRunConfig:
+        if self._anonymous_environment and self.environment.version is None:
+            # Its name is a digest of its packages: an existing version has the same content.
+            try:
+                self.environment.version = Environment.get(workspace, self.environment.name).version
+            except NotFound:
+                pass  # registered by environment_ref below
         return _sdk.ScriptRunConfig(
             source_directory=self.source_directory,
             script=self.entry_script,
