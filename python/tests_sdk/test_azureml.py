@@ -21,6 +21,7 @@ def test_workspace_get_create_from_config(aws, tmp_path, monkeypatch):
     from azureml.core import Workspace
 
     assert Workspace.get(aws.name, subscription_id="s").name == aws.name
+    assert [w.name for w in Workspace.list("s")[aws.name]] == [aws.name]
     with pytest.raises(Conflict):
         Workspace.create(aws.name, show_output=False)
     assert Workspace.create(aws.name, exist_ok=True, show_output=False).name == aws.name

@@ -4,7 +4,6 @@ from ``conda_packages``, with today's scikit-learn), logging their own metric na
 
 from __future__ import annotations
 
-import shutil
 
 from conftest import ROOT, unique
 

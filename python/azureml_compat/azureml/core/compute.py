@@ -3,7 +3,6 @@ get-or-create, as in Azure ML. ``AksCompute`` (inference clusters) is not suppor
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import cairn.compute as _sdk

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Union
 
-from .._compat import given, ignored
+from .._compat import ignored
 
 
 class CondaDependencies:

@@ -3,9 +3,8 @@ built by the Cairn server with ``uv`` (no Docker: ``docker.enabled`` and images 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import cairn.environment as _sdk
 

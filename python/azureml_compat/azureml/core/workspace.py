@@ -8,9 +8,8 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import cairn.workspace as _sdk
 from .datastore import Datastore
@@ -108,6 +107,14 @@ class Workspace(_sdk.Workspace):
             else:
                 raise FileNotFoundError(f"no workspace configuration at {path}")
         return cls._wrap(_sdk.Workspace.from_config(workspace=name))
+
+    @staticmethod
+    def list(  # type: ignore[override]
+        subscription_id: Optional[str] = None, auth: Any = None, resource_group: Optional[str] = None, **kwargs: Any
+    ) -> Dict[str, List["Workspace"]]:
+        """``{name: [Workspace]}`` of every workspace the token can see (Azure ML's shape)."""
+        ignored("Workspace.list", given(subscription_id=subscription_id, resource_group=resource_group, **kwargs))
+        return {ws.name: [Workspace._wrap(ws)] for ws in _sdk.Workspace.list()}
 
     def get_default_datastore(self) -> Datastore:
         return Datastore.get(self, "default")
