@@ -18,3 +18,7 @@ echo "test: cargo test"
 # The integration tests start real servers (cairn, PostgreSQL databases, moto); a few threads
 # keep a 2-core machine responsive.
 cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CAIRN_TEST_THREADS:-4}"
+
+echo "test: Python SDK and azureml layer (python/tests_sdk, against the cairn binary just built)"
+cargo build -p cairn
+.venv/bin/python -m pytest -q python/tests_sdk

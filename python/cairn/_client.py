@@ -1,4 +1,5 @@
-"""A small HTTP client of the run endpoints of Cairn's REST API (``http.client``, no dependencies).
+"""A small HTTP client of Cairn's REST API (``http.client``, no dependencies): ``Http`` for any call
+(the SDK), ``Client`` for one run's endpoints (the in-job runtime).
 
 Every call opens its own connection with a socket timeout, sends the run's bearer token and
 turns failures into :class:`CairnError` values that say whether retrying may help. This
@@ -11,7 +12,7 @@ import http.client
 import json
 import ssl
 from typing import IO, Any, Dict, Optional, Tuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from ._version import __version__ as _version
 
@@ -53,60 +54,109 @@ class ConnectionFailed(CairnError):
     retryable = True
 
 
-class Client:
-    """HTTP client scoped to one run: ``{uri}/api/v1/workspaces/{ws}/runs/{run_id}``."""
+class BadRequest(ServerError):
+    """400 or 422: the request itself is wrong (the message names the field or rule)."""
 
-    def __init__(
-        self, tracking_uri: str, workspace: str, run_id: str, token: str, timeout: float = 10.0
-    ) -> None:
-        parts = urlsplit(tracking_uri)
+
+class Unauthorized(ServerError):
+    """401: the token is missing, wrong or revoked."""
+
+
+class Forbidden(ServerError):
+    """403: the token's role or workspace scope does not allow this."""
+
+
+class NotFound(ServerError):
+    """404: the named workspace, datastore, run, environment … does not exist."""
+
+
+class Conflict(ServerError):
+    """409: the name is taken, or files differ and overwriting was not asked."""
+
+
+_ERROR_CLASSES = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 422: BadRequest}
+
+
+def server_error(status: int, code: str, message: str, method: str = "", path: str = "") -> ServerError:
+    """The most precise :class:`ServerError` subclass for ``status``."""
+    return _ERROR_CLASSES.get(status, ServerError)(status, code, message, method, path)
+
+
+class Http:
+    """JSON-over-HTTP to ``{base_url}/api/v1/…`` with a bearer token; one connection per call.
+
+    The run-scoped :class:`Client` (in-job runtime) and the SDK's workspace client share it.
+    """
+
+    def __init__(self, base_url: str, token: Optional[str], timeout: float = 10.0) -> None:
+        parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"tracking URI {tracking_uri!r} must look like http://host:port or https://host"
-            )
-        self.tracking_uri = tracking_uri
+            raise ValueError(f"server URL {base_url!r} must look like http://host:port or https://host")
+        self.base_url = base_url.rstrip("/")
+        self.tracking_uri = base_url
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
         self._token = token
         self._timeout = timeout
-        self._run_path = (
-            f"{parts.path.rstrip('/')}/api/v1/workspaces/{quote(workspace, safe='')}"
-            f"/runs/{quote(run_id, safe='')}"
-        )
 
-    # -- run endpoints ----------------------------------------------------------------------
+    def with_timeout(self, timeout: float) -> "Http":
+        """The same server and token with another socket timeout (for calls that wait long)."""
+        clone = Http(self.base_url, self._token, timeout)
+        clone._prefix = self._prefix
+        return clone
 
-    def log_batch(self, body: Dict[str, Any]) -> None:
-        """``POST …/log-batch`` with an already encoded body (metrics, params, tags)."""
-        self._json("POST", self._run_path + "/log-batch", body)
+    def api_path(self, *segments: str, query: Optional[Dict[str, Any]] = None) -> str:
+        """``/api/v1/seg/seg…?query`` with every segment percent-encoded (``/`` kept only in the last
+        one when it is a file path, so pass file paths pre-split)."""
+        path = self._prefix + "/api/v1/" + "/".join(quote(s, safe="") for s in segments)
+        if query:
+            pairs = {k: v for k, v in query.items() if v is not None}
+            if pairs:
+                path += "?" + urlencode(pairs)
+        return path
 
-    def get_metrics(self) -> Dict[str, Any]:
-        """``GET …/metrics``: ``{"metrics": {key: [{"value", "step", "timestamp"}, …]}}``."""
-        return self._json("GET", self._run_path + "/metrics")
+    def call(self, method: str, path: str, body: Optional[Any] = None) -> Any:
+        """One JSON request to ``path`` (from :meth:`api_path`); the decoded answer, or an error."""
+        return self._json(method, path, body)
 
-    def get_run(self) -> Dict[str, Any]:
-        """``GET`` the run's JSON (id, status, experiment, params, tags, …)."""
-        return self._json("GET", self._run_path)
-
-    def set_status(self, status: str) -> Dict[str, Any]:
-        """``PATCH`` the run's status (``Completed``, ``Failed`` or ``Canceled``)."""
-        return self._json("PATCH", self._run_path, {"status": status})
-
-    def put_artifact(self, name: str, body: IO[bytes], size: int, sha256: str) -> Dict[str, Any]:
-        """Stream ``size`` bytes of ``body`` (from its current position) to ``…/artifacts/{name}``."""
-        path = f"{self._run_path}/artifacts/{quote(name, safe='/')}"
-        headers = {
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(size),
-            "x-cairn-sha256": sha256,
-        }
-        status, data = self._exchange("PUT", path, headers, body=body, size=size)
+    def put_stream(self, path: str, body: IO[bytes], size: int, headers: Dict[str, str]) -> Any:
+        """Stream ``size`` bytes of ``body`` with ``PUT`` and return the JSON answer."""
+        all_headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        all_headers.update(headers)
+        status, data = self._exchange("PUT", path, all_headers, body=body, size=size)
         return self._result("PUT", path, status, data)
+
+    def download(self, path: str, out: IO[bytes]) -> int:
+        """``GET`` ``path`` and copy the body into ``out`` chunk by chunk; returns the bytes written."""
+        conn = self._connection()
+        try:
+            try:
+                conn.putrequest("GET", path, skip_accept_encoding=True)
+                self._auth_headers(conn)
+                conn.endheaders()
+                response = conn.getresponse()
+                if response.status >= 400:
+                    code, message = _error_body(response.status, response.read())
+                    raise server_error(response.status, code, message, "GET", path)
+                written = 0
+                while True:
+                    chunk = response.read(CHUNK_BYTES)
+                    if not chunk:
+                        return written
+                    out.write(chunk)
+                    written += len(chunk)
+            except (OSError, http.client.HTTPException) as error:
+                raise ConnectionFailed(
+                    f"cannot reach {self.tracking_uri} (GET {path}): {error.__class__.__name__}: {error}"
+                ) from error
+        finally:
+            conn.close()
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _json(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Any:
+    def _json(self, method: str, path: str, body: Optional[Any] = None) -> Any:
         payload: Optional[bytes] = None
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -120,7 +170,7 @@ class Client:
     def _result(self, method: str, path: str, status: int, data: bytes) -> Any:
         if status >= 400:
             code, message = _error_body(status, data)
-            raise ServerError(status, code, message, method, path)
+            raise server_error(status, code, message, method, path)
         if not data.strip():
             return {}
         try:
@@ -135,6 +185,11 @@ class Client:
             )
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 
+    def _auth_headers(self, conn: http.client.HTTPConnection) -> None:
+        if self._token:
+            conn.putheader("Authorization", f"Bearer {self._token}")
+        conn.putheader("User-Agent", f"cairn-python/{_version}")
+
     def _exchange(
         self,
         method: str,
@@ -148,8 +203,7 @@ class Client:
         conn = self._connection()
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
-            conn.putheader("Authorization", f"Bearer {self._token}")
-            conn.putheader("User-Agent", f"cairn-python/{_version}")
+            self._auth_headers(conn)
             for name, value in headers.items():
                 conn.putheader(name, value)
             if payload is None and body is None and method not in ("GET", "HEAD"):
@@ -172,6 +226,44 @@ class Client:
             ) from error
         finally:
             conn.close()
+
+
+class Client(Http):
+    """HTTP client scoped to one run: ``{uri}/api/v1/workspaces/{ws}/runs/{run_id}``."""
+
+    def __init__(
+        self, tracking_uri: str, workspace: str, run_id: str, token: str, timeout: float = 10.0
+    ) -> None:
+        parts = urlsplit(tracking_uri)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"tracking URI {tracking_uri!r} must look like http://host:port or https://host"
+            )
+        super().__init__(tracking_uri, token, timeout)
+        self._run_path = self.api_path("workspaces", workspace, "runs", run_id)
+
+    # -- run endpoints ----------------------------------------------------------------------
+
+    def log_batch(self, body: Dict[str, Any]) -> None:
+        """``POST …/log-batch`` with an already encoded body (metrics, params, tags)."""
+        self._json("POST", self._run_path + "/log-batch", body)
+
+    def get_metrics(self) -> Dict[str, Any]:
+        """``GET …/metrics``: ``{"metrics": {key: [{"value", "step", "timestamp"}, …]}}``."""
+        return self._json("GET", self._run_path + "/metrics")
+
+    def get_run(self) -> Dict[str, Any]:
+        """``GET`` the run's JSON (id, status, experiment, params, tags, …)."""
+        return self._json("GET", self._run_path)
+
+    def set_status(self, status: str) -> Dict[str, Any]:
+        """``PATCH`` the run's status (``Completed``, ``Failed`` or ``Canceled``)."""
+        return self._json("PATCH", self._run_path, {"status": status})
+
+    def put_artifact(self, name: str, body: IO[bytes], size: int, sha256: str) -> Dict[str, Any]:
+        """Stream ``size`` bytes of ``body`` (from its current position) to ``…/artifacts/{name}``."""
+        path = f"{self._run_path}/artifacts/{quote(name, safe='/')}"
+        return self.put_stream(path, body, size, {"x-cairn-sha256": sha256})
 
 
 def _send_stream(conn: http.client.HTTPConnection, body: IO[bytes], size: int) -> None:

@@ -1,0 +1,45 @@
+"""``azureml.core.Run``: inside a job, ``Run.get_context()`` is Cairn's in-job run (``log``,
+``complete`` …); outside, the object ``Experiment.submit`` returns (status, logs, metrics, files)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cairn
+from cairn.experiment import SubmittedRun
+
+from .._compat import unsupported
+
+
+class Run(SubmittedRun):
+    """A run of an experiment."""
+
+    def __init__(self, experiment: Any, run_id: str, outputs: Any = None, **kwargs: Any) -> None:
+        SubmittedRun.__init__(self, experiment, run_id, **kwargs)
+
+    @staticmethod
+    def get_context(allow_offline: bool = True, used_for_context_manager: bool = False, **kwargs: Any) -> "cairn.Run":
+        """The current job's run (an offline run that prints what it logs outside a job)."""
+        return cairn.Run.get_context(allow_offline=allow_offline)
+
+    @classmethod
+    def _wrap(cls, run: SubmittedRun) -> "Run":
+        return cls(run.experiment, run.id, _details=run._details)
+
+    def get_children(self, *args: Any, **kwargs: Any) -> list:  # type: ignore[override]
+        return [Run._wrap(r) for r in SubmittedRun.get_children(self)]
+
+    def register_model(self, *args: Any, **kwargs: Any) -> Any:
+        raise unsupported("Run.register_model (the model registry)", "it arrives with Cairn's model registry")
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        raise unsupported(
+            "logging to a run from outside its job",
+            "log inside the training script with Run.get_context().log(...)",
+        )
+
+    def complete(self, *args: Any, **kwargs: Any) -> None:
+        raise unsupported("completing a submitted run from outside its job", "the job's exit code decides")
+
+    def __repr__(self) -> str:
+        return SubmittedRun.__repr__(self)

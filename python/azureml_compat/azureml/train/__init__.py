@@ -1,0 +1,1 @@
+"""``azureml.train`` on Cairn: the ``Estimator`` of Azure ML v1."""

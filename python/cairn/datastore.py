@@ -1,0 +1,344 @@
+"""``cairn.Datastore``: upload and download files, and name them as job inputs.
+
+Uploads follow the CLI's protocol (``crates/cairn-client/src/transfer.rs``): hash every file
+(SHA-256), ask the server for an **upload plan** (``POST …/upload-plan``: send, skip or
+conflict), refuse before writing anything if a file conflicts, then ``PUT`` each file with its
+``x-cairn-sha256`` so the server verifies it and makes it visible only when complete.
+Downloads write each file under a temporary name and rename it when complete.
+
+:meth:`Datastore.as_mount` and :meth:`Datastore.as_download` return :class:`DataReference`
+values that :class:`~cairn.experiment.ScriptRunConfig` turns into job inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from ._client import Conflict
+from .workspace import Workspace
+
+#: Files announced per upload-plan request (as the CLI).
+PLAN_CHUNK = 1000
+#: Files sent at once.
+CONCURRENCY = 4
+_BUF = 256 * 1024
+
+
+def sha256_file(path: Union[str, Path]) -> str:
+    """Hex SHA-256 of a local file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_BUF), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_relative(path: str, what: str) -> str:
+    """``path`` as a clean relative ``a/b`` path; ``..``, absolute paths and backslashes are refused.
+
+    The server checks again (``RelPath``); this catches mistakes before any file is hashed, and
+    guards local writes against unsafe names in a server's answer.
+    """
+    text = path.replace(os.sep, "/") if os.sep != "/" else path
+    if text.startswith("/") or "\\" in text or "\0" in text:
+        raise ValueError(f"{what} {path!r} must be a relative path without backslashes")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise ValueError(f"{what} {path!r} must not contain '..'")
+    return "/".join(parts)
+
+
+class DataReference:
+    """A datastore path as a job input: mounted (a read-only copy) or downloaded into the run.
+
+    In :class:`~cairn.experiment.ScriptRunConfig` arguments it becomes the local folder's path.
+    """
+
+    def __init__(self, datastore: "Datastore", path_on_datastore: str = "", mode: str = "mount") -> None:
+        if mode not in ("mount", "download"):
+            raise ValueError(f"mode {mode!r}: use 'mount' or 'download'")
+        self.datastore = datastore
+        self.path_on_datastore = check_relative(path_on_datastore or "", "path_on_datastore")
+        self.mode = mode
+
+    @property
+    def uri(self) -> str:
+        """``datastore://NAME/path`` (what the job API takes)."""
+        return f"datastore://{self.datastore.name}/{self.path_on_datastore}"
+
+    def path(self, path: str) -> "DataReference":
+        """The same datastore and mode at ``path`` (relative to this reference)."""
+        joined = "/".join(p for p in (self.path_on_datastore, check_relative(path, "path")) if p)
+        return DataReference(self.datastore, joined, self.mode)
+
+    def as_mount(self) -> "DataReference":
+        return DataReference(self.datastore, self.path_on_datastore, "mount")
+
+    def as_download(self, path_on_compute: Optional[str] = None) -> "DataReference":
+        return DataReference(self.datastore, self.path_on_datastore, "download")
+
+    def to_input(self) -> Dict[str, str]:
+        """The job API's input body."""
+        return {"path": self.uri, "mode": self.mode}
+
+    def __str__(self) -> str:
+        return f"$AZUREML_DATAREFERENCE_{self.datastore.name}"
+
+    def __repr__(self) -> str:
+        return f"DataReference({self.uri!r}, mode={self.mode!r})"
+
+
+class UploadReport:
+    """What an upload did: files sent and skipped (already there with the same content)."""
+
+    def __init__(self, uploaded: List[str], skipped: List[str], files: int, total_bytes: int) -> None:
+        self.uploaded = uploaded
+        self.skipped = skipped
+        self.files = files
+        self.bytes = total_bytes
+
+    def __repr__(self) -> str:
+        return f"UploadReport(files={self.files}, uploaded={len(self.uploaded)}, skipped={len(self.skipped)})"
+
+
+class Datastore:
+    """A named store of files in a workspace (``default`` is created with every workspace)."""
+
+    def __init__(self, workspace: Workspace, name: str, *, _details: Optional[Dict[str, Any]] = None) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._details = _details
+
+    def __repr__(self) -> str:
+        return f"Datastore(workspace={self.workspace.name!r}, name={self.name!r})"
+
+    @classmethod
+    def get(cls, workspace: Workspace, name: str) -> "Datastore":
+        """An existing datastore (``NotFound`` otherwise)."""
+        return cls(workspace, name, _details=workspace.call("GET", "datastores", name))
+
+    @classmethod
+    def get_default(cls, workspace: Workspace) -> "Datastore":
+        return cls.get(workspace, "default")
+
+    def get_details(self) -> Dict[str, Any]:
+        self._details = self.workspace.call("GET", "datastores", self.name)
+        return dict(self._details)
+
+    # -- data references ---------------------------------------------------------------------
+
+    def as_mount(self) -> DataReference:
+        """The datastore's root as a job input, mounted (a read-only copy in the run's folder)."""
+        return DataReference(self, "", "mount")
+
+    def as_download(self, path_on_compute: Optional[str] = None) -> DataReference:
+        """The datastore's root as a job input, downloaded into the run's folder."""
+        return DataReference(self, "", "download")
+
+    def path(self, path: str = "", data_reference_name: Optional[str] = None) -> DataReference:
+        """A folder or file of the datastore as a job input (mounted unless ``.as_download()``)."""
+        return DataReference(self, path, "mount")
+
+    # -- files -------------------------------------------------------------------------------
+
+    def list_files(self, prefix: str = "") -> List[Dict[str, Any]]:
+        """``[{"path", "size", "last_modified"}]`` of every file under ``prefix``."""
+        prefix = check_relative(prefix, "prefix")
+        return list(self.workspace.pages("datastores", self.name, "files", query={"prefix": prefix}))
+
+    def upload(
+        self,
+        src_dir: Union[str, Path],
+        target_path: Optional[str] = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> DataReference:
+        """Upload a folder's files (or one file) under ``target_path``, keeping relative paths.
+
+        Files already there with the same content are skipped. If any file exists with
+        different content and ``overwrite`` is False, nothing is uploaded and ``Conflict`` names
+        the files.
+
+        Returns:
+            A mount reference to ``target_path``.
+        """
+        src = Path(src_dir)
+        target = check_relative(target_path or "", "target_path")
+        found = _collect(src, target)
+        self._upload(found, overwrite, show_progress)
+        return DataReference(self, target, "mount")
+
+    def upload_files(
+        self,
+        files: Sequence[Union[str, Path]],
+        relative_root: Optional[Union[str, Path]] = None,
+        target_path: Optional[str] = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> DataReference:
+        """Upload a list of files; their paths relative to ``relative_root`` (default: their common
+        folder) are kept under ``target_path``."""
+        paths = [Path(f) for f in files]
+        if not paths:
+            raise ValueError("upload_files: no files given")
+        root = Path(relative_root) if relative_root else Path(os.path.commonpath([p.parent for p in paths]))
+        target = check_relative(target_path or "", "target_path")
+        found = []
+        for p in paths:
+            if not p.is_file():
+                raise ValueError(f"{p} is not a file")
+            try:
+                rel = p.resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                raise ValueError(f"{p} is not under relative_root {root}") from None
+            found.append((p, "/".join(x for x in (target, rel) if x), p.stat().st_size))
+        self._upload(found, overwrite, show_progress)
+        return DataReference(self, target, "mount")
+
+    def _upload(self, found: List[Tuple[Path, str, int]], overwrite: bool, show: bool) -> UploadReport:
+        total = sum(size for _, _, size in found)
+        if show:
+            _say(f"Uploading an estimated of {len(found)} files ({_human(total)}) to datastore {self.name}")
+        hashed = [(local, remote, size, sha256_file(local)) for local, remote, size in found]
+        to_send: List[Tuple[Path, str, int, str]] = []
+        skipped: List[str] = []
+        conflicts: List[str] = []
+        for start in range(0, len(hashed), PLAN_CHUNK):
+            chunk = hashed[start : start + PLAN_CHUNK]
+            plan = self.workspace.call(
+                "POST",
+                "datastores",
+                self.name,
+                "upload-plan",
+                body={
+                    "files": [{"path": r, "size": s, "sha256": h} for _, r, s, h in chunk],
+                    "overwrite": overwrite,
+                },
+            )
+            for item, entry in zip(chunk, plan["files"]):
+                action = entry["action"]
+                if action == "upload":
+                    to_send.append(item)
+                elif action == "skip":
+                    skipped.append(item[1])
+                else:
+                    conflicts.append(item[1])
+        if conflicts:
+            more = f" and {len(conflicts) - 20} more" if len(conflicts) > 20 else ""
+            raise Conflict(
+                409,
+                "conflict",
+                f"{len(conflicts)} file(s) already exist in datastore \"{self.name}\" with different "
+                f"content: {', '.join(conflicts[:20])}{more}; nothing was uploaded; pass overwrite=True "
+                "to replace them",
+            )
+        done = [0]
+
+        def send(item: Tuple[Path, str, int, str]) -> str:
+            local, remote, size, sha = item
+            path = self.workspace.path(
+                "datastores", self.name, "files", *remote.split("/"), query={"overwrite": str(overwrite).lower()}
+            )
+            with open(local, "rb") as body:
+                self.workspace.connection.guard(
+                    lambda: self.workspace.connection.http.put_stream(path, body, size, {"x-cairn-sha256": sha})
+                )
+            done[0] += 1
+            if show:
+                _say(f"Uploaded {local}, {done[0]} files out of an estimated total of {len(to_send)}")
+            return remote
+
+        if show:
+            for remote in skipped:
+                _say(f"Skipped {remote} (the same content is already there)")
+        with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
+            uploaded = sorted(pool.map(send, to_send))
+        if show:
+            _say(f"Uploaded {len(uploaded)} files")
+        return UploadReport(uploaded, skipped, len(found), total)
+
+    def download(
+        self,
+        target_path: Union[str, Path],
+        prefix: Optional[str] = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> int:
+        """Download the files under ``prefix`` (all when None) into the local folder ``target_path``,
+        keeping datastore paths. Existing local files are refused (nothing is downloaded) unless
+        ``overwrite``. Returns the number of files downloaded."""
+        dest = Path(target_path)
+        prefix_path = check_relative(prefix or "", "prefix")
+        entries = self.list_files(prefix_path)
+        if not entries and prefix_path:
+            entries = [{"path": prefix_path, "size": 0}]  # a single file (or a 404 below)
+        targets = []
+        for entry in entries:
+            rel = check_relative(entry["path"], "path sent by the server")
+            if not rel:
+                raise ValueError(f"the server sent an unsafe path {entry['path']!r}")
+            targets.append((rel, dest.joinpath(*rel.split("/"))))
+        existing = [str(local) for _, local in targets if local.exists()]
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{len(existing)} local file(s) already exist: {', '.join(existing[:20])}; nothing was "
+                "downloaded; pass overwrite=True to replace them"
+            )
+        for index, (rel, local) in enumerate(targets, 1):
+            download_to(self.workspace, ("datastores", self.name, "files", *rel.split("/")), local)
+            if show_progress:
+                _say(f"Downloaded {rel}, {index} files out of an estimated total of {len(targets)}")
+        return len(targets)
+
+
+def download_to(workspace: Workspace, segments: Sequence[str], local: Path) -> int:
+    """GET ``/api/v1/workspaces/<ws>/<segments>`` into ``local`` via a temporary file."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    partial = local.with_name(f".{local.name}.cairn-partial")
+    path = workspace.path(*segments)
+    try:
+        with open(partial, "wb") as out:
+            size = workspace.connection.guard(lambda: workspace.connection.http.download(path, out))
+        os.replace(partial, local)
+        return size
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def _collect(src: Path, target: str) -> List[Tuple[Path, str, int]]:
+    """``(local, remote, size)`` of the regular files to upload, in path order."""
+    if not src.exists():
+        raise FileNotFoundError(f"{src} does not exist")
+    join = lambda rel: "/".join(x for x in (target, rel) if x)  # noqa: E731
+    if src.is_file():
+        return [(src, join(src.name), src.stat().st_size)]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames.sort()
+        for name in sorted(filenames):
+            local = Path(dirpath) / name
+            if not local.is_file():
+                continue
+            rel = local.relative_to(src).as_posix()
+            found.append((local, join(check_relative(rel, "file")), local.stat().st_size))
+    if not found:
+        raise ValueError(f"{src} holds no files to upload")
+    return found
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)

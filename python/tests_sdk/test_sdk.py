@@ -1,0 +1,287 @@
+"""Each SDK class's round trips against a real ``cairn server`` (see conftest.py)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+import cairn
+from cairn import (
+    BadRequest,
+    ComputeTarget,
+    Conflict,
+    Datastore,
+    Environment,
+    Experiment,
+    LocalCluster,
+    NotFound,
+    RunFailed,
+    ScriptRunConfig,
+    ServerUnreachable,
+    Unauthorized,
+    Workspace,
+)
+from conftest import unique
+
+
+# -- workspace ---------------------------------------------------------------------------------
+
+
+def test_workspace_create_get_list_and_conflict(connected):
+    name = unique("ws")
+    ws = Workspace.create(name, description="first")
+    assert ws.get_details()["description"] == "first"
+    assert Workspace.get(name).name == name
+    assert name in [w.name for w in Workspace.list()]
+    with pytest.raises(Conflict, match=name):
+        Workspace.create(name)
+    assert Workspace.create(name, exist_ok=True).get_details()["description"] == "first"
+    with pytest.raises(NotFound, match="nope-ws"):
+        Workspace.get("nope-ws")
+
+
+def test_from_config_reads_the_environment(connected, monkeypatch):
+    name = unique("ws")
+    Workspace.create(name)
+    monkeypatch.setenv("CAIRN_WORKSPACE", name)
+    assert Workspace.from_config().name == name
+    monkeypatch.delenv("CAIRN_WORKSPACE")
+    with pytest.raises(ValueError, match="CAIRN_WORKSPACE"):
+        Workspace.from_config()
+
+
+def test_from_config_finds_the_local_server_by_its_data_dir(server, monkeypatch):
+    """No URL and no token anywhere: the local server's server.json and admin-token are used."""
+    for var in ("CAIRN_URL", "CAIRN_TOKEN", "CAIRN_WORKSPACE", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(server.home))
+    monkeypatch.setenv("CAIRN_HOME", str(server.data_dir))
+    name = unique("ws")
+    assert Workspace.create(name).url == server.url
+    assert Workspace.from_config(workspace=name).name == name
+
+
+def test_wrong_token_is_unauthorized(connected):
+    with pytest.raises(Unauthorized) as caught:
+        Workspace.get("anything", token="not-a-token")
+    assert caught.value.status == 401
+
+
+def test_no_server_names_the_url_and_how_to_start_one(connected):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(ServerUnreachable) as caught:
+        Workspace.get("w", url=url, token="t")
+    assert url in str(caught.value) and "cairn server" in str(caught.value)
+
+
+# -- datastore ---------------------------------------------------------------------------------
+
+
+def make_tree(root: Path, files: dict) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_datastore_upload_skip_conflict_overwrite_download(ws, tmp_path, capsys):
+    src = make_tree(tmp_path / "src", {"a.csv": "1,2\n", "sub/b.txt": "bee"})
+    ds = ws.get_default_datastore()
+    ref = ds.upload(src, target_path="data", overwrite=False, show_progress=True)
+    assert ref.uri == "datastore://default/data"
+    assert "Uploaded 2 files" in capsys.readouterr().out
+    assert sorted(f["path"] for f in ds.list_files("data")) == ["data/a.csv", "data/sub/b.txt"]
+
+    # The same bytes again: skipped, not sent.
+    ds.upload(src, target_path="data", show_progress=True)
+    assert "Uploaded 0 files" in capsys.readouterr().out
+
+    # Different content without overwrite: refused, and nothing at all is written.
+    changed = make_tree(tmp_path / "changed", {"a.csv": "9,9\n", "sub/b.txt": "bee", "new.txt": "n"})
+    with pytest.raises(Conflict, match="data/a.csv.*nothing was uploaded"):
+        ds.upload(changed, target_path="data", show_progress=False)
+    assert sorted(f["path"] for f in ds.list_files("data")) == ["data/a.csv", "data/sub/b.txt"]
+
+    ds.upload(changed, target_path="data", overwrite=True, show_progress=False)
+    out = tmp_path / "out"
+    assert ds.download(out, prefix="data", show_progress=False) == 3
+    assert (out / "data" / "a.csv").read_text() == "9,9\n"
+    assert (out / "data" / "sub" / "b.txt").read_text() == "bee"
+    with pytest.raises(FileExistsError, match="nothing was downloaded"):
+        ds.download(out, prefix="data", show_progress=False)
+    assert ds.download(out, prefix="data/a.csv", overwrite=True, show_progress=False) == 1
+
+
+def test_datastore_bad_paths_and_names(ws, tmp_path):
+    src = make_tree(tmp_path / "src", {"a.csv": "1"})
+    ds = ws.get_default_datastore()
+    with pytest.raises(ValueError, match=r"\.\."):
+        ds.upload(src, target_path="../escape")
+    with pytest.raises(NotFound):
+        Datastore.get(ws, "nope")
+    with pytest.raises(NotFound):
+        ds.download(tmp_path / "out", prefix="no/such/file.csv", show_progress=False)
+    assert not (tmp_path / "out" / "no" / "such" / "file.csv").exists()
+    upload_files_ref = ds.upload_files([src / "a.csv"], relative_root=src, target_path="single", show_progress=False)
+    assert upload_files_ref.path_on_datastore == "single"
+    assert [f["path"] for f in ds.list_files("single")] == ["single/a.csv"]
+
+
+# -- compute and environment -------------------------------------------------------------------
+
+
+def test_compute_get_or_create(ws):
+    config = LocalCluster.provisioning_configuration(vm_size="STANDARD_D2_V2", min_nodes=0, max_nodes="2")
+    created = ComputeTarget.create(ws, "cpucluster", config)
+    assert (created.vm_size, created.min_nodes, created.max_nodes) == ("STANDARD_D2_V2", 0, 2)
+    again = ComputeTarget.create(ws, "cpucluster", LocalCluster.provisioning_configuration(max_nodes=1))
+    assert again.max_nodes == 2  # the existing target, unchanged
+    assert ComputeTarget(ws, "cpucluster").get_status()["busy_nodes"] == 0
+    assert "cpucluster" in ws.compute_targets
+    with pytest.raises(BadRequest, match="unknown size"):
+        ComputeTarget.create(ws, "big", LocalCluster.provisioning_configuration(vm_size="NO_SUCH_SIZE"))
+    with pytest.raises(NotFound):
+        ComputeTarget(ws, "nope")
+    with pytest.raises(ValueError, match="max_nodes"):
+        LocalCluster.provisioning_configuration(max_nodes="two")
+
+
+def test_environment_register_get_versions(ws):
+    env = Environment("tools", conda_packages=["python=3.11", "scikit-learn"], pip_packages=["joblib>=1"])
+    env.register(ws)
+    assert env.version == 1
+    fetched = Environment.get(ws, "tools")
+    assert fetched.version == 1 and fetched.python_version == "3.11"
+    assert fetched.pip_packages == ["joblib>=1", "scikit-learn"]
+    Environment("tools", pip_packages=["joblib"]).register(ws)
+    assert Environment.get(ws, "tools").version == 2
+    assert Environment.get(ws, "tools", version=1).pip_packages == ["joblib>=1", "scikit-learn"]
+    assert ws.environments["tools"].version == 2
+    with pytest.raises(NotFound, match="nope"):
+        Environment.get(ws, "nope")
+    with pytest.raises(ValueError, match="cudatoolkit"):
+        Environment("gpu", conda_packages=["cudatoolkit"]).register(ws)
+    with pytest.raises(BadRequest):
+        Environment("bad", pip_packages=["--index-url=http://evil"]).register(ws)
+
+
+def test_environment_build_reuse_and_failure(ws):
+    env = Environment("empty")
+    first = env.build(ws)  # registers, then builds
+    assert env.version == 1 and first["ready"]
+    again = Environment.get(ws, "empty").build(ws)
+    assert again["reused"] and again["hash"] == first["hash"]
+    broken = Environment("broken", pip_packages=["cairn-test-no-such-package-zz9==0.0.1"])
+    with pytest.raises(BadRequest) as caught:
+        broken.build(ws)
+    assert caught.value.status == 422
+    assert "cairn-test-no-such-package-zz9" in caught.value.message
+
+
+# -- jobs and runs -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def job_setup(ws, tmp_path):
+    """A workspace with a cluster, an environment without packages and some data."""
+    cluster = ComputeTarget.create(ws, "cpu", LocalCluster.provisioning_configuration(max_nodes=2))
+    env = Environment("plain").register(ws)
+    ws.get_default_datastore().upload(make_tree(tmp_path / "data", {"d/x.txt": "42"}), "inputs", show_progress=False)
+    code = tmp_path / "code"
+    code.mkdir()
+    return ws, cluster, env, code
+
+
+def test_submit_wait_metrics_files(job_setup, capsys, tmp_path):
+    ws, cluster, env, code = job_setup
+    (code / "train.py").write_text(
+        "import os, sys\n"
+        "from cairn import Run\n"
+        "run = Run.get_context()\n"
+        "folder = sys.argv[2]\n"
+        "print('read', open(os.path.join(folder, 'inputs', 'd', 'x.txt')).read())\n"
+        "run.log('rmse', 0.5)\n"
+        "run.log_list('loss', [3, 2, 1])\n"
+        "os.makedirs('outputs', exist_ok=True)\n"
+        "open('outputs/model.txt', 'w').write('model')\n"
+    )
+    ds = ws.get_default_datastore()
+    config = ScriptRunConfig(code, script="train.py", arguments=["--data", ds.as_mount()],
+                             compute_target=cluster, environment=env)
+    experiment = Experiment(ws, "expt")
+    run = experiment.submit(config, tags={"who": "test"})
+    details = run.wait_for_completion(show_output=True)
+    assert details["status"] == "Completed"
+    out = capsys.readouterr().out
+    assert "read 42" in out and "Status: Completed" in out
+    assert run.get_metrics() == {"rmse": 0.5, "loss": [3.0, 2.0, 1.0]}
+    assert run.get_metrics("rmse") == {"rmse": 0.5}
+    assert run.get_tags()["who"] == "test"
+    names = run.get_file_names()
+    assert "outputs/model.txt" in names and "logs/std_log.txt" in names
+    assert run.download_file("outputs/model.txt", tmp_path).read_text() == "model"
+    got = run.download_files(prefix="outputs", output_directory=tmp_path / "all")
+    assert [p.read_text() for p in got] == ["model"]
+    assert run.id in [r.id for r in experiment.get_runs()]
+    assert "expt" in ws.experiments
+
+
+def test_failed_run_raises_with_error_and_log_tail(job_setup):
+    ws, cluster, env, code = job_setup
+    (code / "train.py").write_text("import sys\nprint('about to fail: bad column')\nsys.exit(3)\n")
+    run = Experiment(ws, "expt").submit(ScriptRunConfig(code, script="train.py", compute_target="cpu", environment="plain"))
+    with pytest.raises(RunFailed) as caught:
+        run.wait_for_completion()
+    assert caught.value.status == "Failed"
+    assert "exit code 3" in str(caught.value)
+    assert "about to fail: bad column" in str(caught.value)
+    assert run.wait_for_completion(raise_on_error=False)["status"] == "Failed"
+
+
+def test_submit_refuses_what_the_server_cannot_run(job_setup):
+    ws, cluster, env, code = job_setup
+    (code / "train.py").write_text("print(1)\n")
+    with pytest.raises(NotFound, match="nope"):
+        Experiment(ws, "expt").submit(ScriptRunConfig(code, script="train.py", compute_target="nope", environment=env))
+    with pytest.raises(NotFound):
+        Experiment(ws, "expt").submit(ScriptRunConfig(code, script="train.py", compute_target=cluster, environment="nope"))
+    with pytest.raises(NotADirectoryError):
+        Experiment(ws, "expt").submit(ScriptRunConfig(code / "missing", script="train.py", compute_target=cluster, environment=env))
+
+
+def test_command_with_data_references(job_setup, capsys):
+    ws, cluster, env, code = job_setup
+    ds = ws.get_default_datastore()
+    config = ScriptRunConfig(
+        code,
+        # A list is an argv: every word is quoted, so "&&" is a file name here, not a shell operator.
+        command=["ls", ds.path("inputs/d").as_download(), "&&"],
+        compute_target=cluster,
+        environment=env,
+    )
+    run = Experiment(ws, "expt").submit(config)
+    assert run.wait_for_completion(show_output=True, raise_on_error=False)["status"] == "Failed"
+    out = capsys.readouterr().out
+    assert "x.txt" in out and "cannot access '&&'" in out
+    shell = ScriptRunConfig(code, command="ls && echo listed", arguments=[], compute_target=cluster,
+                            environment=env)
+    Experiment(ws, "expt").submit(shell).wait_for_completion(show_output=True)
+    assert "listed" in capsys.readouterr().out
+
+
+def test_cancel_and_children(job_setup):
+    ws, cluster, env, code = job_setup
+    (code / "train.py").write_text("import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n")
+    run = Experiment(ws, "expt").submit(ScriptRunConfig(code, script="train.py", compute_target=cluster, environment=env))
+    run.cancel()
+    with pytest.raises(RunFailed) as caught:
+        run.wait_for_completion()
+    assert caught.value.status == "Canceled"
+    child = ws.call("POST", "runs", body={"experiment": "expt", "parent_run_id": run.id})
+    assert [c.id for c in run.get_children()] == [child["id"]]

@@ -1,0 +1,139 @@
+"""The walkthrough's steps 1–8 (``../shared/seed/azureml-walkthrough.md``) through ``azureml.*``,
+against a real server: workspace, upload of the wine data, compute cluster, the verbatim
+``train.py``, an environment built by the real ``uv`` (PyPI the first time, the uv cache after),
+estimator, experiment and run with its streamed log, and the run's metrics.
+
+The code below follows the walkthrough's blocks; only the connection differs (Azure's
+subscription, resource group and tenant are accepted and ignored) and the environment pins the
+packages of the walkthrough's era that its ``train.py`` needs (see ``azureml/core/__init__.py``
+and ``conftest.python310_dir``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Server
+
+WINEDATA = ROOT / "examples" / "wine" / "winedata"
+TRAIN_PY = Path(__file__).parent / "walkthrough" / "train.py"
+
+
+@pytest.fixture
+def fresh_server(monkeypatch):
+    """A server of its own: the walkthrough starts from nothing (and creates 'azureml_workspace')."""
+    server = Server()
+    for name in ("CAIRN_URL", "CAIRN_TOKEN", "CAIRN_WORKSPACE", "CAIRN_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(server.home))
+    monkeypatch.setenv("CAIRN_URL", server.url)
+    monkeypatch.setenv("CAIRN_TOKEN", server.token)
+    yield server
+    server.stop()
+
+
+def test_walkthrough_steps_1_to_8(fresh_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    import azureml._compat
+
+    monkeypatch.setattr(azureml._compat, "_reported", set())  # "once" is per process: start afresh
+    shutil.copytree(WINEDATA, "winedata")
+
+    # -- Create the Azure ML workspace --------------------------------------------------------
+    import azureml.core
+
+    print(azureml.core.VERSION)
+    from azureml.core import Workspace
+    from azureml.core.authentication import InteractiveLoginAuthentication
+
+    sid = "00000000-0000-0000-0000-000000000000"
+    forced_interactive_auth = InteractiveLoginAuthentication(tenant_id="11111111-1111-1111-1111-111111111111")
+    ws = Workspace.create(name='azureml_workspace',
+                          subscription_id=sid,
+                          resource_group='rgazureml',
+                          create_resource_group=True,
+                          location='centralus'
+                          )
+
+    # -- Upload data into the Azure ML Workspace ----------------------------------------------
+    ds = ws.get_default_datastore()
+    ds.upload(src_dir='./winedata', target_path='winedata', overwrite=True, show_progress=True)
+    print('Done')
+
+    # -- Create the code folder ---------------------------------------------------------------
+    folder_training_script = './winecode'
+    os.makedirs(folder_training_script, exist_ok=True)
+    shutil.copy(TRAIN_PY, os.path.join(folder_training_script, "train.py"))  # the %%writefile cell
+
+    # -- Create the Compute Cluster -----------------------------------------------------------
+    from azureml.core.compute import AmlCompute
+    from azureml.core.compute import ComputeTarget
+
+    compute_name = os.environ.get("AML_COMPUTE_CLUSTER_NAME", "cpucluster")
+    min_nodes = os.environ.get("AML_COMPUTE_CLUSTER_MIN_NODES", 0)
+    max_nodes = os.environ.get("AML_COMPUTE_CLUSTER_MAX_NODES", 1)
+    vm_size = os.environ.get("AML_COMPUTE_CLUSTER_SKU", "STANDARD_D2_V2")
+    provisioning_config = AmlCompute.provisioning_configuration(
+        vm_size=vm_size, min_nodes=min_nodes, max_nodes=max_nodes)
+    compute_target = ComputeTarget.create(ws, compute_name, provisioning_config)
+    print('Compute target created')
+
+    # -- Create the Compute Environment -------------------------------------------------------
+    from azureml.core import Environment
+    from azureml.core.conda_dependencies import CondaDependencies
+
+    wine_env = Environment("wine-experiment-env")
+    wine_env.python.user_managed_dependencies = False
+    wine_env.docker.enabled = False
+    # The walkthrough lists scikit-learn only (Azure's base image had pandas and the rest); its
+    # train.py needs the Python, NumPy and scikit-learn of its era: np.float (removed in NumPy
+    # 1.24) and a float max_depth (refused since scikit-learn 1.1, which has no 3.11 wheels).
+    wine_packages = CondaDependencies.create(
+        python_version='3.10', conda_packages=['scikit-learn<1.1', 'numpy<1.24', 'pandas', 'joblib'])
+    wine_env.python.conda_dependencies = wine_packages
+    print(wine_env.name, 'defined.')
+    wine_env.register(workspace=ws)
+
+    # -- Create the Estimator -----------------------------------------------------------------
+    from azureml.train.estimator import Estimator
+
+    script_params = {
+        '--data-folder': ds.as_mount(),
+        '--max-depth': 10
+    }
+    registered_env = Environment.get(ws, 'wine-experiment-env')
+    estimator = Estimator(source_directory=folder_training_script,
+                          script_params=script_params,
+                          compute_target=compute_target,
+                          environment_definition=registered_env,
+                          entry_script='train.py')
+
+    # -- Create the Experiment and Run --------------------------------------------------------
+    from azureml.core import Experiment
+
+    experiment = Experiment(workspace=ws, name="wine_expt")
+    print('Experiment created')
+    run = experiment.submit(config=estimator)
+    run.wait_for_completion(show_output=True)
+
+    # -- get the result -----------------------------------------------------------------------
+    metrics = run.get_metrics()
+    print(metrics)
+
+    out = capsys.readouterr()
+    assert out.out.startswith("1.0.0+cairn")
+    assert "Uploaded 1 files" in out.out
+    assert "ignoring subscription_id, resource_group, location" in out.err
+    assert "ignoring tenant_id" in out.err
+    # The training script's own output, streamed from the job's log while it ran.
+    assert "Data folder:" in out.out and "RMSE is" in out.out
+    assert "Status: Completed" in out.out
+    assert metrics["max depth"] == 10.0
+    assert 0.3 < metrics["rmse"] < 1.5 and math.isfinite(metrics["rmse"])
+    assert "outputs/wine_model.pkl" in run.get_file_names()
+    assert registered_env.version == 1 and run.get_details()["environment"].startswith("wine-experiment-env")
