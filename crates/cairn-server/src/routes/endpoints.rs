@@ -117,26 +117,25 @@ pub async fn keys(
     Ok(no_store(endpoints::keys(&state, &e)?))
 }
 
-/// Replaces the primary or the secondary key; the other keeps working. Answers with both.
+/// Replaces the primary or the secondary key; the other keeps working. Answers 204, like Azure's
+/// regenerateKeys: the keys are read with `GET …/keys` (and the other key may have been sealed with a
+/// former server secret, which must not make regenerating this one fail).
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/endpoints/{name}/regenerate-keys", tag = "endpoints",
     params(("ws" = String, Path, description = "workspace name"), ("name" = String, Path, description = "endpoint name")),
     request_body = RegenerateKey,
-    responses((status = 200, body = EndpointKeys), (status = 403, body = cairn_core::api::ErrorBody)))]
+    responses((status = 204), (status = 403, body = cairn_core::api::ErrorBody)))]
 pub async fn regenerate_key(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path((ws, name)): Path<(String, String)>,
     extract::Json(req): extract::Json<RegenerateKey>,
-) -> ApiResult<Response> {
+) -> ApiResult<StatusCode> {
     caller.require(Role::Writer, Some(&ws))?;
     let workspace = state.store.workspace(&ws).await?;
     let mut e = state.store.endpoint(&workspace, &name).await?;
     endpoints::regenerate_key(&state, &mut e, req.key_type).await?;
     tracing::info!(workspace = %ws, endpoint = %name, key_type = ?req.key_type, "endpoint key regenerated");
-    if e.auth_mode != AuthMode::Key {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    Ok(no_store(endpoints::keys(&state, &e)?))
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A short-lived token for a token-mode endpoint (writer or admin).
