@@ -86,8 +86,13 @@ impl AppState {
     pub async fn delete_workspace(&self, ws: &Workspace, force: bool) -> Result<(), Error> {
         let datastores = self.store.list_datastores(ws, None, Some(cairn_store::MAX_PAGE_SIZE)).await?;
         let default = datastores.items.iter().find(|d| d.datastore.kind == DatastoreKind::Default);
+        let endpoints = self.store.list_endpoints(ws).await?;
         if !force {
             let mut contents = Vec::new();
+            if !endpoints.is_empty() {
+                let names: Vec<_> = endpoints.iter().map(|e| e.name.as_str()).collect();
+                contents.push(format!("endpoints {}", names.join(", ")));
+            }
             let others: Vec<_> = datastores
                 .items
                 .iter()
@@ -111,6 +116,9 @@ impl AppState {
             }
         }
         self.store.delete_workspace(&ws.name).await?;
+        for e in &endpoints {
+            self.metrics.remove(&e.name);
+        }
         {
             let mut cache = self.blob_cache.lock().expect("blob cache lock");
             for d in &datastores.items {

@@ -7,7 +7,9 @@ use utoipa::{Modify, OpenApi};
 
 use cairn_core::runs::*;
 
-use crate::routes::{datastores, files, jobs, resources, runs, tokens, workspaces};
+use cairn_core::endpoints::*;
+
+use crate::routes::{datastores, endpoints, files, jobs, resources, runs, tokens, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +25,8 @@ use crate::routes::{datastores, files, jobs, resources, runs, tokens, workspaces
         resources::list_environments, resources::create_environment, resources::show_environment,
         resources::build_environment, resources::delete_environment, resources::list_computes,
         resources::create_compute, resources::show_compute, resources::delete_compute,
+        endpoints::list, endpoints::create, endpoints::show, endpoints::update, endpoints::delete,
+        endpoints::keys, endpoints::regenerate_key, endpoints::token,
     ),
     components(schemas(
         Role, TokenInfo, CreateToken, CreatedToken, Whoami, Workspace, CreateWorkspace,
@@ -31,7 +35,8 @@ use crate::routes::{datastores, files, jobs, resources, runs, tokens, workspaces
         RunStatus, Experiment, CreateExperiment, Transition, MetricPoint, Run, CreateRun, UpdateRun, LogMetric,
         KeyValue, LogBatch, RunMetrics, Environment, CreateEnvironment, EnvironmentBuild, Compute, ComputeState,
         CreateCompute, JobInput, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,
-        jobs::LogChunk, SearchRuns, RunsPage,
+        jobs::LogChunk, SearchRuns, RunsPage, Endpoint, CreateEndpoint, UpdateEndpoint, EndpointKeys,
+        KeyType, RegenerateKey, TokenRequest, EndpointToken, AuthMode, ProvisioningState,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -29,6 +29,11 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// `CAIRN_SECRET_KEY`: the server secret shared by every server of one database; otherwise a
+    /// `secret-key` file is made in the data directory at first start.
+    pub secret_key: Option<String>,
+    /// Largest scoring request body (413 beyond).
+    pub max_score_body_bytes: u64,
 }
 
 /// File in the data directory that tells local clients where the server listens.
@@ -53,6 +58,7 @@ pub async fn serve(
             BlobStore::open(config.data_dir.join("artifacts").to_str().context("data dir is not UTF-8")?)?
         }
     };
+    let secret = crate::secret::ServerSecret::load(&config.data_dir, config.secret_key.as_deref())?;
     let created_token =
         crate::auth::bootstrap_admin(&store, &config.data_dir, config.admin_token.as_deref()).await?;
 
@@ -75,7 +81,11 @@ pub async fn serve(
     std::fs::write(&server_file, serde_json::json!({ "url": url, "pid": std::process::id() }).to_string())
         .with_context(|| format!("cannot write {}", server_file.display()))?;
 
-    let state = AppState::new(store.clone(), artifacts, config.data_dir.clone(), config.max_upload_bytes);
+    let limits = crate::state::Limits {
+        max_upload_bytes: config.max_upload_bytes,
+        max_score_body_bytes: usize::try_from(config.max_score_body_bytes).unwrap_or(usize::MAX),
+    };
+    let state = AppState::new(store.clone(), artifacts, config.data_dir.clone(), limits, secret);
     let _ = state.public_url.set(url.clone());
     crate::runtime::unpack(&state.runtime_dir())?;
     crate::jobs::recover(&state).await?;

@@ -10,6 +10,8 @@ use cairn_jobs::env::builder::EnvBuilder;
 use cairn_store::Store;
 
 use crate::jobs::Jobs;
+use crate::metrics::Metrics;
+use crate::secret::ServerSecret;
 
 pub struct AppState {
     pub store: Store,
@@ -27,15 +29,36 @@ pub struct AppState {
     pub(crate) env_builder: OnceLock<Result<EnvBuilder, String>>,
     /// The URL jobs use to reach this server (known once the listener is bound).
     pub(crate) public_url: OnceLock<String>,
+    /// Seals endpoint keys and signs endpoint tokens.
+    pub secret: ServerSecret,
+    /// Largest scoring request body the gateway accepts (413 beyond).
+    pub max_score_body_bytes: usize,
+    /// The scoring gateway's request counts and latencies.
+    pub metrics: Metrics,
+}
+
+/// The limits and secret of a server, beyond its stores.
+pub struct Limits {
+    pub max_upload_bytes: u64,
+    pub max_score_body_bytes: usize,
 }
 
 impl AppState {
-    pub fn new(store: Store, artifacts: BlobStore, data_dir: PathBuf, max_upload_bytes: u64) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        artifacts: BlobStore,
+        data_dir: PathBuf,
+        limits: Limits,
+        secret: ServerSecret,
+    ) -> Arc<Self> {
         Arc::new(AppState {
             store,
             artifacts,
             data_dir,
-            max_upload_bytes,
+            max_upload_bytes: limits.max_upload_bytes,
+            max_score_body_bytes: limits.max_score_body_bytes,
+            secret,
+            metrics: Metrics::default(),
             blob_cache: Mutex::default(),
             jobs: Jobs::default(),
             env_builder: OnceLock::new(),

@@ -63,6 +63,7 @@ on_both!(
     deleting_a_workspace_cascades_to_its_datastores_and_file_records,
     tokens_are_found_by_lookup_and_names_are_unique,
     file_records_are_upserted_and_deleted_by_prefix,
+    endpoints_are_unique_per_server_and_keys_change_one_slot_at_a_time,
 );
 
 async fn the_store_answers_and_starts_empty(store: &Store) {
@@ -157,4 +158,61 @@ async fn file_records_are_upserted_and_deleted_by_prefix(store: &Store) {
     // `d` and everything under it, but not `d_x` (LIKE wildcards are escaped).
     assert_eq!(store.delete_file_records(&ds.id, "d").await.unwrap(), 2);
     assert_eq!(store.file_records(&ds.id, &["d_x/c.csv"]).await.unwrap().len(), 1);
+}
+
+fn endpoint(name: &str, ws: &cairn_core::api::Workspace) -> cairn_store::EndpointRecord {
+    use cairn_core::endpoints::{AuthMode, ProvisioningState};
+    use cairn_store::{EndpointRecord, StoredKey};
+    EndpointRecord {
+        id: EndpointRecord::new_id(),
+        workspace_id: ws.id.clone(),
+        workspace: ws.name.clone(),
+        name: name.into(),
+        description: "d".into(),
+        tags: [("team".to_string(), "wine".to_string())].into(),
+        auth_mode: AuthMode::Key,
+        traffic: Default::default(),
+        mirror_traffic: Default::default(),
+        provisioning_state: ProvisioningState::Succeeded,
+        primary: StoredKey { sealed: "p-sealed".into(), hash: "p-hash".into() },
+        secondary: StoredKey { sealed: "s-sealed".into(), hash: "s-hash".into() },
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+async fn endpoints_are_unique_per_server_and_keys_change_one_slot_at_a_time(store: &Store) {
+    use cairn_core::endpoints::{AuthMode, KeyType};
+    let a = store.create_workspace("a", "").await.unwrap();
+    let b = store.create_workspace("b", "").await.unwrap();
+    let e = endpoint("wine-ep", &a);
+    store.create_endpoint(&a, &e).await.unwrap();
+    let err = store.create_endpoint(&b, &endpoint("wine-ep", &b)).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    assert!(matches!(store.endpoint(&b, "wine-ep").await.unwrap_err(), Error::NotFound { .. }));
+    let found = store.endpoint_by_name("wine-ep").await.unwrap().unwrap();
+    assert_eq!((found.workspace.as_str(), found.tags["team"].as_str()), ("a", "wine"));
+    assert!(store.endpoint_by_name("other").await.unwrap().is_none());
+
+    let mut changed = store.endpoint(&a, "wine-ep").await.unwrap();
+    changed.auth_mode = AuthMode::AmlToken;
+    changed.traffic = [("blue".to_string(), 100)].into();
+    changed.updated_at = 2;
+    store.update_endpoint(&changed).await.unwrap();
+    let new = cairn_store::StoredKey { sealed: "s2".into(), hash: "h2".into() };
+    store.set_endpoint_key(&e.id, KeyType::Secondary, &new, 3).await.unwrap();
+    let got = store.endpoint(&a, "wine-ep").await.unwrap();
+    assert_eq!(got.auth_mode, AuthMode::AmlToken);
+    assert_eq!(got.traffic["blue"], 100);
+    assert_eq!((got.primary.hash.as_str(), got.secondary.hash.as_str()), ("p-hash", "h2"));
+    assert_eq!((got.created_at, got.updated_at), (1, 3));
+
+    store.delete_endpoint(&a, "wine-ep").await.unwrap();
+    assert!(store.list_endpoints(&a).await.unwrap().is_empty());
+    store.create_endpoint(&b, &endpoint("wine-ep", &b)).await.unwrap();
+    store.delete_workspace("b").await.unwrap();
+    assert!(
+        store.endpoint_by_name("wine-ep").await.unwrap().is_none(),
+        "deleting a workspace deletes its endpoints"
+    );
 }

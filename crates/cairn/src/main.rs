@@ -53,6 +53,9 @@ enum Command {
     /// Show runs and their metrics.
     #[command(subcommand)]
     Run(cmd::jobs::RunCommand),
+    /// Online endpoints: create, keys and tokens, invoke.
+    #[command(subcommand)]
+    Endpoint(cmd::endpoints::EndpointCommand),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
             Command::Compute(c) => cmd::jobs::compute(c).await,
             Command::Job(c) => cmd::jobs::job(c).await,
             Command::Run(c) => cmd::jobs::run(c).await,
+            Command::Endpoint(c) => cmd::endpoints::run(c).await,
         }
     });
     match result {

@@ -27,6 +27,9 @@ pub struct ServerArgs {
     /// Largest file one upload may carry, in bytes. Default: 64 GiB.
     #[arg(long, env = "CAIRN_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<u64>,
+    /// Largest scoring request body, in bytes (413 beyond). Default: 16 MiB.
+    #[arg(long, env = "CAIRN_MAX_SCORE_BODY_BYTES")]
+    max_score_body_bytes: Option<u64>,
     /// Log format. Default: text.
     #[arg(long, env = "CAIRN_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -51,11 +54,13 @@ struct FileConfig {
     artifact_store: Option<String>,
     listen: Option<String>,
     max_upload_bytes: Option<u64>,
+    max_score_body_bytes: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_UPLOAD: u64 = 64 << 30;
+const DEFAULT_MAX_SCORE_BODY: u64 = 16 << 20;
 
 fn read_file_config(args: &ServerArgs) -> anyhow::Result<FileConfig> {
     let path = match &args.config {
@@ -90,6 +95,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         admin_token: std::env::var("CAIRN_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
         max_upload_bytes: args.max_upload_bytes.or(file.max_upload_bytes).unwrap_or(DEFAULT_MAX_UPLOAD),
         shutdown_grace: Duration::from_secs(30),
+        secret_key: std::env::var("CAIRN_SECRET_KEY").ok().filter(|t| !t.is_empty()),
+        max_score_body_bytes: args
+            .max_score_body_bytes
+            .or(file.max_score_body_bytes)
+            .unwrap_or(DEFAULT_MAX_SCORE_BODY),
     };
     cairn_server::serve(config, shutdown_signal()).await
 }

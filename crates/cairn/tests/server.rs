@@ -253,6 +253,11 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/workspaces/{ws}/datastores/{ds}/upload-plan",
         "/api/v1/workspaces/{ws}/datastores/{ds}/files/{path}",
         "/api/v1/tokens",
+        "/api/v1/workspaces/{ws}/endpoints",
+        "/api/v1/workspaces/{ws}/endpoints/{name}",
+        "/api/v1/workspaces/{ws}/endpoints/{name}/keys",
+        "/api/v1/workspaces/{ws}/endpoints/{name}/regenerate-keys",
+        "/api/v1/workspaces/{ws}/endpoints/{name}/token",
     ] {
         assert!(paths.contains_key(p), "missing {p}");
     }

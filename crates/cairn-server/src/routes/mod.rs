@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub mod datastores;
+pub mod endpoints;
 pub mod files;
 pub mod health;
 pub mod jobs;
@@ -75,8 +76,28 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/workspaces/{ws}/computes/{name}",
             get(resources::show_compute).delete(resources::delete_compute),
         )
+        .route("/workspaces/{ws}/endpoints", get(endpoints::list).post(endpoints::create))
+        .route(
+            "/workspaces/{ws}/endpoints/{name}",
+            get(endpoints::show).patch(endpoints::update).delete(endpoints::delete),
+        )
+        .route("/workspaces/{ws}/endpoints/{name}/keys", get(endpoints::keys))
+        .route(
+            "/workspaces/{ws}/endpoints/{name}/regenerate-keys",
+            axum::routing::post(endpoints::regenerate_key),
+        )
+        .route("/workspaces/{ws}/endpoints/{name}/token", axum::routing::post(endpoints::token))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));
+
+    // The scoring gateway authenticates with endpoint keys and tokens, not Cairn tokens.
+    let gateway = Router::new()
+        .route("/endpoints/{name}", get(crate::gateway::health))
+        .route("/endpoints/{name}/score", get(crate::gateway::score).post(crate::gateway::score))
+        .route("/endpoints/{name}/swagger.json", get(crate::gateway::swagger));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));
 
     Router::new()
@@ -85,9 +106,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/openapi.json", get(crate::openapi::serve))
         .nest("/api/v1", api)
         .merge(crate::mlflow::router(state.clone()))
+        .merge(gateway)
+        .merge(metrics)
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text, for tokens valid in every workspace (the series name endpoints
+/// of all workspaces).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    caller.require(cairn_core::api::Role::Reader, None)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    ))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -198,15 +198,16 @@ pub enum RunCommand {
 }
 
 /// A tiny JSON-over-HTTP helper on top of the typed client's URL and token.
-struct Api {
-    http: reqwest::Client,
-    base: String,
+/// Calls under `/api/v1/workspaces/{ws}/` with the resolved URL and token.
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     token: Option<String>,
     ws: String,
 }
 
 impl Api {
-    fn new(client: &ClientArgs, ws: &WorkspaceArg) -> anyhow::Result<Api> {
+    pub(crate) fn new(client: &ClientArgs, ws: &WorkspaceArg) -> anyhow::Result<Api> {
         let c = client.client()?;
         Ok(Api {
             http: reqwest::Client::new(),
@@ -216,11 +217,11 @@ impl Api {
         })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/api/v1/workspaces/{}/{path}", self.base, self.ws)
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    pub(crate) async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let rb = match &self.token {
             Some(t) => rb.bearer_auth(t),
             None => rb,
@@ -239,11 +240,11 @@ impl Api {
         bail!("{msg} (HTTP {})", status.as_u16())
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
     }
 
-    async fn post<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn post<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: &impl serde::Serialize,
