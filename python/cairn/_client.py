@@ -85,6 +85,10 @@ class Client:
         """``GET …/metrics``: ``{"metrics": {key: [{"value", "step", "timestamp"}, …]}}``."""
         return self._json("GET", self._run_path + "/metrics")
 
+    def add_properties(self, properties: Dict[str, str]) -> Dict[str, Any]:
+        """``POST …/properties``; a property already set to another value is a 409 ``conflict``."""
+        return self._json("POST", self._run_path + "/properties", {"properties": properties})
+
     def get_run(self) -> Dict[str, Any]:
         """``GET`` the run's JSON (id, status, experiment, params, tags, …)."""
         return self._json("GET", self._run_path)

@@ -28,6 +28,7 @@ class OfflineBackend:
         self._series: Dict[str, List[Dict[str, Any]]] = {}
         self._params: Dict[str, str] = {}
         self._tags: Dict[str, str] = {}
+        self._properties: Dict[str, str] = {}
         self._details = {"id": run_id, "experiment": experiment, "workspace": workspace}
         self._status = "Running"
 
@@ -60,8 +61,19 @@ class OfflineBackend:
                 status=self._status,
                 params=dict(self._params),
                 tags=dict(self._tags),
+                properties=dict(self._properties),
                 offline=True,
             )
+
+    def add_properties(self, properties: Dict[str, str], summary: str) -> None:
+        """Like the server: all or nothing, and a property never changes."""
+        with self._lock:
+            for key, value in properties.items():
+                old = self._properties.get(key)
+                if old is not None and old != value:
+                    raise ValueError(f"property {key!r} is already {old!r}; properties cannot change")
+            self._properties.update(properties)
+        say(summary)
 
     def set_status(self, status: str) -> None:
         with self._lock:

@@ -67,6 +67,10 @@ class OnlineBackend:
     def details(self) -> Dict[str, Any]:
         return call_with_retries(self.client.get_run, self._policy)
 
+    def add_properties(self, properties: Dict[str, str], summary: str) -> None:
+        """Sent at once, not batched: a refused change must raise in the script's thread."""
+        call_with_retries(lambda: self.client.add_properties(properties), self._policy)
+
     def set_status(self, status: str) -> None:
         call_with_retries(lambda: self.client.set_status(status), self._policy)
 

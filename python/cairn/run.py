@@ -297,6 +297,30 @@ class Run:
         """The run's tags (after a flush)."""
         return dict(self.get_details().get("tags") or {})
 
+    def add_properties(self, properties: Mapping[str, Any]) -> None:
+        """Add immutable properties (values stored as strings), as ``azureml.core.Run.add_properties``.
+
+        Sent at once rather than batched, so that a refused change raises here. Adding a property
+        again with the same value is accepted.
+
+        Raises:
+            TypeError: ``properties`` is not a dict.
+            ValueError: a key is empty or too long, or (offline) a property would change.
+            CairnError: the server refused (HTTP 409 when a property already has another value).
+        """
+        if not isinstance(properties, Mapping):
+            raise TypeError(f"add_properties expects a dict, not {type(properties).__name__}")
+        checked = {
+            check_key(k, "property name"): check_param_value(k, to_text(v)) for k, v in properties.items()
+        }
+        if not checked:
+            return
+        self._backend.add_properties(checked, "add_properties " + _show_columns(checked))
+
+    def get_properties(self) -> Dict[str, str]:
+        """The run's properties (after a flush)."""
+        return dict(self.get_details().get("properties") or {})
+
     # -- artifacts --------------------------------------------------------------------------
 
     def upload_file(self, name: str, path_or_stream: PathOrStream) -> Dict[str, Any]:

@@ -47,6 +47,7 @@ class StubServer:
         self.metrics: Dict[str, List[Dict[str, Any]]] = {}
         self.params: Dict[str, str] = {}
         self.tags: Dict[str, str] = {}
+        self.properties: Dict[str, str] = {}
         self.status = "Running"
         self.artifacts: Dict[str, bytes] = {}
         # Statuses for the next log-batch requests (then log_batch_status).
@@ -165,7 +166,10 @@ class StubServer:
                     "experiment": "wine_expt",
                     "params": dict(self.params),
                     "tags": dict(self.tags),
+                    "properties": dict(self.properties),
                 }
+        if method == "POST" and rest == "/properties":
+            return self._add_properties(body)
         if method == "PATCH" and rest == "":
             self.status = json.loads(body)["status"]
             return 200, {"id": RUN_ID, "status": self.status}
@@ -190,6 +194,16 @@ class StubServer:
             self.params.update({p["key"]: p["value"] for p in batch["params"]})
             self.tags.update({t["key"]: t["value"] for t in batch["tags"]})
         return 200, {}
+
+    def _add_properties(self, body: bytes) -> Tuple[int, Any]:
+        """Like the server: a property that exists must keep its value (409), else all are added."""
+        properties = json.loads(body)["properties"]
+        with self.lock:
+            for key, value in properties.items():
+                if key in self.properties and self.properties[key] != value:
+                    return _error(409, "conflict", f"property {key!r} is already {self.properties[key]!r}")
+            self.properties.update(properties)
+            return 200, {"id": RUN_ID, "properties": dict(self.properties)}
 
     def _put_artifact(
         self, handler: BaseHTTPRequestHandler, headers: Dict[str, str], length: int

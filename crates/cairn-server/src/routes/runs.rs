@@ -69,6 +69,8 @@ pub fn validate_experiment_name(name: &str) -> Result<(), Error> {
 pub struct RunsQuery {
     /// Only runs of this experiment.
     pub experiment: Option<String>,
+    /// Only the child runs of this run.
+    pub parent: Option<String>,
     /// At most this many runs (1–1000, default 100), newest first.
     pub limit: Option<i64>,
 }
@@ -84,7 +86,15 @@ pub async fn list_runs(
 ) -> ApiResult<Json<Vec<Run>>> {
     caller.require(Role::Reader, Some(&ws))?;
     let workspace = state.store.workspace(&ws).await?;
-    Ok(Json(state.store.list_runs(&workspace, q.experiment.as_deref(), q.limit.unwrap_or(100)).await?))
+    if let Some(parent) = &q.parent {
+        // An unknown parent is a 404 naming it, not an empty list.
+        state.store.run_status(&workspace, parent).await?;
+    }
+    let runs = state
+        .store
+        .list_runs(&workspace, q.experiment.as_deref(), q.parent.as_deref(), q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(runs))
 }
 
 /// Starts a run from outside a job (status `Running`).
@@ -173,6 +183,52 @@ pub async fn update_run(
     Ok(Json(state.store.run(&workspace, &run).await?))
 }
 
+/// Adds immutable properties to a run (Azure ML's `add_properties`); changing one is a 409.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/runs/{run}/properties", tag = "runs",
+    params(("ws" = String, Path, description = "workspace name"), ("run" = String, Path, description = "run id")),
+    request_body = AddProperties,
+    responses((status = 200, body = Run), (status = 400, body = cairn_core::api::ErrorBody),
+              (status = 409, body = cairn_core::api::ErrorBody)))]
+pub async fn add_properties(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, run)): Path<(String, String)>,
+    extract::Json(req): extract::Json<AddProperties>,
+) -> ApiResult<Json<Run>> {
+    caller.require_run(Role::Writer, &ws, &run)?;
+    if req.properties.len() > MAX_PROPERTIES {
+        return Err(Error::invalid(format!(
+            "at most {MAX_PROPERTIES} properties may be added at once; this call has {}: split it",
+            req.properties.len()
+        ))
+        .into());
+    }
+    for (key, value) in &req.properties {
+        validate_key("property", key)?;
+        if value.len() > MAX_PARAM_VALUE_LEN {
+            return Err(Error::invalid(format!(
+                "property \"{key}\" is longer than {MAX_PARAM_VALUE_LEN} bytes"
+            ))
+            .into());
+        }
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    state.store.run_status(&workspace, &run).await?;
+    state.store.add_run_properties(&run, &req.properties).await?;
+    Ok(Json(state.store.run(&workspace, &run).await?))
+}
+
+/// Keys of metrics, params, tags and properties: 1 to 250 printable characters.
+fn validate_key(what: &str, key: &str) -> Result<(), Error> {
+    if key.is_empty() || key.chars().count() > MAX_KEY_LEN || key.chars().any(char::is_control) {
+        let shown: String = key.chars().take(60).collect();
+        return Err(Error::invalid(format!(
+            "invalid {what} key {shown:?}: 1 to {MAX_KEY_LEN} printable characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a batch against the limits and key rules before anything is written.
 pub fn validate_batch(batch: &LogBatch) -> Result<(), Error> {
     let over = |what: &str, n: usize, max: usize| {
@@ -191,12 +247,7 @@ pub fn validate_batch(batch: &LogBatch) -> Result<(), Error> {
         batch.params.iter().map(|p| ("param", &p.key)).chain(batch.tags.iter().map(|t| ("tag", &t.key))),
     );
     for (what, key) in keys {
-        if key.is_empty() || key.chars().count() > MAX_KEY_LEN || key.chars().any(char::is_control) {
-            let shown: String = key.chars().take(60).collect();
-            return Err(Error::invalid(format!(
-                "invalid {what} key {shown:?}: 1 to {MAX_KEY_LEN} printable characters"
-            )));
-        }
+        validate_key(what, key)?;
     }
     if let Some(p) = batch.params.iter().find(|p| p.value.len() > MAX_PARAM_VALUE_LEN) {
         return Err(Error::invalid(format!(
@@ -220,13 +271,11 @@ pub async fn log_batch(
     caller.require_run(Role::Writer, &ws, &run)?;
     validate_batch(&batch)?;
     let workspace = state.store.workspace(&ws).await?;
-    let current = state.store.run(&workspace, &run).await?;
-    if current.status.is_terminal() && current.ended_at.is_some_and(|t| cairn_core::now_ms() - t > 60_000) {
-        return Err(Error::conflict(format!(
-            "run {run} ended ({}); it takes no more data",
-            current.status.as_str()
-        ))
-        .into());
+    let (status, ended_at) = state.store.run_status(&workspace, &run).await?;
+    if status.is_terminal() && ended_at.is_some_and(|t| cairn_core::now_ms() - t > 60_000) {
+        return Err(
+            Error::conflict(format!("run {run} ended ({}); it takes no more data", status.as_str())).into()
+        );
     }
     state.store.log_batch(&run, &batch).await?;
     Ok(Json(serde_json::json!({})))
