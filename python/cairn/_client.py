@@ -65,15 +65,16 @@ class Client:
                 f"tracking URI {tracking_uri!r} must look like http://host:port or https://host"
             )
         self.tracking_uri = tracking_uri
+        self.workspace = workspace
+        self.run_id = run_id
+        self.token = token
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
         self._token = token
         self._timeout = timeout
-        self._run_path = (
-            f"{parts.path.rstrip('/')}/api/v1/workspaces/{quote(workspace, safe='')}"
-            f"/runs/{quote(run_id, safe='')}"
-        )
+        self._runs_path = f"{parts.path.rstrip('/')}/api/v1/workspaces/{quote(workspace, safe='')}/runs"
+        self._run_path = f"{self._runs_path}/{quote(run_id, safe='')}"
 
     # -- run endpoints ----------------------------------------------------------------------
 
@@ -88,6 +89,11 @@ class Client:
     def add_properties(self, properties: Dict[str, str]) -> Dict[str, Any]:
         """``POST …/properties``; a property already set to another value is a 409 ``conflict``."""
         return self._json("POST", self._run_path + "/properties", {"properties": properties})
+
+    def create_child_run(self, experiment: str, display_name: str) -> Dict[str, Any]:
+        """``POST …/runs`` a run whose parent is this client's run; returns the new run's JSON."""
+        body = {"experiment": experiment, "display_name": display_name, "parent_run_id": self.run_id}
+        return self._json("POST", self._runs_path, body)
 
     def get_run(self) -> Dict[str, Any]:
         """``GET`` the run's JSON (id, status, experiment, params, tags, …)."""

@@ -140,6 +140,23 @@ class Run:
             managed=environ.get(ENV_RUN_MANAGED) == "1",
         )
 
+    def child_run(self, name: Optional[str] = None, run_id: Optional[str] = None, outputs: Any = None) -> "Run":
+        """Create and return a child run of this run (``azureml.core.Run.child_run``).
+
+        The child logs like any run, with this job's token; finish it with ``complete()`` (or
+        ``fail()``): unlike the job's own run, nobody else ends it. ``run_id`` and ``outputs`` are
+        accepted for Azure ML compatibility; the server chooses the id.
+
+        Raises:
+            TypeError: ``name`` is not a string.
+            CairnError: the server refused or stayed unreachable.
+        """
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"child_run name must be a string, not {type(name).__name__}")
+        experiment = self.experiment or str(self.get_details().get("experiment") or "")
+        child_id, backend = self._backend.create_child(experiment, name or "")
+        return Run(child_id, experiment, self.workspace, backend, self._settings, managed=False)
+
     @property
     def is_offline(self) -> bool:
         """True outside a Cairn job (nothing is sent to a server)."""

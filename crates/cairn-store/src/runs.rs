@@ -304,6 +304,20 @@ impl Store {
         })
     }
 
+    /// The parent of run `id` (None for a top-level run or an unknown id): what decides whether a
+    /// job's token may reach a child run the job created.
+    pub async fn run_parent(&self, id: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT parent_id FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        match row {
+            Some(r) => get(&r, "parent_id"),
+            None => Ok(None),
+        }
+    }
+
     /// A run's status and end time: what logging to it needs to know, in one indexed read.
     pub async fn run_status(&self, ws: &Workspace, id: &str) -> Result<(RunStatus, Option<i64>), Error> {
         let row = sqlx::query("SELECT status, ended_at FROM runs WHERE id = $1 AND workspace_id = $2")

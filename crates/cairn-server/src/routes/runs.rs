@@ -107,7 +107,7 @@ pub async fn create_run(
     Path(ws): Path<String>,
     extract::Json(req): extract::Json<CreateRun>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
-    caller.require(Role::Writer, Some(&ws))?;
+    caller.require_new_run(&ws, req.parent_run_id.as_deref())?;
     validate_experiment_name(&req.experiment)?;
     let workspace = state.store.workspace(&ws).await?;
     if let Some(parent) = &req.parent_run_id {
@@ -141,7 +141,7 @@ pub async fn show_run(
     Extension(caller): Extension<Caller>,
     Path((ws, run)): Path<(String, String)>,
 ) -> ApiResult<Json<Run>> {
-    caller.require_run(Role::Reader, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Reader, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     Ok(Json(state.store.run(&workspace, &run).await?))
 }
@@ -156,7 +156,7 @@ pub async fn update_run(
     Path((ws, run)): Path<(String, String)>,
     extract::Json(req): extract::Json<UpdateRun>,
 ) -> ApiResult<Json<Run>> {
-    caller.require_run(Role::Writer, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Writer, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     let current = state.store.run(&workspace, &run).await?;
     if let Some(name) = &req.display_name {
@@ -195,7 +195,7 @@ pub async fn add_properties(
     Path((ws, run)): Path<(String, String)>,
     extract::Json(req): extract::Json<AddProperties>,
 ) -> ApiResult<Json<Run>> {
-    caller.require_run(Role::Writer, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Writer, &ws, &run).await?;
     if req.properties.len() > MAX_PROPERTIES {
         return Err(Error::invalid(format!(
             "at most {MAX_PROPERTIES} properties may be added at once; this call has {}: split it",
@@ -268,7 +268,7 @@ pub async fn log_batch(
     Path((ws, run)): Path<(String, String)>,
     extract::Json(batch): extract::Json<LogBatch>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    caller.require_run(Role::Writer, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Writer, &ws, &run).await?;
     validate_batch(&batch)?;
     let workspace = state.store.workspace(&ws).await?;
     let (status, ended_at) = state.store.run_status(&workspace, &run).await?;
@@ -289,7 +289,7 @@ pub async fn run_metrics(
     Extension(caller): Extension<Caller>,
     Path((ws, run)): Path<(String, String)>,
 ) -> ApiResult<Json<RunMetrics>> {
-    caller.require_run(Role::Reader, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Reader, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     state.store.run(&workspace, &run).await?;
     Ok(Json(RunMetrics { metrics: state.store.run_metrics(&run).await? }))
@@ -304,7 +304,7 @@ pub async fn list_artifacts(
     Extension(caller): Extension<Caller>,
     Path((ws, run)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<FileEntry>>> {
-    caller.require_run(Role::Reader, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Reader, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     state.store.run(&workspace, &run).await?;
     Ok(Json(artifacts_of(&state, &workspace.id, &run).list(&RelPath::parse_dir("")?).await?))
@@ -323,7 +323,7 @@ pub async fn upload_artifact(
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<FileEntry>)> {
-    caller.require_run(Role::Writer, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Writer, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     state.store.run(&workspace, &run).await?;
     let path = RelPath::parse(&path)?;
@@ -347,7 +347,7 @@ pub async fn download_artifact(
     Extension(caller): Extension<Caller>,
     Path((ws, run, path)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    caller.require_run(Role::Reader, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Reader, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     state.store.run(&workspace, &run).await?;
     let path = RelPath::parse(&path)?;
