@@ -421,3 +421,19 @@ except urllib.error.HTTPError as e:
         assert_eq!(child["params"]["fold"], fold.to_string());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_over_its_nodes_memory_is_stopped_with_a_clear_reason() {
+    let s = Server::start();
+    let dir = setup(&s, 1); // size `small`: 2 GiB per node
+                            // A child process (in the job's group) fills 3 GiB, touching every page; then both wait.
+    let body = "command: python -c \"import subprocess, sys, time; \
+                subprocess.Popen([sys.executable, '-c', 'import time; x = bytearray(b\\\"x\\\") * (3 << 30); time.sleep(120)']); \
+                time.sleep(120)\"\ntimeout: 100\n";
+    let run = submit(&s, &job_file(&dir, "oom.yml", body));
+    let id = run["id"].as_str().unwrap();
+    let done = wait_for(&s, id, ended, 90);
+    assert_eq!(done["status"], "Failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("exceeded the memory limit of 2 GiB"), "{error}");
+}
