@@ -240,6 +240,10 @@ class Client(Http):
                 f"tracking URI {tracking_uri!r} must look like http://host:port or https://host"
             )
         super().__init__(tracking_uri, token, timeout)
+        self.workspace = workspace
+        self.run_id = run_id
+        self.token = token
+        self._runs_path = self.api_path("workspaces", workspace, "runs")
         self._run_path = self.api_path("workspaces", workspace, "runs", run_id)
 
     # -- run endpoints ----------------------------------------------------------------------
@@ -251,6 +255,15 @@ class Client(Http):
     def get_metrics(self) -> Dict[str, Any]:
         """``GET …/metrics``: ``{"metrics": {key: [{"value", "step", "timestamp"}, …]}}``."""
         return self._json("GET", self._run_path + "/metrics")
+
+    def add_properties(self, properties: Dict[str, str]) -> Dict[str, Any]:
+        """``POST …/properties``; a property already set to another value is a 409 ``conflict``."""
+        return self._json("POST", self._run_path + "/properties", {"properties": properties})
+
+    def create_child_run(self, experiment: str, display_name: str) -> Dict[str, Any]:
+        """``POST …/runs`` a run whose parent is this client's run; returns the new run's JSON."""
+        body = {"experiment": experiment, "display_name": display_name, "parent_run_id": self.run_id}
+        return self._json("POST", self._runs_path, body)
 
     def get_run(self) -> Dict[str, Any]:
         """``GET`` the run's JSON (id, status, experiment, params, tags, …)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._records import Metric, Param, Record, Tag
 from ._upload import PathOrStream
@@ -28,7 +28,9 @@ class OfflineBackend:
         self._series: Dict[str, List[Dict[str, Any]]] = {}
         self._params: Dict[str, str] = {}
         self._tags: Dict[str, str] = {}
+        self._properties: Dict[str, str] = {}
         self._details = {"id": run_id, "experiment": experiment, "workspace": workspace}
+        self._children = 0
         self._status = "Running"
 
     def put(self, records: List[Record], summary: str) -> None:
@@ -60,8 +62,28 @@ class OfflineBackend:
                 status=self._status,
                 params=dict(self._params),
                 tags=dict(self._tags),
+                properties=dict(self._properties),
                 offline=True,
             )
+
+    def add_properties(self, properties: Dict[str, str], summary: str) -> None:
+        """Like the server: all or nothing, and a property never changes."""
+        with self._lock:
+            for key, value in properties.items():
+                old = self._properties.get(key)
+                if old is not None and old != value:
+                    raise ValueError(f"property {key!r} is already {old!r}; properties cannot change")
+            self._properties.update(properties)
+        say(summary)
+
+    def create_child(self, experiment: str, display_name: str) -> Tuple[str, "OfflineBackend"]:
+        with self._lock:
+            self._children += 1
+            child_id = f"{self._details['id']}_child{self._children}"
+        say(f"child_run {child_id}" + (f" ({display_name})" if display_name else ""))
+        backend = OfflineBackend(child_id, str(self._details["experiment"]), str(self._details["workspace"]))
+        backend._details["parent_id"] = self._details["id"]
+        return child_id, backend
 
     def set_status(self, status: str) -> None:
         with self._lock:

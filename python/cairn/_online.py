@@ -6,7 +6,7 @@ straight through the client, with the same retry policy as log batches.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._batcher import Batcher
 from ._client import Client
@@ -33,6 +33,8 @@ class OnlineBackend:
         spill_dir: str = "logs",
         register_atexit: bool = True,
     ) -> None:
+        self._spill_dir = spill_dir
+        self._register_atexit = register_atexit
         self.client = Client(tracking_uri, workspace, run_id, token, timeout=settings.http_timeout_seconds)
         self._policy = RetryPolicy(settings.retry_initial_seconds, settings.retry_total_seconds)
         self._settings = settings
@@ -66,6 +68,27 @@ class OnlineBackend:
 
     def details(self) -> Dict[str, Any]:
         return call_with_retries(self.client.get_run, self._policy)
+
+    def add_properties(self, properties: Dict[str, str], summary: str) -> None:
+        """Sent at once, not batched: a refused change must raise in the script's thread."""
+        call_with_retries(lambda: self.client.add_properties(properties), self._policy)
+
+    def create_child(self, experiment: str, display_name: str) -> Tuple[str, "OnlineBackend"]:
+        """Create a child run on the server; its backend logs with this run's token."""
+        answer = call_with_retries(
+            lambda: self.client.create_child_run(experiment, display_name), self._policy
+        )
+        child_id = str(answer["id"])
+        backend = OnlineBackend(
+            self.client.tracking_uri,
+            self.client.workspace,
+            child_id,
+            self.client.token,
+            self._settings,
+            spill_dir=self._spill_dir,
+            register_atexit=self._register_atexit,
+        )
+        return child_id, backend
 
     def set_status(self, status: str) -> None:
         call_with_retries(lambda: self.client.set_status(status), self._policy)

@@ -140,6 +140,23 @@ class Run:
             managed=environ.get(ENV_RUN_MANAGED) == "1",
         )
 
+    def child_run(self, name: Optional[str] = None, run_id: Optional[str] = None, outputs: Any = None) -> "Run":
+        """Create and return a child run of this run (``azureml.core.Run.child_run``).
+
+        The child logs like any run, with this job's token; finish it with ``complete()`` (or
+        ``fail()``): unlike the job's own run, nobody else ends it. ``run_id`` and ``outputs`` are
+        accepted for Azure ML compatibility; the server chooses the id.
+
+        Raises:
+            TypeError: ``name`` is not a string.
+            CairnError: the server refused or stayed unreachable.
+        """
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"child_run name must be a string, not {type(name).__name__}")
+        experiment = self.experiment or str(self.get_details().get("experiment") or "")
+        child_id, backend = self._backend.create_child(experiment, name or "")
+        return Run(child_id, experiment, self.workspace, backend, self._settings, managed=False)
+
     @property
     def is_offline(self) -> bool:
         """True outside a Cairn job (nothing is sent to a server)."""
@@ -296,6 +313,30 @@ class Run:
     def get_tags(self) -> Dict[str, str]:
         """The run's tags (after a flush)."""
         return dict(self.get_details().get("tags") or {})
+
+    def add_properties(self, properties: Mapping[str, Any]) -> None:
+        """Add immutable properties (values stored as strings), as ``azureml.core.Run.add_properties``.
+
+        Sent at once rather than batched, so that a refused change raises here. Adding a property
+        again with the same value is accepted.
+
+        Raises:
+            TypeError: ``properties`` is not a dict.
+            ValueError: a key is empty or too long, or (offline) a property would change.
+            CairnError: the server refused (HTTP 409 when a property already has another value).
+        """
+        if not isinstance(properties, Mapping):
+            raise TypeError(f"add_properties expects a dict, not {type(properties).__name__}")
+        checked = {
+            check_key(k, "property name"): check_param_value(k, to_text(v)) for k, v in properties.items()
+        }
+        if not checked:
+            return
+        self._backend.add_properties(checked, "add_properties " + _show_columns(checked))
+
+    def get_properties(self) -> Dict[str, str]:
+        """The run's properties (after a flush)."""
+        return dict(self.get_details().get("properties") or {})
 
     # -- artifacts --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ WORKSPACE = "ws1"
 RUN_ID = "run-0001"
 
 _RUN_PATH = re.compile(r"^/api/v1/workspaces/([^/]+)/runs/([^/]+)(/.*)?$")
+_RUNS_PATH = f"/api/v1/workspaces/{WORKSPACE}/runs"
 
 
 class Request(NamedTuple):
@@ -47,6 +48,9 @@ class StubServer:
         self.metrics: Dict[str, List[Dict[str, Any]]] = {}
         self.params: Dict[str, str] = {}
         self.tags: Dict[str, str] = {}
+        self.properties: Dict[str, str] = {}
+        # Child runs created through POST …/runs: id -> {"body", "batches", "status"}.
+        self.children: Dict[str, Dict[str, Any]] = {}
         self.status = "Running"
         self.artifacts: Dict[str, bytes] = {}
         # Statuses for the next log-batch requests (then log_batch_status).
@@ -148,7 +152,11 @@ class StubServer:
     def _route(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> Tuple[int, Any]:
         if headers.get("authorization") != f"Bearer {TOKEN}":
             return _error(401, "unauthorized", "missing or wrong bearer token")
+        if method == "POST" and path == _RUNS_PATH:
+            return self._create_child(body)
         match = _RUN_PATH.match(path)
+        if match and match.group(1) == WORKSPACE and match.group(2) in self.children:
+            return self._child_route(method, match.group(2), match.group(3) or "", body)
         if not match or match.group(1) != WORKSPACE or match.group(2) != RUN_ID:
             return _error(404, "not_found", f"no run at {path}")
         rest = match.group(3) or ""
@@ -165,7 +173,10 @@ class StubServer:
                     "experiment": "wine_expt",
                     "params": dict(self.params),
                     "tags": dict(self.tags),
+                    "properties": dict(self.properties),
                 }
+        if method == "POST" and rest == "/properties":
+            return self._add_properties(body)
         if method == "PATCH" and rest == "":
             self.status = json.loads(body)["status"]
             return 200, {"id": RUN_ID, "status": self.status}
@@ -190,6 +201,37 @@ class StubServer:
             self.params.update({p["key"]: p["value"] for p in batch["params"]})
             self.tags.update({t["key"]: t["value"] for t in batch["tags"]})
         return 200, {}
+
+    def _create_child(self, body: bytes) -> Tuple[int, Any]:
+        """Like the server for a run token: only children of the token's own run."""
+        request = json.loads(body)
+        if request.get("parent_run_id") != RUN_ID:
+            return _error(403, "forbidden", "this token may only create child runs of its run")
+        with self.lock:
+            child_id = f"{RUN_ID}-child{len(self.children) + 1}"
+            self.children[child_id] = {"body": request, "batches": [], "status": "Running"}
+        return 201, {"id": child_id, "parent_id": RUN_ID, "status": "Running"}
+
+    def _child_route(self, method: str, child_id: str, rest: str, body: bytes) -> Tuple[int, Any]:
+        child = self.children[child_id]
+        if method == "POST" and rest == "/log-batch":
+            with self.lock:
+                child["batches"].append(json.loads(body, parse_constant=_strict_constant))
+            return 200, {}
+        if method == "PATCH" and rest == "":
+            child["status"] = json.loads(body)["status"]
+            return 200, {"id": child_id, "status": child["status"]}
+        return _error(404, "not_found", f"no child route {method} {rest}")
+
+    def _add_properties(self, body: bytes) -> Tuple[int, Any]:
+        """Like the server: a property that exists must keep its value (409), else all are added."""
+        properties = json.loads(body)["properties"]
+        with self.lock:
+            for key, value in properties.items():
+                if key in self.properties and self.properties[key] != value:
+                    return _error(409, "conflict", f"property {key!r} is already {self.properties[key]!r}")
+            self.properties.update(properties)
+            return 200, {"id": RUN_ID, "properties": dict(self.properties)}
 
     def _put_artifact(
         self, handler: BaseHTTPRequestHandler, headers: Dict[str, str], length: int

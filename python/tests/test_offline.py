@@ -39,6 +39,24 @@ class OfflineRunTest(unittest.TestCase):
     def setUp(self) -> None:
         self.run = offline_run()
 
+    def test_properties_are_kept_and_never_change(self) -> None:
+        _, printed = quietly(self.run.add_properties, {"dataset": "wine"})
+        self.assertIn("add_properties dataset=wine", printed)
+        quietly(self.run.add_properties, {"dataset": "wine", "folds": 5})
+        with self.assertRaises(ValueError):
+            quietly(self.run.add_properties, {"folds": 6, "other": "x"})
+        self.assertEqual(self.run.get_properties(), {"dataset": "wine", "folds": "5"})
+
+    def test_child_runs_are_offline_runs_of_their_own(self) -> None:
+        child, printed = quietly(self.run.child_run, "fold-1")
+        self.assertIn("child_run", printed)
+        self.assertTrue(child.is_offline)
+        self.assertNotEqual(child.id, self.run.id)
+        quietly(child.log, "rmse", 0.5)
+        self.assertEqual(child.get_metrics(), {"rmse": 0.5})
+        self.assertEqual(self.run.get_metrics(), {})
+        self.assertEqual(child.get_details()["parent_id"], self.run.id)
+
     def test_log_prints_what_it_would_log(self) -> None:
         _, printed = quietly(self.run.log, "rmse", 0.61)
         self.assertEqual(printed, "[cairn offline] log rmse=0.61\n")

@@ -47,6 +47,51 @@ class ReadBackTest(StubTestCase):
         self.assertFalse(run.is_offline)
 
 
+class PropertiesTest(StubTestCase):
+    def test_add_properties_sends_strings_at_once_and_reads_them_back(self) -> None:
+        run = self.make_run(CAIRN_LOG_FLUSH_SECONDS="600")
+        run.add_properties({"dataset": "wine", "folds": 5})
+        self.assertEqual(self.stub.properties, {"dataset": "wine", "folds": "5"}, "sent without a flush")
+        run.add_properties({"folds": 5})  # the same value again is fine
+        self.assertEqual(run.get_properties(), {"dataset": "wine", "folds": "5"})
+
+    def test_changing_a_property_raises_the_servers_conflict(self) -> None:
+        run = self.make_run()
+        run.add_properties({"dataset": "wine"})
+        with self.assertRaises(ServerError) as caught:
+            run.add_properties({"dataset": "iris", "new": "x"})
+        self.assertEqual(caught.exception.status, 409)
+        self.assertEqual(self.stub.properties, {"dataset": "wine"}, "nothing of the refused call is kept")
+
+    def test_bad_properties_are_refused_before_sending(self) -> None:
+        run = self.make_run()
+        with self.assertRaises(TypeError):
+            run.add_properties(["dataset"])  # type: ignore[arg-type]
+        with self.assertRaises(ValueError):
+            run.add_properties({"": "x"})
+        self.assertFalse([r for r in self.stub.requests if r.path.endswith("/properties")])
+
+
+class ChildRunTest(StubTestCase):
+    def test_child_run_is_created_under_this_run_and_logs_with_the_same_token(self) -> None:
+        run = self.make_run()
+        child = run.child_run("fold-1")
+        (child_id, created), = self.stub.children.items()
+        self.assertEqual(child.id, child_id)
+        self.assertEqual(
+            created["body"], {"experiment": "wine_expt", "display_name": "fold-1", "parent_run_id": RUN_ID}
+        )
+        child.log("rmse", 0.5)
+        child.complete()
+        self.assertEqual(created["status"], "Completed", "a child is not managed by the runner")
+        self.assertEqual([m["key"] for b in created["batches"] for m in b["metrics"]], ["rmse"])
+        self.assertEqual(self.stub.received_metrics(), [], "nothing went to the parent")
+
+    def test_child_run_name_must_be_text(self) -> None:
+        with self.assertRaises(TypeError):
+            self.make_run().child_run(3)  # type: ignore[arg-type]
+
+
 class FinishTest(StubTestCase):
     def test_complete_outside_a_managed_job_flushes_then_sets_the_status(self) -> None:
         run = self.make_run(CAIRN_LOG_FLUSH_SECONDS="600")

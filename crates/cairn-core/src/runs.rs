@@ -151,6 +151,9 @@ pub struct Run {
     pub params: BTreeMap<String, String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Facts about the run set once (`add_properties`); unlike tags they never change.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
     /// The latest value of every metric.
     #[serde(default)]
     pub metrics: BTreeMap<String, MetricPoint>,
@@ -215,6 +218,16 @@ pub struct LogBatch {
     #[serde(default)]
     pub tags: Vec<KeyValue>,
 }
+
+/// Properties to add to a run: new keys are stored, a key already set must keep its value.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddProperties {
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Most properties one call may add.
+pub const MAX_PROPERTIES: usize = 100;
 
 /// Limits of one [`LogBatch`] (MLflow's, so its clients never hit a surprise).
 pub const MAX_BATCH_METRICS: usize = 1000;

@@ -54,7 +54,8 @@ impl ComputeTarget for LocalTarget {
     }
     fn limits(&self, size: &Size) -> String {
         format!(
-            "{} cores per node through OMP/MKL/OpenBLAS thread variables; the {} GB memory size is reported, not enforced",
+            "{} cores per node through OMP/MKL/OpenBLAS thread variables; {} GiB of memory per node, enforced \
+             (a job whose processes' resident memory exceeds it is stopped)",
             size.cores, size.memory_gb
         )
     }

@@ -37,6 +37,41 @@ pub fn signal_group(pgid: u32, signal: i32) -> bool {
 }
 
 /// True if a process with this pid exists.
+/// Resident memory of every process in group `pgid`, in bytes, read from `/proc` (Linux). A job's
+/// processes all stay in its group unless one deliberately leaves it.
+pub fn group_rss_bytes(pgid: u32) -> u64 {
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        // Processes come and go while we read: a vanished one simply counts nothing.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the command name (which may hold spaces and parentheses): state ppid pgrp …
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        let pgrp = after.split_whitespace().nth(2).and_then(|f| f.parse::<u32>().ok());
+        if pgrp != Some(pgid) {
+            continue;
+        }
+        let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else { continue };
+        let pages = statm.split_whitespace().nth(1).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        total += pages * page;
+    }
+    total
+}
+
+/// Resolves when the resident memory of group `pgid` exceeds `limit` bytes (sampled every 200 ms).
+pub async fn exceeds_memory(pgid: u32, limit: u64) {
+    loop {
+        let rss = tokio::task::spawn_blocking(move || group_rss_bytes(pgid)).await.unwrap_or(0);
+        if rss > limit {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub fn is_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
     unsafe { libc::kill(pid as i32, 0) == 0 }
@@ -152,5 +187,14 @@ mod tests {
         assert!(size < LOG_ROTATE_BYTES);
         assert!(dir.path().join("std_log.1.txt").exists());
         assert_eq!(tail(log.path(), 1), "last line");
+    }
+
+    #[test]
+    fn group_memory_counts_the_groups_processes_only() {
+        let own = unsafe { libc::getpgrp() } as u32;
+        // This test process is in its group and holds at least a megabyte.
+        assert!(group_rss_bytes(own) > 1 << 20);
+        // No process has a group id this large (pid_max is at most 2^22).
+        assert_eq!(group_rss_bytes(u32::MAX - 1), 0);
     }
 }

@@ -46,6 +46,42 @@ impl Caller {
         }
     }
 
+    /// Like [`Caller::require_run`], but a run's token also reaches the children of its run (a job
+    /// creates them with `Run.child_run()` and logs to them with its own token).
+    pub async fn require_run_or_child(
+        &self,
+        store: &Store,
+        role: Role,
+        workspace: &str,
+        run_id: &str,
+    ) -> Result<(), Error> {
+        match &self.token.run_id {
+            Some(own) if own != run_id => {
+                if store.run_parent(run_id).await?.as_deref() == Some(own.as_str()) {
+                    self.require_role_and_scope(role, Some(workspace))
+                } else {
+                    Err(Error::Forbidden(format!(
+                        "this token may only be used for run {own} and its child runs, not {run_id}"
+                    )))
+                }
+            }
+            _ => self.require_run(role, workspace, run_id),
+        }
+    }
+
+    /// Allows creating a run: a run's token may create only children of its own run.
+    pub fn require_new_run(&self, workspace: &str, parent: Option<&str>) -> Result<(), Error> {
+        match (&self.token.run_id, parent) {
+            (Some(own), Some(parent)) if own == parent => {
+                self.require_role_and_scope(Role::Writer, Some(workspace))
+            }
+            (Some(own), _) => Err(Error::Forbidden(format!(
+                "this token may only create child runs of run {own} (set parent_run_id to it)"
+            ))),
+            (None, _) => self.require(Role::Writer, Some(workspace)),
+        }
+    }
+
     fn require_role_and_scope(&self, role: Role, workspace: Option<&str>) -> Result<(), Error> {
         if self.token.role < role {
             return Err(Error::Forbidden(format!(

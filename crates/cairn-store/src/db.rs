@@ -24,6 +24,9 @@ pub struct Store {
     /// sleep and retry in its busy handler, which serves no queue: under load some wait past the
     /// busy timeout and fail with "database is locked".
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// When this process last recorded each token's use (token id → ms), so that a busy client
+    /// costs one `last_used_at` write a minute instead of a write (and the write lock) per request.
+    pub(crate) token_touches: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 /// A write transaction; on SQLite it also holds the store's write gate until it ends.
@@ -104,7 +107,7 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| Error::Internal(format!("migrating the metadata database failed: {e}")))?;
-        Ok(Store { pool, backend, write_gate: Default::default() })
+        Ok(Store { pool, backend, write_gate: Default::default(), token_touches: Default::default() })
     }
 
     /// Starts a transaction that writes. On SQLite it takes the write lock up front

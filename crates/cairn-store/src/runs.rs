@@ -50,6 +50,10 @@ fn nan_if_null(v: Option<f64>) -> f64 {
     v.unwrap_or(f64::NAN)
 }
 
+fn run_not_found(ws: &Workspace, id: &str) -> Error {
+    Error::NotFound { kind: "run", name: format!("{id}\" in workspace \"{}", ws.name) }
+}
+
 /// A run's own columns (params, tags, metrics and transitions are loaded separately).
 pub(crate) fn run_from_row(row: &AnyRow, workspace: &str) -> Result<Run, Error> {
     let job: String = get(row, "job")?;
@@ -68,6 +72,7 @@ pub(crate) fn run_from_row(row: &AnyRow, workspace: &str) -> Result<Run, Error> 
         ended_at: get(row, "ended_at")?,
         params: BTreeMap::new(),
         tags: BTreeMap::new(),
+        properties: BTreeMap::new(),
         metrics: BTreeMap::new(),
         transitions: Vec::new(),
         job: if job.is_empty() { None } else { serde_json::from_str(&job).ok() },
@@ -299,6 +304,32 @@ impl Store {
         })
     }
 
+    /// The parent of run `id` (None for a top-level run or an unknown id): what decides whether a
+    /// job's token may reach a child run the job created.
+    pub async fn run_parent(&self, id: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT parent_id FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        match row {
+            Some(r) => get(&r, "parent_id"),
+            None => Ok(None),
+        }
+    }
+
+    /// A run's status and end time: what logging to it needs to know, in one indexed read.
+    pub async fn run_status(&self, ws: &Workspace, id: &str) -> Result<(RunStatus, Option<i64>), Error> {
+        let row = sqlx::query("SELECT status, ended_at FROM runs WHERE id = $1 AND workspace_id = $2")
+            .bind(id)
+            .bind(&ws.id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| run_not_found(ws, id))?;
+        Ok((status_of(&row)?, get(&row, "ended_at")?))
+    }
+
     /// A run with its params, tags, latest metrics and transitions.
     pub async fn run(&self, ws: &Workspace, id: &str) -> Result<Run, Error> {
         let row = sqlx::query(
@@ -311,9 +342,13 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?
-        .ok_or_else(|| Error::NotFound { kind: "run", name: format!("{id}\" in workspace \"{}", ws.name) })?;
+        .ok_or_else(|| run_not_found(ws, id))?;
         let mut run = run_from_row(&row, &ws.name)?;
-        for (table, target) in [("params", &mut run.params), ("run_tags", &mut run.tags)] {
+        for (table, target) in [
+            ("params", &mut run.params),
+            ("run_tags", &mut run.tags),
+            ("run_properties", &mut run.properties),
+        ] {
             let rows = sqlx::query(&format!("SELECT key, value FROM {table} WHERE run_id = $1 ORDER BY key"))
                 .bind(id)
                 .fetch_all(&self.pool)
@@ -349,19 +384,22 @@ impl Store {
         Ok(run)
     }
 
-    /// Runs of a workspace (optionally of one experiment), newest first.
+    /// Runs of a workspace (optionally of one experiment, or the children of one run), newest first.
     pub async fn list_runs(
         &self,
         ws: &Workspace,
         experiment: Option<&str>,
+        parent: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Run>, Error> {
         let rows = sqlx::query(
             "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id \
-             WHERE r.workspace_id = $1 AND r.deleted_at IS NULL AND ($2 = '' OR e.name = $2) ORDER BY r.created_at DESC, r.id DESC LIMIT $3",
+             WHERE r.workspace_id = $1 AND r.deleted_at IS NULL AND ($2 = '' OR e.name = $2) \
+             AND ($3 = '' OR r.parent_id = $3) ORDER BY r.created_at DESC, r.id DESC LIMIT $4",
         )
         .bind(&ws.id)
         .bind(experiment.unwrap_or(""))
+        .bind(parent.unwrap_or(""))
         .bind(limit.clamp(1, 1000))
         .fetch_all(&self.pool)
         .await
@@ -371,80 +409,159 @@ impl Store {
     }
 
     /// Appends metrics, sets params (immutable once set) and tags, in one transaction.
+    ///
+    /// A batch costs a handful of statements whatever its size: multi-row inserts (chunked under
+    /// the engines' bind limits), one read of the params it names, and one `latest_metrics`
+    /// upsert row per key. Statement count, not row count, dominated ingestion time.
     pub async fn log_batch(&self, run_id: &str, batch: &LogBatch) -> Result<(), Error> {
         let now = now_ms();
+        let params = new_params(run_id, batch)?;
         let mut tx = self.begin_write().await?;
-        for p in &batch.params {
-            let existing = sqlx::query("SELECT value FROM params WHERE run_id = $1 AND key = $2")
-                .bind(run_id)
-                .bind(&p.key)
-                .fetch_optional(&mut **tx)
+        let mut fresh: Vec<(&str, &str)> = Vec::with_capacity(params.len());
+        for chunk in params.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT key, value FROM params WHERE run_id = $1 AND key IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(run_id);
+            for (k, _) in chunk {
+                q = q.bind(*k);
+            }
+            let existing: BTreeMap<String, String> = q
+                .fetch_all(&mut **tx)
                 .await
-                .map_err(map_err)?;
-            match existing {
-                Some(r) => {
-                    let old: String = get(&r, "value")?;
-                    if old != p.value {
-                        return Err(Error::invalid(format!(
-                            "param \"{}\" is already {old:?} in run {run_id}; params cannot change (log a new run, or use a tag)",
-                            p.key
-                        )));
-                    }
-                }
-                None => {
-                    sqlx::query("INSERT INTO params (run_id, key, value) VALUES ($1, $2, $3)")
-                        .bind(run_id)
-                        .bind(&p.key)
-                        .bind(&p.value)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(map_err)?;
+                .map_err(map_err)?
+                .iter()
+                .map(|r| Ok((get(r, "key")?, get(r, "value")?)))
+                .collect::<Result<_, Error>>()?;
+            for &(key, value) in chunk {
+                match existing.get(key) {
+                    Some(old) if old != value => return Err(param_changed(run_id, key, old)),
+                    Some(_) => {}
+                    None => fresh.push((key, value)),
                 }
             }
         }
-        for t in &batch.tags {
-            sqlx::query(
-                "INSERT INTO run_tags (run_id, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (run_id, key) DO UPDATE SET value = $3",
-            )
-            .bind(run_id)
-            .bind(&t.key)
-            .bind(&t.value)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            let sql =
+                format!("INSERT INTO params (run_id, key, value) VALUES {}", row_tuples(chunk.len(), 2));
+            let mut q = sqlx::query(&sql).bind(run_id);
+            for (k, v) in chunk {
+                q = q.bind(*k).bind(*v);
+            }
+            q.execute(&mut **tx).await.map_err(map_err)?;
         }
-        for m in &batch.metrics {
-            let step = m.step.unwrap_or(0);
-            let ts = m.timestamp.unwrap_or(now);
-            // Bound as a float even when NaN: PostgreSQL stores NaN as such, SQLite stores it as NULL
-            // (read back as NaN). Binding a NULL instead breaks PostgreSQL's binary protocol.
-            let value = m.value;
-            sqlx::query(
-                "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(run_id)
-            .bind(&m.key)
-            .bind(value)
-            .bind(step)
-            .bind(ts)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-            // The latest value is the one with the highest step, then the latest timestamp.
-            sqlx::query(
-                "INSERT INTO latest_metrics (run_id, key, value, step, timestamp) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (run_id, key) DO UPDATE SET value = $3, step = $4, timestamp = $5 \
-                 WHERE latest_metrics.step < $4 OR (latest_metrics.step = $4 AND latest_metrics.timestamp <= $5)",
-            )
-            .bind(run_id)
-            .bind(&m.key)
-            .bind(value)
-            .bind(step)
-            .bind(ts)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
+        // The last value given for a tag wins; PostgreSQL refuses to upsert one key twice in a statement.
+        let tags: BTreeMap<&str, &str> =
+            batch.tags.iter().map(|t| (t.key.as_str(), t.value.as_str())).collect();
+        let tags: Vec<(&str, &str)> = tags.into_iter().collect();
+        for chunk in tags.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO run_tags (run_id, key, value) VALUES {} \
+                 ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+                row_tuples(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(&sql).bind(run_id);
+            for (k, v) in chunk {
+                q = q.bind(*k).bind(*v);
+            }
+            q.execute(&mut **tx).await.map_err(map_err)?;
+        }
+        let points: Vec<(&str, MetricPoint)> = batch
+            .metrics
+            .iter()
+            .map(|m| {
+                let point = MetricPoint {
+                    value: m.value,
+                    step: m.step.unwrap_or(0),
+                    timestamp: m.timestamp.unwrap_or(now),
+                };
+                (m.key.as_str(), point)
+            })
+            .collect();
+        // Values are bound as floats even when NaN: PostgreSQL stores NaN as such, SQLite stores it
+        // as NULL (read back as NaN). Binding a NULL instead breaks PostgreSQL's binary protocol.
+        for chunk in points.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES {}",
+                row_tuples(chunk.len(), 4)
+            );
+            let mut q = sqlx::query(&sql).bind(run_id);
+            for (k, p) in chunk {
+                q = q.bind(*k).bind(p.value).bind(p.step).bind(p.timestamp);
+            }
+            q.execute(&mut **tx).await.map_err(map_err)?;
+        }
+        let latest: Vec<(&str, MetricPoint)> = latest_per_key(&points).into_iter().collect();
+        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
+            // The latest value is the one with the highest step, then the latest timestamp; on a tie
+            // the value logged last wins.
+            let sql = format!(
+                "INSERT INTO latest_metrics (run_id, key, value, step, timestamp) VALUES {} \
+                 ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, step = excluded.step, \
+                 timestamp = excluded.timestamp WHERE latest_metrics.step < excluded.step \
+                 OR (latest_metrics.step = excluded.step AND latest_metrics.timestamp <= excluded.timestamp)",
+                row_tuples(chunk.len(), 4)
+            );
+            let mut q = sqlx::query(&sql).bind(run_id);
+            for (k, p) in chunk {
+                q = q.bind(*k).bind(p.value).bind(p.step).bind(p.timestamp);
+            }
+            q.execute(&mut **tx).await.map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Adds properties to a run in one transaction: a key already set must keep its value
+    /// (409 naming it, and nothing is written); the same value again is accepted, so retries are safe.
+    pub async fn add_run_properties(
+        &self,
+        run_id: &str,
+        props: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        let mut fresh: Vec<(&str, &str)> = Vec::new();
+        let props: Vec<(&String, &String)> = props.iter().collect();
+        for chunk in props.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT key, value FROM run_properties WHERE run_id = $1 AND key IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(run_id);
+            for (k, _) in chunk {
+                q = q.bind(k.as_str());
+            }
+            let existing: BTreeMap<String, String> = q
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(map_err)?
+                .iter()
+                .map(|r| Ok((get(r, "key")?, get(r, "value")?)))
+                .collect::<Result<_, Error>>()?;
+            for (key, value) in chunk {
+                match existing.get(key.as_str()) {
+                    Some(old) if old != *value => {
+                        return Err(Error::conflict(format!(
+                            "property \"{key}\" of run {run_id} is already {old:?}; properties cannot change \
+                             (use a tag for a value that changes)"
+                        )))
+                    }
+                    Some(_) => {}
+                    None => fresh.push((key.as_str(), value.as_str())),
+                }
+            }
+        }
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO run_properties (run_id, key, value) VALUES {}",
+                row_tuples(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(&sql).bind(run_id);
+            for (k, v) in chunk {
+                q = q.bind(*k).bind(*v);
+            }
+            q.execute(&mut **tx).await.map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(())
@@ -468,5 +585,103 @@ impl Store {
             });
         }
         Ok(out)
+    }
+}
+
+/// Rows per multi-row statement: at most 1 + 4 × 250 = 1001 bound values, far under SQLite's
+/// (32,766) and PostgreSQL's (65,535) limits, and short enough for statement caches.
+const ROWS_PER_STATEMENT: usize = 250;
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `($1, $2, $3), ($1, $4, $5), …`: `rows` tuples of the run id (`$1`) and `width` values each.
+fn row_tuples(rows: usize, width: usize) -> String {
+    (0..rows).map(|r| format!("($1, {})", placeholders(2 + r * width, width))).collect::<Vec<_>>().join(", ")
+}
+
+/// The batch's params, each key once. A key given twice with different values is refused, as it
+/// would be if the two came in separate batches.
+fn new_params<'a>(run_id: &str, batch: &'a LogBatch) -> Result<Vec<(&'a str, &'a str)>, Error> {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for p in &batch.params {
+        match seen.get(p.key.as_str()) {
+            Some(old) if *old != p.value => return Err(param_changed(run_id, &p.key, old)),
+            Some(_) => {}
+            None => {
+                seen.insert(&p.key, &p.value);
+            }
+        }
+    }
+    // Keep the batch's order so that errors and inserts are deterministic.
+    let mut out = Vec::with_capacity(seen.len());
+    for p in &batch.params {
+        if seen.remove(p.key.as_str()).is_some() {
+            out.push((p.key.as_str(), p.value.as_str()));
+        }
+    }
+    Ok(out)
+}
+
+fn param_changed(run_id: &str, key: &str, old: &str) -> Error {
+    Error::invalid(format!(
+        "param \"{key}\" is already {old:?} in run {run_id}; params cannot change (log a new run, or use a tag)"
+    ))
+}
+
+/// Each key's latest point in the batch: the highest step, then the latest timestamp, and of equal
+/// ones the last logged — what applying the points one by one would leave.
+fn latest_per_key<'a>(points: &[(&'a str, MetricPoint)]) -> BTreeMap<&'a str, MetricPoint> {
+    let mut latest: BTreeMap<&str, MetricPoint> = BTreeMap::new();
+    for (key, p) in points {
+        match latest.get(key) {
+            Some(cur) if (cur.step, cur.timestamp) > (p.step, p.timestamp) => {}
+            _ => {
+                latest.insert(key, p.clone());
+            }
+        }
+    }
+    latest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(value: f64, step: i64, timestamp: i64) -> MetricPoint {
+        MetricPoint { value, step, timestamp }
+    }
+
+    #[test]
+    fn row_tuples_share_the_run_id_and_number_the_rest() {
+        assert_eq!(row_tuples(2, 2), "($1, $2, $3), ($1, $4, $5)");
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+    }
+
+    #[test]
+    fn the_latest_point_is_the_highest_step_then_timestamp_then_the_last_logged() {
+        let points = vec![
+            ("a", point(1.0, 5, 10)),
+            ("a", point(2.0, 7, 1)),
+            ("a", point(3.0, 6, 99)),
+            ("b", point(4.0, 1, 5)),
+            ("b", point(5.0, 1, 5)),
+            ("b", point(6.0, 1, 4)),
+        ];
+        let latest = latest_per_key(&points);
+        assert_eq!(latest["a"].value, 2.0);
+        assert_eq!(latest["b"].value, 5.0, "of equal step and timestamp, the last logged wins");
+    }
+
+    #[test]
+    fn a_param_given_twice_in_a_batch_must_keep_its_value() {
+        let kv = |k: &str, v: &str| cairn_core::runs::KeyValue { key: k.into(), value: v.into() };
+        let batch = LogBatch { params: vec![kv("a", "1"), kv("b", "2"), kv("a", "1")], ..Default::default() };
+        assert_eq!(new_params("r", &batch).unwrap(), vec![("a", "1"), ("b", "2")]);
+        let batch = LogBatch { params: vec![kv("a", "1"), kv("a", "2")], ..Default::default() };
+        let err = new_params("r", &batch).unwrap_err().to_string();
+        assert!(err.contains("param \"a\" is already \"1\""), "{err}");
     }
 }

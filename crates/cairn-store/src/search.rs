@@ -162,7 +162,7 @@ impl Store {
             let run = crate::runs::run_from_row(row, &ws.name)?;
             runs.insert(run.id.clone(), run);
         }
-        for (table, is_param) in [("params", true), ("run_tags", false)] {
+        for table in ["params", "run_tags", "run_properties"] {
             for r in self
                 .fetch_in(&format!("SELECT run_id, key, value FROM {table} WHERE run_id IN ({list})"), ids)
                 .await?
@@ -171,11 +171,11 @@ impl Store {
                 if let Some(run) = runs.get_mut(&id) {
                     let (k, v): (String, String) =
                         (r.try_get("key").map_err(map_err)?, r.try_get("value").map_err(map_err)?);
-                    if is_param {
-                        run.params.insert(k, v);
-                    } else {
-                        run.tags.insert(k, v);
-                    }
+                    match table {
+                        "params" => run.params.insert(k, v),
+                        "run_tags" => run.tags.insert(k, v),
+                        _ => run.properties.insert(k, v),
+                    };
                 }
             }
         }

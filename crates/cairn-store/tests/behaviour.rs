@@ -2,6 +2,7 @@
 //! database (`CAIRN_TEST_POSTGRES`, default the local server with trust auth).
 
 use cairn_core::api::{CreateDatastore, DatastoreKind, Role};
+use cairn_core::runs::{KeyValue, LogBatch, LogMetric};
 use cairn_core::Error;
 use cairn_store::{NewToken, Store};
 use sqlx::Connection;
@@ -64,6 +65,9 @@ on_both!(
     tokens_are_found_by_lookup_and_names_are_unique,
     file_records_are_upserted_and_deleted_by_prefix,
     endpoints_are_unique_per_server_and_keys_change_one_slot_at_a_time,
+    log_batch_keeps_every_point_and_the_latest_value_per_key,
+    log_batch_refuses_a_changed_param_and_writes_nothing,
+    log_batch_upserts_tags_last_value_winning,
 );
 
 async fn the_store_answers_and_starts_empty(store: &Store) {
@@ -215,4 +219,106 @@ async fn endpoints_are_unique_per_server_and_keys_change_one_slot_at_a_time(stor
         store.endpoint_by_name("wine-ep").await.unwrap().is_none(),
         "deleting a workspace deletes its endpoints"
     );
+}
+
+async fn new_run(store: &Store) -> (cairn_core::api::Workspace, String) {
+    let ws = store.create_workspace("tracking", "").await.unwrap();
+    let (exp, _) = store.ensure_experiment(&ws, "e").await.unwrap();
+    let tags = Default::default();
+    let new = cairn_store::NewRun {
+        experiment_id: &exp,
+        display_name: "r",
+        status: cairn_core::runs::RunStatus::Running,
+        job: None,
+        compute: None,
+        environment: None,
+        parent_id: None,
+        tags: &tags,
+    };
+    let id = store.create_run(&ws, new).await.unwrap();
+    (ws, id)
+}
+
+fn metric(key: &str, value: f64, step: i64, timestamp: i64) -> LogMetric {
+    LogMetric { key: key.into(), value, step: Some(step), timestamp: Some(timestamp) }
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue { key: key.into(), value: value.into() }
+}
+
+async fn log_batch_keeps_every_point_and_the_latest_value_per_key(store: &Store) {
+    let (ws, run) = new_run(store).await;
+    // 1000 points over 4 keys: more rows than one multi-row statement holds.
+    let metrics: Vec<LogMetric> =
+        (0..1000).map(|i| metric(&format!("m{}", i % 4), i as f64 / 7.0, i / 4, 1000 + i)).collect();
+    store.log_batch(&run, &LogBatch { metrics, ..Default::default() }).await.unwrap();
+    let series = store.run_metrics(&run).await.unwrap();
+    assert_eq!(series.len(), 4);
+    for (k, points) in &series {
+        assert_eq!(points.len(), 250, "{k}");
+        let i = k[1..].parse::<i64>().unwrap();
+        assert_eq!(points[249].value, (996 + i) as f64 / 7.0, "values are exact");
+    }
+    let latest = store.run(&ws, &run).await.unwrap().metrics;
+    assert_eq!(latest["m3"].step, 249);
+    assert_eq!(latest["m3"].value, 999.0 / 7.0);
+
+    // Non-finite values are kept as such, also as the latest value.
+    let odd = vec![
+        metric("nan", f64::NAN, 0, 1),
+        metric("inf", f64::INFINITY, 0, 1),
+        metric("ninf", f64::NEG_INFINITY, 0, 1),
+    ];
+    store.log_batch(&run, &LogBatch { metrics: odd, ..Default::default() }).await.unwrap();
+    let latest = store.run(&ws, &run).await.unwrap().metrics;
+    assert!(latest["nan"].value.is_nan());
+    assert_eq!(latest["inf"].value, f64::INFINITY);
+    assert_eq!(latest["ninf"].value, f64::NEG_INFINITY);
+
+    // Latest = highest step, then latest timestamp, then last logged; older points never replace it.
+    let b = |metrics| LogBatch { metrics, ..Default::default() };
+    store.log_batch(&run, &b(vec![metric("l", 1.0, 5, 100), metric("l", 2.0, 4, 999)])).await.unwrap();
+    assert_eq!(store.run(&ws, &run).await.unwrap().metrics["l"].value, 1.0);
+    store.log_batch(&run, &b(vec![metric("l", 3.0, 5, 50), metric("l", 4.0, 3, 1)])).await.unwrap();
+    assert_eq!(store.run(&ws, &run).await.unwrap().metrics["l"].value, 1.0, "an older point is kept out");
+    store.log_batch(&run, &b(vec![metric("l", 5.0, 5, 100), metric("l", 6.0, 5, 100)])).await.unwrap();
+    assert_eq!(store.run(&ws, &run).await.unwrap().metrics["l"].value, 6.0, "a tie goes to the last logged");
+    assert_eq!(store.run_metrics(&run).await.unwrap()["l"].len(), 6);
+}
+
+async fn log_batch_refuses_a_changed_param_and_writes_nothing(store: &Store) {
+    let (ws, run) = new_run(store).await;
+    let first = LogBatch { params: vec![kv("alpha", "0.5"), kv("depth", "5")], ..Default::default() };
+    store.log_batch(&run, &first).await.unwrap();
+    // The same values again are accepted (clients retry).
+    store.log_batch(&run, &first).await.unwrap();
+    let changed = LogBatch {
+        metrics: vec![metric("rmse", 0.1, 0, 1)],
+        params: vec![kv("beta", "1"), kv("alpha", "0.9")],
+        tags: vec![kv("t", "v")],
+    };
+    let err = store.log_batch(&run, &changed).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Invalid(ref m) if m.contains("param \"alpha\" is already \"0.5\"")),
+        "{err:?}"
+    );
+    let twice = LogBatch { params: vec![kv("gamma", "1"), kv("gamma", "2")], ..Default::default() };
+    let err = store.log_batch(&run, &twice).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid(ref m) if m.contains("param \"gamma\"")), "{err:?}");
+    let got = store.run(&ws, &run).await.unwrap();
+    assert_eq!(got.params.len(), 2, "{:?}", got.params);
+    assert!(got.tags.is_empty() && got.metrics.is_empty(), "nothing of a refused batch is written");
+    assert!(store.run_metrics(&run).await.unwrap().is_empty());
+}
+
+async fn log_batch_upserts_tags_last_value_winning(store: &Store) {
+    let (ws, run) = new_run(store).await;
+    let tags = vec![kv("stage", "a"), kv("owner", "x"), kv("stage", "b")];
+    store.log_batch(&run, &LogBatch { tags, ..Default::default() }).await.unwrap();
+    let tags = vec![kv("stage", "c")];
+    store.log_batch(&run, &LogBatch { tags, ..Default::default() }).await.unwrap();
+    let got = store.run(&ws, &run).await.unwrap().tags;
+    assert_eq!(got["stage"], "c");
+    assert_eq!(got["owner"], "x");
 }

@@ -52,6 +52,7 @@ on_both_backends!(
     lists_are_paginated,
     everything_acknowledged_survives_kill_9,
     runs_are_searched_by_metrics_params_tags_and_attributes,
+    run_properties_are_set_once_and_child_runs_are_listed_by_parent,
 );
 
 fn json(text: &str) -> Value {
@@ -603,4 +604,74 @@ async fn runs_are_searched_by_metrics_params_tags_and_attributes(b: Backend) {
     assert!(out.contains("metrics.rmse") && out.contains(&ids[2]), "{out}");
     let out = s.ok(&["run", "compare", &ids[0], &ids[1], "-w", "w"]);
     assert!(out.contains("* params.max_depth"), "{out}");
+}
+
+async fn run_properties_are_set_once_and_child_runs_are_listed_by_parent(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let http = reqwest::Client::new();
+    let api = |path: &str| format!("{}/api/v1/workspaces/w/{path}", s.url);
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut req = http.request(method, api(&path)).bearer_auth(&s.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let post = |path: String, body: Value| call(reqwest::Method::POST, path, Some(body));
+    let get = |path: String| call(reqwest::Method::GET, path, None);
+
+    let (st, parent) = post("runs".into(), serde_json::json!({"experiment": "e"})).await;
+    assert_eq!(st, 201, "{parent}");
+    let parent = parent["id"].as_str().unwrap().to_string();
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let (st, child) =
+            post("runs".into(), serde_json::json!({"experiment": "e", "parent_run_id": parent})).await;
+        assert_eq!(st, 201, "{child}");
+        assert_eq!(child["parent_id"], parent.as_str());
+        children.push(child["id"].as_str().unwrap().to_string());
+    }
+    post("runs".into(), serde_json::json!({"experiment": "e"})).await;
+    let (st, listed) = get(format!("runs?parent={parent}")).await;
+    assert_eq!(st, 200, "{listed}");
+    let mut ids: Vec<String> =
+        listed.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    children.sort();
+    assert_eq!(ids, children, "only the parent's children");
+    let (st, err) = get("runs?parent=nosuchrun".into()).await;
+    assert_eq!(st, 404, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("nosuchrun"), "{err}");
+
+    let props = |p: Value| post(format!("runs/{parent}/properties"), serde_json::json!({"properties": p}));
+    let (st, run) = props(serde_json::json!({"dataset": "wine", "folds": "5"})).await;
+    assert_eq!(st, 200, "{run}");
+    assert_eq!(run["properties"], serde_json::json!({"dataset": "wine", "folds": "5"}));
+    let (st, run) = props(serde_json::json!({"folds": "5"})).await;
+    assert_eq!(st, 200, "the same value again is accepted: {run}");
+    let (st, err) = props(serde_json::json!({"new": "x", "dataset": "iris"})).await;
+    assert_eq!(st, 409, "{err}");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("property \"dataset\"") && msg.contains("\"wine\""), "{msg}");
+    let (st, err) = props(serde_json::json!({"": "x"})).await;
+    assert_eq!(st, 400, "{err}");
+    let (st, err) = post(format!("runs/{parent}/properties"), serde_json::json!({"props": {}})).await;
+    assert_eq!(st, 400, "{err}");
+    let (st, _) =
+        post("runs/nosuchrun/properties".into(), serde_json::json!({"properties": {"a": "b"}})).await;
+    assert_eq!(st, 404);
+    let shown = json(&s.ok(&["run", "show", "-w", "w", &parent, "-o", "json"]));
+    assert_eq!(
+        shown["properties"],
+        serde_json::json!({"dataset": "wine", "folds": "5"}),
+        "nothing of the refused call was written"
+    );
+    // Search results carry them too.
+    let (_, page) = post("runs/search".into(), serde_json::json!({"filter": ""})).await;
+    let found = page["runs"].as_array().unwrap().iter().find(|r| r["id"] == parent.as_str()).unwrap().clone();
+    assert_eq!(found["properties"]["dataset"], "wine");
 }

@@ -351,3 +351,89 @@ async fn a_restart_fails_running_jobs_clearly_and_keeps_queued_ones() {
     s.ok(&["job", "cancel", &queued, "-w", "w"]);
     assert_eq!(wait_for(&s, &queued, ended, 30)["status"], "Canceled");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_adds_immutable_properties_and_logs_to_child_runs_with_its_token() {
+    let s = Server::start();
+    let dir = setup(&s, 2);
+    let code = dir.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(
+        code.join("props.py"),
+        r#"
+import json, os, urllib.request
+from cairn import Run, ServerError
+run = Run.get_context()
+run.add_properties({"dataset": "wine", "folds": 2})
+try:
+    run.add_properties({"dataset": "iris"})
+    print("PROPERTY CHANGED")
+except ServerError as e:
+    print("property change:", e.status)
+for fold in range(2):
+    child = run.child_run(f"fold-{fold}")
+    child.log("rmse", 0.5 + fold)
+    child.log_param("fold", fold)
+    child.complete()
+# The job's token creates children of its own run only.
+req = urllib.request.Request(
+    f"{os.environ['CAIRN_TRACKING_URI']}/api/v1/workspaces/w/runs",
+    data=json.dumps({"experiment": "tests"}).encode(),
+    headers={"Authorization": "Bearer " + os.environ["CAIRN_RUN_TOKEN"], "Content-Type": "application/json"},
+    method="POST")
+try:
+    urllib.request.urlopen(req)
+    print("TOP-LEVEL RUN CREATED")
+except urllib.error.HTTPError as e:
+    print("top-level run:", e.code)
+"#,
+    )
+    .unwrap();
+    let file = job_file(&dir, "props.yml", "code: ./code\ncommand: python props.py\n");
+    let out =
+        s.cmd().args(["job", "submit", "-f", &file, "-w", "w", "--stream", "-o", "json"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("property change: 409"), "{stdout}");
+    assert!(stdout.contains("top-level run: 403"), "{stdout}");
+    let run = json(&stdout[stdout.find("{\n").unwrap()..]);
+    assert_eq!(run["status"], "Completed", "{run}");
+    let id = run["id"].as_str().unwrap();
+    let shown = json(&s.ok(&["run", "show", id, "-w", "w", "-o", "json"]));
+    assert_eq!(shown["properties"], serde_json::json!({"dataset": "wine", "folds": "2"}));
+    let children: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/workspaces/w/runs?parent={id}", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut children: Vec<&Value> = children.as_array().unwrap().iter().collect();
+    children.sort_by_key(|c| c["display_name"].as_str().unwrap().to_string());
+    assert_eq!(children.len(), 2, "{children:?}");
+    for (fold, child) in children.iter().enumerate() {
+        assert_eq!(child["display_name"], format!("fold-{fold}"));
+        assert_eq!(child["parent_id"], id);
+        assert_eq!(child["status"], "Completed");
+        assert_eq!(child["metrics"]["rmse"]["value"], 0.5 + fold as f64);
+        assert_eq!(child["params"]["fold"], fold.to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_over_its_nodes_memory_is_stopped_with_a_clear_reason() {
+    let s = Server::start();
+    let dir = setup(&s, 1); // size `small`: 2 GiB per node
+                            // A child process (in the job's group) fills 3 GiB, touching every page; then both wait.
+    let body = "command: python -c \"import subprocess, sys, time; \
+                subprocess.Popen([sys.executable, '-c', 'import time; x = bytearray(b\\\"x\\\") * (3 << 30); time.sleep(120)']); \
+                time.sleep(120)\"\ntimeout: 100\n";
+    let run = submit(&s, &job_file(&dir, "oom.yml", body));
+    let id = run["id"].as_str().unwrap();
+    let done = wait_for(&s, id, ended, 90);
+    assert_eq!(done["status"], "Failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("exceeded the memory limit of 2 GiB"), "{error}");
+}

@@ -21,6 +21,8 @@ use crate::state::AppState;
 pub enum StopReason {
     Canceled,
     TimedOut(u64),
+    /// The job's processes together held more resident memory than its node's size (GiB).
+    OutOfMemory(f64),
 }
 
 /// The scheduler's shared state, held by [`AppState`].

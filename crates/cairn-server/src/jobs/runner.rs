@@ -120,10 +120,20 @@ pub async fn run_job(
     let stderr = child.stderr.take().expect("piped");
     let pumps = async { tokio::join!(log.pump(stdout), log.pump(stderr)) };
     let timeout = job.timeout.map(Duration::from_secs).unwrap_or(Duration::from_secs(u64::MAX / 4));
+    // The node's memory size is a limit: the group's resident memory is watched (no cgroups needed).
+    let memory_limit = (size.memory_gb * (1u64 << 30) as f64) as u64;
+    let pgid = child.id();
+    let memory = async {
+        match pgid {
+            Some(pgid) => cairn_jobs::process::exceeds_memory(pgid, memory_limit).await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         (status, _) = async { tokio::join!(child.wait(), pumps) } => Ok(status),
         reason = &mut stop => Err(reason.unwrap_or(StopReason::Canceled)),
         _ = tokio::time::sleep(timeout) => Err(StopReason::TimedOut(job.timeout.unwrap_or_default())),
+        _ = memory => Err(StopReason::OutOfMemory(size.memory_gb)),
     };
     let exit = match outcome {
         Ok(status) => Some(status.map_err(io)?),
@@ -139,6 +149,13 @@ pub async fn run_job(
                 StopReason::TimedOut(s) => {
                     (RunStatus::Failed, Some(format!("the job timed out after {s} s and was stopped")))
                 }
+                StopReason::OutOfMemory(gb) => (
+                    RunStatus::Failed,
+                    Some(format!(
+                        "the job exceeded the memory limit of {gb} GiB of its compute's size ({}) and was stopped",
+                        compute.size
+                    )),
+                ),
             };
             state.store.transition_run(run_id, &[], to, msg.as_deref()).await?;
             return Ok(());

@@ -45,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/workspaces/{ws}/runs/search", axum::routing::post(runs::search_runs))
         .route("/workspaces/{ws}/runs/{run}", get(runs::show_run).patch(runs::update_run))
         .route("/workspaces/{ws}/runs/{run}/log-batch", axum::routing::post(runs::log_batch))
+        .route("/workspaces/{ws}/runs/{run}/properties", axum::routing::post(runs::add_properties))
         .route("/workspaces/{ws}/runs/{run}/metrics", get(runs::run_metrics))
         .route("/workspaces/{ws}/runs/{run}/artifacts", get(runs::list_artifacts))
         .route(

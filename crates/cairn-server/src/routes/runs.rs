@@ -69,6 +69,8 @@ pub fn validate_experiment_name(name: &str) -> Result<(), Error> {
 pub struct RunsQuery {
     /// Only runs of this experiment.
     pub experiment: Option<String>,
+    /// Only the child runs of this run.
+    pub parent: Option<String>,
     /// At most this many runs (1–1000, default 100), newest first.
     pub limit: Option<i64>,
 }
@@ -84,7 +86,15 @@ pub async fn list_runs(
 ) -> ApiResult<Json<Vec<Run>>> {
     caller.require(Role::Reader, Some(&ws))?;
     let workspace = state.store.workspace(&ws).await?;
-    Ok(Json(state.store.list_runs(&workspace, q.experiment.as_deref(), q.limit.unwrap_or(100)).await?))
+    if let Some(parent) = &q.parent {
+        // An unknown parent is a 404 naming it, not an empty list.
+        state.store.run_status(&workspace, parent).await?;
+    }
+    let runs = state
+        .store
+        .list_runs(&workspace, q.experiment.as_deref(), q.parent.as_deref(), q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(runs))
 }
 
 /// Starts a run from outside a job (status `Running`).
@@ -97,7 +107,7 @@ pub async fn create_run(
     Path(ws): Path<String>,
     extract::Json(req): extract::Json<CreateRun>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
-    caller.require(Role::Writer, Some(&ws))?;
+    caller.require_new_run(&ws, req.parent_run_id.as_deref())?;
     validate_experiment_name(&req.experiment)?;
     let workspace = state.store.workspace(&ws).await?;
     if let Some(parent) = &req.parent_run_id {
@@ -131,7 +141,7 @@ pub async fn show_run(
     Extension(caller): Extension<Caller>,
     Path((ws, run)): Path<(String, String)>,
 ) -> ApiResult<Json<Run>> {
-    caller.require_run(Role::Reader, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Reader, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     Ok(Json(state.store.run(&workspace, &run).await?))
 }
@@ -146,7 +156,7 @@ pub async fn update_run(
     Path((ws, run)): Path<(String, String)>,
     extract::Json(req): extract::Json<UpdateRun>,
 ) -> ApiResult<Json<Run>> {
-    caller.require_run(Role::Writer, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Writer, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     let current = state.store.run(&workspace, &run).await?;
     if let Some(name) = &req.display_name {
@@ -173,6 +183,52 @@ pub async fn update_run(
     Ok(Json(state.store.run(&workspace, &run).await?))
 }
 
+/// Adds immutable properties to a run (Azure ML's `add_properties`); changing one is a 409.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/runs/{run}/properties", tag = "runs",
+    params(("ws" = String, Path, description = "workspace name"), ("run" = String, Path, description = "run id")),
+    request_body = AddProperties,
+    responses((status = 200, body = Run), (status = 400, body = cairn_core::api::ErrorBody),
+              (status = 409, body = cairn_core::api::ErrorBody)))]
+pub async fn add_properties(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, run)): Path<(String, String)>,
+    extract::Json(req): extract::Json<AddProperties>,
+) -> ApiResult<Json<Run>> {
+    caller.require_run_or_child(&state.store, Role::Writer, &ws, &run).await?;
+    if req.properties.len() > MAX_PROPERTIES {
+        return Err(Error::invalid(format!(
+            "at most {MAX_PROPERTIES} properties may be added at once; this call has {}: split it",
+            req.properties.len()
+        ))
+        .into());
+    }
+    for (key, value) in &req.properties {
+        validate_key("property", key)?;
+        if value.len() > MAX_PARAM_VALUE_LEN {
+            return Err(Error::invalid(format!(
+                "property \"{key}\" is longer than {MAX_PARAM_VALUE_LEN} bytes"
+            ))
+            .into());
+        }
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    state.store.run_status(&workspace, &run).await?;
+    state.store.add_run_properties(&run, &req.properties).await?;
+    Ok(Json(state.store.run(&workspace, &run).await?))
+}
+
+/// Keys of metrics, params, tags and properties: 1 to 250 printable characters.
+fn validate_key(what: &str, key: &str) -> Result<(), Error> {
+    if key.is_empty() || key.chars().count() > MAX_KEY_LEN || key.chars().any(char::is_control) {
+        let shown: String = key.chars().take(60).collect();
+        return Err(Error::invalid(format!(
+            "invalid {what} key {shown:?}: 1 to {MAX_KEY_LEN} printable characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a batch against the limits and key rules before anything is written.
 pub fn validate_batch(batch: &LogBatch) -> Result<(), Error> {
     let over = |what: &str, n: usize, max: usize| {
@@ -191,12 +247,7 @@ pub fn validate_batch(batch: &LogBatch) -> Result<(), Error> {
         batch.params.iter().map(|p| ("param", &p.key)).chain(batch.tags.iter().map(|t| ("tag", &t.key))),
     );
     for (what, key) in keys {
-        if key.is_empty() || key.chars().count() > MAX_KEY_LEN || key.chars().any(char::is_control) {
-            let shown: String = key.chars().take(60).collect();
-            return Err(Error::invalid(format!(
-                "invalid {what} key {shown:?}: 1 to {MAX_KEY_LEN} printable characters"
-            )));
-        }
+        validate_key(what, key)?;
     }
     if let Some(p) = batch.params.iter().find(|p| p.value.len() > MAX_PARAM_VALUE_LEN) {
         return Err(Error::invalid(format!(
@@ -217,16 +268,14 @@ pub async fn log_batch(
     Path((ws, run)): Path<(String, String)>,
     extract::Json(batch): extract::Json<LogBatch>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    caller.require_run(Role::Writer, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Writer, &ws, &run).await?;
     validate_batch(&batch)?;
     let workspace = state.store.workspace(&ws).await?;
-    let current = state.store.run(&workspace, &run).await?;
-    if current.status.is_terminal() && current.ended_at.is_some_and(|t| cairn_core::now_ms() - t > 60_000) {
-        return Err(Error::conflict(format!(
-            "run {run} ended ({}); it takes no more data",
-            current.status.as_str()
-        ))
-        .into());
+    let (status, ended_at) = state.store.run_status(&workspace, &run).await?;
+    if status.is_terminal() && ended_at.is_some_and(|t| cairn_core::now_ms() - t > 60_000) {
+        return Err(
+            Error::conflict(format!("run {run} ended ({}); it takes no more data", status.as_str())).into()
+        );
     }
     state.store.log_batch(&run, &batch).await?;
     Ok(Json(serde_json::json!({})))
@@ -240,7 +289,7 @@ pub async fn run_metrics(
     Extension(caller): Extension<Caller>,
     Path((ws, run)): Path<(String, String)>,
 ) -> ApiResult<Json<RunMetrics>> {
-    caller.require_run(Role::Reader, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Reader, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     state.store.run(&workspace, &run).await?;
     Ok(Json(RunMetrics { metrics: state.store.run_metrics(&run).await? }))
@@ -255,7 +304,7 @@ pub async fn list_artifacts(
     Extension(caller): Extension<Caller>,
     Path((ws, run)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<FileEntry>>> {
-    caller.require_run(Role::Reader, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Reader, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     state.store.run(&workspace, &run).await?;
     Ok(Json(artifacts_of(&state, &workspace.id, &run).list(&RelPath::parse_dir("")?).await?))
@@ -274,7 +323,7 @@ pub async fn upload_artifact(
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<FileEntry>)> {
-    caller.require_run(Role::Writer, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Writer, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     state.store.run(&workspace, &run).await?;
     let path = RelPath::parse(&path)?;
@@ -298,7 +347,7 @@ pub async fn download_artifact(
     Extension(caller): Extension<Caller>,
     Path((ws, run, path)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    caller.require_run(Role::Reader, &ws, &run)?;
+    caller.require_run_or_child(&state.store, Role::Reader, &ws, &run).await?;
     let workspace = state.store.workspace(&ws).await?;
     state.store.run(&workspace, &run).await?;
     let path = RelPath::parse(&path)?;
