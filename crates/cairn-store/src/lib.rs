@@ -9,6 +9,7 @@
 
 mod datastores;
 mod db;
+mod logged_models;
 mod mlflow;
 mod resources;
 mod runs;
@@ -18,6 +19,7 @@ mod workspaces;
 
 pub use datastores::{DatastoreRecord, FileRecord};
 pub use db::{Backend, Store};
+pub use logged_models::{LoggedModel, NewLoggedModel, RunDataset, RunIo, RunModel};
 pub use mlflow::{MlflowExperiment, MlflowRunMeta};
 pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, patch, post};
 use axum::Router;
 use cairn_core::api::Role;
 use cairn_core::Error;
@@ -19,7 +19,9 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub mod artifacts;
 mod experiments;
+mod logged_models;
 mod runs;
 mod wire;
 
@@ -27,6 +29,8 @@ pub use wire::{MlError, MlResult};
 
 /// Where the API lives, below which MLflow's own paths follow.
 const BASE: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow";
+/// Where the artifact proxy lives (what `mlflow-artifacts:/…` URIs resolve to).
+const ARTIFACTS: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow-artifacts/artifacts";
 
 /// The MLflow routes, with their own bearer-token check (errors in MLflow's shape).
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -51,7 +55,23 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&p("/runs/delete-tag"), post(runs::delete_tag))
         .route(&p("/runs/log-batch"), post(runs::log_batch))
         .route(&p("/runs/search"), get(runs::search).post(runs::search))
+        .route(&p("/runs/outputs"), post(runs::log_outputs))
+        .route(&p("/runs/log-inputs"), post(runs::log_inputs))
         .route(&p("/metrics/get-history"), get(runs::metric_history))
+        .route(&p("/logged-models"), post(logged_models::create))
+        .route(&p("/logged-models/search"), post(logged_models::search))
+        .route(
+            &p("/logged-models/{id}"),
+            get(logged_models::get).patch(logged_models::finalize).delete(logged_models::delete),
+        )
+        .route(&p("/logged-models/{id}/tags"), patch(logged_models::set_tags))
+        .route(&p("/logged-models/{id}/tags/{key}"), delete(logged_models::delete_tag))
+        .route(&p("/logged-models/{id}/params"), post(logged_models::log_params))
+        .route(ARTIFACTS, get(artifacts::list))
+        .route(
+            &format!("{ARTIFACTS}/{{*path}}"),
+            get(artifacts::download).put(artifacts::upload).delete(artifacts::delete),
+        )
         .route("/workspaces/{ws}/mlflow/{*rest}", any(unknown_endpoint))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }

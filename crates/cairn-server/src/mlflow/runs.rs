@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use cairn_core::api::{Role, Workspace};
 use cairn_core::runs::{KeyValue, LogBatch, LogMetric, Run, RunStatus};
 use cairn_core::search::{Entity, Value as FilterValue};
-use cairn_store::{MlflowRunMeta, NewRun};
+use cairn_store::{MlflowRunMeta, NewRun, RunDataset, RunModel};
 use serde_json::{json, Value};
 
 use super::experiments::{experiment, page_offset, view_admits};
@@ -80,7 +80,7 @@ pub async fn create(
         )
         .await?;
     let (run, meta) = load(&state, &workspace, &id).await?;
-    Ok(Json(json!({"run": run_json(&run, &meta)})))
+    Ok(Json(json!({"run": run_json(&run, &meta, None)})))
 }
 
 pub async fn get(
@@ -93,7 +93,8 @@ pub async fn get(
     caller.require_run(Role::Reader, &ws, &id)?;
     let workspace = state.store.workspace(&ws).await?;
     let (run, meta) = load(&state, &workspace, &id).await?;
-    Ok(Json(json!({"run": run_json(&run, &meta)})))
+    let io = state.store.run_inputs_outputs(std::slice::from_ref(&run.id)).await?;
+    Ok(Json(json!({"run": run_json(&run, &meta, io.get(&run.id))})))
 }
 
 /// Ends or renames a run. A job's status belongs to its runner: the client's `end_run` in a
@@ -296,11 +297,12 @@ pub async fn search(
         state.store.search_runs(&workspace, Some(&exp.name), &clauses, &order, offset, limit).await?;
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
     let mut meta = state.store.mlflow_run_meta(&ids).await?;
+    let io = state.store.run_inputs_outputs(&ids).await?;
     let mut out = Vec::new();
     for run in &runs {
         if let Some(m) = meta.remove(&run.id) {
             if view_admits(view.as_deref(), m.deleted_at.is_some())? {
-                out.push(run_json(run, &m));
+                out.push(run_json(run, &m, io.get(&run.id)));
             }
         }
     }
@@ -328,4 +330,86 @@ pub async fn metric_history(
         .map(|p| json!({"key": key, "value": number(p.value), "timestamp": p.timestamp, "step": p.step}))
         .collect();
     Ok(Json(json!({"metrics": metrics})))
+}
+
+/// A run that may still be logged to: not deleted (MLflow refuses those with INVALID_PARAMETER_VALUE).
+async fn loggable(state: &AppState, ws: &Workspace, id: &str) -> MlResult<()> {
+    let (_, meta) = load(state, ws, id).await?;
+    if meta.deleted_at.is_some() {
+        return Err(MlError::invalid(format!(
+            "The run {id} must be in the 'active' state. Current state is deleted."
+        )));
+    }
+    Ok(())
+}
+
+/// `runs/outputs`: models a run produced (MLflow 3's `log_model` links each one here).
+pub async fn log_outputs(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Writer, &ws, &id)?;
+    let mut models = Vec::new();
+    for m in req.array("models") {
+        let m = Req(m.as_object().cloned().unwrap_or_default());
+        models.push(RunModel {
+            model_id: m.str("model_id")?,
+            output: true,
+            step: m.opt_i64("step")?.unwrap_or(0),
+        });
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    loggable(&state, &workspace, &id).await?;
+    for m in &models {
+        state.store.logged_model(&workspace, &m.model_id).await.map_err(|_| {
+            MlError::does_not_exist(format!("Logged model with ID '{}' not found.", m.model_id))
+        })?;
+    }
+    state.store.link_run_models(&id, &models).await?;
+    Ok(Json(json!({})))
+}
+
+/// `runs/log-inputs`: datasets (with their tags) and models a run used.
+pub async fn log_inputs(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Writer, &ws, &id)?;
+    let mut datasets = Vec::new();
+    for d in req.array("datasets") {
+        let dataset =
+            d.get("dataset").and_then(Value::as_object).cloned().ok_or_else(|| {
+                MlError::invalid("Missing value for required parameter 'datasets.dataset'.")
+            })?;
+        let fields = Req(dataset.clone());
+        for required in ["name", "digest", "source_type", "source"] {
+            fields.str(required).map_err(|_| {
+                MlError::invalid(format!("Missing value for required parameter 'dataset.{required}'."))
+            })?;
+        }
+        let tags = Req(d.as_object().cloned().unwrap_or_default()).key_values("tags")?;
+        let tags: Vec<Value> = tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect();
+        datasets.push(RunDataset {
+            name: fields.str("name")?,
+            digest: fields.str("digest")?,
+            dataset_json: Value::Object(dataset).to_string(),
+            tags_json: Value::Array(tags).to_string(),
+        });
+    }
+    let mut models = Vec::new();
+    for m in req.array("models") {
+        let m = Req(m.as_object().cloned().unwrap_or_default());
+        models.push(RunModel { model_id: m.str("model_id")?, output: false, step: 0 });
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    loggable(&state, &workspace, &id).await?;
+    state.store.log_run_datasets(&id, &datasets).await?;
+    state.store.link_run_models(&id, &models).await?;
+    Ok(Json(json!({})))
 }
