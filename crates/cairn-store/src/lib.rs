@@ -10,6 +10,7 @@
 mod datastores;
 mod db;
 mod mlflow;
+mod models;
 mod resources;
 mod runs;
 mod search;
@@ -19,6 +20,7 @@ mod workspaces;
 pub use datastores::{DatastoreRecord, FileRecord};
 pub use db::{Backend, Store};
 pub use mlflow::{MlflowExperiment, MlflowRunMeta};
+pub use models::READY as MODEL_VERSION_READY;
 pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
 pub use tokens::{NewToken, TokenRecord};
