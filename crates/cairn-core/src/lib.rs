@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod error;
+pub mod models;
 pub mod names;
 pub mod paths;
 pub mod runs;
