@@ -25,6 +25,7 @@ pub use mlflow::{MlflowExperiment, MlflowRunMeta};
 pub use models::READY as MODEL_VERSION_READY;
 pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
+pub use search::RunScope;
 pub use tokens::{NewToken, TokenRecord};
 
 /// Largest page any list returns, whatever the caller asks for.

@@ -58,6 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&p("/runs/outputs"), post(runs::log_outputs))
         .route(&p("/runs/log-inputs"), post(runs::log_inputs))
         .route(&p("/metrics/get-history"), get(runs::metric_history))
+        .route(&p("/metrics/get-history-bulk-interval"), get(runs::metric_history_bulk_interval))
         .route(&p("/logged-models"), post(logged_models::create))
         .route(&p("/logged-models/search"), post(logged_models::search))
         .route(
