@@ -18,3 +18,8 @@ echo "test: cargo test"
 # The integration tests start real servers (cairn, PostgreSQL databases, moto); a few threads
 # keep a 2-core machine responsive.
 cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CAIRN_TEST_THREADS:-4}"
+
+echo "test: the stock MLflow client against a live server (python/tests_mlflow)"
+# Uses the debug binary the cargo tests just built.
+cargo build -p cairn
+.venv/bin/python -m pytest python/tests_mlflow -q
