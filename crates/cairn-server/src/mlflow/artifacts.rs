@@ -16,21 +16,30 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use cairn_blob::{BlobStore, PutOpts};
-use cairn_core::api::{Role, Workspace};
+use cairn_core::api::{FileEntry, Role, Workspace};
+use cairn_core::models::ModelFile;
 use cairn_core::{Error, RelPath};
 use cairn_store::LoggedModel;
 use serde_json::{json, Value};
 
 use super::wire::{MlError, MlResult, Req};
 use crate::auth::Caller;
+use crate::routes::jobs::blobs_of;
 use crate::routes::runs::artifacts_of;
 use crate::state::AppState;
 
 /// Whose artifacts a URI points into.
 #[derive(Clone, Debug)]
 pub enum Owner {
-    Run { run_id: String },
+    Run {
+        run_id: String,
+    },
     Model(Box<LoggedModel>),
+    /// A registered model version: read-only, its files content-addressed in `blobs` (the
+    /// workspace's blobs) through this manifest.
+    Version {
+        files: Vec<ModelFile>,
+    },
 }
 
 /// An MLflow artifact URI, resolved: the owner's store and the path inside it (the root for the
@@ -51,7 +60,7 @@ impl Resolved {
             Owner::Model(m) if caller.token.run_id.is_some() && !m.source_run_id.is_empty() => {
                 m.source_run_id.as_str()
             }
-            Owner::Model(_) => return caller.require(role, Some(ws)),
+            Owner::Model(_) | Owner::Version { .. } => return caller.require(role, Some(ws)),
         };
         caller.require_run(role, ws, run)
     }
@@ -66,7 +75,8 @@ pub fn logged_model_artifacts(state: &AppState, workspace_id: &str, model_id: &s
 /// `mlflow-artifacts:/{exp}/{run}/artifacts[/{path}]` (also with a `//host` part, or as the bare
 /// path after `/mlflow-artifacts/artifacts/`), `{exp}/models/{model_id}/artifacts[/{path}]`,
 /// `runs:/{run}[/{path}]` and `models:/{model_id}[/{path}]`. Traversal is refused (400); an
-/// unknown run or model is 404.
+/// unknown run or model is 404. `registry/{name}/{version}[/{path}]` is a registered version's
+/// files (read-only), what `model-versions/get-download-uri` hands out.
 pub async fn resolve(state: &AppState, ws: &Workspace, uri: &str) -> MlResult<Resolved> {
     if let Some(rest) = uri.strip_prefix("runs:/") {
         let (run, path) = split_first(&RelPath::parse_dir(rest.trim_start_matches('/'))?);
@@ -87,6 +97,10 @@ pub async fn resolve(state: &AppState, ws: &Workspace, uri: &str) -> MlResult<Re
     }
     let path = RelPath::parse_dir(rest)?;
     let parts: Vec<&str> = path.as_str().split('/').collect();
+    if let ["registry", name, version, ..] = parts.as_slice() {
+        let tail = RelPath::parse_dir(&parts[3..].join("/"))?;
+        return version_artifacts(state, ws, name, version, tail).await;
+    }
     let tail =
         |n: usize| -> MlResult<RelPath> { Ok(RelPath::parse_dir(&parts[n.min(parts.len())..].join("/"))?) };
     match parts.as_slice() {
@@ -154,6 +168,20 @@ async fn model_artifacts(
     })
 }
 
+async fn version_artifacts(
+    state: &AppState,
+    ws: &Workspace,
+    name: &str,
+    version: &str,
+    path: RelPath,
+) -> MlResult<Resolved> {
+    let n = version.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
+        MlError::invalid(format!("model version {version:?} in an artifact path must be a number from 1"))
+    })?;
+    let files = state.store.model_version_files(ws, name, n).await?;
+    Ok(Resolved { blobs: blobs_of(state, &ws.id), path, owner: Owner::Version { files } })
+}
+
 /// Resolves the artifact path of a request and checks the caller's right to it.
 async fn resolve_for(
     state: &AppState,
@@ -172,6 +200,16 @@ async fn resolve_for(
     Ok(resolved)
 }
 
+/// Registered versions are immutable.
+fn read_only(r: &Resolved) -> MlResult<()> {
+    match r.owner {
+        Owner::Version { .. } => {
+            Err(MlError::invalid("a registered model version's files cannot be changed"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `PUT …/artifacts/{path}`: the body, streamed into the store (replacing a file of that name).
 pub async fn upload(
     State(state): State<Arc<AppState>>,
@@ -180,6 +218,7 @@ pub async fn upload(
     request: Request,
 ) -> MlResult<Json<Value>> {
     let r = resolve_for(&state, &caller, &ws, &path, Role::Writer).await?;
+    read_only(&r)?;
     if r.path.is_root() {
         return Err(MlError::invalid(format!("artifact path {path:?} names a folder, not a file")));
     }
@@ -198,7 +237,16 @@ pub async fn download(
     if r.path.is_root() {
         return Err(MlError::invalid(format!("artifact path {path:?} names a folder, not a file")));
     }
-    let (size, stream) = r.blobs.get_stream(&r.path).await?;
+    let blob = match &r.owner {
+        Owner::Version { files } => {
+            let f = files.iter().find(|f| f.path == r.path.as_str()).ok_or_else(|| {
+                MlError::does_not_exist(format!("no file {:?} in this model version", r.path.as_str()))
+            })?;
+            RelPath::parse(&f.sha256)?
+        }
+        _ => r.path.clone(),
+    };
+    let (size, stream) = r.blobs.get_stream(&blob).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -221,7 +269,14 @@ pub async fn list(
     let path = req.opt_str("path").unwrap_or_default();
     let r = resolve_for(&state, &caller, &ws, &path, Role::Reader).await?;
     let mut entries: BTreeMap<String, Option<u64>> = BTreeMap::new();
-    for f in r.blobs.list(&r.path).await? {
+    let listed = match &r.owner {
+        Owner::Version { files } => files
+            .iter()
+            .map(|f| FileEntry { path: f.path.clone(), size: f.size as u64, last_modified: 0 })
+            .collect(),
+        _ => r.blobs.list(&r.path).await?,
+    };
+    for f in listed {
         let Some(rel) = RelPath::parse(&f.path).ok().and_then(|p| p.strip_prefix(&r.path)) else { continue };
         match rel.as_str().split_once('/') {
             Some((dir, _)) => {
@@ -251,6 +306,7 @@ pub async fn delete(
     Path((ws, path)): Path<(String, String)>,
 ) -> MlResult<Json<Value>> {
     let r = resolve_for(&state, &caller, &ws, &path, Role::Writer).await?;
+    read_only(&r)?;
     r.blobs.delete_all(&r.path).await?;
     Ok(Json(json!({})))
 }

@@ -22,6 +22,7 @@ use crate::state::AppState;
 pub mod artifacts;
 mod experiments;
 mod logged_models;
+mod registry;
 mod runs;
 mod wire;
 
@@ -68,6 +69,30 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&p("/logged-models/{id}/tags"), patch(logged_models::set_tags))
         .route(&p("/logged-models/{id}/tags/{key}"), delete(logged_models::delete_tag))
         .route(&p("/logged-models/{id}/params"), post(logged_models::log_params))
+        .route(&p("/registered-models/create"), post(registry::create_model))
+        .route(&p("/registered-models/get"), get(registry::get_model))
+        .route(&p("/registered-models/search"), get(registry::search_models))
+        .route(&p("/registered-models/update"), patch(registry::update_model))
+        .route(&p("/registered-models/rename"), post(registry::rename_model))
+        .route(&p("/registered-models/delete"), delete(registry::delete_model))
+        .route(&p("/registered-models/set-tag"), post(registry::set_model_tag))
+        .route(&p("/registered-models/delete-tag"), delete(registry::delete_model_tag))
+        .route(
+            &p("/registered-models/alias"),
+            post(registry::set_alias).delete(registry::delete_alias).get(registry::get_by_alias),
+        )
+        .route(
+            &p("/registered-models/get-latest-versions"),
+            post(registry::latest_versions).get(registry::latest_versions),
+        )
+        .route(&p("/model-versions/get"), get(registry::get_version))
+        .route(&p("/model-versions/update"), patch(registry::update_version))
+        .route(&p("/model-versions/delete"), delete(registry::delete_version))
+        .route(&p("/model-versions/search"), get(registry::search_versions))
+        .route(&p("/model-versions/set-tag"), post(registry::set_version_tag))
+        .route(&p("/model-versions/delete-tag"), delete(registry::delete_version_tag))
+        .route(&p("/model-versions/transition-stage"), post(registry::transition_stage))
+        .route(&p("/model-versions/get-download-uri"), get(registry::download_uri))
         .route(ARTIFACTS, get(artifacts::list))
         .route(
             &format!("{ARTIFACTS}/{{*path}}"),

@@ -286,9 +286,11 @@ pub async fn search(
         "ACTIVE_ONLY" | "" | "1" => Some(false),
         "DELETED_ONLY" | "2" => Some(true),
         "ALL" | "3" => None,
-        other => return Err(MlError::invalid(format!(
+        other => {
+            return Err(MlError::invalid(format!(
             "Invalid value {other} for parameter 'run_view_type' supplied: ACTIVE_ONLY, DELETED_ONLY or ALL"
-        ))),
+        )))
+        }
     };
     // MLflow accepts up to 50,000 per page; a shorter page with a token is what its client
     // expects from any server, so pages are served at the store's size.
