@@ -203,6 +203,7 @@ pub async fn log_params(
 }
 
 /// One `FIELD OP 'value'` test of a logged-models filter.
+#[derive(Debug)]
 struct Test {
     field: String,
     op: String,
@@ -312,4 +313,41 @@ pub async fn search(
         body["next_page_token"] = json!((offset + limit).to_string());
     }
     Ok(Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> LoggedModel {
+        LoggedModel {
+            id: "m-1".into(),
+            experiment_id: "e".into(),
+            name: "wine_model".into(),
+            model_type: String::new(),
+            source_run_id: "r1".into(),
+            status: "LOGGED_MODEL_READY".into(),
+            status_message: String::new(),
+            created_at: 0,
+            updated_at: 0,
+            deleted_at: None,
+            tags: [("k".to_string(), "v".to_string())].into(),
+            params: [("alpha".to_string(), "0.5".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn logged_model_filters() {
+        let m = model();
+        let ok = |f: &str| admits(&m, &parse_model_filter(f).unwrap());
+        assert!(ok("name = 'wine_model'"));
+        assert!(ok("name = 'wine_model' AND source_run_id = 'r1'"));
+        assert!(ok("params.alpha = '0.5' and tags.k LIKE 'v%'"));
+        assert!(!ok("name != 'wine_model'"));
+        assert!(!ok("tags.missing = 'x'"));
+        let e = parse_model_filter("metrics.acc > 0.3").unwrap_err().message;
+        assert!(e.contains("position 0"), "{e}");
+        let e = parse_model_filter("name = 'a' OR name = 'b'").unwrap_err().message;
+        assert!(e.contains("position 11"), "{e}");
+    }
 }

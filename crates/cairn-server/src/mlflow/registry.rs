@@ -563,3 +563,45 @@ pub async fn download_uri(
     let v = load_version(&state, &workspace, &req).await?;
     Ok(Json(json!({"artifact_uri": format!("mlflow-artifacts:/registry/{}/{}", v.name, v.version)})))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(name: &str, tags: &[(&str, &str)]) -> Model {
+        Model {
+            name: name.into(),
+            workspace: "w".into(),
+            description: String::new(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            created_by: "t".into(),
+            created_at: 0,
+            updated_at: 0,
+            latest_version: None,
+            aliases: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn model_filters_combine_clauses_with_and() {
+        let f = model_filter("name LIKE 'wi%' AND tag.`mlflow.prompt.is_prompt` != 'true'").unwrap();
+        assert!(f(&model("wine", &[])));
+        assert!(!f(&model("wine", &[("mlflow.prompt.is_prompt", "true")])));
+        assert!(!f(&model("beer", &[])));
+        let f = model_filter("tags.team = 'a and b'").unwrap();
+        assert!(f(&model("x", &[("team", "a and b")])));
+        assert!(!f(&model("x", &[])));
+        assert!(model_filter("").unwrap()(&model("any", &[])));
+        assert!(model_filter("version > 3").is_err());
+    }
+
+    #[test]
+    fn aliases_follow_mlflows_rule() {
+        assert!(validate_alias("production").is_ok());
+        assert!(validate_alias("champion-2_b").is_ok());
+        for bad in ["latest", "v3", "", "a b", "x/y"] {
+            assert!(validate_alias(bad).is_err(), "{bad}");
+        }
+        assert!(validate_alias("version").is_ok());
+    }
+}
