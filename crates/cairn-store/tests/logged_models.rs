@@ -90,8 +90,13 @@ async fn logged_models_keep_tags_params_and_status_and_delete_softly(store: &Sto
         .create_logged_model(&ws, NewLoggedModel { experiment_id: &exp, ..new("b", &[]) })
         .await
         .unwrap();
-    let listed: Vec<String> =
-        store.logged_models(&ws, &[exp.clone()]).await.unwrap().into_iter().map(|m| m.id).collect();
+    let listed: Vec<String> = store
+        .logged_models(&ws, std::slice::from_ref(&exp))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(listed, [other.clone(), id.clone()], "newest first");
     assert!(store.logged_models(&ws, &["nope".into()]).await.unwrap().is_empty());
 
