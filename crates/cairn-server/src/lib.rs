@@ -1,8 +1,8 @@
 //! Cairn's HTTP control plane: the axum router of the native REST API (`/api/v1/…`), its
 //! authentication, its OpenAPI document, and the server's start-up and shutdown.
 //!
-//! Layers, one direction: `routes/*` parse requests and shape responses; `datastores` holds the
-//! little logic that spans the metadata store and the blob store; `auth` turns a bearer token into
+//! Layers, one direction: `routes/*` parse requests and shape responses; `datastores` and `models` hold
+//! the little logic that spans the metadata store and the blob store; `auth` turns a bearer token into
 //! a [`auth::Caller`]. Nothing here writes SQL or touches files directly: that is `cairn-store`'s and
 //! `cairn-blob`'s job.
 
@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod mlflow;
+pub mod models;
 pub mod openapi;
 pub mod routes;
 pub mod runtime;

@@ -5,9 +5,10 @@ use cairn_core::api::*;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use cairn_core::models::*;
 use cairn_core::runs::*;
 
-use crate::routes::{datastores, files, jobs, resources, runs, tokens, workspaces};
+use crate::routes::{datastores, files, jobs, models, resources, runs, tokens, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,15 +24,19 @@ use crate::routes::{datastores, files, jobs, resources, runs, tokens, workspaces
         resources::list_environments, resources::create_environment, resources::show_environment,
         resources::build_environment, resources::delete_environment, resources::list_computes,
         resources::create_compute, resources::show_compute, resources::delete_compute,
+        models::list, models::show, models::update, models::delete, models::register, models::list_versions,
+        models::show_version, models::update_version, models::delete_version, models::set_alias,
+        models::delete_alias, models::files, models::download,
     ),
     components(schemas(
-        Role, TokenInfo, CreateToken, CreatedToken, Whoami, Workspace, CreateWorkspace,
+        Role, TokenInfo, CreateToken, CreatedToken, Whoami, Workspace, WorkspaceDetail, CreateWorkspace,
         DatastoreKind, Datastore, CreateDatastore, PlannedFile, UploadPlanRequest, PlanAction,
         PlanEntry, UploadPlan, PutStatus, PutFileResult, FileEntry, ErrorBody, ErrorDetail,
         RunStatus, Experiment, CreateExperiment, Transition, MetricPoint, Run, CreateRun, UpdateRun, LogMetric,
         KeyValue, LogBatch, RunMetrics, Environment, CreateEnvironment, EnvironmentBuild, Compute, ComputeState,
         CreateCompute, JobInput, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,
-        jobs::LogChunk, SearchRuns, RunsPage,
+        jobs::LogChunk, SearchRuns, RunsPage, Model, ModelVersion, ModelFile, RegisterModelVersion,
+        UpdateModel, UpdateModelVersion, SetAlias,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -53,6 +53,9 @@ enum Command {
     /// Show runs and their metrics.
     #[command(subcommand)]
     Run(cmd::jobs::RunCommand),
+    /// Register, list, show, download, tag, alias and delete models.
+    #[command(subcommand)]
+    Model(cmd::models::ModelCommand),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
             Command::Compute(c) => cmd::jobs::compute(c).await,
             Command::Job(c) => cmd::jobs::job(c).await,
             Command::Run(c) => cmd::jobs::run(c).await,
+            Command::Model(c) => cmd::models::run(c).await,
         }
     });
     match result {

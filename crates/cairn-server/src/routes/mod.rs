@@ -15,6 +15,7 @@ pub mod datastores;
 pub mod files;
 pub mod health;
 pub mod jobs;
+pub mod models;
 pub mod resources;
 pub mod runs;
 pub mod tokens;
@@ -74,6 +75,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/workspaces/{ws}/computes/{name}",
             get(resources::show_compute).delete(resources::delete_compute),
+        )
+        .route("/workspaces/{ws}/models", get(models::list))
+        .route(
+            "/workspaces/{ws}/models/{name}",
+            get(models::show).patch(models::update).delete(models::delete),
+        )
+        .route("/workspaces/{ws}/models/{name}/versions", get(models::list_versions).post(models::register))
+        .route(
+            "/workspaces/{ws}/models/{name}/versions/{v}",
+            get(models::show_version).patch(models::update_version).delete(models::delete_version),
+        )
+        .route("/workspaces/{ws}/models/{name}/versions/{v}/files", get(models::files))
+        .route("/workspaces/{ws}/models/{name}/versions/{v}/files/{*path}", get(models::download))
+        .route(
+            "/workspaces/{ws}/models/{name}/aliases/{alias}",
+            axum::routing::put(models::set_alias).delete(models::delete_alias),
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))

@@ -3,5 +3,6 @@
 pub mod datastores;
 pub mod jobs;
 pub mod login;
+pub mod models;
 pub mod tokens;
 pub mod workspaces;
