@@ -85,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             &p("/registered-models/get-latest-versions"),
             post(registry::latest_versions).get(registry::latest_versions),
         )
+        .route(&p("/model-versions/create"), post(registry::create_version))
         .route(&p("/model-versions/get"), get(registry::get_version))
         .route(&p("/model-versions/update"), patch(registry::update_version))
         .route(&p("/model-versions/delete"), delete(registry::delete_version))

@@ -2,7 +2,8 @@
 //! native registry (`cairn-store/src/models.rs`): an MLflow registered model is a Cairn model,
 //! a model version a Cairn version, so `cairn model list` and MLflow see the same things.
 //! A version's files are downloaded through the artifact proxy at
-//! `mlflow-artifacts:/registry/{name}/{version}` (see `artifacts.rs`).
+//! `mlflow-artifacts:/registry/{name}/{version}` (see `artifacts.rs`); versions are created
+//! through `models::register_from_blobs`, as native ones are.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use cairn_core::api::{Role, Workspace};
-use cairn_core::models::{Model, ModelFilter, ModelVersion, VersionRef};
+use cairn_core::models::{Model, ModelFilter, ModelVersion, NewModelVersion, VersionRef};
 use cairn_core::{validate_name, Error};
 use serde_json::{json, Value};
 
@@ -562,6 +563,57 @@ pub async fn download_uri(
     let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
     let v = load_version(&state, &workspace, &req).await?;
     Ok(Json(json!({"artifact_uri": format!("mlflow-artifacts:/registry/{}/{}", v.name, v.version)})))
+}
+
+/// `model-versions/create`: resolves `source` (`models:/m-…`, `runs:/RUN/path`,
+/// `mlflow-artifacts:/…`) to files through the artifact resolver and registers them as the
+/// next native version (content-addressed copy, manifest, framework from `MLmodel`).
+pub async fn create_version(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let source = req.str("source")?;
+    let tags = tags_of(&req)?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    state.store.model(&workspace, &name).await.map_err(ml)?;
+    let resolved = super::artifacts::resolve(&state, &workspace, &source).await?;
+    let (run_id, logged_model_id, experiment_id) = match &resolved.owner {
+        super::artifacts::Owner::Run { run_id } => (Some(run_id.clone()), None, None),
+        super::artifacts::Owner::Model(m) => (
+            (!m.source_run_id.is_empty()).then(|| m.source_run_id.clone()),
+            Some(m.id.clone()),
+            Some(m.experiment_id.clone()),
+        ),
+        super::artifacts::Owner::Version { .. } => {
+            return Err(MlError::invalid(
+                "register from a run's or a logged model's artifacts, not from a registered version",
+            ))
+        }
+    };
+    let new = NewModelVersion {
+        name,
+        description: req.opt_str("description").unwrap_or_default(),
+        tags,
+        run_id: req.opt_str("run_id").filter(|r| !r.is_empty()).or(run_id),
+        experiment_id,
+        logged_model_id: req.opt_str("model_id").filter(|m| !m.is_empty()).or(logged_model_id),
+        source: Some(source),
+        ..Default::default()
+    };
+    let v = crate::models::register_from_blobs(
+        &state,
+        &caller.token.name,
+        &workspace,
+        &resolved.blobs,
+        &resolved.path,
+        new,
+    )
+    .await
+    .map_err(ml)?;
+    Ok(Json(json!({"model_version": version_json(&v)})))
 }
 
 #[cfg(test)]
