@@ -20,6 +20,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = pathlib.Path(os.environ.get("CAIRN_BIN", ROOT / "target" / "debug" / "cairn"))
+# Set to a postgres:// URL to run the suite on PostgreSQL instead of the embedded SQLite.
+DATABASE_URL = os.environ.get("CAIRN_MLFLOW_TEST_DATABASE_URL")
 WINE = pathlib.Path(os.environ.get("CAIRN_WINE_CSV", "/work/shared/data/winequality_red.csv"))
 
 
@@ -38,8 +40,11 @@ class Server:
             CAIRN_UV=str(ROOT / ".venv-tools" / "bin" / "uv"),
             UV_CACHE_DIR=str(ROOT / ".cache" / "uv"),
         )
+        args = [str(BINARY), "server", "--data-dir", str(data), "--listen", "127.0.0.1:0"]
+        if DATABASE_URL:
+            args += ["--database-url", DATABASE_URL]
         self.proc = subprocess.Popen(
-            [str(BINARY), "server", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+            args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
