@@ -34,6 +34,18 @@ def test_logging_lands_in_the_native_run(server, workspace):
     assert native["params"]["solver"] == "cd"
 
 
+def test_log_input_datasets_come_back_in_run_inputs(server, workspace, wine):
+    X, _ = wine
+    ds = mlflow.data.from_pandas(X.head(100), source="winequality_red.csv", name="wine-train")
+    with mlflow.start_run() as run:
+        mlflow.log_input(ds, context="training")
+    r = MlflowClient().get_run(run.info.run_id)
+    [inp] = r.inputs.dataset_inputs
+    assert (inp.dataset.name, inp.dataset.digest) == ("wine-train", ds.digest)
+    assert inp.dataset.schema and "alcohol" in inp.dataset.schema, inp.dataset
+    assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
+
+
 def test_search_runs_across_experiments_with_filter_and_order(server, workspace):
     ids = {}
     for exp, runs in {"e1": [("r1", 0.3), ("r2", 0.9)], "e2": [("r3", 0.5), ("r4", 0.1)]}.items():
