@@ -79,8 +79,15 @@ fn ml(e: Error) -> MlError {
     }
 }
 
+/// The workspace, once the caller may use its registry with `role`. A job's run-scoped token
+/// may read it (a job loads `models:/NAME/VERSION`; the client also probes the registry before
+/// falling back to `models:/m-…` logged models) but not change it.
 async fn workspace(state: &AppState, caller: &Caller, ws: &str, role: Role) -> MlResult<Workspace> {
-    caller.require(role, Some(ws))?;
+    if role == Role::Reader {
+        super::require_read(caller, ws)?;
+    } else {
+        caller.require(role, Some(ws))?;
+    }
     Ok(state.store.workspace(ws).await?)
 }
 
