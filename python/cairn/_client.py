@@ -70,10 +70,8 @@ class Client:
         self._port = parts.port
         self._token = token
         self._timeout = timeout
-        self._run_path = (
-            f"{parts.path.rstrip('/')}/api/v1/workspaces/{quote(workspace, safe='')}"
-            f"/runs/{quote(run_id, safe='')}"
-        )
+        self._workspace_path = f"{parts.path.rstrip('/')}/api/v1/workspaces/{quote(workspace, safe='')}"
+        self._run_path = f"{self._workspace_path}/runs/{quote(run_id, safe='')}"
 
     # -- run endpoints ----------------------------------------------------------------------
 
@@ -103,6 +101,12 @@ class Client:
         }
         status, data = self._exchange("PUT", path, headers, body=body, size=size)
         return self._result("PUT", path, status, data)
+
+    # -- workspace endpoints ----------------------------------------------------------------
+
+    def register_model(self, name: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """``POST …/workspaces/{ws}/models/{name}/versions``: the next version of model ``name``."""
+        return self._json("POST", f"{self._workspace_path}/models/{quote(name, safe='')}/versions", body)
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ WORKSPACE = "ws1"
 RUN_ID = "run-0001"
 
 _RUN_PATH = re.compile(r"^/api/v1/workspaces/([^/]+)/runs/([^/]+)(/.*)?$")
+_MODEL_VERSIONS_PATH = re.compile(r"^/api/v1/workspaces/([^/]+)/models/([^/]+)/versions$")
 
 
 class Request(NamedTuple):
@@ -49,6 +50,7 @@ class StubServer:
         self.tags: Dict[str, str] = {}
         self.status = "Running"
         self.artifacts: Dict[str, bytes] = {}
+        self.models: Dict[str, List[Dict[str, Any]]] = {}  # name -> registered version bodies
         # Statuses for the next log-batch requests (then log_batch_status).
         self.fail_next: Deque[int] = deque()
         self.log_batch_status = 200
@@ -148,6 +150,9 @@ class StubServer:
     def _route(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> Tuple[int, Any]:
         if headers.get("authorization") != f"Bearer {TOKEN}":
             return _error(401, "unauthorized", "missing or wrong bearer token")
+        model = _MODEL_VERSIONS_PATH.match(path)
+        if method == "POST" and model and model.group(1) == WORKSPACE:
+            return self._register_model(model.group(2), json.loads(body))
         match = _RUN_PATH.match(path)
         if not match or match.group(1) != WORKSPACE or match.group(2) != RUN_ID:
             return _error(404, "not_found", f"no run at {path}")
@@ -170,6 +175,22 @@ class StubServer:
             self.status = json.loads(body)["status"]
             return 200, {"id": RUN_ID, "status": self.status}
         return _error(404, "not_found", f"no route {method} {path}")
+
+    def _register_model(self, name: str, req: Dict[str, Any]) -> Tuple[int, Any]:
+        """Like the server: the path must be among the run's artifacts (a file or a folder)."""
+        if req.get("run_id") != RUN_ID:
+            return _error(404, "not_found", f"run {req.get('run_id')!r} not found")
+        path = req["path"]
+        with self.lock:
+            files = [a for a in self.artifacts if a == path or a.startswith(path + "/")]
+            if not files:
+                return _error(404, "not_found", f"artifact path {path!r} is not among the artifacts")
+            versions = self.models.setdefault(name, [])
+            versions.append(req)
+            version = len(versions)
+        answer = dict(req, name=name, version=version, id=f"{name}:{version}")
+        answer.pop("path")
+        return 201, answer
 
     def _log_batch(self, body: bytes) -> Tuple[int, Any]:
         with self.lock:

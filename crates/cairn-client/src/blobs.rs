@@ -1,5 +1,6 @@
 //! Content-addressed uploads (code snapshots, model files): hash local files, ask the server which
-//! contents it lacks (`POST …/snapshots` answers with the missing SHA-256s), and upload only those
+//! contents it lacks (`POST …/snapshots` for a code snapshot, which also records its manifest and
+//! enforces the snapshot size limit; `POST …/blobs/missing` for model files), and stream only those
 //! (`PUT …/blobs/SHA256`), so bytes the workspace already holds are never sent again.
 
 use std::path::{Path, PathBuf};
@@ -66,18 +67,37 @@ pub fn walk(root: &Path) -> Result<Vec<(PathBuf, String)>> {
     Ok(out)
 }
 
-/// Records the manifest of `files` as a snapshot and uploads the contents the server lacks.
-pub async fn upload_missing(client: &Client, ws: &str, files: &[LocalFile]) -> Result<SnapshotCreated> {
+/// Records the manifest of `files` as a code snapshot and uploads the contents the server lacks.
+pub async fn upload_snapshot(client: &Client, ws: &str, files: &[LocalFile]) -> Result<SnapshotCreated> {
     let req = CreateSnapshot { files: files.iter().map(|f| f.file.clone()).collect() };
     let created = client.create_snapshot(ws, &req).await?;
+    upload(client, ws, files, &created.missing).await?;
+    Ok(created)
+}
+
+/// Uploads the contents of `files` the server lacks, without recording a snapshot (model files);
+/// returns how many distinct contents were sent.
+pub async fn upload_missing(client: &Client, ws: &str, files: &[LocalFile]) -> Result<usize> {
+    let mut shas: Vec<String> = files.iter().map(|f| f.file.sha256.clone()).collect();
+    shas.sort();
+    shas.dedup();
+    let mut missing = Vec::new();
+    for chunk in shas.chunks(1000) {
+        missing.extend(client.missing_blobs(ws, chunk.to_vec()).await?);
+    }
+    upload(client, ws, files, &missing).await
+}
+
+async fn upload(client: &Client, ws: &str, files: &[LocalFile], missing: &[String]) -> Result<usize> {
     let mut sent = std::collections::HashSet::new();
     for f in files {
-        if created.missing.contains(&f.file.sha256) && sent.insert(f.file.sha256.clone()) {
-            let body = tokio::fs::read(&f.local)
+        if missing.contains(&f.file.sha256) && sent.insert(f.file.sha256.clone()) {
+            let file = tokio::fs::File::open(&f.local)
                 .await
                 .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", f.local.display())))?;
+            let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
             client.put_blob(ws, &f.file.sha256, body).await?;
         }
     }
-    Ok(created)
+    Ok(sent.len())
 }

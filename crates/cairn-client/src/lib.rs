@@ -311,12 +311,22 @@ impl Client {
         self.post(&["workspaces", ws, "snapshots"], req).await
     }
 
-    /// Uploads one content-addressed blob (the server checks that `sha256` matches).
-    pub async fn put_blob(&self, ws: &str, sha256: &str, body: Vec<u8>) -> Result<()> {
+    /// Which of these contents the workspace lacks (no snapshot is recorded).
+    pub async fn missing_blobs(&self, ws: &str, sha256: Vec<String>) -> Result<Vec<String>> {
+        let answer: MissingBlobs =
+            self.post(&["workspaces", ws, "blobs", "missing"], &BlobsQuery { sha256 }).await?;
+        Ok(answer.missing)
+    }
+
+    /// Uploads one content-addressed blob from a stream (the server checks that `sha256` matches).
+    pub async fn put_blob<S>(&self, ws: &str, sha256: &str, body: S) -> Result<()>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    {
         let rb = self
             .request(Method::PUT, self.url(["workspaces", ws, "blobs", sha256]))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body);
+            .body(reqwest::Body::wrap_stream(body));
         self.send(rb).await.map(|_| ())
     }
 

@@ -174,6 +174,19 @@ pub struct RegisterModelVersion {
     pub framework_version: Option<String>,
 }
 
+/// Body of `POST …/blobs/missing`: which of these contents does the workspace lack?
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlobsQuery {
+    pub sha256: Vec<String>,
+}
+
+/// Answer of `POST …/blobs/missing`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct MissingBlobs {
+    pub missing: Vec<String>,
+}
+
 /// Body of `PATCH …/models/{name}`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -20,7 +20,7 @@ use crate::routes::{datastores, files, jobs, models, resources, runs, tokens, wo
         files::plan, files::list, files::upload, files::download, files::delete,
         runs::list_experiments, runs::create_experiment, runs::list_runs, runs::create_run, runs::show_run,
         runs::update_run, runs::log_batch, runs::run_metrics, runs::list_artifacts, runs::upload_artifact,
-        runs::download_artifact, runs::search_runs, jobs::create_snapshot, jobs::upload_blob, jobs::submit, jobs::cancel, jobs::logs,
+        runs::download_artifact, runs::search_runs, jobs::create_snapshot, jobs::missing_blobs, jobs::upload_blob, jobs::submit, jobs::cancel, jobs::logs,
         resources::list_environments, resources::create_environment, resources::show_environment,
         resources::build_environment, resources::delete_environment, resources::list_computes,
         resources::create_compute, resources::show_compute, resources::delete_compute,
@@ -36,7 +36,7 @@ use crate::routes::{datastores, files, jobs, models, resources, runs, tokens, wo
         KeyValue, LogBatch, RunMetrics, Environment, CreateEnvironment, EnvironmentBuild, Compute, ComputeState,
         CreateCompute, JobInput, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,
         jobs::LogChunk, SearchRuns, RunsPage, Model, ModelVersion, ModelFile, RegisterModelVersion,
-        UpdateModel, UpdateModelVersion, SetAlias,
+        UpdateModel, UpdateModelVersion, SetAlias, BlobsQuery, MissingBlobs,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -391,6 +391,11 @@ async fn bad_input_is_refused_clearly_and_changes_nothing(b: Backend) {
     )
     .await;
     assert!(st == 400 && e["error"]["message"].as_str().unwrap().contains("color"), "{e}");
+    let (st, e) = call(&s, M::POST, "workspaces/w/blobs/missing", Some(json!({"sha256": ["zz"]}))).await;
+    assert!(st == 400 && e["error"]["message"].as_str().unwrap().contains("zz"), "{e}");
+    let (st, e) =
+        call(&s, M::POST, "workspaces/w/blobs/missing", Some(json!({"sha256": ["A".repeat(64)]}))).await;
+    assert_eq!((st, e), (200, json!({"missing": ["a".repeat(64)]})));
     // None of that registered anything.
     assert_eq!(call(&s, M::GET, "workspaces/w/models/wine", None).await.0, 404);
 

@@ -55,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/workspaces/{ws}/runs/{run}/logs", get(jobs::logs))
         .route("/workspaces/{ws}/jobs", axum::routing::post(jobs::submit))
         .route("/workspaces/{ws}/snapshots", axum::routing::post(jobs::create_snapshot))
+        .route("/workspaces/{ws}/blobs/missing", axum::routing::post(jobs::missing_blobs))
         .route(
             "/workspaces/{ws}/blobs/{sha256}",
             axum::routing::put(jobs::upload_blob).layer(DefaultBodyLimit::disable()),

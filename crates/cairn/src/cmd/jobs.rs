@@ -526,7 +526,7 @@ async fn upload_code(client: &ClientArgs, ws: &str, dir: &Path) -> anyhow::Resul
             biggest.join(", ")
         );
     }
-    let created = cairn_client::blobs::upload_missing(&client.client()?, ws, &files).await?;
+    let created = cairn_client::blobs::upload_snapshot(&client.client()?, ws, &files).await?;
     Ok(created.id)
 }
 
