@@ -19,6 +19,11 @@ echo "test: cargo test"
 # keep a 2-core machine responsive.
 cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CAIRN_TEST_THREADS:-4}"
 
-echo "test: Python SDK and azureml layer (python/tests_sdk, against the cairn binary just built)"
+# The Python suites below use the debug binary the cargo tests just built.
 cargo build -p cairn
+
+echo "test: Python SDK and azureml layer (python/tests_sdk)"
 .venv/bin/python -m pytest -q python/tests_sdk
+
+echo "test: the stock MLflow client against a live server (python/tests_mlflow)"
+.venv/bin/python -m pytest -q python/tests_mlflow

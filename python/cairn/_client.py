@@ -265,6 +265,10 @@ class Client(Http):
         body = {"experiment": experiment, "display_name": display_name, "parent_run_id": self.run_id}
         return self._json("POST", self._runs_path, body)
 
+    def register_model(self, name: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """``POST …/workspaces/{ws}/models/{name}/versions``: the next version of model ``name``."""
+        return self._json("POST", self.api_path("workspaces", self.workspace, "models", name, "versions"), body)
+
     def get_run(self) -> Dict[str, Any]:
         """``GET`` the run's JSON (id, status, experiment, params, tags, …)."""
         return self._json("GET", self._run_path)

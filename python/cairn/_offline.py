@@ -12,6 +12,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
+from ._client import CairnError
 from ._records import Metric, Param, Record, Tag
 from ._upload import PathOrStream
 
@@ -99,6 +100,13 @@ class OfflineBackend:
             size = os.path.getsize(path)
         say(summary + (f" ({size} bytes)" if size is not None else ""))
         return {"name": name, "size": size, "sha256": None}
+
+
+    def register_model(self, name: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        raise CairnError(
+            f"register_model({name!r}) needs a run inside a Cairn job; this run is offline "
+            "(outside a job, use `cairn model register --name NAME --path LOCAL_PATH`)"
+        )
 
 
 def say(summary: str) -> None:

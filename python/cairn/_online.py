@@ -101,3 +101,7 @@ class OnlineBackend:
                 self._policy,
             )
             return {"name": name, "size": source.size, "sha256": source.sha256}
+
+    def register_model(self, name: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """One attempt, not retried: a retry after a lost answer would register a second version."""
+        return self.client.register_model(name, body)

@@ -357,6 +357,55 @@ class Run:
         shown = f"upload_file {name} <- {_show(path_or_stream)}"
         return self._backend.upload(name, path_or_stream, shown)
 
+    # -- models -----------------------------------------------------------------------------
+
+    def register_model(
+        self,
+        model_name: str,
+        model_path: str,
+        tags: Optional[Mapping[str, Any]] = None,
+        description: Optional[str] = None,
+        properties: Optional[Mapping[str, Any]] = None,
+        model_framework: Optional[str] = None,
+        model_framework_version: Optional[str] = None,
+    ) -> "RegisteredModel":
+        """Register the run's artifact ``model_path`` (a file or a folder) as the next version of
+        model ``model_name`` (created on first registration), as ``azureml.core.Run.register_model``.
+
+        Logged records are flushed first, and if ``model_path`` exists locally (e.g.
+        ``outputs/model.pkl`` written by this script) it is uploaded as that artifact first, so
+        the registered bytes are the ones on disk now. The framework is detected from an MLflow
+        ``MLmodel`` file at the folder's root unless given.
+
+        Returns:
+            a :class:`RegisteredModel` with ``name``, ``id`` (``name:version``) and ``version``.
+
+        Raises:
+            ValueError: ``model_path`` is not a relative path.
+            ServerError: the server refused (e.g. 404 when the path is not among the run's
+                artifacts, 400 for a name that breaks the naming rule).
+            CairnError: the run is offline.
+        """
+        path = check_artifact_name(model_path.rstrip("/") if isinstance(model_path, str) else model_path)
+        if not isinstance(model_name, str) or not model_name:
+            raise ValueError(f"model_name must be a non-empty string, not {model_name!r}")
+        self.flush()
+        if not self.is_offline and os.path.exists(path):
+            for local, name in _files_under(path):
+                self._backend.upload(name, local, f"upload_file {name} <- {local}")
+        body: Dict[str, Any] = {
+            "run_id": self.id,
+            "path": path,
+            "description": to_text(description) if description is not None else "",
+            "tags": {check_key(k, "tag key"): to_text(v) for k, v in (tags or {}).items()},
+            "properties": {check_key(k, "property key"): to_text(v) for k, v in (properties or {}).items()},
+        }
+        if model_framework:
+            body["framework"] = to_text(model_framework)
+        if model_framework_version:
+            body["framework_version"] = to_text(model_framework_version)
+        return RegisteredModel(self._backend.register_model(model_name, body))
+
     # -- reading the run --------------------------------------------------------------------
 
     def get_details(self) -> Dict[str, Any]:
@@ -400,6 +449,41 @@ class Run:
     def _close(self, timeout: Optional[float] = None) -> None:
         """Flush and stop the background sender (what the at-exit handler does)."""
         self._backend.close(timeout)
+
+
+class RegisteredModel:
+    """A registered model version, as ``register_model`` returns it.
+
+    Attributes:
+        name: the model's name.
+        version: the version number (1, 2, …).
+        id: ``name:version``.
+        details: the whole answer of the server (tags, properties, framework, size, …).
+    """
+
+    def __init__(self, details: Dict[str, Any]) -> None:
+        self.details = dict(details)
+        self.name: str = str(details.get("name", ""))
+        self.version: int = int(details.get("version", 0))
+        self.id: str = str(details.get("id") or f"{self.name}:{self.version}")
+        self.tags: Dict[str, str] = dict(details.get("tags") or {})
+        self.properties: Dict[str, str] = dict(details.get("properties") or {})
+        self.description: str = str(details.get("description", ""))
+
+    def __repr__(self) -> str:
+        return f"RegisteredModel(id={self.id!r})"
+
+
+def _files_under(path: str) -> List[Any]:
+    """``[(local path, artifact name)]`` of a file, or of every file under a folder."""
+    if os.path.isfile(path):
+        return [(path, path)]
+    found = []
+    for root, _dirs, names in os.walk(path):
+        for n in sorted(names):
+            local = os.path.join(root, n)
+            found.append((local, path + "/" + "/".join(os.path.relpath(local, path).split(os.sep))))
+    return sorted(found, key=lambda f: f[1])
 
 
 def _is_iterable(value: Any) -> bool:

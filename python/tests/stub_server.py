@@ -24,6 +24,7 @@ RUN_ID = "run-0001"
 
 _RUN_PATH = re.compile(r"^/api/v1/workspaces/([^/]+)/runs/([^/]+)(/.*)?$")
 _RUNS_PATH = f"/api/v1/workspaces/{WORKSPACE}/runs"
+_MODEL_VERSIONS_PATH = re.compile(r"^/api/v1/workspaces/([^/]+)/models/([^/]+)/versions$")
 
 
 class Request(NamedTuple):
@@ -53,6 +54,7 @@ class StubServer:
         self.children: Dict[str, Dict[str, Any]] = {}
         self.status = "Running"
         self.artifacts: Dict[str, bytes] = {}
+        self.models: Dict[str, List[Dict[str, Any]]] = {}  # name -> registered version bodies
         # Statuses for the next log-batch requests (then log_batch_status).
         self.fail_next: Deque[int] = deque()
         self.log_batch_status = 200
@@ -154,6 +156,9 @@ class StubServer:
             return _error(401, "unauthorized", "missing or wrong bearer token")
         if method == "POST" and path == _RUNS_PATH:
             return self._create_child(body)
+        model = _MODEL_VERSIONS_PATH.match(path)
+        if method == "POST" and model and model.group(1) == WORKSPACE:
+            return self._register_model(model.group(2), json.loads(body))
         match = _RUN_PATH.match(path)
         if match and match.group(1) == WORKSPACE and match.group(2) in self.children:
             return self._child_route(method, match.group(2), match.group(3) or "", body)
@@ -181,6 +186,22 @@ class StubServer:
             self.status = json.loads(body)["status"]
             return 200, {"id": RUN_ID, "status": self.status}
         return _error(404, "not_found", f"no route {method} {path}")
+
+    def _register_model(self, name: str, req: Dict[str, Any]) -> Tuple[int, Any]:
+        """Like the server: the path must be among the run's artifacts (a file or a folder)."""
+        if req.get("run_id") != RUN_ID:
+            return _error(404, "not_found", f"run {req.get('run_id')!r} not found")
+        path = req["path"]
+        with self.lock:
+            files = [a for a in self.artifacts if a == path or a.startswith(path + "/")]
+            if not files:
+                return _error(404, "not_found", f"artifact path {path!r} is not among the artifacts")
+            versions = self.models.setdefault(name, [])
+            versions.append(req)
+            version = len(versions)
+        answer = dict(req, name=name, version=version, id=f"{name}:{version}")
+        answer.pop("path")
+        return 201, answer
 
     def _log_batch(self, body: bytes) -> Tuple[int, Any]:
         with self.lock:

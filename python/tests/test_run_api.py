@@ -185,3 +185,68 @@ class UploadTest(StubTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RegisterModelTest(StubTestCase):
+    def test_register_model_uploads_the_local_file_then_registers_it(self) -> None:
+        run = self.make_run(CAIRN_LOG_FLUSH_SECONDS="600")
+        run.log("rmse", 0.61)
+        cwd = os.getcwd()
+        os.chdir(self.tmp.name)
+        self.addCleanup(os.chdir, cwd)
+        os.makedirs("outputs")
+        with open("outputs/wine_model.pkl", "wb") as f:
+            f.write(b"pickled")
+        model = run.register_model(
+            model_name="wine_model",
+            model_path="outputs/wine_model.pkl",
+            tags={"area": "wine", "n": 3},
+            description="elasticnet",
+            properties={"rmse": 0.61},
+        )
+        self.assertEqual((model.name, model.version, model.id), ("wine_model", 1, "wine_model:1"))
+        self.assertEqual(self.stub.artifacts["outputs/wine_model.pkl"], b"pickled")
+        req = self.stub.models["wine_model"][0]
+        self.assertEqual(req["run_id"], RUN_ID)
+        self.assertEqual(req["path"], "outputs/wine_model.pkl")
+        self.assertEqual(req["tags"], {"area": "wine", "n": "3"})
+        self.assertEqual(req["properties"], {"rmse": "0.61"})
+        self.assertEqual(req["description"], "elasticnet")
+        # Logged records went out before the registration.
+        methods = [(r.method, r.path.rsplit("/", 1)[-1]) for r in self.stub.requests]
+        self.assertLess(methods.index(("POST", "log-batch")), methods.index(("POST", "versions")))
+        self.assertEqual(run.register_model("wine_model", "outputs/wine_model.pkl").version, 2)
+
+    def test_register_model_uploads_a_local_folder(self) -> None:
+        run = self.make_run(CAIRN_LOG_FLUSH_SECONDS="600")
+        cwd = os.getcwd()
+        os.chdir(self.tmp.name)
+        self.addCleanup(os.chdir, cwd)
+        os.makedirs(os.path.join("outputs", "model", "data"))
+        for name, content in [("MLmodel", b"flavors: {}"), ("data/w.bin", b"w")]:
+            with open(os.path.join("outputs", "model", *name.split("/")), "wb") as f:
+                f.write(content)
+        model = run.register_model("wine", "outputs/model/", model_framework="sklearn")
+        self.assertEqual(model.id, "wine:1")
+        self.assertEqual(sorted(self.stub.artifacts), ["outputs/model/MLmodel", "outputs/model/data/w.bin"])
+        self.assertEqual(self.stub.models["wine"][0]["framework"], "sklearn")
+
+    def test_register_model_errors_are_raised_with_the_server_message(self) -> None:
+        run = self.make_run(CAIRN_LOG_FLUSH_SECONDS="600")
+        with self.assertRaises(ServerError) as caught:
+            run.register_model("wine", "outputs/not_there.pkl")
+        self.assertEqual(caught.exception.status, 404)
+        self.assertIn("outputs/not_there.pkl", str(caught.exception))
+        with self.assertRaises(ValueError):
+            run.register_model("wine", "../escape.pkl")
+        with self.assertRaises(ValueError):
+            run.register_model("", "outputs/x")
+        self.assertEqual(self.stub.models, {})
+
+    def test_an_offline_run_cannot_register(self) -> None:
+        from cairn import Run
+
+        run = Run._from_environ({}, register_atexit=False)
+        with self.assertRaises(CairnError) as caught:
+            run.register_model("wine", "outputs/model.pkl")
+        self.assertIn("offline", str(caught.exception))

@@ -1,12 +1,15 @@
 //! A typed client of Cairn's REST API, used by the CLI and the integration tests. Each method is
 //! one API call; [`transfer`] builds folder uploads and downloads on top of them.
 
+pub mod blobs;
 pub mod transfer;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_core::api::*;
+use cairn_core::models::*;
+use cairn_core::runs::{CreateSnapshot, SnapshotCreated};
 use futures::{Stream, TryStreamExt};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -212,6 +215,11 @@ impl Client {
         self.get(&["workspaces", name], &[]).await
     }
 
+    /// The workspace with its MLflow tracking URI.
+    pub async fn workspace_detail(&self, name: &str) -> Result<WorkspaceDetail> {
+        self.get(&["workspaces", name], &[]).await
+    }
+
     pub async fn delete_workspace(&self, name: &str, force: bool) -> Result<()> {
         self.delete(&["workspaces", name], &[("force", force.to_string())]).await
     }
@@ -294,5 +302,115 @@ impl Client {
 
     pub async fn delete_file(&self, ws: &str, ds: &str, path: &str) -> Result<()> {
         self.send(self.request(Method::DELETE, self.file_url(ws, ds, path))).await.map(|_| ())
+    }
+
+    // --- content-addressed blobs ------------------------------------------------------------
+
+    /// Records a snapshot manifest; the answer lists the contents the server still lacks.
+    pub async fn create_snapshot(&self, ws: &str, req: &CreateSnapshot) -> Result<SnapshotCreated> {
+        self.post(&["workspaces", ws, "snapshots"], req).await
+    }
+
+    /// Which of these contents the workspace lacks (no snapshot is recorded).
+    pub async fn missing_blobs(&self, ws: &str, sha256: Vec<String>) -> Result<Vec<String>> {
+        let answer: MissingBlobs =
+            self.post(&["workspaces", ws, "blobs", "missing"], &BlobsQuery { sha256 }).await?;
+        Ok(answer.missing)
+    }
+
+    /// Uploads one content-addressed blob from a stream (the server checks that `sha256` matches).
+    pub async fn put_blob<S>(&self, ws: &str, sha256: &str, body: S) -> Result<()>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    {
+        let rb = self
+            .request(Method::PUT, self.url(["workspaces", ws, "blobs", sha256]))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body));
+        self.send(rb).await.map(|_| ())
+    }
+
+    // --- models ---------------------------------------------------------------------------
+
+    pub async fn list_models(&self, ws: &str, filter: &[(&str, String)]) -> Result<Vec<Model>> {
+        self.all_pages(&["workspaces", ws, "models"], filter).await
+    }
+
+    pub async fn model(&self, ws: &str, name: &str) -> Result<Model> {
+        self.get(&["workspaces", ws, "models", name], &[]).await
+    }
+
+    pub async fn delete_model(&self, ws: &str, name: &str) -> Result<()> {
+        self.delete(&["workspaces", ws, "models", name], &[]).await
+    }
+
+    pub async fn register_model_version(
+        &self,
+        ws: &str,
+        name: &str,
+        req: &RegisterModelVersion,
+    ) -> Result<ModelVersion> {
+        self.post(&["workspaces", ws, "models", name, "versions"], req).await
+    }
+
+    pub async fn model_versions(&self, ws: &str, name: &str) -> Result<Vec<ModelVersion>> {
+        self.get(&["workspaces", ws, "models", name, "versions"], &[]).await
+    }
+
+    /// `version` is a number, `latest` or `@alias`.
+    pub async fn model_version(&self, ws: &str, name: &str, version: &str) -> Result<ModelVersion> {
+        self.get(&["workspaces", ws, "models", name, "versions", version], &[]).await
+    }
+
+    pub async fn update_model_version(
+        &self,
+        ws: &str,
+        name: &str,
+        version: &str,
+        req: &UpdateModelVersion,
+    ) -> Result<ModelVersion> {
+        let url = self.url(["workspaces", ws, "models", name, "versions", version]);
+        self.json(self.request(Method::PATCH, url).json(req)).await
+    }
+
+    pub async fn delete_model_version(&self, ws: &str, name: &str, version: &str) -> Result<()> {
+        self.delete(&["workspaces", ws, "models", name, "versions", version], &[]).await
+    }
+
+    pub async fn set_model_alias(
+        &self,
+        ws: &str,
+        name: &str,
+        alias: &str,
+        version: i64,
+    ) -> Result<ModelVersion> {
+        let url = self.url(["workspaces", ws, "models", name, "aliases", alias]);
+        self.json(self.request(Method::PUT, url).json(&SetAlias { version })).await
+    }
+
+    pub async fn delete_model_alias(&self, ws: &str, name: &str, alias: &str) -> Result<()> {
+        self.delete(&["workspaces", ws, "models", name, "aliases", alias], &[]).await
+    }
+
+    pub async fn model_files(&self, ws: &str, name: &str, version: &str) -> Result<Vec<ModelFile>> {
+        self.get(&["workspaces", ws, "models", name, "versions", version, "files"], &[]).await
+    }
+
+    /// Streams one file of a model version.
+    pub async fn get_model_file(
+        &self,
+        ws: &str,
+        name: &str,
+        version: &str,
+        path: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes>> + use<>> {
+        let mut segments = vec!["workspaces", ws, "models", name, "versions", version, "files"];
+        segments.extend(path.split('/'));
+        let response = self.send(self.request(Method::GET, self.url(segments))).await?;
+        let base = self.base.to_string();
+        Ok(response.bytes_stream().map_err(move |e| ClientError::Transport {
+            url: base.clone(),
+            message: format!("download interrupted: {e}"),
+        }))
     }
 }

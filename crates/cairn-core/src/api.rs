@@ -93,6 +93,15 @@ pub struct Workspace {
     pub created_at: i64,
 }
 
+/// A workspace as `GET /workspaces/{ws}` shows it: with the tracking URI the MLflow client takes
+/// (`MLFLOW_TRACKING_URI`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkspaceDetail {
+    #[serde(flatten)]
+    pub workspace: Workspace,
+    pub mlflow_tracking_uri: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod endpoints;
 pub mod error;
+pub mod models;
 pub mod names;
 pub mod paths;
 pub mod runs;

@@ -97,12 +97,23 @@ enum Tok {
 
 impl<'a> Lexer<'a> {
     fn tokens(s: &'a str) -> Result<Vec<Tok>, Error> {
+        Ok(Self::tokens_at(s)?.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// The tokens with the byte position where each starts.
+    fn tokens_at(s: &'a str) -> Result<Vec<(usize, Tok)>, Error> {
         let mut lx = Lexer { s, pos: 0 };
         let mut out = Vec::new();
-        while let Some(t) = lx.next()? {
-            out.push(t);
+        loop {
+            while lx.peek().is_some_and(char::is_whitespace) {
+                lx.pos += 1;
+            }
+            let at = lx.pos;
+            match lx.next()? {
+                Some(t) => out.push((at, t)),
+                None => return Ok(out),
+            }
         }
-        Ok(out)
     }
 
     fn peek(&self) -> Option<char> {
@@ -206,15 +217,27 @@ fn identifier(toks: &[Tok], i: &mut usize) -> Result<(Entity, String), Error> {
     Ok((ent, key))
 }
 
-/// Parses a filter; an empty string means "every run".
+/// Parses a filter; an empty string means "every run". Errors name the position (in bytes,
+/// from 0) of the token where parsing stopped.
 pub fn parse_filter(filter: &str) -> Result<Vec<Clause>, Error> {
-    let toks = Lexer::tokens(filter)?;
+    let located = Lexer::tokens_at(filter)?;
+    let (starts, toks): (Vec<usize>, Vec<Tok>) = located.into_iter().unzip();
     let mut i = 0;
+    parse_clauses(&toks, &mut i).map_err(|e| match e {
+        Error::Invalid(m) => {
+            let at = starts.get(i).copied().unwrap_or(filter.len());
+            Error::Invalid(format!("{m} (at position {at})"))
+        }
+        other => other,
+    })
+}
+
+fn parse_clauses(toks: &[Tok], i: &mut usize) -> Result<Vec<Clause>, Error> {
     let mut clauses = Vec::new();
-    while i < toks.len() {
+    while *i < toks.len() {
         if !clauses.is_empty() {
-            match toks.get(i) {
-                Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("and") => i += 1,
+            match toks.get(*i) {
+                Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("and") => *i += 1,
                 other => {
                     return Err(Error::invalid(format!(
                         "expected 'and' between clauses, found {other:?} (only 'and' is supported)"
@@ -222,8 +245,8 @@ pub fn parse_filter(filter: &str) -> Result<Vec<Clause>, Error> {
                 }
             }
         }
-        let (entity, key) = identifier(&toks, &mut i)?;
-        let op = match toks.get(i) {
+        let (entity, key) = identifier(toks, i)?;
+        let op = match toks.get(*i) {
             Some(Tok::Op(op)) => *op,
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("like") => Op::Like,
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("ilike") => Op::ILike,
@@ -231,8 +254,8 @@ pub fn parse_filter(filter: &str) -> Result<Vec<Clause>, Error> {
                 return Err(Error::invalid(format!("expected a comparison after {key:?}, found {other:?}")))
             }
         };
-        i += 1;
-        let value = match toks.get(i) {
+        *i += 1;
+        let value = match toks.get(*i) {
             Some(Tok::Number(n)) => Value::Number(*n),
             Some(Tok::Quoted(s)) => Value::Text(s.clone()),
             other => {
@@ -241,7 +264,7 @@ pub fn parse_filter(filter: &str) -> Result<Vec<Clause>, Error> {
                 )))
             }
         };
-        i += 1;
+        *i += 1;
         let numeric = entity == Entity::Metric || (entity == Entity::Attribute && attribute_is_numeric(&key));
         match (&value, numeric) {
             (Value::Text(_), true) => {
@@ -294,6 +317,16 @@ pub fn parse_order_by(terms: &[String]) -> Result<Vec<OrderBy>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_errors_name_the_position() {
+        let e = parse_filter("metrics.acc >> 1").unwrap_err().to_string();
+        assert!(e.contains("at position 13"), "{e}");
+        let e = parse_filter("params.a = 'x' or params.b = 'y'").unwrap_err().to_string();
+        assert!(e.contains("at position 15"), "{e}");
+        let e = parse_filter("metrics.acc <").unwrap_err().to_string();
+        assert!(e.contains("at position 13"), "{e}");
+    }
 
     #[test]
     fn parses_the_usual_filters() {

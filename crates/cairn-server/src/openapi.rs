@@ -5,11 +5,12 @@ use cairn_core::api::*;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use cairn_core::models::*;
 use cairn_core::runs::*;
 
 use cairn_core::endpoints::*;
 
-use crate::routes::{datastores, endpoints, files, jobs, resources, runs, tokens, workspaces};
+use crate::routes::{datastores, endpoints, files, jobs, models, resources, runs, tokens, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,15 +22,18 @@ use crate::routes::{datastores, endpoints, files, jobs, resources, runs, tokens,
         files::plan, files::list, files::upload, files::download, files::delete,
         runs::list_experiments, runs::create_experiment, runs::list_runs, runs::create_run, runs::show_run,
         runs::update_run, runs::log_batch, runs::add_properties, runs::run_metrics, runs::list_artifacts, runs::upload_artifact,
-        runs::download_artifact, runs::search_runs, jobs::create_snapshot, jobs::upload_blob, jobs::submit, jobs::cancel, jobs::logs,
+        runs::download_artifact, runs::search_runs, jobs::create_snapshot, jobs::missing_blobs, jobs::upload_blob, jobs::submit, jobs::cancel, jobs::logs,
         resources::list_environments, resources::create_environment, resources::show_environment,
         resources::build_environment, resources::delete_environment, resources::list_computes,
         resources::create_compute, resources::show_compute, resources::delete_compute,
         endpoints::list, endpoints::create, endpoints::show, endpoints::update, endpoints::delete,
         endpoints::keys, endpoints::regenerate_key, endpoints::token,
+        models::list, models::show, models::update, models::delete, models::register, models::list_versions,
+        models::show_version, models::update_version, models::delete_version, models::set_alias,
+        models::delete_alias, models::files, models::download,
     ),
     components(schemas(
-        Role, TokenInfo, CreateToken, CreatedToken, Whoami, Workspace, CreateWorkspace,
+        Role, TokenInfo, CreateToken, CreatedToken, Whoami, Workspace, WorkspaceDetail, CreateWorkspace,
         DatastoreKind, Datastore, CreateDatastore, PlannedFile, UploadPlanRequest, PlanAction,
         PlanEntry, UploadPlan, PutStatus, PutFileResult, FileEntry, ErrorBody, ErrorDetail,
         RunStatus, Experiment, CreateExperiment, Transition, MetricPoint, Run, CreateRun, UpdateRun, LogMetric,
@@ -37,6 +41,8 @@ use crate::routes::{datastores, endpoints, files, jobs, resources, runs, tokens,
         CreateCompute, JobInput, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,
         jobs::LogChunk, SearchRuns, RunsPage, Endpoint, CreateEndpoint, UpdateEndpoint, EndpointKeys,
         KeyType, RegenerateKey, TokenRequest, EndpointToken, AuthMode, ProvisioningState,
+        jobs::LogChunk, SearchRuns, RunsPage, Model, ModelVersion, ModelFile, RegisterModelVersion,
+        UpdateModel, UpdateModelVersion, SetAlias, BlobsQuery, MissingBlobs,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -10,7 +10,9 @@
 mod datastores;
 mod db;
 mod endpoints;
+mod logged_models;
 mod mlflow;
+mod models;
 mod resources;
 mod runs;
 mod search;
@@ -20,9 +22,12 @@ mod workspaces;
 pub use datastores::{DatastoreRecord, FileRecord};
 pub use db::{Backend, Store};
 pub use endpoints::{EndpointRecord, StoredKey};
+pub use logged_models::{LoggedModel, NewLoggedModel, RunDataset, RunIo, RunModel};
 pub use mlflow::{MlflowExperiment, MlflowRunMeta};
+pub use models::READY as MODEL_VERSION_READY;
 pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
+pub use search::RunScope;
 pub use tokens::{NewToken, TokenRecord};
 
 /// Largest page any list returns, whatever the caller asks for.

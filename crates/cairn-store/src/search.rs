@@ -66,6 +66,13 @@ impl Sql {
     }
 }
 
+/// Which runs a search looks at.
+pub struct RunScope<'a> {
+    pub experiment_names: Vec<&'a str>,
+    pub experiment_ids: &'a [String],
+    pub deleted: Option<bool>,
+}
+
 impl Store {
     /// Runs of `experiment` matching every clause, ordered, one page (`offset`, `limit`).
     /// Returns the runs and whether more follow.
@@ -78,13 +85,46 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<Run>, bool), Error> {
+        // Runs deleted through the MLflow API stay restorable there but are hidden here.
+        let scope = RunScope {
+            experiment_names: experiment.into_iter().collect(),
+            experiment_ids: &[],
+            deleted: Some(false),
+        };
+        self.search_runs_in(ws, &scope, clauses, order, offset, limit).await
+    }
+
+    /// [`Store::search_runs`] over several experiments (by name or id; all when both are empty)
+    /// and any lifecycle: `deleted` `Some(false)` live runs, `Some(true)` deleted ones, `None` both
+    /// (MLflow's run view types).
+    pub async fn search_runs_in(
+        &self,
+        ws: &Workspace,
+        scope: &RunScope<'_>,
+        clauses: &[Clause],
+        order: &[OrderBy],
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<Run>, bool), Error> {
         let mut sql = Sql { binds: Vec::new() };
         let ws_p = sql.bind(Bind::Text(ws.id.clone()));
-        // Runs deleted through the MLflow API stay restorable there but are hidden here.
-        let mut wheres = vec![format!("r.workspace_id = {ws_p}"), "r.deleted_at IS NULL".to_string()];
-        if let Some(e) = experiment {
+        let mut wheres = vec![format!("r.workspace_id = {ws_p}")];
+        match scope.deleted {
+            Some(false) => wheres.push("r.deleted_at IS NULL".to_string()),
+            Some(true) => wheres.push("r.deleted_at IS NOT NULL".to_string()),
+            None => {}
+        }
+        let mut any_of = Vec::new();
+        for e in &scope.experiment_names {
             let p = sql.bind(Bind::Text(e.to_string()));
-            wheres.push(format!("e.name = {p}"));
+            any_of.push(format!("e.name = {p}"));
+        }
+        for e in scope.experiment_ids {
+            let p = sql.bind(Bind::Text(e.to_string()));
+            any_of.push(format!("e.id = {p}"));
+        }
+        if !any_of.is_empty() {
+            wheres.push(format!("({})", any_of.join(" OR ")));
         }
         for c in clauses {
             wheres.push(sql.clause(c));

@@ -5,57 +5,10 @@ use cairn_core::api::{CreateDatastore, DatastoreKind, Role};
 use cairn_core::runs::{KeyValue, LogBatch, LogMetric};
 use cairn_core::Error;
 use cairn_store::{NewToken, Store};
-use sqlx::Connection;
 
-struct Db {
-    store: Store,
-    _tmp: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
-}
-
-impl Db {
-    async fn sqlite() -> Db {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&tmp.path().join("cairn.db")).await.unwrap();
-        Db { store, _tmp: Some(tmp), pg: None }
-    }
-
-    async fn postgres() -> Db {
-        let admin = std::env::var("CAIRN_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!(
-            "cairn_store_test_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-                % 1_000_000_000_000
-        );
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL must be reachable at {admin} (scripts/setup.sh starts it): {e}")
-        });
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-        let store = Store::open(&url).await.unwrap();
-        Db { store, _tmp: None, pg: Some((admin, name)) }
-    }
-
-    async fn cleanup(self) {
-        self.store.close().await;
-        if let Some((admin, name)) = self.pg {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test] async fn $name() { let db = super::Db::sqlite().await; super::$name(&db.store).await; db.cleanup().await; } )* }
-        mod postgres { $( #[tokio::test] async fn $name() { let db = super::Db::postgres().await; super::$name(&db.store).await; db.cleanup().await; } )* }
-    };
-}
+#[macro_use]
+mod common;
+use common::Db;
 
 on_both!(
     the_store_answers_and_starts_empty,

@@ -437,3 +437,44 @@ async fn a_job_over_its_nodes_memory_is_stopped_with_a_clear_reason() {
     let error = done["error"].as_str().unwrap();
     assert!(error.contains("exceeded the memory limit of 2 GiB"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_registers_its_model_with_its_own_run_token() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    let code = dir.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(
+        code.join("train.py"),
+        r#"
+import os
+from cairn import Run
+run = Run.get_context()
+run.log("rmse", 0.61)
+os.makedirs("outputs", exist_ok=True)
+open("outputs/wine_model.pkl", "wb").write(b"pretend pickle")
+model = run.register_model(model_name="wine_model", model_path="outputs/wine_model.pkl",
+                           tags={"area": "wine"}, description="from a job", properties={"rmse": 0.61})
+print("REGISTERED", model.name, model.id, model.version)
+try:
+    run.register_model(model_name="wine_model", model_path="outputs/missing.pkl")
+except Exception as e:
+    print("REFUSED", getattr(e, "status", None))
+"#,
+    )
+    .unwrap();
+    let file = job_file(&dir, "train.yml", "code: ./code\ncommand: python train.py\n");
+    let out =
+        s.cmd().args(["job", "submit", "-f", &file, "-w", "w", "--stream", "-o", "json"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("REGISTERED wine_model wine_model:1 1"), "{stdout}");
+    assert!(stdout.contains("REFUSED 404"), "{stdout}");
+    let run = json(&stdout[stdout.find("{\n").unwrap()..]);
+    let v = json(&s.ok(&["model", "show", "wine_model:1", "-w", "w", "-o", "json"]));
+    assert_eq!(v["run_id"], run["id"], "{v}");
+    assert_eq!((v["tags"]["area"].as_str(), v["properties"]["rmse"].as_str()), (Some("wine"), Some("0.61")));
+    assert_eq!(v["description"], "from a job");
+    assert_eq!(v["size"], "pretend pickle".len());
+    assert!(v["created_by"].as_str().unwrap().contains(run["id"].as_str().unwrap()), "{v}");
+}

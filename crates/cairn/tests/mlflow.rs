@@ -92,3 +92,79 @@ async fn mlflow_errors_have_mlflows_shape() {
     assert_eq!(r.status().as_u16(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "ENDPOINT_NOT_FOUND");
 }
+
+/// A job whose script uses the stock MLflow client (installed into the job's environment by the
+/// real `uv`): `mlflow.start_run()` resumes the job's own run (MLFLOW_RUN_ID), so its metrics,
+/// params and artifacts land there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let dir = s.tmp().join("spec");
+    let code = dir.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(dir.join("compute.yml"), "name: cpu\ntype: amlcompute\nsize: small\nmax_instances: 1\n")
+        .unwrap();
+    std::fs::write(dir.join("env.yml"), "name: mlf\npip:\n  - mlflow-skinny==3.17.2\n").unwrap();
+    std::fs::write(
+        code.join("train.py"),
+        "import mlflow\n\
+         with mlflow.start_run() as run:\n\
+         \x20   mlflow.log_param('alpha', '0.5')\n\
+         \x20   for step, v in enumerate([0.5, 0.7, 0.9]):\n\
+         \x20       mlflow.log_metric('acc', v, step=step)\n\
+         \x20   mlflow.log_dict({'ok': True}, 'summary.json')\n\
+         \x20   print('logged into', run.info.run_id)\n\
+         \x20   import os, tempfile\n\
+         \x20   c = mlflow.MlflowClient()\n\
+         \x20   m = c.create_logged_model(run.info.experiment_id, name='m', source_run_id=run.info.run_id)\n\
+         \x20   d = tempfile.mkdtemp()\n\
+         \x20   open(os.path.join(d, 'weights.txt'), 'w').write('42')\n\
+         \x20   c.log_model_artifacts(m.model_id, d)\n\
+         \x20   c.finalize_logged_model(m.model_id, 'READY')\n\
+         \x20   print('model', m.model_id, 'weights', open(mlflow.artifacts.download_artifacts(m.artifact_location + '/weights.txt')).read())\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("job.yml"),
+        "experiment_name: mlflow_jobs\nenvironment: mlf\ncompute: cpu\ncode: ./code\ncommand: python train.py\n",
+    )
+    .unwrap();
+    s.ok(&["compute", "create", "-f", dir.join("compute.yml").to_str().unwrap(), "-w", "w"]);
+    s.ok(&["env", "create", "-f", dir.join("env.yml").to_str().unwrap(), "-w", "w"]);
+    let out = s.ok(&[
+        "job",
+        "submit",
+        "-f",
+        dir.join("job.yml").to_str().unwrap(),
+        "-w",
+        "w",
+        "--wait",
+        "-o",
+        "json",
+    ]);
+    let run: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{}", s.log()));
+    let id = run["id"].as_str().unwrap();
+    assert_eq!(run["status"], "Completed", "{run}");
+    assert_eq!(run["experiment"], "mlflow_jobs");
+    assert_eq!(run["params"]["alpha"], "0.5", "{run}");
+    assert_eq!(run["metrics"]["acc"]["value"], 0.9, "{run}");
+    assert_eq!(run["metrics"]["acc"]["step"], 2, "{run}");
+    let files = s.ok(&["run", "show", id, "-w", "w", "-o", "json"]);
+    let dest = s.tmp().join("dl");
+    s.ok(&["job", "download", id, "--dest", dest.to_str().unwrap(), "-w", "w"]);
+    let summary = std::fs::read_to_string(dest.join(id).join("summary.json"))
+        .unwrap_or_else(|e| panic!("summary.json is not among the run's artifacts ({e}): {files}"));
+    assert!(summary.contains("\"ok\": true"), "{summary}");
+    let log = std::fs::read_to_string(dest.join(id).join("logs/std_log.txt")).unwrap();
+    assert!(log.contains(&format!("logged into {id}")), "{log}");
+    // The job's run-scoped token created, filled, finalized and read back a logged model of its
+    // own run.
+    assert!(log.contains(" weights 42"), "{log}");
+    let model_id = log.split("model m-").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+    let url = format!("{}/workspaces/w/mlflow/api/2.0/mlflow/logged-models/m-{model_id}", s.url);
+    let got: Value =
+        reqwest::Client::new().get(url).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got["model"]["info"]["status"], "LOGGED_MODEL_READY", "{got}");
+    assert_eq!(got["model"]["info"]["source_run_id"], id, "{got}");
+}

@@ -402,3 +402,38 @@ async fn s3_artifacts_survive_kill_and_restart() {
     assert_eq!(strings(&again["skipped"]), remote_paths("data", &files));
     assert_eq!(strings(&again["uploaded"]), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn s3_model_files_are_stored_once_and_download_intact() {
+    let (moto, server, ws_id) = setup().await;
+    let files = sample_files();
+    let src = server.tmp().join("model");
+    write_files(&src, &files);
+    let register = || {
+        json(&server.ok(&[
+            "model",
+            "register",
+            "--name",
+            "m",
+            "--path",
+            src.to_str().unwrap(),
+            "-w",
+            "w",
+            "-o",
+            "json",
+        ]))
+    };
+    assert_eq!(register()["version"], 1);
+    let blobs = format!("{PREFIX}/workspaces/{ws_id}/blobs/");
+    let stored = moto.objects(BUCKET, &blobs).await;
+    assert_eq!(stored.len(), files.len(), "{stored:?}");
+    assert_eq!(register()["version"], 2);
+    assert_eq!(moto.objects(BUCKET, &blobs).await, stored, "the same bytes were stored again");
+
+    let dest = server.tmp().join("dl");
+    server.ok(&["model", "download", "m:2", "-d", dest.to_str().unwrap(), "-w", "w"]);
+    for (path, content) in &files {
+        assert_eq!(&std::fs::read(dest.join(path)).unwrap(), content, "{path}");
+    }
+    assert!(moto.unfinished_uploads(BUCKET).await.is_empty());
+}

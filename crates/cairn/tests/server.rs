@@ -258,6 +258,11 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/workspaces/{ws}/endpoints/{name}/keys",
         "/api/v1/workspaces/{ws}/endpoints/{name}/regenerate-keys",
         "/api/v1/workspaces/{ws}/endpoints/{name}/token",
+        "/api/v1/workspaces/{ws}/models",
+        "/api/v1/workspaces/{ws}/models/{name}/versions/{v}",
+        "/api/v1/workspaces/{ws}/models/{name}/versions/{v}/files/{path}",
+        "/api/v1/workspaces/{ws}/models/{name}/aliases/{alias}",
+        "/api/v1/workspaces/{ws}/blobs/missing",
     ] {
         assert!(paths.contains_key(p), "missing {p}");
     }

@@ -101,7 +101,7 @@ pub fn view_admits(view: Option<&str>, deleted: bool) -> MlResult<bool> {
 }
 
 /// SQL's LIKE on text: `%` any run of characters, `_` one character.
-fn like(text: &[char], pattern: &[char]) -> bool {
+pub(super) fn like(text: &[char], pattern: &[char]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
         Some(('%', rest)) => (0..=text.len()).any(|i| like(&text[i..], rest)),

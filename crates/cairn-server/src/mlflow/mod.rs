@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, patch, post};
 use axum::Router;
 use cairn_core::api::Role;
 use cairn_core::Error;
@@ -19,7 +19,10 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub mod artifacts;
 mod experiments;
+mod logged_models;
+mod registry;
 mod runs;
 mod wire;
 
@@ -27,6 +30,8 @@ pub use wire::{MlError, MlResult};
 
 /// Where the API lives, below which MLflow's own paths follow.
 const BASE: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow";
+/// Where the artifact proxy lives (what `mlflow-artifacts:/…` URIs resolve to).
+const ARTIFACTS: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow-artifacts/artifacts";
 
 /// The MLflow routes, with their own bearer-token check (errors in MLflow's shape).
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -51,7 +56,49 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&p("/runs/delete-tag"), post(runs::delete_tag))
         .route(&p("/runs/log-batch"), post(runs::log_batch))
         .route(&p("/runs/search"), get(runs::search).post(runs::search))
+        .route(&p("/runs/outputs"), post(runs::log_outputs))
+        .route(&p("/runs/log-inputs"), post(runs::log_inputs))
         .route(&p("/metrics/get-history"), get(runs::metric_history))
+        .route(&p("/metrics/get-history-bulk-interval"), get(runs::metric_history_bulk_interval))
+        .route(&p("/logged-models"), post(logged_models::create))
+        .route(&p("/logged-models/search"), post(logged_models::search))
+        .route(
+            &p("/logged-models/{id}"),
+            get(logged_models::get).patch(logged_models::finalize).delete(logged_models::delete),
+        )
+        .route(&p("/logged-models/{id}/tags"), patch(logged_models::set_tags))
+        .route(&p("/logged-models/{id}/tags/{key}"), delete(logged_models::delete_tag))
+        .route(&p("/logged-models/{id}/params"), post(logged_models::log_params))
+        .route(&p("/registered-models/create"), post(registry::create_model))
+        .route(&p("/registered-models/get"), get(registry::get_model))
+        .route(&p("/registered-models/search"), get(registry::search_models))
+        .route(&p("/registered-models/update"), patch(registry::update_model))
+        .route(&p("/registered-models/rename"), post(registry::rename_model))
+        .route(&p("/registered-models/delete"), delete(registry::delete_model))
+        .route(&p("/registered-models/set-tag"), post(registry::set_model_tag))
+        .route(&p("/registered-models/delete-tag"), delete(registry::delete_model_tag))
+        .route(
+            &p("/registered-models/alias"),
+            post(registry::set_alias).delete(registry::delete_alias).get(registry::get_by_alias),
+        )
+        .route(
+            &p("/registered-models/get-latest-versions"),
+            post(registry::latest_versions).get(registry::latest_versions),
+        )
+        .route(&p("/model-versions/create"), post(registry::create_version))
+        .route(&p("/model-versions/get"), get(registry::get_version))
+        .route(&p("/model-versions/update"), patch(registry::update_version))
+        .route(&p("/model-versions/delete"), delete(registry::delete_version))
+        .route(&p("/model-versions/search"), get(registry::search_versions))
+        .route(&p("/model-versions/set-tag"), post(registry::set_version_tag))
+        .route(&p("/model-versions/delete-tag"), delete(registry::delete_version_tag))
+        .route(&p("/model-versions/transition-stage"), post(registry::transition_stage))
+        .route(&p("/model-versions/get-download-uri"), get(registry::download_uri))
+        .route(ARTIFACTS, get(artifacts::list))
+        .route(
+            &format!("{ARTIFACTS}/{{*path}}"),
+            get(artifacts::download).put(artifacts::upload).delete(artifacts::delete),
+        )
         .route("/workspaces/{ws}/mlflow/{*rest}", any(unknown_endpoint))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }

@@ -8,10 +8,10 @@ use axum::{Extension, Json};
 use cairn_core::api::{Role, Workspace};
 use cairn_core::runs::{KeyValue, LogBatch, LogMetric, Run, RunStatus};
 use cairn_core::search::{Entity, Value as FilterValue};
-use cairn_store::{MlflowRunMeta, NewRun};
+use cairn_store::{MlflowRunMeta, NewRun, RunDataset, RunModel, RunScope};
 use serde_json::{json, Value};
 
-use super::experiments::{experiment, page_offset, view_admits};
+use super::experiments::{experiment, page_offset};
 use super::wire::*;
 use crate::auth::Caller;
 use crate::routes::runs::validate_batch;
@@ -80,7 +80,7 @@ pub async fn create(
         )
         .await?;
     let (run, meta) = load(&state, &workspace, &id).await?;
-    Ok(Json(json!({"run": run_json(&run, &meta)})))
+    Ok(Json(json!({"run": run_json(&run, &meta, None)})))
 }
 
 pub async fn get(
@@ -93,7 +93,8 @@ pub async fn get(
     caller.require_run(Role::Reader, &ws, &id)?;
     let workspace = state.store.workspace(&ws).await?;
     let (run, meta) = load(&state, &workspace, &id).await?;
-    Ok(Json(json!({"run": run_json(&run, &meta)})))
+    let io = state.store.run_inputs_outputs(std::slice::from_ref(&run.id)).await?;
+    Ok(Json(json!({"run": run_json(&run, &meta, io.get(&run.id))})))
 }
 
 /// Ends or renames a run. A job's status belongs to its runner: the client's `end_run` in a
@@ -172,7 +173,7 @@ async fn log(
     caller.require_run(Role::Writer, ws, run_id)?;
     validate_batch(&batch)?;
     let workspace = state.store.workspace(ws).await?;
-    load(state, &workspace, run_id).await?;
+    loggable(state, &workspace, run_id).await?;
     if let Some(name) = batch.tags.iter().rev().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone()) {
         state.store.set_run_display_name(run_id, &name).await?;
         batch.tags.retain(|t| t.key != RUN_NAME_TAG);
@@ -258,7 +259,10 @@ pub async fn delete_tag(
     Ok(Json(json!({})))
 }
 
-/// Searches one experiment's runs with MLflow's filter grammar (Cairn's own parser and query).
+/// The largest `max_results` MLflow's run search accepts.
+const MAX_RESULTS: i64 = 50_000;
+
+/// Searches the runs of some experiments with MLflow's filter grammar (Cairn's own parser and query).
 pub async fn search(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -278,32 +282,45 @@ pub async fn search(
         }
     }
     let order = cairn_core::search::parse_order_by(&req.list("order_by"))?;
-    let view = req.opt_str("run_view_type");
-    let limit = req.opt_i64("max_results")?.unwrap_or(1000).clamp(1, cairn_store::MAX_PAGE_SIZE);
-    let offset = page_offset(&req)? as i64;
-    let workspace = state.store.workspace(&ws).await?;
-    let ids = req.list("experiment_ids");
-    let exp = match ids.as_slice() {
-        [one] => experiment(&state, &workspace, one).await?,
-        [] => return Err(MlError::invalid("Missing value for required parameter 'experiment_ids'.")),
-        _ => {
-            return Err(MlError::invalid(
-                "this server searches one experiment at a time: pass one experiment id",
-            ))
+    let deleted = match req.opt_str("run_view_type").as_deref().unwrap_or("ACTIVE_ONLY") {
+        "ACTIVE_ONLY" | "" | "1" => Some(false),
+        "DELETED_ONLY" | "2" => Some(true),
+        "ALL" | "3" => None,
+        other => {
+            return Err(MlError::invalid(format!(
+            "Invalid value {other} for parameter 'run_view_type' supplied: ACTIVE_ONLY, DELETED_ONLY or ALL"
+        )))
         }
     };
+    // MLflow accepts up to 50,000 per page; a shorter page with a token is what its client
+    // expects from any server, so pages are served at the store's size.
+    let limit = match req.opt_i64("max_results")?.unwrap_or(1000) {
+        n if (1..=MAX_RESULTS).contains(&n) => n.min(cairn_store::MAX_PAGE_SIZE),
+        n => {
+            return Err(MlError::invalid(format!(
+                "Invalid value {n} for parameter 'max_results' supplied: from 1 to {MAX_RESULTS}"
+            )))
+        }
+    };
+    let offset = page_offset(&req)? as i64;
+    let workspace = state.store.workspace(&ws).await?;
+    let mut exp_ids = Vec::new();
+    for id in req.list("experiment_ids") {
+        exp_ids.push(experiment(&state, &workspace, &id).await?.id);
+    }
+    if exp_ids.is_empty() {
+        return Err(MlError::invalid("Missing value for required parameter 'experiment_ids'."));
+    }
+    let scope = RunScope { experiment_names: Vec::new(), experiment_ids: &exp_ids, deleted };
     let (runs, more) =
-        state.store.search_runs(&workspace, Some(&exp.name), &clauses, &order, offset, limit).await?;
+        state.store.search_runs_in(&workspace, &scope, &clauses, &order, offset, limit).await?;
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
     let mut meta = state.store.mlflow_run_meta(&ids).await?;
-    let mut out = Vec::new();
-    for run in &runs {
-        if let Some(m) = meta.remove(&run.id) {
-            if view_admits(view.as_deref(), m.deleted_at.is_some())? {
-                out.push(run_json(run, &m));
-            }
-        }
-    }
+    let io = state.store.run_inputs_outputs(&ids).await?;
+    let out: Vec<Value> = runs
+        .iter()
+        .filter_map(|run| meta.remove(&run.id).map(|m| run_json(run, &m, io.get(&run.id))))
+        .collect();
     let mut body = json!({"runs": out});
     if more {
         body["next_page_token"] = json!((offset + limit).to_string());
@@ -328,4 +345,141 @@ pub async fn metric_history(
         .map(|p| json!({"key": key, "value": number(p.value), "timestamp": p.timestamp, "step": p.step}))
         .collect();
     Ok(Json(json!({"metrics": metrics})))
+}
+
+/// A run that may still be logged to: not deleted (MLflow refuses those with INVALID_PARAMETER_VALUE).
+async fn loggable(state: &AppState, ws: &Workspace, id: &str) -> MlResult<()> {
+    let (_, meta) = load(state, ws, id).await?;
+    if meta.deleted_at.is_some() {
+        return Err(MlError::invalid(format!(
+            "The run {id} must be in the 'active' state. Current state is deleted."
+        )));
+    }
+    Ok(())
+}
+
+/// `runs/outputs`: models a run produced (MLflow 3's `log_model` links each one here).
+pub async fn log_outputs(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Writer, &ws, &id)?;
+    let mut models = Vec::new();
+    for m in req.array("models") {
+        let m = Req(m.as_object().cloned().unwrap_or_default());
+        models.push(RunModel {
+            model_id: m.str("model_id")?,
+            output: true,
+            step: m.opt_i64("step")?.unwrap_or(0),
+        });
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    loggable(&state, &workspace, &id).await?;
+    for m in &models {
+        state.store.logged_model(&workspace, &m.model_id).await.map_err(|_| {
+            MlError::does_not_exist(format!("Logged model with ID '{}' not found.", m.model_id))
+        })?;
+    }
+    state.store.link_run_models(&id, &models).await?;
+    Ok(Json(json!({})))
+}
+
+/// `runs/log-inputs`: datasets (with their tags) and models a run used.
+pub async fn log_inputs(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Writer, &ws, &id)?;
+    let mut datasets = Vec::new();
+    for d in req.array("datasets") {
+        let dataset =
+            d.get("dataset").and_then(Value::as_object).cloned().ok_or_else(|| {
+                MlError::invalid("Missing value for required parameter 'datasets.dataset'.")
+            })?;
+        let fields = Req(dataset.clone());
+        for required in ["name", "digest", "source_type", "source"] {
+            fields.str(required).map_err(|_| {
+                MlError::invalid(format!("Missing value for required parameter 'dataset.{required}'."))
+            })?;
+        }
+        let tags = Req(d.as_object().cloned().unwrap_or_default()).key_values("tags")?;
+        let tags: Vec<Value> = tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect();
+        datasets.push(RunDataset {
+            name: fields.str("name")?,
+            digest: fields.str("digest")?,
+            dataset_json: Value::Object(dataset).to_string(),
+            tags_json: Value::Array(tags).to_string(),
+        });
+    }
+    let mut models = Vec::new();
+    for m in req.array("models") {
+        let m = Req(m.as_object().cloned().unwrap_or_default());
+        models.push(RunModel { model_id: m.str("model_id")?, output: false, step: 0 });
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    loggable(&state, &workspace, &id).await?;
+    state.store.log_run_datasets(&id, &datasets).await?;
+    state.store.link_run_models(&id, &models).await?;
+    Ok(Json(json!({})))
+}
+
+/// `metrics/get-history-bulk-interval`: one metric's history for several runs (the UI's charts),
+/// limited to `start_step..=end_step`; at most `max_results` points per run, evenly sampled
+/// with the first and last kept, as MLflow samples.
+pub async fn metric_history_bulk_interval(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let key = req.str("metric_key")?;
+    let run_ids = req.list("run_ids");
+    if run_ids.is_empty() {
+        return Err(MlError::invalid("Missing value for required parameter 'run_ids'."));
+    }
+    if run_ids.len() > 100 {
+        return Err(MlError::invalid(format!(
+            "Invalid value {} for parameter 'run_ids' supplied: at most 100 runs",
+            run_ids.len()
+        )));
+    }
+    let start = req.opt_i64("start_step")?;
+    let end = req.opt_i64("end_step")?;
+    if start.is_some() != end.is_some() {
+        return Err(MlError::invalid("start_step and end_step must be given together"));
+    }
+    let max = req.opt_i64("max_results")?.unwrap_or(320);
+    if !(1..=1000).contains(&max) {
+        return Err(MlError::invalid(format!("Invalid value {max} for parameter 'max_results' supplied")));
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    let mut out = Vec::new();
+    for id in &run_ids {
+        caller.require_run(Role::Reader, &ws, id)?;
+        load(&state, &workspace, id).await?;
+        let mut points = state.store.run_metrics(id).await?.remove(&key).unwrap_or_default();
+        if let (Some(s), Some(e)) = (start, end) {
+            points.retain(|p| p.step >= s && p.step <= e);
+        }
+        let n = points.len();
+        let max = max as usize;
+        let picked: Vec<usize> = if n <= max {
+            (0..n).collect()
+        } else {
+            let mut idx: Vec<usize> = (0..max).map(|i| i * (n - 1) / (max - 1).max(1)).collect();
+            idx.dedup();
+            idx
+        };
+        for i in picked {
+            let p = &points[i];
+            out.push(json!({"key": key, "value": number(p.value), "timestamp": p.timestamp, "step": p.step, "run_id": id}));
+        }
+    }
+    Ok(Json(json!({"metrics": out})))
 }

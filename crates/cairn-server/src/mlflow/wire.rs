@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cairn_core::runs::{KeyValue, Run, RunStatus};
 use cairn_core::Error;
-use cairn_store::{MlflowExperiment, MlflowRunMeta};
+use cairn_store::{LoggedModel, MlflowExperiment, MlflowRunMeta, RunIo};
 use serde_json::{json, Map, Value};
 
 /// An error as the MLflow client expects it.
@@ -271,7 +271,27 @@ pub fn run_info_json(run: &Run, meta: &MlflowRunMeta) -> Value {
     info
 }
 
-pub fn run_json(run: &Run, meta: &MlflowRunMeta) -> Value {
+/// A run's `inputs` (datasets, models it used) and `outputs` (models it produced).
+fn run_io_json(io: Option<&RunIo>) -> (Value, Value) {
+    let Some(io) = io else { return (json!({}), json!({})) };
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    let datasets: Vec<Value> = io
+        .datasets
+        .iter()
+        .map(|d| json!({"tags": parse(&d.tags_json), "dataset": parse(&d.dataset_json)}))
+        .collect();
+    let inputs: Vec<Value> =
+        io.models.iter().filter(|m| !m.output).map(|m| json!({"model_id": m.model_id})).collect();
+    let outputs: Vec<Value> = io
+        .models
+        .iter()
+        .filter(|m| m.output)
+        .map(|m| json!({"model_id": m.model_id, "step": m.step}))
+        .collect();
+    (json!({"dataset_inputs": datasets, "model_inputs": inputs}), json!({"model_outputs": outputs}))
+}
+
+pub fn run_json(run: &Run, meta: &MlflowRunMeta, io: Option<&RunIo>) -> Value {
     let metrics: Vec<Value> = run
         .metrics
         .iter()
@@ -292,9 +312,37 @@ pub fn run_json(run: &Run, meta: &MlflowRunMeta) -> Value {
             tags.push(json!({"key": "mlflow.parentRunId", "value": parent}));
         }
     }
+    let (inputs, outputs) = run_io_json(io);
     json!({
         "info": run_info_json(run, meta),
         "data": {"metrics": metrics, "params": params, "tags": tags},
-        "inputs": {},
+        "inputs": inputs,
+        "outputs": outputs,
+    })
+}
+
+/// MLflow's status names for logged models.
+pub const LOGGED_MODEL_STATUSES: [&str; 3] =
+    ["LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED"];
+
+pub fn logged_model_json(m: &LoggedModel) -> Value {
+    let kv = |map: &std::collections::BTreeMap<String, String>| -> Vec<Value> {
+        map.iter().map(|(k, v)| json!({"key": k, "value": v})).collect()
+    };
+    json!({
+        "info": {
+            "model_id": m.id,
+            "experiment_id": m.experiment_id,
+            "name": m.name,
+            "creation_timestamp_ms": m.created_at,
+            "last_updated_timestamp_ms": m.updated_at,
+            "artifact_uri": format!("mlflow-artifacts:/{}/models/{}/artifacts", m.experiment_id, m.id),
+            "status": m.status,
+            "model_type": m.model_type,
+            "source_run_id": m.source_run_id,
+            "status_message": m.status_message,
+            "tags": kv(&m.tags),
+        },
+        "data": {"params": kv(&m.params), "metrics": []},
     })
 }

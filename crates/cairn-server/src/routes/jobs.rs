@@ -108,11 +108,40 @@ pub async fn upload_blob(
             Error::invalid(format!("blob name {sha:?} must be a 64-digit hexadecimal SHA-256")).into()
         );
     }
-    let opts = PutOpts { expected_sha256: Some(&sha), max_bytes: Some(MAX_SNAPSHOT_BYTES), overwrite: true };
+    // One blob may be a large model file: the snapshot limit applies to manifests (create_snapshot).
+    let opts =
+        PutOpts { expected_sha256: Some(&sha), max_bytes: Some(state.max_upload_bytes), overwrite: true };
     blobs_of(&state, &workspace.id)
         .put_stream(&RelPath::parse(&sha.to_lowercase())?, request.into_body().into_data_stream(), opts)
         .await?;
     Ok(StatusCode::CREATED)
+}
+
+/// Answers which of the given contents the workspace's blobs lack (for uploads of model files,
+/// which are not code snapshots and have no snapshot size limit).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/blobs/missing", tag = "jobs",
+    params(("ws" = String, Path, description = "workspace name")), request_body = cairn_core::models::BlobsQuery,
+    responses((status = 200, body = cairn_core::models::MissingBlobs), (status = 400, body = cairn_core::api::ErrorBody)))]
+pub async fn missing_blobs(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    extract::Json(req): extract::Json<cairn_core::models::BlobsQuery>,
+) -> ApiResult<Json<cairn_core::models::MissingBlobs>> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let blobs = blobs_of(&state, &workspace.id);
+    let mut missing = Vec::new();
+    for sha in &req.sha256 {
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid(format!("{sha:?} is not a 64-digit hexadecimal SHA-256")).into());
+        }
+        let sha = sha.to_lowercase();
+        if !missing.contains(&sha) && blobs.head(&RelPath::parse(&sha)?).await?.is_none() {
+            missing.push(sha);
+        }
+    }
+    Ok(Json(cairn_core::models::MissingBlobs { missing }))
 }
 
 /// Submits a command job: validated now (environment, compute, snapshot, inputs, command), then

@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod files;
 pub mod health;
 pub mod jobs;
+pub mod models;
 pub mod resources;
 pub mod runs;
 pub mod tokens;
@@ -56,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/workspaces/{ws}/runs/{run}/logs", get(jobs::logs))
         .route("/workspaces/{ws}/jobs", axum::routing::post(jobs::submit))
         .route("/workspaces/{ws}/snapshots", axum::routing::post(jobs::create_snapshot))
+        .route("/workspaces/{ws}/blobs/missing", axum::routing::post(jobs::missing_blobs))
         .route(
             "/workspaces/{ws}/blobs/{sha256}",
             axum::routing::put(jobs::upload_blob).layer(DefaultBodyLimit::disable()),
@@ -88,6 +90,22 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::post(endpoints::regenerate_key),
         )
         .route("/workspaces/{ws}/endpoints/{name}/token", axum::routing::post(endpoints::token))
+        .route("/workspaces/{ws}/models", get(models::list))
+        .route(
+            "/workspaces/{ws}/models/{name}",
+            get(models::show).patch(models::update).delete(models::delete),
+        )
+        .route("/workspaces/{ws}/models/{name}/versions", get(models::list_versions).post(models::register))
+        .route(
+            "/workspaces/{ws}/models/{name}/versions/{v}",
+            get(models::show_version).patch(models::update_version).delete(models::delete_version),
+        )
+        .route("/workspaces/{ws}/models/{name}/versions/{v}/files", get(models::files))
+        .route("/workspaces/{ws}/models/{name}/versions/{v}/files/{*path}", get(models::download))
+        .route(
+            "/workspaces/{ws}/models/{name}/aliases/{alias}",
+            axum::routing::put(models::set_alias).delete(models::delete_alias),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use cairn_core::api::{CreateWorkspace, Page, Role, Workspace};
+use cairn_core::api::{CreateWorkspace, Page, Role, Workspace, WorkspaceDetail};
 use cairn_core::validate_name;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -65,14 +65,16 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}", tag = "workspaces",
     params(("ws" = String, Path, description = "workspace name")),
-    responses((status = 200, body = Workspace), (status = 404, body = cairn_core::api::ErrorBody)))]
+    responses((status = 200, body = WorkspaceDetail), (status = 404, body = cairn_core::api::ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(ws): Path<String>,
-) -> ApiResult<Json<Workspace>> {
+) -> ApiResult<Json<WorkspaceDetail>> {
     caller.require(Role::Reader, Some(&ws))?;
-    Ok(Json(state.store.workspace(&ws).await?))
+    let workspace = state.store.workspace(&ws).await?;
+    let mlflow_tracking_uri = format!("{}/workspaces/{}/mlflow", state.public_url(), workspace.name);
+    Ok(Json(WorkspaceDetail { workspace, mlflow_tracking_uri }))
 }
 
 /// Deletes a workspace; refuses one that holds datastores or files unless `force=true`.

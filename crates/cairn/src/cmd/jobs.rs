@@ -494,8 +494,8 @@ fn to_submit(file: JobFile, snapshot: Option<String>) -> anyhow::Result<SubmitJo
 }
 
 /// Snapshots the code folder (honouring .gitignore and .amlignore) and uploads what is missing.
-async fn upload_code(api: &Api, dir: &Path) -> anyhow::Result<String> {
-    let mut files = Vec::new();
+async fn upload_code(client: &ClientArgs, ws: &str, dir: &Path) -> anyhow::Result<String> {
+    let mut listed = Vec::new();
     let walker = ignore::WalkBuilder::new(dir)
         .add_custom_ignore_filename(".amlignore")
         .require_git(false)
@@ -507,16 +507,18 @@ async fn upload_code(api: &Api, dir: &Path) -> anyhow::Result<String> {
             continue;
         }
         let rel = entry.path().strip_prefix(dir)?.to_str().context("code paths must be UTF-8")?.to_string();
-        let size = entry.metadata()?.len();
-        let sha = cairn_client::transfer::sha256_file(entry.path(), &cairn_client::transfer::NoProgress)?;
-        files.push((entry.path().to_path_buf(), SnapshotFile { path: rel, size, sha256: sha }));
+        listed.push((entry.path().to_path_buf(), rel));
     }
-    let total: u64 = files.iter().map(|(_, f)| f.size).sum();
+    let mut files = cairn_client::blobs::hash_files(listed)?;
+    let total: u64 = files.iter().map(|f| f.file.size).sum();
     let limit = 300 * 1024 * 1024;
     if total > limit {
-        files.sort_by_key(|(_, f)| std::cmp::Reverse(f.size));
-        let biggest: Vec<String> =
-            files.iter().take(5).map(|(_, f)| format!("{} ({})", f.path, output::bytes(f.size))).collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.file.size));
+        let biggest: Vec<String> = files
+            .iter()
+            .take(5)
+            .map(|f| format!("{} ({})", f.file.path, output::bytes(f.file.size)))
+            .collect();
         bail!(
             "the code folder {} holds {} (limit {}); the biggest files: {}. Move data to a datastore or list it in .amlignore",
             dir.display(),
@@ -525,14 +527,7 @@ async fn upload_code(api: &Api, dir: &Path) -> anyhow::Result<String> {
             biggest.join(", ")
         );
     }
-    let req = CreateSnapshot { files: files.iter().map(|(_, f)| f.clone()).collect() };
-    let created: SnapshotCreated = api.post("snapshots", &req).await?;
-    for (local, f) in &files {
-        if created.missing.contains(&f.sha256) {
-            let body = tokio::fs::read(local).await?;
-            api.send(api.http.put(api.url(&format!("blobs/{}", f.sha256))).body(body)).await?;
-        }
-    }
+    let created = cairn_client::blobs::upload_snapshot(&client.client()?, ws, &files).await?;
     Ok(created.id)
 }
 
@@ -550,7 +545,7 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
                     if !dir.is_dir() {
                         bail!("code: {} is not a folder", dir.display());
                     }
-                    Some(upload_code(&api, &dir).await?)
+                    Some(upload_code(&client, &api.ws, &dir).await?)
                 }
                 None => None,
             };

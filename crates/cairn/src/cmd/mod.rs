@@ -4,5 +4,6 @@ pub mod datastores;
 pub mod endpoints;
 pub mod jobs;
 pub mod login;
+pub mod models;
 pub mod tokens;
 pub mod workspaces;

@@ -65,9 +65,14 @@ pub async fn run(command: WorkspaceCommand) -> anyhow::Result<()> {
                 None => ws.resolve()?,
             };
             let client = args.client()?;
-            let workspace = client.workspace(&name).await?;
+            let detail = client.workspace_detail(&name).await?;
+            let workspace = &detail.workspace;
             let datastores = client.list_datastores(&name).await?;
-            let value = serde_json::json!({ "workspace": workspace, "datastores": datastores });
+            let value = serde_json::json!({
+                "workspace": workspace,
+                "datastores": datastores,
+                "mlflow_tracking_uri": detail.mlflow_tracking_uri,
+            });
             let names: Vec<String> =
                 datastores.iter().map(|d| format!("{} ({})", d.name, d.kind.as_str())).collect();
             output::print_one(
@@ -79,6 +84,7 @@ pub async fn run(command: WorkspaceCommand) -> anyhow::Result<()> {
                     ("description", workspace.description.clone()),
                     ("created", output::time(workspace.created_at)),
                     ("datastores", names.join(", ")),
+                    ("mlflow tracking uri", detail.mlflow_tracking_uri.clone()),
                 ],
             )
         }

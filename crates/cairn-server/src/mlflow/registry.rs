@@ -1,0 +1,666 @@
+//! `registered-models/*` and `model-versions/*`: MLflow's model registry as a view of Cairn's
+//! native registry (`cairn-store/src/models.rs`): an MLflow registered model is a Cairn model,
+//! a model version a Cairn version, so `cairn model list` and MLflow see the same things.
+//! A version's files are downloaded through the artifact proxy at
+//! `mlflow-artifacts:/registry/{name}/{version}` (see `artifacts.rs`); versions are created
+//! through `models::register_from_blobs`, as native ones are.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use cairn_core::api::{Role, Workspace};
+use cairn_core::models::{Model, ModelFilter, ModelVersion, NewModelVersion, VersionRef};
+use cairn_core::{validate_name, Error};
+use serde_json::{json, Value};
+
+use super::experiments::like;
+use super::wire::*;
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// MLflow's stages; Cairn keeps the stage as text.
+const STAGES: [&str; 4] = ["None", "Staging", "Production", "Archived"];
+
+fn kv(map: &BTreeMap<String, String>) -> Vec<Value> {
+    map.iter().map(|(k, v)| json!({"key": k, "value": v})).collect()
+}
+
+pub fn version_json(v: &ModelVersion) -> Value {
+    let stage = STAGES.iter().find(|s| s.eq_ignore_ascii_case(&v.stage)).copied().unwrap_or("None");
+    let mut out = json!({
+        "name": v.name,
+        "version": v.version.to_string(),
+        "creation_timestamp": v.created_at,
+        "last_updated_timestamp": v.updated_at,
+        "user_id": v.created_by,
+        "current_stage": stage,
+        "description": v.description,
+        "source": v.source,
+        "run_id": v.run_id.clone().unwrap_or_default(),
+        "status": "READY",
+        "tags": kv(&v.tags),
+        "aliases": v.aliases,
+    });
+    if let Some(m) = &v.logged_model_id {
+        out["model_id"] = json!(m);
+    }
+    out
+}
+
+async fn model_json(state: &AppState, ws: &Workspace, m: &Model) -> MlResult<Value> {
+    let mut latest = Vec::new();
+    if let Some(v) = m.latest_version {
+        if let Ok(v) = state.store.model_version(ws, &m.name, &VersionRef::Number(v)).await {
+            latest.push(version_json(&v));
+        }
+    }
+    let aliases: Vec<Value> =
+        m.aliases.iter().map(|(a, v)| json!({"alias": a, "version": v.to_string()})).collect();
+    Ok(json!({
+        "name": m.name,
+        "creation_timestamp": m.created_at,
+        "last_updated_timestamp": m.updated_at,
+        "user_id": m.created_by,
+        "description": m.description,
+        "latest_versions": latest,
+        "tags": kv(&m.tags),
+        "aliases": aliases,
+    }))
+}
+
+/// A store error in MLflow's words: a missing model or version is RESOURCE_DOES_NOT_EXIST, a
+/// name taken is RESOURCE_ALREADY_EXISTS (400), a version in use stays a conflict.
+fn ml(e: Error) -> MlError {
+    match &e {
+        Error::Conflict(m) if m.contains("already exists") => MlError::already_exists(m.clone()),
+        _ => e.into(),
+    }
+}
+
+/// The workspace, once the caller may use its registry with `role`. A job's run-scoped token
+/// may read it (a job loads `models:/NAME/VERSION`; the client also probes the registry before
+/// falling back to `models:/m-…` logged models) but not change it.
+async fn workspace(state: &AppState, caller: &Caller, ws: &str, role: Role) -> MlResult<Workspace> {
+    if role == Role::Reader {
+        super::require_read(caller, ws)?;
+    } else {
+        caller.require(role, Some(ws))?;
+    }
+    Ok(state.store.workspace(ws).await?)
+}
+
+fn version_number(req: &Req) -> MlResult<i64> {
+    let raw = req.str("version")?;
+    match raw.parse::<i64>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(MlError::invalid(format!("Invalid value {raw} for parameter 'version' supplied"))),
+    }
+}
+
+fn tags_of(req: &Req) -> MlResult<BTreeMap<String, String>> {
+    Ok(req.key_values("tags")?.into_iter().map(|t| (t.key, t.value)).collect())
+}
+
+pub async fn create_model(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    validate_name("model name", &name)?;
+    let tags = tags_of(&req)?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    let description = req.opt_str("description").unwrap_or_default();
+    let m = state
+        .store
+        .create_model(&workspace, &name, &description, &tags, &caller.token.name)
+        .await
+        .map_err(ml)?;
+    Ok(Json(json!({"registered_model": model_json(&state, &workspace, &m).await?})))
+}
+
+pub async fn get_model(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
+    let m = state.store.model(&workspace, &name).await.map_err(ml)?;
+    Ok(Json(json!({"registered_model": model_json(&state, &workspace, &m).await?})))
+}
+
+/// A test on a registered model.
+type ModelTest = Box<dyn Fn(&Model) -> bool + Send>;
+
+/// Filters MLflow's clients send for registered models: clauses joined by AND, each
+/// `name OP '…'` or `tags.KEY OP '…'` (also `tag.`, keys may be back-quoted) with OP one of `=`,
+/// `!=`, `LIKE`, `ILIKE`. A model without the tag passes `!=` (the client itself adds
+/// ``tag.`mlflow.prompt.is_prompt` != 'true'`` to every search).
+fn model_filter(filter: &str) -> MlResult<ModelTest> {
+    let bad = || {
+        MlError::invalid(format!(
+            "unsupported registered-model filter {filter:?}: use clauses name OP '…' or tags.KEY OP '…' \
+             (OP one of =, !=, LIKE, ILIKE) joined by AND"
+        ))
+    };
+    let mut tests: Vec<ModelTest> = Vec::new();
+    for clause in split_and(filter) {
+        let (lhs, op, value) = split_clause(clause).ok_or_else(bad)?;
+        let value = value.to_string();
+        let test = move |got: Option<&str>| match (op, got) {
+            ("!=", None) => true,
+            (_, None) => false,
+            ("=", Some(g)) => g == value,
+            ("!=", Some(g)) => g != value,
+            ("LIKE", Some(g)) => like(&g.chars().collect::<Vec<_>>(), &value.chars().collect::<Vec<_>>()),
+            (_, Some(g)) => like(
+                &g.to_lowercase().chars().collect::<Vec<_>>(),
+                &value.to_lowercase().chars().collect::<Vec<_>>(),
+            ),
+        };
+        let lhs = lhs.trim_matches('`');
+        if lhs == "name" {
+            tests.push(Box::new(move |m: &Model| test(Some(&m.name))));
+        } else if let Some(key) = lhs.strip_prefix("tags.").or_else(|| lhs.strip_prefix("tag.")) {
+            let key = key.trim_matches('`').to_string();
+            tests.push(Box::new(move |m: &Model| test(m.tags.get(&key).map(String::as_str))));
+        } else {
+            return Err(bad());
+        }
+    }
+    Ok(Box::new(move |m: &Model| tests.iter().all(|t| t(m))))
+}
+
+/// The clauses of `a AND b and c` (an AND inside a quoted value is not a separator).
+fn split_and(filter: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quote) = (0, None);
+    let bytes = filter.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'\'' || c == b'"' || c == b'`' => quote = Some(c),
+            None if i + 5 <= bytes.len()
+                && bytes[i].is_ascii_whitespace()
+                && filter[i + 1..i + 4].eq_ignore_ascii_case("and")
+                && bytes[i + 4].is_ascii_whitespace() =>
+            {
+                out.push(filter[start..i].trim());
+                start = i + 5;
+                i += 4;
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    out.push(filter[start..].trim());
+    out.into_iter().filter(|c| !c.is_empty()).collect()
+}
+
+/// `FIELD OP 'value'` with OP one of `=`, `!=`, `LIKE`, `ILIKE`.
+fn split_clause(f: &str) -> Option<(&str, &'static str, &str)> {
+    for op in ["!=", "=", " ILIKE ", " LIKE ", " ilike ", " like "] {
+        if let Some(i) = f.find(op) {
+            let value = f[i + op.len()..].trim();
+            let q = value.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+            let value = value.strip_prefix(q)?.strip_suffix(q)?;
+            let op = match op.trim().to_ascii_uppercase().as_str() {
+                "!=" => "!=",
+                "=" => "=",
+                "LIKE" => "LIKE",
+                _ => "ILIKE",
+            };
+            return Some((f[..i].trim(), op, value));
+        }
+    }
+    None
+}
+
+pub async fn search_models(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let admit = model_filter(&req.opt_str("filter").unwrap_or_default())?;
+    let limit = req.opt_i64("max_results")?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(MlError::invalid(format!("Invalid value {limit} for parameter 'max_results' supplied")));
+    }
+    let offset = super::experiments::page_offset(&req)?;
+    let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = state
+            .store
+            .list_models(&workspace, &ModelFilter::default(), token.as_deref(), Some(1000))
+            .await?;
+        all.extend(page.items.into_iter().filter(|m| admit(m)));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    // MLflow orders by name unless told otherwise.
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::new();
+    for m in all.iter().skip(offset).take(limit as usize) {
+        out.push(model_json(&state, &workspace, m).await?);
+    }
+    let mut body = json!({"registered_models": out});
+    if all.len() > offset + limit as usize {
+        body["next_page_token"] = json!((offset + limit as usize).to_string());
+    }
+    Ok(Json(body))
+}
+
+pub async fn update_model(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    let description = req.opt_str("description");
+    let m = state
+        .store
+        .update_model(&workspace, &name, description.as_deref(), &BTreeMap::new(), &[])
+        .await
+        .map_err(ml)?;
+    Ok(Json(json!({"registered_model": model_json(&state, &workspace, &m).await?})))
+}
+
+pub async fn rename_model(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let new_name = req.str("new_name")?;
+    validate_name("model name", &new_name)?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    let m = state.store.rename_model(&workspace, &name, &new_name).await.map_err(ml)?;
+    Ok(Json(json!({"registered_model": model_json(&state, &workspace, &m).await?})))
+}
+
+pub async fn delete_model(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    state.store.delete_model(&workspace, &name).await.map_err(ml)?;
+    Ok(Json(json!({})))
+}
+
+pub async fn set_model_tag(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let key = req.str("key")?;
+    let value = req.opt_str("value").unwrap_or_default();
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    let tags = BTreeMap::from([(key, value)]);
+    state.store.update_model(&workspace, &name, None, &tags, &[]).await.map_err(ml)?;
+    Ok(Json(json!({})))
+}
+
+pub async fn delete_model_tag(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let key = req.str("key")?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    state.store.update_model(&workspace, &name, None, &BTreeMap::new(), &[key]).await.map_err(ml)?;
+    Ok(Json(json!({})))
+}
+
+/// MLflow's alias rule: letters, digits, `_` and `-`, at most 255 characters, and not `latest`
+/// or `v<digits>` (those name versions).
+fn validate_alias(alias: &str) -> MlResult<()> {
+    let reserved = alias.eq_ignore_ascii_case("latest")
+        || (alias.len() > 1
+            && alias.starts_with(['v', 'V'])
+            && alias[1..].bytes().all(|b| b.is_ascii_digit()));
+    if alias.is_empty()
+        || alias.len() > 255
+        || reserved
+        || !alias.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(MlError::invalid(format!(
+            "Invalid alias name: '{alias}'. Aliases may only contain letters, digits, '_' and '-', \
+             at most 255 characters, and must not be 'latest' or 'v<number>'."
+        )));
+    }
+    Ok(())
+}
+
+pub async fn set_alias(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let alias = req.str("alias")?;
+    validate_alias(&alias)?;
+    let version = version_number(&req)?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    state.store.set_model_alias(&workspace, &name, &alias, version).await.map_err(ml)?;
+    Ok(Json(json!({})))
+}
+
+pub async fn delete_alias(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let alias = req.str("alias")?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    state.store.delete_model_alias(&workspace, &name, &alias).await.map_err(ml)?;
+    Ok(Json(json!({})))
+}
+
+pub async fn get_by_alias(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let alias = req.str("alias")?;
+    let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
+    let v = state.store.model_version(&workspace, &name, &VersionRef::Alias(alias)).await.map_err(ml)?;
+    Ok(Json(json!({"model_version": version_json(&v)})))
+}
+
+/// The newest version per stage (all stages, or those asked for): MLflow's deprecated stage API.
+pub async fn latest_versions(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let stages: Vec<String> = req.list("stages").iter().map(|s| s.to_lowercase()).collect();
+    let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
+    state.store.model(&workspace, &name).await.map_err(ml)?;
+    let versions = state.store.list_model_versions(&workspace, &name).await?;
+    let mut newest: BTreeMap<String, &ModelVersion> = BTreeMap::new();
+    for v in &versions {
+        let stage = v.stage.to_lowercase();
+        let stage = if stage.is_empty() { "none".to_string() } else { stage };
+        if !stages.is_empty() && !stages.contains(&stage) {
+            continue;
+        }
+        if newest.get(&stage).is_none_or(|n| n.version < v.version) {
+            newest.insert(stage, v);
+        }
+    }
+    let out: Vec<Value> = newest.values().map(|v| version_json(v)).collect();
+    Ok(Json(json!({"model_versions": out})))
+}
+
+async fn load_version(state: &AppState, ws: &Workspace, req: &Req) -> MlResult<ModelVersion> {
+    let name = req.str("name")?;
+    let version = version_number(req)?;
+    state.store.model_version(ws, &name, &VersionRef::Number(version)).await.map_err(ml)
+}
+
+pub async fn get_version(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
+    let v = load_version(&state, &workspace, &req).await?;
+    Ok(Json(json!({"model_version": version_json(&v)})))
+}
+
+pub async fn update_version(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    let v = load_version(&state, &workspace, &req).await?;
+    let description = req.opt_str("description");
+    let v = state
+        .store
+        .update_model_version(&workspace, &v.name, v.version, description.as_deref(), &BTreeMap::new(), &[])
+        .await
+        .map_err(ml)?;
+    Ok(Json(json!({"model_version": version_json(&v)})))
+}
+
+pub async fn transition_stage(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let stage = req.str("stage")?;
+    let stage = STAGES.iter().find(|s| s.eq_ignore_ascii_case(&stage)).copied().ok_or_else(|| {
+        MlError::invalid(format!(
+            "Invalid Model Version stage: {stage}. Value must be one of {}.",
+            STAGES.join(", ")
+        ))
+    })?;
+    let archive = req.opt_str("archive_existing_versions").is_some_and(|a| a == "true");
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    let v = load_version(&state, &workspace, &req).await?;
+    let v = state
+        .store
+        .set_model_version_stage(&workspace, &v.name, v.version, stage, archive)
+        .await
+        .map_err(ml)?;
+    Ok(Json(json!({"model_version": version_json(&v)})))
+}
+
+pub async fn delete_version(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    let v = load_version(&state, &workspace, &req).await?;
+    state.store.delete_model_version(&workspace, &v.name, v.version).await.map_err(ml)?;
+    Ok(Json(json!({})))
+}
+
+pub async fn set_version_tag(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let key = req.str("key")?;
+    let value = req.opt_str("value").unwrap_or_default();
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    let v = load_version(&state, &workspace, &req).await?;
+    let tags = BTreeMap::from([(key, value)]);
+    state.store.update_model_version(&workspace, &v.name, v.version, None, &tags, &[]).await.map_err(ml)?;
+    Ok(Json(json!({})))
+}
+
+pub async fn delete_version_tag(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let key = req.str("key")?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    let v = load_version(&state, &workspace, &req).await?;
+    state
+        .store
+        .update_model_version(&workspace, &v.name, v.version, None, &BTreeMap::new(), &[key])
+        .await
+        .map_err(ml)?;
+    Ok(Json(json!({})))
+}
+
+/// Filters on versions: `name = '…'` and/or `run_id = '…'` joined by AND (what the client's
+/// `search_model_versions` and `get_latest_versions` fallbacks send).
+pub async fn search_versions(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let filter = req.opt_str("filter").unwrap_or_default();
+    let (mut name, mut run) = (None, None);
+    for clause in split_and(&filter) {
+        match split_clause(clause) {
+            Some(("name", "=", v)) => name = Some(v.to_string()),
+            Some(("run_id", "=", v)) => run = Some(v.to_string()),
+            _ => {
+                return Err(MlError::invalid(format!(
+                    "unsupported model-version filter {filter:?}: use name = '…' and/or run_id = '…'"
+                )))
+            }
+        }
+    }
+    let limit = req.opt_i64("max_results")?.unwrap_or(10_000);
+    if !(1..=200_000).contains(&limit) {
+        return Err(MlError::invalid(format!("Invalid value {limit} for parameter 'max_results' supplied")));
+    }
+    let offset = super::experiments::page_offset(&req)?;
+    let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
+    let found = state.store.search_model_versions(&workspace, name.as_deref(), run.as_deref()).await?;
+    let out: Vec<Value> = found.iter().skip(offset).take(limit as usize).map(version_json).collect();
+    let mut body = json!({"model_versions": out});
+    if found.len() > offset + limit as usize {
+        body["next_page_token"] = json!((offset + limit as usize).to_string());
+    }
+    Ok(Json(body))
+}
+
+/// Where MLflow downloads a version's files from: the artifact proxy's registry area.
+pub async fn download_uri(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
+    let v = load_version(&state, &workspace, &req).await?;
+    Ok(Json(json!({"artifact_uri": format!("mlflow-artifacts:/registry/{}/{}", v.name, v.version)})))
+}
+
+/// `model-versions/create`: resolves `source` (`models:/m-…`, `runs:/RUN/path`,
+/// `mlflow-artifacts:/…`) to files through the artifact resolver and registers them as the
+/// next native version (content-addressed copy, manifest, framework from `MLmodel`).
+pub async fn create_version(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let name = req.str("name")?;
+    let source = req.str("source")?;
+    let tags = tags_of(&req)?;
+    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    state.store.model(&workspace, &name).await.map_err(ml)?;
+    let resolved = super::artifacts::resolve(&state, &workspace, &source).await?;
+    let (run_id, logged_model_id, experiment_id) = match &resolved.owner {
+        super::artifacts::Owner::Run { run_id } => (Some(run_id.clone()), None, None),
+        super::artifacts::Owner::Model(m) => (
+            (!m.source_run_id.is_empty()).then(|| m.source_run_id.clone()),
+            Some(m.id.clone()),
+            Some(m.experiment_id.clone()),
+        ),
+        super::artifacts::Owner::Version { .. } => {
+            return Err(MlError::invalid(
+                "register from a run's or a logged model's artifacts, not from a registered version",
+            ))
+        }
+    };
+    let new = NewModelVersion {
+        name,
+        description: req.opt_str("description").unwrap_or_default(),
+        tags,
+        run_id: req.opt_str("run_id").filter(|r| !r.is_empty()).or(run_id),
+        experiment_id,
+        logged_model_id: req.opt_str("model_id").filter(|m| !m.is_empty()).or(logged_model_id),
+        source: Some(source),
+        ..Default::default()
+    };
+    let v = crate::models::register_from_blobs(
+        &state,
+        &caller.token.name,
+        &workspace,
+        &resolved.blobs,
+        &resolved.path,
+        new,
+    )
+    .await
+    .map_err(ml)?;
+    Ok(Json(json!({"model_version": version_json(&v)})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(name: &str, tags: &[(&str, &str)]) -> Model {
+        Model {
+            name: name.into(),
+            workspace: "w".into(),
+            description: String::new(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            created_by: "t".into(),
+            created_at: 0,
+            updated_at: 0,
+            latest_version: None,
+            aliases: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn model_filters_combine_clauses_with_and() {
+        let f = model_filter("name LIKE 'wi%' AND tag.`mlflow.prompt.is_prompt` != 'true'").unwrap();
+        assert!(f(&model("wine", &[])));
+        assert!(!f(&model("wine", &[("mlflow.prompt.is_prompt", "true")])));
+        assert!(!f(&model("beer", &[])));
+        let f = model_filter("tags.team = 'a and b'").unwrap();
+        assert!(f(&model("x", &[("team", "a and b")])));
+        assert!(!f(&model("x", &[])));
+        assert!(model_filter("").unwrap()(&model("any", &[])));
+        assert!(model_filter("version > 3").is_err());
+    }
+
+    #[test]
+    fn aliases_follow_mlflows_rule() {
+        assert!(validate_alias("production").is_ok());
+        assert!(validate_alias("champion-2_b").is_ok());
+        for bad in ["latest", "v3", "", "a b", "x/y"] {
+            assert!(validate_alias(bad).is_err(), "{bad}");
+        }
+        assert!(validate_alias("version").is_ok());
+    }
+}

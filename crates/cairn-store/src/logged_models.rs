@@ -1,0 +1,355 @@
+//! MLflow 3's logged models (a model's files and metadata before, and apart from, registration)
+//! and a run's inputs and outputs (datasets it used, models it used or produced).
+
+use std::collections::{BTreeMap, HashMap};
+
+use cairn_core::api::Workspace;
+use cairn_core::runs::KeyValue;
+use cairn_core::{now_ms, Error};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::db::{map_err, new_id};
+use crate::Store;
+
+/// A logged model. `status` is MLflow's name (`LOGGED_MODEL_PENDING`, `LOGGED_MODEL_READY`, …).
+#[derive(Clone, Debug)]
+pub struct LoggedModel {
+    pub id: String,
+    pub experiment_id: String,
+    pub name: String,
+    pub model_type: String,
+    /// Empty when the model was logged outside a run.
+    pub source_run_id: String,
+    pub status: String,
+    pub status_message: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+    pub tags: BTreeMap<String, String>,
+    pub params: BTreeMap<String, String>,
+}
+
+/// What creating a logged model needs.
+pub struct NewLoggedModel<'a> {
+    pub experiment_id: &'a str,
+    pub name: &'a str,
+    pub model_type: &'a str,
+    pub source_run_id: &'a str,
+    pub status: &'a str,
+    pub tags: &'a [KeyValue],
+    pub params: &'a [KeyValue],
+}
+
+/// A model a run used (`input`) or produced (`output`, at a step).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunModel {
+    pub model_id: String,
+    pub output: bool,
+    pub step: i64,
+}
+
+/// What a run used and produced.
+#[derive(Clone, Debug, Default)]
+pub struct RunIo {
+    pub models: Vec<RunModel>,
+    pub datasets: Vec<RunDataset>,
+}
+
+/// A dataset a run used: MLflow's JSON, kept as sent.
+#[derive(Clone, Debug)]
+pub struct RunDataset {
+    pub name: String,
+    pub digest: String,
+    pub dataset_json: String,
+    pub tags_json: String,
+}
+
+fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(col).map_err(map_err)
+}
+
+const COLUMNS: &str = "id, experiment_id, name, model_type, source_run_id, status, status_message, \
+                       created_at, updated_at, deleted_at";
+
+fn model_of(r: &AnyRow) -> Result<LoggedModel, Error> {
+    Ok(LoggedModel {
+        id: get(r, "id")?,
+        experiment_id: get(r, "experiment_id")?,
+        name: get(r, "name")?,
+        model_type: get(r, "model_type")?,
+        source_run_id: get(r, "source_run_id")?,
+        status: get(r, "status")?,
+        status_message: get(r, "status_message")?,
+        created_at: get(r, "created_at")?,
+        updated_at: get(r, "updated_at")?,
+        deleted_at: get(r, "deleted_at")?,
+        tags: BTreeMap::new(),
+        params: BTreeMap::new(),
+    })
+}
+
+impl Store {
+    /// Creates a logged model with its tags and params; returns its id (`m-<32 hex>`, as MLflow's).
+    pub async fn create_logged_model(
+        &self,
+        ws: &Workspace,
+        new: NewLoggedModel<'_>,
+    ) -> Result<String, Error> {
+        let id = format!("m-{}", new_id().replace('-', ""));
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        sqlx::query(&format!(
+            "INSERT INTO logged_models (workspace_id, {COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $8, NULL)"
+        ))
+        .bind(&ws.id)
+        .bind(&id)
+        .bind(new.experiment_id)
+        .bind(new.name)
+        .bind(new.model_type)
+        .bind(new.source_run_id)
+        .bind(new.status)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        for (table, items) in [("logged_model_tags", new.tags), ("logged_model_params", new.params)] {
+            for kv in items {
+                sqlx::query(&format!(
+                    "INSERT INTO {table} (model_id, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (model_id, key) DO UPDATE SET value = $3"
+                ))
+                .bind(&id)
+                .bind(&kv.key)
+                .bind(&kv.value)
+                .execute(&mut **tx)
+                .await
+                .map_err(map_err)?;
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(id)
+    }
+
+    /// Logged models of `ws` in `experiment_ids` (all experiments when empty; deleted ones only
+    /// when `with_deleted`), or the one with `id`, newest first, with tags and params.
+    async fn logged_models_where(
+        &self,
+        ws: &Workspace,
+        id: Option<&str>,
+        experiment_ids: &[String],
+        with_deleted: bool,
+    ) -> Result<Vec<LoggedModel>, Error> {
+        let mut sql = format!("SELECT {COLUMNS} FROM logged_models WHERE workspace_id = $1");
+        let mut binds: Vec<&str> = Vec::new();
+        if let Some(id) = id {
+            binds.push(id);
+            sql.push_str(&format!(" AND id = ${}", binds.len() + 1));
+        }
+        if !experiment_ids.is_empty() {
+            let start = binds.len() + 2;
+            let list: Vec<String> = (0..experiment_ids.len()).map(|i| format!("${}", start + i)).collect();
+            sql.push_str(&format!(" AND experiment_id IN ({})", list.join(", ")));
+            binds.extend(experiment_ids.iter().map(String::as_str));
+        }
+        if !with_deleted {
+            sql.push_str(" AND deleted_at IS NULL");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC");
+        let mut q = sqlx::query(&sql).bind(&ws.id);
+        for b in &binds {
+            q = q.bind(*b);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        let mut out: Vec<LoggedModel> = rows.iter().map(model_of).collect::<Result<_, _>>()?;
+        for m in &mut out {
+            for (table, into) in [("logged_model_tags", &mut m.tags), ("logged_model_params", &mut m.params)]
+            {
+                let rows = sqlx::query(&format!("SELECT key, value FROM {table} WHERE model_id = $1"))
+                    .bind(&m.id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                for r in rows {
+                    into.insert(get(&r, "key")?, get(&r, "value")?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One logged model of `ws` (deleted ones included); `NotFound` otherwise.
+    pub async fn logged_model(&self, ws: &Workspace, id: &str) -> Result<LoggedModel, Error> {
+        self.logged_models_where(ws, Some(id), &[], true)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::not_found("logged model", id))
+    }
+
+    /// The live logged models of the given experiments (all when empty), newest first.
+    pub async fn logged_models(
+        &self,
+        ws: &Workspace,
+        experiment_ids: &[String],
+    ) -> Result<Vec<LoggedModel>, Error> {
+        self.logged_models_where(ws, None, experiment_ids, false).await
+    }
+
+    pub async fn set_logged_model_status(&self, id: &str, status: &str, message: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE logged_models SET status = $1, status_message = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(status)
+        .bind(message)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Sets (overwrites) tags or, with `params`, adds params of a logged model.
+    pub async fn set_logged_model_values(
+        &self,
+        id: &str,
+        params: bool,
+        items: &[KeyValue],
+    ) -> Result<(), Error> {
+        let table = if params { "logged_model_params" } else { "logged_model_tags" };
+        let mut tx = self.begin_write().await?;
+        for kv in items {
+            sqlx::query(&format!(
+                "INSERT INTO {table} (model_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (model_id, key) DO UPDATE SET value = $3"
+            ))
+            .bind(id)
+            .bind(&kv.key)
+            .bind(&kv.value)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        }
+        sqlx::query("UPDATE logged_models SET updated_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Removes a logged model's tag; false if it had none with that key.
+    pub async fn delete_logged_model_tag(&self, id: &str, key: &str) -> Result<bool, Error> {
+        let r = sqlx::query("DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2")
+            .bind(id)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Marks a logged model deleted (soft, as MLflow does; its files stay until cleaned up).
+    pub async fn delete_logged_model(&self, id: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE logged_models SET deleted_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Records models a run used or produced (idempotent: a repeated link keeps the last step).
+    pub async fn link_run_models(&self, run_id: &str, models: &[RunModel]) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        for m in models {
+            sqlx::query(
+                "INSERT INTO run_models (run_id, model_id, direction, step) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (run_id, model_id, direction) DO UPDATE SET step = $4",
+            )
+            .bind(run_id)
+            .bind(&m.model_id)
+            .bind(if m.output { "output" } else { "input" })
+            .bind(m.step)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Records datasets a run used (one per name and digest; logging one again replaces it).
+    pub async fn log_run_datasets(&self, run_id: &str, datasets: &[RunDataset]) -> Result<(), Error> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        for d in datasets {
+            sqlx::query(
+                "INSERT INTO run_datasets (run_id, name, digest, dataset_json, tags_json, logged_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, name, digest) \
+                 DO UPDATE SET dataset_json = $4, tags_json = $5",
+            )
+            .bind(run_id)
+            .bind(&d.name)
+            .bind(&d.digest)
+            .bind(&d.dataset_json)
+            .bind(&d.tags_json)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// The models (inputs and outputs) and datasets of each of `run_ids` that has any, in the
+    /// order they were logged.
+    pub async fn run_inputs_outputs(&self, run_ids: &[String]) -> Result<HashMap<String, RunIo>, Error> {
+        let mut out: HashMap<String, RunIo> = HashMap::new();
+        if run_ids.is_empty() {
+            return Ok(out);
+        }
+        let list: Vec<String> = (1..=run_ids.len()).map(|i| format!("${i}")).collect();
+        let list = list.join(", ");
+        let sql = format!(
+            "SELECT run_id, model_id, direction, step FROM run_models WHERE run_id IN ({list}) \
+             ORDER BY run_id, model_id"
+        );
+        let mut q = sqlx::query(&sql);
+        for id in run_ids {
+            q = q.bind(id.clone());
+        }
+        for r in q.fetch_all(&self.pool).await.map_err(map_err)? {
+            out.entry(get(&r, "run_id")?).or_default().models.push(RunModel {
+                model_id: get(&r, "model_id")?,
+                output: get::<String>(&r, "direction")? == "output",
+                step: get(&r, "step")?,
+            });
+        }
+        let sql = format!(
+            "SELECT run_id, name, digest, dataset_json, tags_json FROM run_datasets \
+             WHERE run_id IN ({list}) ORDER BY run_id, logged_at, name, digest"
+        );
+        let mut q = sqlx::query(&sql);
+        for id in run_ids {
+            q = q.bind(id.clone());
+        }
+        for r in q.fetch_all(&self.pool).await.map_err(map_err)? {
+            out.entry(get(&r, "run_id")?).or_default().datasets.push(RunDataset {
+                name: get(&r, "name")?,
+                digest: get(&r, "digest")?,
+                dataset_json: get(&r, "dataset_json")?,
+                tags_json: get(&r, "tags_json")?,
+            });
+        }
+        Ok(out)
+    }
+}

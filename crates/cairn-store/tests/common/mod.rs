@@ -1,0 +1,56 @@
+//! The harness of the store suites: a store on SQLite and on a fresh PostgreSQL database
+//! (`CAIRN_TEST_POSTGRES`, default the local server with trust auth), and `on_both!`, which runs
+//! each listed test against both.
+
+use cairn_store::Store;
+use sqlx::Connection;
+
+pub struct Db {
+    pub store: Store,
+    _tmp: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl Db {
+    pub async fn sqlite() -> Db {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&tmp.path().join("cairn.db")).await.unwrap();
+        Db { store, _tmp: Some(tmp), pg: None }
+    }
+
+    pub async fn postgres() -> Db {
+        let admin = std::env::var("CAIRN_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!(
+            "cairn_store_test_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                % 1_000_000_000_000
+        );
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL must be reachable at {admin} (scripts/setup.sh starts it): {e}")
+        });
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        let store = Store::open(&url).await.unwrap();
+        Db { store, _tmp: None, pg: Some((admin, name)) }
+    }
+
+    pub async fn cleanup(self) {
+        self.store.close().await;
+        if let Some((admin, name)) = self.pg {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let db = super::Db::sqlite().await; super::$name(&db.store).await; db.cleanup().await; } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let db = super::Db::postgres().await; super::$name(&db.store).await; db.cleanup().await; } )* }
+    };
+}

@@ -1,0 +1,100 @@
+"""MLflow's model registry through Cairn's native registry (MlflowClient calls)."""
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+
+def test_registered_models_create_search_tag_rename_delete(server, workspace):
+    client = MlflowClient()
+    client.create_registered_model("wine", tags={"team": "a"}, description="red wine")
+    client.create_registered_model("beer")
+    with pytest.raises(MlflowException) as e:
+        client.create_registered_model("wine")
+    assert e.value.error_code == "RESOURCE_ALREADY_EXISTS"
+    with pytest.raises(MlflowException) as e:
+        client.create_registered_model("bad/name")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+    m = client.get_registered_model("wine")
+    assert (m.name, m.description, m.tags) == ("wine", "red wine", {"team": "a"})
+    assert [x.name for x in client.search_registered_models()] == ["beer", "wine"]
+    assert [x.name for x in client.search_registered_models("name LIKE 'wi%'")] == ["wine"]
+    assert [x.name for x in client.search_registered_models("tags.team = 'a'")] == ["wine"]
+
+    client.set_registered_model_tag("wine", "stage", "dev")
+    client.delete_registered_model_tag("wine", "team")
+    client.update_registered_model("wine", description="updated")
+    m = client.get_registered_model("wine")
+    assert (m.description, m.tags) == ("updated", {"stage": "dev"})
+
+    client.rename_registered_model("wine", "vino")
+    with pytest.raises(MlflowException) as e:
+        client.get_registered_model("wine")
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    # The native registry sees the same model.
+    assert "vino" in server.cli("model", "list", "-w", workspace, "-o", "json")
+    client.delete_registered_model("vino")
+    assert [x.name for x in client.search_registered_models()] == ["beer"]
+
+
+def test_register_logged_model_then_load_by_name_and_alias(server, workspace, wine):
+    import numpy as np
+    from sklearn.linear_model import ElasticNet
+
+    X, y = wine
+    model = ElasticNet(alpha=0.3, l1_ratio=0.5, random_state=42).fit(X, y)
+    mlflow.set_experiment("wine")
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(model, name="wine_model")
+    mv = mlflow.register_model(info.model_uri, "wine")
+    assert (mv.name, mv.version) == ("wine", "1")
+    expected = model.predict(X.head(40))
+    loaded = mlflow.pyfunc.load_model("models:/wine/1")
+    np.testing.assert_allclose(loaded.predict(X.head(40)), expected)
+
+    client = MlflowClient()
+    v = client.get_model_version("wine", "1")
+    # (this client does not read model_id back from the wire; source names the logged model)
+    assert v.run_id == run.info.run_id and v.source == info.model_uri, v
+    # registering the same files again makes version 2, and the bytes are not copied twice
+    mv2 = mlflow.register_model(info.model_uri, "wine")
+    assert mv2.version == "2"
+    client.set_registered_model_alias("wine", "champion", "2")
+    assert client.get_model_version_by_alias("wine", "champion").version == "2"
+    np.testing.assert_allclose(mlflow.pyfunc.load_model("models:/wine@champion").predict(X.head(40)), expected)
+    assert client.get_registered_model("wine").aliases == {"champion": "2"}
+    client.set_model_version_tag("wine", "1", "validated", "yes")
+    assert client.get_model_version("wine", "1").tags == {"validated": "yes"}
+    client.delete_model_version_tag("wine", "1", "validated")
+    assert [v.version for v in client.search_model_versions("name = 'wine'")] == ["2", "1"]
+    assert client.get_latest_versions("wine", stages=["None"])[0].version == "2"
+    client.delete_registered_model_alias("wine", "champion")
+    with pytest.raises(MlflowException) as e:
+        client.get_model_version_by_alias("wine", "champion")
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+    # The native registry has the same versions, with the framework read from MLmodel.
+    out = server.cli("model", "list", "-w", workspace, "-o", "json")
+    assert "wine" in out, out
+    status, native = server.api("GET", f"/api/v1/workspaces/{workspace}/models/wine/versions/1")
+    assert status == 200, native
+    assert native["framework"] == "sklearn", native
+    status, files = server.api("GET", f"/api/v1/workspaces/{workspace}/models/wine/versions/1/files")
+    assert status == 200, files
+    assert {"MLmodel", "model.skops"} <= {f["path"] for f in files}, files
+
+    # A source that is not there: 404 naming it.
+    with pytest.raises(MlflowException) as e:
+        client.create_model_version("wine", f"runs:/{run.info.run_id}/no/such/path", run.info.run_id)
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST", e.value
+    assert "no/such/path" in e.value.message
+
+    # ... and a version registered natively (local files, `cairn model register`) is one MLflow loads.
+    local = mlflow.artifacts.download_artifacts(info.model_uri)
+    server.cli("model", "register", "-w", workspace, "--name", "native", "--path", local)
+    np.testing.assert_allclose(mlflow.pyfunc.load_model("models:/native/1").predict(X.head(40)), expected)
+
+    client.delete_model_version("wine", "1")
+    assert [v.version for v in client.search_model_versions("name = 'wine'")] == ["2"]

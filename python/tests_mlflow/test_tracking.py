@@ -1,0 +1,148 @@
+"""Tracking through Cairn's MLflow API with the stock client: logging, search across
+experiments, lifecycle (delete/restore), and the errors MLflow's client expects."""
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+
+def test_logging_lands_in_the_native_run(server, workspace):
+    mlflow.set_experiment("track")
+    with mlflow.start_run(run_name="a") as run:
+        mlflow.log_param("alpha", 0.5)
+        mlflow.log_params({"l1": 0.1, "solver": "cd"})
+        for step, v in enumerate([0.9, 0.8, 0.7]):
+            mlflow.log_metric("rmse", v, step=step)
+        mlflow.log_metrics({"r2": 0.42}, step=5)
+        mlflow.set_tags({"team": "wine", "kind": "baseline"})
+        mlflow.log_dict({"a": 1}, "cfg.json")
+    rid = run.info.run_id
+    r = MlflowClient().get_run(rid)
+    assert r.info.status == "FINISHED"
+    assert r.data.params == {"alpha": "0.5", "l1": "0.1", "solver": "cd"}
+    assert r.data.metrics == {"rmse": 0.7, "r2": 0.42}
+    assert r.data.tags["team"] == "wine"
+    hist = MlflowClient().get_metric_history(rid, "rmse")
+    assert [(m.step, m.value) for m in hist] == [(0, 0.9), (1, 0.8), (2, 0.7)]
+
+    status, native = server.api("GET", f"/api/v1/workspaces/{workspace}/runs/{rid}")
+    assert status == 200, native
+    assert native["status"] == "Completed" and native["display_name"] == "a"
+    assert native["metrics"]["r2"]["step"] == 5
+    assert native["params"]["solver"] == "cd"
+
+
+def test_log_input_datasets_come_back_in_run_inputs(server, workspace, wine):
+    X, _ = wine
+    ds = mlflow.data.from_pandas(X.head(100), source="winequality_red.csv", name="wine-train")
+    with mlflow.start_run() as run:
+        mlflow.log_input(ds, context="training")
+    r = MlflowClient().get_run(run.info.run_id)
+    [inp] = r.inputs.dataset_inputs
+    assert (inp.dataset.name, inp.dataset.digest) == ("wine-train", ds.digest)
+    assert inp.dataset.schema and "alcohol" in inp.dataset.schema, inp.dataset
+    assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
+
+
+def test_search_runs_across_experiments_with_filter_and_order(server, workspace):
+    ids = {}
+    for exp, runs in {"e1": [("r1", 0.3), ("r2", 0.9)], "e2": [("r3", 0.5), ("r4", 0.1)]}.items():
+        mlflow.set_experiment(exp)
+        for name, acc in runs:
+            with mlflow.start_run(run_name=name) as run:
+                mlflow.log_metric("acc", acc)
+                mlflow.log_param("family", "lin" if acc < 0.6 else "tree")
+            ids[name] = run.info.run_id
+    e1 = mlflow.get_experiment_by_name("e1").experiment_id
+    e2 = mlflow.get_experiment_by_name("e2").experiment_id
+    df = mlflow.search_runs([e1, e2], filter_string="params.family = 'lin'", order_by=["metrics.acc DESC"])
+    assert list(df["tags.mlflow.runName"]) == ["r3", "r1", "r4"], df
+    found = MlflowClient().search_runs([e1, e2], "metrics.acc > 0.2", order_by=["metrics.acc ASC"])
+    assert [r.info.run_name for r in found] == ["r1", "r3", "r2"]
+    page = MlflowClient().search_runs([e1, e2], max_results=2, order_by=["metrics.acc ASC"])
+    assert [r.info.run_name for r in page] == ["r4", "r1"] and page.token
+    rest = MlflowClient().search_runs([e1, e2], max_results=2, order_by=["metrics.acc ASC"], page_token=page.token)
+    assert [r.info.run_name for r in rest] == ["r3", "r2"]
+
+    # get-history-bulk-interval, as the UI's charts call it
+    r = requests.get(
+        f"{server.url}/workspaces/{workspace}/mlflow/api/2.0/mlflow/metrics/get-history-bulk-interval",
+        params={"run_ids": [ids["r1"], ids["r2"]], "metric_key": "acc"},
+        headers={"Authorization": f"Bearer {server.token}"},
+    )
+    assert r.status_code == 200, r.text
+    assert sorted((m["run_id"], m["value"]) for m in r.json()["metrics"]) == sorted(
+        [(ids["r1"], 0.3), (ids["r2"], 0.9)]
+    )
+
+
+def test_delete_and_restore_runs_and_experiments(server, workspace):
+    client = MlflowClient()
+    exp = client.create_experiment("lifecycle")
+    run = client.create_run(exp)
+    rid = run.info.run_id
+    client.delete_run(rid)
+    assert client.get_run(rid).info.lifecycle_stage == "deleted"
+    assert client.search_runs([exp]) == []
+    assert [r.info.run_id for r in client.search_runs([exp], run_view_type=2)] == [rid]  # DELETED_ONLY
+    # MLflow refuses logging to a deleted run ...
+    with pytest.raises(MlflowException) as e:
+        client.log_metric(rid, "m", 1.0)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    client.restore_run(rid)
+    assert [r.info.run_id for r in client.search_runs([exp])] == [rid]
+    # ... but not to a finished one.
+    client.set_terminated(rid)
+    client.log_metric(rid, "late", 2.0)
+    assert client.get_run(rid).data.metrics["late"] == 2.0
+
+    client.delete_experiment(exp)
+    assert client.get_experiment(exp).lifecycle_stage == "deleted"
+    assert "lifecycle" not in [x.name for x in client.search_experiments()]
+    client.restore_experiment(exp)
+    assert client.get_experiment_by_name("lifecycle").lifecycle_stage == "active"
+
+
+def raw(server, workspace, method, path, **kw):
+    return requests.request(
+        method,
+        f"{server.url}/workspaces/{workspace}/mlflow/api/2.0/{path}",
+        headers={"Authorization": f"Bearer {server.token}"},
+        **kw,
+    )
+
+
+def test_errors_have_mlflows_codes(server, workspace):
+    client = MlflowClient()
+    # missing required field
+    r = raw(server, workspace, "POST", "mlflow/experiments/create", json={})
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE", r.text
+    assert "'name'" in r.json()["message"]
+    # a filter that does not parse: 400 naming the position
+    with pytest.raises(MlflowException) as e:
+        client.search_runs(["0"], filter_string="metrics.acc >> 1")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "position" in e.value.message, e.value.message
+    # duplicate experiment: RESOURCE_ALREADY_EXISTS is a 400
+    client.create_experiment("dup")
+    r = raw(server, workspace, "POST", "mlflow/experiments/create", json={"name": "dup"})
+    assert (r.status_code, r.json()["error_code"]) == (400, "RESOURCE_ALREADY_EXISTS")
+    # unknown run
+    with pytest.raises(MlflowException) as e:
+        client.get_run("0" * 32)
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    # artifact paths that escape are refused before anything is written
+    run = client.create_run("0")
+    base = f"mlflow-artifacts/artifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts"
+    for bad in ["../../x", "a/%2e%2e/%2e%2e/x", "a//b"]:
+        r = raw(server, workspace, "PUT", f"{base}/{bad}", data=b"x")
+        assert r.status_code in (400, 404), (bad, r.status_code, r.text)
+        assert r.status_code != 404 or r.json().get("error_code") != "RESOURCE_DOES_NOT_EXIST"
+    assert client.list_artifacts(run.info.run_id) == []
+    # a logged model must name an experiment
+    r = raw(server, workspace, "POST", "mlflow/logged-models", json={"name": "m"})
+    assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), r.text
+    r = raw(server, workspace, "PATCH", "mlflow/logged-models/m-nope", json={"status": "LOGGED_MODEL_READY"})
+    assert (r.status_code, r.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST"), r.text
