@@ -69,5 +69,13 @@ say "The run's metrics (run.get_metrics()) and its kept outputs"
 "$CAIRN" job download "$RUN" --dest "$WORK/run"
 ls -l "$WORK/run/$RUN/outputs"
 
-say "Steps 9–15 (model registry, inference config, deployment, scoring)"
-echo "not implemented yet: see issues 4, 5 and 6. This demo stops after step 8."
+say "Step 9 — register the run's model (run.register_model): a name, an id and a version"
+"$CAIRN" model register --name wine_model --run "$RUN" --path outputs/wine_model.pkl \
+    --tag area=wine --tag type=regression --framework sklearn --description "wine quality, decision tree" -o json >/dev/null
+"$CAIRN" model show wine_model:1
+
+say "The same run through the MLflow API (MLFLOW_TRACKING_URI is printed by workspace show)"
+"$CAIRN" workspace show azureml_workspace | grep -i mlflow
+
+say "Steps 10–15 (inference config, deployment, scoring)"
+echo "not implemented yet: endpoints exist (cairn endpoint create), deployments are issue 5's next step."
