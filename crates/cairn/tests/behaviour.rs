@@ -670,6 +670,22 @@ async fn run_properties_are_set_once_and_child_runs_are_listed_by_parent(b: Back
         serde_json::json!({"dataset": "wine", "folds": "5"}),
         "nothing of the refused call was written"
     );
+    // The CLI's table output shows them, and `run list --parent` lists exactly the children.
+    let table = s.ok(&["run", "show", "-w", "w", &parent]);
+    let line = table.lines().find(|l| l.starts_with("properties")).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("dataset=wine") && line.contains("folds=5"), "{table}");
+    let listed = json(&s.ok(&["run", "list", "-w", "w", "--parent", &parent, "-o", "json"]));
+    let mut ids: Vec<String> =
+        listed.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, children, "only the parent's children");
+    let table = s.ok(&["run", "list", "-w", "w", "--parent", &parent]);
+    assert!(children.iter().all(|c| table.contains(c.as_str())), "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains(parent.as_str())).count(), 2, "{table}");
+    let all = json(&s.ok(&["run", "list", "-w", "w", "-o", "json"]));
+    assert_eq!(all.as_array().unwrap().len(), 4, "{all}");
+    let err = s.fails(&["run", "list", "-w", "w", "--parent", "nosuchrun"]);
+    assert!(err.contains("nosuchrun"), "{err}");
     // Search results carry them too.
     let (_, page) = post("runs/search".into(), serde_json::json!({"filter": ""})).await;
     let found = page["runs"].as_array().unwrap().iter().find(|r| r["id"] == parent.as_str()).unwrap().clone();

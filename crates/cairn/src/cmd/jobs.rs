@@ -155,6 +155,20 @@ pub enum JobCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum RunCommand {
+    /// List runs, newest first; `--parent RUN` lists that run's child runs.
+    List {
+        #[arg(long, short = 'e')]
+        experiment: Option<String>,
+        /// Only the child runs of this run.
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// A run's status, params, tags and latest metrics.
     Show {
         run: String,
@@ -666,6 +680,7 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
     let metrics: Vec<String> = r.metrics.iter().map(|(k, m)| format!("{k}={}", m.value)).collect();
     let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let properties: Vec<String> = r.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
     output::print_one(
         format,
         r,
@@ -673,12 +688,14 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
             ("id", r.id.clone()),
             ("experiment", r.experiment.clone()),
             ("status", r.status.as_str().into()),
+            ("parent", r.parent_id.clone().unwrap_or_default()),
             ("compute", r.compute.clone().unwrap_or_default()),
             ("environment", r.environment.clone().unwrap_or_default()),
             ("created", output::time(r.created_at)),
             ("metrics", metrics.join(" ")),
             ("params", params.join(" ")),
             ("tags", tags.join(" ")),
+            ("properties", properties.join(" ")),
             ("error", r.error.clone().unwrap_or_default()),
         ],
     )
@@ -686,6 +703,26 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
 
 pub async fn run(command: RunCommand) -> anyhow::Result<()> {
     match command {
+        RunCommand::List { experiment, parent, limit, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let mut q = vec![format!("limit={limit}")];
+            q.extend(experiment.map(|e| format!("experiment={}", urlencode(&e))));
+            q.extend(parent.map(|p| format!("parent={}", urlencode(&p))));
+            let runs: Vec<Run> = api.get(&format!("runs?{}", q.join("&"))).await?;
+            let rows = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.experiment.clone(),
+                        r.status.as_str().into(),
+                        r.parent_id.clone().unwrap_or_default(),
+                        output::time(r.created_at),
+                    ]
+                })
+                .collect();
+            output::print(client.output, &runs, &["RUN", "EXPERIMENT", "STATUS", "PARENT", "CREATED"], rows)
+        }
         RunCommand::Show { run, ws, client } => {
             let r: Run = Api::new(&client, &ws)?.get(&format!("runs/{run}")).await?;
             print_run(client.output, &r)
