@@ -88,6 +88,42 @@ pub enum ComputeCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Machine sizes: the shipped ones and the workspace's own.
+    #[command(subcommand)]
+    Size(SizeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SizeCommand {
+    /// Define a size for this workspace's compute targets.
+    Add {
+        name: String,
+        /// Cores per node (1 up to the server machine's cores).
+        #[arg(long)]
+        cores: u32,
+        /// Memory per node in GiB (enforced on the job's processes).
+        #[arg(long = "memory-gb")]
+        memory_gb: f64,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The shipped sizes and the workspace's own.
+    List {
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a workspace size no compute target uses.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -419,6 +455,37 @@ pub async fn compute(command: ComputeCommand) -> anyhow::Result<()> {
             let api = Api::new(&client, &ws)?;
             api.send(api.http.delete(api.url(&format!("computes/{name}")))).await?;
             output::done(client.output, &format!("compute {name} deleted"));
+            Ok(())
+        }
+        ComputeCommand::Size(command) => size(command).await,
+    }
+}
+
+async fn size(command: SizeCommand) -> anyhow::Result<()> {
+    let row = |s: &ComputeSize| {
+        vec![
+            s.name.clone(),
+            s.cores.to_string(),
+            s.memory_gb.to_string(),
+            if s.shipped { "shipped".into() } else { s.created_by.clone().unwrap_or_default() },
+        ]
+    };
+    const HEADERS: [&str; 4] = ["SIZE", "CORES", "MEMORY GB", "BY"];
+    match command {
+        SizeCommand::Add { name, cores, memory_gb, ws, client } => {
+            let req = CreateComputeSize { name, cores, memory_gb };
+            let s: ComputeSize = Api::new(&client, &ws)?.post("sizes", &req).await?;
+            output::print(client.output, &s, &HEADERS, vec![row(&s)])
+        }
+        SizeCommand::List { ws, client } => {
+            let list: Vec<ComputeSize> = Api::new(&client, &ws)?.get("sizes").await?;
+            let rows = list.iter().map(row).collect();
+            output::print(client.output, &list, &HEADERS, rows)
+        }
+        SizeCommand::Delete { name, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            api.send(api.http.delete(api.url(&format!("sizes/{}", urlencode(&name))))).await?;
+            output::done(client.output, &format!("size {name} deleted"));
             Ok(())
         }
     }
