@@ -720,9 +720,25 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// Polls a run until it ends, printing its log when `stream`.
+/// Waits until a run ends. With `stream`, its log is printed from the server's follow stream
+/// (`logs?follow=true`, which closes when the run has ended); without, the run is polled.
 async fn follow(api: &Api, run: &str, stream: bool) -> anyhow::Result<Run> {
+    use std::io::Write;
     let mut offset = 0u64;
+    if stream {
+        let mut resp = api.send(api.http.get(api.url(&format!("runs/{run}/logs?follow=true")))).await?;
+        let mut out = std::io::stdout();
+        // A broken stream (server restart) falls back to polling from what was printed.
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            out.write_all(&chunk)?;
+            out.flush()?;
+            offset += chunk.len() as u64;
+        }
+        let r: Run = api.get(&format!("runs/{run}")).await?;
+        if r.status.is_terminal() {
+            return Ok(r);
+        }
+    }
     loop {
         if stream {
             let chunk: Value = api.get(&format!("runs/{run}/logs?offset={offset}")).await?;
