@@ -266,7 +266,8 @@ pub struct LogChunk {
 /// or ask for `follow=true`: a chunked `text/plain` stream that closes when the run has ended.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/runs/{run}/logs", tag = "jobs",
     params(("ws" = String, Path, description = "workspace name"), ("run" = String, Path, description = "run id"), LogQuery),
-    responses((status = 200, body = LogChunk), (status = 200, content_type = "text/plain", description = "with follow=true")))]
+    responses((status = 200, description = "a LogChunk; with follow=true, the log as a text/plain stream",
+               content((LogChunk = "application/json"), (String = "text/plain")))))]
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
