@@ -535,6 +535,35 @@ async fn a_followed_log_streams_while_the_job_runs_and_closes_when_it_ends() {
         .unwrap();
     assert_eq!(again, got[offset..]);
 
+    // A stopping server ends a follow stream instead of waiting for the run (which never ends).
+    let file = job_file(&dir, "forever.yml", "command: echo up-$((1+1)); sleep 600\n");
+    let id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let mut resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/workspaces/w/runs/{id}/logs?follow=true", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    let mut got = String::new();
+    while !got.contains("up-2") {
+        let chunk = resp.chunk().await.unwrap().unwrap_or_else(|| panic!("stream ended early: {got}"));
+        got.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let mut s = s;
+    let stopper = std::thread::spawn(move || {
+        let ok = s.terminate();
+        (ok, s.log())
+    });
+    while let Ok(Some(_)) = resp.chunk().await {}
+    let (ok, log) = stopper.join().unwrap();
+    assert!(ok, "{log}");
+    assert!(!log.contains("did not finish"), "the follow stream held the stop: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_submit_stream_prints_the_log_from_the_follow_stream() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
     // `job submit --stream` prints the log from the stream.
     let file = job_file(&dir, "echo.yml", "command: echo streamed-$((6*7))\n");
     let out = s.ok(&["job", "submit", "-f", &file, "-w", "w", "--stream"]);

@@ -313,13 +313,18 @@ async fn read_log(state: &AppState, run: &str, offset: u64) -> Result<(Vec<u8>, 
 
 /// The log as a stream: new bytes as they are written, ending once the run has ended and
 /// everything written before that has been sent. The status is read before the file, so a
-/// run seen ended has no text left after an empty read.
+/// run seen ended has no text left after an empty read. A stopping server ends it too (the
+/// client then sees a run that has not ended).
 fn follow_log(state: Arc<AppState>, ws: cairn_core::api::Workspace, run: String, offset: u64) -> Response {
+    let stopping = state.stopping.subscribe();
     let stream = futures::stream::unfold(Some(offset), move |offset| {
-        let (state, ws, run) = (state.clone(), ws.clone(), run.clone());
+        let (state, ws, run, mut stopping) = (state.clone(), ws.clone(), run.clone(), stopping.clone());
         async move {
             let mut offset = offset?;
             loop {
+                if *stopping.borrow() {
+                    return None;
+                }
                 let step = async {
                     let ended = state.store.run(&ws, &run).await?.status.is_terminal();
                     let (bytes, next) = read_log(&state, &run, offset).await?;
@@ -333,7 +338,10 @@ fn follow_log(state: Arc<AppState>, ws: cairn_core::api::Workspace, run: String,
                     Ok((false, _, next)) => offset = next,
                     Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    _ = stopping.wait_for(|stop| *stop) => return None,
+                }
             }
         }
     });
