@@ -205,7 +205,7 @@ pub enum RunCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// A run's status, params, tags and latest metrics.
+    /// A run's status, parent, params, tags, properties and latest metrics.
     Show {
         run: String,
         #[command(flatten)]
