@@ -302,6 +302,31 @@ pub struct ComputeState {
     pub limits: String,
 }
 
+/// A machine size a compute target can use: shipped with Cairn, or defined in the workspace.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ComputeSize {
+    pub name: String,
+    pub cores: u32,
+    pub memory_gb: f64,
+    /// Shipped with Cairn (read-only) rather than defined in the workspace.
+    pub shipped: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+}
+
+/// Defines a workspace compute size (`cairn compute size add`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateComputeSize {
+    pub name: String,
+    /// Cores per node: 1 up to the machine's core count.
+    pub cores: u32,
+    /// Memory per node in GiB, more than 0.
+    pub memory_gb: f64,
+}
+
 /// A compute target in Azure ML v2's YAML shape (`amlcompute` is accepted for `local`).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

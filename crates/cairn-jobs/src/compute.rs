@@ -3,30 +3,32 @@
 //! variables. The [`ComputeTarget`] trait is the seam where Ray, Slurm or Kubernetes targets
 //! plug in later without changing the scheduler's callers.
 
-/// A named machine size.
-#[derive(Clone, Copy, Debug, PartialEq)]
+use std::borrow::Cow;
+
+/// A named machine size: shipped ([`SIZES`]) or defined by users for their workspace.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Size {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     pub cores: u32,
     pub memory_gb: f64,
 }
 
 /// Sizes shipped with Cairn: Azure's names (so specs from Azure ML work unchanged) and plain ones.
 pub const SIZES: &[Size] = &[
-    Size { name: "STANDARD_D2_V2", cores: 2, memory_gb: 7.0 },
-    Size { name: "STANDARD_D3_V2", cores: 4, memory_gb: 14.0 },
-    Size { name: "STANDARD_D4_V2", cores: 8, memory_gb: 28.0 },
-    Size { name: "STANDARD_DS3_V2", cores: 4, memory_gb: 14.0 },
-    Size { name: "STANDARD_DS11_V2", cores: 2, memory_gb: 14.0 },
-    Size { name: "STANDARD_F4S_V2", cores: 4, memory_gb: 8.0 },
-    Size { name: "small", cores: 1, memory_gb: 2.0 },
-    Size { name: "medium", cores: 2, memory_gb: 4.0 },
-    Size { name: "large", cores: 4, memory_gb: 16.0 },
+    Size { name: Cow::Borrowed("STANDARD_D2_V2"), cores: 2, memory_gb: 7.0 },
+    Size { name: Cow::Borrowed("STANDARD_D3_V2"), cores: 4, memory_gb: 14.0 },
+    Size { name: Cow::Borrowed("STANDARD_D4_V2"), cores: 8, memory_gb: 28.0 },
+    Size { name: Cow::Borrowed("STANDARD_DS3_V2"), cores: 4, memory_gb: 14.0 },
+    Size { name: Cow::Borrowed("STANDARD_DS11_V2"), cores: 2, memory_gb: 14.0 },
+    Size { name: Cow::Borrowed("STANDARD_F4S_V2"), cores: 4, memory_gb: 8.0 },
+    Size { name: Cow::Borrowed("small"), cores: 1, memory_gb: 2.0 },
+    Size { name: Cow::Borrowed("medium"), cores: 2, memory_gb: 4.0 },
+    Size { name: Cow::Borrowed("large"), cores: 4, memory_gb: 16.0 },
 ];
 
 /// Finds a size by name, ignoring case.
 pub fn size(name: &str) -> Option<Size> {
-    SIZES.iter().copied().find(|s| s.name.eq_ignore_ascii_case(name))
+    SIZES.iter().find(|s| s.name.eq_ignore_ascii_case(name)).cloned()
 }
 
 /// Environment variables that keep a job within its node's cores.

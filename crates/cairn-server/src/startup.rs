@@ -90,9 +90,10 @@ pub async fn serve(
     crate::runtime::unpack(&state.runtime_dir())?;
     crate::jobs::recover(&state).await?;
     let scheduler = tokio::spawn(crate::jobs::schedule(state.clone()));
+    let stop_tx = state.stopping.clone();
+    let mut stop_rx = state.stopping.subscribe();
     let app = crate::routes::router(state);
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -102,7 +103,7 @@ pub async fn serve(
     });
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
-    let _ = stop_tx.send(true);
+    stop_tx.send_replace(true);
     match tokio::time::timeout(config.shutdown_grace, server).await {
         Ok(joined) => joined.context("server task failed")??,
         Err(_) => tracing::warn!(

@@ -35,6 +35,9 @@ pub struct AppState {
     pub max_score_body_bytes: usize,
     /// The scoring gateway's request counts and latencies.
     pub metrics: Metrics,
+    /// Set once the server is stopping: ends long-lived responses (log follow streams) so that
+    /// the graceful stop does not wait for them.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The limits and secret of a server, beyond its stores.
@@ -63,6 +66,7 @@ impl AppState {
             jobs: Jobs::default(),
             env_builder: OnceLock::new(),
             public_url: OnceLock::new(),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 

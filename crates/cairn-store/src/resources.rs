@@ -1,7 +1,7 @@
-//! Environments (named, versioned specs) and compute targets.
+//! Environments (named, versioned specs), compute targets and workspace compute sizes.
 
 use cairn_core::api::Workspace;
-use cairn_core::runs::Environment;
+use cairn_core::runs::{ComputeSize, Environment};
 use cairn_core::{now_ms, Error};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -50,6 +50,22 @@ fn compute_from_row(r: &AnyRow) -> Result<ComputeRecord, Error> {
             max_nodes: r.try_get("max_nodes")?,
             idle_seconds: r.try_get("idle_seconds")?,
             created_at: r.try_get("created_at")?,
+        })
+    })()
+    .map_err(map_err)
+}
+
+fn size_from_row(r: &AnyRow) -> Result<ComputeSize, Error> {
+    (|| -> Result<ComputeSize, sqlx::Error> {
+        let cores: i64 = r.try_get("cores")?;
+        let memory_mb: i64 = r.try_get("memory_mb")?;
+        Ok(ComputeSize {
+            name: r.try_get("name")?,
+            cores: cores as u32,
+            memory_gb: memory_mb as f64 / 1024.0,
+            shipped: false,
+            created_by: Some(r.try_get("created_by")?),
+            created_at: Some(r.try_get("created_at")?),
         })
     })()
     .map_err(map_err)
@@ -243,6 +259,101 @@ impl Store {
             .map_err(map_err)?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("compute", name));
+        }
+        Ok(())
+    }
+
+    /// Stores a workspace compute size (validated by the caller); memory is kept in whole MiB.
+    pub async fn create_size(
+        &self,
+        ws: &Workspace,
+        size: &ComputeSize,
+        by: &str,
+    ) -> Result<ComputeSize, Error> {
+        let memory_mb = (size.memory_gb * 1024.0).round() as i64;
+        let created_at = now_ms();
+        sqlx::query(
+            "INSERT INTO compute_sizes (id, workspace_id, name, cores, memory_mb, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(new_id())
+        .bind(&ws.id)
+        .bind(&size.name)
+        .bind(i64::from(size.cores))
+        .bind(memory_mb)
+        .bind(by)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::conflict(format!("size \"{}\" already exists in workspace \"{}\"", size.name, ws.name))
+            } else {
+                map_err(e)
+            }
+        })?;
+        self.size(&ws.id, &size.name).await?.ok_or_else(|| Error::not_found("size", &size.name))
+    }
+
+    /// A workspace's own size of that exact name (shipped sizes are not stored).
+    pub async fn size(&self, workspace_id: &str, name: &str) -> Result<Option<ComputeSize>, Error> {
+        let row = sqlx::query("SELECT * FROM compute_sizes WHERE workspace_id = $1 AND name = $2")
+            .bind(workspace_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(size_from_row).transpose()
+    }
+
+    pub async fn list_sizes(&self, ws: &Workspace) -> Result<Vec<ComputeSize>, Error> {
+        let rows = sqlx::query("SELECT * FROM compute_sizes WHERE workspace_id = $1 ORDER BY name")
+            .bind(&ws.id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(size_from_row).collect()
+    }
+
+    /// Deletes a workspace size unless a compute target uses it (409 naming them). The check is
+    /// repeated inside the DELETE so that a compute created meanwhile still keeps its size.
+    pub async fn delete_size(&self, ws: &Workspace, name: &str) -> Result<(), Error> {
+        let users: Vec<String> =
+            sqlx::query("SELECT name FROM computes WHERE workspace_id = $1 AND size = $2 ORDER BY name")
+                .bind(&ws.id)
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?
+                .iter()
+                .map(|r| r.try_get::<String, _>("name"))
+                .collect::<Result<_, _>>()
+                .map_err(map_err)?;
+        let in_use = |users: &[String]| {
+            Error::conflict(format!(
+                "size \"{name}\" is used by compute {}; delete those first",
+                users.join(", ")
+            ))
+        };
+        if !users.is_empty() {
+            return Err(in_use(&users));
+        }
+        let done = sqlx::query(
+            "DELETE FROM compute_sizes WHERE workspace_id = $1 AND name = $2 \
+             AND NOT EXISTS (SELECT 1 FROM computes WHERE workspace_id = $3 AND size = $4)",
+        )
+        .bind(&ws.id)
+        .bind(name)
+        .bind(&ws.id)
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            if self.size(&ws.id, name).await?.is_some() {
+                return Err(in_use(&["(created meanwhile)".to_string()]));
+            }
+            return Err(Error::not_found("size", name));
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ on_both!(
     log_batch_keeps_every_point_and_the_latest_value_per_key,
     log_batch_refuses_a_changed_param_and_writes_nothing,
     log_batch_upserts_tags_last_value_winning,
+    compute_sizes_are_per_workspace_and_kept_while_a_compute_uses_them,
 );
 
 async fn the_store_answers_and_starts_empty(store: &Store) {
@@ -274,4 +275,50 @@ async fn log_batch_upserts_tags_last_value_winning(store: &Store) {
     let got = store.run(&ws, &run).await.unwrap().tags;
     assert_eq!(got["stage"], "c");
     assert_eq!(got["owner"], "x");
+}
+
+async fn compute_sizes_are_per_workspace_and_kept_while_a_compute_uses_them(store: &Store) {
+    let ws = store.create_workspace("w", "").await.unwrap();
+    let other = store.create_workspace("v", "").await.unwrap();
+    let size = |name: &str, cores: u32, memory_gb: f64| cairn_core::runs::ComputeSize {
+        name: name.into(),
+        cores,
+        memory_gb,
+        shipped: false,
+        created_by: None,
+        created_at: None,
+    };
+    let made = store.create_size(&ws, &size("half", 1, 0.5), "alice").await.unwrap();
+    assert_eq!((made.cores, made.memory_gb, made.shipped), (1, 0.5, false));
+    assert_eq!(made.created_by.as_deref(), Some("alice"));
+    let err = store.create_size(&ws, &size("half", 2, 1.0), "bob").await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(ref m) if m.contains("already exists")), "{err:?}");
+    store.create_size(&other, &size("half", 2, 3.0), "bob").await.unwrap();
+    assert_eq!(store.size(&ws.id, "half").await.unwrap().unwrap().cores, 1, "the first one is unchanged");
+    assert_eq!(store.size(&other.id, "half").await.unwrap().unwrap().memory_gb, 3.0);
+    assert!(store.size(&ws.id, "nope").await.unwrap().is_none());
+
+    let compute = cairn_store::ComputeRecord {
+        id: String::new(),
+        workspace_id: ws.id.clone(),
+        name: "cpu".into(),
+        kind: "local".into(),
+        size: "half".into(),
+        min_nodes: 0,
+        max_nodes: 1,
+        idle_seconds: 60,
+        created_at: 0,
+    };
+    store.create_compute(&ws, &compute).await.unwrap();
+    let err = store.delete_size(&ws, "half").await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(ref m) if m.contains("used by compute cpu")), "{err:?}");
+    assert!(store.size(&ws.id, "half").await.unwrap().is_some());
+    // The other workspace's size of the same name is not in use.
+    store.delete_size(&other, "half").await.unwrap();
+    assert!(store.list_sizes(&other).await.unwrap().is_empty());
+    let err = store.delete_size(&other, "half").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    store.delete_compute(&ws, "cpu").await.unwrap();
+    store.delete_size(&ws, "half").await.unwrap();
+    assert!(store.list_sizes(&ws).await.unwrap().is_empty());
 }

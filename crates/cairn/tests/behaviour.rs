@@ -53,6 +53,7 @@ on_both_backends!(
     everything_acknowledged_survives_kill_9,
     runs_are_searched_by_metrics_params_tags_and_attributes,
     run_properties_are_set_once_and_child_runs_are_listed_by_parent,
+    workspace_compute_sizes_are_added_used_and_deleted_only_when_unused,
 );
 
 fn json(text: &str) -> Value {
@@ -670,8 +671,146 @@ async fn run_properties_are_set_once_and_child_runs_are_listed_by_parent(b: Back
         serde_json::json!({"dataset": "wine", "folds": "5"}),
         "nothing of the refused call was written"
     );
+    // The CLI's table output shows them, and `run list --parent` lists exactly the children.
+    let table = s.ok(&["run", "show", "-w", "w", &parent]);
+    let line = table.lines().find(|l| l.starts_with("properties")).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("dataset=wine") && line.contains("folds=5"), "{table}");
+    let listed = json(&s.ok(&["run", "list", "-w", "w", "--parent", &parent, "-o", "json"]));
+    let mut ids: Vec<String> =
+        listed.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, children, "only the parent's children");
+    let table = s.ok(&["run", "list", "-w", "w", "--parent", &parent]);
+    assert!(children.iter().all(|c| table.contains(c.as_str())), "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains(parent.as_str())).count(), 2, "{table}");
+    let all = json(&s.ok(&["run", "list", "-w", "w", "-o", "json"]));
+    assert_eq!(all.as_array().unwrap().len(), 4, "{all}");
+    let err = s.fails(&["run", "list", "-w", "w", "--parent", "nosuchrun"]);
+    assert!(err.contains("nosuchrun"), "{err}");
     // Search results carry them too.
     let (_, page) = post("runs/search".into(), serde_json::json!({"filter": ""})).await;
     let found = page["runs"].as_array().unwrap().iter().find(|r| r["id"] == parent.as_str()).unwrap().clone();
     assert_eq!(found["properties"]["dataset"], "wine");
+}
+
+async fn workspace_compute_sizes_are_added_used_and_deleted_only_when_unused(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    s.ok(&["workspace", "create", "v"]);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let added = json(&s.ok(&[
+        "compute",
+        "size",
+        "add",
+        "tiny",
+        "--cores",
+        "1",
+        "--memory-gb",
+        "0.5",
+        "-w",
+        "w",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(added["name"], "tiny");
+    assert_eq!(added["cores"], 1);
+    assert_eq!(added["memory_gb"], 0.5);
+    assert_eq!(added["shipped"], false);
+    let all = cores.to_string();
+    s.ok(&["compute", "size", "add", "whole", "--cores", &all, "--memory-gb", "3", "-w", "w"]);
+
+    // Refused clearly, and nothing is written.
+    let more = (cores + 1).to_string();
+    let err = s.fails(&["compute", "size", "add", "huge", "--cores", &more, "--memory-gb", "1", "-w", "w"]);
+    assert!(err.contains(&format!("more than this machine has ({cores})")), "{err}");
+    let err = s.fails(&["compute", "size", "add", "none", "--cores", "0", "--memory-gb", "1", "-w", "w"]);
+    assert!(err.contains("cores must be at least 1"), "{err}");
+    let err = s.fails(&["compute", "size", "add", "nomem", "--cores", "1", "--memory-gb", "0", "-w", "w"]);
+    assert!(err.contains("memory_gb must be more than 0"), "{err}");
+    let err = s.fails(&["compute", "size", "add", "bad/name", "--cores", "1", "--memory-gb", "1", "-w", "w"]);
+    assert!(err.contains("size name"), "{err}");
+    let err = s.fails(&["compute", "size", "add", "small", "--cores", "1", "--memory-gb", "1", "-w", "w"]);
+    assert!(err.contains("shipped with Cairn"), "{err}");
+    let err = s.fails(&["compute", "size", "add", "tiny", "--cores", "1", "--memory-gb", "1", "-w", "w"]);
+    assert!(err.contains("already exists"), "{err}");
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/api/v1/workspaces/w/sizes", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"name": "x", "cores": 1, "memory_gb": 1, "gpus": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let resp = http
+        .post(format!("{}/api/v1/workspaces/w/sizes", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"name": "x", "cores": -1, "memory_gb": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
+    let list = json(&s.ok(&["compute", "size", "list", "-w", "w", "-o", "json"]));
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"small") && names.contains(&"STANDARD_D2_V2"), "{names:?}");
+    let own: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["shipped"] == false)
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(own, ["tiny", "whole"], "{list}");
+    // Sizes belong to their workspace.
+    let other = json(&s.ok(&["compute", "size", "list", "-w", "v", "-o", "json"]));
+    assert!(other.as_array().unwrap().iter().all(|s| s["shipped"] == true), "{other}");
+
+    // A compute target uses it, with its cores and memory.
+    let spec = s.tmp().join("c.yml");
+    std::fs::write(&spec, "name: cpu\ntype: amlcompute\nsize: tiny\nmax_instances: 1\n").unwrap();
+    let c = json(&s.ok(&["compute", "create", "-f", spec.to_str().unwrap(), "-w", "w", "-o", "json"]));
+    assert_eq!(c["size"], "tiny");
+    assert_eq!(c["cores"], 1);
+    assert_eq!(c["memory_gb"], 0.5);
+    let shown = s.ok(&["compute", "show", "cpu", "-w", "w"]);
+    assert!(shown.contains("tiny (1 cores, 0.5 GB)"), "{shown}");
+    let err = s.fails(&["compute", "create", "-f", spec.to_str().unwrap(), "-w", "v"]);
+    assert!(err.contains("unknown size \"tiny\""), "another workspace does not see it: {err}");
+
+    let err = s.fails(&["compute", "size", "delete", "tiny", "-w", "w"]);
+    assert!(err.contains("used by compute cpu"), "{err}");
+    let resp = http
+        .delete(format!("{}/api/v1/workspaces/w/sizes/tiny", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
+    let err = s.fails(&["compute", "size", "delete", "small", "-w", "w"]);
+    assert!(err.contains("shipped with Cairn"), "{err}");
+    let err = s.fails(&["compute", "size", "delete", "nosuch", "-w", "w"]);
+    assert!(err.contains("nosuch"), "{err}");
+    s.ok(&["compute", "delete", "cpu", "-w", "w"]);
+    s.ok(&["compute", "size", "delete", "tiny", "-w", "w"]);
+    let list = json(&s.ok(&["compute", "size", "list", "-w", "w", "-o", "json"]));
+    assert!(list.as_array().unwrap().iter().all(|s| s["name"] != "tiny"), "{list}");
+    // A reader may list but not add.
+    let reader = s
+        .client()
+        .create_token(&CreateToken { name: "r".into(), role: Role::Reader, workspace: None })
+        .await
+        .unwrap()
+        .token;
+    let resp =
+        http.get(format!("{}/api/v1/workspaces/w/sizes", s.url)).bearer_auth(&reader).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = http
+        .post(format!("{}/api/v1/workspaces/w/sizes", s.url))
+        .bearer_auth(&reader)
+        .json(&serde_json::json!({"name": "y", "cores": 1, "memory_gb": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
 }

@@ -478,3 +478,95 @@ except Exception as e:
     assert_eq!(v["size"], "pretend pickle".len());
     assert!(v["created_by"].as_str().unwrap().contains(run["id"].as_str().unwrap()), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_followed_log_streams_while_the_job_runs_and_closes_when_it_ends() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    // A workspace size is what the job's node gets.
+    let cores = std::thread::available_parallelism().unwrap().get().to_string();
+    s.ok(&["compute", "size", "add", "whole", "--cores", &cores, "--memory-gb", "1", "-w", "w"]);
+    std::fs::write(dir.join("whole.yml"), "name: whole\ntype: amlcompute\nsize: whole\nmax_instances: 1\n")
+        .unwrap();
+    s.ok(&["compute", "create", "-f", dir.join("whole.yml").to_str().unwrap(), "-w", "w"]);
+    // The job prints a line, then waits for the test to let it go on. (The markers are computed so
+    // that the command line, which the log also shows, does not contain them.)
+    let body =
+        "command: echo begin-$((40+2)) cores=$CAIRN_NODE_CORES; while [ ! -f go ]; do sleep 0.1; done; \
+                echo end-$((50+1))\n";
+    let file = dir.join("gate.yml");
+    std::fs::write(&file, format!("experiment_name: tests\nenvironment: plain\ncompute: whole\n{body}"))
+        .unwrap();
+    let id = submit(&s, file.to_str().unwrap())["id"].as_str().unwrap().to_string();
+    let mut resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/workspaces/w/runs/{id}/logs?follow=true", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let mut got = String::new();
+    while !got.contains("begin-42 cores=") || !got[got.find("begin-42").unwrap()..].contains('\n') {
+        let chunk = resp.chunk().await.unwrap().unwrap_or_else(|| panic!("stream ended early: {got}"));
+        got.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // The first line arrived while the job is still running (it waits for `go`).
+    let r = json(&s.ok(&["job", "show", &id, "-w", "w", "-o", "json"]));
+    assert_eq!(r["status"], "Running", "{r}");
+    assert!(got.contains(&format!("begin-42 cores={cores}\n")), "{got}");
+    std::fs::write(s.data_dir.join("runs").join(&id).join("go"), "").unwrap();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        got.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(got.contains("end-51"), "{got}");
+    let r = json(&s.ok(&["job", "show", &id, "-w", "w", "-o", "json"]));
+    assert_eq!(r["status"], "Completed", "the stream closed only once the run ended: {r}");
+    // The same log again, from an offset, and for a run that has ended: all of it, then the end.
+    let offset = got.find("end-51").unwrap();
+    let again = reqwest::Client::new()
+        .get(format!("{}/api/v1/workspaces/w/runs/{id}/logs?follow=true&offset={offset}", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(again, got[offset..]);
+
+    // A stopping server ends a follow stream instead of waiting for the run (which never ends).
+    let file = job_file(&dir, "forever.yml", "command: echo up-$((1+1)); sleep 600\n");
+    let id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let mut resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/workspaces/w/runs/{id}/logs?follow=true", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    let mut got = String::new();
+    while !got.contains("up-2") {
+        let chunk = resp.chunk().await.unwrap().unwrap_or_else(|| panic!("stream ended early: {got}"));
+        got.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let mut s = s;
+    let stopper = std::thread::spawn(move || {
+        let ok = s.terminate();
+        (ok, s.log())
+    });
+    while let Ok(Some(_)) = resp.chunk().await {}
+    let (ok, log) = stopper.join().unwrap();
+    assert!(ok, "{log}");
+    assert!(!log.contains("did not finish"), "the follow stream held the stop: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_submit_stream_prints_the_log_from_the_follow_stream() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    // `job submit --stream` prints the log from the stream.
+    let file = job_file(&dir, "echo.yml", "command: echo streamed-$((6*7))\n");
+    let out = s.ok(&["job", "submit", "-f", &file, "-w", "w", "--stream"]);
+    assert!(out.contains("streamed-42"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("status") && l.contains("Completed")), "{out}");
+}

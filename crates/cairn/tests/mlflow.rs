@@ -122,12 +122,45 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
          \x20   open(os.path.join(d, 'weights.txt'), 'w').write('42')\n\
          \x20   c.log_model_artifacts(m.model_id, d)\n\
          \x20   c.finalize_logged_model(m.model_id, 'READY')\n\
-         \x20   print('model', m.model_id, 'weights', open(mlflow.artifacts.download_artifacts(m.artifact_location + '/weights.txt')).read())\n",
+         \x20   print('model', m.model_id, 'weights', open(mlflow.artifacts.download_artifacts(m.artifact_location + '/weights.txt')).read())\n\
+         \x20   from mlflow.exceptions import MlflowException\n\
+         \x20   def refused(label, f):\n\
+         \x20       try:\n\
+         \x20           f()\n\
+         \x20           print('allowed', label)\n\
+         \x20       except MlflowException as e:\n\
+         \x20           print('refused', label, e.error_code)\n\
+         \x20   mv = mlflow.register_model('models:/' + m.model_id, 'jobmodel')\n\
+         \x20   print('registered', mv.version, mv.run_id)\n\
+         \x20   mlflow.log_text('artifact_path: model\\nflavors: {}\\n', 'model/MLmodel')\n\
+         \x20   mv = mlflow.register_model('runs:/' + run.info.run_id + '/model', 'jobmodel')\n\
+         \x20   print('registered', mv.version, mv.run_id)\n\
+         \x20   other = os.environ['OTHER_RUN']\n\
+         \x20   refused('other-run', lambda: c.create_model_version('jobmodel', 'runs:/' + other + '/model'))\n\
+         \x20   refused('other-lineage', lambda: c.create_model_version('jobmodel', 'runs:/' + run.info.run_id + '/model', run_id=other))\n\
+         \x20   refused('version-source', lambda: c.create_model_version('jobmodel', 'mlflow-artifacts:/registry/jobmodel/1'))\n\
+         \x20   refused('alias', lambda: c.set_registered_model_alias('jobmodel', 'champion', '1'))\n\
+         \x20   refused('delete', lambda: c.delete_registered_model('jobmodel'))\n",
     )
     .unwrap();
+    // A run the job's token must not register from.
+    let other: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/workspaces/w/runs", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"experiment": "elsewhere"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other = other["id"].as_str().unwrap_or_else(|| panic!("{other}")).to_string();
     std::fs::write(
         dir.join("job.yml"),
-        "experiment_name: mlflow_jobs\nenvironment: mlf\ncompute: cpu\ncode: ./code\ncommand: python train.py\n",
+        format!(
+            "experiment_name: mlflow_jobs\nenvironment: mlf\ncompute: cpu\ncode: ./code\n\
+             command: python train.py\nenvironment_variables:\n  OTHER_RUN: {other}\n"
+        ),
     )
     .unwrap();
     s.ok(&["compute", "create", "-f", dir.join("compute.yml").to_str().unwrap(), "-w", "w"]);
@@ -167,4 +200,22 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
         reqwest::Client::new().get(url).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
     assert_eq!(got["model"]["info"]["status"], "LOGGED_MODEL_READY", "{got}");
     assert_eq!(got["model"]["info"]["source_run_id"], id, "{got}");
+    // `mlflow.register_model` with the run token registered its own logged model and its own run's
+    // artifacts, and nothing else.
+    assert!(log.contains(&format!("registered 1 {id}")), "{log}");
+    assert!(log.contains(&format!("registered 2 {id}")), "{log}");
+    for what in ["other-run", "other-lineage", "version-source", "alias", "delete"] {
+        assert!(log.contains(&format!("refused {what} PERMISSION_DENIED")), "{what}: {log}");
+    }
+    let url = format!("{}/api/v1/workspaces/w/models/jobmodel/versions", s.url);
+    let versions: Value =
+        reqwest::Client::new().get(url).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
+    let versions = versions.as_array().unwrap_or_else(|| panic!("{versions}"));
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let v1 = versions.iter().find(|v| v["version"] == 1).unwrap();
+    assert_eq!(v1["run_id"], id, "{v1}");
+    assert_eq!(v1["logged_model_id"], format!("m-{model_id}"), "{v1}");
+    let v2 = versions.iter().find(|v| v["version"] == 2).unwrap();
+    assert_eq!(v2["run_id"], id, "{v2}");
+    assert!(v2["logged_model_id"].is_null(), "{v2}");
 }

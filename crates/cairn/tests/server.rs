@@ -263,9 +263,14 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/workspaces/{ws}/models/{name}/versions/{v}/files/{path}",
         "/api/v1/workspaces/{ws}/models/{name}/aliases/{alias}",
         "/api/v1/workspaces/{ws}/blobs/missing",
+        "/api/v1/workspaces/{ws}/sizes",
+        "/api/v1/workspaces/{ws}/sizes/{name}",
     ] {
         assert!(paths.contains_key(p), "missing {p}");
     }
+    // The log is JSON chunks, or with follow=true a text stream.
+    let logs = &paths["/api/v1/workspaces/{ws}/runs/{run}/logs"]["get"]["responses"]["200"]["content"];
+    assert!(logs["application/json"].is_object() && logs["text/plain"].is_object(), "{logs}");
     let resp = reqwest::Client::new()
         .get(format!("{}/api/v1/nope", s.url))
         .bearer_auth(&s.token)

@@ -100,7 +100,9 @@ pub async fn run_job(
             run_id: Some(run_id),
         })
         .await?;
-    let size = cairn_jobs::compute::size(&compute.size).unwrap_or(cairn_jobs::compute::SIZES[0]);
+    let size = crate::routes::resources::resolve_size(state, &ws.id, &compute.size)
+        .await?
+        .unwrap_or(cairn_jobs::compute::SIZES[0].clone());
     let mut env =
         job_environment(state, &ws.name, &run.experiment, run_id, &token, &built.python, &spec, &job, &size);
     if let Some(venv) = &built.venv {

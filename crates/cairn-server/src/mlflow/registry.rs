@@ -81,7 +81,8 @@ fn ml(e: Error) -> MlError {
 
 /// The workspace, once the caller may use its registry with `role`. A job's run-scoped token
 /// may read it (a job loads `models:/NAME/VERSION`; the client also probes the registry before
-/// falling back to `models:/m-…` logged models) but not change it.
+/// falling back to `models:/m-…` logged models) but not change it — except registering its own
+/// run's work (`create_model`, `create_version`, which check that themselves).
 async fn workspace(state: &AppState, caller: &Caller, ws: &str, role: Role) -> MlResult<Workspace> {
     if role == Role::Reader {
         super::require_read(caller, ws)?;
@@ -112,7 +113,16 @@ pub async fn create_model(
     let name = req.str("name")?;
     validate_name("model name", &name)?;
     let tags = tags_of(&req)?;
-    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    // `mlflow.register_model` creates the model before its version, so a job's run-scoped token
+    // may create one (as the native `Run.register_model` does on first registration); it may
+    // change nothing else of the registry.
+    let workspace = match &caller.token.run_id {
+        Some(own) => {
+            caller.require_run(Role::Writer, &ws, own)?;
+            state.store.workspace(&ws).await?
+        }
+        None => workspace(&state, &caller, &ws, Role::Writer).await?,
+    };
     let description = req.opt_str("description").unwrap_or_default();
     let m = state
         .store
@@ -584,9 +594,18 @@ pub async fn create_version(
     let name = req.str("name")?;
     let source = req.str("source")?;
     let tags = tags_of(&req)?;
-    let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
+    // A job's run-scoped token may register its own run's artifacts or a model its run logged
+    // (like the native `Run.register_model`); `authorize` below checks the source.
+    let workspace = match &caller.token.run_id {
+        Some(own) => {
+            caller.require_run(Role::Writer, &ws, own)?;
+            state.store.workspace(&ws).await?
+        }
+        None => workspace(&state, &caller, &ws, Role::Writer).await?,
+    };
     state.store.model(&workspace, &name).await.map_err(ml)?;
     let resolved = super::artifacts::resolve(&state, &workspace, &source).await?;
+    resolved.authorize(&caller, Role::Writer, &ws)?;
     let (run_id, logged_model_id, experiment_id) = match &resolved.owner {
         super::artifacts::Owner::Run { run_id } => (Some(run_id.clone()), None, None),
         super::artifacts::Owner::Model(m) => (
@@ -600,13 +619,27 @@ pub async fn create_version(
             ))
         }
     };
+    let claimed_run = req.opt_str("run_id").filter(|r| !r.is_empty());
+    let claimed_model = req.opt_str("model_id").filter(|m| !m.is_empty());
+    if let Some(own) = &caller.token.run_id {
+        // Lineage a run token records must be its own: no other run, no other logged model.
+        if let Some(r) = &claimed_run {
+            caller.require_run(Role::Writer, &ws, r)?;
+        }
+        if let Some(m) = claimed_model.as_ref().filter(|m| Some(*m) != logged_model_id.as_ref()) {
+            return Err(Error::Forbidden(format!(
+                "this token may only be used for run {own}; model_id {m} is not the registered source"
+            ))
+            .into());
+        }
+    }
     let new = NewModelVersion {
         name,
         description: req.opt_str("description").unwrap_or_default(),
         tags,
-        run_id: req.opt_str("run_id").filter(|r| !r.is_empty()).or(run_id),
+        run_id: claimed_run.or(run_id),
         experiment_id,
-        logged_model_id: req.opt_str("model_id").filter(|m| !m.is_empty()).or(logged_model_id),
+        logged_model_id: claimed_model.or(logged_model_id),
         source: Some(source),
         ..Default::default()
     };

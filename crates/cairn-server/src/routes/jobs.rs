@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use cairn_blob::{BlobStore, PutOpts};
 use cairn_core::api::Role;
@@ -248,6 +249,9 @@ pub struct LogQuery {
     /// Byte offset to read from (the `next_offset` of the previous call).
     #[serde(default)]
     pub offset: u64,
+    /// Stream the log (`text/plain`, chunked) from `offset` as it is written, until the run ends.
+    #[serde(default)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -258,39 +262,89 @@ pub struct LogChunk {
     pub done: bool,
 }
 
-/// Reads a run's log from `offset` (at most 1 MiB at a time); poll with `next_offset` to follow.
+/// Reads a run's log from `offset` (at most 1 MiB at a time); poll with `next_offset` to follow,
+/// or ask for `follow=true`: a chunked `text/plain` stream that closes when the run has ended.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/runs/{run}/logs", tag = "jobs",
     params(("ws" = String, Path, description = "workspace name"), ("run" = String, Path, description = "run id"), LogQuery),
-    responses((status = 200, body = LogChunk)))]
+    responses((status = 200, description = "a LogChunk; with follow=true, the log as a text/plain stream",
+               content((LogChunk = "application/json"), (String = "text/plain")))))]
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path((ws, run)): Path<(String, String)>,
     extract::Query(q): extract::Query<LogQuery>,
     _headers: HeaderMap,
-) -> ApiResult<Json<LogChunk>> {
-    use std::io::{Read, Seek, SeekFrom};
+) -> ApiResult<Response> {
     caller.require_run(Role::Reader, &ws, &run)?;
     let workspace = state.store.workspace(&ws).await?;
     let current = state.store.run(&workspace, &run).await?;
-    let path = crate::jobs::runner::log_path(&state, &run);
-    let (text, next) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+    if q.follow {
+        return Ok(follow_log(state, workspace, run, q.offset));
+    }
+    let (bytes, next) = read_log(&state, &run, q.offset).await?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let done = current.status.is_terminal() && text.is_empty();
+    Ok(Json(LogChunk { text, next_offset: next, done }).into_response())
+}
+
+/// Up to 1 MiB of a run's log from `offset`, and the offset after it.
+async fn read_log(state: &AppState, run: &str, offset: u64) -> Result<(Vec<u8>, u64), Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = crate::jobs::runner::log_path(state, run);
+    tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
         let mut f = match std::fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), q.offset)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
             Err(e) => return Err(e),
         };
         let len = f.metadata()?.len();
         // A rotated log restarts at 0: follow from its beginning.
-        let start = if q.offset > len { 0 } else { q.offset };
+        let start = if offset > len { 0 } else { offset };
         f.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::new();
         f.take(1024 * 1024).read_to_end(&mut buf)?;
-        Ok((String::from_utf8_lossy(&buf).into_owned(), start + buf.len() as u64))
+        let next = start + buf.len() as u64;
+        Ok((buf, next))
     })
     .await
     .map_err(Error::internal)?
-    .map_err(Error::internal)?;
-    let done = current.status.is_terminal() && text.is_empty();
-    Ok(Json(LogChunk { text, next_offset: next, done }))
+    .map_err(Error::internal)
+}
+
+/// The log as a stream: new bytes as they are written, ending once the run has ended and
+/// everything written before that has been sent. The status is read before the file, so a
+/// run seen ended has no text left after an empty read. A stopping server ends it too (the
+/// client then sees a run that has not ended).
+fn follow_log(state: Arc<AppState>, ws: cairn_core::api::Workspace, run: String, offset: u64) -> Response {
+    let stopping = state.stopping.subscribe();
+    let stream = futures::stream::unfold(Some(offset), move |offset| {
+        let (state, ws, run, mut stopping) = (state.clone(), ws.clone(), run.clone(), stopping.clone());
+        async move {
+            let mut offset = offset?;
+            loop {
+                if *stopping.borrow() {
+                    return None;
+                }
+                let step = async {
+                    let ended = state.store.run(&ws, &run).await?.status.is_terminal();
+                    let (bytes, next) = read_log(&state, &run, offset).await?;
+                    Ok::<_, Error>((ended, bytes, next))
+                };
+                match step.await {
+                    Ok((_, bytes, next)) if !bytes.is_empty() => {
+                        return Some((Ok(axum::body::Bytes::from(bytes)), Some(next)))
+                    }
+                    Ok((true, _, _)) => return None,
+                    Ok((false, _, next)) => offset = next,
+                    Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    _ = stopping.wait_for(|stop| *stop) => return None,
+                }
+            }
+        }
+    });
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], axum::body::Body::from_stream(stream))
+        .into_response()
 }

@@ -79,6 +79,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/workspaces/{ws}/computes/{name}",
             get(resources::show_compute).delete(resources::delete_compute),
         )
+        .route("/workspaces/{ws}/sizes", get(resources::list_sizes).post(resources::create_size))
+        .route("/workspaces/{ws}/sizes/{name}", axum::routing::delete(resources::delete_size))
         .route("/workspaces/{ws}/endpoints", get(endpoints::list).post(endpoints::create))
         .route(
             "/workspaces/{ws}/endpoints/{name}",

@@ -1,4 +1,5 @@
-//! Environments and compute targets: `/api/v1/workspaces/{ws}/environments|computes`.
+//! Environments, compute targets and compute sizes:
+//! `/api/v1/workspaces/{ws}/environments|computes|sizes`.
 
 use std::sync::Arc;
 
@@ -108,8 +109,123 @@ pub async fn delete_environment(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The size a compute target names: a shipped one (any case) or one defined in its workspace.
+pub(crate) async fn resolve_size(
+    state: &AppState,
+    workspace_id: &str,
+    name: &str,
+) -> Result<Option<cairn_jobs::compute::Size>, Error> {
+    if let Some(s) = cairn_jobs::compute::size(name) {
+        return Ok(Some(s));
+    }
+    Ok(state.store.size(workspace_id, name).await?.map(|s| cairn_jobs::compute::Size {
+        name: s.name.into(),
+        cores: s.cores,
+        memory_gb: s.memory_gb,
+    }))
+}
+
+fn shipped_sizes() -> impl Iterator<Item = ComputeSize> {
+    cairn_jobs::compute::SIZES.iter().map(|s| ComputeSize {
+        name: s.name.to_string(),
+        cores: s.cores,
+        memory_gb: s.memory_gb,
+        shipped: true,
+        created_by: None,
+        created_at: None,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sizes", tag = "computes",
+    params(("ws" = String, Path, description = "workspace name")), responses((status = 200, body = Vec<ComputeSize>)))]
+pub async fn list_sizes(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Vec<ComputeSize>>> {
+    caller.require(Role::Reader, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    Ok(Json(shipped_sizes().chain(state.store.list_sizes(&workspace).await?).collect()))
+}
+
+/// Checks a new size against the name rule, the shipped names and this machine.
+fn validate_size(req: &CreateComputeSize, machine_cores: u32) -> Result<(), Error> {
+    validate_name("size name", &req.name)?;
+    if let Some(s) = cairn_jobs::compute::size(&req.name) {
+        return Err(Error::conflict(format!(
+            "size \"{}\" is shipped with Cairn and cannot be redefined",
+            s.name
+        )));
+    }
+    if req.cores == 0 {
+        return Err(Error::invalid("cores must be at least 1"));
+    }
+    if req.cores > machine_cores {
+        return Err(Error::invalid(format!(
+            "cores {} is more than this machine has ({machine_cores}); a node cannot use more cores than the server",
+            req.cores
+        )));
+    }
+    if !(req.memory_gb.is_finite() && req.memory_gb > 0.0) {
+        return Err(Error::invalid(format!("memory_gb must be more than 0 (got {})", req.memory_gb)));
+    }
+    if (req.memory_gb * 1024.0).round() < 1.0 {
+        return Err(Error::invalid("memory_gb must be at least 1 MiB (0.001 GB)"));
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/sizes", tag = "computes",
+    params(("ws" = String, Path, description = "workspace name")), request_body = CreateComputeSize,
+    responses((status = 201, body = ComputeSize), (status = 400, body = cairn_core::api::ErrorBody),
+              (status = 409, body = cairn_core::api::ErrorBody)))]
+pub async fn create_size(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ws): Path<String>,
+    extract::Json(req): extract::Json<CreateComputeSize>,
+) -> ApiResult<(StatusCode, Json<ComputeSize>)> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let machine_cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    validate_size(&req, machine_cores)?;
+    let workspace = state.store.workspace(&ws).await?;
+    let size = ComputeSize {
+        name: req.name,
+        cores: req.cores,
+        memory_gb: req.memory_gb,
+        shipped: false,
+        created_by: None,
+        created_at: None,
+    };
+    let created = state.store.create_size(&workspace, &size, &caller.token.name).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/sizes/{name}", tag = "computes",
+    params(("ws" = String, Path, description = "workspace name"), ("name" = String, Path, description = "size name")),
+    responses((status = 204), (status = 404, body = cairn_core::api::ErrorBody),
+              (status = 409, body = cairn_core::api::ErrorBody)))]
+pub async fn delete_size(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Writer, Some(&ws))?;
+    if let Some(s) = cairn_jobs::compute::size(&name) {
+        return Err(Error::conflict(format!(
+            "size \"{}\" is shipped with Cairn and cannot be deleted",
+            s.name
+        ))
+        .into());
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    state.store.delete_size(&workspace, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn compute_view(state: &AppState, c: &ComputeRecord) -> Result<Compute, Error> {
-    let size = cairn_jobs::compute::size(&c.size).unwrap_or(cairn_jobs::compute::SIZES[0]);
+    let size =
+        resolve_size(state, &c.workspace_id, &c.size).await?.unwrap_or(cairn_jobs::compute::SIZES[0].clone());
     let all = RunStatus::ALL;
     let runs = state.store.runs_in_status(&all[1..6]).await?;
     let mine: Vec<_> = runs
@@ -179,10 +295,12 @@ pub async fn create_compute(
             .into())
         }
     };
-    if cairn_jobs::compute::size(&req.size).is_none() {
-        let names: Vec<_> = cairn_jobs::compute::SIZES.iter().map(|s| s.name).collect();
+    let workspace = state.store.workspace(&ws).await?;
+    if resolve_size(&state, &workspace.id, &req.size).await?.is_none() {
+        let mut names: Vec<String> = shipped_sizes().map(|s| s.name).collect();
+        names.extend(state.store.list_sizes(&workspace).await?.into_iter().map(|s| s.name));
         return Err(Error::invalid(format!(
-            "unknown size {:?}; known sizes: {}",
+            "unknown size {:?}; known sizes: {} (add one with `cairn compute size add`)",
             req.size,
             names.join(", ")
         ))
@@ -198,7 +316,6 @@ pub async fn create_compute(
     if req.idle_time_before_scale_down < 0 {
         return Err(Error::invalid("idle_time_before_scale_down must be 0 or more seconds").into());
     }
-    let workspace = state.store.workspace(&ws).await?;
     let record = ComputeRecord {
         id: String::new(),
         workspace_id: workspace.id.clone(),
@@ -252,4 +369,26 @@ pub async fn delete_compute(
     }
     state.store.delete_compute(&workspace, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, cores: u32, memory_gb: f64) -> CreateComputeSize {
+        CreateComputeSize { name: name.into(), cores, memory_gb }
+    }
+
+    #[test]
+    fn sizes_are_validated_against_the_machine_and_the_shipped_names() {
+        assert!(validate_size(&req("gpu-box", 4, 8.5), 4).is_ok());
+        let msg = |r| validate_size(&r, 4).unwrap_err().to_string();
+        assert!(msg(req("big", 5, 8.0)).contains("more than this machine has (4)"));
+        assert!(msg(req("none", 0, 8.0)).contains("at least 1"));
+        assert!(msg(req("nomem", 1, 0.0)).contains("more than 0"));
+        assert!(msg(req("nan", 1, f64::NAN)).contains("more than 0"));
+        assert!(msg(req("tiny", 1, 0.0001)).contains("1 MiB"));
+        assert!(matches!(validate_size(&req("small", 1, 1.0), 4), Err(Error::Conflict(_))));
+        assert!(matches!(validate_size(&req("../x", 1, 1.0), 4), Err(Error::Invalid(_))));
+    }
 }

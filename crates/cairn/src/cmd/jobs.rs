@@ -88,6 +88,42 @@ pub enum ComputeCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Machine sizes: the shipped ones and the workspace's own.
+    #[command(subcommand)]
+    Size(SizeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SizeCommand {
+    /// Define a size for this workspace's compute targets.
+    Add {
+        name: String,
+        /// Cores per node (1 up to the server machine's cores).
+        #[arg(long)]
+        cores: u32,
+        /// Memory per node in GiB (enforced on the job's processes).
+        #[arg(long = "memory-gb")]
+        memory_gb: f64,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The shipped sizes and the workspace's own.
+    List {
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a workspace size no compute target uses.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,7 +191,21 @@ pub enum JobCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum RunCommand {
-    /// A run's status, params, tags and latest metrics.
+    /// List runs, newest first; `--parent RUN` lists that run's child runs.
+    List {
+        #[arg(long, short = 'e')]
+        experiment: Option<String>,
+        /// Only the child runs of this run.
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A run's status, parent, params, tags, properties and latest metrics.
     Show {
         run: String,
         #[command(flatten)]
@@ -407,6 +457,37 @@ pub async fn compute(command: ComputeCommand) -> anyhow::Result<()> {
             output::done(client.output, &format!("compute {name} deleted"));
             Ok(())
         }
+        ComputeCommand::Size(command) => size(command).await,
+    }
+}
+
+async fn size(command: SizeCommand) -> anyhow::Result<()> {
+    let row = |s: &ComputeSize| {
+        vec![
+            s.name.clone(),
+            s.cores.to_string(),
+            s.memory_gb.to_string(),
+            if s.shipped { "shipped".into() } else { s.created_by.clone().unwrap_or_default() },
+        ]
+    };
+    const HEADERS: [&str; 4] = ["SIZE", "CORES", "MEMORY GB", "BY"];
+    match command {
+        SizeCommand::Add { name, cores, memory_gb, ws, client } => {
+            let req = CreateComputeSize { name, cores, memory_gb };
+            let s: ComputeSize = Api::new(&client, &ws)?.post("sizes", &req).await?;
+            output::print(client.output, &s, &HEADERS, vec![row(&s)])
+        }
+        SizeCommand::List { ws, client } => {
+            let list: Vec<ComputeSize> = Api::new(&client, &ws)?.get("sizes").await?;
+            let rows = list.iter().map(row).collect();
+            output::print(client.output, &list, &HEADERS, rows)
+        }
+        SizeCommand::Delete { name, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            api.send(api.http.delete(api.url(&format!("sizes/{}", urlencode(&name))))).await?;
+            output::done(client.output, &format!("size {name} deleted"));
+            Ok(())
+        }
     }
 }
 
@@ -639,9 +720,25 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// Polls a run until it ends, printing its log when `stream`.
+/// Waits until a run ends. With `stream`, its log is printed from the server's follow stream
+/// (`logs?follow=true`, which closes when the run has ended); without, the run is polled.
 async fn follow(api: &Api, run: &str, stream: bool) -> anyhow::Result<Run> {
+    use std::io::Write;
     let mut offset = 0u64;
+    if stream {
+        let mut resp = api.send(api.http.get(api.url(&format!("runs/{run}/logs?follow=true")))).await?;
+        let mut out = std::io::stdout();
+        // A broken stream (server restart) falls back to polling from what was printed.
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            out.write_all(&chunk)?;
+            out.flush()?;
+            offset += chunk.len() as u64;
+        }
+        let r: Run = api.get(&format!("runs/{run}")).await?;
+        if r.status.is_terminal() {
+            return Ok(r);
+        }
+    }
     loop {
         if stream {
             let chunk: Value = api.get(&format!("runs/{run}/logs?offset={offset}")).await?;
@@ -666,6 +763,7 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
     let metrics: Vec<String> = r.metrics.iter().map(|(k, m)| format!("{k}={}", m.value)).collect();
     let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let properties: Vec<String> = r.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
     output::print_one(
         format,
         r,
@@ -673,12 +771,14 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
             ("id", r.id.clone()),
             ("experiment", r.experiment.clone()),
             ("status", r.status.as_str().into()),
+            ("parent", r.parent_id.clone().unwrap_or_default()),
             ("compute", r.compute.clone().unwrap_or_default()),
             ("environment", r.environment.clone().unwrap_or_default()),
             ("created", output::time(r.created_at)),
             ("metrics", metrics.join(" ")),
             ("params", params.join(" ")),
             ("tags", tags.join(" ")),
+            ("properties", properties.join(" ")),
             ("error", r.error.clone().unwrap_or_default()),
         ],
     )
@@ -686,6 +786,26 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
 
 pub async fn run(command: RunCommand) -> anyhow::Result<()> {
     match command {
+        RunCommand::List { experiment, parent, limit, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let mut q = vec![format!("limit={limit}")];
+            q.extend(experiment.map(|e| format!("experiment={}", urlencode(&e))));
+            q.extend(parent.map(|p| format!("parent={}", urlencode(&p))));
+            let runs: Vec<Run> = api.get(&format!("runs?{}", q.join("&"))).await?;
+            let rows = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.experiment.clone(),
+                        r.status.as_str().into(),
+                        r.parent_id.clone().unwrap_or_default(),
+                        output::time(r.created_at),
+                    ]
+                })
+                .collect();
+            output::print(client.output, &runs, &["RUN", "EXPERIMENT", "STATUS", "PARENT", "CREATED"], rows)
+        }
         RunCommand::Show { run, ws, client } => {
             let r: Run = Api::new(&client, &ws)?.get(&format!("runs/{run}")).await?;
             print_run(client.output, &r)
