@@ -35,6 +35,8 @@ pub struct AppState {
     pub max_score_body_bytes: usize,
     /// The scoring gateway's request counts and latencies.
     pub metrics: Metrics,
+    /// Running deployments and their replicas.
+    pub deployments: crate::deployments::Deployments,
 }
 
 /// The limits and secret of a server, beyond its stores.
@@ -59,6 +61,7 @@ impl AppState {
             max_score_body_bytes: limits.max_score_body_bytes,
             secret,
             metrics: Metrics::default(),
+            deployments: Default::default(),
             blob_cache: Mutex::default(),
             jobs: Jobs::default(),
             env_builder: OnceLock::new(),
