@@ -38,7 +38,8 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     a_deployment_scores_survives_sigkill_and_holds_its_model_version,
-    a_failing_init_fails_the_deployment_with_its_traceback
+    a_failing_init_fails_the_deployment_with_its_traceback,
+    a_hung_run_gets_504_and_deployments_come_back_after_a_restart,
 );
 
 fn json(text: &str) -> Value {
@@ -204,4 +205,36 @@ async fn a_failing_init_fails_the_deployment_with_its_traceback(b: Backend) {
     let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
     assert!(logs.contains("RuntimeError: no weights here"), "{logs}");
     assert!(replica_pids(&s).is_empty());
+}
+
+async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backend) {
+    let (s, db) = start(b).await;
+    let hanging = format!("{SCORE_PY}\n_run = run\ndef run(raw_data):\n    if 'hang' in raw_data:\n        import time; time.sleep(3600)\n    return _run(raw_data)\n");
+    let file = setup(&s, &hanging);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("request_timeout_ms: 30000", "request_timeout_ms: 500");
+    std::fs::write(&file, text).unwrap();
+    s.ok(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
+    let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    let key = keys["primary_key"].as_str().unwrap().to_string();
+    let (status, body) = score(&s, &key, r#"{"data": [[1, 2, 4]], "hang": 1}"#).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("request_timeout_ms"), "{body}");
+
+    // The server dies; its replicas go with it; a new server re-launches the deployment.
+    let s = s.restart();
+    let _keep = db;
+    let mut last = (0, String::new());
+    for _ in 0..300 {
+        last = score(&s, &key, r#"{"data": [[1, 2, 4]]}"#).await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 200, "{}", last.1);
+    assert_eq!(json(&last.1), serde_json::json!([3.0]));
+    let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
+    assert_eq!(d["state"], "Healthy", "{d}");
 }
