@@ -237,4 +237,9 @@ async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backen
     assert_eq!(json(&last.1), serde_json::json!([3.0]));
     let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
     assert_eq!(d["state"], "Healthy", "{d}");
+
+    // Deleting the endpoint stops its deployments' replicas and releases the model version.
+    s.ok(&["endpoint", "delete", "lin-ep", "-w", "w"]);
+    assert!(replica_pids(&s).is_empty());
+    s.ok(&["model", "delete", "lin:1", "-w", "w"]);
 }
