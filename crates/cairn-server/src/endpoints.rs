@@ -11,13 +11,9 @@ use subtle::ConstantTimeEq;
 use crate::secret::{generate_key, ServerSecret, TokenCheck};
 use crate::state::AppState;
 
-/// The names of an endpoint's deployments.
-///
-/// Seam: deployments (their table, replicas and workers) are being built separately. Until they
-/// land no endpoint has a deployment, so traffic naming one is refused and scoring answers 503.
-/// This is the one place to read the deployments table from when it exists.
-pub async fn deployment_names(_state: &AppState, _endpoint: &EndpointRecord) -> Result<Vec<String>, Error> {
-    Ok(Vec::new())
+/// The names of an endpoint's deployments (those not being deleted).
+pub async fn deployment_names(state: &AppState, endpoint: &EndpointRecord) -> Result<Vec<String>, Error> {
+    crate::deployments::names(state, endpoint).await
 }
 
 /// The associated data a key is sealed with: its endpoint and slot.

@@ -6,8 +6,9 @@
 //! by the `azureml-model-deployment` header or the traffic split. Errors use the shape of
 //! `azureml-inference-server-http`, `{"message": …}`, which scoring clients already expect.
 //!
-//! Not here yet: forwarding to replicas. Deployments are built separately; until they exist an
-//! endpoint has none and the truthful answer is 503 with `Retry-After`.
+//! The chosen deployment's replicas answer through `deployments::Deployments::forward` (framed
+//! protocol over a Unix socket); 503 with `Retry-After` when none is ready, 429 past the
+//! concurrency limit, 504 past request_timeout_ms, 502 when the replica dies mid-request.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -135,18 +136,70 @@ async fn choose(state: &AppState, e: &EndpointRecord, headers: &HeaderMap) -> Re
     }
 }
 
-/// Hands the request to the chosen deployment's replicas.
-///
-/// Seam: replicas are built separately, and [`deployment_names`] lists no deployment until they
-/// land, so this is not reached yet.
-async fn forward(e: &EndpointRecord, deployment: &str, _body: bytes::Bytes) -> Result<Response, Answer> {
-    Err(Answer {
-        retry_after: true,
-        ..Answer::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("deployment \"{deployment}\" of endpoint \"{}\" has no ready replica", e.name),
-        )
-    })
+/// Hands the request to a replica of the chosen deployment and maps its answer back to HTTP.
+async fn forward(
+    state: &AppState,
+    e: &EndpointRecord,
+    deployment: &str,
+    route: &str,
+    method: &str,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, Answer> {
+    use crate::deployments::{ForwardError, Request};
+    let forwarded = headers
+        .iter()
+        .filter(|(k, _)| *k != header::AUTHORIZATION && *k != header::HOST)
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), serde_json::Value::from(v.to_str().ok()?))))
+        .collect();
+    let req = Request {
+        route,
+        method,
+        query: "",
+        content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        headers: forwarded,
+        body,
+    };
+    let who = format!("deployment \"{deployment}\" of endpoint \"{}\"", e.name);
+    match state.deployments.forward(&e.id, deployment, req).await {
+        Ok(reply) => {
+            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = Response::new(Body::from(reply.body));
+            *r.status_mut() = status;
+            if let Some(ct) = reply.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            for (k, v) in reply.headers {
+                if let (Ok(k), Ok(v)) =
+                    (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v))
+                {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            Ok(r)
+        }
+        Err(ForwardError::NotReady) => Err(Answer {
+            retry_after: true,
+            ..Answer::new(StatusCode::SERVICE_UNAVAILABLE, format!("{who} has no ready replica"))
+        }),
+        Err(ForwardError::Busy(limit)) => Err(Answer {
+            retry_after: true,
+            ..Answer::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{who} is at its limit of {limit} concurrent requests \
+                     (max_concurrent_requests_per_instance × instance_count)"
+                ),
+            )
+        }),
+        Err(ForwardError::Timeout(ms)) => Err(Answer::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "{who} did not answer within request_timeout_ms ({ms} ms); the replica is being restarted"
+            ),
+        )),
+        Err(ForwardError::Broken(msg)) => Err(Answer::new(StatusCode::BAD_GATEWAY, format!("{who}: {msg}"))),
+    }
 }
 
 async fn read_capped(state: &AppState, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Answer> {
@@ -173,7 +226,13 @@ async fn read_capped(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
     })
 }
 
-async fn score_inner(state: &AppState, name: &str, headers: &HeaderMap, body: Body) -> (Response, String) {
+async fn score_inner(
+    state: &AppState,
+    name: &str,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> (Response, String) {
     let e = match admit(state, name, headers).await {
         Ok(e) => e,
         Err((answer, label)) => return (answer.into_response(), label),
@@ -181,7 +240,7 @@ async fn score_inner(state: &AppState, name: &str, headers: &HeaderMap, body: Bo
     let result = async {
         let body = read_capped(state, headers, body).await?;
         let deployment = choose(state, &e, headers).await?;
-        forward(&e, &deployment, body).await
+        forward(state, &e, &deployment, "/score", method.as_str(), headers, body).await
     }
     .await;
     (result.unwrap_or_else(IntoResponse::into_response), e.name)
@@ -191,11 +250,12 @@ async fn score_inner(state: &AppState, name: &str, headers: &HeaderMap, body: Bo
 pub async fn score(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    method: axum::http::Method,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let (response, label) = score_inner(&state, &name, &headers, body).await;
+    let (response, label) = score_inner(&state, &name, &method, &headers, body).await;
     state.metrics.observe(&label, response.status().as_u16(), started.elapsed());
     response
 }
@@ -211,7 +271,9 @@ pub async fn swagger(
         Err((answer, _)) => return answer.into_response(),
     };
     match choose(&state, &e, &headers).await {
-        Ok(d) => forward(&e, &d, bytes::Bytes::new()).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(d) => forward(&state, &e, &d, "/swagger.json", "GET", &headers, bytes::Bytes::new())
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(a) => a.into_response(),
     }
 }
@@ -226,10 +288,11 @@ pub async fn health(
         Ok(e) => e,
         Err((answer, _)) => return answer.into_response(),
     };
-    // Once replicas exist, "Healthy" is the chosen deployment's replica answering its probe; the
-    // seam below answers for it until then.
+    // "Healthy" is the chosen deployment's replica answering its health route.
     match choose(&state, &e, &headers).await {
-        Ok(d) => forward(&e, &d, bytes::Bytes::new()).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(d) => forward(&state, &e, &d, "/", "GET", &headers, bytes::Bytes::new())
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(a) => a.into_response(),
     }
 }

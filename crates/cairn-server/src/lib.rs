@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod datastores;
+pub mod deployments;
 pub mod endpoints;
 pub mod error;
 pub mod extract;

@@ -10,7 +10,9 @@ use cairn_core::runs::*;
 
 use cairn_core::endpoints::*;
 
-use crate::routes::{datastores, endpoints, files, jobs, models, resources, runs, tokens, workspaces};
+use crate::routes::{
+    datastores, deployments, endpoints, files, jobs, models, resources, runs, tokens, workspaces,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +31,7 @@ use crate::routes::{datastores, endpoints, files, jobs, models, resources, runs,
         resources::list_sizes, resources::create_size, resources::delete_size,
         endpoints::list, endpoints::create, endpoints::show, endpoints::update, endpoints::delete,
         endpoints::keys, endpoints::regenerate_key, endpoints::token,
+        deployments::create, deployments::list, deployments::show, deployments::delete, deployments::logs,
         models::list, models::show, models::update, models::delete, models::register, models::list_versions,
         models::show_version, models::update_version, models::delete_version, models::set_alias,
         models::delete_alias, models::files, models::download,
@@ -42,6 +45,9 @@ use crate::routes::{datastores, endpoints, files, jobs, models, resources, runs,
         CreateCompute, ComputeSize, CreateComputeSize, JobInput, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,
         jobs::LogChunk, SearchRuns, RunsPage, Endpoint, CreateEndpoint, UpdateEndpoint, EndpointKeys,
         KeyType, RegenerateKey, TokenRequest, EndpointToken, AuthMode, ProvisioningState,
+        cairn_core::deployments::CreateDeployment, cairn_core::deployments::Deployment,
+        cairn_core::deployments::DeploymentState, cairn_core::deployments::CodeConfiguration,
+        cairn_core::deployments::RequestSettings,
         jobs::LogChunk, SearchRuns, RunsPage, Model, ModelVersion, ModelFile, RegisterModelVersion,
         UpdateModel, UpdateModelVersion, SetAlias, BlobsQuery, MissingBlobs,
     )),

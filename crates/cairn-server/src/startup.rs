@@ -89,6 +89,7 @@ pub async fn serve(
     let _ = state.public_url.set(url.clone());
     crate::runtime::unpack(&state.runtime_dir())?;
     crate::jobs::recover(&state).await?;
+    crate::deployments::relaunch_all(&state).await?;
     let scheduler = tokio::spawn(crate::jobs::schedule(state.clone()));
     let stop_tx = state.stopping.clone();
     let mut stop_rx = state.stopping.subscribe();

@@ -38,6 +38,8 @@ pub struct AppState {
     /// Set once the server is stopping: ends long-lived responses (log follow streams) so that
     /// the graceful stop does not wait for them.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Running deployments and their replicas.
+    pub deployments: crate::deployments::Deployments,
 }
 
 /// The limits and secret of a server, beyond its stores.
@@ -62,6 +64,7 @@ impl AppState {
             max_score_body_bytes: limits.max_score_body_bytes,
             secret,
             metrics: Metrics::default(),
+            deployments: Default::default(),
             blob_cache: Mutex::default(),
             jobs: Jobs::default(),
             env_builder: OnceLock::new(),

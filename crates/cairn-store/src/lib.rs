@@ -9,6 +9,7 @@
 
 mod datastores;
 mod db;
+mod deployments;
 mod endpoints;
 mod logged_models;
 mod mlflow;
@@ -21,6 +22,7 @@ mod workspaces;
 
 pub use datastores::{DatastoreRecord, FileRecord};
 pub use db::{Backend, Store};
+pub use deployments::DeploymentRecord;
 pub use endpoints::{EndpointRecord, StoredKey};
 pub use logged_models::{LoggedModel, NewLoggedModel, RunDataset, RunIo, RunModel};
 pub use mlflow::{MlflowExperiment, MlflowRunMeta};

@@ -56,6 +56,9 @@ enum Command {
     /// Online endpoints: create, keys and tokens, invoke.
     #[command(subcommand)]
     Endpoint(cmd::endpoints::EndpointCommand),
+    /// Online deployments: create (--all-traffic, --wait), list, show, delete, logs.
+    #[command(subcommand)]
+    Deployment(cmd::deployments::DeploymentCommand),
     /// Register, list, show, download, tag, alias and delete models.
     #[command(subcommand)]
     Model(cmd::models::ModelCommand),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
             Command::Job(c) => cmd::jobs::job(c).await,
             Command::Run(c) => cmd::jobs::run(c).await,
             Command::Endpoint(c) => cmd::endpoints::run(c).await,
+            Command::Deployment(c) => cmd::deployments::run(c).await,
             Command::Model(c) => cmd::models::run(c).await,
         }
     });

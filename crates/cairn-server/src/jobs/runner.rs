@@ -289,7 +289,7 @@ fn job_environment(
 }
 
 /// Copies the snapshot's files (content-addressed blobs) into the run's folder.
-async fn materialize_snapshot(
+pub(crate) async fn materialize_snapshot(
     state: &AppState,
     ws_id: &str,
     snapshot: &str,
@@ -350,7 +350,7 @@ pub fn parse_datastore_uri(uri: &str) -> Result<(&str, RelPath), Error> {
     Ok((name, RelPath::parse_dir(path)?))
 }
 
-async fn write_stream(
+pub(crate) async fn write_stream(
     target: &Path,
     mut stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, Error>>,
 ) -> Result<(), Error> {

@@ -96,6 +96,10 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Writer, Some(&ws))?;
     let workspace = state.store.workspace(&ws).await?;
+    let e = state.store.endpoint(&workspace, &name).await?;
+    for d in state.store.list_deployments(&e.id).await? {
+        crate::deployments::delete(&state, &workspace, &d).await?;
+    }
     state.store.delete_endpoint(&workspace, &name).await?;
     state.metrics.remove(&name);
     tracing::info!(workspace = %ws, endpoint = %name, "endpoint deleted");

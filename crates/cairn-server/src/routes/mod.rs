@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub mod datastores;
+pub mod deployments;
 pub mod endpoints;
 pub mod files;
 pub mod health;
@@ -92,6 +93,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::post(endpoints::regenerate_key),
         )
         .route("/workspaces/{ws}/endpoints/{name}/token", axum::routing::post(endpoints::token))
+        .route(
+            "/workspaces/{ws}/endpoints/{endpoint}/deployments",
+            get(deployments::list).post(deployments::create),
+        )
+        .route(
+            "/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}",
+            get(deployments::show).delete(deployments::delete),
+        )
+        .route("/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}/logs", get(deployments::logs))
         .route("/workspaces/{ws}/models", get(models::list))
         .route(
             "/workspaces/{ws}/models/{name}",

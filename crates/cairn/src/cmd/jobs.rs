@@ -253,7 +253,7 @@ pub(crate) struct Api {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
     token: Option<String>,
-    ws: String,
+    pub(crate) ws: String,
 }
 
 impl Api {
@@ -575,7 +575,7 @@ fn to_submit(file: JobFile, snapshot: Option<String>) -> anyhow::Result<SubmitJo
 }
 
 /// Snapshots the code folder (honouring .gitignore and .amlignore) and uploads what is missing.
-async fn upload_code(client: &ClientArgs, ws: &str, dir: &Path) -> anyhow::Result<String> {
+pub(crate) async fn upload_code(client: &ClientArgs, ws: &str, dir: &Path) -> anyhow::Result<String> {
     let mut listed = Vec::new();
     let walker = ignore::WalkBuilder::new(dir)
         .add_custom_ignore_filename(".amlignore")

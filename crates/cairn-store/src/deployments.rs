@@ -1,0 +1,176 @@
+//! Online deployments as stored: the spec they were created with, their state and why.
+
+use cairn_core::deployments::{CreateDeployment, DeploymentState};
+use cairn_core::Error;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::db::{is_unique_violation, map_err, new_id};
+use crate::Store;
+
+/// A deployment as stored (the endpoint's name and workspace are joined in).
+#[derive(Clone, Debug)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub endpoint_id: String,
+    pub endpoint_name: String,
+    pub workspace_id: String,
+    /// The workspace's name.
+    pub workspace: String,
+    pub name: String,
+    pub spec: CreateDeployment,
+    /// The resolved model version.
+    pub model_name: String,
+    pub model_version: i64,
+    pub state: DeploymentState,
+    pub reason: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl DeploymentRecord {
+    pub fn new_id() -> String {
+        new_id()
+    }
+}
+
+/// What the `spec` column holds: the request plus the version it resolved to.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    spec: CreateDeployment,
+    model_name: String,
+    model_version: i64,
+}
+
+const COLUMNS: &str = "d.id, d.endpoint_id, e.name AS endpoint_name, e.workspace_id, w.name AS workspace, d.name, d.spec, d.state, \
+     d.reason, d.created_at, d.updated_at";
+
+fn from_row(r: &AnyRow) -> Result<DeploymentRecord, Error> {
+    let get = |c: &str| r.try_get::<String, _>(c).map_err(map_err);
+    let stored: Stored = serde_json::from_str(&get("spec")?)
+        .map_err(|e| Error::internal(format!("deployments.spec is unreadable: {e}")))?;
+    let state = get("state")?;
+    Ok(DeploymentRecord {
+        id: get("id")?,
+        endpoint_id: get("endpoint_id")?,
+        endpoint_name: get("endpoint_name")?,
+        workspace_id: get("workspace_id")?,
+        workspace: get("workspace")?,
+        name: get("name")?,
+        spec: stored.spec,
+        model_name: stored.model_name,
+        model_version: stored.model_version,
+        state: DeploymentState::parse(&state)
+            .ok_or_else(|| Error::internal(format!("unknown deployment state {state:?}")))?,
+        reason: get("reason")?,
+        created_at: r.try_get("created_at").map_err(map_err)?,
+        updated_at: r.try_get("updated_at").map_err(map_err)?,
+    })
+}
+
+impl Store {
+    /// Stores a new deployment; a name already used on the endpoint is a conflict.
+    pub async fn create_deployment(&self, d: &DeploymentRecord) -> Result<(), Error> {
+        let spec = serde_json::to_string(&Stored {
+            spec: d.spec.clone(),
+            model_name: d.model_name.clone(),
+            model_version: d.model_version,
+        })
+        .expect("a deployment spec serialises");
+        sqlx::query(
+            "INSERT INTO deployments (id, endpoint_id, name, spec, state, reason, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&d.id)
+        .bind(&d.endpoint_id)
+        .bind(&d.name)
+        .bind(spec)
+        .bind(d.state.as_str())
+        .bind(&d.reason)
+        .bind(d.created_at)
+        .bind(d.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| {
+            if is_unique_violation(&err) {
+                Error::conflict(format!(
+                    "endpoint \"{}\" already has a deployment \"{}\"; delete it first or choose another name",
+                    d.endpoint_name, d.name
+                ))
+            } else {
+                map_err(err)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The deployments of an endpoint, by name.
+    pub async fn list_deployments(&self, endpoint_id: &str) -> Result<Vec<DeploymentRecord>, Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM deployments d JOIN endpoints e ON e.id = d.endpoint_id JOIN workspaces w ON w.id = e.workspace_id \
+             WHERE d.endpoint_id = $1 ORDER BY d.name"
+        );
+        let rows = sqlx::query(&sql).bind(endpoint_id).fetch_all(&self.pool).await.map_err(map_err)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Every deployment on the server (for re-launching them at start-up).
+    pub async fn all_deployments(&self) -> Result<Vec<DeploymentRecord>, Error> {
+        let sql = format!("SELECT {COLUMNS} FROM deployments d JOIN endpoints e ON e.id = d.endpoint_id JOIN workspaces w ON w.id = e.workspace_id");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(map_err)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Deployment `name` of endpoint `endpoint_id`.
+    pub async fn deployment(
+        &self,
+        endpoint_id: &str,
+        endpoint_name: &str,
+        name: &str,
+    ) -> Result<DeploymentRecord, Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM deployments d JOIN endpoints e ON e.id = d.endpoint_id JOIN workspaces w ON w.id = e.workspace_id \
+             WHERE d.endpoint_id = $1 AND d.name = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(endpoint_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| Error::NotFound {
+                kind: "deployment",
+                name: format!("{name}\" of endpoint \"{endpoint_name}"),
+            })?;
+        from_row(&row)
+    }
+
+    /// Sets a deployment's state and reason; false when it no longer exists.
+    pub async fn set_deployment_state(
+        &self,
+        id: &str,
+        state: DeploymentState,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let done =
+            sqlx::query("UPDATE deployments SET state = $1, reason = $2, updated_at = $3 WHERE id = $4")
+                .bind(state.as_str())
+                .bind(reason)
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn delete_deployment(&self, id: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM deployments WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! `cairn deployment create|list|show|delete|logs`: online deployments, from Azure ML v2's
+//! online-deployment YAML. `create` uploads the `code_configuration.code` folder as a snapshot.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use cairn_core::deployments::*;
+use cairn_core::endpoints::{Endpoint, UpdateEndpoint};
+use clap::Subcommand;
+
+use crate::cmd::jobs::Api;
+use crate::config::{ClientArgs, WorkspaceArg};
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub enum DeploymentCommand {
+    /// Create a deployment from a YAML file; returns at once unless --wait.
+    Create {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Send all of the endpoint's traffic to this deployment.
+        #[arg(long)]
+        all_traffic: bool,
+        /// Wait until the deployment is Healthy or Failed (Failed exits non-zero).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the deployments of an endpoint.
+    List {
+        #[arg(long)]
+        endpoint: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a deployment: ENDPOINT/NAME.
+    Show {
+        target: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop and delete a deployment: ENDPOINT/NAME.
+    Delete {
+        target: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the tail of a deployment's log (replicas' stderr): ENDPOINT/NAME.
+    Logs {
+        target: String,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn split(target: &str) -> anyhow::Result<(&str, &str)> {
+    target
+        .split_once('/')
+        .filter(|(e, n)| !e.is_empty() && !n.is_empty())
+        .with_context(|| format!("{target:?}: expected ENDPOINT/DEPLOYMENT"))
+}
+
+fn path(endpoint: &str, name: &str, rest: &str) -> anyhow::Result<String> {
+    cairn_core::endpoints::validate_endpoint_name(endpoint)?;
+    validate_deployment_name(name)?;
+    Ok(format!("endpoints/{endpoint}/deployments/{name}{rest}"))
+}
+
+fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
+    vec![
+        ("deployment", d.name.clone()),
+        ("endpoint", d.endpoint_name.clone()),
+        ("state", d.state.as_str().to_string()),
+        ("model", d.model.clone()),
+        ("environment", d.spec.environment.clone()),
+        ("instance_count", d.spec.instance_count.to_string()),
+        ("scoring_script", d.spec.code_configuration.scoring_script.clone()),
+        ("request_timeout_ms", d.spec.request_settings.timeout_ms().to_string()),
+        ("max_concurrent", d.spec.request_settings.max_concurrent().to_string()),
+        ("reason", d.reason.clone()),
+        ("created", output::time(d.created_at)),
+        ("updated", output::time(d.updated_at)),
+    ]
+}
+
+/// Reads the YAML (`$schema` dropped, unknown keys refused) and uploads the code folder, which is
+/// relative to the file.
+async fn read_file(api: &Api, client: &ClientArgs, file: &Path) -> anyhow::Result<CreateDeployment> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut yaml: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if let Some(map) = yaml.as_mapping_mut() {
+        map.remove("$schema");
+    }
+    let mut req: CreateDeployment =
+        serde_yaml::from_value(yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let dir = file.parent().unwrap_or(Path::new(".")).join(&req.code_configuration.code);
+    if !dir.is_dir() {
+        bail!("code_configuration.code: {} is not a folder", dir.display());
+    }
+    req.code_configuration.code = crate::cmd::jobs::upload_code(client, &api.ws, &dir).await?;
+    Ok(req)
+}
+
+pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
+    match command {
+        DeploymentCommand::Create { file, all_traffic, wait, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let mut req = read_file(&api, &client, &file).await?;
+            let Some(endpoint) = req.endpoint_name.clone() else {
+                bail!("{}: endpoint_name is required", file.display());
+            };
+            cairn_core::endpoints::validate_endpoint_name(&endpoint)?;
+            req.endpoint_name = Some(endpoint.clone());
+            let mut d: Deployment = api.post(&format!("endpoints/{endpoint}/deployments"), &req).await?;
+            if all_traffic {
+                let update = UpdateEndpoint {
+                    traffic: Some([(d.name.clone(), 100)].into_iter().collect()),
+                    ..Default::default()
+                };
+                let url = api.url(&format!("endpoints/{endpoint}"));
+                let _: Endpoint = api.send(api.http.patch(url).json(&update)).await?.json().await?;
+            }
+            if wait {
+                let p = path(&endpoint, &d.name, "")?;
+                while !d.state.is_final() {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    d = api.get(&p).await?;
+                }
+                if d.state == DeploymentState::Failed {
+                    bail!("deployment {endpoint}/{} failed: {}", d.name, d.reason);
+                }
+            }
+            output::print_one(client.output, &d, fields(&d))
+        }
+        DeploymentCommand::List { endpoint, ws, client } => {
+            cairn_core::endpoints::validate_endpoint_name(&endpoint)?;
+            let list: Vec<Deployment> =
+                Api::new(&client, &ws)?.get(&format!("endpoints/{endpoint}/deployments")).await?;
+            let rows = list
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.name.clone(),
+                        d.state.as_str().to_string(),
+                        d.model.clone(),
+                        d.spec.instance_count.to_string(),
+                        output::time(d.updated_at),
+                    ]
+                })
+                .collect();
+            output::print(client.output, &list, &["NAME", "STATE", "MODEL", "INSTANCES", "UPDATED"], rows)
+        }
+        DeploymentCommand::Show { target, ws, client } => {
+            let (e, n) = split(&target)?;
+            let d: Deployment = Api::new(&client, &ws)?.get(&path(e, n, "")?).await?;
+            output::print_one(client.output, &d, fields(&d))
+        }
+        DeploymentCommand::Delete { target, ws, client } => {
+            let (e, n) = split(&target)?;
+            let api = Api::new(&client, &ws)?;
+            api.send(api.http.delete(api.url(&path(e, n, "")?))).await?;
+            output::done(client.output, &format!("deployment {target} deleted"));
+            Ok(())
+        }
+        DeploymentCommand::Logs { target, ws, client } => {
+            let (e, n) = split(&target)?;
+            let api = Api::new(&client, &ws)?;
+            let text = api.send(api.http.get(api.url(&path(e, n, "/logs")?))).await?.text().await?;
+            print!("{text}");
+            Ok(())
+        }
+    }
+}

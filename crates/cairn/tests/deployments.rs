@@ -1,0 +1,245 @@
+//! Online deployments end to end with real processes: a registered model (JSON coefficients,
+//! stdlib only), an environment with no packages, a `score.py` shaped like the walkthrough's,
+//! `deployment create --wait`, scoring through the endpoint's key, a failing `init()`, the
+//! model-version use, and a replica killed with SIGKILL. Runs on SQLite and on PostgreSQL.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+async fn start(backend: Backend) -> (Server, Option<PgDatabase>) {
+    match backend {
+        Backend::Sqlite => (Server::start(), None),
+        Backend::Postgres => {
+            let db = PgDatabase::create().await;
+            let opts = Opts { database_url: Some(db.url.clone()), ..Default::default() };
+            (Server::start_with(opts), Some(db))
+        }
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_deployment_scores_survives_sigkill_and_holds_its_model_version,
+    a_failing_init_fails_the_deployment_with_its_traceback,
+    a_hung_run_gets_504_and_deployments_come_back_after_a_restart,
+);
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+const SCORE_PY: &str = r#"
+import json, os
+from cairn.serving import Model
+
+def init():
+    global coef
+    # A one-file model's path is the file itself (as in Azure ML).
+    path = Model.get_model_path("lin")
+    assert path == os.path.join(os.environ["AZUREML_MODEL_DIR"], "coef.json"), path
+    with open(path) as f:
+        coef = json.load(f)
+
+def run(raw_data):
+    rows = json.loads(raw_data)["data"]
+    return [sum(w * x for w, x in zip(coef["w"], row)) + coef["b"] for row in rows]
+"#;
+
+/// Workspace `w`, environment `plain`, model `lin:1`, endpoint `ep` and a deployment folder with
+/// `score.py` (its text given); returns the deployment YAML's path.
+fn setup(s: &Server, score_py: &str) -> String {
+    s.ok(&["workspace", "create", "w"]);
+    let dir = s.tmp().join("spec");
+    write_tree(
+        &dir,
+        &[
+            ("env.yml", b"name: plain\npip: []\n"),
+            ("model/coef.json", br#"{"w": [2.0, -1.0, 0.5], "b": 1.0}"#),
+            ("ep.yml", b"name: lin-ep\nauth_mode: key\n"),
+            ("src/score.py", score_py.as_bytes()),
+            (
+                "blue.yml",
+                b"$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json\n\
+                  name: blue\nendpoint_name: lin-ep\nmodel: azureml:lin:1\n\
+                  code_configuration:\n  code: src\n  scoring_script: score.py\n\
+                  environment: plain\ninstance_count: 2\ninstance_type: Standard_DS2_v2\n\
+                  request_settings:\n  request_timeout_ms: 30000\n  max_concurrent_requests_per_instance: 4\n\
+                  environment_variables:\n  FOO: bar\n",
+            ),
+        ],
+    );
+    let p = |f: &str| dir.join(f).display().to_string();
+    s.ok(&["env", "create", "-f", &p("env.yml"), "-w", "w"]);
+    s.ok(&["model", "register", "--name", "lin", "--path", &p("model"), "-w", "w"]);
+    s.ok(&["endpoint", "create", "-f", &p("ep.yml"), "-w", "w"]);
+    p("blue.yml")
+}
+
+async fn score(s: &Server, key: &str, body: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/endpoints/lin-ep/score", s.url))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn replica_pids(s: &Server) -> Vec<i32> {
+    let out = std::process::Command::new("pgrep").args(["-f", "cairn.replica"]).output().unwrap();
+    let dir = s.tmp().display().to_string();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|e| String::from_utf8_lossy(&e).contains(&dir))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+async fn a_deployment_scores_survives_sigkill_and_holds_its_model_version(b: Backend) {
+    let (s, _db) = start(b).await;
+    let file = setup(&s, SCORE_PY);
+    // Unknown keys are refused by name before anything is uploaded or stored.
+    let bad = s.tmp().join("spec/bad.yml");
+    std::fs::write(&bad, std::fs::read_to_string(&file).unwrap() + "instance_cnt: 3\n").unwrap();
+    let err = s.fails(&["deployment", "create", "-f", bad.to_str().unwrap(), "-w", "w"]);
+    assert!(err.contains("instance_cnt"), "{err}");
+
+    let d = json(&s.ok(&[
+        "deployment",
+        "create",
+        "-f",
+        &file,
+        "--all-traffic",
+        "--wait",
+        "-w",
+        "w",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(d["state"], "Healthy", "{d}");
+    assert_eq!(d["model"], "lin:1");
+    let listed = json(&s.ok(&["deployment", "list", "--endpoint", "lin-ep", "-w", "w", "-o", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let ep = json(&s.ok(&["endpoint", "show", "lin-ep", "-w", "w", "-o", "json"]));
+    assert_eq!(ep["traffic"]["blue"], 100);
+
+    let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    let key = keys["primary_key"].as_str().unwrap().to_string();
+    // 2*1 - 1*2 + 0.5*4 + 1 = 3; 2*0 - 0 + 0 + 1 = 1
+    let (status, body) = score(&s, &key, r#"{"data": [[1, 2, 4], [0, 0, 0]]}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body), serde_json::json!([3.0, 1.0]));
+    let (status, body) = score(&s, "wrong-key", r#"{"data": [[1, 2, 4]]}"#).await;
+    assert_eq!(status, 401, "{body}");
+    // run() raising on a wrong shape is the script's error, and the replica survives it.
+    let (status, _) = score(&s, &key, r#"{"rows": []}"#).await;
+    assert!(status >= 400, "{status}");
+
+    // The model version is in use: deleting it is refused.
+    let err = s.fails(&["model", "delete", "lin:1", "-w", "w"]);
+    assert!(err.contains("409") || err.to_lowercase().contains("in use") || err.contains("used"), "{err}");
+
+    // SIGKILL every replica; the supervisor restarts them and later requests succeed.
+    let pids = replica_pids(&s);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for pid in &pids {
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let mut ok = false;
+    for _ in 0..200 {
+        let (status, body) = score(&s, &key, r#"{"data": [[1, 2, 4]]}"#).await;
+        if status == 200 {
+            assert_eq!(json(&body), serde_json::json!([3.0]));
+            ok = true;
+            break;
+        }
+        assert!([502, 503].contains(&status), "{status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "no successful score after the replicas were killed");
+    let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
+    assert!(logs.contains("restarting"), "{logs}");
+
+    // Delete: traffic first, then the deployment; its model version can then go.
+    s.ok(&["endpoint", "update", "lin-ep", "--traffic", "", "-w", "w"]);
+    s.ok(&["deployment", "delete", "lin-ep/blue", "-w", "w"]);
+    assert!(replica_pids(&s).is_empty());
+    s.ok(&["model", "delete", "lin:1", "-w", "w"]);
+}
+
+async fn a_failing_init_fails_the_deployment_with_its_traceback(b: Backend) {
+    let (s, _db) = start(b).await;
+    let file = setup(
+        &s,
+        "def init():\n    raise RuntimeError('no weights here')\n\ndef run(raw):\n    return raw\n",
+    );
+    let err = s.fails(&["deployment", "create", "-f", &file, "--wait", "-w", "w"]);
+    assert!(err.contains("no weights here") && err.contains("Traceback"), "{err}");
+    let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
+    assert_eq!(d["state"], "Failed");
+    assert!(d["reason"].as_str().unwrap().contains("RuntimeError: no weights here"), "{d}");
+    let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
+    assert!(logs.contains("RuntimeError: no weights here"), "{logs}");
+    assert!(replica_pids(&s).is_empty());
+}
+
+async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backend) {
+    let (s, db) = start(b).await;
+    let hanging = format!("{SCORE_PY}\n_run = run\ndef run(raw_data):\n    if 'hang' in raw_data:\n        import time; time.sleep(3600)\n    return _run(raw_data)\n");
+    let file = setup(&s, &hanging);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("request_timeout_ms: 30000", "request_timeout_ms: 500");
+    std::fs::write(&file, text).unwrap();
+    s.ok(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
+    let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    let key = keys["primary_key"].as_str().unwrap().to_string();
+    let (status, body) = score(&s, &key, r#"{"data": [[1, 2, 4]], "hang": 1}"#).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("request_timeout_ms"), "{body}");
+
+    // The server dies; its replicas go with it; a new server re-launches the deployment.
+    let s = s.restart();
+    let _keep = db;
+    let mut last = (0, String::new());
+    for _ in 0..300 {
+        last = score(&s, &key, r#"{"data": [[1, 2, 4]]}"#).await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 200, "{}", last.1);
+    assert_eq!(json(&last.1), serde_json::json!([3.0]));
+    let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
+    assert_eq!(d["state"], "Healthy", "{d}");
+
+    // Deleting the endpoint stops its deployments' replicas and releases the model version.
+    s.ok(&["endpoint", "delete", "lin-ep", "-w", "w"]);
+    assert!(replica_pids(&s).is_empty());
+    s.ok(&["model", "delete", "lin:1", "-w", "w"]);
+}
