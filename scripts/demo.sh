@@ -77,5 +77,19 @@ say "Step 9 — register the run's model (run.register_model): a name, an id and
 say "The same run through the MLflow API (MLFLOW_TRACKING_URI is printed by workspace show)"
 "$CAIRN" workspace show azureml_workspace | grep -i mlflow
 
-say "Steps 10–15 (inference config, deployment, scoring)"
-echo "not implemented yet: endpoints exist (cairn endpoint create), deployments are issue 5's next step."
+say "Steps 10–13 — the inference script, its environment and the endpoint"
+cat examples/wine/scorecode/score.py | sed -n '/^def init/,$p'
+"$CAIRN" endpoint create -f examples/wine/endpoint.yml -o json >/dev/null
+"$CAIRN" endpoint show wine-endpoint
+
+say "Step 14 — deploy the model (replicas of score.py behind the scoring URI)"
+"$CAIRN" deployment create -f examples/wine/deployment.yml --all-traffic --wait
+
+say "Step 15 — get the keys and POST the walkthrough's sample"
+KEY="$("$CAIRN" endpoint get-keys wine-endpoint -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["primary_key"])')"
+SCORING_URI="$("$CAIRN" endpoint show wine-endpoint -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["scoring_uri"])')"
+echo "POST $SCORING_URI"
+cat examples/wine/score-request.json
+curl -sS --fail-with-body -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
+    --data @examples/wine/score-request.json "$SCORING_URI"
+echo
