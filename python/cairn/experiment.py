@@ -260,6 +260,21 @@ class SubmittedRun:
             done.append(target)
         return done
 
+    def register_model(
+        self,
+        model_name: str,
+        model_path: str,
+        tags: Optional[Dict[str, Any]] = None,
+        description: Optional[str] = None,
+        **kwargs: Any,
+    ) -> "Model":
+        """Register this run's artifact ``model_path`` (a file or folder, e.g. ``outputs/model.pkl``)
+        as the next version of ``model_name``; ``properties``, ``model_framework`` and
+        ``model_framework_version`` are accepted as keywords."""
+        from .model import register_from_run
+
+        return register_from_run(self.workspace, self.id, model_name, model_path, tags, description, **kwargs)
+
     def get_children(self) -> List["SubmittedRun"]:
         """Runs whose parent is this run (among the experiment's latest 1000)."""
         answer = self.workspace.call("GET", "runs", query={"experiment": self.experiment.name, "limit": 1000})

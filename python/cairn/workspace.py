@@ -298,6 +298,13 @@ class Workspace:
         items = answer.get("items", []) if isinstance(answer, dict) else answer
         return {e["name"]: Experiment(self, e["name"]) for e in items}
 
+    @property
+    def models(self) -> Dict[str, "Model"]:
+        """The latest version of each registered model, by name."""
+        from .model import Model
+
+        return {m.name: m for m in Model.list(self, latest=True)}
+
     # -- plumbing for the other SDK classes ---------------------------------------------------
 
     def call(
@@ -325,5 +332,6 @@ if False:  # pragma: no cover - names for type checkers only (no import cycles a
     from .datastore import Datastore
     from .environment import Environment
     from .experiment import Experiment
+    from .model import Model
 
 __all__ = ["Workspace", "Connection", "resolve_connection", "NotFound"]
