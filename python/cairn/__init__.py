@@ -36,7 +36,7 @@ The same package is the client SDK (standard library only; ``pip install ./pytho
 
 SDK modules: ``workspace.py`` (connection rules), ``datastore.py``, ``compute.py``,
 ``environment.py`` (with ``_conda.py``), ``experiment.py`` (ScriptRunConfig, SubmittedRun,
-snapshots), ``model.py`` (registered models) and ``errors.py``. They are imported on first use, so the runtime stays light.
+snapshots), ``model.py`` (registered models), ``webservice.py`` (deployed services) and ``errors.py``. They are imported on first use, so the runtime stays light.
 
 Layout of the runtime: ``run.py`` is the public ``Run``; ``_records.py`` validates and encodes values;
 ``_batcher.py`` buffers records and sends them from a background thread (``_retry.py`` backs
@@ -64,6 +64,11 @@ _SDK = {
     "ScriptRunConfig": "experiment",
     "SubmittedRun": "experiment",
     "Model": "model",
+    "InferenceConfig": "webservice",
+    "DeploymentConfiguration": "webservice",
+    "Webservice": "webservice",
+    "DeploymentFailed": "webservice",
+    "ScoringError": "webservice",
     "BadRequest": "errors",
     "Conflict": "errors",
     "Forbidden": "errors",

@@ -167,6 +167,18 @@ class Model:
             tops.add(rel.split("/")[0])
         return str(base / tops.pop()) if len(tops) == 1 else str(base)
 
+    @staticmethod
+    def deploy(workspace: Workspace, name: str, models: List["Model"], inference_config: Any = None,
+               deployment_config: Any = None, deployment_target: Any = None, overwrite: bool = False) -> Any:
+        """Deploy ``models`` (one) as service ``name``: an endpoint and a deployment taking all
+        traffic; returns a :class:`~cairn.webservice.Webservice` (call ``wait_for_deployment``).
+        ``deployment_target`` is accepted for Azure's AKS cluster; Cairn has one local target."""
+        from .webservice import deploy
+
+        if inference_config is None:
+            raise NotImplementedError("deploying without an InferenceConfig (no-code deployment)")
+        return deploy(workspace, name, models, inference_config, deployment_config, overwrite=overwrite)
+
     def delete(self) -> None:
         """Delete this version (refused while a deployment uses it)."""
         self.workspace.call("DELETE", "models", self.name, "versions", str(self.version))

@@ -274,7 +274,8 @@ def _serve_connection(conn: socket.socket, replica: Replica, max_body: int) -> N
 
 def _listen(path: str) -> socket.socket:
     """Listening socket at ``path``, made visible only once it accepts (bind, listen, rename)."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".replica-{os.getpid()}.sock")
+    # A short name: AF_UNIX paths hold at most 107 bytes and data directories can be deep.
+    tmp = os.path.join(os.path.dirname(path) or ".", f".r{os.getpid()}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         if os.path.lexists(tmp):

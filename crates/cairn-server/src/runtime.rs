@@ -35,6 +35,7 @@ const FILES: &[(&str, &str)] = python_files!(
     "cairn/errors.py" => "cairn/errors.py",
     "cairn/experiment.py" => "cairn/experiment.py",
     "cairn/model.py" => "cairn/model.py",
+    "cairn/webservice.py" => "cairn/webservice.py",
     "cairn/run.py" => "cairn/run.py",
     "cairn/workspace.py" => "cairn/workspace.py",
     "cairn/_mlflow_scoring.py" => "cairn/_mlflow_scoring.py",

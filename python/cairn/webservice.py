@@ -1,0 +1,242 @@
+"""Deployed models in the SDK: ``InferenceConfig``, ``DeploymentConfiguration``, ``deploy`` (an
+endpoint plus one deployment taking all traffic) and ``Webservice`` (state, keys, scoring).
+
+``deploy`` uploads the scoring code as a snapshot (like a job's), creates the endpoint, then the
+deployment; the server starts the replicas. ``Webservice.wait_for_deployment`` polls the
+deployment until it leaves ``Creating`` and raises :class:`DeploymentFailed` with the replica
+logs when it did not become ``Healthy``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from ._client import CairnError
+from .environment import Environment
+from .errors import NotFound
+from .experiment import upload_snapshot
+from .model import Model
+from .workspace import Workspace
+
+#: The deployment every ``deploy`` creates behind its endpoint.
+DEPLOYMENT = "default"
+#: Seconds between two looks at a deployment's state.
+POLL_SECONDS = 0.5
+#: Lines of replica log printed or quoted.
+LOG_TAIL_LINES = 40
+
+
+class DeploymentFailed(CairnError):
+    """The deployment ended Failed or Unhealthy; ``logs`` holds the replicas' log tail."""
+
+    def __init__(self, name: str, state: str, reason: str, logs: str) -> None:
+        self.state, self.reason, self.logs = state, reason, logs
+        super().__init__(f"deployment of service {name!r} is {state}: {reason}\n--- replica logs ---\n{logs}")
+
+
+class InferenceConfig:
+    """The scoring script (``init()`` and ``run(data)``), the folder it lives in and its environment."""
+
+    def __init__(self, entry_script: str, source_directory: Union[str, Path] = ".",
+                 environment: Union[Environment, str, None] = None) -> None:
+        if not entry_script:
+            raise ValueError("entry_script names the scoring script (e.g. score.py)")
+        if environment is None:
+            raise ValueError("InferenceConfig needs an environment (an Environment or a registered name)")
+        self.entry_script = str(entry_script)
+        self.source_directory = Path(source_directory)
+        self.environment = environment
+
+    def environment_ref(self) -> str:
+        env = self.environment
+        if isinstance(env, Environment):
+            return env.name if env.version is None else f"{env.name}@{env.version}"
+        return str(env)
+
+
+class DeploymentConfiguration:
+    """Replica sizing: ``cpu_cores``/``memory_gb`` become an instance type name, and ``instance_count``."""
+
+    def __init__(self, cpu_cores: float = 1, memory_gb: float = 1, instance_count: int = 1) -> None:
+        if cpu_cores <= 0 or memory_gb <= 0:
+            raise ValueError("cpu_cores and memory_gb must be positive")
+        if int(instance_count) < 1:
+            raise ValueError("instance_count must be at least 1")
+        self.cpu_cores, self.memory_gb, self.instance_count = cpu_cores, memory_gb, int(instance_count)
+
+    @property
+    def instance_type(self) -> str:
+        return f"local-{self.cpu_cores:g}cpu-{self.memory_gb:g}gb"
+
+
+def deploy(workspace: Workspace, name: str, models: Sequence[Model], inference_config: InferenceConfig,
+           deployment_config: Optional[DeploymentConfiguration] = None, overwrite: bool = False) -> "Webservice":
+    """Create endpoint ``name`` and its deployment of ``models[0]`` taking all the traffic.
+
+    Only one model per service is supported (the server's deployments serve one model version).
+    """
+    models = list(models)
+    if len(models) != 1:
+        raise NotImplementedError(f"deploying {len(models)} models in one service: Cairn deploys exactly one model")
+    config = deployment_config or DeploymentConfiguration()
+    entry = inference_config.source_directory / inference_config.entry_script
+    if not entry.is_file():
+        raise FileNotFoundError(f"entry_script {entry} does not exist")
+    if overwrite:
+        try:
+            Webservice(workspace, name).delete()
+        except NotFound:
+            pass
+    code = upload_snapshot(workspace, inference_config.source_directory)
+    workspace.call("POST", "endpoints", body={"name": name, "auth_mode": "key"})
+    spec = {
+        "name": DEPLOYMENT,
+        "model": models[0].id,
+        "code_configuration": {"code": code, "scoring_script": inference_config.entry_script},
+        "environment": inference_config.environment_ref(),
+        "instance_count": config.instance_count,
+        "instance_type": config.instance_type,
+    }
+    try:
+        workspace.call("POST", "endpoints", name, "deployments", body=spec)
+        workspace.call("PATCH", "endpoints", name, body={"traffic": {DEPLOYMENT: 100}})
+    except Exception:
+        # No endpoint left behind without its deployment.
+        try:
+            workspace.call("DELETE", "endpoints", name)
+        except CairnError:
+            pass
+        raise
+    return Webservice(workspace, name)
+
+
+class Webservice:
+    """A deployed service: endpoint ``name`` and its deployment."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._endpoint = workspace.call("GET", "endpoints", name)
+
+    def __repr__(self) -> str:
+        return f"Webservice(workspace={self.workspace.name!r}, name={self.name!r}, state={self.state!r})"
+
+    def _deployment(self) -> Dict[str, Any]:
+        return self.workspace.call("GET", "endpoints", self.name, "deployments", self._deployment_name())
+
+    def _deployment_name(self) -> str:
+        traffic = self._endpoint.get("traffic") or {}
+        live = [d for d, share in traffic.items() if share > 0]
+        return live[0] if live else DEPLOYMENT
+
+    @property
+    def scoring_uri(self) -> str:
+        return str(self._endpoint["scoring_uri"])
+
+    @property
+    def swagger_uri(self) -> str:
+        return str(self._endpoint["swagger_uri"])
+
+    @property
+    def state(self) -> str:
+        return str(self._deployment()["state"])
+
+    def get_logs(self, num_lines: int = 5000) -> str:
+        """The replicas' logs (last ``num_lines`` lines)."""
+        out = io.BytesIO()
+        path = self.workspace.path("endpoints", self.name, "deployments", self._deployment_name(), "logs")
+        self.workspace.connection.guard(lambda: self.workspace.connection.http.download(path, out))
+        lines = out.getvalue().decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-num_lines:])
+
+    def wait_for_deployment(self, show_output: bool = False, timeout_sec: Optional[float] = None) -> str:
+        """Poll until the deployment leaves ``Creating``; returns ``Healthy`` or raises
+        :class:`DeploymentFailed` with the replica logs."""
+        started = time.monotonic()
+        shown = 0
+        while True:
+            d = self._deployment()
+            state = str(d["state"])
+            if show_output:
+                logs = self.get_logs().splitlines()
+                for line in logs[shown:]:
+                    print(line)
+                shown = len(logs)
+                print(f"{self.name}: {state}", flush=True)
+            if state != "Creating":
+                break
+            if timeout_sec is not None and time.monotonic() - started > timeout_sec:
+                raise TimeoutError(f"service {self.name!r} still Creating after {timeout_sec} s")
+            time.sleep(POLL_SECONDS)
+        self._endpoint = self.workspace.call("GET", "endpoints", self.name)
+        if state != "Healthy":
+            tail = "\n".join(self.get_logs().splitlines()[-LOG_TAIL_LINES:])
+            raise DeploymentFailed(self.name, state, str(d.get("reason") or ""), tail)
+        return state
+
+    def get_keys(self) -> Tuple[str, str]:
+        keys = self.workspace.call("GET", "endpoints", self.name, "keys")
+        return keys["primary_key"], keys["secondary_key"]
+
+    def regen_key(self, key: str) -> None:
+        """Regenerate the ``Primary`` or ``Secondary`` key."""
+        kind = str(key).lower()
+        if kind not in ("primary", "secondary"):
+            raise ValueError(f"key must be 'Primary' or 'Secondary', not {key!r}")
+        self.workspace.call("POST", "endpoints", self.name, "regenerate-keys", body={"key_type": kind})
+
+    def get_token(self) -> Tuple[str, int]:
+        token = self.workspace.call("POST", "endpoints", self.name, "token", body={})
+        return token["accessToken"], int(token["refreshAfterTimeUtc"])
+
+    def run(self, input_data: Union[str, bytes, Any], key: Optional[str] = None) -> Any:
+        """POST ``input_data`` (a JSON text, or a value to encode) to the scoring URI with the
+        primary key (or ``key``); returns the decoded answer. Errors raise ``ServerError``-like
+        :class:`ScoringError` with the status and body."""
+        if isinstance(input_data, (bytes, str)):
+            body = input_data.encode("utf-8") if isinstance(input_data, str) else input_data
+        else:
+            body = json.dumps(input_data).encode("utf-8")
+        request = urllib.request.Request(self.scoring_uri, data=body, method="POST", headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {key if key is not None else self.get_keys()[0]}",
+        })
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                data = answer.read()
+        except urllib.error.HTTPError as error:
+            raise ScoringError(error.code, error.read().decode("utf-8", "replace")) from None
+        try:
+            return json.loads(data.decode("utf-8"))
+        except ValueError:
+            return data.decode("utf-8", "replace")
+
+    def delete(self) -> None:
+        """Delete the endpoint, its deployment and replicas."""
+        self.workspace.call("DELETE", "endpoints", self.name)
+
+    @classmethod
+    def list(cls, workspace: Workspace) -> List["Webservice"]:
+        return [cls(workspace, e["name"]) for e in _items(workspace.call("GET", "endpoints"))]
+
+
+class ScoringError(CairnError):
+    """The scoring URI answered with an error status."""
+
+    def __init__(self, status: int, body: str) -> None:
+        self.status, self.body = status, body
+        super().__init__(f"scoring failed: HTTP {status}: {body}")
+
+
+def _items(answer: Any) -> List[Dict[str, Any]]:
+    return answer.get("items", []) if isinstance(answer, dict) else list(answer)
+
+
+__all__ = ["InferenceConfig", "DeploymentConfiguration", "Webservice", "DeploymentFailed", "ScoringError", "deploy"]
