@@ -34,8 +34,7 @@ def test_workspace_get_create_from_config(aws, tmp_path, monkeypatch):
     assert Workspace.from_config(path=str(tmp_path / ".azureml" / "config.json")).name == aws.name
     with pytest.raises(NotFound):
         Workspace.get("no-such-workspace")
-    with pytest.raises(NotImplementedError, match="model registry"):
-        aws.models
+    assert aws.models == {}
 
 
 def test_compute_environment_and_datastore(aws, tmp_path):
@@ -97,7 +96,80 @@ def test_script_run_config_submit_and_failure(aws, tmp_path, capsys):
     with pytest.raises(RunFailed, match="no data found"):
         failed.wait_for_completion(show_output=True)
     assert [r.id for r in Experiment(aws, "aml_expt").get_runs()] == [failed.id, run.id]
-    with pytest.raises(NotImplementedError, match="register_model"):
+    with pytest.raises(NotFound):
         run.register_model(model_name="m", model_path="outputs/m.pkl")
+    assert "m" not in aws.models
     with pytest.raises(NotImplementedError, match="run_config"):
         ScriptRunConfig(source_directory=str(code), script="score.py", run_config=object())
+
+
+SCORE_PY = """
+import json
+from azureml.core.model import Model
+
+def init():
+    global coef
+    with open(Model.get_model_path('wine_model')) as f:
+        coef = json.load(f)
+
+def run(raw_data):
+    rows = json.loads(raw_data)['data']
+    return [sum(w * x for w, x in zip(coef['w'], row)) + coef['b'] for row in rows]
+"""
+
+
+def test_register_model_deploy_and_predict(aws, tmp_path):
+    import urllib.request
+
+    from azureml.core import Environment, Experiment, ScriptRunConfig
+    from azureml.core.compute import AksCompute, AmlCompute, ComputeTarget
+    from azureml.core.model import InferenceConfig, Model
+    from azureml.core.webservice import AksWebservice, LocalWebservice, Webservice
+
+    target = ComputeTarget.create(aws, "cpu", AmlCompute.provisioning_configuration(max_nodes=1))
+    code = tmp_path / "winecode"
+    code.mkdir()
+    (code / "train.py").write_text(
+        "import json, os\n"
+        "os.makedirs('outputs', exist_ok=True)\n"
+        "json.dump({'w': [2.0, -1.0], 'b': 1.0}, open('outputs/wine_model.json', 'w'))\n"
+    )
+    (code / "score.py").write_text(SCORE_PY)
+    env = Environment("plain-aml")
+    run = Experiment(aws, "wine").submit(ScriptRunConfig(source_directory=str(code), script="train.py",
+                                                         compute_target=target, environment=env))
+    run.wait_for_completion()
+    model = run.register_model(model_name="wine_model", model_path="outputs/wine_model.json",
+                               tags={"area": "wine", "type": "json"}, description="quality wine")
+    assert (model.name, model.id, model.version) == ("wine_model", "wine_model:1", 1)
+    assert isinstance(model, Model) and model.tags == {"area": "wine", "type": "json"}
+    again = Model.register(aws, str(tmp_path / "winecode" / "train.py"), "wine_model", tags={"k": "v"})
+    assert again.version == 2 and Model(aws, "wine_model", version=1).description == "quality wine"
+
+    inference = InferenceConfig(runtime="python", source_directory=str(code), entry_script="score.py",
+                                environment=env)
+    cluster = ComputeTarget.create(aws, "aks-cluster",
+                                   AksCompute.provisioning_configuration(cluster_purpose=AksCompute.ClusterPurpose.DEV_TEST))
+    cluster.wait_for_completion(show_output=True)
+    assert isinstance(cluster, AksCompute) and cluster.provisioning_state == "Succeeded"
+    deploy_config = AksWebservice.deploy_configuration(cpu_cores=1, memory_gb=1)
+    service = Model.deploy(workspace=aws, name="wine-service", models=[Model(aws, "wine_model", version=1)],
+                           inference_config=inference, deployment_config=deploy_config, deployment_target=cluster)
+    service.wait_for_deployment(show_output=True)
+    assert isinstance(service, Webservice) and service.state == "Healthy"
+    assert list(aws.webservices) == ["wine-service"]
+
+    primary_key, _ = service.get_keys()
+    request = urllib.request.Request(service.scoring_uri, data=json.dumps({"data": [[1.0, 2.0]]}).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": "Bearer " + primary_key})
+    with urllib.request.urlopen(request) as response:
+        assert json.loads(response.read()) == [1.0]
+    assert service.run(json.dumps({"data": [[3.0, 0.0]]})) == [7.0]
+    with pytest.raises(NotImplementedError, match="update"):
+        service.update()
+    with pytest.raises(NotImplementedError, match="autoscal"):
+        AksWebservice.deploy_configuration(autoscale_enabled=True)
+    assert LocalWebservice.deploy_configuration(port=6789).instance_count == 1
+    service.delete()
+    assert aws.webservices == {}

@@ -1,5 +1,6 @@
 """``azureml.core.compute``: ``AmlCompute`` is a Cairn local cluster; ``ComputeTarget.create`` is
-get-or-create, as in Azure ML. ``AksCompute`` (inference clusters) is not supported yet."""
+get-or-create, as in Azure ML. ``AksCompute`` (inference clusters) maps to the server's one local
+inference target: creating one stores nothing and succeeds at once."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class ComputeTarget(_sdk.ComputeTarget):
     @staticmethod
     def create(workspace: Any, name: str, provisioning_configuration: Any) -> "AmlCompute":  # type: ignore[override]
         if isinstance(provisioning_configuration, AksProvisioningConfiguration):
-            raise unsupported("AksCompute (inference clusters)")
+            return AksCompute(workspace, name, provisioning_configuration)  # type: ignore[return-value]
         if not isinstance(provisioning_configuration, _sdk.ProvisioningConfiguration):
             raise TypeError(
                 f"provisioning_configuration must come from AmlCompute.provisioning_configuration(), "
@@ -85,22 +86,54 @@ class AmlCompute(ComputeTarget):
 
 
 class AksProvisioningConfiguration:
-    """Never built: ``AksCompute.provisioning_configuration`` raises until endpoints exist."""
+    """What ``AksCompute.provisioning_configuration`` accepted (Azure-only settings are ignored)."""
+
+    def __init__(self, cluster_purpose: Optional[str] = None) -> None:
+        self.cluster_purpose = cluster_purpose
 
 
 class AksCompute(ComputeTarget):
-    """Azure Kubernetes Service inference clusters: not supported yet."""
+    """An Azure Kubernetes Service inference cluster, mapped to Cairn's local inference target
+    (replicas run as processes on the server's machine); get-or-create is a no-op."""
 
     class ClusterPurpose:
         FAST_PROD = "FastProd"
         DEV_TEST = "DevTest"
 
+    def __init__(self, workspace: Any, name: str, provisioning_configuration: Any = None, **kwargs: Any) -> None:
+        # No server call: the local inference target always exists.
+        self.workspace = workspace
+        self.name = name
+        self.provisioning_configuration_ = provisioning_configuration
+
+    def __repr__(self) -> str:
+        return f"AksCompute(name={self.name!r}, target=local inference)"
+
     @staticmethod
-    def provisioning_configuration(*args: Any, **kwargs: Any) -> AksProvisioningConfiguration:  # type: ignore[override]
-        raise unsupported(
-            "AksCompute (inference clusters for model deployment)",
-            "Cairn's online endpoints arrive with a later issue",
-        )
+    def provisioning_configuration(agent_count: Any = None, vm_size: Any = None, ssl_cname: Any = None,  # type: ignore[override]
+                                   ssl_cert_pem_file: Any = None, ssl_key_pem_file: Any = None,
+                                   location: Any = None, vnet_resourcegroup_name: Any = None, vnet_name: Any = None,
+                                   subnet_name: Any = None, service_cidr: Any = None, dns_service_ip: Any = None,
+                                   docker_bridge_cidr: Any = None, cluster_purpose: Optional[str] = None,
+                                   load_balancer_type: Any = None, load_balancer_subnet: Any = None,
+                                   **kwargs: Any) -> AksProvisioningConfiguration:
+        ignored("AksCompute.provisioning_configuration",
+                given(agent_count=agent_count, vm_size=vm_size, ssl_cname=ssl_cname,
+                      ssl_cert_pem_file=ssl_cert_pem_file, ssl_key_pem_file=ssl_key_pem_file, location=location,
+                      vnet_resourcegroup_name=vnet_resourcegroup_name, vnet_name=vnet_name,
+                      subnet_name=subnet_name, service_cidr=service_cidr, dns_service_ip=dns_service_ip,
+                      docker_bridge_cidr=docker_bridge_cidr, load_balancer_type=load_balancer_type,
+                      load_balancer_subnet=load_balancer_subnet, **kwargs),
+                "Cairn serves models on the server's machine")
+        return AksProvisioningConfiguration(cluster_purpose)
+
+    def wait_for_completion(self, show_output: bool = False, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        if show_output:
+            print(f"{self.name}: Succeeded (Cairn's local inference target)")
+
+    @property
+    def provisioning_state(self) -> str:
+        return "Succeeded"
 
     @staticmethod
     def attach_configuration(*args: Any, **kwargs: Any) -> Any:

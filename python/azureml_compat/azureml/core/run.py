@@ -8,7 +8,7 @@ from typing import Any
 import cairn
 from cairn.experiment import SubmittedRun
 
-from .._compat import unsupported
+from .._compat import given, ignored, unsupported
 
 
 class Run(SubmittedRun):
@@ -29,8 +29,20 @@ class Run(SubmittedRun):
     def get_children(self, *args: Any, **kwargs: Any) -> list:  # type: ignore[override]
         return [Run._wrap(r) for r in SubmittedRun.get_children(self)]
 
-    def register_model(self, *args: Any, **kwargs: Any) -> Any:
-        raise unsupported("Run.register_model (the model registry)", "it arrives with Cairn's model registry")
+    def register_model(self, model_name: str, model_path: str, tags: Any = None,  # type: ignore[override]
+                       properties: Any = None, model_framework: Any = None, model_framework_version: Any = None,
+                       description: Any = None, datasets: Any = None, sample_input_dataset: Any = None,
+                       sample_output_dataset: Any = None, resource_configuration: Any = None,
+                       **kwargs: Any) -> Any:
+        """Register the run's artifact ``model_path`` as the next version of ``model_name``."""
+        from .model import Model
+
+        ignored("Run.register_model", given(datasets=datasets, sample_input_dataset=sample_input_dataset,
+                                            sample_output_dataset=sample_output_dataset,
+                                            resource_configuration=resource_configuration, **kwargs))
+        return Model._wrap(SubmittedRun.register_model(
+            self, model_name, model_path, tags, description, properties=properties,
+            model_framework=model_framework, model_framework_version=model_framework_version))
 
     def log(self, *args: Any, **kwargs: Any) -> None:
         raise unsupported(

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Union
 import cairn.workspace as _sdk
 from .datastore import Datastore
 
-from .._compat import given, ignored, unsupported
+from .._compat import given, ignored
 
 
 class Workspace(_sdk.Workspace):
@@ -129,11 +129,17 @@ class Workspace(_sdk.Workspace):
 
     @property
     def models(self) -> Dict[str, Any]:
-        raise unsupported("the model registry (Workspace.models)", "it arrives with Cairn's model registry")
+        """The latest version of each registered model, by name."""
+        from .model import Model
+
+        return {m.name: m for m in Model.list(self, latest=True)}
 
     @property
     def webservices(self) -> Dict[str, Any]:
-        raise unsupported("web services (Workspace.webservices)", "they arrive with Cairn's endpoints")
+        """The deployed services, by name."""
+        from .webservice import Webservice
+
+        return {s.name: Webservice(self, s.name) for s in Webservice.list(self)}
 
     @property
     def location(self) -> str:

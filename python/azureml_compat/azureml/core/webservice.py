@@ -1,0 +1,58 @@
+"""``azureml.core.webservice``: services are Cairn endpoints with one deployment on the local
+inference target; ``AksWebservice``/``LocalWebservice.deploy_configuration`` give its sizing."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import cairn.webservice as _sdk
+
+from .._compat import given, ignored, unsupported
+
+
+class Webservice(_sdk.Webservice):
+    """A deployed service: ``Webservice(ws, "wine-service")`` loads an existing one."""
+
+    def __init__(self, workspace: Any, name: str) -> None:
+        _sdk.Webservice.__init__(self, workspace, name)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        raise unsupported("Webservice.update", "deploy again with Model.deploy(..., overwrite=True)")
+
+    @staticmethod
+    def deploy_configuration(cpu_cores: float = 1, memory_gb: float = 1, **kwargs: Any) -> _sdk.DeploymentConfiguration:
+        return _deploy_configuration("Webservice.deploy_configuration", cpu_cores, memory_gb, None, kwargs)
+
+
+def _deploy_configuration(where: str, cpu_cores: Optional[float], memory_gb: Optional[float],
+                          instances: Optional[int], extra: dict) -> _sdk.DeploymentConfiguration:
+    ignored(where, given(**extra), "Cairn's replicas are processes on the server's machine")
+    return _sdk.DeploymentConfiguration(
+        cpu_cores=1 if cpu_cores is None else cpu_cores,
+        memory_gb=1 if memory_gb is None else memory_gb,
+        instance_count=1 if instances is None else instances,
+    )
+
+
+class AksWebservice(Webservice):
+    """A service Azure would run on AKS; here on Cairn's local inference target."""
+
+    @staticmethod
+    def deploy_configuration(cpu_cores: Optional[float] = None, memory_gb: Optional[float] = None,  # type: ignore[override]
+                             autoscale_enabled: Optional[bool] = None, num_replicas: Optional[int] = None,
+                             **kwargs: Any) -> _sdk.DeploymentConfiguration:
+        if autoscale_enabled:
+            raise unsupported("autoscaling (autoscale_enabled=True)", "set num_replicas")
+        return _deploy_configuration("AksWebservice.deploy_configuration", cpu_cores, memory_gb, num_replicas, kwargs)
+
+
+class LocalWebservice(Webservice):
+    """Azure's local Docker service; on Cairn, the same local inference target as any service."""
+
+    @staticmethod
+    def deploy_configuration(port: Optional[int] = None, **kwargs: Any) -> _sdk.DeploymentConfiguration:  # type: ignore[override]
+        return _deploy_configuration("LocalWebservice.deploy_configuration", None, None, None,
+                                     dict(kwargs, port=port))
+
+
+__all__ = ["Webservice", "AksWebservice", "LocalWebservice"]
