@@ -173,3 +173,27 @@ def test_register_model_deploy_and_predict(aws, tmp_path):
     assert LocalWebservice.deploy_configuration(port=6789).instance_count == 1
     service.delete()
     assert aws.webservices == {}
+
+
+def test_inference_config_from_a_conda_file(aws, tmp_path):
+    from azureml.core import Environment
+    from azureml.core.conda_dependencies import CondaDependencies
+    from azureml.core.model import InferenceConfig, Model
+
+    (tmp_path / "coef.json").write_text(json.dumps({"w": [1.0], "b": 0.0}))
+    Model.register(workspace=aws, model_path=str(tmp_path / "coef.json"), model_name="wine_model")
+    code = tmp_path / "winecode"
+    code.mkdir()
+    (code / "score.py").write_text(SCORE_PY)
+    (code / "env.yml").write_text(CondaDependencies().serialize_to_string())
+    with pytest.raises(ValueError, match="environment or a conda_file"):
+        InferenceConfig(entry_script="score.py", source_directory=str(code))
+    with pytest.raises(NotImplementedError, match="runtime"):
+        InferenceConfig(entry_script="score.py", runtime="spark-py", conda_file="env.yml")
+    config = InferenceConfig(runtime="python", source_directory=str(code), entry_script="score.py",
+                             conda_file="env.yml")
+    service = Model.deploy(aws, "conda-service", [aws.models["wine_model"]], config)
+    service.wait_for_deployment()
+    assert Environment.get(aws, "conda-service-env").version == 1
+    assert service.run(json.dumps({"data": [[4.0]]})) == [4.0]
+    service.delete()
