@@ -153,8 +153,8 @@ def test_unsupported_features_raise_naming_them():
     from azureml.core.compute import AksCompute
     from azureml.train.estimator import Estimator
 
-    with pytest.raises(NotImplementedError, match="AksCompute"):
-        AksCompute.provisioning_configuration(cluster_purpose=AksCompute.ClusterPurpose.DEV_TEST)
+    with pytest.raises(NotImplementedError, match="AksCompute.attach_configuration"):
+        AksCompute.attach_configuration(resource_id="x")
     with pytest.raises(NotImplementedError, match="distributed training"):
         Estimator("src", entry_script="t.py", compute_target="c", node_count=2)
 
