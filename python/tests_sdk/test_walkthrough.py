@@ -1,7 +1,9 @@
-"""The walkthrough's steps 1–8 (``../shared/seed/azureml-walkthrough.md``) through ``azureml.*``,
+"""The walkthrough's steps 1–15 (``../shared/seed/azureml-walkthrough.md``) through ``azureml.*``,
 against a real server: workspace, upload of the wine data, compute cluster, the verbatim
 ``train.py``, an environment built by the real ``uv`` (PyPI the first time, the uv cache after),
-estimator, experiment and run with its streamed log, and the run's metrics.
+estimator, experiment and run with its streamed log, the run's metrics; then the model's
+registration, the verbatim ``score.py``, inference config, inference cluster, deployment,
+keys and a prediction posted to the scoring URI.
 
 The code below follows the walkthrough's blocks; only the connection differs (Azure's
 subscription, resource group and tenant are accepted and ignored) and the environment pins the
@@ -22,6 +24,7 @@ from conftest import ROOT, Server
 
 WINEDATA = ROOT / "examples" / "wine" / "winedata"
 TRAIN_PY = Path(__file__).parent / "walkthrough" / "train.py"
+SCORE_PY = Path(__file__).parent / "walkthrough" / "score.py"
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ def fresh_server(monkeypatch):
     server.stop()
 
 
-def test_walkthrough_steps_1_to_8(fresh_server, tmp_path, monkeypatch, capsys):
+def test_walkthrough_steps_1_to_15(fresh_server, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     import azureml._compat
 
@@ -137,3 +140,83 @@ def test_walkthrough_steps_1_to_8(fresh_server, tmp_path, monkeypatch, capsys):
     assert 0.3 < metrics["rmse"] < 1.5 and math.isfinite(metrics["rmse"])
     assert "outputs/wine_model.pkl" in run.get_file_names()
     assert registered_env.version == 1 and run.get_details()["environment"].startswith("wine-experiment-env")
+
+    # -- Register the Model -------------------------------------------------------------------
+    model = run.register_model(model_name='wine_model',
+                               model_path='outputs/wine_model.pkl',
+                               tags={'area': "wine", 'type': "sklearn"},
+                               description="quality wine")
+    print(model.name, model.id, model.version, sep='\t')
+
+    # -- Create the Inference Script (the %%writefile cell) ------------------------------------
+    shutil.copy(SCORE_PY, os.path.join(folder_training_script, "score.py"))
+
+    # -- Create the Inference Dependencies ------------------------------------------------------
+    from azureml.core.conda_dependencies import CondaDependencies
+
+    # The walkthrough adds only "scikit-learn"; the pickled model needs the versions it was
+    # trained with (the same pins as the training environment, whose venv is then reused).
+    myenv = CondaDependencies.create(
+        python_version='3.10', conda_packages=['scikit-learn<1.1', 'numpy<1.24', 'pandas', 'joblib'])
+    env_file = './winecode/env.yml'
+    with open(env_file, "w") as f:
+        f.write(myenv.serialize_to_string())
+    print("Saved dependency info in", env_file)
+
+    # -- Create the Inference Config ------------------------------------------------------------
+    from azureml.core.model import InferenceConfig
+
+    classifier_inference_config = InferenceConfig(runtime="python",
+                                                  source_directory='./winecode',
+                                                  entry_script="score.py",
+                                                  conda_file="env.yml")
+
+    # -- Create the Inference Clusters ------------------------------------------------------------
+    from azureml.core.compute import ComputeTarget, AksCompute
+
+    cluster_name = 'aks-cluster'
+    compute_config = AksCompute.provisioning_configuration(cluster_purpose=AksCompute.ClusterPurpose.DEV_TEST)
+    production_cluster = ComputeTarget.create(ws, cluster_name, compute_config)
+    production_cluster.wait_for_completion(show_output=True)
+
+    # -- Deploy the Model in the Inference Cluster -------------------------------------------------
+    from azureml.core.webservice import AksWebservice
+
+    classifier_deploy_config = AksWebservice.deploy_configuration(cpu_cores=1,
+                                                                  memory_gb=1)
+    from azureml.core.model import Model
+
+    model = ws.models['wine_model']
+    service = Model.deploy(workspace=ws,
+                           name='wine-service',
+                           models=[model],
+                           inference_config=classifier_inference_config,
+                           deployment_config=classifier_deploy_config,
+                           deployment_target=production_cluster)
+    service.wait_for_deployment(show_output=True)
+
+    endpoint = service.scoring_uri
+    print(endpoint)
+
+    # -- Get the predictions ----------------------------------------------------------------------
+    primary_key, secondary_key = service.get_keys()
+
+    import json
+    import urllib.request  # the walkthrough uses requests; the test venv has only the stdlib
+
+    x_new = [[7.3, 0.65, 0, 1.2, 0.065, 15, 21, 0.9946, 3.39, 0.47, 10]]
+    json_data = json.dumps({"data": x_new})
+    request_headers = {"Content-Type": "application/json",
+                       "Authorization": "Bearer " + primary_key}
+    request = urllib.request.Request(endpoint, data=json_data.encode(), headers=request_headers)
+    with urllib.request.urlopen(request) as response:
+        predictions = json.loads(response.read())
+    print(response.status, predictions)
+
+    out = capsys.readouterr()
+    assert "wine_model\twine_model:1\t1" in out.out
+    assert "wine-service: Healthy" in out.out
+    assert endpoint.startswith("http") and "wine-service" in endpoint
+    assert isinstance(predictions, list) and len(predictions) == 1
+    assert 3.0 <= predictions[0] <= 8.0  # a wine quality score
+    assert service.run(json.dumps({"data": x_new * 2})) == predictions * 2
