@@ -15,3 +15,8 @@ def test_readme_python_example(connected, monkeypatch, capsys):
     assert namespace["run"].get_status() == "Completed"
     assert set(namespace["run"].get_metrics()) == {"max depth", "rmse"}
     assert "RMSE is" in capsys.readouterr().out
+    service = namespace["service"]
+    assert service.state == "Healthy"
+    prediction = service.run({"data": [[7.3, 0.65, 0, 1.2, 0.065, 15, 21, 0.9946, 3.39, 0.47, 10]]})
+    assert len(prediction) == 1 and 3.0 <= prediction[0] <= 8.0
+    service.delete()
