@@ -293,13 +293,28 @@ pub struct Compute {
 /// What a compute target is doing now.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ComputeState {
+    /// Nodes allocated now: `min_nodes`, plus those running or preparing jobs, plus those idle for
+    /// less than the idle time before scale-down.
+    pub current_nodes: i64,
     pub busy_nodes: i64,
     pub idle_nodes: i64,
     pub starting_nodes: i64,
+    /// Each allocated node, by id.
+    pub nodes: Vec<ComputeNode>,
     pub queued_runs: Vec<String>,
     pub running_runs: Vec<String>,
     /// How limits are applied on this target.
     pub limits: String,
+}
+
+/// One node of a compute target.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ComputeNode {
+    pub id: u32,
+    /// `starting` (preparing a job), `busy` (running one) or `idle`.
+    pub state: String,
+    /// Since when (ms since the epoch) the node has been in this state.
+    pub since: i64,
 }
 
 /// A machine size a compute target can use: shipped with Cairn, or defined in the workspace.

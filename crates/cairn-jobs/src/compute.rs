@@ -63,9 +63,187 @@ impl ComputeTarget for LocalTarget {
     }
 }
 
+/// What a node of a compute target is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Preparing a job (environment, snapshot, inputs) before its process runs.
+    Starting,
+    /// Running a job.
+    Busy,
+    /// Allocated, waiting for work; released after the idle time unless it is one of the minimum.
+    Idle,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Starting => "starting",
+            NodeState::Busy => "busy",
+            NodeState::Idle => "idle",
+        }
+    }
+}
+
+/// One node of a pool: a slot number (stable while the node exists), its state and since when (ms).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub id: u32,
+    pub state: NodeState,
+    pub since_ms: i64,
+}
+
+/// The nodes of one compute target, following Azure ML's cluster model: `min_nodes` are always
+/// allocated, more are allocated as jobs need them (up to `max_nodes`), and a node above the
+/// minimum is released once it has been idle for the target's idle time. Locally a node costs
+/// nothing while idle, but the pool keeps the model users know (and `compute show` reports it);
+/// a job that finds an idle node reuses it instead of "starting" a new one.
+///
+/// The pool is driven by observations (how many jobs are starting and running now) rather than
+/// by events, so a missed event cannot leave it wrong: each [`NodePool::observe`] reconciles.
+#[derive(Clone, Debug, Default)]
+pub struct NodePool {
+    nodes: Vec<Node>,
+}
+
+impl NodePool {
+    /// Reconciles the pool with `starting` + `busy` active jobs at `now_ms` and releases nodes
+    /// idle for `idle_ms` or more beyond `min_nodes`.
+    pub fn observe(&mut self, now_ms: i64, starting: usize, busy: usize, min_nodes: usize, idle_ms: i64) {
+        let want = [(NodeState::Starting, starting), (NodeState::Busy, busy)];
+        // Nodes whose job finished become idle; a job that moved from starting to busy keeps its node.
+        let active = starting + busy;
+        let mut working: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].state != NodeState::Idle).collect();
+        // Oldest-working nodes keep their jobs; the surplus (most recently started) becomes idle.
+        working.sort_by_key(|&i| (self.nodes[i].since_ms, self.nodes[i].id));
+        for &i in working.iter().skip(active) {
+            self.nodes[i].state = NodeState::Idle;
+            self.nodes[i].since_ms = now_ms;
+        }
+        working.truncate(active);
+        // Jobs without a node take the most recently idle node, else a new one.
+        while working.len() < active {
+            let idle = (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].state == NodeState::Idle && !working.contains(&i))
+                .max_by_key(|&i| (self.nodes[i].since_ms, self.nodes[i].id));
+            let i = match idle {
+                Some(i) => i,
+                None => {
+                    self.nodes.push(Node { id: self.free_id(), state: NodeState::Idle, since_ms: now_ms });
+                    self.nodes.len() - 1
+                }
+            };
+            self.nodes[i].since_ms = now_ms;
+            self.nodes[i].state = NodeState::Busy;
+            working.push(i);
+        }
+        // Label the working nodes: the longest-working ones are busy, the newest are starting.
+        working.sort_by_key(|&i| (self.nodes[i].since_ms, self.nodes[i].id));
+        let mut labels = want.iter().rev().flat_map(|&(s, n)| std::iter::repeat_n(s, n));
+        for &i in &working {
+            let state = labels.next().expect("as many labels as working nodes");
+            if self.nodes[i].state != state {
+                self.nodes[i].state = state;
+                self.nodes[i].since_ms = now_ms;
+            }
+        }
+        // Release long-idle nodes above the minimum, the longest idle first.
+        let mut idle: Vec<(i64, u32)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Idle && now_ms - n.since_ms >= idle_ms)
+            .map(|n| (n.since_ms, n.id))
+            .collect();
+        idle.sort();
+        let mut surplus = self.nodes.len().saturating_sub(min_nodes);
+        for (_, id) in idle {
+            if surplus == 0 {
+                break;
+            }
+            self.nodes.retain(|n| n.id != id);
+            surplus -= 1;
+        }
+        // The minimum is always allocated.
+        while self.nodes.len() < min_nodes {
+            self.nodes.push(Node { id: self.free_id(), state: NodeState::Idle, since_ms: now_ms });
+        }
+        self.nodes.sort_by_key(|n| n.id);
+    }
+
+    /// The nodes, by id.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// How many nodes are in `state`.
+    pub fn count(&self, state: NodeState) -> usize {
+        self.nodes.iter().filter(|n| n.state == state).count()
+    }
+
+    fn free_id(&self) -> u32 {
+        (0..).find(|id| !self.nodes.iter().any(|n| n.id == *id)).expect("a free id")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn states(p: &NodePool) -> Vec<&'static str> {
+        p.nodes().iter().map(|n| n.state.as_str()).collect()
+    }
+
+    #[test]
+    fn the_minimum_is_always_allocated() {
+        let mut p = NodePool::default();
+        p.observe(0, 0, 0, 2, 1000);
+        assert_eq!(states(&p), ["idle", "idle"]);
+        p.observe(10_000, 0, 0, 2, 1000);
+        assert_eq!(p.nodes().len(), 2, "min nodes are never released");
+    }
+
+    #[test]
+    fn nodes_scale_up_for_jobs_and_down_after_the_idle_time() {
+        let mut p = NodePool::default();
+        p.observe(0, 2, 0, 0, 1000);
+        assert_eq!(states(&p), ["starting", "starting"]);
+        p.observe(100, 1, 1, 0, 1000);
+        assert_eq!(p.count(NodeState::Busy), 1);
+        assert_eq!(p.count(NodeState::Starting), 1);
+        // Both jobs end: the nodes stay, idle, until the idle time has passed.
+        p.observe(200, 0, 0, 0, 1000);
+        assert_eq!(states(&p), ["idle", "idle"]);
+        p.observe(1100, 0, 0, 0, 1000);
+        assert_eq!(p.nodes().len(), 2, "idle for 900 ms of 1000");
+        p.observe(1200, 0, 0, 0, 1000);
+        assert!(p.nodes().is_empty(), "released after 1000 ms idle: {:?}", p.nodes());
+    }
+
+    #[test]
+    fn a_new_job_reuses_an_idle_node() {
+        let mut p = NodePool::default();
+        p.observe(0, 0, 1, 0, 60_000);
+        let first = p.nodes()[0].id;
+        p.observe(10, 0, 0, 0, 60_000);
+        assert_eq!(states(&p), ["idle"]);
+        p.observe(20, 1, 0, 0, 60_000);
+        assert_eq!(p.nodes().len(), 1, "no new node while one is idle");
+        assert_eq!(p.nodes()[0].id, first);
+        assert_eq!(states(&p), ["starting"]);
+    }
+
+    #[test]
+    fn only_surplus_nodes_above_the_minimum_are_released() {
+        let mut p = NodePool::default();
+        p.observe(0, 0, 3, 1, 100);
+        p.observe(10, 0, 1, 1, 100);
+        assert_eq!((p.count(NodeState::Busy), p.count(NodeState::Idle)), (1, 2));
+        p.observe(500, 0, 1, 1, 100);
+        assert_eq!(states(&p), ["busy"], "the busy node counts towards the minimum");
+        p.observe(600, 0, 0, 1, 100);
+        p.observe(10_000, 0, 0, 1, 100);
+        assert_eq!(states(&p), ["idle"]);
+    }
 
     #[test]
     fn sizes_are_found_case_insensitively() {

@@ -147,6 +147,61 @@ async fn five_jobs_on_two_nodes_never_run_more_than_two_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn nodes_start_for_jobs_stay_idle_then_scale_down_to_the_minimum() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let dir = s.tmp().join("spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compute.yml"),
+        "name: cpu\ntype: amlcompute\nsize: small\nmin_instances: 1\nmax_instances: 3\nidle_time_before_scale_down: 6\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("env.yml"), "name: plain\npip: []\n").unwrap();
+    s.ok(&["compute", "create", "-f", dir.join("compute.yml").to_str().unwrap(), "-w", "w"]);
+    s.ok(&["env", "create", "-f", dir.join("env.yml").to_str().unwrap(), "-w", "w"]);
+    let show = || json(&s.ok(&["compute", "show", "cpu", "-w", "w", "-o", "json"]))["state"].clone();
+    let states = |st: &Value| -> Vec<String> {
+        st["nodes"].as_array().unwrap().iter().map(|n| n["state"].as_str().unwrap().to_string()).collect()
+    };
+    // The minimum is allocated (idle) before any job.
+    assert_eq!(states(&show()), ["idle"]);
+
+    let gate = s.tmp().join("gate");
+    let file = job_file(
+        &dir,
+        "job.yml",
+        &format!("command: while [ ! -e {} ]; do sleep 0.1; done\n", gate.display()),
+    );
+    let ids: Vec<String> = (0..3).map(|_| submit(&s, &file)["id"].as_str().unwrap().to_string()).collect();
+    for id in &ids {
+        wait_for(&s, id, |r| r["status"] == "Running", 120);
+    }
+    let st = show();
+    assert_eq!((st["current_nodes"].as_i64(), st["busy_nodes"].as_i64()), (Some(3), Some(3)), "{st}");
+
+    std::fs::write(&gate, "").unwrap();
+    for id in &ids {
+        assert_eq!(wait_for(&s, id, ended, 60)["status"], "Completed");
+    }
+    // Right after the jobs, the three nodes are idle; after the idle time only the minimum stays.
+    let st = show();
+    assert_eq!(states(&st), ["idle", "idle", "idle"], "{st}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = show();
+        if st["current_nodes"] == 1 {
+            assert_eq!(states(&st), ["idle"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes were not released after the idle time: {st}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let text = s.ok(&["compute", "show", "cpu", "-w", "w"]);
+    assert!(text.contains("1 nodes: 0 busy, 0 starting, 1 idle"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_and_timeout_stop_the_whole_process_tree() {
     let s = Server::start();
     let dir = setup(&s, 2);

@@ -15,6 +15,8 @@ use cairn_core::Error;
 use tokio::sync::{oneshot, Notify};
 
 use crate::state::AppState;
+use cairn_jobs::compute::{Node, NodePool};
+use cairn_store::ComputeRecord;
 
 /// Why a running job is being stopped.
 #[derive(Clone, Debug)]
@@ -30,6 +32,8 @@ pub enum StopReason {
 pub struct Jobs {
     wake: Notify,
     stops: Mutex<HashMap<String, oneshot::Sender<StopReason>>>,
+    /// Node pools by (workspace id, compute name); rebuilt from the runs table after a restart.
+    pools: Mutex<HashMap<(String, String), NodePool>>,
 }
 
 impl Jobs {
@@ -46,6 +50,26 @@ impl Jobs {
         }
     }
 
+    /// Reconciles one compute's node pool with its `starting` and `busy` jobs and returns its nodes.
+    pub fn observe_pool(
+        &self,
+        workspace_id: &str,
+        compute: &ComputeRecord,
+        starting: usize,
+        busy: usize,
+    ) -> Vec<Node> {
+        let mut pools = self.pools.lock().expect("pools lock");
+        let pool = pools.entry((workspace_id.to_string(), compute.name.clone())).or_default();
+        pool.observe(
+            chrono::Utc::now().timestamp_millis(),
+            starting,
+            busy,
+            compute.min_nodes.max(0) as usize,
+            compute.idle_seconds.max(0).saturating_mul(1000),
+        );
+        pool.nodes().to_vec()
+    }
+
     fn register(&self, run_id: &str) -> oneshot::Receiver<StopReason> {
         let (tx, rx) = oneshot::channel();
         self.stops.lock().expect("stops lock").insert(run_id.to_string(), tx);
@@ -55,6 +79,36 @@ impl Jobs {
     fn unregister(&self, run_id: &str) {
         self.stops.lock().expect("stops lock").remove(run_id);
     }
+}
+
+/// Brings every known node pool up to date with the active runs, so that nodes become idle when
+/// their job ends and are released after the idle time even when nobody looks.
+async fn reconcile_pools(state: &AppState, active: &[cairn_store::RunRef]) -> Result<(), Error> {
+    let mut counts: HashMap<(String, String), (usize, usize)> = HashMap::new();
+    for r in active {
+        let c = counts.entry((r.workspace_id.clone(), r.compute.clone().unwrap_or_default())).or_default();
+        if matches!(r.status, RunStatus::Preparing | RunStatus::Starting) {
+            c.0 += 1;
+        } else {
+            c.1 += 1;
+        }
+    }
+    let mut keys: Vec<(String, String)> =
+        state.jobs.pools.lock().expect("pools lock").keys().cloned().collect();
+    keys.extend(counts.keys().filter(|k| !keys.contains(k)).cloned().collect::<Vec<_>>());
+    for key in keys {
+        match state.store.compute(&key.0, &key.1).await {
+            Ok(compute) => {
+                let (starting, busy) = counts.get(&key).copied().unwrap_or_default();
+                state.jobs.observe_pool(&key.0, &compute, starting, busy);
+            }
+            Err(Error::NotFound { .. }) => {
+                state.jobs.pools.lock().expect("pools lock").remove(&key);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Marks runs that were active when the server died as failed (their processes cannot be
@@ -97,6 +151,7 @@ async fn dispatch(state: &Arc<AppState>) -> Result<(), Error> {
     for r in &running {
         *busy.entry((r.workspace_id.clone(), r.compute.clone().unwrap_or_default())).or_default() += 1;
     }
+    reconcile_pools(state, &running).await?;
     for run in state.store.runs_in_status(&[RunStatus::Queued]).await? {
         let compute_name = run.compute.clone().unwrap_or_default();
         let compute = match state.store.compute(&run.workspace_id, &compute_name).await {

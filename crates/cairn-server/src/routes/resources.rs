@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use cairn_core::api::Role;
 use cairn_core::runs::*;
 use cairn_core::{validate_name, Error};
+use cairn_jobs::compute::NodeState;
 use cairn_jobs::env::spec::EnvironmentSpec;
 use cairn_store::ComputeRecord;
 
@@ -236,8 +237,9 @@ async fn compute_view(state: &AppState, c: &ComputeRecord) -> Result<Compute, Er
         mine.iter().filter(|r| r.status == RunStatus::Queued).map(|r| r.id.clone()).collect();
     let running: Vec<String> = mine.iter().filter(|r| r.status.is_active()).map(|r| r.id.clone()).collect();
     let starting =
-        mine.iter().filter(|r| matches!(r.status, RunStatus::Preparing | RunStatus::Starting)).count() as i64;
-    let busy = running.len() as i64 - starting;
+        mine.iter().filter(|r| matches!(r.status, RunStatus::Preparing | RunStatus::Starting)).count();
+    let nodes = state.jobs.observe_pool(&c.workspace_id, c, starting, running.len() - starting);
+    let count = |s: NodeState| nodes.iter().filter(|n| n.state == s).count() as i64;
     Ok(Compute {
         name: c.name.clone(),
         kind: c.kind.clone(),
@@ -249,9 +251,14 @@ async fn compute_view(state: &AppState, c: &ComputeRecord) -> Result<Compute, Er
         idle_seconds: c.idle_seconds,
         created_at: c.created_at,
         state: Some(ComputeState {
-            busy_nodes: busy,
-            starting_nodes: starting,
-            idle_nodes: (c.min_nodes - busy - starting).max(0),
+            current_nodes: nodes.len() as i64,
+            busy_nodes: count(NodeState::Busy),
+            starting_nodes: count(NodeState::Starting),
+            idle_nodes: count(NodeState::Idle),
+            nodes: nodes
+                .iter()
+                .map(|n| ComputeNode { id: n.id, state: n.state.as_str().to_string(), since: n.since_ms })
+                .collect(),
             queued_runs: queued,
             running_runs: running,
             limits: cairn_jobs::compute::ComputeTarget::limits(&cairn_jobs::compute::LocalTarget, &size),

@@ -407,7 +407,25 @@ pub async fn compute(command: ComputeCommand) -> anyhow::Result<()> {
                 "state",
                 s.as_ref()
                     .map(|s| {
-                        format!("{} busy, {} starting, {} idle", s.busy_nodes, s.starting_nodes, s.idle_nodes)
+                        format!(
+                            "{} nodes: {} busy, {} starting, {} idle",
+                            s.current_nodes, s.busy_nodes, s.starting_nodes, s.idle_nodes
+                        )
+                    })
+                    .unwrap_or_default(),
+            ),
+            (
+                "node list",
+                s.as_ref()
+                    .map(|s| {
+                        let now = chrono::Utc::now().timestamp_millis();
+                        s.nodes
+                            .iter()
+                            .map(|n| {
+                                format!("node {} {} for {} s", n.id, n.state, (now - n.since).max(0) / 1000)
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     })
                     .unwrap_or_default(),
             ),
