@@ -10,6 +10,7 @@ use cairn_core::api::{
     CreateDatastore, DatastoreKind, FileEntry, PlanAction, PlanEntry, PutFileResult, PutStatus, UploadPlan,
     UploadPlanRequest, Workspace,
 };
+use cairn_core::runs::RunStatus;
 use cairn_core::{validate_name, Error, RelPath};
 use cairn_store::{DatastoreRecord, FileRecord};
 use futures::Stream;
@@ -102,6 +103,9 @@ impl AppState {
             if !others.is_empty() {
                 contents.push(format!("datastores {}", others.join(", ")));
             }
+            for (what, n) in self.store.workspace_contents(ws).await? {
+                contents.push(format!("{n} {what}"));
+            }
             if let Some(d) = default {
                 if !self.blobs_of(d)?.is_empty(&RelPath::parse_dir("")?).await? {
                     contents.push("files in the default datastore".to_string());
@@ -113,6 +117,26 @@ impl AppState {
                     ws.name,
                     contents.join("; ")
                 )));
+            }
+        }
+        // What runs on the workspace's behalf stops first: replicas of its deployments and its
+        // active jobs (their rows are about to go; their processes must not outlive them).
+        for e in &endpoints {
+            for d in self.store.list_deployments(&e.id).await? {
+                crate::deployments::delete(self, ws, &d).await?;
+            }
+        }
+        let active = [
+            RunStatus::Queued,
+            RunStatus::Preparing,
+            RunStatus::Starting,
+            RunStatus::Running,
+            RunStatus::Finalizing,
+        ];
+        for run in self.store.runs_in_status(&active).await? {
+            if run.workspace_id == ws.id {
+                self.store.transition_run(&run.id, &[RunStatus::Queued], RunStatus::Canceled, None).await?;
+                self.jobs.stop(&run.id, crate::jobs::StopReason::Canceled);
             }
         }
         self.store.delete_workspace(&ws.name).await?;

@@ -94,6 +94,29 @@ impl Store {
         Ok(paginate(&mut items, limit, |w| w.name.clone()))
     }
 
+    /// What a workspace holds besides its datastores, as `(what, count)` for each kind it has
+    /// some of: `experiments`, `environments`, `computes`, `models` (a delete without force
+    /// names them).
+    pub async fn workspace_contents(&self, ws: &Workspace) -> Result<Vec<(&'static str, i64)>, Error> {
+        let mut out = Vec::new();
+        for (what, table) in [
+            ("experiments", "experiments"),
+            ("environments", "environments"),
+            ("computes", "computes"),
+            ("models", "registered_models"),
+        ] {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE workspace_id = $1"))
+                .bind(&ws.id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+            if n > 0 {
+                out.push((what, n));
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes the workspace row and, by cascade, its datastores' rows. Whether it may be
     /// deleted (emptiness, `--force`) and what happens to files is the caller's business.
     pub async fn delete_workspace(&self, name: &str) -> Result<(), Error> {

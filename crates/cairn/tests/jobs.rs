@@ -202,6 +202,39 @@ async fn nodes_start_for_jobs_stay_idle_then_scale_down_to_the_minimum() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_workspace_with_force_stops_its_running_and_queued_jobs() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    let pid_file = s.tmp().join("job.pid");
+    let file = job_file(&dir, "job.yml", &format!("command: echo $$ > {}; sleep 300\n", pid_file.display()));
+    let running = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let queued = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    wait_for(&s, &running, |r| r["status"] == "Running", 120);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the job did not write its pid");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let err = s.fails(&["workspace", "delete", "w"]);
+    assert!(err.contains("1 experiments; 1 environments; 1 computes") && err.contains("--force"), "{err}");
+    s.ok(&["workspace", "delete", "w", "--force"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // SAFETY: kill(pid, 0) only checks whether the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(Instant::now() < deadline, "the job's process {pid} outlived its workspace");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The queued job (it would write the pid file again) never starts: the scheduler passes
+    // every 2 s at the latest.
+    std::fs::remove_file(&pid_file).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!pid_file.exists(), "the queued job {queued} started after its workspace was deleted");
+    let err = s.fails(&["job", "show", &queued, "-w", "w"]);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_and_timeout_stop_the_whole_process_tree() {
     let s = Server::start();
     let dir = setup(&s, 2);
