@@ -19,8 +19,9 @@ echo "test: cargo test"
 # keep a 2-core machine responsive.
 cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CAIRN_TEST_THREADS:-4}"
 
-# The Python suites below use the debug binary the cargo tests just built.
-cargo build -p cairn
+# The Python suites below use the debug binary the cargo tests just built. (`--workspace`, not
+# `-p cairn`: the same feature set as the tests, so nothing is compiled again.)
+cargo build --workspace --bins
 
 echo "test: Python SDK and azureml layer (python/tests_sdk)"
 .venv/bin/python -m pytest -q python/tests_sdk

@@ -98,3 +98,42 @@ def test_register_logged_model_then_load_by_name_and_alias(server, workspace, wi
 
     client.delete_model_version("wine", "1")
     assert [v.version for v in client.search_model_versions("name = 'wine'")] == ["2"]
+
+
+def test_search_model_versions_filters_and_orders_like_mlflow(server, workspace, tmp_path):
+    client = MlflowClient()
+    exp = client.create_experiment("versions")
+    runs = []
+    for i in range(3):
+        run = client.create_run(exp)
+        folder = tmp_path / f"m{i}"
+        folder.mkdir()
+        (folder / "weights.txt").write_text(str(i))
+        client.log_artifacts(run.info.run_id, str(folder), "model")
+        runs.append(run.info.run_id)
+    client.create_registered_model("a")
+    client.create_registered_model("b")
+    for name, run in [("a", runs[0]), ("a", runs[1]), ("b", runs[2]), ("a", runs[2])]:
+        client.create_model_version(name, f"runs:/{run}/model", run_id=run)
+
+    def got(filter_string, **kw):
+        return [(v.name, v.version) for v in client.search_model_versions(filter_string, **kw)]
+
+    # MLflow's default order: name ascending, then version descending.
+    assert got("") == [("a", "3"), ("a", "2"), ("a", "1"), ("b", "1")]
+    assert got(f"run_id IN ('{runs[0]}', '{runs[2]}')") == [("a", "3"), ("a", "1"), ("b", "1")]
+    assert got("name = 'a' and version_number >= 2", order_by=["version_number ASC"]) == [("a", "2"), ("a", "3")]
+    assert got(f"source_path = 'runs:/{runs[1]}/model'") == [("a", "2")]
+    assert got("name LIKE 'b%'") == [("b", "1")]
+    for bad in ["colour = 'red'", "version_number > 'x'"]:
+        with pytest.raises(MlflowException) as e:
+            client.search_model_versions(bad)
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE", bad
+    with pytest.raises(MlflowException) as e:
+        client.search_model_versions("", order_by=["colour DESC"])
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+    assert [m.name for m in client.search_registered_models(order_by=["name DESC"])] == ["b", "a"]
+    with pytest.raises(MlflowException) as e:
+        client.search_registered_models(order_by=["version_number DESC"])
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"

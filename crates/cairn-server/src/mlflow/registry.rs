@@ -186,6 +186,187 @@ fn model_filter(filter: &str) -> MlResult<ModelTest> {
     Ok(Box::new(move |m: &Model| tests.iter().all(|t| t(m))))
 }
 
+/// What registered models and versions can be ordered by.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ModelField {
+    Name,
+    Created,
+    Updated,
+    /// Versions only.
+    Version,
+}
+
+/// `order_by` of a registry search: `FIELD [ASC|DESC]` items (ascending by default). MLflow's
+/// fields: `name`, `timestamp`/`creation_timestamp`, `last_updated_timestamp`, and for versions
+/// `version_number`.
+fn parse_registry_order(items: &[String], versions: bool) -> MlResult<Vec<(ModelField, bool)>> {
+    let mut out = Vec::new();
+    for item in items {
+        let mut words = item.split_whitespace();
+        let field = words.next().unwrap_or("").trim_matches('`');
+        let asc = match words.next().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("ASC") => true,
+            Some("DESC") => false,
+            Some(_) => {
+                return Err(MlError::invalid(format!(
+                    "Invalid order_by clause {item:?}: use FIELD [ASC|DESC]"
+                )))
+            }
+        };
+        if words.next().is_some() {
+            return Err(MlError::invalid(format!("Invalid order_by clause {item:?}: use FIELD [ASC|DESC]")));
+        }
+        let f = match field {
+            "name" => ModelField::Name,
+            "timestamp" | "creation_timestamp" => ModelField::Created,
+            "last_updated_timestamp" => ModelField::Updated,
+            "version_number" if versions => ModelField::Version,
+            _ => {
+                let allowed = if versions {
+                    "name, version_number, creation_timestamp, last_updated_timestamp"
+                } else {
+                    "name, creation_timestamp, last_updated_timestamp"
+                };
+                return Err(MlError::invalid(format!(
+                    "Invalid order_by field {field:?} in {item:?}: order by one of {allowed}"
+                )));
+            }
+        };
+        if out.iter().any(|(g, _)| *g == f) {
+            return Err(MlError::invalid(format!("order_by names {field:?} twice")));
+        }
+        out.push((f, asc));
+    }
+    Ok(out)
+}
+
+/// Compares two items field by field in `order` (`cmp` compares them on one field, ascending).
+fn ordered(
+    order: &[(ModelField, bool)],
+    cmp: impl Fn(ModelField) -> std::cmp::Ordering,
+) -> std::cmp::Ordering {
+    order
+        .iter()
+        .map(|&(f, asc)| if asc { cmp(f) } else { cmp(f).reverse() })
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
+}
+
+fn model_order(items: &[String]) -> MlResult<Vec<(ModelField, bool)>> {
+    parse_registry_order(items, false)
+}
+
+/// A test on a model version.
+type VersionTest = Box<dyn Fn(&ModelVersion) -> bool + Send>;
+
+/// MLflow's model-version filter: clauses joined by AND over `name`, `run_id`, `source_path`
+/// (also `source`), `version_number` and `tags.KEY`. Text fields take `=`, `!=`, `LIKE`, `ILIKE`
+/// and `IN ('a', 'b')`; `version_number` takes `=`, `!=`, `<`, `<=`, `>`, `>=` with a number.
+/// Returns the test and, when a clause pins them, the name and run id to narrow the query with.
+fn version_filter(filter: &str) -> MlResult<(VersionTest, Option<String>, Option<String>)> {
+    let bad = |why: &str| {
+        MlError::invalid(format!(
+            "Invalid model-version filter {filter:?}: {why}. Use clauses joined by AND: name, run_id, \
+             source_path or tags.KEY with =, !=, LIKE, ILIKE or IN ('…', …); version_number with =, !=, <, <=, >, >="
+        ))
+    };
+    let (mut pin_name, mut pin_run) = (None, None);
+    let mut tests: Vec<VersionTest> = Vec::new();
+    for clause in split_and(filter) {
+        let (lhs, op, rhs) =
+            split_any_clause(clause).ok_or_else(|| bad(&format!("cannot read {clause:?}")))?;
+        let lhs = lhs.trim_matches('`');
+        if lhs == "version_number" {
+            let n: i64 = rhs.trim().parse().map_err(|_| bad(&format!("{rhs:?} is not a version number")))?;
+            let cmp: fn(i64, i64) -> bool = match op {
+                "=" => |a, b| a == b,
+                "!=" => |a, b| a != b,
+                "<" => |a, b| a < b,
+                "<=" => |a, b| a <= b,
+                ">" => |a, b| a > b,
+                ">=" => |a, b| a >= b,
+                _ => return Err(bad(&format!("version_number does not take {op}"))),
+            };
+            tests.push(Box::new(move |v: &ModelVersion| cmp(v.version, n)));
+            continue;
+        }
+        let values: Vec<String> = if op == "IN" {
+            let inner = rhs
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(|| bad("IN takes a parenthesised list"))?;
+            let mut vals = Vec::new();
+            for item in inner.split(',') {
+                vals.push(
+                    unquote(item.trim()).ok_or_else(|| bad(&format!("{item:?} is not a quoted string")))?,
+                );
+            }
+            vals
+        } else if matches!(op, "=" | "!=" | "LIKE" | "ILIKE") {
+            vec![unquote(rhs.trim()).ok_or_else(|| bad(&format!("{rhs:?} is not a quoted string")))?]
+        } else {
+            return Err(bad(&format!("{lhs} does not take {op}")));
+        };
+        let pin = (op == "=").then(|| values[0].clone());
+        let op = op.to_string();
+        let test = move |got: Option<&str>| match (op.as_str(), got) {
+            ("!=", None) => true,
+            (_, None) => false,
+            ("=", Some(g)) => g == values[0],
+            ("!=", Some(g)) => g != values[0],
+            ("IN", Some(g)) => values.iter().any(|v| v == g),
+            ("LIKE", Some(g)) => like(&g.chars().collect::<Vec<_>>(), &values[0].chars().collect::<Vec<_>>()),
+            (_, Some(g)) => like(
+                &g.to_lowercase().chars().collect::<Vec<_>>(),
+                &values[0].to_lowercase().chars().collect::<Vec<_>>(),
+            ),
+        };
+        match lhs {
+            "name" => {
+                pin_name = pin.or(pin_name);
+                tests.push(Box::new(move |v: &ModelVersion| test(Some(&v.name))))
+            }
+            "run_id" => {
+                pin_run = pin.or(pin_run);
+                tests.push(Box::new(move |v: &ModelVersion| test(v.run_id.as_deref())))
+            }
+            "source_path" | "source" => tests.push(Box::new(move |v: &ModelVersion| test(Some(&v.source)))),
+            _ => match lhs.strip_prefix("tags.").or_else(|| lhs.strip_prefix("tag.")) {
+                Some(key) => {
+                    let key = key.trim_matches('`').to_string();
+                    tests.push(Box::new(move |v: &ModelVersion| test(v.tags.get(&key).map(String::as_str))))
+                }
+                None => return Err(bad(&format!("unknown field {lhs:?}"))),
+            },
+        }
+    }
+    Ok((Box::new(move |v: &ModelVersion| tests.iter().all(|t| t(v))), pin_name, pin_run))
+}
+
+/// `'text'` or `"text"` without its quotes.
+fn unquote(s: &str) -> Option<String> {
+    let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    Some(s.strip_prefix(q)?.strip_suffix(q)?.to_string())
+}
+
+/// `FIELD OP REST` with OP one of `!=`, `<=`, `>=`, `=`, `<`, `>`, `LIKE`, `ILIKE`, `IN` (any
+/// case); REST is returned as written (quoted value, number or parenthesised list).
+fn split_any_clause(f: &str) -> Option<(&str, &'static str, &str)> {
+    let upper = f.to_ascii_uppercase();
+    for (needle, op) in [(" ILIKE ", "ILIKE"), (" LIKE ", "LIKE"), (" IN ", "IN")] {
+        if let Some(i) = upper.find(needle) {
+            return Some((f[..i].trim(), op, f[i + needle.len()..].trim()));
+        }
+    }
+    for op in ["!=", "<=", ">=", "=", "<", ">"] {
+        if let Some(i) = f.find(op) {
+            return Some((f[..i].trim(), op, f[i + op.len()..].trim()));
+        }
+    }
+    None
+}
+
 /// The clauses of `a AND b and c` (an AND inside a quoted value is not a separator).
 fn split_and(filter: &str) -> Vec<&str> {
     let mut out = Vec::new();
@@ -260,8 +441,16 @@ pub async fn search_models(
             None => break,
         }
     }
-    // MLflow orders by name unless told otherwise.
-    all.sort_by(|a, b| a.name.cmp(&b.name));
+    let order = model_order(&req.list("order_by"))?;
+    all.sort_by(|a, b| {
+        ordered(&order, |f| match f {
+            ModelField::Name => a.name.cmp(&b.name),
+            ModelField::Created => a.created_at.cmp(&b.created_at),
+            ModelField::Updated => a.updated_at.cmp(&b.updated_at),
+            ModelField::Version => std::cmp::Ordering::Equal,
+        })
+        .then_with(|| a.name.cmp(&b.name))
+    });
     let mut out = Vec::new();
     for m in all.iter().skip(offset).take(limit as usize) {
         out.push(model_json(&state, &workspace, m).await?);
@@ -534,8 +723,8 @@ pub async fn delete_version_tag(
     Ok(Json(json!({})))
 }
 
-/// Filters on versions: `name = '…'` and/or `run_id = '…'` joined by AND (what the client's
-/// `search_model_versions` and `get_latest_versions` fallbacks send).
+/// Searches versions with MLflow's filter grammar for versions (see [`version_filter`]) and
+/// `order_by` (default: name ascending, then version descending, as MLflow).
 pub async fn search_versions(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -543,17 +732,13 @@ pub async fn search_versions(
     req: Req,
 ) -> MlResult<Json<Value>> {
     let filter = req.opt_str("filter").unwrap_or_default();
-    let (mut name, mut run) = (None, None);
-    for clause in split_and(&filter) {
-        match split_clause(clause) {
-            Some(("name", "=", v)) => name = Some(v.to_string()),
-            Some(("run_id", "=", v)) => run = Some(v.to_string()),
-            _ => {
-                return Err(MlError::invalid(format!(
-                    "unsupported model-version filter {filter:?}: use name = '…' and/or run_id = '…'"
-                )))
-            }
-        }
+    let (admit, name, run) = version_filter(&filter)?;
+    let mut order = parse_registry_order(&req.list("order_by"), true)?;
+    if !order.iter().any(|(f, _)| *f == ModelField::Name) {
+        order.push((ModelField::Name, true));
+    }
+    if !order.iter().any(|(f, _)| *f == ModelField::Version) {
+        order.push((ModelField::Version, false));
     }
     let limit = req.opt_i64("max_results")?.unwrap_or(10_000);
     if !(1..=200_000).contains(&limit) {
@@ -561,7 +746,16 @@ pub async fn search_versions(
     }
     let offset = super::experiments::page_offset(&req)?;
     let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
-    let found = state.store.search_model_versions(&workspace, name.as_deref(), run.as_deref()).await?;
+    let mut found = state.store.search_model_versions(&workspace, name.as_deref(), run.as_deref()).await?;
+    found.retain(|v| admit(v));
+    found.sort_by(|a, b| {
+        ordered(&order, |f| match f {
+            ModelField::Name => a.name.cmp(&b.name),
+            ModelField::Created => a.created_at.cmp(&b.created_at),
+            ModelField::Updated => a.updated_at.cmp(&b.updated_at),
+            ModelField::Version => a.version.cmp(&b.version),
+        })
+    });
     let out: Vec<Value> = found.iter().skip(offset).take(limit as usize).map(version_json).collect();
     let mut body = json!({"model_versions": out});
     if found.len() > offset + limit as usize {
@@ -672,6 +866,72 @@ mod tests {
             latest_version: None,
             aliases: BTreeMap::new(),
         }
+    }
+
+    fn version(name: &str, n: i64, run: Option<&str>, tags: &[(&str, &str)]) -> ModelVersion {
+        ModelVersion {
+            id: format!("{name}:{n}"),
+            name: name.into(),
+            version: n,
+            workspace: "w".into(),
+            description: String::new(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            properties: BTreeMap::new(),
+            status: "READY".into(),
+            stage: "None".into(),
+            source: format!("runs:/{}/model", run.unwrap_or("none")),
+            run_id: run.map(String::from),
+            experiment_id: None,
+            logged_model_id: None,
+            framework: None,
+            framework_version: None,
+            created_by: "t".into(),
+            created_at: n,
+            updated_at: n,
+            size: 0,
+            aliases: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn version_filters_take_mlflows_fields_and_operators() {
+        let (f, name, run) = version_filter("name = 'wine' and run_id IN ('r1', 'r2')").unwrap();
+        assert_eq!((name.as_deref(), run), (Some("wine"), None), "only = pins the query");
+        assert!(f(&version("wine", 1, Some("r2"), &[])));
+        assert!(!f(&version("wine", 1, Some("r3"), &[])));
+        assert!(!f(&version("beer", 1, Some("r1"), &[])));
+        let (f, _, run) =
+            version_filter("run_id = 'r1' AND version_number >= 2 AND tags.stage != 'old'").unwrap();
+        assert_eq!(run.as_deref(), Some("r1"));
+        assert!(f(&version("m", 2, Some("r1"), &[])));
+        assert!(!f(&version("m", 1, Some("r1"), &[])));
+        assert!(!f(&version("m", 3, Some("r1"), &[("stage", "old")])));
+        let (f, _, _) = version_filter("source_path LIKE 'runs:/r9/%' and name ILIKE 'WI%'").unwrap();
+        assert!(f(&version("wine", 1, Some("r9"), &[])));
+        assert!(!f(&version("wine", 1, Some("r8"), &[])));
+        for bad in ["version_number > 'x'", "colour = 'red'", "name > 'a'", "run_id IN 'r1'", "name = wine"] {
+            let e = version_filter(bad).err().unwrap_or_else(|| panic!("{bad} was accepted"));
+            assert!(e.message.contains("Invalid model-version filter"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn registry_order_by_is_checked_and_applied_in_order() {
+        let o = parse_registry_order(&["version_number ASC".into(), "name desc".into()], true).unwrap();
+        assert_eq!(o, [(ModelField::Version, true), (ModelField::Name, false)]);
+        assert_eq!(model_order(&["last_updated_timestamp".into()]).unwrap(), [(ModelField::Updated, true)]);
+        assert!(model_order(&["version_number DESC".into()]).is_err(), "models have no version number");
+        assert!(model_order(&["name sideways".into()]).is_err());
+        assert!(model_order(&["name".into(), "name DESC".into()]).is_err());
+        let (a, b) = (version("a", 1, None, &[]), version("a", 2, None, &[]));
+        let cmp = |f| match f {
+            ModelField::Version => a.version.cmp(&b.version),
+            _ => std::cmp::Ordering::Equal,
+        };
+        assert_eq!(
+            ordered(&[(ModelField::Name, true), (ModelField::Version, false)], cmp),
+            std::cmp::Ordering::Greater
+        );
     }
 
     #[test]
