@@ -46,6 +46,21 @@ def test_log_input_datasets_come_back_in_run_inputs(server, workspace, wine):
     assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
 
 
+def test_log_inputs_with_an_unknown_model_writes_nothing(server, workspace, wine):
+    from mlflow.entities import DatasetInput, LoggedModelInput
+
+    X, _ = wine
+    ds = mlflow.data.from_pandas(X.head(10), source="winequality_red.csv", name="wine-train")
+    client = MlflowClient()
+    run = client.create_run(client.create_experiment("inputs"))
+    with pytest.raises(MlflowException) as e:
+        client.log_inputs(run.info.run_id, datasets=[DatasetInput(ds._to_mlflow_entity())],
+                          models=[LoggedModelInput("m-does-not-exist")])
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    assert "m-does-not-exist" in e.value.message
+    assert client.get_run(run.info.run_id).inputs.dataset_inputs == []
+
+
 def test_search_runs_across_experiments_with_filter_and_order(server, workspace):
     ids = {}
     for exp, runs in {"e1": [("r1", 0.3), ("r2", 0.9)], "e2": [("r3", 0.5), ("r4", 0.1)]}.items():

@@ -378,13 +378,19 @@ pub async fn log_outputs(
     }
     let workspace = state.store.workspace(&ws).await?;
     loggable(&state, &workspace, &id).await?;
-    for m in &models {
-        state.store.logged_model(&workspace, &m.model_id).await.map_err(|_| {
+    known_models(&state, &workspace, &models).await?;
+    state.store.link_run_models(&id, &models).await?;
+    Ok(Json(json!({})))
+}
+
+/// Every model a run links to must exist in the workspace (checked before anything is written).
+async fn known_models(state: &AppState, ws: &Workspace, models: &[RunModel]) -> MlResult<()> {
+    for m in models {
+        state.store.logged_model(ws, &m.model_id).await.map_err(|_| {
             MlError::does_not_exist(format!("Logged model with ID '{}' not found.", m.model_id))
         })?;
     }
-    state.store.link_run_models(&id, &models).await?;
-    Ok(Json(json!({})))
+    Ok(())
 }
 
 /// `runs/log-inputs`: datasets (with their tags) and models a run used.
@@ -424,6 +430,7 @@ pub async fn log_inputs(
     }
     let workspace = state.store.workspace(&ws).await?;
     loggable(&state, &workspace, &id).await?;
+    known_models(&state, &workspace, &models).await?;
     state.store.log_run_datasets(&id, &datasets).await?;
     state.store.link_run_models(&id, &models).await?;
     Ok(Json(json!({})))
