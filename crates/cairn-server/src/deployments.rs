@@ -1058,7 +1058,7 @@ async fn roll(
             say(
                 &state,
                 &d.id,
-                &format!("generation {} serves; draining generation {}", next.generation, d.generation),
+                &format!("generation {} serves; draining generation {}", next.generation, old.generation),
             );
             old.gate.drain(old.timeout + DRAIN_MARGIN).await;
             stop(&old).await;
@@ -1194,10 +1194,14 @@ impl Deployments {
 
 /// One request/answer exchange with replica `r`, within the generation's request timeout.
 async fn send(live: &Live, r: &Replica, req: &Request<'_>) -> Result<Reply, ForwardError> {
-    let header = serde_json::json!({
-        "id": 0, "route": req.route, "method": req.method, "query": req.query,
-        "content_type": req.content_type, "headers": req.headers,
+    let mut header = serde_json::json!({
+        "id": 0, "route": req.route, "method": req.method, "query": req.query, "headers": req.headers,
     });
+    // The protocol's content_type is a string when present: a request without a Content-Type
+    // header sends none (null would be refused with a 400).
+    if let Some(ct) = req.content_type {
+        header["content_type"] = ct.into();
+    }
     let head = serde_json::to_vec(&header).expect("JSON serialises");
     let pooled = r.idle.lock().unwrap().pop();
     let attempt = async {
