@@ -397,6 +397,7 @@ def run(raw_data):
         let blue = answers.iter().filter(|c| *c == "blue").count();
         assert_eq!(green + blue, 1000);
         // Binomial(1000, 0.1): sd ≈ 9.5 requests, so ±40 is over 4 sd.
+        eprintln!("traffic 90/10 over 1000 requests: blue {blue}, green {green}");
         assert!((60..=140).contains(&green), "green took {green} of 1000 (expected 100 ± 40)");
 
         // The header pins a deployment whatever the split says, even one with 0 %.
