@@ -1037,6 +1037,8 @@ async fn roll(
         Ok(Some(live)) => {
             // The switch: one map update; requests that already hold `old` finish there. A
             // deployment deleted meanwhile is no longer `old` in the map: stop what was started.
+            // Its replicas leave the deployment's state to this task until the update is done.
+            live.updating.store(true, Ordering::SeqCst);
             let switched = {
                 let mut map = state.deployments.live.lock().unwrap();
                 let current = map.get(&live.key).is_some_and(|l| Arc::ptr_eq(l, &old));
@@ -1051,21 +1053,25 @@ async fn roll(
                 release_model(&state, &ws, &next, &d).await;
                 return;
             }
-            next.state = DeploymentState::Healthy;
-            next.reason = String::new();
+            // Recorded at once (a restart brings the new generation back), but still Updating
+            // until the old one has drained and its model version is released.
+            next.state = DeploymentState::Updating;
+            next.reason =
+                format!("generation {} serves; draining generation {}", next.generation, old.generation);
             next.updated_at = now_ms();
             let _ = state.store.update_deployment(&next).await;
-            say(
-                &state,
-                &d.id,
-                &format!("generation {} serves; draining generation {}", next.generation, old.generation),
-            );
+            say(&state, &d.id, &next.reason);
             old.gate.drain(old.timeout + DRAIN_MARGIN).await;
             stop(&old).await;
             let _ = tokio::fs::remove_dir_all(gen_dir(&state, &d.id, d.generation)).await;
             release_model(&state, &ws, &d, &next).await;
             say(&state, &d.id, &format!("generation {} stopped: update done", d.generation));
-            mark_healthy_if_all_ready(&state, &live).await;
+            live.updating.store(false, Ordering::SeqCst);
+            (next.state, next.reason) = health_of(&live);
+            next.updated_at = now_ms();
+            if !live.cancel.is_cancelled() {
+                let _ = state.store.update_deployment(&next).await;
+            }
         }
         Ok(None) => {
             old.successor.lock().unwrap().take();
