@@ -68,6 +68,7 @@ _SDK = {
     "DeploymentConfiguration": "webservice",
     "Webservice": "webservice",
     "DeploymentFailed": "webservice",
+    "UpdateFailed": "webservice",
     "ScoringError": "webservice",
     "BadRequest": "errors",
     "Conflict": "errors",

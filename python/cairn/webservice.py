@@ -2,9 +2,12 @@
 endpoint plus one deployment taking all traffic) and ``Webservice`` (state, keys, scoring).
 
 ``deploy`` uploads the scoring code as a snapshot (like a job's), creates the endpoint, then the
-deployment; the server starts the replicas. ``Webservice.wait_for_deployment`` polls the
-deployment until it leaves ``Creating`` and raises :class:`DeploymentFailed` with the replica
-logs when it did not become ``Healthy``.
+deployment; the server starts the replicas. ``Webservice.update`` patches the deployment: the
+server replaces its replicas by a new generation (rolling: the old one serves until the new one is
+ready) or only adds or removes replicas. ``Webservice.wait_for_deployment`` polls the deployment
+until it leaves ``Creating``/``Updating`` and raises :class:`DeploymentFailed` with the replica
+logs when it did not become ``Healthy`` (:class:`UpdateFailed` when an update failed and the
+previous generation still serves).
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ class DeploymentFailed(CairnError):
     def __init__(self, name: str, state: str, reason: str, logs: str) -> None:
         self.state, self.reason, self.logs = state, reason, logs
         super().__init__(f"deployment of service {name!r} is {state}: {reason}\n--- replica logs ---\n{logs}")
+
+
+class UpdateFailed(DeploymentFailed):
+    """An update's new generation did not start; the previous one still serves (state Healthy)."""
 
 
 class InferenceConfig:
@@ -124,6 +131,7 @@ class Webservice:
         self.workspace = workspace
         self.name = name
         self._endpoint = workspace.call("GET", "endpoints", name)
+        self._updating = False
 
     def __repr__(self) -> str:
         return f"Webservice(workspace={self.workspace.name!r}, name={self.name!r}, state={self.state!r})"
@@ -156,9 +164,46 @@ class Webservice:
         lines = out.getvalue().decode("utf-8", "replace").splitlines()
         return "\n".join(lines[-num_lines:])
 
+    def update(self, models: Optional[Sequence[Model]] = None, inference_config: Optional[InferenceConfig] = None,
+               deployment_config: Optional[DeploymentConfiguration] = None, instance_count: Optional[int] = None,
+               environment_variables: Optional[Dict[str, str]] = None) -> None:
+        """Change the service's model, scoring code and environment, sizing, replica count or
+        environment variables; only what is given changes. Returns at once: follow it with
+        :meth:`wait_for_deployment`, which raises :class:`UpdateFailed` if the new replicas did not
+        start (the previous ones keep serving)."""
+        patch: Dict[str, Any] = {}
+        if models is not None:
+            models = list(models)
+            if len(models) != 1:
+                raise NotImplementedError(f"updating to {len(models)} models: Cairn deploys exactly one model")
+            patch["model"] = models[0].id
+        if inference_config is not None:
+            entry = inference_config.source_directory / inference_config.entry_script
+            if not entry.is_file():
+                raise FileNotFoundError(f"entry_script {entry} does not exist")
+            code = upload_snapshot(self.workspace, inference_config.source_directory)
+            patch["code_configuration"] = {"code": code, "scoring_script": inference_config.entry_script}
+            patch["environment"] = inference_config.environment_ref()
+        if deployment_config is not None:
+            patch["instance_count"] = deployment_config.instance_count
+            patch["instance_type"] = deployment_config.instance_type
+        if instance_count is not None:
+            if int(instance_count) < 1:
+                raise ValueError("instance_count must be at least 1")
+            patch["instance_count"] = int(instance_count)
+        if environment_variables is not None:
+            # The whole set replaces the old one (a merge patch would keep removed names).
+            current = self._deployment().get("spec", {}).get("environment_variables") or {}
+            patch["environment_variables"] = {**{k: None for k in current}, **{str(k): str(v) for k, v in environment_variables.items()}}
+        if not patch:
+            raise ValueError("update() was given nothing to change")
+        self.workspace.call("PATCH", "endpoints", self.name, "deployments", self._deployment_name(), body=patch)
+        self._updating = True
+
     def wait_for_deployment(self, show_output: bool = False, timeout_sec: Optional[float] = None) -> str:
-        """Poll until the deployment leaves ``Creating``; returns ``Healthy`` or raises
-        :class:`DeploymentFailed` with the replica logs."""
+        """Poll until the deployment leaves ``Creating`` or ``Updating``; returns ``Healthy`` or
+        raises :class:`DeploymentFailed` with the replica logs (:class:`UpdateFailed` when an
+        :meth:`update` did not take and the previous replicas still serve)."""
         started = time.monotonic()
         shown = 0
         while True:
@@ -170,15 +215,19 @@ class Webservice:
                     print(line)
                 shown = len(logs)
                 print(f"{self.name}: {state}", flush=True)
-            if state != "Creating":
+            if state not in ("Creating", "Updating"):
                 break
             if timeout_sec is not None and time.monotonic() - started > timeout_sec:
-                raise TimeoutError(f"service {self.name!r} still Creating after {timeout_sec} s")
+                raise TimeoutError(f"service {self.name!r} still {state} after {timeout_sec} s")
             time.sleep(POLL_SECONDS)
         self._endpoint = self.workspace.call("GET", "endpoints", self.name)
+        updated, self._updating = self._updating, False
         if state != "Healthy":
             tail = "\n".join(self.get_logs().splitlines()[-LOG_TAIL_LINES:])
             raise DeploymentFailed(self.name, state, str(d.get("reason") or ""), tail)
+        if updated and d.get("update_error"):
+            tail = "\n".join(self.get_logs().splitlines()[-LOG_TAIL_LINES:])
+            raise UpdateFailed(self.name, state, str(d["update_error"]), tail)
         return state
 
     def get_keys(self) -> Tuple[str, str]:
@@ -239,4 +288,5 @@ def _items(answer: Any) -> List[Dict[str, Any]]:
     return answer.get("items", []) if isinstance(answer, dict) else list(answer)
 
 
-__all__ = ["InferenceConfig", "DeploymentConfiguration", "Webservice", "DeploymentFailed", "ScoringError", "deploy"]
+__all__ = ["InferenceConfig", "DeploymentConfiguration", "Webservice", "DeploymentFailed", "UpdateFailed",
+           "ScoringError", "deploy"]

@@ -166,7 +166,7 @@ def test_register_model_deploy_and_predict(aws, tmp_path):
     with urllib.request.urlopen(request) as response:
         assert json.loads(response.read()) == [1.0]
     assert service.run(json.dumps({"data": [[3.0, 0.0]]})) == [7.0]
-    with pytest.raises(NotImplementedError, match="update"):
+    with pytest.raises(ValueError, match="nothing to change"):
         service.update()
     with pytest.raises(NotImplementedError, match="autoscal"):
         AksWebservice.deploy_configuration(autoscale_enabled=True)

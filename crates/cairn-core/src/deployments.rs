@@ -43,6 +43,66 @@ fn one() -> i64 {
     1
 }
 
+/// A liveness or readiness probe (Azure ML v2's `ProbeSettings`; times in seconds). The gateway
+/// sends the replica protocol's `ping` every `period` once `initial_delay` has passed since the
+/// replica started; `failure_threshold` failures in a row restart the replica (liveness) or take it
+/// out of rotation (readiness) until `success_threshold` pings in a row succeed again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i64>,
+}
+
+impl ProbeSettings {
+    /// Azure ML v2's defaults: 10 s, 10 s, 2 s, 1, 30.
+    pub fn initial_delay_s(&self) -> i64 {
+        self.initial_delay.unwrap_or(10)
+    }
+    pub fn period_s(&self) -> i64 {
+        self.period.unwrap_or(10)
+    }
+    pub fn timeout_s(&self) -> i64 {
+        self.timeout.unwrap_or(2)
+    }
+    pub fn success(&self) -> i64 {
+        self.success_threshold.unwrap_or(1)
+    }
+    pub fn failures(&self) -> i64 {
+        self.failure_threshold.unwrap_or(30)
+    }
+
+    fn validate(&self, which: &str) -> Result<(), Error> {
+        let checks = [
+            ("initial_delay", self.initial_delay_s(), 0, 3600),
+            ("period", self.period_s(), 1, 3600),
+            ("timeout", self.timeout_s(), 1, 3600),
+            ("success_threshold", self.success(), 1, 1000),
+            ("failure_threshold", self.failures(), 1, 1000),
+        ];
+        for (field, v, lo, hi) in checks {
+            if !(lo..=hi).contains(&v) {
+                return Err(Error::invalid(format!("{which}.{field} {v}: must be {lo} to {hi}")));
+            }
+        }
+        if which == "liveness_probe" && self.success() != 1 {
+            return Err(Error::invalid(format!(
+                "liveness_probe.success_threshold {}: must be 1 (one answered ping proves a replica alive)",
+                self.success()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// `POST …/endpoints/{endpoint}/deployments`: a deployment as in its YAML file.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -64,8 +124,21 @@ pub struct CreateDeployment {
     pub request_settings: RequestSettings,
     #[serde(default)]
     pub environment_variables: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<ProbeSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<ProbeSettings>,
     #[serde(default)]
     pub description: String,
+}
+
+impl CreateDeployment {
+    pub fn liveness(&self) -> ProbeSettings {
+        self.liveness_probe.clone().unwrap_or_default()
+    }
+    pub fn readiness(&self) -> ProbeSettings {
+        self.readiness_probe.clone().unwrap_or_default()
+    }
 }
 
 /// A deployment's state.
@@ -76,6 +149,9 @@ pub enum DeploymentState {
     Unhealthy,
     Failed,
     Deleting,
+    /// A new generation (code, model, environment, settings) is starting beside the one serving,
+    /// or replicas are being added or removed.
+    Updating,
 }
 
 impl DeploymentState {
@@ -86,16 +162,17 @@ impl DeploymentState {
             DeploymentState::Unhealthy => "Unhealthy",
             DeploymentState::Failed => "Failed",
             DeploymentState::Deleting => "Deleting",
+            DeploymentState::Updating => "Updating",
         }
     }
     pub fn parse(s: &str) -> Option<DeploymentState> {
-        [Self::Creating, Self::Healthy, Self::Unhealthy, Self::Failed, Self::Deleting]
+        [Self::Creating, Self::Healthy, Self::Unhealthy, Self::Failed, Self::Deleting, Self::Updating]
             .into_iter()
             .find(|d| d.as_str() == s)
     }
-    /// Creating is the only state `--wait` keeps waiting in.
+    /// Creating and Updating are the states `--wait` keeps waiting in.
     pub fn is_final(self) -> bool {
-        !matches!(self, DeploymentState::Creating)
+        !matches!(self, DeploymentState::Creating | DeploymentState::Updating)
     }
 }
 
@@ -111,6 +188,14 @@ pub struct Deployment {
     pub state: DeploymentState,
     /// Why the deployment is not Healthy (with the log tail when a replica failed), else empty.
     pub reason: String,
+    /// Which generation serves: 0 at creation, one more after each update that replaced the
+    /// replicas (code, model, environment or settings changed).
+    #[serde(default)]
+    pub generation: i64,
+    /// Why the last update failed (the previous generation kept serving), with the new
+    /// generation's log tail; empty when the last update succeeded or there was none.
+    #[serde(default)]
+    pub update_error: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -197,7 +282,54 @@ pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
             return Err(Error::invalid(format!("environment_variables: invalid name {k:?}")));
         }
     }
+    req.liveness().validate("liveness_probe")?;
+    req.readiness().validate("readiness_probe")?;
     Ok(())
+}
+
+/// What an update changes, and so how it is carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// Only the description: stored, nothing restarts.
+    Nothing,
+    /// Only `instance_count`: replicas are added or removed, the others keep running.
+    Scale,
+    /// Anything a replica is started with: a new generation replaces the old one (rolling).
+    Roll,
+}
+
+/// Checks that `new` may replace `old` (same name, same endpoint, valid) and says how.
+pub fn classify_update(old: &CreateDeployment, new: &CreateDeployment) -> Result<UpdateKind, Error> {
+    if new.name != old.name {
+        return Err(Error::invalid(format!(
+            "an update cannot rename deployment \"{}\" to \"{}\": create a new deployment instead",
+            old.name, new.name
+        )));
+    }
+    if let (Some(a), Some(b)) = (&old.endpoint_name, &new.endpoint_name) {
+        if a != b {
+            return Err(Error::invalid(format!(
+                "an update cannot move deployment \"{}\" from endpoint \"{a}\" to \"{b}\"",
+                old.name
+            )));
+        }
+    }
+    validate_create(new)?;
+    // Everything a replica is started with, i.e. the spec without the count and the description.
+    let start_with = |d: &CreateDeployment| {
+        let mut n = d.clone();
+        n.instance_count = 0;
+        n.description = String::new();
+        n.endpoint_name = None;
+        serde_json::to_value(n).expect("a deployment spec serialises")
+    };
+    Ok(if start_with(old) != start_with(new) {
+        UpdateKind::Roll
+    } else if old.instance_count != new.instance_count {
+        UpdateKind::Scale
+    } else {
+        UpdateKind::Nothing
+    })
 }
 
 #[cfg(test)]
@@ -223,6 +355,57 @@ mod tests {
         assert_eq!(parse_environment_ref("azureml:py:2").unwrap(), ("py".into(), Some(2)));
         assert_eq!(parse_environment_ref("py@3").unwrap(), ("py".into(), Some(3)));
         assert!(parse_environment_ref("py:x").is_err());
+    }
+
+    fn spec() -> CreateDeployment {
+        serde_json::from_value(serde_json::json!({"name": "blue", "model": "m:1", "environment": "e",
+            "code_configuration": {"code": "x", "scoring_script": "score.py"}, "instance_count": 2}))
+        .unwrap()
+    }
+
+    #[test]
+    fn updates_are_classified_by_what_a_replica_starts_with() {
+        let old = spec();
+        let mut new = old.clone();
+        new.description = "now described".into();
+        assert_eq!(classify_update(&old, &new).unwrap(), UpdateKind::Nothing);
+        new.instance_count = 3;
+        assert_eq!(classify_update(&old, &new).unwrap(), UpdateKind::Scale);
+        new.environment_variables.insert("V".into(), "2".into());
+        assert_eq!(classify_update(&old, &new).unwrap(), UpdateKind::Roll);
+        let mut probe = old.clone();
+        probe.liveness_probe = Some(ProbeSettings { period: Some(1), ..Default::default() });
+        assert_eq!(classify_update(&old, &probe).unwrap(), UpdateKind::Roll);
+
+        let mut renamed = old.clone();
+        renamed.name = "green".into();
+        assert!(classify_update(&old, &renamed).unwrap_err().to_string().contains("cannot rename"));
+        let (mut a, mut b) = (old.clone(), old.clone());
+        a.endpoint_name = Some("one".into());
+        b.endpoint_name = Some("two".into());
+        assert!(classify_update(&a, &b).unwrap_err().to_string().contains("cannot move"));
+        let mut zero = old.clone();
+        zero.instance_count = 0;
+        assert!(classify_update(&old, &zero).is_err());
+    }
+
+    #[test]
+    fn probes_follow_azure_defaults_and_bounds() {
+        let p = ProbeSettings::default();
+        assert_eq!(
+            (p.initial_delay_s(), p.period_s(), p.timeout_s(), p.success(), p.failures()),
+            (10, 10, 2, 1, 30)
+        );
+        let mut d = spec();
+        d.readiness_probe = Some(ProbeSettings { period: Some(0), ..Default::default() });
+        assert!(validate_create(&d).unwrap_err().to_string().contains("readiness_probe.period 0"));
+        d.readiness_probe = Some(ProbeSettings { success_threshold: Some(3), ..Default::default() });
+        validate_create(&d).unwrap();
+        d.liveness_probe = Some(ProbeSettings { success_threshold: Some(3), ..Default::default() });
+        assert!(validate_create(&d).unwrap_err().to_string().contains("liveness_probe.success_threshold"));
+        let err =
+            serde_json::from_value::<ProbeSettings>(serde_json::json!({"periodSeconds": 3})).unwrap_err();
+        assert!(err.to_string().contains("periodSeconds"), "{err}");
     }
 
     #[test]

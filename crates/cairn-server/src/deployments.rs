@@ -1,16 +1,24 @@
-//! Online deployments on the local target: creating and deleting them, launching and supervising
-//! their replicas (`python -m cairn.replica`, see python/cairn/replica.py for the framed protocol),
-//! and forwarding one scoring request to a replica (called by `gateway.rs`).
+//! Online deployments on the local target: creating, updating and deleting them, launching and
+//! supervising their replicas (`python -m cairn.replica`, see python/cairn/replica.py for the
+//! framed protocol) with liveness and readiness probes, and forwarding one scoring request to a
+//! replica (called by `gateway.rs`).
 //!
 //! Layout: `DATA_DIR/deployments/ID/` holds `model/NAME/VERSION/` (the model files, read-only;
-//! `AZUREML_MODEL_DIR` points there, the one-model layout of `cairn.serving`), `code/` (the
-//! unpacked snapshot), `sock/N` (replica N's socket: its appearing means ready) and `replicas.log`
-//! (every replica's stderr and cairn's own `[cairn]` lines).
+//! `AZUREML_MODEL_DIR` points there, the one-model layout of `cairn.serving`), `gen/G/code/` (the
+//! unpacked snapshot of generation G), `gen/G/sock/N` (replica N's socket: its appearing means
+//! ready) and `replicas.log` (every replica's stderr and cairn's own `[cairn]` lines).
+//!
+//! An update that changes what replicas start with is a rolling replacement: generation G+1 is
+//! prepared and started beside G, and only once all its replicas are ready does the gateway's map
+//! switch to it (one pointer swap); G is then drained (requests already on it finish, see `Gate`)
+//! and stopped. If G+1 fails to start, G keeps serving and the failure is recorded as
+//! `update_error`. Changing only `instance_count` adds or removes replicas of the running
+//! generation.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cairn_core::api::Workspace;
@@ -28,6 +36,8 @@ use crate::state::AppState;
 const USE_KIND: &str = "deployment";
 /// Most of the log shown in a Failed reason.
 const REASON_TAIL_BYTES: u64 = 4096;
+/// How long a drained generation or replica may take beyond request_timeout_ms to finish.
+const DRAIN_MARGIN: Duration = Duration::from_secs(2);
 /// Most of the log `logs` returns.
 const LOGS_TAIL_BYTES: u64 = 256 * 1024;
 
@@ -41,19 +51,95 @@ fn key(endpoint_id: &str, name: &str) -> String {
     format!("{endpoint_id}/{name}")
 }
 
-/// One deployment's replicas and its admission counters.
+/// Admission to something that can be retired (a generation, a replica): requests enter, and
+/// `drain` first refuses new ones, then waits for those inside. Both sides use SeqCst on the two
+/// atomics so that a request either sees `retired` (and goes elsewhere) or is counted by `drain`.
+#[derive(Default)]
+struct Gate {
+    in_flight: AtomicUsize,
+    retired: AtomicBool,
+}
+
+/// One request inside a `Gate`; leaving is the drop.
+struct Pass<'a>(&'a AtomicUsize);
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Gate {
+    fn enter(&self) -> Option<Pass<'_>> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let pass = Pass(&self.in_flight);
+        if self.retired.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(pass)
+    }
+
+    fn count(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new requests and waits (at most `max`) until none is inside; false on timeout.
+    async fn drain(&self, max: Duration) -> bool {
+        self.retired.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + max;
+        while self.count() > 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+}
+
+/// A probe's settings as durations.
+#[derive(Clone, Copy)]
+struct Probe {
+    initial_delay: Duration,
+    period: Duration,
+    timeout: Duration,
+    success: u32,
+    failures: u32,
+}
+
+impl From<&ProbeSettings> for Probe {
+    fn from(p: &ProbeSettings) -> Probe {
+        Probe {
+            initial_delay: Duration::from_secs(p.initial_delay_s() as u64),
+            period: Duration::from_secs(p.period_s() as u64),
+            timeout: Duration::from_secs(p.timeout_s() as u64),
+            success: p.success() as u32,
+            failures: p.failures() as u32,
+        }
+    }
+}
+
+/// One generation of a deployment: its replicas and its admission counters.
 pub struct Live {
     id: String,
-    replicas: Vec<Arc<Replica>>,
+    key: String,
+    generation: i64,
+    replicas: RwLock<Vec<Arc<Replica>>>,
     next: AtomicUsize,
-    in_flight: AtomicUsize,
-    /// max_concurrent_requests_per_instance × instance_count.
-    limit: usize,
+    gate: Gate,
+    /// max_concurrent_requests_per_instance (the limit is this × the replicas).
+    per_instance: usize,
     timeout: Duration,
+    liveness: Probe,
+    readiness: Probe,
     cancel: CancellationToken,
-    /// Set by a replica whose first start failed; the launcher turns it into Failed.
-    first_failure: Mutex<Option<String>>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set while an update runs: one update at a time, and the replicas of a generation being
+    /// replaced do not write the deployment's state.
+    updating: AtomicBool,
+    /// The generation an update is starting (stopped with this one if the deployment goes).
+    successor: Mutex<Option<Arc<Live>>>,
+    launch: Launch,
+    sock_dir: PathBuf,
 }
 
 struct Replica {
@@ -61,10 +147,19 @@ struct Replica {
     socket: PathBuf,
     /// Process group of the running worker (0 when none).
     pgid: AtomicU32,
+    /// In the gateway's rotation: started and not failing its readiness probe.
     ready: AtomicBool,
+    /// Set once the worker first became ready.
+    ever_ready: AtomicBool,
+    /// Why its first start failed.
+    failed: Mutex<Option<String>>,
     /// Idle connections to this replica, reused by later requests.
     idle: Mutex<Vec<UnixStream>>,
     restarts: AtomicU32,
+    gate: Gate,
+    /// Stops this replica only (scaling down); a child of the generation's token.
+    cancel: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Replica {
@@ -76,6 +171,28 @@ impl Replica {
         if pgid != 0 {
             cairn_jobs::process::signal_group(pgid, libc::SIGKILL);
         }
+    }
+}
+
+impl Live {
+    fn replicas(&self) -> Vec<Arc<Replica>> {
+        self.replicas.read().unwrap().clone()
+    }
+
+    fn new_replica(&self, index: usize) -> Arc<Replica> {
+        Arc::new(Replica {
+            index,
+            socket: self.sock_dir.join(index.to_string()),
+            pgid: AtomicU32::new(0),
+            ready: AtomicBool::new(false),
+            ever_ready: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            restarts: AtomicU32::new(0),
+            gate: Gate::default(),
+            cancel: self.cancel.child_token(),
+            task: Mutex::new(None),
+        })
     }
 }
 
@@ -115,6 +232,8 @@ pub fn view(d: &DeploymentRecord) -> Deployment {
         spec: d.spec.clone(),
         state: d.state,
         reason: d.reason.clone(),
+        generation: d.generation,
+        update_error: d.update_error.clone(),
         created_at: d.created_at,
         updated_at: d.updated_at,
     }
@@ -167,6 +286,8 @@ pub async fn create(
         model_version: mv.version,
         state: DeploymentState::Creating,
         reason: String::new(),
+        generation: 0,
+        update_error: String::new(),
         created_at: now,
         updated_at: now,
     };
@@ -190,7 +311,9 @@ pub fn launch(state: Arc<AppState>, d: DeploymentRecord) {
     });
 }
 
-/// Re-launches the deployments that were Creating, Healthy or Unhealthy when the server stopped.
+/// Re-launches the deployments that were Creating, Updating, Healthy or Unhealthy when the server
+/// stopped; an update that was running is abandoned: the generation recorded (the one serving
+/// before it) comes back.
 pub async fn relaunch_all(state: &Arc<AppState>) -> Result<(), Error> {
     for d in state.store.all_deployments().await? {
         match d.state {
@@ -210,25 +333,45 @@ pub async fn relaunch_all(state: &Arc<AppState>) -> Result<(), Error> {
     Ok(())
 }
 
-async fn prepare_and_start(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<(), Error> {
+/// The folder of generation `generation` of deployment `id` (its code and sockets).
+fn gen_dir(state: &AppState, id: &str, generation: i64) -> PathBuf {
+    dir_of(state, id).join("gen").join(generation.to_string())
+}
+
+fn model_dir(state: &AppState, d: &DeploymentRecord) -> PathBuf {
+    dir_of(state, &d.id).join("model").join(&d.model_name).join(d.model_version.to_string())
+}
+
+/// Builds (or finds) the environment, and materialises the model files and the code of `d`'s
+/// generation; returns how its replicas are started.
+async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Launch, Error> {
     let io = |what: &'static str| move |e: std::io::Error| Error::internal(format!("{what}: {e}"));
     let dir = dir_of(state, &d.id);
-    tokio::fs::create_dir_all(&dir).await.map_err(io("cannot create the deployment's folder"))?;
+    let gen = gen_dir(state, &d.id, d.generation);
+    tokio::fs::create_dir_all(&gen).await.map_err(io("cannot create the deployment's folder"))?;
     let ws = state.store.workspace(&d.workspace).await?;
 
     let (env_name, env_version) = parse_environment_ref(&d.spec.environment)?;
     let environment = state.store.environment(&ws, &env_name, env_version).await?;
     let spec: EnvironmentSpec = serde_json::from_value(environment.spec.clone())
         .map_err(|e| Error::internal(format!("environment {env_name} has an unreadable spec: {e}")))?;
-    say(state, &d.id, &format!("preparing environment {}@{}", environment.name, environment.version));
+    say(
+        state,
+        &d.id,
+        &format!(
+            "generation {}: preparing environment {}@{}",
+            d.generation, environment.name, environment.version
+        ),
+    );
     let built = state
         .env_builder()?
         .ensure(&spec)
         .await
         .map_err(|e| Error::invalid(format!("environment build failed: {e}")))?;
 
-    // Model files, read-only, in the one-model layout AZUREML_MODEL_DIR expects.
-    let model_dir = dir.join("model").join(&d.model_name).join(d.model_version.to_string());
+    // Model files, read-only, in the one-model layout AZUREML_MODEL_DIR expects; generations using
+    // the same version share them.
+    let model_dir = model_dir(state, d);
     if !model_dir.exists() {
         let files = state.store.model_version_files(&ws, &d.model_name, d.model_version).await?;
         let blobs = crate::routes::jobs::blobs_of(state, &ws.id);
@@ -254,9 +397,9 @@ async fn prepare_and_start(state: &Arc<AppState>, d: &DeploymentRecord) -> Resul
             .map_err(io("model folder"))?;
         tokio::fs::rename(&partial, &model_dir).await.map_err(io("model folder"))?;
     }
-    let code_dir = dir.join("code");
+    let code_dir = gen.join("code");
     if !code_dir.exists() {
-        let partial = dir.join("code.partial");
+        let partial = gen.join("code.partial");
         let _ = tokio::fs::remove_dir_all(&partial).await;
         tokio::fs::create_dir_all(&partial).await.map_err(io("code folder"))?;
         crate::jobs::runner::materialize_snapshot(state, &ws.id, &d.spec.code_configuration.code, &partial)
@@ -272,7 +415,7 @@ async fn prepare_and_start(state: &Arc<AppState>, d: &DeploymentRecord) -> Resul
         )));
     }
 
-    let sock_dir = dir.join("sock");
+    let sock_dir = gen.join("sock");
     tokio::fs::create_dir_all(&sock_dir).await.map_err(io("socket folder"))?;
     let mut env: Vec<(String, String)> = vec![
         ("PYTHONPATH".into(), state.runtime_dir().display().to_string()),
@@ -285,65 +428,126 @@ async fn prepare_and_start(state: &Arc<AppState>, d: &DeploymentRecord) -> Resul
     if let Some(venv) = &built.venv {
         env.push(("VIRTUAL_ENV".into(), venv.display().to_string()));
     }
+    // A known size profile limits each replica as a job's node is limited: thread variables for
+    // its cores, the resident-memory watchdog for its memory. Other names (Azure's many VM sizes)
+    // are accepted and only noted.
+    let mut memory_limit = None;
+    if let Some(name) = &d.spec.instance_type {
+        match crate::routes::resources::resolve_size(state, &ws.id, name).await? {
+            Some(size) => {
+                env.extend(cairn_jobs::compute::thread_limits(&size));
+                memory_limit = Some((size.memory_gb * (1u64 << 30) as f64) as u64);
+                say(
+                    state,
+                    &d.id,
+                    &format!(
+                        "instance_type {name}: {} core(s) (thread variables), {} GiB of memory per replica",
+                        size.cores, size.memory_gb
+                    ),
+                );
+            }
+            None => {
+                say(state, &d.id, &format!("instance_type {name} is not a known size: no per-replica limits"))
+            }
+        }
+    }
     env.extend(spec.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(d.spec.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
-
-    let n = d.spec.instance_count as usize;
-    let live = Arc::new(Live {
-        id: d.id.clone(),
-        replicas: (0..n)
-            .map(|i| {
-                Arc::new(Replica {
-                    index: i,
-                    socket: sock_dir.join(i.to_string()),
-                    pgid: AtomicU32::new(0),
-                    ready: AtomicBool::new(false),
-                    idle: Mutex::new(Vec::new()),
-                    restarts: AtomicU32::new(0),
-                })
-            })
-            .collect(),
-        next: AtomicUsize::new(0),
-        in_flight: AtomicUsize::new(0),
-        limit: n * d.spec.request_settings.max_concurrent() as usize,
-        timeout: Duration::from_millis(d.spec.request_settings.timeout_ms() as u64),
-        cancel: CancellationToken::new(),
-        first_failure: Mutex::new(None),
-        tasks: Mutex::new(Vec::new()),
-    });
-    if let Some(old) =
-        state.deployments.live.lock().unwrap().insert(key(&d.endpoint_id, &d.name), live.clone())
-    {
-        old.cancel.cancel();
-    }
-    let launch = Launch {
+    Ok(Launch {
         python: built.python.clone(),
         cwd: code_dir,
         env: Arc::new(env),
         log: log_path(state, &d.id),
-    };
-    say(state, &d.id, &format!("starting {n} replica(s) with {}", built.python.display()));
-    for r in &live.replicas {
-        let task = tokio::spawn(supervise(state.clone(), live.clone(), r.clone(), launch.clone()));
-        live.tasks.lock().unwrap().push(task);
+        sock_dir,
+        memory_limit,
+    })
+}
+
+/// A generation of `d` with no replica yet.
+fn new_live(d: &DeploymentRecord, launch: Launch) -> Arc<Live> {
+    Arc::new(Live {
+        id: d.id.clone(),
+        key: key(&d.endpoint_id, &d.name),
+        generation: d.generation,
+        replicas: RwLock::new(Vec::new()),
+        next: AtomicUsize::new(0),
+        gate: Gate::default(),
+        per_instance: d.spec.request_settings.max_concurrent() as usize,
+        timeout: Duration::from_millis(d.spec.request_settings.timeout_ms() as u64),
+        liveness: Probe::from(&d.spec.liveness()),
+        readiness: Probe::from(&d.spec.readiness()),
+        cancel: CancellationToken::new(),
+        updating: AtomicBool::new(false),
+        successor: Mutex::new(None),
+        sock_dir: launch.sock_dir.clone(),
+        launch,
+    })
+}
+
+/// Adds replicas until `live` has `n`, each with its supervisor; returns the new ones.
+fn add_replicas(state: &Arc<AppState>, live: &Arc<Live>, n: usize) -> Vec<Arc<Replica>> {
+    let mut added = Vec::new();
+    let mut replicas = live.replicas.write().unwrap();
+    while replicas.len() < n {
+        let r = live.new_replica(replicas.len());
+        let task = tokio::spawn(supervise(state.clone(), live.clone(), r.clone()));
+        *r.task.lock().unwrap() = Some(task);
+        replicas.push(r.clone());
+        added.push(r);
     }
-    // Healthy once every socket exists; Failed as soon as one replica's first start fails.
+    added
+}
+
+/// Waits until every replica of `these` is ready: Ok(true); Ok(false) when the generation is
+/// stopped meanwhile; Err with the reason when one's first start failed.
+async fn wait_ready(live: &Live, these: &[Arc<Replica>]) -> Result<bool, String> {
     loop {
         if live.cancel.is_cancelled() {
-            return Ok(());
+            return Ok(false);
         }
-        let failure = live.first_failure.lock().unwrap().clone();
-        if let Some(reason) = failure {
-            stop(&live).await;
-            state.deployments.live.lock().unwrap().remove(&key(&d.endpoint_id, &d.name));
-            return Err(Error::invalid(reason));
+        if let Some(reason) = these.iter().find_map(|r| r.failed.lock().unwrap().clone()) {
+            return Err(reason);
         }
-        if live.replicas.iter().all(|r| r.ready.load(Ordering::SeqCst)) {
-            say(state, &d.id, "all replicas ready: Healthy");
-            state.store.set_deployment_state(&d.id, DeploymentState::Healthy, "", now_ms()).await?;
-            return Ok(());
+        if these.iter().all(|r| r.ever_ready.load(Ordering::SeqCst)) {
+            return Ok(true);
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn prepare_and_start(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<(), Error> {
+    let launch = materialise(state, d).await?;
+    let live = new_live(d, launch);
+    if let Some(old) = state.deployments.live.lock().unwrap().insert(live.key.clone(), live.clone()) {
+        old.cancel.cancel();
+    }
+    let n = d.spec.instance_count as usize;
+    say(
+        state,
+        &d.id,
+        &format!(
+            "generation {}: starting {n} replica(s) with {}",
+            d.generation,
+            live.launch.python.display()
+        ),
+    );
+    let added = add_replicas(state, &live, n);
+    // Healthy once every socket exists; Failed as soon as one replica's first start fails.
+    match wait_ready(&live, &added).await {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            say(state, &d.id, "all replicas ready: Healthy");
+            state.store.set_deployment_state(&d.id, DeploymentState::Healthy, "", now_ms()).await?;
+            Ok(())
+        }
+        Err(reason) => {
+            stop(&live).await;
+            let mut map = state.deployments.live.lock().unwrap();
+            if map.get(&live.key).is_some_and(|l| Arc::ptr_eq(l, &live)) {
+                map.remove(&live.key);
+            }
+            Err(Error::invalid(reason))
+        }
     }
 }
 
@@ -353,6 +557,9 @@ struct Launch {
     cwd: PathBuf,
     env: Arc<Vec<(String, String)>>,
     log: PathBuf,
+    sock_dir: PathBuf,
+    /// Resident memory a replica's process group may use (its size profile), in bytes.
+    memory_limit: Option<u64>,
 }
 
 fn spawn_replica(l: &Launch, socket: &Path) -> std::io::Result<tokio::process::Child> {
@@ -372,42 +579,157 @@ fn spawn_replica(l: &Launch, socket: &Path) -> std::io::Result<tokio::process::C
     cmd.spawn()
 }
 
-/// Runs replica `r` until the deployment stops: starts it, waits for its socket, and restarts it
-/// with backoff whenever it exits (the deployment is Unhealthy meanwhile).
-async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>, l: Launch) {
+/// Whether `live`'s replicas may write the deployment's state: it is the generation serving and
+/// no update is running.
+fn owns_state(state: &AppState, live: &Arc<Live>) -> bool {
+    !live.updating.load(Ordering::SeqCst)
+        && state.deployments.live.lock().unwrap().get(&live.key).is_some_and(|l| Arc::ptr_eq(l, live))
+}
+
+/// One `ping` over a fresh connection, answered with 200 within `timeout`.
+async fn ping(socket: &Path, timeout: Duration) -> bool {
+    let head = br#"{"id":0,"route":"ping"}"#;
+    let attempt = async {
+        let mut s = UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
+        exchange(&mut s, head, &[]).await
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Ok(reply)) if reply.status == 200)
+}
+
+/// The probes' counters for one run of a worker.
+struct Probing {
+    next_live: Instant,
+    next_ready: Instant,
+    live_failures: u32,
+    ready_failures: u32,
+    ready_successes: u32,
+}
+
+/// Runs replica `r` until it is stopped: starts it, waits for its socket, probes it, and restarts
+/// it with backoff whenever it exits or fails its liveness probe (the deployment is Unhealthy
+/// meanwhile).
+async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
+    let l = &live.launch;
     let mut attempt: u32 = 0;
-    let mut ever_ready = false;
     loop {
         let _ = std::fs::remove_file(&r.socket);
-        let mut child = match spawn_replica(&l, &r.socket) {
+        let mut child = match spawn_replica(l, &r.socket) {
             Ok(c) => c,
             Err(e) => {
-                *live.first_failure.lock().unwrap() = Some(format!("cannot start replica {}: {e}", r.index));
+                *r.failed.lock().unwrap() = Some(format!("cannot start replica {}: {e}", r.index));
                 return;
             }
         };
         r.pgid.store(child.id().unwrap_or(0), Ordering::SeqCst);
         let started = Instant::now();
-        // Wait for readiness (the socket appearing), an exit, or the stop.
-        let exit = loop {
-            if live.cancel.is_cancelled() {
-                break None;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                break Some(status);
-            }
-            if !r.ready.load(Ordering::SeqCst) && r.socket.exists() {
-                r.ready.store(true, Ordering::SeqCst);
-                if ever_ready {
-                    say(&state, &live.id, &format!("replica {} ready again", r.index));
-                    mark_healthy_if_all_ready(&state, &live).await;
+        let exit = 'run: {
+            // Wait for readiness (the socket appearing), an exit, or the stop.
+            loop {
+                if r.cancel.is_cancelled() {
+                    break 'run None;
                 }
-                ever_ready = true;
+                if let Ok(Some(status)) = child.try_wait() {
+                    break 'run Some(status);
+                }
+                if r.socket.exists() {
+                    break;
+                }
+                tokio::select! {
+                    _ = r.cancel.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
             }
-            let wait = if r.ready.load(Ordering::SeqCst) { 200 } else { 20 };
-            tokio::select! {
-                _ = live.cancel.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            r.ready.store(true, Ordering::SeqCst);
+            if r.ever_ready.swap(true, Ordering::SeqCst) {
+                say(&state, &live.id, &format!("replica {} ready again", r.index));
+                mark_healthy_if_all_ready(&state, &live).await;
+            }
+            // Probe until it exits or is stopped.
+            let mut p = Probing {
+                next_live: started + live.liveness.initial_delay,
+                next_ready: started + live.readiness.initial_delay,
+                live_failures: 0,
+                ready_failures: 0,
+                ready_successes: 0,
+            };
+            loop {
+                let due = p.next_live.min(p.next_ready);
+                let pgid = r.pgid.load(Ordering::SeqCst);
+                let over_memory = async {
+                    match l.memory_limit {
+                        Some(limit) if pgid != 0 => cairn_jobs::process::exceeds_memory(pgid, limit).await,
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = r.cancel.cancelled() => break 'run None,
+                    status = child.wait() => break 'run status.ok(),
+                    _ = over_memory => {
+                        say(&state, &live.id, &format!(
+                            "replica {} exceeded its instance_type's memory ({} MiB resident): killing it",
+                            r.index, l.memory_limit.unwrap_or(0) >> 20
+                        ));
+                        r.recycle();
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+                let now = Instant::now();
+                if now >= p.next_live {
+                    p.next_live = now + live.liveness.period;
+                    if ping(&r.socket, live.liveness.timeout).await {
+                        p.live_failures = 0;
+                    } else {
+                        p.live_failures += 1;
+                        if p.live_failures >= live.liveness.failures {
+                            say(
+                                &state,
+                                &live.id,
+                                &format!(
+                                    "replica {} failed its liveness probe {} time(s) in a row: killing it",
+                                    r.index, p.live_failures
+                                ),
+                            );
+                            r.recycle();
+                            p.next_live = now + Duration::from_secs(3600);
+                        }
+                    }
+                }
+                if now >= p.next_ready {
+                    p.next_ready = now + live.readiness.period;
+                    let ok = ping(&r.socket, live.readiness.timeout).await;
+                    if ok {
+                        p.ready_failures = 0;
+                        p.ready_successes += 1;
+                    } else {
+                        p.ready_successes = 0;
+                        p.ready_failures += 1;
+                    }
+                    let in_rotation = r.ready.load(Ordering::SeqCst);
+                    if in_rotation && p.ready_failures >= live.readiness.failures {
+                        r.ready.store(false, Ordering::SeqCst);
+                        r.idle.lock().unwrap().clear();
+                        let reason = format!(
+                            "replica {} failed its readiness probe {} time(s) in a row: out of rotation",
+                            r.index, p.ready_failures
+                        );
+                        say(&state, &live.id, &reason);
+                        if owns_state(&state, &live) {
+                            let _ = state
+                                .store
+                                .set_deployment_state(&live.id, DeploymentState::Unhealthy, &reason, now_ms())
+                                .await;
+                        }
+                    } else if !in_rotation && p.ready_successes >= live.readiness.success {
+                        r.ready.store(true, Ordering::SeqCst);
+                        say(
+                            &state,
+                            &live.id,
+                            &format!("replica {} answers its readiness probe: back in rotation", r.index),
+                        );
+                        mark_healthy_if_all_ready(&state, &live).await;
+                    }
+                }
             }
         };
         r.ready.store(false, Ordering::SeqCst);
@@ -427,13 +749,13 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>, l: La
         };
         r.pgid.store(0, Ordering::SeqCst);
         let code = status.code().map(|c| c.to_string()).unwrap_or_else(|| "none (killed by a signal)".into());
-        if !ever_ready {
+        if !r.ever_ready.load(Ordering::SeqCst) {
             let why = if status.code() == Some(3) {
                 "the scoring script failed to import or its init() raised"
             } else {
                 "it exited before it was ready"
             };
-            *live.first_failure.lock().unwrap() = Some(format!(
+            *r.failed.lock().unwrap() = Some(format!(
                 "replica {} exited with code {code}: {why}. Log tail:\n{}",
                 r.index,
                 tail(&l.log, REASON_TAIL_BYTES)
@@ -450,27 +772,329 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>, l: La
         let reason =
             format!("replica {} exited (code {code}); restarting in {} ms", r.index, backoff.as_millis());
         say(&state, &live.id, &reason);
-        let _ =
-            state.store.set_deployment_state(&live.id, DeploymentState::Unhealthy, &reason, now_ms()).await;
+        if owns_state(&state, &live) {
+            let _ = state
+                .store
+                .set_deployment_state(&live.id, DeploymentState::Unhealthy, &reason, now_ms())
+                .await;
+        }
         tokio::select! {
-            _ = live.cancel.cancelled() => return,
+            _ = r.cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
     }
 }
 
-async fn mark_healthy_if_all_ready(state: &AppState, live: &Live) {
-    if live.replicas.iter().all(|r| r.ready.load(Ordering::SeqCst)) {
+async fn mark_healthy_if_all_ready(state: &AppState, live: &Arc<Live>) {
+    if live.replicas().iter().all(|r| r.ready.load(Ordering::SeqCst)) && owns_state(state, live) {
         let _ = state.store.set_deployment_state(&live.id, DeploymentState::Healthy, "", now_ms()).await;
     }
 }
 
-/// Stops every replica of `live` and waits for their supervisors.
+/// Stops every replica of `live` (and of the generation an update is starting beside it) and
+/// waits for their supervisors.
 async fn stop(live: &Live) {
     live.cancel.cancel();
-    let tasks: Vec<_> = std::mem::take(&mut *live.tasks.lock().unwrap());
+    let successor = live.successor.lock().unwrap().take();
+    if let Some(next) = successor {
+        Box::pin(stop(&next)).await;
+    }
+    let tasks: Vec<_> = live.replicas().iter().filter_map(|r| r.task.lock().unwrap().take()).collect();
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// Applies an update (the whole new spec): refused while the deployment is being created, updated
+/// or deleted (409). Returns the deployment as it is now (Updating when replicas start or stop in
+/// the background; `--wait` polls until a final state).
+pub async fn update(
+    state: &Arc<AppState>,
+    ws: &Workspace,
+    e: &EndpointRecord,
+    d: DeploymentRecord,
+    mut req: CreateDeployment,
+) -> Result<DeploymentRecord, Error> {
+    if let Some(en) = &req.endpoint_name {
+        if en != &e.name {
+            return Err(Error::invalid(format!(
+                "an update cannot move deployment \"{}\" from endpoint \"{}\" to \"{en}\"",
+                d.name, e.name
+            )));
+        }
+    }
+    req.endpoint_name = d.spec.endpoint_name.clone().or(req.endpoint_name);
+    let mut kind = classify_update(&d.spec, &req)?;
+    let (model_name, vref) = parse_model_ref(&req.model)?;
+    let mv = state.store.model_version(ws, &model_name, &vref).await?;
+    let (env_name, env_version) = parse_environment_ref(&req.environment)?;
+    state.store.environment(ws, &env_name, env_version).await?;
+    crate::routes::jobs::read_snapshot(state, &ws.id, &req.code_configuration.code).await?;
+    if (mv.name.as_str(), mv.version) != (d.model_name.as_str(), d.model_version) {
+        // The same reference (an alias) may now name another version.
+        kind = UpdateKind::Roll;
+    }
+    let busy = |what: &str| {
+        Error::conflict(format!(
+            "deployment \"{}\" of endpoint \"{}\" is {what}: wait until it is Healthy, Unhealthy or Failed",
+            d.name, e.name
+        ))
+    };
+    match d.state {
+        DeploymentState::Creating => return Err(busy("being created")),
+        DeploymentState::Updating => return Err(busy("being updated")),
+        DeploymentState::Deleting => return Err(busy("being deleted")),
+        _ => {}
+    }
+    let mut next = DeploymentRecord {
+        spec: req,
+        model_name: mv.name.clone(),
+        model_version: mv.version,
+        update_error: String::new(),
+        updated_at: now_ms(),
+        ..d.clone()
+    };
+    let current = state.deployments.get(&d.endpoint_id, &d.name);
+    let Some(live) = current.filter(|_| d.state != DeploymentState::Failed) else {
+        // Nothing runs (Failed): start the new spec as a new generation, like a create.
+        if d.state != DeploymentState::Failed {
+            return Err(busy("not running yet"));
+        }
+        next.generation = d.generation + 1;
+        next.state = DeploymentState::Creating;
+        next.reason = String::new();
+        state.store.add_model_version_use(ws, &mv.name, mv.version, USE_KIND, &d.id).await?;
+        state.store.update_deployment(&next).await?;
+        release_model(state, ws, &d, &next).await;
+        let _ = tokio::fs::remove_dir_all(gen_dir(state, &d.id, d.generation)).await;
+        say(
+            state,
+            &d.id,
+            &format!("update: starting generation {} in place of the failed one", next.generation),
+        );
+        launch(state.clone(), next.clone());
+        return Ok(next);
+    };
+    if live.updating.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        return Err(busy("being updated"));
+    }
+    match kind {
+        UpdateKind::Nothing => {
+            live.updating.store(false, Ordering::SeqCst);
+            state.store.update_deployment(&next).await?;
+            Ok(next)
+        }
+        UpdateKind::Scale => {
+            next.state = DeploymentState::Updating;
+            next.reason =
+                format!("scaling from {} to {} replica(s)", d.spec.instance_count, next.spec.instance_count);
+            if let Err(err) = state
+                .store
+                .update_deployment(&DeploymentRecord { spec: d.spec.clone(), ..next.clone() })
+                .await
+            {
+                live.updating.store(false, Ordering::SeqCst);
+                return Err(err);
+            }
+            tokio::spawn(scale(state.clone(), live, next.clone()));
+            Ok(next)
+        }
+        UpdateKind::Roll => {
+            next.generation = d.generation + 1;
+            let updating = DeploymentRecord {
+                state: DeploymentState::Updating,
+                reason: format!("starting generation {} beside generation {}", next.generation, d.generation),
+                ..d.clone()
+            };
+            let begun = async {
+                state.store.add_model_version_use(ws, &mv.name, mv.version, USE_KIND, &d.id).await?;
+                state.store.update_deployment(&updating).await?;
+                Ok::<_, Error>(())
+            };
+            if let Err(err) = begun.await {
+                live.updating.store(false, Ordering::SeqCst);
+                return Err(err);
+            }
+            tokio::spawn(roll(state.clone(), ws.clone(), live, d, next));
+            Ok(updating)
+        }
+    }
+}
+
+/// Forgets `old`'s model-version use when `new` uses another version (and removes its files).
+async fn release_model(state: &AppState, ws: &Workspace, old: &DeploymentRecord, new: &DeploymentRecord) {
+    if (old.model_name.as_str(), old.model_version) == (new.model_name.as_str(), new.model_version) {
+        return;
+    }
+    let _ =
+        state.store.remove_model_version_use(ws, &old.model_name, old.model_version, USE_KIND, &old.id).await;
+    let _ = tokio::fs::remove_dir_all(model_dir(state, old)).await;
+}
+
+/// The state a generation's replicas add up to, with the reason when not Healthy.
+fn health_of(live: &Live) -> (DeploymentState, String) {
+    let down: Vec<String> = live
+        .replicas()
+        .iter()
+        .filter(|r| !r.ready.load(Ordering::SeqCst))
+        .map(|r| r.index.to_string())
+        .collect();
+    if down.is_empty() {
+        (DeploymentState::Healthy, String::new())
+    } else {
+        (DeploymentState::Unhealthy, format!("replica(s) {} not ready", down.join(", ")))
+    }
+}
+
+/// Changes the number of replicas of the running generation: new ones start (the others keep
+/// serving); removed ones leave the rotation, finish their requests and stop.
+async fn scale(state: Arc<AppState>, live: Arc<Live>, mut next: DeploymentRecord) {
+    let n = next.spec.instance_count as usize;
+    let before = live.replicas().len();
+    say(&state, &live.id, &format!("scaling from {before} to {n} replica(s)"));
+    if n > before {
+        let added = add_replicas(&state, &live, n);
+        if let Err(reason) = wait_ready(&live, &added).await {
+            // Keep what served before: drop the new replicas, record why.
+            retire_replicas(&live, before).await;
+            next.spec.instance_count = before as i64;
+            next.update_error = format!("scaling to {n} replica(s) failed: {reason}");
+            say(&state, &live.id, &next.update_error);
+        }
+    } else {
+        retire_replicas(&live, n).await;
+    }
+    live.updating.store(false, Ordering::SeqCst);
+    (next.state, next.reason) = health_of(&live);
+    next.updated_at = now_ms();
+    if !live.cancel.is_cancelled() {
+        let _ = state.store.update_deployment(&next).await;
+    }
+}
+
+/// Removes the replicas past the first `keep`: out of the rotation first, then drained (their
+/// requests finish) and stopped.
+async fn retire_replicas(live: &Live, keep: usize) {
+    let gone: Vec<Arc<Replica>> = {
+        let mut replicas = live.replicas.write().unwrap();
+        let k = keep.min(replicas.len());
+        replicas.split_off(k)
+    };
+    for r in &gone {
+        r.ready.store(false, Ordering::SeqCst);
+        r.gate.drain(live.timeout + DRAIN_MARGIN).await;
+        r.cancel.cancel();
+    }
+    for r in gone {
+        let task = r.task.lock().unwrap().take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The rolling replacement: generation `next` starts beside `old`'s; once all its replicas are
+/// ready the gateway switches to it and `old` drains and stops. If it fails to start, `old`
+/// keeps serving and the failure is recorded.
+async fn roll(
+    state: Arc<AppState>,
+    ws: Workspace,
+    old: Arc<Live>,
+    d: DeploymentRecord,
+    mut next: DeploymentRecord,
+) {
+    let started = async {
+        let launch = materialise(&state, &next).await?;
+        let live = new_live(&next, launch);
+        *old.successor.lock().unwrap() = Some(live.clone());
+        if old.cancel.is_cancelled() {
+            // Deleted while preparing: `stop(old)` may have run before the successor was set.
+            stop(&live).await;
+            return Ok(None);
+        }
+        let n = next.spec.instance_count as usize;
+        say(
+            &state,
+            &d.id,
+            &format!(
+                "generation {}: starting {n} replica(s) with {}",
+                next.generation,
+                live.launch.python.display()
+            ),
+        );
+        let added = add_replicas(&state, &live, n);
+        match wait_ready(&live, &added).await {
+            Ok(true) => Ok(Some(live)),
+            Ok(false) => Ok(None),
+            Err(reason) => {
+                stop(&live).await;
+                Err(Error::invalid(reason))
+            }
+        }
+    };
+    let outcome = started.await;
+    match outcome {
+        Ok(Some(live)) => {
+            // The switch: one map update; requests that already hold `old` finish there. A
+            // deployment deleted meanwhile is no longer `old` in the map: stop what was started.
+            // Its replicas leave the deployment's state to this task until the update is done.
+            live.updating.store(true, Ordering::SeqCst);
+            let switched = {
+                let mut map = state.deployments.live.lock().unwrap();
+                let current = map.get(&live.key).is_some_and(|l| Arc::ptr_eq(l, &old));
+                if current {
+                    map.insert(live.key.clone(), live.clone());
+                }
+                current
+            };
+            old.successor.lock().unwrap().take();
+            if !switched {
+                stop(&live).await;
+                release_model(&state, &ws, &next, &d).await;
+                return;
+            }
+            // Recorded at once (a restart brings the new generation back), but still Updating
+            // until the old one has drained and its model version is released.
+            next.state = DeploymentState::Updating;
+            next.reason =
+                format!("generation {} serves; draining generation {}", next.generation, old.generation);
+            next.updated_at = now_ms();
+            let _ = state.store.update_deployment(&next).await;
+            say(&state, &d.id, &next.reason);
+            old.gate.drain(old.timeout + DRAIN_MARGIN).await;
+            stop(&old).await;
+            let _ = tokio::fs::remove_dir_all(gen_dir(&state, &d.id, d.generation)).await;
+            release_model(&state, &ws, &d, &next).await;
+            say(&state, &d.id, &format!("generation {} stopped: update done", d.generation));
+            live.updating.store(false, Ordering::SeqCst);
+            (next.state, next.reason) = health_of(&live);
+            next.updated_at = now_ms();
+            if !live.cancel.is_cancelled() {
+                let _ = state.store.update_deployment(&next).await;
+            }
+        }
+        Ok(None) => {
+            old.successor.lock().unwrap().take();
+            // The deployment was deleted meanwhile (its files and record go with it).
+            release_model(&state, &ws, &next, &d).await;
+        }
+        Err(err) => {
+            old.successor.lock().unwrap().take();
+            let reason = format!(
+                "update to generation {} failed; generation {} still serves: {err}",
+                next.generation, d.generation
+            );
+            say(&state, &d.id, &reason);
+            let _ = tokio::fs::remove_dir_all(gen_dir(&state, &d.id, next.generation)).await;
+            release_model(&state, &ws, &next, &d).await;
+            old.updating.store(false, Ordering::SeqCst);
+            let (st, why) = health_of(&old);
+            let kept =
+                DeploymentRecord { state: st, reason: why, update_error: reason, updated_at: now_ms(), ..d };
+            if !old.cancel.is_cancelled() {
+                let _ = state.store.update_deployment(&kept).await;
+            }
+        }
     }
 }
 
@@ -529,14 +1153,6 @@ pub enum ForwardError {
     Broken(String),
 }
 
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl Deployments {
     fn get(&self, endpoint_id: &str, name: &str) -> Option<Arc<Live>> {
         self.live.lock().unwrap().get(&key(endpoint_id, name)).cloned()
@@ -550,46 +1166,71 @@ impl Deployments {
         name: &str,
         req: Request<'_>,
     ) -> Result<Reply, ForwardError> {
-        let live = self.get(endpoint_id, name).ok_or(ForwardError::NotReady)?;
-        let ready: Vec<&Arc<Replica>> =
-            live.replicas.iter().filter(|r| r.ready.load(Ordering::SeqCst)).collect();
-        if ready.is_empty() {
-            return Err(ForwardError::NotReady);
-        }
-        if live.in_flight.fetch_add(1, Ordering::SeqCst) >= live.limit {
-            live.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(ForwardError::Busy(live.limit));
-        }
-        let _guard = InFlight(&live.in_flight);
-        let r = ready[live.next.fetch_add(1, Ordering::Relaxed) % ready.len()];
-        let header = serde_json::json!({
-            "id": 0, "route": req.route, "method": req.method, "query": req.query,
-            "content_type": req.content_type, "headers": req.headers,
-        });
-        let head = serde_json::to_vec(&header).expect("JSON serialises");
-        let pooled = r.idle.lock().unwrap().pop();
-        let attempt = async {
-            let mut stream = match pooled {
-                Some(s) => s,
-                None => UnixStream::connect(&r.socket)
-                    .await
-                    .map_err(|e| format!("cannot connect to replica {}: {e}", r.index))?,
+        // A generation retired between the lookup and the admission means an update just switched:
+        // the map already holds its successor, so look again.
+        for _ in 0..4 {
+            let live = self.get(endpoint_id, name).ok_or(ForwardError::NotReady)?;
+            let Some(_admitted) = live.gate.enter() else {
+                tokio::task::yield_now().await;
+                continue;
             };
-            let reply = exchange(&mut stream, &head, &req.body)
+            let replicas = live.replicas();
+            let ready: Vec<&Arc<Replica>> =
+                replicas.iter().filter(|r| r.ready.load(Ordering::SeqCst)).collect();
+            if ready.is_empty() {
+                return Err(ForwardError::NotReady);
+            }
+            let limit = live.per_instance * replicas.len();
+            if live.gate.count() > limit {
+                return Err(ForwardError::Busy(limit));
+            }
+            let start = live.next.fetch_add(1, Ordering::Relaxed);
+            // A replica being removed (scaling down) refuses entry: take the next one.
+            let Some((r, _on_replica)) = (0..ready.len())
+                .map(|i| ready[(start + i) % ready.len()])
+                .find_map(|r| Some((r, r.gate.enter()?)))
+            else {
+                return Err(ForwardError::NotReady);
+            };
+            return send(&live, r, &req).await;
+        }
+        Err(ForwardError::NotReady)
+    }
+}
+
+/// One request/answer exchange with replica `r`, within the generation's request timeout.
+async fn send(live: &Live, r: &Replica, req: &Request<'_>) -> Result<Reply, ForwardError> {
+    let mut header = serde_json::json!({
+        "id": 0, "route": req.route, "method": req.method, "query": req.query, "headers": req.headers,
+    });
+    // The protocol's content_type is a string when present: a request without a Content-Type
+    // header sends none (null would be refused with a 400).
+    if let Some(ct) = req.content_type {
+        header["content_type"] = ct.into();
+    }
+    let head = serde_json::to_vec(&header).expect("JSON serialises");
+    let pooled = r.idle.lock().unwrap().pop();
+    let attempt = async {
+        let mut stream = match pooled {
+            Some(s) => s,
+            None => UnixStream::connect(&r.socket)
                 .await
-                .map_err(|e| format!("replica {} failed mid-request: {e}", r.index))?;
-            Ok::<_, String>((stream, reply))
+                .map_err(|e| format!("cannot connect to replica {}: {e}", r.index))?,
         };
-        match tokio::time::timeout(live.timeout, attempt).await {
-            Err(_) => {
-                r.recycle();
-                Err(ForwardError::Timeout(live.timeout.as_millis() as u64))
-            }
-            Ok(Err(msg)) => Err(ForwardError::Broken(msg)),
-            Ok(Ok((stream, reply))) => {
-                r.idle.lock().unwrap().push(stream);
-                Ok(reply)
-            }
+        let reply = exchange(&mut stream, &head, &req.body)
+            .await
+            .map_err(|e| format!("replica {} failed mid-request: {e}", r.index))?;
+        Ok::<_, String>((stream, reply))
+    };
+    match tokio::time::timeout(live.timeout, attempt).await {
+        Err(_) => {
+            r.recycle();
+            Err(ForwardError::Timeout(live.timeout.as_millis() as u64))
+        }
+        Ok(Err(msg)) => Err(ForwardError::Broken(msg)),
+        Ok(Ok((stream, reply))) => {
+            r.idle.lock().unwrap().push(stream);
+            Ok(reply)
         }
     }
 }

@@ -24,6 +24,10 @@ pub struct DeploymentRecord {
     pub model_version: i64,
     pub state: DeploymentState,
     pub reason: String,
+    /// The generation that serves (see `cairn_core::deployments::Deployment::generation`).
+    pub generation: i64,
+    /// Why the last update failed, else empty.
+    pub update_error: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -34,12 +38,28 @@ impl DeploymentRecord {
     }
 }
 
-/// What the `spec` column holds: the request plus the version it resolved to.
+/// What the `spec` column holds: the request plus the version it resolved to, the generation
+/// that serves and the last update's failure (both absent in rows written before updates existed).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     spec: CreateDeployment,
     model_name: String,
     model_version: i64,
+    #[serde(default)]
+    generation: i64,
+    #[serde(default)]
+    update_error: String,
+}
+
+fn stored_json(d: &DeploymentRecord) -> String {
+    serde_json::to_string(&Stored {
+        spec: d.spec.clone(),
+        model_name: d.model_name.clone(),
+        model_version: d.model_version,
+        generation: d.generation,
+        update_error: d.update_error.clone(),
+    })
+    .expect("a deployment spec serialises")
 }
 
 const COLUMNS: &str = "d.id, d.endpoint_id, e.name AS endpoint_name, e.workspace_id, w.name AS workspace, d.name, d.spec, d.state, \
@@ -63,6 +83,8 @@ fn from_row(r: &AnyRow) -> Result<DeploymentRecord, Error> {
         state: DeploymentState::parse(&state)
             .ok_or_else(|| Error::internal(format!("unknown deployment state {state:?}")))?,
         reason: get("reason")?,
+        generation: stored.generation,
+        update_error: stored.update_error,
         created_at: r.try_get("created_at").map_err(map_err)?,
         updated_at: r.try_get("updated_at").map_err(map_err)?,
     })
@@ -71,12 +93,7 @@ fn from_row(r: &AnyRow) -> Result<DeploymentRecord, Error> {
 impl Store {
     /// Stores a new deployment; a name already used on the endpoint is a conflict.
     pub async fn create_deployment(&self, d: &DeploymentRecord) -> Result<(), Error> {
-        let spec = serde_json::to_string(&Stored {
-            spec: d.spec.clone(),
-            model_name: d.model_name.clone(),
-            model_version: d.model_version,
-        })
-        .expect("a deployment spec serialises");
+        let spec = stored_json(d);
         sqlx::query(
             "INSERT INTO deployments (id, endpoint_id, name, spec, state, reason, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -162,6 +179,23 @@ impl Store {
                 .execute(&self.pool)
                 .await
                 .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces a deployment's spec, resolved model, generation, update error, state and reason
+    /// (an update's outcome); false when it no longer exists.
+    pub async fn update_deployment(&self, d: &DeploymentRecord) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE deployments SET spec = $1, state = $2, reason = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(stored_json(d))
+        .bind(d.state.as_str())
+        .bind(&d.reason)
+        .bind(d.updated_at)
+        .bind(&d.id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
         Ok(done.rows_affected() > 0)
     }
 

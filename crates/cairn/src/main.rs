@@ -56,7 +56,7 @@ enum Command {
     /// Online endpoints: create, keys and tokens, invoke.
     #[command(subcommand)]
     Endpoint(cmd::endpoints::EndpointCommand),
-    /// Online deployments: create (--all-traffic, --wait), list, show, delete, logs.
+    /// Online deployments: create (--all-traffic, --wait), update (--wait), list, show, delete, logs.
     #[command(subcommand)]
     Deployment(cmd::deployments::DeploymentCommand),
     /// Register, list, show, download, tag, alias and delete models.

@@ -235,11 +235,181 @@ async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backen
     }
     assert_eq!(last.0, 200, "{}", last.1);
     assert_eq!(json(&last.1), serde_json::json!([3.0]));
-    let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
+    // One ready replica answers; Healthy needs both (the second may still be starting).
+    let mut d = Value::Null;
+    for _ in 0..100 {
+        d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
+        if d["state"] == "Healthy" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(d["state"], "Healthy", "{d}");
 
     // Deleting the endpoint stops its deployments' replicas and releases the model version.
     s.ok(&["endpoint", "delete", "lin-ep", "-w", "w"]);
     assert!(replica_pids(&s).is_empty());
     s.ok(&["model", "delete", "lin:1", "-w", "w"]);
+}
+
+/// The gateway's answers that need a running deployment; they do not depend on the store, so they
+/// run on SQLite only.
+mod gateway {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Answers its deployment's colour (an environment variable) and its pid; sleeps when asked.
+    const COLOR_PY: &str = r#"
+import json, os, time
+
+def init():
+    pass
+
+def run(raw_data):
+    req = json.loads(raw_data)
+    time.sleep(req.get("sleep", 0))
+    return {"color": os.environ["COLOR"], "pid": os.getpid()}
+"#;
+
+    fn deployment(s: &Server, name: &str, instances: u32, per_instance: u32) -> String {
+        let f = s.tmp().join(format!("spec/{name}.yml"));
+        std::fs::write(
+            &f,
+            format!(
+                "name: {name}\nendpoint_name: lin-ep\nmodel: azureml:lin:1\n\
+                 code_configuration:\n  code: src\n  scoring_script: score.py\n\
+                 environment: plain\ninstance_count: {instances}\n\
+                 request_settings:\n  request_timeout_ms: 30000\n  max_concurrent_requests_per_instance: {per_instance}\n\
+                 environment_variables:\n  COLOR: {name}\n"
+            ),
+        )
+        .unwrap();
+        f.display().to_string()
+    }
+
+    async fn post(s: &Server, key: &str, body: &str, pin: Option<&str>) -> reqwest::Response {
+        let mut r = reqwest::Client::new()
+            .post(format!("{}/endpoints/lin-ep/score", s.url))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(d) = pin {
+            r = r.header("azureml-model-deployment", d);
+        }
+        r.send().await.unwrap()
+    }
+
+    fn key_of(s: &Server) -> String {
+        let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+        keys["primary_key"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn past_the_concurrency_limit_is_429_and_a_replica_dying_mid_request_is_502() {
+        let s = Server::start();
+        setup(&s, COLOR_PY);
+        let file = deployment(&s, "blue", 1, 1);
+        s.ok(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
+        let key = key_of(&s);
+
+        // One slot (1 × 1): a second request while the first runs is refused at once.
+        let (s2, k2) = (s.url.clone(), key.clone());
+        let slow = tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(format!("{s2}/endpoints/lin-ep/score"))
+                .bearer_auth(k2)
+                .body(r#"{"sleep": 2}"#)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let r = post(&s, &key, "{}", None).await;
+        assert_eq!(r.status().as_u16(), 429);
+        assert_eq!(
+            r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()).as_deref(),
+            Some("10")
+        );
+        let body = r.text().await.unwrap();
+        assert!(body.contains("limit of 1 concurrent requests"), "{body}");
+        assert_eq!(slow.await.unwrap(), 200, "the admitted request finishes");
+        assert_eq!(post(&s, &key, "{}", None).await.status().as_u16(), 200, "the slot is free again");
+
+        // The replica dies while it holds a request: that request gets 502 at once, later ones 200.
+        let (s2, k2) = (s.url.clone(), key.clone());
+        let doomed = tokio::spawn(async move {
+            let sent = Instant::now();
+            let r = reqwest::Client::new()
+                .post(format!("{s2}/endpoints/lin-ep/score"))
+                .bearer_auth(k2)
+                .body(r#"{"sleep": 20}"#)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap(), sent.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let pids = replica_pids(&s);
+        assert_eq!(pids.len(), 1);
+        unsafe { libc::kill(pids[0], libc::SIGKILL) };
+        let (status, body, took) = doomed.await.unwrap();
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("failed mid-request"), "{body}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut status = 0;
+        while status != 200 && Instant::now() < deadline {
+            status = post(&s, &key, "{}", None).await.status().as_u16();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_90_10_split_holds_over_1000_requests_and_the_header_pins_a_deployment() {
+        let s = Server::start();
+        setup(&s, COLOR_PY);
+        for name in ["blue", "green"] {
+            let file = deployment(&s, name, 1, 16);
+            s.ok(&["deployment", "create", "-f", &file, "--wait", "-w", "w"]);
+        }
+        s.ok(&["endpoint", "update", "lin-ep", "--traffic", "blue=90 green=10", "-w", "w"]);
+        let key = key_of(&s);
+
+        let client = reqwest::Client::new();
+        let url = format!("{}/endpoints/lin-ep/score", s.url);
+        // 8 clients at a time: below either deployment's limit of 16, so none is refused.
+        use futures::StreamExt;
+        let answers: Vec<String> = futures::stream::iter(0..1000)
+            .map(|_| {
+                let (client, url, key) = (client.clone(), url.clone(), key.clone());
+                async move {
+                    let r = client.post(url).bearer_auth(key).body("{}").send().await.unwrap();
+                    assert_eq!(r.status().as_u16(), 200);
+                    json(&r.text().await.unwrap())["color"].as_str().unwrap().to_string()
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let green = answers.iter().filter(|c| *c == "green").count();
+        let blue = answers.iter().filter(|c| *c == "blue").count();
+        assert_eq!(green + blue, 1000);
+        // Binomial(1000, 0.1): sd ≈ 9.5 requests, so ±40 is over 4 sd.
+        eprintln!("traffic 90/10 over 1000 requests: blue {blue}, green {green}");
+        assert!((60..=140).contains(&green), "green took {green} of 1000 (expected 100 ± 40)");
+
+        // The header pins a deployment whatever the split says, even one with 0 %.
+        s.ok(&["endpoint", "update", "lin-ep", "--traffic", "blue=100", "-w", "w"]);
+        for _ in 0..20 {
+            let r = post(&s, &key, "{}", Some("green")).await;
+            assert_eq!(r.status().as_u16(), 200);
+            assert_eq!(json(&r.text().await.unwrap())["color"], "green");
+        }
+        let r = post(&s, &key, "{}", Some("red")).await;
+        assert_eq!(r.status().as_u16(), 404);
+        let message = json(&r.text().await.unwrap())["message"].as_str().unwrap().to_string();
+        assert!(message.contains("no deployment \"red\""), "{message}");
+    }
 }

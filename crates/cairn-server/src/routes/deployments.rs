@@ -35,6 +35,84 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(deployments::view(&d))))
 }
 
+/// Updates a deployment with a whole new spec (the YAML as for create). Changing only
+/// `instance_count` adds or removes replicas; changing code, model, environment, request settings,
+/// probes or variables starts a new generation beside the serving one and switches when it is
+/// ready (rolling, nothing dropped). Answers at once (Updating); 409 while it is being created,
+/// updated or deleted.
+#[utoipa::path(put, path = "/api/v1/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}", tag = "endpoints",
+    params(("ws" = String, Path, description = "workspace name"), ("endpoint" = String, Path, description = "endpoint name"),
+        ("name" = String, Path, description = "deployment name")),
+    request_body = CreateDeployment,
+    responses((status = 200, body = Deployment), (status = 400, body = cairn_core::api::ErrorBody),
+        (status = 404, body = cairn_core::api::ErrorBody), (status = 409, body = cairn_core::api::ErrorBody)))]
+pub async fn replace(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, endpoint, name)): Path<(String, String, String)>,
+    extract::Json(req): extract::Json<CreateDeployment>,
+) -> ApiResult<Json<Deployment>> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let workspace = state.store.workspace(&ws).await?;
+    let e = state.store.endpoint(&workspace, &endpoint).await?;
+    let d = state.store.deployment(&e.id, &e.name, &name).await?;
+    let d = deployments::update(&state, &workspace, &e, d, req).await?;
+    tracing::info!(workspace = %ws, endpoint = %endpoint, deployment = %name, "deployment update accepted");
+    Ok(Json(deployments::view(&d)))
+}
+
+/// Updates a deployment with a JSON merge patch (RFC 7396) of its spec, e.g.
+/// `{"instance_count": 3}`; then as `PUT`.
+#[utoipa::path(patch, path = "/api/v1/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}", tag = "endpoints",
+    params(("ws" = String, Path, description = "workspace name"), ("endpoint" = String, Path, description = "endpoint name"),
+        ("name" = String, Path, description = "deployment name")),
+    request_body = Object,
+    responses((status = 200, body = Deployment), (status = 400, body = cairn_core::api::ErrorBody),
+        (status = 404, body = cairn_core::api::ErrorBody), (status = 409, body = cairn_core::api::ErrorBody)))]
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, endpoint, name)): Path<(String, String, String)>,
+    extract::Json(patch): extract::Json<serde_json::Value>,
+) -> ApiResult<Json<Deployment>> {
+    caller.require(Role::Writer, Some(&ws))?;
+    if !patch.is_object() {
+        return Err(cairn_core::Error::invalid(
+            "a deployment patch must be a JSON object (RFC 7396 merge patch)",
+        )
+        .into());
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    let e = state.store.endpoint(&workspace, &endpoint).await?;
+    let d = state.store.deployment(&e.id, &e.name, &name).await?;
+    let mut spec = serde_json::to_value(&d.spec).map_err(cairn_core::Error::internal)?;
+    merge_patch(&mut spec, &patch);
+    let req: CreateDeployment = serde_json::from_value(spec)
+        .map_err(|e| cairn_core::Error::invalid(format!("the patched deployment is not valid: {e}")))?;
+    let d = deployments::update(&state, &workspace, &e, d, req).await?;
+    tracing::info!(workspace = %ws, endpoint = %endpoint, deployment = %name, "deployment update accepted");
+    Ok(Json(deployments::view(&d)))
+}
+
+/// RFC 7396: objects merge key by key, `null` removes a key, anything else replaces.
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::Value::Object(Default::default());
+    }
+    let map = target.as_object_mut().expect("an object");
+    for (k, v) in fields {
+        if v.is_null() {
+            map.remove(k);
+        } else {
+            merge_patch(map.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/endpoints/{endpoint}/deployments", tag = "endpoints",
     params(("ws" = String, Path, description = "workspace name"), ("endpoint" = String, Path, description = "endpoint name")),
     responses((status = 200, body = Vec<Deployment>)))]
@@ -106,4 +184,17 @@ pub async fn logs(
     let e = state.store.endpoint(&workspace, &endpoint).await?;
     let d = state.store.deployment(&e.id, &e.name, &name).await?;
     Ok(deployments::logs(&state, &d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut spec = json!({"a": 1, "s": {"x": 1, "y": 2}, "gone": true});
+        merge_patch(&mut spec, &json!({"a": 2, "s": {"y": null, "z": 3}, "gone": null, "new": [1]}));
+        assert_eq!(spec, json!({"a": 2, "s": {"x": 1, "z": 3}, "new": [1]}));
+    }
 }

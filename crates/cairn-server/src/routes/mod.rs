@@ -99,7 +99,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}",
-            get(deployments::show).delete(deployments::delete),
+            get(deployments::show)
+                .put(deployments::replace)
+                .patch(deployments::patch)
+                .delete(deployments::delete),
         )
         .route("/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}/logs", get(deployments::logs))
         .route("/workspaces/{ws}/models", get(models::list))

@@ -1,5 +1,6 @@
-//! `cairn deployment create|list|show|delete|logs`: online deployments, from Azure ML v2's
-//! online-deployment YAML. `create` uploads the `code_configuration.code` folder as a snapshot.
+//! `cairn deployment create|update|list|show|delete|logs`: online deployments, from Azure ML v2's
+//! online-deployment YAML. `create` and `update` upload the `code_configuration.code` folder as a
+//! snapshot.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,20 @@ pub enum DeploymentCommand {
         #[arg(long)]
         all_traffic: bool,
         /// Wait until the deployment is Healthy or Failed (Failed exits non-zero).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Update a deployment from its YAML file: a rolling replacement when code, model, environment
+    /// or settings change, replicas added or removed when only instance_count does.
+    Update {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Wait until the update is done (a failed update exits non-zero; the old generation
+        /// keeps serving).
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -89,6 +104,8 @@ fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
         ("request_timeout_ms", d.spec.request_settings.timeout_ms().to_string()),
         ("max_concurrent", d.spec.request_settings.max_concurrent().to_string()),
         ("reason", d.reason.clone()),
+        ("generation", d.generation.to_string()),
+        ("update_error", d.update_error.clone()),
         ("created", output::time(d.created_at)),
         ("updated", output::time(d.updated_at)),
     ]
@@ -140,6 +157,28 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
                 }
                 if d.state == DeploymentState::Failed {
                     bail!("deployment {endpoint}/{} failed: {}", d.name, d.reason);
+                }
+            }
+            output::print_one(client.output, &d, fields(&d))
+        }
+        DeploymentCommand::Update { file, wait, ws, client } => {
+            let api = Api::new(&client, &ws)?;
+            let req = read_file(&api, &client, &file).await?;
+            let Some(endpoint) = req.endpoint_name.clone() else {
+                bail!("{}: endpoint_name is required", file.display());
+            };
+            let p = path(&endpoint, &req.name, "")?;
+            let mut d: Deployment = api.send(api.http.put(api.url(&p)).json(&req)).await?.json().await?;
+            if wait {
+                while !d.state.is_final() {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    d = api.get(&p).await?;
+                }
+                if d.state == DeploymentState::Failed {
+                    bail!("deployment {endpoint}/{} failed: {}", d.name, d.reason);
+                }
+                if !d.update_error.is_empty() {
+                    bail!("deployment {endpoint}/{}: {}", d.name, d.update_error);
                 }
             }
             output::print_one(client.output, &d, fields(&d))

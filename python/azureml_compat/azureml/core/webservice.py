@@ -16,8 +16,16 @@ class Webservice(_sdk.Webservice):
     def __init__(self, workspace: Any, name: str) -> None:
         _sdk.Webservice.__init__(self, workspace, name)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        raise unsupported("Webservice.update", "deploy again with Model.deploy(..., overwrite=True)")
+    def update(self, models: Optional[list] = None, inference_config: Optional[_sdk.InferenceConfig] = None,
+               num_replicas: Optional[int] = None, autoscale_enabled: Optional[bool] = None,
+               **kwargs: Any) -> None:
+        """Azure ML v1's ``update``: a new model, scoring code/environment or replica count; the
+        server replaces the replicas without dropping requests. Follow with
+        ``wait_for_deployment()``."""
+        if autoscale_enabled:
+            raise unsupported("autoscaling (autoscale_enabled=True)", "set num_replicas")
+        ignored("Webservice.update", given(**kwargs), "Cairn's replicas are processes on the server's machine")
+        _sdk.Webservice.update(self, models=models, inference_config=inference_config, instance_count=num_replicas)
 
     @staticmethod
     def deploy_configuration(cpu_cores: float = 1, memory_gb: float = 1, **kwargs: Any) -> _sdk.DeploymentConfiguration:
