@@ -40,6 +40,7 @@ on_both_backends!(
     a_deployment_scores_survives_sigkill_and_holds_its_model_version,
     a_failing_init_fails_the_deployment_with_its_traceback,
     a_hung_run_gets_504_and_deployments_come_back_after_a_restart,
+    deleting_the_workspace_with_force_stops_its_replicas,
 );
 
 fn json(text: &str) -> Value {
@@ -254,6 +255,29 @@ async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backen
 
 /// The gateway's answers that need a running deployment; they do not depend on the store, so they
 /// run on SQLite only.
+async fn deleting_the_workspace_with_force_stops_its_replicas(b: Backend) {
+    let (s, _db) = start(b).await;
+    let file = setup(&s, SCORE_PY);
+    s.ok(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
+    let pids = replica_pids(&s);
+    assert_eq!(pids.len(), 2, "two replicas run");
+    let err = s.fails(&["workspace", "delete", "w"]);
+    assert!(err.contains("endpoints lin-ep") && err.contains("--force"), "{err}");
+    s.ok(&["workspace", "delete", "w", "--force"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !replica_pids(&s).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas outlived their workspace: {:?}",
+            replica_pids(&s)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The endpoint's URI is gone with it.
+    let (status, _) = score(&s, "any-key", r#"{"data": [[1, 2, 3]]}"#).await;
+    assert_eq!(status, 401, "an unknown endpoint answers like a wrong key");
+}
+
 mod gateway {
     use super::*;
     use std::time::{Duration, Instant};
