@@ -20,6 +20,15 @@ struct Studio {
     http: reqwest::Client,
     base: String,
     cookie: String,
+    /// The slowest page so far and its time (printed when the test ends, for the report).
+    slowest: std::sync::Mutex<(Duration, String)>,
+}
+
+impl Drop for Studio {
+    fn drop(&mut self) {
+        let (t, path) = &*self.slowest.lock().unwrap();
+        eprintln!("slowest studio page: {path} in {:.1} ms", t.as_secs_f64() * 1000.0);
+    }
 }
 
 struct Page {
@@ -64,11 +73,19 @@ impl Studio {
         let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
         let cookie = set.split(';').next().unwrap().to_string();
         assert!(cookie.starts_with("cairn_session="), "{set}");
-        Studio { http, base: s.url.clone(), cookie }
+        Studio { http, base: s.url.clone(), cookie, slowest: Default::default() }
     }
 
     async fn page(&self, r: reqwest::RequestBuilder) -> Page {
+        let started = Instant::now();
         let r = r.header("cookie", &self.cookie).send().await.unwrap();
+        let took = started.elapsed();
+        {
+            let mut slowest = self.slowest.lock().unwrap();
+            if took > slowest.0 {
+                *slowest = (took, r.url().path().to_string());
+            }
+        }
         let status = r.status().as_u16();
         let location =
             r.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();

@@ -28,7 +28,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 fn compute_href(ws: &str, name: &str) -> String {
-    format!("/w/{}/compute/{}", layout::seg(ws), layout::seg(name))
+    format!("{}/compute/{}", layout::ws_url(ws), layout::seg(name))
 }
 
 fn size_text(c: &Compute) -> String {
@@ -111,7 +111,7 @@ async fn show_body(state: &AppState, workspace: &Workspace, name: &str) -> Resul
     };
     let body = html! {
         nav.breadcrumbs aria-label="Breadcrumbs" {
-            a href={ "/w/" (layout::seg(ws)) "/compute" } { "Compute" } " / " span { (c.name) }
+            a href={ (layout::ws_url(ws)) "/compute" } { "Compute" } " / " span { (c.name) }
         }
         h1 { "Compute " (c.name) }
         dl.facts {
@@ -156,7 +156,7 @@ async fn runs_table(state: &AppState, ws: &Workspace, id: &str, ids: &[String]) 
             } }
             tbody { @for r in &runs {
                 tr data-run-id=(r.id) {
-                    td { a href={ "/w/" (layout::seg(&ws.name)) "/runs/" (layout::seg(&r.id)) } {
+                    td { a href={ (layout::ws_url(&ws.name)) "/runs/" (layout::seg(&r.id)) } {
                         @if r.display_name.is_empty() { (r.id) } @else { (r.display_name) }
                     } }
                     td { (r.experiment) }

@@ -95,7 +95,7 @@ async fn list_body(state: &AppState, workspace: &Workspace) -> Result<Markup, Er
 
 /// The studio URL of folder `dir` (`""` for the root) of a datastore.
 fn ds_href(ws: &str, ds: &str, dir: &str) -> String {
-    let mut href = format!("/w/{}/data/{}", layout::seg(ws), layout::seg(ds));
+    let mut href = format!("{}/data/{}", layout::ws_url(ws), layout::seg(ds));
     if !dir.is_empty() {
         href.push('/');
         href.push_str(&path_url(dir));
@@ -183,7 +183,7 @@ async fn browse(state: &AppState, workspace: &Workspace, ds: &str, raw: &str) ->
     let title = if dir.is_root() { ds.to_string() } else { format!("{ds}/{dir}") };
     let body = html! {
         nav.breadcrumbs #data-breadcrumbs aria-label="Breadcrumbs" {
-            a href={ "/w/" (layout::seg(ws)) "/data" } { "Data" } " / "
+            a href={ (layout::ws_url(ws)) "/data" } { "Data" } " / "
             @if dir.is_root() { span aria-current="page" { (ds) } }
             @else {
                 a href=(ds_href(ws, ds, "")) { (ds) }

@@ -97,7 +97,7 @@ fn fmt_seconds(s: f64) -> String {
 }
 
 fn endpoint_href(ws: &str, name: &str) -> String {
-    format!("/w/{}/endpoints/{}", layout::seg(ws), layout::seg(name))
+    format!("{}/endpoints/{}", layout::ws_url(ws), layout::seg(name))
 }
 
 fn traffic_text(t: &std::collections::BTreeMap<String, i64>) -> String {
@@ -199,7 +199,7 @@ async fn endpoint_body(
     let keys_api = format!("/api/v1/workspaces/{}/endpoints/{}/keys", layout::seg(ws), layout::seg(&e.name));
     let body = html! {
         nav.breadcrumbs aria-label="Breadcrumbs" {
-            a href={ "/w/" (layout::seg(ws)) "/endpoints" } { "Endpoints" } " / " span { (e.name) }
+            a href={ (layout::ws_url(ws)) "/endpoints" } { "Endpoints" } " / " span { (e.name) }
         }
         h1 { "Endpoint " (e.name) }
         @if let Some(n) = &notice { p.notice role="status" { (n) } }
@@ -262,7 +262,7 @@ async fn endpoint_body(
 }
 
 fn deployment_row(ws: &str, d: &DeploymentRecord, h: Option<&ReplicaHealth>) -> Markup {
-    let model = format!("/w/{}/models/{}/{}", layout::seg(ws), layout::seg(&d.model_name), d.model_version);
+    let model = format!("{}/models/{}/{}", layout::ws_url(ws), layout::seg(&d.model_name), d.model_version);
     html! {
         tr data-deployment=(d.name) {
             td { (d.name) }

@@ -93,7 +93,7 @@ fn build_log(state: &AppState, env: &Environment) -> (Option<String>, bool) {
 }
 
 fn env_href(ws: &str, name: &str) -> String {
-    format!("/w/{}/environments/{}", layout::seg(ws), layout::seg(name))
+    format!("{}/environments/{}", layout::ws_url(ws), layout::seg(name))
 }
 
 async fn list(State(state): State<Arc<AppState>>, s: Session, Path(ws): Path<String>) -> PageResult {
@@ -178,7 +178,7 @@ async fn show_body(
     let here = env_href(ws, name);
     let body = html! {
         nav.breadcrumbs aria-label="Breadcrumbs" {
-            a href={ "/w/" (layout::seg(ws)) "/environments" } { "Environments" } " / " span { (env.name) }
+            a href={ (layout::ws_url(ws)) "/environments" } { "Environments" } " / " span { (env.name) }
         }
         h1 { "Environment " (env.name) " version " (env.version) }
         @if !env.description.is_empty() { p.description { (env.description) } }

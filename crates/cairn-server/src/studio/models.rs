@@ -98,7 +98,7 @@ async fn list_body(state: &AppState, workspace: &Workspace, page: Option<&str>) 
         }
         @if let Some(next) = &page.next_page_token {
             nav.pager aria-label="Pages" {
-                a #next-page href={ "/w/" (layout::seg(ws)) "/models?page=" (layout::q(next)) } { "Next page" }
+                a #next-page href={ (layout::ws_url(ws)) "/models?page=" (layout::q(next)) } { "Next page" }
             }
         }
     };
@@ -106,7 +106,7 @@ async fn list_body(state: &AppState, workspace: &Workspace, page: Option<&str>) 
 }
 
 fn model_href(ws: &str, name: &str) -> String {
-    format!("/w/{}/models/{}", layout::seg(ws), layout::seg(name))
+    format!("{}/models/{}", layout::ws_url(ws), layout::seg(name))
 }
 
 fn version_href(ws: &str, name: &str, v: i64) -> String {
@@ -137,7 +137,7 @@ async fn model_body(state: &AppState, workspace: &Workspace, name: &str) -> Resu
     let versions = state.store.list_model_versions(workspace, name).await?;
     let body = html! {
         nav.breadcrumbs aria-label="Breadcrumbs" {
-            a href={ "/w/" (layout::seg(ws)) "/models" } { "Models" } " / " span { (m.name) }
+            a href={ (layout::ws_url(ws)) "/models" } { "Models" } " / " span { (m.name) }
         }
         h1 { "Model " (m.name) }
         @if !m.description.is_empty() { p.description { (m.description) } }
@@ -175,7 +175,7 @@ async fn model_body(state: &AppState, workspace: &Workspace, name: &str) -> Resu
                             td { (layout::fmt_bytes(v.size as u64)) }
                             td { (tags(&v.tags)) }
                             td { @if let Some(run) = &v.run_id {
-                                a href={ "/w/" (layout::seg(ws)) "/runs/" (layout::seg(run)) } { (run) }
+                                a href={ (layout::ws_url(ws)) "/runs/" (layout::seg(run)) } { (run) }
                             } }
                             td { (layout::time_el(v.created_at)) }
                         }
@@ -216,7 +216,7 @@ async fn version_body(
     );
     let body = html! {
         nav.breadcrumbs aria-label="Breadcrumbs" {
-            a href={ "/w/" (layout::seg(ws)) "/models" } { "Models" } " / "
+            a href={ (layout::ws_url(ws)) "/models" } { "Models" } " / "
             a href=(model_href(ws, &mv.name)) { (mv.name) } " / " span { "version " (mv.version) }
         }
         section #model-version aria-labelledby="version-h" {
@@ -231,7 +231,7 @@ async fn version_body(
                 dt { "Lineage" } dd {
                     @if let Some(run) = &mv.run_id {
                         "Produced by run "
-                        a #lineage-run href={ "/w/" (layout::seg(ws)) "/runs/" (layout::seg(run)) } { (run) }
+                        a #lineage-run href={ (layout::ws_url(ws)) "/runs/" (layout::seg(run)) } { (run) }
                         @if let Some(e) = &mv.experiment_id { " (experiment " (e) ")" }
                     } @else {
                         "Registered from local files (no run)"
