@@ -17,6 +17,7 @@ mod models;
 mod resources;
 mod runs;
 mod search;
+mod series;
 mod tokens;
 mod workspaces;
 
@@ -30,6 +31,7 @@ pub use models::READY as MODEL_VERSION_READY;
 pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
 pub use search::RunScope;
+pub use series::MetricSeries;
 pub use tokens::{NewToken, TokenRecord};
 
 /// Largest page any list returns, whatever the caller asks for.
