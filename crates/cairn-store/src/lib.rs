@@ -18,6 +18,7 @@ mod resources;
 mod runs;
 mod search;
 mod series;
+mod studio;
 mod tokens;
 mod workspaces;
 
@@ -32,6 +33,7 @@ pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
 pub use search::RunScope;
 pub use series::MetricSeries;
+pub use studio::{ExperimentSummary, RunColumnKeys, RunStatusRow};
 pub use tokens::{NewToken, TokenRecord};
 
 /// Largest page any list returns, whatever the caller asks for.
