@@ -2,8 +2,8 @@
 //! (`/w/{ws}/runs`), one row per run with a column per param and per latest metric value.
 //!
 //! Filtering and ordering use the API's grammar (`cairn_core::search`) and the store's search,
-//! which loads only the page shown; column keys come from `params` and `latest_metrics`, never
-//! from the metric history. A filter that does not parse is shown inline with the unfiltered
+//! which loads only the page shown; column keys come from `params` and `latest_metrics` of the
+//! newest runs and of the page's runs, never from the metric history. A filter that does not parse is shown inline with the unfiltered
 //! table, so the user loses nothing and sees what to fix. `/w/{ws}/run-status?ids=` answers
 //! live status updates for the rows (and the run page) of runs that have not ended.
 
@@ -199,7 +199,8 @@ async fn table(
         .search_runs_in(&workspace, &scope, &clauses, &order, (page - 1) * PAGE_SIZE, PAGE_SIZE)
         .await
         .or_page(&s)?;
-    let keys = state.store.run_column_keys(&workspace, experiment).await.or_page(&s)?;
+    let mut keys = state.store.run_column_keys(&workspace, experiment).await.or_page(&s)?;
+    add_page_keys(&mut keys, &runs);
 
     let base = match experiment {
         Some(e) => format!("{}/experiments/{}", layout::ws_url(ws), seg(e)),
@@ -228,6 +229,17 @@ async fn table(
     let nav = if experiment.is_some() { Nav::Experiments } else { Nav::Runs };
     let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     Ok((status, layout::page(&s, Some(ws), nav, &title, body)).into_response())
+}
+
+/// Adds the keys of the page's own runs to the discovered ones (which come from the newest runs
+/// only), so every value on the page has its column.
+fn add_page_keys(keys: &mut RunColumnKeys, runs: &[Run]) {
+    let params: BTreeSet<String> =
+        keys.params.drain(..).chain(runs.iter().flat_map(|r| r.params.keys().cloned())).collect();
+    let metrics: BTreeSet<String> =
+        keys.metrics.drain(..).chain(runs.iter().flat_map(|r| r.metrics.keys().cloned())).collect();
+    keys.params = params.into_iter().collect();
+    keys.metrics = metrics.into_iter().collect();
 }
 
 /// An error's message without the variant's prefix.
