@@ -17,6 +17,7 @@ mod models;
 mod resources;
 mod runs;
 mod search;
+mod series;
 mod studio;
 mod tokens;
 mod workspaces;
@@ -31,6 +32,7 @@ pub use models::READY as MODEL_VERSION_READY;
 pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
 pub use search::RunScope;
+pub use series::MetricSeries;
 pub use studio::{ExperimentSummary, RunColumnKeys, RunStatusRow};
 pub use tokens::{NewToken, TokenRecord};
 
