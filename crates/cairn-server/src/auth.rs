@@ -125,6 +125,11 @@ pub fn hash_token(token: &str) -> (String, String) {
 
 /// Finds the stored token matching `presented`, comparing hashes in constant time.
 pub async fn verify(store: &Store, presented: &str) -> Result<TokenInfo, Error> {
+    Ok(verify_record(store, presented).await?.info)
+}
+
+/// [`verify`], returning the stored record (with the token's id, which studio sessions name).
+pub async fn verify_record(store: &Store, presented: &str) -> Result<cairn_store::TokenRecord, Error> {
     let (lookup, hash) = hash_token(presented);
     let invalid = || Error::Unauthenticated("invalid or revoked token".into());
     let record = store.token_by_lookup(&lookup).await?.ok_or_else(invalid)?;
@@ -134,11 +139,15 @@ pub async fn verify(store: &Store, presented: &str) -> Result<TokenInfo, Error> 
     if let Err(e) = store.touch_token(&record.id).await {
         tracing::debug!(error = %e, "could not record token use");
     }
-    Ok(record.info)
+    Ok(record)
 }
 
 /// Middleware for the API: 401 without a valid bearer token, before any routing or lookup, so
 /// that a bad token learns nothing about what exists.
+///
+/// Without an `Authorization` header, a studio session cookie stands in for the token (so the
+/// studio's JavaScript can call the API); for methods that change state it must come with the
+/// session's `x-csrf-token` header, else 403 — a cookie alone proves nothing about who sent it.
 pub async fn require_token(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -148,6 +157,17 @@ pub async fn require_token(
     let presented = match header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
     {
         Some(t) if !t.trim().is_empty() => t.trim().to_string(),
+        None if header.is_none() && crate::studio::session::has_cookie(request.headers()) => {
+            let session =
+                crate::studio::session::from_headers(&state, request.headers()).await?.ok_or_else(|| {
+                    ApiError(Error::Unauthenticated("the studio session has expired: sign in again".into()))
+                })?;
+            if !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
+                crate::studio::session::check_csrf_header(&session, request.headers())?;
+            }
+            request.extensions_mut().insert(session.caller);
+            return Ok(next.run(request).await);
+        }
         _ => {
             return Err(ApiError(Error::Unauthenticated(
                 "missing bearer token: send 'Authorization: Bearer <token>'".into(),

@@ -537,9 +537,31 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The replicas of a running deployment as the studio shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaHealth {
+    pub ready: usize,
+    pub total: usize,
+    /// Restarts since this server launched the deployment, over all replicas.
+    pub restarts: u32,
+    pub in_flight: usize,
+}
+
 impl Deployments {
     fn get(&self, endpoint_id: &str, name: &str) -> Option<Arc<Live>> {
         self.live.lock().unwrap().get(&key(endpoint_id, name)).cloned()
+    }
+
+    /// The replicas of deployment `name` of endpoint `endpoint_id`; `None` when this server runs
+    /// none for it (failed, being deleted, or not launched yet).
+    pub fn health(&self, endpoint_id: &str, name: &str) -> Option<ReplicaHealth> {
+        let live = self.get(endpoint_id, name)?;
+        Some(ReplicaHealth {
+            ready: live.replicas.iter().filter(|r| r.ready.load(Ordering::SeqCst)).count(),
+            total: live.replicas.len(),
+            restarts: live.replicas.iter().map(|r| r.restarts.load(Ordering::SeqCst)).sum(),
+            in_flight: live.in_flight.load(Ordering::SeqCst),
+        })
     }
 
     /// Sends `req` to a ready replica of deployment `name` of endpoint `endpoint_id` (round robin

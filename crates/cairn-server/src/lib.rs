@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod secret;
 pub mod startup;
 pub mod state;
+pub mod studio;
 
 pub use startup::{serve, ServerConfig};
 pub use state::AppState;

@@ -11,10 +11,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Label of requests whose endpoint was not (or could not be) authenticated.
 pub const UNAUTHENTICATED: &str = "_unauthenticated";
+
+/// Seconds of history behind the recent request count the studio shows.
+pub const RECENT_SECONDS: u64 = 60;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] =
@@ -27,6 +30,42 @@ struct Series {
     buckets: [u64; BUCKETS.len() + 1],
     sum: f64,
     count: u64,
+    /// Requests per second over the last `RECENT_SECONDS`, as a ring of `(unix second, count)`
+    /// slots: a slot is reused once its second is that far in the past, so memory stays fixed.
+    recent: Vec<(u64, u64)>,
+}
+
+/// What the studio shows of one endpoint's traffic since this server started.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointTraffic {
+    pub total: u64,
+    pub by_status: BTreeMap<u16, u64>,
+    pub mean_seconds: f64,
+    /// Upper bound of the histogram bucket holding the median; `None` past the last bound.
+    pub p50_le: Option<f64>,
+    /// Upper bound of the bucket holding the 95th percentile; `None` past the last bound.
+    pub p95_le: Option<f64>,
+    /// Requests answered in the last `RECENT_SECONDS`.
+    pub recent: u64,
+}
+
+impl Series {
+    /// The bound of the bucket holding quantile `q` (the histogram's resolution is all we know).
+    fn quantile_le(&self, q: f64) -> Option<f64> {
+        let rank = ((q * self.count as f64).ceil() as u64).max(1);
+        let mut cumulative = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            cumulative += n;
+            if cumulative >= rank {
+                return BUCKETS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -37,6 +76,10 @@ pub struct Metrics {
 impl Metrics {
     /// Records one scoring request.
     pub fn observe(&self, endpoint: &str, status: u16, elapsed: Duration) {
+        self.observe_at(endpoint, status, elapsed, unix_seconds());
+    }
+
+    fn observe_at(&self, endpoint: &str, status: u16, elapsed: Duration, now: u64) {
         let secs = elapsed.as_secs_f64();
         let mut all = self.endpoints.lock().expect("metrics lock");
         let s = all.entry(endpoint.to_string()).or_default();
@@ -45,6 +88,38 @@ impl Metrics {
         s.buckets[slot] += 1;
         s.sum += secs;
         s.count += 1;
+        if s.recent.is_empty() {
+            s.recent = vec![(0, 0); RECENT_SECONDS as usize];
+        }
+        let slot = &mut s.recent[(now % RECENT_SECONDS) as usize];
+        if slot.0 != now {
+            *slot = (now, 0);
+        }
+        slot.1 += 1;
+    }
+
+    /// One endpoint's counts by status, latency summary and recent request count; `None` before
+    /// its first scoring request.
+    pub fn traffic(&self, endpoint: &str) -> Option<EndpointTraffic> {
+        self.traffic_at(endpoint, unix_seconds())
+    }
+
+    fn traffic_at(&self, endpoint: &str, now: u64) -> Option<EndpointTraffic> {
+        let all = self.endpoints.lock().expect("metrics lock");
+        let s = all.get(endpoint).filter(|s| s.count > 0)?;
+        Some(EndpointTraffic {
+            total: s.count,
+            by_status: s.by_status.clone(),
+            mean_seconds: s.sum / s.count as f64,
+            p50_le: s.quantile_le(0.5),
+            p95_le: s.quantile_le(0.95),
+            recent: s
+                .recent
+                .iter()
+                .filter(|(at, _)| *at + RECENT_SECONDS > now && *at <= now)
+                .map(|(_, n)| n)
+                .sum(),
+        })
     }
 
     /// Forgets a deleted endpoint's series.
@@ -129,6 +204,34 @@ mod tests {
         assert!(text.contains("_count{endpoint=\"wine\"} 3\n"), "{text}");
         m.remove("wine");
         assert!(!m.render().contains("wine"));
+    }
+
+    #[test]
+    fn traffic_summarises_one_endpoint_and_forgets_old_seconds() {
+        let m = Metrics::default();
+        assert_eq!(m.traffic("wine"), None);
+        let t0 = 1_000_000;
+        m.observe_at("wine", 200, Duration::from_millis(3), t0);
+        m.observe_at("wine", 200, Duration::from_millis(4), t0 + 1);
+        m.observe_at("wine", 500, Duration::from_millis(200), t0 + 30);
+        m.observe_at("other", 200, Duration::from_millis(1), t0 + 30);
+        let t = m.traffic_at("wine", t0 + 30).unwrap();
+        assert_eq!(t.total, 3);
+        assert_eq!(t.by_status, BTreeMap::from([(200, 2), (500, 1)]));
+        assert!((t.mean_seconds - 0.069).abs() < 1e-9, "{t:?}");
+        assert_eq!(t.p50_le, Some(0.005));
+        assert_eq!(t.p95_le, Some(0.25));
+        assert_eq!(t.recent, 3);
+        // A minute later the first two seconds are out of the window; totals stay.
+        let later = m.traffic_at("wine", t0 + 61).unwrap();
+        assert_eq!((later.total, later.recent), (3, 1));
+        assert_eq!(m.traffic_at("wine", t0 + 200).unwrap().recent, 0);
+        // t0 + 60 lands in t0's slot, which is reset rather than added to: t0 + 1, t0 + 30 and
+        // t0 + 60 remain in the window.
+        m.observe_at("wine", 200, Duration::from_millis(1), t0 + 60);
+        assert_eq!(m.traffic_at("wine", t0 + 60).unwrap().recent, 3);
+        m.observe_at("slow", 504, Duration::from_secs(100), t0);
+        assert_eq!(m.traffic_at("slow", t0).unwrap().p95_le, None);
     }
 
     #[test]

@@ -32,6 +32,8 @@ const SEAL_PREFIX: &str = "x1.";
 pub struct ServerSecret {
     seal: XChaCha20Poly1305,
     sign: [u8; 32],
+    /// Signs studio session cookies and derives their CSRF tokens.
+    studio: [u8; 32],
 }
 
 impl std::fmt::Debug for ServerSecret {
@@ -64,6 +66,7 @@ impl ServerSecret {
         ServerSecret {
             seal: XChaCha20Poly1305::new(&seal_key.into()),
             sign: derive(&master, "cairn/v1/sign-endpoint-tokens"),
+            studio: derive(&master, "cairn/v1/studio-sessions"),
         }
     }
 
@@ -168,6 +171,25 @@ impl ServerSecret {
         } else {
             TokenCheck::Valid
         }
+    }
+}
+
+impl ServerSecret {
+    /// HMAC-SHA256 of `data` under the studio key (session cookies, CSRF tokens), as hex.
+    pub fn studio_mac(&self, data: &str) -> String {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.studio).expect("HMAC takes keys of any length");
+        mac.update(data.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Checks `mac_hex` against [`ServerSecret::studio_mac`] of `data`, in constant time.
+    pub fn verify_studio_mac(&self, data: &str, mac_hex: &str) -> bool {
+        let Ok(presented) = hex::decode(mac_hex) else { return false };
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.studio).expect("HMAC takes keys of any length");
+        mac.update(data.as_bytes());
+        mac.verify_slice(&presented).is_ok()
     }
 }
 

@@ -17,6 +17,8 @@ mod models;
 mod resources;
 mod runs;
 mod search;
+mod series;
+mod studio;
 mod tokens;
 mod workspaces;
 
@@ -30,6 +32,8 @@ pub use models::READY as MODEL_VERSION_READY;
 pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
 pub use search::RunScope;
+pub use series::MetricSeries;
+pub use studio::{ExperimentSummary, RunColumnKeys, RunStatusRow};
 pub use tokens::{NewToken, TokenRecord};
 
 /// Largest page any list returns, whatever the caller asks for.

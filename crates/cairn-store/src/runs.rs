@@ -492,6 +492,7 @@ impl Store {
             }
             q.execute(&mut **tx).await.map_err(map_err)?;
         }
+        crate::series::add_to_tiles(&mut **tx, run_id, &points).await?;
         let latest: Vec<(&str, MetricPoint)> = latest_per_key(&points).into_iter().collect();
         for chunk in latest.chunks(ROWS_PER_STATEMENT) {
             // The latest value is the one with the highest step, then the latest timestamp; on a tie
@@ -598,7 +599,7 @@ fn placeholders(first: usize, n: usize) -> String {
 }
 
 /// `($1, $2, $3), ($1, $4, $5), …`: `rows` tuples of the run id (`$1`) and `width` values each.
-fn row_tuples(rows: usize, width: usize) -> String {
+pub(crate) fn row_tuples(rows: usize, width: usize) -> String {
     (0..rows).map(|r| format!("($1, {})", placeholders(2 + r * width, width))).collect::<Vec<_>>().join(", ")
 }
 

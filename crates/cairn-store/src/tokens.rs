@@ -87,6 +87,22 @@ impl Store {
         .map_err(map_err)
     }
 
+    /// The token with this id (studio sessions name their token by id, never by its secret).
+    pub async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>, Error> {
+        let row = sqlx::query(
+            "SELECT id, hash, name, role, workspace, created_at, last_used_at, run_id FROM tokens WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| -> Result<TokenRecord, sqlx::Error> {
+            Ok(TokenRecord { id: r.try_get("id")?, hash: r.try_get("hash")?, info: info_from_row(&r)? })
+        })
+        .transpose()
+        .map_err(map_err)
+    }
+
     /// Records that a token was used (at most once a minute per token, to spare the writer: the
     /// check is in memory, so requests within the minute do not even issue the `UPDATE`).
     pub async fn touch_token(&self, id: &str) -> Result<(), Error> {

@@ -139,7 +139,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::mlflow::router(state.clone()))
         .merge(gateway)
         .merge(metrics)
-        .fallback(not_found)
+        .merge(crate::studio::router())
+        .fallback(fallback)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -159,4 +160,18 @@ async fn metrics(
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError(Error::NotFound { kind: "route", name: uri.path().to_string() })
+}
+
+/// Unknown paths: the JSON 404 for API clients, the studio's 404 page for browsers.
+async fn fallback(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !crate::studio::is_studio_path(uri.path()) {
+        return not_found(uri).await.into_response();
+    }
+    let session = crate::studio::session::from_headers(&state, &headers).await.ok().flatten();
+    crate::studio::layout::not_found(session.as_ref(), &format!("There is no page at {}.", uri.path()))
 }

@@ -223,7 +223,9 @@ pub async fn delete_size(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn compute_view(state: &AppState, c: &ComputeRecord) -> Result<Compute, Error> {
+/// A compute target with what it is doing now (nodes, queue, running runs): the API's view, which
+/// the studio's compute pages show as is.
+pub(crate) async fn compute_view(state: &AppState, c: &ComputeRecord) -> Result<Compute, Error> {
     let size =
         resolve_size(state, &c.workspace_id, &c.size).await?.unwrap_or(cairn_jobs::compute::SIZES[0].clone());
     let all = RunStatus::ALL;

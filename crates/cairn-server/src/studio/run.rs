@@ -1,0 +1,396 @@
+//! The run page (`/w/{ws}/runs/{id}`): overview with the status timeline, params, tags, one chart
+//! per metric (drawn by `charts.js` from the series route), logged images, the outputs browser,
+//! the code snapshot, and the log (tailed live while the run has not ended). Also the downloads
+//! of a run's artifacts and code files.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cairn_core::api::FileEntry;
+use cairn_core::runs::{Run, SnapshotFile, SubmitJob};
+use cairn_core::{Error, RelPath};
+use maud::{html, Markup};
+
+use super::layout::{self, seg, Nav, OrPage, PageResult};
+use super::session::Session;
+use crate::state::AppState;
+
+/// How much of the log the page shows at first (the rest is a download or a scroll away).
+const LOG_TAIL_BYTES: u64 = 64 * 1024;
+/// Most artifacts listed on the page.
+const MAX_LISTED: usize = 2000;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/w/{ws}/runs/{id}", get(show))
+        .route("/w/{ws}/runs/{id}/artifacts/{*path}", get(artifact))
+        .route("/w/{ws}/runs/{id}/code/{*path}", get(code_file))
+}
+
+fn run_url(ws: &str, id: &str) -> String {
+    format!("{}/runs/{}", layout::ws_url(ws), seg(id))
+}
+
+/// A relative path with each segment percent-encoded (for links to files).
+fn path_url(path: &str) -> String {
+    path.split('/').map(seg).collect::<Vec<_>>().join("/")
+}
+
+fn is_image(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    [".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"].iter().any(|e| p.ends_with(e))
+}
+
+/// Content type for a download: images are shown inline, everything else is an attachment.
+fn content_type(path: &str) -> (&'static str, bool) {
+    let p = path.to_ascii_lowercase();
+    let ext = p.rsplit('.').next().unwrap_or("");
+    match ext {
+        "png" => ("image/png", true),
+        "jpg" | "jpeg" => ("image/jpeg", true),
+        "gif" => ("image/gif", true),
+        "webp" => ("image/webp", true),
+        "svg" => ("image/svg+xml", true),
+        "json" => ("application/json", false),
+        "txt" | "log" | "csv" | "py" | "yaml" | "yml" | "md" | "toml" => ("text/plain; charset=utf-8", false),
+        _ => ("application/octet-stream", false),
+    }
+}
+
+/// A streamed download. The sandbox policy keeps a served file (an SVG, say) from running
+/// script in the studio's origin.
+fn download(
+    path: &str,
+    size: u64,
+    stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, Error>>,
+) -> Response {
+    let (ctype, inline) = content_type(path);
+    let name = path.rsplit('/').next().unwrap_or(path).replace(['"', '\\', '\r', '\n'], "_");
+    let disposition = if inline {
+        format!("inline; filename=\"{name}\"")
+    } else {
+        format!("attachment; filename=\"{name}\"")
+    };
+    (
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'".to_string(),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::CACHE_CONTROL, "private, no-cache".to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn artifact(
+    s: Session,
+    State(state): State<Arc<AppState>>,
+    Path((ws, id, path)): Path<(String, String, String)>,
+) -> PageResult {
+    let workspace = super::open_workspace(&state, &s, &ws).await?;
+    state.store.run(&workspace, &id).await.or_page(&s)?;
+    let rel = RelPath::parse(&path).or_page(&s)?;
+    let (size, stream) =
+        crate::routes::runs::artifacts_of(&state, &workspace.id, &id).get_stream(&rel).await.or_page(&s)?;
+    Ok(download(&path, size, stream))
+}
+
+async fn code_file(
+    s: Session,
+    State(state): State<Arc<AppState>>,
+    Path((ws, id, path)): Path<(String, String, String)>,
+) -> PageResult {
+    let workspace = super::open_workspace(&state, &s, &ws).await?;
+    let run = state.store.run(&workspace, &id).await.or_page(&s)?;
+    let rel = RelPath::parse(&path).or_page(&s)?;
+    let files = snapshot_files(&state, &workspace.id, &run).await.or_page(&s)?.unwrap_or_default();
+    let file = files
+        .iter()
+        .find(|f| f.path == rel.as_str())
+        .ok_or_else(|| Error::not_found("file of the code snapshot", rel.as_str()))
+        .or_page(&s)?;
+    let blob = RelPath::parse(&file.sha256.to_lowercase()).or_page(&s)?;
+    let (size, stream) =
+        crate::routes::jobs::blobs_of(&state, &workspace.id).get_stream(&blob).await.or_page(&s)?;
+    Ok(download(&file.path, size, stream))
+}
+
+fn job_of(run: &Run) -> Option<SubmitJob> {
+    run.job.as_ref().and_then(|j| serde_json::from_value(j.clone()).ok())
+}
+
+/// The files of the run's code snapshot, if it was a job with one.
+async fn snapshot_files(
+    state: &AppState,
+    ws_id: &str,
+    run: &Run,
+) -> Result<Option<Vec<SnapshotFile>>, Error> {
+    match job_of(run).and_then(|j| j.snapshot) {
+        Some(id) => Ok(Some(crate::routes::jobs::read_snapshot(state, ws_id, &id).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The last `LOG_TAIL_BYTES` of the run's log and the offset after it (`None` without a log).
+async fn log_tail(state: &AppState, run_id: &str) -> Result<Option<(String, u64, bool)>, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = crate::jobs::runner::log_path(state, run_id);
+    tokio::task::spawn_blocking(move || -> std::io::Result<Option<(String, u64, bool)>> {
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        let start = len.saturating_sub(LOG_TAIL_BYTES);
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        f.take(len - start).read_to_end(&mut buf)?;
+        let next = start + buf.len() as u64;
+        Ok(Some((String::from_utf8_lossy(&buf).into_owned(), next, start > 0)))
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(Error::internal)
+}
+
+async fn show(
+    s: Session,
+    State(state): State<Arc<AppState>>,
+    Path((ws, id)): Path<(String, String)>,
+) -> PageResult {
+    let workspace = super::open_workspace(&state, &s, &ws).await?;
+    let run = state.store.run(&workspace, &id).await.or_page(&s)?;
+    let children = state.store.list_runs(&workspace, None, Some(&id), 200).await.or_page(&s)?;
+    let artifacts: Vec<FileEntry> = crate::routes::runs::artifacts_of(&state, &workspace.id, &id)
+        .list(&RelPath::parse_dir("").or_page(&s)?)
+        .await
+        .or_page(&s)?;
+    let code = match snapshot_files(&state, &workspace.id, &run).await {
+        Ok(c) => c,
+        // A missing manifest should not hide the rest of the run.
+        Err(e) => {
+            tracing::warn!(run = %id, error = %e, "code snapshot unreadable");
+            None
+        }
+    };
+    let log = log_tail(&state, &id).await.or_page(&s)?;
+    let body = html! {
+        h1 { (run.display_name) " " span #run-status data-live-run=[(!run.status.is_terminal()).then_some(&run.id)] data-run-id=(run.id) { (layout::status_badge(run.status)) } }
+        p.muted { "Run " code { (run.id) } " in experiment "
+            a href={ (layout::ws_url(&ws)) "/experiments/" (seg(&run.experiment)) } { (run.experiment) } }
+        (overview(&ws, &run, &children))
+        div.grid-2 {
+            section #params {
+                h2 { "Params" }
+                @if run.params.is_empty() { (layout::empty("No params.")) } @else {
+                    div.table-wrap { table #params-table .kv {
+                        thead { tr { th scope="col" { "Name" } th scope="col" { "Value" } } }
+                        tbody { @for (k, v) in &run.params { tr data-param=(k) { th scope="row" { (k) } td.mono { (v) } } } }
+                    } }
+                }
+            }
+            section #tags {
+                h2 { "Tags" }
+                @if run.tags.is_empty() { (layout::empty("No tags.")) } @else {
+                    div.table-wrap { table #tags-table .kv {
+                        thead { tr { th scope="col" { "Name" } th scope="col" { "Value" } } }
+                        tbody { @for (k, v) in &run.tags { tr { th scope="row" { (k) } td { (v) } } } }
+                    } }
+                }
+                @if !run.properties.is_empty() {
+                    h3 { "Properties" }
+                    div.table-wrap { table.kv { tbody { @for (k, v) in &run.properties { tr { th scope="row" { (k) } td { (v) } } } } } }
+                }
+            }
+        }
+        (metrics(&ws, &run))
+        (images(&ws, &run.id, &artifacts))
+        (outputs(&ws, &run.id, &artifacts))
+        (code_section(&ws, &run.id, code.as_deref()))
+        (logs(&ws, &run, log))
+        script src=(super::asset_url("charts.js")) defer {}
+    };
+    Ok(layout::page(&s, Some(&ws), Nav::Runs, &format!("Run {}", run.display_name), body).into_response())
+}
+
+fn overview(ws: &str, run: &Run, children: &[Run]) -> Markup {
+    let job = job_of(run);
+    html! {
+        section #run-overview {
+            h2 { "Overview" }
+            h3 { "Status timeline" }
+            @if run.transitions.is_empty() { (layout::empty("No transitions recorded.")) } @else {
+                ol.timeline aria-label="Status timeline" {
+                    @for t in &run.transitions {
+                        li { (layout::status_badge(t.status)) " " (layout::time_el(t.at)) }
+                    }
+                }
+            }
+            dl.facts {
+                dt { "Created" } dd { (layout::time_el(run.created_at)) }
+                dt { "Started" } dd { @if let Some(t) = run.started_at { (layout::time_el(t)) } @else { "—" } }
+                dt { "Ended" } dd { @if let Some(t) = run.ended_at { (layout::time_el(t)) } @else { "—" } }
+                dt { "Duration" } dd data-duration { (layout::run_duration(run.started_at, run.ended_at)) }
+                @if let Some(j) = &job {
+                    dt { "Command" } dd { code { (j.command) } }
+                }
+                dt { "Environment" } dd {
+                    @match run.environment.as_deref().or(job.as_ref().map(|j| j.environment.as_str())) {
+                        Some(e) => { a href={ (layout::ws_url(ws)) "/environments/" (seg(e.split('@').next().unwrap_or(e))) } { (e) } }
+                        None => { "—" }
+                    }
+                }
+                dt { "Compute" } dd {
+                    @match &run.compute {
+                        Some(c) => { a href={ (layout::ws_url(ws)) "/compute/" (seg(c)) } { (c) } }
+                        None => { "—" }
+                    }
+                }
+                @if let Some(j) = &job {
+                    @if !j.inputs.is_empty() {
+                        dt { "Inputs" } dd { ul { @for (name, input) in &j.inputs {
+                            li { code { (name) } ": " (input.path) " (" (format!("{:?}", input.mode).to_lowercase()) ")" }
+                        } } }
+                    }
+                    @if !j.environment_variables.is_empty() {
+                        // Names only: values may be secrets.
+                        dt { "Environment variables" } dd { @for k in j.environment_variables.keys() { code { (k) } " " } }
+                    }
+                }
+                dt { "Parent run" } dd {
+                    @match &run.parent_id {
+                        Some(p) => { a #parent-run href=(run_url(ws, p)) { (p) } }
+                        None => { "—" }
+                    }
+                }
+                @if !children.is_empty() {
+                    dt { "Child runs" } dd { ul #child-runs { @for c in children {
+                        li { a href=(run_url(ws, &c.id)) { (c.display_name) } " " (layout::status_badge(c.status)) }
+                    } } }
+                }
+            }
+            @if let Some(e) = &run.error {
+                h3 { "Error" }
+                pre.log #run-error { (e) }
+            }
+        }
+    }
+}
+
+fn metrics(ws: &str, run: &Run) -> Markup {
+    html! {
+        section #metrics {
+            h2 { "Metrics" }
+            @if run.metrics.is_empty() { (layout::empty("No metrics logged.")) } @else {
+                div.cards {
+                    @for (key, last) in &run.metrics {
+                        figure.metric-chart data-metric=(key) data-run=(run.id)
+                            data-series-url={ (run_url(ws, &run.id)) "/metrics/" (seg(key)) "/series" } {
+                            figcaption { (key) " " span.muted { "latest " (layout::fmt_value(last.value)) " at step " (last.step) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn images(ws: &str, id: &str, artifacts: &[FileEntry]) -> Markup {
+    let imgs: Vec<&FileEntry> = artifacts.iter().filter(|a| is_image(&a.path)).take(24).collect();
+    html! {
+        @if !imgs.is_empty() {
+            section #images {
+                h2 { "Images" }
+                div.cards {
+                    @for a in imgs {
+                        figure.image {
+                            img src={ (run_url(ws, id)) "/artifacts/" (path_url(&a.path)) } alt=(a.path) loading="lazy";
+                            figcaption { (a.path) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn outputs(ws: &str, id: &str, artifacts: &[FileEntry]) -> Markup {
+    html! {
+        section #outputs {
+            h2 { "Outputs" }
+            @if artifacts.is_empty() { (layout::empty("No outputs.")) } @else {
+                ul.files {
+                    @for a in artifacts.iter().take(MAX_LISTED) {
+                        li {
+                            a.artifact href={ (run_url(ws, id)) "/artifacts/" (path_url(&a.path)) } download { (a.path) }
+                            span.muted { (layout::fmt_bytes(a.size)) }
+                        }
+                    }
+                }
+                @if artifacts.len() > MAX_LISTED { p.hint { (artifacts.len() - MAX_LISTED) " more not listed." } }
+            }
+        }
+    }
+}
+
+fn code_section(ws: &str, id: &str, files: Option<&[SnapshotFile]>) -> Markup {
+    html! {
+        @if let Some(files) = files {
+            section #code {
+                h2 { "Code snapshot" }
+                @if files.is_empty() { (layout::empty("The snapshot is empty.")) } @else {
+                    ul.files {
+                        @for f in files.iter().take(MAX_LISTED) {
+                            li {
+                                a.code-file href={ (run_url(ws, id)) "/code/" (path_url(&f.path)) } download { (f.path) }
+                                span.muted { (layout::fmt_bytes(f.size)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn logs(ws: &str, run: &Run, log: Option<(String, u64, bool)>) -> Markup {
+    let live = !run.status.is_terminal();
+    let api = format!("/api/v1/workspaces/{}/runs/{}/logs", seg(ws), seg(&run.id));
+    html! {
+        @if log.is_some() || (live && run.job.is_some()) {
+            section #logs {
+                h2 { "Logs" }
+                @let (text, offset, cut) = log.unwrap_or_default();
+                @if cut { p.hint { "Showing the end of the log." } }
+                pre #run-logs data-logs-url=(api) data-offset=(offset) data-live=(if live { "1" } else { "0" }) tabindex="0" aria-label="Run log" {
+                    @if text.is_empty() { span.log-empty.muted { "(nothing logged yet)" } } @else { (text) }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_served_safely() {
+        assert_eq!(content_type("plots/loss.PNG"), ("image/png", true));
+        assert_eq!(content_type("model.pkl"), ("application/octet-stream", false));
+        assert_eq!(path_url("a b/c#d.txt"), "a%20b/c%23d.txt");
+        assert!(is_image("x/y.svg") && !is_image("x/y.json"));
+    }
+}
