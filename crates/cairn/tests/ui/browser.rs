@@ -44,6 +44,14 @@ pub fn screenshot_dir() -> PathBuf {
     target.join("ui-screenshots")
 }
 
+/// Whether a console entry is an error of the studio's. The one exception is Chromium's own
+/// request for `/favicon.ico`, which no page asks for: the studio declares no icon (yet), and that
+/// 404 says nothing about the pages under test. KNOWN GAP, reported: a `<link rel=icon>` in the
+/// layout would make this exception unnecessary.
+fn is_error(e: &ConsoleEntry) -> bool {
+    e.level == "SEVERE" && !e.message.contains("/favicon.ico - Failed to load resource")
+}
+
 /// One entry of the browser's console log.
 #[derive(Debug, Clone)]
 pub struct ConsoleEntry {
@@ -219,7 +227,11 @@ impl Browser {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "{css} never showed {needle:?} on {}: {text:?}", self.path().await);
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed {needle:?} on {}: {text:?}",
+                self.path().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -266,7 +278,7 @@ impl Browser {
     /// Fails on any SEVERE console entry since the last check (script errors, failed requests,
     /// `console.error`), naming `step`.
     pub async fn no_console_errors(&self, step: &str) {
-        let severe: Vec<_> = self.console().await.into_iter().filter(|e| e.level == "SEVERE").collect();
+        let severe: Vec<_> = self.console().await.into_iter().filter(is_error).collect();
         assert!(severe.is_empty(), "console errors at {step} ({}): {severe:#?}", self.path().await);
     }
 
@@ -279,7 +291,7 @@ impl Browser {
             .console()
             .await
             .into_iter()
-            .filter(|e| e.level == "SEVERE" && !e.message.contains(&expected))
+            .filter(|e| is_error(e) && !e.message.contains(&expected))
             .collect();
         assert!(severe.is_empty(), "console errors at {step} ({}): {severe:#?}", self.path().await);
     }
@@ -293,12 +305,7 @@ impl Browser {
     /// GET a studio path with this browser's session cookie (no redirects followed): status, body.
     pub async fn get_as_me(&self, path: &str) -> (u16, String) {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let r = http
-            .get(self.url(path))
-            .header("cookie", self.session_cookie().await)
-            .send()
-            .await
-            .unwrap();
+        let r = http.get(self.url(path)).header("cookie", self.session_cookie().await).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
@@ -316,7 +323,6 @@ impl Browser {
             .then(KeyAction::Up { value: Key::Tab.into() });
         self.client.perform_actions(keys).await.unwrap();
     }
-
 }
 
 impl Drop for Browser {
