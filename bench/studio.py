@@ -37,6 +37,8 @@ Environment:
   N_REQUESTS=15                 timed requests per case and server (median and p90 reported)
   WARMUP=3                      untimed requests per case and server first
   MLFLOW_WORKERS=1              `mlflow server --workers`
+  MLFLOW_URL=http://…           with REUSE_MLFLOW=1: an `mlflow server` already serving the reused
+                                data (its start on a loaded machine can exceed tracking.py's 180 s)
   REUSE_MLFLOW=1                keep MLflow's loaded data in BENCH_DATA/studio/mlflow and reuse it on
                                 the next run with the same settings (its load takes ~15 min)
   BENCH_DATA=bench/data         servers' data directories go to BENCH_DATA/studio
@@ -276,7 +278,10 @@ def main():
         shutil.rmtree(ml_dir, ignore_errors=True)
         if os.path.exists(marker_path):
             os.remove(marker_path)
-    ml = MLflow(start_mlflow(ml_dir))
+    if os.environ.get("MLFLOW_URL") and marker is not None:
+        ml = MLflow(os.environ["MLFLOW_URL"])  # already serving the reused data
+    else:
+        ml = MLflow(start_mlflow(ml_dir))
     ver = mlflow_version()
     if marker is None:
         c = ml.conn()
