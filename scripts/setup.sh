@@ -5,6 +5,7 @@
 #   .venv-tools/   uv, installed from PyPI with pip (no installer script from elsewhere)
 #   .venv/         the tests' Python packages (scripts/requirements-test.txt), via uv
 #   PostgreSQL     up on 127.0.0.1:5432 (trust auth), as the Rust tests expect
+#   Chromium       /usr/bin/chromium and /usr/bin/chromedriver, for the studio's browser tests
 set -euo pipefail
 
 UV_VERSION=0.13.9
@@ -84,6 +85,15 @@ else
         exit 1
     fi
     say "PostgreSQL is accepting connections on $PG_HOST:$PG_PORT"
+fi
+
+# --- Chromium and chromedriver, for the studio's browser tests (crates/cairn/tests/ui.rs) -------
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    say "chromium and chromedriver already installed"
+else
+    say "installing chromium and chromium-driver from Debian's packages"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 say "done"
