@@ -40,7 +40,7 @@ fn nodes(st: Option<&ComputeState>) -> Markup {
         None => html! { "—" },
         Some(st) => html! {
             span.nodes data-busy=(st.busy_nodes) data-idle=(st.idle_nodes) data-starting=(st.starting_nodes) {
-                (st.busy_nodes) " busy, " (st.idle_nodes) " idle, " (st.starting_nodes) " starting"
+                (st.current_nodes) " allocated: " (st.busy_nodes) " busy, " (st.idle_nodes) " idle, " (st.starting_nodes) " starting"
             }
         },
     }
@@ -122,6 +122,23 @@ async fn show_body(state: &AppState, workspace: &Workspace, name: &str) -> Resul
             dt { "Idle before scale-down" } dd { (layout::fmt_duration(c.idle_seconds * 1000)) }
             @if let Some(st) = &c.state { dt { "Limits" } dd { (st.limits) } }
             dt { "Created" } dd { (layout::time_el(c.created_at)) }
+        }
+        @if let Some(st) = &c.state {
+            section #node-list aria-labelledby="nodes-h" {
+                h2 #nodes-h { "Nodes" }
+                @if st.nodes.is_empty() {
+                    p.empty { "No node is allocated (the minimum is 0 and nothing runs)." }
+                } @else {
+                    table #nodes-table {
+                        thead { tr { th scope="col" { "Node" } th scope="col" { "State" } th scope="col" { "Since" } } }
+                        tbody {
+                            @for n in &st.nodes {
+                                tr data-node=(n.id) { td { (n.id) } td { (n.state) } td { (layout::time_el(n.since)) } }
+                            }
+                        }
+                    }
+                }
+            }
         }
         section #queue aria-labelledby="queue-h" {
             h2 #queue-h { "Queue" }

@@ -88,6 +88,7 @@ fn head(title: &str, csrf: Option<&str>) -> Markup {
             @if let Some(c) = csrf { meta name="csrf-token" content=(c); }
             title { (title) " · Cairn" }
             link rel="stylesheet" href=(super::asset_url("studio.css"));
+            link rel="icon" type="image/svg+xml" href=(super::asset_url("icon.svg"));
             script src=(super::asset_url("studio.js")) defer {}
         }
     }

@@ -85,6 +85,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("studio.js", "text/javascript; charset=utf-8", include_str!("assets/studio.js")),
     ("charts.js", "text/javascript; charset=utf-8", include_str!("assets/charts.js")),
     ("ops.js", "text/javascript; charset=utf-8", include_str!("assets/ops.js")),
+    ("icon.svg", "image/svg+xml", include_str!("assets/icon.svg")),
 ];
 
 /// `/static/NAME?v=HASH`: the hash changes with the content, so the file may be cached for long.

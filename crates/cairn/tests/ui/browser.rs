@@ -44,12 +44,10 @@ pub fn screenshot_dir() -> PathBuf {
     target.join("ui-screenshots")
 }
 
-/// Whether a console entry is an error of the studio's. The one exception is Chromium's own
-/// request for `/favicon.ico`, which no page asks for: the studio declares no icon (yet), and that
-/// 404 says nothing about the pages under test. KNOWN GAP, reported: a `<link rel=icon>` in the
-/// layout would make this exception unnecessary.
+/// Whether a console entry is an error (the studio declares its icon, so even Chromium's own
+/// icon request must succeed).
 fn is_error(e: &ConsoleEntry) -> bool {
-    e.level == "SEVERE" && !e.message.contains("/favicon.ico - Failed to load resource")
+    e.level == "SEVERE"
 }
 
 /// One entry of the browser's console log.
