@@ -16,7 +16,7 @@ use cairn_core::api::{DatastoreKind, FileEntry, Workspace};
 use cairn_core::{Error, RelPath};
 use maud::{html, Markup};
 
-use super::layout::{self, Nav, OrPage, PageResult};
+use super::layout::{self, path_url, Nav, OrPage, PageResult};
 use super::open_workspace;
 use super::session::Session;
 use crate::state::AppState;
@@ -219,9 +219,4 @@ async fn browse(state: &AppState, workspace: &Workspace, ds: &str, raw: &str) ->
         } }
     };
     Ok(Browsed::Folder { title, body })
-}
-
-/// A relative path as URL path segments, each percent-encoded (`/` kept between them).
-pub(super) fn path_url(path: &str) -> String {
-    path.split('/').map(layout::seg).collect::<Vec<_>>().join("/")
 }

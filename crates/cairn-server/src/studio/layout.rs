@@ -75,6 +75,11 @@ pub fn seg(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
+/// A relative file path for a URL: each segment escaped, the slashes kept.
+pub fn path_url(path: &str) -> String {
+    path.split('/').map(seg).collect::<Vec<_>>().join("/")
+}
+
 /// Percent-encodes a value for a query string.
 pub fn q(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()

@@ -18,7 +18,7 @@ use cairn_core::Error;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::data::path_url;
+use super::layout::path_url;
 use super::layout::{self, Nav, OrPage, PageResult};
 use super::open_workspace;
 use super::session::Session;

@@ -16,7 +16,7 @@ use cairn_core::runs::{Run, SnapshotFile, SubmitJob};
 use cairn_core::{Error, RelPath};
 use maud::{html, Markup};
 
-use super::layout::{self, seg, Nav, OrPage, PageResult};
+use super::layout::{self, path_url, seg, Nav, OrPage, PageResult};
 use super::session::Session;
 use crate::state::AppState;
 
@@ -37,10 +37,6 @@ fn run_url(ws: &str, id: &str) -> String {
 }
 
 /// A relative path with each segment percent-encoded (for links to files).
-fn path_url(path: &str) -> String {
-    path.split('/').map(seg).collect::<Vec<_>>().join("/")
-}
-
 fn is_image(path: &str) -> bool {
     let p = path.to_ascii_lowercase();
     [".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"].iter().any(|e| p.ends_with(e))
