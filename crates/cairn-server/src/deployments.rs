@@ -26,6 +26,7 @@ use cairn_core::deployments::*;
 use cairn_core::{now_ms, Error, RelPath};
 use cairn_jobs::env::EnvironmentSpec;
 use cairn_store::{DeploymentRecord, EndpointRecord};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
@@ -338,6 +339,42 @@ fn gen_dir(state: &AppState, id: &str, generation: i64) -> PathBuf {
     dir_of(state, id).join("gen").join(generation.to_string())
 }
 
+/// Longest socket path used as it is: Unix socket addresses hold 107 bytes (plus NUL), and a
+/// replica's socket is this folder plus `/N`.
+const MAX_SOCKET_DIR: usize = 100;
+
+/// Creates and returns the folder for a generation's replica sockets: `preferred` when its path
+/// is short enough for a socket address, else a private folder under the temporary directory
+/// named by a hash of `preferred` (a data directory deep in a tree must not break deployments).
+fn socket_dir(preferred: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = if preferred.as_os_str().len() <= MAX_SOCKET_DIR {
+        preferred.to_path_buf()
+    } else {
+        // SAFETY: getuid(2) cannot fail and touches no memory.
+        let uid = unsafe { libc::getuid() };
+        let base = std::env::temp_dir().join(format!("cairn-{uid}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        // Another user could have made the folder first (or a symlink in its place): use it only
+        // if it is a real folder of ours that nobody else can enter.
+        let meta = std::fs::symlink_metadata(&base)?;
+        if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a private folder of this user; remove it",
+                base.display()
+            )));
+        }
+        let digest = Sha256::digest(preferred.as_os_str().as_encoded_bytes());
+        base.join(&hex::encode(digest)[..16])
+    };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
 fn model_dir(state: &AppState, d: &DeploymentRecord) -> PathBuf {
     dir_of(state, &d.id).join("model").join(&d.model_name).join(d.model_version.to_string())
 }
@@ -415,8 +452,7 @@ async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Laun
         )));
     }
 
-    let sock_dir = gen.join("sock");
-    tokio::fs::create_dir_all(&sock_dir).await.map_err(io("socket folder"))?;
+    let sock_dir = socket_dir(&gen.join("sock")).map_err(io("socket folder"))?;
     let mut env: Vec<(String, String)> = vec![
         ("PYTHONPATH".into(), state.runtime_dir().display().to_string()),
         ("PYTHONUNBUFFERED".into(), "1".into()),
@@ -1286,4 +1322,27 @@ async fn exchange(s: &mut UnixStream, head: &[u8], body: &[u8]) -> Result<Reply,
         headers,
         body: bbuf,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_folders_stay_short_enough_for_a_socket_address() {
+        let tmp = tempfile::tempdir().unwrap();
+        let short = tmp.path().join("sock");
+        assert_eq!(socket_dir(&short).unwrap(), short);
+
+        let long = tmp.path().join("a".repeat(60)).join("b".repeat(60)).join("sock");
+        let dir = socket_dir(&long).unwrap();
+        assert_ne!(dir, long);
+        assert!(dir.is_dir() && dir.as_os_str().len() <= MAX_SOCKET_DIR, "{}", dir.display());
+        assert_eq!(socket_dir(&long).unwrap(), dir, "the same generation gets the same folder");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        // A socket can really be bound there.
+        std::os::unix::net::UnixListener::bind(dir.join("0")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

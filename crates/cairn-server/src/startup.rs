@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub secret_key: Option<String>,
     /// Largest scoring request body (413 beyond).
     pub max_score_body_bytes: u64,
+    /// Where built environments are cached (`DATA_DIR/envs` unless configured).
+    pub env_cache: PathBuf,
 }
 
 /// File in the data directory that tells local clients where the server listens.
@@ -86,6 +88,7 @@ pub async fn serve(
         max_score_body_bytes: usize::try_from(config.max_score_body_bytes).unwrap_or(usize::MAX),
     };
     let state = AppState::new(store.clone(), artifacts, config.data_dir.clone(), limits, secret);
+    let _ = state.env_cache.set(config.env_cache.clone());
     let _ = state.public_url.set(url.clone());
     crate::runtime::unpack(&state.runtime_dir())?;
     crate::jobs::recover(&state).await?;

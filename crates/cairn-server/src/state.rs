@@ -27,6 +27,8 @@ pub struct AppState {
     pub jobs: Jobs,
     /// Builds environments into `DATA_DIR/envs` (set at start when `uv` is found).
     pub(crate) env_builder: OnceLock<Result<EnvBuilder, String>>,
+    /// Where the builder keeps venvs: set once at start-up (`--env-cache`); `DATA_DIR/envs` if unset.
+    pub env_cache: OnceLock<PathBuf>,
     /// The URL jobs use to reach this server (known once the listener is bound).
     pub(crate) public_url: OnceLock<String>,
     /// Seals endpoint keys and signs endpoint tokens.
@@ -68,6 +70,7 @@ impl AppState {
             blob_cache: Mutex::default(),
             jobs: Jobs::default(),
             env_builder: OnceLock::new(),
+            env_cache: OnceLock::new(),
             public_url: OnceLock::new(),
             stopping: tokio::sync::watch::Sender::new(false),
         })
@@ -79,7 +82,8 @@ impl AppState {
             let uv = cairn_jobs::env::builder::find_uv(None).ok_or_else(|| {
                 "uv was not found: install it (scripts/setup.sh puts it in .venv-tools/bin) or set CAIRN_UV".to_string()
             })?;
-            Ok(EnvBuilder::new(self.data_dir.join("envs"), uv))
+            let dir = self.env_cache.get().cloned().unwrap_or_else(|| self.data_dir.join("envs"));
+            Ok(EnvBuilder::new(dir, uv))
         });
         built.as_ref().map_err(|e| Error::Unavailable(e.clone()))
     }

@@ -25,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the Cairn server (control plane, API) on this machine.
     Server(server::ServerArgs),
+    /// The Azure ML walkthrough end to end (Python, through the azureml compatibility layer) on a
+    /// throw-away server: upload, compute, environment, training run, model, endpoint, prediction.
+    Demo(cmd::demo::DemoArgs),
     /// Save the server URL and token for later commands (~/.config/cairn/config.toml, mode 0600).
     Login(cmd::login::LoginArgs),
     /// Show who the current token belongs to.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
             Command::Login(args) => cmd::login::run(args).await,
             Command::Whoami { client } => cmd::login::whoami(client).await,
             Command::Token(c) => cmd::tokens::run(c).await,

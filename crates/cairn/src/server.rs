@@ -33,6 +33,10 @@ pub struct ServerArgs {
     /// Log format. Default: text.
     #[arg(long, env = "CAIRN_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Where built environments (venvs) are cached. Default: DATA_DIR/envs. Servers may share
+    /// one cache (builds are locked per environment hash).
+    #[arg(long, env = "CAIRN_ENV_CACHE")]
+    env_cache: Option<PathBuf>,
     /// Configuration file. Default: ./cairn.toml if it exists.
     #[arg(long, env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
@@ -56,6 +60,7 @@ struct FileConfig {
     max_upload_bytes: Option<u64>,
     max_score_body_bytes: Option<u64>,
     log_format: Option<LogFormat>,
+    env_cache: Option<PathBuf>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -86,8 +91,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     init_logging(log_format);
 
     let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(default_data_dir);
-    let data_dir = if data_dir.is_absolute() { data_dir } else { std::env::current_dir()?.join(data_dir) };
+    let data_dir = absolute(&data_dir)?;
+    let env_cache = args.env_cache.or(file.env_cache).map(|d| absolute(&d)).transpose()?;
     let config = ServerConfig {
+        env_cache: env_cache.unwrap_or_else(|| data_dir.join("envs")),
         data_dir,
         database_url: args.database_url.or(file.database_url),
         artifact_store: args.artifact_store.or(file.artifact_store),
@@ -102,6 +109,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .unwrap_or(DEFAULT_MAX_SCORE_BODY),
     };
     cairn_server::serve(config, shutdown_signal()).await
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
 }
 
 fn init_logging(format: LogFormat) {

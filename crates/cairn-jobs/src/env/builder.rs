@@ -234,7 +234,7 @@ impl EnvBuilder {
         let mut step = Step { builder: self, hash, dir: &dir, log_path: &log_path, log: &mut log };
 
         let python = match &spec.python {
-            Some(p) => p.clone(),
+            Some(p) => interpreter_for(p).await.unwrap_or_else(|| p.clone()),
             None => match default_python().await {
                 Ok(p) => p,
                 Err(reason) => return Err(step.fail(reason)),
@@ -424,6 +424,58 @@ async fn default_python() -> Result<String, String> {
     }
 }
 
+/// A local interpreter for a bare `X.Y` version request, or None to leave the request to uv.
+///
+/// uv looks for `pythonX.Y` on PATH (and among its own managed builds, which it cannot download
+/// offline); an interpreter installed with pyenv is often only a shim there, which fails unless
+/// that version is selected. So the same places users install Pythons are searched here — PATH,
+/// pyenv's versions, /usr/bin, /usr/local/bin — and the first `pythonX.Y` that runs and reports
+/// that version is used. The request, not the path found, is what the environment's hash covers.
+async fn interpreter_for(request: &str) -> Option<String> {
+    let (major, minor) = request.split_once('.')?;
+    if major != "3" || minor.is_empty() || !minor.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let name = format!("python{request}");
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(&name)).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))
+    {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir(home.join("versions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let file = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                file == request || file.starts_with(&format!("{request}."))
+            })
+            .collect();
+        versions.sort();
+        candidates.extend(versions.into_iter().rev().map(|v| v.join("bin").join(&name)));
+    }
+    candidates.extend(["/usr/bin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(&name)));
+    let probe = format!("import sys; assert sys.version_info[:2] == ({major}, {minor}); print(sys.executable)");
+    for candidate in candidates.into_iter().filter(|c| c.is_file()) {
+        let out = Command::new(&candidate)
+            .args(["-c", &probe])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await;
+        if let Ok(out) = out {
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !path.is_empty() {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
 /// Where `uv` is: `$CAIRN_UV` (if set, it alone is used), else `uv` on PATH, else
 /// `<repo>/.venv-tools/bin/uv` as installed by `scripts/setup.sh`.
 pub fn find_uv(repo_hint: Option<&Path>) -> Option<PathBuf> {
@@ -488,4 +540,29 @@ fn last_lines(text: &str, n: usize) -> String {
 
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version_of(python: &str) -> String {
+        let out = std::process::Command::new(python)
+            .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+            .output()
+            .expect("python runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_bare_version_finds_a_local_interpreter_of_that_version() {
+        let version = version_of("python3");
+        let found = interpreter_for(&version).await.expect("python3's own version is found");
+        assert_eq!(version_of(&found), version, "{found} is not python {version}");
+        // Anything but a bare X.Y is left to uv as it is.
+        assert_eq!(interpreter_for(">=3.9").await, None);
+        assert_eq!(interpreter_for("3.x").await, None);
+        assert_eq!(interpreter_for("2.7.18").await, None);
+        assert_eq!(interpreter_for("3.1999").await, None);
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per command group; each turns arguments into client calls and prints the result.
 
 pub mod datastores;
+pub mod demo;
 pub mod deployments;
 pub mod endpoints;
 pub mod jobs;
