@@ -61,3 +61,17 @@ stop_server() {
         SERVER_PID=
     fi
 }
+
+# Makes (or keeps) the venv VENV with the packages of REQUIREMENTS, using the project's uv
+# (scripts/setup.sh installs it) and its cache. Idempotent: `uv pip install` does nothing when
+# everything is installed. The venv uses the machine's python3 (uv must not download one).
+bench_venv() {
+    local venv=$1 requirements=$2 root uv python
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    uv=${CAIRN_UV:-$root/.venv-tools/bin/uv}
+    [[ -x $uv ]] || uv=$(command -v uv) || { echo "uv not found: run scripts/setup.sh" >&2; return 1; }
+    export UV_CACHE_DIR=${UV_CACHE_DIR:-$root/.cache/uv}
+    python=$(python3 -c 'import sys; print(sys.executable)')
+    [[ -x $venv/bin/python ]] || UV_PYTHON_DOWNLOADS=never "$uv" venv -q --python "$python" "$venv"
+    "$uv" pip install -q -p "$venv/bin/python" -r "$requirements"
+}

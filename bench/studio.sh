@@ -13,13 +13,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 
 : "${CAIRN_BIN:?set CAIRN_BIN to the cairn binary, or run bench/run.sh}"
-uv=${CAIRN_UV:-$root/.venv-tools/bin/uv}
-[[ -x $uv ]] || uv=$(command -v uv) || { echo "uv not found: run scripts/setup.sh" >&2; exit 1; }
-export UV_CACHE_DIR=${UV_CACHE_DIR:-$root/.cache/uv}
 venv=${BENCH_VENV:-$root/.venv-bench}
-
-# Idempotent: an existing venv is kept; `uv pip install` does nothing when all is installed.
-[[ -x $venv/bin/python ]] || "$uv" venv -q "$venv"
-"$uv" pip install -q -p "$venv/bin/python" -r "$here/requirements-bench.txt"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+bench_venv "$venv" "$here/requirements-bench.txt"
 
 exec "$venv/bin/python" "$here/studio.py"
