@@ -26,7 +26,7 @@ pub struct AppState {
     /// The scheduler's wake-up signal and the cancel switches of running jobs.
     pub jobs: Jobs,
     /// Builds environments into `DATA_DIR/envs` (set at start when `uv` is found).
-    pub(crate) env_builder: OnceLock<Result<EnvBuilder, String>>,
+    pub(crate) env_builder: OnceLock<EnvBuilder>,
     /// Where the builder keeps venvs: set once at start-up (`--env-cache`); `DATA_DIR/envs` if unset.
     pub env_cache: OnceLock<PathBuf>,
     /// The URL jobs use to reach this server (known once the listener is bound).
@@ -76,16 +76,14 @@ impl AppState {
         })
     }
 
-    /// The environment builder, or a clear error when `uv` is missing.
+    /// The environment builder (uv is looked up once; without it only builds fail, clearly).
     pub fn env_builder(&self) -> Result<&EnvBuilder, Error> {
-        let built = self.env_builder.get_or_init(|| {
-            let uv = cairn_jobs::env::builder::find_uv(None).ok_or_else(|| {
-                "uv was not found: install it (scripts/setup.sh puts it in .venv-tools/bin) or set CAIRN_UV".to_string()
-            })?;
+        Ok(self.env_builder.get_or_init(|| {
+            // Without uv, user_managed environments still work; a build says that uv is missing.
+            let uv = cairn_jobs::env::builder::find_uv(None).unwrap_or_else(|| PathBuf::from("uv"));
             let dir = self.env_cache.get().cloned().unwrap_or_else(|| self.data_dir.join("envs"));
-            Ok(EnvBuilder::new(dir, uv))
-        });
-        built.as_ref().map_err(|e| Error::Unavailable(e.clone()))
+            EnvBuilder::new(dir, uv)
+        }))
     }
 
     pub fn public_url(&self) -> String {

@@ -351,6 +351,12 @@ impl Step<'_> {
             .spawn();
         let mut child = match spawned {
             Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.fail(format!(
+                    "uv was not found (tried {}): install it (scripts/setup.sh puts it in .venv-tools/bin) or set CAIRN_UV",
+                    uv.display()
+                )))
+            }
             Err(e) => return Err(self.fail(format!("cannot run uv at {}: {e}", uv.display()))),
         };
         let timeout = self.builder.timeout;
