@@ -63,12 +63,7 @@ impl Page {
 impl Studio {
     async fn sign_in(s: &Server) -> Studio {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let r = http
-            .post(format!("{}/login", s.url))
-            .form(&[("token", s.token.as_str()), ("next", "/")])
-            .send()
-            .await
-            .unwrap();
+        let r = studio_login(&http, &s.url, &s.token, "/").await;
         assert_eq!(r.status().as_u16(), 303, "sign-in failed: {}", r.text().await.unwrap());
         let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
         let cookie = set.split(';').next().unwrap().to_string();
