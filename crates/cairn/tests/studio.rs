@@ -471,3 +471,87 @@ async fn run_page_shows_the_run_and_unknown_things_get_the_404_page() {
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
     assert!(r.headers()["cache-control"].to_str().unwrap().contains("max-age"));
 }
+
+/// Runs a Python script with the stock MLflow client pointed at workspace `w` of `s`; returns
+/// what it printed after `result=` (MLflow prints lines of its own).
+fn run_mlflow_script(s: &Server, script: &str) -> String {
+    let mut cmd = std::process::Command::new(common::repo_root().join(".venv/bin/python"));
+    common::clear_cairn_env(&mut cmd);
+    let out = cmd
+        .args(["-c", script])
+        .env("MLFLOW_TRACKING_URI", format!("{}/workspaces/w/mlflow", s.url))
+        .env("MLFLOW_TRACKING_TOKEN", &s.token)
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .env("HOME", &s.home)
+        .current_dir(s.tmp())
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    let line = stdout.lines().find_map(|l| l.strip_prefix("result="));
+    line.unwrap_or_else(|| panic!("no result= line in {stdout}")).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_page_shows_tables_logged_with_mlflow() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let id = run_mlflow_script(
+        &s,
+        r#"
+import mlflow
+mlflow.set_experiment("tables")
+with mlflow.start_run(run_name="with-tables") as run:
+    mlflow.log_table({"feature": ["alcohol", "<b>pH</b>"], "importance": [0.7, None]},
+                     artifact_file="eval/importance.json")
+    mlflow.log_table({"i": list(range(150)), "square": [i * i for i in range(150)]},
+                     artifact_file="big table.json")
+    mlflow.log_dict({"columns": ["x"], "data": [[1]]}, "not-logged-as-a-table.json")
+    print("result=" + run.info.run_id)
+"#,
+    );
+    let b = sign_in(&s, &s.token).await;
+    let (st, body) = b.get(&format!("/w/w/runs/{id}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let tables = &body[body.find(r#"<section id="tables">"#).expect("a tables section")..];
+    let tables = &tables[..tables.find("</section>").unwrap()];
+
+    // The small table: whole, its user text escaped, nulls shown as such, with a download link.
+    let small_at = tables.find(r#"data-table="eval/importance.json""#).expect("the small table");
+    let big_at = tables.find(r#"data-table="big table.json""#).expect("the big table");
+    assert!(small_at < big_at, "tables in the order logged");
+    let small = &tables[small_at..big_at];
+    assert!(small.contains("2 rows."), "{small}");
+    assert!(small.contains(r#"<th scope="col">feature</th><th scope="col">importance</th>"#), "{small}");
+    assert!(small.contains("<td>&lt;b&gt;pH&lt;/b&gt;</td>") && !small.contains("<b>pH"), "{small}");
+    assert!(
+        small.contains("<td>0.7</td>") && small.contains(r#"<span class="muted">null</span>"#),
+        "{small}"
+    );
+    let link = format!(r#"href="/w/w/runs/{id}/artifacts/eval/importance.json""#);
+    assert!(small.contains(&link), "{small}");
+
+    // The long one: its first 100 rows, and a note saying so.
+    let big = &tables[big_at..];
+    assert!(big.contains("First 100 of 150 rows."), "{big}");
+    assert_eq!(big.matches("<tr>").count(), 1 + 100, "header + 100 rows");
+    assert!(big.contains("<td>99</td><td>9801</td>") && !big.contains("<td>100</td><td>10000</td>"), "{big}");
+    assert!(big.contains(&format!(r#"href="/w/w/runs/{id}/artifacts/big%20table.json""#)));
+    assert!(!tables.contains("not-logged-as-a-table"), "only files logged as tables");
+
+    // The download is the whole table.
+    let (st, text) = b.get(&format!("/w/w/runs/{id}/artifacts/big%20table.json")).await;
+    assert_eq!(st, StatusCode::OK);
+    let whole: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(whole["data"].as_array().unwrap().len(), 150);
+
+    // A run without tables has no section.
+    let plain = logged_run(&s, "tables", "plain", 0.5, "1").await;
+    let (_, body) = b.get(&format!("/w/w/runs/{plain}")).await;
+    assert!(!body.contains(r#"id="tables""#));
+}
