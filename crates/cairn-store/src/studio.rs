@@ -1,14 +1,19 @@
 //! Read queries only the studio's pages need: experiment summaries, the param and metric keys
-//! of an experiment's runs (the runs table's columns), and the statuses of a few runs (live
-//! updates). Each is one query, so pages stay fast with many runs.
+//! of an experiment's runs (the runs table's columns), the statuses of a few runs (live
+//! updates) and a page of the models list. Each costs a fixed number of queries, whatever the
+//! number of runs, models or versions, so pages stay fast when those grow.
+
+use std::collections::BTreeMap;
 
 use cairn_core::api::Workspace;
+use cairn_core::models::Model;
 use cairn_core::runs::RunStatus;
 use cairn_core::Error;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::map_err;
+use crate::runs::placeholders;
 use crate::Store;
 
 /// An experiment with how many runs it has and when the last one was created.
@@ -34,6 +39,16 @@ pub struct RunStatusRow {
     pub status: RunStatus,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
+}
+
+/// A model as the models list shows it: the model (with its tags and aliases), how many versions
+/// it has, and its latest version's framework.
+#[derive(Clone, Debug)]
+pub struct ModelSummary {
+    pub model: Model,
+    pub versions: i64,
+    pub framework: Option<String>,
+    pub framework_version: Option<String>,
 }
 
 /// Most columns of each kind the runs table offers (keys beyond are still filterable).
@@ -112,10 +127,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "SELECT id, status, started_at, ended_at FROM runs WHERE workspace_id = $1 AND id IN ({})",
-            list.join(", ")
+            placeholders(2, ids.len())
         );
         let mut q = sqlx::query(&sql).bind(&ws.id);
         for id in ids {
@@ -135,5 +149,84 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// A page of the workspace's models, most recently updated first (the order of
+    /// `Store::list_models`), and whether more follow. Three queries for the whole page: the
+    /// models with their version counts and latest versions, then the tags and the aliases of
+    /// all of them.
+    pub async fn model_summaries(
+        &self,
+        ws: &Workspace,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<ModelSummary>, bool), Error> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.name, m.description, m.created_by, m.created_at, m.updated_at, \
+             (SELECT COUNT(*) FROM model_versions c WHERE c.model_id = m.id) AS versions, \
+             lv.version AS latest, lv.framework, lv.framework_version \
+             FROM registered_models m LEFT JOIN model_versions lv ON lv.model_id = m.id \
+             AND lv.version = (SELECT MAX(x.version) FROM model_versions x WHERE x.model_id = m.id) \
+             WHERE m.workspace_id = $1 ORDER BY m.updated_at DESC, m.name LIMIT $2 OFFSET $3",
+        )
+        .bind(&ws.id)
+        .bind(limit + 1)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let more = rows.len() as i64 > limit;
+        let mut ids = Vec::new();
+        let mut out = Vec::new();
+        for r in rows.iter().take(limit as usize) {
+            ids.push(get::<String>(r, "id")?);
+            out.push(ModelSummary {
+                model: Model {
+                    name: get(r, "name")?,
+                    workspace: ws.name.clone(),
+                    description: get(r, "description")?,
+                    tags: BTreeMap::new(),
+                    created_by: get(r, "created_by")?,
+                    created_at: get(r, "created_at")?,
+                    updated_at: get(r, "updated_at")?,
+                    latest_version: get(r, "latest")?,
+                    aliases: BTreeMap::new(),
+                },
+                versions: get(r, "versions")?,
+                framework: get(r, "framework")?,
+                framework_version: get(r, "framework_version")?,
+            });
+        }
+        if ids.is_empty() {
+            return Ok((out, more));
+        }
+        let position: BTreeMap<&str, usize> =
+            ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let list = placeholders(1, ids.len());
+        let tags_sql =
+            format!("SELECT model_id, key, value FROM registered_model_tags WHERE model_id IN ({list})");
+        let aliases_sql = format!(
+            "SELECT a.model_id, a.alias, v.version FROM model_aliases a JOIN model_versions v ON v.id = a.version_id \
+             WHERE a.model_id IN ({list})"
+        );
+        let mut tags = sqlx::query(&tags_sql);
+        let mut aliases = sqlx::query(&aliases_sql);
+        for id in &ids {
+            tags = tags.bind(id);
+            aliases = aliases.bind(id);
+        }
+        for r in tags.fetch_all(&self.pool).await.map_err(map_err)? {
+            let id: String = get(&r, "model_id")?;
+            if let Some(&i) = position.get(id.as_str()) {
+                out[i].model.tags.insert(get(&r, "key")?, get(&r, "value")?);
+            }
+        }
+        for r in aliases.fetch_all(&self.pool).await.map_err(map_err)? {
+            let id: String = get(&r, "model_id")?;
+            if let Some(&i) = position.get(id.as_str()) {
+                out[i].model.aliases.insert(get(&r, "alias")?, get(&r, "version")?);
+            }
+        }
+        Ok((out, more))
     }
 }
