@@ -2,6 +2,9 @@
 //! of an experiment's runs (the runs table's columns), the statuses of a few runs (live
 //! updates) and a page of the models list. Each costs a fixed number of queries, whatever the
 //! number of runs, models or versions, so pages stay fast when those grow.
+//!
+//! The one write, [`record_column_keys`], keeps `experiment_keys` (an experiment's param and
+//! metric keys) current from `log_batch`, which is what lets the column keys be read at once.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +13,7 @@ use cairn_core::models::Model;
 use cairn_core::runs::RunStatus;
 use cairn_core::Error;
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use crate::db::map_err;
 use crate::runs::placeholders;
@@ -53,10 +56,6 @@ pub struct ModelSummary {
 
 /// Most columns of each kind the runs table offers (keys beyond are still filterable).
 pub const MAX_COLUMN_KEYS: i64 = 500;
-/// How many of the newest runs column keys are discovered from. A DISTINCT over every run of a
-/// 10,000-run experiment costs seconds on SQLite; the newest runs cost milliseconds and name
-/// the keys people look for (pages add their own runs' keys).
-pub const KEY_SAMPLE_RUNS: i64 = 200;
 
 fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
 where
@@ -90,28 +89,28 @@ impl Store {
             .collect()
     }
 
-    /// The param and metric keys of the newest [`KEY_SAMPLE_RUNS`] live runs of `experiment` (of
-    /// all experiments when `None`). Reads `params` and `latest_metrics` (one row per run and
-    /// key) through their primary keys, never the metric history.
+    /// The param and metric keys logged in `experiment` (in every experiment of the workspace
+    /// when `None`), sorted, at most [`MAX_COLUMN_KEYS`] of each: one range of the
+    /// `experiment_keys` index per kind, whatever the number of runs.
     pub async fn run_column_keys(
         &self,
         ws: &Workspace,
         experiment: Option<&str>,
     ) -> Result<RunColumnKeys, Error> {
         let mut keys = RunColumnKeys::default();
-        for (table, out) in [("params", &mut keys.params), ("latest_metrics", &mut keys.metrics)] {
-            let runs = match experiment {
-                Some(_) => {
-                    "SELECT r.id FROM runs r WHERE r.experiment_id = \
-                     (SELECT id FROM experiments WHERE workspace_id = $1 AND name = $2) AND r.deleted_at IS NULL \
-                     ORDER BY r.created_at DESC"
-                }
-                None => "SELECT r.id FROM runs r WHERE r.workspace_id = $1 AND r.deleted_at IS NULL ORDER BY r.created_at DESC",
+        for (kind, out) in [("param", &mut keys.params), ("metric", &mut keys.metrics)] {
+            let sql = match experiment {
+                Some(_) => format!(
+                    "SELECT k.key FROM experiment_keys k JOIN experiments e ON e.id = k.experiment_id \
+                     WHERE e.workspace_id = $1 AND e.name = $3 AND k.kind = $2 ORDER BY k.key LIMIT {MAX_COLUMN_KEYS}"
+                ),
+                None => format!(
+                    "SELECT DISTINCT k.key FROM experiment_keys k JOIN experiments e ON e.id = k.experiment_id \
+                     WHERE e.workspace_id = $1 AND e.deleted_at IS NULL AND k.kind = $2 \
+                     ORDER BY k.key LIMIT {MAX_COLUMN_KEYS}"
+                ),
             };
-            let sql = format!(
-                "SELECT DISTINCT x.key FROM {table} x WHERE x.run_id IN ({runs} LIMIT {KEY_SAMPLE_RUNS}) ORDER BY x.key LIMIT {MAX_COLUMN_KEYS}"
-            );
-            let mut q = sqlx::query(&sql).bind(&ws.id);
+            let mut q = sqlx::query(&sql).bind(&ws.id).bind(kind);
             if let Some(e) = experiment {
                 q = q.bind(e);
             }
@@ -229,4 +228,37 @@ impl Store {
         }
         Ok((out, more))
     }
+}
+
+/// Records in `experiment_keys` the param and metric keys a batch of `run_id` wrote (called by
+/// `log_batch`, in its transaction). One statement per chunk of keys; known keys are left alone.
+pub(crate) async fn record_column_keys(
+    conn: &mut AnyConnection,
+    run_id: &str,
+    params: &[&str],
+    metrics: &[&str],
+) -> Result<(), Error> {
+    /// Keys per statement (two bound values each), far under both engines' limits.
+    const KEYS_PER_STATEMENT: usize = 250;
+    let keys: Vec<(&str, &str)> =
+        params.iter().map(|k| ("param", *k)).chain(metrics.iter().map(|k| ("metric", *k))).collect();
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        // `VALUES` names its columns column1, column2 on both engines. The WHERE clause also
+        // lets SQLite parse ON CONFLICT after INSERT … SELECT.
+        let sql = format!(
+            "INSERT INTO experiment_keys (experiment_id, kind, key) \
+             SELECT r.experiment_id, k.column1, k.column2 FROM runs r, (VALUES {}) AS k WHERE r.id = $1 \
+             ON CONFLICT (experiment_id, kind, key) DO NOTHING",
+            (0..chunk.len())
+                .map(|i| format!("({})", placeholders(2 + 2 * i, 2)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(run_id);
+        for (kind, key) in chunk {
+            q = q.bind(*kind).bind(*key);
+        }
+        q.execute(&mut *conn).await.map_err(map_err)?;
+    }
+    Ok(())
 }
