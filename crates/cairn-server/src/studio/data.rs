@@ -64,7 +64,7 @@ fn totals(files: &[FileEntry]) -> Totals {
 #[derive(Deserialize, Default)]
 struct DataQuery {
     sizes: Option<String>,
-    page: Option<usize>,
+    page: Option<String>,
 }
 
 impl DataQuery {
@@ -267,10 +267,15 @@ async fn browse(
     };
     let entries = folders.len() + files.len();
     let pages = entries.div_ceil(PAGE_SIZE).max(1);
-    let page = q.page.unwrap_or(1);
-    if page == 0 || page > pages {
-        return Err(Error::not_found("page", format!("{page}\" of folder \"{dir}")));
-    }
+    let page = match q.page.as_deref().filter(|p| !p.is_empty()) {
+        None => 1,
+        Some(p) => p.parse::<usize>().ok().filter(|n| (1..=pages).contains(n)).ok_or_else(|| {
+            Error::not_found(
+                "page",
+                format!("{p}\" of folder \"{}", if dir.is_root() { ds } else { dir.as_str() }),
+            )
+        })?,
+    };
     let (page_folders, page_files) = page_of(&folders, &files, page);
     let child =
         |name: &str| if dir.is_root() { name.to_string() } else { format!("{}/{name}", dir.as_str()) };

@@ -35,8 +35,9 @@ const MAX_TABLES: usize = 10;
 const TABLE_ROWS: usize = 100;
 /// Columns of a table shown on the page.
 const TABLE_COLUMNS: usize = 50;
-/// Larger table files are not read for the page, only offered as downloads.
-const MAX_TABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// Larger table files are not read for the page (every view parses them), only offered as
+/// downloads.
+const MAX_TABLE_BYTES: u64 = 2 * 1024 * 1024;
 /// Characters of a cell shown (the rest is cut, with an ellipsis).
 const CELL_CHARS: usize = 300;
 /// The tag in which MLflow lists the tables (and other typed artifacts) a run logged.
