@@ -512,7 +512,7 @@ impl Store {
         }
         let new_params: Vec<&str> = fresh.iter().map(|(k, _)| *k).collect();
         let metric_keys: Vec<&str> = latest.iter().map(|(k, _)| *k).collect();
-        crate::studio::record_column_keys(&mut **tx, run_id, &new_params, &metric_keys).await?;
+        crate::studio::record_column_keys(&mut tx, run_id, &new_params, &metric_keys).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(())
     }

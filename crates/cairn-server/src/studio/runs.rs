@@ -403,7 +403,8 @@ mod tests {
     fn keys_are_quoted_only_when_needed_and_parse_back() {
         for key in ["rmse", "max_depth", "a-b", "max depth", "a.b", "x`y", "x`y\"z"] {
             let order = format!("metrics.{} DESC", quote_key(key));
-            let parsed = parse_order_by(&[order.clone()]).unwrap_or_else(|e| panic!("{order}: {e}"));
+            let parsed =
+                parse_order_by(std::slice::from_ref(&order)).unwrap_or_else(|e| panic!("{order}: {e}"));
             assert_eq!(parsed[0].key, key, "{order}");
         }
         assert_eq!(quote_key("rmse"), "rmse");
