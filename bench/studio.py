@@ -140,8 +140,17 @@ class Cairn:
         """Signs in through the studio's form, as a browser does; keeps the session cookie."""
         u = urllib.parse.urlparse(self.url)
         c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-        body = urllib.parse.urlencode({"token": self.token, "next": "/"})
-        c.request("POST", "/login", body=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        # The form first: its CSRF cookie and field must come back with the post.
+        c.request("GET", "/login")
+        resp = c.getresponse()
+        form = resp.read().decode()
+        login = [v for k, v in resp.getheaders() if k.lower() == "set-cookie" and v.startswith("cairn_login=")]
+        field = re.search(r'name="csrf" value="([^"]+)"', form)
+        if not login or not field:
+            raise RuntimeError("Cairn: the sign-in form has no CSRF cookie or field")
+        body = urllib.parse.urlencode({"token": self.token, "next": "/", "csrf": field.group(1)})
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": login[0].split(";", 1)[0]}
+        c.request("POST", "/login", body=body, headers=headers)
         resp = c.getresponse()
         resp.read()
         cookies = [v for k, v in resp.getheaders() if k.lower() == "set-cookie" and v.startswith("cairn_session=")]

@@ -266,6 +266,29 @@ impl BlobStore {
         Ok(entries)
     }
 
+    /// One level of `dir`: the names of its subfolders and its files (paths relative to the
+    /// store's root, as [`BlobStore::list`] gives them), each sorted. A delimiter listing: it
+    /// costs what this level holds, not everything below it (S3 answers it in pages of 1,000).
+    pub async fn list_level(&self, dir: &RelPath) -> Result<(Vec<String>, Vec<FileEntry>), Error> {
+        let key = self.key(dir)?;
+        let prefix = if key.as_ref().is_empty() { None } else { Some(&key) };
+        let level = self.store.list_with_delimiter(prefix).await.map_err(|e| map_err(e, self.shown(dir)))?;
+        let mut folders: Vec<String> =
+            level.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        let mut files: Vec<FileEntry> = level
+            .objects
+            .into_iter()
+            .map(|meta| FileEntry {
+                path: self.rel(&meta.location),
+                size: meta.size,
+                last_modified: meta.last_modified.timestamp_millis(),
+            })
+            .collect();
+        folders.sort();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((folders, files))
+    }
+
     /// Deletes `path` and, if it is a folder, everything under it. Returns the files deleted.
     pub async fn delete_all(&self, path: &RelPath) -> Result<u64, Error> {
         let files = self.list(path).await?;
@@ -411,5 +434,28 @@ mod tests {
         let err = blobs.put_stream(&p, chunks(b"two", 3), PutOpts::default()).await.unwrap_err();
         assert!(matches!(err, Error::Conflict(_)));
         assert_eq!(blobs.sha256_of(&p).await.unwrap().sha256, sha(b"one"));
+    }
+
+    #[tokio::test]
+    async fn a_level_lists_its_folders_and_files_but_nothing_deeper() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap().child("ws/default");
+        for name in ["top.txt", "d/a.csv", "d/sub/deep.csv", "d/sub/deeper/x", "e/f.txt"] {
+            blobs
+                .put_stream(&RelPath::parse(name).unwrap(), chunks(b"12345", 5), PutOpts::default())
+                .await
+                .unwrap();
+        }
+        let (folders, files) = blobs.list_level(&RelPath::parse_dir("").unwrap()).await.unwrap();
+        assert_eq!(folders, ["d", "e"]);
+        assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["top.txt"]);
+        let (folders, files) = blobs.list_level(&RelPath::parse_dir("d").unwrap()).await.unwrap();
+        assert_eq!(folders, ["sub"]);
+        assert_eq!(files.iter().map(|f| (f.path.as_str(), f.size)).collect::<Vec<_>>(), [("d/a.csv", 5)]);
+        // A file, or nothing at all, has no level.
+        for empty in ["top.txt", "nothing/here"] {
+            let (folders, files) = blobs.list_level(&RelPath::parse_dir(empty).unwrap()).await.unwrap();
+            assert!(folders.is_empty() && files.is_empty(), "{empty}");
+        }
     }
 }

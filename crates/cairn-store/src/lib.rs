@@ -33,7 +33,7 @@ pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
 pub use search::RunScope;
 pub use series::MetricSeries;
-pub use studio::{ExperimentSummary, RunColumnKeys, RunStatusRow};
+pub use studio::{ExperimentSummary, ModelSummary, RunColumnKeys, RunStatusRow, MAX_COLUMN_KEYS};
 pub use tokens::{NewToken, TokenRecord};
 
 /// Largest page any list returns, whatever the caller asks for.

@@ -501,23 +501,37 @@ impl Store {
         Ok(mv)
     }
 
+    /// Fills the tags and aliases of `versions` (whose database ids are `ids`): two queries per
+    /// chunk of ids, not two per version, so a model with many versions lists in a few queries.
     async fn fill_versions(&self, versions: &mut [ModelVersion], ids: &[String]) -> Result<(), Error> {
-        for (mv, id) in versions.iter_mut().zip(ids) {
-            for r in sqlx::query("SELECT key, value FROM model_version_tags WHERE version_id = $1")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?
-            {
-                mv.tags.insert(get(&r, "key")?, get(&r, "value")?);
+        /// Ids per query, far under both engines' limits on bound values.
+        const IDS_PER_QUERY: usize = 500;
+        let position: BTreeMap<&str, usize> =
+            ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let list = crate::runs::placeholders(1, chunk.len());
+            let tags_sql =
+                format!("SELECT version_id, key, value FROM model_version_tags WHERE version_id IN ({list})");
+            let aliases_sql = format!(
+                "SELECT version_id, alias FROM model_aliases WHERE version_id IN ({list}) ORDER BY alias"
+            );
+            let mut tags = sqlx::query(&tags_sql);
+            let mut aliases = sqlx::query(&aliases_sql);
+            for id in chunk {
+                tags = tags.bind(id);
+                aliases = aliases.bind(id);
             }
-            for r in sqlx::query("SELECT alias FROM model_aliases WHERE version_id = $1 ORDER BY alias")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?
-            {
-                mv.aliases.push(get(&r, "alias")?);
+            for r in tags.fetch_all(&self.pool).await.map_err(map_err)? {
+                let id: String = get(&r, "version_id")?;
+                if let Some(&i) = position.get(id.as_str()) {
+                    versions[i].tags.insert(get(&r, "key")?, get(&r, "value")?);
+                }
+            }
+            for r in aliases.fetch_all(&self.pool).await.map_err(map_err)? {
+                let id: String = get(&r, "version_id")?;
+                if let Some(&i) = position.get(id.as_str()) {
+                    versions[i].aliases.push(get(&r, "alias")?);
+                }
             }
         }
         Ok(())

@@ -510,6 +510,9 @@ impl Store {
             }
             q.execute(&mut **tx).await.map_err(map_err)?;
         }
+        let new_params: Vec<&str> = fresh.iter().map(|(k, _)| *k).collect();
+        let metric_keys: Vec<&str> = latest.iter().map(|(k, _)| *k).collect();
+        crate::studio::record_column_keys(&mut tx, run_id, &new_params, &metric_keys).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(())
     }
@@ -594,7 +597,7 @@ impl Store {
 const ROWS_PER_STATEMENT: usize = 250;
 
 /// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 

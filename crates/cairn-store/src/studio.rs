@@ -1,14 +1,22 @@
 //! Read queries only the studio's pages need: experiment summaries, the param and metric keys
-//! of an experiment's runs (the runs table's columns), and the statuses of a few runs (live
-//! updates). Each is one query, so pages stay fast with many runs.
+//! of an experiment's runs (the runs table's columns), the statuses of a few runs (live
+//! updates) and a page of the models list. Each costs a fixed number of queries, whatever the
+//! number of runs, models or versions, so pages stay fast when those grow.
+//!
+//! The one write, [`record_column_keys`], keeps `experiment_keys` (an experiment's param and
+//! metric keys) current from `log_batch`, which is what lets the column keys be read at once.
+
+use std::collections::BTreeMap;
 
 use cairn_core::api::Workspace;
+use cairn_core::models::Model;
 use cairn_core::runs::RunStatus;
 use cairn_core::Error;
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use crate::db::map_err;
+use crate::runs::placeholders;
 use crate::Store;
 
 /// An experiment with how many runs it has and when the last one was created.
@@ -36,12 +44,18 @@ pub struct RunStatusRow {
     pub ended_at: Option<i64>,
 }
 
+/// A model as the models list shows it: the model (with its tags and aliases), how many versions
+/// it has, and its latest version's framework.
+#[derive(Clone, Debug)]
+pub struct ModelSummary {
+    pub model: Model,
+    pub versions: i64,
+    pub framework: Option<String>,
+    pub framework_version: Option<String>,
+}
+
 /// Most columns of each kind the runs table offers (keys beyond are still filterable).
 pub const MAX_COLUMN_KEYS: i64 = 500;
-/// How many of the newest runs column keys are discovered from. A DISTINCT over every run of a
-/// 10,000-run experiment costs seconds on SQLite; the newest runs cost milliseconds and name
-/// the keys people look for (pages add their own runs' keys).
-pub const KEY_SAMPLE_RUNS: i64 = 200;
 
 fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
 where
@@ -75,28 +89,28 @@ impl Store {
             .collect()
     }
 
-    /// The param and metric keys of the newest [`KEY_SAMPLE_RUNS`] live runs of `experiment` (of
-    /// all experiments when `None`). Reads `params` and `latest_metrics` (one row per run and
-    /// key) through their primary keys, never the metric history.
+    /// The param and metric keys logged in `experiment` (in every experiment of the workspace
+    /// when `None`), sorted, at most [`MAX_COLUMN_KEYS`] of each: one range of the
+    /// `experiment_keys` index per kind, whatever the number of runs.
     pub async fn run_column_keys(
         &self,
         ws: &Workspace,
         experiment: Option<&str>,
     ) -> Result<RunColumnKeys, Error> {
         let mut keys = RunColumnKeys::default();
-        for (table, out) in [("params", &mut keys.params), ("latest_metrics", &mut keys.metrics)] {
-            let runs = match experiment {
-                Some(_) => {
-                    "SELECT r.id FROM runs r WHERE r.experiment_id = \
-                     (SELECT id FROM experiments WHERE workspace_id = $1 AND name = $2) AND r.deleted_at IS NULL \
-                     ORDER BY r.created_at DESC"
-                }
-                None => "SELECT r.id FROM runs r WHERE r.workspace_id = $1 AND r.deleted_at IS NULL ORDER BY r.created_at DESC",
+        for (kind, out) in [("param", &mut keys.params), ("metric", &mut keys.metrics)] {
+            let sql = match experiment {
+                Some(_) => format!(
+                    "SELECT k.key FROM experiment_keys k JOIN experiments e ON e.id = k.experiment_id \
+                     WHERE e.workspace_id = $1 AND e.name = $3 AND k.kind = $2 ORDER BY k.key LIMIT {MAX_COLUMN_KEYS}"
+                ),
+                None => format!(
+                    "SELECT DISTINCT k.key FROM experiment_keys k JOIN experiments e ON e.id = k.experiment_id \
+                     WHERE e.workspace_id = $1 AND e.deleted_at IS NULL AND k.kind = $2 \
+                     ORDER BY k.key LIMIT {MAX_COLUMN_KEYS}"
+                ),
             };
-            let sql = format!(
-                "SELECT DISTINCT x.key FROM {table} x WHERE x.run_id IN ({runs} LIMIT {KEY_SAMPLE_RUNS}) ORDER BY x.key LIMIT {MAX_COLUMN_KEYS}"
-            );
-            let mut q = sqlx::query(&sql).bind(&ws.id);
+            let mut q = sqlx::query(&sql).bind(&ws.id).bind(kind);
             if let Some(e) = experiment {
                 q = q.bind(e);
             }
@@ -112,10 +126,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "SELECT id, status, started_at, ended_at FROM runs WHERE workspace_id = $1 AND id IN ({})",
-            list.join(", ")
+            placeholders(2, ids.len())
         );
         let mut q = sqlx::query(&sql).bind(&ws.id);
         for id in ids {
@@ -136,4 +149,116 @@ impl Store {
             })
             .collect()
     }
+
+    /// A page of the workspace's models, most recently updated first (the order of
+    /// `Store::list_models`), and whether more follow. Three queries for the whole page: the
+    /// models with their version counts and latest versions, then the tags and the aliases of
+    /// all of them.
+    pub async fn model_summaries(
+        &self,
+        ws: &Workspace,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<ModelSummary>, bool), Error> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.name, m.description, m.created_by, m.created_at, m.updated_at, \
+             (SELECT COUNT(*) FROM model_versions c WHERE c.model_id = m.id) AS versions, \
+             lv.version AS latest, lv.framework, lv.framework_version \
+             FROM registered_models m LEFT JOIN model_versions lv ON lv.model_id = m.id \
+             AND lv.version = (SELECT MAX(x.version) FROM model_versions x WHERE x.model_id = m.id) \
+             WHERE m.workspace_id = $1 ORDER BY m.updated_at DESC, m.name LIMIT $2 OFFSET $3",
+        )
+        .bind(&ws.id)
+        .bind(limit + 1)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let more = rows.len() as i64 > limit;
+        let mut ids = Vec::new();
+        let mut out = Vec::new();
+        for r in rows.iter().take(limit as usize) {
+            ids.push(get::<String>(r, "id")?);
+            out.push(ModelSummary {
+                model: Model {
+                    name: get(r, "name")?,
+                    workspace: ws.name.clone(),
+                    description: get(r, "description")?,
+                    tags: BTreeMap::new(),
+                    created_by: get(r, "created_by")?,
+                    created_at: get(r, "created_at")?,
+                    updated_at: get(r, "updated_at")?,
+                    latest_version: get(r, "latest")?,
+                    aliases: BTreeMap::new(),
+                },
+                versions: get(r, "versions")?,
+                framework: get(r, "framework")?,
+                framework_version: get(r, "framework_version")?,
+            });
+        }
+        if ids.is_empty() {
+            return Ok((out, more));
+        }
+        let position: BTreeMap<&str, usize> =
+            ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let list = placeholders(1, ids.len());
+        let tags_sql =
+            format!("SELECT model_id, key, value FROM registered_model_tags WHERE model_id IN ({list})");
+        let aliases_sql = format!(
+            "SELECT a.model_id, a.alias, v.version FROM model_aliases a JOIN model_versions v ON v.id = a.version_id \
+             WHERE a.model_id IN ({list})"
+        );
+        let mut tags = sqlx::query(&tags_sql);
+        let mut aliases = sqlx::query(&aliases_sql);
+        for id in &ids {
+            tags = tags.bind(id);
+            aliases = aliases.bind(id);
+        }
+        for r in tags.fetch_all(&self.pool).await.map_err(map_err)? {
+            let id: String = get(&r, "model_id")?;
+            if let Some(&i) = position.get(id.as_str()) {
+                out[i].model.tags.insert(get(&r, "key")?, get(&r, "value")?);
+            }
+        }
+        for r in aliases.fetch_all(&self.pool).await.map_err(map_err)? {
+            let id: String = get(&r, "model_id")?;
+            if let Some(&i) = position.get(id.as_str()) {
+                out[i].model.aliases.insert(get(&r, "alias")?, get(&r, "version")?);
+            }
+        }
+        Ok((out, more))
+    }
+}
+
+/// Records in `experiment_keys` the param and metric keys a batch of `run_id` wrote (called by
+/// `log_batch`, in its transaction). One statement per chunk of keys; known keys are left alone.
+pub(crate) async fn record_column_keys(
+    conn: &mut AnyConnection,
+    run_id: &str,
+    params: &[&str],
+    metrics: &[&str],
+) -> Result<(), Error> {
+    /// Keys per statement (two bound values each), far under both engines' limits.
+    const KEYS_PER_STATEMENT: usize = 250;
+    let keys: Vec<(&str, &str)> =
+        params.iter().map(|k| ("param", *k)).chain(metrics.iter().map(|k| ("metric", *k))).collect();
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        // `VALUES` names its columns column1, column2 on both engines. The WHERE clause also
+        // lets SQLite parse ON CONFLICT after INSERT … SELECT.
+        let sql = format!(
+            "INSERT INTO experiment_keys (experiment_id, kind, key) \
+             SELECT r.experiment_id, k.column1, k.column2 FROM runs r, (VALUES {}) AS k WHERE r.id = $1 \
+             ON CONFLICT (experiment_id, kind, key) DO NOTHING",
+            (0..chunk.len())
+                .map(|i| format!("({})", placeholders(2 + 2 * i, 2)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(run_id);
+        for (kind, key) in chunk {
+            q = q.bind(*kind).bind(*key);
+        }
+        q.execute(&mut *conn).await.map_err(map_err)?;
+    }
+    Ok(())
 }

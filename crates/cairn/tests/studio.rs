@@ -28,14 +28,24 @@ impl Browser {
     }
 }
 
+/// The response's `Set-Cookie` for the session cookie (empty when it sets none).
 fn set_cookie(r: &reqwest::Response) -> String {
-    r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+    set_cookie_named(r, "cairn_session")
+}
+
+fn set_cookie_named(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn sign_in(s: &Server, token: &str) -> Browser {
     let http = http();
-    let r =
-        http.post(format!("{}/login", s.url)).form(&[("token", token), ("next", "/")]).send().await.unwrap();
+    let r = common::studio_login(&http, &s.url, token, "/").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "sign-in failed");
     let cookie = set_cookie(&r).split(';').next().unwrap().to_string();
     let r = http.get(format!("{}/", s.url)).header("cookie", &cookie).send().await.unwrap();
@@ -102,24 +112,14 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_pages_need_it() {
     assert!(form.contains(r#"name="next" value="/w/w/experiments""#), "{form}");
 
     // A wrong token: the form again, with the error, 401, and no cookie.
-    let r = http
-        .post(format!("{}/login", s.url))
-        .form(&[("token", "cairn_wrong"), ("next", "/w/w/experiments")])
-        .send()
-        .await
-        .unwrap();
+    let r = common::studio_login(&http, &s.url, "cairn_wrong", "/w/w/experiments").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(set_cookie(&r).is_empty());
     let body = r.text().await.unwrap();
     assert!(body.contains(r#"id="login-error""#) && body.contains(r#"id="login-form""#), "{body}");
 
     // The right token: a signed cookie that is HttpOnly, SameSite=Strict, 12 h — never the token.
-    let r = http
-        .post(format!("{}/login", s.url))
-        .form(&[("token", s.token.as_str()), ("next", "/w/w/experiments")])
-        .send()
-        .await
-        .unwrap();
+    let r = common::studio_login(&http, &s.url, &s.token, "/w/w/experiments").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()["location"], "/w/w/experiments");
     let cookie = set_cookie(&r);
@@ -133,23 +133,22 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_pages_need_it() {
     for (next, expect) in
         [("//evil.example/x", "/"), ("https://evil.example/", "/"), ("/w/w/runs?page=2", "/w/w/runs?page=2")]
     {
-        let r = http
-            .post(format!("{}/login", s.url))
-            .form(&[("token", s.token.as_str()), ("next", next)])
-            .send()
-            .await
-            .unwrap();
+        let r = common::studio_login(&http, &s.url, &s.token, next).await;
         assert_eq!(r.headers()["location"], expect, "{next}");
     }
-    // Behind an https proxy the cookie is Secure.
+    // Behind an https proxy the cookies are Secure.
+    let (login_cookie, csrf) = common::studio_login_form(&http, &s.url).await;
     let r = http
         .post(format!("{}/login", s.url))
         .header("x-forwarded-proto", "https")
-        .form(&[("token", s.token.as_str())])
+        .header("cookie", &login_cookie)
+        .form(&[("token", s.token.as_str()), ("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
     assert!(set_cookie(&r).contains("; Secure"));
+    let r = http.get(format!("{}/login", s.url)).header("x-forwarded-proto", "https").send().await.unwrap();
+    assert!(set_cookie_named(&r, "cairn_login").contains("; Secure"));
 
     // With the cookie, the page renders with the workspace navigation.
     let r = http.get(format!("{}/w/w/experiments", s.url)).header("cookie", &pair).send().await.unwrap();
@@ -187,6 +186,85 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_pages_need_it() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(set_cookie(&r).contains("Max-Age=0"));
+    assert!(!s.log().contains(&s.token), "the token is never logged");
+}
+
+#[tokio::test]
+async fn sign_in_needs_the_forms_csrf_cookie_and_field_back() {
+    let s = Server::start();
+    let http = http();
+
+    // The form sets a short-lived, HttpOnly, SameSite=Strict cookie for /login only, and carries
+    // the matching field.
+    let r = http.get(format!("{}/login", s.url)).send().await.unwrap();
+    let set = set_cookie_named(&r, "cairn_login");
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/login", "Max-Age=3600"] {
+        assert!(set.contains(part), "{part} missing from {set}");
+    }
+    assert!(set_cookie(&r).is_empty(), "showing the form starts no session");
+    let (cookie, csrf) = common::studio_login_form(&http, &s.url).await;
+    let (other_cookie, other_csrf) = common::studio_login_form(&http, &s.url).await;
+    assert_ne!(csrf, other_csrf, "each form gets its own nonce");
+    // Showing the form again with a valid cookie keeps it (two tabs do not break each other).
+    let again = http.get(format!("{}/login", s.url)).header("cookie", &cookie).send().await.unwrap();
+    assert!(set_cookie_named(&again, "cairn_login").is_empty());
+    assert!(again.text().await.unwrap().contains(&format!(r#"name="csrf" value="{csrf}""#)));
+
+    let mut tampered = cookie.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    let wrong_form = format!("cairn_login={}", "x".repeat(10));
+    let field_as_cookie = format!("cairn_login={csrf}");
+    for (what, cookie, field) in [
+        ("neither", None, None),
+        ("the cookie alone", Some(cookie.as_str()), None),
+        ("the field alone", None, Some(csrf.as_str())),
+        ("another form's field", Some(cookie.as_str()), Some(other_csrf.as_str())),
+        ("another form's cookie", Some(other_cookie.as_str()), Some(csrf.as_str())),
+        ("a tampered cookie", Some(tampered.as_str()), Some(csrf.as_str())),
+        ("a malformed cookie", Some(wrong_form.as_str()), Some(csrf.as_str())),
+        ("the field as cookie", Some(field_as_cookie.as_str()), Some(csrf.as_str())),
+    ] {
+        let mut form = vec![("token", s.token.as_str()), ("next", "/")];
+        if let Some(f) = field {
+            form.push(("csrf", f));
+        }
+        let mut req = http.post(format!("{}/login", s.url)).form(&form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{what}");
+        assert!(set_cookie(&r).is_empty(), "{what}: a session cookie was set");
+        // A new form comes back, so the user can simply sign in again.
+        assert!(!set_cookie_named(&r, "cairn_login").is_empty(), "{what}: no new form cookie");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(r#"id="login-error""#) && body.contains("expired or was not sent from this site")
+        );
+        assert!(body.contains(r#"name="csrf" value=""#), "{what}: {body}");
+    }
+
+    // With both, the token decides; success clears the form's cookie.
+    let r = http
+        .post(format!("{}/login", s.url))
+        .header("cookie", &cookie)
+        .form(&[("token", "cairn_wrong"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&r).is_empty());
+    let r = http
+        .post(format!("{}/login", s.url))
+        .header("cookie", &cookie)
+        .form(&[("token", s.token.as_str()), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(set_cookie(&r).starts_with("cairn_session="));
+    assert!(set_cookie_named(&r, "cairn_login").contains("Max-Age=0"));
     assert!(!s.log().contains(&s.token), "the token is never logged");
 }
 
@@ -392,4 +470,88 @@ async fn run_page_shows_the_run_and_unknown_things_get_the_404_page() {
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
     assert!(r.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+}
+
+/// Runs a Python script with the stock MLflow client pointed at workspace `w` of `s`; returns
+/// what it printed after `result=` (MLflow prints lines of its own).
+fn run_mlflow_script(s: &Server, script: &str) -> String {
+    let mut cmd = std::process::Command::new(common::repo_root().join(".venv/bin/python"));
+    common::clear_cairn_env(&mut cmd);
+    let out = cmd
+        .args(["-c", script])
+        .env("MLFLOW_TRACKING_URI", format!("{}/workspaces/w/mlflow", s.url))
+        .env("MLFLOW_TRACKING_TOKEN", &s.token)
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .env("HOME", &s.home)
+        .current_dir(s.tmp())
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    let line = stdout.lines().find_map(|l| l.strip_prefix("result="));
+    line.unwrap_or_else(|| panic!("no result= line in {stdout}")).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_page_shows_tables_logged_with_mlflow() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let id = run_mlflow_script(
+        &s,
+        r#"
+import mlflow
+mlflow.set_experiment("tables")
+with mlflow.start_run(run_name="with-tables") as run:
+    mlflow.log_table({"feature": ["alcohol", "<b>pH</b>"], "importance": [0.7, None]},
+                     artifact_file="eval/importance.json")
+    mlflow.log_table({"i": list(range(150)), "square": [i * i for i in range(150)]},
+                     artifact_file="big table.json")
+    mlflow.log_dict({"columns": ["x"], "data": [[1]]}, "not-logged-as-a-table.json")
+    print("result=" + run.info.run_id)
+"#,
+    );
+    let b = sign_in(&s, &s.token).await;
+    let (st, body) = b.get(&format!("/w/w/runs/{id}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let tables = &body[body.find(r#"<section id="tables">"#).expect("a tables section")..];
+    let tables = &tables[..tables.find("</section>").unwrap()];
+
+    // The small table: whole, its user text escaped, nulls shown as such, with a download link.
+    let small_at = tables.find(r#"data-table="eval/importance.json""#).expect("the small table");
+    let big_at = tables.find(r#"data-table="big table.json""#).expect("the big table");
+    assert!(small_at < big_at, "tables in the order logged");
+    let small = &tables[small_at..big_at];
+    assert!(small.contains("2 rows."), "{small}");
+    assert!(small.contains(r#"<th scope="col">feature</th><th scope="col">importance</th>"#), "{small}");
+    assert!(small.contains("<td>&lt;b&gt;pH&lt;/b&gt;</td>") && !small.contains("<b>pH"), "{small}");
+    assert!(
+        small.contains("<td>0.7</td>") && small.contains(r#"<span class="muted">null</span>"#),
+        "{small}"
+    );
+    let link = format!(r#"href="/w/w/runs/{id}/artifacts/eval/importance.json""#);
+    assert!(small.contains(&link), "{small}");
+
+    // The long one: its first 100 rows, and a note saying so.
+    let big = &tables[big_at..];
+    assert!(big.contains("First 100 of 150 rows."), "{big}");
+    assert_eq!(big.matches("<tr>").count(), 1 + 100, "header + 100 rows");
+    assert!(big.contains("<td>99</td><td>9801</td>") && !big.contains("<td>100</td><td>10000</td>"), "{big}");
+    assert!(big.contains(&format!(r#"href="/w/w/runs/{id}/artifacts/big%20table.json""#)));
+    assert!(!tables.contains("not-logged-as-a-table"), "only files logged as tables");
+
+    // The download is the whole table.
+    let (st, text) = b.get(&format!("/w/w/runs/{id}/artifacts/big%20table.json")).await;
+    assert_eq!(st, StatusCode::OK);
+    let whole: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(whole["data"].as_array().unwrap().len(), 150);
+
+    // A run without tables has no section.
+    let plain = logged_run(&s, "tables", "plain", 0.5, "1").await;
+    let (_, body) = b.get(&format!("/w/w/runs/{plain}")).await;
+    assert!(!body.contains(r#"id="tables""#));
 }

@@ -13,12 +13,7 @@ fn http() -> reqwest::Client {
 
 /// Signs in at `/login` with the admin token; returns the session cookie.
 async fn sign_in(s: &Server) -> String {
-    let r = http()
-        .post(format!("{}/login", s.url))
-        .form(&[("token", s.token.as_str()), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
+    let r = common::studio_login(&http(), &s.url, &s.token, "/").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "sign-in failed");
     let cookie = r.headers()["set-cookie"].to_str().unwrap();
     cookie.split(';').next().unwrap().to_string()

@@ -63,12 +63,7 @@ impl Page {
 impl Studio {
     async fn sign_in(s: &Server) -> Studio {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let r = http
-            .post(format!("{}/login", s.url))
-            .form(&[("token", s.token.as_str()), ("next", "/")])
-            .send()
-            .await
-            .unwrap();
+        let r = studio_login(&http, &s.url, &s.token, "/").await;
         assert_eq!(r.status().as_u16(), 303, "sign-in failed: {}", r.text().await.unwrap());
         let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
         let cookie = set.split(';').next().unwrap().to_string();
@@ -383,6 +378,10 @@ async fn data_pages_browse_one_folder_level_with_sizes_and_refuse_traversal() {
     let list = b.get("/w/w/data").await;
     assert_eq!(list.status, 200, "{}", list.body);
     list.assert_has("data-datastore=\"default\"");
+    // Totals need every file listed: only on request.
+    list.assert_has("<td class=\"files\">—</td>");
+    assert_eq!(href_of(&list.body, "id=\"show-sizes\""), "/w/w/data?sizes=1");
+    let list = b.get("/w/w/data?sizes=1").await;
     // 3 files, 8 + 12 + 1 bytes.
     list.assert_has("<td class=\"files\">3</td>");
     list.assert_has("21 B");
@@ -394,10 +393,15 @@ async fn data_pages_browse_one_folder_level_with_sizes_and_refuse_traversal() {
     let folder = b.get("/w/w/data/default/winedata").await;
     assert_eq!(folder.status, 200, "{}", folder.body);
     folder.assert_has("data-path=\"winedata/deep\"");
-    folder.assert_has("13 B (2 files)");
     folder.assert_has("data-path=\"winedata/red.csv\"");
+    folder.assert_has("1 folder(s) and 1 file(s) here");
+    assert!(!folder.has("13 B (2 files)"), "folder sizes are not computed unless asked");
     // One level only: the deeper file is behind its folder.
     assert!(!folder.has("white.csv"), "{}", folder.body);
+    let sized = b.get(&href_of(&folder.body, "id=\"show-sizes\"")).await;
+    assert_eq!(sized.status, 200, "{}", sized.body);
+    sized.assert_has("13 B (2 files)");
+    sized.assert_has("3 file(s), 21 B in this folder and below.");
     let deep = b.get("/w/w/data/default/winedata/deep/er").await;
     assert_eq!(deep.status, 200);
     // Breadcrumbs lead back up; user text is escaped.
@@ -426,6 +430,34 @@ async fn data_pages_browse_one_folder_level_with_sizes_and_refuse_traversal() {
     }
     b.get("/w/w/data/default/nothing-here").await.assert_not_found();
     b.get("/w/w/data/nope").await.assert_not_found();
+
+    // A long folder comes in pages of 200 entries, folders first.
+    let many = s.tmp().join("many");
+    let names: Vec<String> = (0..205).map(|i| format!("f{i:03}.txt")).collect();
+    let mut tree: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), b"x" as &[u8])).collect();
+    tree.push(("sub/inner.txt", b"y"));
+    write_tree(&many, &tree);
+    s.ok(&["datastore", "upload", "-w", "w", many.to_str().unwrap(), "--target-path", "many", "-q"]);
+    let first = b.get("/w/w/data/default/many").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        first.body.matches("<tr class=\"folder\"").count() + first.body.matches("<tr class=\"file\"").count(),
+        200
+    );
+    first.assert_has("data-path=\"many/sub\"");
+    first.assert_has("data-path=\"many/f198.txt\"");
+    assert!(!first.has("data-path=\"many/f199.txt\""));
+    first.assert_has("Page 1 of 2 (206 entries)");
+    assert!(!first.has("id=\"prev-page\""));
+    let second = b.get(&href_of(&first.body, "id=\"next-page\"")).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.body.matches("<tr class=\"file\"").count(), 6);
+    second.assert_has("data-path=\"many/f199.txt\"");
+    second.assert_has("data-path=\"many/f204.txt\"");
+    assert!(!second.has("id=\"next-page\""));
+    for bad in ["3", "0", "x"] {
+        b.get(&format!("/w/w/data/default/many?page={bad}")).await.assert_not_found();
+    }
 }
 
 fn wait_for_status(s: &Server, run: &str, status: &str) {

@@ -35,6 +35,8 @@ use tokio::process::Command;
 use super::spec::{EnvironmentSpec, SpecError};
 
 const READY: &str = "READY";
+/// How a failed build's log ends (then the reason).
+const FAILED: &str = "# FAILED:";
 const LOG: &str = "build.log";
 const VENV: &str = "venv";
 /// Lines of the build log quoted in a failure, enough to show pip's resolver error.
@@ -42,6 +44,21 @@ const LOG_TAIL_LINES: usize = 30;
 /// A build that takes longer is stuck (a hung download), not slow.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const INTERPRETER_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where an environment's build stands ([`EnvBuilder::build_status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildStatus {
+    NotBuilt,
+    Building,
+    Built,
+    Failed,
+    /// A build started and never finished (its process died): the next use builds again.
+    Interrupted,
+}
+
+fn is_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -171,13 +188,47 @@ impl EnvBuilder {
 
     /// The build log of `hash` (complete, failed or in progress), if there is one.
     pub fn build_log(&self, hash: &str) -> Option<String> {
-        let is_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-        if !is_hash {
+        if !is_hash(hash) {
             return None;
         }
         std::fs::read(self.cache_dir.join(hash).join(LOG))
             .ok()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Where the build of `hash` stands, from what the builder records rather than from the log's
+    /// text: `Built` on the same proof `ensure` trusts (the `READY` marker and its interpreter),
+    /// `Building` while a builder (of any process) holds the hash's lock, `Failed` when the last
+    /// build wrote its failure line, `Interrupted` when a build left a log but neither (a crash
+    /// or a stopped server: the next use builds again), else `NotBuilt`.
+    pub fn build_status(&self, hash: &str) -> BuildStatus {
+        if !is_hash(hash) {
+            return BuildStatus::NotBuilt;
+        }
+        if self.ready(hash).is_some() {
+            return BuildStatus::Built;
+        }
+        if self.lock_is_held(hash) {
+            return BuildStatus::Building;
+        }
+        match self.build_log(hash) {
+            None => BuildStatus::NotBuilt,
+            Some(log)
+                if log.lines().rev().find(|l| l.starts_with("# ")).is_some_and(|l| l.starts_with(FAILED)) =>
+            {
+                BuildStatus::Failed
+            }
+            Some(_) => BuildStatus::Interrupted,
+        }
+    }
+
+    /// True while some builder holds `hash`'s lock file (never creates it). The probe takes the
+    /// lock for an instant when it is free, which a builder waiting in `lock` only notices as
+    /// that instant.
+    fn lock_is_held(&self, hash: &str) -> bool {
+        let path = self.cache_dir.join(format!("{hash}.lock"));
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else { return false };
+        matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
     }
 
     fn ready(&self, hash: &str) -> Option<BuiltEnv> {
@@ -373,7 +424,7 @@ impl Step<'_> {
 
     /// Records the failure in the log, removes the partial venv and quotes the log's tail.
     fn fail(&mut self, reason: String) -> BuildError {
-        let _ = writeln!(self.log, "# FAILED: {reason}");
+        let _ = writeln!(self.log, "{FAILED} {reason}");
         let _ = std::fs::remove_dir_all(self.dir.join(VENV));
         tracing::warn!(hash = short(self.hash), %reason, "environment build failed");
         BuildError::Failed {
@@ -570,5 +621,44 @@ mod tests {
         assert_eq!(interpreter_for("3.x").await, None);
         assert_eq!(interpreter_for("2.7.18").await, None);
         assert_eq!(interpreter_for("3.1999").await, None);
+    }
+
+    #[test]
+    fn build_status_comes_from_the_marker_the_lock_and_the_failure_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = EnvBuilder::new(dir.path().to_path_buf(), PathBuf::from("/nonexistent/uv"));
+        let hash = "ab".repeat(32);
+        let env_dir = dir.path().join(&hash);
+        assert_eq!(b.build_status(&hash), BuildStatus::NotBuilt);
+        assert_eq!(b.build_status("../etc"), BuildStatus::NotBuilt);
+        assert!(!dir.path().join(format!("{hash}.lock")).exists(), "probing creates no lock file");
+
+        // A log without a marker or a held lock: a build that died.
+        std::fs::create_dir_all(&env_dir).unwrap();
+        std::fs::write(env_dir.join(LOG), "# cairn environment x\nuv venv\n").unwrap();
+        assert_eq!(b.build_status(&hash), BuildStatus::Interrupted);
+
+        // The lock held (by another open file, as another builder would): building.
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.path().join(format!("{hash}.lock")))
+            .unwrap();
+        lock.lock().unwrap();
+        assert_eq!(b.build_status(&hash), BuildStatus::Building);
+        drop(lock);
+        assert_eq!(b.build_status(&hash), BuildStatus::Interrupted, "a released lock is no build");
+
+        std::fs::write(env_dir.join(LOG), "# cairn environment x\nerr\n# FAILED: no such package\n").unwrap();
+        assert_eq!(b.build_status(&hash), BuildStatus::Failed);
+
+        // A log saying "built" is not enough: the marker and the interpreter are.
+        std::fs::write(env_dir.join(LOG), "# cairn environment x\n# built in 1.0s\n").unwrap();
+        assert_eq!(b.build_status(&hash), BuildStatus::Interrupted);
+        std::fs::create_dir_all(env_dir.join("venv/bin")).unwrap();
+        std::fs::write(env_dir.join("venv/bin/python"), "").unwrap();
+        std::fs::write(env_dir.join(READY), "{}").unwrap();
+        assert_eq!(b.build_status(&hash), BuildStatus::Built);
     }
 }

@@ -14,6 +14,6 @@ mod conda;
 mod requirement;
 pub mod spec;
 
-pub use builder::{find_uv, BuildError, BuiltEnv, EnvBuilder};
+pub use builder::{find_uv, BuildError, BuildStatus, BuiltEnv, EnvBuilder};
 pub use conda::CondaFile;
 pub use spec::{next_version, CondaFileRef, EnvironmentFile, EnvironmentSpec, Resolved, SpecError};

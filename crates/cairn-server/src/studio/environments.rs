@@ -1,9 +1,9 @@
 //! Studio pages of environments: their names and versions, and one version's spec (as YAML),
 //! build state and the tail of its build log.
 //!
-//! The build state is read from the builder's log (`EnvBuilder::build_log`): the builder ends a
-//! good build's log with `# built in` and a failed one's with `# FAILED:`; a log with neither is a
-//! build under way (or one a stopped server left). Nothing here starts a build.
+//! The build state is what the builder records (`EnvBuilder::build_status`: the `READY` marker,
+//! the hash's build lock, the failure line), not a guess from the log's last line; the log itself
+//! (`EnvBuilder::build_log`) is shown as it is. Nothing here starts a build.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use axum::Router;
 use cairn_core::api::Workspace;
 use cairn_core::runs::Environment;
 use cairn_core::Error;
+use cairn_jobs::env::BuildStatus;
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -40,6 +41,8 @@ enum BuildState {
     Building,
     Built,
     Failed,
+    /// A build that never finished (its server stopped); the next use builds again.
+    Interrupted,
     /// The builder is unavailable (no `uv`), so nothing is known.
     Unknown,
 }
@@ -52,6 +55,7 @@ impl BuildState {
             BuildState::Building => "building",
             BuildState::Built => "built",
             BuildState::Failed => "failed",
+            BuildState::Interrupted => "interrupted",
             BuildState::Unknown => "unknown",
         }
     }
@@ -62,33 +66,34 @@ fn build_badge(b: BuildState) -> Markup {
         BuildState::Built | BuildState::UserManaged => Tone::Ok,
         BuildState::Failed => Tone::Failed,
         BuildState::Building => Tone::Busy,
-        BuildState::NotBuilt | BuildState::Unknown => Tone::Waiting,
+        BuildState::NotBuilt | BuildState::Interrupted | BuildState::Unknown => Tone::Waiting,
     };
     badge(b.label(), tone)
 }
 
-fn build_state(env: &Environment, log: Option<&str>, builder_ok: bool) -> BuildState {
+/// `status` is `None` when the builder is unavailable.
+fn build_state(env: &Environment, status: Option<BuildStatus>) -> BuildState {
     if env.spec.get("user_managed").and_then(|v| v.as_bool()).unwrap_or(false) {
         return BuildState::UserManaged;
     }
-    if !builder_ok {
-        return BuildState::Unknown;
-    }
-    let Some(log) = log else { return BuildState::NotBuilt };
-    let last = log.lines().rev().find(|l| l.starts_with("# ")).unwrap_or("");
-    if last.starts_with("# built in") {
-        BuildState::Built
-    } else if last.starts_with("# FAILED:") {
-        BuildState::Failed
-    } else {
-        BuildState::Building
+    match status {
+        None => BuildState::Unknown,
+        Some(BuildStatus::NotBuilt) => BuildState::NotBuilt,
+        Some(BuildStatus::Building) => BuildState::Building,
+        Some(BuildStatus::Built) => BuildState::Built,
+        Some(BuildStatus::Failed) => BuildState::Failed,
+        Some(BuildStatus::Interrupted) => BuildState::Interrupted,
     }
 }
 
-fn build_log(state: &AppState, env: &Environment) -> (Option<String>, bool) {
+/// The build state of `env` and (with `with_log`) its build log.
+fn build_info(state: &AppState, env: &Environment, with_log: bool) -> (BuildState, Option<String>) {
     match state.env_builder() {
-        Ok(b) => (b.build_log(&env.hash), true),
-        Err(_) => (None, false),
+        Ok(b) => {
+            let log = if with_log { b.build_log(&env.hash) } else { None };
+            (build_state(env, Some(b.build_status(&env.hash))), log)
+        }
+        Err(_) => (build_state(env, None), None),
     }
 }
 
@@ -120,12 +125,12 @@ async fn list_body(state: &AppState, workspace: &Workspace) -> Result<Markup, Er
                 } }
                 tbody { @for (name, versions) in &by_name {
                     @let latest = versions.iter().max_by_key(|e| e.version).expect("grouped from rows");
-                    @let (log, ok) = build_log(state, latest);
+                    @let (bstate, _) = build_info(state, latest, false);
                     tr data-environment=(name) {
                         td { a href=(env_href(ws, name)) { (name) } }
                         td { (latest.version) }
                         td { (versions.len()) }
-                        td { (build_badge(build_state(latest, log.as_deref(), ok))) }
+                        td { (build_badge(bstate)) }
                         td { (layout::time_el(latest.created_at)) }
                     }
                 } }
@@ -172,8 +177,7 @@ async fn show_body(
     let mut versions: Vec<Environment> =
         state.store.list_environments(workspace).await?.into_iter().filter(|e| e.name == name).collect();
     versions.sort_by_key(|e| std::cmp::Reverse(e.version));
-    let (log, ok) = build_log(state, &env);
-    let bstate = build_state(&env, log.as_deref(), ok);
+    let (bstate, log) = build_info(state, &env, true);
     let spec = serde_yaml::to_string(&env.spec).unwrap_or_else(|_| env.spec.to_string());
     let here = env_href(ws, name);
     let body = html! {
@@ -242,21 +246,20 @@ mod tests {
     }
 
     #[test]
-    fn build_state_is_read_from_the_end_of_the_log() {
+    fn build_state_is_the_builders_record() {
         let e = env(serde_json::json!({"packages": []}));
-        assert_eq!(build_state(&e, None, true), BuildState::NotBuilt);
-        assert_eq!(build_state(&e, Some("# cairn environment h\nuv venv\n"), true), BuildState::Building);
-        assert_eq!(
-            build_state(&e, Some("# cairn environment h\nok\n# built in 1.2s\n"), true),
-            BuildState::Built
-        );
-        assert_eq!(
-            build_state(&e, Some("# cairn environment h\nerr\n# FAILED: no such package\n"), true),
-            BuildState::Failed
-        );
-        assert_eq!(build_state(&e, None, false), BuildState::Unknown);
+        for (status, expected) in [
+            (BuildStatus::NotBuilt, BuildState::NotBuilt),
+            (BuildStatus::Building, BuildState::Building),
+            (BuildStatus::Built, BuildState::Built),
+            (BuildStatus::Failed, BuildState::Failed),
+            (BuildStatus::Interrupted, BuildState::Interrupted),
+        ] {
+            assert_eq!(build_state(&e, Some(status)), expected);
+        }
+        assert_eq!(build_state(&e, None), BuildState::Unknown);
         let um = env(serde_json::json!({"user_managed": true, "interpreter": "python3"}));
-        assert_eq!(build_state(&um, None, true), BuildState::UserManaged);
+        assert_eq!(build_state(&um, Some(BuildStatus::NotBuilt)), BuildState::UserManaged);
     }
 
     #[test]

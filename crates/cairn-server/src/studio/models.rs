@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use cairn_core::api::Workspace;
-use cairn_core::models::{ModelFilter, ModelVersion, VersionRef};
+use cairn_core::models::{ModelVersion, VersionRef};
 use cairn_core::Error;
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -60,12 +60,15 @@ async fn list(
 
 async fn list_body(state: &AppState, workspace: &Workspace, page: Option<&str>) -> Result<Markup, Error> {
     let ws = &workspace.name;
-    let page = state.store.list_models(workspace, &ModelFilter::default(), page, Some(PAGE_SIZE)).await?;
-    let mut rows = Vec::with_capacity(page.items.len());
-    for m in page.items {
-        let versions = state.store.list_model_versions(workspace, &m.name).await?;
-        rows.push((m, versions));
-    }
+    let offset = match page {
+        None | Some("") => 0,
+        Some(p) => p
+            .parse::<i64>()
+            .ok()
+            .filter(|o| *o >= 0)
+            .ok_or_else(|| Error::invalid(format!("invalid page {p:?}")))?,
+    };
+    let (rows, more) = state.store.model_summaries(workspace, offset, PAGE_SIZE).await?;
     let body = html! {
         h1 { "Models" }
         @if rows.is_empty() {
@@ -75,20 +78,23 @@ async fn list_body(state: &AppState, workspace: &Workspace, page: Option<&str>) 
                 table #models-table {
                     thead { tr {
                         th scope="col" { "Name" } th scope="col" { "Latest version" }
-                        th scope="col" { "Versions" } th scope="col" { "Tags" }
+                        th scope="col" { "Versions" } th scope="col" { "Aliases" } th scope="col" { "Tags" }
                         th scope="col" { "Framework" } th scope="col" { "Updated" }
                     } }
                     tbody {
-                        @for (m, versions) in &rows {
-                            @let latest = versions.first();
+                        @for r in &rows {
+                            @let m = &r.model;
                             tr data-model=(m.name) {
                                 td { a href=(model_href(ws, &m.name)) { (m.name) } }
-                                td { @if let Some(v) = latest {
-                                    a href=(version_href(ws, &m.name, v.version)) { (v.version) }
+                                td { @if let Some(v) = m.latest_version {
+                                    a href=(version_href(ws, &m.name, v)) { (v) }
                                 } @else { "—" } }
-                                td { (versions.len()) }
+                                td { (r.versions) }
+                                td { @for (alias, v) in &m.aliases {
+                                    a.tag href=(version_href(ws, &m.name, *v)) { "@" (alias) " → " (v) } " "
+                                } }
                                 td { (tags(&m.tags)) }
-                                td { (latest.map(framework).unwrap_or_default()) }
+                                td { (framework_text(r.framework.as_deref(), r.framework_version.as_deref())) }
                                 td { (layout::time_el(m.updated_at)) }
                             }
                         }
@@ -96,9 +102,9 @@ async fn list_body(state: &AppState, workspace: &Workspace, page: Option<&str>) 
                 }
             }
         }
-        @if let Some(next) = &page.next_page_token {
+        @if more {
             nav.pager aria-label="Pages" {
-                a #next-page href={ (layout::ws_url(ws)) "/models?page=" (layout::q(next)) } { "Next page" }
+                a #next-page href={ (layout::ws_url(ws)) "/models?page=" (offset + PAGE_SIZE) } { "Next page" }
             }
         }
     };
@@ -114,9 +120,13 @@ fn version_href(ws: &str, name: &str, v: i64) -> String {
 }
 
 fn framework(v: &ModelVersion) -> String {
-    match (&v.framework, &v.framework_version) {
+    framework_text(v.framework.as_deref(), v.framework_version.as_deref())
+}
+
+fn framework_text(framework: Option<&str>, version: Option<&str>) -> String {
+    match (framework, version) {
         (Some(f), Some(fv)) => format!("{f} {fv}"),
-        (Some(f), None) => f.clone(),
+        (Some(f), None) => f.to_string(),
         _ => String::new(),
     }
 }

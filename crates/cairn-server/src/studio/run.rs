@@ -1,7 +1,12 @@
 //! The run page (`/w/{ws}/runs/{id}`): overview with the status timeline, params, tags, one chart
-//! per metric (drawn by `charts.js` from the series route), logged images, the outputs browser,
-//! the code snapshot, and the log (tailed live while the run has not ended). Also the downloads
-//! of a run's artifacts and code files.
+//! per metric (drawn by `charts.js` from the series route), logged tables and images, the outputs
+//! browser, the code snapshot, and the log (tailed live while the run has not ended). Also the
+//! downloads of a run's artifacts and code files.
+//!
+//! Tables are those MLflow's `log_table` writes: a JSON artifact in pandas' `split` layout
+//! (`{"columns": [...], "data": [[...], ...]}`) listed in the run's `mlflow.loggedArtifacts` tag
+//! as `{"path": ..., "type": "table"}`. The in-job runtime's `log_table`/`log_row` log metrics
+//! (`TABLE.COLUMN` stepped by row), which are charted with the other metrics.
 
 use std::sync::Arc;
 
@@ -24,6 +29,19 @@ use crate::state::AppState;
 const LOG_TAIL_BYTES: u64 = 64 * 1024;
 /// Most artifacts listed on the page.
 const MAX_LISTED: usize = 2000;
+/// Most logged tables shown on the page.
+const MAX_TABLES: usize = 10;
+/// Rows of a table shown on the page (the whole table is a download away).
+const TABLE_ROWS: usize = 100;
+/// Columns of a table shown on the page.
+const TABLE_COLUMNS: usize = 50;
+/// Larger table files are not read for the page (every view parses them), only offered as
+/// downloads.
+const MAX_TABLE_BYTES: u64 = 2 * 1024 * 1024;
+/// Characters of a cell shown (the rest is cut, with an ellipsis).
+const CELL_CHARS: usize = 300;
+/// The tag in which MLflow lists the tables (and other typed artifacts) a run logged.
+const LOGGED_ARTIFACTS_TAG: &str = "mlflow.loggedArtifacts";
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -182,6 +200,7 @@ async fn show(
         }
     };
     let log = log_tail(&state, &id).await.or_page(&s)?;
+    let tables = read_tables(&state, &workspace.id, &run, &artifacts).await;
     let body = html! {
         h1 { (run.display_name) " " span #run-status data-live-run=[(!run.status.is_terminal()).then_some(&run.id)] data-run-id=(run.id) { (layout::status_badge(run.status)) } }
         p.muted { "Run " code { (run.id) } " in experiment "
@@ -212,6 +231,7 @@ async fn show(
             }
         }
         (metrics(&ws, &run))
+        (tables_section(&ws, &run.id, &tables))
         (images(&ws, &run.id, &artifacts))
         (outputs(&ws, &run.id, &artifacts))
         (code_section(&ws, &run.id, code.as_deref()))
@@ -296,6 +316,169 @@ fn metrics(ws: &str, run: &Run) -> Markup {
                             data-series-url={ (run_url(ws, &run.id)) "/metrics/" (seg(key)) "/series" } {
                             figcaption { (key) " " span.muted { "latest " (layout::fmt_value(last.value)) " at step " (last.step) } }
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The artifact paths of the tables the run logged (from the `mlflow.loggedArtifacts` tag),
+/// in the order logged, without repeats.
+fn logged_tables(run: &Run) -> Vec<String> {
+    let Some(tag) = run.tags.get(LOGGED_ARTIFACTS_TAG) else { return Vec::new() };
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str(tag) else { return Vec::new() };
+    let mut paths: Vec<String> = Vec::new();
+    for item in &items {
+        if item["type"] == "table" {
+            if let Some(p) = item["path"].as_str() {
+                if !paths.iter().any(|q| q == p) {
+                    paths.push(p.to_string());
+                }
+            }
+        }
+    }
+    paths
+}
+
+/// The first rows of a logged table.
+#[derive(Debug, PartialEq)]
+struct TablePreview {
+    columns: Vec<String>,
+    rows: Vec<Vec<serde_json::Value>>,
+    total_rows: usize,
+    total_columns: usize,
+}
+
+/// Reads a table in pandas' `split` layout; `Err` says why the file is not one.
+fn parse_table(bytes: &[u8]) -> Result<TablePreview, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
+    let (Some(columns), Some(data)) = (v["columns"].as_array(), v["data"].as_array()) else {
+        return Err("not a table: no \"columns\" and \"data\" lists".into());
+    };
+    let name = |c: &serde_json::Value| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string());
+    let rows = data
+        .iter()
+        .take(TABLE_ROWS)
+        .map(|row| match row.as_array() {
+            Some(cells) => Ok(cells.iter().take(TABLE_COLUMNS).cloned().collect()),
+            None => Err("not a table: a row is not a list".to_string()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TablePreview {
+        columns: columns.iter().take(TABLE_COLUMNS).map(name).collect(),
+        rows,
+        total_rows: data.len(),
+        total_columns: columns.len(),
+    })
+}
+
+/// A logged table as the page shows it: its file, and its first rows or why they are not shown.
+struct LoggedTable {
+    path: String,
+    size: Option<u64>,
+    preview: Result<TablePreview, String>,
+}
+
+/// Reads the run's logged tables (at most [`MAX_TABLES`]). A table that cannot be read is shown
+/// with the reason, never hides the page.
+async fn read_tables(state: &AppState, ws_id: &str, run: &Run, artifacts: &[FileEntry]) -> Vec<LoggedTable> {
+    let blobs = crate::routes::runs::artifacts_of(state, ws_id, &run.id);
+    let mut out = Vec::new();
+    for path in logged_tables(run).into_iter().take(MAX_TABLES) {
+        let size = artifacts.iter().find(|a| a.path == path).map(|a| a.size);
+        let preview = match size {
+            None => Err("the file is not among the run's outputs".to_string()),
+            Some(n) if n > MAX_TABLE_BYTES => {
+                Err(format!("{} is too large to preview here: download it", layout::fmt_bytes(n)))
+            }
+            Some(_) if !path.to_ascii_lowercase().ends_with(".json") => {
+                Err("only JSON tables are previewed: download it".to_string())
+            }
+            Some(_) => match read_small(&blobs, &path).await {
+                Ok(bytes) => parse_table(&bytes),
+                Err(e) => {
+                    tracing::warn!(run = %run.id, %path, error = %e, "logged table unreadable");
+                    Err(format!("could not be read: {e}"))
+                }
+            },
+        };
+        out.push(LoggedTable { path, size, preview });
+    }
+    out
+}
+
+/// The whole of a small artifact (at most [`MAX_TABLE_BYTES`]).
+async fn read_small(blobs: &cairn_blob::BlobStore, path: &str) -> Result<Vec<u8>, Error> {
+    use futures::StreamExt;
+    let (_, mut stream) = blobs.get_stream(&RelPath::parse(path)?).await?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk?);
+        if bytes.len() as u64 > MAX_TABLE_BYTES {
+            return Err(Error::invalid("the file grew past the preview limit"));
+        }
+    }
+    Ok(bytes)
+}
+
+/// One cell: text as is (cut when long), numbers and booleans as JSON writes them, images that
+/// MLflow saved beside the table as thumbnails, anything else as compact JSON.
+fn cell(ws: &str, id: &str, v: &serde_json::Value) -> Markup {
+    let text = match v {
+        serde_json::Value::Null => return html! { span.muted { "null" } },
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) if o.get("type").and_then(|t| t.as_str()) == Some("image") => {
+            let file = o.get("compressed_filepath").or_else(|| o.get("filepath")).and_then(|f| f.as_str());
+            if let Some(f) = file.filter(|f| RelPath::parse(f).is_ok()) {
+                let src = format!("{}/artifacts/{}", run_url(ws, id), path_url(f));
+                return html! { img.cell-image src=(src) alt=(f) loading="lazy"; };
+            }
+            v.to_string()
+        }
+        other => other.to_string(),
+    };
+    match text.char_indices().nth(CELL_CHARS) {
+        Some((cut, _)) => html! { span title=(text) { (&text[..cut]) "…" } },
+        None => html! { (text) },
+    }
+}
+
+fn tables_section(ws: &str, id: &str, tables: &[LoggedTable]) -> Markup {
+    html! {
+        @if !tables.is_empty() {
+            section #tables {
+                h2 { "Tables" }
+                @for (i, t) in tables.iter().enumerate() {
+                    @let href = format!("{}/artifacts/{}", run_url(ws, id), path_url(&t.path));
+                    @let caption_id = format!("logged-table-{i}");
+                    div.logged-table data-table=(t.path) {
+                        h3 #(caption_id) { (t.path) }
+                        @match &t.preview {
+                            Ok(p) => {
+                                p.hint.table-note {
+                                    @if p.total_rows > p.rows.len() {
+                                        "First " (p.rows.len()) " of " (p.total_rows) " rows"
+                                    } @else {
+                                        (p.total_rows) " row" @if p.total_rows != 1 { "s" }
+                                    }
+                                    @if p.total_columns > p.columns.len() {
+                                        ", first " (p.columns.len()) " of " (p.total_columns) " columns"
+                                    }
+                                    "."
+                                }
+                                div.table-wrap { table.logged aria-labelledby=(caption_id) {
+                                    thead { tr { @for c in &p.columns { th scope="col" { (c) } } } }
+                                    tbody { @for row in &p.rows {
+                                        tr { @for v in row { td { (cell(ws, id, v)) } } }
+                                    } }
+                                } }
+                            }
+                            Err(why) => { p.hint.table-note { "Not shown: " (why) } }
+                        }
+                        p { a.table-download href=(href) download {
+                            "Download " (t.path) @if let Some(n) = t.size { " (" (layout::fmt_bytes(n)) ")" }
+                        } }
                     }
                 }
             }
@@ -388,5 +571,46 @@ mod tests {
         assert_eq!(content_type("model.pkl"), ("application/octet-stream", false));
         assert_eq!(path_url("a b/c#d.txt"), "a%20b/c%23d.txt");
         assert!(is_image("x/y.svg") && !is_image("x/y.json"));
+    }
+
+    #[test]
+    fn logged_tables_come_from_the_mlflow_tag_and_parse_in_split_layout() {
+        let mut run: Run = serde_json::from_value(serde_json::json!({
+            "id": "r", "workspace": "w", "experiment": "e", "display_name": "r", "status": "Completed", "created_at": 0
+        }))
+        .expect("a minimal run");
+        assert!(logged_tables(&run).is_empty());
+        run.tags.insert(
+            LOGGED_ARTIFACTS_TAG.into(),
+            r#"[{"path": "a.json", "type": "table"}, {"path": "p.png", "type": "image"},
+                {"path": "a.json", "type": "table"}, {"path": "b/c.json", "type": "table"}]"#
+                .into(),
+        );
+        assert_eq!(logged_tables(&run), ["a.json", "b/c.json"]);
+        run.tags.insert(LOGGED_ARTIFACTS_TAG.into(), "not json".into());
+        assert!(logged_tables(&run).is_empty());
+
+        let data: Vec<String> = (0..150).map(|i| format!("[{i}, \"r{i}\", null]")).collect();
+        let json = format!(r#"{{"columns": ["n", "name", 3], "data": [{}]}}"#, data.join(","));
+        let t = parse_table(json.as_bytes()).unwrap();
+        assert_eq!(t.columns, ["n", "name", "3"]);
+        assert_eq!((t.rows.len(), t.total_rows, t.total_columns), (TABLE_ROWS, 150, 3));
+        assert_eq!(t.rows[1], vec![serde_json::json!(1), serde_json::json!("r1"), serde_json::Value::Null]);
+        assert!(parse_table(b"{\"columns\": []}").unwrap_err().contains("not a table"));
+        assert!(parse_table(b"{\"columns\": [], \"data\": [1]}").unwrap_err().contains("not a list"));
+        assert!(parse_table(b"[1").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn cells_are_cut_and_images_must_be_run_paths() {
+        let long = "é".repeat(CELL_CHARS + 5);
+        let shown = cell("w", "r", &serde_json::json!(long)).into_string();
+        assert!(shown.contains('…') && shown.matches('é').count() == 2 * CELL_CHARS + 5, "{shown}");
+        let img =
+            cell("w", "r", &serde_json::json!({"type": "image", "filepath": "t/x y.png"})).into_string();
+        assert!(img.contains(r#"src="/w/w/runs/r/artifacts/t/x%20y.png""#), "{img}");
+        let bad = cell("w", "r", &serde_json::json!({"type": "image", "filepath": "../x.png"})).into_string();
+        assert!(!bad.contains("<img"), "{bad}");
+        assert_eq!(cell("w", "r", &serde_json::json!("<b>")).into_string(), "&lt;b&gt;");
     }
 }

@@ -2,9 +2,10 @@
 //! (`/w/{ws}/runs`), one row per run with a column per param and per latest metric value.
 //!
 //! Filtering and ordering use the API's grammar (`cairn_core::search`) and the store's search,
-//! which loads only the page shown; column keys come from `params` and `latest_metrics` of the
-//! newest runs and of the page's runs, never from the metric history. A filter that does not parse is shown inline with the unfiltered
-//! table, so the user loses nothing and sees what to fix. `/w/{ws}/run-status?ids=` answers
+//! which loads only the page shown; column keys are the experiment's whole key set
+//! (`Store::run_column_keys`, kept by `log_batch` in `experiment_keys`), never read from the
+//! runs themselves. A filter that does not parse is shown inline with the unfiltered table, so
+//! the user loses nothing and sees what to fix. `/w/{ws}/run-status?ids=` answers
 //! live status updates for the rows (and the run page) of runs that have not ended.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -231,8 +232,8 @@ async fn table(
     Ok((status, layout::page(&s, Some(ws), nav, &title, body)).into_response())
 }
 
-/// Adds the keys of the page's own runs to the discovered ones (which come from the newest runs
-/// only), so every value on the page has its column.
+/// Adds the keys of the page's own runs to the recorded ones (past [`cairn_store::MAX_COLUMN_KEYS`]
+/// the recorded list is cut), so every value on the page has its column.
 fn add_page_keys(keys: &mut RunColumnKeys, runs: &[Run]) {
     let params: BTreeSet<String> =
         keys.params.drain(..).chain(runs.iter().flat_map(|r| r.params.keys().cloned())).collect();
@@ -402,7 +403,8 @@ mod tests {
     fn keys_are_quoted_only_when_needed_and_parse_back() {
         for key in ["rmse", "max_depth", "a-b", "max depth", "a.b", "x`y", "x`y\"z"] {
             let order = format!("metrics.{} DESC", quote_key(key));
-            let parsed = parse_order_by(&[order.clone()]).unwrap_or_else(|e| panic!("{order}: {e}"));
+            let parsed =
+                parse_order_by(std::slice::from_ref(&order)).unwrap_or_else(|e| panic!("{order}: {e}"));
             assert_eq!(parsed[0].key, key, "{order}");
         }
         assert_eq!(quote_key("rmse"), "rmse");

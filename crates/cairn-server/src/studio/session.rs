@@ -5,6 +5,12 @@
 //! MAC'd with a key derived from the server secret. Every request re-reads the token row, so
 //! revoking the token ends its sessions at once. The CSRF token is the MAC of `csrf:NONCE`: it
 //! needs no storage, differs per session, and cannot be computed without the server secret.
+//!
+//! The sign-in form is protected before any session exists (against login CSRF, where another
+//! site signs the browser in to the attacker's account): showing it sets `cairn_login`, a
+//! short-lived HttpOnly, SameSite=Strict cookie `login1.EXPIRY.NONCE.MAC` scoped to `/login`,
+//! and the form carries MAC(`login-csrf:NONCE`). A sign-in is acted on only when both arrive
+//! and match (double submit, signed), so a form posted from elsewhere gets 403 and no session.
 
 use std::sync::Arc;
 
@@ -34,6 +40,14 @@ pub const CSRF_FIELD: &str = "csrf";
 /// How long a session lasts (12 h).
 pub const SESSION_MS: i64 = 12 * 3600 * 1000;
 const VERSION: &str = "v1";
+/// Name of the cookie that carries the sign-in form's CSRF nonce.
+pub const LOGIN_COOKIE: &str = "cairn_login";
+/// How long a sign-in form can be submitted (1 h).
+pub const LOGIN_FORM_MS: i64 = 3600 * 1000;
+/// A shown form reuses a login cookie with at least this much life left, so that two sign-in
+/// tabs do not invalidate each other.
+const LOGIN_REUSE_MS: i64 = 10 * 60 * 1000;
+const LOGIN_VERSION: &str = "login1";
 
 /// A signed-in studio user.
 #[derive(Clone, Debug)]
@@ -86,6 +100,55 @@ pub fn csrf_token(secret: &ServerSecret, nonce: &str) -> String {
     secret.studio_mac(&format!("csrf:{nonce}"))
 }
 
+/// The sign-in form's CSRF protection: the `cairn_login` cookie value and the form field that
+/// must come back with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginCsrf {
+    pub cookie: String,
+    pub field: String,
+    pub expires_at: i64,
+}
+
+fn login_field(secret: &ServerSecret, nonce: &str) -> String {
+    secret.studio_mac(&format!("login-csrf:{nonce}"))
+}
+
+/// A new sign-in form token pair, valid until `expires_at`.
+pub fn sign_login_cookie(secret: &ServerSecret, expires_at: i64) -> LoginCsrf {
+    let mut nonce = [0u8; 16];
+    rand::rng().fill_bytes(&mut nonce);
+    let nonce = hex::encode(nonce);
+    let body = format!("{LOGIN_VERSION}.{expires_at}.{nonce}");
+    let mac = secret.studio_mac(&body);
+    LoginCsrf { cookie: format!("{body}.{mac}"), field: login_field(secret, &nonce), expires_at }
+}
+
+/// The pair of a `cairn_login` cookie value whose MAC and expiry check out.
+pub fn verify_login_cookie(secret: &ServerSecret, value: &str, now: i64) -> Option<LoginCsrf> {
+    let (body, mac) = value.rsplit_once('.')?;
+    if !secret.verify_studio_mac(body, mac) {
+        return None;
+    }
+    let mut parts = body.split('.');
+    let (Some(LOGIN_VERSION), Some(expiry), Some(nonce), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let expires_at: i64 = expiry.parse().ok()?;
+    if now >= expires_at {
+        return None;
+    }
+    Some(LoginCsrf { cookie: value.to_string(), field: login_field(secret, nonce), expires_at })
+}
+
+/// True when the sign-in form's field matches the request's valid `cairn_login` cookie.
+pub fn login_csrf_matches(secret: &ServerSecret, cookie: Option<&str>, field: &str, now: i64) -> bool {
+    cookie
+        .and_then(|c| verify_login_cookie(secret, c, now))
+        .is_some_and(|pair| csrf_matches(&pair.field, field))
+}
+
 /// True if `presented` is `expected`, compared in constant time.
 pub fn csrf_matches(expected: &str, presented: &str) -> bool {
     !presented.is_empty() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
@@ -107,15 +170,19 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<&str> {
+fn named_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim())
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<&str> {
+    named_cookie(headers, COOKIE)
 }
 
 /// True if the request carries a session cookie (valid or not).
@@ -196,16 +263,39 @@ struct NextQuery {
     next: Option<String>,
 }
 
-async fn login_form(Query(q): Query<NextQuery>) -> Response {
-    login_page(&safe_next(q.next.as_deref()), None, StatusCode::OK)
+async fn login_form(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    login_page(&state, &headers, &safe_next(q.next.as_deref()), None, StatusCode::OK, true)
 }
 
-fn login_page(next: &str, error: Option<&str>, status: StatusCode) -> Response {
+/// The sign-in form. With `reuse`, it keeps the CSRF pair of the request's login cookie when
+/// that has enough life left; otherwise it makes a new pair (and sets its cookie).
+fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    next: &str,
+    error: Option<&str>,
+    status: StatusCode,
+    reuse: bool,
+) -> Response {
+    let now = now_ms();
+    let reused = named_cookie(headers, LOGIN_COOKIE)
+        .filter(|_| reuse)
+        .and_then(|c| verify_login_cookie(&state.secret, c, now))
+        .filter(|pair| pair.expires_at - now >= LOGIN_REUSE_MS);
+    let (pair, fresh) = match reused {
+        Some(pair) => (pair, false),
+        None => (sign_login_cookie(&state.secret, now + LOGIN_FORM_MS), true),
+    };
     let body = html! {
         section.login {
             h1 { "Sign in to Cairn" }
             form #login-form method="post" action="/login" {
                 input type="hidden" name="next" value=(next);
+                input type="hidden" name=(CSRF_FIELD) value=(pair.field);
                 label for="token" { "Access token" }
                 input #token name="token" type="password" autocomplete="current-password" required
                     aria-describedby=[error.map(|_| "login-error")] autofocus;
@@ -218,13 +308,21 @@ fn login_page(next: &str, error: Option<&str>, status: StatusCode) -> Response {
                 " file in the server's data directory." }
         }
     };
-    (status, super::layout::bare_page("Sign in", body)).into_response()
+    let mut response = (status, super::layout::bare_page("Sign in", body)).into_response();
+    if fresh {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, login_cookie(&pair.cookie, LOGIN_FORM_MS / 1000, is_https(headers)));
+    }
+    response
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
     token: String,
     next: Option<String>,
+    #[serde(default)]
+    csrf: String,
 }
 
 /// True when the browser reached us over https (directly or through a proxy that says so).
@@ -243,36 +341,64 @@ fn set_cookie(value: &str, max_age_s: i64, secure: bool) -> HeaderValue {
     .expect("cookie values are ASCII")
 }
 
+/// The sign-in form's cookie: only `/login` ever receives it.
+fn login_cookie(value: &str, max_age_s: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={value}; Path=/login; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
+    ))
+    .expect("cookie values are ASCII")
+}
+
 async fn login(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
+    // Checked before the token, so that a form posted from another site learns nothing.
+    if !login_csrf_matches(&state.secret, named_cookie(&headers, LOGIN_COOKIE), &form.csrf, now_ms()) {
+        return login_page(
+            &state,
+            &headers,
+            &next,
+            Some("This sign-in form has expired or was not sent from this site: sign in again."),
+            StatusCode::FORBIDDEN,
+            false,
+        );
+    }
     let record = match crate::auth::verify_record(&state.store, form.token.trim()).await {
         Ok(r) => r,
         Err(Error::Unauthenticated(_)) => {
             return login_page(
+                &state,
+                &headers,
                 &next,
                 Some("That token is not valid (or was revoked)."),
                 StatusCode::UNAUTHORIZED,
+                true,
             )
         }
         Err(e) => return super::layout::error_page(None, &e),
     };
     if record.info.run_id.is_some() {
         return login_page(
+            &state,
+            &headers,
             &next,
             Some("A job's run token cannot sign in to the studio."),
             StatusCode::FORBIDDEN,
+            true,
         );
     }
     let expires_at = now_ms() + SESSION_MS;
     let value = sign_cookie(&state.secret, &record.id, expires_at);
+    let secure = is_https(&headers);
     let mut response = Redirect::to(&next).into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(&value, SESSION_MS / 1000, is_https(&headers)));
+    let h = response.headers_mut();
+    h.insert(header::SET_COOKIE, set_cookie(&value, SESSION_MS / 1000, secure));
+    // The form's nonce has served: a later sign-in starts from a new form.
+    h.append(header::SET_COOKIE, login_cookie("", 0, secure));
     response
 }
 
@@ -336,6 +462,28 @@ mod tests {
         assert!(!csrf_matches(&a, ""));
         assert!(!csrf_matches(&a, &a[..a.len() - 1]));
         assert!(!csrf_matches(&a, &csrf_token(&s, "nonce-b")));
+    }
+
+    #[test]
+    fn sign_in_forms_need_their_own_signed_cookie_back() {
+        let s = secret();
+        let pair = sign_login_cookie(&s, 10_000);
+        assert!(login_csrf_matches(&s, Some(&pair.cookie), &pair.field, 9_999));
+        assert!(!login_csrf_matches(&s, Some(&pair.cookie), &pair.field, 10_000), "expired");
+        assert!(!login_csrf_matches(&s, None, &pair.field, 0), "no cookie");
+        assert!(!login_csrf_matches(&s, Some(&pair.cookie), "", 0), "no field");
+        let other = sign_login_cookie(&s, 10_000);
+        assert_ne!(other.field, pair.field, "random nonces");
+        assert!(!login_csrf_matches(&s, Some(&other.cookie), &pair.field, 0), "another form's field");
+        let moved = pair.cookie.replacen(".10000.", ".99999.", 1);
+        assert!(!login_csrf_matches(&s, Some(&moved), &pair.field, 0), "expiry moved");
+        let foreign = ServerSecret::from_material(b"another secret of enough length!!");
+        assert!(!login_csrf_matches(&foreign, Some(&pair.cookie), &pair.field, 0), "another server");
+        assert_eq!(verify_login_cookie(&s, &pair.cookie, 0).map(|p| p.field), Some(pair.field.clone()));
+        // Neither kind of cookie passes for the other.
+        let session = sign_cookie(&s, "tok", 10_000);
+        assert_eq!(verify_login_cookie(&s, &session, 0), None);
+        assert_eq!(verify_cookie(&s, &pair.cookie, 0), None);
     }
 
     #[test]

@@ -371,3 +371,37 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The studio's sign-in form as a browser gets it: its CSRF cookie (`cairn_login=…`, ready for a
+/// `Cookie` header) and the value of its hidden `csrf` field.
+pub async fn studio_login_form(http: &reqwest::Client, url: &str) -> (String, String) {
+    let r = http.get(format!("{url}/login")).send().await.unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("cairn_login="))
+        .unwrap_or_else(|| panic!("the sign-in form sets no cairn_login cookie"))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let body = r.text().await.unwrap();
+    let marker = r#"name="csrf" value=""#;
+    let at = body.find(marker).unwrap_or_else(|| panic!("no csrf field in the sign-in form: {body}"));
+    let rest = &body[at + marker.len()..];
+    (cookie, rest[..rest.find('"').unwrap()].to_string())
+}
+
+/// Signs in to the studio as a browser does (the form, then its post with `token`); returns the
+/// post's answer, redirects not followed.
+pub async fn studio_login(http: &reqwest::Client, url: &str, token: &str, next: &str) -> reqwest::Response {
+    let (cookie, csrf) = studio_login_form(http, url).await;
+    http.post(format!("{url}/login"))
+        .header("cookie", cookie)
+        .form(&[("token", token), ("next", next), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap()
+}
