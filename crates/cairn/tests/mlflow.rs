@@ -382,6 +382,39 @@ async fn multipart_artifact_uploads_refuse_bad_parts_and_show_nothing_before_com
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
 
+    // An upload abandoned past its lifetime (24 h): the next create sweeps its staging away.
+    let (_, created) = post(
+        format!("mlflow-artifacts/mpu/create/{dir}"),
+        serde_json::json!({"path": "/tmp/old.bin", "num_parts": 1}),
+    )
+    .await;
+    let old_url = created["credentials"][0]["url"].as_str().unwrap().to_string();
+    assert_eq!(http.put(&old_url).body("part").send().await.unwrap().status().as_u16(), 200);
+    let old_files = staged();
+    assert_eq!(old_files.len(), 2, "{old_files:?}");
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(25 * 3600);
+    for f in &old_files {
+        std::fs::File::options().write(true).open(staging.join(f)).unwrap().set_modified(long_ago).unwrap();
+    }
+    let (status, body) = post(
+        format!("mlflow-artifacts/mpu/create/{dir}"),
+        serde_json::json!({"path": "/tmp/new.bin", "num_parts": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while staged().iter().any(|f| old_files.contains(f)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired upload was not swept: {:?}\n{}",
+            staged(),
+            s.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(staged().len(), 1, "only the new upload's description stays: {:?}", staged());
+    assert!(!s.log().contains("panicked"), "{}", s.log());
+
     // The client asks /server-info whether to use all this.
     let info: Value = http
         .get(format!("{}/workspaces/w/mlflow/api/3.0/mlflow/server-info", s.url))

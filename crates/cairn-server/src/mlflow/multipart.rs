@@ -181,7 +181,8 @@ async fn discard(state: &AppState, upload_id: &str) {
 /// Removes the staging of uploads whose newest file is older than [`UPLOAD_TTL_S`].
 async fn sweep(state: Arc<AppState>) {
     let store = staging(&state);
-    let files = match store.list(&rel("")).await {
+    let root = RelPath::parse_dir("").expect("the root is a valid folder");
+    let files = match store.list(&root).await {
         Ok(files) => files,
         Err(e) => return tracing::warn!(error = %e, "could not list multipart upload staging"),
     };
