@@ -303,6 +303,15 @@ impl BlobStore {
         Ok(n)
     }
 
+    /// Deletes the file at `path`; false if there was none.
+    pub async fn delete_file(&self, path: &RelPath) -> Result<bool, Error> {
+        match self.store.delete(&self.key(path)?).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(map_err(e, path.as_str())),
+        }
+    }
+
     /// True when no file lies under `dir`.
     pub async fn is_empty(&self, dir: &RelPath) -> Result<bool, Error> {
         let key = self.key(dir)?;

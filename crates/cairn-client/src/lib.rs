@@ -201,6 +201,13 @@ impl Client {
         self.delete(&["tokens", name], &[]).await
     }
 
+    // --- administration -------------------------------------------------------------------
+
+    /// `POST /admin/gc`: deletes (or, dry, counts) blobs nothing references.
+    pub async fn gc(&self, req: &GcRequest) -> Result<GcReport> {
+        self.post(&["admin", "gc"], req).await
+    }
+
     // --- workspaces -----------------------------------------------------------------------
 
     pub async fn list_workspaces(&self) -> Result<Vec<Workspace>> {

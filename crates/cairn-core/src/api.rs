@@ -242,3 +242,45 @@ pub struct ErrorDetail {
 
 /// The header carrying a file's expected SHA-256 (lower-case hex) on upload.
 pub const SHA256_HEADER: &str = "x-cairn-sha256";
+
+/// `POST /api/v1/admin/gc`: collect the content-addressed blobs (code snapshot and model files)
+/// that nothing references any more.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    /// Only this workspace; every workspace when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Count what would be deleted, delete nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Keep unreferenced blobs younger than this many seconds (default 3600): an upload whose
+    /// manifest is not posted yet must survive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<u64>,
+}
+
+/// What garbage collection found (and, unless a dry run, deleted) in one workspace.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct GcWorkspace {
+    pub workspace: String,
+    /// Blobs referenced by a code snapshot or a model version: kept.
+    pub referenced: u64,
+    pub referenced_bytes: u64,
+    /// Unreferenced blobs younger than the grace period: kept.
+    pub young: u64,
+    pub young_bytes: u64,
+    /// Unreferenced blobs older than the grace period: deleted (or, in a dry run, to be).
+    pub deleted: u64,
+    pub deleted_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub grace_seconds: u64,
+    pub workspaces: Vec<GcWorkspace>,
+    /// Totals over `workspaces`.
+    pub deleted: u64,
+    pub deleted_bytes: u64,
+}

@@ -6,14 +6,16 @@
 //! Layout: `DATA_DIR/deployments/ID/` holds `model/NAME/VERSION/` (the model files, read-only;
 //! `AZUREML_MODEL_DIR` points there, the one-model layout of `cairn.serving`), `gen/G/code/` (the
 //! unpacked snapshot of generation G), `gen/G/sock/N` (replica N's socket: its appearing means
-//! ready) and `replicas.log` (every replica's stderr and cairn's own `[cairn]` lines).
+//! ready) and `logs/generation-G.log` (generation G's replicas' stderr and cairn's own `[cairn]`
+//! lines about it; `deployment logs` shows the current generation's).
 //!
 //! An update that changes what replicas start with is a rolling replacement: generation G+1 is
 //! prepared and started beside G, and only once all its replicas are ready does the gateway's map
 //! switch to it (one pointer swap); G is then drained (requests already on it finish, see `Gate`)
 //! and stopped. If G+1 fails to start, G keeps serving and the failure is recorded as
 //! `update_error`. Changing only `instance_count` adds or removes replicas of the running
-//! generation.
+//! generation. A restart abandons an unfinished update: the recorded generation comes back and
+//! the model version only the update used is released (`release_abandoned`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -201,13 +203,18 @@ pub fn dir_of(state: &AppState, id: &str) -> PathBuf {
     state.data_dir.join("deployments").join(id)
 }
 
-fn log_path(state: &AppState, id: &str) -> PathBuf {
-    dir_of(state, id).join("replicas.log")
+/// Generation `generation`'s log: its replicas' stderr and cairn's lines about it. One file per
+/// generation, so that the tail of a failed update shows only the generation that failed.
+fn log_path(state: &AppState, id: &str, generation: i64) -> PathBuf {
+    dir_of(state, id).join("logs").join(format!("generation-{generation}.log"))
 }
 
-fn say(state: &AppState, id: &str, msg: &str) {
+fn say(state: &AppState, id: &str, generation: i64, msg: &str) {
     use std::io::Write;
-    let path = log_path(state, id);
+    let path = log_path(state, id, generation);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(f, "[cairn] {msg}");
     }
@@ -306,7 +313,7 @@ pub fn launch(state: Arc<AppState>, d: DeploymentRecord) {
     tokio::spawn(async move {
         if let Err(err) = prepare_and_start(&state, &d).await {
             let reason = format!("{err}");
-            say(&state, &d.id, &format!("failed: {reason}"));
+            say(&state, &d.id, d.generation, &format!("failed: {reason}"));
             let _ = state.store.set_deployment_state(&d.id, DeploymentState::Failed, &reason, now_ms()).await;
         }
     });
@@ -326,12 +333,55 @@ pub async fn relaunch_all(state: &Arc<AppState>) -> Result<(), Error> {
                 }
             }
             _ => {
+                release_abandoned(state, &d).await;
                 state.store.set_deployment_state(&d.id, DeploymentState::Creating, "", now_ms()).await?;
                 launch(state.clone(), d);
             }
         }
     }
     Ok(())
+}
+
+/// What an update cut short by a stop leaves behind, released: the model-version use it added
+/// (only the recorded version stays used; an update records its new version when it switches,
+/// so before that the new version's use is stale, after it the old one's) and the folders of
+/// other generations and model versions.
+async fn release_abandoned(state: &AppState, d: &DeploymentRecord) {
+    if let Ok(ws) = state.store.workspace(&d.workspace).await {
+        match state
+            .store
+            .keep_only_model_version_use(&ws, &d.model_name, d.model_version, USE_KIND, &d.id)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => say(
+                state,
+                &d.id,
+                d.generation,
+                &format!("restart: released {n} model version(s) an unfinished update had reserved"),
+            ),
+            Err(e) => tracing::warn!(deployment = %d.id, error = %e, "cannot reconcile model-version uses"),
+        }
+    }
+    let keep_gen = d.generation.to_string();
+    if let Ok(mut gens) = tokio::fs::read_dir(dir_of(state, &d.id).join("gen")).await {
+        while let Ok(Some(g)) = gens.next_entry().await {
+            if g.file_name().to_str() != Some(keep_gen.as_str()) {
+                let _ = tokio::fs::remove_dir_all(g.path()).await;
+            }
+        }
+    }
+    let keep_model = model_dir(state, d);
+    if let Ok(mut models) = tokio::fs::read_dir(dir_of(state, &d.id).join("model")).await {
+        while let Ok(Some(m)) = models.next_entry().await {
+            let Ok(mut versions) = tokio::fs::read_dir(m.path()).await else { continue };
+            while let Ok(Some(v)) = versions.next_entry().await {
+                if v.path() != keep_model {
+                    let _ = tokio::fs::remove_dir_all(v.path()).await;
+                }
+            }
+        }
+    }
 }
 
 /// The folder of generation `generation` of deployment `id` (its code and sockets).
@@ -395,6 +445,7 @@ async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Laun
     say(
         state,
         &d.id,
+        d.generation,
         &format!(
             "generation {}: preparing environment {}@{}",
             d.generation, environment.name, environment.version
@@ -476,15 +527,19 @@ async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Laun
                 say(
                     state,
                     &d.id,
+                    d.generation,
                     &format!(
                         "instance_type {name}: {} core(s) (thread variables), {} GiB of memory per replica",
                         size.cores, size.memory_gb
                     ),
                 );
             }
-            None => {
-                say(state, &d.id, &format!("instance_type {name} is not a known size: no per-replica limits"))
-            }
+            None => say(
+                state,
+                &d.id,
+                d.generation,
+                &format!("instance_type {name} is not a known size: no per-replica limits"),
+            ),
         }
     }
     env.extend(spec.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -493,7 +548,7 @@ async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Laun
         python: built.python.clone(),
         cwd: code_dir,
         env: Arc::new(env),
-        log: log_path(state, &d.id),
+        log: log_path(state, &d.id, d.generation),
         sock_dir,
         memory_limit,
     })
@@ -561,6 +616,7 @@ async fn prepare_and_start(state: &Arc<AppState>, d: &DeploymentRecord) -> Resul
     say(
         state,
         &d.id,
+        d.generation,
         &format!(
             "generation {}: starting {n} replica(s) with {}",
             d.generation,
@@ -572,7 +628,7 @@ async fn prepare_and_start(state: &Arc<AppState>, d: &DeploymentRecord) -> Resul
     match wait_ready(&live, &added).await {
         Ok(false) => Ok(()),
         Ok(true) => {
-            say(state, &d.id, "all replicas ready: Healthy");
+            say(state, &d.id, d.generation, "all replicas ready: Healthy");
             state.store.set_deployment_state(&d.id, DeploymentState::Healthy, "", now_ms()).await?;
             Ok(())
         }
@@ -677,7 +733,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
             }
             r.ready.store(true, Ordering::SeqCst);
             if r.ever_ready.swap(true, Ordering::SeqCst) {
-                say(&state, &live.id, &format!("replica {} ready again", r.index));
+                say(&state, &live.id, live.generation, &format!("replica {} ready again", r.index));
                 mark_healthy_if_all_ready(&state, &live).await;
             }
             // Probe until it exits or is stopped.
@@ -701,7 +757,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                     _ = r.cancel.cancelled() => break 'run None,
                     status = child.wait() => break 'run status.ok(),
                     _ = over_memory => {
-                        say(&state, &live.id, &format!(
+                        say(&state, &live.id, live.generation, &format!(
                             "replica {} exceeded its instance_type's memory ({} MiB resident): killing it",
                             r.index, l.memory_limit.unwrap_or(0) >> 20
                         ));
@@ -721,6 +777,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                             say(
                                 &state,
                                 &live.id,
+                                live.generation,
                                 &format!(
                                     "replica {} failed its liveness probe {} time(s) in a row: killing it",
                                     r.index, p.live_failures
@@ -749,7 +806,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                             "replica {} failed its readiness probe {} time(s) in a row: out of rotation",
                             r.index, p.ready_failures
                         );
-                        say(&state, &live.id, &reason);
+                        say(&state, &live.id, live.generation, &reason);
                         if owns_state(&state, &live) {
                             let _ = state
                                 .store
@@ -761,6 +818,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                         say(
                             &state,
                             &live.id,
+                            live.generation,
                             &format!("replica {} answers its readiness probe: back in rotation", r.index),
                         );
                         mark_healthy_if_all_ready(&state, &live).await;
@@ -807,7 +865,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
         r.restarts.fetch_add(1, Ordering::SeqCst);
         let reason =
             format!("replica {} exited (code {code}); restarting in {} ms", r.index, backoff.as_millis());
-        say(&state, &live.id, &reason);
+        say(&state, &live.id, live.generation, &reason);
         if owns_state(&state, &live) {
             let _ = state
                 .store
@@ -906,6 +964,7 @@ pub async fn update(
         say(
             state,
             &d.id,
+            next.generation,
             &format!("update: starting generation {} in place of the failed one", next.generation),
         );
         launch(state.clone(), next.clone());
@@ -987,7 +1046,7 @@ fn health_of(live: &Live) -> (DeploymentState, String) {
 async fn scale(state: Arc<AppState>, live: Arc<Live>, mut next: DeploymentRecord) {
     let n = next.spec.instance_count as usize;
     let before = live.replicas().len();
-    say(&state, &live.id, &format!("scaling from {before} to {n} replica(s)"));
+    say(&state, &live.id, live.generation, &format!("scaling from {before} to {n} replica(s)"));
     if n > before {
         let added = add_replicas(&state, &live, n);
         if let Err(reason) = wait_ready(&live, &added).await {
@@ -995,7 +1054,7 @@ async fn scale(state: Arc<AppState>, live: Arc<Live>, mut next: DeploymentRecord
             retire_replicas(&live, before).await;
             next.spec.instance_count = before as i64;
             next.update_error = format!("scaling to {n} replica(s) failed: {reason}");
-            say(&state, &live.id, &next.update_error);
+            say(&state, &live.id, live.generation, &next.update_error);
         }
     } else {
         retire_replicas(&live, n).await;
@@ -1052,6 +1111,7 @@ async fn roll(
         say(
             &state,
             &d.id,
+            next.generation,
             &format!(
                 "generation {}: starting {n} replica(s) with {}",
                 next.generation,
@@ -1096,12 +1156,12 @@ async fn roll(
                 format!("generation {} serves; draining generation {}", next.generation, old.generation);
             next.updated_at = now_ms();
             let _ = state.store.update_deployment(&next).await;
-            say(&state, &d.id, &next.reason);
+            say(&state, &d.id, next.generation, &next.reason);
             old.gate.drain(old.timeout + DRAIN_MARGIN).await;
             stop(&old).await;
             let _ = tokio::fs::remove_dir_all(gen_dir(&state, &d.id, d.generation)).await;
             release_model(&state, &ws, &d, &next).await;
-            say(&state, &d.id, &format!("generation {} stopped: update done", d.generation));
+            say(&state, &d.id, next.generation, &format!("generation {} stopped: update done", d.generation));
             live.updating.store(false, Ordering::SeqCst);
             (next.state, next.reason) = health_of(&live);
             next.updated_at = now_ms();
@@ -1120,7 +1180,7 @@ async fn roll(
                 "update to generation {} failed; generation {} still serves: {err}",
                 next.generation, d.generation
             );
-            say(&state, &d.id, &reason);
+            say(&state, &d.id, d.generation, &reason);
             let _ = tokio::fs::remove_dir_all(gen_dir(&state, &d.id, next.generation)).await;
             release_model(&state, &ws, &next, &d).await;
             old.updating.store(false, Ordering::SeqCst);
@@ -1156,7 +1216,7 @@ async fn finish_delete(state: &AppState, ws: &Workspace, d: &DeploymentRecord) -
 
 /// The tail of a deployment's log (cairn's lines and every replica's stderr).
 pub fn logs(state: &AppState, d: &DeploymentRecord) -> String {
-    tail(&log_path(state, &d.id), LOGS_TAIL_BYTES)
+    tail(&log_path(state, &d.id, d.generation), LOGS_TAIL_BYTES)
 }
 
 /// A request for a replica, in the framed protocol's terms.

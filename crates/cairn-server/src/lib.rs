@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod gc;
 pub mod jobs;
 pub mod metrics;
 pub mod mlflow;

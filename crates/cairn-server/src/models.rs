@@ -28,6 +28,8 @@ pub async fn register_from_blobs(
 ) -> Result<ModelVersion, Error> {
     let entries = files_under(src, path).await?;
     let blobs = blobs_of(state, &workspace.id);
+    // Blobs found here must not be collected before the version naming them is recorded.
+    let _refs = state.blob_refs.read().await;
     let mut files = Vec::with_capacity(entries.len());
     for (full, rel) in entries {
         let written = src.sha256_of(&full).await?;
@@ -55,6 +57,7 @@ pub async fn register_from_manifest(
         return Err(Error::invalid("files must list at least one file"));
     }
     let blobs = blobs_of(state, &workspace.id);
+    let _refs = state.blob_refs.read().await;
     let mut missing = Vec::new();
     for f in &mut files {
         f.path = RelPath::parse(&f.path)?.to_string();

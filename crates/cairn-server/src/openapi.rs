@@ -35,7 +35,7 @@ use crate::routes::{
         deployments::replace, deployments::patch,
         models::list, models::show, models::update, models::delete, models::register, models::list_versions,
         models::show_version, models::update_version, models::delete_version, models::set_alias,
-        models::delete_alias, models::files, models::download,
+        models::delete_alias, models::files, models::download, crate::gc::handle,
     ),
     components(schemas(
         Role, TokenInfo, CreateToken, CreatedToken, Whoami, Workspace, WorkspaceDetail, CreateWorkspace,
@@ -50,7 +50,7 @@ use crate::routes::{
         cairn_core::deployments::DeploymentState, cairn_core::deployments::CodeConfiguration,
         cairn_core::deployments::RequestSettings, cairn_core::deployments::ProbeSettings,
         jobs::LogChunk, SearchRuns, RunsPage, Model, ModelVersion, ModelFile, RegisterModelVersion,
-        UpdateModel, UpdateModelVersion, SetAlias, BlobsQuery, MissingBlobs,
+        UpdateModel, UpdateModelVersion, SetAlias, BlobsQuery, MissingBlobs, GcRequest, GcWorkspace, GcReport,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -34,6 +34,8 @@ pub struct ServerSecret {
     sign: [u8; 32],
     /// Signs studio session cookies and derives their CSRF tokens.
     studio: [u8; 32],
+    /// Signs URLs that carry their own authority (MLflow multipart part URLs).
+    urls: [u8; 32],
 }
 
 impl std::fmt::Debug for ServerSecret {
@@ -67,6 +69,7 @@ impl ServerSecret {
             seal: XChaCha20Poly1305::new(&seal_key.into()),
             sign: derive(&master, "cairn/v1/sign-endpoint-tokens"),
             studio: derive(&master, "cairn/v1/studio-sessions"),
+            urls: derive(&master, "cairn/v1/signed-urls"),
         }
     }
 
@@ -190,6 +193,26 @@ impl ServerSecret {
             <HmacSha256 as Mac>::new_from_slice(&self.studio).expect("HMAC takes keys of any length");
         mac.update(data.as_bytes());
         mac.verify_slice(&presented).is_ok()
+    }
+}
+
+impl ServerSecret {
+    fn url_hmac(&self, data: &str) -> HmacSha256 {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.urls).expect("HMAC takes keys of any length");
+        mac.update(data.as_bytes());
+        mac
+    }
+
+    /// HMAC-SHA256 of `data` under the URL-signing key, as hex: the signature of a URL that is
+    /// used without a token (MLflow multipart part URLs).
+    pub fn url_mac(&self, data: &str) -> String {
+        hex::encode(self.url_hmac(data).finalize().into_bytes())
+    }
+
+    /// Checks `mac_hex` against [`ServerSecret::url_mac`] of `data`, in constant time.
+    pub fn verify_url_mac(&self, data: &str, mac_hex: &str) -> bool {
+        let Ok(presented) = hex::decode(mac_hex) else { return false };
+        self.url_hmac(data).verify_slice(&presented).is_ok()
     }
 }
 

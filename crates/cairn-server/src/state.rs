@@ -42,6 +42,9 @@ pub struct AppState {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// Running deployments and their replicas.
     pub deployments: crate::deployments::Deployments,
+    /// Held for reading while a manifest is checked against existing blobs and recorded, for
+    /// writing while blobs are garbage-collected (`gc.rs`).
+    pub(crate) blob_refs: tokio::sync::RwLock<()>,
 }
 
 /// The limits and secret of a server, beyond its stores.
@@ -73,6 +76,7 @@ impl AppState {
             env_cache: OnceLock::new(),
             public_url: OnceLock::new(),
             stopping: tokio::sync::watch::Sender::new(false),
+            blob_refs: tokio::sync::RwLock::new(()),
         })
     }
 

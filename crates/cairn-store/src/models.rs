@@ -695,6 +695,20 @@ impl Store {
             .collect()
     }
 
+    /// The SHA-256 of every blob some model version of workspace `ws` holds (what blob garbage
+    /// collection must keep).
+    pub async fn model_blob_refs(&self, ws: &Workspace) -> Result<std::collections::HashSet<String>, Error> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT f.sha256 FROM model_version_files f JOIN model_versions v ON v.id = f.version_id \
+             JOIN registered_models m ON m.id = v.model_id WHERE m.workspace_id = $1",
+        )
+        .bind(&ws.id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(|s| s.to_lowercase()).collect())
+    }
+
     /// Points `alias` at `version`, moving it if it pointed elsewhere.
     pub async fn set_model_alias(
         &self,
@@ -759,6 +773,44 @@ impl Store {
         .await
         .map_err(map_err)?;
         tx.commit().await.map_err(map_err)
+    }
+
+    /// Makes `version` of `name` the only version `user_kind` `user_id` uses: its use is recorded
+    /// and any other use by that user dropped (uses left by an update a restart cut short).
+    /// Returns how many stale uses were dropped.
+    pub async fn keep_only_model_version_use(
+        &self,
+        ws: &Workspace,
+        name: &str,
+        version: i64,
+        user_kind: &str,
+        user_id: &str,
+    ) -> Result<u64, Error> {
+        let mut tx = self.begin_write().await?;
+        let model_id = lock_model(&mut tx, ws, name, now_ms()).await?;
+        let id = version_id_in(&mut tx, &model_id, name, version).await?;
+        let dropped = sqlx::query(
+            "DELETE FROM model_version_uses WHERE user_kind = $1 AND user_id = $2 AND version_id <> $3",
+        )
+        .bind(user_kind)
+        .bind(user_id)
+        .bind(&id)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO model_version_uses (version_id, user_kind, user_id, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (version_id, user_kind, user_id) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(user_kind)
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(dropped.rows_affected())
     }
 
     /// Forgets a use; true when there was one.

@@ -65,6 +65,9 @@ enum Command {
     /// Register, list, show, download, tag, alias and delete models.
     #[command(subcommand)]
     Model(cmd::models::ModelCommand),
+    /// Server maintenance: garbage-collect unreferenced blobs (admin).
+    #[command(subcommand)]
+    Admin(cmd::admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             Command::Endpoint(c) => cmd::endpoints::run(c).await,
             Command::Deployment(c) => cmd::deployments::run(c).await,
             Command::Model(c) => cmd::models::run(c).await,
+            Command::Admin(c) => cmd::admin::run(c).await,
         }
     });
     match result {

@@ -219,3 +219,211 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
     assert_eq!(v2["run_id"], id, "{v2}");
     assert!(v2["logged_model_id"].is_null(), "{v2}");
 }
+
+/// MLflow's proxied multipart upload (`mlflow-artifacts/mpu/*`), spoken by hand to reach each
+/// refusal: part URLs work without a token but only with their signature, nothing is visible
+/// before `complete`, a missing part is 400, an unknown upload 404, traversal 400, and `complete`
+/// and `abort` leave no staging behind.
+#[tokio::test]
+async fn multipart_artifact_uploads_refuse_bad_parts_and_show_nothing_before_complete() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let api = format!("{}/workspaces/w/mlflow/api/2.0", s.url);
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let req = http.post(format!("{api}/{path}")).bearer_auth(&s.token).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, run) = post("mlflow/runs/create".into(), serde_json::json!({"experiment_id": "0"})).await;
+    assert_eq!(status, 200, "{run}");
+    let run = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let dir = format!("0/{run}/artifacts/model");
+    let staging = s.data_dir.join("artifacts/mlflow-uploads");
+    let staged = || common::files_under(&staging);
+
+    // No token: 401, before anything is looked up.
+    let r = http
+        .post(format!("{api}/mlflow-artifacts/mpu/create/{dir}"))
+        .json(&serde_json::json!({"path": "/tmp/big.bin", "num_parts": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Traversal in the folder or the file name: 400, nothing staged.
+    for (path, file) in [
+        (format!("0/{run}/artifacts/..%2F..%2Fx"), "/tmp/big.bin"),
+        (dir.clone(), "/tmp/.."),
+        (dir.clone(), "/tmp/"),
+    ] {
+        let (status, body) = post(
+            format!("mlflow-artifacts/mpu/create/{path}"),
+            serde_json::json!({"path": file, "num_parts": 2}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (400, Some("INVALID_PARAMETER_VALUE")),
+            "{path} {file}: {body}"
+        );
+    }
+    let (status, body) = post(
+        format!("mlflow-artifacts/mpu/create/{dir}"),
+        serde_json::json!({"path": "/tmp/big.bin", "num_parts": 10001}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(staged().is_empty(), "{:?}", staged());
+
+    let (status, created) = post(
+        format!("mlflow-artifacts/mpu/create/{dir}"),
+        serde_json::json!({"path": "/tmp/big.bin", "num_parts": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let upload_id = created["upload_id"].as_str().unwrap().to_string();
+    let urls: Vec<String> = created["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["url"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(urls.len(), 2, "{created}");
+    assert!(urls[0].starts_with(&s.url), "part URLs point back at this server: {urls:?}");
+
+    // Part 1 with its URL and no token: accepted, with an ETag.
+    let part1 = vec![b'a'; 300_000];
+    let r = http.put(&urls[0]).body(part1.clone()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), format!("\"{}\"", common::sha256_hex(&part1)),);
+    // A forged or altered URL: 403, and the part is not replaced.
+    let (without_sig, _) = urls[1].split_once("&signature=").unwrap();
+    let later = urls[1].replace("expires=", "expires=9");
+    let other_part = urls[1].replace(&format!("{upload_id}/2?"), &format!("{upload_id}/1?"));
+    for bad in [format!("{without_sig}&signature=00"), without_sig.to_string(), later, other_part] {
+        let r = http.put(&bad).body("evil").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{bad}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "PERMISSION_DENIED");
+    }
+
+    let artifact = format!("{api}/mlflow-artifacts/artifacts/{dir}/big.bin");
+    let complete = |id: &str, parts: Value| {
+        post(
+            format!("mlflow-artifacts/mpu/complete/{dir}"),
+            serde_json::json!({"path": "/tmp/big.bin", "upload_id": id, "parts": parts}),
+        )
+    };
+    let both = serde_json::json!([{"part_number": 1, "etag": ""}, {"part_number": 2, "etag": ""}]);
+    // Part 2 never arrived: 400 naming it, and nothing visible.
+    let (status, body) = complete(&upload_id, both.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("part 2"), "{body}");
+    let (status, body) = complete(&upload_id, serde_json::json!([{"part_number": 1}])).await;
+    assert_eq!(status, 400, "{body}");
+    let r = http.get(&artifact).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    // Unknown upload ids: 404.
+    for id in ["0123456789abcdef0123456789abcdef", "../../x"] {
+        let (status, body) = complete(id, both.clone()).await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (404, Some("RESOURCE_DOES_NOT_EXIST")),
+            "{id}: {body}"
+        );
+    }
+    // Another file name than the upload's: refused.
+    let (status, body) = post(
+        format!("mlflow-artifacts/mpu/complete/{dir}"),
+        serde_json::json!({"path": "/tmp/other.bin", "upload_id": upload_id, "parts": both}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    let part2 = vec![b'b'; 1234];
+    let r = http.put(&urls[1]).body(part2.clone()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, body) = complete(&upload_id, both.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let got = http.get(&artifact).bearer_auth(&s.token).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.len(), part1.len() + part2.len());
+    assert_eq!(common::sha256_hex(&got), common::sha256_hex(&[part1, part2].concat()));
+    assert!(staged().is_empty(), "{:?}", staged());
+    // Completed: the id is gone, and so are its part URLs.
+    let (status, _) = complete(&upload_id, both.clone()).await;
+    assert_eq!(status, 404);
+    let r = http.put(&urls[0]).body("again").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // Abort: staged parts go, the upload is unknown afterwards.
+    let (_, created) = post(
+        format!("mlflow-artifacts/mpu/create/{dir}"),
+        serde_json::json!({"path": "/tmp/c.bin", "num_parts": 1}),
+    )
+    .await;
+    let id = created["upload_id"].as_str().unwrap().to_string();
+    let url = created["credentials"][0]["url"].as_str().unwrap().to_string();
+    assert_eq!(http.put(&url).body("part").send().await.unwrap().status().as_u16(), 200);
+    assert!(!staged().is_empty());
+    let abort = serde_json::json!({"path": "/tmp/c.bin", "upload_id": id});
+    let (status, body) = post(format!("mlflow-artifacts/mpu/abort/{dir}"), abort.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(staged().is_empty(), "{:?}", staged());
+    assert_eq!(http.put(&url).body("part").send().await.unwrap().status().as_u16(), 404);
+    let (status, _) = post(format!("mlflow-artifacts/mpu/abort/{dir}"), abort).await;
+    assert_eq!(status, 404);
+    let r = http
+        .get(format!("{api}/mlflow-artifacts/artifacts/{dir}/c.bin"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // An upload abandoned past its lifetime (24 h): the next create sweeps its staging away.
+    let (_, created) = post(
+        format!("mlflow-artifacts/mpu/create/{dir}"),
+        serde_json::json!({"path": "/tmp/old.bin", "num_parts": 1}),
+    )
+    .await;
+    let old_url = created["credentials"][0]["url"].as_str().unwrap().to_string();
+    assert_eq!(http.put(&old_url).body("part").send().await.unwrap().status().as_u16(), 200);
+    let old_files = staged();
+    assert_eq!(old_files.len(), 2, "{old_files:?}");
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(25 * 3600);
+    for f in &old_files {
+        std::fs::File::options().write(true).open(staging.join(f)).unwrap().set_modified(long_ago).unwrap();
+    }
+    let (status, body) = post(
+        format!("mlflow-artifacts/mpu/create/{dir}"),
+        serde_json::json!({"path": "/tmp/new.bin", "num_parts": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while staged().iter().any(|f| old_files.contains(f)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired upload was not swept: {:?}\n{}",
+            staged(),
+            s.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(staged().len(), 1, "only the new upload's description stays: {:?}", staged());
+    assert!(!s.log().contains("panicked"), "{}", s.log());
+
+    // The client asks /server-info whether to use all this.
+    let info: Value = http
+        .get(format!("{}/workspaces/w/mlflow/api/3.0/mlflow/server-info", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["multipart_uploads_enabled"], false, "not advertised: slower than one PUT here; {info}");
+}

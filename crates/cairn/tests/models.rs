@@ -42,6 +42,7 @@ on_both_backends!(
     tags_aliases_and_filters_work_and_downloads_round_trip,
     concurrent_registrations_of_one_name_get_versions_1_to_n,
     bad_input_is_refused_clearly_and_changes_nothing,
+    gc_deletes_blobs_nothing_references_once_past_the_grace_period,
 );
 
 const MLMODEL: &str =
@@ -434,4 +435,113 @@ async fn bad_input_is_refused_clearly_and_changes_nothing(b: Backend) {
     let err = s.fails(&["model", "delete", "wine", "-w", "w"]);
     assert!(err.contains("409"), "{err}");
     assert_eq!(call(&s, M::GET, "workspaces/w/models/wine/versions/1", None).await.0, 200);
+}
+
+/// Sets a file's modification time `secs` seconds into the past.
+fn age(path: &std::path::Path, secs: u64) {
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(when).unwrap();
+}
+
+/// `cairn admin gc`: a deleted version's own blobs go, blobs another version or a code snapshot
+/// still names stay, and an unreferenced blob younger than the grace period (an upload whose
+/// manifest is not posted yet) survives until the grace period is over.
+async fn gc_deletes_blobs_nothing_references_once_past_the_grace_period(b: Backend) {
+    let (s, _db) = start(b).await;
+    s.ok(&["workspace", "create", "w"]);
+    let ws = json_of(&s.ok(&["workspace", "show", "w", "-o", "json"]));
+    let blob_dir =
+        s.data_dir.join(format!("artifacts/workspaces/{}/blobs", ws["workspace"]["id"].as_str().unwrap()));
+    let (shared, unique, code, fresh) = (
+        b"weights both versions hold".as_slice(),
+        b"only version 1".as_slice(),
+        b"print(1)".as_slice(),
+        b"in flight".as_slice(),
+    );
+    let v1 = s.tmp().join("v1");
+    write_tree(&v1, &[("MLmodel", MLMODEL.as_bytes()), ("shared.bin", shared), ("unique.bin", unique)]);
+    let v2 = s.tmp().join("v2");
+    write_tree(&v2, &[("MLmodel", MLMODEL.as_bytes()), ("shared.bin", shared)]);
+    for dir in [&v1, &v2] {
+        s.ok(&["model", "register", "--name", "wine", "--path", dir.to_str().unwrap(), "-w", "w"]);
+    }
+    // A code snapshot names `code` (the same bytes as nothing else).
+    let (st, created) = call(
+        &s,
+        reqwest::Method::POST,
+        "workspaces/w/snapshots",
+        Some(json!({"files": [{"path": "train.py", "sha256": sha256_hex(code), "size": code.len()}]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    for bytes in [code, fresh] {
+        let r = reqwest::Client::new()
+            .put(format!("{}/api/v1/workspaces/w/blobs/{}", s.url, sha256_hex(bytes)))
+            .bearer_auth(&s.token)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    s.ok(&["model", "delete", "wine:1", "-w", "w"]);
+    // Everything but `fresh` was written long ago.
+    for bytes in [MLMODEL.as_bytes(), shared, unique, code] {
+        age(&blob_dir.join(sha256_hex(bytes)), 2 * 3600);
+    }
+    let on_disk = || files_under(&blob_dir);
+    let before = on_disk();
+    assert_eq!(before.len(), 5, "{before:?}");
+
+    let dry = json_of(&s.ok(&["admin", "gc", "-w", "w", "--dry-run", "-o", "json"]));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(
+        (dry["deleted"].as_u64(), dry["deleted_bytes"].as_u64()),
+        (Some(1), Some(unique.len() as u64)),
+        "{dry}"
+    );
+    let w = &dry["workspaces"][0];
+    assert_eq!(
+        (w["workspace"].as_str(), w["referenced"].as_u64(), w["young"].as_u64()),
+        (Some("w"), Some(3), Some(1)),
+        "{dry}"
+    );
+    assert_eq!(on_disk(), before, "a dry run deleted something");
+
+    let done = json_of(&s.ok(&["admin", "gc", "-w", "w", "-o", "json"]));
+    assert_eq!((done["deleted"].as_u64(), done["dry_run"].as_bool()), (Some(1), Some(false)), "{done}");
+    let mut expected: Vec<String> =
+        [MLMODEL.as_bytes(), shared, code, fresh].iter().map(|b| sha256_hex(b)).collect();
+    expected.sort();
+    assert_eq!(on_disk(), expected);
+    // What is kept still works: version 2 downloads whole.
+    let dest = s.tmp().join("dl");
+    s.ok(&["model", "download", "wine:2", "--dir", dest.to_str().unwrap(), "-w", "w"]);
+    assert_eq!(std::fs::read(dest.join("shared.bin")).unwrap(), shared);
+    let again = json_of(&s.ok(&["admin", "gc", "-o", "json"]));
+    assert_eq!(again["deleted"], 0, "{again}");
+    // The grace period is the caller's to choose: with none, the unreferenced upload goes too.
+    let now = json_of(&s.ok(&["admin", "gc", "-w", "w", "--grace-secs", "0", "-o", "json"]));
+    assert_eq!(
+        (now["deleted"].as_u64(), now["deleted_bytes"].as_u64()),
+        (Some(1), Some(fresh.len() as u64)),
+        "{now}"
+    );
+    assert_eq!(on_disk().len(), 3);
+
+    // Admins only; bad input is a 4xx naming the problem.
+    let writer = json_of(&s.ok(&["token", "create", "bob", "--role", "writer", "-o", "json"]));
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/admin/gc", s.url))
+        .bearer_auth(writer["token"].as_str().unwrap())
+        .json(&json!({"workspace": "w"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let (st, body) = call(&s, reqwest::Method::POST, "admin/gc", Some(json!({"workspace": "nope"}))).await;
+    assert_eq!(st, 404, "{body}");
+    let (st, body) = call(&s, reqwest::Method::POST, "admin/gc", Some(json!({"grace": 0}))).await;
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(on_disk().len(), 3);
 }

@@ -1,7 +1,8 @@
 //! Deployment updates and probes with real processes: a rolling replacement under continuous load
 //! from several clients (nothing fails, answers switch from the old code and model to the new),
 //! a failing new generation that leaves the old one serving, the current generation coming back
-//! after a restart, scaling that keeps the running replicas, and liveness/readiness probes
+//! after a restart, a restart in the middle of an update (the update is abandoned, its model
+//! version released), scaling that keeps the running replicas, and liveness/readiness probes
 //! against a replica frozen with SIGSTOP.
 
 mod common;
@@ -235,6 +236,10 @@ async fn rolling_update_under_load_drops_nothing(db: Option<PgDatabase>) {
     let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
     assert_eq!((d["state"].as_str(), d["generation"].as_i64()), (Some("Healthy"), Some(1)), "{d}");
     assert!(d["update_error"].as_str().unwrap().contains("RuntimeError: broken v3"), "{d}");
+    // Each generation has its own log: the failed update's tail shows only generation 2.
+    let update_error = d["update_error"].as_str().unwrap();
+    assert!(update_error.contains("generation 2: starting"), "{update_error}");
+    assert!(!update_error.contains("generation 1: starting"), "an older generation's lines: {update_error}");
     assert_eq!(d["spec"]["code_configuration"]["code"], json(&out)["spec"]["code_configuration"]["code"]);
     let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
     assert!(logs.contains("broken v3"), "{logs}");
@@ -468,4 +473,66 @@ async fn a_replica_over_its_instance_types_memory_is_killed_and_restarted() {
     }
     assert_eq!(last.0, 200, "{}", last.1);
     assert_ne!(json(&last.1)["pid"], first["pid"], "a new worker answers");
+}
+
+/// A server restart while generation 1 is still starting: the recorded generation (0, with
+/// `lin:1`) comes back, and `lin:2`, which the abandoned update had marked as used, is released
+/// (deletable), as are the abandoned generation's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_during_a_rolling_update_releases_the_abandoned_version() {
+    let s = Server::start();
+    let dir = setup(&s);
+    write_tree(
+        &dir,
+        &[(
+            "slow/score.py",
+            b"import time\n\ndef init():\n    time.sleep(60)\n\ndef run(raw):\n    return raw\n",
+        )],
+    );
+    let v1 = write(&dir, "blue1.yml", &deployment_yaml("v1", "lin:1", 1, ""));
+    s.ok(&["deployment", "create", "-f", &v1, "--all-traffic", "--wait", "-w", "w"]);
+    let key = key(&s);
+    let slow = write(&dir, "slow.yml", &deployment_yaml("slow", "lin:2", 1, ""));
+    let d = json(&s.ok(&["deployment", "update", "-f", &slow, "-w", "w", "-o", "json"]));
+    assert_eq!(d["state"], "Updating", "{d}");
+    let id = d["id"].as_str().unwrap().to_string();
+    let deployment_dir = s.data_dir.join("deployments").join(&id);
+    // Wait until generation 1's replica is starting (its init sleeps).
+    let gen1_log = deployment_dir.join("logs/generation-1.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&gen1_log).unwrap_or_default().contains("generation 1: starting") {
+        assert!(Instant::now() < deadline, "generation 1 never started:\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = s.fails(&["model", "delete", "lin:2", "-w", "w"]);
+    assert!(err.contains("blue") || err.contains("use"), "the update holds lin:2: {err}");
+
+    let s = s.restart();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = (0, String::new());
+    while Instant::now() < deadline {
+        last = score(&client, &s.url, &key).await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 200, "{}", last.1);
+    assert_eq!((json(&last.1)["version"].as_str(), json(&last.1)["b"].as_i64()), (Some("v1"), Some(1)));
+    let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
+    assert_eq!((d["generation"].as_i64(), d["model"].as_str()), (Some(0), Some("lin:1")), "{d}");
+    s.ok(&["model", "delete", "lin:2", "-w", "w"]);
+    let err = s.fails(&["model", "delete", "lin:1", "-w", "w"]);
+    assert!(err.contains("blue") || err.contains("use"), "lin:1 still serves: {err}");
+    assert!(!deployment_dir.join("gen/1").exists(), "the abandoned generation's files stay");
+    let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
+    assert!(logs.contains("released 1 model version"), "{logs}");
+    // The sleeping replica of the abandoned generation outlived the killed server; end it.
+    for pid in replica_pids(&s) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if String::from_utf8_lossy(&environ).contains("/gen/1/") {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }

@@ -3,9 +3,7 @@
 //! run artifacts (`cairn run show` lists them), a logged model's live under the workspace.
 //! [`resolve`] is the one place an MLflow artifact URI becomes a store and a path.
 //!
-//! Multipart uploads (`mlflow-artifacts/mpu/*`) are not offered: the client uses them only when
-//! `MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD` is set or the server's `/server-info` advertises them,
-//! and uploads stream here anyway (`BlobStore::put_stream` parts large bodies itself).
+//! Multipart uploads (`mlflow-artifacts/mpu/*`) are `multipart.rs`; they end in the same stores.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -183,7 +181,7 @@ async fn version_artifacts(
 }
 
 /// Resolves the artifact path of a request and checks the caller's right to it.
-async fn resolve_for(
+pub(super) async fn resolve_for(
     state: &AppState,
     caller: &Caller,
     ws: &str,
@@ -201,7 +199,7 @@ async fn resolve_for(
 }
 
 /// Registered versions are immutable.
-fn read_only(r: &Resolved) -> MlResult<()> {
+pub(super) fn read_only(r: &Resolved) -> MlResult<()> {
     match r.owner {
         Owner::Version { .. } => {
             Err(MlError::invalid("a registered model version's files cannot be changed"))

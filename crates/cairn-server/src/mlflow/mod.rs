@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, delete, get, patch, post};
+use axum::routing::{any, delete, get, patch, post, put};
 use axum::Router;
 use cairn_core::api::Role;
 use cairn_core::Error;
@@ -22,6 +22,7 @@ use crate::state::AppState;
 pub mod artifacts;
 mod experiments;
 mod logged_models;
+mod multipart;
 mod registry;
 mod runs;
 mod wire;
@@ -32,6 +33,8 @@ pub use wire::{MlError, MlResult};
 const BASE: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow";
 /// Where the artifact proxy lives (what `mlflow-artifacts:/…` URIs resolve to).
 const ARTIFACTS: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow-artifacts/artifacts";
+/// Where multipart artifact uploads are created, completed and aborted, and their parts sent.
+const MPU: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow-artifacts/mpu";
 
 /// The MLflow routes, with their own bearer-token check (errors in MLflow's shape).
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -99,8 +102,14 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             &format!("{ARTIFACTS}/{{*path}}"),
             get(artifacts::download).put(artifacts::upload).delete(artifacts::delete),
         )
+        .route(&format!("{MPU}/create/{{*path}}"), post(multipart::create))
+        .route(&format!("{MPU}/complete/{{*path}}"), post(multipart::complete))
+        .route(&format!("{MPU}/abort/{{*path}}"), post(multipart::abort))
+        .route("/workspaces/{ws}/mlflow/api/3.0/mlflow/server-info", get(multipart::server_info))
         .route("/workspaces/{ws}/mlflow/{*rest}", any(unknown_endpoint))
         .route_layer(middleware::from_fn_with_state(state, require_token))
+        // Part URLs carry their own signed authority: MLflow's client PUTs them without a token.
+        .route(&format!("{MPU}/parts/{{upload_id}}/{{part}}"), put(multipart::put_part))
 }
 
 /// The native API's token check, answering in MLflow's error shape.

@@ -26,7 +26,7 @@ pub fn blobs_of(state: &AppState, ws_id: &str) -> BlobStore {
     state.artifacts.child(&format!("workspaces/{ws_id}/blobs"))
 }
 
-fn snapshots_of(state: &AppState, ws_id: &str) -> BlobStore {
+pub(crate) fn snapshots_of(state: &AppState, ws_id: &str) -> BlobStore {
     state.artifacts.child(&format!("workspaces/{ws_id}/snapshots"))
 }
 
@@ -77,6 +77,8 @@ pub async fn create_snapshot(
     let manifest = serde_json::to_vec(&req.files).map_err(Error::internal)?;
     let id = hex::encode(Sha256::digest(&manifest));
     let blobs = blobs_of(&state, &workspace.id);
+    // Blobs found here must not be collected before the manifest naming them is stored.
+    let _refs = state.blob_refs.read().await;
     let mut missing = Vec::new();
     for f in &req.files {
         if !missing.contains(&f.sha256) && blobs.head(&RelPath::parse(&f.sha256)?).await?.is_none() {

@@ -32,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/whoami", get(tokens::whoami))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/admin/gc", axum::routing::post(crate::gc::handle))
         .route("/workspaces", get(workspaces::list).post(workspaces::create))
         .route("/workspaces/{ws}", get(workspaces::show).delete(workspaces::delete))
         .route("/workspaces/{ws}/datastores", get(datastores::list).post(datastores::create))

@@ -1,5 +1,6 @@
 //! One module per command group; each turns arguments into client calls and prints the result.
 
+pub mod admin;
 pub mod datastores;
 pub mod demo;
 pub mod deployments;
