@@ -180,7 +180,7 @@ impl ExitRecord {
         }
     }
 
-    /// Writes `exit.json` atomically (a temporary file synced, then renamed).
+    /// Writes `exit.json` atomically (a temporary file, then renamed).
     pub fn write(&self, run_dir: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         write_atomically(&run_dir.join(EXIT_FILE), &json)
@@ -302,11 +302,15 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
+/// A temporary file renamed over `path`: a reader sees the old file or the whole new one, even if
+/// the writer is killed. Not synced to disk: a machine that crashes takes its jobs along, and a
+/// record lost with it reads as none (the run fails as killed), so the fsync would only slow
+/// every job's end.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }
 

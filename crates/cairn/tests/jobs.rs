@@ -821,6 +821,8 @@ async fn a_followed_log_streams_while_the_job_runs_and_closes_when_it_ends() {
     let (ok, log) = stopper.join().unwrap();
     assert!(ok, "{log}");
     assert!(!log.contains("did not finish"), "the follow stream held the stop: {log}");
+    // The job is not stopped with the server: it is left for the next one to reattach.
+    assert!(log.contains("1 jobs keep running; they will be reattached at next start"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
