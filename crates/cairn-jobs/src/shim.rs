@@ -4,7 +4,7 @@
 //! The server starts `cairn __job-shim --run-dir DIR -- COMMAND` (the server's own binary, see
 //! [`spawn`]) as the leader of a new process group. The shim:
 //!
-//! 1. records who it is in `DIR/shim.json` ([`ProcessIdentity`]: pid, start time and boot id, so
+//! 1. records who it is in `DIR/.cairn/shim.json` ([`ProcessIdentity`]: pid, start time and boot id, so
 //!    that a pid reused by another process is never taken for the job);
 //! 2. runs `/bin/sh -c COMMAND` in its own group (the job's group: cancel, timeout and the memory
 //!    watchdog act on it as a whole), with the environment the server gave it;
@@ -13,7 +13,7 @@
 //! 4. catches SIGHUP, SIGINT and SIGTERM without obeying them (the command, whose handlers are reset
 //!    by `exec`, gets them normally; the shim stays to record how it ended); SIGPIPE is ignored by
 //!    the Rust runtime and reset for the command by `std::process`;
-//! 5. writes `DIR/exit.json` ([`ExitRecord`]) atomically once the command has ended and its output
+//! 5. writes `DIR/.cairn/exit.json` ([`ExitRecord`]) atomically once the command has ended and its output
 //!    is closed, then exits.
 //!
 //! The server waits for the shim (its child, or after a restart any process: [`ProcessIdentity::wait_gone`])
@@ -32,10 +32,11 @@ use crate::process::JobLog;
 
 /// The hidden subcommand of the `cairn` binary that runs a shim.
 pub const SUBCOMMAND: &str = "__job-shim";
-/// The shim's identity, in the run directory.
-pub const IDENTITY_FILE: &str = "shim.json";
+/// The shim's identity, in the run directory: under a folder of its own, so that a file of the
+/// job's code snapshot (the run directory is the job's working directory) is never taken for it.
+pub const IDENTITY_FILE: &str = ".cairn/shim.json";
 /// How the command ended, in the run directory.
-pub const EXIT_FILE: &str = "exit.json";
+pub const EXIT_FILE: &str = ".cairn/exit.json";
 
 /// The live log of a run, relative to its directory.
 pub fn log_path(run_dir: &Path) -> PathBuf {
@@ -47,6 +48,10 @@ pub fn log_path(run_dir: &Path) -> PathBuf {
 /// server's own executable (`/proc/self/exe`, which still works when the file was replaced by an
 /// upgrade); its stdin, stdout and stderr are closed so that it holds nothing of the server.
 pub fn spawn(dir: &Path, command: &str, env: &[(String, String)]) -> std::io::Result<Child> {
+    match std::fs::remove_file(dir.join(EXIT_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("cairn")
         .arg(SUBCOMMAND)
@@ -307,6 +312,9 @@ fn boot_id() -> String {
 /// record lost with it reads as none (the run fails as killed), so the fsync would only slow
 /// every job's end.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -373,7 +381,7 @@ mod tests {
         let rec = ExitRecord { code: Some(3), signal: None, error: None, finished_at: 5 };
         rec.write(dir.path()).unwrap();
         assert_eq!(ExitRecord::read(dir.path()), Some(rec.clone()));
-        assert!(!dir.path().join("exit.json.tmp").exists());
+        assert!(!dir.path().join(".cairn/exit.json.tmp").exists());
         assert_eq!(rec.describe(), "exit code 3");
         assert!(!rec.success());
         let killed = ExitRecord { code: None, signal: Some(9), error: None, finished_at: 5 };

@@ -525,7 +525,7 @@ async fn a_job_that_ends_while_the_server_is_down_is_finalized_at_restart() {
     s.kill9();
     std::fs::write(run_dir.join("go"), "").unwrap();
     // The shim records how the command ended, with nobody to tell.
-    wait_for_file(&run_dir.join("exit.json"), 10);
+    wait_for_file(&run_dir.join(".cairn/exit.json"), 10);
     let s = s.restart();
     let r = wait_for(&s, &id, ended, 30);
     assert_eq!(r["status"], "Failed", "{r}");
@@ -585,7 +585,7 @@ async fn a_job_whose_supervisor_died_with_the_server_fails_clearly_and_queued_on
     let mut s = s;
     s.kill9();
     // The shim dies with the server (as when the machine restarts), its job's command survives.
-    let shim: Value = json(&std::fs::read_to_string(run_dir.join("shim.json")).unwrap());
+    let shim: Value = json(&std::fs::read_to_string(run_dir.join(".cairn/shim.json")).unwrap());
     let shim_pid = shim["pid"].as_i64().unwrap() as i32;
     // SAFETY: kill(2) on the shim only, not its group.
     unsafe { libc::kill(shim_pid, libc::SIGKILL) };
