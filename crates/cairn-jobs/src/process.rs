@@ -1,34 +1,18 @@
-//! Child processes of jobs: started in their own process group, their output captured to a
-//! bounded log, stopped as a whole tree (SIGTERM, then SIGKILL after a grace period).
+//! Processes of jobs: their process groups (signalled and stopped as a whole tree: SIGTERM, then
+//! SIGKILL after a grace period), the group's resident memory, and the bounded log their output
+//! goes to. A job's group is led by its shim (`shim.rs`), which starts the command and writes the
+//! log.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 /// Largest log file kept before it is rotated (the tail is always kept: `std_log.txt` plus the
 /// previous `std_log.1.txt`), so a job printing gigabytes never fills the disk or the memory.
 pub const LOG_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Starts `command` through `/bin/sh -c` in `dir`, in a new process group, with `env` added.
-pub fn spawn_job(command: &str, dir: &Path, env: &[(String, String)]) -> std::io::Result<Child> {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.process_group(0);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.kill_on_drop(false);
-    cmd.spawn()
-}
 
 /// Sends `signal` to the whole process group `pgid`.
 pub fn signal_group(pgid: u32, signal: i32) -> bool {
@@ -36,7 +20,6 @@ pub fn signal_group(pgid: u32, signal: i32) -> bool {
     unsafe { libc::kill(-(pgid as i32), signal) == 0 }
 }
 
-/// True if a process with this pid exists.
 /// Resident memory of every process in group `pgid`, in bytes, read from `/proc` (Linux). A job's
 /// processes all stay in its group unless one deliberately leaves it.
 pub fn group_rss_bytes(pgid: u32) -> u64 {
@@ -72,21 +55,17 @@ pub async fn exceeds_memory(pgid: u32, limit: u64) {
     }
 }
 
-pub fn is_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
-}
-
-/// Stops the process group: SIGTERM, then SIGKILL if it is still there after `grace`.
-pub async fn stop_group(child: &mut Child, grace: Duration) {
-    let Some(pid) = child.id() else { return };
-    signal_group(pid, libc::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        signal_group(pid, libc::SIGKILL);
-        let _ = child.wait().await;
+/// Stops process group `pgid`: SIGTERM, then SIGKILL if `exited` (the leader's end) has not
+/// resolved after `grace`; then waits for it (at most `grace` again) and kills what is left.
+pub async fn stop_group(pgid: u32, grace: Duration, exited: impl Future<Output = ()>) {
+    tokio::pin!(exited);
+    signal_group(pgid, libc::SIGTERM);
+    if tokio::time::timeout(grace, &mut exited).await.is_err() {
+        signal_group(pgid, libc::SIGKILL);
+        let _ = tokio::time::timeout(grace, &mut exited).await;
     }
     // Grandchildren that outlived the leader are in the same group.
-    signal_group(pid, libc::SIGKILL);
+    signal_group(pgid, libc::SIGKILL);
 }
 
 /// A log file shared by a job's stdout and stderr, rotated past [`LOG_ROTATE_BYTES`].
@@ -157,7 +136,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
         let cmd = format!("sh -c 'echo $$ > {}; sleep 60' & wait", pidfile.display());
-        let mut child = spawn_job(&cmd, dir.path(), &[]).unwrap();
+        let mut child = tokio::process::Command::new("/bin/sh")
+            .args(["-c", &cmd])
+            .current_dir(dir.path())
+            .process_group(0)
+            .spawn()
+            .unwrap();
         for _ in 0..100 {
             if std::fs::read_to_string(&pidfile).map(|s| !s.trim().is_empty()).unwrap_or(false) {
                 break;
@@ -165,8 +149,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let grandchild: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-        assert!(is_alive(grandchild));
-        stop_group(&mut child, Duration::from_secs(2)).await;
+        assert!(crate::shim::ProcessIdentity::of(grandchild).is_some(), "the grandchild runs");
+        let pgid = child.id().unwrap();
+        stop_group(pgid, Duration::from_secs(2), async {
+            let _ = child.wait().await;
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         // A zombie is not reaped by us (its parent is gone, init reaps it); kill(0) may still see it briefly.
         let status = std::fs::read_to_string(format!("/proc/{grandchild}/status")).unwrap_or_default();

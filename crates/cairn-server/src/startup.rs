@@ -94,6 +94,7 @@ pub async fn serve(
     crate::jobs::recover(&state).await?;
     crate::deployments::relaunch_all(&state).await?;
     let scheduler = tokio::spawn(crate::jobs::schedule(state.clone()));
+    let jobs_state = state.clone();
     let stop_tx = state.stopping.clone();
     let mut stop_rx = state.stopping.subscribe();
     let app = crate::routes::router(state);
@@ -116,6 +117,11 @@ pub async fn serve(
         ),
     }
     scheduler.abort();
+    // Jobs are not stopped with the server: their shims run on and the next start reattaches them.
+    let kept = jobs_state.jobs.supervised();
+    if kept > 0 {
+        tracing::info!("{kept} jobs keep running; they will be reattached at next start");
+    }
     store.close().await;
     let _ = std::fs::remove_file(&server_file);
     drop(lock);

@@ -68,10 +68,24 @@ enum Command {
     /// Server maintenance: garbage-collect unreferenced blobs (admin).
     #[command(subcommand)]
     Admin(cmd::admin::AdminCommand),
+    /// Internal: the supervisor the server starts for each job (`cairn_jobs::shim`).
+    #[command(name = "__job-shim", hide = true)]
+    JobShim {
+        #[arg(long)]
+        run_dir: std::path::PathBuf,
+        /// The job's command, run by `/bin/sh -c`.
+        #[arg(last = true, required = true)]
+        command: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The shim runs for a job's whole life: it gets its own small runtime (one thread), not the
+    // server's.
+    if let Command::JobShim { run_dir, command } = &cli.command {
+        return ExitCode::from(cairn_jobs::shim::main(run_dir, command).clamp(0, 255) as u8);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -96,6 +110,7 @@ fn main() -> ExitCode {
             Command::Deployment(c) => cmd::deployments::run(c).await,
             Command::Model(c) => cmd::models::run(c).await,
             Command::Admin(c) => cmd::admin::run(c).await,
+            Command::JobShim { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

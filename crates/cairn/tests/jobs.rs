@@ -1,5 +1,6 @@
 //! Training runs end to end: environments built with uv, a local compute cluster, jobs with
-//! real Python processes, tracking through the in-job runtime, cancel, timeout, restart.
+//! real Python processes, tracking through the in-job runtime, cancel, timeout, and restarts
+//! (jobs outlive the server and are reattached).
 
 mod common;
 
@@ -420,20 +421,194 @@ async fn bad_jobs_and_bad_metrics_get_clear_errors() {
     assert_eq!(m["metrics"]["inf"][0]["value"], "Infinity");
 }
 
+/// Waits (up to `secs`) until `path` exists.
+fn wait_for_file(path: &Path, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} did not appear in {secs}s", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True while a process exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    !status.is_empty() && !status.contains("State:\tZ")
+}
+
+fn read_pid(path: &Path) -> i32 {
+    wait_for_file(path, 10);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(pid) = std::fs::read_to_string(path).unwrap_or_default().trim().parse() {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no pid in {}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_restart_fails_running_jobs_clearly_and_keeps_queued_ones() {
+async fn a_job_running_when_the_server_dies_is_reattached_and_completes() {
     let s = Server::start();
     let dir = setup(&s, 1);
-    let body = "command: sleep 300 & echo $! > child.pid; wait\n";
-    let file = job_file(&dir, "long.yml", body);
-    let running = submit(&s, &file)["id"].as_str().unwrap().to_string();
-    let queued = submit(&s, &file)["id"].as_str().unwrap().to_string();
-    wait_for(&s, &running, |r| r["status"] == "Running", 60);
-    assert_eq!(json(&s.ok(&["job", "show", &queued, "-w", "w", "-o", "json"]))["status"], "Queued");
+    let code = dir.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    // The job waits at two gates: `go` (opened while the server is down: its second metric must
+    // wait for the next server) and `go2` (opened once the test has seen it reattached).
+    std::fs::write(
+        code.join("train.py"),
+        r#"
+import os, time
+from cairn import Run
+run = Run.get_context()
+def gate(name):
+    while not os.path.exists(name):
+        time.sleep(0.05)
+print("first-" + str(6 * 7), flush=True)
+run.log("before", 1.0)
+run.flush()
+gate("go")
+run.log("after", 2.0)
+print("second-" + str(6 * 8), flush=True)
+os.makedirs("outputs", exist_ok=True)
+open("outputs/x.txt", "w").write("made across a restart")
+gate("go2")
+"#,
+    )
+    .unwrap();
+    let file = job_file(&dir, "train.yml", "code: ./code\ncommand: python train.py\n");
+    let id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    wait_for(&s, &id, |r| r["metrics"]["before"]["value"] == 1.0, 60);
+    let run_dir = s.data_dir.join("runs").join(&id);
+    let mut s = s;
+    s.kill9();
+    std::fs::write(run_dir.join("go"), "").unwrap();
+    // The job goes on without a server: it prints, writes its output, keeps its metric to retry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(run_dir.join("logs/std_log.txt")).unwrap().contains("second-48") {
+        assert!(Instant::now() < deadline, "the job stopped with the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = s.restart_keeping_address();
+    assert!(s.wait_for_log("reattaching to a running job"), "{}", s.log());
+    let r = json(&s.ok(&["job", "show", &id, "-w", "w", "-o", "json"]));
+    assert_eq!(r["status"], "Running", "{r}");
+    std::fs::write(run_dir.join("go2"), "").unwrap();
+    let r = wait_for(&s, &id, ended, 60);
+    assert_eq!(r["status"], "Completed", "{r}");
+    // The metric logged while the server was away arrived (the job's token survived the restart).
+    assert_eq!(r["metrics"]["before"]["value"], 1.0, "{r}");
+    assert_eq!(r["metrics"]["after"]["value"], 2.0, "{r}");
+    let dest = s.tmp().join("dl");
+    s.ok(&["job", "download", &id, "--dest", dest.to_str().unwrap(), "-w", "w"]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join(&id).join("outputs/x.txt")).unwrap(),
+        "made across a restart"
+    );
+    let log = std::fs::read_to_string(dest.join(&id).join("logs/std_log.txt")).unwrap();
+    let (first, second) = (log.find("first-42").unwrap(), log.find("second-48").unwrap());
+    assert!(first < second, "{log}");
+    assert!(log.contains("reattached to the job"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_ends_while_the_server_is_down_is_finalized_at_restart() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    let body = "command: echo up-$((1+1)); while [ ! -f go ]; do sleep 0.05; done; mkdir -p outputs; \
+                echo kept > outputs/x.txt; echo boom-$((2+3)) >&2; exit 3\n";
+    let id = submit(&s, &job_file(&dir, "fail.yml", body))["id"].as_str().unwrap().to_string();
+    wait_for(&s, &id, |r| r["status"] == "Running", 60);
+    let run_dir = s.data_dir.join("runs").join(&id);
+    let mut s = s;
+    s.kill9();
+    std::fs::write(run_dir.join("go"), "").unwrap();
+    // The shim records how the command ended, with nobody to tell.
+    wait_for_file(&run_dir.join(".cairn/exit.json"), 10);
     let s = s.restart();
-    let r = wait_for(&s, &running, ended, 30);
+    let r = wait_for(&s, &id, ended, 30);
+    assert_eq!(r["status"], "Failed", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("exit code 3") && error.contains("boom-5"), "{error}");
+    let dest = s.tmp().join("dl");
+    s.ok(&["job", "download", &id, "--dest", dest.to_str().unwrap(), "-w", "w"]);
+    assert_eq!(std::fs::read_to_string(dest.join(&id).join("outputs/x.txt")).unwrap(), "kept\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reattached_job_can_be_canceled_and_times_out_on_its_original_deadline() {
+    let s = Server::start();
+    let dir = setup(&s, 2);
+    let body = "command: sleep 300 & echo $! > child.pid; wait\n";
+    let canceled = submit(&s, &job_file(&dir, "long.yml", body))["id"].as_str().unwrap().to_string();
+    let timed = submit(&s, &job_file(&dir, "timed.yml", &format!("{body}timeout: 8\n")))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = wait_for(&s, &timed, |r| r["status"] == "Running", 60)["started_at"].as_i64().unwrap();
+    wait_for(&s, &canceled, |r| r["status"] == "Running", 60);
+    let child = read_pid(&s.data_dir.join("runs").join(&canceled).join("child.pid"));
+    // Half of the timeout passes before the restart: a deadline counted again from the restart
+    // would end the job 12 s or more after its start.
+    let now =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    std::thread::sleep(Duration::from_millis((started + 4000 - now()).max(0) as u64));
+    let s = s.restart();
+    assert_eq!(json(&s.ok(&["job", "show", &canceled, "-w", "w", "-o", "json"]))["status"], "Running");
+    assert!(running(child), "the job did not survive the restart");
+    s.ok(&["job", "cancel", &canceled, "-w", "w"]);
+    assert_eq!(wait_for(&s, &canceled, ended, 30)["status"], "Canceled");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(child) {
+        assert!(Instant::now() < deadline, "the grandchild {child} survived the cancel");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = wait_for(&s, &timed, ended, 30);
+    assert_eq!(r["status"], "Failed", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("timed out after 8 s"), "{r}");
+    let took = r["ended_at"].as_i64().unwrap() - started;
+    assert!((8000..11_000).contains(&took), "the timeout did not keep its original deadline: {took} ms");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_supervisor_died_with_the_server_fails_clearly_and_queued_ones_stay() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    let file = job_file(&dir, "long.yml", "command: sleep 300 & echo $! > child.pid; wait\n");
+    let running_id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let queued = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    wait_for(&s, &running_id, |r| r["status"] == "Running", 60);
+    assert_eq!(json(&s.ok(&["job", "show", &queued, "-w", "w", "-o", "json"]))["status"], "Queued");
+    let run_dir = s.data_dir.join("runs").join(&running_id);
+    let child = read_pid(&run_dir.join("child.pid"));
+    let mut s = s;
+    s.kill9();
+    // The shim dies with the server (as when the machine restarts), its job's command survives.
+    let shim: Value = json(&std::fs::read_to_string(run_dir.join(".cairn/shim.json")).unwrap());
+    let shim_pid = shim["pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) on the shim only, not its group.
+    unsafe { libc::kill(shim_pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(shim_pid) {
+        assert!(Instant::now() < deadline, "the shim {shim_pid} did not die");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(running(child));
+    let s = s.restart();
+    let r = wait_for(&s, &running_id, ended, 30);
     assert_eq!(r["status"], "Failed");
-    assert!(r["error"].as_str().unwrap().contains("server stopped while this run was Running"), "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("server stopped while this run was Running") && error.contains("supervisor is gone"),
+        "{r}"
+    );
+    // Its leftover processes were stopped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(child) {
+        assert!(Instant::now() < deadline, "the job's process {child} was left running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // The queued job survived and now runs on the freed node.
     wait_for(&s, &queued, |r| r["status"] == "Running", 60);
     s.ok(&["job", "cancel", &queued, "-w", "w"]);
@@ -646,6 +821,8 @@ async fn a_followed_log_streams_while_the_job_runs_and_closes_when_it_ends() {
     let (ok, log) = stopper.join().unwrap();
     assert!(ok, "{log}");
     assert!(!log.contains("did not finish"), "the follow stream held the stop: {log}");
+    // The job is not stopped with the server: it is left for the next one to reattach.
+    assert!(log.contains("1 jobs keep running; they will be reattached at next start"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,12 +1,16 @@
 //! The scheduler: hands queued runs to free node slots of their compute target, keeps the
-//! cancel switches of running jobs, and recovers at start-up from runs a dead server left behind.
+//! cancel switches of running jobs, and recovers at start-up from runs a previous server left
+//! behind.
 //!
 //! Runs are queued durably in the metadata store (status `Queued`); the scheduler only keeps
-//! what can be rebuilt (cancel switches), so a restart loses no queued job.
+//! what can be rebuilt (cancel switches), so a restart loses no queued job. A job's command runs
+//! under a shim that outlives the server (`cairn_jobs::shim`), so a running job is reattached by
+//! the next server ([`recover`]) instead of being lost.
 
 pub mod runner;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +38,8 @@ pub struct Jobs {
     stops: Mutex<HashMap<String, oneshot::Sender<StopReason>>>,
     /// Node pools by (workspace id, compute name); rebuilt from the runs table after a restart.
     pools: Mutex<HashMap<(String, String), NodePool>>,
+    /// Runs whose shim this server is waiting for (they keep running when the server stops).
+    supervised: Mutex<HashSet<String>>,
 }
 
 impl Jobs {
@@ -68,6 +74,20 @@ impl Jobs {
             compute.idle_seconds.max(0).saturating_mul(1000),
         );
         pool.nodes().to_vec()
+    }
+
+    /// How many jobs' shims this server is waiting for.
+    pub fn supervised(&self) -> usize {
+        self.supervised.lock().expect("supervised lock").len()
+    }
+
+    fn supervising(&self, run_id: &str, yes: bool) {
+        let mut set = self.supervised.lock().expect("supervised lock");
+        if yes {
+            set.insert(run_id.to_string());
+        } else {
+            set.remove(run_id);
+        }
     }
 
     fn register(&self, run_id: &str) -> oneshot::Receiver<StopReason> {
@@ -111,26 +131,74 @@ async fn reconcile_pools(state: &AppState, active: &[cairn_store::RunRef]) -> Re
     Ok(())
 }
 
-/// Marks runs that were active when the server died as failed (their processes cannot be
-/// reattached: their output pipes died with the server) and stops any process still alive.
-pub async fn recover(state: &AppState) -> Result<(), Error> {
+/// Deals with the runs that were active when the previous server stopped. A job whose shim still
+/// runs (the same process: pid and start time match) is reattached; one whose shim ended
+/// meanwhile is finalized from its `exit.json`. The others (still `Preparing`, or a shim gone
+/// without `exit.json`) are marked `Failed` saying why, their leftover processes killed.
+pub async fn recover(state: &Arc<AppState>) -> Result<(), Error> {
     let active = [RunStatus::Preparing, RunStatus::Starting, RunStatus::Running, RunStatus::Finalizing];
     for run in state.store.runs_in_status(&active).await? {
-        if let Some(pid) = run.pid.filter(|p| *p > 0) {
-            if cairn_jobs::process::is_alive(pid as u32) {
-                cairn_jobs::process::signal_group(pid as u32, libc::SIGKILL);
+        let dir = runner::run_dir(state, &run.id);
+        let shim = match run.status {
+            RunStatus::Preparing => None,
+            _ => cairn_jobs::shim::ProcessIdentity::load(&dir),
+        };
+        if let Some(shim) = &shim {
+            let alive = shim.is_running();
+            if alive || cairn_jobs::shim::ExitRecord::read(&dir).is_some() {
+                tracing::info!(
+                    run = %run.id,
+                    pid = shim.pid,
+                    "{}",
+                    if alive { "reattaching to a running job" } else { "finalizing a job that ended while the server was away" }
+                );
+                let stop = state.jobs.register(&run.id);
+                let (st, id, shim) = (state.clone(), run.id.clone(), shim.clone());
+                spawn_runner(state, &run.id, async move { runner::reattach(&st, &id, shim, stop).await });
+                continue;
             }
+            shim.kill_leftovers();
         }
-        let reason = format!(
-            "the server stopped while this run was {}; its process could not be reattached and was stopped. \
-             Submit the job again.",
-            run.status.as_str()
-        );
+        let reason = match run.status {
+            RunStatus::Preparing => format!(
+                "the server stopped while this run was {} (its environment, code and inputs were not ready); \
+                 Submit the job again.",
+                run.status.as_str()
+            ),
+            _ => format!(
+                "the server stopped while this run was {} and the job's supervisor is gone without recording \
+                 how the command ended (it was killed, or the machine restarted); its processes were stopped. \
+                 Submit the job again.",
+                run.status.as_str()
+            ),
+        };
         state.store.transition_run(&run.id, &[], RunStatus::Failed, Some(&reason)).await?;
+        state.store.set_run_pid(&run.id, None).await?;
         state.store.delete_run_tokens(&run.id).await?;
-        tracing::warn!(run = %run.id, "run was active when the server stopped; marked Failed");
+        tracing::warn!(run = %run.id, "run was active when the server stopped and cannot be reattached; marked Failed");
     }
     Ok(())
+}
+
+/// Runs a job's runner (or reattached supervision) as a task; whatever happens, the run ends up
+/// ended, its token is deleted and the scheduler looks at the queue again. A server that stops
+/// drops the task before that: the job keeps running and its token stays for the next server.
+fn spawn_runner(
+    state: &Arc<AppState>,
+    run_id: &str,
+    work: impl Future<Output = Result<(), Error>> + Send + 'static,
+) {
+    let (state, id) = (state.clone(), run_id.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = work.await {
+            tracing::error!(run = %id, error = %e, "runner failed");
+            let _ = state.store.transition_run(&id, &[], RunStatus::Failed, Some(&e.to_string())).await;
+        }
+        let _ = state.store.delete_run_tokens(&id).await;
+        state.jobs.supervising(&id, false);
+        state.jobs.unregister(&id);
+        state.jobs.wake();
+    });
 }
 
 /// The scheduler loop: runs until the process ends.
@@ -176,17 +244,8 @@ async fn dispatch(state: &Arc<AppState>) -> Result<(), Error> {
         }
         *busy.entry(key).or_default() += 1;
         let stop = state.jobs.register(&run.id);
-        let state = state.clone();
-        tokio::spawn(async move {
-            let id = run.id.clone();
-            if let Err(e) = runner::run_job(&state, &run.id, &compute, stop).await {
-                tracing::error!(run = %id, error = %e, "runner failed");
-                let _ = state.store.transition_run(&id, &[], RunStatus::Failed, Some(&e.to_string())).await;
-            }
-            let _ = state.store.delete_run_tokens(&id).await;
-            state.jobs.unregister(&id);
-            state.jobs.wake();
-        });
+        let (st, id) = (state.clone(), run.id.clone());
+        spawn_runner(state, &run.id, async move { runner::run_job(&st, &id, &compute, stop).await });
     }
     Ok(())
 }

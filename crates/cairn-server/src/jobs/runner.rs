@@ -1,5 +1,9 @@
 //! Runs one job: `Preparing` (environment, code, inputs) → `Starting` → `Running` →
 //! `Finalizing` (outputs and logs become artifacts) → `Completed` | `Failed` | `Canceled`.
+//!
+//! The command runs under a shim (`cairn_jobs::shim`) that writes its log and `exit.json`, so the
+//! job does not depend on this server: [`run_job`] starts it, [`reattach`] takes over one a
+//! previous server started, and both end in the same supervision and finalization.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,7 +30,7 @@ pub fn run_dir(state: &AppState, run_id: &str) -> PathBuf {
 
 /// The live log of a run (while it runs; afterwards it is also an artifact).
 pub fn log_path(state: &AppState, run_id: &str) -> PathBuf {
-    run_dir(state, run_id).join("logs").join("std_log.txt")
+    cairn_jobs::shim::log_path(&run_dir(state, run_id))
 }
 
 pub async fn run_job(
@@ -40,9 +44,7 @@ pub async fn run_job(
     let job: SubmitJob = serde_json::from_value(run.job.clone().unwrap_or_default())
         .map_err(|e| Error::internal(format!("run {run_id} has an unreadable job: {e}")))?;
     let dir = run_dir(state, run_id);
-    let log = cairn_jobs::process::JobLog::create(log_path(state, run_id))
-        .await
-        .map_err(|e| Error::internal(format!("cannot create the run's log: {e}")))?;
+    let log = open_log(state, run_id).await?;
     let say = |msg: String| {
         let log = &log;
         async move {
@@ -110,80 +112,214 @@ pub async fn run_job(
     }
     tokio::fs::create_dir_all(dir.join("outputs")).await.map_err(io)?;
     say(format!("running: {command}")).await;
-    let mut child = match cairn_jobs::process::spawn_job(&command, &dir, &env) {
+    // From here the shim writes the log; the server only appends notes, through a fresh handle.
+    let _ = log.flush().await;
+    drop(log);
+    let child = match cairn_jobs::shim::spawn(&dir, &command, &env) {
         Ok(c) => c,
-        Err(e) => return fail(state, run_id, &log, &format!("cannot start the command: {e}")).await,
+        Err(e) => {
+            let log = open_log(state, run_id).await?;
+            return fail(state, run_id, &log, &format!("cannot start the job's supervisor: {e}")).await;
+        }
     };
     state.store.set_run_pid(run_id, child.id().map(i64::from)).await?;
     state.store.transition_run(run_id, &[RunStatus::Starting], RunStatus::Running, None).await?;
+    let started = Started {
+        ws_id: ws.id.clone(),
+        run_id: run_id.to_string(),
+        dir,
+        deadline: job.timeout.map(|s| (tokio::time::Instant::now() + Duration::from_secs(s), s)),
+        memory: Some((size.memory_gb, compute.size.clone())),
+    };
+    supervise(state, started, Shim::Child(child), stop).await
+}
 
-    // Running: pump output, wait for exit, a cancel or the timeout.
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    let pumps = async { tokio::join!(log.pump(stdout), log.pump(stderr)) };
-    let timeout = job.timeout.map(Duration::from_secs).unwrap_or(Duration::from_secs(u64::MAX / 4));
-    // The node's memory size is a limit: the group's resident memory is watched (no cgroups needed).
-    let memory_limit = (size.memory_gb * (1u64 << 30) as f64) as u64;
-    let pgid = child.id();
-    let memory = async {
-        match pgid {
-            Some(pgid) => cairn_jobs::process::exceeds_memory(pgid, memory_limit).await,
+/// Takes over a job whose shim outlived the previous server (or ended while no server was
+/// there, leaving `exit.json`): the same cancel switch, timeout (counted from the run's start),
+/// memory watchdog and finalization as a job started by this server.
+pub async fn reattach(
+    state: &AppState,
+    run_id: &str,
+    shim: cairn_jobs::shim::ProcessIdentity,
+    stop: oneshot::Receiver<StopReason>,
+) -> Result<(), Error> {
+    let ws = state.store.run_workspace(run_id).await?;
+    let run = state.store.run(&ws, run_id).await?;
+    let job: SubmitJob = serde_json::from_value(run.job.clone().unwrap_or_default())
+        .map_err(|e| Error::internal(format!("run {run_id} has an unreadable job: {e}")))?;
+    let compute_name = run.compute.clone().unwrap_or_default();
+    let memory = match state.store.compute(&ws.id, &compute_name).await {
+        Ok(compute) => crate::routes::resources::resolve_size(state, &ws.id, &compute.size)
+            .await?
+            .map(|size| (size.memory_gb, compute.size.clone())),
+        Err(Error::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    // A shim started just before the server died: the run was still `Starting`.
+    state.store.transition_run(run_id, &[RunStatus::Starting], RunStatus::Running, None).await?;
+    let started_at = state.store.run(&ws, run_id).await?.started_at.unwrap_or(run.created_at);
+    let deadline = job.timeout.map(|s| {
+        let end = started_at.saturating_add(s.saturating_mul(1000) as i64);
+        let left = end.saturating_sub(chrono::Utc::now().timestamp_millis()).max(0) as u64;
+        (tokio::time::Instant::now() + Duration::from_millis(left), s)
+    });
+    let dir = run_dir(state, run_id);
+    if shim.is_running() {
+        note(
+            state,
+            run_id,
+            &format!("the server restarted; reattached to the job (supervisor pid {})", shim.pid),
+        )
+        .await;
+    }
+    let started = Started { ws_id: ws.id.clone(), run_id: run_id.to_string(), dir, deadline, memory };
+    supervise(state, started, Shim::Adopted(shim), stop).await
+}
+
+/// A started job, as much as supervising it needs (rebuilt from the store after a restart).
+struct Started {
+    ws_id: String,
+    run_id: String,
+    dir: PathBuf,
+    /// When the job is stopped, and its timeout in seconds.
+    deadline: Option<(tokio::time::Instant, u64)>,
+    /// The node's memory (GiB) and the compute's size name; None when the compute is gone.
+    memory: Option<(f64, String)>,
+}
+
+/// The shim of a job: this server's child, or one a previous server started.
+enum Shim {
+    Child(tokio::process::Child),
+    Adopted(cairn_jobs::shim::ProcessIdentity),
+}
+
+impl Shim {
+    /// The job's process group (the shim leads it).
+    fn pgid(&self) -> Option<u32> {
+        match self {
+            Shim::Child(c) => c.id(),
+            Shim::Adopted(id) => Some(id.pid),
+        }
+    }
+
+    async fn exited(&mut self) {
+        match self {
+            Shim::Child(c) => {
+                let _ = c.wait().await;
+            }
+            Shim::Adopted(id) => id.wait_gone().await,
+        }
+    }
+}
+
+/// Running → Finalizing → an end: waits for the shim, a cancel, the timeout or the memory
+/// watchdog; then keeps `outputs/` and `logs/` and decides the run's status from `exit.json`.
+async fn supervise(
+    state: &AppState,
+    job: Started,
+    mut shim: Shim,
+    mut stop: oneshot::Receiver<StopReason>,
+) -> Result<(), Error> {
+    let run_id = job.run_id.as_str();
+    let pgid = shim.pgid();
+    state.jobs.supervising(run_id, true);
+    let timeout = async {
+        match job.deadline {
+            Some((at, _)) => tokio::time::sleep_until(at).await,
             None => std::future::pending().await,
         }
     };
-    let outcome = tokio::select! {
-        (status, _) = async { tokio::join!(child.wait(), pumps) } => Ok(status),
-        reason = &mut stop => Err(reason.unwrap_or(StopReason::Canceled)),
-        _ = tokio::time::sleep(timeout) => Err(StopReason::TimedOut(job.timeout.unwrap_or_default())),
-        _ = memory => Err(StopReason::OutOfMemory(size.memory_gb)),
-    };
-    let exit = match outcome {
-        Ok(status) => Some(status.map_err(io)?),
-        Err(reason) => {
-            say(format!("stopping the job ({reason:?}): SIGTERM, SIGKILL after {}s", STOP_GRACE.as_secs()))
-                .await;
-            cairn_jobs::process::stop_group(&mut child, STOP_GRACE).await;
-            let _ = log.flush().await;
-            finalize(state, &ws.id, run_id, &dir).await;
-            state.store.set_run_pid(run_id, None).await?;
-            let (to, msg) = match reason {
-                StopReason::Canceled => (RunStatus::Canceled, None),
-                StopReason::TimedOut(s) => {
-                    (RunStatus::Failed, Some(format!("the job timed out after {s} s and was stopped")))
-                }
-                StopReason::OutOfMemory(gb) => (
-                    RunStatus::Failed,
-                    Some(format!(
-                        "the job exceeded the memory limit of {gb} GiB of its compute's size ({}) and was stopped",
-                        compute.size
-                    )),
-                ),
-            };
-            state.store.transition_run(run_id, &[], to, msg.as_deref()).await?;
-            return Ok(());
+    // The node's memory size is a limit: the group's resident memory is watched (no cgroups needed).
+    let memory = async {
+        match (pgid, &job.memory) {
+            (Some(pgid), Some((gb, _))) => {
+                cairn_jobs::process::exceeds_memory(pgid, (gb * (1u64 << 30) as f64) as u64).await
+            }
+            _ => std::future::pending().await,
         }
     };
-    // Grandchildren left running in the group are stopped too: the job is over.
-    if let Some(pid) = child.id() {
-        cairn_jobs::process::signal_group(pid, libc::SIGKILL);
+    let outcome = tokio::select! {
+        // A shim that has already ended wins over a deadline that has passed meanwhile.
+        biased;
+        _ = shim.exited() => None,
+        reason = &mut stop => Some(reason.unwrap_or(StopReason::Canceled)),
+        _ = timeout => Some(StopReason::TimedOut(job.deadline.map(|(_, s)| s).unwrap_or_default())),
+        _ = memory => Some(StopReason::OutOfMemory(job.memory.as_ref().map(|(gb, _)| *gb).unwrap_or_default())),
+    };
+    if let Some(reason) = outcome {
+        note(
+            state,
+            run_id,
+            &format!("stopping the job ({reason:?}): SIGTERM, SIGKILL after {}s", STOP_GRACE.as_secs()),
+        )
+        .await;
+        if let Some(pgid) = pgid {
+            cairn_jobs::process::stop_group(pgid, STOP_GRACE, shim.exited()).await;
+        }
+        state.jobs.supervising(run_id, false);
+        finalize(state, &job.ws_id, run_id, &job.dir).await;
+        state.store.set_run_pid(run_id, None).await?;
+        let (to, msg) = match reason {
+            StopReason::Canceled => (RunStatus::Canceled, None),
+            StopReason::TimedOut(s) => {
+                (RunStatus::Failed, Some(format!("the job timed out after {s} s and was stopped")))
+            }
+            StopReason::OutOfMemory(gb) => (
+                RunStatus::Failed,
+                Some(format!(
+                    "the job exceeded the memory limit of {gb} GiB of its compute's size ({}) and was stopped",
+                    job.memory.as_ref().map(|(_, name)| name.as_str()).unwrap_or("?")
+                )),
+            ),
+        };
+        state.store.transition_run(run_id, &[], to, msg.as_deref()).await?;
+        return Ok(());
     }
-    let _ = log.flush().await;
+    state.jobs.supervising(run_id, false);
+    // Grandchildren left running in the group are stopped too: the job is over.
+    if let Some(pgid) = pgid {
+        cairn_jobs::process::signal_group(pgid, libc::SIGKILL);
+    }
     state.store.set_run_pid(run_id, None).await?;
 
     // Finalizing: outputs and logs become artifacts.
     state.store.transition_run(run_id, &[RunStatus::Running], RunStatus::Finalizing, None).await?;
-    finalize(state, &ws.id, run_id, &dir).await;
-    let status = exit.expect("set above");
-    if status.success() {
-        state.store.transition_run(run_id, &[], RunStatus::Completed, None).await?;
-    } else {
-        let code =
-            status.code().map(|c| format!("exit code {c}")).unwrap_or_else(|| "killed by a signal".into());
-        let tail = cairn_jobs::process::tail(log.path(), 20);
-        let msg = format!("the command failed ({code}); last lines of logs/std_log.txt:\n{tail}");
-        state.store.transition_run(run_id, &[], RunStatus::Failed, Some(&msg)).await?;
+    let exit = cairn_jobs::shim::ExitRecord::read(&job.dir);
+    if exit.is_none() {
+        note(state, run_id, "the job's supervisor ended without recording how the command ended").await;
+    }
+    finalize(state, &job.ws_id, run_id, &job.dir).await;
+    match exit {
+        Some(exit) if exit.success() => {
+            state.store.transition_run(run_id, &[], RunStatus::Completed, None).await?;
+        }
+        Some(exit) => {
+            let tail = cairn_jobs::process::tail(&log_path(state, run_id), 20);
+            let msg =
+                format!("the command failed ({}); last lines of logs/std_log.txt:\n{tail}", exit.describe());
+            state.store.transition_run(run_id, &[], RunStatus::Failed, Some(&msg)).await?;
+        }
+        None => {
+            let msg = "the job's supervisor (cairn __job-shim) was killed before it could record how the \
+                       command ended; the job's processes were stopped. Submit the job again.";
+            state.store.transition_run(run_id, &[], RunStatus::Failed, Some(msg)).await?;
+        }
     }
     Ok(())
+}
+
+async fn open_log(state: &AppState, run_id: &str) -> Result<cairn_jobs::process::JobLog, Error> {
+    cairn_jobs::process::JobLog::create(log_path(state, run_id))
+        .await
+        .map_err(|e| Error::internal(format!("cannot open the run's log: {e}")))
+}
+
+/// Appends a `[cairn] …` line to a run's log (while its shim may be writing it too).
+async fn note(state: &AppState, run_id: &str, msg: &str) {
+    if let Ok(log) = open_log(state, run_id).await {
+        let _ = log.write(format!("[cairn] {msg}\n").as_bytes()).await;
+        let _ = log.flush().await;
+    }
 }
 
 fn io(e: std::io::Error) -> Error {

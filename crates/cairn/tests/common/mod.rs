@@ -39,6 +39,8 @@ pub struct Opts {
     pub args: Vec<String>,
     /// Reuse this data directory (for restart tests) instead of a fresh one.
     pub data_dir: Option<PathBuf>,
+    /// `HOST:PORT` to listen on instead of an ephemeral port (a restart at the same address).
+    pub listen: Option<String>,
     /// Mount a tmpfs of this many KiB at this directory, seen only by the server: it runs in its
     /// own user and mount namespace (`unshare -Urm`), so no root is needed (disk-full tests).
     pub small_disk: Option<(PathBuf, u64)>,
@@ -86,7 +88,8 @@ impl Server {
                 c
             }
         };
-        cmd.arg("server").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir);
+        let listen = opts.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+        cmd.arg("server").arg("--listen").arg(&listen).arg("--data-dir").arg(&data_dir);
         if let Some(db) = &opts.database_url {
             cmd.arg("--database-url").arg(db);
         }
@@ -238,14 +241,37 @@ impl Server {
         Self::spawn(opts, self._tmp.clone())
     }
 
+    /// Like [`Server::restart`], at the same address: what a real restart does, and what jobs
+    /// that outlive the server need to reach the next one (their tracking URI is fixed).
+    pub fn restart_keeping_address(mut self) -> Server {
+        self.opts.listen = Some(authority(&self.url));
+        self.restart()
+    }
+
     pub fn tmp(&self) -> &Path {
         self._tmp.path()
+    }
+
+    /// Kills the process groups of this data directory's jobs, which outlive the server by
+    /// design (their shims are reattached by the next server). Only groups whose shim is still
+    /// the recorded process are touched.
+    pub fn kill_jobs(&self) {
+        let Ok(runs) = std::fs::read_dir(self.data_dir.join("runs")) else { return };
+        for run in runs.flatten() {
+            if let Some(shim) = cairn_jobs::shim::ProcessIdentity::load(&run.path()) {
+                shim.kill_leftovers();
+            }
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        // The last server of a data directory takes its jobs along (a restart hands them on).
+        if Arc::strong_count(&self._tmp) == 1 {
+            self.kill_jobs();
+        }
     }
 }
 
