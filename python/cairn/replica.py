@@ -49,6 +49,8 @@ chooses to forward, minus ``Authorization``; names case-insensitive) are optiona
 * ``/score`` — the scoring script's ``run()`` with the reference's semantics (``_scoring``); in
   ``mlflow`` mode the same as ``/invocations``.
 * ``/invocations`` — ``mlflow`` mode only.
+* ``/v2/infer`` — ``mlflow`` mode only: an Open Inference Protocol v2 infer body the gateway has
+  checked against the model's signature; answers ``{"outputs": […]}`` or ``{"error": …}``.
 * ``/swagger.json`` — GET, ``query`` may hold ``version=2|3|3.1``.
 * anything else — 404 ``{"message": …}``.
 
@@ -144,7 +146,7 @@ class _Request:
         self.route = raw.get("route")
         if not isinstance(self.route, str) or not self.route:
             raise ValueError("frame header needs \"route\" (a non-empty string)")
-        default_method = "POST" if self.route in ("/score", "/invocations") else "GET"
+        default_method = "POST" if self.route in ("/score", "/invocations", "/v2/infer") else "GET"
         self.method = raw.get("method", default_method)
         self.query = raw.get("query", "")
         self.content_type = raw.get("content_type", "")
@@ -189,7 +191,7 @@ class Replica:
             if req.method != "GET":
                 return req.id, error_reply(405, "Method not allowed")
             return req.id, self._swagger(req.query)
-        scores = req.route == "/score" or (req.route == "/invocations" and self.mode == "mlflow")
+        scores = req.route == "/score" or (req.route in ("/invocations", "/v2/infer") and self.mode == "mlflow")
         if not scores:
             return req.id, error_reply(404, f"no route {req.route!r} in a {self.mode}-mode replica")
         with self._lock:
@@ -208,6 +210,8 @@ class Replica:
 
     def _score(self, req: _Request, body: bytes) -> Reply:
         if self.mode == "mlflow":
+            if req.route == "/v2/infer":
+                return self.scorer.infer(body)
             return self.scorer.invoke(req.method, req.content_type, body)
         return self.scorer.invoke(req.method, req.query, req.headers, req.content_type, body)
 

@@ -588,6 +588,22 @@ class MlflowModeTest(unittest.TestCase):
         self.assertEqual(conn.call("/nope")[0]["status"], 404)
         conn.close()
 
+    def test_inference_protocol_tensors_become_arrays_and_predictions_tensors(self) -> None:
+        conn = self.worker.connect()
+        body = {"inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [[1, 1], [3, 0.5]]}]}
+        header, data = conn.call("/v2/infer", json.dumps(body).encode(), content_type="application/json")
+        self.assertEqual(header["status"], 200, data)
+        [out] = json.loads(data)["outputs"]
+        self.assertEqual((out["name"], out["datatype"], out["shape"]), ("output-0", "FP64", [2]))
+        for got, want in zip(out["data"], self.model.predict([[1.0, 1.0], [3.0, 0.5]])):
+            self.assertAlmostEqual(got, float(want), places=9)
+        # Data that does not fill the shape cannot be converted: 400 in the protocol's error shape.
+        body["inputs"][0]["data"] = [1, 2, 3]
+        header, data = conn.call("/v2/infer", json.dumps(body).encode(), content_type="application/json")
+        self.assertEqual(header["status"], 400, data)
+        self.assertIn("cannot convert the inputs", json.loads(data)["error"])
+        conn.close()
+
     def test_ping_says_mlflow_mode(self) -> None:
         conn = self.worker.connect()
         self.assertEqual(json.loads(conn.call("ping")[1])["mode"], "mlflow")

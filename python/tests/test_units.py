@@ -164,8 +164,9 @@ class CompatibilityTest(unittest.TestCase):
         if stdlib is None:
             self.skipTest("sys.stdlib_module_names needs Python 3.10")
         # Deferred imports of what a deployment's own environment provides, made only when it does:
-        # MLflow-mode replicas load mlflow; a score.py decorated with inference_schema brought it.
-        optional = {"_mlflow_scoring.py": {"mlflow"}, "_scoring.py": {"inference_schema"}}
+        # MLflow-mode replicas load mlflow (and numpy and pandas, which mlflow requires, to convert
+        # inference-protocol tensors); a score.py decorated with inference_schema brought it.
+        optional = {"_mlflow_scoring.py": {"mlflow", "numpy", "pandas"}, "_scoring.py": {"inference_schema"}}
         for path in sorted(PACKAGE.glob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):

@@ -113,9 +113,15 @@ pub struct CreateDeployment {
     pub endpoint_name: Option<String>,
     /// `NAME:VERSION`, `azureml:NAME:VERSION` or `azureml:NAME@ALIAS`.
     pub model: String,
-    pub code_configuration: CodeConfiguration,
-    /// `NAME`, `NAME:VERSION` or `NAME@VERSION` (an `azureml:` prefix is accepted).
-    pub environment: String,
+    /// The scoring script. Absent: a no-code deployment, which needs a model in MLflow format
+    /// (an `MLmodel` file) and serves it with MLflow's own scoring (`/invocations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_configuration: Option<CodeConfiguration>,
+    /// `NAME`, `NAME:VERSION` or `NAME@VERSION` (an `azureml:` prefix is accepted). Required with
+    /// `code_configuration`; a no-code deployment without one gets an environment built from the
+    /// model's own `requirements.txt` (or `conda.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     #[serde(default = "one")]
     pub instance_count: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +144,32 @@ impl CreateDeployment {
     }
     pub fn readiness(&self) -> ProbeSettings {
         self.readiness_probe.clone().unwrap_or_default()
+    }
+    /// Whether replicas run a scoring script (`code_configuration`) or serve an MLflow model as is.
+    pub fn mode(&self) -> ScoringMode {
+        if self.code_configuration.is_some() {
+            ScoringMode::Script
+        } else {
+            ScoringMode::Mlflow
+        }
+    }
+}
+
+/// How a deployment's replicas score (the replica's `CAIRN_SCORING_MODE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScoringMode {
+    /// `score.py`'s `init()` and `run()`, as azureml-inference-server-http calls them.
+    Script,
+    /// No code: MLflow's scoring of the model's pyfunc flavor (`/invocations`).
+    Mlflow,
+}
+
+impl ScoringMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScoringMode::Script => "script",
+            ScoringMode::Mlflow => "mlflow",
+        }
     }
 }
 
@@ -261,7 +293,9 @@ pub fn parse_environment_ref(env: &str) -> Result<(String, Option<i64>), Error> 
 pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
     validate_deployment_name(&req.name)?;
     parse_model_ref(&req.model)?;
-    parse_environment_ref(&req.environment)?;
+    if let Some(env) = &req.environment {
+        parse_environment_ref(env)?;
+    }
     if !(1..=16).contains(&req.instance_count) {
         return Err(Error::invalid(format!("instance_count {}: must be 1 to 16", req.instance_count)));
     }
@@ -275,8 +309,16 @@ pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
             "request_settings.max_concurrent_requests_per_instance {c}: must be 1 to 1000"
         )));
     }
-    crate::RelPath::parse(&req.code_configuration.scoring_script)
-        .map_err(|e| Error::invalid(format!("code_configuration.scoring_script: {e}")))?;
+    if let Some(code) = &req.code_configuration {
+        crate::RelPath::parse(&code.scoring_script)
+            .map_err(|e| Error::invalid(format!("code_configuration.scoring_script: {e}")))?;
+        if req.environment.is_none() {
+            return Err(Error::invalid(
+                "environment is required with code_configuration: the scoring script runs in it \
+                 (only a deployment without code, of an MLflow model, can derive one from the model)",
+            ));
+        }
+    }
     for k in req.environment_variables.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(Error::invalid(format!("environment_variables: invalid name {k:?}")));
@@ -406,6 +448,23 @@ mod tests {
         let err =
             serde_json::from_value::<ProbeSettings>(serde_json::json!({"periodSeconds": 3})).unwrap_err();
         assert!(err.to_string().contains("periodSeconds"), "{err}");
+    }
+
+    #[test]
+    fn a_deployment_without_code_serves_mlflow_and_may_omit_the_environment() {
+        let d: CreateDeployment =
+            serde_json::from_value(serde_json::json!({"name": "blue", "model": "m:1"})).unwrap();
+        validate_create(&d).unwrap();
+        assert_eq!(d.mode(), ScoringMode::Mlflow);
+        assert_eq!(spec().mode(), ScoringMode::Script);
+        let mut no_env = spec();
+        no_env.environment = None;
+        let err = validate_create(&no_env).unwrap_err().to_string();
+        assert!(err.contains("environment is required with code_configuration"), "{err}");
+        // Stored specs of script deployments still read back the same.
+        let back: CreateDeployment = serde_json::from_value(serde_json::to_value(spec()).unwrap()).unwrap();
+        assert_eq!(back.environment.as_deref(), Some("e"));
+        assert!(serde_json::to_value(&d).unwrap().get("code_configuration").is_none());
     }
 
     #[test]

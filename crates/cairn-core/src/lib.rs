@@ -9,6 +9,7 @@ pub mod api;
 pub mod deployments;
 pub mod endpoints;
 pub mod error;
+pub mod inference;
 pub mod lttb;
 pub mod models;
 pub mod names;

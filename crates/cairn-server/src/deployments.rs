@@ -126,6 +126,9 @@ impl From<&ProbeSettings> for Probe {
 pub struct Live {
     id: String,
     key: String,
+    /// Names for metric labels.
+    endpoint_name: String,
+    name: String,
     generation: i64,
     replicas: RwLock<Vec<Arc<Replica>>>,
     next: AtomicUsize,
@@ -278,9 +281,7 @@ pub async fn create(
     }
     let (model_name, vref) = parse_model_ref(&req.model)?;
     let mv = state.store.model_version(ws, &model_name, &vref).await?;
-    let (env_name, env_version) = parse_environment_ref(&req.environment)?;
-    state.store.environment(ws, &env_name, env_version).await?;
-    crate::routes::jobs::read_snapshot(state, &ws.id, &req.code_configuration.code).await?;
+    check_sources(state, ws, &req, &mv).await?;
     let now = now_ms();
     let d = DeploymentRecord {
         id: DeploymentRecord::new_id(),
@@ -306,6 +307,24 @@ pub async fn create(
     }
     launch(state.clone(), d.clone());
     Ok(d)
+}
+
+/// Checks that what `req` starts replicas from exists: its environment (when named), and its code
+/// snapshot, or, without code, that the model is in MLflow format.
+async fn check_sources(
+    state: &AppState,
+    ws: &Workspace,
+    req: &CreateDeployment,
+    mv: &cairn_core::models::ModelVersion,
+) -> Result<(), Error> {
+    if let Some(env) = &req.environment {
+        let (env_name, env_version) = parse_environment_ref(env)?;
+        state.store.environment(ws, &env_name, env_version).await?;
+    }
+    match &req.code_configuration {
+        Some(code) => crate::routes::jobs::read_snapshot(state, &ws.id, &code.code).await.map(|_| ()),
+        None => crate::serving::require_mlflow_model(state, ws, mv).await,
+    }
 }
 
 /// Starts preparing and running `d` in the background.
@@ -429,33 +448,15 @@ fn model_dir(state: &AppState, d: &DeploymentRecord) -> PathBuf {
     dir_of(state, &d.id).join("model").join(&d.model_name).join(d.model_version.to_string())
 }
 
-/// Builds (or finds) the environment, and materialises the model files and the code of `d`'s
-/// generation; returns how its replicas are started.
+/// Materialises the model files and the code of `d`'s generation and builds (or finds) the
+/// environment: the one named, or for a deployment without code the MLflow model's own; returns
+/// how its replicas are started.
 async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Launch, Error> {
     let io = |what: &'static str| move |e: std::io::Error| Error::internal(format!("{what}: {e}"));
     let dir = dir_of(state, &d.id);
     let gen = gen_dir(state, &d.id, d.generation);
     tokio::fs::create_dir_all(&gen).await.map_err(io("cannot create the deployment's folder"))?;
     let ws = state.store.workspace(&d.workspace).await?;
-
-    let (env_name, env_version) = parse_environment_ref(&d.spec.environment)?;
-    let environment = state.store.environment(&ws, &env_name, env_version).await?;
-    let spec: EnvironmentSpec = serde_json::from_value(environment.spec.clone())
-        .map_err(|e| Error::internal(format!("environment {env_name} has an unreadable spec: {e}")))?;
-    say(
-        state,
-        &d.id,
-        d.generation,
-        &format!(
-            "generation {}: preparing environment {}@{}",
-            d.generation, environment.name, environment.version
-        ),
-    );
-    let built = state
-        .env_builder()?
-        .ensure(&spec)
-        .await
-        .map_err(|e| Error::invalid(format!("environment build failed: {e}")))?;
 
     // Model files, read-only, in the one-model layout AZUREML_MODEL_DIR expects; generations using
     // the same version share them.
@@ -485,33 +486,88 @@ async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Laun
             .map_err(io("model folder"))?;
         tokio::fs::rename(&partial, &model_dir).await.map_err(io("model folder"))?;
     }
-    let code_dir = gen.join("code");
-    if !code_dir.exists() {
-        let partial = gen.join("code.partial");
-        let _ = tokio::fs::remove_dir_all(&partial).await;
-        tokio::fs::create_dir_all(&partial).await.map_err(io("code folder"))?;
-        crate::jobs::runner::materialize_snapshot(state, &ws.id, &d.spec.code_configuration.code, &partial)
-            .await?;
-        tokio::fs::rename(&partial, &code_dir).await.map_err(io("code folder"))?;
-    }
-    let script_rel = RelPath::parse(&d.spec.code_configuration.scoring_script)?;
-    let script = script_rel.as_str().split('/').fold(code_dir.clone(), |p, c| p.join(c));
-    if !script.is_file() {
-        return Err(Error::invalid(format!(
-            "code_configuration.scoring_script \"{}\" is not in the code snapshot",
-            script_rel.as_str()
-        )));
-    }
+    // Without code, the MLflow model is served as is: its folder tells the environment (when the
+    // deployment names none) and the tensor signature.
+    let mlflow_folder = match d.spec.mode() {
+        ScoringMode::Mlflow => Some(crate::serving::model_folder(&model_dir)?),
+        ScoringMode::Script => None,
+    };
+    let spec: EnvironmentSpec = match (&d.spec.environment, &mlflow_folder) {
+        (Some(env), _) => {
+            let (env_name, env_version) = parse_environment_ref(env)?;
+            let environment = state.store.environment(&ws, &env_name, env_version).await?;
+            say(
+                state,
+                &d.id,
+                d.generation,
+                &format!(
+                    "generation {}: preparing environment {}@{}",
+                    d.generation, environment.name, environment.version
+                ),
+            );
+            serde_json::from_value(environment.spec.clone())
+                .map_err(|e| Error::internal(format!("environment {env_name} has an unreadable spec: {e}")))?
+        }
+        (None, Some(folder)) => {
+            let (spec, from) = crate::serving::derived_environment(folder)?;
+            say(
+                state,
+                &d.id,
+                d.generation,
+                &format!(
+                    "generation {}: preparing the environment of the model's {from} ({} package(s), python {})",
+                    d.generation,
+                    spec.packages.len(),
+                    spec.python.as_deref().unwrap_or("of the server")
+                ),
+            );
+            spec
+        }
+        (None, None) => return Err(Error::invalid("environment is required with code_configuration")),
+    };
+    let built = state
+        .env_builder()?
+        .ensure(&spec)
+        .await
+        .map_err(|e| Error::invalid(format!("environment build failed: {e}")))?;
 
-    let sock_dir = socket_dir(&gen.join("sock")).map_err(io("socket folder"))?;
     let mut env: Vec<(String, String)> = vec![
         ("PYTHONPATH".into(), state.runtime_dir().display().to_string()),
         ("PYTHONUNBUFFERED".into(), "1".into()),
         ("AZUREML_MODEL_DIR".into(), model_dir.display().to_string()),
-        ("CAIRN_SCORING_SCRIPT".into(), script.display().to_string()),
+        ("CAIRN_SCORING_MODE".into(), d.spec.mode().as_str().into()),
         ("CAIRN_REPLICA_CONCURRENCY".into(), d.spec.request_settings.max_concurrent().to_string()),
         ("CAIRN_REPLICA_MAX_BODY_BYTES".into(), state.max_score_body_bytes.to_string()),
     ];
+    let code_dir = gen.join("code");
+    let served = match (&d.spec.code_configuration, &mlflow_folder) {
+        (Some(code), _) => {
+            if !code_dir.exists() {
+                let partial = gen.join("code.partial");
+                let _ = tokio::fs::remove_dir_all(&partial).await;
+                tokio::fs::create_dir_all(&partial).await.map_err(io("code folder"))?;
+                crate::jobs::runner::materialize_snapshot(state, &ws.id, &code.code, &partial).await?;
+                tokio::fs::rename(&partial, &code_dir).await.map_err(io("code folder"))?;
+            }
+            let script_rel = RelPath::parse(&code.scoring_script)?;
+            let script = script_rel.as_str().split('/').fold(code_dir.clone(), |p, c| p.join(c));
+            if !script.is_file() {
+                return Err(Error::invalid(format!(
+                    "code_configuration.scoring_script \"{}\" is not in the code snapshot",
+                    script_rel.as_str()
+                )));
+            }
+            env.push(("CAIRN_SCORING_SCRIPT".into(), script.display().to_string()));
+            crate::serving::Served::script()
+        }
+        (None, folder) => {
+            // No code to run in: the replica's working directory is an empty folder of its own.
+            tokio::fs::create_dir_all(&code_dir).await.map_err(io("code folder"))?;
+            crate::serving::Served::mlflow(folder.as_deref().unwrap_or(&model_dir))
+        }
+    };
+
+    let sock_dir = socket_dir(&gen.join("sock")).map_err(io("socket folder"))?;
     if let Some(venv) = &built.venv {
         env.push(("VIRTUAL_ENV".into(), venv.display().to_string()));
     }
@@ -551,6 +607,7 @@ async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Laun
         log: log_path(state, &d.id, d.generation),
         sock_dir,
         memory_limit,
+        served: Arc::new(served),
     })
 }
 
@@ -559,6 +616,8 @@ fn new_live(d: &DeploymentRecord, launch: Launch) -> Arc<Live> {
     Arc::new(Live {
         id: d.id.clone(),
         key: key(&d.endpoint_id, &d.name),
+        endpoint_name: d.endpoint_name.clone(),
+        name: d.name.clone(),
         generation: d.generation,
         replicas: RwLock::new(Vec::new()),
         next: AtomicUsize::new(0),
@@ -652,6 +711,8 @@ struct Launch {
     sock_dir: PathBuf,
     /// Resident memory a replica's process group may use (its size profile), in bytes.
     memory_limit: Option<u64>,
+    /// What the inference-protocol routes show and check.
+    served: Arc<crate::serving::Served>,
 }
 
 fn spawn_replica(l: &Launch, socket: &Path) -> std::io::Result<tokio::process::Child> {
@@ -921,9 +982,7 @@ pub async fn update(
     let mut kind = classify_update(&d.spec, &req)?;
     let (model_name, vref) = parse_model_ref(&req.model)?;
     let mv = state.store.model_version(ws, &model_name, &vref).await?;
-    let (env_name, env_version) = parse_environment_ref(&req.environment)?;
-    state.store.environment(ws, &env_name, env_version).await?;
-    crate::routes::jobs::read_snapshot(state, &ws.id, &req.code_configuration.code).await?;
+    check_sources(state, ws, &req, &mv).await?;
     if (mv.name.as_str(), mv.version) != (d.model_name.as_str(), d.model_version) {
         // The same reference (an alias) may now name another version.
         kind = UpdateKind::Roll;
@@ -1205,6 +1264,8 @@ async fn finish_delete(state: &AppState, ws: &Workspace, d: &DeploymentRecord) -
     if let Some(live) = live {
         stop(&live).await;
     }
+    // Its request series go with it: label values stay bounded by the deployments that exist.
+    state.metrics.remove_deployment(&d.endpoint_name, &d.name);
     // Read-only model files do not stop removal (it needs the folders' write permission only).
     let _ = tokio::fs::remove_dir_all(dir_of(state, &d.id)).await;
     match state.store.remove_model_version_use(ws, &d.model_name, d.model_version, USE_KIND, &d.id).await {
@@ -1275,6 +1336,33 @@ impl Deployments {
             restarts: replicas.iter().map(|r| r.restarts.load(Ordering::SeqCst)).sum(),
             in_flight: live.gate.count(),
         })
+    }
+
+    /// What deployment `name` of endpoint `endpoint_id` serves (its mode, platform and tensor
+    /// signature); `None` when this server runs none for it.
+    pub fn served(&self, endpoint_id: &str, name: &str) -> Option<Arc<crate::serving::Served>> {
+        Some(self.get(endpoint_id, name)?.launch.served.clone())
+    }
+
+    /// The gauges `/metrics` shows for every running deployment.
+    pub fn gauges(&self) -> Vec<crate::metrics::DeploymentGauges> {
+        let all: Vec<Arc<Live>> = self.live.lock().unwrap().values().cloned().collect();
+        let mut out: Vec<_> = all
+            .iter()
+            .map(|live| {
+                let replicas = live.replicas();
+                crate::metrics::DeploymentGauges {
+                    endpoint: live.endpoint_name.clone(),
+                    deployment: live.name.clone(),
+                    replicas: replicas.len(),
+                    ready: replicas.iter().filter(|r| r.ready.load(Ordering::SeqCst)).count(),
+                    restarts: replicas.iter().map(|r| r.restarts.load(Ordering::SeqCst) as u64).sum(),
+                    in_flight: live.gate.count(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.endpoint, &a.deployment).cmp(&(&b.endpoint, &b.deployment)));
+        out
     }
 
     /// Sends `req` to a ready replica of deployment `name` of endpoint `endpoint_id` (round robin

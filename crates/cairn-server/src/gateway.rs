@@ -1,10 +1,14 @@
 //! The scoring gateway's front door (data plane): `POST|GET /endpoints/{name}/score`,
-//! `GET /endpoints/{name}/swagger.json` and `GET /endpoints/{name}` (health).
+//! `GET /endpoints/{name}/swagger.json`, `GET /endpoints/{name}` (health), MLflow's
+//! `POST /endpoints/{name}/invocations` and the Open Inference Protocol v2 REST routes under
+//! `/endpoints/{name}/v2/` (see `oip_*` below and `cairn_core::inference`).
 //!
 //! Every request is authenticated first, with one 401 answer for a wrong credential whether or not
 //! the endpoint exists; then the body is capped (413 naming the limit); then a deployment is chosen
-//! by the `azureml-model-deployment` header or the traffic split. Errors use the shape of
-//! `azureml-inference-server-http`, `{"message": …}`, which scoring clients already expect.
+//! by the `azureml-model-deployment` header or the traffic split. Errors the gateway itself gives
+//! take the shape each protocol's clients expect: `{"message": …}` (`azureml-inference-server-http`)
+//! on `/score`, `{"error_code", "message"}` (MLflow) on `/invocations`, `{"error": …}` on `/v2/`.
+//! What a replica answers passes through unchanged (MLflow's own error bodies included).
 //!
 //! The chosen deployment's replicas answer through `deployments::Deployments::forward` (framed
 //! protocol over a Unix socket); 503 with `Retry-After` when none is ready, 429 past the
@@ -18,11 +22,14 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cairn_core::deployments::{DeploymentState, ScoringMode};
 use cairn_core::endpoints::pick_by_traffic;
+use cairn_core::inference::InferRequest;
 use cairn_core::{now_ms, Error};
-use cairn_store::EndpointRecord;
+use cairn_store::{DeploymentRecord, EndpointRecord};
 use rand::Rng;
 
+use crate::deployments::Reply;
 use crate::endpoints::{authenticate, deployment_names};
 use crate::metrics::UNAUTHENTICATED;
 use crate::state::AppState;
@@ -32,22 +39,52 @@ pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
 /// Seconds a client is told to wait when no deployment can serve.
 const RETRY_AFTER_SECONDS: &str = "10";
 
-/// A data-plane answer: `{"message": …}` with a status and optional extra headers.
+/// Which protocol's error body an answer takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// `{"message": …}` (azureml-inference-server-http).
+    Azure,
+    /// `{"error_code", "message"}` (MLflow's scoring server).
+    Mlflow,
+    /// `{"error": …}` (Open Inference Protocol).
+    Oip,
+}
+
+/// A data-plane error answer with a status and optional extra headers.
 struct Answer {
     status: StatusCode,
     message: String,
     retry_after: bool,
+    shape: Shape,
 }
 
 impl Answer {
     fn new(status: StatusCode, message: impl Into<String>) -> Answer {
-        Answer { status, message: message.into(), retry_after: false }
+        Answer { status, message: message.into(), retry_after: false, shape: Shape::Azure }
+    }
+
+    fn shaped(self, shape: Shape) -> Answer {
+        Answer { shape, ..self }
     }
 }
 
 impl From<Error> for Answer {
     fn from(e: Error) -> Self {
-        Answer { status: crate::error::status_of(&e), message: e.to_string(), retry_after: false }
+        Answer::new(crate::error::status_of(&e), e.to_string())
+    }
+}
+
+/// MLflow's `error_code` for a status (`mlflow/exceptions.py`'s table, read backwards).
+fn mlflow_error_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 | 415 => "BAD_REQUEST",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "ENDPOINT_NOT_FOUND",
+        429 => "REQUEST_LIMIT_EXCEEDED",
+        503 => "TEMPORARILY_UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL_ERROR",
     }
 }
 
@@ -56,7 +93,14 @@ impl IntoResponse for Answer {
         if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(status = %self.status, message = %self.message, "scoring request failed");
         }
-        let mut r = (self.status, Json(serde_json::json!({ "message": self.message }))).into_response();
+        let body = match self.shape {
+            Shape::Azure => serde_json::json!({ "message": self.message }),
+            Shape::Mlflow => {
+                serde_json::json!({ "error_code": mlflow_error_code(self.status), "message": self.message })
+            }
+            Shape::Oip => serde_json::json!({ "error": self.message }),
+        };
+        let mut r = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -136,8 +180,8 @@ async fn choose(state: &AppState, e: &EndpointRecord, headers: &HeaderMap) -> Re
     }
 }
 
-/// Hands the request to a replica of the chosen deployment and maps its answer back to HTTP.
-async fn forward(
+/// Hands the request to a replica of the chosen deployment and returns its answer.
+async fn call(
     state: &AppState,
     e: &EndpointRecord,
     deployment: &str,
@@ -145,7 +189,7 @@ async fn forward(
     method: &str,
     headers: &HeaderMap,
     body: bytes::Bytes,
-) -> Result<Response, Answer> {
+) -> Result<Reply, Answer> {
     use crate::deployments::{ForwardError, Request};
     let forwarded = headers
         .iter()
@@ -162,22 +206,7 @@ async fn forward(
     };
     let who = format!("deployment \"{deployment}\" of endpoint \"{}\"", e.name);
     match state.deployments.forward(&e.id, deployment, req).await {
-        Ok(reply) => {
-            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = Response::new(Body::from(reply.body));
-            *r.status_mut() = status;
-            if let Some(ct) = reply.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
-                r.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            for (k, v) in reply.headers {
-                if let (Ok(k), Ok(v)) =
-                    (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v))
-                {
-                    r.headers_mut().insert(k, v);
-                }
-            }
-            Ok(r)
-        }
+        Ok(reply) => Ok(reply),
         Err(ForwardError::NotReady) => Err(Answer {
             retry_after: true,
             ..Answer::new(StatusCode::SERVICE_UNAVAILABLE, format!("{who} has no ready replica"))
@@ -200,6 +229,34 @@ async fn forward(
         )),
         Err(ForwardError::Broken(msg)) => Err(Answer::new(StatusCode::BAD_GATEWAY, format!("{who}: {msg}"))),
     }
+}
+
+/// A replica's answer as the HTTP response, status, content type and headers as it gave them.
+fn respond(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = Response::new(Body::from(reply.body));
+    *r.status_mut() = status;
+    if let Some(ct) = reply.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    for (k, v) in reply.headers {
+        if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    r
+}
+
+async fn forward(
+    state: &AppState,
+    e: &EndpointRecord,
+    deployment: &str,
+    route: &str,
+    method: &str,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, Answer> {
+    call(state, e, deployment, route, method, headers, body).await.map(respond)
 }
 
 async fn read_capped(state: &AppState, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Answer> {
@@ -226,24 +283,41 @@ async fn read_capped(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
     })
 }
 
+/// A scoring request (`/score` or `/invocations`) from admission to the replica's answer; returns
+/// the response and the labels it is counted under.
 async fn score_inner(
     state: &AppState,
     name: &str,
     method: &axum::http::Method,
     headers: &HeaderMap,
     body: Body,
-) -> (Response, String) {
+    route: &str,
+    shape: Shape,
+) -> (Response, String, Option<String>) {
     let e = match admit(state, name, headers).await {
         Ok(e) => e,
-        Err((answer, label)) => return (answer.into_response(), label),
+        Err((answer, label)) => return (answer.shaped(shape).into_response(), label, None),
     };
+    let mut chosen = None;
     let result = async {
         let body = read_capped(state, headers, body).await?;
         let deployment = choose(state, &e, headers).await?;
-        forward(state, &e, &deployment, "/score", method.as_str(), headers, body).await
+        chosen = Some(deployment.clone());
+        let served = state.deployments.served(&e.id, &deployment);
+        if route == "/invocations" && served.is_some_and(|s| s.mode == ScoringMode::Script) {
+            return Err(Answer::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "deployment \"{deployment}\" of endpoint \"{}\" runs a scoring script: /invocations \
+                     serves MLflow models deployed without code; POST …/score instead",
+                    e.name
+                ),
+            ));
+        }
+        forward(state, &e, &deployment, route, method.as_str(), headers, body).await
     }
     .await;
-    (result.unwrap_or_else(IntoResponse::into_response), e.name)
+    (result.unwrap_or_else(|a| a.shaped(shape).into_response()), e.name, chosen)
 }
 
 /// `POST|GET /endpoints/{name}/score`.
@@ -255,8 +329,26 @@ pub async fn score(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let (response, label) = score_inner(&state, &name, &method, &headers, body).await;
-    state.metrics.observe(&label, response.status().as_u16(), started.elapsed());
+    let (response, label, deployment) =
+        score_inner(&state, &name, &method, &headers, body, "/score", Shape::Azure).await;
+    state.metrics.observe(&label, deployment.as_deref(), response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// `POST /endpoints/{name}/invocations`: MLflow's scoring route (`dataframe_split`,
+/// `dataframe_records`, `instances`, `inputs`, CSV), answered by MLflow's own code in the replica
+/// of a deployment without scoring code.
+pub async fn invocations(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let (response, label, deployment) =
+        score_inner(&state, &name, &method, &headers, body, "/invocations", Shape::Mlflow).await;
+    state.metrics.observe(&label, deployment.as_deref(), response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -295,4 +387,262 @@ pub async fn health(
             .unwrap_or_else(IntoResponse::into_response),
         Err(a) => a.into_response(),
     }
+}
+
+// -- Open Inference Protocol v2 (REST) -------------------------------------------------------------
+//
+// `{model}` is the model name of a deployment of the endpoint (optionally `/versions/V`). With the
+// deployment header, that deployment answers (404 when it serves another model); otherwise the
+// traffic split, narrowed to the deployments serving that model, picks one. Readiness answers 200
+// when ready and 503 (with the same body) when not, so load balancers need no body parsing.
+
+/// The path of the model routes.
+#[derive(serde::Deserialize)]
+pub struct ModelPath {
+    name: String,
+    model: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// The deployment of `e` that serves `model` (and `version`) for this request, and what it serves.
+async fn model_deployment(
+    state: &AppState,
+    e: &EndpointRecord,
+    headers: &HeaderMap,
+    model: &str,
+    version: Option<&str>,
+) -> Result<(DeploymentRecord, Arc<crate::serving::Served>), Answer> {
+    let version = match version {
+        Some(v) => Some(v.parse::<i64>().map_err(|_| {
+            Answer::new(StatusCode::NOT_FOUND, format!("model version {v:?} is not a version number"))
+        })?),
+        None => None,
+    };
+    let all: Vec<DeploymentRecord> = state
+        .store
+        .list_deployments(&e.id)
+        .await?
+        .into_iter()
+        .filter(|d| d.state != DeploymentState::Deleting)
+        .collect();
+    let serves = |d: &DeploymentRecord| d.model_name == model && version.is_none_or(|v| v == d.model_version);
+    let wanted = match version {
+        Some(v) => format!("model \"{model}\" version {v}"),
+        None => format!("model \"{model}\""),
+    };
+    let d = if let Some(pinned) = headers.get(DEPLOYMENT_HEADER) {
+        let pinned = pinned.to_str().unwrap_or_default().trim();
+        let d = all.iter().find(|d| d.name == pinned).ok_or_else(|| {
+            Answer::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no deployment \"{pinned}\" on endpoint \"{}\" (named by the {DEPLOYMENT_HEADER} header)",
+                    e.name
+                ),
+            )
+        })?;
+        if !serves(d) {
+            return Err(Answer::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "deployment \"{pinned}\" serves model {}:{}, not {wanted}",
+                    d.model_name, d.model_version
+                ),
+            ));
+        }
+        d.clone()
+    } else {
+        let candidates: Vec<&DeploymentRecord> = all.iter().filter(|d| serves(d)).collect();
+        if candidates.is_empty() {
+            let served: Vec<String> =
+                all.iter().map(|d| format!("{}:{} ({})", d.model_name, d.model_version, d.name)).collect();
+            return Err(Answer::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "{wanted} is not served by endpoint \"{}\" (it serves: {})",
+                    e.name,
+                    if served.is_empty() { "nothing yet".to_string() } else { served.join(", ") }
+                ),
+            ));
+        }
+        let traffic: std::collections::BTreeMap<String, i64> = candidates
+            .iter()
+            .map(|d| (d.name.clone(), e.traffic.get(&d.name).copied().unwrap_or(0).max(0)))
+            .collect();
+        let total: i64 = traffic.values().sum();
+        if total == 0 {
+            return Err(Answer::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "{wanted} is served only by deployments with no live traffic on endpoint \"{}\": set its \
+                     traffic, or pin one with the {DEPLOYMENT_HEADER} header",
+                    e.name
+                ),
+            ));
+        }
+        let roll = rand::rng().random_range(0..total as u32);
+        let name = pick_by_traffic(&traffic, roll).expect("a roll below the total picks one");
+        candidates.into_iter().find(|d| d.name == name).expect("picked among the candidates").clone()
+    };
+    let served = state.deployments.served(&e.id, &d.name).ok_or_else(|| Answer {
+        retry_after: true,
+        ..Answer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "deployment \"{}\" of endpoint \"{}\" is not running ({})",
+                d.name,
+                e.name,
+                d.state.as_str()
+            ),
+        )
+    })?;
+    Ok((d, served))
+}
+
+fn ready_answer(body: serde_json::Value, ready: bool) -> Response {
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /endpoints/{name}/v2/health/live`: the gateway is up and the caller may use the endpoint.
+pub async fn oip_live(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match admit(&state, &name, &headers).await {
+        Ok(_) => Json(serde_json::json!({ "live": true })).into_response(),
+        Err((answer, _)) => answer.shaped(Shape::Oip).into_response(),
+    }
+}
+
+/// `GET /endpoints/{name}/v2/health/ready`: every deployment with live traffic (or the pinned
+/// one) has a ready replica.
+pub async fn oip_ready(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let e = match admit(&state, &name, &headers).await {
+        Ok(e) => e,
+        Err((answer, _)) => return answer.shaped(Shape::Oip).into_response(),
+    };
+    let targets: Vec<String> = match headers.get(DEPLOYMENT_HEADER) {
+        Some(p) => vec![p.to_str().unwrap_or_default().trim().to_string()],
+        None => e.traffic.iter().filter(|(_, p)| **p > 0).map(|(d, _)| d.clone()).collect(),
+    };
+    let ready = !targets.is_empty()
+        && targets.iter().all(|d| state.deployments.health(&e.id, d).is_some_and(|h| h.ready > 0));
+    ready_answer(serde_json::json!({ "ready": ready }), ready)
+}
+
+/// `GET /endpoints/{name}/v2/models/{model}[/versions/{version}]`: the model's metadata; its
+/// tensors when it declares a signature, else empty lists and `parameters.signature` saying why.
+pub async fn oip_metadata(
+    State(state): State<Arc<AppState>>,
+    Path(p): Path<ModelPath>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let e = admit(&state, &p.name, &headers).await.map_err(|(a, _)| a)?;
+        let (d, served) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
+        let mut body = serde_json::json!({
+            "name": d.model_name,
+            "versions": [d.model_version.to_string()],
+            "platform": served.platform,
+        });
+        match &served.signature {
+            Ok(sig) => {
+                body["inputs"] = serde_json::json!(sig.inputs);
+                body["outputs"] = serde_json::json!(sig.outputs);
+            }
+            Err(why) => {
+                body["inputs"] = serde_json::json!([]);
+                body["outputs"] = serde_json::json!([]);
+                body["parameters"] = serde_json::json!({ "signature": why });
+            }
+        }
+        Ok::<_, Answer>(Json(body).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|a| a.shaped(Shape::Oip).into_response())
+}
+
+/// `GET /endpoints/{name}/v2/models/{model}[/versions/{version}]/ready`.
+pub async fn oip_model_ready(
+    State(state): State<Arc<AppState>>,
+    Path(p): Path<ModelPath>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let e = admit(&state, &p.name, &headers).await.map_err(|(a, _)| a)?;
+        let (d, _) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
+        let ready = state.deployments.health(&e.id, &d.name).is_some_and(|h| h.ready > 0);
+        Ok::<_, Answer>(ready_answer(serde_json::json!({ "name": d.model_name, "ready": ready }), ready))
+    }
+    .await;
+    result.unwrap_or_else(|a| a.shaped(Shape::Oip).into_response())
+}
+
+/// `POST /endpoints/{name}/v2/models/{model}[/versions/{version}]/infer`: checked against the
+/// signature here (400 naming the tensor), converted and predicted in the replica.
+pub async fn oip_infer(
+    State(state): State<Arc<AppState>>,
+    Path(p): Path<ModelPath>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let mut label = UNAUTHENTICATED.to_string();
+    let mut chosen = None;
+    let result = async {
+        let e = admit(&state, &p.name, &headers).await.map_err(|(a, _)| a)?;
+        label = e.name.clone();
+        let body = read_capped(&state, &headers, body).await?;
+        let (d, served) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
+        chosen = Some(d.name.clone());
+        let sig = served.signature.as_ref().map_err(|why| {
+            Answer::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "model {}:{} has no tensor signature to infer with: {why}",
+                    d.model_name, d.model_version
+                ),
+            )
+        })?;
+        let req: InferRequest = serde_json::from_slice(&body).map_err(|err| {
+            Answer::new(StatusCode::BAD_REQUEST, format!("invalid inference request: {err}"))
+        })?;
+        sig.check(&req).map_err(|m| Answer::new(StatusCode::BAD_REQUEST, m))?;
+        let reply = call(&state, &e, &d.name, "/v2/infer", "POST", &headers, body).await?;
+        if reply.status != 200 {
+            return Ok(respond(reply));
+        }
+        let mut answer: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|err| {
+            Answer::new(StatusCode::BAD_GATEWAY, format!("the replica's inference answer is not JSON: {err}"))
+        })?;
+        let mut outputs: Vec<serde_json::Value> = match answer["outputs"].take() {
+            serde_json::Value::Array(o) => o,
+            _ => Vec::new(),
+        };
+        if let Some(wanted) = &req.outputs {
+            outputs.retain(|o| wanted.iter().any(|w| o["name"].as_str() == Some(w.name.as_str())));
+        }
+        let id = req.id.clone().unwrap_or_else(|| format!("{:032x}", rand::rng().random::<u128>()));
+        let mut out = serde_json::json!({
+            "model_name": d.model_name,
+            "model_version": d.model_version.to_string(),
+            "id": id,
+            "outputs": outputs,
+        });
+        if let Some(parameters) = answer.get("parameters").filter(|v| v.is_object()) {
+            out["parameters"] = parameters.clone();
+        }
+        Ok::<_, Answer>(Json(out).into_response())
+    }
+    .await;
+    let response = result.unwrap_or_else(|a| a.shaped(Shape::Oip).into_response());
+    state.metrics.observe(&label, chosen.as_deref(), response.status().as_u16(), started.elapsed());
+    response
 }

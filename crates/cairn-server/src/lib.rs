@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod routes;
 pub mod runtime;
 pub mod secret;
+pub mod serving;
 pub mod startup;
 pub mod state;
 pub mod studio;

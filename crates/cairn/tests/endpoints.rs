@@ -483,11 +483,12 @@ async fn metrics_count_scoring_requests_by_endpoint_and_status() {
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = r.text().await.unwrap();
     let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
-    has("cairn_endpoint_requests_total{endpoint=\"wine-ep\",status=\"503\"} 3");
-    has("cairn_endpoint_requests_total{endpoint=\"wine-ep\",status=\"413\"} 1");
-    has("cairn_endpoint_requests_total{endpoint=\"_unauthenticated\",status=\"401\"} 2");
-    has("cairn_endpoint_request_duration_seconds_count{endpoint=\"wine-ep\"} 4");
-    has("cairn_endpoint_request_duration_seconds_bucket{endpoint=\"wine-ep\",le=\"+Inf\"} 4");
+    // No deployment was chosen for any of these: deployment="_none" (tests/serving.rs has pinned ones).
+    has("cairn_endpoint_requests_total{endpoint=\"wine-ep\",deployment=\"_none\",status=\"503\"} 3");
+    has("cairn_endpoint_requests_total{endpoint=\"wine-ep\",deployment=\"_none\",status=\"413\"} 1");
+    has("cairn_endpoint_requests_total{endpoint=\"_unauthenticated\",deployment=\"_none\",status=\"401\"} 2");
+    has("cairn_endpoint_request_duration_seconds_count{endpoint=\"wine-ep\",deployment=\"_none\"} 4");
+    has("cairn_endpoint_request_duration_seconds_bucket{endpoint=\"wine-ep\",deployment=\"_none\",le=\"+Inf\"} 4");
     assert!(!text.contains("guessed-name"), "names tried by strangers are not recorded");
 
     let scoped = s

@@ -130,7 +130,22 @@ pub fn router(state: Arc<AppState>) -> Router {
     let gateway = Router::new()
         .route("/endpoints/{name}", get(crate::gateway::health))
         .route("/endpoints/{name}/score", get(crate::gateway::score).post(crate::gateway::score))
-        .route("/endpoints/{name}/swagger.json", get(crate::gateway::swagger));
+        .route("/endpoints/{name}/swagger.json", get(crate::gateway::swagger))
+        .route("/endpoints/{name}/invocations", axum::routing::post(crate::gateway::invocations))
+        .route("/endpoints/{name}/v2/health/live", get(crate::gateway::oip_live))
+        .route("/endpoints/{name}/v2/health/ready", get(crate::gateway::oip_ready))
+        .route("/endpoints/{name}/v2/models/{model}", get(crate::gateway::oip_metadata))
+        .route("/endpoints/{name}/v2/models/{model}/ready", get(crate::gateway::oip_model_ready))
+        .route("/endpoints/{name}/v2/models/{model}/infer", axum::routing::post(crate::gateway::oip_infer))
+        .route("/endpoints/{name}/v2/models/{model}/versions/{version}", get(crate::gateway::oip_metadata))
+        .route(
+            "/endpoints/{name}/v2/models/{model}/versions/{version}/ready",
+            get(crate::gateway::oip_model_ready),
+        )
+        .route(
+            "/endpoints/{name}/v2/models/{model}/versions/{version}/infer",
+            axum::routing::post(crate::gateway::oip_infer),
+        );
     let metrics = Router::new()
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));
@@ -158,7 +173,7 @@ async fn metrics(
     caller.require(cairn_core::api::Role::Reader, None)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
+        state.metrics.render(&state.deployments.gauges()),
     ))
 }
 

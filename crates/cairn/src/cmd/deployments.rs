@@ -98,9 +98,16 @@ fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
         ("endpoint", d.endpoint_name.clone()),
         ("state", d.state.as_str().to_string()),
         ("model", d.model.clone()),
-        ("environment", d.spec.environment.clone()),
+        ("environment", d.spec.environment.clone().unwrap_or_else(|| "(derived from the model)".into())),
         ("instance_count", d.spec.instance_count.to_string()),
-        ("scoring_script", d.spec.code_configuration.scoring_script.clone()),
+        (
+            "scoring_script",
+            d.spec
+                .code_configuration
+                .as_ref()
+                .map(|c| c.scoring_script.clone())
+                .unwrap_or_else(|| "(none: MLflow scoring)".into()),
+        ),
         ("request_timeout_ms", d.spec.request_settings.timeout_ms().to_string()),
         ("max_concurrent", d.spec.request_settings.max_concurrent().to_string()),
         ("reason", d.reason.clone()),
@@ -122,11 +129,14 @@ async fn read_file(api: &Api, client: &ClientArgs, file: &Path) -> anyhow::Resul
     }
     let mut req: CreateDeployment =
         serde_yaml::from_value(yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let dir = file.parent().unwrap_or(Path::new(".")).join(&req.code_configuration.code);
-    if !dir.is_dir() {
-        bail!("code_configuration.code: {} is not a folder", dir.display());
+    // No code_configuration: a no-code deployment of an MLflow model, nothing to upload.
+    if let Some(code) = &mut req.code_configuration {
+        let dir = file.parent().unwrap_or(Path::new(".")).join(&code.code);
+        if !dir.is_dir() {
+            bail!("code_configuration.code: {} is not a folder", dir.display());
+        }
+        code.code = crate::cmd::jobs::upload_code(client, &api.ws, &dir).await?;
     }
-    req.code_configuration.code = crate::cmd::jobs::upload_code(client, &api.ws, &dir).await?;
     Ok(req)
 }
 

@@ -1,0 +1,252 @@
+//! The scoring gateway's protocols and metrics with real replicas (a stdlib `score.py`, an
+//! environment with no packages): `/metrics` by endpoint, deployment and status after pinned
+//! requests, with per-deployment replica gauges and a restart counted, and a deleted deployment's
+//! series gone; what the MLflow and inference-protocol routes say of a deployment with a scoring
+//! script; a deployment without code of a model that is not in MLflow format refused. The MLflow
+//! models themselves are served end to end in python/tests_mlflow/test_serving.py (stock client).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+const SCORE_PY: &str = r#"
+import json, os
+
+def init():
+    global coef
+    with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "coef.json")) as f:
+        coef = json.load(f)
+
+def run(raw_data):
+    rows = json.loads(raw_data)["data"]
+    return [sum(w * x for w, x in zip(coef["w"], row)) + coef["b"] for row in rows]
+"#;
+
+fn deployment_yaml(name: &str) -> String {
+    format!(
+        "name: {name}\nendpoint_name: lin-ep\nmodel: lin:1\ncode_configuration:\n  code: src\n  scoring_script: score.py\n\
+         environment: plain\ninstance_count: 1\n"
+    )
+}
+
+/// Workspace `w`, environment `plain`, model `lin:1` (not MLflow), endpoint `lin-ep` with
+/// deployments `blue` (all traffic) and `green` (none); returns the primary key.
+fn setup(s: &Server) -> String {
+    s.ok(&["workspace", "create", "w"]);
+    let dir = s.tmp().join("spec");
+    write_tree(
+        &dir,
+        &[
+            ("env.yml", b"name: plain\npip: []\n"),
+            ("model/coef.json", br#"{"w": [2.0, -1.0], "b": 1.0}"#),
+            ("ep.yml", b"name: lin-ep\nauth_mode: key\n"),
+            ("src/score.py", SCORE_PY.as_bytes()),
+            ("blue.yml", deployment_yaml("blue").as_bytes()),
+            ("green.yml", deployment_yaml("green").as_bytes()),
+            ("nocode.yml", b"name: red\nendpoint_name: lin-ep\nmodel: lin:1\n"),
+        ],
+    );
+    let p = |f: &str| dir.join(f).display().to_string();
+    s.ok(&["env", "create", "-f", &p("env.yml"), "-w", "w"]);
+    s.ok(&["model", "register", "--name", "lin", "--path", &p("model"), "-w", "w"]);
+    s.ok(&["endpoint", "create", "-f", &p("ep.yml"), "-w", "w"]);
+    // Without code, the model must be in MLflow format: refused before anything runs.
+    let err = s.fails(&["deployment", "create", "-f", &p("nocode.yml"), "-w", "w"]);
+    assert!(err.contains("must be in MLflow format, but it has no MLmodel file"), "{err}");
+    assert!(err.contains("coef.json"), "{err}");
+    for (file, all_traffic) in [("blue.yml", true), ("green.yml", false)] {
+        let path = p(file);
+        let mut args = vec!["deployment", "create", "-f", path.as_str(), "--wait", "-w", "w", "-o", "json"];
+        if all_traffic {
+            args.push("--all-traffic");
+        }
+        let d = json(&s.ok(&args));
+        assert_eq!(d["state"], "Healthy", "{d}");
+    }
+    let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    keys["primary_key"].as_str().unwrap().to_string()
+}
+
+async fn post(s: &Server, path: &str, key: &str, pin: Option<&str>, body: &str) -> (u16, Value) {
+    let mut r = reqwest::Client::new()
+        .post(format!("{}/endpoints/lin-ep/{path}", s.url))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(d) = pin {
+        r = r.header("azureml-model-deployment", d);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, json(&r.text().await.unwrap()))
+}
+
+async fn get(s: &Server, path: &str, key: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{}/endpoints/lin-ep/{path}", s.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, json(&r.text().await.unwrap()))
+}
+
+async fn scrape(s: &Server) -> String {
+    let r =
+        reqwest::Client::new().get(format!("{}/metrics", s.url)).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.text().await.unwrap()
+}
+
+fn value_of(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The pid of the replica of deployment `id`.
+fn replica_of(id: &str) -> Option<i32> {
+    let out = std::process::Command::new("pgrep").args(["-f", "cairn.replica"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse::<i32>().ok()).find(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|e| String::from_utf8_lossy(&e).contains(&format!("/deployments/{id}/")))
+            .unwrap_or(false)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_labelled_by_deployment_and_deleted_deployments_series_go() {
+    let s = Server::start();
+    let key = setup(&s);
+    let body = r#"{"data": [[1, 2]]}"#;
+    for (pin, n) in [(Some("blue"), 3), (Some("green"), 2), (None, 1)] {
+        for _ in 0..n {
+            let (status, out) = post(&s, "score", &key, pin, body).await;
+            assert_eq!((status, out.clone()), (200, serde_json::json!([1.0])), "{pin:?}");
+        }
+    }
+    let (status, _) = post(&s, "score", &key, Some("nope"), body).await;
+    assert_eq!(status, 404);
+    let (status, _) = post(&s, "score", "wrong", None, body).await;
+    assert_eq!(status, 401);
+
+    let m = scrape(&s).await;
+    let requests = |d: &str, status: u16| {
+        value_of(
+            &m,
+            &format!(
+                "cairn_endpoint_requests_total{{endpoint=\"lin-ep\",deployment=\"{d}\",status=\"{status}\"}}"
+            ),
+        )
+    };
+    assert_eq!(requests("blue", 200), Some(4.0), "{m}");
+    assert_eq!(requests("green", 200), Some(2.0), "{m}");
+    assert_eq!(requests("_none", 404), Some(1.0), "{m}");
+    assert_eq!(
+        value_of(&m, "cairn_endpoint_requests_total{endpoint=\"_unauthenticated\",deployment=\"_none\",status=\"401\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value_of(
+            &m,
+            "cairn_endpoint_request_duration_seconds_count{endpoint=\"lin-ep\",deployment=\"green\"}"
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    for (family, v) in [
+        ("cairn_deployment_replicas", 1.0),
+        ("cairn_deployment_replicas_ready", 1.0),
+        ("cairn_deployment_replica_restarts_total", 0.0),
+        ("cairn_deployment_queue_depth", 0.0),
+    ] {
+        for d in ["blue", "green"] {
+            let series = format!("{family}{{endpoint=\"lin-ep\",deployment=\"{d}\"}}");
+            assert_eq!(value_of(&m, &series), Some(v), "{series} in\n{m}");
+        }
+    }
+
+    // A killed replica is restarted, and the restart is counted for its deployment only.
+    let green = json(&s.ok(&["deployment", "show", "lin-ep/green", "-w", "w", "-o", "json"]));
+    let pid = replica_of(green["id"].as_str().unwrap()).expect("green's replica runs");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut restarted = false;
+    for _ in 0..200 {
+        let (status, _) = post(&s, "score", &key, Some("green"), body).await;
+        let m = scrape(&s).await;
+        let restarts =
+            value_of(&m, "cairn_deployment_replica_restarts_total{endpoint=\"lin-ep\",deployment=\"green\"}");
+        if status == 200 && restarts == Some(1.0) {
+            let blue = value_of(
+                &m,
+                "cairn_deployment_replica_restarts_total{endpoint=\"lin-ep\",deployment=\"blue\"}",
+            );
+            assert_eq!(blue, Some(0.0), "{m}");
+            restarted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(restarted, "no restart counted:\n{}", scrape(&s).await);
+
+    // A deleted deployment's series (requests and gauges) go; the others stay.
+    s.ok(&["deployment", "delete", "lin-ep/green", "-w", "w"]);
+    let m = scrape(&s).await;
+    assert!(!m.contains("deployment=\"green\""), "{m}");
+    assert!(m.contains("deployment=\"blue\""), "{m}");
+    // The studio's per-endpoint summary still adds up the endpoint's deployments.
+    s.ok(&["endpoint", "delete", "lin-ep", "-w", "w"]);
+    assert!(!scrape(&s).await.contains("lin-ep"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_deployment_has_no_mlflow_route_and_no_tensor_signature() {
+    let s = Server::start();
+    let key = setup(&s);
+    // /invocations is for MLflow models deployed without code; the error has MLflow's shape.
+    let (status, out) = post(&s, "invocations", &key, None, r#"{"inputs": [[1, 2]]}"#).await;
+    assert_eq!(status, 404, "{out}");
+    assert_eq!(out["error_code"], "ENDPOINT_NOT_FOUND", "{out}");
+    assert!(out["message"].as_str().unwrap().contains("runs a scoring script"), "{out}");
+    let (status, out) = post(&s, "invocations", "wrong", None, "{}").await;
+    assert_eq!((status, out["error_code"].as_str()), (401, Some("UNAUTHENTICATED")), "{out}");
+
+    // The inference protocol: live and ready, metadata without tensors saying why, infer refused.
+    assert_eq!(get(&s, "v2/health/live", &key).await, (200, serde_json::json!({"live": true})));
+    assert_eq!(get(&s, "v2/health/ready", &key).await, (200, serde_json::json!({"ready": true})));
+    let (status, meta) = get(&s, "v2/models/lin", &key).await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!((meta["name"].as_str(), meta["platform"].as_str()), (Some("lin"), Some("cairn_score_py")));
+    assert_eq!(meta["inputs"], serde_json::json!([]));
+    assert!(
+        meta["parameters"]["signature"].as_str().unwrap().contains("declares no tensor signature"),
+        "{meta}"
+    );
+    assert_eq!(
+        get(&s, "v2/models/lin/ready", &key).await,
+        (200, serde_json::json!({"name": "lin", "ready": true}))
+    );
+    let infer = r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1]}]}"#;
+    let (status, out) = post(&s, "v2/models/lin/infer", &key, None, infer).await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out["error"].as_str().unwrap().contains("has no tensor signature"), "{out}");
+    // Pinned to a deployment serving another model, or a model nobody serves: 404.
+    let (status, out) = post(&s, "v2/models/other/infer", &key, Some("green"), infer).await;
+    assert_eq!(status, 404, "{out}");
+    assert!(out["error"].as_str().unwrap().contains("deployment \"green\" serves model lin:1"), "{out}");
+    let (status, out) = get(&s, "v2/models/other", &key).await;
+    assert_eq!(status, 404, "{out}");
+    assert!(out["error"].as_str().unwrap().contains("(it serves: lin:1 (blue), lin:1 (green))"), "{out}");
+    let (status, out) = get(&s, "v2/models/lin", "wrong").await;
+    assert_eq!(status, 401, "{out}");
+    assert!(out["error"].is_string(), "{out}");
+
+    // With no traffic anywhere the endpoint is not ready (503, so load balancers need no parsing).
+    s.ok(&["endpoint", "update", "lin-ep", "--traffic", "", "-w", "w"]);
+    assert_eq!(get(&s, "v2/health/ready", &key).await, (503, serde_json::json!({"ready": false})));
+}
