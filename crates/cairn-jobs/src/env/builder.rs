@@ -515,7 +515,8 @@ async fn interpreter_for(request: &str) -> Option<String> {
         candidates.extend(versions.into_iter().rev().map(|v| v.join("bin").join(&name)));
     }
     candidates.extend(["/usr/bin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(&name)));
-    let probe = format!("import sys; assert sys.version_info[:2] == ({major}, {minor}); print(sys.executable)");
+    let probe =
+        format!("import sys; assert sys.version_info[:2] == ({major}, {minor}); print(sys.executable)");
     for candidate in candidates.into_iter().filter(|c| c.is_file()) {
         let out = Command::new(&candidate)
             .args(["-c", &probe])

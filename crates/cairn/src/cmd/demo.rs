@@ -25,7 +25,10 @@ const EXAMPLE: &[(&str, &[u8])] = &[
     ("walkthrough.py", include_bytes!("../../../../examples/wine/walkthrough.py")),
     ("walkthrough/train.py", include_bytes!("../../../../examples/wine/walkthrough/train.py")),
     ("walkthrough/score.py", include_bytes!("../../../../examples/wine/walkthrough/score.py")),
-    ("winedata/winequality_red.csv", include_bytes!("../../../../examples/wine/winedata/winequality_red.csv")),
+    (
+        "winedata/winequality_red.csv",
+        include_bytes!("../../../../examples/wine/winedata/winequality_red.csv"),
+    ),
 ];
 
 /// Names the walkthrough uses (its workspace, experiment and service).
@@ -96,8 +99,10 @@ async fn demo(args: &DemoArgs, work: &Path, started: Instant) -> anyhow::Result<
     let mut server = None;
     let (url, token) = match &args.url {
         Some(url) => {
-            let client = ClientArgs { url: Some(url.clone()), token: args.token.clone(), output: OutputFormat::Table };
-            let token = client.resolved_token()?.context("no token for --url: pass --token or set CAIRN_TOKEN")?;
+            let client =
+                ClientArgs { url: Some(url.clone()), token: args.token.clone(), output: OutputFormat::Table };
+            let token =
+                client.resolved_token()?.context("no token for --url: pass --token or set CAIRN_TOKEN")?;
             (url.trim_end_matches('/').to_string(), token)
         }
         None => {
@@ -106,7 +111,11 @@ async fn demo(args: &DemoArgs, work: &Path, started: Instant) -> anyhow::Result<
                 None => default_env_cache()?,
             };
             let started = Server::start(&work.join("server"), &cache)?;
-            println!("== A throw-away Cairn server at {} (data in {})", started.url, started.data_dir.display());
+            println!(
+                "== A throw-away Cairn server at {} (data in {})",
+                started.url,
+                started.data_dir.display()
+            );
             println!("   environments are cached in {} (a second demo reuses them)", cache.display());
             let pair = (started.url.clone(), started.token.clone());
             server = Some(started);
@@ -147,7 +156,11 @@ async fn demo(args: &DemoArgs, work: &Path, started: Instant) -> anyhow::Result<
 
 /// Prints the prediction, the run's metrics and where to look at everything.
 async fn summary(url: &str, token: &str, started: Instant) -> anyhow::Result<()> {
-    let client = ClientArgs { url: Some(url.to_string()), token: Some(token.to_string()), output: OutputFormat::Table };
+    let client = ClientArgs {
+        url: Some(url.to_string()),
+        token: Some(token.to_string()),
+        output: OutputFormat::Table,
+    };
     let api = Api::new(&client, &WorkspaceArg { workspace: Some(WORKSPACE.to_string()) })?;
 
     let endpoint: Value = api.get(&format!("endpoints/{SERVICE}")).await?;
@@ -197,7 +210,11 @@ fn check_python(python: &Path) -> anyhow::Result<()> {
         .output()
         .with_context(|| format!("cannot run {} (set --python or CAIRN_DEMO_PYTHON)", python.display()))?;
     if !out.status.success() {
-        bail!("{} is not a usable Python 3.8+: {}", python.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{} is not a usable Python 3.8+: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -205,7 +222,8 @@ fn check_python(python: &Path) -> anyhow::Result<()> {
 fn default_env_cache() -> anyhow::Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set: pass --env-cache")?).join(".cache"),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set: pass --env-cache")?)
+            .join(".cache"),
     };
     Ok(base.join("cairn").join("envs"))
 }
@@ -250,7 +268,10 @@ impl Server {
                 break url;
             }
             if let Some(status) = child.try_wait()? {
-                bail!("the server stopped at start ({status}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                bail!(
+                    "the server stopped at start ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
