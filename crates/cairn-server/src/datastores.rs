@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use bytes::Bytes;
-use cairn_blob::{BlobStore, PutOpts};
+use cairn_blob::{BlobStore, PutOpts, Trailing};
 use cairn_core::api::{
     CreateDatastore, DatastoreKind, FileEntry, PlanAction, PlanEntry, PutFileResult, PutStatus, UploadPlan,
     UploadPlanRequest, Workspace,
@@ -158,7 +158,9 @@ impl AppState {
         Ok(())
     }
 
-    /// Says, for each announced file, whether it must be sent, can be skipped, or conflicts.
+    /// Says, for each announced file, whether it must be sent, can be skipped, or conflicts; or,
+    /// for a file announced without a checksum when one of the same size is there, that its
+    /// checksum is needed to decide.
     pub async fn plan_upload(
         &self,
         ds: &DatastoreRecord,
@@ -167,7 +169,9 @@ impl AppState {
         let mut paths = Vec::with_capacity(req.files.len());
         for f in &req.files {
             paths.push(RelPath::parse(&f.path)?);
-            check_sha256(&f.sha256)?;
+            if let Some(s) = &f.sha256 {
+                check_sha256(s)?;
+            }
         }
         let blobs = self.blobs_of(ds)?;
         let existing = list_common_dir(&blobs, &paths).await?;
@@ -178,9 +182,18 @@ impl AppState {
             let action = match existing.get(path.as_str()) {
                 None => PlanAction::Upload,
                 Some(entry) => {
-                    let same = entry.size == f.size
-                        && self.stored_sha256(&blobs, ds, path, entry, records.get(path.as_str())).await?
-                            == f.sha256.to_ascii_lowercase();
+                    let same = match &f.sha256 {
+                        _ if entry.size != f.size => false,
+                        // Same size, no checksum: only the client can settle it, by hashing.
+                        None => {
+                            out.push(PlanEntry { path: f.path.clone(), action: PlanAction::Checksum });
+                            continue;
+                        }
+                        Some(sha256) => {
+                            self.stored_sha256(&blobs, ds, path, entry, records.get(path.as_str())).await?
+                                == sha256.to_ascii_lowercase()
+                        }
+                    };
                     match (same, req.overwrite) {
                         (true, _) => PlanAction::Skip,
                         (false, true) => PlanAction::Upload,
@@ -213,13 +226,15 @@ impl AppState {
         Ok(written.sha256)
     }
 
-    /// Stores one uploaded file, verified against `sha256` when given.
+    /// Stores one uploaded file, verified against `sha256` (known before the body) and
+    /// `trailing` (known after it) when given.
     pub async fn put_file<S, E>(
         &self,
         ds: &DatastoreRecord,
         path: &RelPath,
         body: S,
         sha256: Option<&str>,
+        trailing: Option<Trailing<'_>>,
         overwrite: bool,
     ) -> Result<PutFileResult, Error>
     where
@@ -249,7 +264,7 @@ impl AppState {
             )));
         }
         let opts = PutOpts { expected_sha256: sha256, max_bytes: Some(self.max_upload_bytes), overwrite };
-        let written = blobs.put_stream(path, body, opts).await.map_err(|e| match e {
+        let written = blobs.put_stream_trailing(path, body, opts, trailing).await.map_err(|e| match e {
             Error::Conflict(_) => Error::conflict(format!(
                 "{path} was created by another upload meanwhile; pass overwrite=true to replace it"
             )),
