@@ -17,7 +17,49 @@ use futures::Stream;
 
 use crate::state::AppState;
 
+/// Datastore records by (workspace name, datastore name). Every file request needs one, and a
+/// record only ever goes away (deleted with its datastore or workspace; nothing in it is ever
+/// updated), so it is looked up once. Deleting empties the cache and bumps the generation, so a
+/// lookup that read the database before the delete cannot put its stale answer back after it.
+#[derive(Default)]
+pub struct DatastoreCache {
+    records: HashMap<(String, String), DatastoreRecord>,
+    generation: u64,
+}
+
+/// Cached datastores at most (the cache starts over beyond).
+const DATASTORE_CACHE_MAX: usize = 10_000;
+
 impl AppState {
+    /// The datastore `ds` of workspace `ws`, from the cache or the database.
+    pub async fn datastore_record(&self, ws: &str, ds: &str) -> Result<DatastoreRecord, Error> {
+        let key = (ws.to_string(), ds.to_string());
+        let generation = {
+            let cache = self.datastore_cache.lock().expect("datastore cache lock");
+            if let Some(record) = cache.records.get(&key) {
+                return Ok(record.clone());
+            }
+            cache.generation
+        };
+        let workspace = self.store.workspace(ws).await?;
+        let record = self.store.datastore(&workspace, ds).await?;
+        let mut cache = self.datastore_cache.lock().expect("datastore cache lock");
+        if cache.generation == generation {
+            if cache.records.len() >= DATASTORE_CACHE_MAX {
+                cache.records.clear();
+            }
+            cache.records.insert(key, record.clone());
+        }
+        Ok(record)
+    }
+
+    /// Empties the datastore cache; called after a datastore or workspace was deleted.
+    pub fn forget_datastores(&self) {
+        let mut cache = self.datastore_cache.lock().expect("datastore cache lock");
+        cache.generation += 1;
+        cache.records.clear();
+    }
+
     /// The storage behind a datastore (opened once, then cached).
     pub fn blobs_of(&self, ds: &DatastoreRecord) -> Result<BlobStore, Error> {
         if let Some(b) = self.blob_cache.lock().expect("blob cache lock").get(&ds.id) {
@@ -140,6 +182,7 @@ impl AppState {
             }
         }
         self.store.delete_workspace(&ws.name).await?;
+        self.forget_datastores();
         for e in &endpoints {
             self.metrics.remove(&e.name);
         }

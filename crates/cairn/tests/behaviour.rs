@@ -538,6 +538,29 @@ async fn local_datastores_are_registered_checked_and_removed_without_touching_da
     );
     let err = s.fails(&["datastore", "delete", "default", "-w", "w"]);
     assert!(err.contains("removed only with it"), "{err}");
+
+    // Datastores are cached by name: a removed one is gone at once, and a new one of the same
+    // name (elsewhere) is the one served.
+    let err = s.fails(&["datastore", "ls", "-w", "w", "-d", "shared"]);
+    assert!(err.contains("not found"), "{err}");
+    let elsewhere = s.tmp().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let elsewhere_s = elsewhere.to_str().unwrap();
+    s.ok(&["datastore", "create", "shared", "--kind", "local", "--location", elsewhere_s, "-w", "w"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-d", "shared", "-o", "json"]));
+    assert_eq!(ls, serde_json::json!([]), "{ls}");
+    s.ok(&["datastore", "upload", "-w", "w", "-d", "shared", src.to_str().unwrap(), "-q"]);
+    assert!(elsewhere.join("new.csv").is_file() && !dir.join("new.csv").exists());
+    // The same for a workspace deleted and created again: its default datastore is a new one.
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "-q"]);
+    s.ok(&["datastore", "delete", "shared", "-w", "w"]);
+    s.ok(&["workspace", "delete", "w", "--force"]);
+    s.ok(&["workspace", "create", "w"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+    assert_eq!(ls, serde_json::json!([]), "{ls}");
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "-q"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+    assert_eq!(ls[0]["path"], "new.csv", "{ls}");
 }
 
 async fn files_are_downloaded_listed_and_deleted(b: Backend) {

@@ -32,8 +32,7 @@ async fn datastore(
     ds: &str,
 ) -> Result<DatastoreRecord, Error> {
     caller.require(role, Some(ws))?;
-    let workspace = state.store.workspace(ws).await?;
-    state.store.datastore(&workspace, ds).await
+    state.datastore_record(ws, ds).await
 }
 
 /// Announces files to upload with their sizes and SHA-256; the answer says which to send,
