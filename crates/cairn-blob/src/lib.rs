@@ -3,9 +3,16 @@
 //! top: validated relative paths ([`RelPath`]), streaming writes that hash as they go and become
 //! visible only once complete and verified, and errors in Cairn's vocabulary.
 //!
+//! Large writes to a local directory take a fast path of their own (see [`local`]): a staging
+//! file next to the destination, written by a dedicated thread while the caller hashes, then
+//! renamed (or linked) into place. `object_store`'s own local multipart upload costs more CPU and
+//! memory for the same guarantees.
+//!
 //! This crate knows nothing of workspaces, HTTP or the metadata store.
 
-use std::sync::Arc;
+mod local;
+
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use cairn_core::api::FileEntry;
@@ -28,6 +35,8 @@ const PART_CONCURRENCY: usize = 4;
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// The same store when it is a local directory, for the fast write path.
+    local: Option<Arc<LocalFileSystem>>,
     prefix: ObjPath,
     /// Human-readable root, for messages (`/var/lib/cairn/artifacts`, `s3://bucket/prefix`).
     location: String,
@@ -38,6 +47,17 @@ pub struct BlobStore {
 pub struct Written {
     pub size: u64,
     pub sha256: String,
+}
+
+/// A checksum that arrives after the content (an HTTP trailer): whoever reads the body sets it
+/// before the body stream ends, and [`BlobStore::put_stream_trailing`] checks it then, before the
+/// file becomes visible.
+#[derive(Clone, Copy, Debug)]
+pub struct Trailing<'a> {
+    /// Lower-case hex SHA-256, once received.
+    pub sha256: &'a OnceLock<String>,
+    /// Refuse (and keep nothing) when it never arrives: the sender promised it.
+    pub required: bool,
 }
 
 /// What [`BlobStore::put_stream`] is asked to guarantee.
@@ -66,7 +86,12 @@ impl BlobStore {
                 .map_err(|e| Error::invalid(format!("cannot use S3 location {location:?}: {e}")))?;
             let prefix = ObjPath::parse(prefix)
                 .map_err(|e| Error::invalid(format!("bad S3 prefix in {location:?}: {e}")))?;
-            return Ok(BlobStore { store: Arc::new(store), prefix, location: location.to_string() });
+            return Ok(BlobStore {
+                store: Arc::new(store),
+                local: None,
+                prefix,
+                location: location.to_string(),
+            });
         }
         let dir = location.strip_prefix("file://").unwrap_or(location);
         if dir.is_empty() || !std::path::Path::new(dir).is_absolute() {
@@ -75,9 +100,16 @@ impl BlobStore {
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| io_error(&format!("cannot create directory {dir}"), e))?;
-        let store = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| Error::invalid(format!("cannot use directory {dir}: {e}")))?;
-        Ok(BlobStore { store: Arc::new(store), prefix: ObjPath::default(), location: dir.to_string() })
+        let store = Arc::new(
+            LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| Error::invalid(format!("cannot use directory {dir}: {e}")))?,
+        );
+        Ok(BlobStore {
+            store: store.clone(),
+            local: Some(store),
+            prefix: ObjPath::default(),
+            location: dir.to_string(),
+        })
     }
 
     /// The same storage, rooted at `sub` (already a valid relative path).
@@ -88,6 +120,7 @@ impl BlobStore {
         }
         BlobStore {
             store: self.store.clone(),
+            local: self.local.clone(),
             location: format!("{}/{}", self.location.trim_end_matches('/'), sub),
             prefix,
         }
@@ -149,6 +182,22 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
+        self.put_stream_trailing(path, body, opts, None).await
+    }
+
+    /// [`BlobStore::put_stream`], also checking a checksum that arrives with the end of the body
+    /// (both are checked when both are given).
+    pub async fn put_stream_trailing<S, E>(
+        &self,
+        path: &RelPath,
+        body: S,
+        opts: PutOpts<'_>,
+        trailing: Option<Trailing<'_>>,
+    ) -> Result<Written, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
         let key = self.key(path)?;
         let mut body = std::pin::pin!(body);
         let mut hasher = Sha256::new();
@@ -171,7 +220,7 @@ impl BlobStore {
                 }
                 Some(Err(e)) => return Err(interrupted(path, e)),
                 None => {
-                    let written = finish_hash(hasher, size, path, opts.expected_sha256)?;
+                    let written = finish_hash(hasher, size, path, opts.expected_sha256, trailing)?;
                     let mode = if opts.overwrite { PutMode::Overwrite } else { PutMode::Create };
                     let payload: PutPayload = head.into_iter().collect();
                     self.store
@@ -181,6 +230,12 @@ impl BlobStore {
                     return Ok(written);
                 }
             }
+        }
+
+        if let Some(fs) = &self.local {
+            let dest = fs.path_to_filesystem(&key).map_err(|e| map_err(e, path.as_str()))?;
+            let received = local::Received { head, size, hasher };
+            return local::put(&dest, path, received, body, opts, trailing).await;
         }
 
         let upload = self.store.put_multipart(&key).await.map_err(|e| map_err(e, path.as_str()))?;
@@ -202,7 +257,7 @@ impl BlobStore {
             Ok(())
         }
         .await;
-        let verified = outcome.and_then(|()| finish_hash(hasher, size, path, opts.expected_sha256));
+        let verified = outcome.and_then(|()| finish_hash(hasher, size, path, opts.expected_sha256, trailing));
         match verified {
             Ok(written) => {
                 if !opts.overwrite && self.head(path).await?.is_some() {
@@ -325,9 +380,34 @@ impl BlobStore {
     }
 }
 
-fn finish_hash(hasher: Sha256, size: u64, path: &RelPath, expected: Option<&str>) -> Result<Written, Error> {
+/// Ends a write's hash and checks it against what the sender announced, before or after the body.
+fn finish_hash(
+    hasher: Sha256,
+    size: u64,
+    path: &RelPath,
+    expected: Option<&str>,
+    trailing: Option<Trailing<'_>>,
+) -> Result<Written, Error> {
     let sha256 = hex::encode(hasher.finalize());
-    if let Some(expected) = expected {
+    let late = match trailing {
+        None => None,
+        Some(t) => match t.sha256.get() {
+            Some(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => Some(s.as_str()),
+            Some(s) => {
+                return Err(Error::invalid(format!(
+                    "trailing sha256 {s:?} of {path} must be 64 hexadecimal digits; nothing was stored"
+                )))
+            }
+            None if t.required => {
+                return Err(Error::invalid(format!(
+                    "the sha256 trailer announced for {path} did not arrive (a proxy may drop trailers; \
+                     send the checksum as a header instead); nothing was stored"
+                )))
+            }
+            None => None,
+        },
+    };
+    for expected in expected.into_iter().chain(late) {
         if !expected.eq_ignore_ascii_case(&sha256) {
             return Err(Error::Unprocessable(format!(
                 "content of {path} does not match its checksum (expected sha256 {expected}, received {sha256}); \
@@ -432,6 +512,67 @@ mod tests {
         assert!(err.to_string().contains("interrupted"), "{err}");
         assert!(blobs.head(&p).await.unwrap().is_none());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_trailing_checksum_is_checked_before_anything_is_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap().child("ds");
+        // Small files go through one buffered put, large ones through the local staging file.
+        for (name, size) in [("small.bin", 1000), ("large.bin", PART_SIZE * 2 + 5)] {
+            let p = RelPath::parse(name).unwrap();
+            let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+            let put = |trailer: Option<String>, required: bool| {
+                let (blobs, p, data) = (blobs.clone(), p.clone(), data.clone());
+                async move {
+                    let cell = OnceLock::new();
+                    if let Some(t) = trailer {
+                        cell.set(t).unwrap();
+                    }
+                    let trailing = Trailing { sha256: &cell, required };
+                    blobs
+                        .put_stream_trailing(&p, chunks(&data, 300_000), PutOpts::default(), Some(trailing))
+                        .await
+                }
+            };
+            let err = put(Some(sha(b"other")), true).await.unwrap_err();
+            assert!(matches!(err, Error::Unprocessable(_)), "{err:?}");
+            let err = put(None, true).await.unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)) && err.to_string().contains("did not arrive"), "{err}");
+            let err = put(Some("zz".into()), false).await.unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)) && err.to_string().contains("64 hexadecimal"), "{err}");
+            assert!(blobs.head(&p).await.unwrap().is_none());
+            assert_eq!(std::fs::read_dir(dir.path().join("ds")).map(|d| d.count()).unwrap_or(0), 0, "{name}");
+
+            let w = put(Some(sha(&data).to_uppercase()), true).await.unwrap();
+            assert_eq!(w.sha256, sha(&data));
+            // Not announced and not required: the content's own checksum is what is recorded.
+            std::fs::remove_file(dir.path().join("ds").join(name)).unwrap();
+            assert_eq!(put(None, false).await.unwrap(), w);
+            assert_eq!(blobs.sha256_of(&p).await.unwrap(), w);
+            std::fs::remove_file(dir.path().join("ds").join(name)).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_local_write_keeps_memory_bounded_and_refuses_to_replace_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap();
+        let p = RelPath::parse("deep/er/big.bin").unwrap();
+        let one = vec![1u8; PART_SIZE * 3];
+        let two = vec![2u8; PART_SIZE * 3];
+        blobs.put_stream(&p, chunks(&one, 1 << 20), PutOpts::default()).await.unwrap();
+        let err = blobs.put_stream(&p, chunks(&two, 1 << 20), PutOpts::default()).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        assert_eq!(blobs.sha256_of(&p).await.unwrap().sha256, sha(&one));
+        let opts = PutOpts { overwrite: true, ..Default::default() };
+        blobs.put_stream(&p, chunks(&two, 1 << 20), opts).await.unwrap();
+        assert_eq!(blobs.sha256_of(&p).await.unwrap().sha256, sha(&two));
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path().join("deep/er")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["big.bin"], "no staging file may be left behind");
+        let listed = blobs.list(&RelPath::parse_dir("").unwrap()).await.unwrap();
+        assert_eq!(listed.len(), 1);
     }
 
     #[tokio::test]

@@ -273,13 +273,48 @@ impl Client {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
     {
+        self.put_body(ws, ds, path, reqwest::Body::wrap_stream(body), opts, false).await
+    }
+
+    /// Uploads one file's content from an HTTP body. With `sha256_trailer`, the request declares
+    /// an `x-cairn-sha256` trailer, which the body must yield as its last frame: the sender can
+    /// hash while it sends, and the server checks the trailer before the file becomes visible
+    /// (and refuses the upload if it does not arrive).
+    pub async fn put_file_body<B>(
+        &self,
+        ws: &str,
+        ds: &str,
+        path: &str,
+        body: B,
+        opts: PutFile<'_>,
+        sha256_trailer: bool,
+    ) -> Result<PutFileResult>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.put_body(ws, ds, path, reqwest::Body::wrap(body), opts, sha256_trailer).await
+    }
+
+    async fn put_body(
+        &self,
+        ws: &str,
+        ds: &str,
+        path: &str,
+        body: reqwest::Body,
+        opts: PutFile<'_>,
+        sha256_trailer: bool,
+    ) -> Result<PutFileResult> {
         let mut rb = self
             .request(Method::PUT, self.file_url(ws, ds, path))
             .query(&[("overwrite", opts.overwrite.to_string())])
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(reqwest::Body::wrap_stream(body));
+            .body(body);
         if let Some(sha) = opts.sha256 {
             rb = rb.header(SHA256_HEADER, sha);
+        }
+        if sha256_trailer {
+            rb = rb.header(reqwest::header::TRAILER, SHA256_HEADER);
         }
         self.json(rb).await
     }

@@ -1,23 +1,34 @@
-//! Folder uploads and downloads built on single-file calls: hash locally, ask the server for a
-//! plan (what to send, what is already there, what conflicts), refuse before writing anything if
-//! something conflicts, then stream files concurrently with bounded memory.
+//! Folder uploads and downloads built on single-file calls. An upload asks the server for a plan
+//! by path and size (what to send, what may already be there, what conflicts), hashes only the
+//! files that may already be there and asks again for those, refuses before writing anything if
+//! something conflicts, then streams files concurrently with bounded memory. Files are read (and,
+//! when not hashed yet, hashed) on a blocking thread each; the digest of what was sent follows the
+//! content as an HTTP trailer, so a new file is read once, not twice.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use cairn_core::api::{PlanAction, PlannedFile, UploadPlanRequest};
+use bytes::Bytes;
+use cairn_core::api::{PlanAction, PlannedFile, UploadPlanRequest, SHA256_HEADER};
 use cairn_core::RelPath;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 
 use crate::{Client, ClientError, Result};
 
 /// Files announced per upload-plan request.
 const PLAN_CHUNK: usize = 1000;
-/// Read buffer for hashing and sending.
+/// Read buffer for hashing (at most: a small file gets a buffer of its own size).
 const BUF: usize = 256 * 1024;
+/// Read size when sending: bigger reads mean fewer system calls and hand-offs per byte.
+const SEND_CHUNK: usize = 1024 * 1024;
+/// Chunks read ahead of the network per file being sent.
+const READ_AHEAD: usize = 4;
 
 /// Receives transfer progress (the CLI draws a bar; tests and scripts ignore it).
 pub trait Progress: Send + Sync {
@@ -72,7 +83,9 @@ struct LocalFile {
     local: PathBuf,
     remote: String,
     size: u64,
-    sha256: String,
+    /// Known when the plan needed it; otherwise computed while sending.
+    sha256: Option<String>,
+    action: PlanAction,
 }
 
 /// Uploads a file, or a folder's files, to `target_path` in a datastore. A folder's files keep
@@ -90,44 +103,60 @@ pub async fn upload(
     let target = RelPath::parse_dir(target_path).map_err(|e| ClientError::Local(e.to_string()))?;
     let found = collect(src, &target)?;
     let total: u64 = found.iter().map(|(_, _, size)| size).sum();
+    let mut files: Vec<LocalFile> = found
+        .into_iter()
+        .map(|(local, remote, size)| LocalFile {
+            local,
+            remote,
+            size,
+            sha256: None,
+            action: PlanAction::Upload,
+        })
+        .collect();
 
-    progress.phase("hashing", found.len() as u64, total);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let files: Vec<LocalFile> = futures::stream::iter(found.into_iter().map(|(local, remote, size)| {
-        let progress = progress.clone();
-        async move {
-            let sha256 = tokio::task::spawn_blocking({
-                let local = local.clone();
-                let progress = progress.clone();
-                move || sha256_file(&local, &*progress)
-            })
-            .await
-            .map_err(|e| ClientError::Local(e.to_string()))??;
-            progress.file_done();
-            Ok::<_, ClientError>(LocalFile { local, remote, size, sha256 })
+    // By path and size first: only a file of the same size already there needs a checksum.
+    plan(client, at, &mut files.iter_mut().collect::<Vec<_>>(), overwrite).await?;
+    let mut unsure: Vec<&mut LocalFile> =
+        files.iter_mut().filter(|f| f.action == PlanAction::Checksum).collect();
+    if !unsure.is_empty() {
+        let bytes = unsure.iter().map(|f| f.size).sum();
+        progress.phase("hashing", unsure.len() as u64, bytes);
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let hashes: Vec<String> = futures::stream::iter(unsure.iter().map(|f| {
+            let (local, size, progress) = (f.local.clone(), f.size, progress.clone());
+            async move {
+                let sha256 = tokio::task::spawn_blocking({
+                    let progress = progress.clone();
+                    move || sha256_file_sized(&local, size, &*progress)
+                })
+                .await
+                .map_err(|e| ClientError::Local(e.to_string()))??;
+                progress.file_done();
+                Ok::<_, ClientError>(sha256)
+            }
+        }))
+        .buffered(workers)
+        .try_collect()
+        .await?;
+        for (f, sha256) in unsure.iter_mut().zip(hashes) {
+            f.sha256 = Some(sha256);
         }
-    }))
-    .buffered(workers)
-    .try_collect()
-    .await?;
+        plan(client, at, &mut unsure, overwrite).await?;
+    }
 
     let mut to_send = Vec::new();
     let mut report = UploadReport { files: files.len() as u64, bytes: total, ..Default::default() };
     let mut conflicts = Vec::new();
-    for chunk in files.chunks(PLAN_CHUNK) {
-        let req = UploadPlanRequest {
-            files: chunk
-                .iter()
-                .map(|f| PlannedFile { path: f.remote.clone(), size: f.size, sha256: f.sha256.clone() })
-                .collect(),
-            overwrite,
-        };
-        let plan = client.upload_plan(ws, ds, &req).await?;
-        for (f, entry) in chunk.iter().zip(plan.files) {
-            match entry.action {
-                PlanAction::Upload => to_send.push(f),
-                PlanAction::Skip => report.skipped.push(f.remote.clone()),
-                PlanAction::Conflict => conflicts.push(f.remote.clone()),
+    for f in &files {
+        match f.action {
+            PlanAction::Upload => to_send.push(f),
+            PlanAction::Skip => report.skipped.push(f.remote.clone()),
+            PlanAction::Conflict => conflicts.push(f.remote.clone()),
+            PlanAction::Checksum => {
+                return Err(ClientError::Local(format!(
+                    "the server asked again for the checksum of {}, which was sent",
+                    f.remote
+                )))
             }
         }
     }
@@ -152,24 +181,19 @@ pub async fn upload(
     let sent: Vec<String> = futures::stream::iter(to_send.into_iter().map(|f| {
         let progress = progress.clone();
         async move {
-            let file = tokio::fs::File::open(&f.local)
-                .await
+            let file = std::fs::File::open(&f.local)
                 .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", f.local.display())))?;
-            let counted = tokio_util::io::ReaderStream::with_capacity(file, BUF).inspect_ok({
-                let progress = progress.clone();
-                move |chunk| progress.advance(chunk.len() as u64)
-            });
-            client
-                .put_file(ws, ds, &f.remote, counted, crate::PutFile { sha256: Some(&f.sha256), overwrite })
-                .await
-                .map_err(|e| match e {
-                    ClientError::Api { status, code, message } => ClientError::Api {
-                        status,
-                        code,
-                        message: format!("{}: {message}", f.local.display()),
-                    },
-                    other => other,
-                })?;
+            // Already hashed for the plan: the checksum goes first, as a header; otherwise the
+            // reader hashes and the checksum follows the content, as a trailer.
+            let trailer = f.sha256.is_none();
+            let body = FileBody::spawn(file, f.local.clone(), f.size, trailer, progress.clone());
+            let opts = crate::PutFile { sha256: f.sha256.as_deref(), overwrite };
+            client.put_file_body(ws, ds, &f.remote, body, opts, trailer).await.map_err(|e| match e {
+                ClientError::Api { status, code, message } => {
+                    ClientError::Api { status, code, message: format!("{}: {message}", f.local.display()) }
+                }
+                other => other,
+            })?;
             progress.file_done();
             Ok::<_, ClientError>(f.remote.clone())
         }
@@ -182,6 +206,121 @@ pub async fn upload(
     report.uploaded = sent;
     report.uploaded.sort();
     Ok(report)
+}
+
+/// Asks the server's plan for `files` (with their checksums where known) and records each answer.
+async fn plan(
+    client: &Client,
+    at: Datastore<'_>,
+    files: &mut [&mut LocalFile],
+    overwrite: bool,
+) -> Result<()> {
+    for chunk in files.chunks_mut(PLAN_CHUNK) {
+        let req = UploadPlanRequest {
+            files: chunk
+                .iter()
+                .map(|f| PlannedFile { path: f.remote.clone(), size: f.size, sha256: f.sha256.clone() })
+                .collect(),
+            overwrite,
+        };
+        let plan = client.upload_plan(at.workspace, at.datastore, &req).await?;
+        if plan.files.len() != chunk.len() {
+            return Err(ClientError::Local(format!(
+                "the server's upload plan answers for {} files, not the {} announced",
+                plan.files.len(),
+                chunk.len()
+            )));
+        }
+        for (f, entry) in chunk.iter_mut().zip(plan.files) {
+            f.action = entry.action;
+        }
+    }
+    Ok(())
+}
+
+/// What a file's reading thread hands to the request body.
+enum Piece {
+    Data(Bytes),
+    Sha256(String),
+    Failed(std::io::Error),
+}
+
+/// A local file as an HTTP request body: a blocking thread reads it in large chunks (sized to the
+/// file when small), a few chunks ahead of the network, hashing them when asked to; the digest is
+/// then the body's last frame, an `x-cairn-sha256` trailer.
+struct FileBody {
+    rx: mpsc::Receiver<Piece>,
+    progress: Arc<dyn Progress>,
+}
+
+impl FileBody {
+    fn spawn(
+        mut file: std::fs::File,
+        local: PathBuf,
+        size: u64,
+        hash: bool,
+        progress: Arc<dyn Progress>,
+    ) -> FileBody {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let mut hasher = hash.then(Sha256::new);
+            // One more byte than the size: a file that grew is still read to its end.
+            let chunk = (size as usize).saturating_add(1).min(SEND_CHUNK);
+            loop {
+                let mut buf = Vec::with_capacity(chunk);
+                match (&mut file).take(chunk as u64).read_to_end(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if let Some(h) = hasher.as_mut() {
+                            h.update(&buf);
+                        }
+                        if tx.blocking_send(Piece::Data(Bytes::from(buf))).is_err() {
+                            return; // the request ended early: its error says why
+                        }
+                        if n < chunk {
+                            break; // read_to_end stopped short: the end of the file
+                        }
+                    }
+                    Err(e) => {
+                        let e =
+                            std::io::Error::new(e.kind(), format!("cannot read {}: {e}", local.display()));
+                        let _ = tx.blocking_send(Piece::Failed(e));
+                        return;
+                    }
+                }
+            }
+            if let Some(h) = hasher {
+                let _ = tx.blocking_send(Piece::Sha256(hex::encode(h.finalize())));
+            }
+        });
+        FileBody { rx, progress }
+    }
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        Poll::Ready(match std::task::ready!(self.rx.poll_recv(cx)) {
+            Some(Piece::Data(data)) => {
+                self.progress.advance(data.len() as u64);
+                Some(Ok(http_body::Frame::data(data)))
+            }
+            Some(Piece::Sha256(hex)) => {
+                let mut trailers = reqwest::header::HeaderMap::new();
+                let value =
+                    reqwest::header::HeaderValue::from_str(&hex).expect("hex is a valid header value");
+                trailers.insert(SHA256_HEADER, value);
+                Some(Ok(http_body::Frame::trailers(trailers)))
+            }
+            Some(Piece::Failed(e)) => Some(Err(e)),
+            None => None,
+        })
+    }
 }
 
 /// The regular files to upload, with their remote paths and sizes, in path order.
@@ -224,10 +363,16 @@ fn collect(src: &Path, target: &RelPath) -> Result<Vec<(PathBuf, String, u64)>> 
 
 /// SHA-256 of a local file, reporting bytes read.
 pub fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<String> {
+    sha256_file_sized(path, BUF as u64, progress)
+}
+
+/// [`sha256_file`] with a read buffer no larger than `size_hint` + 1 bytes (a small file gets a
+/// small buffer: zeroing 256 KiB per 4 KiB file costs more than hashing it).
+fn sha256_file_sized(path: &Path, size_hint: u64, progress: &dyn Progress) -> Result<String> {
     let mut file = std::fs::File::open(path)
         .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", path.display())))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BUF];
+    let mut buf = vec![0u8; (size_hint as usize).saturating_add(1).clamp(1, BUF)];
     loop {
         let n = file
             .read(&mut buf)

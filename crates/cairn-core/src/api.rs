@@ -168,8 +168,11 @@ pub struct CreateDatastore {
 pub struct PlannedFile {
     pub path: String,
     pub size: u64,
-    /// Lower-case hex SHA-256 of the content.
-    pub sha256: String,
+    /// Lower-case hex SHA-256 of the content. May be left out: a client that hashes while it
+    /// sends (HTTP trailer) announces only paths and sizes, and hashes just the files the plan
+    /// answers `checksum` for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -190,6 +193,9 @@ pub enum PlanAction {
     Skip,
     /// A different file is there and `overwrite` was not asked: refused.
     Conflict,
+    /// Announced without a checksum, and a file of the same size is there: only the checksum can
+    /// tell whether it is the same content; announce it again with its `sha256`.
+    Checksum,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -240,7 +246,9 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// The header carrying a file's expected SHA-256 (lower-case hex) on upload.
+/// The header carrying a file's expected SHA-256 (lower-case hex) on upload. A datastore upload
+/// may instead send it as an HTTP/1.1 trailer of the same name (chunked body, declared with
+/// `Trailer: x-cairn-sha256`), so that a client can hash the file while sending it.
 pub const SHA256_HEADER: &str = "x-cairn-sha256";
 
 /// `POST /api/v1/admin/gc`: collect the content-addressed blobs (code snapshot and model files)

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use bytes::Bytes;
-use cairn_blob::{BlobStore, PutOpts};
+use cairn_blob::{BlobStore, PutOpts, Trailing};
 use cairn_core::api::{
     CreateDatastore, DatastoreKind, FileEntry, PlanAction, PlanEntry, PutFileResult, PutStatus, UploadPlan,
     UploadPlanRequest, Workspace,
@@ -17,7 +17,49 @@ use futures::Stream;
 
 use crate::state::AppState;
 
+/// Datastore records by (workspace name, datastore name). Every file request needs one, and a
+/// record only ever goes away (deleted with its datastore or workspace; nothing in it is ever
+/// updated), so it is looked up once. Deleting empties the cache and bumps the generation, so a
+/// lookup that read the database before the delete cannot put its stale answer back after it.
+#[derive(Default)]
+pub struct DatastoreCache {
+    records: HashMap<(String, String), DatastoreRecord>,
+    generation: u64,
+}
+
+/// Cached datastores at most (the cache starts over beyond).
+const DATASTORE_CACHE_MAX: usize = 10_000;
+
 impl AppState {
+    /// The datastore `ds` of workspace `ws`, from the cache or the database.
+    pub async fn datastore_record(&self, ws: &str, ds: &str) -> Result<DatastoreRecord, Error> {
+        let key = (ws.to_string(), ds.to_string());
+        let generation = {
+            let cache = self.datastore_cache.lock().expect("datastore cache lock");
+            if let Some(record) = cache.records.get(&key) {
+                return Ok(record.clone());
+            }
+            cache.generation
+        };
+        let workspace = self.store.workspace(ws).await?;
+        let record = self.store.datastore(&workspace, ds).await?;
+        let mut cache = self.datastore_cache.lock().expect("datastore cache lock");
+        if cache.generation == generation {
+            if cache.records.len() >= DATASTORE_CACHE_MAX {
+                cache.records.clear();
+            }
+            cache.records.insert(key, record.clone());
+        }
+        Ok(record)
+    }
+
+    /// Empties the datastore cache; called after a datastore or workspace was deleted.
+    pub fn forget_datastores(&self) {
+        let mut cache = self.datastore_cache.lock().expect("datastore cache lock");
+        cache.generation += 1;
+        cache.records.clear();
+    }
+
     /// The storage behind a datastore (opened once, then cached).
     pub fn blobs_of(&self, ds: &DatastoreRecord) -> Result<BlobStore, Error> {
         if let Some(b) = self.blob_cache.lock().expect("blob cache lock").get(&ds.id) {
@@ -140,6 +182,7 @@ impl AppState {
             }
         }
         self.store.delete_workspace(&ws.name).await?;
+        self.forget_datastores();
         for e in &endpoints {
             self.metrics.remove(&e.name);
         }
@@ -158,7 +201,9 @@ impl AppState {
         Ok(())
     }
 
-    /// Says, for each announced file, whether it must be sent, can be skipped, or conflicts.
+    /// Says, for each announced file, whether it must be sent, can be skipped, or conflicts; or,
+    /// for a file announced without a checksum when one of the same size is there, that its
+    /// checksum is needed to decide.
     pub async fn plan_upload(
         &self,
         ds: &DatastoreRecord,
@@ -167,7 +212,9 @@ impl AppState {
         let mut paths = Vec::with_capacity(req.files.len());
         for f in &req.files {
             paths.push(RelPath::parse(&f.path)?);
-            check_sha256(&f.sha256)?;
+            if let Some(s) = &f.sha256 {
+                check_sha256(s)?;
+            }
         }
         let blobs = self.blobs_of(ds)?;
         let existing = list_common_dir(&blobs, &paths).await?;
@@ -178,9 +225,18 @@ impl AppState {
             let action = match existing.get(path.as_str()) {
                 None => PlanAction::Upload,
                 Some(entry) => {
-                    let same = entry.size == f.size
-                        && self.stored_sha256(&blobs, ds, path, entry, records.get(path.as_str())).await?
-                            == f.sha256.to_ascii_lowercase();
+                    let same = match &f.sha256 {
+                        _ if entry.size != f.size => false,
+                        // Same size, no checksum: only the client can settle it, by hashing.
+                        None => {
+                            out.push(PlanEntry { path: f.path.clone(), action: PlanAction::Checksum });
+                            continue;
+                        }
+                        Some(sha256) => {
+                            self.stored_sha256(&blobs, ds, path, entry, records.get(path.as_str())).await?
+                                == sha256.to_ascii_lowercase()
+                        }
+                    };
                     match (same, req.overwrite) {
                         (true, _) => PlanAction::Skip,
                         (false, true) => PlanAction::Upload,
@@ -213,13 +269,15 @@ impl AppState {
         Ok(written.sha256)
     }
 
-    /// Stores one uploaded file, verified against `sha256` when given.
+    /// Stores one uploaded file, verified against `sha256` (known before the body) and
+    /// `trailing` (known after it) when given.
     pub async fn put_file<S, E>(
         &self,
         ds: &DatastoreRecord,
         path: &RelPath,
         body: S,
         sha256: Option<&str>,
+        trailing: Option<Trailing<'_>>,
         overwrite: bool,
     ) -> Result<PutFileResult, Error>
     where
@@ -249,7 +307,7 @@ impl AppState {
             )));
         }
         let opts = PutOpts { expected_sha256: sha256, max_bytes: Some(self.max_upload_bytes), overwrite };
-        let written = blobs.put_stream(path, body, opts).await.map_err(|e| match e {
+        let written = blobs.put_stream_trailing(path, body, opts, trailing).await.map_err(|e| match e {
             Error::Conflict(_) => Error::conflict(format!(
                 "{path} was created by another upload meanwhile; pass overwrite=true to replace it"
             )),

@@ -23,6 +23,8 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// Opened datastore locations by datastore id, so an S3 client is built once, not per request.
     pub(crate) blob_cache: Mutex<HashMap<String, BlobStore>>,
+    /// Datastores by workspace and datastore name (see [`AppState::datastore_record`]).
+    pub(crate) datastore_cache: Mutex<crate::datastores::DatastoreCache>,
     /// The scheduler's wake-up signal and the cancel switches of running jobs.
     pub jobs: Jobs,
     /// Builds environments into `DATA_DIR/envs` (set at start when `uv` is found).
@@ -71,6 +73,7 @@ impl AppState {
             metrics: Metrics::default(),
             deployments: Default::default(),
             blob_cache: Mutex::default(),
+            datastore_cache: Mutex::default(),
             jobs: Jobs::default(),
             env_builder: OnceLock::new(),
             env_cache: OnceLock::new(),

@@ -46,6 +46,8 @@ on_both_backends!(
     upload_refuses_path_traversal_and_writes_nothing_outside,
     checksum_mismatch_is_422_and_keeps_the_old_content,
     interrupted_upload_leaves_nothing_visible_and_a_retry_completes,
+    a_trailing_checksum_is_verified_before_the_file_is_visible,
+    plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists,
     unknown_fields_and_wrong_types_are_400_naming_the_field,
     local_datastores_are_registered_checked_and_removed_without_touching_data,
     files_are_downloaded_listed_and_deleted,
@@ -335,6 +337,126 @@ async fn interrupted_upload_leaves_nothing_visible_and_a_retry_completes(b: Back
     assert_eq!(listed[0]["size"], size as u64);
 }
 
+/// A raw chunked PUT of `data` (in 64 KiB chunks) to the default datastore of `w`, optionally
+/// declaring (`Trailer:`) and sending an `x-cairn-sha256` trailer.
+fn chunked_put(s: &Server, path: &str, data: &[u8], declare: bool, trailer: Option<&str>) -> (u16, String) {
+    let mut req = format!(
+        "PUT /api/v1/workspaces/w/datastores/default/files/{path} HTTP/1.1\r\nHost: {}\r\n\
+         Authorization: Bearer {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n{}\r\n",
+        authority(&s.url),
+        s.token,
+        if declare { "Trailer: x-cairn-sha256\r\n" } else { "" }
+    )
+    .into_bytes();
+    for chunk in data.chunks(64 << 10) {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n");
+    if let Some(t) = trailer {
+        req.extend_from_slice(format!("x-cairn-sha256: {t}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    raw_http(&s.url, &req)
+}
+
+async fn a_trailing_checksum_is_verified_before_the_file_is_visible(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let artifacts = s.data_dir.join("artifacts");
+    let mut stored = Vec::new();
+    // Small bodies are buffered and written at once; large ones stream to a staging file.
+    for (name, size) in [("small.bin", 1000usize), ("large.bin", 9 << 20)] {
+        let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
+        let (status, body) = chunked_put(&s, name, &data, true, Some(&sha256_hex(b"something else")));
+        assert_eq!(status, 422, "{name}: {body}");
+        assert!(body.contains("does not match its checksum"), "{body}");
+        let (status, body) = chunked_put(&s, name, &data, true, None);
+        assert_eq!(status, 400, "{name}: {body}");
+        assert!(body.contains("trailer announced for") && body.contains("did not arrive"), "{body}");
+        let (status, body) = chunked_put(&s, name, &data, true, Some("not-a-checksum"));
+        assert_eq!(status, 400, "{name}: {body}");
+        let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+        assert_eq!(listed.as_array().unwrap().len(), stored.len(), "{name} must not be visible: {listed}");
+        let left = files_under(&artifacts);
+        assert_eq!(left.len(), stored.len(), "nothing of a refused upload may remain: {left:?}");
+
+        let (status, body) = chunked_put(&s, name, &data, true, Some(&sha256_hex(&data)));
+        assert_eq!(status, 201, "{name}: {body}");
+        assert_eq!(json(&body)["sha256"], sha256_hex(&data));
+        stored.push(name);
+        let left = files_under(&artifacts);
+        assert!(left.len() == stored.len() && left.iter().all(|p| !p.contains('#')), "{left:?}");
+    }
+
+    // Neither header nor trailer: accepted, and the server's own checksum is recorded and used.
+    let (status, body) = chunked_put(&s, "plain.bin", b"no checksum sent", false, None);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(json(&body)["sha256"], sha256_hex(b"no checksum sent"));
+    let src = s.tmp().join("plain");
+    write_tree(&src, &[("plain.bin", b"no checksum sent")]);
+    let again = json(&s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "-o", "json"]));
+    assert_eq!(again["skipped"], serde_json::json!(["plain.bin"]), "{again}");
+}
+
+async fn plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists(b: Backend) {
+    let (s, _db) = start(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let src = s.tmp().join("d");
+    write_tree(&src, &[("same.txt", b"12345"), ("other.txt", b"abc")]);
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "d", "-q"]);
+    let plan = |files: Value, overwrite: bool| {
+        let url = format!("{}/api/v1/workspaces/w/datastores/default/upload-plan", s.url);
+        let req = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(&s.token)
+            .json(&serde_json::json!({"files": files, "overwrite": overwrite}));
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let v: Value = resp.json().await.unwrap();
+            v["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["action"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let files = serde_json::json!([
+        {"path": "d/same.txt", "size": 5},
+        {"path": "d/other.txt", "size": 4},
+        {"path": "d/new.txt", "size": 3},
+        {"path": "d/same.txt", "size": 5, "sha256": sha256_hex(b"12345")},
+        {"path": "d/same.txt", "size": 5, "sha256": sha256_hex(b"54321")},
+    ]);
+    assert_eq!(plan(files.clone(), false).await, ["checksum", "conflict", "upload", "skip", "conflict"]);
+    assert_eq!(plan(files, true).await, ["checksum", "upload", "upload", "skip", "upload"]);
+
+    // Through the CLI: a same-size file with other content is hashed, found different, refused.
+    write_tree(&src, &[("same.txt", b"54321"), ("new.txt", b"new")]);
+    let err = s.fails(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "d"]);
+    assert!(err.contains("d/same.txt") && err.contains("nothing was uploaded"), "{err}");
+    assert!(!err.contains("d/other.txt"), "{err}");
+    let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "d", "-o", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let done = json(&s.ok(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        src.to_str().unwrap(),
+        "--target-path",
+        "d",
+        "--overwrite",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(done["uploaded"], serde_json::json!(["d/new.txt", "d/same.txt"]), "{done}");
+    assert_eq!(done["skipped"], serde_json::json!(["d/other.txt"]), "{done}");
+}
+
 async fn unknown_fields_and_wrong_types_are_400_naming_the_field(b: Backend) {
     let (s, _db) = start(b, Opts::default()).await;
     let http = reqwest::Client::new();
@@ -416,6 +538,29 @@ async fn local_datastores_are_registered_checked_and_removed_without_touching_da
     );
     let err = s.fails(&["datastore", "delete", "default", "-w", "w"]);
     assert!(err.contains("removed only with it"), "{err}");
+
+    // Datastores are cached by name: a removed one is gone at once, and a new one of the same
+    // name (elsewhere) is the one served.
+    let err = s.fails(&["datastore", "ls", "-w", "w", "-d", "shared"]);
+    assert!(err.contains("not found"), "{err}");
+    let elsewhere = s.tmp().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let elsewhere_s = elsewhere.to_str().unwrap();
+    s.ok(&["datastore", "create", "shared", "--kind", "local", "--location", elsewhere_s, "-w", "w"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-d", "shared", "-o", "json"]));
+    assert_eq!(ls, serde_json::json!([]), "{ls}");
+    s.ok(&["datastore", "upload", "-w", "w", "-d", "shared", src.to_str().unwrap(), "-q"]);
+    assert!(elsewhere.join("new.csv").is_file() && !dir.join("new.csv").exists());
+    // The same for a workspace deleted and created again: its default datastore is a new one.
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "-q"]);
+    s.ok(&["datastore", "delete", "shared", "-w", "w"]);
+    s.ok(&["workspace", "delete", "w", "--force"]);
+    s.ok(&["workspace", "create", "w"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+    assert_eq!(ls, serde_json::json!([]), "{ls}");
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "-q"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+    assert_eq!(ls[0]["path"], "new.csv", "{ls}");
 }
 
 async fn files_are_downloaded_listed_and_deleted(b: Backend) {

@@ -150,19 +150,32 @@ fn a_full_disk_is_a_clear_507_and_leaves_nothing_behind() {
     s.ok(&["workspace", "create", "w"]);
     s.ok(&["datastore", "create", "small", "--kind", "local", "--location", location, "-w", "w"]);
     let src = s.tmp().join("src");
-    write_tree(&src, &[("big.bin", &vec![7u8; 3 << 20]), ("small.bin", &vec![1u8; 300 << 10])]);
+    // big.bin is buffered and written at once; huge.bin (over one 8 MiB part) streams to a staging file.
+    write_tree(
+        &src,
+        &[
+            ("big.bin", &vec![7u8; 3 << 20]),
+            ("huge.bin", &vec![8u8; 9 << 20]),
+            ("small.bin", &vec![1u8; 300 << 10]),
+        ],
+    );
 
-    let err = s.fails(&[
-        "datastore",
-        "upload",
-        "-w",
-        "w",
-        "-d",
-        "small",
-        "-q",
-        src.join("big.bin").to_str().unwrap(),
-    ]);
-    assert!(err.contains("507") && err.contains("storage is full while writing big.bin"), "{err}");
+    for name in ["big.bin", "huge.bin"] {
+        let err = s.fails(&[
+            "datastore",
+            "upload",
+            "-w",
+            "w",
+            "-d",
+            "small",
+            "-q",
+            src.join(name).to_str().unwrap(),
+        ]);
+        assert!(
+            err.contains("507") && err.contains(&format!("storage is full while writing {name}")),
+            "{err}"
+        );
+    }
     let listed = s.ok(&["datastore", "ls", "-w", "w", "-d", "small", "-o", "json"]);
     assert_eq!(serde_json::from_str::<Value>(&listed).unwrap(), serde_json::json!([]), "{listed}");
 

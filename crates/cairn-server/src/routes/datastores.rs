@@ -85,6 +85,7 @@ pub async fn delete(
     }
     state.store.delete_datastore(&record).await?;
     state.blob_cache.lock().expect("blob cache lock").remove(&record.id);
+    state.forget_datastores();
     tracing::info!(workspace = %ws, datastore = %ds, "datastore removed (its files are kept)");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,17 +1,20 @@
 //! Files in a datastore: upload plans, uploads, downloads, listings, deletes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use bytes::Bytes;
+use cairn_blob::Trailing;
 use cairn_core::api::{
     FileEntry, Page, PutFileResult, PutStatus, Role, UploadPlan, UploadPlanRequest, SHA256_HEADER,
 };
 use cairn_core::{Error, RelPath};
 use cairn_store::DatastoreRecord;
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -29,8 +32,7 @@ async fn datastore(
     ds: &str,
 ) -> Result<DatastoreRecord, Error> {
     caller.require(role, Some(ws))?;
-    let workspace = state.store.workspace(ws).await?;
-    state.store.datastore(&workspace, ds).await
+    state.datastore_record(ws, ds).await
 }
 
 /// Announces files to upload with their sizes and SHA-256; the answer says which to send,
@@ -92,8 +94,11 @@ pub struct UploadQuery {
 }
 
 /// Uploads one file (streamed; any size up to the server's limit). Send its SHA-256 in the
-/// `x-cairn-sha256` header: a mismatch is a 422 and nothing changes. The file becomes visible
-/// atomically once complete. Same content already there: 200 `unchanged`.
+/// `x-cairn-sha256` header, or, to hash while sending, as a trailer of the same name (chunked
+/// body, `Trailer: x-cairn-sha256` declared; a declared trailer that does not arrive is a 400).
+/// A mismatch is a 422 and nothing changes. Neither is required: without one the server records
+/// the checksum of what it received. The file becomes visible atomically once complete and
+/// verified. Same content already there (known only from a header): 200 `unchanged`.
 #[utoipa::path(put, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files/{path}", tag = "files",
     params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"),
            ("path" = String, Path, description = "file path inside the datastore"), UploadQuery,
@@ -126,10 +131,43 @@ pub async fn upload(
             .into());
         }
     }
-    let body = request.into_body().into_data_stream();
-    let result = state.put_file(&record, &path, body, sha256, q.overwrite).await?;
+    let trailer_declared = headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|name| name.trim().eq_ignore_ascii_case(SHA256_HEADER));
+    let trailer = OnceLock::new();
+    let body = data_keeping_trailer(request.into_body(), &trailer);
+    let trailing = Trailing { sha256: &trailer, required: trailer_declared };
+    let result = state.put_file(&record, &path, body, sha256, Some(trailing), q.overwrite).await?;
     let status = if result.status == PutStatus::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(result)))
+}
+
+/// The data of a request body; the `x-cairn-sha256` trailer, if one comes, goes to `trailer`
+/// (before the stream ends, so the writer can check it before publishing the file).
+fn data_keeping_trailer(
+    body: Body,
+    trailer: &OnceLock<String>,
+) -> impl futures::Stream<Item = Result<Bytes, axum::Error>> + Send + '_ {
+    futures::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        loop {
+            match body.frame().await? {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => return Some((Ok(data), Some(body))),
+                    Err(frame) => {
+                        if let Some(v) = frame.trailers_ref().and_then(|t| t.get(SHA256_HEADER)) {
+                            // Not ASCII: kept visibly wrong, so that the check names it.
+                            let _ = trailer.set(v.to_str().unwrap_or("(not ASCII)").to_string());
+                        }
+                    }
+                },
+                Err(e) => return Some((Err(e), None)),
+            }
+        }
+    })
 }
 
 /// Downloads one file, streamed.

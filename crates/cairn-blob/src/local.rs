@@ -1,0 +1,193 @@
+//! The write path for large files in a local directory. The body is hashed on the caller's task
+//! while a blocking thread writes it, in batches, to a staging file next to the destination
+//! (`NAME#DIGITS`, a name `object_store` never lists, reads or accepts as a path). Only when the
+//! whole body has arrived and its checksums match is the staging file renamed over the destination
+//! (`overwrite`) or hard-linked to it (which fails if the destination appeared meanwhile); on any
+//! failure, or if the caller is dropped midway, it is removed. Nothing is synced to disk, as
+//! `object_store`'s own local writes do not either.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, IoSlice, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use cairn_core::{Error, RelPath};
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::{finish_hash, interrupted, PutOpts, Trailing, Written};
+
+/// Chunks queued for the writing thread. A chunk is what the body stream yields (hyper's are
+/// at most a few hundred KiB), so this bounds the memory a write holds to a few tens of MiB.
+const QUEUE: usize = 32;
+/// Chunks written with one `writev`.
+const BATCH: usize = 16;
+
+/// What the caller already took from the body (and hashed) before choosing this path.
+pub(crate) struct Received {
+    pub head: Vec<Bytes>,
+    pub size: u64,
+    pub hasher: Sha256,
+}
+
+/// Writes `received` and the rest of `body` to `dest` (the filesystem path of `path`), visible
+/// only once complete and verified.
+pub(crate) async fn put<S, E>(
+    dest: &Path,
+    path: &RelPath,
+    received: Received,
+    body: S,
+    opts: PutOpts<'_>,
+    trailing: Option<Trailing<'_>>,
+) -> Result<Written, Error>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    let Received { head, mut size, mut hasher } = received;
+    let (file, staging) = {
+        let dest = dest.to_path_buf();
+        blocking(move || create_staging(&dest)).await.map_err(|e| io_err(path, e))?
+    };
+    let mut staged = Staged(Some(staging));
+    let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
+    let writer = tokio::task::spawn_blocking(move || write_queue(file, rx));
+
+    let mut body = std::pin::pin!(body);
+    let received: Result<(), Error> = async {
+        for chunk in head {
+            if tx.send(chunk).await.is_err() {
+                return Ok(()); // the writer failed: its error says why
+            }
+        }
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| interrupted(path, e))?;
+            size += chunk.len() as u64;
+            if let Some(max) = opts.max_bytes.filter(|m| size > *m) {
+                return Err(Error::TooLarge(format!("{path} is larger than the limit of {max} bytes")));
+            }
+            hasher.update(&chunk);
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = writer.await.map_err(|e| Error::Unavailable(format!("writing {path}: {e}")))?;
+    received?;
+    written.map_err(|e| io_err(path, e))?;
+    let verified = finish_hash(hasher, size, path, opts.expected_sha256, trailing)?;
+
+    let staging = staged.0.clone().expect("staging file present until published");
+    let (dest_owned, overwrite) = (dest.to_path_buf(), opts.overwrite);
+    let published = blocking(move || {
+        if overwrite {
+            std::fs::rename(&staging, &dest_owned)
+        } else {
+            // A link fails if the destination exists, where a rename would replace it.
+            std::fs::hard_link(&staging, &dest_owned)?;
+            let _ = std::fs::remove_file(&staging);
+            Ok(())
+        }
+    })
+    .await;
+    match published {
+        Ok(()) => {
+            staged.0 = None;
+            Ok(verified)
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            Err(Error::conflict(format!("{path} already exists")))
+        }
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+/// Creates `DEST#DIGITS` (and the folders above it), a name no other write uses at the same time.
+fn create_staging(dest: &Path) -> std::io::Result<(File, PathBuf)> {
+    loop {
+        let mut name = dest.as_os_str().to_owned();
+        name.push(format!("#{}", rand_suffix()));
+        let staging = PathBuf::from(name);
+        match OpenOptions::new().write(true).create_new(true).open(&staging) {
+            Ok(file) => return Ok((file, staging)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let parent = dest.parent().ok_or(e)?;
+                std::fs::create_dir_all(parent)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    let id = uuid::Uuid::new_v4().as_u64_pair().0;
+    // object_store treats only all-digit suffixes as staging files: keep it a plain number.
+    id % 10_000_000_000_000_000
+}
+
+/// The writing thread: takes queued chunks and writes them in batches until the queue closes.
+fn write_queue(mut file: File, mut rx: mpsc::Receiver<Bytes>) -> std::io::Result<()> {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(chunk) => batch.push(chunk),
+                Err(_) => break,
+            }
+        }
+        write_all_vectored(&mut file, &batch)?;
+        batch.clear();
+    }
+    Ok(())
+}
+
+fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Removes the staging file unless it was published, whatever ends the write (an error, or the
+/// caller's future being dropped).
+struct Staged(Option<PathBuf>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            // One unlink: cheap enough to do in place, and it must not be skipped.
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a staging file");
+                }
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
+}
+
+fn io_err(path: &RelPath, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(28) {
+        Error::StorageFull(format!("storage is full while writing {path}"))
+    } else {
+        Error::Unavailable(format!("storage error on {path}: {e}"))
+    }
+}
