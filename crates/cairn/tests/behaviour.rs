@@ -1,40 +1,12 @@
 //! Behaviour of workspaces, datastores, files and tokens, driven through the real CLI and HTTP
 //! API of a real server — every test runs twice: on SQLite and on a fresh PostgreSQL database.
 
+#[macro_use]
 mod common;
 
 use cairn_core::api::{CreateToken, Role};
 use common::*;
 use serde_json::Value;
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A server on `backend`; the PostgreSQL database lives as long as the returned guard.
-async fn start(backend: Backend, mut opts: Opts) -> (Server, Option<PgDatabase>) {
-    match backend {
-        Backend::Sqlite => (Server::start_with(opts), None),
-        Backend::Postgres => {
-            let db = PgDatabase::create().await;
-            opts.database_url = Some(db.url.clone());
-            (Server::start_with(opts), Some(db))
-        }
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
-}
 
 on_both_backends!(
     workspaces_are_created_listed_shown_and_deleted,
@@ -63,7 +35,7 @@ fn json(text: &str) -> Value {
 }
 
 async fn workspaces_are_created_listed_shown_and_deleted(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     let created =
         json(&s.ok(&["workspace", "create", "azureml_workspace", "--description", "wine", "-o", "json"]));
     assert_eq!(created["name"], "azureml_workspace");
@@ -81,7 +53,7 @@ async fn workspaces_are_created_listed_shown_and_deleted(b: Backend) {
 }
 
 async fn invalid_or_duplicate_workspace_names_are_refused_clearly(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     for bad in ["Wine", "-wine", "wi ne", "wine/x", &"a".repeat(64)] {
         let err = s.fails(&["workspace", "create", "--", bad]);
         assert!(err.contains("invalid workspace name") && err.contains("lower-case letters"), "{bad}: {err}");
@@ -94,7 +66,7 @@ async fn invalid_or_duplicate_workspace_names_are_refused_clearly(b: Backend) {
 }
 
 async fn non_empty_workspace_is_deleted_only_with_force(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let src = s.tmp().join("src");
     write_tree(&src, &[("a.txt", b"a")]);
@@ -110,7 +82,7 @@ async fn non_empty_workspace_is_deleted_only_with_force(b: Backend) {
 }
 
 async fn roles_and_workspace_scopes_are_enforced(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w1"]);
     s.ok(&["workspace", "create", "w2"]);
     let admin = s.client();
@@ -163,7 +135,7 @@ async fn roles_and_workspace_scopes_are_enforced(b: Backend) {
 }
 
 async fn bad_tokens_get_401_without_revealing_what_exists(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "exists"]);
     let http = reqwest::Client::new();
     let mut bodies = Vec::new();
@@ -188,7 +160,7 @@ async fn bad_tokens_get_401_without_revealing_what_exists(b: Backend) {
 }
 
 async fn upload_skips_unchanged_files_and_refuses_conflicts_without_overwrite(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let src = s.tmp().join("winedata");
     write_tree(&src, &[("winequality_red.csv", b"a,b\n1,2\n"), ("sub/notes.txt", b"hello")]);
@@ -237,7 +209,7 @@ async fn upload_skips_unchanged_files_and_refuses_conflicts_without_overwrite(b:
 }
 
 async fn upload_refuses_path_traversal_and_writes_nothing_outside(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let before = files_under(s.tmp());
     let long = "a".repeat(300);
@@ -280,7 +252,7 @@ async fn upload_refuses_path_traversal_and_writes_nothing_outside(b: Backend) {
 }
 
 async fn checksum_mismatch_is_422_and_keeps_the_old_content(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let c = s.client();
     let put = |data: &'static [u8], sha: String, overwrite: bool| {
@@ -304,7 +276,7 @@ async fn checksum_mismatch_is_422_and_keeps_the_old_content(b: Backend) {
 
 async fn interrupted_upload_leaves_nothing_visible_and_a_retry_completes(b: Backend) {
     use std::io::Write;
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let size = 24 * 1024 * 1024;
     let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
@@ -362,7 +334,7 @@ fn chunked_put(s: &Server, path: &str, data: &[u8], declare: bool, trailer: Opti
 }
 
 async fn a_trailing_checksum_is_verified_before_the_file_is_visible(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let artifacts = s.data_dir.join("artifacts");
     let mut stored = Vec::new();
@@ -401,7 +373,7 @@ async fn a_trailing_checksum_is_verified_before_the_file_is_visible(b: Backend) 
 }
 
 async fn plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let src = s.tmp().join("d");
     write_tree(&src, &[("same.txt", b"12345"), ("other.txt", b"abc")]);
@@ -458,7 +430,7 @@ async fn plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists(
 }
 
 async fn unknown_fields_and_wrong_types_are_400_naming_the_field(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     let http = reqwest::Client::new();
     let post = |body: &'static str| {
         http.post(format!("{}/api/v1/workspaces", s.url))
@@ -495,7 +467,7 @@ async fn unknown_fields_and_wrong_types_are_400_naming_the_field(b: Backend) {
 }
 
 async fn local_datastores_are_registered_checked_and_removed_without_touching_data(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let dir = s.tmp().join("shared-data");
     write_tree(&dir, &[("existing.csv", b"x,y\n")]);
@@ -564,7 +536,7 @@ async fn local_datastores_are_registered_checked_and_removed_without_touching_da
 }
 
 async fn files_are_downloaded_listed_and_deleted(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let src = s.tmp().join("src");
     write_tree(&src, &[("a.csv", b"1"), ("deep/er/b.csv", b"22"), ("c d é.txt", b"333")]);
@@ -595,7 +567,7 @@ async fn files_are_downloaded_listed_and_deleted(b: Backend) {
 }
 
 async fn lists_are_paginated(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     for i in 0..5 {
         s.ok(&["workspace", "create", &format!("ws{i}")]);
     }
@@ -620,7 +592,7 @@ async fn lists_are_paginated(b: Backend) {
 }
 
 async fn everything_acknowledged_survives_kill_9(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let src = s.tmp().join("src");
     write_tree(&src, &[("a.csv", b"1,2,3")]);
@@ -649,7 +621,7 @@ async fn everything_acknowledged_survives_kill_9(b: Backend) {
 }
 
 async fn runs_are_searched_by_metrics_params_tags_and_attributes(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}/api/v1/workspaces/w/{path}", s.url);
@@ -753,7 +725,7 @@ async fn runs_are_searched_by_metrics_params_tags_and_attributes(b: Backend) {
 }
 
 async fn run_properties_are_set_once_and_child_runs_are_listed_by_parent(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}/api/v1/workspaces/w/{path}", s.url);
@@ -839,7 +811,7 @@ async fn run_properties_are_set_once_and_child_runs_are_listed_by_parent(b: Back
 }
 
 async fn workspace_compute_sizes_are_added_used_and_deleted_only_when_unused(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     s.ok(&["workspace", "create", "v"]);
     let cores = std::thread::available_parallelism().unwrap().get();

@@ -3,38 +3,11 @@
 //! `deployment create --wait`, scoring through the endpoint's key, a failing `init()`, the
 //! model-version use, and a replica killed with SIGKILL. Runs on SQLite and on PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use common::*;
 use serde_json::Value;
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-async fn start(backend: Backend) -> (Server, Option<PgDatabase>) {
-    match backend {
-        Backend::Sqlite => (Server::start(), None),
-        Backend::Postgres => {
-            let db = PgDatabase::create().await;
-            let opts = Opts { database_url: Some(db.url.clone()), ..Default::default() };
-            (Server::start_with(opts), Some(db))
-        }
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
-}
 
 on_both_backends!(
     a_deployment_scores_survives_sigkill_and_holds_its_model_version,
@@ -121,7 +94,7 @@ fn replica_pids(s: &Server) -> Vec<i32> {
 }
 
 async fn a_deployment_scores_survives_sigkill_and_holds_its_model_version(b: Backend) {
-    let (s, _db) = start(b).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     let file = setup(&s, SCORE_PY);
     // Unknown keys are refused by name before anything is uploaded or stored.
     let bad = s.tmp().join("spec/bad.yml");
@@ -193,7 +166,7 @@ async fn a_deployment_scores_survives_sigkill_and_holds_its_model_version(b: Bac
 }
 
 async fn a_failing_init_fails_the_deployment_with_its_traceback(b: Backend) {
-    let (s, _db) = start(b).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     let file = setup(
         &s,
         "def init():\n    raise RuntimeError('no weights here')\n\ndef run(raw):\n    return raw\n",
@@ -209,7 +182,7 @@ async fn a_failing_init_fails_the_deployment_with_its_traceback(b: Backend) {
 }
 
 async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backend) {
-    let (s, db) = start(b).await;
+    let (s, db) = start_on(b, Opts::default()).await;
     let hanging = format!("{SCORE_PY}\n_run = run\ndef run(raw_data):\n    if 'hang' in raw_data:\n        import time; time.sleep(3600)\n    return _run(raw_data)\n");
     let file = setup(&s, &hanging);
     let text = std::fs::read_to_string(&file)
@@ -256,7 +229,7 @@ async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backen
 /// The gateway's answers that need a running deployment; they do not depend on the store, so they
 /// run on SQLite only.
 async fn deleting_the_workspace_with_force_stops_its_replicas(b: Backend) {
-    let (s, _db) = start(b).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     let file = setup(&s, SCORE_PY);
     s.ok(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
     let pids = replica_pids(&s);

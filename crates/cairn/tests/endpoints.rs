@@ -2,39 +2,12 @@
 //! names, traffic rules, keys and tokens, the 401/413/503 answers of `/endpoints/{name}/score`,
 //! the log, and `/metrics`. Store-backed scenarios run on SQLite and on PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use cairn_core::api::{CreateToken, Role};
 use common::*;
 use serde_json::Value;
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-async fn start(backend: Backend, mut opts: Opts) -> (Server, Option<PgDatabase>) {
-    match backend {
-        Backend::Sqlite => (Server::start_with(opts), None),
-        Backend::Postgres => {
-            let db = PgDatabase::create().await;
-            opts.database_url = Some(db.url.clone());
-            (Server::start_with(opts), Some(db))
-        }
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
-}
 
 on_both_backends!(
     endpoints_are_created_listed_shown_updated_and_deleted,
@@ -99,7 +72,7 @@ async fn score(
 const DATA: &[u8] = br#"{"data": [[7.3,0.65,0,1.2,0.065,15,21,0.9946,3.39,0.47,10]]}"#;
 
 async fn endpoints_are_created_listed_shown_updated_and_deleted(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let f = yaml(
         &s,
@@ -159,7 +132,7 @@ async fn endpoints_are_created_listed_shown_updated_and_deleted(b: Backend) {
 }
 
 async fn endpoint_names_are_unique_across_workspaces(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "a"]);
     s.ok(&["workspace", "create", "b"]);
     create(&s, "a", "shared-name", "key");
@@ -178,7 +151,7 @@ async fn endpoint_names_are_unique_across_workspaces(b: Backend) {
 }
 
 async fn keys_are_for_writers_and_each_key_regenerates_alone(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     create(&s, "w", "wine-ep", "key");
     let admin = s.client();
@@ -238,7 +211,7 @@ async fn keys_are_for_writers_and_each_key_regenerates_alone(b: Backend) {
 }
 
 async fn token_mode_endpoints_take_fresh_tokens_only(b: Backend) {
-    let (s, _db) = start(b, Opts::default()).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let e = create(&s, "w", "token-ep", "token");
     assert_eq!(e["auth_mode"], "aml_token", "`token` is accepted as aml_token");

@@ -3,39 +3,12 @@
 //! downloads, concurrent registrations and the bad-input cases. Every test runs on SQLite and on
 //! a fresh PostgreSQL database.
 
+#[macro_use]
 mod common;
 
 use common::*;
 use serde_json::{json, Value};
 use sqlx::Connection;
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-async fn start(backend: Backend) -> (Server, Option<PgDatabase>) {
-    match backend {
-        Backend::Sqlite => (Server::start(), None),
-        Backend::Postgres => {
-            let db = PgDatabase::create().await;
-            let opts = Opts { database_url: Some(db.url.clone()), ..Default::default() };
-            (Server::start_with(opts), Some(db))
-        }
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
-}
 
 on_both_backends!(
     models_are_registered_from_runs_and_local_files_without_copying_bytes_twice,
@@ -93,7 +66,7 @@ fn blob_count(s: &Server) -> usize {
 }
 
 async fn models_are_registered_from_runs_and_local_files_without_copying_bytes_twice(b: Backend) {
-    let (s, _db) = start(b).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let pickle = b"pretend this is a pickled ElasticNet".as_slice();
     let run = run_with_artifacts(
@@ -202,7 +175,7 @@ async fn models_are_registered_from_runs_and_local_files_without_copying_bytes_t
 }
 
 async fn tags_aliases_and_filters_work_and_downloads_round_trip(b: Backend) {
-    let (s, _db) = start(b).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let local = s.tmp().join("m");
     let big: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
@@ -282,7 +255,7 @@ async fn tags_aliases_and_filters_work_and_downloads_round_trip(b: Backend) {
 }
 
 async fn concurrent_registrations_of_one_name_get_versions_1_to_n(b: Backend) {
-    let (s, _db) = start(b).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let run = run_with_artifacts(&s, &[("outputs/model.pkl", b"bytes")]).await;
     let body = json!({"run_id": run, "path": "outputs/model.pkl"});
@@ -323,7 +296,7 @@ async fn mark_used(s: &Server, db: &Option<PgDatabase>, name: &str, version: i64
 }
 
 async fn bad_input_is_refused_clearly_and_changes_nothing(b: Backend) {
-    let (s, db) = start(b).await;
+    let (s, db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let run = run_with_artifacts(&s, &[("outputs/model.pkl", b"m"), ("logs/a.txt", b"l")]).await;
     use reqwest::Method as M;
@@ -447,7 +420,7 @@ fn age(path: &std::path::Path, secs: u64) {
 /// still names stay, and an unreferenced blob younger than the grace period (an upload whose
 /// manifest is not posted yet) survives until the grace period is over.
 async fn gc_deletes_blobs_nothing_references_once_past_the_grace_period(b: Backend) {
-    let (s, _db) = start(b).await;
+    let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
     let ws = json_of(&s.ok(&["workspace", "show", "w", "-o", "json"]));
     let blob_dir =

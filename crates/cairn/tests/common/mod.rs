@@ -431,3 +431,36 @@ pub async fn studio_login(http: &reqwest::Client, url: &str, token: &str, next: 
         .await
         .unwrap()
 }
+
+/// The metadata backends the behaviour tests run on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A server on `backend` with `opts`; the PostgreSQL database lives as long as the returned guard.
+pub async fn start_on(backend: Backend, mut opts: Opts) -> (Server, Option<PgDatabase>) {
+    match backend {
+        Backend::Sqlite => (Server::start_with(opts), None),
+        Backend::Postgres => {
+            let db = PgDatabase::create().await;
+            opts.database_url = Some(db.url.clone());
+            (Server::start_with(opts), Some(db))
+        }
+    }
+}
+
+/// Runs each `async fn NAME(Backend)` named as two tests, `sqlite::NAME` and `postgres::NAME`
+/// (the test file declares `#[macro_use] mod common;` and has `Backend` in scope).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
