@@ -16,6 +16,7 @@ keeps them in memory. This module does no I/O of its own.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -45,6 +46,9 @@ from ._records import (
     to_step,
     to_text,
 )
+
+#: Run tag listing the names of the tables logged with ``log_row``/``log_table`` (a JSON list).
+TABLES_TAG = "cairn.tables"
 from ._upload import PathOrStream, check_artifact_name
 
 #: Longest ``fail()`` explanation stored in the ``cairn.error`` tag.
@@ -83,6 +87,9 @@ class Run:
         self._lock = threading.Lock()
         self._next_step: Dict[str, int] = {}
         self._next_row: Dict[str, int] = {}
+        #: Names of the tables logged with log_row/log_table, in order: the run's ``cairn.tables``
+        #: tag, which tells the studio which ``NAME.COLUMN`` metrics form a table.
+        self._tables: List[str] = []
 
     # -- obtaining a run --------------------------------------------------------------------
 
@@ -244,12 +251,18 @@ class Run:
             for values in checked:
                 for key in values:
                     self._next_step[key] = max(self._next_step.get(key, 0), first + len(checked))
+            new_table = name not in self._tables
+            if new_table:
+                self._tables.append(name)
+            tables = json.dumps(self._tables)
         stamp = now_ms()
         records: List[Record] = [
             Metric(key, number, first + i, stamp)
             for i, values in enumerate(checked)
             for key, number in values.items()
         ]
+        if new_table:
+            records.append(Tag(TABLES_TAG, tables))
         self._backend.put(records, shown)
 
     def _claim_steps(self, name: str, count: int, explicit: Optional[int]) -> int:

@@ -8,6 +8,7 @@ Run from the repository root:
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import math
 import os
@@ -113,6 +114,8 @@ class OfflineRunTest(unittest.TestCase):
         self.assertEqual([p["step"] for p in series["epoch.acc"]], [0, 1])
         self.assertEqual([p["value"] for p in series["roc.tpr"]], [0.0, 0.8, 1.0])
         self.assertEqual([p["step"] for p in series["roc.fpr"]], [0, 1, 2])
+        # The cairn.tables tag names the tables, so the studio shows their columns as one table.
+        self.assertEqual(json.loads(self.run._backend.details()["tags"]["cairn.tables"]), ["epoch", "roc"])
 
     def test_non_numeric_values_raise_type_error_in_the_script(self) -> None:
         for bad in ("0.5", b"1", None, [1, 2], {"a": 1}, object(), 1j):

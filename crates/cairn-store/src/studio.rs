@@ -65,6 +65,56 @@ where
 }
 
 impl Store {
+    /// The table `name` a run logged with the runtime's `log_row`/`log_table` (its metrics
+    /// `NAME.COLUMN`, one step per row): the columns in key order, the first `max_rows` rows (the
+    /// last value logged at each step; `None` where a column has no value) and the number of rows.
+    /// One range read of the metrics' `(run_id, key, …)` index, bounded by the row limit.
+    pub async fn run_metric_table(
+        &self,
+        run_id: &str,
+        name: &str,
+        max_rows: usize,
+    ) -> Result<(Vec<String>, Vec<Vec<Option<f64>>>, usize), Error> {
+        // Keys `NAME.` … up to but excluding `NAME/` ('/' follows '.' in ASCII): the prefix as a range.
+        let (lo, hi) = (format!("{name}."), format!("{name}/"));
+        let rows = sqlx::query(
+            "SELECT key, step, value FROM metrics WHERE run_id = $1 AND key >= $2 AND key < $3 \
+             AND step >= 0 AND step < $4 ORDER BY key, step, timestamp",
+        )
+        .bind(run_id)
+        .bind(&lo)
+        .bind(&hi)
+        .bind(max_rows as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let total: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(step) FROM metrics WHERE run_id = $1 AND key >= $2 AND key < $3 AND step >= 0",
+        )
+        .bind(run_id)
+        .bind(&lo)
+        .bind(&hi)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let mut columns: BTreeMap<String, BTreeMap<i64, Option<f64>>> = BTreeMap::new();
+        for r in rows {
+            let key: String = r.try_get("key").map_err(map_err)?;
+            let step: i64 = r.try_get("step").map_err(map_err)?;
+            let value: Option<f64> = r.try_get("value").map_err(map_err)?;
+            let column = key[lo.len()..].to_string();
+            // NULL is how a NaN was stored; later points at a step replace earlier ones.
+            columns.entry(column).or_default().insert(step, Some(value.unwrap_or(f64::NAN)));
+        }
+        let total = total.map_or(0, |m| m as usize + 1);
+        let shown = total.min(max_rows);
+        let names: Vec<String> = columns.keys().cloned().collect();
+        let table = (0..shown as i64)
+            .map(|step| columns.values().map(|c| c.get(&step).copied().flatten()).collect())
+            .collect();
+        Ok((names, table, total))
+    }
+
     /// The live experiments of a workspace, by name, with run counts and last run times.
     pub async fn experiment_summaries(&self, ws: &Workspace) -> Result<Vec<ExperimentSummary>, Error> {
         let rows = sqlx::query(

@@ -17,6 +17,7 @@ on_both!(
     column_keys_are_every_key_ever_logged_in_the_experiment,
     statuses_answer_only_for_runs_of_the_workspace,
     model_summaries_page_models_with_counts_latest_versions_tags_and_aliases,
+    runtime_tables_read_their_columns_by_step_up_to_the_row_limit,
 );
 
 async fn run(store: &Store, ws: &Workspace, experiment: &str, name: &str) -> String {
@@ -196,4 +197,32 @@ async fn model_summaries_page_models_with_counts_latest_versions_tags_and_aliase
     assert_eq!(paged, names);
     let (none, more) = store.model_summaries(&ws, 10, 2).await.unwrap();
     assert!(none.is_empty() && !more);
+}
+
+async fn runtime_tables_read_their_columns_by_step_up_to_the_row_limit(store: &Store) {
+    let ws = store.create_workspace("w", "").await.unwrap();
+    let id = run(store, &ws, "e", "r").await;
+    let point = |key: &str, value: f64, step: i64, ts: i64| LogMetric {
+        key: key.into(),
+        value,
+        step: Some(step),
+        timestamp: Some(ts),
+    };
+    let mut metrics: Vec<LogMetric> = (0..5).map(|i| point("t.b", i as f64, i, 1)).collect();
+    metrics.push(point("t.a", 10.0, 1, 1));
+    metrics.push(point("t.a", 11.0, 1, 2)); // the later value at a step wins
+    metrics.push(point("t.a", f64::NAN, 3, 1));
+    metrics.push(point("tt.x", 1.0, 0, 1)); // shares letters, not the prefix
+    metrics.push(point("t", 1.0, 0, 1));
+    store.log_batch(&id, &LogBatch { metrics, params: Vec::new(), tags: Vec::new() }).await.unwrap();
+
+    let (columns, rows, total) = store.run_metric_table(&id, "t", 3).await.unwrap();
+    assert_eq!(columns, ["a", "b"]);
+    assert_eq!(total, 5);
+    assert_eq!(rows.len(), 3, "the row limit");
+    assert_eq!(rows[0], [None, Some(0.0)]);
+    assert_eq!(rows[1], [Some(11.0), Some(1.0)]);
+    let (_, all, _) = store.run_metric_table(&id, "t", 100).await.unwrap();
+    assert!(all[3][0].unwrap().is_nan() && all[3][1] == Some(3.0));
+    assert_eq!(store.run_metric_table(&id, "none", 10).await.unwrap(), (Vec::new(), Vec::new(), 0));
 }

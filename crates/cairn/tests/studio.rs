@@ -555,3 +555,43 @@ with mlflow.start_run(run_name="with-tables") as run:
     let (_, body) = b.get(&format!("/w/w/runs/{plain}")).await;
     assert!(!body.contains(r#"id="tables""#));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_page_shows_tables_logged_with_the_runtimes_log_row_and_log_table() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let run = post_json(&s, "workspaces/w/runs", json!({"experiment": "tables", "display_name": "t"})).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    // What `run.log_row("epoch", loss=…, acc=…)` three times sends (the last row without acc),
+    // plus a key that only shares the prefix's letters and a NaN.
+    let m = |key: &str, value: Value, step: i64| json!({"key": key, "value": value, "step": step});
+    post_json(
+        &s,
+        &format!("workspaces/w/runs/{id}/log-batch"),
+        json!({
+            "metrics": [m("epoch.loss", json!(0.5), 0), m("epoch.acc", json!(0.7), 0),
+                        m("epoch.loss", json!(0.25), 1), m("epoch.acc", json!("NaN"), 1),
+                        m("epoch.loss", json!(0.125), 2), m("epochs.other", json!(9.0), 0)],
+            "tags": [{"key": "cairn.tables", "value": "[\"epoch\"]"}],
+        }),
+    )
+    .await;
+    let b = sign_in(&s, &s.token).await;
+    let (st, body) = b.get(&format!("/w/w/runs/{id}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let tables = &body[body.find(r#"<section id="tables">"#).expect("a tables section")..];
+    let tables = &tables[..tables.find("</section>").unwrap()];
+    assert!(tables.contains(r#"data-table="epoch""#), "{tables}");
+    assert!(tables.contains("3 rows."), "{tables}");
+    assert!(tables.contains(r#"<th scope="col">acc</th><th scope="col">loss</th>"#), "{tables}");
+    assert!(!tables.contains("other"), "epochs.other is not a column of epoch: {tables}");
+    let rows: Vec<&str> = tables.split("<tr>").skip(2).collect();
+    assert_eq!(rows.len(), 3, "{tables}");
+    assert!(rows[0].contains("<td>0.7</td><td>0.5</td>"), "{}", rows[0]);
+    assert!(rows[1].contains("<td>NaN</td><td>0.25</td>"), "{}", rows[1]);
+    assert!(rows[2].contains(r#"<span class="muted">null</span></td><td>0.125</td>"#), "{}", rows[2]);
+    assert!(
+        tables.contains("Logged with") && !tables.contains("table-download"),
+        "no file to download: {tables}"
+    );
+}

@@ -42,6 +42,9 @@ const MAX_TABLE_BYTES: u64 = 2 * 1024 * 1024;
 const CELL_CHARS: usize = 300;
 /// The tag in which MLflow lists the tables (and other typed artifacts) a run logged.
 const LOGGED_ARTIFACTS_TAG: &str = "mlflow.loggedArtifacts";
+/// The tag in which the in-job runtime lists the tables logged with `log_row`/`log_table`
+/// (stored as metrics `NAME.COLUMN`, one step per row).
+const RUNTIME_TABLES_TAG: &str = "cairn.tables";
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -341,6 +344,12 @@ fn logged_tables(run: &Run) -> Vec<String> {
     paths
 }
 
+/// The names of the tables the run logged through the in-job runtime (the `cairn.tables` tag).
+fn runtime_tables(run: &Run) -> Vec<String> {
+    let Some(tag) = run.tags.get(RUNTIME_TABLES_TAG) else { return Vec::new() };
+    serde_json::from_str::<Vec<String>>(tag).unwrap_or_default()
+}
+
 /// The first rows of a logged table.
 #[derive(Debug, PartialEq)]
 struct TablePreview {
@@ -373,11 +382,14 @@ fn parse_table(bytes: &[u8]) -> Result<TablePreview, String> {
     })
 }
 
-/// A logged table as the page shows it: its file, and its first rows or why they are not shown.
+/// A logged table as the page shows it: its file (or its name, for the runtime's tables, which
+/// are metrics), and its first rows or why they are not shown.
 struct LoggedTable {
     path: String,
     size: Option<u64>,
     preview: Result<TablePreview, String>,
+    /// Logged with the runtime's `log_row`/`log_table`: no file to download.
+    from_metrics: bool,
 }
 
 /// Reads the run's logged tables (at most [`MAX_TABLES`]). A table that cannot be read is shown
@@ -403,7 +415,30 @@ async fn read_tables(state: &AppState, ws_id: &str, run: &Run, artifacts: &[File
                 }
             },
         };
-        out.push(LoggedTable { path, size, preview });
+        out.push(LoggedTable { path, size, preview, from_metrics: false });
+    }
+    for name in runtime_tables(run).into_iter().take(MAX_TABLES.saturating_sub(out.len())) {
+        let preview = match state.store.run_metric_table(&run.id, &name, TABLE_ROWS).await {
+            Ok((columns, rows, total_rows)) => Ok(TablePreview {
+                total_columns: columns.len(),
+                columns: columns.into_iter().take(TABLE_COLUMNS).collect(),
+                rows: rows
+                    .into_iter()
+                    .map(|row| {
+                        row.into_iter()
+                            .take(TABLE_COLUMNS)
+                            .map(|v| v.map_or(serde_json::Value::Null, |v| layout::fmt_value(v).into()))
+                            .collect()
+                    })
+                    .collect(),
+                total_rows,
+            }),
+            Err(e) => {
+                tracing::warn!(run = %run.id, table = %name, error = %e, "runtime table unreadable");
+                Err(format!("could not be read: {e}"))
+            }
+        };
+        out.push(LoggedTable { path: name, size: None, preview, from_metrics: true });
     }
     out
 }
@@ -476,9 +511,14 @@ fn tables_section(ws: &str, id: &str, tables: &[LoggedTable]) -> Markup {
                             }
                             Err(why) => { p.hint.table-note { "Not shown: " (why) } }
                         }
-                        p { a.table-download href=(href) download {
-                            "Download " (t.path) @if let Some(n) = t.size { " (" (layout::fmt_bytes(n)) ")" }
-                        } }
+                        @if t.from_metrics {
+                            p.hint { "Logged with " code { "log_row" } "/" code { "log_table" } "; its columns are the metrics "
+                                code { (t.path) ".*" } " above, one step per row." }
+                        } @else {
+                            p { a.table-download href=(href) download {
+                                "Download " (t.path) @if let Some(n) = t.size { " (" (layout::fmt_bytes(n)) ")" }
+                            } }
+                        }
                     }
                 }
             }
