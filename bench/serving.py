@@ -15,6 +15,8 @@ Also measured in the same run:
 - each server's overhead over that floor at concurrency 1: its wrk p50 minus the floor's p50 (for
   Cairn this is the gateway plus the replica protocol plus HTTP on loopback, so it bounds the
   gateway's own overhead from above);
+- the gateway's own time per request (``cairn_gateway_overhead_seconds`` from Cairn's /metrics,
+  scraped before and after each wrk cell): the scoring handler's time minus the replica call;
 - deploy-to-first-score: `cairn deployment create` (no --wait) to the first 200 from the scoring
   URI pinned to that deployment, environment already present, DEPLOY_REPS times.
 
@@ -157,6 +159,33 @@ def wrk(url: str, conc: int, body_file: Path, lua: Path, auth: str) -> dict:
     return parse_wrk(out)
 
 
+def overhead_scrape(base: str, token: str) -> dict:
+    """Cairn's gateway-overhead histogram from /metrics: {"buckets": [(le, cumulative)], "sum", "count"}."""
+    req = urllib.request.Request(base + "/metrics", headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read().decode()
+    buckets = [(float(le) if le != "+Inf" else float("inf"), int(n)) for le, n in
+               re.findall(r'^cairn_gateway_overhead_seconds_bucket\{le="([^"]+)"\} (\d+)$', text, re.M)]
+    total = re.search(r"^cairn_gateway_overhead_seconds_sum (\S+)$", text, re.M)
+    count = re.search(r"^cairn_gateway_overhead_seconds_count (\d+)$", text, re.M)
+    return {"buckets": buckets, "sum": float(total.group(1)) if total else 0.0,
+            "count": int(count.group(1)) if count else 0}
+
+
+def overhead_between(before: dict, after: dict) -> dict:
+    """Mean and median bucket (µs) of the requests observed between two scrapes."""
+    count = after["count"] - before["count"]
+    if count <= 0:
+        return {"count": 0, "mean_us": float("nan"), "p50_le_us": float("nan")}
+    rank = (count + 1) // 2
+    p50 = float("inf")
+    for (le, n_after), (_, n_before) in zip(after["buckets"], before["buckets"]):
+        if n_after - n_before >= rank:
+            p50 = le
+            break
+    return {"count": count, "mean_us": (after["sum"] - before["sum"]) / count * 1e6, "p50_le_us": p50 * 1e6}
+
+
 def wait_ready(url: str, body: bytes, headers: dict, deadline_s: float) -> float:
     """Seconds until `url` answers 200 to `body` (polling every 20 ms), or raises."""
     t0 = time.perf_counter()
@@ -273,7 +302,11 @@ def main() -> None:
                     order.reverse()
                 cell = {"conc": conc, "rows": rows}
                 for name, target, auth in order:
+                    if name == "cairn":
+                        before = overhead_scrape(url, env["CAIRN_TOKEN"])
                     cell[name] = wrk(target, conc, bodies[rows], lua, auth)
+                    if name == "cairn":
+                        cell["overhead"] = overhead_between(before, overhead_scrape(url, env["CAIRN_TOKEN"]))
                     r = cell[name]
                     log(f"c={conc} rows={rows} {name}: {r['rps']:.0f} req/s, p50 {r['p50']:.0f} µs, "
                         f"p99 {r['p99']:.0f} µs, bad {r['bad']}")
@@ -303,12 +336,18 @@ def main() -> None:
             f"| {c['rps'] / r['rps']:.2f}× | {c['p50']:.0f} | {r['p50']:.0f} | {c['p99']:.0f} | {r['p99']:.0f} "
             f"| {r['p99'] / c['p99']:.2f}× | {c['bad']} / {r['bad']} |")
     c1 = {cell["rows"]: cell for cell in results if cell["conc"] == 1}
-    lines += ["", "| body | in-process floor p50 µs | Cairn p50 − floor µs | azmlinfsrv p50 − floor µs |",
-              "|---|---|---|---|"]
+    lines += ["", "| body | in-process floor p50 µs | Cairn p50 − floor µs | azmlinfsrv p50 − floor µs "
+              "| Cairn gateway's own time: mean µs | its median bucket µs (≤) |",
+              "|---|---|---|---|---|---|"]
     for rows, floor in floors.items():
         if rows in c1:
+            o = c1[rows]["overhead"]
             lines.append(f"| {rows} row{'s' if rows > 1 else ''} | {floor:.1f} | {c1[rows]['cairn']['p50'] - floor:.0f} "
-                         f"| {c1[rows]['azmlinfsrv']['p50'] - floor:.0f} |")
+                         f"| {c1[rows]['azmlinfsrv']['p50'] - floor:.0f} | {o['mean_us']:.1f} | {o['p50_le_us']:.0f} |")
+    lines += ["", "Gateway's own time per request (`cairn_gateway_overhead_seconds` from /metrics, scraped around "
+              "each wrk cell): " + "; ".join(
+                  f"c={cell['conc']} {cell['rows']} row(s): mean {cell['overhead']['mean_us']:.1f} µs, "
+                  f"median ≤ {cell['overhead']['p50_le_us']:.0f} µs" for cell in results)]
     lines += ["", f"Deploy-to-first-score (cached environment, instance_count 1): "
               f"median {statistics.median(deploy_times):.2f} s of {', '.join(f'{t:.2f}' for t in deploy_times)} s."]
     text = "\n".join(lines) + "\n"

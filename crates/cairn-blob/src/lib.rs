@@ -350,20 +350,44 @@ impl BlobStore {
         let mut n = 0;
         for f in &files {
             let rel = RelPath::parse(&f.path)?;
-            match self.store.delete(&self.key(&rel)?).await {
+            let key = self.key(&rel)?;
+            match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
                 Err(e) => return Err(map_err(e, &f.path)),
             }
+            self.prune_empty_folders(&key);
         }
         Ok(n)
     }
 
     /// Deletes the file at `path`; false if there was none.
     pub async fn delete_file(&self, path: &RelPath) -> Result<bool, Error> {
-        match self.store.delete(&self.key(path)?).await {
-            Ok(()) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(map_err(e, path.as_str())),
+        let key = self.key(path)?;
+        let deleted = match self.store.delete(&key).await {
+            Ok(()) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(map_err(e, path.as_str())),
+        };
+        self.prune_empty_folders(&key);
+        Ok(deleted)
+    }
+
+    /// On a local directory, removes the folders that deleting `key` left empty, up to this
+    /// store's root: an object store has no empty folders, and listings (the studio's data pages)
+    /// must not show a folder with nothing in it. Best effort: a folder that is not empty, or that
+    /// another write just filled, stays.
+    fn prune_empty_folders(&self, key: &ObjPath) {
+        let Some(local) = &self.local else { return };
+        let (Ok(file), Ok(root)) = (local.path_to_filesystem(key), local.path_to_filesystem(&self.prefix))
+        else {
+            return;
+        };
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            if d == root || !d.starts_with(&root) || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
         }
     }
 
@@ -607,5 +631,26 @@ mod tests {
             let (folders, files) = blobs.list_level(&RelPath::parse_dir(empty).unwrap()).await.unwrap();
             assert!(folders.is_empty() && files.is_empty(), "{empty}");
         }
+    }
+    #[tokio::test]
+    async fn deleting_the_last_file_of_a_folder_leaves_no_empty_folder_in_listings() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap().child("ws/default");
+        for name in ["keep.txt", "a/b/c/one.csv", "a/two.csv", "x/y/z.txt"] {
+            blobs
+                .put_stream(&RelPath::parse(name).unwrap(), chunks(b"1", 1), PutOpts::default())
+                .await
+                .unwrap();
+        }
+        assert!(blobs.delete_file(&RelPath::parse("a/b/c/one.csv").unwrap()).await.unwrap());
+        let (folders, _) = blobs.list_level(&RelPath::parse_dir("a").unwrap()).await.unwrap();
+        assert!(folders.is_empty(), "a/b and a/b/c went with their last file: {folders:?}");
+        assert_eq!(blobs.delete_all(&RelPath::parse_dir("x").unwrap()).await.unwrap(), 1);
+        let (folders, files) = blobs.list_level(&RelPath::parse_dir("").unwrap()).await.unwrap();
+        assert_eq!(folders, ["a"], "x went with its files; a keeps two.csv");
+        assert_eq!(files.len(), 1);
+        // The store's own root stays, even when it is empty.
+        blobs.delete_all(&RelPath::parse_dir("").unwrap()).await.unwrap();
+        assert!(dir.path().join("ws/default").is_dir());
     }
 }

@@ -15,7 +15,7 @@
 //! concurrency limit, 504 past request_timeout_ms, 502 when the replica dies mid-request.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -189,6 +189,7 @@ async fn call(
     method: &str,
     headers: &HeaderMap,
     body: bytes::Bytes,
+    replica_time: &mut Duration,
 ) -> Result<Reply, Answer> {
     use crate::deployments::{ForwardError, Request};
     let forwarded = headers
@@ -205,7 +206,10 @@ async fn call(
         body,
     };
     let who = format!("deployment \"{deployment}\" of endpoint \"{}\"", e.name);
-    match state.deployments.forward(&e.id, deployment, req).await {
+    let started = Instant::now();
+    let forwarded = state.deployments.forward(&e.id, deployment, req).await;
+    *replica_time = started.elapsed();
+    match forwarded {
         Ok(reply) => Ok(reply),
         Err(ForwardError::NotReady) => Err(Answer {
             retry_after: true,
@@ -256,7 +260,8 @@ async fn forward(
     headers: &HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Response, Answer> {
-    call(state, e, deployment, route, method, headers, body).await.map(respond)
+    let mut replica_time = Duration::ZERO;
+    call(state, e, deployment, route, method, headers, body, &mut replica_time).await.map(respond)
 }
 
 async fn read_capped(state: &AppState, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Answer> {
@@ -294,11 +299,13 @@ async fn score_inner(
     route: &str,
     shape: Shape,
 ) -> (Response, String, Option<String>) {
+    let started = Instant::now();
     let e = match admit(state, name, headers).await {
         Ok(e) => e,
         Err((answer, label)) => return (answer.shaped(shape).into_response(), label, None),
     };
     let mut chosen = None;
+    let (mut replica_time, mut answered) = (Duration::ZERO, false);
     let result = async {
         let body = read_capped(state, headers, body).await?;
         let deployment = choose(state, &e, headers).await?;
@@ -314,9 +321,16 @@ async fn score_inner(
                 ),
             ));
         }
-        forward(state, &e, &deployment, route, method.as_str(), headers, body).await
+        let reply =
+            call(state, &e, &deployment, route, method.as_str(), headers, body, &mut replica_time).await?;
+        answered = true;
+        Ok(respond(reply))
     }
     .await;
+    if answered {
+        // What the gateway itself added to a request a replica answered.
+        state.metrics.observe_overhead(started.elapsed().saturating_sub(replica_time));
+    }
     (result.unwrap_or_else(|a| a.shaped(shape).into_response()), e.name, chosen)
 }
 
@@ -596,6 +610,7 @@ pub async fn oip_infer(
     let started = Instant::now();
     let mut label = UNAUTHENTICATED.to_string();
     let mut chosen = None;
+    let (mut replica_time, mut answered) = (Duration::ZERO, false);
     let result = async {
         let e = admit(&state, &p.name, &headers).await.map_err(|(a, _)| a)?;
         label = e.name.clone();
@@ -615,7 +630,8 @@ pub async fn oip_infer(
             Answer::new(StatusCode::BAD_REQUEST, format!("invalid inference request: {err}"))
         })?;
         sig.check(&req).map_err(|m| Answer::new(StatusCode::BAD_REQUEST, m))?;
-        let reply = call(&state, &e, &d.name, "/v2/infer", "POST", &headers, body).await?;
+        let reply = call(&state, &e, &d.name, "/v2/infer", "POST", &headers, body, &mut replica_time).await?;
+        answered = true;
         if reply.status != 200 {
             return Ok(respond(reply));
         }
@@ -643,6 +659,9 @@ pub async fn oip_infer(
     }
     .await;
     let response = result.unwrap_or_else(|a| a.shaped(Shape::Oip).into_response());
+    if answered {
+        state.metrics.observe_overhead(started.elapsed().saturating_sub(replica_time));
+    }
     state.metrics.observe(&label, chosen.as_deref(), response.status().as_u16(), started.elapsed());
     response
 }

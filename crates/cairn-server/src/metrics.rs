@@ -102,10 +102,25 @@ fn unix_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Request series by `(endpoint, deployment)`.
+/// Upper bounds of the gateway-overhead histogram's buckets, in seconds: finer than [`BUCKETS`],
+/// since the gateway's own share of a request is meant to stay well under a millisecond.
+const OVERHEAD_BUCKETS: [f64; 12] =
+    [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1];
+
+/// The gateway's own time per request answered by a replica (all endpoints together).
+#[derive(Default)]
+struct Overhead {
+    /// Non-cumulative counts per bucket; the last slot is `+Inf`.
+    buckets: [u64; OVERHEAD_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+/// Request series by `(endpoint, deployment)`, and the gateway's overhead.
 #[derive(Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<(String, String), Series>>,
+    overhead: Mutex<Overhead>,
 }
 
 impl Metrics {
@@ -132,6 +147,17 @@ impl Metrics {
             *slot = (now, 0);
         }
         slot.1 += 1;
+    }
+
+    /// Records the gateway's own time for one request a replica answered: the whole handler's time
+    /// minus the time spent in the replica call (socket, queueing for a replica, its work).
+    pub fn observe_overhead(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let mut o = self.overhead.lock().expect("metrics lock");
+        let slot = OVERHEAD_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(OVERHEAD_BUCKETS.len());
+        o.buckets[slot] += 1;
+        o.sum += secs;
+        o.count += 1;
     }
 
     /// One endpoint's counts by status, latency summary and recent request count, over all its
@@ -208,6 +234,23 @@ impl Metrics {
             );
             let _ = writeln!(out, "cairn_endpoint_request_duration_seconds_sum{{{labels}}} {}", s.sum);
             let _ = writeln!(out, "cairn_endpoint_request_duration_seconds_count{{{labels}}} {}", s.count);
+        }
+        {
+            let o = self.overhead.lock().expect("metrics lock");
+            out.push_str(
+                "# HELP cairn_gateway_overhead_seconds The gateway's own time per request a replica answered \
+                 (authentication, body, deployment choice, framing, response), without the replica call.\n",
+            );
+            out.push_str("# TYPE cairn_gateway_overhead_seconds histogram\n");
+            let mut cumulative = 0;
+            for (i, bound) in OVERHEAD_BUCKETS.iter().enumerate() {
+                cumulative += o.buckets[i];
+                let _ = writeln!(out, "cairn_gateway_overhead_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+            }
+            cumulative += o.buckets[OVERHEAD_BUCKETS.len()];
+            let _ = writeln!(out, "cairn_gateway_overhead_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+            let _ = writeln!(out, "cairn_gateway_overhead_seconds_sum {}", o.sum);
+            let _ = writeln!(out, "cairn_gateway_overhead_seconds_count {}", o.count);
         }
         type Gauge = (&'static str, &'static str, &'static str, fn(&DeploymentGauges) -> u64);
         let families: [Gauge; 4] = [
@@ -323,6 +366,26 @@ mod tests {
         assert_eq!(m.traffic_at("wine", t0 + 60).unwrap().recent, 3);
         m.observe_at("slow", None, 504, Duration::from_secs(100), t0);
         assert_eq!(m.traffic_at("slow", t0).unwrap().p95_le, None);
+    }
+
+    #[test]
+    fn gateway_overhead_is_a_fine_grained_histogram() {
+        let m = Metrics::default();
+        for micros in [3, 40, 40, 90, 2000, 500_000] {
+            m.observe_overhead(Duration::from_micros(micros));
+        }
+        let text = m.render(&[]);
+        for line in [
+            "cairn_gateway_overhead_seconds_bucket{le=\"0.000005\"} 1",
+            "cairn_gateway_overhead_seconds_bucket{le=\"0.00005\"} 3",
+            "cairn_gateway_overhead_seconds_bucket{le=\"0.0001\"} 4",
+            "cairn_gateway_overhead_seconds_bucket{le=\"0.0025\"} 5",
+            "cairn_gateway_overhead_seconds_bucket{le=\"0.1\"} 5",
+            "cairn_gateway_overhead_seconds_bucket{le=\"+Inf\"} 6",
+            "cairn_gateway_overhead_seconds_count 6",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
     }
 
     #[test]

@@ -150,4 +150,41 @@ mod tests {
         assert!(!is_studio_path("/api/v1/nope"));
         assert!(!is_studio_path("/workspaces/x/mlflow/nope"));
     }
+    /// WCAG 2.1 contrast of the palette's text/background pairs: 4.5:1 for text (AA), 3:1 for the
+    /// focus ring (non-text). Every page colours its text from these variables.
+    #[test]
+    fn the_palette_meets_wcag_aa_contrast() {
+        let css = include_str!("assets/studio.css");
+        let var = |name: &str| -> [f64; 3] {
+            let at =
+                css.find(&format!("--{name}: #")).unwrap_or_else(|| panic!("--{name} is not in studio.css"));
+            let hex = &css[at + name.len() + 5..at + name.len() + 11];
+            let c = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap() as f64 / 255.0;
+            [c(0), c(2), c(4)]
+        };
+        let luminance = |rgb: [f64; 3]| {
+            let f = |c: f64| if c <= 0.03928 { c / 12.92 } else { ((c + 0.055) / 1.055).powf(2.4) };
+            0.2126 * f(rgb[0]) + 0.7152 * f(rgb[1]) + 0.0722 * f(rgb[2])
+        };
+        let ratio = |a: &str, b: &str| {
+            let (la, lb) = (luminance(var(a)), luminance(var(b)));
+            (la.max(lb) + 0.05) / (la.min(lb) + 0.05)
+        };
+        for (fg, bg, min) in [
+            ("fg", "bg", 4.5),
+            ("fg", "panel", 4.5),
+            ("muted", "bg", 4.5),
+            ("muted", "panel", 4.5),
+            ("accent", "bg", 4.5),
+            ("accent", "panel", 4.5),
+            ("ok", "ok-bg", 4.5),
+            ("bad", "bad-bg", 4.5),
+            ("run", "run-bg", 4.5),
+            ("wait", "wait-bg", 4.5),
+            ("focus", "bg", 3.0),
+        ] {
+            let r = ratio(fg, bg);
+            assert!(r >= min, "--{fg} on --{bg}: {r:.2}:1, below {min}:1");
+        }
+    }
 }
