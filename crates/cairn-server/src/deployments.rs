@@ -254,7 +254,7 @@ pub fn view(d: &DeploymentRecord) -> Deployment {
 pub async fn names(state: &AppState, e: &EndpointRecord) -> Result<Vec<String>, Error> {
     Ok(state
         .store
-        .list_deployments(&e.id)
+        .deployments_for_scoring(&e.id)
         .await?
         .into_iter()
         .filter(|d| d.state != DeploymentState::Deleting)

@@ -126,7 +126,7 @@ async fn admit(
     let found = if presented.is_some() {
         state
             .store
-            .endpoint_by_name(name)
+            .endpoint_for_scoring(name)
             .await
             .map_err(|e| (Answer::from(e), UNAUTHENTICATED.to_string()))?
     } else {

@@ -27,6 +27,8 @@ pub struct Store {
     /// When this process last recorded each token's use (token id → ms), so that a busy client
     /// costs one `last_used_at` write a minute instead of a write (and the write lock) per request.
     pub(crate) token_touches: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    /// Endpoint and deployment lookups of the scoring path (`crate::endpoints::ScoringCache`).
+    pub(crate) scoring_cache: std::sync::Arc<crate::endpoints::ScoringCache>,
 }
 
 /// A write transaction; on SQLite it also holds the store's write gate until it ends.
@@ -107,7 +109,13 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| Error::Internal(format!("migrating the metadata database failed: {e}")))?;
-        Ok(Store { pool, backend, write_gate: Default::default(), token_touches: Default::default() })
+        Ok(Store {
+            pool,
+            backend,
+            write_gate: Default::default(),
+            token_touches: Default::default(),
+            scoring_cache: Default::default(),
+        })
     }
 
     /// Starts a transaction that writes. On SQLite it takes the write lock up front

@@ -93,6 +93,7 @@ fn from_row(r: &AnyRow) -> Result<DeploymentRecord, Error> {
 impl Store {
     /// Stores a new deployment; a name already used on the endpoint is a conflict.
     pub async fn create_deployment(&self, d: &DeploymentRecord) -> Result<(), Error> {
+        let _invalidate = self.scoring_cache.invalidate_after();
         let spec = stored_json(d);
         sqlx::query(
             "INSERT INTO deployments (id, endpoint_id, name, spec, state, reason, created_at, updated_at) \
@@ -170,6 +171,7 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<bool, Error> {
+        let _invalidate = self.scoring_cache.invalidate_after();
         let done =
             sqlx::query("UPDATE deployments SET state = $1, reason = $2, updated_at = $3 WHERE id = $4")
                 .bind(state.as_str())
@@ -185,6 +187,7 @@ impl Store {
     /// Replaces a deployment's spec, resolved model, generation, update error, state and reason
     /// (an update's outcome); false when it no longer exists.
     pub async fn update_deployment(&self, d: &DeploymentRecord) -> Result<bool, Error> {
+        let _invalidate = self.scoring_cache.invalidate_after();
         let done = sqlx::query(
             "UPDATE deployments SET spec = $1, state = $2, reason = $3, updated_at = $4 WHERE id = $5",
         )
@@ -200,6 +203,7 @@ impl Store {
     }
 
     pub async fn delete_deployment(&self, id: &str) -> Result<(), Error> {
+        let _invalidate = self.scoring_cache.invalidate_after();
         sqlx::query("DELETE FROM deployments WHERE id = $1")
             .bind(id)
             .execute(&self.pool)

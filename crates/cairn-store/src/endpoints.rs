@@ -83,10 +83,114 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("maps of strings and integers serialise")
 }
 
+/// Copies of the lookups every scoring request makes (the endpoint by name, its deployments), so
+/// that the data plane does not run two queries per request. Every write of an endpoint, a
+/// deployment or a workspace through this `Store` empties it at once; entries also expire after
+/// [`SCORING_CACHE_TTL`], which bounds how long a change made by another server process sharing
+/// the database (a regenerated key, a deleted endpoint) can go unseen here.
+#[derive(Default, Debug)]
+pub(crate) struct ScoringCache {
+    entries: std::sync::Mutex<ScoringEntries>,
+}
+
+#[derive(Default, Debug)]
+struct ScoringEntries {
+    endpoints: std::collections::HashMap<String, (std::time::Instant, Option<EndpointRecord>)>,
+    deployments: std::collections::HashMap<String, (std::time::Instant, Vec<crate::DeploymentRecord>)>,
+    /// Bumped by every invalidation: a lookup that started before one does not store its result.
+    generation: u64,
+}
+
+/// How long a cached scoring lookup is trusted without a write through this process.
+pub const SCORING_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Empties the scoring cache when dropped: held by each write for its whole duration, so the
+/// cache is emptied after the write is done, whether it succeeded or not.
+pub(crate) struct InvalidateOnDrop<'a>(&'a ScoringCache);
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.invalidate();
+    }
+}
+
+impl ScoringCache {
+    /// A guard that empties the cache when the write holding it ends.
+    pub(crate) fn invalidate_after(&self) -> InvalidateOnDrop<'_> {
+        InvalidateOnDrop(self)
+    }
+
+    pub(crate) fn invalidate(&self) {
+        let mut e = self.entries.lock().expect("scoring cache lock");
+        e.endpoints.clear();
+        e.deployments.clear();
+        e.generation += 1;
+    }
+
+    fn generation(&self) -> u64 {
+        self.entries.lock().expect("scoring cache lock").generation
+    }
+
+    fn endpoint(&self, name: &str) -> Option<Option<EndpointRecord>> {
+        let e = self.entries.lock().expect("scoring cache lock");
+        e.endpoints.get(name).filter(|(at, _)| at.elapsed() < SCORING_CACHE_TTL).map(|(_, r)| r.clone())
+    }
+
+    fn put_endpoint(&self, generation: u64, name: &str, record: Option<EndpointRecord>) {
+        let mut e = self.entries.lock().expect("scoring cache lock");
+        if e.generation == generation {
+            e.endpoints.insert(name.to_string(), (std::time::Instant::now(), record));
+        }
+    }
+
+    fn deployments(&self, endpoint_id: &str) -> Option<Vec<crate::DeploymentRecord>> {
+        let e = self.entries.lock().expect("scoring cache lock");
+        e.deployments
+            .get(endpoint_id)
+            .filter(|(at, _)| at.elapsed() < SCORING_CACHE_TTL)
+            .map(|(_, d)| d.clone())
+    }
+
+    fn put_deployments(&self, generation: u64, endpoint_id: &str, records: Vec<crate::DeploymentRecord>) {
+        let mut e = self.entries.lock().expect("scoring cache lock");
+        if e.generation == generation {
+            e.deployments.insert(endpoint_id.to_string(), (std::time::Instant::now(), records));
+        }
+    }
+}
+
+impl Store {
+    /// [`Store::endpoint_by_name`] through the scoring cache (the data plane's lookup).
+    pub async fn endpoint_for_scoring(&self, name: &str) -> Result<Option<EndpointRecord>, Error> {
+        if let Some(hit) = self.scoring_cache.endpoint(name) {
+            return Ok(hit);
+        }
+        let generation = self.scoring_cache.generation();
+        let found = self.endpoint_by_name(name).await?;
+        self.scoring_cache.put_endpoint(generation, name, found.clone());
+        Ok(found)
+    }
+
+    /// [`Store::list_deployments`] through the scoring cache (the data plane's lookup).
+    pub async fn deployments_for_scoring(
+        &self,
+        endpoint_id: &str,
+    ) -> Result<Vec<crate::DeploymentRecord>, Error> {
+        if let Some(hit) = self.scoring_cache.deployments(endpoint_id) {
+            return Ok(hit);
+        }
+        let generation = self.scoring_cache.generation();
+        let found = self.list_deployments(endpoint_id).await?;
+        self.scoring_cache.put_deployments(generation, endpoint_id, found.clone());
+        Ok(found)
+    }
+}
+
 impl Store {
     /// Stores a new endpoint (`e.id` must be fresh). A name taken anywhere on the server is a
     /// conflict that does not say where (the caller may not see the other workspace).
     pub async fn create_endpoint(&self, ws: &Workspace, e: &EndpointRecord) -> Result<(), Error> {
+        let _invalidate = self.scoring_cache.invalidate_after();
         sqlx::query(
             "INSERT INTO endpoints (id, workspace_id, name, description, tags, auth_mode, traffic, mirror_traffic, \
              provisioning_state, primary_key_sealed, secondary_key_sealed, primary_key_hash, secondary_key_hash, \
@@ -163,6 +267,7 @@ impl Store {
 
     /// Saves the settings of `e` (description, tags, auth mode, traffic, state, `updated_at`).
     pub async fn update_endpoint(&self, e: &EndpointRecord) -> Result<(), Error> {
+        let _invalidate = self.scoring_cache.invalidate_after();
         let done = sqlx::query(
             "UPDATE endpoints SET description = $1, tags = $2, auth_mode = $3, traffic = $4, mirror_traffic = $5, \
              provisioning_state = $6, updated_at = $7 WHERE id = $8",
@@ -192,6 +297,7 @@ impl Store {
         key: &StoredKey,
         updated_at: i64,
     ) -> Result<(), Error> {
+        let _invalidate = self.scoring_cache.invalidate_after();
         let sql = match slot {
             KeyType::Primary => {
                 "UPDATE endpoints SET primary_key_sealed = $1, primary_key_hash = $2, updated_at = $3 WHERE id = $4"
@@ -217,6 +323,7 @@ impl Store {
 
     /// Deletes an endpoint and, through foreign keys, everything that hangs under it.
     pub async fn delete_endpoint(&self, ws: &Workspace, name: &str) -> Result<(), Error> {
+        let _invalidate = self.scoring_cache.invalidate_after();
         let done = sqlx::query("DELETE FROM endpoints WHERE workspace_id = $1 AND name = $2")
             .bind(&ws.id)
             .bind(name)

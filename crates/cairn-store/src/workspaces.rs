@@ -120,6 +120,7 @@ impl Store {
     /// Deletes the workspace row and, by cascade, its datastores' rows. Whether it may be
     /// deleted (emptiness, `--force`) and what happens to files is the caller's business.
     pub async fn delete_workspace(&self, name: &str) -> Result<(), Error> {
+        let _invalidate = self.scoring_cache.invalidate_after();
         let done = sqlx::query("DELETE FROM workspaces WHERE name = $1")
             .bind(name)
             .execute(&self.pool)

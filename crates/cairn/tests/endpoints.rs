@@ -553,3 +553,31 @@ async fn the_server_secret_is_private_and_keeps_keys_across_restarts() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CAIRN_SECRET_KEY must be at least 32 characters"), "{err}");
 }
+
+/// The data plane keeps endpoint lookups in memory: every change through the API must still take
+/// effect on the very next request.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_changes_and_deletions_take_effect_on_the_next_scoring_request() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    create(&s, "w", "wine-ep", "key");
+    let (primary, secondary) = keys(&s, "w", "wine-ep");
+    // No deployment yet: a valid key gets 503, a wrong one 401.
+    assert_eq!(score(&s, "wine-ep", Some(&primary), DATA, &[]).await.status, 503);
+    s.ok(&["endpoint", "regen-key", "wine-ep", "--key-type", "primary", "-w", "w"]);
+    assert_eq!(score(&s, "wine-ep", Some(&primary), DATA, &[]).await.status, 401, "the old key at once");
+    let (new_primary, _) = keys(&s, "w", "wine-ep");
+    assert_eq!(score(&s, "wine-ep", Some(&new_primary), DATA, &[]).await.status, 503);
+    assert_eq!(score(&s, "wine-ep", Some(&secondary), DATA, &[]).await.status, 503);
+    s.ok(&["endpoint", "delete", "wine-ep", "-w", "w"]);
+    assert_eq!(
+        score(&s, "wine-ep", Some(&new_primary), DATA, &[]).await.status,
+        401,
+        "a deleted endpoint at once"
+    );
+    // A new endpoint of the same name has new keys; the old ones open nothing.
+    create(&s, "w", "wine-ep", "key");
+    assert_eq!(score(&s, "wine-ep", Some(&secondary), DATA, &[]).await.status, 401);
+    let (fresh, _) = keys(&s, "w", "wine-ep");
+    assert_eq!(score(&s, "wine-ep", Some(&fresh), DATA, &[]).await.status, 503);
+}
