@@ -288,8 +288,8 @@ async fn read_capped(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
     })
 }
 
-/// A scoring request (`/score` or `/invocations`) from admission to the replica's answer; returns
-/// the response and the labels it is counted under.
+/// A scoring request (`/score` or `/invocations`) from admission to the replica's answer, counted
+/// in the metrics under its endpoint and deployment.
 async fn score_inner(
     state: &AppState,
     name: &str,
@@ -298,11 +298,15 @@ async fn score_inner(
     body: Body,
     route: &str,
     shape: Shape,
-) -> (Response, String, Option<String>) {
+) -> Response {
     let started = Instant::now();
     let e = match admit(state, name, headers).await {
         Ok(e) => e,
-        Err((answer, label)) => return (answer.shaped(shape).into_response(), label, None),
+        Err((answer, label)) => {
+            let response = answer.shaped(shape).into_response();
+            state.metrics.observe(&label, None, response.status().as_u16(), started.elapsed());
+            return response;
+        }
     };
     let mut chosen = None;
     let (mut replica_time, mut answered) = (Duration::ZERO, false);
@@ -331,7 +335,9 @@ async fn score_inner(
         // What the gateway itself added to a request a replica answered.
         state.metrics.observe_overhead(started.elapsed().saturating_sub(replica_time));
     }
-    (result.unwrap_or_else(|a| a.shaped(shape).into_response()), e.name, chosen)
+    let response = result.unwrap_or_else(|a| a.shaped(shape).into_response());
+    state.metrics.observe(&e.name, chosen.as_deref(), response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// `POST|GET /endpoints/{name}/score`.
@@ -342,11 +348,7 @@ pub async fn score(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let (response, label, deployment) =
-        score_inner(&state, &name, &method, &headers, body, "/score", Shape::Azure).await;
-    state.metrics.observe(&label, deployment.as_deref(), response.status().as_u16(), started.elapsed());
-    response
+    score_inner(&state, &name, &method, &headers, body, "/score", Shape::Azure).await
 }
 
 /// `POST /endpoints/{name}/invocations`: MLflow's scoring route (`dataframe_split`,
@@ -359,11 +361,7 @@ pub async fn invocations(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let (response, label, deployment) =
-        score_inner(&state, &name, &method, &headers, body, "/invocations", Shape::Mlflow).await;
-    state.metrics.observe(&label, deployment.as_deref(), response.status().as_u16(), started.elapsed());
-    response
+    score_inner(&state, &name, &method, &headers, body, "/invocations", Shape::Mlflow).await
 }
 
 /// `GET /endpoints/{name}/swagger.json`: the chosen deployment's API description.

@@ -761,17 +761,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let model_id = lock_model(&mut tx, ws, name, now_ms()).await?;
         let id = version_id_in(&mut tx, &model_id, name, version).await?;
-        sqlx::query(
-            "INSERT INTO model_version_uses (version_id, user_kind, user_id, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (version_id, user_kind, user_id) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(user_kind)
-        .bind(user_id)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
+        record_use(&mut tx, &id, user_kind, user_id).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -798,17 +788,7 @@ impl Store {
         .execute(&mut **tx)
         .await
         .map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO model_version_uses (version_id, user_kind, user_id, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (version_id, user_kind, user_id) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(user_kind)
-        .bind(user_id)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
+        record_use(&mut tx, &id, user_kind, user_id).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(dropped.rows_affected())
     }
@@ -837,4 +817,20 @@ impl Store {
         tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+/// Records that `user_kind` `user_id` uses version `version_id` (idempotent), inside `tx`.
+async fn record_use(tx: &mut WriteTx, version_id: &str, user_kind: &str, user_id: &str) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO model_version_uses (version_id, user_kind, user_id, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (version_id, user_kind, user_id) DO NOTHING",
+    )
+    .bind(version_id)
+    .bind(user_kind)
+    .bind(user_id)
+    .bind(now_ms())
+    .execute(&mut ***tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
 }
