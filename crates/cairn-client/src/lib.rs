@@ -456,3 +456,66 @@ impl Client {
         }))
     }
 }
+
+/// Calls under `/api/v1/workspaces/{ws}/` named by a relative path (`runs/RUN/cancel`), for the
+/// CLI commands whose resources have no typed method here. Each `/`-separated part of the path is
+/// percent-encoded on its own, so names need no escaping; errors are the typed client's.
+#[derive(Clone, Debug)]
+pub struct WorkspaceApi {
+    client: Client,
+    ws: String,
+}
+
+impl Client {
+    /// The calls under one workspace, by path.
+    pub fn workspace_api(&self, ws: &str) -> WorkspaceApi {
+        WorkspaceApi { client: self.clone(), ws: ws.to_string() }
+    }
+}
+
+impl WorkspaceApi {
+    pub fn workspace(&self) -> &str {
+        &self.ws
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A request to `path` (relative to the workspace) with the client's token; add a query or a
+    /// body, then [`WorkspaceApi::send`] it.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let segments = ["workspaces", self.ws.as_str()].into_iter().chain(path.split('/'));
+        self.client.request(method, self.client.url(segments))
+    }
+
+    /// Sends a request; a non-2xx answer becomes [`ClientError::Api`] with the server's message.
+    pub async fn send(&self, rb: RequestBuilder) -> Result<Response> {
+        self.client.send(rb).await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.get_query(path, &[]).await
+    }
+
+    /// `GET path?query`, the values percent-encoded.
+    pub async fn get_query<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        self.client.json(self.request(Method::GET, path).query(query)).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.client.json(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.client.json(self.request(Method::PUT, path).json(body)).await
+    }
+
+    pub async fn patch<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.client.json(self.request(Method::PATCH, path).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, path)).await.map(|_| ())
+    }
+}

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use cairn_client::Client;
+use cairn_client::{Client, WorkspaceApi};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +128,11 @@ impl ClientArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
         let (url, token) = self.resolve()?;
         Ok(Client::new(&url, token)?)
+    }
+
+    /// The calls under the workspace `ws` names, by path (`cairn_client::WorkspaceApi`).
+    pub fn workspace_api(&self, ws: &WorkspaceArg) -> anyhow::Result<WorkspaceApi> {
+        Ok(self.client()?.workspace_api(&ws.resolve()?))
     }
 
     fn resolve(&self) -> anyhow::Result<(String, Option<String>)> {

@@ -17,7 +17,6 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
 
-use crate::cmd::jobs::Api;
 use crate::config::{ClientArgs, OutputFormat, WorkspaceArg};
 
 /// The files of `examples/wine/` the walkthrough reads, as `(path, bytes)`.
@@ -161,15 +160,14 @@ async fn summary(url: &str, token: &str, started: Instant) -> anyhow::Result<()>
         token: Some(token.to_string()),
         output: OutputFormat::Table,
     };
-    let api = Api::new(&client, &WorkspaceArg { workspace: Some(WORKSPACE.to_string()) })?;
+    let api = client.workspace_api(&WorkspaceArg { workspace: Some(WORKSPACE.to_string()) })?;
 
     let endpoint: Value = api.get(&format!("endpoints/{SERVICE}")).await?;
     let keys: Value = api.get(&format!("endpoints/{SERVICE}/keys")).await?;
     let scoring_uri = endpoint["scoring_uri"].as_str().context("the endpoint has no scoring_uri")?;
     let key = keys["primary_key"].as_str().context("the endpoint has no primary key")?;
     // The scoring URI takes the endpoint's key, not the API token.
-    let answer = api
-        .http
+    let answer = reqwest::Client::new()
         .post(scoring_uri)
         .bearer_auth(key)
         .header("content-type", "application/json")
@@ -183,7 +181,8 @@ async fn summary(url: &str, token: &str, started: Instant) -> anyhow::Result<()>
         bail!("scoring the sample failed (HTTP {status}): {prediction}");
     }
 
-    let runs: Vec<Value> = api.get(&format!("runs?experiment={EXPERIMENT}&limit=1")).await?;
+    let runs: Vec<Value> =
+        api.get_query("runs", &[("experiment", EXPERIMENT.into()), ("limit", "1".into())]).await?;
     let run = runs.first().context("the experiment has no run")?;
     let run_id = run["id"].as_str().context("a run without id")?;
     let metrics: Value = api.get(&format!("runs/{run_id}/metrics")).await?;

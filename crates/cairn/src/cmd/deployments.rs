@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use cairn_client::WorkspaceApi;
 use cairn_core::deployments::*;
 use cairn_core::endpoints::{Endpoint, UpdateEndpoint};
 use clap::Subcommand;
+use reqwest::Method;
 
-use crate::cmd::jobs::Api;
 use crate::config::{ClientArgs, WorkspaceArg};
 use crate::output;
 
@@ -120,7 +121,7 @@ fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
 
 /// Reads the YAML (`$schema` dropped, unknown keys refused) and uploads the code folder, which is
 /// relative to the file.
-async fn read_file(api: &Api, client: &ClientArgs, file: &Path) -> anyhow::Result<CreateDeployment> {
+async fn read_file(api: &WorkspaceApi, client: &ClientArgs, file: &Path) -> anyhow::Result<CreateDeployment> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut yaml: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
@@ -135,7 +136,7 @@ async fn read_file(api: &Api, client: &ClientArgs, file: &Path) -> anyhow::Resul
         if !dir.is_dir() {
             bail!("code_configuration.code: {} is not a folder", dir.display());
         }
-        code.code = crate::cmd::jobs::upload_code(client, &api.ws, &dir).await?;
+        code.code = crate::cmd::jobs::upload_code(client, &api.workspace(), &dir).await?;
     }
     Ok(req)
 }
@@ -143,7 +144,7 @@ async fn read_file(api: &Api, client: &ClientArgs, file: &Path) -> anyhow::Resul
 pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
     match command {
         DeploymentCommand::Create { file, all_traffic, wait, ws, client } => {
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let mut req = read_file(&api, &client, &file).await?;
             let Some(endpoint) = req.endpoint_name.clone() else {
                 bail!("{}: endpoint_name is required", file.display());
@@ -156,8 +157,7 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
                     traffic: Some([(d.name.clone(), 100)].into_iter().collect()),
                     ..Default::default()
                 };
-                let url = api.url(&format!("endpoints/{endpoint}"));
-                let _: Endpoint = api.send(api.http.patch(url).json(&update)).await?.json().await?;
+                let _: Endpoint = api.patch(&format!("endpoints/{endpoint}"), &update).await?;
             }
             if wait {
                 let p = path(&endpoint, &d.name, "")?;
@@ -172,13 +172,13 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
             output::print_one(client.output, &d, fields(&d))
         }
         DeploymentCommand::Update { file, wait, ws, client } => {
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let req = read_file(&api, &client, &file).await?;
             let Some(endpoint) = req.endpoint_name.clone() else {
                 bail!("{}: endpoint_name is required", file.display());
             };
             let p = path(&endpoint, &req.name, "")?;
-            let mut d: Deployment = api.send(api.http.put(api.url(&p)).json(&req)).await?.json().await?;
+            let mut d: Deployment = api.put(&p, &req).await?;
             if wait {
                 while !d.state.is_final() {
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
@@ -196,7 +196,7 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
         DeploymentCommand::List { endpoint, ws, client } => {
             cairn_core::endpoints::validate_endpoint_name(&endpoint)?;
             let list: Vec<Deployment> =
-                Api::new(&client, &ws)?.get(&format!("endpoints/{endpoint}/deployments")).await?;
+                client.workspace_api(&ws)?.get(&format!("endpoints/{endpoint}/deployments")).await?;
             let rows = list
                 .iter()
                 .map(|d| {
@@ -213,20 +213,20 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
         }
         DeploymentCommand::Show { target, ws, client } => {
             let (e, n) = split(&target)?;
-            let d: Deployment = Api::new(&client, &ws)?.get(&path(e, n, "")?).await?;
+            let d: Deployment = client.workspace_api(&ws)?.get(&path(e, n, "")?).await?;
             output::print_one(client.output, &d, fields(&d))
         }
         DeploymentCommand::Delete { target, ws, client } => {
             let (e, n) = split(&target)?;
-            let api = Api::new(&client, &ws)?;
-            api.send(api.http.delete(api.url(&path(e, n, "")?))).await?;
+            let api = client.workspace_api(&ws)?;
+            api.delete(&path(e, n, "")?).await?;
             output::done(client.output, &format!("deployment {target} deleted"));
             Ok(())
         }
         DeploymentCommand::Logs { target, ws, client } => {
             let (e, n) = split(&target)?;
-            let api = Api::new(&client, &ws)?;
-            let text = api.send(api.http.get(api.url(&path(e, n, "/logs")?))).await?.text().await?;
+            let api = client.workspace_api(&ws)?;
+            let text = api.send(api.request(Method::GET, &path(e, n, "/logs")?)).await?.text().await?;
             print!("{text}");
             Ok(())
         }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use cairn_core::endpoints::*;
 use clap::{Subcommand, ValueEnum};
+use reqwest::Method;
 
-use crate::cmd::jobs::Api;
 use crate::config::{ClientArgs, WorkspaceArg};
 use crate::output;
 
@@ -171,7 +171,7 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
     match command {
         EndpointCommand::Create { file, ws, client } => {
             let (req, _) = read_endpoint_file(&file)?;
-            let e: Endpoint = Api::new(&client, &ws)?.post("endpoints", &req).await?;
+            let e: Endpoint = client.workspace_api(&ws)?.post("endpoints", &req).await?;
             output::print_one(client.output, &e, fields(&e))
         }
         EndpointCommand::Update { name, file, description, traffic, ws, client } => {
@@ -200,13 +200,12 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
             if let Some(t) = traffic {
                 update.traffic = Some(parse_traffic(&t)?);
             }
-            let api = Api::new(&client, &ws)?;
-            let resp = api.send(api.http.patch(api.url(&path(&name, "")?)).json(&update)).await?;
-            let e: Endpoint = resp.json().await?;
+            let api = client.workspace_api(&ws)?;
+            let e: Endpoint = api.patch(&path(&name, "")?, &update).await?;
             output::print_one(client.output, &e, fields(&e))
         }
         EndpointCommand::List { ws, client } => {
-            let list: Vec<Endpoint> = Api::new(&client, &ws)?.get("endpoints").await?;
+            let list: Vec<Endpoint> = client.workspace_api(&ws)?.get("endpoints").await?;
             let rows = list
                 .iter()
                 .map(|e| {
@@ -222,17 +221,17 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
             output::print(client.output, &list, &["NAME", "STATE", "AUTH", "SCORING URI", "UPDATED"], rows)
         }
         EndpointCommand::Show { name, ws, client } => {
-            let e: Endpoint = Api::new(&client, &ws)?.get(&path(&name, "")?).await?;
+            let e: Endpoint = client.workspace_api(&ws)?.get(&path(&name, "")?).await?;
             output::print_one(client.output, &e, fields(&e))
         }
         EndpointCommand::Delete { name, ws, client } => {
-            let api = Api::new(&client, &ws)?;
-            api.send(api.http.delete(api.url(&path(&name, "")?))).await?;
+            let api = client.workspace_api(&ws)?;
+            api.delete(&path(&name, "")?).await?;
             output::done(client.output, &format!("endpoint {name} deleted"));
             Ok(())
         }
         EndpointCommand::GetKeys { name, ws, client } => {
-            let k: EndpointKeys = Api::new(&client, &ws)?.get(&path(&name, "/keys")?).await?;
+            let k: EndpointKeys = client.workspace_api(&ws)?.get(&path(&name, "/keys")?).await?;
             output::print_one(
                 client.output,
                 &k,
@@ -244,16 +243,16 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
                 KeyTypeArg::Primary => KeyType::Primary,
                 KeyTypeArg::Secondary => KeyType::Secondary,
             };
-            let api = Api::new(&client, &ws)?;
-            let url = api.url(&path(&name, "/regenerate-keys")?);
-            api.send(api.http.post(url).json(&RegenerateKey { key_type })).await?;
+            let api = client.workspace_api(&ws)?;
+            let rb = api.request(Method::POST, &path(&name, "/regenerate-keys")?);
+            api.send(rb.json(&RegenerateKey { key_type })).await?;
             let which = if key_type == KeyType::Primary { "primary" } else { "secondary" };
             output::done(client.output, &format!("regenerated the {which} key of endpoint {name}"));
             Ok(())
         }
         EndpointCommand::GetToken { name, expires_in, ws, client } => {
             let req = TokenRequest { expires_in_seconds: expires_in };
-            let t: EndpointToken = Api::new(&client, &ws)?.post(&path(&name, "/token")?, &req).await?;
+            let t: EndpointToken = client.workspace_api(&ws)?.post(&path(&name, "/token")?, &req).await?;
             output::print_one(
                 client.output,
                 &t,
@@ -267,7 +266,7 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
         EndpointCommand::Invoke { name, request_file, deployment_name, ws, client } => {
             let body = std::fs::read(&request_file)
                 .with_context(|| format!("cannot read {}", request_file.display()))?;
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let e: Endpoint = api.get(&path(&name, "")?).await?;
             let credential = match e.auth_mode {
                 AuthMode::Key => api.get::<EndpointKeys>(&path(&name, "/keys")?).await?.primary_key,
@@ -279,9 +278,9 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
             };
             // The client's own server URL, not the scoring URI's host: that is the address the
             // server listens on, which may not be how this client reaches it.
-            let url = format!("{}/endpoints/{name}/score", api.base);
-            let mut rb = api
-                .http
+            let base = api.client().base_url().as_str().trim_end_matches('/');
+            let url = format!("{base}/endpoints/{name}/score");
+            let mut rb = reqwest::Client::new()
                 .post(&url)
                 .bearer_auth(credential)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use cairn_client::WorkspaceApi;
 use cairn_core::runs::*;
 use clap::Subcommand;
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -247,62 +249,6 @@ pub enum RunCommand {
     },
 }
 
-/// A tiny JSON-over-HTTP helper on top of the typed client's URL and token.
-/// Calls under `/api/v1/workspaces/{ws}/` with the resolved URL and token.
-pub(crate) struct Api {
-    pub(crate) http: reqwest::Client,
-    pub(crate) base: String,
-    token: Option<String>,
-    pub(crate) ws: String,
-}
-
-impl Api {
-    pub(crate) fn new(client: &ClientArgs, ws: &WorkspaceArg) -> anyhow::Result<Api> {
-        let c = client.client()?;
-        Ok(Api {
-            http: reqwest::Client::new(),
-            base: c.base_url().as_str().trim_end_matches('/').to_string(),
-            token: client.resolved_token()?,
-            ws: ws.resolve()?,
-        })
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}/api/v1/workspaces/{}/{path}", self.base, self.ws)
-    }
-
-    pub(crate) async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let rb = match &self.token {
-            Some(t) => rb.bearer_auth(t),
-            None => rb,
-        };
-        let resp =
-            rb.send().await.with_context(|| format!("cannot reach the Cairn server at {}", self.base))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or(text);
-        bail!("{msg} (HTTP {})", status.as_u16())
-    }
-
-    pub(crate) async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
-    }
-
-    pub(crate) async fn post<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &impl serde::Serialize,
-    ) -> anyhow::Result<T> {
-        Ok(self.send(self.http.post(self.url(path)).json(body)).await?.json().await?)
-    }
-}
-
 pub async fn env(command: EnvCommand) -> anyhow::Result<()> {
     match command {
         EnvCommand::Create { file, ws, client } => {
@@ -326,7 +272,7 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<()> {
                 description: parsed.description.clone().unwrap_or_default(),
                 spec: serde_json::to_value(&resolved.spec)?,
             };
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let env: Environment = api.post("environments", &req).await?;
             output::print_one(
                 client.output,
@@ -335,7 +281,7 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<()> {
             )
         }
         EnvCommand::List { ws, client } => {
-            let envs: Vec<Environment> = Api::new(&client, &ws)?.get("environments").await?;
+            let envs: Vec<Environment> = client.workspace_api(&ws)?.get("environments").await?;
             let rows = envs
                 .iter()
                 .map(|e| {
@@ -351,7 +297,7 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<()> {
             output::print(client.output, &envs, &["NAME", "VERSION", "SPEC", "HASH"], rows)
         }
         EnvCommand::Show { name, ws, client } => {
-            let env: Environment = Api::new(&client, &ws)?.get(&format!("environments/{name}")).await?;
+            let env: Environment = client.workspace_api(&ws)?.get(&format!("environments/{name}")).await?;
             output::print_one(
                 client.output,
                 &env,
@@ -364,7 +310,7 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<()> {
             )
         }
         EnvCommand::Build { name, ws, client } => {
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let built: EnvironmentBuild =
                 api.post(&format!("environments/{name}/build"), &serde_json::json!({})).await?;
             if client.output == crate::config::OutputFormat::Table {
@@ -381,8 +327,8 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<()> {
             )
         }
         EnvCommand::Delete { name, ws, client } => {
-            let api = Api::new(&client, &ws)?;
-            api.send(api.http.delete(api.url(&format!("environments/{name}")))).await?;
+            let api = client.workspace_api(&ws)?;
+            api.delete(&format!("environments/{name}")).await?;
             output::done(client.output, &format!("environment {name} deleted"));
             Ok(())
         }
@@ -445,11 +391,11 @@ pub async fn compute(command: ComputeCommand) -> anyhow::Result<()> {
             }
             let req: CreateCompute =
                 serde_yaml::from_value(yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let c: Compute = Api::new(&client, &ws)?.post("computes", &req).await?;
+            let c: Compute = client.workspace_api(&ws)?.post("computes", &req).await?;
             output::print_one(client.output, &c, show(&c))
         }
         ComputeCommand::List { ws, client } => {
-            let list: Vec<Compute> = Api::new(&client, &ws)?.get("computes").await?;
+            let list: Vec<Compute> = client.workspace_api(&ws)?.get("computes").await?;
             let rows = list
                 .iter()
                 .map(|c| {
@@ -466,12 +412,12 @@ pub async fn compute(command: ComputeCommand) -> anyhow::Result<()> {
             output::print(client.output, &list, &["NAME", "SIZE", "NODES", "BUSY", "QUEUED"], rows)
         }
         ComputeCommand::Show { name, ws, client } => {
-            let c: Compute = Api::new(&client, &ws)?.get(&format!("computes/{name}")).await?;
+            let c: Compute = client.workspace_api(&ws)?.get(&format!("computes/{name}")).await?;
             output::print_one(client.output, &c, show(&c))
         }
         ComputeCommand::Delete { name, ws, client } => {
-            let api = Api::new(&client, &ws)?;
-            api.send(api.http.delete(api.url(&format!("computes/{name}")))).await?;
+            let api = client.workspace_api(&ws)?;
+            api.delete(&format!("computes/{name}")).await?;
             output::done(client.output, &format!("compute {name} deleted"));
             Ok(())
         }
@@ -492,17 +438,17 @@ async fn size(command: SizeCommand) -> anyhow::Result<()> {
     match command {
         SizeCommand::Add { name, cores, memory_gb, ws, client } => {
             let req = CreateComputeSize { name, cores, memory_gb };
-            let s: ComputeSize = Api::new(&client, &ws)?.post("sizes", &req).await?;
+            let s: ComputeSize = client.workspace_api(&ws)?.post("sizes", &req).await?;
             output::print(client.output, &s, &HEADERS, vec![row(&s)])
         }
         SizeCommand::List { ws, client } => {
-            let list: Vec<ComputeSize> = Api::new(&client, &ws)?.get("sizes").await?;
+            let list: Vec<ComputeSize> = client.workspace_api(&ws)?.get("sizes").await?;
             let rows = list.iter().map(row).collect();
             output::print(client.output, &list, &HEADERS, rows)
         }
         SizeCommand::Delete { name, ws, client } => {
-            let api = Api::new(&client, &ws)?;
-            api.send(api.http.delete(api.url(&format!("sizes/{}", urlencode(&name))))).await?;
+            let api = client.workspace_api(&ws)?;
+            api.delete(&format!("sizes/{name}")).await?;
             output::done(client.output, &format!("size {name} deleted"));
             Ok(())
         }
@@ -637,14 +583,14 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let parsed: JobFile =
                 serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let snapshot = match &parsed.code {
                 Some(code) => {
                     let dir = file.parent().unwrap_or(Path::new(".")).join(code);
                     if !dir.is_dir() {
                         bail!("code: {} is not a folder", dir.display());
                     }
-                    Some(upload_code(&client, &api.ws, &dir).await?)
+                    Some(upload_code(&client, &api.workspace(), &dir).await?)
                 }
                 None => None,
             };
@@ -664,9 +610,9 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
             Ok(())
         }
         JobCommand::List { experiment, ws, client } => {
-            let api = Api::new(&client, &ws)?;
-            let q = experiment.map(|e| format!("?experiment={}", urlencode(&e))).unwrap_or_default();
-            let runs: Vec<Run> = api.get(&format!("runs{q}")).await?;
+            let api = client.workspace_api(&ws)?;
+            let q: Vec<(&str, String)> = experiment.map(|e| ("experiment", e)).into_iter().collect();
+            let runs: Vec<Run> = api.get_query("runs", &q).await?;
             let rows = runs
                 .iter()
                 .map(|r| {
@@ -684,11 +630,11 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
             output::print(client.output, &runs, &["RUN", "EXPERIMENT", "STATUS", "CREATED", "METRICS"], rows)
         }
         JobCommand::Show { run, ws, client } => {
-            let r: Run = Api::new(&client, &ws)?.get(&format!("runs/{run}")).await?;
+            let r: Run = client.workspace_api(&ws)?.get(&format!("runs/{run}")).await?;
             print_run(client.output, &r)
         }
         JobCommand::Logs { run, follow: f, ws, client } => {
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             if f {
                 follow(&api, &run, true).await?;
             } else {
@@ -698,19 +644,19 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
             Ok(())
         }
         JobCommand::Cancel { run, ws, client } => {
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let r: Run = api.post(&format!("runs/{run}/cancel"), &serde_json::json!({})).await?;
             output::done(client.output, &format!("run {} is {}", r.id, r.status.as_str()));
             Ok(())
         }
         JobCommand::Download { run, dest, ws, client } => {
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let files: Vec<cairn_core::api::FileEntry> = api.get(&format!("runs/{run}/artifacts")).await?;
             for f in &files {
                 let rel = cairn_core::RelPath::parse(&f.path)?;
                 let target = rel.as_str().split('/').fold(dest.join(&run), |p, c| p.join(c));
                 let bytes = api
-                    .send(api.http.get(api.url(&format!("runs/{run}/artifacts/{}", f.path))))
+                    .send(api.request(Method::GET, &format!("runs/{run}/artifacts/{}", f.path)))
                     .await?
                     .bytes()
                     .await?;
@@ -726,25 +672,15 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Waits until a run ends. With `stream`, its log is printed from the server's follow stream
 /// (`logs?follow=true`, which closes when the run has ended); without, the run is polled.
-async fn follow(api: &Api, run: &str, stream: bool) -> anyhow::Result<Run> {
+async fn follow(api: &WorkspaceApi, run: &str, stream: bool) -> anyhow::Result<Run> {
     use std::io::Write;
     let mut offset = 0u64;
     if stream {
-        let mut resp = api.send(api.http.get(api.url(&format!("runs/{run}/logs?follow=true")))).await?;
+        let mut resp = api
+            .send(api.request(Method::GET, &format!("runs/{run}/logs")).query(&[("follow", "true")]))
+            .await?;
         let mut out = std::io::stdout();
         // A broken stream (server restart) falls back to polling from what was printed.
         while let Ok(Some(chunk)) = resp.chunk().await {
@@ -759,7 +695,8 @@ async fn follow(api: &Api, run: &str, stream: bool) -> anyhow::Result<Run> {
     }
     loop {
         if stream {
-            let chunk: Value = api.get(&format!("runs/{run}/logs?offset={offset}")).await?;
+            let chunk: Value =
+                api.get_query(&format!("runs/{run}/logs"), &[("offset", offset.to_string())]).await?;
             if let Some(t) = chunk["text"].as_str() {
                 print!("{t}");
             }
@@ -768,7 +705,8 @@ async fn follow(api: &Api, run: &str, stream: bool) -> anyhow::Result<Run> {
         let r: Run = api.get(&format!("runs/{run}")).await?;
         if r.status.is_terminal() {
             if stream {
-                let chunk: Value = api.get(&format!("runs/{run}/logs?offset={offset}")).await?;
+                let chunk: Value =
+                    api.get_query(&format!("runs/{run}/logs"), &[("offset", offset.to_string())]).await?;
                 print!("{}", chunk["text"].as_str().unwrap_or_default());
             }
             return Ok(r);
@@ -805,11 +743,11 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
 pub async fn run(command: RunCommand) -> anyhow::Result<()> {
     match command {
         RunCommand::List { experiment, parent, limit, ws, client } => {
-            let api = Api::new(&client, &ws)?;
-            let mut q = vec![format!("limit={limit}")];
-            q.extend(experiment.map(|e| format!("experiment={}", urlencode(&e))));
-            q.extend(parent.map(|p| format!("parent={}", urlencode(&p))));
-            let runs: Vec<Run> = api.get(&format!("runs?{}", q.join("&"))).await?;
+            let api = client.workspace_api(&ws)?;
+            let mut q = vec![("limit", limit.to_string())];
+            q.extend(experiment.map(|e| ("experiment", e)));
+            q.extend(parent.map(|p| ("parent", p)));
+            let runs: Vec<Run> = api.get_query("runs", &q).await?;
             let rows = runs
                 .iter()
                 .map(|r| {
@@ -825,11 +763,11 @@ pub async fn run(command: RunCommand) -> anyhow::Result<()> {
             output::print(client.output, &runs, &["RUN", "EXPERIMENT", "STATUS", "PARENT", "CREATED"], rows)
         }
         RunCommand::Show { run, ws, client } => {
-            let r: Run = Api::new(&client, &ws)?.get(&format!("runs/{run}")).await?;
+            let r: Run = client.workspace_api(&ws)?.get(&format!("runs/{run}")).await?;
             print_run(client.output, &r)
         }
         RunCommand::Search { experiment, filter, order_by, limit, ws, client } => {
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let req = SearchRuns { experiment, filter, order_by, page_size: Some(limit), page_token: None };
             let page: RunsPage = api.post("runs/search", &req).await?;
             let metric_keys: std::collections::BTreeSet<&String> =
@@ -857,7 +795,7 @@ pub async fn run(command: RunCommand) -> anyhow::Result<()> {
             output::print(client.output, &page, &headers, rows)
         }
         RunCommand::Compare { runs, ws, client } => {
-            let api = Api::new(&client, &ws)?;
+            let api = client.workspace_api(&ws)?;
             let mut got = Vec::new();
             for id in &runs {
                 got.push(api.get::<Run>(&format!("runs/{id}")).await?);
@@ -900,7 +838,7 @@ pub async fn run(command: RunCommand) -> anyhow::Result<()> {
             output::print(client.output, &got, &headers, rows)
         }
         RunCommand::Metrics { run, ws, client } => {
-            let m: RunMetrics = Api::new(&client, &ws)?.get(&format!("runs/{run}/metrics")).await?;
+            let m: RunMetrics = client.workspace_api(&ws)?.get(&format!("runs/{run}/metrics")).await?;
             let rows = m
                 .metrics
                 .iter()
