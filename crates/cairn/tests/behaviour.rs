@@ -8,6 +8,9 @@ use cairn_core::api::{CreateToken, Role};
 use common::*;
 use serde_json::Value;
 
+const WS: &str = "/api/v1/workspaces/w";
+const RUNS: &str = "/api/v1/workspaces/w/runs";
+
 on_both_backends!(
     workspaces_are_created_listed_shown_and_deleted,
     invalid_or_duplicate_workspace_names_are_refused_clearly,
@@ -239,14 +242,8 @@ async fn upload_refuses_path_traversal_and_writes_nothing_outside(b: Backend) {
 
     // The same rules apply to upload plans and listings.
     let plan = serde_json::json!({"files": [{"path": "../x", "size": 1, "sha256": "0".repeat(64)}]});
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/workspaces/w/datastores/default/upload-plan", s.url))
-        .bearer_auth(&s.token)
-        .json(&plan)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
+    let (status, body) = s.post(&format!("{WS}/datastores/default/upload-plan"), plan).await;
+    assert_eq!(status, 400, "{body}");
     let err = s.fails(&["datastore", "ls", "-w", "w", "../.."]);
     assert!(err.contains("invalid path"), "{err}");
 }
@@ -379,15 +376,11 @@ async fn plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists(
     write_tree(&src, &[("same.txt", b"12345"), ("other.txt", b"abc")]);
     s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "d", "-q"]);
     let plan = |files: Value, overwrite: bool| {
-        let url = format!("{}/api/v1/workspaces/w/datastores/default/upload-plan", s.url);
-        let req = reqwest::Client::new()
-            .post(url)
-            .bearer_auth(&s.token)
-            .json(&serde_json::json!({"files": files, "overwrite": overwrite}));
+        let body = serde_json::json!({"files": files, "overwrite": overwrite});
+        let s = &s;
         async move {
-            let resp = req.send().await.unwrap();
-            assert_eq!(resp.status(), 200);
-            let v: Value = resp.json().await.unwrap();
+            let (status, v) = s.post(&format!("{WS}/datastores/default/upload-plan"), body).await;
+            assert_eq!(status, 200, "{v}");
             v["files"]
                 .as_array()
                 .unwrap()
@@ -451,14 +444,9 @@ async fn unknown_fields_and_wrong_types_are_400_naming_the_field(b: Backend) {
         assert_eq!(v["error"]["code"], "invalid_argument");
         assert!(v["error"]["message"].as_str().unwrap().contains(field), "{body}: {v}");
     }
-    let resp = http
-        .get(format!("{}/api/v1/workspaces?page_size=lots", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert!(resp.text().await.unwrap().contains("page_size"));
+    let (status, body) = s.get("/api/v1/workspaces?page_size=lots").await;
+    assert_eq!(status, 400);
+    assert!(body.to_string().contains("page_size"), "{body}");
     assert_eq!(
         json(&s.ok(&["workspace", "list", "-o", "json"])).as_array().unwrap().len(),
         0,
@@ -571,15 +559,14 @@ async fn lists_are_paginated(b: Backend) {
     for i in 0..5 {
         s.ok(&["workspace", "create", &format!("ws{i}")]);
     }
-    let http = reqwest::Client::new();
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut url = format!("{}/api/v1/workspaces?page_size=2", s.url);
+        let mut url = "/api/v1/workspaces?page_size=2".to_string();
         if let Some(t) = &token {
             url.push_str(&format!("&page_token={t}"));
         }
-        let page: Value = http.get(url).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
+        let (_, page) = s.get(&url).await;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
         seen.extend(items.iter().map(|w| w["name"].as_str().unwrap().to_string()));
@@ -623,8 +610,6 @@ async fn everything_acknowledged_survives_kill_9(b: Backend) {
 async fn runs_are_searched_by_metrics_params_tags_and_attributes(b: Backend) {
     let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
-    let http = reqwest::Client::new();
-    let api = |path: &str| format!("{}/api/v1/workspaces/w/{path}", s.url);
     let mut ids = Vec::new();
     for (i, (depth, rmse, model)) in [
         ("3", 0.9, "tree"),
@@ -636,41 +621,21 @@ async fn runs_are_searched_by_metrics_params_tags_and_attributes(b: Backend) {
     .into_iter()
     .enumerate()
     {
-        let run: Value = http
-            .post(api("runs"))
-            .bearer_auth(&s.token)
-            .json(&serde_json::json!({"experiment": if i == 4 { "other" } else { "wine_expt" }, "tags": {"model": model}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let experiment = if i == 4 { "other" } else { "wine_expt" };
+        let (_, run) =
+            s.post(RUNS, serde_json::json!({"experiment": experiment, "tags": {"model": model}})).await;
         let id = run["id"].as_str().unwrap().to_string();
         let value = if rmse.is_nan() { serde_json::json!("NaN") } else { serde_json::json!(rmse) };
         let batch = serde_json::json!({
             "metrics": [{"key": "rmse", "value": value, "step": 0}, {"key": "max depth", "value": depth.parse::<f64>().unwrap()}],
             "params": [{"key": "max_depth", "value": depth}],
         });
-        let resp = http
-            .post(api(&format!("runs/{id}/log-batch")))
-            .bearer_auth(&s.token)
-            .json(&batch)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        let (status, body) = s.post(&format!("{RUNS}/{id}/log-batch"), batch).await;
+        assert_eq!(status, 200, "{body}");
         ids.push(id);
     }
-    let search = |body: Value| {
-        let http = http.clone();
-        let url = api("runs/search");
-        let token = s.token.clone();
-        async move {
-            let resp = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-        }
-    };
+    let srv = &s;
+    let search = move |body: Value| async move { srv.post(&format!("{RUNS}/search"), body).await };
     let names = |v: &Value| -> Vec<String> {
         v["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
     };
@@ -727,20 +692,9 @@ async fn runs_are_searched_by_metrics_params_tags_and_attributes(b: Backend) {
 async fn run_properties_are_set_once_and_child_runs_are_listed_by_parent(b: Backend) {
     let (s, _db) = start_on(b, Opts::default()).await;
     s.ok(&["workspace", "create", "w"]);
-    let http = reqwest::Client::new();
-    let api = |path: &str| format!("{}/api/v1/workspaces/w/{path}", s.url);
-    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
-        let mut req = http.request(method, api(&path)).bearer_auth(&s.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        async move {
-            let resp = req.send().await.unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-        }
-    };
-    let post = |path: String, body: Value| call(reqwest::Method::POST, path, Some(body));
-    let get = |path: String| call(reqwest::Method::GET, path, None);
+    let srv = &s;
+    let post = move |path: String, body: Value| async move { srv.post(&format!("{WS}/{path}"), body).await };
+    let get = move |path: String| async move { srv.get(&format!("{WS}/{path}")).await };
 
     let (st, parent) = post("runs".into(), serde_json::json!({"experiment": "e"})).await;
     assert_eq!(st, 201, "{parent}");
@@ -851,22 +805,12 @@ async fn workspace_compute_sizes_are_added_used_and_deleted_only_when_unused(b: 
     let err = s.fails(&["compute", "size", "add", "tiny", "--cores", "1", "--memory-gb", "1", "-w", "w"]);
     assert!(err.contains("already exists"), "{err}");
     let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/api/v1/workspaces/w/sizes", s.url))
-        .bearer_auth(&s.token)
-        .json(&serde_json::json!({"name": "x", "cores": 1, "memory_gb": 1, "gpus": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    let resp = http
-        .post(format!("{}/api/v1/workspaces/w/sizes", s.url))
-        .bearer_auth(&s.token)
-        .json(&serde_json::json!({"name": "x", "cores": -1, "memory_gb": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
+    let sizes = &format!("{WS}/sizes");
+    let (status, _) =
+        s.post(sizes, serde_json::json!({"name": "x", "cores": 1, "memory_gb": 1, "gpus": 1})).await;
+    assert_eq!(status, 400);
+    let (status, _) = s.post(sizes, serde_json::json!({"name": "x", "cores": -1, "memory_gb": 1})).await;
+    assert_eq!(status, 400);
 
     let list = json(&s.ok(&["compute", "size", "list", "-w", "w", "-o", "json"]));
     let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
@@ -897,13 +841,8 @@ async fn workspace_compute_sizes_are_added_used_and_deleted_only_when_unused(b: 
 
     let err = s.fails(&["compute", "size", "delete", "tiny", "-w", "w"]);
     assert!(err.contains("used by compute cpu"), "{err}");
-    let resp = http
-        .delete(format!("{}/api/v1/workspaces/w/sizes/tiny", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 409);
+    let (status, _) = s.call(reqwest::Method::DELETE, &format!("{WS}/sizes/tiny"), None).await;
+    assert_eq!(status, 409);
     let err = s.fails(&["compute", "size", "delete", "small", "-w", "w"]);
     assert!(err.contains("shipped with Cairn"), "{err}");
     let err = s.fails(&["compute", "size", "delete", "nosuch", "-w", "w"]);

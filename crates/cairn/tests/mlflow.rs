@@ -65,32 +65,18 @@ fn stock_mlflow_client_logs_runs_that_cairn_shows() {
 async fn mlflow_errors_have_mlflows_shape() {
     let s = Server::start();
     s.ok(&["workspace", "create", "w"]);
-    let base = format!("{}/workspaces/w/mlflow/api/2.0/mlflow", s.url);
-    let http = reqwest::Client::new();
+    let base = "/workspaces/w/mlflow/api/2.0/mlflow";
     // No token: 401 before anything is looked up.
-    let r = http.get(format!("{base}/experiments/get-by-name?experiment_name=x")).send().await.unwrap();
+    let r = reqwest::get(format!("{}{base}/experiments/get-by-name?experiment_name=x", s.url)).await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "UNAUTHENTICATED");
-    let r = http
-        .get(format!("{base}/experiments/get-by-name?experiment_name=nope"))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
-    assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "RESOURCE_DOES_NOT_EXIST");
-    let r = http
-        .post(format!("{base}/runs/search"))
-        .bearer_auth(&s.token)
-        .json(&serde_json::json!({"experiment_ids": ["0"], "filter": "metrics.rmse < 'x'"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 400);
-    assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "INVALID_PARAMETER_VALUE");
-    let r = http.post(format!("{base}/no/such")).bearer_auth(&s.token).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 404);
-    assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "ENDPOINT_NOT_FOUND");
+    let (status, body) = s.get(&format!("{base}/experiments/get-by-name?experiment_name=nope")).await;
+    assert_eq!((status, &body["error_code"]), (404, &Value::from("RESOURCE_DOES_NOT_EXIST")), "{body}");
+    let search = serde_json::json!({"experiment_ids": ["0"], "filter": "metrics.rmse < 'x'"});
+    let (status, body) = s.post(&format!("{base}/runs/search"), search).await;
+    assert_eq!((status, &body["error_code"]), (400, &Value::from("INVALID_PARAMETER_VALUE")), "{body}");
+    let (status, body) = s.call(reqwest::Method::POST, &format!("{base}/no/such"), None).await;
+    assert_eq!((status, &body["error_code"]), (404, &Value::from("ENDPOINT_NOT_FOUND")), "{body}");
 }
 
 /// A job whose script uses the stock MLflow client (installed into the job's environment by the
@@ -144,16 +130,8 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
     )
     .unwrap();
     // A run the job's token must not register from.
-    let other: Value = reqwest::Client::new()
-        .post(format!("{}/api/v1/workspaces/w/runs", s.url))
-        .bearer_auth(&s.token)
-        .json(&serde_json::json!({"experiment": "elsewhere"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, other) =
+        s.post("/api/v1/workspaces/w/runs", serde_json::json!({"experiment": "elsewhere"})).await;
     let other = other["id"].as_str().unwrap_or_else(|| panic!("{other}")).to_string();
     std::fs::write(
         dir.join("job.yml"),
@@ -195,9 +173,7 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
     // own run.
     assert!(log.contains(" weights 42"), "{log}");
     let model_id = log.split("model m-").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
-    let url = format!("{}/workspaces/w/mlflow/api/2.0/mlflow/logged-models/m-{model_id}", s.url);
-    let got: Value =
-        reqwest::Client::new().get(url).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
+    let (_, got) = s.get(&format!("/workspaces/w/mlflow/api/2.0/mlflow/logged-models/m-{model_id}")).await;
     assert_eq!(got["model"]["info"]["status"], "LOGGED_MODEL_READY", "{got}");
     assert_eq!(got["model"]["info"]["source_run_id"], id, "{got}");
     // `mlflow.register_model` with the run token registered its own logged model and its own run's
@@ -207,9 +183,7 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
     for what in ["other-run", "other-lineage", "version-source", "alias", "delete"] {
         assert!(log.contains(&format!("refused {what} PERMISSION_DENIED")), "{what}: {log}");
     }
-    let url = format!("{}/api/v1/workspaces/w/models/jobmodel/versions", s.url);
-    let versions: Value =
-        reqwest::Client::new().get(url).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
+    let (_, versions) = s.get("/api/v1/workspaces/w/models/jobmodel/versions").await;
     let versions = versions.as_array().unwrap_or_else(|| panic!("{versions}"));
     assert_eq!(versions.len(), 2, "{versions:?}");
     let v1 = versions.iter().find(|v| v["version"] == 1).unwrap();

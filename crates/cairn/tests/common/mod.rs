@@ -170,6 +170,36 @@ impl Server {
         cairn_client::Client::new(&self.url, Some(token.to_string())).unwrap()
     }
 
+    /// A raw API call with the admin token, for what the typed client does not send (bad bodies,
+    /// unknown fields, pages by hand): `path` is under the server's URL (`/api/v1/…`). Returns the
+    /// status and the body as JSON, or as a JSON string when it is not JSON.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req =
+            reqwest::Client::new().request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    /// `POST path` with a JSON body: see [`Server::call`].
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// `GET path`: see [`Server::call`].
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
     /// A `cairn` client command with this server's URL and admin token in its environment.
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(BIN);
