@@ -126,6 +126,10 @@ pub struct CreateDeployment {
     pub instance_count: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// Cores and memory per replica in Azure ML v2's Kubernetes shape (what the SDK's
+    /// `cpu_cores`/`memory_gb` become); instead of `instance_type`, not with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
     #[serde(default)]
     pub request_settings: RequestSettings,
     #[serde(default)]
@@ -289,6 +293,121 @@ pub fn parse_environment_ref(env: &str) -> Result<(String, Option<i64>), Error> 
     Ok((name.to_string(), version))
 }
 
+/// `resources` of a deployment: Azure ML v2's Kubernetes online-deployment shape,
+/// `{requests: {cpu, memory}, limits: {cpu, memory}}`. A replica is held to the limit, or to the
+/// request where no limit is given (one machine has nothing to schedule requests against).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default)]
+    pub requests: ResourceAmounts,
+    #[serde(default)]
+    pub limits: ResourceAmounts,
+}
+
+/// Kubernetes quantities: `cpu` in cores (`1`, `0.5`, `"500m"`), `memory` in bytes with an
+/// optional suffix (`"1Gi"`, `"512Mi"`, `"2G"`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceAmounts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub cpu: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub memory: Option<serde_json::Value>,
+}
+
+/// What each replica is held to: cores (thread variables) and resident memory in bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplicaLimits {
+    pub cores: f64,
+    pub memory_bytes: u64,
+}
+
+impl Resources {
+    /// The per-replica limits, or a 400 naming the field that is wrong.
+    pub fn limits(&self) -> Result<ReplicaLimits, Error> {
+        let pick = |l: &Option<serde_json::Value>, r: &Option<serde_json::Value>, what: &str| match (l, r) {
+            (Some(v), _) => Ok((format!("resources.limits.{what}"), v.clone())),
+            (None, Some(v)) => Ok((format!("resources.requests.{what}"), v.clone())),
+            (None, None) => Err(Error::invalid(format!(
+                "resources: give {what} in limits or requests (e.g. cpu: \"1\", memory: \"2Gi\")"
+            ))),
+        };
+        let (field, cpu) = pick(&self.limits.cpu, &self.requests.cpu, "cpu")?;
+        let cores = parse_cpu(&cpu).map_err(|e| Error::invalid(format!("{field} {cpu}: {e}")))?;
+        let (field, memory) = pick(&self.limits.memory, &self.requests.memory, "memory")?;
+        let memory_bytes =
+            parse_memory(&memory).map_err(|e| Error::invalid(format!("{field} {memory}: {e}")))?;
+        for (what, l, r) in [
+            ("cpu", &self.limits.cpu, &self.requests.cpu),
+            ("memory", &self.limits.memory, &self.requests.memory),
+        ] {
+            if let (Some(l), Some(r)) = (l, r) {
+                let below = if what == "cpu" {
+                    parse_cpu(l).ok().zip(parse_cpu(r).ok()).is_some_and(|(l, r)| l < r)
+                } else {
+                    parse_memory(l).ok().zip(parse_memory(r).ok()).is_some_and(|(l, r)| l < r)
+                };
+                if below {
+                    return Err(Error::invalid(format!(
+                        "resources: the {what} limit {l} is below the request {r}"
+                    )));
+                }
+            }
+        }
+        Ok(ReplicaLimits { cores, memory_bytes })
+    }
+}
+
+/// A Kubernetes CPU quantity in cores: a positive number, or millicores (`"500m"`).
+fn parse_cpu(v: &serde_json::Value) -> Result<f64, String> {
+    let cores = match v {
+        serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        serde_json::Value::String(s) => match s.trim().strip_suffix('m') {
+            Some(milli) => milli.parse::<f64>().map(|m| m / 1000.0).unwrap_or(f64::NAN),
+            None => s.trim().parse::<f64>().unwrap_or(f64::NAN),
+        },
+        _ => f64::NAN,
+    };
+    if cores.is_finite() && cores > 0.0 && cores <= 1024.0 {
+        Ok(cores)
+    } else {
+        Err("expected a number of cores above 0 and at most 1024, such as 1, 0.5 or \"500m\"".into())
+    }
+}
+
+/// A Kubernetes memory quantity in bytes: a number, or one with a suffix (Ki Mi Gi Ti, k M G T).
+fn parse_memory(v: &serde_json::Value) -> Result<u64, String> {
+    const UNITS: [(&str, f64); 8] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+    ];
+    let bytes = match v {
+        serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let (digits, factor) =
+                UNITS.iter().find_map(|(u, f)| s.strip_suffix(u).map(|d| (d, *f))).unwrap_or((s, 1.0));
+            digits.trim().parse::<f64>().map(|d| d * factor).unwrap_or(f64::NAN)
+        }
+        _ => f64::NAN,
+    };
+    // 16 MiB: less cannot hold a Python interpreter with a model.
+    if bytes.is_finite() && bytes >= 16.0 * 1048576.0 && bytes <= 1099511627776.0 * 64.0 {
+        Ok(bytes as u64)
+    } else {
+        Err("expected at least 16Mi and at most 64Ti, such as \"512Mi\" or \"2Gi\"".into())
+    }
+}
+
 /// Checks the fields that do not need the store.
 pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
     validate_deployment_name(&req.name)?;
@@ -323,6 +442,14 @@ pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(Error::invalid(format!("environment_variables: invalid name {k:?}")));
         }
+    }
+    if let Some(resources) = &req.resources {
+        if let Some(t) = &req.instance_type {
+            return Err(Error::invalid(format!(
+                "instance_type {t:?} and resources both size the replicas: give one of them"
+            )));
+        }
+        resources.limits()?;
     }
     req.liveness().validate("liveness_probe")?;
     req.readiness().validate("readiness_probe")?;
@@ -377,6 +504,55 @@ pub fn classify_update(old: &CreateDeployment, new: &CreateDeployment) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resources(v: serde_json::Value) -> Result<ReplicaLimits, Error> {
+        serde_json::from_value::<Resources>(v).unwrap().limits()
+    }
+
+    #[test]
+    fn resources_take_kubernetes_quantities_and_prefer_limits() {
+        let r = resources(serde_json::json!({"requests": {"cpu": "500m", "memory": "512Mi"}})).unwrap();
+        assert_eq!(r, ReplicaLimits { cores: 0.5, memory_bytes: 512 << 20 });
+        let r = resources(serde_json::json!({"requests": {"cpu": 1, "memory": "1Gi"},
+                                             "limits": {"cpu": 2.5, "memory": "2G"}}))
+        .unwrap();
+        assert_eq!(r, ReplicaLimits { cores: 2.5, memory_bytes: 2_000_000_000 });
+        let r = resources(serde_json::json!({"limits": {"cpu": "1", "memory": 67108864}})).unwrap();
+        assert_eq!(r, ReplicaLimits { cores: 1.0, memory_bytes: 64 << 20 });
+    }
+
+    #[test]
+    fn bad_resources_name_the_field() {
+        for (v, needle) in [
+            (serde_json::json!({"requests": {"memory": "1Gi"}}), "give cpu"),
+            (serde_json::json!({"requests": {"cpu": 1}}), "give memory"),
+            (serde_json::json!({"requests": {"cpu": "lots", "memory": "1Gi"}}), "resources.requests.cpu"),
+            (serde_json::json!({"requests": {"cpu": 0, "memory": "1Gi"}}), "resources.requests.cpu"),
+            (serde_json::json!({"limits": {"cpu": -1, "memory": "1Gi"}}), "resources.limits.cpu"),
+            (serde_json::json!({"requests": {"cpu": 1, "memory": "1Pi"}}), "resources.requests.memory"),
+            (serde_json::json!({"requests": {"cpu": 1, "memory": "1Ki"}}), "at least 16Mi"),
+            (
+                serde_json::json!({"requests": {"cpu": 2, "memory": "1Gi"}, "limits": {"cpu": 1}}),
+                "below the request",
+            ),
+        ] {
+            let e = resources(v.clone()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{v}: {e}");
+        }
+        assert!(serde_json::from_value::<Resources>(serde_json::json!({"requests": {"gpu": 1}})).is_err());
+    }
+
+    #[test]
+    fn instance_type_and_resources_exclude_each_other() {
+        let req: CreateDeployment = serde_json::from_value(serde_json::json!({
+            "name": "blue", "model": "m:1", "environment": "e",
+            "code_configuration": {"code": "c", "scoring_script": "score.py"},
+            "instance_type": "small", "resources": {"requests": {"cpu": 1, "memory": "1Gi"}},
+        }))
+        .unwrap();
+        let e = validate_create(&req).unwrap_err().to_string();
+        assert!(e.contains("give one of them"), "{e}");
+    }
 
     #[test]
     fn model_references_in_azure_shapes() {

@@ -575,6 +575,28 @@ async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Laun
     // its cores, the resident-memory watchdog for its memory. Other names (Azure's many VM sizes)
     // are accepted and only noted.
     let mut memory_limit = None;
+    if let Some(resources) = &d.spec.resources {
+        // Checked at create; threads get whole cores (a fraction still needs one thread).
+        let limits = resources.limits()?;
+        let size = cairn_jobs::compute::Size {
+            name: "resources".into(),
+            cores: limits.cores.ceil().max(1.0) as u32,
+            memory_gb: limits.memory_bytes as f64 / (1u64 << 30) as f64,
+        };
+        env.extend(cairn_jobs::compute::thread_limits(&size));
+        memory_limit = Some(limits.memory_bytes);
+        say(
+            state,
+            &d.id,
+            d.generation,
+            &format!(
+                "resources: {} core(s) ({} thread(s)), {} MiB of memory per replica",
+                limits.cores,
+                size.cores,
+                limits.memory_bytes >> 20
+            ),
+        );
+    }
     if let Some(name) = &d.spec.instance_type {
         match crate::routes::resources::resolve_size(state, &ws.id, name).await? {
             Some(size) => {
