@@ -17,6 +17,7 @@ on_both_backends!(
     deleting_the_workspace_with_force_stops_its_replicas,
     a_deployment_of_two_models_loads_both_holds_both_and_an_update_swaps_one,
     bad_model_lists_are_refused_and_write_nothing,
+    a_restart_during_an_update_of_two_models_keeps_both_recorded_versions,
 );
 
 fn json(text: &str) -> Value {
@@ -421,6 +422,82 @@ async fn a_deployment_of_two_models_loads_both_holds_both_and_an_update_swaps_on
     assert!(replica_pids(&s).is_empty());
     s.ok(&["model", "delete", "enc:2", "-w", "w"]);
     s.ok(&["model", "delete", "lin:1", "-w", "w"]);
+}
+
+/// An update swapping one of two models, cut short by a restart: the recorded generation comes
+/// back with both its versions still held, and only the version the update had reserved is freed.
+async fn a_restart_during_an_update_of_two_models_keeps_both_recorded_versions(b: Backend) {
+    let (s, db) = start_on(b, Opts::default()).await;
+    let yaml = setup_two_models(&s);
+    let (first, second) = (yaml(1), yaml(2));
+    drop(yaml);
+    let d = json(&s.ok(&[
+        "deployment",
+        "create",
+        "-f",
+        &first,
+        "--all-traffic",
+        "--wait",
+        "-w",
+        "w",
+        "-o",
+        "json",
+    ]));
+    let deployment_dir = s.data_dir.join("deployments").join(d["id"].as_str().unwrap());
+    let key = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]))["primary_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Generation 1 (enc:2) never gets ready: its init() sleeps.
+    let slow = s.tmp().join("spec/slow");
+    write_tree(
+        &slow,
+        &[("score.py", b"import time\n\ndef init():\n    time.sleep(60)\n\ndef run(raw):\n    return raw\n")],
+    );
+    let update =
+        std::fs::read_to_string(&second).unwrap().replace("code: src", &format!("code: {}", slow.display()));
+    let update_file = s.tmp().join("spec/slow.yml");
+    std::fs::write(&update_file, update).unwrap();
+    let d =
+        json(&s.ok(&["deployment", "update", "-f", update_file.to_str().unwrap(), "-w", "w", "-o", "json"]));
+    assert_eq!(d["state"], "Updating", "{d}");
+    let gen1_log = deployment_dir.join("logs/generation-1.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&gen1_log).unwrap_or_default().contains("generation 1: starting") {
+        assert!(std::time::Instant::now() < deadline, "generation 1 never started:\n{}", s.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let err = s.fails(&["model", "delete", "enc:2", "-w", "w"]);
+    assert!(err.contains("in use by deployment"), "the update holds enc:2: {err}");
+
+    let s = s.restart();
+    let _keep = db;
+    let mut last = (0, String::new());
+    for _ in 0..600 {
+        last = score(&s, &key, r#"{"data": [[1, 2, 4]]}"#).await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 200, "{}", last.1);
+    assert_eq!(json(&last.1), serde_json::json!({"y": [30.0], "enc": 1}));
+    let d = json(&s.ok(&["deployment", "show", "lin-ep/duo", "-w", "w", "-o", "json"]));
+    assert_eq!((&d["generation"], &d["models"]), (&0.into(), &serde_json::json!(["lin:1", "enc:1"])), "{d}");
+    s.ok(&["model", "delete", "enc:2", "-w", "w"]);
+    for v in ["lin:1", "enc:1"] {
+        let err = s.fails(&["model", "delete", v, "-w", "w"]);
+        assert!(err.contains("in use by deployment"), "{v} still serves: {err}");
+    }
+    assert!(!deployment_dir.join("gen/1").exists(), "the abandoned generation's files stay");
+    assert!(!deployment_dir.join("model/enc/2").exists(), "the abandoned version's files stay");
+    // The sleeping replica of the abandoned generation outlived the killed server; end it.
+    for pid in replica_pids(&s) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if String::from_utf8_lossy(&environ).contains("/gen/1/") {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 async fn bad_model_lists_are_refused_and_write_nothing(b: Backend) {
