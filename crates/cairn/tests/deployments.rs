@@ -403,6 +403,20 @@ async fn a_deployment_of_two_models_loads_both_holds_both_and_an_update_swaps_on
         "{page}"
     );
 
+    // A patch that sets `model` beside the spec's `models` is refused, and changes nothing.
+    let r = reqwest::Client::new()
+        .patch(format!("{}/api/v1/workspaces/w/endpoints/lin-ep/deployments/duo", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"model": "lin:1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let message = json(&r.text().await.unwrap())["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("not both"), "{message}");
+    let d = json(&s.ok(&["deployment", "show", "lin-ep/duo", "-w", "w", "-o", "json"]));
+    assert_eq!((&d["state"], &d["generation"]), (&"Healthy".into(), &0.into()), "{d}");
+
     // An update swapping enc:1 for enc:2 rolls the replicas and releases enc:1 only.
     let d = json(&s.ok(&["deployment", "update", "-f", &yaml(2), "--wait", "-w", "w", "-o", "json"]));
     assert_eq!(d["models"], serde_json::json!(["lin:1", "enc:2"]), "{d}");
