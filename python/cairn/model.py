@@ -170,8 +170,10 @@ class Model:
     @staticmethod
     def deploy(workspace: Workspace, name: str, models: List["Model"], inference_config: Any = None,
                deployment_config: Any = None, deployment_target: Any = None, overwrite: bool = False) -> Any:
-        """Deploy ``models`` (one) as service ``name``: an endpoint and a deployment taking all
-        traffic; returns a :class:`~cairn.webservice.Webservice` (call ``wait_for_deployment``).
+        """Deploy ``models`` (one or more versions, at most one of each model) as service ``name``:
+        an endpoint and a deployment taking all traffic, whose scoring script finds each model with
+        ``Model.get_model_path(NAME)``; returns a :class:`~cairn.webservice.Webservice` (call
+        ``wait_for_deployment``).
         ``deployment_target`` is accepted for Azure's AKS cluster; Cairn has one local target."""
         from .webservice import deploy
 

@@ -8,9 +8,10 @@
   ``aml_response`` of ``azureml-inference-server-http``: a ``run(request)`` decorated with
   ``@rawhttp`` receives the request itself and may answer with any status, headers and body.
 
-Model layout that ``get_model_path`` expects (Cairn materialises models this way, read-only):
+Model layout that ``get_model_path`` expects (Azure ML v1's; Cairn materialises a deployment's
+models this way, the files read-only):
 
-* several models: ``AZUREML_MODEL_DIR/NAME/VERSION/<files>``;
+* several models: ``AZUREML_MODEL_DIR/NAME/VERSION/<files>``, one version of each model;
 * one model: ``AZUREML_MODEL_DIR`` *is* ``.../NAME/VERSION`` and holds the files directly.
 
 Resolution, for ``get_model_path(name, version)``:
@@ -24,7 +25,7 @@ Resolution, for ``get_model_path(name, version)``:
    ``.../wine_model/1/model.pkl``). Several entries ⇒ the version folder itself (Azure raises
    "can contain only 1 file or folder" here; Cairn is lenient so multi-file models load too).
 
-Not found ⇒ ``ModelNotFoundError`` naming the folder searched and what is in it. Azure's last
+Not found ⇒ ``ModelNotFoundError`` naming the models that are there (``NAME:VERSION``). Azure's last
 fallback (``./NAME`` under the current directory) is left out on purpose: a replica's answer must
 not depend on its working directory.
 
@@ -58,6 +59,23 @@ def _listing(folder: str, limit: int = 20) -> str:
         return "<empty>"
     shown = ", ".join(entries[:limit])
     return shown + (f", … ({len(entries) - limit} more)" if len(entries) > limit else "")
+
+
+def _deployed(root: str) -> str:
+    """The models ``root`` (an ``AZUREML_MODEL_DIR``) holds, as ``NAME:VERSION``, for messages."""
+    parent, leaf = os.path.split(root)
+    if leaf.isdigit():
+        return f"{os.path.basename(parent)}:{leaf}"
+    found = []
+    try:
+        for name in sorted(os.listdir(root)):
+            folder = os.path.join(root, name)
+            if os.path.isdir(folder):
+                versions = sorted(int(v) for v in os.listdir(folder) if v.isdigit())
+                found += [f"{name}:{v}" for v in versions]
+    except OSError as e:
+        return f"<cannot list: {e.strerror}>"
+    return ", ".join(found) if found else f"no NAME/VERSION folder ({_listing(root)})"
 
 
 class Model:
@@ -111,7 +129,7 @@ class Model:
                 f"model {name!r} has no version {version} here: AZUREML_MODEL_DIR holds version {leaf}"
             )
         raise ModelNotFoundError(
-            f"model {name!r} not found in AZUREML_MODEL_DIR={root} (found: {_listing(root)})"
+            f"model {name!r} not found in AZUREML_MODEL_DIR={root} (models deployed here: {_deployed(root)})"
         )
 
 

@@ -1,5 +1,6 @@
 """Deployed models in the SDK: ``InferenceConfig``, ``DeploymentConfiguration``, ``deploy`` (an
-endpoint plus one deployment taking all traffic) and ``Webservice`` (state, keys, scoring).
+endpoint plus one deployment of one or more models taking all traffic) and ``Webservice`` (state,
+keys, scoring).
 
 ``deploy`` uploads the scoring code as a snapshot (like a job's), creates the endpoint, then the
 deployment; the server starts the replicas. ``Webservice.update`` patches the deployment: the
@@ -83,15 +84,30 @@ class DeploymentConfiguration:
         return f"local-{self.cpu_cores:g}cpu-{self.memory_gb:g}gb"
 
 
+def _model_refs(models: Sequence[Model]) -> List[str]:
+    """``NAME:VERSION`` of each model, in order: the deployment's ``models`` list (one version of
+    each model; the scoring script finds each with ``Model.get_model_path(NAME)``)."""
+    models = list(models)
+    if not models:
+        raise ValueError("models is empty: give at least one registered Model")
+    refs, names = [], {}
+    for m in models:
+        if not isinstance(m, Model):
+            raise TypeError(f"models holds {m!r}: expected registered Model objects")
+        if m.name in names:
+            raise ValueError(f"models names model {m.name!r} twice ({names[m.name]} and {m.id}): "
+                             "a service holds one version of each model")
+        names[m.name] = m.id
+        refs.append(m.id)
+    return refs
+
+
 def deploy(workspace: Workspace, name: str, models: Sequence[Model], inference_config: InferenceConfig,
            deployment_config: Optional[DeploymentConfiguration] = None, overwrite: bool = False) -> "Webservice":
-    """Create endpoint ``name`` and its deployment of ``models[0]`` taking all the traffic.
-
-    Only one model per service is supported (the server's deployments serve one model version).
-    """
-    models = list(models)
-    if len(models) != 1:
-        raise NotImplementedError(f"deploying {len(models)} models in one service: Cairn deploys exactly one model")
+    """Create endpoint ``name`` and its deployment of ``models`` (one or more registered versions)
+    taking all the traffic. With one model ``AZUREML_MODEL_DIR`` is its folder; with several it
+    holds ``NAME/VERSION`` for each (Azure ML v1's layouts)."""
+    refs = _model_refs(models)
     config = deployment_config or DeploymentConfiguration()
     entry = inference_config.source_directory / inference_config.entry_script
     if not entry.is_file():
@@ -105,7 +121,7 @@ def deploy(workspace: Workspace, name: str, models: Sequence[Model], inference_c
     workspace.call("POST", "endpoints", body={"name": name, "auth_mode": "key"})
     spec = {
         "name": DEPLOYMENT,
-        "model": models[0].id,
+        "models": refs,
         "code_configuration": {"code": code, "scoring_script": inference_config.entry_script},
         "environment": inference_config.environment_ref(),
         "instance_count": config.instance_count,
@@ -167,16 +183,15 @@ class Webservice:
     def update(self, models: Optional[Sequence[Model]] = None, inference_config: Optional[InferenceConfig] = None,
                deployment_config: Optional[DeploymentConfiguration] = None, instance_count: Optional[int] = None,
                environment_variables: Optional[Dict[str, str]] = None) -> None:
-        """Change the service's model, scoring code and environment, sizing, replica count or
-        environment variables; only what is given changes. Returns at once: follow it with
+        """Change the service's models (the whole list), scoring code and environment, sizing,
+        replica count or environment variables; only what is given changes. Returns at once: follow it with
         :meth:`wait_for_deployment`, which raises :class:`UpdateFailed` if the new replicas did not
         start (the previous ones keep serving)."""
         patch: Dict[str, Any] = {}
         if models is not None:
-            models = list(models)
-            if len(models) != 1:
-                raise NotImplementedError(f"updating to {len(models)} models: Cairn deploys exactly one model")
-            patch["model"] = models[0].id
+            # The list replaces the deployment's models, whichever field its spec used.
+            patch["models"] = _model_refs(models)
+            patch["model"] = None
         if inference_config is not None:
             entry = inference_config.source_directory / inference_config.entry_script
             if not entry.is_file():

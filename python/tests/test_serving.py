@@ -53,6 +53,30 @@ class GetModelPathTest(unittest.TestCase):
             with self.assertRaisesRegex(ModelNotFoundError, r"no version 3 .*versions: 2, 10"):
                 Model.get_model_path("wine_model", 3)
 
+    def test_several_models_linked_as_cairn_lays_them_out_are_found_by_name(self) -> None:
+        # Cairn's several-model AZUREML_MODEL_DIR: NAME/VERSION links to the shared version folders.
+        shared = os.path.join(self.tmp.name, "model")
+        coef = touch(os.path.join(shared, "lin", "3", "coef.json"))
+        touch(os.path.join(shared, "enc", "1", "vocab.txt"))
+        touch(os.path.join(shared, "enc", "1", "merges.txt"))
+        for name, version in (("lin", "3"), ("enc", "1")):
+            os.makedirs(os.path.join(self.root, name))
+            os.symlink(os.path.join(shared, name, version), os.path.join(self.root, name, version))
+        with self.with_model_dir(self.root):
+            self.assertEqual(Model.get_model_path("lin"), os.path.join(self.root, "lin", "3", "coef.json"))
+            self.assertEqual(os.path.realpath(Model.get_model_path("lin", 3)), os.path.realpath(coef))
+            self.assertEqual(Model.get_model_path("enc"), os.path.join(self.root, "enc", "1"))
+            with self.assertRaisesRegex(ModelNotFoundError, r"'wine' not found .*models deployed here: enc:1, lin:3\)"):
+                Model.get_model_path("wine")
+            with self.assertRaisesRegex(ModelNotFoundError, r"model 'lin' has no version 1 .*versions: 3"):
+                Model.get_model_path("lin", 1)
+
+    def test_the_one_model_layout_names_its_model_when_another_is_asked(self) -> None:
+        touch(os.path.join(self.root, "lin", "2", "coef.json"))
+        with self.with_model_dir(os.path.join(self.root, "lin", "2")):
+            with self.assertRaisesRegex(ModelNotFoundError, r"'enc' not found .*models deployed here: lin:2\)"):
+                Model.get_model_path("enc")
+
     def test_a_version_folder_with_several_files_is_returned_itself(self) -> None:
         touch(os.path.join(self.root, "m", "4", "MLmodel"))
         touch(os.path.join(self.root, "m", "4", "model.pkl"))

@@ -89,7 +89,7 @@ def test_deploy_refuses_bad_input(deployable):
     with pytest.raises(FileNotFoundError):
         Model.deploy(ws, "x-svc", [model], InferenceConfig("score.py", code, env))
     (code / "score.py").write_text(SCORE_PY)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="twice"):
         Model.deploy(ws, "x-svc", [model, model], InferenceConfig("score.py", code, env))
     with pytest.raises(NotFound):
         Model.deploy(ws, "x-svc", [model], InferenceConfig("score.py", code, "no-such-env"))

@@ -1,6 +1,6 @@
 //! Online deployments: the API bodies (Azure ML v2's online-deployment shape) and the rules a
-//! deployment must follow. A deployment is a model version, scoring code and an environment,
-//! run as `instance_count` replicas behind an endpoint.
+//! deployment must follow. A deployment is one or more model versions, scoring code and an
+//! environment, run as `instance_count` replicas behind an endpoint.
 
 use std::collections::BTreeMap;
 
@@ -111,8 +111,15 @@ pub struct CreateDeployment {
     /// Optional; when given it must match the endpoint in the URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_name: Option<String>,
-    /// `NAME:VERSION`, `azureml:NAME:VERSION` or `azureml:NAME@ALIAS`.
-    pub model: String,
+    /// The model: `NAME:VERSION`, `azureml:NAME:VERSION` or `azureml:NAME@ALIAS` (Azure ML v2's
+    /// field). Exactly one of `model` and `models` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Several models, each referenced as `model` is (a Cairn extension, as Azure ML v1 deploys a
+    /// list; the SDK always sends this). At most one version of each model, at most
+    /// [`MAX_MODELS`]. The scoring script finds them with `Model.get_model_path(NAME)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
     /// The scoring script. Absent: a no-code deployment, which needs a model in MLflow format
     /// (an `MLmodel` file) and serves it with MLflow's own scoring (`/invocations`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,7 +149,53 @@ pub struct CreateDeployment {
     pub description: String,
 }
 
+/// Most models one deployment may hold.
+pub const MAX_MODELS: usize = 32;
+
 impl CreateDeployment {
+    /// The model references (`model`'s one, or `models`' list in its order), parsed; 400 when
+    /// both or neither field is given, the list is empty or too long, or names a model twice.
+    pub fn model_refs(&self) -> Result<Vec<(String, VersionRef)>, Error> {
+        let texts: &[String] = match (&self.model, &self.models) {
+            (Some(one), Some(list)) => {
+                return Err(Error::invalid(format!(
+                    "give either model (one model) or models (a list), not both: model is {one:?}, \
+                     models is {list:?}"
+                )))
+            }
+            (Some(one), None) => std::slice::from_ref(one),
+            (None, Some(list)) => list,
+            (None, None) => {
+                return Err(Error::invalid(
+                    "model is required: NAME:VERSION, azureml:NAME:VERSION or azureml:NAME@ALIAS \
+                     (or models: a list of them)",
+                ))
+            }
+        };
+        if texts.is_empty() {
+            return Err(Error::invalid("models is empty: list at least one model (NAME:VERSION)"));
+        }
+        if texts.len() > MAX_MODELS {
+            return Err(Error::invalid(format!(
+                "models lists {} models: a deployment holds at most {MAX_MODELS}",
+                texts.len()
+            )));
+        }
+        let mut refs: Vec<(String, VersionRef)> = Vec::with_capacity(texts.len());
+        for text in texts {
+            let (name, version) = parse_model_ref(text)?;
+            if let Some(j) = refs.iter().position(|(n, _)| *n == name) {
+                return Err(Error::invalid(format!(
+                    "models names model \"{name}\" twice ({:?} and {text:?}): a deployment holds one \
+                     version of each model",
+                    texts[j]
+                )));
+            }
+            refs.push((name, version));
+        }
+        Ok(refs)
+    }
+
     pub fn liveness(&self) -> ProbeSettings {
         self.liveness_probe.clone().unwrap_or_default()
     }
@@ -218,8 +271,12 @@ pub struct Deployment {
     pub id: String,
     pub name: String,
     pub endpoint_name: String,
-    /// The resolved model version, `NAME:VERSION`.
-    pub model: String,
+    /// The resolved model version, `NAME:VERSION`, when the deployment holds one model; null
+    /// with several (see `models`).
+    pub model: Option<String>,
+    /// Every resolved model version, `NAME:VERSION`, in the spec's order (one or more).
+    #[serde(default)]
+    pub models: Vec<String>,
     pub spec: CreateDeployment,
     pub state: DeploymentState,
     /// Why the deployment is not Healthy (with the log tail when a replica failed), else empty.
@@ -234,6 +291,19 @@ pub struct Deployment {
     pub update_error: String,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A model version a deployment holds, as its reference resolved to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeployedModel {
+    pub name: String,
+    pub version: i64,
+}
+
+impl std::fmt::Display for DeployedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.version)
+    }
 }
 
 /// The deployment name rule (Azure's: like an endpoint name).
@@ -411,7 +481,15 @@ fn parse_memory(v: &serde_json::Value) -> Result<u64, String> {
 /// Checks the fields that do not need the store.
 pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
     validate_deployment_name(&req.name)?;
-    parse_model_ref(&req.model)?;
+    let models = req.model_refs()?;
+    if req.code_configuration.is_none() && models.len() > 1 {
+        return Err(Error::invalid(format!(
+            "a deployment without code_configuration serves one MLflow model as it is (MLflow's own \
+             scoring), but models lists {}: give code_configuration {{code, scoring_script}} and an \
+             environment, whose scoring script loads each with Model.get_model_path(NAME)",
+            models.len()
+        )));
+    }
     if let Some(env) = &req.environment {
         parse_environment_ref(env)?;
     }
@@ -484,12 +562,14 @@ pub fn classify_update(old: &CreateDeployment, new: &CreateDeployment) -> Result
         }
     }
     validate_create(new)?;
-    // Everything a replica is started with, i.e. the spec without the count and the description.
+    // Everything a replica is started with, i.e. the spec without the count and the description;
+    // `model: X` and `models: [X]` start the same replicas.
     let start_with = |d: &CreateDeployment| {
         let mut n = d.clone();
         n.instance_count = 0;
         n.description = String::new();
         n.endpoint_name = None;
+        n.models = Some(n.model.take().into_iter().chain(n.models.take().unwrap_or_default()).collect());
         serde_json::to_value(n).expect("a deployment spec serialises")
     };
     Ok(if start_with(old) != start_with(new) {
@@ -641,6 +721,59 @@ mod tests {
         let back: CreateDeployment = serde_json::from_value(serde_json::to_value(spec()).unwrap()).unwrap();
         assert_eq!(back.environment.as_deref(), Some("e"));
         assert!(serde_json::to_value(&d).unwrap().get("code_configuration").is_none());
+    }
+
+    fn with_models(models: serde_json::Value) -> CreateDeployment {
+        serde_json::from_value(serde_json::json!({"name": "blue", "models": models, "environment": "e",
+            "code_configuration": {"code": "x", "scoring_script": "score.py"}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn one_model_or_a_list_of_distinct_models() {
+        let d = with_models(serde_json::json!(["azureml:a:1", "b@prod"]));
+        let refs = d.model_refs().unwrap();
+        assert_eq!(
+            refs,
+            [("a".into(), VersionRef::Number(1)), ("b".into(), VersionRef::Alias("prod".into()))]
+        );
+        assert_eq!(spec().model_refs().unwrap(), [("m".into(), VersionRef::Number(1))]);
+
+        let both = CreateDeployment { model: Some("c:1".into()), ..d.clone() };
+        let err = validate_create(&both).unwrap_err().to_string();
+        assert!(err.contains("either model") && err.contains("not both"), "{err}");
+        let neither = CreateDeployment { models: None, ..d.clone() };
+        assert!(validate_create(&neither).unwrap_err().to_string().contains("model is required"));
+        let empty = with_models(serde_json::json!([]));
+        assert!(validate_create(&empty).unwrap_err().to_string().contains("models is empty"));
+        let twice = with_models(serde_json::json!(["a:1", "b:1", "azureml:a:2"]));
+        let err = validate_create(&twice).unwrap_err().to_string();
+        assert!(err.contains("model \"a\" twice"), "{err}");
+        let many: Vec<String> = (0..=MAX_MODELS).map(|i| format!("m{i}:1")).collect();
+        let err = validate_create(&with_models(serde_json::json!(many))).unwrap_err().to_string();
+        assert!(err.contains("lists 33 models") && err.contains("at most 32"), "{err}");
+        let bad = with_models(serde_json::json!(["a:1", "b"]));
+        assert!(validate_create(&bad).unwrap_err().to_string().contains("model \"b\": expected"));
+
+        // MLflow scoring serves one model as it is: a list of one is fine, several are not.
+        let no_code = |m: serde_json::Value| CreateDeployment { code_configuration: None, ..with_models(m) };
+        validate_create(&no_code(serde_json::json!(["a:1"]))).unwrap();
+        let err = validate_create(&no_code(serde_json::json!(["a:1", "b:1"]))).unwrap_err().to_string();
+        assert!(err.contains("without code_configuration") && err.contains("models lists 2"), "{err}");
+    }
+
+    #[test]
+    fn a_list_of_one_starts_what_model_starts_and_a_new_list_rolls() {
+        let old = spec();
+        let mut new = old.clone();
+        (new.model, new.models) = (None, Some(vec!["m:1".into()]));
+        assert_eq!(classify_update(&old, &new).unwrap(), UpdateKind::Nothing);
+        new.models = Some(vec!["m:1".into(), "n:1".into()]);
+        assert_eq!(classify_update(&old, &new).unwrap(), UpdateKind::Roll);
+        // Stored specs of one model read back unchanged (no `models` written).
+        let back = serde_json::to_value(&old).unwrap();
+        assert_eq!(back["model"], "m:1");
+        assert!(back.get("models").is_none(), "{back}");
     }
 
     #[test]

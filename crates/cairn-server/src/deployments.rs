@@ -3,11 +3,14 @@
 //! framed protocol) with liveness and readiness probes, and forwarding one scoring request to a
 //! replica (called by `gateway.rs`).
 //!
-//! Layout: `DATA_DIR/deployments/ID/` holds `model/NAME/VERSION/` (the model files, read-only;
-//! `AZUREML_MODEL_DIR` points there, the one-model layout of `cairn.serving`), `gen/G/code/` (the
-//! unpacked snapshot of generation G), `gen/G/sock/N` (replica N's socket: its appearing means
-//! ready) and `logs/generation-G.log` (generation G's replicas' stderr and cairn's own `[cairn]`
-//! lines about it; `deployment logs` shows the current generation's).
+//! Layout: `DATA_DIR/deployments/ID/` holds `model/NAME/VERSION/` (the model files, read-only,
+//! shared by the generations that use them), `gen/G/code/` (the unpacked snapshot of generation
+//! G), `gen/G/models/NAME/VERSION` (with several models: links to the `model/` folders of G's
+//! versions), `gen/G/sock/N` (replica N's socket: its appearing means ready) and
+//! `logs/generation-G.log` (generation G's replicas' stderr and cairn's own `[cairn]` lines about
+//! it; `deployment logs` shows the current generation's). `AZUREML_MODEL_DIR` is Azure ML v1's:
+//! with one model, that version's folder `model/NAME/VERSION`; with several, `gen/G/models`, which
+//! holds exactly G's versions (see `cairn.serving` for how scripts find them).
 //!
 //! An update that changes what replicas start with is a rolling replacement: generation G+1 is
 //! prepared and started beside G, and only once all its replicas are ready does the gateway's map
@@ -15,7 +18,7 @@
 //! and stopped. If G+1 fails to start, G keeps serving and the failure is recorded as
 //! `update_error`. Changing only `instance_count` adds or removes replicas of the running
 //! generation. A restart abandons an unfinished update: the recorded generation comes back and
-//! the model version only the update used is released (`release_abandoned`).
+//! the model versions only the update used are released (`release_abandoned`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -235,11 +238,13 @@ fn tail(path: &Path, max: u64) -> String {
 
 /// The API view of a stored deployment.
 pub fn view(d: &DeploymentRecord) -> Deployment {
+    let models: Vec<String> = d.models.iter().map(|m| m.to_string()).collect();
     Deployment {
         id: d.id.clone(),
         name: d.name.clone(),
         endpoint_name: d.endpoint_name.clone(),
-        model: format!("{}:{}", d.model_name, d.model_version),
+        model: if models.len() == 1 { models.first().cloned() } else { None },
+        models,
         spec: d.spec.clone(),
         state: d.state,
         reason: d.reason.clone(),
@@ -262,7 +267,29 @@ pub async fn names(state: &AppState, e: &EndpointRecord) -> Result<Vec<String>, 
         .collect())
 }
 
-/// Validates and records a deployment (state Creating, its model version marked as used), then
+/// `d`'s model versions as the store's model-version uses take them.
+fn versions_of(d: &DeploymentRecord) -> Vec<(&str, i64)> {
+    d.models.iter().map(|m| (m.name.as_str(), m.version)).collect()
+}
+
+/// The versions the spec's model references name now (404 for an unknown model or version).
+async fn resolve_models(
+    state: &AppState,
+    ws: &Workspace,
+    req: &CreateDeployment,
+) -> Result<Vec<cairn_core::models::ModelVersion>, Error> {
+    let mut out = Vec::new();
+    for (name, vref) in req.model_refs()? {
+        out.push(state.store.model_version(ws, &name, &vref).await?);
+    }
+    Ok(out)
+}
+
+fn deployed(versions: &[cairn_core::models::ModelVersion]) -> Vec<DeployedModel> {
+    versions.iter().map(|mv| DeployedModel { name: mv.name.clone(), version: mv.version }).collect()
+}
+
+/// Validates and records a deployment (state Creating, its model versions marked as used), then
 /// launches it in the background.
 pub async fn create(
     state: &Arc<AppState>,
@@ -279,9 +306,8 @@ pub async fn create(
             )));
         }
     }
-    let (model_name, vref) = parse_model_ref(&req.model)?;
-    let mv = state.store.model_version(ws, &model_name, &vref).await?;
-    check_sources(state, ws, &req, &mv).await?;
+    let versions = resolve_models(state, ws, &req).await?;
+    check_sources(state, ws, &req, &versions).await?;
     let now = now_ms();
     let d = DeploymentRecord {
         id: DeploymentRecord::new_id(),
@@ -291,8 +317,7 @@ pub async fn create(
         workspace: ws.name.clone(),
         name: req.name.clone(),
         spec: req,
-        model_name: mv.name.clone(),
-        model_version: mv.version,
+        models: deployed(&versions),
         state: DeploymentState::Creating,
         reason: String::new(),
         generation: 0,
@@ -301,7 +326,7 @@ pub async fn create(
         updated_at: now,
     };
     state.store.create_deployment(&d).await?;
-    if let Err(err) = state.store.add_model_version_use(ws, &mv.name, mv.version, USE_KIND, &d.id).await {
+    if let Err(err) = state.store.add_model_version_uses(ws, &versions_of(&d), USE_KIND, &d.id).await {
         state.store.delete_deployment(&d.id).await?;
         return Err(err);
     }
@@ -310,12 +335,12 @@ pub async fn create(
 }
 
 /// Checks that what `req` starts replicas from exists: its environment (when named), and its code
-/// snapshot, or, without code, that the model is in MLflow format.
+/// snapshot, or, without code, that its one model is in MLflow format.
 async fn check_sources(
     state: &AppState,
     ws: &Workspace,
     req: &CreateDeployment,
-    mv: &cairn_core::models::ModelVersion,
+    versions: &[cairn_core::models::ModelVersion],
 ) -> Result<(), Error> {
     if let Some(env) = &req.environment {
         let (env_name, env_version) = parse_environment_ref(env)?;
@@ -323,7 +348,10 @@ async fn check_sources(
     }
     match &req.code_configuration {
         Some(code) => crate::routes::jobs::read_snapshot(state, &ws.id, &code.code).await.map(|_| ()),
-        None => crate::serving::require_mlflow_model(state, ws, mv).await,
+        None => match versions {
+            [mv] => crate::serving::require_mlflow_model(state, ws, mv).await,
+            _ => Err(Error::invalid("a deployment without code_configuration serves exactly one model")),
+        },
     }
 }
 
@@ -361,17 +389,13 @@ pub async fn relaunch_all(state: &Arc<AppState>) -> Result<(), Error> {
     Ok(())
 }
 
-/// What an update cut short by a stop leaves behind, released: the model-version use it added
-/// (only the recorded version stays used; an update records its new version when it switches,
-/// so before that the new version's use is stale, after it the old one's) and the folders of
+/// What an update cut short by a stop leaves behind, released: the model-version uses it added
+/// (only the recorded versions stay used; an update records its new versions when it switches,
+/// so before that the new versions' uses are stale, after it the old ones') and the folders of
 /// other generations and model versions.
 async fn release_abandoned(state: &AppState, d: &DeploymentRecord) {
     if let Ok(ws) = state.store.workspace(&d.workspace).await {
-        match state
-            .store
-            .keep_only_model_version_use(&ws, &d.model_name, d.model_version, USE_KIND, &d.id)
-            .await
-        {
+        match state.store.keep_only_model_version_uses(&ws, &versions_of(d), USE_KIND, &d.id).await {
             Ok(0) => {}
             Ok(n) => say(
                 state,
@@ -390,12 +414,12 @@ async fn release_abandoned(state: &AppState, d: &DeploymentRecord) {
             }
         }
     }
-    let keep_model = model_dir(state, d);
+    let keep_models: Vec<PathBuf> = d.models.iter().map(|m| model_dir(state, &d.id, m)).collect();
     if let Ok(mut models) = tokio::fs::read_dir(dir_of(state, &d.id).join("model")).await {
         while let Ok(Some(m)) = models.next_entry().await {
             let Ok(mut versions) = tokio::fs::read_dir(m.path()).await else { continue };
             while let Ok(Some(v)) = versions.next_entry().await {
-                if v.path() != keep_model {
+                if !keep_models.contains(&v.path()) {
                     let _ = tokio::fs::remove_dir_all(v.path()).await;
                 }
             }
@@ -444,8 +468,70 @@ fn socket_dir(preferred: &Path) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-fn model_dir(state: &AppState, d: &DeploymentRecord) -> PathBuf {
-    dir_of(state, &d.id).join("model").join(&d.model_name).join(d.model_version.to_string())
+/// The folder of model version `m` of deployment `id` (shared by the generations using it).
+fn model_dir(state: &AppState, id: &str, m: &DeployedModel) -> PathBuf {
+    dir_of(state, id).join("model").join(&m.name).join(m.version.to_string())
+}
+
+/// Writes the files of model version `m` read-only into its folder, unless they are there.
+async fn materialise_model(
+    state: &Arc<AppState>,
+    ws: &Workspace,
+    d: &DeploymentRecord,
+    m: &DeployedModel,
+) -> Result<PathBuf, Error> {
+    let io = |what: &'static str| move |e: std::io::Error| Error::internal(format!("{what}: {e}"));
+    let model_dir = model_dir(state, &d.id, m);
+    if model_dir.exists() {
+        return Ok(model_dir);
+    }
+    let files = state.store.model_version_files(ws, &m.name, m.version).await?;
+    let blobs = crate::routes::jobs::blobs_of(state, &ws.id);
+    let partial = dir_of(state, &d.id).join("model.partial");
+    let _ = tokio::fs::remove_dir_all(&partial).await;
+    for f in &files {
+        let rel = RelPath::parse(&f.path)?;
+        let target = rel.as_str().split('/').fold(partial.clone(), |p, c| p.join(c));
+        let (_, stream) = blobs.get_stream(&RelPath::parse(&f.sha256)?).await.map_err(|_| {
+            Error::invalid(format!("model {m} file \"{}\" is missing from the store", f.path))
+        })?;
+        crate::jobs::runner::write_stream(&target, stream).await?;
+        let mut perm = tokio::fs::metadata(&target).await.map_err(io("model file"))?.permissions();
+        perm.set_readonly(true);
+        tokio::fs::set_permissions(&target, perm).await.map_err(io("model file"))?;
+    }
+    tokio::fs::create_dir_all(&partial).await.map_err(io("model folder"))?;
+    tokio::fs::create_dir_all(model_dir.parent().expect("has a parent")).await.map_err(io("model folder"))?;
+    tokio::fs::rename(&partial, &model_dir).await.map_err(io("model folder"))?;
+    Ok(model_dir)
+}
+
+/// `AZUREML_MODEL_DIR` for generation `gen` of `d`: with one model its version's folder (as
+/// before deployments held several); with several, `gen/G/models` holding `NAME/VERSION` for
+/// each (links to the shared folders), so that the newest version a script finds is its own
+/// generation's, never one an update is bringing beside it.
+async fn model_root(
+    state: &Arc<AppState>,
+    ws: &Workspace,
+    d: &DeploymentRecord,
+    gen: &Path,
+) -> Result<PathBuf, Error> {
+    let io = |what: &'static str| move |e: std::io::Error| Error::internal(format!("{what}: {e}"));
+    let mut dirs = Vec::with_capacity(d.models.len());
+    for m in &d.models {
+        dirs.push(materialise_model(state, ws, d, m).await?);
+    }
+    if let [one] = dirs.as_slice() {
+        return Ok(one.clone());
+    }
+    let root = gen.join("models");
+    let _ = tokio::fs::remove_dir_all(&root).await;
+    for (m, dir) in d.models.iter().zip(&dirs) {
+        let by_name = root.join(&m.name);
+        tokio::fs::create_dir_all(&by_name).await.map_err(io("models folder"))?;
+        tokio::fs::symlink(dir, by_name.join(m.version.to_string())).await.map_err(io("models folder"))?;
+    }
+    Ok(root)
 }
 
 /// Materialises the model files and the code of `d`'s generation and builds (or finds) the
@@ -453,39 +539,13 @@ fn model_dir(state: &AppState, d: &DeploymentRecord) -> PathBuf {
 /// how its replicas are started.
 async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Launch, Error> {
     let io = |what: &'static str| move |e: std::io::Error| Error::internal(format!("{what}: {e}"));
-    let dir = dir_of(state, &d.id);
     let gen = gen_dir(state, &d.id, d.generation);
     tokio::fs::create_dir_all(&gen).await.map_err(io("cannot create the deployment's folder"))?;
     let ws = state.store.workspace(&d.workspace).await?;
 
-    // Model files, read-only, in the one-model layout AZUREML_MODEL_DIR expects; generations using
-    // the same version share them.
-    let model_dir = model_dir(state, d);
-    if !model_dir.exists() {
-        let files = state.store.model_version_files(&ws, &d.model_name, d.model_version).await?;
-        let blobs = crate::routes::jobs::blobs_of(state, &ws.id);
-        let partial = dir.join("model.partial");
-        let _ = tokio::fs::remove_dir_all(&partial).await;
-        for f in &files {
-            let rel = RelPath::parse(&f.path)?;
-            let target = rel.as_str().split('/').fold(partial.clone(), |p, c| p.join(c));
-            let (_, stream) = blobs.get_stream(&RelPath::parse(&f.sha256)?).await.map_err(|_| {
-                Error::invalid(format!(
-                    "model {}:{} file \"{}\" is missing from the store",
-                    d.model_name, d.model_version, f.path
-                ))
-            })?;
-            crate::jobs::runner::write_stream(&target, stream).await?;
-            let mut perm = tokio::fs::metadata(&target).await.map_err(io("model file"))?.permissions();
-            perm.set_readonly(true);
-            tokio::fs::set_permissions(&target, perm).await.map_err(io("model file"))?;
-        }
-        tokio::fs::create_dir_all(&partial).await.map_err(io("model folder"))?;
-        tokio::fs::create_dir_all(model_dir.parent().expect("has a parent"))
-            .await
-            .map_err(io("model folder"))?;
-        tokio::fs::rename(&partial, &model_dir).await.map_err(io("model folder"))?;
-    }
+    // Model files, read-only, in the layout AZUREML_MODEL_DIR has in Azure ML v1 (one model or
+    // several); generations using the same version share its files.
+    let model_dir = model_root(state, &ws, d, &gen).await?;
     // Without code, the MLflow model is served as is: its folder tells the environment (when the
     // deployment names none) and the tensor signature.
     let mlflow_folder = match d.spec.mode() {
@@ -1002,10 +1062,10 @@ pub async fn update(
     }
     req.endpoint_name = d.spec.endpoint_name.clone().or(req.endpoint_name);
     let mut kind = classify_update(&d.spec, &req)?;
-    let (model_name, vref) = parse_model_ref(&req.model)?;
-    let mv = state.store.model_version(ws, &model_name, &vref).await?;
-    check_sources(state, ws, &req, &mv).await?;
-    if (mv.name.as_str(), mv.version) != (d.model_name.as_str(), d.model_version) {
+    let versions = resolve_models(state, ws, &req).await?;
+    check_sources(state, ws, &req, &versions).await?;
+    let models = deployed(&versions);
+    if models != d.models {
         // The same reference (an alias) may now name another version.
         kind = UpdateKind::Roll;
     }
@@ -1023,8 +1083,7 @@ pub async fn update(
     }
     let mut next = DeploymentRecord {
         spec: req,
-        model_name: mv.name.clone(),
-        model_version: mv.version,
+        models,
         update_error: String::new(),
         updated_at: now_ms(),
         ..d.clone()
@@ -1038,7 +1097,7 @@ pub async fn update(
         next.generation = d.generation + 1;
         next.state = DeploymentState::Creating;
         next.reason = String::new();
-        state.store.add_model_version_use(ws, &mv.name, mv.version, USE_KIND, &d.id).await?;
+        state.store.add_model_version_uses(ws, &versions_of(&next), USE_KIND, &d.id).await?;
         state.store.update_deployment(&next).await?;
         release_model(state, ws, &d, &next).await;
         let _ = tokio::fs::remove_dir_all(gen_dir(state, &d.id, d.generation)).await;
@@ -1083,7 +1142,7 @@ pub async fn update(
                 ..d.clone()
             };
             let begun = async {
-                state.store.add_model_version_use(ws, &mv.name, mv.version, USE_KIND, &d.id).await?;
+                state.store.add_model_version_uses(ws, &versions_of(&next), USE_KIND, &d.id).await?;
                 state.store.update_deployment(&updating).await?;
                 Ok::<_, Error>(())
             };
@@ -1097,14 +1156,12 @@ pub async fn update(
     }
 }
 
-/// Forgets `old`'s model-version use when `new` uses another version (and removes its files).
+/// Forgets the model-version uses of `old` that `new` does not share (and removes their files).
 async fn release_model(state: &AppState, ws: &Workspace, old: &DeploymentRecord, new: &DeploymentRecord) {
-    if (old.model_name.as_str(), old.model_version) == (new.model_name.as_str(), new.model_version) {
-        return;
+    for m in old.models.iter().filter(|m| !new.models.contains(m)) {
+        let _ = state.store.remove_model_version_use(ws, &m.name, m.version, USE_KIND, &old.id).await;
+        let _ = tokio::fs::remove_dir_all(model_dir(state, &old.id, m)).await;
     }
-    let _ =
-        state.store.remove_model_version_use(ws, &old.model_name, old.model_version, USE_KIND, &old.id).await;
-    let _ = tokio::fs::remove_dir_all(model_dir(state, old)).await;
 }
 
 /// The state a generation's replicas add up to, with the reason when not Healthy.
@@ -1275,7 +1332,7 @@ async fn roll(
     }
 }
 
-/// Deletes a deployment: Deleting, replicas stopped, files removed, model use forgotten.
+/// Deletes a deployment: Deleting, replicas stopped, files removed, model uses forgotten.
 pub async fn delete(state: &AppState, ws: &Workspace, d: &DeploymentRecord) -> Result<(), Error> {
     state.store.set_deployment_state(&d.id, DeploymentState::Deleting, "", now_ms()).await?;
     finish_delete(state, ws, d).await
@@ -1290,9 +1347,11 @@ async fn finish_delete(state: &AppState, ws: &Workspace, d: &DeploymentRecord) -
     state.metrics.remove_deployment(&d.endpoint_name, &d.name);
     // Read-only model files do not stop removal (it needs the folders' write permission only).
     let _ = tokio::fs::remove_dir_all(dir_of(state, &d.id)).await;
-    match state.store.remove_model_version_use(ws, &d.model_name, d.model_version, USE_KIND, &d.id).await {
-        Ok(_) | Err(Error::NotFound { .. }) => {}
-        Err(e) => return Err(e),
+    for m in &d.models {
+        match state.store.remove_model_version_use(ws, &m.name, m.version, USE_KIND, &d.id).await {
+            Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     state.store.delete_deployment(&d.id).await
 }

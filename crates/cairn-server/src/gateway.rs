@@ -22,7 +22,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cairn_core::deployments::{DeploymentState, ScoringMode};
+use cairn_core::deployments::{DeployedModel, DeploymentState, ScoringMode};
 use cairn_core::endpoints::pick_by_traffic;
 use cairn_core::inference::InferRequest;
 use cairn_core::{now_ms, Error};
@@ -403,9 +403,10 @@ pub async fn health(
 
 // -- Open Inference Protocol v2 (REST) -------------------------------------------------------------
 //
-// `{model}` is the model name of a deployment of the endpoint (optionally `/versions/V`). With the
-// deployment header, that deployment answers (404 when it serves another model); otherwise the
-// traffic split, narrowed to the deployments serving that model, picks one. Readiness answers 200
+// `{model}` is the name of a model of a deployment of the endpoint (optionally `/versions/V`); a
+// deployment with several models (a scoring script's) answers for each. With the deployment
+// header, that deployment answers (404 when it serves another model); otherwise the traffic
+// split, narrowed to the deployments serving that model, picks one. Readiness answers 200
 // when ready and 503 (with the same body) when not, so load balancers need no body parsing.
 
 /// The path of the model routes.
@@ -417,14 +418,15 @@ pub struct ModelPath {
     version: Option<String>,
 }
 
-/// The deployment of `e` that serves `model` (and `version`) for this request, and what it serves.
+/// The deployment of `e` that serves `model` (and `version`) for this request, the version it
+/// holds, and what it serves.
 async fn model_deployment(
     state: &AppState,
     e: &EndpointRecord,
     headers: &HeaderMap,
     model: &str,
     version: Option<&str>,
-) -> Result<(DeploymentRecord, Arc<crate::serving::Served>), Answer> {
+) -> Result<(DeploymentRecord, DeployedModel, Arc<crate::serving::Served>), Answer> {
     let version = match version {
         Some(v) => Some(v.parse::<i64>().map_err(|_| {
             Answer::new(StatusCode::NOT_FOUND, format!("model version {v:?} is not a version number"))
@@ -438,7 +440,11 @@ async fn model_deployment(
         .into_iter()
         .filter(|d| d.state != DeploymentState::Deleting)
         .collect();
-    let serves = |d: &DeploymentRecord| d.model_name == model && version.is_none_or(|v| v == d.model_version);
+    let holds = |d: &DeploymentRecord| {
+        d.models.iter().find(|m| m.name == model && version.is_none_or(|v| v == m.version)).cloned()
+    };
+    let serves = |d: &DeploymentRecord| holds(d).is_some();
+    let names = |d: &DeploymentRecord| d.models.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
     let wanted = match version {
         Some(v) => format!("model \"{model}\" version {v}"),
         None => format!("model \"{model}\""),
@@ -457,18 +463,14 @@ async fn model_deployment(
         if !serves(d) {
             return Err(Answer::new(
                 StatusCode::NOT_FOUND,
-                format!(
-                    "deployment \"{pinned}\" serves model {}:{}, not {wanted}",
-                    d.model_name, d.model_version
-                ),
+                format!("deployment \"{pinned}\" serves model {}, not {wanted}", names(d)),
             ));
         }
         d.clone()
     } else {
         let candidates: Vec<&DeploymentRecord> = all.iter().filter(|d| serves(d)).collect();
         if candidates.is_empty() {
-            let served: Vec<String> =
-                all.iter().map(|d| format!("{}:{} ({})", d.model_name, d.model_version, d.name)).collect();
+            let served: Vec<String> = all.iter().map(|d| format!("{} ({})", names(d), d.name)).collect();
             return Err(Answer::new(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -509,7 +511,8 @@ async fn model_deployment(
             ),
         )
     })?;
-    Ok((d, served))
+    let held = holds(&d).expect("chosen among the deployments holding the model");
+    Ok((d, held, served))
 }
 
 fn ready_answer(body: serde_json::Value, ready: bool) -> Response {
@@ -558,10 +561,10 @@ pub async fn oip_metadata(
 ) -> Response {
     let result = async {
         let e = admit(&state, &p.name, &headers).await.map_err(|(a, _)| a)?;
-        let (d, served) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
+        let (_, m, served) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
         let mut body = serde_json::json!({
-            "name": d.model_name,
-            "versions": [d.model_version.to_string()],
+            "name": m.name,
+            "versions": [m.version.to_string()],
             "platform": served.platform,
         });
         match &served.signature {
@@ -589,9 +592,9 @@ pub async fn oip_model_ready(
 ) -> Response {
     let result = async {
         let e = admit(&state, &p.name, &headers).await.map_err(|(a, _)| a)?;
-        let (d, _) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
+        let (d, m, _) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
         let ready = state.deployments.health(&e.id, &d.name).is_some_and(|h| h.ready > 0);
-        Ok::<_, Answer>(ready_answer(serde_json::json!({ "name": d.model_name, "ready": ready }), ready))
+        Ok::<_, Answer>(ready_answer(serde_json::json!({ "name": m.name, "ready": ready }), ready))
     }
     .await;
     result.unwrap_or_else(|a| a.shaped(Shape::Oip).into_response())
@@ -613,15 +616,12 @@ pub async fn oip_infer(
         let e = admit(&state, &p.name, &headers).await.map_err(|(a, _)| a)?;
         label = e.name.clone();
         let body = read_capped(&state, &headers, body).await?;
-        let (d, served) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
+        let (d, m, served) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
         chosen = Some(d.name.clone());
         let sig = served.signature.as_ref().map_err(|why| {
             Answer::new(
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "model {}:{} has no tensor signature to infer with: {why}",
-                    d.model_name, d.model_version
-                ),
+                format!("model {m} has no tensor signature to infer with: {why}"),
             )
         })?;
         let req: InferRequest = serde_json::from_slice(&body).map_err(|err| {
@@ -645,8 +645,8 @@ pub async fn oip_infer(
         }
         let id = req.id.clone().unwrap_or_else(|| format!("{:032x}", rand::rng().random::<u128>()));
         let mut out = serde_json::json!({
-            "model_name": d.model_name,
-            "model_version": d.model_version.to_string(),
+            "model_name": m.name,
+            "model_version": m.version.to_string(),
             "id": id,
             "outputs": outputs,
         });

@@ -1,6 +1,6 @@
 //! Online deployments as stored: the spec they were created with, their state and why.
 
-use cairn_core::deployments::{CreateDeployment, DeploymentState};
+use cairn_core::deployments::{CreateDeployment, DeployedModel, DeploymentState};
 use cairn_core::Error;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -19,9 +19,8 @@ pub struct DeploymentRecord {
     pub workspace: String,
     pub name: String,
     pub spec: CreateDeployment,
-    /// The resolved model version.
-    pub model_name: String,
-    pub model_version: i64,
+    /// The model versions the spec's references resolved to, in its order (at least one).
+    pub models: Vec<DeployedModel>,
     pub state: DeploymentState,
     pub reason: String,
     /// The generation that serves (see `cairn_core::deployments::Deployment::generation`).
@@ -38,13 +37,19 @@ impl DeploymentRecord {
     }
 }
 
-/// What the `spec` column holds: the request plus the version it resolved to, the generation
+/// What the `spec` column holds: the request plus the versions it resolved to, the generation
 /// that serves and the last update's failure (both absent in rows written before updates existed).
+/// Rows written before deployments held several models name their one version in `model_name`
+/// and `model_version` instead of `models`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     spec: CreateDeployment,
-    model_name: String,
-    model_version: i64,
+    #[serde(default)]
+    models: Vec<DeployedModel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model_version: Option<i64>,
     #[serde(default)]
     generation: i64,
     #[serde(default)]
@@ -54,8 +59,9 @@ struct Stored {
 fn stored_json(d: &DeploymentRecord) -> String {
     serde_json::to_string(&Stored {
         spec: d.spec.clone(),
-        model_name: d.model_name.clone(),
-        model_version: d.model_version,
+        models: d.models.clone(),
+        model_name: None,
+        model_version: None,
         generation: d.generation,
         update_error: d.update_error.clone(),
     })
@@ -67,8 +73,16 @@ const COLUMNS: &str = "d.id, d.endpoint_id, e.name AS endpoint_name, e.workspace
 
 fn from_row(r: &AnyRow) -> Result<DeploymentRecord, Error> {
     let get = |c: &str| r.try_get::<String, _>(c).map_err(map_err);
-    let stored: Stored = serde_json::from_str(&get("spec")?)
+    let mut stored: Stored = serde_json::from_str(&get("spec")?)
         .map_err(|e| Error::internal(format!("deployments.spec is unreadable: {e}")))?;
+    if let (true, Some(name), Some(version)) =
+        (stored.models.is_empty(), stored.model_name.take(), stored.model_version)
+    {
+        stored.models.push(DeployedModel { name, version });
+    }
+    if stored.models.is_empty() {
+        return Err(Error::internal("deployments.spec names no model version"));
+    }
     let state = get("state")?;
     Ok(DeploymentRecord {
         id: get("id")?,
@@ -78,8 +92,7 @@ fn from_row(r: &AnyRow) -> Result<DeploymentRecord, Error> {
         workspace: get("workspace")?,
         name: get("name")?,
         spec: stored.spec,
-        model_name: stored.model_name,
-        model_version: stored.model_version,
+        models: stored.models,
         state: DeploymentState::parse(&state)
             .ok_or_else(|| Error::internal(format!("unknown deployment state {state:?}")))?,
         reason: get("reason")?,
@@ -184,7 +197,7 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Replaces a deployment's spec, resolved model, generation, update error, state and reason
+    /// Replaces a deployment's spec, resolved models, generation, update error, state and reason
     /// (an update's outcome); false when it no longer exists.
     pub async fn update_deployment(&self, d: &DeploymentRecord) -> Result<bool, Error> {
         let _invalidate = self.scoring_cache.invalidate_after();

@@ -758,10 +758,22 @@ impl Store {
         user_kind: &str,
         user_id: &str,
     ) -> Result<(), Error> {
+        self.add_model_version_uses(ws, &[(name, version)], user_kind, user_id).await
+    }
+
+    /// Records that `user_kind` `user_id` uses every version of `versions` (name, number), all or
+    /// none (404 naming a missing one); idempotent.
+    pub async fn add_model_version_uses(
+        &self,
+        ws: &Workspace,
+        versions: &[(&str, i64)],
+        user_kind: &str,
+        user_id: &str,
+    ) -> Result<(), Error> {
         let mut tx = self.begin_write().await?;
-        let model_id = lock_model(&mut tx, ws, name, now_ms()).await?;
-        let id = version_id_in(&mut tx, &model_id, name, version).await?;
-        record_use(&mut tx, &id, user_kind, user_id).await?;
+        for id in lock_versions(&mut tx, ws, versions).await? {
+            record_use(&mut tx, &id, user_kind, user_id).await?;
+        }
         tx.commit().await.map_err(map_err)
     }
 
@@ -776,21 +788,48 @@ impl Store {
         user_kind: &str,
         user_id: &str,
     ) -> Result<u64, Error> {
+        self.keep_only_model_version_uses(ws, &[(name, version)], user_kind, user_id).await
+    }
+
+    /// As `keep_only_model_version_use`, for a set of versions (name, number).
+    pub async fn keep_only_model_version_uses(
+        &self,
+        ws: &Workspace,
+        versions: &[(&str, i64)],
+        user_kind: &str,
+        user_id: &str,
+    ) -> Result<u64, Error> {
         let mut tx = self.begin_write().await?;
-        let model_id = lock_model(&mut tx, ws, name, now_ms()).await?;
-        let id = version_id_in(&mut tx, &model_id, name, version).await?;
-        let dropped = sqlx::query(
-            "DELETE FROM model_version_uses WHERE user_kind = $1 AND user_id = $2 AND version_id <> $3",
-        )
-        .bind(user_kind)
-        .bind(user_id)
-        .bind(&id)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-        record_use(&mut tx, &id, user_kind, user_id).await?;
+        let keep = lock_versions(&mut tx, ws, versions).await?;
+        let rows =
+            sqlx::query("SELECT version_id FROM model_version_uses WHERE user_kind = $1 AND user_id = $2")
+                .bind(user_kind)
+                .bind(user_id)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(map_err)?;
+        let mut dropped = 0;
+        for r in &rows {
+            let id: String = get(r, "version_id")?;
+            if keep.contains(&id) {
+                continue;
+            }
+            dropped += sqlx::query(
+                "DELETE FROM model_version_uses WHERE user_kind = $1 AND user_id = $2 AND version_id = $3",
+            )
+            .bind(user_kind)
+            .bind(user_id)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        }
+        for id in &keep {
+            record_use(&mut tx, id, user_kind, user_id).await?;
+        }
         tx.commit().await.map_err(map_err)?;
-        Ok(dropped.rows_affected())
+        Ok(dropped)
     }
 
     /// Forgets a use; true when there was one.
@@ -817,6 +856,25 @@ impl Store {
         tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+/// The ids of `versions` (name, number), each model's row locked first as every registry write
+/// does (in name order, so that two writers cannot wait on each other); 404 naming one missing.
+async fn lock_versions(
+    tx: &mut WriteTx,
+    ws: &Workspace,
+    versions: &[(&str, i64)],
+) -> Result<Vec<String>, Error> {
+    let mut order: Vec<usize> = (0..versions.len()).collect();
+    order.sort_by_key(|&i| versions[i].0);
+    let mut ids = vec![String::new(); versions.len()];
+    let now = now_ms();
+    for i in order {
+        let (name, version) = versions[i];
+        let model_id = lock_model(tx, ws, name, now).await?;
+        ids[i] = version_id_in(tx, &model_id, name, version).await?;
+    }
+    Ok(ids)
 }
 
 /// Records that `user_kind` `user_id` uses version `version_id` (idempotent), inside `tx`.

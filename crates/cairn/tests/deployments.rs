@@ -1,7 +1,8 @@
 //! Online deployments end to end with real processes: a registered model (JSON coefficients,
 //! stdlib only), an environment with no packages, a `score.py` shaped like the walkthrough's,
 //! `deployment create --wait`, scoring through the endpoint's key, a failing `init()`, the
-//! model-version use, and a replica killed with SIGKILL. Runs on SQLite and on PostgreSQL.
+//! model-version use, a replica killed with SIGKILL, and a deployment of several models (Azure ML
+//! v1's layout, each version held, one swapped by an update). Runs on SQLite and on PostgreSQL.
 
 #[macro_use]
 mod common;
@@ -14,6 +15,9 @@ on_both_backends!(
     a_failing_init_fails_the_deployment_with_its_traceback,
     a_hung_run_gets_504_and_deployments_come_back_after_a_restart,
     deleting_the_workspace_with_force_stops_its_replicas,
+    a_deployment_of_two_models_loads_both_holds_both_and_an_update_swaps_one,
+    bad_model_lists_are_refused_and_write_nothing,
+    a_restart_during_an_update_of_two_models_keeps_both_recorded_versions,
 );
 
 fn json(text: &str) -> Value {
@@ -249,6 +253,319 @@ async fn deleting_the_workspace_with_force_stops_its_replicas(b: Backend) {
     // The endpoint's URI is gone with it.
     let (status, _) = score(&s, "any-key", r#"{"data": [[1, 2, 3]]}"#).await;
     assert_eq!(status, 401, "an unknown endpoint answers like a wrong key");
+}
+
+/// Loads two models by name from Azure ML v1's several-model layout and answers with both.
+const TWO_MODELS_PY: &str = r#"
+import json, os, stat
+from cairn.serving import Model
+
+def init():
+    global coef, scale, enc_version
+    root = os.environ["AZUREML_MODEL_DIR"]
+    # Several models: AZUREML_MODEL_DIR holds NAME/VERSION for each, and nothing else.
+    assert sorted(os.listdir(root)) == ["enc", "lin"], os.listdir(root)
+    with open(Model.get_model_path("lin")) as f:
+        coef = json.load(f)
+    path = Model.get_model_path("enc")
+    assert os.stat(path).st_mode & 0o222 == 0, "model files are read-only"
+    enc_version = int(os.path.basename(os.path.dirname(path)))
+    assert path == os.path.join(root, "enc", str(enc_version), "scale.json"), path
+    with open(path) as f:
+        scale = json.load(f)
+    try:
+        Model.get_model_path("other")
+        raise AssertionError("an absent model was found")
+    except LookupError as e:
+        # Exactly this generation's versions, never the next one an update brings beside it.
+        assert str(e).endswith("(models deployed here: enc:%d, lin:1)" % enc_version), e
+
+def run(raw_data):
+    rows = json.loads(raw_data)["data"]
+    y = [sum(w * x for w, x in zip(coef["w"], row)) + coef["b"] for row in rows]
+    return {"y": [v * scale["s"] for v in y], "enc": enc_version}
+"#;
+
+/// `setup` plus models `enc:1` (scale 10) and `enc:2` (scale 100) and a two-model deployment YAML
+/// of `lin:1` and `enc:ENC`; returns a function giving that YAML's path for a version of `enc`.
+fn setup_two_models(s: &Server) -> impl Fn(u32) -> String + '_ {
+    setup(s, TWO_MODELS_PY);
+    let dir = s.tmp().join("spec");
+    for (v, scale) in [(1, 10), (2, 100)] {
+        let folder = dir.join(format!("enc{v}"));
+        write_tree(&folder, &[("scale.json", format!(r#"{{"s": {scale}}}"#).as_bytes())]);
+        s.ok(&[
+            "model",
+            "register",
+            "--name",
+            "enc",
+            "--path",
+            &folder.join("scale.json").display().to_string(),
+            "-w",
+            "w",
+        ]);
+    }
+    move |enc: u32| {
+        let f = dir.join(format!("two-{enc}.yml"));
+        std::fs::write(
+            &f,
+            format!(
+                "name: duo\nendpoint_name: lin-ep\nmodels:\n- azureml:lin:1\n- enc:{enc}\n\
+                 code_configuration:\n  code: src\n  scoring_script: score.py\nenvironment: plain\n"
+            ),
+        )
+        .unwrap();
+        f.display().to_string()
+    }
+}
+
+async fn a_deployment_of_two_models_loads_both_holds_both_and_an_update_swaps_one(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    let yaml = setup_two_models(&s);
+    let d = json(&s.ok(&[
+        "deployment",
+        "create",
+        "-f",
+        &yaml(1),
+        "--all-traffic",
+        "--wait",
+        "-w",
+        "w",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(d["state"], "Healthy", "{d}");
+    assert_eq!(d["models"], serde_json::json!(["lin:1", "enc:1"]), "{d}");
+    assert!(d["model"].is_null(), "one `model` only for one model: {d}");
+    let listed = json(&s.ok(&["deployment", "list", "--endpoint", "lin-ep", "-w", "w", "-o", "json"]));
+    assert_eq!(listed[0]["models"], serde_json::json!(["lin:1", "enc:1"]), "{listed}");
+    let table = s.ok(&["deployment", "show", "lin-ep/duo", "-w", "w"]);
+    assert!(table.contains("lin:1, enc:1"), "{table}");
+
+    let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    let key = keys["primary_key"].as_str().unwrap().to_string();
+    // (2*1 - 1*2 + 0.5*4 + 1) * 10 = 30
+    let (status, body) = score(&s, &key, r#"{"data": [[1, 2, 4]]}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body), serde_json::json!({"y": [30.0], "enc": 1}));
+
+    // Both versions are held.
+    for v in ["lin:1", "enc:1"] {
+        let err = s.fails(&["model", "delete", v, "-w", "w"]);
+        assert!(err.contains("in use by deployment"), "{v}: {err}");
+    }
+
+    // The inference protocol's metadata answers for each model of the script deployment.
+    let meta = |model: &'static str| {
+        let (url, key) = (s.url.clone(), key.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .get(format!("{url}/endpoints/lin-ep/v2/models/{model}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), json(&r.text().await.unwrap()))
+        }
+    };
+    let (status, m) = meta("enc").await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(
+        (&m["name"], &m["versions"], &m["platform"]),
+        (&"enc".into(), &serde_json::json!(["1"]), &"cairn_score_py".into())
+    );
+    assert_eq!((m["inputs"].clone(), m["outputs"].clone()), (serde_json::json!([]), serde_json::json!([])));
+    let (status, m) = meta("lin").await;
+    assert_eq!((status, &m["name"]), (200, &"lin".into()), "{m}");
+    let (status, m) = meta("other").await;
+    assert_eq!(status, 404, "{m}");
+    assert!(m["error"].as_str().unwrap().contains("lin:1, enc:1 (duo)"), "{m}");
+
+    // The studio lists both models with links.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = studio_login(&http, &s.url, &s.token, "/").await;
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("cairn_session="))
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page =
+        http.get(format!("{}/w/w/endpoints/lin-ep", s.url)).header("cookie", cookie).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("href=\"/w/w/models/lin/1\"") && page.contains("href=\"/w/w/models/enc/1\""),
+        "{page}"
+    );
+
+    // A patch that sets `model` beside the spec's `models` is refused, and changes nothing.
+    let r = reqwest::Client::new()
+        .patch(format!("{}/api/v1/workspaces/w/endpoints/lin-ep/deployments/duo", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"model": "lin:1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let message = json(&r.text().await.unwrap())["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("not both"), "{message}");
+    let d = json(&s.ok(&["deployment", "show", "lin-ep/duo", "-w", "w", "-o", "json"]));
+    assert_eq!((&d["state"], &d["generation"]), (&"Healthy".into(), &0.into()), "{d}");
+
+    // An update swapping enc:1 for enc:2 rolls the replicas and releases enc:1 only.
+    let d = json(&s.ok(&["deployment", "update", "-f", &yaml(2), "--wait", "-w", "w", "-o", "json"]));
+    assert_eq!(d["models"], serde_json::json!(["lin:1", "enc:2"]), "{d}");
+    assert_eq!(d["generation"], 1, "{d}");
+    let (status, body) = score(&s, &key, r#"{"data": [[1, 2, 4]]}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body), serde_json::json!({"y": [300.0], "enc": 2}));
+    s.ok(&["model", "delete", "enc:1", "-w", "w"]);
+    for v in ["lin:1", "enc:2"] {
+        let err = s.fails(&["model", "delete", v, "-w", "w"]);
+        assert!(err.contains("in use by deployment"), "{v}: {err}");
+    }
+
+    // Deleting the deployment releases both.
+    s.ok(&["endpoint", "update", "lin-ep", "--traffic", "", "-w", "w"]);
+    s.ok(&["deployment", "delete", "lin-ep/duo", "-w", "w"]);
+    assert!(replica_pids(&s).is_empty());
+    s.ok(&["model", "delete", "enc:2", "-w", "w"]);
+    s.ok(&["model", "delete", "lin:1", "-w", "w"]);
+}
+
+/// An update swapping one of two models, cut short by a restart: the recorded generation comes
+/// back with both its versions still held, and only the version the update had reserved is freed.
+async fn a_restart_during_an_update_of_two_models_keeps_both_recorded_versions(b: Backend) {
+    let (s, db) = start_on(b, Opts::default()).await;
+    let yaml = setup_two_models(&s);
+    let (first, second) = (yaml(1), yaml(2));
+    drop(yaml);
+    let d = json(&s.ok(&[
+        "deployment",
+        "create",
+        "-f",
+        &first,
+        "--all-traffic",
+        "--wait",
+        "-w",
+        "w",
+        "-o",
+        "json",
+    ]));
+    let deployment_dir = s.data_dir.join("deployments").join(d["id"].as_str().unwrap());
+    let key = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]))["primary_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Generation 1 (enc:2) never gets ready: its init() sleeps.
+    let slow = s.tmp().join("spec/slow");
+    write_tree(
+        &slow,
+        &[("score.py", b"import time\n\ndef init():\n    time.sleep(60)\n\ndef run(raw):\n    return raw\n")],
+    );
+    let update =
+        std::fs::read_to_string(&second).unwrap().replace("code: src", &format!("code: {}", slow.display()));
+    let update_file = s.tmp().join("spec/slow.yml");
+    std::fs::write(&update_file, update).unwrap();
+    let d =
+        json(&s.ok(&["deployment", "update", "-f", update_file.to_str().unwrap(), "-w", "w", "-o", "json"]));
+    assert_eq!(d["state"], "Updating", "{d}");
+    let gen1_log = deployment_dir.join("logs/generation-1.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&gen1_log).unwrap_or_default().contains("generation 1: starting") {
+        assert!(std::time::Instant::now() < deadline, "generation 1 never started:\n{}", s.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let err = s.fails(&["model", "delete", "enc:2", "-w", "w"]);
+    assert!(err.contains("in use by deployment"), "the update holds enc:2: {err}");
+
+    let s = s.restart();
+    let _keep = db;
+    let mut last = (0, String::new());
+    for _ in 0..600 {
+        last = score(&s, &key, r#"{"data": [[1, 2, 4]]}"#).await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 200, "{}", last.1);
+    assert_eq!(json(&last.1), serde_json::json!({"y": [30.0], "enc": 1}));
+    let d = json(&s.ok(&["deployment", "show", "lin-ep/duo", "-w", "w", "-o", "json"]));
+    assert_eq!((&d["generation"], &d["models"]), (&0.into(), &serde_json::json!(["lin:1", "enc:1"])), "{d}");
+    s.ok(&["model", "delete", "enc:2", "-w", "w"]);
+    for v in ["lin:1", "enc:1"] {
+        let err = s.fails(&["model", "delete", v, "-w", "w"]);
+        assert!(err.contains("in use by deployment"), "{v} still serves: {err}");
+    }
+    assert!(!deployment_dir.join("gen/1").exists(), "the abandoned generation's files stay");
+    assert!(!deployment_dir.join("model/enc/2").exists(), "the abandoned version's files stay");
+    // The sleeping replica of the abandoned generation outlived the killed server; end it.
+    for pid in replica_pids(&s) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if String::from_utf8_lossy(&environ).contains("/gen/1/") {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+async fn bad_model_lists_are_refused_and_write_nothing(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    let yaml = setup_two_models(&s);
+    let file = yaml(1);
+    let req: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    // Models are checked before the code snapshot, so none is uploaded.
+    let post = |spec: Value| {
+        let (url, token) = (s.url.clone(), s.token.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/api/v1/workspaces/w/endpoints/lin-ep/deployments"))
+                .bearer_auth(token)
+                .json(&spec)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let with = |models: Value| {
+        let mut spec = req.clone();
+        spec["models"] = models;
+        spec["code_configuration"]["code"] = "none-uploaded".into();
+        spec
+    };
+    let many: Vec<String> = (0..33).map(|i| format!("m{i}:1")).collect();
+    let mut both = with(serde_json::json!(["lin:1"]));
+    both["model"] = "enc:1".into();
+    let mut no_code = with(serde_json::json!(["lin:1", "enc:1"]));
+    no_code.as_object_mut().unwrap().remove("code_configuration");
+    let cases = [
+        (both, 400, "not both"),
+        (with(serde_json::json!([])), 400, "models is empty"),
+        (with(serde_json::json!(["lin:1", "enc:1", "azureml:enc:2"])), 400, "model \"enc\" twice"),
+        (with(serde_json::json!(many)), 400, "at most 32"),
+        (with(serde_json::json!(["lin:1", "enc"])), 400, "expected NAME:VERSION"),
+        (no_code, 400, "without code_configuration"),
+        (with(serde_json::json!(["lin:1", "enc:9"])), 404, "enc:9"),
+        (with(serde_json::json!(["lin:1", "ghost:1"])), 404, "ghost"),
+    ];
+    for (spec, status, message) in cases {
+        let (got, body) = post(spec.clone()).await;
+        assert_eq!(got, status, "{spec}: {body}");
+        let said = json(&body)["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(said.contains(message), "{spec}: {body}");
+    }
+    // Nothing was written: no deployment, and every version can go.
+    let listed = json(&s.ok(&["deployment", "list", "--endpoint", "lin-ep", "-w", "w", "-o", "json"]));
+    assert_eq!(listed, serde_json::json!([]));
+    for v in ["lin:1", "enc:1", "enc:2"] {
+        s.ok(&["model", "delete", v, "-w", "w"]);
+    }
 }
 
 mod gateway {

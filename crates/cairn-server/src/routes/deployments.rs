@@ -62,7 +62,8 @@ pub async fn replace(
 }
 
 /// Updates a deployment with a JSON merge patch (RFC 7396) of its spec, e.g.
-/// `{"instance_count": 3}`; then as `PUT`.
+/// `{"instance_count": 3}`; then as `PUT`. `model` and `models` exclude each other, so a patch
+/// that sets one nulls the other (`{"models": ["a:1", "b:2"], "model": null}`).
 #[utoipa::path(patch, path = "/api/v1/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}", tag = "endpoints",
     params(("ws" = String, Path, description = "workspace name"), ("endpoint" = String, Path, description = "endpoint name"),
         ("name" = String, Path, description = "deployment name")),
@@ -142,7 +143,7 @@ pub async fn show(
     Ok(Json(deployments::view(&state.store.deployment(&e.id, &e.name, &name).await?)))
 }
 
-/// Stops the replicas and deletes the deployment; its model version is no longer in use.
+/// Stops the replicas and deletes the deployment; its model versions are no longer in use.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}", tag = "endpoints",
     params(("ws" = String, Path, description = "workspace name"), ("endpoint" = String, Path, description = "endpoint name"),
         ("name" = String, Path, description = "deployment name")),

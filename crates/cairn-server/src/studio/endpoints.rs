@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use cairn_core::api::{Role, Workspace};
-use cairn_core::deployments::DeploymentState;
+use cairn_core::deployments::{DeployedModel, DeploymentState};
 use cairn_core::endpoints::{AuthMode, KeyType, ProvisioningState};
 use cairn_core::Error;
 use cairn_store::{DeploymentRecord, EndpointRecord};
@@ -223,7 +223,7 @@ async fn endpoint_body(
             } @else {
                 div.table-wrap { table #deployments-table {
                     thead { tr {
-                        th scope="col" { "Deployment" } th scope="col" { "Model" } th scope="col" { "State" }
+                        th scope="col" { "Deployment" } th scope="col" { "Models" } th scope="col" { "State" }
                         th scope="col" { "Instances" } th scope="col" { "Replicas ready" }
                         th scope="col" { "Restarts" } th scope="col" { "Updated" }
                     } }
@@ -262,11 +262,15 @@ async fn endpoint_body(
 }
 
 fn deployment_row(ws: &str, d: &DeploymentRecord, h: Option<&ReplicaHealth>) -> Markup {
-    let model = format!("{}/models/{}/{}", layout::ws_url(ws), layout::seg(&d.model_name), d.model_version);
+    let link =
+        |m: &DeployedModel| format!("{}/models/{}/{}", layout::ws_url(ws), layout::seg(&m.name), m.version);
     html! {
         tr data-deployment=(d.name) {
             td { (d.name) }
-            td { a href=(model) { (d.model_name) ":" (d.model_version) } }
+            td.models { @for (i, m) in d.models.iter().enumerate() {
+                @if i > 0 { ", " }
+                a href=(link(m)) { (m.name) ":" (m.version) }
+            } }
             td {
                 (deployment_badge(d.state))
                 @if !d.reason.is_empty() {

@@ -98,7 +98,7 @@ fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
         ("deployment", d.name.clone()),
         ("endpoint", d.endpoint_name.clone()),
         ("state", d.state.as_str().to_string()),
-        ("model", d.model.clone()),
+        ("models", d.models.join(", ")),
         ("environment", d.spec.environment.clone().unwrap_or_else(|| "(derived from the model)".into())),
         ("instance_count", d.spec.instance_count.to_string()),
         (
@@ -203,13 +203,13 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
                     vec![
                         d.name.clone(),
                         d.state.as_str().to_string(),
-                        d.model.clone(),
+                        d.models.join(", "),
                         d.spec.instance_count.to_string(),
                         output::time(d.updated_at),
                     ]
                 })
                 .collect();
-            output::print(client.output, &list, &["NAME", "STATE", "MODEL", "INSTANCES", "UPDATED"], rows)
+            output::print(client.output, &list, &["NAME", "STATE", "MODELS", "INSTANCES", "UPDATED"], rows)
         }
         DeploymentCommand::Show { target, ws, client } => {
             let (e, n) = split(&target)?;

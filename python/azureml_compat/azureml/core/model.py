@@ -65,8 +65,10 @@ class Model(_sdk.Model):
     def deploy(workspace: Any, name: str, models: List[Any], inference_config: Any = None,  # type: ignore[override]
                deployment_config: Any = None, deployment_target: Any = None, overwrite: bool = False,
                show_output: bool = False) -> Any:
-        """Deploy one model as service ``name`` on the local inference target (an
-        ``AksCompute`` or no target maps there); returns a ``Webservice``."""
+        """Deploy ``models`` (one or more registered versions) as service ``name`` on the local
+        inference target (an ``AksCompute`` or no target maps there); returns a ``Webservice``.
+        As in Azure ML, ``AZUREML_MODEL_DIR`` is the model's folder with one model and holds
+        ``NAME/VERSION`` for each with several; ``Model.get_model_path(NAME)`` finds either."""
         from cairn.webservice import DeploymentConfiguration, deploy
 
         from .webservice import Webservice

@@ -19,9 +19,9 @@ class Webservice(_sdk.Webservice):
     def update(self, models: Optional[list] = None, inference_config: Optional[_sdk.InferenceConfig] = None,
                num_replicas: Optional[int] = None, autoscale_enabled: Optional[bool] = None,
                **kwargs: Any) -> None:
-        """Azure ML v1's ``update``: a new model, scoring code/environment or replica count; the
-        server replaces the replicas without dropping requests. Follow with
-        ``wait_for_deployment()``."""
+        """Azure ML v1's ``update``: new models (the whole list, one or more), scoring
+        code/environment or replica count; the server replaces the replicas without dropping
+        requests. Follow with ``wait_for_deployment()``."""
         if autoscale_enabled:
             raise unsupported("autoscaling (autoscale_enabled=True)", "set num_replicas")
         ignored("Webservice.update", given(**kwargs), "Cairn's replicas are processes on the server's machine")
