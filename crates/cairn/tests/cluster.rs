@@ -116,7 +116,7 @@ async fn jobs_submitted_through_two_servers_share_one_node_and_all_complete() {
     let (a, b) = (&c.a, &c.b);
     let (id_a, id_b) = (server_id(a), server_id(b));
     assert_ne!(id_a, id_b, "each data directory has its own server id");
-    assert!(a.log().contains(&format!("id={id_a}")), "the id is logged at start: {}", a.log());
+    assert!(a.wait_for_log(&format!("id={id_a}")), "the id is logged at start: {}", a.log());
     let dir = c.shared.path().join("spec");
     setup(a, &dir, 1);
     let trace = c.shared.path().join("trace");

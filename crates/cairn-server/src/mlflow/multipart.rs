@@ -188,8 +188,8 @@ async fn sweep(state: Arc<AppState>) {
 
 /// Removes the staging of expired uploads (of workspace `workspace` only, when given) and
 /// returns how many there were and their bytes; a dry run only counts. An upload is expired
-/// when its `meta.json` says so; one without a readable `meta.json` (a `create` cut short) when
-/// its newest file is older than [`UPLOAD_TTL_S`], and only when no workspace is named.
+/// when its `meta.json` says so or its newest file is older than [`UPLOAD_TTL_S`]; one without a
+/// readable `meta.json` (a `create` cut short) is swept only when no workspace is named.
 pub async fn sweep_expired(
     state: &AppState,
     workspace: Option<&str>,
@@ -211,9 +211,14 @@ pub async fn sweep_expired(
         if check_upload_id(&id).is_err() {
             continue;
         }
+        // Parts cannot arrive after the expiry, so files older than the lifetime also mean an
+        // expired upload (whatever its meta.json says, or when it has none).
+        let old = newest < now - UPLOAD_TTL_S * 1000;
         let expired = match load_meta(&store, &id).await {
-            Some(meta) => now / 1000 >= meta.expires && workspace.is_none_or(|w| w == meta.workspace),
-            None => workspace.is_none() && newest < now - UPLOAD_TTL_S * 1000,
+            Some(meta) => {
+                (old || now / 1000 >= meta.expires) && workspace.is_none_or(|w| w == meta.workspace)
+            }
+            None => old && workspace.is_none(),
         };
         if expired {
             if !dry_run {
