@@ -216,3 +216,78 @@ async fn a_restart_of_one_server_leaves_the_other_servers_runs_alone() {
     }
     assert!(b.log().contains("canceled through another server"), "{}", b.log());
 }
+
+/// The processes of `python -m cairn.replica` started by server `s` (found by its data directory
+/// in their environment).
+fn replica_pids(s: &Server) -> Vec<i32> {
+    let out = std::process::Command::new("pgrep").args(["-f", "cairn.replica"]).output().unwrap();
+    let dir = s.data_dir.display().to_string();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|e| String::from_utf8_lossy(&e).contains(&dir))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_runs_on_the_server_that_created_it_and_others_send_callers_there() {
+    let c = cluster(&[]).await;
+    let dir = c.shared.path().join("dep");
+    write_tree(
+        &dir,
+        &[
+            ("env.yml", b"name: plain\npip: []\n"),
+            ("model/coef.json", br#"{"b": 1.5}"#),
+            ("ep.yml", b"name: lin-ep\nauth_mode: key\n"),
+            (
+                "src/score.py",
+                b"import json\ndef init():\n    pass\ndef run(raw):\n    return {\"n\": len(json.loads(raw)[\"data\"])}\n",
+            ),
+            (
+                "blue.yml",
+                b"name: blue\nendpoint_name: lin-ep\nmodel: azureml:lin:1\n\
+                  code_configuration:\n  code: src\n  scoring_script: score.py\n\
+                  environment: plain\ninstance_count: 1\ninstance_type: Standard_DS2_v2\n",
+            ),
+        ],
+    );
+    let p = |f: &str| dir.join(f).display().to_string();
+    let a = &c.a;
+    a.ok(&["workspace", "create", "w"]);
+    a.ok(&["env", "create", "-f", &p("env.yml"), "-w", "w"]);
+    a.ok(&["model", "register", "--name", "lin", "--path", &p("model"), "-w", "w"]);
+    a.ok(&["endpoint", "create", "-f", &p("ep.yml"), "-w", "w"]);
+    a.ok(&["deployment", "create", "-f", &p("blue.yml"), "--all-traffic", "--wait", "-w", "w"]);
+    let keys = json(&a.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    let key = keys["primary_key"].as_str().unwrap().to_string();
+    let score = |s: &Server| {
+        let req = reqwest::Client::new()
+            .post(format!("{}/endpoints/lin-ep/score", s.url))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(r#"{"data": [[1], [2]]}"#);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(score(a).await, (200, r#"{"n": 2}"#.to_string()));
+    let (status, body) = score(&c.b).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("runs on another server") && body.contains(&a.url), "{body}");
+    assert_eq!(replica_pids(a).len(), 1);
+
+    // B restarts: it does not start A's deployment (before, every server started every one).
+    let Cluster { a, b, _db, shared } = c;
+    let b = b.restart();
+    assert!(b.wait_for_log("cairn server ready"), "{}", b.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(replica_pids(&b).is_empty(), "B started A's replicas: {}", b.log());
+    assert_eq!(replica_pids(&a).len(), 1);
+    assert_eq!(score(&a).await.0, 200);
+    drop(shared);
+}
