@@ -291,4 +291,10 @@ pub struct GcReport {
     /// Totals over `workspaces`.
     pub deleted: u64,
     pub deleted_bytes: u64,
+    /// MLflow multipart uploads past their expiry whose staged parts were removed (or, in a
+    /// dry run, would be), and their bytes.
+    #[serde(default)]
+    pub expired_uploads: u64,
+    #[serde(default)]
+    pub expired_upload_bytes: u64,
 }

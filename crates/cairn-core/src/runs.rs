@@ -163,6 +163,23 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub job: Option<serde_json::Value>,
+    /// The `cairn server` that claimed the job (its processes and folder are on that server's
+    /// machine; only it supervises them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<RunServer>,
+}
+
+/// A server as a run names it: who runs the job, and whether that server still answers.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunServer {
+    pub id: String,
+    pub host: String,
+    pub url: String,
+    /// False when the server stopped, or its heartbeat is older than its stale limit: its jobs
+    /// are left as they are (no other server touches them) until it comes back.
+    pub alive: bool,
+    /// Unix milliseconds of its last heartbeat.
+    pub last_seen: i64,
 }
 
 /// Starts a run from outside a job (a notebook, the MLflow client).

@@ -326,6 +326,7 @@ pub async fn create(
         updated_at: now,
     };
     state.store.create_deployment(&d).await?;
+    state.store.set_deployment_server(&d.id, &state.server.id).await?;
     if let Err(err) = state.store.add_model_version_uses(ws, &versions_of(&d), USE_KIND, &d.id).await {
         state.store.delete_deployment(&d.id).await?;
         return Err(err);
@@ -370,7 +371,22 @@ pub fn launch(state: Arc<AppState>, d: DeploymentRecord) {
 /// stopped; an update that was running is abandoned: the generation recorded (the one serving
 /// before it) comes back.
 pub async fn relaunch_all(state: &Arc<AppState>) -> Result<(), Error> {
+    // Replicas run on the server that owns the deployment (with several servers on one database,
+    // each starts only its own). One recorded before owners were (migration 0016) is taken when
+    // its folder is in this data directory, or when no other server is alive to own it.
+    let me = state.server.id.as_str();
+    let others_alive = !state.store.other_live_servers(me).await?.is_empty();
     for d in state.store.all_deployments().await? {
+        match state.store.deployment_server_id(&d.id).await? {
+            Some(owner) if owner == me => {}
+            Some(_) => continue,
+            None => {
+                let local = state.data_dir.join("deployments").join(&d.id).exists();
+                if (others_alive && !local) || !state.store.adopt_deployment(&d.id, me).await? {
+                    continue;
+                }
+            }
+        }
         match d.state {
             DeploymentState::Failed => {}
             DeploymentState::Deleting => {

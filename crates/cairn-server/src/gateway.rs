@@ -213,7 +213,7 @@ async fn call(
         Ok(reply) => Ok(reply),
         Err(ForwardError::NotReady) => Err(Answer {
             retry_after: true,
-            ..Answer::new(StatusCode::SERVICE_UNAVAILABLE, format!("{who} has no ready replica"))
+            ..Answer::new(StatusCode::SERVICE_UNAVAILABLE, not_ready(state, &e.id, deployment, &who).await)
         }),
         Err(ForwardError::Busy(limit)) => Err(Answer {
             retry_after: true,
@@ -232,6 +232,20 @@ async fn call(
             ),
         )),
         Err(ForwardError::Broken(msg)) => Err(Answer::new(StatusCode::BAD_GATEWAY, format!("{who}: {msg}"))),
+    }
+}
+
+/// Why no replica answers here: none is ready, or (several servers on one database) the deployment
+/// runs on another server, whose URL the caller should use.
+async fn not_ready(state: &AppState, endpoint_id: &str, deployment: &str, who: &str) -> String {
+    match state.store.deployment_server(endpoint_id, deployment).await {
+        Ok(Some(s)) if s.id != state.server.id => format!(
+            "{who} runs on another server ({}{}); send scoring requests to {}",
+            s.url,
+            if s.alive(cairn_core::now_ms()) { "" } else { ", currently unreachable" },
+            s.url
+        ),
+        _ => format!("{who} has no ready replica"),
     }
 }
 

@@ -14,6 +14,9 @@
 //! until its deletions are done, so a blob is never deleted under a manifest that was just
 //! checked against it. The lock is per process: with several servers on one PostgreSQL database,
 //! run the collection with a grace period longer than any registration takes.
+//!
+//! It also removes the staged parts of expired MLflow multipart uploads
+//! (`mlflow::multipart::sweep_expired`), which are otherwise only swept when an upload is created.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -76,6 +79,10 @@ pub async fn collect(state: &AppState, req: &GcRequest) -> Result<GcReport, Erro
         report.deleted_bytes += found.deleted_bytes;
         report.workspaces.push(found);
     }
+    let (uploads, bytes) =
+        crate::mlflow::multipart::sweep_expired(state, req.workspace.as_deref(), req.dry_run).await?;
+    report.expired_uploads = uploads;
+    report.expired_upload_bytes = bytes;
     Ok(report)
 }
 

@@ -41,7 +41,7 @@ use crate::routes::{
         Role, TokenInfo, CreateToken, CreatedToken, Whoami, Workspace, WorkspaceDetail, CreateWorkspace,
         DatastoreKind, Datastore, CreateDatastore, PlannedFile, UploadPlanRequest, PlanAction,
         PlanEntry, UploadPlan, PutStatus, PutFileResult, FileEntry, ErrorBody, ErrorDetail,
-        RunStatus, Experiment, CreateExperiment, Transition, MetricPoint, Run, CreateRun, UpdateRun, LogMetric,
+        RunStatus, Experiment, CreateExperiment, Transition, MetricPoint, Run, RunServer, CreateRun, UpdateRun, LogMetric,
         KeyValue, LogBatch, AddProperties, RunMetrics, Environment, CreateEnvironment, EnvironmentBuild, Compute, ComputeState,
         CreateCompute, ComputeSize, CreateComputeSize, JobInput, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,
         jobs::LogChunk, SearchRuns, RunsPage, Endpoint, CreateEndpoint, UpdateEndpoint, EndpointKeys,

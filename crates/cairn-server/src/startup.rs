@@ -36,7 +36,15 @@ pub struct ServerConfig {
     pub max_score_body_bytes: u64,
     /// Where built environments are cached (`DATA_DIR/envs` unless configured).
     pub env_cache: PathBuf,
+    /// The URL other servers and clients reach this one at (`--advertise-url`); the listening
+    /// address otherwise (with the host name when listening on all interfaces).
+    pub advertise_url: Option<String>,
+    /// How long without a heartbeat before other servers show this one as unreachable.
+    pub server_stale_after: Duration,
 }
+
+/// File in the data directory holding the server's stable id.
+pub const SERVER_ID_FILE: &str = "server-id";
 
 /// File in the data directory that tells local clients where the server listens.
 pub const SERVER_FILE: &str = "server.json";
@@ -49,6 +57,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     create_private_dir(&config.data_dir)?;
     let lock = lock_data_dir(&config.data_dir)?;
+    let id = server_id(&config.data_dir)?;
 
     let store = match &config.database_url {
         Some(url) => Store::open(url).await?,
@@ -87,9 +96,19 @@ pub async fn serve(
         max_upload_bytes: config.max_upload_bytes,
         max_score_body_bytes: usize::try_from(config.max_score_body_bytes).unwrap_or(usize::MAX),
     };
-    let state = AppState::new(store.clone(), artifacts, config.data_dir.clone(), limits, secret);
+    let host = host_name();
+    let identity = crate::state::ServerIdentity {
+        id,
+        url: config.advertise_url.clone().unwrap_or_else(|| advertised(addr, &host)),
+        host,
+    };
+    let stale_ms = i64::try_from(config.server_stale_after.as_millis()).unwrap_or(i64::MAX);
+    store.register_server(&identity.id, &identity.host, &identity.url, stale_ms).await?;
+    tracing::info!(id = %identity.id, host = %identity.host, url = %identity.url, "server identity");
+    let state = AppState::new(store.clone(), artifacts, config.data_dir.clone(), limits, secret, identity);
     let _ = state.env_cache.set(config.env_cache.clone());
     let _ = state.public_url.set(url.clone());
+    let heartbeat = tokio::spawn(heartbeat(state.clone(), config.server_stale_after));
     crate::runtime::unpack(&state.runtime_dir())?;
     crate::jobs::recover(&state).await?;
     crate::deployments::relaunch_all(&state).await?;
@@ -117,6 +136,10 @@ pub async fn serve(
         ),
     }
     scheduler.abort();
+    heartbeat.abort();
+    if let Err(e) = store.server_stopped(&jobs_state.server.id).await {
+        tracing::warn!(error = %e, "cannot record the stop in the servers table");
+    }
     // Jobs are not stopped with the server: their shims run on and the next start reattaches them.
     let kept = jobs_state.jobs.supervised();
     if kept > 0 {
@@ -127,6 +150,57 @@ pub async fn serve(
     drop(lock);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Refreshes this server's `last_seen` until the task is aborted at shutdown; a few beats fit in
+/// the stale limit, so one slow write does not make the server look gone.
+async fn heartbeat(state: std::sync::Arc<AppState>, stale_after: Duration) {
+    let every = (stale_after / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.store.touch_server(&state.server.id).await {
+            tracing::warn!(error = %e, "heartbeat failed; retrying");
+        }
+    }
+}
+
+/// The server's stable id, made at first start (random, 128 bits) and kept in the data directory.
+fn server_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(SERVER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let id = hex::encode(bytes);
+    let tmp = data_dir.join(format!("{SERVER_ID_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{id}\n")).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The URL to advertise without `--advertise-url`: the bound address, or the host name and port
+/// when bound to all interfaces (0.0.0.0 reaches nothing from another machine).
+fn advertised(addr: SocketAddr, host: &str) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://{host}:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

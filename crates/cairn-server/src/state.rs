@@ -47,6 +47,17 @@ pub struct AppState {
     /// Held for reading while a manifest is checked against existing blobs and recorded, for
     /// writing while blobs are garbage-collected (`gc.rs`).
     pub(crate) blob_refs: tokio::sync::RwLock<()>,
+    /// Who this server is among the servers of one database (runs and deployments it owns).
+    pub server: ServerIdentity,
+}
+
+/// A server's identity: a stable id kept in the data directory (`server-id`, made at first
+/// start), its host name and the URL other servers and clients reach it at.
+#[derive(Clone, Debug, Default)]
+pub struct ServerIdentity {
+    pub id: String,
+    pub host: String,
+    pub url: String,
 }
 
 /// The limits and secret of a server, beyond its stores.
@@ -62,6 +73,7 @@ impl AppState {
         data_dir: PathBuf,
         limits: Limits,
         secret: ServerSecret,
+        server: ServerIdentity,
     ) -> Arc<Self> {
         Arc::new(AppState {
             store,
@@ -80,6 +92,7 @@ impl AppState {
             public_url: OnceLock::new(),
             stopping: tokio::sync::watch::Sender::new(false),
             blob_refs: tokio::sync::RwLock::new(()),
+            server,
         })
     }
 

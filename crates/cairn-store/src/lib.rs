@@ -18,6 +18,7 @@ mod resources;
 mod runs;
 mod search;
 mod series;
+mod servers;
 mod studio;
 mod tokens;
 mod workspaces;
@@ -33,6 +34,7 @@ pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
 pub use search::RunScope;
 pub use series::MetricSeries;
+pub use servers::{Claim, ServerRecord};
 pub use studio::{ExperimentSummary, ModelSummary, RunColumnKeys, RunStatusRow, MAX_COLUMN_KEYS};
 pub use tokens::{NewToken, TokenRecord};
 

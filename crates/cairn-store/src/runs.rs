@@ -32,6 +32,8 @@ pub struct RunRef {
     pub compute: Option<String>,
     pub pid: Option<i64>,
     pub created_at: i64,
+    /// The server that claimed it (None: queued, or claimed before migration 0016).
+    pub server_id: Option<String>,
 }
 
 fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
@@ -76,6 +78,7 @@ pub(crate) fn run_from_row(row: &AnyRow, workspace: &str) -> Result<Run, Error> 
         metrics: BTreeMap::new(),
         transitions: Vec::new(),
         job: if job.is_empty() { None } else { serde_json::from_str(&job).ok() },
+        server: None,
     })
 }
 
@@ -263,7 +266,8 @@ impl Store {
     pub async fn runs_in_status(&self, statuses: &[RunStatus]) -> Result<Vec<RunRef>, Error> {
         let placeholders: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT id, workspace_id, status, compute, pid, created_at FROM runs WHERE status IN ({}) ORDER BY created_at, id",
+            "SELECT id, workspace_id, status, compute, pid, created_at, server_id FROM runs WHERE status IN ({}) \
+             ORDER BY created_at, id",
             placeholders.join(", ")
         );
         let mut q = sqlx::query(&sql);
@@ -280,6 +284,7 @@ impl Store {
                     compute: get(r, "compute")?,
                     pid: get(r, "pid")?,
                     created_at: get(r, "created_at")?,
+                    server_id: get(r, "server_id")?,
                 })
             })
             .collect()
@@ -381,6 +386,7 @@ impl Store {
         for r in rows {
             run.transitions.push(Transition { status: status_of(&r)?, at: get(&r, "at")? });
         }
+        run.server = self.run_server(id).await?;
         Ok(run)
     }
 

@@ -37,6 +37,15 @@ pub struct ServerArgs {
     /// one cache (builds are locked per environment hash).
     #[arg(long, env = "CAIRN_ENV_CACHE")]
     env_cache: Option<PathBuf>,
+    /// The URL other servers and clients reach this server at, shown with the runs and
+    /// deployments it owns when several servers share one database. Default: the listening
+    /// address (the host name when listening on all interfaces).
+    #[arg(long, env = "CAIRN_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Seconds without a heartbeat after which other servers of the database show this one as
+    /// unreachable (its jobs are left alone either way). Default: 60.
+    #[arg(long, env = "CAIRN_SERVER_STALE_AFTER")]
+    server_stale_after: Option<u64>,
     /// Configuration file. Default: ./cairn.toml if it exists.
     #[arg(long, env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
@@ -61,11 +70,14 @@ struct FileConfig {
     max_score_body_bytes: Option<u64>,
     log_format: Option<LogFormat>,
     env_cache: Option<PathBuf>,
+    advertise_url: Option<String>,
+    server_stale_after: Option<u64>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_UPLOAD: u64 = 64 << 30;
 const DEFAULT_MAX_SCORE_BODY: u64 = 16 << 20;
+const DEFAULT_SERVER_STALE_AFTER_S: u64 = 60;
 
 fn read_file_config(args: &ServerArgs) -> anyhow::Result<FileConfig> {
     let path = match &args.config {
@@ -107,6 +119,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .max_score_body_bytes
             .or(file.max_score_body_bytes)
             .unwrap_or(DEFAULT_MAX_SCORE_BODY),
+        advertise_url: args.advertise_url.or(file.advertise_url).map(|u| u.trim_end_matches('/').to_string()),
+        server_stale_after: Duration::from_secs(
+            args.server_stale_after
+                .or(file.server_stale_after)
+                .unwrap_or(DEFAULT_SERVER_STALE_AFTER_S)
+                .max(1),
+        ),
     };
     cairn_server::serve(config, shutdown_signal()).await
 }

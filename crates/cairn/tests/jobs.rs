@@ -835,3 +835,55 @@ async fn job_submit_stream_prints_the_log_from_the_follow_stream() {
     assert!(out.contains("streamed-42"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("status") && l.contains("Completed")), "{out}");
 }
+
+/// A run whose environment, code and inputs were not ready when the server died (issue 3): it
+/// is failed at restart saying so, rather than re-queued, because a preparation that brings the
+/// server down (a huge input, a build that exhausts memory) would otherwise do it again at every
+/// start; nothing of the job's command has run, so submitting again is safe. The queued job
+/// behind it stays queued and runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_left_preparing_at_restart_is_failed_clearly_and_the_queue_goes_on() {
+    let cache = tempfile::tempdir().unwrap();
+    let s = Server::start_with(Opts {
+        args: vec!["--env-cache".into(), cache.path().display().to_string()],
+        ..Default::default()
+    });
+    let dir = setup(&s, 1);
+    // The test holds the environment's build lock, as another server building it would: the
+    // run waits in `Preparing` for as long as the test wants.
+    let hash =
+        json(&s.ok(&["env", "show", "plain", "-w", "w", "-o", "json"]))["hash"].as_str().unwrap().to_string();
+    let lock = std::fs::File::create(cache.path().join(format!("{hash}.lock"))).unwrap();
+    lock.lock().unwrap();
+    let file = job_file(&dir, "job.yml", "command: echo done-$((40+2))\n");
+    let preparing = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let queued = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    wait_for(&s, &preparing, |r| r["status"] == "Preparing", 30);
+    let log = s.data_dir.join("runs").join(&preparing).join("logs/std_log.txt");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("preparing environment") {
+        assert!(Instant::now() < deadline, "the run did not start preparing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Held there by the lock (the build of an empty environment takes well under a second).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(json(&s.ok(&["job", "show", &preparing, "-w", "w", "-o", "json"]))["status"], "Preparing");
+    assert_eq!(json(&s.ok(&["job", "show", &queued, "-w", "w", "-o", "json"]))["status"], "Queued");
+
+    let s = s.restart();
+    let r = wait_for(&s, &preparing, ended, 30);
+    assert_eq!(r["status"], "Failed", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("server stopped while this run was Preparing")
+            && error.contains("Submit the job again"),
+        "{error}"
+    );
+    assert!(s.log().contains("marked Failed"), "{}", s.log());
+    // The queued job takes the freed node, waits for the environment like the first, and
+    // completes once the lock is released.
+    wait_for(&s, &queued, |r| r["status"] == "Preparing", 30);
+    drop(lock);
+    let r = wait_for(&s, &queued, ended, 120);
+    assert_eq!(r["status"], "Completed", "{r}");
+}

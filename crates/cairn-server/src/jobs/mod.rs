@@ -6,6 +6,12 @@
 //! what can be rebuilt (cancel switches), so a restart loses no queued job. A job's command runs
 //! under a shim that outlives the server (`cairn_jobs::shim`), so a running job is reattached by
 //! the next server ([`recover`]) instead of being lost.
+//!
+//! Several servers may share one database. Each run records the server that claimed it
+//! (`runs.server_id`): its processes and folder are on that server's machine, so only that server
+//! supervises and recovers it. Claims compete through [`cairn_store::Store::claim_run`], which
+//! admits a run against the compute's `max_nodes` counted over every server's active runs; the
+//! local node pools only describe this server's own nodes.
 
 pub mod runner;
 
@@ -20,7 +26,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::state::AppState;
 use cairn_jobs::compute::{Node, NodePool};
-use cairn_store::ComputeRecord;
+use cairn_store::{Claim, ComputeRecord};
 
 /// Why a running job is being stopped.
 #[derive(Clone, Debug)]
@@ -101,11 +107,11 @@ impl Jobs {
     }
 }
 
-/// Brings every known node pool up to date with the active runs, so that nodes become idle when
-/// their job ends and are released after the idle time even when nobody looks.
+/// Brings every known node pool up to date with this server's active runs, so that nodes become
+/// idle when their job ends and are released after the idle time even when nobody looks.
 async fn reconcile_pools(state: &AppState, active: &[cairn_store::RunRef]) -> Result<(), Error> {
     let mut counts: HashMap<(String, String), (usize, usize)> = HashMap::new();
-    for r in active {
+    for r in active.iter().filter(|r| r.server_id.as_deref() == Some(state.server.id.as_str())) {
         let c = counts.entry((r.workspace_id.clone(), r.compute.clone().unwrap_or_default())).or_default();
         if matches!(r.status, RunStatus::Preparing | RunStatus::Starting) {
             c.0 += 1;
@@ -131,14 +137,30 @@ async fn reconcile_pools(state: &AppState, active: &[cairn_store::RunRef]) -> Re
     Ok(())
 }
 
-/// Deals with the runs that were active when the previous server stopped. A job whose shim still
-/// runs (the same process: pid and start time match) is reattached; one whose shim ended
-/// meanwhile is finalized from its `exit.json`. The others (still `Preparing`, or a shim gone
-/// without `exit.json`) are marked `Failed` saying why, their leftover processes killed.
+/// Deals with the runs this server left active when it stopped. A job whose shim still runs (the
+/// same process: pid and start time match) is reattached; one whose shim ended meanwhile is
+/// finalized from its `exit.json`. The others (still `Preparing`, or a shim gone without
+/// `exit.json`) are marked `Failed` saying why, their leftover processes killed.
+///
+/// Runs of other servers are never touched, even when their server looks gone: their
+/// processes are on its machine, where only it can see them (`run show` says the server is
+/// unreachable). A run claimed before servers were recorded (no `server_id`) is taken when its
+/// folder is in this data directory, or when no other server is alive to own it.
 pub async fn recover(state: &Arc<AppState>) -> Result<(), Error> {
     let active = [RunStatus::Preparing, RunStatus::Starting, RunStatus::Running, RunStatus::Finalizing];
+    let me = state.server.id.as_str();
+    let others_alive = !state.store.other_live_servers(me).await?.is_empty();
     for run in state.store.runs_in_status(&active).await? {
         let dir = runner::run_dir(state, &run.id);
+        match run.server_id.as_deref() {
+            Some(owner) if owner == me => {}
+            Some(_) => continue,
+            None => {
+                if (others_alive && !dir.exists()) || !state.store.adopt_run(&run.id, me).await? {
+                    continue;
+                }
+            }
+        }
         let shim = match run.status {
             RunStatus::Preparing => None,
             _ => cairn_jobs::shim::ProcessIdentity::load(&dir),
@@ -211,10 +233,23 @@ pub async fn schedule(state: Arc<AppState>) {
     }
 }
 
-/// One pass: for each queued run (oldest first), start it if its compute has a free node.
+/// One pass: for each queued run (oldest first), claim and start it if its compute has a free
+/// node (counting the runs of every server of the database).
 async fn dispatch(state: &Arc<AppState>) -> Result<(), Error> {
     let active = [RunStatus::Preparing, RunStatus::Starting, RunStatus::Running, RunStatus::Finalizing];
+    // Taken before the active runs are read: every run registered by then is either active or
+    // ended in the database by the time of that read.
+    let mine: Vec<String> = state.jobs.stops.lock().expect("stops lock").keys().cloned().collect();
     let running = state.store.runs_in_status(&active).await?;
+    // A job of this server that the database says has ended was canceled through another server
+    // (which cannot reach its processes): stop it here.
+    for id in mine.iter().filter(|id| !running.iter().any(|r| &r.id == *id)) {
+        if state.jobs.stop(id, StopReason::Canceled) {
+            tracing::info!(run = %id, "canceled through another server; stopping it");
+        }
+    }
+    // A pre-check only (it saves a transaction per queued run when nodes are full); the claim
+    // itself counts again, serialised with other servers' claims.
     let mut busy: HashMap<(String, String), i64> = HashMap::new();
     for r in &running {
         *busy.entry((r.workspace_id.clone(), r.compute.clone().unwrap_or_default())).or_default() += 1;
@@ -239,8 +274,15 @@ async fn dispatch(state: &Arc<AppState>) -> Result<(), Error> {
         if used >= compute.max_nodes {
             continue;
         }
-        if !state.store.transition_run(&run.id, &[RunStatus::Queued], RunStatus::Preparing, None).await? {
-            continue;
+        match state.store.claim_run(&run.id, &state.server.id, &key.0, &key.1).await? {
+            Claim::Claimed => {}
+            // Another server took the last node meanwhile: nothing more fits this pass.
+            Claim::Full => {
+                busy.insert(key, compute.max_nodes);
+                continue;
+            }
+            // Deleted meanwhile (failed on the next pass), or claimed or canceled by someone else.
+            Claim::ComputeGone | Claim::NotQueued => continue,
         }
         *busy.entry(key).or_default() += 1;
         let stop = state.jobs.register(&run.id);

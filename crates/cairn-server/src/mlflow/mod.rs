@@ -22,7 +22,7 @@ use crate::state::AppState;
 pub mod artifacts;
 mod experiments;
 mod logged_models;
-mod multipart;
+pub(crate) mod multipart;
 mod registry;
 mod runs;
 mod wire;

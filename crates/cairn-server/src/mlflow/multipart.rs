@@ -15,7 +15,8 @@
 //!
 //! Parts and the upload's description are staged in the artifact store under
 //! `mlflow-uploads/{upload_id}/` (`meta.json`, `part-00001`, …). An upload lives [`UPLOAD_TTL_S`];
-//! each `create` sweeps staging older than that, so an abandoned upload does not stay forever.
+//! each `create` sweeps expired staging, and so does `cairn admin gc` ([`sweep_expired`]), so an
+//! abandoned upload does not stay forever even when no upload follows it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -178,26 +179,69 @@ async fn discard(state: &AppState, upload_id: &str) {
     }
 }
 
-/// Removes the staging of uploads whose newest file is older than [`UPLOAD_TTL_S`].
+/// Sweeps expired uploads in the background (when an upload is created).
 async fn sweep(state: Arc<AppState>) {
-    let store = staging(&state);
-    let root = RelPath::parse_dir("").expect("the root is a valid folder");
-    let files = match store.list(&root).await {
-        Ok(files) => files,
-        Err(e) => return tracing::warn!(error = %e, "could not list multipart upload staging"),
-    };
-    let mut newest: std::collections::BTreeMap<String, i64> = Default::default();
-    for f in files {
-        let id = f.path.split('/').next().unwrap_or_default().to_string();
-        let t = newest.entry(id).or_insert(i64::MIN);
-        *t = (*t).max(f.last_modified);
+    if let Err(e) = sweep_expired(&state, None, false).await {
+        tracing::warn!(error = %e, "could not sweep multipart upload staging");
     }
-    let cutoff = now_ms() - UPLOAD_TTL_S * 1000;
-    for (id, t) in newest {
-        if t < cutoff && check_upload_id(&id).is_ok() {
-            discard(&state, &id).await;
+}
+
+/// Removes the staging of expired uploads (of workspace `workspace` only, when given) and
+/// returns how many there were and their bytes; a dry run only counts. An upload is expired
+/// when its `meta.json` says so or its newest file is older than [`UPLOAD_TTL_S`]; one without a
+/// readable `meta.json` (a `create` cut short) is swept only when no workspace is named.
+pub async fn sweep_expired(
+    state: &AppState,
+    workspace: Option<&str>,
+    dry_run: bool,
+) -> Result<(u64, u64), cairn_core::Error> {
+    let store = staging(state);
+    let root = RelPath::parse_dir("").expect("the root is a valid folder");
+    // (newest modification, total bytes) per upload id.
+    let mut uploads: std::collections::BTreeMap<String, (i64, u64)> = Default::default();
+    for f in store.list(&root).await? {
+        let id = f.path.split('/').next().unwrap_or_default().to_string();
+        let u = uploads.entry(id).or_insert((i64::MIN, 0));
+        u.0 = u.0.max(f.last_modified);
+        u.1 += f.size;
+    }
+    let now = now_ms();
+    let (mut count, mut bytes) = (0, 0);
+    for (id, (newest, size)) in uploads {
+        if check_upload_id(&id).is_err() {
+            continue;
+        }
+        // Parts cannot arrive after the expiry, so files older than the lifetime also mean an
+        // expired upload (whatever its meta.json says, or when it has none).
+        let old = newest < now - UPLOAD_TTL_S * 1000;
+        let expired = match load_meta(&store, &id).await {
+            Some(meta) => {
+                (old || now / 1000 >= meta.expires) && workspace.is_none_or(|w| w == meta.workspace)
+            }
+            None => old && workspace.is_none(),
+        };
+        if expired {
+            if !dry_run {
+                discard(state, &id).await;
+            }
+            count += 1;
+            bytes += size;
         }
     }
+    Ok((count, bytes))
+}
+
+/// An upload's `meta.json`, if it is there and readable.
+async fn load_meta(store: &BlobStore, upload_id: &str) -> Option<Meta> {
+    let (_, stream) = store.get_stream(&rel(&format!("{upload_id}/meta.json"))).await.ok()?;
+    let bytes = stream
+        .try_fold(Vec::new(), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Loads an upload for `complete`/`abort` and checks that the request names the same artifact,

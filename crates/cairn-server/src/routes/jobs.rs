@@ -233,12 +233,22 @@ pub async fn cancel(
             Error::conflict(format!("run {run} has already ended ({})", current.status.as_str())).into()
         );
     }
+    // A job of another server: recorded here, and stopped by its server's scheduler, which alone
+    // reaches its processes; refused while that server is unreachable (they would run on).
+    let elsewhere = current.server.as_ref().filter(|s| s.id != state.server.id);
+    if let Some(s) = elsewhere.filter(|s| !s.alive && current.status != RunStatus::Queued) {
+        return Err(Error::conflict(format!(
+            "run {run} is run by server {} ({}, {}), which is unreachable; cancel it once that server is back",
+            s.id, s.host, s.url
+        ))
+        .into());
+    }
     if !state
         .store
         .transition_run(&run, &[RunStatus::Queued, RunStatus::NotStarted], RunStatus::Canceled, None)
         .await?
         && !state.jobs.stop(&run, crate::jobs::StopReason::Canceled)
-        && current.job.is_none()
+        && (current.job.is_none() || elsewhere.is_some())
     {
         state.store.transition_run(&run, &[], RunStatus::Canceled, None).await?;
     }

@@ -53,6 +53,11 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             )?;
             if matches!(args.output, crate::config::OutputFormat::Table) {
                 println!("{verb} {} blobs, {}", report.deleted, output::bytes(report.deleted_bytes));
+                println!(
+                    "{verb} {} expired multipart uploads, {}",
+                    report.expired_uploads,
+                    output::bytes(report.expired_upload_bytes)
+                );
             }
             Ok(())
         }

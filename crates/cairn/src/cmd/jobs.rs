@@ -730,6 +730,21 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
             ("parent", r.parent_id.clone().unwrap_or_default()),
             ("compute", r.compute.clone().unwrap_or_default()),
             ("environment", r.environment.clone().unwrap_or_default()),
+            (
+                "server",
+                r.server
+                    .as_ref()
+                    .map(|s| {
+                        format!(
+                            "{} ({}, {}){}",
+                            s.id,
+                            s.host,
+                            s.url,
+                            if s.alive { "" } else { " UNREACHABLE" }
+                        )
+                    })
+                    .unwrap_or_default(),
+            ),
             ("created", output::time(r.created_at)),
             ("metrics", metrics.join(" ")),
             ("params", params.join(" ")),
