@@ -70,7 +70,8 @@ class InferenceConfig:
 
 
 class DeploymentConfiguration:
-    """Replica sizing: ``cpu_cores``/``memory_gb`` become an instance type name, and ``instance_count``."""
+    """Replica sizing: ``cpu_cores``/``memory_gb`` per replica (sent as the deployment's
+    ``resources``, which hold each replica to them) and ``instance_count``."""
 
     def __init__(self, cpu_cores: float = 1, memory_gb: float = 1, instance_count: int = 1) -> None:
         if cpu_cores <= 0 or memory_gb <= 0:
@@ -80,8 +81,9 @@ class DeploymentConfiguration:
         self.cpu_cores, self.memory_gb, self.instance_count = cpu_cores, memory_gb, int(instance_count)
 
     @property
-    def instance_type(self) -> str:
-        return f"local-{self.cpu_cores:g}cpu-{self.memory_gb:g}gb"
+    def resources(self) -> Dict[str, Dict[str, str]]:
+        """The deployment's ``resources`` (Azure ML v2's Kubernetes quantities)."""
+        return {"requests": {"cpu": f"{self.cpu_cores:g}", "memory": f"{self.memory_gb:g}Gi"}}
 
 
 def _model_refs(models: Sequence[Model]) -> List[str]:
@@ -125,7 +127,7 @@ def deploy(workspace: Workspace, name: str, models: Sequence[Model], inference_c
         "code_configuration": {"code": code, "scoring_script": inference_config.entry_script},
         "environment": inference_config.environment_ref(),
         "instance_count": config.instance_count,
-        "instance_type": config.instance_type,
+        "resources": config.resources,
     }
     try:
         workspace.call("POST", "endpoints", name, "deployments", body=spec)
@@ -201,7 +203,8 @@ class Webservice:
             patch["environment"] = inference_config.environment_ref()
         if deployment_config is not None:
             patch["instance_count"] = deployment_config.instance_count
-            patch["instance_type"] = deployment_config.instance_type
+            patch["resources"] = deployment_config.resources
+            patch["instance_type"] = None  # a merge patch: null removes a size given another way
         if instance_count is not None:
             if int(instance_count) < 1:
                 raise ValueError("instance_count must be at least 1")

@@ -40,9 +40,12 @@ def test_deploy_wait_keys_run_regen_delete(deployable, capsys):
     ws, model, env, code = deployable
     (code / "score.py").write_text(SCORE_PY)
     config = InferenceConfig(entry_script="score.py", source_directory=code, environment=env)
-    service = Model.deploy(ws, "lin-svc", [model], config, DeploymentConfiguration(cpu_cores=1, memory_gb=1))
+    sizing = DeploymentConfiguration(cpu_cores=0.5, memory_gb=0.5)
+    service = Model.deploy(ws, "lin-svc", [model], config, sizing)
     assert service.wait_for_deployment(show_output=True) == "Healthy"
     assert "lin-svc: Healthy" in capsys.readouterr().out
+    # cpu_cores/memory_gb hold each replica: one thread, a 512 MiB memory watchdog.
+    assert "resources: 0.5 core(s) (1 thread(s)), 512 MiB of memory per replica" in service.get_logs()
     assert service.state == "Healthy"
     assert service.scoring_uri.startswith("http") and service.swagger_uri.startswith("http")
 
