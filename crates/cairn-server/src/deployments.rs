@@ -1077,6 +1077,15 @@ pub async fn update(
         }
     }
     req.endpoint_name = d.spec.endpoint_name.clone().or(req.endpoint_name);
+    // Only the server running the replicas can replace them (several servers on one database).
+    if let Some(owner) = state.store.deployment_server(&d.endpoint_id, &d.name).await? {
+        if owner.id != state.server.id {
+            return Err(Error::Unavailable(format!(
+                "deployment \"{}\" runs on another server ({}, {}): send the update there",
+                d.name, owner.host, owner.url
+            )));
+        }
+    }
     let mut kind = classify_update(&d.spec, &req)?;
     let versions = resolve_models(state, ws, &req).await?;
     check_sources(state, ws, &req, &versions).await?;
@@ -1370,6 +1379,31 @@ async fn finish_delete(state: &AppState, ws: &Workspace, d: &DeploymentRecord) -
         }
     }
     state.store.delete_deployment(&d.id).await
+}
+
+/// Stops the replicas of deployments that no longer exist: with several servers on one database a
+/// deployment may be deleted through another server, and its owner notices here (on each
+/// heartbeat) instead of serving it until its next restart.
+pub async fn stop_deleted(state: &AppState) -> Result<usize, Error> {
+    let running: Vec<(String, String)> =
+        state.deployments.live.lock().unwrap().iter().map(|(k, l)| (k.clone(), l.id.clone())).collect();
+    if running.is_empty() {
+        return Ok(0);
+    }
+    let existing: std::collections::HashSet<String> =
+        state.store.all_deployments().await?.into_iter().map(|d| d.id).collect();
+    let mut stopped = 0;
+    for (key, id) in running.into_iter().filter(|(_, id)| !existing.contains(id)) {
+        let live = state.deployments.live.lock().unwrap().remove(&key);
+        if let Some(live) = live {
+            tracing::info!(deployment = %live.name, endpoint = %live.endpoint_name, "deleted elsewhere: stopping its replicas");
+            stop(&live).await;
+            state.metrics.remove_deployment(&live.endpoint_name, &live.name);
+            let _ = tokio::fs::remove_dir_all(dir_of(state, &id)).await;
+            stopped += 1;
+        }
+    }
+    Ok(stopped)
 }
 
 /// The tail of a deployment's log (cairn's lines and every replica's stderr).

@@ -152,8 +152,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Refreshes this server's `last_seen` until the task is aborted at shutdown; a few beats fit in
-/// the stale limit, so one slow write does not make the server look gone.
+/// Refreshes this server's `last_seen` until the task is aborted at shutdown (a few beats fit in
+/// the stale limit, so one slow write does not make the server look gone), and stops the replicas
+/// of deployments deleted through other servers.
 async fn heartbeat(state: std::sync::Arc<AppState>, stale_after: Duration) {
     let every = (stale_after / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
@@ -162,6 +163,9 @@ async fn heartbeat(state: std::sync::Arc<AppState>, stale_after: Duration) {
         tick.tick().await;
         if let Err(e) = state.store.touch_server(&state.server.id).await {
             tracing::warn!(error = %e, "heartbeat failed; retrying");
+        }
+        if let Err(e) = crate::deployments::stop_deleted(&state).await {
+            tracing::warn!(error = %e, "could not check for deployments deleted elsewhere; retrying");
         }
     }
 }

@@ -283,11 +283,32 @@ async fn a_deployment_runs_on_the_server_that_created_it_and_others_send_callers
 
     // B restarts: it does not start A's deployment (before, every server started every one).
     let Cluster { a, b, _db, shared } = c;
-    let b = b.restart();
+    let mut b = b.restart();
+    b.token = a.token.clone();
     assert!(b.wait_for_log("cairn server ready"), "{}", b.log());
     std::thread::sleep(Duration::from_secs(2));
     assert!(replica_pids(&b).is_empty(), "B started A's replicas: {}", b.log());
     assert_eq!(replica_pids(&a).len(), 1);
     assert_eq!(score(&a).await.0, 200);
+
+    // An update through B is refused (only A can replace A's replicas), and nothing changes.
+    let patch = serde_json::json!({"instance_count": 2});
+    let path = "/api/v1/workspaces/w/endpoints/lin-ep/deployments/blue";
+    let (status, body) = b.call(reqwest::Method::PATCH, path, Some(patch)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.to_string().contains("runs on another server") && body.to_string().contains(&a.url),
+        "{body}"
+    );
+    assert_eq!(replica_pids(&a).len(), 1);
+    // Deleting the endpoint (and so its deployment) through B: A notices on its next heartbeat
+    // and stops the replicas.
+    b.ok(&["endpoint", "delete", "lin-ep", "-w", "w"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !replica_pids(&a).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(replica_pids(&a).is_empty(), "A still runs the deleted deployment: {}", a.log());
+    assert!(a.log().contains("deleted elsewhere: stopping its replicas"), "{}", a.log());
     drop(shared);
 }
