@@ -420,8 +420,8 @@ async fn a_replica_failing_readiness_leaves_the_rotation_until_it_answers() {
         assert_eq!(json(&body)["pid"].as_i64(), Some(other as i64));
     }
     unsafe { libc::kill(frozen, libc::SIGCONT) };
-    // Eight requests at a time: the first free worker serves, so lone requests may always find
-    // the other one free; eight at once need both once both are in the rotation.
+    // Eight requests at a time: a request takes whichever worker is free, so lone requests need
+    // not visit both; eight at once need both once both are in the rotation.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut back = false;
     while !back && Instant::now() < deadline {
