@@ -4,7 +4,9 @@
 Both serve the same score.py (the walkthrough's: ``json.loads``, ``np.array``, ``predict``,
 ``.tolist()``) over the same scikit-learn ElasticNet trained on the wine data, in the same venv
 (Cairn's deployment uses it as a ``user_managed`` environment), with the same number of worker
-processes (WORKERS: azmlinfsrv ``--worker_count``, Cairn ``instance_count``). For each concurrency
+processes, each serving one request at a time (WORKERS: azmlinfsrv ``--worker_count``, i.e.
+gunicorn's sync workers; Cairn one instance with ``environment_variables: {WORKER_COUNT: WORKERS}``,
+as in Azure ML, or INSTANCES instances of WORKERS / INSTANCES workers). For each concurrency
 (CONCURRENCY) and body (1 and 100 rows), wrk runs DURATION seconds against each server, alternating
 which goes first; requests/s, p50 and p99 latency come from wrk's own report, non-2xx answers and
 socket errors are counted and shown (a fast error is not a result).
@@ -20,7 +22,7 @@ Also measured in the same run:
 - deploy-to-first-score: `cairn deployment create` (no --wait) to the first 200 from the scoring
   URI pinned to that deployment, environment already present, DEPLOY_REPS times.
 
-Settings (environment): CAIRN_BIN (required), WORKERS (2), CONCURRENCY ("1,8,32"), DURATION (10 s),
+Settings (environment): CAIRN_BIN (required), WORKERS (2), INSTANCES (1), CONCURRENCY ("1,8,32"), DURATION (10 s),
 N_FLOOR (3000), DEPLOY_REPS (3), BENCH_OUT (bench/out: serving.md).
 """
 
@@ -47,6 +49,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CAIRN = os.environ["CAIRN_BIN"]
 WORKERS = int(os.environ.get("WORKERS", "2"))
+INSTANCES = int(os.environ.get("INSTANCES", "1"))
+assert WORKERS % INSTANCES == 0, "WORKERS must be a multiple of INSTANCES"
 CONCURRENCY = [int(c) for c in os.environ.get("CONCURRENCY", "1,8,32").split(",")]
 DURATION = int(os.environ.get("DURATION", "10"))
 N_FLOOR = int(os.environ.get("N_FLOOR", "3000"))
@@ -250,14 +254,17 @@ def main() -> None:
         (work / "endpoint.yml").write_text("name: bench\nauth_mode: key\n")
         cairn("endpoint", "create", "-f", "endpoint.yml", env=env, cwd=work)
 
-        def deployment_yml(name: str, count: int) -> str:
+        def deployment_yml(name: str, count: int, workers: int) -> str:
+            # max_concurrent_requests_per_instance only admits (429 beyond): at the highest
+            # concurrency nothing is refused; each worker still takes one request at a time.
             return (f"name: {name}\nendpoint_name: bench\nmodel: wine_model:1\n"
                     f"code_configuration:\n  code: ./code\n  scoring_script: score.py\n"
                     f"environment: bench-serving\ninstance_count: {count}\n"
+                    f"environment_variables:\n  WORKER_COUNT: \"{workers}\"\n"
                     f"request_settings:\n  request_timeout_ms: 60000\n"
                     f"  max_concurrent_requests_per_instance: {max(CONCURRENCY)}\n")
 
-        (work / "main.yml").write_text(deployment_yml("main", WORKERS))
+        (work / "main.yml").write_text(deployment_yml("main", INSTANCES, WORKERS // INSTANCES))
         cairn("deployment", "create", "-f", "main.yml", "--all-traffic", "--wait", env=env, cwd=work)
         keys = json.loads(cairn("endpoint", "get-keys", "bench", "-o", "json", env=env, cwd=work))
         shown = json.loads(cairn("endpoint", "show", "bench", "-o", "json", env=env, cwd=work))
@@ -267,7 +274,7 @@ def main() -> None:
         deploy_times = []
         for i in range(DEPLOY_REPS):
             name = f"probe{i}"
-            (work / f"{name}.yml").write_text(deployment_yml(name, 1))
+            (work / f"{name}.yml").write_text(deployment_yml(name, 1, 1))
             t0 = time.perf_counter()
             cairn("deployment", "create", "-f", f"{name}.yml", env=env, cwd=work)
             waited = wait_ready(cairn_url, bodies[1].read_bytes(),
@@ -321,7 +328,8 @@ def main() -> None:
 
     load_after = open("/proc/loadavg").read().split()[:3]
     lines = [
-        f"Cairn ({CAIRN}) vs azmlinfsrv 1.5.1, {WORKERS} worker processes each, wrk {DURATION} s per cell, "
+        f"Cairn ({CAIRN}; {INSTANCES} instance(s) × {WORKERS // INSTANCES} worker(s)) vs azmlinfsrv 1.5.1 "
+        f"(--worker_count {WORKERS}), {WORKERS} worker processes each, wrk {DURATION} s per cell, "
         f"loopback; load average before {' '.join(load_before)}, after {' '.join(load_after)}; "
         f"{os.cpu_count()} cores.",
         "",

@@ -14,7 +14,9 @@ Environment
                               MLflow ``/invocations`` bodies, see ``_mlflow_scoring``).
 ``CAIRN_REPLICA_CONCURRENCY`` how many ``run()`` calls may overlap in this process (default 1,
                               like the reference's gunicorn sync worker: score.py code is rarely
-                              thread-safe). Pings and swagger never wait for it.
+                              thread-safe). The gateway sets 1 and sends a process one request at a
+                              time; an instance's parallelism is its ``WORKER_COUNT`` processes.
+                              Pings and swagger never wait for it.
 ``CAIRN_REPLICA_MAX_BODY_BYTES`` largest request body accepted (default 104857600).
 
 Lifecycle
@@ -168,7 +170,8 @@ class Replica:
     def __init__(self, mode: str, scorer: Any, concurrency: int) -> None:
         self.mode = mode
         self.scorer = scorer
-        self._slots = threading.BoundedSemaphore(concurrency)
+        # A plain lock when run() is serial: the semaphore is Python code, the lock is not.
+        self._slots = threading.Lock() if concurrency == 1 else threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         self.in_flight = 0  # run() calls in progress or waiting for a slot (what ping reports)
         self.served = 0

@@ -210,7 +210,23 @@ impl CreateDeployment {
             ScoringMode::Mlflow
         }
     }
+    /// Worker processes per instance, each serving one request at a time: the
+    /// `WORKER_COUNT` environment variable, Azure ML's knob for its inference server (default 1).
+    pub fn worker_count(&self) -> Result<usize, Error> {
+        let Some(raw) = self.environment_variables.get(WORKER_COUNT) else { return Ok(1) };
+        match raw.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+            _ => Err(Error::invalid(format!(
+                "environment_variables.{WORKER_COUNT} {raw:?}: must be a whole number from 1 to {MAX_WORKERS}"
+            ))),
+        }
+    }
 }
+
+/// The environment variable that sets worker processes per instance.
+pub const WORKER_COUNT: &str = "WORKER_COUNT";
+/// Most worker processes per instance.
+pub const MAX_WORKERS: usize = 16;
 
 /// How a deployment's replicas score (the replica's `CAIRN_SCORING_MODE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -529,6 +545,7 @@ pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
         }
         resources.limits()?;
     }
+    req.worker_count()?;
     req.liveness().validate("liveness_probe")?;
     req.readiness().validate("readiness_probe")?;
     Ok(())

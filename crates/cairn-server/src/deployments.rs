@@ -20,7 +20,7 @@
 //! generation. A restart abandons an unfinished update: the recorded generation comes back and
 //! the model versions only the update used are released (`release_abandoned`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -34,6 +34,7 @@ use cairn_store::{DeploymentRecord, EndpointRecord};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -57,7 +58,7 @@ fn key(endpoint_id: &str, name: &str) -> String {
     format!("{endpoint_id}/{name}")
 }
 
-/// Admission to something that can be retired (a generation, a replica): requests enter, and
+/// Admission to a generation, which can be retired: requests enter, and
 /// `drain` first refuses new ones, then waits for those inside. Both sides use SeqCst on the two
 /// atomics so that a request either sees `retired` (and goes elsewhere) or is counted by `drain`.
 #[derive(Default)]
@@ -125,7 +126,16 @@ impl From<&ProbeSettings> for Probe {
     }
 }
 
-/// One generation of a deployment: its replicas and its admission counters.
+/// One generation of a deployment: its replicas (worker processes), its admission counter and
+/// its queue.
+///
+/// Admission and execution are separate, as in Azure ML: the generation admits up to
+/// `max_concurrent_requests_per_instance × instances` requests (429 beyond), but each worker
+/// process takes one request at a time; the others wait here, first come first served, and each
+/// goes to a worker as soon as one is free. A worker that finishes hands itself to the oldest waiter
+/// (`release`), so a free worker and a waiting request never coexist, except when a worker has
+/// just entered the rotation (`dispatch`). `request_timeout_ms` counts from admission, queue
+/// included.
 pub struct Live {
     id: String,
     key: String,
@@ -133,10 +143,17 @@ pub struct Live {
     endpoint_name: String,
     name: String,
     generation: i64,
+    /// Instance-major: the workers of instance i are `i * workers .. (i + 1) * workers`.
     replicas: RwLock<Vec<Arc<Replica>>>,
+    /// Worker processes per instance (`environment_variables.WORKER_COUNT`, default 1).
+    workers: usize,
+    /// Where `take_free` starts looking.
     next: AtomicUsize,
     gate: Gate,
-    /// max_concurrent_requests_per_instance (the limit is this × the replicas).
+    /// Requests waiting for a free worker, oldest first. Whoever holds this lock decides which
+    /// worker serves which request: `Replica::busy` changes only under it.
+    queue: Mutex<VecDeque<oneshot::Sender<Arc<Replica>>>>,
+    /// max_concurrent_requests_per_instance (the limit is this × the instances).
     per_instance: usize,
     timeout: Duration,
     liveness: Probe,
@@ -151,8 +168,10 @@ pub struct Live {
     sock_dir: PathBuf,
 }
 
+/// One worker process of an instance, serving one request at a time.
 struct Replica {
-    index: usize,
+    /// "replica I", or "replica I worker W" when instances run several workers.
+    label: String,
     socket: PathBuf,
     /// Process group of the running worker (0 when none).
     pgid: AtomicU32,
@@ -165,7 +184,8 @@ struct Replica {
     /// Idle connections to this replica, reused by later requests.
     idle: Mutex<Vec<UnixStream>>,
     restarts: AtomicU32,
-    gate: Gate,
+    /// Serving a request (a `Lease` holds it); changed only under `Live::queue`.
+    busy: AtomicBool,
     /// Stops this replica only (scaling down); a child of the generation's token.
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -188,20 +208,155 @@ impl Live {
         self.replicas.read().unwrap().clone()
     }
 
-    fn new_replica(&self, index: usize) -> Arc<Replica> {
+    /// Instances (not worker processes) and how many have a worker in the rotation.
+    fn instances(&self) -> (usize, usize) {
+        let replicas = self.replicas();
+        let ready = replicas
+            .chunks(self.workers)
+            .filter(|workers| workers.iter().any(|r| r.ready.load(Ordering::SeqCst)))
+            .count();
+        (replicas.len() / self.workers, ready)
+    }
+
+    fn new_replica(&self, position: usize) -> Arc<Replica> {
+        let (instance, worker) = (position / self.workers, position % self.workers);
+        let (label, socket) = if self.workers == 1 {
+            (format!("replica {instance}"), instance.to_string())
+        } else {
+            (format!("replica {instance} worker {worker}"), format!("{instance}.{worker}"))
+        };
         Arc::new(Replica {
-            index,
-            socket: self.sock_dir.join(index.to_string()),
+            label,
+            socket: self.sock_dir.join(socket),
             pgid: AtomicU32::new(0),
             ready: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
             failed: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
             restarts: AtomicU32::new(0),
-            gate: Gate::default(),
+            busy: AtomicBool::new(false),
             cancel: self.cancel.child_token(),
             task: Mutex::new(None),
         })
+    }
+
+    /// A free worker in the rotation, marked busy: the first free one after the last chosen, so
+    /// that light load still visits every worker (a busy one is never chosen while another is
+    /// free). Call with the queue locked.
+    fn take_free(&self) -> Option<Arc<Replica>> {
+        let replicas = self.replicas.read().unwrap();
+        let n = replicas.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let r = (0..n)
+            .map(|i| &replicas[(start + i) % n])
+            .find(|r| r.ready.load(Ordering::SeqCst) && !r.busy.load(Ordering::SeqCst))?;
+        r.busy.store(true, Ordering::SeqCst);
+        Some(r.clone())
+    }
+
+    /// Hands free workers to waiting requests (a worker entered the rotation, or one finished
+    /// while out of it).
+    fn dispatch(&self) {
+        let mut queue = self.queue.lock().unwrap();
+        while !queue.is_empty() {
+            let Some(r) = self.take_free() else { return };
+            if let Err(r) = hand_over(&mut queue, r) {
+                r.busy.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Worker `r` is done with a request: it goes to the oldest waiting request, or becomes free.
+    fn release(&self, r: Arc<Replica>) {
+        if r.ready.load(Ordering::SeqCst) {
+            let mut queue = self.queue.lock().unwrap();
+            match hand_over(&mut queue, r) {
+                Ok(()) => return,
+                Err(r) => r.busy.store(false, Ordering::SeqCst),
+            }
+        } else {
+            // Out of the rotation (restarting, failing readiness, retired): nobody gets it, but
+            // another worker may be free for the waiters.
+            let _queue = self.queue.lock().unwrap();
+            r.busy.store(false, Ordering::SeqCst);
+        }
+        self.dispatch();
+    }
+
+    /// A free worker for a request that has been admitted: at once when one is free and nobody
+    /// waits, else after the requests queued before it, at most until `deadline`.
+    async fn acquire(self: &Arc<Self>, deadline: tokio::time::Instant) -> Result<Lease, ForwardError> {
+        let rx = {
+            let mut queue = self.queue.lock().unwrap();
+            if queue.is_empty() {
+                if let Some(r) = self.take_free() {
+                    return Ok(Lease { live: self.clone(), replica: Some(r), queued: false });
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            queue.push_back(tx);
+            rx
+        };
+        let mut waiting = Waiting { live: self, rx };
+        match tokio::time::timeout_at(deadline, &mut waiting.rx).await {
+            Ok(Ok(r)) => Ok(Lease { live: self.clone(), replica: Some(r), queued: true }),
+            // The generation is being stopped (its queue dropped).
+            Ok(Err(_)) => Err(ForwardError::NotReady),
+            Err(_) => Err(ForwardError::Queued(self.timeout.as_millis() as u64)),
+        }
+    }
+}
+
+/// Gives worker `r` (busy) to the oldest waiter still waiting; `Err(r)` when nobody waits.
+fn hand_over(
+    queue: &mut VecDeque<oneshot::Sender<Arc<Replica>>>,
+    mut r: Arc<Replica>,
+) -> Result<(), Arc<Replica>> {
+    while let Some(waiter) = queue.pop_front() {
+        match waiter.send(r) {
+            Ok(()) => return Ok(()),
+            // Gave up (timed out, or its client went away): the next one.
+            Err(back) => r = back,
+        }
+    }
+    Err(r)
+}
+
+/// A request waiting in a generation's queue. Dropped without having taken its worker (timed
+/// out or cancelled just as a worker was handed to it), it gives that worker back.
+struct Waiting<'a> {
+    live: &'a Live,
+    rx: oneshot::Receiver<Arc<Replica>>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(r) = self.rx.try_recv() {
+            self.live.release(r);
+        }
+    }
+}
+
+/// A worker serving one request; the drop gives it back (`Live::release`).
+struct Lease {
+    live: Arc<Live>,
+    replica: Option<Arc<Replica>>,
+    /// It waited in the queue for its worker.
+    queued: bool,
+}
+
+impl Lease {
+    fn replica(&self) -> &Arc<Replica> {
+        self.replica.as_ref().expect("held until dropped")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(r) = self.replica.take() {
+            self.live.release(r);
+        }
     }
 }
 
@@ -612,7 +767,10 @@ async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Laun
         ("PYTHONUNBUFFERED".into(), "1".into()),
         ("AZUREML_MODEL_DIR".into(), model_dir.display().to_string()),
         ("CAIRN_SCORING_MODE".into(), d.spec.mode().as_str().into()),
-        ("CAIRN_REPLICA_CONCURRENCY".into(), d.spec.request_settings.max_concurrent().to_string()),
+        // Each worker process takes one request at a time (the gateway queues the others), as
+        // gunicorn's sync workers do: score.py code is rarely thread-safe, and threads would only
+        // share the GIL.
+        ("CAIRN_REPLICA_CONCURRENCY".into(), "1".into()),
         ("CAIRN_REPLICA_MAX_BODY_BYTES".into(), state.max_score_body_bytes.to_string()),
     ];
     let code_dir = gen.join("code");
@@ -718,8 +876,10 @@ fn new_live(d: &DeploymentRecord, launch: Launch) -> Arc<Live> {
         name: d.name.clone(),
         generation: d.generation,
         replicas: RwLock::new(Vec::new()),
+        workers: d.spec.worker_count().unwrap_or(1),
         next: AtomicUsize::new(0),
         gate: Gate::default(),
+        queue: Mutex::new(VecDeque::new()),
         per_instance: d.spec.request_settings.max_concurrent() as usize,
         timeout: Duration::from_millis(d.spec.request_settings.timeout_ms() as u64),
         liveness: Probe::from(&d.spec.liveness()),
@@ -732,11 +892,12 @@ fn new_live(d: &DeploymentRecord, launch: Launch) -> Arc<Live> {
     })
 }
 
-/// Adds replicas until `live` has `n`, each with its supervisor; returns the new ones.
+/// Adds instances until `live` has `n` (each `live.workers` worker processes with their
+/// supervisors); returns the new workers.
 fn add_replicas(state: &Arc<AppState>, live: &Arc<Live>, n: usize) -> Vec<Arc<Replica>> {
     let mut added = Vec::new();
     let mut replicas = live.replicas.write().unwrap();
-    while replicas.len() < n {
+    while replicas.len() < n * live.workers {
         let r = live.new_replica(replicas.len());
         let task = tokio::spawn(supervise(state.clone(), live.clone(), r.clone()));
         *r.task.lock().unwrap() = Some(task);
@@ -839,10 +1000,18 @@ fn owns_state(state: &AppState, live: &Arc<Live>) -> bool {
 
 /// One `ping` over a fresh connection, answered with 200 within `timeout`.
 async fn ping(socket: &Path, timeout: Duration) -> bool {
-    let head = br#"{"id":0,"route":"ping"}"#;
+    let head = FrameHeader {
+        id: 0,
+        route: "ping",
+        method: "",
+        query: "",
+        content_type: None,
+        headers: &serde_json::Map::new(),
+    }
+    .encode();
     let attempt = async {
         let mut s = UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
-        exchange(&mut s, head, &[]).await
+        exchange(&mut s, &head, &[]).await
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Ok(reply)) if reply.status == 200)
 }
@@ -861,13 +1030,15 @@ struct Probing {
 /// meanwhile).
 async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
     let l = &live.launch;
+    // Each worker is its own process group: an instance's memory is shared out equally.
+    let memory_limit = l.memory_limit.map(|m| m / live.workers as u64);
     let mut attempt: u32 = 0;
     loop {
         let _ = std::fs::remove_file(&r.socket);
         let mut child = match spawn_replica(l, &r.socket) {
             Ok(c) => c,
             Err(e) => {
-                *r.failed.lock().unwrap() = Some(format!("cannot start replica {}: {e}", r.index));
+                *r.failed.lock().unwrap() = Some(format!("cannot start {}: {e}", r.label));
                 return;
             }
         };
@@ -891,8 +1062,9 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                 }
             }
             r.ready.store(true, Ordering::SeqCst);
+            live.dispatch();
             if r.ever_ready.swap(true, Ordering::SeqCst) {
-                say(&state, &live.id, live.generation, &format!("replica {} ready again", r.index));
+                say(&state, &live.id, live.generation, &format!("{} ready again", r.label));
                 mark_healthy_if_all_ready(&state, &live).await;
             }
             // Probe until it exits or is stopped.
@@ -907,7 +1079,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                 let due = p.next_live.min(p.next_ready);
                 let pgid = r.pgid.load(Ordering::SeqCst);
                 let over_memory = async {
-                    match l.memory_limit {
+                    match memory_limit {
                         Some(limit) if pgid != 0 => cairn_jobs::process::exceeds_memory(pgid, limit).await,
                         _ => std::future::pending().await,
                     }
@@ -917,8 +1089,8 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                     status = child.wait() => break 'run status.ok(),
                     _ = over_memory => {
                         say(&state, &live.id, live.generation, &format!(
-                            "replica {} exceeded its instance_type's memory ({} MiB resident): killing it",
-                            r.index, l.memory_limit.unwrap_or(0) >> 20
+                            "{} exceeded its instance_type's memory ({} MiB resident): killing it",
+                            r.label, memory_limit.unwrap_or(0) >> 20
                         ));
                         r.recycle();
                         continue;
@@ -938,8 +1110,8 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                                 &live.id,
                                 live.generation,
                                 &format!(
-                                    "replica {} failed its liveness probe {} time(s) in a row: killing it",
-                                    r.index, p.live_failures
+                                    "{} failed its liveness probe {} time(s) in a row: killing it",
+                                    r.label, p.live_failures
                                 ),
                             );
                             r.recycle();
@@ -962,8 +1134,8 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                         r.ready.store(false, Ordering::SeqCst);
                         r.idle.lock().unwrap().clear();
                         let reason = format!(
-                            "replica {} failed its readiness probe {} time(s) in a row: out of rotation",
-                            r.index, p.ready_failures
+                            "{} failed its readiness probe {} time(s) in a row: out of rotation",
+                            r.label, p.ready_failures
                         );
                         say(&state, &live.id, live.generation, &reason);
                         if owns_state(&state, &live) {
@@ -974,11 +1146,12 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                         }
                     } else if !in_rotation && p.ready_successes >= live.readiness.success {
                         r.ready.store(true, Ordering::SeqCst);
+                        live.dispatch();
                         say(
                             &state,
                             &live.id,
                             live.generation,
-                            &format!("replica {} answers its readiness probe: back in rotation", r.index),
+                            &format!("{} answers its readiness probe: back in rotation", r.label),
                         );
                         mark_healthy_if_all_ready(&state, &live).await;
                     }
@@ -1009,8 +1182,8 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                 "it exited before it was ready"
             };
             *r.failed.lock().unwrap() = Some(format!(
-                "replica {} exited with code {code}: {why}. Log tail:\n{}",
-                r.index,
+                "{} exited with code {code}: {why}. Log tail:\n{}",
+                r.label,
                 tail(&l.log, REASON_TAIL_BYTES)
             ));
             return;
@@ -1022,8 +1195,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
         let backoff = Duration::from_millis((100u64 << attempt.min(7)).min(10_000));
         attempt += 1;
         r.restarts.fetch_add(1, Ordering::SeqCst);
-        let reason =
-            format!("replica {} exited (code {code}); restarting in {} ms", r.index, backoff.as_millis());
+        let reason = format!("{} exited (code {code}); restarting in {} ms", r.label, backoff.as_millis());
         say(&state, &live.id, live.generation, &reason);
         if owns_state(&state, &live) {
             let _ = state
@@ -1048,6 +1220,8 @@ async fn mark_healthy_if_all_ready(state: &AppState, live: &Arc<Live>) {
 /// waits for their supervisors.
 async fn stop(live: &Live) {
     live.cancel.cancel();
+    // Requests waiting for a worker get 503 now rather than 504 later.
+    live.queue.lock().unwrap().clear();
     let successor = live.successor.lock().unwrap().take();
     if let Some(next) = successor {
         Box::pin(stop(&next)).await;
@@ -1191,16 +1365,12 @@ async fn release_model(state: &AppState, ws: &Workspace, old: &DeploymentRecord,
 
 /// The state a generation's replicas add up to, with the reason when not Healthy.
 fn health_of(live: &Live) -> (DeploymentState, String) {
-    let down: Vec<String> = live
-        .replicas()
-        .iter()
-        .filter(|r| !r.ready.load(Ordering::SeqCst))
-        .map(|r| r.index.to_string())
-        .collect();
+    let down: Vec<String> =
+        live.replicas().iter().filter(|r| !r.ready.load(Ordering::SeqCst)).map(|r| r.label.clone()).collect();
     if down.is_empty() {
         (DeploymentState::Healthy, String::new())
     } else {
-        (DeploymentState::Unhealthy, format!("replica(s) {} not ready", down.join(", ")))
+        (DeploymentState::Unhealthy, format!("not ready: {}", down.join(", ")))
     }
 }
 
@@ -1230,17 +1400,26 @@ async fn scale(state: Arc<AppState>, live: Arc<Live>, mut next: DeploymentRecord
     }
 }
 
-/// Removes the replicas past the first `keep`: out of the rotation first, then drained (their
+/// Removes the instances past the first `keep`: out of the rotation first, then drained (their
 /// requests finish) and stopped.
 async fn retire_replicas(live: &Live, keep: usize) {
     let gone: Vec<Arc<Replica>> = {
         let mut replicas = live.replicas.write().unwrap();
-        let k = keep.min(replicas.len());
+        let k = (keep * live.workers).min(replicas.len());
         replicas.split_off(k)
     };
+    {
+        // Under the queue's lock: once out of the rotation, no request is handed to them.
+        let _queue = live.queue.lock().unwrap();
+        for r in &gone {
+            r.ready.store(false, Ordering::SeqCst);
+        }
+    }
+    let deadline = Instant::now() + live.timeout + DRAIN_MARGIN;
     for r in &gone {
-        r.ready.store(false, Ordering::SeqCst);
-        r.gate.drain(live.timeout + DRAIN_MARGIN).await;
+        while r.busy.load(Ordering::SeqCst) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         r.cancel.cancel();
     }
     for r in gone {
@@ -1426,7 +1605,7 @@ pub struct Reply {
     pub status: u16,
     pub content_type: Option<String>,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 /// Why a request got no reply from a replica (the gateway maps each to a status).
@@ -1435,8 +1614,14 @@ pub enum ForwardError {
     NotReady,
     /// Past max_concurrent_requests_per_instance × instances (429).
     Busy(usize),
-    /// request_timeout_ms passed; the replica is being recycled (504).
+    /// request_timeout_ms passed on the worker; the replica is being recycled (504).
     Timeout(u64),
+    /// request_timeout_ms passed while the request waited for a free worker (504; no worker
+    /// saw it).
+    Queued(u64),
+    /// request_timeout_ms passed, partly in the queue and partly on a worker, which finishes the
+    /// request unhurried (504).
+    Expired(u64),
     /// The replica closed the connection or died mid-request (502).
     Broken(String),
 }
@@ -1460,11 +1645,11 @@ impl Deployments {
     /// none for it (failed, being deleted, or not launched yet).
     pub fn health(&self, endpoint_id: &str, name: &str) -> Option<ReplicaHealth> {
         let live = self.get(endpoint_id, name)?;
-        let replicas = live.replicas();
+        let (total, ready) = live.instances();
         Some(ReplicaHealth {
-            ready: replicas.iter().filter(|r| r.ready.load(Ordering::SeqCst)).count(),
-            total: replicas.len(),
-            restarts: replicas.iter().map(|r| r.restarts.load(Ordering::SeqCst)).sum(),
+            ready,
+            total,
+            restarts: live.replicas().iter().map(|r| r.restarts.load(Ordering::SeqCst)).sum(),
             in_flight: live.gate.count(),
         })
     }
@@ -1481,13 +1666,13 @@ impl Deployments {
         let mut out: Vec<_> = all
             .iter()
             .map(|live| {
-                let replicas = live.replicas();
+                let (replicas, ready) = live.instances();
                 crate::metrics::DeploymentGauges {
                     endpoint: live.endpoint_name.clone(),
                     deployment: live.name.clone(),
-                    replicas: replicas.len(),
-                    ready: replicas.iter().filter(|r| r.ready.load(Ordering::SeqCst)).count(),
-                    restarts: replicas.iter().map(|r| r.restarts.load(Ordering::SeqCst) as u64).sum(),
+                    replicas,
+                    ready,
+                    restarts: live.replicas().iter().map(|r| r.restarts.load(Ordering::SeqCst) as u64).sum(),
                     in_flight: live.gate.count(),
                 }
             })
@@ -1496,8 +1681,8 @@ impl Deployments {
         out
     }
 
-    /// Sends `req` to a ready replica of deployment `name` of endpoint `endpoint_id` (round robin
-    /// over the ready ones) and returns its answer.
+    /// Sends `req` to a free worker of deployment `name` of endpoint `endpoint_id` (after the
+    /// requests queued before it) and returns its answer.
     pub async fn forward(
         &self,
         endpoint_id: &str,
@@ -1512,67 +1697,123 @@ impl Deployments {
                 tokio::task::yield_now().await;
                 continue;
             };
-            let replicas = live.replicas();
-            let ready: Vec<&Arc<Replica>> =
-                replicas.iter().filter(|r| r.ready.load(Ordering::SeqCst)).collect();
-            if ready.is_empty() {
+            let deadline = tokio::time::Instant::now() + live.timeout;
+            let (any_ready, instances) = {
+                let replicas = live.replicas.read().unwrap();
+                (replicas.iter().any(|r| r.ready.load(Ordering::SeqCst)), replicas.len() / live.workers)
+            };
+            if !any_ready {
                 return Err(ForwardError::NotReady);
             }
-            let limit = live.per_instance * replicas.len();
+            let limit = live.per_instance * instances;
             if live.gate.count() > limit {
                 return Err(ForwardError::Busy(limit));
             }
-            let start = live.next.fetch_add(1, Ordering::Relaxed);
-            // A replica being removed (scaling down) refuses entry: take the next one.
-            let Some((r, _on_replica)) = (0..ready.len())
-                .map(|i| ready[(start + i) % ready.len()])
-                .find_map(|r| Some((r, r.gate.enter()?)))
-            else {
-                return Err(ForwardError::NotReady);
-            };
-            return send(&live, r, &req).await;
+            let lease = live.acquire(deadline).await?;
+            return send(&live, lease, &req, deadline).await;
         }
         Err(ForwardError::NotReady)
     }
 }
 
-/// One request/answer exchange with replica `r`, within the generation's request timeout.
-async fn send(live: &Live, r: &Replica, req: &Request<'_>) -> Result<Reply, ForwardError> {
-    let mut header = serde_json::json!({
-        "id": 0, "route": req.route, "method": req.method, "query": req.query, "headers": req.headers,
-    });
-    // The protocol's content_type is a string when present: a request without a Content-Type
-    // header sends none (null would be refused with a 400).
-    if let Some(ct) = req.content_type {
-        header["content_type"] = ct.into();
+/// One request/answer exchange with the worker `lease` holds, by `deadline` (request_timeout_ms
+/// from admission). A worker that has had the request for the whole request_timeout_ms is taken
+/// for hung and recycled; one that got it late (after queueing) keeps it until its own
+/// request_timeout_ms has passed, busy meanwhile, while the client gets its 504 at the deadline.
+async fn send(
+    live: &Arc<Live>,
+    lease: Lease,
+    req: &Request<'_>,
+    deadline: tokio::time::Instant,
+) -> Result<Reply, ForwardError> {
+    let head = FrameHeader {
+        id: 0,
+        route: req.route,
+        method: req.method,
+        query: req.query,
+        content_type: req.content_type,
+        headers: &req.headers,
     }
-    let head = serde_json::to_vec(&header).expect("JSON serialises");
+    .encode();
+    let r = lease.replica().clone();
     let pooled = r.idle.lock().unwrap().pop();
-    let attempt = async {
+    let body = req.body.clone();
+    let worker = r.clone();
+    // Boxed so that a late answer can be awaited by a task of its own (below).
+    let mut attempt = Box::pin(async move {
         let mut stream = match pooled {
             Some(s) => s,
-            None => UnixStream::connect(&r.socket)
+            None => UnixStream::connect(&worker.socket)
                 .await
-                .map_err(|e| format!("cannot connect to replica {}: {e}", r.index))?,
+                .map_err(|e| format!("cannot connect to {}: {e}", worker.label))?,
         };
-        let reply = exchange(&mut stream, &head, &req.body)
+        let reply = exchange(&mut stream, &head, &body)
             .await
-            .map_err(|e| format!("replica {} failed mid-request: {e}", r.index))?;
+            .map_err(|e| format!("{} failed mid-request: {e}", worker.label))?;
         Ok::<_, String>((stream, reply))
-    };
-    match tokio::time::timeout(live.timeout, attempt).await {
-        Err(_) => {
-            r.recycle();
-            Err(ForwardError::Timeout(live.timeout.as_millis() as u64))
-        }
-        Ok(Err(msg)) => Err(ForwardError::Broken(msg)),
+    });
+    // When the worker got the request: admission, unless it queued.
+    let on_worker = if lease.queued { tokio::time::Instant::now() } else { deadline - live.timeout };
+    let ms = live.timeout.as_millis() as u64;
+    match tokio::time::timeout_at(deadline, &mut attempt).await {
         Ok(Ok((stream, reply))) => {
             r.idle.lock().unwrap().push(stream);
             Ok(reply)
         }
+        Ok(Err(msg)) => Err(ForwardError::Broken(msg)),
+        Err(_) if on_worker + live.timeout <= tokio::time::Instant::now() => {
+            r.recycle();
+            Err(ForwardError::Timeout(ms))
+        }
+        Err(_) => {
+            let hung_at = on_worker + live.timeout;
+            tokio::spawn(async move {
+                match tokio::time::timeout_at(hung_at, attempt).await {
+                    Ok(Ok((stream, _))) => r.idle.lock().unwrap().push(stream),
+                    Ok(Err(_)) => {}
+                    Err(_) => r.recycle(),
+                }
+                drop(lease);
+            });
+            Err(ForwardError::Expired(ms))
+        }
     }
 }
 
+/// A request frame's header (python/cairn/replica.py documents the fields).
+#[derive(serde::Serialize)]
+struct FrameHeader<'a> {
+    id: u8,
+    route: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    method: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    query: &'a str,
+    /// A string when present: a request without a Content-Type header sends none (null would be
+    /// refused with a 400).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    headers: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl FrameHeader<'_> {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("JSON serialises")
+    }
+}
+
+/// A response frame's header.
+#[derive(serde::Deserialize)]
+struct ReplyHeader {
+    status: Option<u16>,
+    content_type: Option<String>,
+    #[serde(default)]
+    headers: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Writes one frame and reads the answer frame. The answer is read into one buffer, as much as
+/// the socket has at each read (usually all of it at once), and its body is a slice of it.
 async fn exchange(s: &mut UnixStream, head: &[u8], body: &[u8]) -> Result<Reply, String> {
     let mut out = Vec::with_capacity(8 + head.len() + body.len());
     out.extend_from_slice(&(head.len() as u32).to_be_bytes());
@@ -1580,26 +1821,38 @@ async fn exchange(s: &mut UnixStream, head: &[u8], body: &[u8]) -> Result<Reply,
     out.extend_from_slice(head);
     out.extend_from_slice(body);
     s.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut prefix = [0u8; 8];
-    s.read_exact(&mut prefix).await.map_err(|e| format!("no answer ({e})"))?;
-    let h = u32::from_be_bytes(prefix[..4].try_into().expect("4 bytes")) as usize;
-    let b = u32::from_be_bytes(prefix[4..].try_into().expect("4 bytes")) as usize;
-    let mut hbuf = vec![0u8; h];
-    s.read_exact(&mut hbuf).await.map_err(|e| e.to_string())?;
-    let mut bbuf = vec![0u8; b];
-    s.read_exact(&mut bbuf).await.map_err(|e| e.to_string())?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&hbuf).map_err(|e| format!("unreadable response header: {e}"))?;
-    let status = header["status"].as_u64().unwrap_or(500) as u16;
-    let headers = header["headers"]
-        .as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-        .unwrap_or_default();
+    let mut buf = out;
+    buf.clear();
+    while buf.len() < 8 {
+        match s.read_buf(&mut buf).await {
+            Ok(0) => return Err("no answer (the connection closed)".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("no answer ({e})")),
+        }
+    }
+    let h = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    let b = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
+    let total = 8 + h + b;
+    buf.reserve(total.saturating_sub(buf.len()));
+    while buf.len() < total {
+        match s.read_buf(&mut buf).await {
+            Ok(0) => return Err("the connection closed in the middle of the answer".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if buf.len() > total {
+        return Err(format!("{} bytes after the answer frame", buf.len() - total));
+    }
+    let header: ReplyHeader =
+        serde_json::from_slice(&buf[8..8 + h]).map_err(|e| format!("unreadable response header: {e}"))?;
+    let headers =
+        header.headers.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))).collect();
     Ok(Reply {
-        status,
-        content_type: header["content_type"].as_str().map(str::to_string),
+        status: header.status.unwrap_or(500),
+        content_type: header.content_type,
         headers,
-        body: bbuf,
+        body: bytes::Bytes::from(buf).slice(8 + h..),
     })
 }
 

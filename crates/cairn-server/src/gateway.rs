@@ -29,7 +29,7 @@ use cairn_core::{now_ms, Error};
 use cairn_store::{DeploymentRecord, EndpointRecord};
 use rand::Rng;
 
-use crate::deployments::Reply;
+use crate::deployments::{ForwardError, Reply, Request};
 use crate::endpoints::{authenticate, deployment_names};
 use crate::metrics::UNAUTHENTICATED;
 use crate::state::AppState;
@@ -180,31 +180,33 @@ async fn choose(state: &AppState, e: &EndpointRecord, headers: &HeaderMap) -> Re
     }
 }
 
-/// Hands the request to a replica of the chosen deployment and returns its answer.
-async fn call(
-    state: &AppState,
-    e: &EndpointRecord,
-    deployment: &str,
-    route: &str,
-    method: &str,
-    headers: &HeaderMap,
-    body: bytes::Bytes,
-    replica_time: &mut Duration,
-) -> Result<Reply, Answer> {
-    use crate::deployments::{ForwardError, Request};
+/// The replica protocol's request for an HTTP request's route, method, headers (but its
+/// credential and host) and body.
+fn request<'a>(route: &'a str, method: &'a str, headers: &'a HeaderMap, body: bytes::Bytes) -> Request<'a> {
     let forwarded = headers
         .iter()
         .filter(|(k, _)| *k != header::AUTHORIZATION && *k != header::HOST)
         .filter_map(|(k, v)| Some((k.as_str().to_string(), serde_json::Value::from(v.to_str().ok()?))))
         .collect();
-    let req = Request {
+    Request {
         route,
         method,
         query: "",
         content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
         headers: forwarded,
         body,
-    };
+    }
+}
+
+/// Hands `req` to a replica of the chosen deployment and returns its answer; `replica_time` is
+/// set to the time spent waiting for it (queue and replica).
+async fn call(
+    state: &AppState,
+    e: &EndpointRecord,
+    deployment: &str,
+    req: Request<'_>,
+    replica_time: &mut Duration,
+) -> Result<Reply, Answer> {
     let who = format!("deployment \"{deployment}\" of endpoint \"{}\"", e.name);
     let started = Instant::now();
     let forwarded = state.deployments.forward(&e.id, deployment, req).await;
@@ -230,6 +232,17 @@ async fn call(
             format!(
                 "{who} did not answer within request_timeout_ms ({ms} ms); the replica is being restarted"
             ),
+        )),
+        Err(ForwardError::Queued(ms)) => Err(Answer::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "{who} had no free worker within request_timeout_ms ({ms} ms): the request waited in \
+                 its queue and was not sent"
+            ),
+        )),
+        Err(ForwardError::Expired(ms)) => Err(Answer::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{who} did not answer within request_timeout_ms ({ms} ms, time spent queued included)"),
         )),
         Err(ForwardError::Broken(msg)) => Err(Answer::new(StatusCode::BAD_GATEWAY, format!("{who}: {msg}"))),
     }
@@ -265,17 +278,17 @@ fn respond(reply: Reply) -> Response {
     r
 }
 
-async fn forward(
+/// A GET of `route` without a body, answered as the replica answers it.
+async fn get(
     state: &AppState,
     e: &EndpointRecord,
     deployment: &str,
     route: &str,
-    method: &str,
     headers: &HeaderMap,
-    body: bytes::Bytes,
 ) -> Result<Response, Answer> {
+    let req = request(route, "GET", headers, bytes::Bytes::new());
     let mut replica_time = Duration::ZERO;
-    call(state, e, deployment, route, method, headers, body, &mut replica_time).await.map(respond)
+    call(state, e, deployment, req, &mut replica_time).await.map(respond)
 }
 
 async fn read_capped(state: &AppState, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Answer> {
@@ -339,8 +352,8 @@ async fn score_inner(
                 ),
             ));
         }
-        let reply =
-            call(state, &e, &deployment, route, method.as_str(), headers, body, &mut replica_time).await?;
+        let req = request(route, method.as_str(), headers, body);
+        let reply = call(state, &e, &deployment, req, &mut replica_time).await?;
         answered = true;
         Ok(respond(reply))
     }
@@ -389,9 +402,9 @@ pub async fn swagger(
         Err((answer, _)) => return answer.into_response(),
     };
     match choose(&state, &e, &headers).await {
-        Ok(d) => forward(&state, &e, &d, "/swagger.json", "GET", &headers, bytes::Bytes::new())
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        Ok(d) => {
+            get(&state, &e, &d, "/swagger.json", &headers).await.unwrap_or_else(IntoResponse::into_response)
+        }
         Err(a) => a.into_response(),
     }
 }
@@ -408,9 +421,7 @@ pub async fn health(
     };
     // "Healthy" is the chosen deployment's replica answering its health route.
     match choose(&state, &e, &headers).await {
-        Ok(d) => forward(&state, &e, &d, "/", "GET", &headers, bytes::Bytes::new())
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        Ok(d) => get(&state, &e, &d, "/", &headers).await.unwrap_or_else(IntoResponse::into_response),
         Err(a) => a.into_response(),
     }
 }
@@ -642,7 +653,8 @@ pub async fn oip_infer(
             Answer::new(StatusCode::BAD_REQUEST, format!("invalid inference request: {err}"))
         })?;
         sig.check(&req).map_err(|m| Answer::new(StatusCode::BAD_REQUEST, m))?;
-        let reply = call(&state, &e, &d.name, "/v2/infer", "POST", &headers, body, &mut replica_time).await?;
+        let frame = request("/v2/infer", "POST", &headers, body);
+        let reply = call(&state, &e, &d.name, frame, &mut replica_time).await?;
         answered = true;
         if reply.status != 200 {
             return Ok(respond(reply));

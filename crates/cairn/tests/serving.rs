@@ -250,3 +250,220 @@ async fn a_script_deployment_has_no_mlflow_route_and_no_tensor_signature() {
     s.ok(&["endpoint", "update", "lin-ep", "--traffic", "", "-w", "w"]);
     assert_eq!(get(&s, "v2/health/ready", &key).await, (503, serde_json::json!({"ready": false})));
 }
+
+/// Admission and execution apart: each worker process takes one request at a time, the others
+/// wait in the gateway's queue (first come, first served) within request_timeout_ms.
+mod queue {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Sleeps as asked and says which process ran it, and when.
+    const TIMED_PY: &str = r#"
+import json, os, time
+
+def init():
+    pass
+
+def run(raw_data):
+    req = json.loads(raw_data)
+    start = time.time()
+    with open(os.path.join(os.environ["SEEN_DIR"], str(req["n"])), "w"):
+        pass
+    time.sleep(req.get("sleep", 0))
+    return {"n": req["n"], "pid": os.getpid(), "start": start, "end": time.time()}
+"#;
+
+    /// Workspace `w`, endpoint `q-ep` and deployment `dep` (all traffic) with `instances` instances,
+    /// the given timeout and extra environment variables; returns the key and the folder in which
+    /// run() marks each request it sees.
+    fn deploy(s: &Server, instances: u32, timeout_ms: u32, env: &str) -> (String, std::path::PathBuf) {
+        s.ok(&["workspace", "create", "w"]);
+        let dir = s.tmp().join("spec");
+        let seen = s.tmp().join("seen");
+        std::fs::create_dir_all(&seen).unwrap();
+        let yaml = format!(
+            "name: dep\nendpoint_name: q-ep\nmodel: m:1\ncode_configuration:\n  code: src\n  scoring_script: score.py\n\
+             environment: plain\ninstance_count: {instances}\n\
+             request_settings:\n  request_timeout_ms: {timeout_ms}\n  max_concurrent_requests_per_instance: 8\n\
+             environment_variables:\n  SEEN_DIR: {}\n{env}",
+            seen.display()
+        );
+        write_tree(
+            &dir,
+            &[
+                ("env.yml", b"name: plain\npip: []\n"),
+                ("model/m.json", b"{}"),
+                ("ep.yml", b"name: q-ep\nauth_mode: key\n"),
+                ("src/score.py", TIMED_PY.as_bytes()),
+                ("d.yml", yaml.as_bytes()),
+            ],
+        );
+        let p = |f: &str| dir.join(f).display().to_string();
+        s.ok(&["env", "create", "-f", &p("env.yml"), "-w", "w"]);
+        s.ok(&["model", "register", "--name", "m", "--path", &p("model"), "-w", "w"]);
+        s.ok(&["endpoint", "create", "-f", &p("ep.yml"), "-w", "w"]);
+        s.ok(&["deployment", "create", "-f", &p("d.yml"), "--all-traffic", "--wait", "-w", "w"]);
+        let keys = json(&s.ok(&["endpoint", "get-keys", "q-ep", "-w", "w", "-o", "json"]));
+        (keys["primary_key"].as_str().unwrap().to_string(), seen)
+    }
+
+    /// Sends `{"n": n, "sleep": sleep}` after `delay`; the status and the answer.
+    fn later(
+        s: &Server,
+        key: &str,
+        delay_ms: u64,
+        n: u32,
+        sleep: f64,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
+        let (url, key) = (format!("{}/endpoints/q-ep/score", s.url), key.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"n": {n}, "sleep": {sleep}}}"#))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, json(&r.text().await.unwrap()))
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn requests_beyond_the_workers_wait_and_run_one_at_a_time_in_arrival_order() {
+        let s = Server::start();
+        let (key, _) = deploy(&s, 1, 30_000, "");
+        // One worker: the first request holds it, five more arrive 200 ms apart and queue.
+        let mut sent = vec![later(&s, &key, 0, 0, 1.5)];
+        for n in 1..=5u32 {
+            sent.push(later(&s, &key, 200 * n as u64, n, 0.05));
+        }
+        let mut runs = Vec::new();
+        for t in sent {
+            let (status, body) = t.await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            runs.push(body);
+        }
+        let pids: std::collections::BTreeSet<i64> = runs.iter().map(|r| r["pid"].as_i64().unwrap()).collect();
+        assert_eq!(pids.len(), 1, "one worker served them all: {runs:?}");
+        let mut by_start: Vec<(f64, f64, u64)> = runs
+            .iter()
+            .map(|r| (r["start"].as_f64().unwrap(), r["end"].as_f64().unwrap(), r["n"].as_u64().unwrap()))
+            .collect();
+        by_start.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for pair in by_start.windows(2) {
+            assert!(pair[1].0 >= pair[0].1, "two run() calls at once: {by_start:?}");
+        }
+        let order: Vec<u64> = by_start.iter().map(|r| r.2).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4, 5], "served in arrival order: {by_start:?}");
+        // What waited is counted nowhere as an error, and the queue is empty again.
+        let m = scrape(&s).await;
+        assert_eq!(
+            value_of(&m, "cairn_deployment_queue_depth{endpoint=\"q-ep\",deployment=\"dep\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value_of(
+                &m,
+                "cairn_endpoint_requests_total{endpoint=\"q-ep\",deployment=\"dep\",status=\"200\"}"
+            ),
+            Some(6.0),
+            "{m}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_request_that_queues_past_request_timeout_ms_gets_504_without_reaching_the_replica() {
+        let s = Server::start();
+        let (key, seen) = deploy(&s, 1, 1500, "");
+        let pid = |body: &Value| body["pid"].as_i64().unwrap();
+        let started = Instant::now();
+        // 0 holds the worker 1.2 s; 1 gets it late (at 1.2 s, its deadline at 1.55 s) and
+        // sleeps on; 2 never gets it before its deadline (1.6 s).
+        let first = later(&s, &key, 0, 0, 1.2);
+        let second = later(&s, &key, 50, 1, 0.6);
+        let third = later(&s, &key, 100, 2, 0.0);
+        let (status, body) = first.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let (status, late) = second.await.unwrap();
+        assert_eq!(status, 504, "{late}");
+        assert!(late["message"].as_str().unwrap().contains("time spent queued included"), "{late}");
+        let (status, queued) = third.await.unwrap();
+        assert_eq!(status, 504, "{queued}");
+        let message = queued["message"].as_str().unwrap();
+        assert!(message.contains("had no free worker within request_timeout_ms (1500 ms)"), "{message}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        // The late one still ran to its end on the worker, which was not restarted for it; the
+        // one that only queued never reached it.
+        let (status, after) = later(&s, &key, 0, 3, 0.0).await.unwrap();
+        assert_eq!(status, 200, "{after}");
+        assert_eq!(pid(&after), pid(&body), "the worker was not restarted");
+        let mut marked: Vec<String> = std::fs::read_dir(&seen)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        marked.sort();
+        assert_eq!(marked, ["0", "1", "3"]);
+        let m = scrape(&s).await;
+        assert_eq!(
+            value_of(&m, "cairn_deployment_replica_restarts_total{endpoint=\"q-ep\",deployment=\"dep\"}"),
+            Some(0.0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn worker_count_starts_that_many_serial_workers_per_instance() {
+        let s = Server::start();
+        // Refused at create, naming the variable and the range.
+        let (key, _) = deploy(&s, 1, 30_000, "  WORKER_COUNT: \"2\"\n");
+        let bad = s.tmp().join("spec/bad.yml");
+        let text = std::fs::read_to_string(s.tmp().join("spec/d.yml")).unwrap();
+        std::fs::write(
+            &bad,
+            text.replace("name: dep\n", "name: dep2\n").replace("WORKER_COUNT: \"2\"", "WORKER_COUNT: \"0\""),
+        )
+        .unwrap();
+        let err = s.fails(&["deployment", "create", "-f", &bad.display().to_string(), "-w", "w"]);
+        assert!(
+            err.contains("environment_variables.WORKER_COUNT \"0\": must be a whole number from 1 to 16"),
+            "{err}"
+        );
+
+        // Four requests at once on one instance of two workers: two processes, each running its
+        // requests one after the other, the two side by side.
+        let sent: Vec<_> = (0..4).map(|n| later(&s, &key, 0, n, 0.4)).collect();
+        let mut runs = Vec::new();
+        for t in sent {
+            let (status, body) = t.await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            runs.push(body);
+        }
+        let mut by_pid: std::collections::BTreeMap<i64, Vec<(f64, f64)>> = Default::default();
+        for r in &runs {
+            by_pid
+                .entry(r["pid"].as_i64().unwrap())
+                .or_default()
+                .push((r["start"].as_f64().unwrap(), r["end"].as_f64().unwrap()));
+        }
+        assert_eq!(by_pid.len(), 2, "{runs:?}");
+        for spans in by_pid.values_mut() {
+            assert_eq!(spans.len(), 2, "{runs:?}");
+            spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+            assert!(spans[1].0 >= spans[0].1, "one worker ran two requests at once: {spans:?}");
+        }
+        let firsts: Vec<(f64, f64)> = by_pid.values().map(|s| s[0]).collect();
+        assert!(firsts[0].0 < firsts[1].1 && firsts[1].0 < firsts[0].1, "the workers overlap: {firsts:?}");
+        // An instance of two workers is still one replica.
+        let m = scrape(&s).await;
+        assert_eq!(
+            value_of(&m, "cairn_deployment_replicas{endpoint=\"q-ep\",deployment=\"dep\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value_of(&m, "cairn_deployment_replicas_ready{endpoint=\"q-ep\",deployment=\"dep\"}"),
+            Some(1.0)
+        );
+    }
+}
