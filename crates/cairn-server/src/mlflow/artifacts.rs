@@ -21,6 +21,7 @@ use cairn_store::LoggedModel;
 use serde_json::{json, Value};
 
 use super::wire::{MlError, MlResult, Req};
+use super::Ctx;
 use crate::auth::Caller;
 use crate::routes::jobs::blobs_of;
 use crate::routes::runs::artifacts_of;
@@ -258,12 +259,7 @@ pub async fn download(
 
 /// `GET …/artifacts?path=DIR`: the entries directly in `DIR` (`path` is the entry's name,
 /// folders with `is_dir` and no size), as MLflow's server answers.
-pub async fn list(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn list(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let path = req.opt_str("path").unwrap_or_default();
     let r = resolve_for(&state, &caller, &ws, &path, Role::Reader).await?;
     let mut entries: BTreeMap<String, Option<u64>> = BTreeMap::new();

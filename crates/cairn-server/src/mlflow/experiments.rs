@@ -1,9 +1,6 @@
 //! `experiments/*`: create, get (by id or name), search, rename, delete/restore, tags.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::{Extension, Json};
+use axum::Json;
 use cairn_core::api::{Role, Workspace};
 use cairn_core::runs::{KeyValue, LogBatch};
 use cairn_core::Error;
@@ -11,6 +8,7 @@ use cairn_store::MlflowExperiment;
 use serde_json::{json, Value};
 
 use super::wire::{experiment_json, MlError, MlResult, Req};
+use super::Ctx;
 use crate::auth::Caller;
 use crate::routes::runs::{validate_batch, validate_experiment_name};
 use crate::state::AppState;
@@ -37,12 +35,7 @@ fn validate_tag(key: &str, value: &str) -> MlResult<()> {
     Ok(validate_batch(&batch)?)
 }
 
-pub async fn create(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     caller.require(Role::Writer, Some(&ws))?;
     let name = req.str("name")?;
     validate_experiment_name(&name)?;
@@ -61,24 +54,14 @@ pub async fn create(
     Ok(Json(json!({"experiment_id": id})))
 }
 
-pub async fn get(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn get(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     super::require_read(&caller, &ws)?;
     let workspace = state.store.workspace(&ws).await?;
     let exp = experiment(&state, &workspace, &req.str("experiment_id")?).await?;
     Ok(Json(json!({"experiment": experiment_json(&exp)})))
 }
 
-pub async fn get_by_name(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn get_by_name(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     super::require_read(&caller, &ws)?;
     let name = req.str("experiment_name")?;
     let workspace = state.store.workspace(&ws).await?;
@@ -159,12 +142,7 @@ pub fn page_offset(req: &Req) -> MlResult<usize> {
     }
 }
 
-pub async fn search(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     super::require_read(&caller, &ws)?;
     let matches = name_filter(&req.opt_str("filter").unwrap_or_default())?;
     let view = req.opt_str("view_type");
@@ -185,12 +163,7 @@ pub async fn search(
     Ok(Json(body))
 }
 
-pub async fn update(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn update(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     caller.require(Role::Writer, Some(&ws))?;
     let new_name = req.str("new_name")?;
     validate_experiment_name(&new_name)?;
@@ -216,30 +189,15 @@ async fn set_deleted(
     Ok(Json(json!({})))
 }
 
-pub async fn delete(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn delete(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     set_deleted(&state, &caller, &ws, &req, true).await
 }
 
-pub async fn restore(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn restore(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     set_deleted(&state, &caller, &ws, &req, false).await
 }
 
-pub async fn set_tag(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn set_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     caller.require(Role::Writer, Some(&ws))?;
     let key = req.str("key")?;
     let value = req.opt_str("value").unwrap_or_default();

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::experiments::{experiment, like, page_offset};
 use super::wire::*;
+use super::Ctx;
 use crate::auth::Caller;
 use crate::routes::runs::validate_batch;
 use crate::state::AppState;
@@ -40,12 +41,7 @@ fn validate(tags: &[KeyValue], params: &[KeyValue]) -> MlResult<()> {
     Ok(validate_batch(&LogBatch { tags: tags.to_vec(), params: params.to_vec(), ..Default::default() })?)
 }
 
-pub async fn create(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let source_run = req.opt_str("source_run_id").unwrap_or_default();
     if source_run.is_empty() {
         caller.require(Role::Writer, Some(&ws))?;
@@ -287,12 +283,7 @@ fn admits(m: &LoggedModel, tests: &[Test]) -> bool {
 }
 
 /// `POST logged-models/search`: the experiments' live models, newest first, filtered.
-pub async fn search(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     caller.require(Role::Reader, Some(&ws))?;
     let tests = parse_model_filter(&req.opt_str("filter").unwrap_or_default())?;
     let workspace = state.store.workspace(&ws).await?;

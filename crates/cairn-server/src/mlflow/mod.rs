@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, RawPathParams, Request, State};
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, delete, get, patch, post, put};
@@ -127,6 +128,36 @@ async fn unknown_endpoint(Path((_, rest)): Path<(String, String)>) -> MlError {
         "ENDPOINT_NOT_FOUND",
         format!("this server does not implement the MLflow endpoint /{rest}"),
     )
+}
+
+/// What every MLflow handler starts from: the server's state, the authenticated caller and the
+/// workspace of the tracking URI (`/workspaces/{ws}/mlflow/…`, every route's `ws` parameter).
+pub struct Ctx {
+    pub state: Arc<AppState>,
+    pub caller: Caller,
+    pub ws: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for Ctx {
+    type Rejection = wire::MlError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Ctx, wire::MlError> {
+        // `require_token` (the router's layer) put the caller there before any handler runs.
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Error::Internal("an MLflow route without the token layer".into()))?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::Internal(format!("MLflow route parameters: {e}")))?;
+        let ws = params
+            .iter()
+            .find(|(k, _)| *k == "ws")
+            .map(|(_, v)| v.to_string())
+            .ok_or_else(|| Error::Internal("an MLflow route without {ws}".into()))?;
+        Ok(Ctx { state: state.clone(), caller, ws })
+    }
 }
 
 /// Reading a workspace's experiments: its tokens, and a job's run-scoped token too (the MLflow

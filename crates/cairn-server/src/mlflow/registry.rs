@@ -6,10 +6,8 @@
 //! through `models::register_from_blobs`, as native ones are.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::{Extension, Json};
+use axum::Json;
 use cairn_core::api::{Role, Workspace};
 use cairn_core::models::{Model, ModelFilter, ModelVersion, NewModelVersion, VersionRef};
 use cairn_core::{validate_name, Error};
@@ -17,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::experiments::like;
 use super::wire::*;
+use super::Ctx;
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -104,12 +103,7 @@ fn tags_of(req: &Req) -> MlResult<BTreeMap<String, String>> {
     Ok(req.key_values("tags")?.into_iter().map(|t| (t.key, t.value)).collect())
 }
 
-pub async fn create_model(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn create_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     validate_name("model name", &name)?;
     let tags = tags_of(&req)?;
@@ -132,12 +126,7 @@ pub async fn create_model(
     Ok(Json(json!({"registered_model": model_json(&state, &workspace, &m).await?})))
 }
 
-pub async fn get_model(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn get_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
     let m = state.store.model(&workspace, &name).await.map_err(ml)?;
@@ -415,12 +404,7 @@ fn split_clause(f: &str) -> Option<(&str, &'static str, &str)> {
     None
 }
 
-pub async fn search_models(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn search_models(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let admit = model_filter(&req.opt_str("filter").unwrap_or_default())?;
     let limit = req.opt_i64("max_results")?.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -462,12 +446,7 @@ pub async fn search_models(
     Ok(Json(body))
 }
 
-pub async fn update_model(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn update_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
     let description = req.opt_str("description");
@@ -479,12 +458,7 @@ pub async fn update_model(
     Ok(Json(json!({"registered_model": model_json(&state, &workspace, &m).await?})))
 }
 
-pub async fn rename_model(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn rename_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let new_name = req.str("new_name")?;
     validate_name("model name", &new_name)?;
@@ -493,24 +467,14 @@ pub async fn rename_model(
     Ok(Json(json!({"registered_model": model_json(&state, &workspace, &m).await?})))
 }
 
-pub async fn delete_model(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn delete_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
     state.store.delete_model(&workspace, &name).await.map_err(ml)?;
     Ok(Json(json!({})))
 }
 
-pub async fn set_model_tag(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn set_model_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let key = req.str("key")?;
     let value = req.opt_str("value").unwrap_or_default();
@@ -520,12 +484,7 @@ pub async fn set_model_tag(
     Ok(Json(json!({})))
 }
 
-pub async fn delete_model_tag(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn delete_model_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let key = req.str("key")?;
     let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
@@ -553,12 +512,7 @@ fn validate_alias(alias: &str) -> MlResult<()> {
     Ok(())
 }
 
-pub async fn set_alias(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn set_alias(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let alias = req.str("alias")?;
     validate_alias(&alias)?;
@@ -568,12 +522,7 @@ pub async fn set_alias(
     Ok(Json(json!({})))
 }
 
-pub async fn delete_alias(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn delete_alias(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let alias = req.str("alias")?;
     let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
@@ -581,12 +530,7 @@ pub async fn delete_alias(
     Ok(Json(json!({})))
 }
 
-pub async fn get_by_alias(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn get_by_alias(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let alias = req.str("alias")?;
     let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
@@ -595,12 +539,7 @@ pub async fn get_by_alias(
 }
 
 /// The newest version per stage (all stages, or those asked for): MLflow's deprecated stage API.
-pub async fn latest_versions(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn latest_versions(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let stages: Vec<String> = req.list("stages").iter().map(|s| s.to_lowercase()).collect();
     let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
@@ -627,23 +566,13 @@ async fn load_version(state: &AppState, ws: &Workspace, req: &Req) -> MlResult<M
     state.store.model_version(ws, &name, &VersionRef::Number(version)).await.map_err(ml)
 }
 
-pub async fn get_version(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn get_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
     let v = load_version(&state, &workspace, &req).await?;
     Ok(Json(json!({"model_version": version_json(&v)})))
 }
 
-pub async fn update_version(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn update_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
     let v = load_version(&state, &workspace, &req).await?;
     let description = req.opt_str("description");
@@ -655,12 +584,7 @@ pub async fn update_version(
     Ok(Json(json!({"model_version": version_json(&v)})))
 }
 
-pub async fn transition_stage(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn transition_stage(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let stage = req.str("stage")?;
     let stage = STAGES.iter().find(|s| s.eq_ignore_ascii_case(&stage)).copied().ok_or_else(|| {
         MlError::invalid(format!(
@@ -679,24 +603,14 @@ pub async fn transition_stage(
     Ok(Json(json!({"model_version": version_json(&v)})))
 }
 
-pub async fn delete_version(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn delete_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
     let v = load_version(&state, &workspace, &req).await?;
     state.store.delete_model_version(&workspace, &v.name, v.version).await.map_err(ml)?;
     Ok(Json(json!({})))
 }
 
-pub async fn set_version_tag(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn set_version_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let key = req.str("key")?;
     let value = req.opt_str("value").unwrap_or_default();
     let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
@@ -706,12 +620,7 @@ pub async fn set_version_tag(
     Ok(Json(json!({})))
 }
 
-pub async fn delete_version_tag(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn delete_version_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let key = req.str("key")?;
     let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
     let v = load_version(&state, &workspace, &req).await?;
@@ -725,12 +634,7 @@ pub async fn delete_version_tag(
 
 /// Searches versions with MLflow's filter grammar for versions (see [`version_filter`]) and
 /// `order_by` (default: name ascending, then version descending, as MLflow).
-pub async fn search_versions(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn search_versions(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let filter = req.opt_str("filter").unwrap_or_default();
     let (admit, name, run) = version_filter(&filter)?;
     let mut order = parse_registry_order(&req.list("order_by"), true)?;
@@ -765,12 +669,7 @@ pub async fn search_versions(
 }
 
 /// Where MLflow downloads a version's files from: the artifact proxy's registry area.
-pub async fn download_uri(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn download_uri(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
     let v = load_version(&state, &workspace, &req).await?;
     Ok(Json(json!({"artifact_uri": format!("mlflow-artifacts:/registry/{}/{}", v.name, v.version)})))
@@ -779,12 +678,7 @@ pub async fn download_uri(
 /// `model-versions/create`: resolves `source` (`models:/m-…`, `runs:/RUN/path`,
 /// `mlflow-artifacts:/…`) to files through the artifact resolver and registers them as the
 /// next native version (content-addressed copy, manifest, framework from `MLmodel`).
-pub async fn create_version(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let source = req.str("source")?;
     let tags = tags_of(&req)?;
