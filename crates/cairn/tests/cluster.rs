@@ -217,22 +217,6 @@ async fn a_restart_of_one_server_leaves_the_other_servers_runs_alone() {
     assert!(b.log().contains("canceled through another server"), "{}", b.log());
 }
 
-/// The processes of `python -m cairn.replica` started by server `s` (found by its data directory
-/// in their environment).
-fn replica_pids(s: &Server) -> Vec<i32> {
-    let out = std::process::Command::new("pgrep").args(["-f", "cairn.replica"]).output().unwrap();
-    let dir = s.data_dir.display().to_string();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|e| String::from_utf8_lossy(&e).contains(&dir))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployment_runs_on_the_server_that_created_it_and_others_send_callers_there() {
     let c = cluster(&[]).await;
@@ -279,7 +263,7 @@ async fn a_deployment_runs_on_the_server_that_created_it_and_others_send_callers
     let (status, body) = score(&c.b).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("runs on another server") && body.contains(&a.url), "{body}");
-    assert_eq!(replica_pids(a).len(), 1);
+    assert_eq!(a.replica_pids().len(), 1);
 
     // B restarts: it does not start A's deployment (before, every server started every one).
     let Cluster { a, b, _db, shared } = c;
@@ -287,8 +271,8 @@ async fn a_deployment_runs_on_the_server_that_created_it_and_others_send_callers
     b.token = a.token.clone();
     assert!(b.wait_for_log("cairn server ready"), "{}", b.log());
     std::thread::sleep(Duration::from_secs(2));
-    assert!(replica_pids(&b).is_empty(), "B started A's replicas: {}", b.log());
-    assert_eq!(replica_pids(&a).len(), 1);
+    assert!(b.replica_pids().is_empty(), "B started A's replicas: {}", b.log());
+    assert_eq!(a.replica_pids().len(), 1);
     assert_eq!(score(&a).await.0, 200);
 
     // An update through B is refused (only A can replace A's replicas), and nothing changes.
@@ -300,15 +284,15 @@ async fn a_deployment_runs_on_the_server_that_created_it_and_others_send_callers
         body.to_string().contains("runs on another server") && body.to_string().contains(&a.url),
         "{body}"
     );
-    assert_eq!(replica_pids(&a).len(), 1);
+    assert_eq!(a.replica_pids().len(), 1);
     // Deleting the endpoint (and so its deployment) through B: A notices on its next heartbeat
     // and stops the replicas.
     b.ok(&["endpoint", "delete", "lin-ep", "-w", "w"]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !replica_pids(&a).is_empty() && Instant::now() < deadline {
+    while !a.replica_pids().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(replica_pids(&a).is_empty(), "A still runs the deleted deployment: {}", a.log());
+    assert!(a.replica_pids().is_empty(), "A still runs the deleted deployment: {}", a.log());
     assert!(a.log().contains("deleted elsewhere: stopping its replicas"), "{}", a.log());
     drop(shared);
 }

@@ -83,20 +83,6 @@ async fn score(s: &Server, key: &str, body: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-fn replica_pids(s: &Server) -> Vec<i32> {
-    let out = std::process::Command::new("pgrep").args(["-f", "cairn.replica"]).output().unwrap();
-    let dir = s.tmp().display().to_string();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|e| String::from_utf8_lossy(&e).contains(&dir))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 async fn a_deployment_scores_survives_sigkill_and_holds_its_model_version(b: Backend) {
     let (s, _db) = start_on(b, Opts::default()).await;
     let file = setup(&s, SCORE_PY);
@@ -142,7 +128,7 @@ async fn a_deployment_scores_survives_sigkill_and_holds_its_model_version(b: Bac
     assert!(err.contains("409") || err.to_lowercase().contains("in use") || err.contains("used"), "{err}");
 
     // SIGKILL every replica; the supervisor restarts them and later requests succeed.
-    let pids = replica_pids(&s);
+    let pids = s.replica_pids();
     assert_eq!(pids.len(), 2, "{pids:?}");
     for pid in &pids {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
@@ -165,7 +151,7 @@ async fn a_deployment_scores_survives_sigkill_and_holds_its_model_version(b: Bac
     // Delete: traffic first, then the deployment; its model version can then go.
     s.ok(&["endpoint", "update", "lin-ep", "--traffic", "", "-w", "w"]);
     s.ok(&["deployment", "delete", "lin-ep/blue", "-w", "w"]);
-    assert!(replica_pids(&s).is_empty());
+    assert!(s.replica_pids().is_empty());
     s.ok(&["model", "delete", "lin:1", "-w", "w"]);
 }
 
@@ -182,7 +168,7 @@ async fn a_failing_init_fails_the_deployment_with_its_traceback(b: Backend) {
     assert!(d["reason"].as_str().unwrap().contains("RuntimeError: no weights here"), "{d}");
     let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
     assert!(logs.contains("RuntimeError: no weights here"), "{logs}");
-    assert!(replica_pids(&s).is_empty());
+    assert!(s.replica_pids().is_empty());
 }
 
 async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backend) {
@@ -226,7 +212,7 @@ async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backen
 
     // Deleting the endpoint stops its deployments' replicas and releases the model version.
     s.ok(&["endpoint", "delete", "lin-ep", "-w", "w"]);
-    assert!(replica_pids(&s).is_empty());
+    assert!(s.replica_pids().is_empty());
     s.ok(&["model", "delete", "lin:1", "-w", "w"]);
 }
 
@@ -236,17 +222,17 @@ async fn deleting_the_workspace_with_force_stops_its_replicas(b: Backend) {
     let (s, _db) = start_on(b, Opts::default()).await;
     let file = setup(&s, SCORE_PY);
     s.ok(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
-    let pids = replica_pids(&s);
+    let pids = s.replica_pids();
     assert_eq!(pids.len(), 2, "two replicas run");
     let err = s.fails(&["workspace", "delete", "w"]);
     assert!(err.contains("endpoints lin-ep") && err.contains("--force"), "{err}");
     s.ok(&["workspace", "delete", "w", "--force"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !replica_pids(&s).is_empty() {
+    while !s.replica_pids().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "replicas outlived their workspace: {:?}",
-            replica_pids(&s)
+            s.replica_pids()
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -433,7 +419,7 @@ async fn a_deployment_of_two_models_loads_both_holds_both_and_an_update_swaps_on
     // Deleting the deployment releases both.
     s.ok(&["endpoint", "update", "lin-ep", "--traffic", "", "-w", "w"]);
     s.ok(&["deployment", "delete", "lin-ep/duo", "-w", "w"]);
-    assert!(replica_pids(&s).is_empty());
+    assert!(s.replica_pids().is_empty());
     s.ok(&["model", "delete", "enc:2", "-w", "w"]);
     s.ok(&["model", "delete", "lin:1", "-w", "w"]);
 }
@@ -506,7 +492,7 @@ async fn a_restart_during_an_update_of_two_models_keeps_both_recorded_versions(b
     assert!(!deployment_dir.join("gen/1").exists(), "the abandoned generation's files stay");
     assert!(!deployment_dir.join("model/enc/2").exists(), "the abandoned version's files stay");
     // The sleeping replica of the abandoned generation outlived the killed server; end it.
-    for pid in replica_pids(&s) {
+    for pid in s.replica_pids() {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         if String::from_utf8_lossy(&environ).contains("/gen/1/") {
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -664,7 +650,7 @@ def run(raw_data):
             (r.status().as_u16(), r.text().await.unwrap(), sent.elapsed())
         });
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let pids = replica_pids(&s);
+        let pids = s.replica_pids();
         assert_eq!(pids.len(), 1);
         unsafe { libc::kill(pids[0], libc::SIGKILL) };
         let (status, body, took) = doomed.await.unwrap();

@@ -98,23 +98,6 @@ async fn score(client: &reqwest::Client, url: &str, key: &str) -> (u16, String) 
     }
 }
 
-/// The pids of this server's replicas.
-fn replica_pids(s: &Server) -> Vec<i32> {
-    let out = std::process::Command::new("pgrep").args(["-f", "cairn.replica"]).output().unwrap();
-    let dir = s.tmp().display().to_string();
-    let mut pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|e| String::from_utf8_lossy(&e).contains(&dir))
-                .unwrap_or(false)
-        })
-        .collect();
-    pids.sort();
-    pids
-}
-
 /// Continuous load: `clients` tasks scoring back to back until stopped; each keeps its answers
 /// in order (status and body).
 struct Load {
@@ -184,7 +167,7 @@ async fn rolling_update_under_load_drops_nothing(db: Option<PgDatabase>) {
     let v1 = write(&dir, "blue1.yml", &deployment_yaml("v1", "lin:1", 2, ""));
     s.ok(&["deployment", "create", "-f", &v1, "--all-traffic", "--wait", "-w", "w"]);
     let key = key(&s);
-    let before = replica_pids(&s);
+    let before = s.replica_pids();
     assert_eq!(before.len(), 2, "{before:?}");
 
     // Code and model change while 4 clients score continuously.
@@ -219,7 +202,7 @@ async fn rolling_update_under_load_drops_nothing(db: Option<PgDatabase>) {
         assert!(versions[..switch].iter().all(|v| *v == ("v1", 1)), "{versions:?}");
     }
     // The old replicas are gone; lin:1 is no longer used, lin:2 is.
-    let after = replica_pids(&s);
+    let after = s.replica_pids();
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(after.iter().all(|p| !before.contains(p)), "{before:?} {after:?}");
     s.ok(&["model", "delete", "lin:1", "-w", "w"]);
@@ -244,7 +227,7 @@ async fn rolling_update_under_load_drops_nothing(db: Option<PgDatabase>) {
     let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
     assert!(logs.contains("broken v3"), "{logs}");
     assert_eq!(
-        replica_pids(&s),
+        s.replica_pids(),
         after,
         "the failed generation's replicas are gone, the serving ones untouched"
     );
@@ -289,7 +272,7 @@ async fn scaling_adds_and_removes_replicas_without_restarting_the_others() {
     let file = write(&dir, "blue.yml", &deployment_yaml("v1", "lin:1", 2, ""));
     s.ok(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
     let key = key(&s);
-    let two = replica_pids(&s);
+    let two = s.replica_pids();
     assert_eq!(two.len(), 2);
 
     // Up to 3 with the CLI, under load.
@@ -299,7 +282,7 @@ async fn scaling_adds_and_removes_replicas_without_restarting_the_others() {
         s.ok(&["deployment", "update", "-f", &three_yml, "--wait", "-w", "w", "-o", "json"])
     }));
     assert_eq!((d["state"].as_str(), d["generation"].as_i64()), (Some("Healthy"), Some(0)), "{d}");
-    let three = replica_pids(&s);
+    let three = s.replica_pids();
     assert_eq!(three.len(), 3, "{three:?}");
     assert!(two.iter().all(|p| three.contains(p)), "a running replica was restarted: {two:?} → {three:?}");
 
@@ -338,7 +321,7 @@ async fn scaling_adds_and_removes_replicas_without_restarting_the_others() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answers = load.finish().await;
-    let one = replica_pids(&s);
+    let one = s.replica_pids();
     assert_eq!(one.len(), 1, "{one:?}");
     assert!(two.contains(&one[0]), "the replica kept is one of the first two: {two:?} → {one:?}");
     // Every answer came from a replica of this one generation.
@@ -356,7 +339,7 @@ async fn a_frozen_replica_fails_liveness_and_is_restarted() {
     let file = write(&dir, "blue.yml", &deployment_yaml("v1", "lin:1", 1, probe));
     s.ok(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
     let key = key(&s);
-    let pids = replica_pids(&s);
+    let pids = s.replica_pids();
     assert_eq!(pids.len(), 1);
     unsafe { libc::kill(pids[0], libc::SIGSTOP) };
 
@@ -391,7 +374,7 @@ async fn a_replica_failing_readiness_leaves_the_rotation_until_it_answers() {
     let file = write(&dir, "blue.yml", &deployment_yaml("v1", "lin:1", 2, probe));
     s.ok(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
     let key = key(&s);
-    let pids = replica_pids(&s);
+    let pids = s.replica_pids();
     assert_eq!(pids.len(), 2);
     let (frozen, other) = (pids[0], pids[1]);
     unsafe { libc::kill(frozen, libc::SIGSTOP) };
@@ -533,7 +516,7 @@ async fn a_restart_during_a_rolling_update_releases_the_abandoned_version() {
     let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
     assert!(logs.contains("released 1 model version"), "{logs}");
     // The sleeping replica of the abandoned generation outlived the killed server; end it.
-    for pid in replica_pids(&s) {
+    for pid in s.replica_pids() {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         if String::from_utf8_lossy(&environ).contains("/gen/1/") {
             unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -108,16 +108,6 @@ fn value_of(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// The pid of the replica of deployment `id`.
-fn replica_of(id: &str) -> Option<i32> {
-    let out = std::process::Command::new("pgrep").args(["-f", "cairn.replica"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse::<i32>().ok()).find(|pid| {
-        std::fs::read(format!("/proc/{pid}/environ"))
-            .map(|e| String::from_utf8_lossy(&e).contains(&format!("/deployments/{id}/")))
-            .unwrap_or(false)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_labelled_by_deployment_and_deleted_deployments_series_go() {
     let s = Server::start();
@@ -173,7 +163,8 @@ async fn metrics_are_labelled_by_deployment_and_deleted_deployments_series_go() 
 
     // A killed replica is restarted, and the restart is counted for its deployment only.
     let green = json(&s.ok(&["deployment", "show", "lin-ep/green", "-w", "w", "-o", "json"]));
-    let pid = replica_of(green["id"].as_str().unwrap()).expect("green's replica runs");
+    let green = format!("/deployments/{}/", green["id"].as_str().unwrap());
+    let pid = *processes_with_env("cairn.replica", &green).first().expect("green's replica runs");
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let mut restarted = false;
     for _ in 0..200 {

@@ -170,6 +170,12 @@ impl Server {
         cairn_client::Client::new(&self.url, Some(token.to_string())).unwrap()
     }
 
+    /// The pids of this server's online-endpoint replicas (`python -m cairn.replica` processes
+    /// whose environment names this server's data directory), sorted.
+    pub fn replica_pids(&self) -> Vec<i32> {
+        processes_with_env("cairn.replica", &self.data_dir.display().to_string())
+    }
+
     /// A raw API call with the admin token, for what the typed client does not send (bad bodies,
     /// unknown fields, pages by hand): `path` is under the server's URL (`/api/v1/…`). Returns the
     /// status and the body as JSON, or as a JSON string when it is not JSON.
@@ -493,4 +499,21 @@ macro_rules! on_both_backends {
             $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await } )*
         }
     };
+}
+
+/// The pids of the processes whose command line matches `pattern` (`pgrep -f`) and whose
+/// environment contains `needle`, sorted.
+pub fn processes_with_env(pattern: &str, needle: &str) -> Vec<i32> {
+    let out = Command::new("pgrep").args(["-f", pattern]).output().unwrap();
+    let mut pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|e| String::from_utf8_lossy(&e).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect();
+    pids.sort();
+    pids
 }
