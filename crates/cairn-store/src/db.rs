@@ -29,6 +29,8 @@ pub struct Store {
     pub(crate) token_touches: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
     /// Endpoint and deployment lookups of the scoring path (`crate::endpoints::ScoringCache`).
     pub(crate) scoring_cache: std::sync::Arc<crate::endpoints::ScoringCache>,
+    /// The experiments' column keys known to be in `experiment_keys` (`crate::studio::KnownKeys`).
+    pub(crate) known_keys: std::sync::Arc<crate::studio::KnownKeys>,
 }
 
 /// A write transaction; on SQLite it also holds the store's write gate until it ends.
@@ -87,10 +89,14 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL: readers never block the writer; NORMAL sync is durable across process
-                        // crashes (the guarantee we test) and much faster than FULL.
+                        // crashes (the guarantee we test) and much faster than FULL. temp_store =
+                        // MEMORY keeps statement journals (a multi-row insert's undo within its
+                        // transaction, never needed after a crash) in memory instead of spilling them
+                        // to a temporary file past 64 KiB: 7 % of the server's time in a 1000-metric
+                        // batch went to those writes. Durability is unchanged.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY;",
                         )
                         .await?;
                     }
@@ -115,6 +121,7 @@ impl Store {
             write_gate: Default::default(),
             token_touches: Default::default(),
             scoring_cache: Default::default(),
+            known_keys: Default::default(),
         })
     }
 
