@@ -89,14 +89,12 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL: readers never block the writer; NORMAL sync is durable across process
-                        // crashes (the guarantee we test) and much faster than FULL. temp_store =
-                        // MEMORY keeps statement journals (a multi-row insert's undo within its
-                        // transaction, never needed after a crash) in memory instead of spilling them
-                        // to a temporary file past 64 KiB: 7 % of the server's time in a 1000-metric
-                        // batch went to those writes. Durability is unchanged.
+                        // crashes (the guarantee we test) and much faster than FULL. (temp_store =
+                        // MEMORY was tried to keep statement journals off disk: it made the run
+                        // search of bench/tracking.py 60 % slower and ingestion no faster.)
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY;",
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
                         )
                         .await?;
                     }
