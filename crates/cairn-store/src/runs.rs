@@ -8,7 +8,7 @@ use cairn_core::{now_ms, Error};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::db::{is_unique_violation, map_err, new_id};
+use crate::db::{is_unique_violation, map_err, new_id, Backend};
 use crate::Store;
 
 /// A run to create.
@@ -421,13 +421,15 @@ impl Store {
     /// upsert row per key. Statement count, not row count, dominated ingestion time.
     pub async fn log_batch(&self, run_id: &str, batch: &LogBatch) -> Result<(), Error> {
         let now = now_ms();
+        let backend = self.backend();
         let params = new_params(run_id, batch)?;
         let mut tx = self.begin_write().await?;
         let mut fresh: Vec<(&str, &str)> = Vec::with_capacity(params.len());
-        for chunk in params.chunks(ROWS_PER_STATEMENT) {
+        for chunk in params.chunks(BATCH_ROWS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT key, value FROM params WHERE run_id = $1 AND key IN ({})",
-                placeholders(2, chunk.len())
+                "SELECT key, value FROM params WHERE run_id = {} AND key IN ({})",
+                bind_list(backend, 1, 1),
+                bind_list(backend, 2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(run_id);
             for (k, _) in chunk {
@@ -448,12 +450,14 @@ impl Store {
                 }
             }
         }
-        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            let sql =
-                format!("INSERT INTO params (run_id, key, value) VALUES {}", row_tuples(chunk.len(), 2));
-            let mut q = sqlx::query(&sql).bind(run_id);
+        for chunk in fresh.chunks(BATCH_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO params (run_id, key, value) VALUES {}",
+                values_rows(backend, chunk.len(), 3)
+            );
+            let mut q = sqlx::query(&sql);
             for (k, v) in chunk {
-                q = q.bind(*k).bind(*v);
+                q = q.bind(run_id).bind(*k).bind(*v);
             }
             q.execute(&mut **tx).await.map_err(map_err)?;
         }
@@ -461,15 +465,15 @@ impl Store {
         let tags: BTreeMap<&str, &str> =
             batch.tags.iter().map(|t| (t.key.as_str(), t.value.as_str())).collect();
         let tags: Vec<(&str, &str)> = tags.into_iter().collect();
-        for chunk in tags.chunks(ROWS_PER_STATEMENT) {
+        for chunk in tags.chunks(BATCH_ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO run_tags (run_id, key, value) VALUES {} \
                  ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
-                row_tuples(chunk.len(), 2)
+                values_rows(backend, chunk.len(), 3)
             );
-            let mut q = sqlx::query(&sql).bind(run_id);
+            let mut q = sqlx::query(&sql);
             for (k, v) in chunk {
-                q = q.bind(*k).bind(*v);
+                q = q.bind(run_id).bind(*k).bind(*v);
             }
             q.execute(&mut **tx).await.map_err(map_err)?;
         }
@@ -487,20 +491,20 @@ impl Store {
             .collect();
         // Values are bound as floats even when NaN: PostgreSQL stores NaN as such, SQLite stores it
         // as NULL (read back as NaN). Binding a NULL instead breaks PostgreSQL's binary protocol.
-        for chunk in points.chunks(ROWS_PER_STATEMENT) {
+        for chunk in points.chunks(BATCH_ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES {}",
-                row_tuples(chunk.len(), 4)
+                values_rows(backend, chunk.len(), 5)
             );
-            let mut q = sqlx::query(&sql).bind(run_id);
+            let mut q = sqlx::query(&sql);
             for (k, p) in chunk {
-                q = q.bind(*k).bind(p.value).bind(p.step).bind(p.timestamp);
+                q = q.bind(run_id).bind(*k).bind(p.value).bind(p.step).bind(p.timestamp);
             }
             q.execute(&mut **tx).await.map_err(map_err)?;
         }
-        crate::series::add_to_tiles(&mut **tx, run_id, &points).await?;
+        crate::series::add_to_tiles(&mut **tx, backend, run_id, &points).await?;
         let latest: Vec<(&str, MetricPoint)> = latest_per_key(&points).into_iter().collect();
-        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
+        for chunk in latest.chunks(BATCH_ROWS_PER_STATEMENT) {
             // The latest value is the one with the highest step, then the latest timestamp; on a tie
             // the value logged last wins.
             let sql = format!(
@@ -508,18 +512,36 @@ impl Store {
                  ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, step = excluded.step, \
                  timestamp = excluded.timestamp WHERE latest_metrics.step < excluded.step \
                  OR (latest_metrics.step = excluded.step AND latest_metrics.timestamp <= excluded.timestamp)",
-                row_tuples(chunk.len(), 4)
+                values_rows(backend, chunk.len(), 5)
             );
-            let mut q = sqlx::query(&sql).bind(run_id);
+            let mut q = sqlx::query(&sql);
             for (k, p) in chunk {
-                q = q.bind(*k).bind(p.value).bind(p.step).bind(p.timestamp);
+                q = q.bind(run_id).bind(*k).bind(p.value).bind(p.step).bind(p.timestamp);
             }
             q.execute(&mut **tx).await.map_err(map_err)?;
         }
-        let new_params: Vec<&str> = fresh.iter().map(|(k, _)| *k).collect();
-        let metric_keys: Vec<&str> = latest.iter().map(|(k, _)| *k).collect();
-        crate::studio::record_column_keys(&mut tx, run_id, &new_params, &metric_keys).await?;
+        // The experiment's column keys: only those this process has not seen committed are written.
+        let keys: Vec<(&'static str, &str)> = fresh
+            .iter()
+            .map(|(k, _)| ("param", *k))
+            .chain(latest.iter().map(|(k, _)| ("metric", *k)))
+            .collect();
+        let mut recorded = None;
+        if !keys.is_empty() {
+            let experiment = match self.known_keys.experiment_of(run_id) {
+                Some(e) => Some(e),
+                None => crate::studio::experiment_of(&mut tx, run_id).await?,
+            };
+            if let Some(experiment) = experiment {
+                let missing = self.known_keys.missing(&experiment, keys);
+                crate::studio::record_column_keys(&mut tx, backend, &experiment, &missing).await?;
+                recorded = Some((experiment, missing));
+            }
+        }
         tx.commit().await.map_err(map_err)?;
+        if let Some((experiment, keys)) = recorded {
+            self.known_keys.add(run_id, &experiment, &keys);
+        }
         Ok(())
     }
 
@@ -607,6 +629,38 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Rows per multi-row statement of `log_batch`: at most 5 × 250 = 1250 bound values, far under
+/// SQLite's (32,766) and PostgreSQL's (65,535) limits. Each connection caches a prepared statement
+/// per row count it meets, so much bigger statements would cost memory more than they save.
+const BATCH_ROWS_PER_STATEMENT: usize = 250;
+
+/// `rows` tuples of `width` values for a multi-row `VALUES`, every value bound in order: `(?, ?),
+/// (?, ?)` on SQLite, `($1, $2), ($3, $4)` on PostgreSQL. SQLite's numbered `$N` would parse, but
+/// sqlx binds a numbered parameter by asking SQLite its name, which is a linear scan of the
+/// statement's parameters: n of them cost n²/2 steps, a third of the server's time in a
+/// 1000-metric batch. A bare `?` has no name and binds in constant time.
+pub(crate) fn values_rows(backend: Backend, rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 6);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        out.push_str(&bind_list(backend, 1 + r * width, width));
+        out.push(')');
+    }
+    out
+}
+
+/// `n` bound values numbered from `first`, comma-separated: `?, ?` on SQLite, `$first, …` on
+/// PostgreSQL (see [`values_rows`]). The query binds them in order.
+pub(crate) fn bind_list(backend: Backend, first: usize, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => vec!["?"; n].join(", "),
+        Backend::Postgres => placeholders(first, n),
+    }
+}
+
 /// `($1, $2, $3), ($1, $4, $5), …`: `rows` tuples of the run id (`$1`) and `width` values each.
 pub(crate) fn row_tuples(rows: usize, width: usize) -> String {
     (0..rows).map(|r| format!("($1, {})", placeholders(2 + r * width, width))).collect::<Vec<_>>().join(", ")
@@ -662,6 +716,14 @@ mod tests {
 
     fn point(value: f64, step: i64, timestamp: i64) -> MetricPoint {
         MetricPoint { value, step, timestamp }
+    }
+
+    #[test]
+    fn values_rows_bind_every_value_in_order() {
+        assert_eq!(values_rows(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(values_rows(Backend::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(bind_list(Backend::Postgres, 2, 2), "$2, $3");
+        assert_eq!(bind_list(Backend::Sqlite, 2, 1), "?");
     }
 
     #[test]

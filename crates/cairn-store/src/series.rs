@@ -21,7 +21,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::db::map_err;
-use crate::runs::row_tuples;
+use crate::db::Backend;
+use crate::runs::values_rows;
 use crate::Store;
 
 /// Tile levels: level `l` groups steps `[t·16^l, (t+1)·16^l)`.
@@ -30,8 +31,9 @@ const LEVELS: [i64; 4] = [1, 2, 3, 4];
 pub const TILES_PER_POINT: usize = 4;
 /// Windows holding at most this many points per point asked are read raw.
 const RAW_PER_POINT: usize = 8;
-/// Tile rows per upsert statement: 1 + 17 × 58 = 987 bound values.
-const TILES_PER_STATEMENT: usize = 58;
+/// Tile rows per upsert statement: 18 × 128 = 2304 bound values, under both engines' limits; a
+/// 1000-metric batch of a few series over consecutive steps fits in one.
+const TILES_PER_STATEMENT: usize = 128;
 
 fn width(level: i64) -> i64 {
     16_i64.pow(level as u32)
@@ -110,6 +112,7 @@ fn tiles_of<'a>(
 /// Adds freshly inserted points of `run_id` to its tiles, inside the caller's write transaction.
 pub(crate) async fn add_to_tiles(
     conn: &mut AnyConnection,
+    backend: Backend,
     run_id: &str,
     points: &[(&str, MetricPoint)],
 ) -> Result<(), Error> {
@@ -141,11 +144,11 @@ pub(crate) async fn add_to_tiles(
             "INSERT INTO metric_tiles (run_id, key, level, tile, n, finite, first_step, first_value, first_ts, \
              last_step, last_value, last_ts, min_step, min_value, min_ts, max_step, max_value, max_ts) \
              VALUES {} ON CONFLICT (run_id, key, level, tile) DO UPDATE SET {sets}",
-            row_tuples(chunk.len(), 17)
+            values_rows(backend, chunk.len(), 18)
         );
-        let mut q = sqlx::query(&sql).bind(run_id);
+        let mut q = sqlx::query(&sql);
         for ((key, level, tile), t) in chunk {
-            q = q.bind(*key).bind(*level).bind(*tile).bind(t.n).bind(t.finite);
+            q = q.bind(run_id).bind(*key).bind(*level).bind(*tile).bind(t.n).bind(t.finite);
             // Without finite values min/max are placeholders (never read: `finite` says so); 0.0
             // rather than NaN, which PostgreSQL would compare as larger than every number.
             let placeholder = |p: &MetricPoint| if t.finite > 0 { p.value } else { 0.0 };
@@ -402,7 +405,7 @@ impl Store {
             })
             .collect::<Result<_, Error>>()?;
         let refs: Vec<(&str, MetricPoint)> = points.iter().map(|(k, p)| (k.as_str(), p.clone())).collect();
-        add_to_tiles(&mut **tx, run_id, &refs).await?;
+        add_to_tiles(&mut **tx, self.backend(), run_id, &refs).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(())
     }

@@ -4,9 +4,10 @@
 //! number of runs, models or versions, so pages stay fast when those grow.
 //!
 //! The one write, [`record_column_keys`], keeps `experiment_keys` (an experiment's param and
-//! metric keys) current from `log_batch`, which is what lets the column keys be read at once.
+//! metric keys) current from `log_batch`, which is what lets the column keys be read at once;
+//! [`KnownKeys`] remembers which rows are already there, so most batches write none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use cairn_core::api::Workspace;
 use cairn_core::models::Model;
@@ -16,7 +17,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::db::map_err;
-use crate::runs::placeholders;
+use crate::db::Backend;
+use crate::runs::{placeholders, values_rows};
 use crate::Store;
 
 /// An experiment with how many runs it has and when the last one was created.
@@ -280,33 +282,107 @@ impl Store {
     }
 }
 
-/// Records in `experiment_keys` the param and metric keys a batch of `run_id` wrote (called by
-/// `log_batch`, in its transaction). One statement per chunk of keys; known keys are left alone.
+/// The `experiment_keys` rows this process has committed, so that a batch whose keys are all
+/// known (every batch of a run after its first, and most first batches of an experiment's runs)
+/// writes no key row at all; and each run's experiment, which never changes.
+///
+/// It may only skip *redundant* inserts, never make a key go missing: an entry is added after the
+/// transaction that inserted (or found) the row has committed, and a committed row is never
+/// removed while its experiment exists (experiments are only soft-deleted; the row goes with the
+/// experiment, whose id is never reused, so no run can log to it again). Another process or server
+/// on the same database keeps its own set; its misses only cost an `INSERT … ON CONFLICT DO
+/// NOTHING`. Past [`KnownKeys::MAX`] entries everything is forgotten and refilled by later batches.
+#[derive(Debug, Default)]
+pub(crate) struct KnownKeys {
+    inner: std::sync::Mutex<KnownInner>,
+}
+
+#[derive(Debug, Default)]
+struct KnownInner {
+    /// experiment id → the param keys and the metric keys known to be stored.
+    keys: HashMap<String, [HashSet<String>; 2]>,
+    /// run id → experiment id.
+    runs: HashMap<String, String>,
+    len: usize,
+}
+
+/// Where a kind's keys are in [`KnownInner::keys`].
+fn slot(kind: &str) -> usize {
+    (kind != "param") as usize
+}
+
+impl KnownKeys {
+    /// Most entries (keys and runs) kept: a few MB at most.
+    const MAX: usize = 100_000;
+
+    /// The experiment of `run_id`, if known.
+    pub(crate) fn experiment_of(&self, run_id: &str) -> Option<String> {
+        self.inner.lock().expect("known keys lock").runs.get(run_id).cloned()
+    }
+
+    /// The (kind, key) pairs of `keys` not known to be stored for `experiment`.
+    pub(crate) fn missing<'a>(
+        &self,
+        experiment: &str,
+        keys: Vec<(&'static str, &'a str)>,
+    ) -> Vec<(&'static str, &'a str)> {
+        let inner = self.inner.lock().expect("known keys lock");
+        match inner.keys.get(experiment) {
+            None => keys,
+            Some(sets) => keys.into_iter().filter(|(kind, key)| !sets[slot(kind)].contains(*key)).collect(),
+        }
+    }
+
+    /// Records that `run_id` is in `experiment` and that the rows of `keys` are committed.
+    pub(crate) fn add(&self, run_id: &str, experiment: &str, keys: &[(&'static str, &str)]) {
+        let mut inner = self.inner.lock().expect("known keys lock");
+        if inner.len + keys.len() + 1 > Self::MAX {
+            *inner = KnownInner::default();
+        }
+        let mut added = 0;
+        if !inner.runs.contains_key(run_id) {
+            inner.runs.insert(run_id.to_string(), experiment.to_string());
+            added += 1;
+        }
+        if !keys.is_empty() {
+            let sets = inner.keys.entry(experiment.to_string()).or_default();
+            for (kind, key) in keys {
+                added += sets[slot(kind)].insert((*key).to_string()) as usize;
+            }
+        }
+        inner.len += added;
+    }
+}
+
+/// The experiment of `run_id`, read inside the caller's transaction (`None` if there is no such run).
+pub(crate) async fn experiment_of(conn: &mut AnyConnection, run_id: &str) -> Result<Option<String>, Error> {
+    sqlx::query_scalar("SELECT experiment_id FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)
+}
+
+/// Records in `experiment_keys` (kind, key) pairs of `experiment` (called by `log_batch`, in its
+/// transaction, with the pairs [`KnownKeys`] does not know). One statement per chunk of keys;
+/// rows already there are left alone.
 pub(crate) async fn record_column_keys(
     conn: &mut AnyConnection,
-    run_id: &str,
-    params: &[&str],
-    metrics: &[&str],
+    backend: Backend,
+    experiment: &str,
+    keys: &[(&'static str, &str)],
 ) -> Result<(), Error> {
-    /// Keys per statement (two bound values each), far under both engines' limits.
+    /// Keys per statement (three bound values each), far under both engines' limits.
     const KEYS_PER_STATEMENT: usize = 250;
-    let keys: Vec<(&str, &str)> =
-        params.iter().map(|k| ("param", *k)).chain(metrics.iter().map(|k| ("metric", *k))).collect();
     for chunk in keys.chunks(KEYS_PER_STATEMENT) {
-        // `VALUES` names its columns column1, column2 on both engines. The WHERE clause also
-        // lets SQLite parse ON CONFLICT after INSERT … SELECT.
         let sql = format!(
-            "INSERT INTO experiment_keys (experiment_id, kind, key) \
-             SELECT r.experiment_id, k.column1, k.column2 FROM runs r, (VALUES {}) AS k WHERE r.id = $1 \
+            "INSERT INTO experiment_keys (experiment_id, kind, key) VALUES {} \
              ON CONFLICT (experiment_id, kind, key) DO NOTHING",
-            (0..chunk.len())
-                .map(|i| format!("({})", placeholders(2 + 2 * i, 2)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            values_rows(backend, chunk.len(), 3)
         );
-        let mut q = sqlx::query(&sql).bind(run_id);
+        let mut q = sqlx::query(&sql);
         for (kind, key) in chunk {
-            q = q.bind(*kind).bind(*key);
+            q = q.bind(experiment).bind(*kind).bind(*key);
         }
         q.execute(&mut *conn).await.map_err(map_err)?;
     }

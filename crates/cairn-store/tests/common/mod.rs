@@ -7,6 +7,9 @@ use sqlx::Connection;
 
 pub struct Db {
     pub store: Store,
+    /// The database's URL, for a second `Store` on it (as a second server would open).
+    #[allow(dead_code)]
+    pub url: String,
     _tmp: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
 }
@@ -14,8 +17,9 @@ pub struct Db {
 impl Db {
     pub async fn sqlite() -> Db {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&tmp.path().join("cairn.db")).await.unwrap();
-        Db { store, _tmp: Some(tmp), pg: None }
+        let url = format!("sqlite://{}?mode=rwc", tmp.path().join("cairn.db").display());
+        let store = Store::open(&url).await.unwrap();
+        Db { store, url, _tmp: Some(tmp), pg: None }
     }
 
     pub async fn postgres() -> Db {
@@ -33,7 +37,7 @@ impl Db {
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
         let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
         let store = Store::open(&url).await.unwrap();
-        Db { store, _tmp: None, pg: Some((admin, name)) }
+        Db { store, url, _tmp: None, pg: Some((admin, name)) }
     }
 
     pub async fn cleanup(self) {
