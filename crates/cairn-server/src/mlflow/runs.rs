@@ -1,10 +1,8 @@
 //! `runs/*` and `metrics/get-history`: runs, their tracking data, search.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::{Extension, Json};
+use axum::Json;
 use cairn_core::api::{Role, Workspace};
 use cairn_core::runs::{KeyValue, LogBatch, LogMetric, Run, RunStatus};
 use cairn_core::search::{Entity, Value as FilterValue};
@@ -13,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::experiments::{experiment, page_offset};
 use super::wire::*;
+use super::Ctx;
 use crate::auth::Caller;
 use crate::routes::runs::validate_batch;
 use crate::state::AppState;
@@ -33,12 +32,7 @@ async fn load(state: &AppState, ws: &Workspace, id: &str) -> MlResult<(Run, Mlfl
     Ok((run, meta))
 }
 
-pub async fn create(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     caller.require(Role::Writer, Some(&ws))?;
     let mut tags: BTreeMap<String, String> =
         req.key_values("tags")?.into_iter().map(|t| (t.key, t.value)).collect();
@@ -83,12 +77,7 @@ pub async fn create(
     Ok(Json(json!({"run": run_json(&run, &meta, None)})))
 }
 
-pub async fn get(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn get(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let id = req.run_id()?;
     caller.require_run(Role::Reader, &ws, &id)?;
     let workspace = state.store.workspace(&ws).await?;
@@ -99,12 +88,7 @@ pub async fn get(
 
 /// Ends or renames a run. A job's status belongs to its runner: the client's `end_run` in a
 /// job changes nothing there.
-pub async fn update(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn update(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let id = req.run_id()?;
     caller.require_run(Role::Writer, &ws, &id)?;
     let status = match req.opt_str("status").filter(|s| !s.is_empty()) {
@@ -144,21 +128,11 @@ async fn set_deleted(
     Ok(Json(json!({})))
 }
 
-pub async fn delete(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn delete(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     set_deleted(&state, &caller, &ws, &req, true).await
 }
 
-pub async fn restore(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn restore(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     set_deleted(&state, &caller, &ws, &req, false).await
 }
 
@@ -194,45 +168,25 @@ fn metric(v: &Value) -> MlResult<LogMetric> {
     })
 }
 
-pub async fn log_metric(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn log_metric(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let run = req.run_id()?;
     let m = metric(&Value::Object(req.0))?;
     log(&state, &caller, &ws, &run, LogBatch { metrics: vec![m], ..Default::default() }).await
 }
 
-pub async fn log_param(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn log_param(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let run = req.run_id()?;
     let p = key_value(&Value::Object(req.0))?;
     log(&state, &caller, &ws, &run, LogBatch { params: vec![p], ..Default::default() }).await
 }
 
-pub async fn set_tag(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn set_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let run = req.run_id()?;
     let t = key_value(&Value::Object(req.0))?;
     log(&state, &caller, &ws, &run, LogBatch { tags: vec![t], ..Default::default() }).await
 }
 
-pub async fn log_batch(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn log_batch(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let run = req.run_id()?;
     let batch = LogBatch {
         metrics: req.array("metrics").iter().map(metric).collect::<MlResult<_>>()?,
@@ -242,12 +196,7 @@ pub async fn log_batch(
     log(&state, &caller, &ws, &run, batch).await
 }
 
-pub async fn delete_tag(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn delete_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let id = req.run_id()?;
     caller.require_run(Role::Writer, &ws, &id)?;
     let key = req.str("key")?;
@@ -263,12 +212,7 @@ pub async fn delete_tag(
 const MAX_RESULTS: i64 = 50_000;
 
 /// Searches the runs of some experiments with MLflow's filter grammar (Cairn's own parser and query).
-pub async fn search(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     caller.require(Role::Reader, Some(&ws))?;
     let filter = req.opt_str("filter").unwrap_or_default();
     let mut clauses = cairn_core::search::parse_filter(&filter)
@@ -328,12 +272,7 @@ pub async fn search(
     Ok(Json(body))
 }
 
-pub async fn metric_history(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn metric_history(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let id = req.run_id()?;
     caller.require_run(Role::Reader, &ws, &id)?;
     let key = req.str("metric_key")?;
@@ -359,12 +298,7 @@ async fn loggable(state: &AppState, ws: &Workspace, id: &str) -> MlResult<()> {
 }
 
 /// `runs/outputs`: models a run produced (MLflow 3's `log_model` links each one here).
-pub async fn log_outputs(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn log_outputs(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let id = req.run_id()?;
     caller.require_run(Role::Writer, &ws, &id)?;
     let mut models = Vec::new();
@@ -394,12 +328,7 @@ async fn known_models(state: &AppState, ws: &Workspace, models: &[RunModel]) -> 
 }
 
 /// `runs/log-inputs`: datasets (with their tags) and models a run used.
-pub async fn log_inputs(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn log_inputs(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let id = req.run_id()?;
     caller.require_run(Role::Writer, &ws, &id)?;
     let mut datasets = Vec::new();
@@ -439,12 +368,7 @@ pub async fn log_inputs(
 /// `metrics/get-history-bulk-interval`: one metric's history for several runs (the UI's charts),
 /// limited to `start_step..=end_step`; at most `max_results` points per run, evenly sampled
 /// with the first and last kept, as MLflow samples.
-pub async fn metric_history_bulk_interval(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ws): Path<String>,
-    req: Req,
-) -> MlResult<Json<Value>> {
+pub async fn metric_history_bulk_interval(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let key = req.str("metric_key")?;
     let run_ids = req.list("run_ids");
     if run_ids.is_empty() {
