@@ -23,7 +23,7 @@ use cairn_store::{DeploymentRecord, EndpointRecord};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, Nav, OrPage, PageResult};
+use super::layout::{self, badge, Nav, OrPage, PageResult, Tone};
 use super::open_workspace;
 use super::session::Session;
 use crate::deployments::ReplicaHealth;
@@ -41,26 +41,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/w/{ws}/endpoints/{name}", get(show))
         .route("/w/{ws}/endpoints/{name}/test", post(test))
         .route("/w/{ws}/endpoints/{name}/regenerate-key", post(regenerate))
-}
-
-/// How a state reads at a glance; the classes are the run badges' (`layout::status_class`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Tone {
-    Ok,
-    Failed,
-    Busy,
-    Waiting,
-}
-
-/// A badge for a state that is not a run's (endpoint, deployment, environment build).
-pub(super) fn badge(text: &str, tone: Tone) -> Markup {
-    let class = match tone {
-        Tone::Ok => "status status-ok",
-        Tone::Failed => "status status-failed",
-        Tone::Busy => "status status-running",
-        Tone::Waiting => "status status-waiting",
-    };
-    html! { span class=(class) data-status=(text) { (text) } }
 }
 
 fn endpoint_badge(p: ProvisioningState) -> Markup {

@@ -19,8 +19,8 @@ use cairn_jobs::env::BuildStatus;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::endpoints::{badge, Tone};
 use super::layout::{self, Nav, OrPage, PageResult};
+use super::layout::{badge, Tone};
 use super::open_workspace;
 use super::session::Session;
 use crate::state::AppState;

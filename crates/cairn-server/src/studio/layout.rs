@@ -284,20 +284,52 @@ pub fn fmt_value(v: f64) -> String {
     }
 }
 
-/// The CSS class of a status (`status-running`, …).
-pub fn status_class(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Completed => "status status-ok",
-        RunStatus::Failed => "status status-failed",
-        RunStatus::Canceled => "status status-canceled",
-        RunStatus::Running | RunStatus::Finalizing => "status status-running",
-        _ => "status status-waiting",
+/// How a state reads at a glance: every badge (runs, endpoints, deployments, environment builds)
+/// takes its class from here, so one state colour means the same everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tone {
+    Ok,
+    Failed,
+    Canceled,
+    Busy,
+    Waiting,
+}
+
+impl Tone {
+    fn class(self) -> &'static str {
+        match self {
+            Tone::Ok => "status status-ok",
+            Tone::Failed => "status status-failed",
+            Tone::Canceled => "status status-canceled",
+            Tone::Busy => "status status-running",
+            Tone::Waiting => "status status-waiting",
+        }
     }
 }
 
-/// A run status as a badge; `data-status` lets scripts update it.
+/// A state as a badge; `data-status` lets scripts update it.
+pub fn badge(text: &str, tone: Tone) -> Markup {
+    html! { span class=(tone.class()) data-status=(text) { (text) } }
+}
+
+fn run_tone(s: RunStatus) -> Tone {
+    match s {
+        RunStatus::Completed => Tone::Ok,
+        RunStatus::Failed => Tone::Failed,
+        RunStatus::Canceled => Tone::Canceled,
+        RunStatus::Running | RunStatus::Finalizing => Tone::Busy,
+        _ => Tone::Waiting,
+    }
+}
+
+/// The CSS class of a run status (`status-running`, …), for scripts that redraw badges.
+pub fn status_class(s: RunStatus) -> &'static str {
+    run_tone(s).class()
+}
+
+/// A run status as a badge.
 pub fn status_badge(s: RunStatus) -> Markup {
-    html! { span class=(status_class(s)) data-status=(s.as_str()) { (s.as_str()) } }
+    badge(s.as_str(), run_tone(s))
 }
 
 /// A run's duration: end (or now, while it runs) minus start; `—` before it starts.
