@@ -19,9 +19,10 @@ echo "test: cargo test"
 # keep a 2-core machine responsive.
 cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CAIRN_TEST_THREADS:-4}"
 
-# The Python suites below use the debug binary the cargo tests just built. (`--workspace`, not
-# `-p cairn`: the same feature set as the tests, so nothing is compiled again.)
-cargo build --workspace --bins
+# The Python suites below use the debug binary the cargo tests just built. `--tests` keeps the
+# tests' feature set (dev-dependencies unify features: without it sqlx, object_store and the rest
+# are compiled again with other features, minutes on 2 cores); `--workspace`, not `-p cairn`.
+cargo build --workspace --tests --bins
 
 echo "test: Python SDK and azureml layer (python/tests_sdk)"
 .venv/bin/python -m pytest -q python/tests_sdk
