@@ -649,6 +649,13 @@ mod tests {
         lock.lock().unwrap();
         assert_eq!(b.build_status(&hash), BuildStatus::Building);
         drop(lock);
+        // A child forked by another test of this process between our open and its exec shares the
+        // lock's open file for that instant (flock belongs to the open file, not the fd), so the
+        // release may show a moment late: wait for it rather than racing it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while b.build_status(&hash) == BuildStatus::Building && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(b.build_status(&hash), BuildStatus::Interrupted, "a released lock is no build");
 
         std::fs::write(env_dir.join(LOG), "# cairn environment x\nerr\n# FAILED: no such package\n").unwrap();
