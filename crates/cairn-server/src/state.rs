@@ -47,6 +47,9 @@ pub struct AppState {
     /// Held for reading while a manifest is checked against existing blobs and recorded, for
     /// writing while blobs are garbage-collected (`gc.rs`).
     pub(crate) blob_refs: tokio::sync::RwLock<()>,
+    /// Held by a sweep of expired multipart uploads (`mlflow/multipart.rs`): one at a time, and
+    /// `cairn admin gc` waits for a background sweep instead of racing it.
+    pub(crate) upload_sweep: Arc<tokio::sync::Mutex<()>>,
     /// Who this server is among the servers of one database (runs and deployments it owns).
     pub server: ServerIdentity,
 }
@@ -92,6 +95,7 @@ impl AppState {
             public_url: OnceLock::new(),
             stopping: tokio::sync::watch::Sender::new(false),
             blob_refs: tokio::sync::RwLock::new(()),
+            upload_sweep: Arc::default(),
             server,
         })
     }

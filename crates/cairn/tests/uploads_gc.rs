@@ -49,6 +49,10 @@ async fn admin_gc_sweeps_expired_multipart_uploads_and_keeps_live_ones() {
     let expired_w = upload("w", 300_000).await;
     let expired_v = upload("v", 1000).await;
     let live = upload("w", 5000).await;
+    // Each create started a background sweep; a gc waits for the one running, so that none can
+    // see (and act on) the edits below before the gc runs that this test makes.
+    let none: Value = serde_json::from_str(&s.ok(&["admin", "gc", "--dry-run", "-o", "json"])).unwrap();
+    assert_eq!(none["expired_uploads"], 0, "{none}");
     // Two uploads are past their expiry (as if 24 h had gone by): their meta.json says so.
     for id in [&expired_w, &expired_v] {
         let meta = staging.join(id).join("meta.json");

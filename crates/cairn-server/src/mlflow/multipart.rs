@@ -179,11 +179,18 @@ async fn discard(state: &AppState, upload_id: &str) {
     }
 }
 
-/// Sweeps expired uploads in the background (when an upload is created).
-async fn sweep(state: Arc<AppState>) {
-    if let Err(e) = sweep_expired(&state, None, false).await {
-        tracing::warn!(error = %e, "could not sweep multipart upload staging");
-    }
+/// Sweeps expired uploads in the background (when an upload is created) unless a sweep is
+/// already running. The sweep's lock is taken before `create` answers, so a `cairn admin gc`
+/// that comes after waits for it.
+fn sweep(state: &Arc<AppState>) {
+    let Ok(guard) = state.upload_sweep.clone().try_lock_owned() else { return };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let _sweeping = guard;
+        if let Err(e) = sweep_unlocked(&state, None, false).await {
+            tracing::warn!(error = %e, "could not sweep multipart upload staging");
+        }
+    });
 }
 
 /// Removes the staging of expired uploads (of workspace `workspace` only, when given) and
@@ -191,6 +198,15 @@ async fn sweep(state: Arc<AppState>) {
 /// when its `meta.json` says so or its newest file is older than [`UPLOAD_TTL_S`]; one without a
 /// readable `meta.json` (a `create` cut short) is swept only when no workspace is named.
 pub async fn sweep_expired(
+    state: &AppState,
+    workspace: Option<&str>,
+    dry_run: bool,
+) -> Result<(u64, u64), cairn_core::Error> {
+    let _sweeping = state.upload_sweep.lock().await;
+    sweep_unlocked(state, workspace, dry_run).await
+}
+
+async fn sweep_unlocked(
     state: &AppState,
     workspace: Option<&str>,
     dry_run: bool,
@@ -282,7 +298,7 @@ pub async fn create(
     if !(0..=MAX_PARTS).contains(&num_parts) {
         return Err(MlError::invalid(format!("'num_parts' must be from 0 to {MAX_PARTS}, not {num_parts}")));
     }
-    tokio::spawn(sweep(state.clone()));
+    sweep(&state);
 
     let upload_id = {
         let mut id = [0u8; 16];
