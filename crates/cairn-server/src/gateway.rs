@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cairn_core::deployments::{DeployedModel, DeploymentState, ScoringMode};
 use cairn_core::endpoints::pick_by_traffic;
-use cairn_core::inference::InferRequest;
+use cairn_core::inference::{script, InferRequest, Signature};
 use cairn_core::{now_ms, Error};
 use cairn_store::{DeploymentRecord, EndpointRecord};
 use rand::Rng;
@@ -540,6 +540,45 @@ async fn model_deployment(
     Ok((d, held, served))
 }
 
+/// The deployment's tensor signature (or why it has none). A scoring script's comes from its
+/// swagger document, asked of a replica the first time and kept for the generation.
+async fn signature<'a>(
+    state: &AppState,
+    e: &EndpointRecord,
+    deployment: &str,
+    served: &'a crate::serving::Served,
+    headers: &HeaderMap,
+) -> Result<&'a Result<Signature, String>, Answer> {
+    served
+        .signature
+        .get_or_try_init(|| async {
+            let mut reply = None;
+            // The default (swagger 2) first; a script whose decorators support only OpenAPI 3
+            // answers 404 to it.
+            for query in ["", "version=3"] {
+                let req = Request { query, ..request("/swagger.json", "GET", headers, bytes::Bytes::new()) };
+                let r = call(state, e, deployment, req, &mut Duration::default()).await?;
+                let done = r.status != 404;
+                reply = Some(r);
+                if done {
+                    break;
+                }
+            }
+            let reply = reply.expect("asked at least once");
+            if reply.status != 200 {
+                return Ok(Err(format!(
+                    "the scoring script's swagger document answered {}: {}",
+                    reply.status,
+                    String::from_utf8_lossy(&reply.body).chars().take(200).collect::<String>()
+                )));
+            }
+            Ok(serde_json::from_slice(&reply.body)
+                .map_err(|err| format!("the scoring script's swagger document is not JSON: {err}"))
+                .and_then(|doc| Signature::from_script_swagger(&doc)))
+        })
+        .await
+}
+
 fn ready_answer(body: serde_json::Value, ready: bool) -> Response {
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
@@ -586,13 +625,13 @@ pub async fn oip_metadata(
 ) -> Response {
     let result = async {
         let e = admit(&state, &p.name, &headers).await.map_err(|(a, _)| a)?;
-        let (_, m, served) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
+        let (d, m, served) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
         let mut body = serde_json::json!({
             "name": m.name,
             "versions": [m.version.to_string()],
             "platform": served.platform,
         });
-        match &served.signature {
+        match signature(&state, &e, &d.name, &served, &headers).await? {
             Ok(sig) => {
                 body["inputs"] = serde_json::json!(sig.inputs);
                 body["outputs"] = serde_json::json!(sig.outputs);
@@ -643,7 +682,7 @@ pub async fn oip_infer(
         let body = read_capped(&state, &headers, body).await?;
         let (d, m, served) = model_deployment(&state, &e, &headers, &p.model, p.version.as_deref()).await?;
         chosen = Some(d.name.clone());
-        let sig = served.signature.as_ref().map_err(|why| {
+        let sig = signature(&state, &e, &d.name, &served, &headers).await?.as_ref().map_err(|why| {
             Answer::new(
                 StatusCode::BAD_REQUEST,
                 format!("model {m} has no tensor signature to infer with: {why}"),
@@ -653,18 +692,52 @@ pub async fn oip_infer(
             Answer::new(StatusCode::BAD_REQUEST, format!("invalid inference request: {err}"))
         })?;
         sig.check(&req).map_err(|m| Answer::new(StatusCode::BAD_REQUEST, m))?;
-        let frame = request("/v2/infer", "POST", &headers, body);
-        let reply = call(&state, &e, &d.name, frame, &mut replica_time).await?;
-        answered = true;
-        if reply.status != 200 {
-            return Ok(respond(reply));
-        }
-        let mut answer: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|err| {
+        let not_json = |err: serde_json::Error| {
             Answer::new(StatusCode::BAD_GATEWAY, format!("the replica's inference answer is not JSON: {err}"))
-        })?;
-        let mut outputs: Vec<serde_json::Value> = match answer["outputs"].take() {
-            serde_json::Value::Array(o) => o,
-            _ => Vec::new(),
+        };
+        let mut answer = serde_json::Value::Null;
+        let mut outputs: Vec<serde_json::Value> = match &sig.script {
+            // A scoring script: run() gets the tensors as the JSON body its decorators convert.
+            Some(script) => {
+                let frame = Request {
+                    content_type: Some("application/json"),
+                    ..request("/score", "POST", &headers, script.body(sig, &req).into())
+                };
+                let reply = call(&state, &e, &d.name, frame, &mut replica_time).await?;
+                answered = true;
+                if reply.status != 200 {
+                    // run()'s error as the protocol's error body: the reference's {"message"} or
+                    // whatever the script answered.
+                    let text = String::from_utf8_lossy(&reply.body);
+                    let message = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["message"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| text.into_owned());
+                    let status =
+                        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    return Err(Answer::new(status, message));
+                }
+                let result: serde_json::Value = serde_json::from_slice(&reply.body).map_err(not_json)?;
+                script::outputs_of(&result, &sig.outputs).map_err(|why| {
+                    Answer::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("run()'s answer has no tensor form: {why}"),
+                    )
+                })?
+            }
+            None => {
+                let frame = request("/v2/infer", "POST", &headers, body);
+                let reply = call(&state, &e, &d.name, frame, &mut replica_time).await?;
+                answered = true;
+                if reply.status != 200 {
+                    return Ok(respond(reply));
+                }
+                answer = serde_json::from_slice(&reply.body).map_err(not_json)?;
+                match answer["outputs"].take() {
+                    serde_json::Value::Array(o) => o,
+                    _ => Vec::new(),
+                }
+            }
         };
         if let Some(wanted) = &req.outputs {
             outputs.retain(|o| wanted.iter().any(|w| o["name"].as_str() == Some(w.name.as_str())));

@@ -128,8 +128,10 @@ pub struct Served {
     pub mode: ScoringMode,
     /// The model's flavor as a platform name (`mlflow_sklearn`), or `cairn_score_py`.
     pub platform: String,
-    /// The tensor signature, or why there is none.
-    pub signature: Result<Signature, String>,
+    /// The tensor signature, or why there is none. An MLflow model's is read from its `MLmodel`
+    /// when the generation starts; a scoring script's is known only to its replicas, and is asked
+    /// of one (its swagger document, see `cairn_core::inference::script`) when first needed.
+    pub signature: tokio::sync::OnceCell<Result<Signature, String>>,
 }
 
 impl Served {
@@ -137,9 +139,7 @@ impl Served {
         Served {
             mode: ScoringMode::Script,
             platform: "cairn_score_py".into(),
-            signature: Err("a deployment with a scoring script (code_configuration) declares no tensor \
-                            signature: score it with POST …/score"
-                .into()),
+            signature: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -149,7 +149,8 @@ impl Served {
         let platform = crate::models::framework_of_mlmodel(&text)
             .map(|(f, _)| format!("mlflow_{f}"))
             .unwrap_or_else(|| "mlflow".into());
-        Served { mode: ScoringMode::Mlflow, platform, signature: signature_of_mlmodel(&text) }
+        let signature = tokio::sync::OnceCell::new_with(Some(signature_of_mlmodel(&text)));
+        Served { mode: ScoringMode::Mlflow, platform, signature }
     }
 }
 
@@ -212,11 +213,12 @@ mod tests {
         std::fs::write(dir.path().join("MLmodel"), mlmodel).unwrap();
         let s = Served::mlflow(dir.path());
         assert_eq!(s.platform, "mlflow_sklearn");
-        let sig = s.signature.unwrap();
+        let sig = s.signature.get().unwrap().clone().unwrap();
         assert_eq!(sig.inputs[0].name, "alcohol");
         assert_eq!(sig.outputs[0].name, "output-0");
         std::fs::write(dir.path().join("MLmodel"), "flavors:\n  python_function: {}\nsignature: null\n")
             .unwrap();
-        assert!(Served::mlflow(dir.path()).signature.unwrap_err().contains("declares no signature"));
+        let served = Served::mlflow(dir.path());
+        assert!(served.signature.get().unwrap().as_ref().unwrap_err().contains("declares no signature"));
     }
 }

@@ -215,7 +215,7 @@ async fn a_script_deployment_has_no_mlflow_route_and_no_tensor_signature() {
     assert_eq!((meta["name"].as_str(), meta["platform"].as_str()), (Some("lin"), Some("cairn_score_py")));
     assert_eq!(meta["inputs"], serde_json::json!([]));
     assert!(
-        meta["parameters"]["signature"].as_str().unwrap().contains("declares no tensor signature"),
+        meta["parameters"]["signature"].as_str().unwrap().contains("run() declares no input schema"),
         "{meta}"
     );
     assert_eq!(
@@ -240,6 +240,151 @@ async fn a_script_deployment_has_no_mlflow_route_and_no_tensor_signature() {
     // With no traffic anywhere the endpoint is not ready (503, so load balancers need no parsing).
     s.ok(&["endpoint", "update", "lin-ep", "--traffic", "", "-w", "w"]);
     assert_eq!(get(&s, "v2/health/ready", &key).await, (503, serde_json::json!({"ready": false})));
+}
+
+/// A score.py whose run() is decorated with inference_schema declares tensors; the inference
+/// protocol then serves it too, through the same run() and decorators as /score.
+mod script_signature {
+    use super::*;
+
+    const NUMPY_PY: &str = r#"
+import numpy as np
+from inference_schema.parameter_types.numpy_parameter_type import NumpyParameterType
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+from inference_schema.schema_decorators import input_schema, output_schema
+
+def init():
+    pass
+
+@input_schema("data", NumpyParameterType(np.array([[1.0, 2.0]])))
+@input_schema("scale", StandardPythonParameterType(1.0))
+@output_schema(NumpyParameterType(np.array([3.0])))
+def run(data, scale=1.0):
+    if data[0][0] < 0:
+        raise ValueError("negative input")
+    return (data @ np.array([2.0, -1.0]) * scale + 1.0).tolist()
+"#;
+
+    const PANDAS_PY: &str = r#"
+import pandas as pd
+from inference_schema.parameter_types.pandas_parameter_type import PandasParameterType
+from inference_schema.schema_decorators import input_schema
+
+def init():
+    pass
+
+# Column order matters to a model: "b" comes first in the sample.
+@input_schema("df", PandasParameterType(pd.DataFrame({"b": [1.0], "a": [2]})))
+def run(df):
+    return {"first": df.columns[0], "sums": (df["b"] * 10 + df["a"]).tolist()}
+"#;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_decorated_run_is_served_by_the_inference_protocol() {
+        let s = Server::start();
+        s.ok(&["workspace", "create", "w"]);
+        let dir = s.tmp().join("spec");
+        let python = repo_root().join(".venv/bin/python");
+        let env = format!("name: venv\nuser_managed: true\ninterpreter: {}\n", python.display());
+        let deployment = |name: &str, script: &str| {
+            format!(
+                "name: {name}\nendpoint_name: lin-ep\nmodel: lin:1\ncode_configuration:\n  code: src\n  \
+                 scoring_script: {script}\nenvironment: venv\ninstance_count: 1\n"
+            )
+        };
+        write_tree(
+            &dir,
+            &[
+                ("env.yml", env.as_bytes()),
+                ("model/coef.json", b"{}"),
+                ("ep.yml", b"name: lin-ep\nauth_mode: key\n"),
+                ("src/score_np.py", NUMPY_PY.as_bytes()),
+                ("src/score_pd.py", PANDAS_PY.as_bytes()),
+                ("numpy.yml", deployment("numpy", "score_np.py").as_bytes()),
+                ("frame.yml", deployment("frame", "score_pd.py").as_bytes()),
+            ],
+        );
+        let p = |f: &str| dir.join(f).display().to_string();
+        s.ok(&["env", "create", "-f", &p("env.yml"), "-w", "w"]);
+        s.ok(&["model", "register", "--name", "lin", "--path", &p("model"), "-w", "w"]);
+        s.ok(&["endpoint", "create", "-f", &p("ep.yml"), "-w", "w"]);
+        for file in ["numpy.yml", "frame.yml"] {
+            let d = json(&s.ok(&["deployment", "create", "-f", &p(file), "--wait", "-w", "w", "-o", "json"]));
+            assert_eq!(d["state"], "Healthy", "{d}");
+        }
+        s.ok(&["endpoint", "update", "lin-ep", "--traffic", "numpy=100", "-w", "w"]);
+        let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+        let key = keys["primary_key"].as_str().unwrap().to_string();
+
+        // Metadata: the tensors the decorators declare (shape from the sample, any batch).
+        let (status, meta) = get(&s, "v2/models/lin", &key).await;
+        assert_eq!(status, 200, "{meta}");
+        assert_eq!(
+            meta["inputs"],
+            serde_json::json!([{"name": "data", "datatype": "FP64", "shape": [-1, 2]}])
+        );
+        assert_eq!(
+            meta["outputs"],
+            serde_json::json!([{"name": "output-0", "datatype": "FP64", "shape": [-1]}])
+        );
+
+        // infer answers what /score answers, through the same run().
+        let (status, scored) =
+            post(&s, "score", &key, None, r#"{"data": [[1, 2], [3, 1]], "scale": 2}"#).await;
+        assert_eq!((status, scored.clone()), (200, serde_json::json!([1.0, 11.0])));
+        let infer = r#"{"id": "r1", "inputs": [{"name": "data", "shape": [2, 2], "datatype": "FP64",
+                        "data": [1, 2, 3, 1]}], "parameters": {"scale": 2}}"#;
+        let (status, out) = post(&s, "v2/models/lin/infer", &key, None, infer).await;
+        assert_eq!(status, 200, "{out}");
+        assert_eq!((out["id"].as_str(), out["model_name"].as_str()), (Some("r1"), Some("lin")), "{out}");
+        assert_eq!(
+            out["outputs"],
+            serde_json::json!([{"name": "output-0", "datatype": "FP64", "shape": [2], "data": scored}])
+        );
+        // Checked against the signature before run(); run()'s own failure keeps its message.
+        let wrong =
+            r#"{"inputs": [{"name": "data", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}"#;
+        let (status, out) = post(&s, "v2/models/lin/infer", &key, None, wrong).await;
+        assert_eq!(status, 400, "{out}");
+        assert!(out["error"].as_str().unwrap().contains("does not match the signature's [-1, 2]"), "{out}");
+        let failing =
+            r#"{"inputs": [{"name": "data", "shape": [1, 2], "datatype": "FP64", "data": [-1, 2]}]}"#;
+        let (status, out) = post(&s, "v2/models/lin/infer", &key, None, failing).await;
+        assert_eq!(status, 500, "{out}");
+        assert!(
+            out["error"].as_str().unwrap().contains("An unexpected error occurred in scoring script"),
+            "{out}"
+        );
+        // The replica survived it.
+        let (status, _) = post(&s, "v2/models/lin/infer", &key, None, infer).await;
+        assert_eq!(status, 200);
+
+        // A DataFrame parameter: its columns are the inputs, rows keep the sample's column order.
+        s.ok(&["endpoint", "update", "lin-ep", "--traffic", "frame=100", "-w", "w"]);
+        let (status, meta) = get(&s, "v2/models/lin", &key).await;
+        assert_eq!(status, 200, "{meta}");
+        assert_eq!(
+            meta["inputs"],
+            serde_json::json!([{"name": "b", "datatype": "FP64", "shape": [-1]},
+                               {"name": "a", "datatype": "INT64", "shape": [-1]}])
+        );
+        assert_eq!(meta["outputs"], serde_json::json!([]));
+        let pinned = r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+                         {"name": "b", "shape": [2], "datatype": "FP64", "data": [0.5, 1.5]}]}"#;
+        let (status, out) = post(&s, "v2/models/lin/infer", &key, Some("frame"), pinned).await;
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(
+            out["outputs"],
+            serde_json::json!([
+                {"name": "first", "datatype": "BYTES", "shape": [1], "data": ["b"]},
+                {"name": "sums", "datatype": "FP64", "shape": [2], "data": [6.0, 17.0]}
+            ])
+        );
+        let short = r#"{"inputs": [{"name": "a", "shape": [1], "datatype": "INT64", "data": [1]}]}"#;
+        let (status, out) = post(&s, "v2/models/lin/infer", &key, Some("frame"), short).await;
+        assert_eq!(status, 400, "{out}");
+        assert!(out["error"].as_str().unwrap().contains("input \"b\" of the signature is missing"), "{out}");
+    }
 }
 
 /// Admission and execution apart: each worker process takes one request at a time, the others

@@ -1,9 +1,15 @@
 //! Open Inference Protocol v2 (KServe's "predict protocol v2", REST): the tensor signature a
 //! deployment declares and the checks an `infer` request must pass before it reaches a replica.
 //!
-//! A deployment's signature is its MLflow model's `signature` (the `MLmodel` file), read when the
-//! deployment starts; a deployment YAML does not declare one (one source of truth: a model logged
-//! with `signature=` or `input_example=` has it, and serves it the same under `/invocations`).
+//! A deployment declares its signature where its scoring already says what it takes, never in the
+//! deployment YAML (one source of truth):
+//!
+//! - without code, its MLflow model's `signature` (the `MLmodel` file, read when the deployment
+//!   starts; a model logged with `signature=` or `input_example=` has it, and serves it the same
+//!   under `/invocations`);
+//! - with a `score.py`, the `inference_schema` decorators of its `run()`, as the script's own
+//!   swagger document shows them (see [`script`]).
+//!
 //! MLflow has two kinds of schema, mapped so:
 //!
 //! - tensor-based (`{"type": "tensor", "tensor-spec": {"dtype", "shape"}}`): one tensor each,
@@ -15,6 +21,8 @@
 //!   rows), and a column MLflow marks `"required": false` may be left out. The replica builds a
 //!   DataFrame of them. Array, object and map columns have no tensor form: such a model has no
 //!   signature here (its metadata says why).
+
+pub mod script;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,6 +46,8 @@ pub struct Signature {
     pub columns: bool,
     /// Inputs a request may leave out (columns MLflow marks not required).
     pub optional: BTreeSet<String>,
+    /// How a scoring script's `run()` takes the tensors; None for an MLflow model.
+    pub script: Option<script::ScriptCall>,
 }
 
 /// An `infer` request body.
@@ -160,7 +170,7 @@ impl Signature {
             Some(o) => side(o, "output")?.0,
             None => Vec::new(),
         };
-        Ok(Signature { inputs, outputs, columns, optional })
+        Ok(Signature { inputs, outputs, columns, optional, script: None })
     }
 
     /// Checks `req` against the signature; Err is the 400 message, naming the tensor at fault.
@@ -232,7 +242,9 @@ impl Signature {
         {
             return Err(format!("input \"{}\" of the signature is missing", missing.name));
         }
-        if let Some(outputs) = &req.outputs {
+        // Outputs a signature does not declare (a script without @output_schema) are known only
+        // once answered: the request's list then filters the answer.
+        if let Some(outputs) = req.outputs.as_ref().filter(|_| !self.outputs.is_empty()) {
             for o in outputs {
                 if !self.outputs.iter().any(|t| t.name == o.name) {
                     let names: Vec<&str> = self.outputs.iter().map(|t| t.name.as_str()).collect();
