@@ -19,6 +19,8 @@ Also measured in the same run:
   gateway's own overhead from above);
 - the gateway's own time per request (``cairn_gateway_overhead_seconds`` from Cairn's /metrics,
   scraped before and after each wrk cell): the scoring handler's time minus the replica call;
+- the CPU time per request of each side (/proc around each wrk run): the server's own process,
+  its worker processes, and wrk; and how busy the cores were (whether the cell was CPU-bound);
 - deploy-to-first-score: `cairn deployment create` (no --wait) to the first 200 from the scoring
   URI pinned to that deployment, environment already present, DEPLOY_REPS times.
 
@@ -155,12 +157,27 @@ def parse_wrk(text: str) -> dict:
     }
 
 
-def wrk(url: str, conc: int, body_file: Path, lua: Path, auth: str) -> dict:
+def wrk(url: str, conc: int, body_file: Path, lua: Path, auth: str, server: int) -> dict:
+    """One wrk run, with the CPU time the server (pid `server`: its own process, and its worker
+    processes) and wrk itself used, in µs per request."""
     env = dict(os.environ, BODY_FILE=str(body_file), AUTH=auth)
     cmd = ["wrk", f"-t{min(2, conc)}", f"-c{conc}", f"-d{DURATION}s", "--latency", "--timeout", "10s",
            "-s", str(lua), url]
+    import resource
+
+    before, wrk_before = cpu_snapshot(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out)
+    after, wrk_after = cpu_snapshot(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = parse_wrk(out)
+    used = cpu_between(before, after, server)
+    n = max(1, r["requests"])
+    r["cpu_us"] = {
+        "front": used["root"] / n * 1e6,
+        "workers": used["children"] / n * 1e6,
+        "wrk": ((wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_before.ru_utime + wrk_before.ru_stime)) / n * 1e6,
+        "busy": used["busy"],
+    }
+    return r
 
 
 def overhead_scrape(base: str, token: str) -> dict:
@@ -188,6 +205,48 @@ def overhead_between(before: dict, after: dict) -> dict:
             p50 = le
             break
     return {"count": count, "mean_us": (after["sum"] - before["sum"]) / count * 1e6, "p50_le_us": p50 * 1e6}
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot() -> tuple:
+    """CPU seconds (user + system) of every process by pid, each one's parent, and the machine's
+    busy and total jiffies (from /proc/stat), to attribute a wrk cell's CPU to each side."""
+    cpu, parents = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    with open("/proc/stat") as f:
+        jiffies = [int(v) for v in f.readline().split()[1:]]
+    idle = jiffies[3] + jiffies[4]  # idle + iowait
+    return cpu, parents, sum(jiffies) - idle, sum(jiffies)
+
+
+def cpu_between(before: tuple, after: tuple, root: int) -> dict:
+    """CPU seconds used between two snapshots by `root` itself and by its descendants, and the
+    machine's busy fraction."""
+    cpu0, _, busy0, total0 = before
+    cpu1, parents, busy1, total1 = after
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    used = {pid: cpu1[pid] - cpu0.get(pid, 0.0) for pid in tree if pid in cpu1}
+    return {"root": used.pop(root, 0.0), "children": sum(used.values()),
+            "busy": (busy1 - busy0) / max(1, total1 - total0)}
 
 
 def wait_ready(url: str, body: bytes, headers: dict, deadline_s: float) -> float:
@@ -304,14 +363,14 @@ def main() -> None:
         results = []
         for conc in CONCURRENCY:
             for rows in (1, 100):
-                order = [("cairn", cairn_url, cairn_auth), ("azmlinfsrv", ref_url, "")]
+                order = [("cairn", cairn_url, cairn_auth, server.pid), ("azmlinfsrv", ref_url, "", ref.pid)]
                 if len(results) % 2:
                     order.reverse()
                 cell = {"conc": conc, "rows": rows}
-                for name, target, auth in order:
+                for name, target, auth, pid in order:
                     if name == "cairn":
                         before = overhead_scrape(url, env["CAIRN_TOKEN"])
-                    cell[name] = wrk(target, conc, bodies[rows], lua, auth)
+                    cell[name] = wrk(target, conc, bodies[rows], lua, auth, pid)
                     if name == "cairn":
                         cell["overhead"] = overhead_between(before, overhead_scrape(url, env["CAIRN_TOKEN"]))
                     r = cell[name]
@@ -356,6 +415,17 @@ def main() -> None:
               "each wrk cell): " + "; ".join(
                   f"c={cell['conc']} {cell['rows']} row(s): mean {cell['overhead']['mean_us']:.1f} µs, "
                   f"median ≤ {cell['overhead']['p50_le_us']:.0f} µs" for cell in results)]
+    lines += ["", "CPU time per request (µs, user + system, from /proc around each wrk run): the server's own "
+              "process (Cairn's gateway; gunicorn's arbiter), its worker processes, and wrk; and how busy the "
+              "machine's cores were.", "",
+              "| concurrency | body | Cairn gateway | Cairn workers | wrk→Cairn | azmlinfsrv arbiter | azmlinfsrv workers "
+              "| wrk→azmlinfsrv | cores busy (Cairn / ref) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for cell in results:
+        c, r = cell["cairn"]["cpu_us"], cell["azmlinfsrv"]["cpu_us"]
+        lines.append(f"| {cell['conc']} | {cell['rows']} row{'s' if cell['rows'] > 1 else ''} | {c['front']:.0f} "
+                     f"| {c['workers']:.0f} | {c['wrk']:.0f} | {r['front']:.0f} | {r['workers']:.0f} | {r['wrk']:.0f} "
+                     f"| {c['busy']:.0%} / {r['busy']:.0%} |")
     lines += ["", f"Deploy-to-first-score (cached environment, instance_count 1): "
               f"median {statistics.median(deploy_times):.2f} s of {', '.join(f'{t:.2f}' for t in deploy_times)} s."]
     text = "\n".join(lines) + "\n"
