@@ -6,6 +6,7 @@ use cairn_core::api::{CreateDatastore, Datastore, DatastoreKind, Page, Workspace
 use cairn_core::{now_ms, Error};
 use sqlx::Row;
 
+use crate::binds::Placeholders;
 use crate::db::{is_unique_violation, map_err, new_id};
 use crate::workspaces::{page_size, paginate};
 use crate::Store;
@@ -147,11 +148,12 @@ impl Store {
     ) -> Result<HashMap<String, FileRecord>, Error> {
         let mut found = HashMap::new();
         for chunk in paths.chunks(500) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let mut p = Placeholders::new(self.backend());
             let sql = format!(
                 "SELECT path, size, sha256, updated_at FROM datastore_files \
-                 WHERE datastore_id = $1 AND path IN ({})",
-                placeholders.join(", ")
+                 WHERE datastore_id = {} AND path IN ({})",
+                p.one(),
+                p.list(chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(datastore_id);
             for p in chunk {

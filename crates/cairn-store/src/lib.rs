@@ -1,12 +1,13 @@
 //! Cairn's metadata store: workspaces, datastores, tokens and (later) everything else that is
 //! not file content. One implementation over `sqlx::Any` serves both backends — SQLite (embedded,
 //! the default) and PostgreSQL — because the schema and queries are written in the SQL both
-//! understand (`$N` parameters, BIGINT times, TEXT ids). The same behaviour suite runs against
-//! both (`tests/behaviour.rs`).
+//! understand (`$N` parameters, or `binds.rs` where their number is known only at run time; BIGINT
+//! times; TEXT ids). The same behaviour suite runs against both (`tests/behaviour.rs`).
 //!
 //! The store knows nothing of HTTP or of file content; it returns domain types from
 //! `cairn-core` and [`cairn_core::Error`] values that already say what went wrong.
 
+mod binds;
 mod datastores;
 mod db;
 mod deployments;

@@ -9,6 +9,7 @@ use cairn_core::{now_ms, Error};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::binds::Placeholders;
 use crate::db::{map_err, new_id};
 use crate::Store;
 
@@ -144,16 +145,15 @@ impl Store {
         experiment_ids: &[String],
         with_deleted: bool,
     ) -> Result<Vec<LoggedModel>, Error> {
-        let mut sql = format!("SELECT {COLUMNS} FROM logged_models WHERE workspace_id = $1");
+        let mut p = Placeholders::new(self.backend());
+        let mut sql = format!("SELECT {COLUMNS} FROM logged_models WHERE workspace_id = {}", p.one());
         let mut binds: Vec<&str> = Vec::new();
         if let Some(id) = id {
             binds.push(id);
-            sql.push_str(&format!(" AND id = ${}", binds.len() + 1));
+            sql.push_str(&format!(" AND id = {}", p.one()));
         }
         if !experiment_ids.is_empty() {
-            let start = binds.len() + 2;
-            let list: Vec<String> = (0..experiment_ids.len()).map(|i| format!("${}", start + i)).collect();
-            sql.push_str(&format!(" AND experiment_id IN ({})", list.join(", ")));
+            sql.push_str(&format!(" AND experiment_id IN ({})", p.list(experiment_ids.len())));
             binds.extend(experiment_ids.iter().map(String::as_str));
         }
         if !with_deleted {
@@ -317,8 +317,7 @@ impl Store {
         if run_ids.is_empty() {
             return Ok(out);
         }
-        let list: Vec<String> = (1..=run_ids.len()).map(|i| format!("${i}")).collect();
-        let list = list.join(", ");
+        let list = crate::binds::in_list(self.backend(), run_ids.len());
         let sql = format!(
             "SELECT run_id, model_id, direction, step FROM run_models WHERE run_id IN ({list}) \
              ORDER BY run_id, model_id"

@@ -186,8 +186,10 @@ impl Store {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT id, experiment_id, deleted_at FROM runs WHERE id IN ({})", list.join(", "));
+        let sql = format!(
+            "SELECT id, experiment_id, deleted_at FROM runs WHERE id IN ({})",
+            crate::binds::in_list(self.backend(), ids.len())
+        );
         let mut q = sqlx::query(&sql);
         for id in ids {
             q = q.bind(id.clone());

@@ -509,7 +509,7 @@ impl Store {
         let position: BTreeMap<&str, usize> =
             ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
         for chunk in ids.chunks(IDS_PER_QUERY) {
-            let list = crate::runs::placeholders(1, chunk.len());
+            let list = crate::binds::in_list(self.backend(), chunk.len());
             let tags_sql =
                 format!("SELECT version_id, key, value FROM model_version_tags WHERE version_id IN ({list})");
             let aliases_sql = format!(

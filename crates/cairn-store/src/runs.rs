@@ -8,7 +8,8 @@ use cairn_core::{now_ms, Error};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::db::{is_unique_violation, map_err, new_id, Backend};
+use crate::binds::{in_list, values_rows, Placeholders};
+use crate::db::{is_unique_violation, map_err, new_id};
 use crate::Store;
 
 /// A run to create.
@@ -264,11 +265,10 @@ impl Store {
 
     /// Runs in any of `statuses`, oldest first (the scheduler's queue and its recovery at start).
     pub async fn runs_in_status(&self, statuses: &[RunStatus]) -> Result<Vec<RunRef>, Error> {
-        let placeholders: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT id, workspace_id, status, compute, pid, created_at, server_id FROM runs WHERE status IN ({}) \
              ORDER BY created_at, id",
-            placeholders.join(", ")
+            in_list(self.backend(), statuses.len())
         );
         let mut q = sqlx::query(&sql);
         for s in statuses {
@@ -425,11 +425,12 @@ impl Store {
         let params = new_params(run_id, batch)?;
         let mut tx = self.begin_write().await?;
         let mut fresh: Vec<(&str, &str)> = Vec::with_capacity(params.len());
-        for chunk in params.chunks(BATCH_ROWS_PER_STATEMENT) {
+        for chunk in params.chunks(ROWS_PER_STATEMENT) {
+            let mut p = Placeholders::new(backend);
             let sql = format!(
                 "SELECT key, value FROM params WHERE run_id = {} AND key IN ({})",
-                bind_list(backend, 1, 1),
-                bind_list(backend, 2, chunk.len())
+                p.one(),
+                p.list(chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(run_id);
             for (k, _) in chunk {
@@ -450,7 +451,7 @@ impl Store {
                 }
             }
         }
-        for chunk in fresh.chunks(BATCH_ROWS_PER_STATEMENT) {
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO params (run_id, key, value) VALUES {}",
                 values_rows(backend, chunk.len(), 3)
@@ -465,7 +466,7 @@ impl Store {
         let tags: BTreeMap<&str, &str> =
             batch.tags.iter().map(|t| (t.key.as_str(), t.value.as_str())).collect();
         let tags: Vec<(&str, &str)> = tags.into_iter().collect();
-        for chunk in tags.chunks(BATCH_ROWS_PER_STATEMENT) {
+        for chunk in tags.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO run_tags (run_id, key, value) VALUES {} \
                  ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
@@ -491,7 +492,7 @@ impl Store {
             .collect();
         // Values are bound as floats even when NaN: PostgreSQL stores NaN as such, SQLite stores it
         // as NULL (read back as NaN). Binding a NULL instead breaks PostgreSQL's binary protocol.
-        for chunk in points.chunks(BATCH_ROWS_PER_STATEMENT) {
+        for chunk in points.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES {}",
                 values_rows(backend, chunk.len(), 5)
@@ -502,9 +503,9 @@ impl Store {
             }
             q.execute(&mut **tx).await.map_err(map_err)?;
         }
-        crate::series::add_to_tiles(&mut **tx, backend, run_id, &points).await?;
+        crate::series::add_to_tiles(&mut tx, backend, run_id, &points).await?;
         let latest: Vec<(&str, MetricPoint)> = latest_per_key(&points).into_iter().collect();
-        for chunk in latest.chunks(BATCH_ROWS_PER_STATEMENT) {
+        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
             // The latest value is the one with the highest step, then the latest timestamp; on a tie
             // the value logged last wins.
             let sql = format!(
@@ -552,13 +553,16 @@ impl Store {
         run_id: &str,
         props: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
+        let backend = self.backend();
         let mut tx = self.begin_write().await?;
         let mut fresh: Vec<(&str, &str)> = Vec::new();
         let props: Vec<(&String, &String)> = props.iter().collect();
         for chunk in props.chunks(ROWS_PER_STATEMENT) {
+            let mut p = Placeholders::new(backend);
             let sql = format!(
-                "SELECT key, value FROM run_properties WHERE run_id = $1 AND key IN ({})",
-                placeholders(2, chunk.len())
+                "SELECT key, value FROM run_properties WHERE run_id = {} AND key IN ({})",
+                p.one(),
+                p.list(chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(run_id);
             for (k, _) in chunk {
@@ -587,11 +591,11 @@ impl Store {
         for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO run_properties (run_id, key, value) VALUES {}",
-                row_tuples(chunk.len(), 2)
+                values_rows(backend, chunk.len(), 3)
             );
-            let mut q = sqlx::query(&sql).bind(run_id);
+            let mut q = sqlx::query(&sql);
             for (k, v) in chunk {
-                q = q.bind(*k).bind(*v);
+                q = q.bind(run_id).bind(*k).bind(*v);
             }
             q.execute(&mut **tx).await.map_err(map_err)?;
         }
@@ -620,51 +624,10 @@ impl Store {
     }
 }
 
-/// Rows per multi-row statement: at most 1 + 4 × 250 = 1001 bound values, far under SQLite's
-/// (32,766) and PostgreSQL's (65,535) limits, and short enough for statement caches.
+/// Rows per multi-row statement (and keys per IN list): at most 5 × 250 = 1250 bound values,
+/// far under SQLite's (32,766) and PostgreSQL's (65,535) limits. Each connection caches a prepared
+/// statement per row count it meets, so much bigger statements would cost memory more than they save.
 const ROWS_PER_STATEMENT: usize = 250;
-
-/// `$first, $first+1, …` for `n` values.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
-/// Rows per multi-row statement of `log_batch`: at most 5 × 250 = 1250 bound values, far under
-/// SQLite's (32,766) and PostgreSQL's (65,535) limits. Each connection caches a prepared statement
-/// per row count it meets, so much bigger statements would cost memory more than they save.
-const BATCH_ROWS_PER_STATEMENT: usize = 250;
-
-/// `rows` tuples of `width` values for a multi-row `VALUES`, every value bound in order: `(?, ?),
-/// (?, ?)` on SQLite, `($1, $2), ($3, $4)` on PostgreSQL. SQLite's numbered `$N` would parse, but
-/// sqlx binds a numbered parameter by asking SQLite its name, which is a linear scan of the
-/// statement's parameters: n of them cost n²/2 steps, a third of the server's time in a
-/// 1000-metric batch. A bare `?` has no name and binds in constant time.
-pub(crate) fn values_rows(backend: Backend, rows: usize, width: usize) -> String {
-    let mut out = String::with_capacity(rows * width * 6);
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        out.push_str(&bind_list(backend, 1 + r * width, width));
-        out.push(')');
-    }
-    out
-}
-
-/// `n` bound values numbered from `first`, comma-separated: `?, ?` on SQLite, `$first, …` on
-/// PostgreSQL (see [`values_rows`]). The query binds them in order.
-pub(crate) fn bind_list(backend: Backend, first: usize, n: usize) -> String {
-    match backend {
-        Backend::Sqlite => vec!["?"; n].join(", "),
-        Backend::Postgres => placeholders(first, n),
-    }
-}
-
-/// `($1, $2, $3), ($1, $4, $5), …`: `rows` tuples of the run id (`$1`) and `width` values each.
-pub(crate) fn row_tuples(rows: usize, width: usize) -> String {
-    (0..rows).map(|r| format!("($1, {})", placeholders(2 + r * width, width))).collect::<Vec<_>>().join(", ")
-}
 
 /// The batch's params, each key once. A key given twice with different values is refused, as it
 /// would be if the two came in separate batches.
@@ -716,20 +679,6 @@ mod tests {
 
     fn point(value: f64, step: i64, timestamp: i64) -> MetricPoint {
         MetricPoint { value, step, timestamp }
-    }
-
-    #[test]
-    fn values_rows_bind_every_value_in_order() {
-        assert_eq!(values_rows(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
-        assert_eq!(values_rows(Backend::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(bind_list(Backend::Postgres, 2, 2), "$2, $3");
-        assert_eq!(bind_list(Backend::Sqlite, 2, 1), "?");
-    }
-
-    #[test]
-    fn row_tuples_share_the_run_id_and_number_the_rest() {
-        assert_eq!(row_tuples(2, 2), "($1, $2, $3), ($1, $4, $5)");
-        assert_eq!(placeholders(2, 3), "$2, $3, $4");
     }
 
     #[test]

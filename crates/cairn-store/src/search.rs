@@ -9,6 +9,7 @@ use cairn_core::search::{attribute_column, Clause, Entity, Op, OrderBy, Value};
 use cairn_core::Error;
 use sqlx::Row;
 
+use crate::binds::{in_list, Placeholders};
 use crate::db::map_err;
 use crate::Store;
 
@@ -18,15 +19,17 @@ enum Bind {
     Int(i64),
 }
 
-/// Builds `WHERE`/`ORDER BY` SQL with `$N` placeholders, collecting the values to bind.
+/// Builds a search's SQL, collecting the values to bind. Placeholders are positional on SQLite
+/// (`binds.rs`), so fragments must be asked for in the order they appear in the query's text.
 struct Sql {
     binds: Vec<Bind>,
+    placeholders: Placeholders,
 }
 
 impl Sql {
     fn bind(&mut self, b: Bind) -> String {
         self.binds.push(b);
-        format!("${}", self.binds.len())
+        self.placeholders.one()
     }
 
     fn clause(&mut self, c: &Clause) -> String {
@@ -106,29 +109,8 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<Run>, bool), Error> {
-        let mut sql = Sql { binds: Vec::new() };
-        let ws_p = sql.bind(Bind::Text(ws.id.clone()));
-        let mut wheres = vec![format!("r.workspace_id = {ws_p}")];
-        match scope.deleted {
-            Some(false) => wheres.push("r.deleted_at IS NULL".to_string()),
-            Some(true) => wheres.push("r.deleted_at IS NOT NULL".to_string()),
-            None => {}
-        }
-        let mut any_of = Vec::new();
-        for e in &scope.experiment_names {
-            let p = sql.bind(Bind::Text(e.to_string()));
-            any_of.push(format!("e.name = {p}"));
-        }
-        for e in scope.experiment_ids {
-            let p = sql.bind(Bind::Text(e.to_string()));
-            any_of.push(format!("e.id = {p}"));
-        }
-        if !any_of.is_empty() {
-            wheres.push(format!("({})", any_of.join(" OR ")));
-        }
-        for c in clauses {
-            wheres.push(sql.clause(c));
-        }
+        let mut sql = Sql { binds: Vec::new(), placeholders: Placeholders::new(self.backend()) };
+        // The joins of the order keys come before the WHERE clause in the query, so they bind first.
         let mut joins = String::new();
         let mut orders = Vec::new();
         for (i, o) in order.iter().enumerate() {
@@ -150,6 +132,28 @@ impl Store {
             };
             // Runs without the value sort last, whatever the direction (as in MLflow).
             orders.push(format!("CASE WHEN {col} IS NULL THEN 1 ELSE 0 END, {col} {dir}"));
+        }
+        let ws_p = sql.bind(Bind::Text(ws.id.clone()));
+        let mut wheres = vec![format!("r.workspace_id = {ws_p}")];
+        match scope.deleted {
+            Some(false) => wheres.push("r.deleted_at IS NULL".to_string()),
+            Some(true) => wheres.push("r.deleted_at IS NOT NULL".to_string()),
+            None => {}
+        }
+        let mut any_of = Vec::new();
+        for e in &scope.experiment_names {
+            let p = sql.bind(Bind::Text(e.to_string()));
+            any_of.push(format!("e.name = {p}"));
+        }
+        for e in scope.experiment_ids {
+            let p = sql.bind(Bind::Text(e.to_string()));
+            any_of.push(format!("e.id = {p}"));
+        }
+        if !any_of.is_empty() {
+            wheres.push(format!("({})", any_of.join(" OR ")));
+        }
+        for c in clauses {
+            wheres.push(sql.clause(c));
         }
         orders.push("r.created_at DESC, r.id DESC".into());
         let lim = sql.bind(Bind::Int(limit + 1));
@@ -189,8 +193,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 1)).collect();
-        let list = list.join(", ");
+        let list = in_list(self.backend(), ids.len());
         let base = self.fetch_in(&format!(
             "SELECT r.id, e.name AS experiment, r.parent_id, r.display_name, r.status, r.job, r.compute, r.environment, \
              r.error, r.created_at, r.started_at, r.ended_at FROM runs r JOIN experiments e ON e.id = r.experiment_id \

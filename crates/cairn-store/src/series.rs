@@ -20,9 +20,9 @@ use cairn_core::Error;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::binds::values_rows;
 use crate::db::map_err;
 use crate::db::Backend;
-use crate::runs::values_rows;
 use crate::Store;
 
 /// Tile levels: level `l` groups steps `[t·16^l, (t+1)·16^l)`.
@@ -405,7 +405,7 @@ impl Store {
             })
             .collect::<Result<_, Error>>()?;
         let refs: Vec<(&str, MetricPoint)> = points.iter().map(|(k, p)| (k.as_str(), p.clone())).collect();
-        add_to_tiles(&mut **tx, self.backend(), run_id, &refs).await?;
+        add_to_tiles(&mut tx, self.backend(), run_id, &refs).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(())
     }

@@ -16,9 +16,9 @@ use cairn_core::Error;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::binds::{in_list, values_rows, Placeholders};
 use crate::db::map_err;
 use crate::db::Backend;
-use crate::runs::{placeholders, values_rows};
 use crate::Store;
 
 /// An experiment with how many runs it has and when the last one was created.
@@ -178,9 +178,11 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let mut p = Placeholders::new(self.backend());
         let sql = format!(
-            "SELECT id, status, started_at, ended_at FROM runs WHERE workspace_id = $1 AND id IN ({})",
-            placeholders(2, ids.len())
+            "SELECT id, status, started_at, ended_at FROM runs WHERE workspace_id = {} AND id IN ({})",
+            p.one(),
+            p.list(ids.len())
         );
         let mut q = sqlx::query(&sql).bind(&ws.id);
         for id in ids {
@@ -253,7 +255,7 @@ impl Store {
         }
         let position: BTreeMap<&str, usize> =
             ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-        let list = placeholders(1, ids.len());
+        let list = in_list(self.backend(), ids.len());
         let tags_sql =
             format!("SELECT model_id, key, value FROM registered_model_tags WHERE model_id IN ({list})");
         let aliases_sql = format!(

@@ -1,8 +1,13 @@
 //! The harness of the store suites: a store on SQLite and on a fresh PostgreSQL database
-//! (`CAIRN_TEST_POSTGRES`, default the local server with trust auth), and `on_both!`, which runs
-//! each listed test against both.
+//! (`CAIRN_TEST_POSTGRES`, default the local server with trust auth); `on_both!`, which runs
+//! each listed test against both (`on_both_db!` for tests that need the whole `Db`); and the
+//! fixtures several suites share.
 
-use cairn_store::Store;
+use std::collections::BTreeMap;
+
+use cairn_core::api::Workspace;
+use cairn_core::runs::RunStatus;
+use cairn_store::{NewRun, Store};
 use sqlx::Connection;
 
 pub struct Db {
@@ -57,4 +62,31 @@ macro_rules! on_both {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let db = super::Db::sqlite().await; super::$name(&db.store).await; db.cleanup().await; } )* }
         mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let db = super::Db::postgres().await; super::$name(&db.store).await; db.cleanup().await; } )* }
     };
+}
+
+/// Like `on_both!`, but the test gets the whole `Db` (to open a second store on its URL).
+#[allow(unused_macros)]
+macro_rules! on_both_db {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let db = super::Db::sqlite().await; super::$name(&db).await; db.cleanup().await; } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let db = super::Db::postgres().await; super::$name(&db).await; db.cleanup().await; } )* }
+    };
+}
+
+/// A new `Running` run named `name` in `experiment` of `ws` (the experiment made if missing).
+#[allow(dead_code)]
+pub async fn run(store: &Store, ws: &Workspace, experiment: &str, name: &str) -> String {
+    let (exp, _) = store.ensure_experiment(ws, experiment).await.unwrap();
+    let tags = BTreeMap::new();
+    let new = NewRun {
+        experiment_id: &exp,
+        display_name: name,
+        status: RunStatus::Running,
+        job: None,
+        compute: None,
+        environment: None,
+        parent_id: None,
+        tags: &tags,
+    };
+    store.create_run(ws, new).await.unwrap()
 }
