@@ -137,7 +137,7 @@ pub async fn serve(
     }
     scheduler.abort();
     heartbeat.abort();
-    if let Err(e) = store.server_stopped(&jobs_state.server.id).await {
+    if let Err(e) = store.mark_server(&jobs_state.server.id, cairn_store::ServerMark::Stopped).await {
         tracing::warn!(error = %e, "cannot record the stop in the servers table");
     }
     // Jobs are not stopped with the server: their shims run on and the next start reattaches them.
@@ -161,7 +161,7 @@ async fn heartbeat(state: std::sync::Arc<AppState>, stale_after: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = state.store.touch_server(&state.server.id).await {
+        if let Err(e) = state.store.mark_server(&state.server.id, cairn_store::ServerMark::Seen).await {
             tracing::warn!(error = %e, "heartbeat failed; retrying");
         }
         if let Err(e) = crate::deployments::stop_deleted(&state).await {

@@ -64,6 +64,16 @@ pub enum Claim {
     NotQueued,
 }
 
+/// What a registered server records about itself ([`Store::mark_server`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerMark {
+    /// The heartbeat: this server is still here (`last_seen`).
+    Seen,
+    /// A clean stop: others see the server as gone at once instead of after its stale limit
+    /// (`stopped_at`).
+    Stopped,
+}
+
 const ACTIVE: [RunStatus; 4] =
     [RunStatus::Preparing, RunStatus::Starting, RunStatus::Running, RunStatus::Finalizing];
 
@@ -95,25 +105,13 @@ impl Store {
         Ok(())
     }
 
-    /// The heartbeat: this server is still here.
-    pub async fn touch_server(&self, id: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE servers SET last_seen = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-
-    /// A clean stop: others see the server as gone at once instead of after its stale limit.
-    pub async fn server_stopped(&self, id: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE servers SET stopped_at = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+    /// Records now as the time of `mark` for server `id`.
+    pub async fn mark_server(&self, id: &str, mark: ServerMark) -> Result<(), Error> {
+        let sql = match mark {
+            ServerMark::Seen => "UPDATE servers SET last_seen = $1 WHERE id = $2",
+            ServerMark::Stopped => "UPDATE servers SET stopped_at = $1 WHERE id = $2",
+        };
+        sqlx::query(sql).bind(now_ms()).bind(id).execute(&self.pool).await.map_err(map_err)?;
         Ok(())
     }
 

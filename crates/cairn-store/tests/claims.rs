@@ -1,16 +1,45 @@
-//! Claiming queued runs (`Store::claim_run`, migration 0016): servers sharing one database claim
-//! at the same time, and a compute's `max_nodes` must hold across all of them.
+//! Servers sharing one database (migration 0016): their registry (heartbeat, clean stop), and
+//! claiming queued runs (`Store::claim_run`) at the same time, where a compute's `max_nodes` must
+//! hold across all of them.
 
 use std::collections::BTreeMap;
 
 use cairn_core::runs::RunStatus;
-use cairn_store::{Claim, ComputeRecord, NewRun, Store};
+use cairn_store::{Claim, ComputeRecord, NewRun, ServerMark, Store};
 
 #[macro_use]
 mod common;
 use common::Db;
 
-on_both!(concurrent_claims_of_two_servers_never_exceed_max_nodes);
+on_both!(
+    a_server_is_seen_by_its_heartbeat_and_gone_at_its_clean_stop,
+    concurrent_claims_of_two_servers_never_exceed_max_nodes,
+);
+
+async fn a_server_is_seen_by_its_heartbeat_and_gone_at_its_clean_stop(store: &Store) {
+    store.register_server("a", "host-a", "http://a", 60_000).await.unwrap();
+    store.register_server("b", "host-b", "http://b", 60_000).await.unwrap();
+    let server = |id: &'static str| async move {
+        store.servers().await.unwrap().into_iter().find(|s| s.id == id).unwrap()
+    };
+    let before = server("a").await.last_seen;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.mark_server("a", ServerMark::Seen).await.unwrap();
+    let a = server("a").await;
+    assert!(a.last_seen > before, "the heartbeat moves last_seen");
+    assert_eq!(a.stopped_at, None);
+    let others: Vec<String> =
+        store.other_live_servers("b").await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(others, ["a"]);
+
+    store.mark_server("a", ServerMark::Stopped).await.unwrap();
+    let a = server("a").await;
+    assert!(a.stopped_at.is_some_and(|t| t >= a.last_seen), "{a:?}");
+    assert!(store.other_live_servers("b").await.unwrap().is_empty(), "a stopped server is gone at once");
+    // Registering again (a restart of the same id) brings it back.
+    store.register_server("a", "host-a", "http://a", 60_000).await.unwrap();
+    assert_eq!(store.other_live_servers("b").await.unwrap().len(), 1);
+}
 
 async fn concurrent_claims_of_two_servers_never_exceed_max_nodes(store: &Store) {
     let ws = store.create_workspace("w", "").await.unwrap();
