@@ -177,19 +177,7 @@ async fn endpoints_are_unique_per_server_and_keys_change_one_slot_at_a_time(stor
 
 async fn new_run(store: &Store) -> (cairn_core::api::Workspace, String) {
     let ws = store.create_workspace("tracking", "").await.unwrap();
-    let (exp, _) = store.ensure_experiment(&ws, "e").await.unwrap();
-    let tags = Default::default();
-    let new = cairn_store::NewRun {
-        experiment_id: &exp,
-        display_name: "r",
-        status: cairn_core::runs::RunStatus::Running,
-        job: None,
-        compute: None,
-        environment: None,
-        parent_id: None,
-        tags: &tags,
-    };
-    let id = store.create_run(&ws, new).await.unwrap();
+    let id = common::run(store, &ws, "e", "r").await;
     (ws, id)
 }
 

@@ -3,23 +3,13 @@
 //! SQLite and PostgreSQL. The set may only skip redundant inserts: whatever another store on the
 //! same database did, whatever was refused or deleted, every key logged must be listed.
 
-use std::collections::BTreeMap;
-
 use cairn_core::api::Workspace;
-use cairn_core::runs::{KeyValue, LogBatch, LogMetric, RunStatus};
-use cairn_store::{NewRun, Store};
+use cairn_core::runs::{KeyValue, LogBatch, LogMetric};
+use cairn_store::Store;
 
-#[allow(unused_macros)] // `on_both!`: these tests need the whole `Db`
+#[macro_use]
 mod common;
 use common::Db;
-
-/// Like `on_both!`, but the test gets the whole `Db` (it opens a second store on its URL).
-macro_rules! on_both_db {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let db = super::Db::sqlite().await; super::$name(&db).await; db.cleanup().await; } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let db = super::Db::postgres().await; super::$name(&db).await; db.cleanup().await; } )* }
-    };
-}
 
 on_both_db!(
     two_stores_on_one_database_never_miss_a_key,
@@ -28,19 +18,7 @@ on_both_db!(
 );
 
 async fn run(store: &Store, ws: &Workspace, experiment: &str) -> String {
-    let (exp, _) = store.ensure_experiment(ws, experiment).await.unwrap();
-    let tags = BTreeMap::new();
-    let new = NewRun {
-        experiment_id: &exp,
-        display_name: "r",
-        status: RunStatus::Running,
-        job: None,
-        compute: None,
-        environment: None,
-        parent_id: None,
-        tags: &tags,
-    };
-    store.create_run(ws, new).await.unwrap()
+    common::run(store, ws, experiment, "r").await
 }
 
 fn batch(params: &[&str], metrics: &[&str]) -> LogBatch {

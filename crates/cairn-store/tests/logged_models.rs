@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use cairn_core::runs::{KeyValue, RunStatus};
+use cairn_core::runs::KeyValue;
 use cairn_core::Error;
-use cairn_store::{NewLoggedModel, NewRun, RunDataset, RunModel, Store};
+use cairn_store::{NewLoggedModel, RunDataset, RunModel, Store};
 
 #[macro_use]
 mod common;
-use common::Db;
+use common::{run, Db};
 
 on_both!(
     logged_models_keep_tags_params_and_status_and_delete_softly,
@@ -21,24 +21,8 @@ fn kv(k: &str, v: &str) -> KeyValue {
 
 async fn setup(store: &Store) -> (cairn_core::api::Workspace, String, String) {
     let ws = store.create_workspace("w", "").await.unwrap();
+    let run = run(store, &ws, "e", "r").await;
     let (exp, _) = store.ensure_experiment(&ws, "e").await.unwrap();
-    let tags = BTreeMap::new();
-    let run = store
-        .create_run(
-            &ws,
-            NewRun {
-                experiment_id: &exp,
-                display_name: "r",
-                status: RunStatus::Running,
-                job: None,
-                compute: None,
-                environment: None,
-                parent_id: None,
-                tags: &tags,
-            },
-        )
-        .await
-        .unwrap();
     (ws, exp, run)
 }
 

@@ -1,14 +1,12 @@
 //! Downsampled metric series (`Store::metric_series`), on SQLite and PostgreSQL.
 
-use std::collections::BTreeMap;
-
-use cairn_core::runs::{LogBatch, LogMetric, MetricPoint, RunStatus};
+use cairn_core::runs::{LogBatch, LogMetric, MetricPoint};
 use cairn_core::Error;
-use cairn_store::{NewRun, Store};
+use cairn_store::Store;
 
 #[macro_use]
 mod common;
-use common::Db;
+use common::{run, Db};
 
 on_both!(
     short_series_come_back_whole_with_nan_kept,
@@ -20,24 +18,7 @@ on_both!(
 
 async fn new_run(store: &Store) -> String {
     let ws = store.create_workspace("w", "").await.unwrap();
-    let (exp, _) = store.ensure_experiment(&ws, "e").await.unwrap();
-    let tags = BTreeMap::new();
-    store
-        .create_run(
-            &ws,
-            NewRun {
-                experiment_id: &exp,
-                display_name: "r",
-                status: RunStatus::Running,
-                job: None,
-                compute: None,
-                environment: None,
-                parent_id: None,
-                tags: &tags,
-            },
-        )
-        .await
-        .unwrap()
+    run(store, &ws, "e", "r").await
 }
 
 async fn log(store: &Store, run: &str, key: &str, points: &[MetricPoint]) {

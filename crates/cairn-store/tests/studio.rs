@@ -3,14 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use cairn_core::api::Workspace;
 use cairn_core::models::NewModelVersion;
 use cairn_core::runs::{KeyValue, LogBatch, LogMetric, RunStatus};
-use cairn_store::{NewRun, Store};
+use cairn_store::Store;
 
 #[macro_use]
 mod common;
-use common::Db;
+use common::{run, Db};
 
 on_both!(
     experiment_summaries_count_live_runs_of_live_experiments,
@@ -19,22 +18,6 @@ on_both!(
     model_summaries_page_models_with_counts_latest_versions_tags_and_aliases,
     runtime_tables_read_their_columns_by_step_up_to_the_row_limit,
 );
-
-async fn run(store: &Store, ws: &Workspace, experiment: &str, name: &str) -> String {
-    let (exp, _) = store.ensure_experiment(ws, experiment).await.unwrap();
-    let tags = BTreeMap::new();
-    let new = NewRun {
-        experiment_id: &exp,
-        display_name: name,
-        status: RunStatus::Running,
-        job: None,
-        compute: None,
-        environment: None,
-        parent_id: None,
-        tags: &tags,
-    };
-    store.create_run(ws, new).await.unwrap()
-}
 
 async fn log(store: &Store, run: &str, params: &[&str], metrics: &[&str]) {
     let batch = LogBatch {

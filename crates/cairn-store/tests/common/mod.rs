@@ -57,6 +57,7 @@ impl Db {
     }
 }
 
+#[allow(unused_macros)]
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let db = super::Db::sqlite().await; super::$name(&db.store).await; db.cleanup().await; } )* }
