@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import pathlib
-import queue
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+
+import cairnbench  # starting cairn server: one way for every Python benchmark
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = os.environ.get("CAIRN_BIN", str(ROOT / "target" / "debug" / "cairn"))
@@ -52,28 +53,14 @@ print(up, time.perf_counter() - t0, h.hexdigest())
 
 
 def start_server(tmp):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "MLFLOW_"))}
-    env.update(HOME=str(tmp), CAIRN_LOG="warn,cairn=info")
-    proc = subprocess.Popen(
-        [BIN, "server", "--data-dir", str(tmp / "data"), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    found = queue.Queue()
-
-    def pump():
-        for line in proc.stderr:
-            if "listening on http://" in line:
-                found.put(line.split("listening on ", 1)[1].split()[0].strip('"'))
-
-    threading.Thread(target=pump, daemon=True).start()
-    url = found.get(timeout=60)
-    token = (tmp / "data" / "admin-token").read_text().strip()
+    """Cairn on `tmp/data` (bench/cairnbench.py), with workspace `bench`."""
+    server = cairnbench.start_cairn(BIN, tmp / "data", env={"HOME": str(tmp), "CAIRN_LOG": "warn,cairn=info"})
     req = urllib.request.Request(
-        f"{url}/api/v1/workspaces", method="POST", data=json.dumps({"name": "bench"}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        f"{server.url}/api/v1/workspaces", method="POST", data=json.dumps({"name": "bench"}).encode(),
+        headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
     )
     urllib.request.urlopen(req).read()
-    return proc, url, token
+    return server
 
 
 def rss_kb(pid):
@@ -123,17 +110,16 @@ def main():
                 block = os.urandom(1 << 20)
                 h.update(block)
                 f.write(block)
-        proc, url, token = start_server(tmp)
+        server = start_server(tmp)
         try:
             rows = []
             for multipart in (False, True):
-                up, down, digest, base, peak = drive(proc, url, token, path, tmp, multipart)
+                up, down, digest, base, peak = drive(server.proc, server.url, server.token, path, tmp, multipart)
                 assert digest == h.hexdigest(), "downloaded bytes differ"
                 label = f"multipart ({CHUNK_MB} MiB parts)" if multipart else "one streamed PUT"
                 rows.append((label, up, SIZE_MB / up, down, base / 1024, peak / 1024))
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            server.stop(timeout=30)
         print(f"log_artifact of {SIZE_MB} MiB, stock mlflow client, {BIN}, load {os.getloadavg()[0]:.1f}")
         print("| upload | upload s | MiB/s | download s | server RSS before, MiB | peak, MiB |")
         print("|---|---|---|---|---|---|")

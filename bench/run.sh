@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Cairn's benchmarks: bench/run.sh [NAME...] runs bench/NAME.sh for each NAME (default: every
-# bench/*.sh but run.sh, in name order; lib.sh holds shared helpers and is not a bench). Builds the
+# bench/*.sh but run.sh, in name order; lib.sh holds shared helpers and is not a bench, nor is
+# cairnbench.py, which starts cairn server for the Python benches as lib.sh does for shell). Builds the
 # release binary first unless CAIRN_BIN points to one. Each bench prints a Markdown table and
 # writes bench/out/NAME.md; bench/out/report.md gathers the machine notes and every table. See
 # docs/benchmarks.md for what is measured and each bench's settings.

@@ -47,6 +47,8 @@ import joblib
 import numpy as np
 from sklearn.linear_model import ElasticNet
 
+import cairnbench  # starting cairn server: one way for every Python benchmark
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CAIRN = os.environ["CAIRN_BIN"]
@@ -285,26 +287,11 @@ def main() -> None:
     procs = []
     try:
         # --- Cairn: server, workspace, user_managed environment on this venv, model, endpoint ---
-        data = work / "cairn"
-        data.mkdir()
-        server_log = open(work / "cairn.log", "w")
-        env0 = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in ("CAIRN_BIN", "CAIRN_UV")}
-        env0.setdefault("CAIRN_UV", str(ROOT / ".venv-tools" / "bin" / "uv"))
-        server = subprocess.Popen([CAIRN, "server", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
-                                  cwd=work, env=dict(env0, CAIRN_LOG="warn,cairn_server::startup=info"),
-                                  stdout=server_log, stderr=subprocess.STDOUT)
-        procs.append(server)
-        url = None
-        for _ in range(600):
-            m = re.search(r"listening on (http://\S+)", (work / "cairn.log").read_text())
-            if m and (data / "admin-token").exists():
-                url = m.group(1)
-                break
-            time.sleep(0.05)
-        if not url:
-            raise RuntimeError("cairn server did not start: " + (work / "cairn.log").read_text())
-        env = dict(env0, CAIRN_URL=url, CAIRN_TOKEN=(data / "admin-token").read_text().strip(),
-                   CAIRN_WORKSPACE="bench", HOME=str(work))
+        env0 = cairnbench.server_env({"CAIRN_UV": os.environ.get("CAIRN_UV", str(ROOT / ".venv-tools" / "bin" / "uv"))})
+        server = cairnbench.start_cairn(CAIRN, work / "cairn", env=dict(env0, CAIRN_LOG="warn,cairn_server::startup=info"))
+        procs.append(server.proc)
+        url = server.url
+        env = dict(env0, CAIRN_URL=url, CAIRN_TOKEN=server.token, CAIRN_WORKSPACE="bench", HOME=str(work))
         cairn("workspace", "create", "bench", env=env, cwd=work)
         (work / "env.yml").write_text(f"name: bench-serving\nuser_managed: true\ninterpreter: {sys.executable}\n")
         cairn("env", "create", "-f", "env.yml", env=env, cwd=work)

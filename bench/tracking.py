@@ -48,6 +48,8 @@ import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import cairnbench  # noqa: E402  (starting cairn server: one way for every Python benchmark)
 
 
 def env_int(name, default):
@@ -112,28 +114,10 @@ signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
 
 def start_cairn(data_dir):
-    """Starts `cairn server` on a free loopback port; returns (url, token, pid)."""
-    os.makedirs(data_dir, exist_ok=True)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CAIRN_CONFIG", "CAIRN_DATABASE_URL", "CAIRN_ARTIFACT_STORE", "CAIRN_MAX_UPLOAD_BYTES")}
-    log_path = data_dir + ".log"
-    with open(log_path, "wb") as err:
-        proc = subprocess.Popen([CAIRN_BIN, "server", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
-                                cwd=data_dir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err)
-    _procs.append((proc, False))
-    token_path = os.path.join(data_dir, "admin-token")
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"cairn server exited:\n{open(log_path).read()}")
-        text = open(log_path, errors="replace").read()
-        i = text.find("listening on http://")
-        if i >= 0 and os.path.exists(token_path) and os.path.getsize(token_path) > 0:
-            url = text[i + len("listening on "):].split()[0]
-            return url, open(token_path).read().strip(), proc.pid
-        time.sleep(0.1)
-    raise SystemExit(f"cairn server did not start; see {log_path}")
+    """Starts `cairn server` (bench/cairnbench.py), stopped at exit; returns (url, token, pid)."""
+    server = cairnbench.start_cairn(CAIRN_BIN, data_dir)
+    _procs.append((server.proc, False))
+    return server.url, server.token, server.pid
 
 
 def free_port():
