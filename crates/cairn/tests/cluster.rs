@@ -8,12 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::jobs::*;
 use common::*;
-use serde_json::Value;
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 /// Two servers on one fresh PostgreSQL database, sharing `shared/artifacts` and `shared/envs`.
 /// The second uses the first's admin token (one database, one token table).
@@ -49,67 +45,6 @@ fn server_id(s: &Server) -> String {
     std::fs::read_to_string(s.data_dir.join("server-id")).unwrap().trim().to_string()
 }
 
-/// A workspace `w` with compute `cpu` of `max_nodes` nodes and environment `plain`.
-fn setup(s: &Server, dir: &Path, max_nodes: u32) {
-    s.ok(&["workspace", "create", "w"]);
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("compute.yml"),
-        format!("name: cpu\ntype: amlcompute\nsize: small\nmin_instances: 0\nmax_instances: {max_nodes}\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("env.yml"), "name: plain\npip: []\n").unwrap();
-    s.ok(&["compute", "create", "-f", dir.join("compute.yml").to_str().unwrap(), "-w", "w"]);
-    s.ok(&["env", "create", "-f", dir.join("env.yml").to_str().unwrap(), "-w", "w"]);
-}
-
-fn job_file(dir: &Path, name: &str, body: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("experiment_name: tests\nenvironment: plain\ncompute: cpu\n{body}")).unwrap();
-    p.display().to_string()
-}
-
-fn submit(s: &Server, file: &str) -> String {
-    json(&s.ok(&["job", "submit", "-f", file, "-w", "w", "-o", "json"]))["id"].as_str().unwrap().to_string()
-}
-
-fn show(s: &Server, run: &str) -> Value {
-    json(&s.ok(&["job", "show", run, "-w", "w", "-o", "json"]))
-}
-
-fn wait_for(s: &Server, run: &str, done: impl Fn(&Value) -> bool, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let r = show(s, run);
-        if done(&r) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "run {run} did not get there in {secs}s: {r}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn ended(r: &Value) -> bool {
-    matches!(r["status"].as_str(), Some("Completed" | "Failed" | "Canceled"))
-}
-
-/// True while a process exists and is not a zombie.
-fn running(pid: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    !status.is_empty() && !status.contains("State:\tZ")
-}
-
-fn read_pid(path: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(pid) = std::fs::read_to_string(path).unwrap_or_default().trim().parse() {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "no pid in {}", path.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_submitted_through_two_servers_share_one_node_and_all_complete() {
     let c = cluster(&[]).await;
@@ -118,7 +53,7 @@ async fn jobs_submitted_through_two_servers_share_one_node_and_all_complete() {
     assert_ne!(id_a, id_b, "each data directory has its own server id");
     assert!(a.wait_for_log(&format!("id={id_a}")), "the id is logged at start: {}", a.log());
     let dir = c.shared.path().join("spec");
-    setup(a, &dir, 1);
+    setup_in(a, &dir, 1);
     let trace = c.shared.path().join("trace");
     std::fs::create_dir_all(&trace).unwrap();
     let body = format!(
@@ -159,7 +94,7 @@ async fn jobs_submitted_through_two_servers_share_one_node_and_all_complete() {
 async fn a_restart_of_one_server_leaves_the_other_servers_runs_alone() {
     let c = cluster(&["--server-stale-after", "2"]).await;
     let dir = c.shared.path().join("spec");
-    setup(&c.a, &dir, 2);
+    setup_in(&c.a, &dir, 2);
     let id_b = server_id(&c.b);
     let gated = "command: echo $$ > pid; while [ ! -f go ]; do sleep 0.05; done; echo finished-$((6*7))\n";
     let file = job_file(&dir, "gated.yml", gated);

@@ -4,56 +4,18 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::jobs::*;
 use common::*;
 use serde_json::Value;
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// A workspace `w` with a 2-node compute `cpu` and an environment `plain` (no packages).
+/// Workspace `w` with compute `cpu` of `max_nodes` nodes and environment `plain`, their files in
+/// the server's `spec` folder (returned: job files go there too).
 fn setup(s: &Server, max_nodes: u32) -> std::path::PathBuf {
-    s.ok(&["workspace", "create", "w"]);
     let dir = s.tmp().join("spec");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("compute.yml"),
-        format!("name: cpu\ntype: amlcompute\nsize: small\nmin_instances: 0\nmax_instances: {max_nodes}\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("env.yml"), "name: plain\npip: []\n").unwrap();
-    s.ok(&["compute", "create", "-f", dir.join("compute.yml").to_str().unwrap(), "-w", "w"]);
-    s.ok(&["env", "create", "-f", dir.join("env.yml").to_str().unwrap(), "-w", "w"]);
+    setup_in(s, &dir, max_nodes);
     dir
-}
-
-fn job_file(dir: &Path, name: &str, body: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("experiment_name: tests\nenvironment: plain\ncompute: cpu\n{body}")).unwrap();
-    p.display().to_string()
-}
-
-fn submit(s: &Server, file: &str) -> Value {
-    json(&s.ok(&["job", "submit", "-f", file, "-w", "w", "-o", "json"]))
-}
-
-fn wait_for(s: &Server, run: &str, done: impl Fn(&Value) -> bool, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let r = json(&s.ok(&["job", "show", run, "-w", "w", "-o", "json"]));
-        if done(&r) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "run {run} did not get there in {secs}s: {r}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn ended(r: &Value) -> bool {
-    matches!(r["status"].as_str(), Some("Completed" | "Failed" | "Canceled"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -128,7 +90,7 @@ async fn five_jobs_on_two_nodes_never_run_more_than_two_at_once() {
         t = trace.display()
     );
     let file = job_file(&dir, "job.yml", &body);
-    let ids: Vec<String> = (0..5).map(|_| submit(&s, &file)["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = (0..5).map(|_| submit(&s, &file)).collect();
     let show = json(&s.ok(&["compute", "show", "cpu", "-w", "w", "-o", "json"]));
     assert!(show["state"]["running_runs"].as_array().unwrap().len() <= 2, "{show}");
     for id in &ids {
@@ -174,7 +136,7 @@ async fn nodes_start_for_jobs_stay_idle_then_scale_down_to_the_minimum() {
         "job.yml",
         &format!("command: while [ ! -e {} ]; do sleep 0.1; done\n", gate.display()),
     );
-    let ids: Vec<String> = (0..3).map(|_| submit(&s, &file)["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = (0..3).map(|_| submit(&s, &file)).collect();
     for id in &ids {
         wait_for(&s, id, |r| r["status"] == "Running", 120);
     }
@@ -208,8 +170,8 @@ async fn deleting_a_workspace_with_force_stops_its_running_and_queued_jobs() {
     let dir = setup(&s, 1);
     let pid_file = s.tmp().join("job.pid");
     let file = job_file(&dir, "job.yml", &format!("command: echo $$ > {}; sleep 300\n", pid_file.display()));
-    let running = submit(&s, &file)["id"].as_str().unwrap().to_string();
-    let queued = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let running = submit(&s, &file);
+    let queued = submit(&s, &file);
     wait_for(&s, &running, |r| r["status"] == "Running", 120);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !pid_file.exists() {
@@ -241,7 +203,7 @@ async fn cancel_and_timeout_stop_the_whole_process_tree() {
     let dir = setup(&s, 2);
     let body = "command: sleep 300 & echo $! > child.pid; echo started; wait\n";
     let file = job_file(&dir, "long.yml", body);
-    let id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let id = submit(&s, &file);
     wait_for(&s, &id, |r| r["status"] == "Running", 60);
     let pid_file = s.data_dir.join("runs").join(&id).join("child.pid");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -257,7 +219,7 @@ async fn cancel_and_timeout_stop_the_whole_process_tree() {
     assert!(state.is_empty() || state.contains("State:\tZ"), "the grandchild survived the cancel: {state}");
 
     let file = job_file(&dir, "timeout.yml", &format!("{body}timeout: 2\n"));
-    let id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let id = submit(&s, &file);
     let r = wait_for(&s, &id, ended, 60);
     assert_eq!(r["status"], "Failed");
     assert!(r["error"].as_str().unwrap().contains("timed out after 2 s"), "{r}");
@@ -386,16 +348,12 @@ async fn bad_jobs_and_bad_metrics_get_clear_errors() {
 
     // The tracking API's own checks.
     let http = reqwest::Client::new();
-    let run: Value = http
-        .post(format!("{}/api/v1/workspaces/w/runs", s.url))
-        .bearer_auth(&s.token)
-        .json(&serde_json::json!({"experiment": "manual"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = send_json(
+        http.post(format!("{}/api/v1/workspaces/w/runs", s.url))
+            .bearer_auth(&s.token)
+            .json(&serde_json::json!({"experiment": "manual"})),
+    )
+    .await;
     let id = run["id"].as_str().unwrap();
     let post = |body: Value| {
         http.post(format!("{}/api/v1/workspaces/w/runs/{id}/log-batch", s.url))
@@ -419,33 +377,6 @@ async fn bad_jobs_and_bad_metrics_get_clear_errors() {
     assert_eq!(resp.status(), 400, "params cannot change");
     let m = json(&s.ok(&["run", "metrics", id, "-w", "w", "-o", "json"]));
     assert_eq!(m["metrics"]["inf"][0]["value"], "Infinity");
-}
-
-/// Waits (up to `secs`) until `path` exists.
-fn wait_for_file(path: &Path, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "{} did not appear in {secs}s", path.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// True while a process exists and is not a zombie.
-fn running(pid: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    !status.is_empty() && !status.contains("State:\tZ")
-}
-
-fn read_pid(path: &Path) -> i32 {
-    wait_for_file(path, 10);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(pid) = std::fs::read_to_string(path).unwrap_or_default().trim().parse() {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "no pid in {}", path.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -478,7 +409,7 @@ gate("go2")
     )
     .unwrap();
     let file = job_file(&dir, "train.yml", "code: ./code\ncommand: python train.py\n");
-    let id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let id = submit(&s, &file);
     wait_for(&s, &id, |r| r["metrics"]["before"]["value"] == 1.0, 60);
     let run_dir = s.data_dir.join("runs").join(&id);
     let mut s = s;
@@ -518,7 +449,7 @@ async fn a_job_that_ends_while_the_server_is_down_is_finalized_at_restart() {
     let dir = setup(&s, 1);
     let body = "command: echo up-$((1+1)); while [ ! -f go ]; do sleep 0.05; done; mkdir -p outputs; \
                 echo kept > outputs/x.txt; echo boom-$((2+3)) >&2; exit 3\n";
-    let id = submit(&s, &job_file(&dir, "fail.yml", body))["id"].as_str().unwrap().to_string();
+    let id = submit(&s, &job_file(&dir, "fail.yml", body));
     wait_for(&s, &id, |r| r["status"] == "Running", 60);
     let run_dir = s.data_dir.join("runs").join(&id);
     let mut s = s;
@@ -541,11 +472,8 @@ async fn a_reattached_job_can_be_canceled_and_times_out_on_its_original_deadline
     let s = Server::start();
     let dir = setup(&s, 2);
     let body = "command: sleep 300 & echo $! > child.pid; wait\n";
-    let canceled = submit(&s, &job_file(&dir, "long.yml", body))["id"].as_str().unwrap().to_string();
-    let timed = submit(&s, &job_file(&dir, "timed.yml", &format!("{body}timeout: 8\n")))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let canceled = submit(&s, &job_file(&dir, "long.yml", body));
+    let timed = submit(&s, &job_file(&dir, "timed.yml", &format!("{body}timeout: 8\n")));
     let started = wait_for(&s, &timed, |r| r["status"] == "Running", 60)["started_at"].as_i64().unwrap();
     wait_for(&s, &canceled, |r| r["status"] == "Running", 60);
     let child = read_pid(&s.data_dir.join("runs").join(&canceled).join("child.pid"));
@@ -576,8 +504,8 @@ async fn a_job_whose_supervisor_died_with_the_server_fails_clearly_and_queued_on
     let s = Server::start();
     let dir = setup(&s, 1);
     let file = job_file(&dir, "long.yml", "command: sleep 300 & echo $! > child.pid; wait\n");
-    let running_id = submit(&s, &file)["id"].as_str().unwrap().to_string();
-    let queued = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let running_id = submit(&s, &file);
+    let queued = submit(&s, &file);
     wait_for(&s, &running_id, |r| r["status"] == "Running", 60);
     assert_eq!(json(&s.ok(&["job", "show", &queued, "-w", "w", "-o", "json"]))["status"], "Queued");
     let run_dir = s.data_dir.join("runs").join(&running_id);
@@ -664,15 +592,12 @@ except urllib.error.HTTPError as e:
     let id = run["id"].as_str().unwrap();
     let shown = json(&s.ok(&["run", "show", id, "-w", "w", "-o", "json"]));
     assert_eq!(shown["properties"], serde_json::json!({"dataset": "wine", "folds": "2"}));
-    let children: Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/workspaces/w/runs?parent={id}", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let children = send_json(
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/workspaces/w/runs?parent={id}", s.url))
+            .bearer_auth(&s.token),
+    )
+    .await;
     let mut children: Vec<&Value> = children.as_array().unwrap().iter().collect();
     children.sort_by_key(|c| c["display_name"].as_str().unwrap().to_string());
     assert_eq!(children.len(), 2, "{children:?}");
@@ -693,9 +618,8 @@ async fn a_job_over_its_nodes_memory_is_stopped_with_a_clear_reason() {
     let body = "command: python -c \"import subprocess, sys, time; \
                 subprocess.Popen([sys.executable, '-c', 'import time; x = bytearray(b\\\"x\\\") * (3 << 30); time.sleep(120)']); \
                 time.sleep(120)\"\ntimeout: 100\n";
-    let run = submit(&s, &job_file(&dir, "oom.yml", body));
-    let id = run["id"].as_str().unwrap();
-    let done = wait_for(&s, id, ended, 90);
+    let id = submit(&s, &job_file(&dir, "oom.yml", body));
+    let done = wait_for(&s, &id, ended, 90);
     assert_eq!(done["status"], "Failed", "{done}");
     let error = done["error"].as_str().unwrap();
     assert!(error.contains("exceeded the memory limit of 2 GiB"), "{error}");
@@ -760,7 +684,7 @@ async fn a_followed_log_streams_while_the_job_runs_and_closes_when_it_ends() {
     let file = dir.join("gate.yml");
     std::fs::write(&file, format!("experiment_name: tests\nenvironment: plain\ncompute: whole\n{body}"))
         .unwrap();
-    let id = submit(&s, file.to_str().unwrap())["id"].as_str().unwrap().to_string();
+    let id = submit(&s, file.to_str().unwrap());
     let mut resp = reqwest::Client::new()
         .get(format!("{}/api/v1/workspaces/w/runs/{id}/logs?follow=true", s.url))
         .bearer_auth(&s.token)
@@ -800,7 +724,7 @@ async fn a_followed_log_streams_while_the_job_runs_and_closes_when_it_ends() {
 
     // A stopping server ends a follow stream instead of waiting for the run (which never ends).
     let file = job_file(&dir, "forever.yml", "command: echo up-$((1+1)); sleep 600\n");
-    let id = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let id = submit(&s, &file);
     let mut resp = reqwest::Client::new()
         .get(format!("{}/api/v1/workspaces/w/runs/{id}/logs?follow=true", s.url))
         .bearer_auth(&s.token)
@@ -856,8 +780,8 @@ async fn a_run_left_preparing_at_restart_is_failed_clearly_and_the_queue_goes_on
     let lock = std::fs::File::create(cache.path().join(format!("{hash}.lock"))).unwrap();
     lock.lock().unwrap();
     let file = job_file(&dir, "job.yml", "command: echo done-$((40+2))\n");
-    let preparing = submit(&s, &file)["id"].as_str().unwrap().to_string();
-    let queued = submit(&s, &file)["id"].as_str().unwrap().to_string();
+    let preparing = submit(&s, &file);
+    let queued = submit(&s, &file);
     wait_for(&s, &preparing, |r| r["status"] == "Preparing", 30);
     let log = s.data_dir.join("runs").join(&preparing).join("logs/std_log.txt");
     let deadline = Instant::now() + Duration::from_secs(10);

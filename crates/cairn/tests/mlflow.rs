@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{clear_cairn_env, repo_root, Server};
+use common::{clear_cairn_env, repo_root, send_json, Server};
 use serde_json::Value;
 
 fn python() -> std::path::PathBuf {
@@ -390,14 +390,9 @@ async fn multipart_artifact_uploads_refuse_bad_parts_and_show_nothing_before_com
     assert!(!s.log().contains("panicked"), "{}", s.log());
 
     // The client asks /server-info whether to use all this.
-    let info: Value = http
-        .get(format!("{}/workspaces/w/mlflow/api/3.0/mlflow/server-info", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = send_json(
+        http.get(format!("{}/workspaces/w/mlflow/api/3.0/mlflow/server-info", s.url)).bearer_auth(&s.token),
+    )
+    .await;
     assert_eq!(info["multipart_uploads_enabled"], false, "not advertised: slower than one PUT here; {info}");
 }

@@ -22,24 +22,13 @@ async fn admin_gc_sweeps_expired_multipart_uploads_and_keeps_live_ones() {
             let post = |path: String, body: Value| {
                 http.post(format!("{api}/{path}")).bearer_auth(&token).json(&body)
             };
-            let run: Value = post("mlflow/runs/create".into(), json!({"experiment_id": "0"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let run = send_json(post("mlflow/runs/create".into(), json!({"experiment_id": "0"}))).await;
             let run = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
-            let created: Value = post(
+            let created = send_json(post(
                 format!("mlflow-artifacts/mpu/create/0/{run}/artifacts"),
                 json!({"path": "/tmp/big.bin", "num_parts": 2}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            ))
+            .await;
             let url = created["credentials"][0]["url"].as_str().unwrap_or_else(|| panic!("{created}"));
             let r = http.put(url).body(vec![b'x'; part]).send().await.unwrap();
             assert_eq!(r.status().as_u16(), 200);
@@ -65,14 +54,14 @@ async fn admin_gc_sweeps_expired_multipart_uploads_and_keeps_live_ones() {
     let expected_all = expected_w + 1000 + meta_len(&expired_v);
 
     // A dry run counts and removes nothing.
-    let dry: Value = serde_json::from_str(&s.ok(&["admin", "gc", "--dry-run", "-o", "json"])).unwrap();
+    let dry = common::json(&s.ok(&["admin", "gc", "--dry-run", "-o", "json"]));
     assert_eq!(
         (dry["expired_uploads"].as_u64(), dry["expired_upload_bytes"].as_u64()),
         (Some(2), Some(expected_all))
     );
     assert!(staging.join(&expired_w).exists() && staging.join(&expired_v).exists());
     // One workspace: only its expired upload.
-    let w: Value = serde_json::from_str(&s.ok(&["admin", "gc", "-w", "w", "-o", "json"])).unwrap();
+    let w = common::json(&s.ok(&["admin", "gc", "-w", "w", "-o", "json"]));
     assert_eq!(
         (w["expired_uploads"].as_u64(), w["expired_upload_bytes"].as_u64()),
         (Some(1), Some(expected_w))
@@ -85,6 +74,6 @@ async fn admin_gc_sweeps_expired_multipart_uploads_and_keeps_live_ones() {
     assert!(!staging.join(&expired_v).exists());
     // The live upload is untouched.
     assert!(staging.join(&live).join("part-00001").exists(), "{:?}", files_under(&staging));
-    let again: Value = serde_json::from_str(&s.ok(&["admin", "gc", "-o", "json"])).unwrap();
+    let again = common::json(&s.ok(&["admin", "gc", "-o", "json"]));
     assert_eq!(again["expired_uploads"], 0, "{again}");
 }

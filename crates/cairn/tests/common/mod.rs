@@ -2,13 +2,26 @@
 //! data directory and home, and runs CLI commands against it.
 #![allow(dead_code)]
 
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod jobs;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// `text` parsed as JSON (a command's `-o json` output), or a panic showing it.
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Sends `request` and parses the answer's body as JSON, whatever its status.
+pub async fn send_json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
 
 /// The repository's root (for examples and the tools installed by scripts/setup.sh).
 pub fn repo_root() -> PathBuf {
