@@ -1,5 +1,5 @@
-"""Starting `cairn server` for the Python benchmarks, one way for all of them (the shell benchmarks'
-twin is `start_server` in bench/lib.sh).
+"""What the Python benchmarks share: starting `cairn server`, one way for all of them (the shell
+benchmarks' twin is `start_server` in bench/lib.sh), and reading their integer settings.
 
 The server runs from its data directory (so that no ./cairn.toml is picked up) on a free loopback
 port, with the caller's environment minus Cairn's own settings: a developer's CAIRN_DATABASE_URL,
@@ -18,6 +18,11 @@ from dataclasses import dataclass
 
 # What a caller's environment may pass on to the server of Cairn's own variables.
 KEPT = ("CAIRN_UV",)
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer setting from the environment."""
+    return int(os.environ.get(name, default))
 
 
 @dataclass

@@ -46,11 +46,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
-
+sys.path.insert(0, HERE)
+from cairnbench import env_int  # noqa: E402
 
 N_RUNS = env_int("N_RUNS", 1000)
 N_PARAMS = env_int("N_PARAMS", 10)
@@ -204,8 +201,6 @@ def client_decode_ms(exp_id):
 
 
 def main():
-    sys.path.insert(0, HERE)
-
     import tracking as T
 
     if not T.CAIRN_BIN:

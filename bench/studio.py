@@ -63,10 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import tracking  # noqa: E402  (its servers, HTTP client and helpers; one place for each)
 from tracking import Conn, mlflow_version, pct, peak_rss_mb, start_cairn, start_mlflow  # noqa: E402
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
+from cairnbench import env_int  # noqa: E402
 
 
 CAIRN_BIN = os.environ.get("CAIRN_BIN")

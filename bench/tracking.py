@@ -50,10 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import cairnbench  # noqa: E402  (starting cairn server: one way for every Python benchmark)
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
+from cairnbench import env_int  # noqa: E402
 
 
 CAIRN_BIN = os.environ.get("CAIRN_BIN")
