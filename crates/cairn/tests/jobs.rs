@@ -246,10 +246,9 @@ async fn a_failing_command_reports_its_exit_code_and_log_tail() {
 async fn the_runtime_logs_through_a_run_scoped_token_that_cannot_touch_other_runs() {
     let s = Server::start();
     let dir = setup(&s, 2);
-    let code = dir.join("code");
-    std::fs::create_dir_all(&code).unwrap();
-    std::fs::write(
-        code.join("log.py"),
+    code_file(
+        &dir,
+        "log.py",
         r#"
 import json, os, sys, urllib.request
 from cairn import Run
@@ -281,8 +280,7 @@ except urllib.error.HTTPError as e:
     print("other run:", e.code)
 run.complete()
 "#,
-    )
-    .unwrap();
+    );
     // A first run the job's token must not be able to write to.
     let other = json(&s.ok(&[
         "job",
@@ -383,12 +381,11 @@ async fn bad_jobs_and_bad_metrics_get_clear_errors() {
 async fn a_job_running_when_the_server_dies_is_reattached_and_completes() {
     let s = Server::start();
     let dir = setup(&s, 1);
-    let code = dir.join("code");
-    std::fs::create_dir_all(&code).unwrap();
     // The job waits at two gates: `go` (opened while the server is down: its second metric must
     // wait for the next server) and `go2` (opened once the test has seen it reattached).
-    std::fs::write(
-        code.join("train.py"),
+    code_file(
+        &dir,
+        "train.py",
         r#"
 import os, time
 from cairn import Run
@@ -406,8 +403,7 @@ os.makedirs("outputs", exist_ok=True)
 open("outputs/x.txt", "w").write("made across a restart")
 gate("go2")
 "#,
-    )
-    .unwrap();
+    );
     let file = job_file(&dir, "train.yml", "code: ./code\ncommand: python train.py\n");
     let id = submit(&s, &file);
     wait_for(&s, &id, |r| r["metrics"]["before"]["value"] == 1.0, 60);
@@ -547,10 +543,9 @@ async fn a_job_whose_supervisor_died_with_the_server_fails_clearly_and_queued_on
 async fn a_job_adds_immutable_properties_and_logs_to_child_runs_with_its_token() {
     let s = Server::start();
     let dir = setup(&s, 2);
-    let code = dir.join("code");
-    std::fs::create_dir_all(&code).unwrap();
-    std::fs::write(
-        code.join("props.py"),
+    code_file(
+        &dir,
+        "props.py",
         r#"
 import json, os, urllib.request
 from cairn import Run, ServerError
@@ -578,8 +573,7 @@ try:
 except urllib.error.HTTPError as e:
     print("top-level run:", e.code)
 "#,
-    )
-    .unwrap();
+    );
     let file = job_file(&dir, "props.yml", "code: ./code\ncommand: python props.py\n");
     let out =
         s.cmd().args(["job", "submit", "-f", &file, "-w", "w", "--stream", "-o", "json"]).output().unwrap();
@@ -629,10 +623,9 @@ async fn a_job_over_its_nodes_memory_is_stopped_with_a_clear_reason() {
 async fn a_job_registers_its_model_with_its_own_run_token() {
     let s = Server::start();
     let dir = setup(&s, 1);
-    let code = dir.join("code");
-    std::fs::create_dir_all(&code).unwrap();
-    std::fs::write(
-        code.join("train.py"),
+    code_file(
+        &dir,
+        "train.py",
         r#"
 import os
 from cairn import Run
@@ -648,8 +641,7 @@ try:
 except Exception as e:
     print("REFUSED", getattr(e, "status", None))
 "#,
-    )
-    .unwrap();
+    );
     let file = job_file(&dir, "train.yml", "code: ./code\ncommand: python train.py\n");
     let out =
         s.cmd().args(["job", "submit", "-f", &file, "-w", "w", "--stream", "-o", "json"]).output().unwrap();

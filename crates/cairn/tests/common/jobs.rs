@@ -31,6 +31,12 @@ pub fn job_file(dir: &Path, name: &str, body: &str) -> String {
     p.display().to_string()
 }
 
+/// Writes `dir/code/name`, a file of the folder job files name as `code: ./code`.
+pub fn code_file(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir.join("code")).unwrap();
+    std::fs::write(dir.join("code").join(name), text).unwrap();
+}
+
 /// Submits a job file to workspace `w`; returns the run id.
 pub fn submit(s: &Server, file: &str) -> String {
     json(&s.ok(&["job", "submit", "-f", file, "-w", "w", "-o", "json"]))["id"].as_str().unwrap().to_string()
