@@ -86,6 +86,9 @@ fn main() -> ExitCode {
     if let Command::JobShim { run_dir, command } = &cli.command {
         return ExitCode::from(cairn_jobs::shim::main(run_dir, command).clamp(0, 255) as u8);
     }
+    if matches!(cli.command, Command::Server(_)) {
+        server::tune_allocator();
+    }
     // Client commands log nothing unless asked (`CAIRN_LOG=cairn_client=debug`: transfer timings);
     // the server sets up its own logging.
     if !matches!(cli.command, Command::Server(_) | Command::Demo(_)) {
