@@ -299,15 +299,16 @@ impl FileBody {
                     }
                 }
             }
-            if let Some(h) = hasher {
-                let _ = tx.blocking_send(Piece::Sha256(hex::encode(h.finalize())));
-            }
             // Where a file's reading time went (CAIRN_LOG=cairn_client=debug): reading, hashing,
-            // and waiting for the network to take what was read.
+            // and waiting for the network to take what was read. Logged before the last piece
+            // goes, so that the line is out before the upload can end.
             tracing::debug!(
                 file = %local.display(), size, total = ?started.elapsed(), read = ?read, hash = ?hashing,
                 queue_full = ?queue_full, "file read timings"
             );
+            if let Some(h) = hasher {
+                let _ = tx.blocking_send(Piece::Sha256(hex::encode(h.finalize())));
+            }
         });
         FileBody { rx, progress }
     }

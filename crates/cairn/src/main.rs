@@ -93,7 +93,11 @@ fn main() -> ExitCode {
     // the server sets up its own logging.
     if !matches!(cli.command, Command::Server(_) | Command::Demo(_)) {
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG") {
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .init();
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
