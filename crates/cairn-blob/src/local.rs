@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, IoSlice, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_core::{Error, RelPath};
@@ -46,6 +47,8 @@ where
     E: std::fmt::Display,
 {
     let Received { head, mut size, mut hasher } = received;
+    let started = Instant::now();
+    let mut times = Phases::default();
     let (file, staging) = {
         let dest = dest.to_path_buf();
         blocking(move || create_staging(&dest)).await.map_err(|e| io_err(path, e))?
@@ -61,24 +64,34 @@ where
                 return Ok(()); // the writer failed: its error says why
             }
         }
-        while let Some(chunk) = body.next().await {
+        loop {
+            let t = Instant::now();
+            let Some(chunk) = body.next().await else { break };
+            times.receive += t.elapsed();
             let chunk = chunk.map_err(|e| interrupted(path, e))?;
             size += chunk.len() as u64;
             if let Some(max) = opts.max_bytes.filter(|m| size > *m) {
                 return Err(Error::TooLarge(format!("{path} is larger than the limit of {max} bytes")));
             }
+            let t = Instant::now();
             hasher.update(&chunk);
+            times.hash += t.elapsed();
+            times.chunks += 1;
+            let t = Instant::now();
             if tx.send(chunk).await.is_err() {
                 return Ok(());
             }
+            times.queue_full += t.elapsed();
         }
         Ok(())
     }
     .await;
     drop(tx);
+    let t = Instant::now();
     let written = writer.await.map_err(|e| Error::Unavailable(format!("writing {path}: {e}")))?;
+    times.drain = t.elapsed();
     received?;
-    written.map_err(|e| io_err(path, e))?;
+    let (write, writer_idle) = written.map_err(|e| io_err(path, e))?;
     let verified = finish_hash(hasher, size, path, opts.expected_sha256, trailing)?;
 
     let staging = staged.0.clone().expect("staging file present until published");
@@ -97,6 +110,14 @@ where
     match published {
         Ok(()) => {
             staged.0 = None;
+            // Where a large write's time went (CAIRN_LOG=cairn_blob=debug): waiting for the
+            // body (the network and the sender), hashing, waiting for the writing thread, and
+            // that thread's own time in `writev` and idle.
+            tracing::debug!(
+                %path, size, chunks = times.chunks, total = ?started.elapsed(), receive = ?times.receive,
+                hash = ?times.hash, queue_full = ?times.queue_full, drain = ?times.drain, write = ?write,
+                writer_idle = ?writer_idle, "large write timings"
+            );
             Ok(verified)
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -130,10 +151,25 @@ fn rand_suffix() -> u64 {
     id % 10_000_000_000_000_000
 }
 
+/// Time spent by the receiving side of a large write, per phase.
+#[derive(Default)]
+struct Phases {
+    chunks: u64,
+    receive: Duration,
+    hash: Duration,
+    queue_full: Duration,
+    drain: Duration,
+}
+
 /// The writing thread: takes queued chunks and writes them in batches until the queue closes.
-fn write_queue(mut file: File, mut rx: mpsc::Receiver<Bytes>) -> std::io::Result<()> {
+/// Returns its time writing and its time waiting for chunks.
+fn write_queue(mut file: File, mut rx: mpsc::Receiver<Bytes>) -> std::io::Result<(Duration, Duration)> {
     let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.blocking_recv() {
+    let (mut write, mut idle) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let t = Instant::now();
+        let Some(first) = rx.blocking_recv() else { break };
+        idle += t.elapsed();
         batch.push(first);
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -141,10 +177,12 @@ fn write_queue(mut file: File, mut rx: mpsc::Receiver<Bytes>) -> std::io::Result
                 Err(_) => break,
             }
         }
+        let t = Instant::now();
         write_all_vectored(&mut file, &batch)?;
+        write += t.elapsed();
         batch.clear();
     }
-    Ok(())
+    Ok((write, idle))
 }
 
 fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> std::io::Result<()> {

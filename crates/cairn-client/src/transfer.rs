@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_core::api::{PlanAction, PlannedFile, UploadPlanRequest, SHA256_HEADER};
@@ -266,17 +267,26 @@ impl FileBody {
             let mut hasher = hash.then(Sha256::new);
             // One more byte than the size: a file that grew is still read to its end.
             let chunk = (size as usize).saturating_add(1).min(SEND_CHUNK);
+            let started = Instant::now();
+            let (mut read, mut hashing, mut queue_full) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
             loop {
                 let mut buf = Vec::with_capacity(chunk);
-                match (&mut file).take(chunk as u64).read_to_end(&mut buf) {
+                let t = Instant::now();
+                let got = (&mut file).take(chunk as u64).read_to_end(&mut buf);
+                read += t.elapsed();
+                match got {
                     Ok(0) => break,
                     Ok(n) => {
+                        let t = Instant::now();
                         if let Some(h) = hasher.as_mut() {
                             h.update(&buf);
                         }
+                        hashing += t.elapsed();
+                        let t = Instant::now();
                         if tx.blocking_send(Piece::Data(Bytes::from(buf))).is_err() {
                             return; // the request ended early: its error says why
                         }
+                        queue_full += t.elapsed();
                         if n < chunk {
                             break; // read_to_end stopped short: the end of the file
                         }
@@ -289,6 +299,13 @@ impl FileBody {
                     }
                 }
             }
+            // Where a file's reading time went (CAIRN_LOG=cairn_client=debug): reading, hashing,
+            // and waiting for the network to take what was read. Logged before the last piece
+            // goes, so that the line is out before the upload can end.
+            tracing::debug!(
+                file = %local.display(), size, total = ?started.elapsed(), read = ?read, hash = ?hashing,
+                queue_full = ?queue_full, "file read timings"
+            );
             if let Some(h) = hasher {
                 let _ = tx.blocking_send(Piece::Sha256(hex::encode(h.finalize())));
             }

@@ -86,6 +86,20 @@ fn main() -> ExitCode {
     if let Command::JobShim { run_dir, command } = &cli.command {
         return ExitCode::from(cairn_jobs::shim::main(run_dir, command).clamp(0, 255) as u8);
     }
+    if matches!(cli.command, Command::Server(_)) {
+        server::tune_allocator();
+    }
+    // Client commands log nothing unless asked (`CAIRN_LOG=cairn_client=debug`: transfer timings);
+    // the server sets up its own logging.
+    if !matches!(cli.command, Command::Server(_) | Command::Demo(_)) {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .init();
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -97,6 +97,31 @@ pub fn default_data_dir() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cairn")
 }
 
+/// Keeps glibc's allocator from handing the server fresh pages for every network read. hyper
+/// allocates a new read buffer of a few hundred KiB for each socket read of an upload (the last one
+/// is still held by the hash and the write queue); glibc serves such sizes with `mmap` (its dynamic
+/// threshold never rises above them) and unmaps them on free, so every byte received landed on a
+/// page the kernel had to fault in and zero first: about 125,000 page faults per GiB uploaded.
+/// Served from the heap and kept there instead (up to 16 MiB of free memory per arena before it is
+/// given back), they are reused: about 1,000 faults per GiB, and peak RSS moves by a few MB.
+/// Settings made through glibc's own environment variables are left alone.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let set_by_env = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        if !set_by_env {
+            // SAFETY: mallopt only changes the allocator's parameters; called before any thread
+            // of the runtime exists.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+            }
+        }
+    }
+}
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let file = read_file_config(&args)?;
     let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);

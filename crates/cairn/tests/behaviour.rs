@@ -304,6 +304,28 @@ async fn interrupted_upload_leaves_nothing_visible_and_a_retry_completes(b: Back
     s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "big", "-q"]);
     let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
     assert_eq!(listed[0]["size"], size as u64);
+
+    // Asked for, the client's per-file timings go to stderr; stdout stays the report.
+    let out = s
+        .cmd()
+        .env("CAIRN_LOG", "cairn_client=debug")
+        .args([
+            "datastore",
+            "upload",
+            "-w",
+            "w",
+            src.to_str().unwrap(),
+            "--target-path",
+            "big2",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("file read timings") && stderr.contains(&format!("size={size}")), "{stderr}");
+    assert_eq!(json(&String::from_utf8_lossy(&out.stdout))["uploaded"][0], "big2/model.bin");
 }
 
 /// A raw chunked PUT of `data` (in 64 KiB chunks) to the default datastore of `w`, optionally
