@@ -271,20 +271,24 @@ fn check_data(data: &Value, datatype: &str, count: &mut i64) -> Result<(), Strin
         }
         v => {
             *count += 1;
-            let ok = match datatype {
-                "BOOL" => v.is_boolean(),
-                "BYTES" => v.is_string(),
-                "FP16" | "FP32" | "FP64" => v.is_number(),
-                unsigned if unsigned.starts_with("UINT") => v.as_u64().is_some_and(|n| n <= max_of(unsigned)),
-                signed => v.as_i64().is_some_and(|n| n.unsigned_abs() <= max_of(signed) + u64::from(n < 0)),
-            };
-            if ok {
+            if fits(v, datatype) {
                 Ok(())
             } else {
                 let shown: String = v.to_string().chars().take(40).collect();
                 Err(format!("element {} ({shown}) is not a valid {datatype}", *count - 1))
             }
         }
+    }
+}
+
+/// Whether the scalar `v` is a valid element of `datatype`.
+fn fits(v: &Value, datatype: &str) -> bool {
+    match datatype {
+        "BOOL" => v.is_boolean(),
+        "BYTES" => v.is_string(),
+        "FP16" | "FP32" | "FP64" => v.is_number(),
+        unsigned if unsigned.starts_with("UINT") => v.as_u64().is_some_and(|n| n <= max_of(unsigned)),
+        signed => v.as_i64().is_some_and(|n| n.unsigned_abs() <= max_of(signed) + u64::from(n < 0)),
     }
 }
 

@@ -22,7 +22,7 @@
 
 use serde_json::Value;
 
-use super::{check_data, InferInput, InferRequest, Signature, TensorMetadata};
+use super::{fits, InferInput, InferRequest, Signature, TensorMetadata};
 
 /// How a scoring script's `run()` takes an infer request's tensors.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,9 +319,7 @@ fn tensor(name: &str, value: &Value, hint: Option<&str>) -> Result<Value, String
     if flat.len() as i64 != expected || flat.iter().any(|v| v.is_array() || v.is_object()) {
         return Err(format!("output \"{name}\" is not a rectangular array of scalars"));
     }
-    let fits =
-        |d: &str| check_data(&Value::Array(flat.iter().map(|v| (*v).clone()).collect()), d, &mut 0).is_ok();
-    let datatype = match hint.filter(|h| fits(h)) {
+    let datatype = match hint.filter(|h| flat.iter().all(|v| fits(v, h))) {
         Some(h) => h,
         None if flat.is_empty() => "FP64",
         None => datatype_of(&flat)
