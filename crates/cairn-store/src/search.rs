@@ -194,38 +194,50 @@ impl Store {
             return Ok(Vec::new());
         }
         let list = in_list(self.backend(), ids.len());
-        let base = self.fetch_in(&format!(
+        let base_sql = format!(
             "SELECT r.id, e.name AS experiment, r.parent_id, r.display_name, r.status, r.job, r.compute, r.environment, \
              r.error, r.created_at, r.started_at, r.ended_at FROM runs r JOIN experiments e ON e.id = r.experiment_id \
              WHERE r.id IN ({list})"
-        ), ids)
-        .await?;
+        );
+        let kv = |table: &str| format!("SELECT run_id, key, value FROM {table} WHERE run_id IN ({list})");
+        let (params_sql, tags_sql, props_sql) = (kv("params"), kv("run_tags"), kv("run_properties"));
+        let metrics_sql = format!(
+            "SELECT run_id, key, value, step, timestamp FROM latest_metrics WHERE run_id IN ({list})"
+        );
+        let transitions_sql =
+            format!("SELECT run_id, status, at FROM run_transitions WHERE run_id IN ({list}) ORDER BY at");
+        // Independent reads on separate pooled connections: on SQLite each connection has its own
+        // worker thread, and handing rows from it to this task costs more than reading them, so
+        // six reads at once finish in about the time of the largest (a page of 100 runs with 20
+        // metrics each: 2,000 metric rows).
+        let (base, params, tags, props, metrics, transitions) = tokio::try_join!(
+            self.fetch_in(&base_sql, ids),
+            self.fetch_in(&params_sql, ids),
+            self.fetch_in(&tags_sql, ids),
+            self.fetch_in(&props_sql, ids),
+            self.fetch_in(&metrics_sql, ids),
+            self.fetch_in(&transitions_sql, ids),
+        )?;
         let mut runs: HashMap<String, Run> = HashMap::new();
         for row in &base {
             let run = crate::runs::run_from_row(row, &ws.name)?;
             runs.insert(run.id.clone(), run);
         }
-        for table in ["params", "run_tags", "run_properties"] {
-            for r in self
-                .fetch_in(&format!("SELECT run_id, key, value FROM {table} WHERE run_id IN ({list})"), ids)
-                .await?
-            {
+        for (table, rows) in [(0, params), (1, tags), (2, props)] {
+            for r in rows {
                 let id: String = r.try_get("run_id").map_err(map_err)?;
                 if let Some(run) = runs.get_mut(&id) {
                     let (k, v): (String, String) =
                         (r.try_get("key").map_err(map_err)?, r.try_get("value").map_err(map_err)?);
                     match table {
-                        "params" => run.params.insert(k, v),
-                        "run_tags" => run.tags.insert(k, v),
+                        0 => run.params.insert(k, v),
+                        1 => run.tags.insert(k, v),
                         _ => run.properties.insert(k, v),
                     };
                 }
             }
         }
-        let sql = format!(
-            "SELECT run_id, key, value, step, timestamp FROM latest_metrics WHERE run_id IN ({list})"
-        );
-        for r in self.fetch_in(&sql, ids).await? {
+        for r in metrics {
             let id: String = r.try_get("run_id").map_err(map_err)?;
             if let Some(run) = runs.get_mut(&id) {
                 let v: Option<f64> = r.try_get("value").map_err(map_err)?;
@@ -239,9 +251,7 @@ impl Store {
                 );
             }
         }
-        let sql =
-            format!("SELECT run_id, status, at FROM run_transitions WHERE run_id IN ({list}) ORDER BY at");
-        for r in self.fetch_in(&sql, ids).await? {
+        for r in transitions {
             let id: String = r.try_get("run_id").map_err(map_err)?;
             if let Some(run) = runs.get_mut(&id) {
                 let s: String = r.try_get("status").map_err(map_err)?;

@@ -259,8 +259,8 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     let (runs, more) =
         state.store.search_runs_in(&workspace, &scope, &clauses, &order, offset, limit).await?;
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
-    let mut meta = state.store.mlflow_run_meta(&ids).await?;
-    let io = state.store.run_inputs_outputs(&ids).await?;
+    let (mut meta, io) =
+        tokio::try_join!(state.store.mlflow_run_meta(&ids), state.store.run_inputs_outputs(&ids))?;
     let out: Vec<Value> = runs
         .iter()
         .filter_map(|run| meta.remove(&run.id).map(|m| run_json(run, &m, io.get(&run.id))))
