@@ -1,7 +1,9 @@
 //! Statements that bind hundreds of values — IN lists of a page of runs, multi-row inserts of
 //! properties, a search that binds in its joins, its filter and its limit — on SQLite and
 //! PostgreSQL: every value must reach its own place (on SQLite they are bound positionally,
-//! `binds.rs`), and a page of `MAX_PAGE_SIZE` ids must fit in one statement.
+//! `binds.rs`), and a page of `MAX_PAGE_SIZE` ids must fit in one statement. A page reads each
+//! run's params, tags, properties and metrics as one JSON row per run (`search.rs`): every value
+//! must come back exactly as the one-run read gives it.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,7 @@ on_both!(
     hundreds_of_properties_are_added_at_once_and_never_changed,
     hundreds_of_file_records_are_found_by_path,
     a_search_binds_its_order_keys_filter_and_page_in_place,
+    a_page_of_runs_keeps_every_value_exactly,
 );
 
 /// `MAX_PAGE_SIZE` runs of one experiment; every 100th has a param, a tag, a metric and a model.
@@ -148,4 +151,90 @@ async fn a_search_binds_its_order_keys_filter_and_page_in_place(store: &Store) {
     let (runs, more) = store.search_runs(&ws, Some("e"), &clauses, &order, 1, 5).await.unwrap();
     assert_eq!(runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [ids[2].as_str()]);
     assert!(!more);
+}
+
+/// Doubles that a 15-digit or a JSON-number round trip would change, and text that JSON must
+/// escape; the page read (one JSON row per run) must give what the one-run read gives, bit for bit.
+async fn a_page_of_runs_keeps_every_value_exactly(store: &Store) {
+    let ws = store.create_workspace("w", "").await.unwrap();
+    let id = run(store, &ws, "e", "r").await;
+    let other = run(store, &ws, "e", "nothing logged").await;
+    let values = [
+        0.1 + 0.2,
+        1.0 / 3.0,
+        -2.0 / 3.0,
+        std::f64::consts::PI,
+        1e22,
+        123456789012345680.0,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        5e-324,
+        -1.5e-300,
+        0.0,
+        7.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+    ];
+    let text = [
+        "plain",
+        "quote \" and backslash \\ and slash /",
+        "tab\tnewline\nnul-free control \u{1}",
+        "unicode: café, 漢字, 🍷",
+        "[1, 2] {\"json\": \"lookalike\"}",
+        "",
+    ];
+    let batch = LogBatch {
+        params: text
+            .iter()
+            .enumerate()
+            .map(|(i, t)| KeyValue { key: format!("p{i}"), value: t.to_string() })
+            .collect(),
+        tags: text
+            .iter()
+            .enumerate()
+            .map(|(i, t)| KeyValue { key: format!("t {i}/x"), value: t.to_string() })
+            .collect(),
+        metrics: values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| LogMetric {
+                key: format!("m{i}"),
+                value: *v,
+                step: Some(i as i64 * 1_000_000_007),
+                timestamp: Some(i64::MAX - i as i64),
+            })
+            .collect(),
+    };
+    store.log_batch(&id, &batch).await.unwrap();
+    let props: BTreeMap<String, String> =
+        text.iter().enumerate().map(|(i, t)| (format!("k{i}"), t.to_string())).collect();
+    store.add_run_properties(&id, &props).await.unwrap();
+
+    let one = store.run(&ws, &id).await.unwrap();
+    let page = store.runs_by_ids(&ws, &[other.clone(), id.clone()]).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].id, other);
+    assert!(page[0].params.is_empty() && page[0].tags.is_empty() && page[0].metrics.is_empty());
+    let paged = &page[1];
+    assert_eq!(paged.params, one.params);
+    assert_eq!(paged.tags, one.tags);
+    assert_eq!(paged.properties, props);
+    assert_eq!(paged.properties, one.properties);
+    for (i, t) in text.iter().enumerate() {
+        assert_eq!(paged.params[&format!("p{i}")], *t);
+    }
+    assert_eq!(paged.metrics.len(), values.len());
+    for (i, v) in values.iter().enumerate() {
+        let key = format!("m{i}");
+        let (got, want) = (&paged.metrics[&key], &one.metrics[&key]);
+        if v.is_nan() {
+            assert!(got.value.is_nan() && want.value.is_nan(), "{key}: {got:?}");
+        } else {
+            assert_eq!(got.value.to_bits(), v.to_bits(), "{key}: page gave {:e}, logged {v:e}", got.value);
+            assert_eq!(want.value.to_bits(), v.to_bits(), "{key}: one-run read gave {:e}", want.value);
+        }
+        assert_eq!((got.step, got.timestamp), (i as i64 * 1_000_000_007, i64::MAX - i as i64), "{key}");
+        assert_eq!((got.step, got.timestamp), (want.step, want.timestamp), "{key}");
+    }
 }
