@@ -1,5 +1,6 @@
 //! Searching runs: the filter grammar of `cairn_core::search` turned into one SQL query, and runs
-//! loaded in bulk (a handful of queries per page, not several per run).
+//! loaded in bulk: a handful of queries per page, not several per run, sent at once, each giving
+//! one row per run (its params, tags, properties or latest metrics as one JSON array).
 
 use std::collections::HashMap;
 
