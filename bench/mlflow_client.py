@@ -160,22 +160,15 @@ def drive():
         times.append(time.perf_counter() - s0)
         pages.append([r.info.run_name for r in runs])
     t2 = time.perf_counter()
-    decode_ms = client_decode_ms(exp_id)
+    save_first_page(exp_id, os.environ["PAGE_FILE"])
     # The last line of stdout (the client may print lines of its own, e.g. "View run … at …").
     print("\n" + json.dumps({"log_s": t1 - t0, "search_s": t2 - t1, "total_s": t2 - t0,
-                      "search_ms": [t * 1000 for t in times], "pages": pages,
-                      "decode_ms": decode_ms}))
+                      "search_ms": [t * 1000 for t in times], "pages": pages}))
 
 
-def client_decode_ms(exp_id):
-    """The client's own cost for one search page, without any server: the first query's page is
-    fetched once as raw JSON, then decoded as `search_runs` does (JSON → protobuf → `Run`
-    entities) 15 times; the median, in ms. Both servers' per-call times include this floor."""
+def save_first_page(exp_id, path):
+    """Writes the first query's page, as the server sent it (raw JSON), to `path`."""
     import urllib.request
-
-    from mlflow.entities import Run
-    from mlflow.protos.service_pb2 import SearchRuns
-    from mlflow.utils.proto_json_utils import parse_dict
 
     filter_string, order_by = query(0)
     body = json.dumps({"experiment_ids": [exp_id], "filter": filter_string, "order_by": order_by,
@@ -184,16 +177,30 @@ def client_decode_ms(exp_id):
     if os.environ.get("MLFLOW_TRACKING_TOKEN"):
         headers["Authorization"] = "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]
     url = os.environ["MLFLOW_TRACKING_URI"].rstrip("/") + "/api/2.0/mlflow/runs/search"
-    raw = urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers)).read()
-    times = []
-    for _ in range(15):
-        t0 = time.perf_counter()
-        resp = SearchRuns.Response()
-        parse_dict(json.loads(raw), resp)
-        runs = [Run.from_proto(r) for r in resp.runs]
-        times.append((time.perf_counter() - t0) * 1000)
-    assert runs, "the decoded page is empty"
-    return statistics.median(times)
+    with open(path, "wb") as f:
+        f.write(urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers)).read())
+
+
+def client_decode_ms(paths, rounds=15):
+    """The client's own cost for one search page, without any server: each server's saved first
+    page decoded as `search_runs` does (JSON -> protobuf -> `Run` entities), the servers taking
+    turns so that both see the same machine; the median per server, in ms. Both servers'
+    per-call times include this floor."""
+    from mlflow.entities import Run
+    from mlflow.protos.service_pb2 import SearchRuns
+    from mlflow.utils.proto_json_utils import parse_dict
+
+    raw = {name: open(path, "rb").read() for name, path in paths.items()}
+    times = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, page in raw.items():
+            t0 = time.perf_counter()
+            resp = SearchRuns.Response()
+            parse_dict(json.loads(page), resp)
+            runs = [Run.from_proto(r) for r in resp.runs]
+            times[name].append((time.perf_counter() - t0) * 1000)
+            assert runs, f"{name}'s decoded page is empty"
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,11 +236,15 @@ def main():
     for name, extra in targets:
         log(f"{name}: {N_RUNS} runs × {N_PARAMS} params × {N_METRICS} metrics × {N_STEPS} steps, "
             f"{THREADS} client threads; then {N_SEARCHES} searches")
-        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--drive"], env={**base_env, **extra},
-                           stdout=subprocess.PIPE, check=True)
+        page_file = os.path.join(data, f"{name}-page.json")
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--drive"],
+                           env={**base_env, **extra, "PAGE_FILE": page_file}, stdout=subprocess.PIPE, check=True)
         res[name] = json.loads(p.stdout.decode().strip().splitlines()[-1])
         r = res[name]
         log(f"{name}: logging {r['log_s']:.1f} s, search {r['search_s']:.2f} s, end to end {r['total_s']:.1f} s")
+    decode = client_decode_ms({name: os.path.join(data, f"{name}-page.json") for name in res})
+    for name in res:
+        res[name]["decode_ms"] = decode[name]
     cairn_rss = T.peak_rss_mb(cairn_pid)
     load_after = open("/proc/loadavg").read().split()[:3]
 
