@@ -39,6 +39,7 @@ Environment:
 import json
 import statistics
 import os
+import resource
 import random
 import subprocess
 import sys
@@ -203,6 +204,26 @@ def client_decode_ms(paths, rounds=15):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def cpu_s(pid, group=False):
+    """User + system CPU seconds so far of process `pid`, or of every live process of its process
+    group (an `mlflow server` and its workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc") if group else [str(pid)]:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if group and int(fields[2]) != pid:  # fields[2] is the process group
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 # ---------------------------------------------------------------------------------------------
 # The parent: starts both servers (bench/tracking.py's helpers), drives each, checks, reports
 
@@ -226,20 +247,27 @@ def main():
                    env={**os.environ, "CAIRN_URL": url, "CAIRN_TOKEN": token})
     log(f"cairn server pid {cairn_pid} at {url}")
     ml_url = T.start_mlflow(os.path.join(data, "mlflow"))
+    mlflow_pgid = T._procs[-1][0].pid  # start_mlflow's process leads its own group
     ver = T.mlflow_version()
     log(f"mlflow {ver} server at {ml_url} (--workers {T.MLFLOW_WORKERS})")
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
     targets = [("Cairn", {"MLFLOW_TRACKING_URI": f"{url}/workspaces/bench/mlflow", "MLFLOW_TRACKING_TOKEN": token}),
                ("MLflow", {"MLFLOW_TRACKING_URI": ml_url})]
+    server_cpu = {"Cairn": lambda: cpu_s(cairn_pid), "MLflow": lambda: cpu_s(mlflow_pgid, group=True)}
     res = {}
     for name, extra in targets:
         log(f"{name}: {N_RUNS} runs × {N_PARAMS} params × {N_METRICS} metrics × {N_STEPS} steps, "
             f"{THREADS} client threads; then {N_SEARCHES} searches")
         page_file = os.path.join(data, f"{name}-page.json")
+        client_before, server_before = resource.getrusage(resource.RUSAGE_CHILDREN), server_cpu[name]()
         p = subprocess.run([sys.executable, os.path.abspath(__file__), "--drive"],
                            env={**base_env, **extra, "PAGE_FILE": page_file}, stdout=subprocess.PIPE, check=True)
         res[name] = json.loads(p.stdout.decode().strip().splitlines()[-1])
+        client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res[name]["client_cpu_s"] = (client_after.ru_utime + client_after.ru_stime
+                                     - client_before.ru_utime - client_before.ru_stime)
+        res[name]["server_cpu_s"] = server_cpu[name]() - server_before
         r = res[name]
         log(f"{name}: logging {r['log_s']:.1f} s, search {r['search_s']:.2f} s, end to end {r['total_s']:.1f} s")
     decode = client_decode_ms({name: os.path.join(data, f"{name}-page.json") for name in res})
@@ -285,6 +313,9 @@ def main():
         f"{(statistics.median(m['search_ms']) - m['decode_ms']) / max(statistics.median(c['search_ms']) - c['decode_ms'], 0.1):.1f}x | |",
         f"| search: best ratio possible through this client (MLflow per call / decoding) | | | "
         f"{statistics.median(m['search_ms']) / c['decode_ms']:.1f}x | |",
+        f"| CPU of the client process (user + system), s | {c['client_cpu_s']:.1f} | {m['client_cpu_s']:.1f} | | |",
+        f"| CPU of the server (all its processes), s | {c['server_cpu_s']:.1f} | {m['server_cpu_s']:.1f} | "
+        f"{m['server_cpu_s'] / max(c['server_cpu_s'], 0.01):.1f}x | |",
     ]
     notes = [
         "",
