@@ -550,6 +550,44 @@ def run(raw_data):
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_request_sent_ahead_to_a_worker_that_hangs_gets_a_clear_error_and_never_runs() {
+        let s = Server::start();
+        let (key, seen) = deploy(&s, 1, 1500, "");
+        let (status, before) = later(&s, &key, 0, 0, 0.0).await.unwrap();
+        assert_eq!(status, 200, "{before}");
+        // 1 hangs on the only worker; 2 arrives while it runs and is sent ahead to that worker, behind it.
+        let hung = later(&s, &key, 0, 1, 3600.0);
+        let behind = later(&s, &key, 100, 2, 0.0);
+        let (status, body) = hung.await.unwrap();
+        assert_eq!(status, 504, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("the replica is being restarted"), "{body}");
+        let (status, body) = behind.await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            (status == 503 && message.contains("was waiting behind it and was not answered"))
+                || (status == 504 && message.contains("had no free worker within request_timeout_ms")),
+            "{status} {body}"
+        );
+        // The worker was replaced; the new one serves, and the request behind the hung one never ran.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let after = loop {
+            let (status, body) = later(&s, &key, 0, 3, 0.0).await.unwrap();
+            if status == 200 || Instant::now() > deadline {
+                assert_eq!(status, 200, "{body}");
+                break body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_ne!(after["pid"], before["pid"], "the hung worker was restarted");
+        let mut marked: Vec<String> = std::fs::read_dir(&seen)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        marked.sort();
+        assert_eq!(marked, ["0", "1", "3"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn worker_count_starts_that_many_serial_workers_per_instance() {
         let s = Server::start();
         // Refused at create, naming the variable and the range.
