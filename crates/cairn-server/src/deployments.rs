@@ -468,9 +468,9 @@ pub async fn names(state: &AppState, e: &EndpointRecord) -> Result<Vec<String>, 
         .store
         .deployments_for_scoring(&e.id)
         .await?
-        .into_iter()
+        .iter()
         .filter(|d| d.state != DeploymentState::Deleting)
-        .map(|d| d.name)
+        .map(|d| d.name.clone())
         .collect())
 }
 

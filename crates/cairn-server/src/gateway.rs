@@ -122,7 +122,7 @@ async fn admit(
     state: &AppState,
     name: &str,
     headers: &HeaderMap,
-) -> Result<EndpointRecord, (Answer, String)> {
+) -> Result<Arc<EndpointRecord>, (Answer, String)> {
     let presented = bearer(headers);
     let found = if presented.is_some() {
         state
@@ -133,7 +133,7 @@ async fn admit(
     } else {
         None
     };
-    match authenticate(&state.secret, found.as_ref(), presented, now_ms()) {
+    match authenticate(&state.secret, found.as_deref(), presented, now_ms()) {
         Ok(()) => Ok(found.expect("authenticated against an endpoint")),
         Err(denied) => {
             Err((Answer::new(StatusCode::UNAUTHORIZED, denied.message()), UNAUTHENTICATED.to_string()))
