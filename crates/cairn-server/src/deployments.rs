@@ -1804,16 +1804,15 @@ async fn send(
     let mut attempt = Box::pin(async move {
         let failed = |e: String| ForwardError::Broken(format!("{} failed mid-request: {e}", worker.label));
         let pipe = worker.pipe().await.map_err(ForwardError::Broken)?;
-        let (ticket, answer) = pipe.send(&frame, since).await.map_err(failed)?;
-        let _ = at.set((pipe.clone(), ticket));
+        let ticketed = |ticket| drop(at.set((pipe.clone(), ticket)));
+        let (ticket, answer) = match pipe.send(&frame, since, ticketed).await {
+            Ok(sent) => sent,
+            Err(why) => return Err(stranded_or(&worker, at.get().map(|(p, t)| p.standing(*t)), why)),
+        };
         match pipe.answer(ticket, answer).await {
             Ok(reply) => Ok(reply),
             Err(Lost { why, started: true }) => Err(failed(why)),
-            Err(Lost { why, .. }) => Err(ForwardError::Stranded(format!(
-                "{} stopped before it answered the request ahead of this one ({why}); this request was \
-                 waiting behind it and was not answered",
-                worker.label
-            ))),
+            Err(Lost { why, .. }) => Err(stranded_or(&worker, Some(Standing::Behind), why)),
         }
     });
     let ms = live.timeout.as_millis() as u64;
@@ -1866,6 +1865,19 @@ async fn send(
         Standing::Behind => ForwardError::Queued(ms),
         _ => ForwardError::Expired(ms),
     })
+}
+
+/// The error of a request whose worker's connection failed: 503 when the request was waiting behind
+/// an earlier one (it never started), else 502.
+fn stranded_or(worker: &Replica, standing: Option<Standing>, why: String) -> ForwardError {
+    match standing {
+        Some(Standing::Behind) => ForwardError::Stranded(format!(
+            "{} stopped before it answered the request ahead of this one ({why}); this request was \
+             waiting behind it and was not answered",
+            worker.label
+        )),
+        _ => ForwardError::Broken(format!("{} failed mid-request: {why}", worker.label)),
+    }
 }
 
 /// Kills worker `r`, hung: the process behind the connection the request went over, or, when it
@@ -1971,11 +1983,14 @@ impl Pipe {
     }
 
     /// Writes a request frame; its ticket and where its answer will come. `since`: when the worker
-    /// could start on it if it has nothing else.
+    /// could start on it if it has nothing else. `ticketed` learns the ticket before the frame is
+    /// written: a large frame behind a running request waits for the worker to read it, and the
+    /// request must count as behind that one meanwhile, not as a worker that does not answer.
     async fn send(
         &self,
         frame: &[u8],
         since: tokio::time::Instant,
+        ticketed: impl FnOnce(u64),
     ) -> Result<(u64, oneshot::Receiver<Result<Reply, String>>), String> {
         let mut write = self.write.lock().await;
         let (tx, rx) = oneshot::channel();
@@ -1992,6 +2007,7 @@ impl Pipe {
             f.written += 1;
             ticket
         };
+        ticketed(ticket);
         // A frame cut short would have the worker take the next one's bytes for its rest.
         let mut cut = CutShort(Some(self));
         let written = write.write_all(frame).await;
