@@ -137,7 +137,8 @@ impl From<&ProbeSettings> for Probe {
 /// `max_concurrent_requests_per_instance × instances` requests (429 beyond), but each worker
 /// process runs one request at a time. A worker holds at most `PIPELINE_DEPTH` requests: the one
 /// it runs and the next one, sent ahead on its connection (an idle worker is always chosen before
-/// a busy one gets a second). The others wait here, first come first served, and each goes to a
+/// a busy one gets a second; a request sent ahead waits for the one before it even if another
+/// worker frees first, which costs little while requests cost about the same). The others wait here, first come first served, and each goes to a
 /// worker as soon as one has room. A worker that answers hands its place to the oldest waiter
 /// (`release`), so a worker with room and a waiting request never coexist, except when a worker
 /// has just entered the rotation (`dispatch`). `request_timeout_ms` counts from admission, queue
