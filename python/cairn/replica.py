@@ -32,6 +32,11 @@ never waits for threads the script started.
 
 Protocol (one request at a time per connection; any number of connections)
 --------------------------------------------------------------------------
+A connection's frames are read one at a time: the next request frame is read only once the
+previous one has been answered, so answers come back in the order of the requests, and a client
+may send a request before the previous answer has come (the gateway sends a worker its next
+request that way, so that it waits in the socket instead of a round trip away).
+
 Every message, both ways, is one frame::
 
     u32 big-endian header length H | u32 big-endian body length B | H bytes header | B bytes body
@@ -39,11 +44,16 @@ Every message, both ways, is one frame::
 The header is a UTF-8 JSON object; the body is raw bytes (B may be 0). Request header::
 
     {"id": <any JSON, echoed>, "route": "/score", "method": "POST", "query": "a=1&b=2",
-     "content_type": "application/json", "headers": {"x-request-id": "…", …}}
+     "content_type": "application/json", "headers": {"x-request-id": "…", …},
+     "deadline_ns": 81234567890123}
 
 ``route`` is required; ``method`` defaults to POST for ``/score`` and ``/invocations``, else GET;
-``query`` (without ``?``), ``content_type`` and ``headers`` (the request headers the gateway
-chooses to forward, minus ``Authorization``; names case-insensitive) are optional. Routes:
+``query`` (without ``?``), ``content_type``, ``headers`` (the request headers the gateway
+chooses to forward, minus ``Authorization``; names case-insensitive) and ``deadline_ns`` are
+optional. ``deadline_ns`` is when the gateway stops waiting for the answer, in
+``time.monotonic_ns()`` terms (CLOCK_MONOTONIC: gateway and replica share the machine): a scoring
+request read after it is answered 504 without calling ``run()`` (the gateway has already answered
+its client). Routes:
 
 * ``ping`` — liveness and readiness; answered even while ``run()`` is busy. Body:
   ``{"status": "ready", "pid", "mode", "in_flight", "served", "uptime_s"}``.
@@ -137,7 +147,7 @@ def read_frame(reader: Any, max_body: int = DEFAULT_MAX_BODY_BYTES) -> Optional[
 # -- requests -----------------------------------------------------------------------------------
 
 class _Request:
-    __slots__ = ("id", "route", "method", "query", "content_type", "headers")
+    __slots__ = ("id", "route", "method", "query", "content_type", "headers", "deadline_ns")
 
     def __init__(self, raw: Any) -> None:
         if isinstance(raw, ProtocolError):
@@ -156,6 +166,10 @@ class _Request:
         for field in ("method", "query", "content_type"):
             if not isinstance(getattr(self, field), str):
                 raise ValueError(f"frame header field {field!r} must be a string")
+        self.deadline_ns = raw.get("deadline_ns")
+        if self.deadline_ns is not None and (not isinstance(self.deadline_ns, int)
+                                             or isinstance(self.deadline_ns, bool)):
+            raise ValueError("frame header field 'deadline_ns' must be an integer")
         self.method = self.method.upper()
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise ValueError("frame header field 'headers' must be an object of strings")
@@ -197,6 +211,9 @@ class Replica:
         scores = req.route == "/score" or (req.route in ("/invocations", "/v2/infer") and self.mode == "mlflow")
         if not scores:
             return req.id, error_reply(404, f"no route {req.route!r} in a {self.mode}-mode replica")
+        if req.deadline_ns is not None and time.monotonic_ns() >= req.deadline_ns:
+            return req.id, error_reply(504, "the request's time was up before this worker reached it; "
+                                            "run() was not called", run_failed=False)
         with self._lock:
             self.in_flight += 1
         try:

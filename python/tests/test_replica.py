@@ -316,6 +316,36 @@ class ScriptBehaviourTest(unittest.TestCase):
         self.assertEqual((header["status"], data), (200, b'"released"'))
         other.close()
 
+    def test_a_request_sent_before_the_previous_answer_waits_and_answers_come_in_order(self) -> None:
+        release = os.path.join(self.worker.dir.name, "release-pipelined")
+        first = self.conn.send("/score", f"wait:{release}".encode())
+        second = self.conn.send("/score", b"calls")
+        # The second waits in the socket: nothing is answered until run() is released.
+        self.conn.sock.settimeout(0.2)
+        with self.assertRaises(socket.timeout):
+            self.conn.sock.recv(1, socket.MSG_PEEK)
+        self.conn.sock.settimeout(START_LIMIT_S)
+        with open(release, "w"):
+            pass
+        header, data = self.conn.receive()
+        self.assertEqual((header["id"], header["status"], data), (first, 200, b'"released"'))
+        header, _ = self.conn.receive()
+        self.assertEqual((header["id"], header["status"]), (second, 200))
+
+    def test_a_request_reached_past_its_deadline_is_504_and_run_is_not_called(self) -> None:
+        before = self.conn.score(b"calls")[1]
+        status, value, headers = self.conn.score(b"boom", deadline_ns=time.monotonic_ns() - 1)
+        self.assertEqual(status, 504)
+        self.assertIn("run() was not called", value["message"])
+        self.assertEqual(headers["x-ms-run-function-failed"], "False")
+        # A deadline still ahead changes nothing; ping and health ignore it.
+        far = time.monotonic_ns() + 60 * 10**9
+        self.assertEqual(self.conn.score(b"calls", deadline_ns=far)[:2], (200, before + 1))
+        self.assertEqual(self.conn.call("ping", deadline_ns=0)[0]["status"], 200)
+        header, data = self.conn.call("/score", b"calls", deadline_ns="soon")
+        self.assertEqual(header["status"], 400)
+        self.assertIn("deadline_ns", json.loads(data)["message"])
+
     def test_swagger_is_generic_without_schema(self) -> None:
         header, data = self.conn.call("/swagger.json", method="GET")
         self.assertEqual(header["status"], 200)

@@ -23,7 +23,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use cairn_core::api::Workspace;
@@ -47,6 +47,10 @@ const REASON_TAIL_BYTES: u64 = 4096;
 const DRAIN_MARGIN: Duration = Duration::from_secs(2);
 /// Most of the log `logs` returns.
 const LOGS_TAIL_BYTES: u64 = 256 * 1024;
+/// Requests one worker holds at once: the one it runs and the next, already in its socket, so that
+/// it starts that one as soon as it has answered instead of waiting a round trip through the
+/// gateway for it (see `Pipe`).
+const PIPELINE_DEPTH: usize = 2;
 
 /// The running deployments of this server, by `ENDPOINT_ID/NAME`.
 #[derive(Default)]
@@ -131,10 +135,13 @@ impl From<&ProbeSettings> for Probe {
 ///
 /// Admission and execution are separate, as in Azure ML: the generation admits up to
 /// `max_concurrent_requests_per_instance × instances` requests (429 beyond), but each worker
-/// process takes one request at a time; the others wait here, first come first served, and each
-/// goes to a worker as soon as one is free. A worker that finishes hands itself to the oldest waiter
-/// (`release`), so a free worker and a waiting request never coexist, except when a worker has
-/// just entered the rotation (`dispatch`). `request_timeout_ms` counts from admission, queue
+/// process runs one request at a time. A worker holds at most `PIPELINE_DEPTH` requests: the one
+/// it runs and the next one, sent ahead on its connection (an idle worker is always chosen before
+/// a busy one gets a second; a request sent ahead waits for the one before it even if another
+/// worker frees first, which costs little while requests cost about the same). The others wait here, first come first served, and each goes to a
+/// worker as soon as one has room. A worker that answers hands its place to the oldest waiter
+/// (`release`), so a worker with room and a waiting request never coexist, except when a worker
+/// has just entered the rotation (`dispatch`). `request_timeout_ms` counts from admission, queue
 /// included.
 pub struct Live {
     id: String,
@@ -151,7 +158,7 @@ pub struct Live {
     next: AtomicUsize,
     gate: Gate,
     /// Requests waiting for a free worker, oldest first. Whoever holds this lock decides which
-    /// worker serves which request: `Replica::busy` changes only under it.
+    /// worker serves which request: `Replica::load` changes only under it.
     queue: Mutex<VecDeque<oneshot::Sender<Arc<Replica>>>>,
     /// max_concurrent_requests_per_instance (the limit is this × the instances).
     per_instance: usize,
@@ -181,11 +188,13 @@ struct Replica {
     ever_ready: AtomicBool,
     /// Why its first start failed.
     failed: Mutex<Option<String>>,
-    /// Idle connections to this replica, reused by later requests.
-    idle: Mutex<Vec<UnixStream>>,
+    /// The connection this worker's requests go over, one after the other (made at first use,
+    /// dropped when it breaks or the worker stops).
+    pipe: Mutex<Option<Arc<Pipe>>>,
     restarts: AtomicU32,
-    /// Serving a request (a `Lease` holds it); changed only under `Live::queue`.
-    busy: AtomicBool,
+    /// Requests leased to it (`Lease`s), at most `PIPELINE_DEPTH`; changed only under
+    /// `Live::queue`.
+    load: AtomicUsize,
     /// Stops this replica only (scaling down); a child of the generation's token.
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -195,10 +204,46 @@ impl Replica {
     /// Kills the worker; its supervisor starts a new one.
     fn recycle(&self) {
         self.ready.store(false, Ordering::SeqCst);
-        self.idle.lock().unwrap().clear();
+        self.forget_pipe();
         let pgid = self.pgid.load(Ordering::SeqCst);
         if pgid != 0 {
             cairn_jobs::process::signal_group(pgid, libc::SIGKILL);
+        }
+    }
+
+    /// Kills the worker that `pipe` leads to, unless it has been replaced meanwhile (another
+    /// request on the same connection may have judged it hung first).
+    fn recycle_behind(&self, pipe: &Pipe) {
+        let pgid = self.pgid.load(Ordering::SeqCst);
+        if pgid != 0 && pgid == pipe.pgid {
+            self.recycle();
+        }
+    }
+
+    /// Later requests open a new connection (requests holding this one keep it).
+    fn forget_pipe(&self) {
+        *self.pipe.lock().unwrap() = None;
+    }
+
+    /// The connection to use, made when there is none or the last one broke.
+    async fn pipe(&self) -> Result<Arc<Pipe>, String> {
+        if let Some(p) = self.pipe.lock().unwrap().as_ref().filter(|p| p.usable()) {
+            return Ok(p.clone());
+        }
+        let pgid = self.pgid.load(Ordering::SeqCst);
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.label))?;
+        let mut slot = self.pipe.lock().unwrap();
+        match slot.as_ref().filter(|p| p.usable()) {
+            // Made by another request meanwhile: one connection, so that the worker takes them in
+            // turn.
+            Some(p) => Ok(p.clone()),
+            None => {
+                let p = Arc::new(Pipe::new(stream, pgid));
+                *slot = Some(p.clone());
+                Ok(p)
+            }
         }
     }
 }
@@ -232,26 +277,32 @@ impl Live {
             ready: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
             failed: Mutex::new(None),
-            idle: Mutex::new(Vec::new()),
+            pipe: Mutex::new(None),
             restarts: AtomicU32::new(0),
-            busy: AtomicBool::new(false),
+            load: AtomicUsize::new(0),
             cancel: self.cancel.child_token(),
             task: Mutex::new(None),
         })
     }
 
-    /// A free worker in the rotation, marked busy: the first free one after the last chosen, so
-    /// that light load still visits every worker (a busy one is never chosen while another is
-    /// free). Call with the queue locked.
+    /// A worker in the rotation with room for a request, its load counted: the least loaded, and
+    /// among those the first after the last chosen, so that light load still visits every worker
+    /// (a busy one is never given a second request while another is idle). Call with the queue
+    /// locked.
     fn take_free(&self) -> Option<Arc<Replica>> {
         let replicas = self.replicas.read().unwrap();
         let n = replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let r = (0..n)
-            .map(|i| &replicas[(start + i) % n])
-            .find(|r| r.ready.load(Ordering::SeqCst) && !r.busy.load(Ordering::SeqCst))?;
-        r.busy.store(true, Ordering::SeqCst);
-        Some(r.clone())
+        for load in 0..PIPELINE_DEPTH {
+            let found = (0..n)
+                .map(|i| &replicas[(start + i) % n])
+                .find(|r| r.ready.load(Ordering::SeqCst) && r.load.load(Ordering::SeqCst) == load);
+            if let Some(r) = found {
+                r.load.fetch_add(1, Ordering::SeqCst);
+                return Some(r.clone());
+            }
+        }
+        None
     }
 
     /// Hands free workers to waiting requests (a worker entered the rotation, or one finished
@@ -261,24 +312,25 @@ impl Live {
         while !queue.is_empty() {
             let Some(r) = self.take_free() else { return };
             if let Err(r) = hand_over(&mut queue, r) {
-                r.busy.store(false, Ordering::SeqCst);
+                r.load.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }
 
-    /// Worker `r` is done with a request: it goes to the oldest waiting request, or becomes free.
+    /// Worker `r` is done with a request: its place goes to the oldest waiting request, or is
+    /// freed.
     fn release(&self, r: Arc<Replica>) {
         if r.ready.load(Ordering::SeqCst) {
             let mut queue = self.queue.lock().unwrap();
             match hand_over(&mut queue, r) {
                 Ok(()) => return,
-                Err(r) => r.busy.store(false, Ordering::SeqCst),
-            }
+                Err(r) => r.load.fetch_sub(1, Ordering::SeqCst),
+            };
         } else {
             // Out of the rotation (restarting, failing readiness, retired): nobody gets it, but
             // another worker may be free for the waiters.
             let _queue = self.queue.lock().unwrap();
-            r.busy.store(false, Ordering::SeqCst);
+            r.load.fetch_sub(1, Ordering::SeqCst);
         }
         self.dispatch();
     }
@@ -307,7 +359,8 @@ impl Live {
     }
 }
 
-/// Gives worker `r` (busy) to the oldest waiter still waiting; `Err(r)` when nobody waits.
+/// Gives a place on worker `r` (counted in its load) to the oldest waiter still waiting; `Err(r)`
+/// when nobody waits.
 fn hand_over(
     queue: &mut VecDeque<oneshot::Sender<Arc<Replica>>>,
     mut r: Arc<Replica>,
@@ -338,7 +391,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// A worker serving one request; the drop gives it back (`Live::release`).
+/// A place on a worker for one request; the drop gives it back (`Live::release`).
 struct Lease {
     live: Arc<Live>,
     replica: Option<Arc<Replica>>,
@@ -416,9 +469,9 @@ pub async fn names(state: &AppState, e: &EndpointRecord) -> Result<Vec<String>, 
         .store
         .deployments_for_scoring(&e.id)
         .await?
-        .into_iter()
+        .iter()
         .filter(|d| d.state != DeploymentState::Deleting)
-        .map(|d| d.name)
+        .map(|d| d.name.clone())
         .collect())
 }
 
@@ -1007,6 +1060,7 @@ async fn ping(socket: &Path, timeout: Duration) -> bool {
         query: "",
         content_type: None,
         headers: &serde_json::Map::new(),
+        deadline_ns: None,
     }
     .encode();
     let attempt = async {
@@ -1132,7 +1186,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
                     let in_rotation = r.ready.load(Ordering::SeqCst);
                     if in_rotation && p.ready_failures >= live.readiness.failures {
                         r.ready.store(false, Ordering::SeqCst);
-                        r.idle.lock().unwrap().clear();
+                        r.forget_pipe();
                         let reason = format!(
                             "{} failed its readiness probe {} time(s) in a row: out of rotation",
                             r.label, p.ready_failures
@@ -1159,7 +1213,7 @@ async fn supervise(state: Arc<AppState>, live: Arc<Live>, r: Arc<Replica>) {
             }
         };
         r.ready.store(false, Ordering::SeqCst);
-        r.idle.lock().unwrap().clear();
+        r.forget_pipe();
         let Some(status) = exit else {
             // Stopping: SIGTERM lets requests in flight finish, SIGKILL after a grace period.
             if let Some(pid) = child.id() {
@@ -1417,7 +1471,7 @@ async fn retire_replicas(live: &Live, keep: usize) {
     }
     let deadline = Instant::now() + live.timeout + DRAIN_MARGIN;
     for r in &gone {
-        while r.busy.load(Ordering::SeqCst) && Instant::now() < deadline {
+        while r.load.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         r.cancel.cancel();
@@ -1616,14 +1670,18 @@ pub enum ForwardError {
     Busy(usize),
     /// request_timeout_ms passed on the worker; the replica is being recycled (504).
     Timeout(u64),
-    /// request_timeout_ms passed while the request waited for a free worker (504; no worker
-    /// saw it).
+    /// request_timeout_ms passed before a worker started the request (504): it waited in the
+    /// queue, or on its worker behind an earlier request (a worker starts nothing past its
+    /// deadline).
     Queued(u64),
     /// request_timeout_ms passed, partly in the queue and partly on a worker, which finishes the
     /// request unhurried (504).
     Expired(u64),
     /// The replica closed the connection or died mid-request (502).
     Broken(String),
+    /// The worker stopped before it reached the request, which was waiting on it behind an
+    /// earlier one (503).
+    Stranded(String),
 }
 
 /// The replicas of a running deployment as the studio shows them.
@@ -1717,9 +1775,10 @@ impl Deployments {
 }
 
 /// One request/answer exchange with the worker `lease` holds, by `deadline` (request_timeout_ms
-/// from admission). A worker that has had the request for the whole request_timeout_ms is taken
-/// for hung and recycled; one that got it late (after queueing) keeps it until its own
-/// request_timeout_ms has passed, busy meanwhile, while the client gets its 504 at the deadline.
+/// from admission). A worker that has had a request and answered nothing for a whole
+/// request_timeout_ms is taken for hung and recycled. A request that reached its worker late
+/// (after queueing, or behind an earlier request on it) keeps its place there until the worker
+/// answers it or is judged hung, while the client gets its 504 at the deadline.
 async fn send(
     live: &Arc<Live>,
     lease: Lease,
@@ -1733,49 +1792,325 @@ async fn send(
         query: req.query,
         content_type: req.content_type,
         headers: &req.headers,
+        deadline_ns: monotonic_ns(deadline),
     }
     .encode();
+    let frame = frame(&head, &req.body);
     let r = lease.replica().clone();
-    let pooled = r.idle.lock().unwrap().pop();
-    let body = req.body.clone();
-    let worker = r.clone();
+    // When the worker could start on it: admission, unless it queued.
+    let since = if lease.queued { tokio::time::Instant::now() } else { deadline - live.timeout };
+    let placed: Arc<OnceLock<(Arc<Pipe>, u64)>> = Arc::default();
+    let (worker, at) = (r.clone(), placed.clone());
     // Boxed so that a late answer can be awaited by a task of its own (below).
     let mut attempt = Box::pin(async move {
-        let mut stream = match pooled {
-            Some(s) => s,
-            None => UnixStream::connect(&worker.socket)
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", worker.label))?,
+        let failed = |e: String| ForwardError::Broken(format!("{} failed mid-request: {e}", worker.label));
+        let pipe = worker.pipe().await.map_err(ForwardError::Broken)?;
+        let ticketed = |ticket| drop(at.set((pipe.clone(), ticket)));
+        let (ticket, answer) = match pipe.send(&frame, since, ticketed).await {
+            Ok(sent) => sent,
+            Err(why) => return Err(stranded_or(&worker, at.get().map(|(p, t)| p.standing(*t)), why)),
         };
-        let reply = exchange(&mut stream, &head, &body)
-            .await
-            .map_err(|e| format!("{} failed mid-request: {e}", worker.label))?;
-        Ok::<_, String>((stream, reply))
+        match pipe.answer(ticket, answer).await {
+            Ok(reply) => Ok(reply),
+            Err(Lost { why, started: true }) => Err(failed(why)),
+            Err(Lost { why, .. }) => Err(stranded_or(&worker, Some(Standing::Behind), why)),
+        }
     });
-    // When the worker got the request: admission, unless it queued.
-    let on_worker = if lease.queued { tokio::time::Instant::now() } else { deadline - live.timeout };
     let ms = live.timeout.as_millis() as u64;
-    match tokio::time::timeout_at(deadline, &mut attempt).await {
-        Ok(Ok((stream, reply))) => {
-            r.idle.lock().unwrap().push(stream);
-            Ok(reply)
+    if let Ok(result) = tokio::time::timeout_at(deadline, &mut attempt).await {
+        return result;
+    }
+    let standing = match placed.get() {
+        Some((pipe, ticket)) => pipe.standing(*ticket),
+        None => Standing::Running,
+    };
+    let stalled = match placed.get() {
+        Some((pipe, _)) => pipe.stalled(live.timeout),
+        None => since + live.timeout <= tokio::time::Instant::now(),
+    };
+    match standing {
+        // It arrived as the time ran out.
+        Standing::Answered => return attempt.await,
+        Standing::Running if stalled => {
+            recycle(&r, &placed);
+            return Err(ForwardError::Timeout(ms));
         }
-        Ok(Err(msg)) => Err(ForwardError::Broken(msg)),
-        Err(_) if on_worker + live.timeout <= tokio::time::Instant::now() => {
-            r.recycle();
-            Err(ForwardError::Timeout(ms))
+        Standing::Behind if stalled => {
+            recycle(&r, &placed);
+            return Err(ForwardError::Queued(ms));
         }
-        Err(_) => {
-            let hung_at = on_worker + live.timeout;
-            tokio::spawn(async move {
-                match tokio::time::timeout_at(hung_at, attempt).await {
-                    Ok(Ok((stream, _))) => r.idle.lock().unwrap().push(stream),
-                    Ok(Err(_)) => {}
-                    Err(_) => r.recycle(),
+        _ => {}
+    }
+    let timeout = live.timeout;
+    tokio::spawn(async move {
+        loop {
+            let hung_at = match placed.get() {
+                Some((pipe, _)) => pipe.hung_at(timeout),
+                None => since + timeout,
+            };
+            if tokio::time::timeout_at(hung_at, &mut attempt).await.is_ok() {
+                break;
+            }
+            let stalled = match placed.get() {
+                Some((pipe, _)) => pipe.stalled(timeout),
+                None => true,
+            };
+            if stalled {
+                recycle(&r, &placed);
+                break;
+            }
+        }
+        drop(lease);
+    });
+    Err(match standing {
+        Standing::Behind => ForwardError::Queued(ms),
+        _ => ForwardError::Expired(ms),
+    })
+}
+
+/// The error of a request whose worker's connection failed: 503 when the request was waiting behind
+/// an earlier one (it never started), else 502.
+fn stranded_or(worker: &Replica, standing: Option<Standing>, why: String) -> ForwardError {
+    match standing {
+        Some(Standing::Behind) => ForwardError::Stranded(format!(
+            "{} stopped before it answered the request ahead of this one ({why}); this request was \
+             waiting behind it and was not answered",
+            worker.label
+        )),
+        _ => ForwardError::Broken(format!("{} failed mid-request: {why}", worker.label)),
+    }
+}
+
+/// Kills worker `r`, hung: the process behind the connection the request went over, or, when it
+/// never got that far, the one running now.
+fn recycle(r: &Replica, placed: &OnceLock<(Arc<Pipe>, u64)>) {
+    match placed.get() {
+        Some((pipe, _)) => r.recycle_behind(pipe),
+        None => r.recycle(),
+    }
+}
+
+/// `at` as CLOCK_MONOTONIC nanoseconds, the clock a replica on this machine reads with
+/// `time.monotonic_ns()`.
+fn monotonic_ns(at: tokio::time::Instant) -> Option<u64> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return None;
+    }
+    let now = u64::try_from(now.tv_sec).ok()? * 1_000_000_000 + u64::try_from(now.tv_nsec).ok()?;
+    let left = at.saturating_duration_since(tokio::time::Instant::now());
+    Some(now + u64::try_from(left.as_nanos()).ok()?)
+}
+
+/// Where a request stands on its worker's connection.
+enum Standing {
+    /// Its answer has been read.
+    Answered,
+    /// The worker is on it: it has answered every request before it.
+    Running,
+    /// The worker has not answered an earlier request yet.
+    Behind,
+}
+
+/// Why a request sent over a `Pipe` got no answer, and whether the worker had reached it
+/// (answered every request before it).
+struct Lost {
+    why: String,
+    started: bool,
+}
+
+/// The connection over which a worker gets its requests, up to `PIPELINE_DEPTH` at a time. The
+/// worker reads a frame only once it has answered the one before, so answers come back in the order
+/// the frames were written: a ticket drawn with the write side locked names the answer to expect
+/// (the ticket-th frame read), and a request's next one already waits in the socket when the
+/// worker finishes it. Whoever holds the read side reads the next frame and hands it to its
+/// ticket's owner, so nobody waits for an answer that another has read; the unread part of a
+/// frame stays in the connection's buffer, so a reader that is cancelled loses nothing, and the
+/// answer of a request whose caller went away is read and dropped.
+struct Pipe {
+    write: tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
+    read: tokio::sync::Mutex<ReadSide>,
+    flow: Mutex<Flow>,
+    /// The process group of the worker it was made to.
+    pgid: u32,
+}
+
+struct ReadSide {
+    half: tokio::net::unix::OwnedReadHalf,
+    buf: bytes::BytesMut,
+}
+
+struct Flow {
+    /// Tickets drawn (frames written).
+    written: u64,
+    /// Answers read.
+    answered: u64,
+    /// When the worker last made progress: answered, or got a request while it had none.
+    progress: tokio::time::Instant,
+    /// Where to hand each expected answer, by ticket.
+    waiting: HashMap<u64, oneshot::Sender<Result<Reply, String>>>,
+    /// Why the connection cannot be used any more.
+    broken: Option<String>,
+}
+
+impl Pipe {
+    fn new(stream: UnixStream, pgid: u32) -> Pipe {
+        let (half, write) = stream.into_split();
+        Pipe {
+            write: tokio::sync::Mutex::new(write),
+            read: tokio::sync::Mutex::new(ReadSide { half, buf: bytes::BytesMut::new() }),
+            flow: Mutex::new(Flow {
+                written: 0,
+                answered: 0,
+                progress: tokio::time::Instant::now(),
+                waiting: HashMap::new(),
+                broken: None,
+            }),
+            pgid,
+        }
+    }
+
+    fn usable(&self) -> bool {
+        self.flow.lock().unwrap().broken.is_none()
+    }
+
+    fn fail(&self, why: String) {
+        let mut f = self.flow.lock().unwrap();
+        f.broken.get_or_insert(why.clone());
+        for (_, tx) in f.waiting.drain() {
+            let _ = tx.send(Err(why.clone()));
+        }
+    }
+
+    /// Writes a request frame; its ticket and where its answer will come. `since`: when the worker
+    /// could start on it if it has nothing else. `ticketed` learns the ticket before the frame is
+    /// written: a large frame behind a running request waits for the worker to read it, and the
+    /// request must count as behind that one meanwhile, not as a worker that does not answer.
+    async fn send(
+        &self,
+        frame: &[u8],
+        since: tokio::time::Instant,
+        ticketed: impl FnOnce(u64),
+    ) -> Result<(u64, oneshot::Receiver<Result<Reply, String>>), String> {
+        let mut write = self.write.lock().await;
+        let (tx, rx) = oneshot::channel();
+        let ticket = {
+            let mut f = self.flow.lock().unwrap();
+            if let Some(why) = &f.broken {
+                return Err(why.clone());
+            }
+            if f.written == f.answered {
+                f.progress = since;
+            }
+            let ticket = f.written;
+            f.waiting.insert(ticket, tx);
+            f.written += 1;
+            ticket
+        };
+        ticketed(ticket);
+        // A frame cut short would have the worker take the next one's bytes for its rest.
+        let mut cut = CutShort(Some(self));
+        let written = write.write_all(frame).await;
+        cut.0 = None;
+        written.map_err(|e| {
+            let why = format!("cannot send the request ({e})");
+            self.fail(why.clone());
+            why
+        })?;
+        Ok((ticket, rx))
+    }
+
+    /// The answer to `ticket`, read by this task or handed over by another reader.
+    async fn answer(
+        &self,
+        ticket: u64,
+        mut mine: oneshot::Receiver<Result<Reply, String>>,
+    ) -> Result<Reply, Lost> {
+        let lost = |why: String| Lost { why, started: self.flow.lock().unwrap().answered >= ticket };
+        loop {
+            let mut side = tokio::select! {
+                biased;
+                handed = &mut mine => return handed.unwrap_or_else(|_| Err("no answer".into())).map_err(lost),
+                side = self.read.lock() => side,
+            };
+            if let Ok(handed) = mine.try_recv() {
+                return handed.map_err(lost);
+            }
+            // Handed over before the read side is let go, so that its owner, once it holds it,
+            // finds its answer there rather than waiting for the next frame.
+            match read_frame(&mut side).await {
+                Ok(reply) => {
+                    let mut f = self.flow.lock().unwrap();
+                    let t = f.answered;
+                    f.answered += 1;
+                    f.progress = tokio::time::Instant::now();
+                    let owner = f.waiting.remove(&t);
+                    if t == ticket {
+                        return Ok(reply);
+                    }
+                    if let Some(tx) = owner {
+                        let _ = tx.send(Ok(reply));
+                    }
                 }
-                drop(lease);
-            });
-            Err(ForwardError::Expired(ms))
+                Err(why) => {
+                    self.fail(why.clone());
+                    return Err(lost(why));
+                }
+            }
+            drop(side);
+        }
+    }
+
+    fn standing(&self, ticket: u64) -> Standing {
+        let f = self.flow.lock().unwrap();
+        match f.answered.cmp(&ticket) {
+            std::cmp::Ordering::Greater => Standing::Answered,
+            std::cmp::Ordering::Equal => Standing::Running,
+            std::cmp::Ordering::Less => Standing::Behind,
+        }
+    }
+
+    /// When the worker will count as hung if it answers nothing before.
+    fn hung_at(&self, timeout: Duration) -> tokio::time::Instant {
+        self.flow.lock().unwrap().progress + timeout
+    }
+
+    /// It has requests and has answered nothing for `timeout`.
+    fn stalled(&self, timeout: Duration) -> bool {
+        let f = self.flow.lock().unwrap();
+        f.written > f.answered && f.progress + timeout <= tokio::time::Instant::now()
+    }
+}
+
+/// Breaks the connection if dropped armed: a frame was being written when its request was given up.
+struct CutShort<'a>(Option<&'a Pipe>);
+
+impl Drop for CutShort<'_> {
+    fn drop(&mut self) {
+        if let Some(pipe) = self.0 {
+            pipe.fail("a request before this one was abandoned while it was being sent".into());
+        }
+    }
+}
+
+/// The next answer frame on a connection. Cancel-safe: what was read stays in `side.buf`.
+async fn read_frame(side: &mut ReadSide) -> Result<Reply, String> {
+    loop {
+        if side.buf.len() >= 8 {
+            let h = u32::from_be_bytes(side.buf[..4].try_into().expect("4 bytes")) as usize;
+            let b = u32::from_be_bytes(side.buf[4..8].try_into().expect("4 bytes")) as usize;
+            let total = 8 + h + b;
+            if side.buf.len() >= total {
+                return parse_reply(side.buf.split_to(total).freeze(), h);
+            }
+            side.buf.reserve(total - side.buf.len());
+        }
+        match side.half.read_buf(&mut side.buf).await {
+            Ok(0) if side.buf.is_empty() => return Err("no answer (the connection closed)".into()),
+            Ok(0) => return Err("the connection closed in the middle of the answer".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("no answer ({e})")),
         }
     }
 }
@@ -1795,6 +2130,10 @@ struct FrameHeader<'a> {
     content_type: Option<&'a str>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     headers: &'a serde_json::Map<String, serde_json::Value>,
+    /// request_timeout_ms's end on CLOCK_MONOTONIC: a worker that reaches the request later
+    /// answers 504 without running it (it may have waited in the socket behind another).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline_ns: Option<u64>,
 }
 
 impl FrameHeader<'_> {
@@ -1812,48 +2151,48 @@ struct ReplyHeader {
     headers: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Writes one frame and reads the answer frame. The answer is read into one buffer, as much as
-/// the socket has at each read (usually all of it at once), and its body is a slice of it.
-async fn exchange(s: &mut UnixStream, head: &[u8], body: &[u8]) -> Result<Reply, String> {
+/// One frame: the two lengths, the header, the body.
+fn frame(head: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + head.len() + body.len());
     out.extend_from_slice(&(head.len() as u32).to_be_bytes());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(head);
     out.extend_from_slice(body);
-    s.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut buf = out;
-    buf.clear();
-    while buf.len() < 8 {
-        match s.read_buf(&mut buf).await {
-            Ok(0) => return Err("no answer (the connection closed)".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("no answer ({e})")),
-        }
-    }
-    let h = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-    let b = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
-    let total = 8 + h + b;
-    buf.reserve(total.saturating_sub(buf.len()));
-    while buf.len() < total {
-        match s.read_buf(&mut buf).await {
-            Ok(0) => return Err("the connection closed in the middle of the answer".into()),
-            Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    if buf.len() > total {
-        return Err(format!("{} bytes after the answer frame", buf.len() - total));
-    }
+    out
+}
+
+/// An answer frame (`h`: its header's length) as a `Reply`, the body a slice of the frame.
+fn parse_reply(frame: bytes::Bytes, h: usize) -> Result<Reply, String> {
     let header: ReplyHeader =
-        serde_json::from_slice(&buf[8..8 + h]).map_err(|e| format!("unreadable response header: {e}"))?;
+        serde_json::from_slice(&frame[8..8 + h]).map_err(|e| format!("unreadable response header: {e}"))?;
     let headers =
         header.headers.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))).collect();
     Ok(Reply {
         status: header.status.unwrap_or(500),
         content_type: header.content_type,
         headers,
-        body: bytes::Bytes::from(buf).slice(8 + h..),
+        body: frame.slice(8 + h..),
     })
+}
+
+/// Writes one frame and reads the answer frame, on a connection of its own (the probes').
+async fn exchange(s: &mut UnixStream, head: &[u8], body: &[u8]) -> Result<Reply, String> {
+    s.write_all(&frame(head, body)).await.map_err(|e| e.to_string())?;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        if buf.len() >= 8 {
+            let h = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+            let b = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
+            if buf.len() >= 8 + h + b {
+                return parse_reply(buf.freeze(), h);
+            }
+        }
+        match s.read_buf(&mut buf).await {
+            Ok(0) => return Err("no answer (the connection closed)".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("no answer ({e})")),
+        }
+    }
 }
 
 #[cfg(test)]

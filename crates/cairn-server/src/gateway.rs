@@ -11,8 +11,9 @@
 //! What a replica answers passes through unchanged (MLflow's own error bodies included).
 //!
 //! The chosen deployment's replicas answer through `deployments::Deployments::forward` (framed
-//! protocol over a Unix socket); 503 with `Retry-After` when none is ready, 429 past the
-//! concurrency limit, 504 past request_timeout_ms, 502 when the replica dies mid-request.
+//! protocol over a Unix socket); 503 with `Retry-After` when none is ready (or when the worker a
+//! request waited on stopped before reaching it), 429 past the concurrency limit, 504 past
+//! request_timeout_ms, 502 when the replica dies mid-request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,7 +122,7 @@ async fn admit(
     state: &AppState,
     name: &str,
     headers: &HeaderMap,
-) -> Result<EndpointRecord, (Answer, String)> {
+) -> Result<Arc<EndpointRecord>, (Answer, String)> {
     let presented = bearer(headers);
     let found = if presented.is_some() {
         state
@@ -132,7 +133,7 @@ async fn admit(
     } else {
         None
     };
-    match authenticate(&state.secret, found.as_ref(), presented, now_ms()) {
+    match authenticate(&state.secret, found.as_deref(), presented, now_ms()) {
         Ok(()) => Ok(found.expect("authenticated against an endpoint")),
         Err(denied) => {
             Err((Answer::new(StatusCode::UNAUTHORIZED, denied.message()), UNAUTHENTICATED.to_string()))
@@ -236,8 +237,9 @@ async fn call(
         Err(ForwardError::Queued(ms)) => Err(Answer::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
-                "{who} had no free worker within request_timeout_ms ({ms} ms): the request waited in \
-                 its queue and was not sent"
+                "{who} had no free worker within request_timeout_ms ({ms} ms): the request was still \
+                 waiting for one (in the queue, or on a worker behind an earlier request), and a worker \
+                 starts no request past its time"
             ),
         )),
         Err(ForwardError::Expired(ms)) => Err(Answer::new(
@@ -245,6 +247,10 @@ async fn call(
             format!("{who} did not answer within request_timeout_ms ({ms} ms, time spent queued included)"),
         )),
         Err(ForwardError::Broken(msg)) => Err(Answer::new(StatusCode::BAD_GATEWAY, format!("{who}: {msg}"))),
+        Err(ForwardError::Stranded(msg)) => Err(Answer {
+            retry_after: true,
+            ..Answer::new(StatusCode::SERVICE_UNAVAILABLE, format!("{who}: {msg}"))
+        }),
     }
 }
 

@@ -2,6 +2,7 @@
 //! hashed; the store never sees a key in clear and knows nothing of how they are sealed).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cairn_core::api::Workspace;
 use cairn_core::endpoints::{AuthMode, KeyType, ProvisioningState};
@@ -95,8 +96,9 @@ pub(crate) struct ScoringCache {
 
 #[derive(Default, Debug)]
 struct ScoringEntries {
-    endpoints: std::collections::HashMap<String, (std::time::Instant, Option<EndpointRecord>)>,
-    deployments: std::collections::HashMap<String, (std::time::Instant, Vec<crate::DeploymentRecord>)>,
+    // Shared, not copied, with each request: a deployment record holds its whole spec.
+    endpoints: std::collections::HashMap<String, (std::time::Instant, Option<Arc<EndpointRecord>>)>,
+    deployments: std::collections::HashMap<String, (std::time::Instant, Arc<Vec<crate::DeploymentRecord>>)>,
     /// Bumped by every invalidation: a lookup that started before one does not store its result.
     generation: u64,
 }
@@ -131,19 +133,19 @@ impl ScoringCache {
         self.entries.lock().expect("scoring cache lock").generation
     }
 
-    fn endpoint(&self, name: &str) -> Option<Option<EndpointRecord>> {
+    fn endpoint(&self, name: &str) -> Option<Option<Arc<EndpointRecord>>> {
         let e = self.entries.lock().expect("scoring cache lock");
         e.endpoints.get(name).filter(|(at, _)| at.elapsed() < SCORING_CACHE_TTL).map(|(_, r)| r.clone())
     }
 
-    fn put_endpoint(&self, generation: u64, name: &str, record: Option<EndpointRecord>) {
+    fn put_endpoint(&self, generation: u64, name: &str, record: Option<Arc<EndpointRecord>>) {
         let mut e = self.entries.lock().expect("scoring cache lock");
         if e.generation == generation {
             e.endpoints.insert(name.to_string(), (std::time::Instant::now(), record));
         }
     }
 
-    fn deployments(&self, endpoint_id: &str) -> Option<Vec<crate::DeploymentRecord>> {
+    fn deployments(&self, endpoint_id: &str) -> Option<Arc<Vec<crate::DeploymentRecord>>> {
         let e = self.entries.lock().expect("scoring cache lock");
         e.deployments
             .get(endpoint_id)
@@ -151,7 +153,12 @@ impl ScoringCache {
             .map(|(_, d)| d.clone())
     }
 
-    fn put_deployments(&self, generation: u64, endpoint_id: &str, records: Vec<crate::DeploymentRecord>) {
+    fn put_deployments(
+        &self,
+        generation: u64,
+        endpoint_id: &str,
+        records: Arc<Vec<crate::DeploymentRecord>>,
+    ) {
         let mut e = self.entries.lock().expect("scoring cache lock");
         if e.generation == generation {
             e.deployments.insert(endpoint_id.to_string(), (std::time::Instant::now(), records));
@@ -161,12 +168,12 @@ impl ScoringCache {
 
 impl Store {
     /// [`Store::endpoint_by_name`] through the scoring cache (the data plane's lookup).
-    pub async fn endpoint_for_scoring(&self, name: &str) -> Result<Option<EndpointRecord>, Error> {
+    pub async fn endpoint_for_scoring(&self, name: &str) -> Result<Option<Arc<EndpointRecord>>, Error> {
         if let Some(hit) = self.scoring_cache.endpoint(name) {
             return Ok(hit);
         }
         let generation = self.scoring_cache.generation();
-        let found = self.endpoint_by_name(name).await?;
+        let found = self.endpoint_by_name(name).await?.map(Arc::new);
         self.scoring_cache.put_endpoint(generation, name, found.clone());
         Ok(found)
     }
@@ -175,12 +182,12 @@ impl Store {
     pub async fn deployments_for_scoring(
         &self,
         endpoint_id: &str,
-    ) -> Result<Vec<crate::DeploymentRecord>, Error> {
+    ) -> Result<Arc<Vec<crate::DeploymentRecord>>, Error> {
         if let Some(hit) = self.scoring_cache.deployments(endpoint_id) {
             return Ok(hit);
         }
         let generation = self.scoring_cache.generation();
-        let found = self.list_deployments(endpoint_id).await?;
+        let found = Arc::new(self.list_deployments(endpoint_id).await?);
         self.scoring_cache.put_deployments(generation, endpoint_id, found.clone());
         Ok(found)
     }

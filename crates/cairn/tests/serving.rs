@@ -550,6 +550,94 @@ def run(raw_data):
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_request_sent_ahead_to_a_worker_that_hangs_gets_a_clear_error_and_never_runs() {
+        let s = Server::start();
+        let (key, seen) = deploy(&s, 1, 1500, "");
+        let (status, before) = later(&s, &key, 0, 0, 0.0).await.unwrap();
+        assert_eq!(status, 200, "{before}");
+        // 1 hangs on the only worker; 2 arrives while it runs and is sent ahead to that worker, behind it.
+        let hung = later(&s, &key, 0, 1, 3600.0);
+        let behind = later(&s, &key, 100, 2, 0.0);
+        let (status, body) = hung.await.unwrap();
+        assert_eq!(status, 504, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("the replica is being restarted"), "{body}");
+        let (status, body) = behind.await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            (status == 503 && message.contains("was waiting behind it and was not answered"))
+                || (status == 504 && message.contains("had no free worker within request_timeout_ms")),
+            "{status} {body}"
+        );
+        // The worker was replaced; the new one serves, and the request behind the hung one never ran.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let after = loop {
+            let (status, body) = later(&s, &key, 0, 3, 0.0).await.unwrap();
+            if status == 200 || Instant::now() > deadline {
+                assert_eq!(status, 200, "{body}");
+                break body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_ne!(after["pid"], before["pid"], "the hung worker was restarted");
+        let mut marked: Vec<String> = std::fs::read_dir(&seen)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        marked.sort();
+        assert_eq!(marked, ["0", "1", "3"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_large_request_that_waits_in_the_workers_socket_past_its_deadline_is_not_run() {
+        let s = Server::start();
+        let (key, seen) = deploy(&s, 1, 1500, "");
+        // 0 runs 1.2 s; 1 is sent ahead behind it and runs 1 s more (its deadline passes meanwhile:
+        // 504, the worker finishes it); 2 queues, goes to the worker when 0 answers, and its 4 MiB
+        // body waits in the socket until the worker has answered 1, after 2's deadline (1.6 s).
+        let first = later(&s, &key, 0, 0, 1.2);
+        let second = later(&s, &key, 50, 1, 1.0);
+        let (url, k) = (format!("{}/endpoints/q-ep/score", s.url), key.clone());
+        let large = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let body = format!(r#"{{"n": 2, "sleep": 0, "pad": "{}"}}"#, "x".repeat(4 << 20));
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(k)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, json(&r.text().await.unwrap()))
+        });
+        let (status, done) = first.await.unwrap();
+        assert_eq!(status, 200, "{done}");
+        let (status, body) = second.await.unwrap();
+        assert_eq!(status, 504, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("time spent queued included"), "{body}");
+        let (status, body) = large.await.unwrap();
+        assert_eq!(status, 504, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("had no free worker"), "{body}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let after = loop {
+            let (status, body) = later(&s, &key, 0, 3, 0.0).await.unwrap();
+            if status == 200 || Instant::now() > deadline {
+                assert_eq!(status, 200, "{body}");
+                break body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(after["pid"], done["pid"], "the worker was not restarted");
+        let mut marked: Vec<String> = std::fs::read_dir(&seen)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        marked.sort();
+        assert_eq!(marked, ["0", "1", "3"], "the request reached past its deadline was not run");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn worker_count_starts_that_many_serial_workers_per_instance() {
         let s = Server::start();
         // Refused at create, naming the variable and the range.
