@@ -18,6 +18,8 @@ Environment
                               time; an instance's parallelism is its ``WORKER_COUNT`` processes.
                               Pings and swagger never wait for it.
 ``CAIRN_REPLICA_MAX_BODY_BYTES`` largest request body accepted (default 104857600).
+``CAIRN_REPLICA_PARENT_PID``  the gateway's pid (set by it): the replica exits when its parent is
+                              no longer that process, even if it was already gone at start.
 
 Lifecycle
 ---------
@@ -315,16 +317,28 @@ def _listen(path: str) -> socket.socket:
     return sock
 
 
+def _parent() -> Optional[int]:
+    """The process whose end ends this replica: the gateway that started it, named by
+    ``CAIRN_REPLICA_PARENT_PID`` so that a replica whose server died while it was starting (its
+    parent is then already init or a subreaper) exits too; else whoever started it, unless that is
+    init (started by hand and detached: nothing to follow)."""
+    named = os.environ.get("CAIRN_REPLICA_PARENT_PID", "")
+    if named.isdigit():
+        return int(named)
+    ppid = os.getppid()
+    return None if ppid == 1 else ppid
+
+
 def serve(path: str, replica: Replica, max_body: int, stop: threading.Event) -> None:
     listener = _listen(path)
     ours = os.stat(path).st_ino
     listener.settimeout(0.5)  # wake up to notice a stop request or a dead parent
-    parent = os.getppid()
+    parent = _parent()
     sys.stderr.write(f"cairn replica ready on {path} (pid {os.getpid()}, mode {replica.mode})\n")
     sys.stderr.flush()
     try:
         while not stop.is_set():
-            if parent != 1 and os.getppid() != parent:
+            if parent is not None and os.getppid() != parent:
                 sys.stderr.write("cairn replica: parent process is gone; exiting\n")
                 break
             try:

@@ -513,6 +513,31 @@ class LifecycleTest(unittest.TestCase):
         finally:
             worker.close()
 
+    def test_exits_when_its_parent_is_not_the_gateway_that_started_it(self) -> None:
+        # As if the server had died while the replica was starting: the parent it finds is not
+        # the pid the gateway gave it.
+        gone = subprocess.Popen([sys.executable, "-c", ""])
+        gone.wait()
+        worker = script_worker("score_behaviours.py", {"CAIRN_REPLICA_PARENT_PID": str(gone.pid)}).start()
+        try:
+            code, _, err = worker.wait_exit()
+            self.assertEqual(code, 0, err)
+            self.assertIn("parent process is gone", err)
+            self.assertFalse(os.path.exists(worker.socket_path))
+        finally:
+            worker.close()
+
+    def test_stays_while_the_named_parent_is_its_parent(self) -> None:
+        worker = script_worker("score_behaviours.py", {"CAIRN_REPLICA_PARENT_PID": str(os.getpid())}).start()
+        try:
+            worker.wait_ready()
+            time.sleep(1.2)  # more than two of the accept loop's checks
+            assert worker.proc is not None
+            self.assertIsNone(worker.proc.poll())
+            self.assertEqual(json.loads(worker.connect().call("ping")[1])["status"], "ready")
+        finally:
+            worker.close()
+
     def test_concurrency_setting_lets_run_calls_overlap(self) -> None:
         worker = script_worker("score_behaviours.py", {"CAIRN_REPLICA_CONCURRENCY": "2"}).start().wait_ready()
         try:

@@ -1036,6 +1036,9 @@ fn spawn_replica(l: &Launch, socket: &Path) -> std::io::Result<tokio::process::C
         .stdout(log.try_clone()?)
         .stderr(log)
         .env("CAIRN_REPLICA_SOCKET", socket)
+        // A replica whose server dies while it starts would otherwise see init as its parent and
+        // take it for the one it must outlive no longer than.
+        .env("CAIRN_REPLICA_PARENT_PID", std::process::id().to_string())
         .kill_on_drop(true);
     cmd.process_group(0);
     for (k, v) in l.env.iter() {
