@@ -558,19 +558,16 @@ async fn signature<'a>(
     served
         .signature
         .get_or_try_init(|| async {
-            let mut reply = None;
+            let ask = async |query: &'static str| {
+                let req = Request { query, ..request("/swagger.json", "GET", headers, bytes::Bytes::new()) };
+                call(state, e, deployment, req, &mut Duration::default()).await
+            };
             // The default (swagger 2) first; a script whose decorators support only OpenAPI 3
             // answers 404 to it.
-            for query in ["", "version=3"] {
-                let req = Request { query, ..request("/swagger.json", "GET", headers, bytes::Bytes::new()) };
-                let r = call(state, e, deployment, req, &mut Duration::default()).await?;
-                let done = r.status != 404;
-                reply = Some(r);
-                if done {
-                    break;
-                }
+            let mut reply = ask("").await?;
+            if reply.status == 404 {
+                reply = ask("version=3").await?;
             }
-            let reply = reply.expect("asked at least once");
             if reply.status != 200 {
                 return Ok(Err(format!(
                     "the scoring script's swagger document answered {}: {}",
