@@ -451,6 +451,16 @@ def run(raw_data):
         n: u32,
         sleep: f64,
     ) -> tokio::task::JoinHandle<(u16, Value)> {
+        later_body(s, key, delay_ms, format!(r#"{{"n": {n}, "sleep": {sleep}}}"#))
+    }
+
+    /// Sends `body` to the score route after `delay`; the status and the answer.
+    fn later_body(
+        s: &Server,
+        key: &str,
+        delay_ms: u64,
+        body: String,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
         let (url, key) = (format!("{}/endpoints/q-ep/score", s.url), key.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -458,13 +468,34 @@ def run(raw_data):
                 .post(url)
                 .bearer_auth(key)
                 .header("content-type", "application/json")
-                .body(format!(r#"{{"n": {n}, "sleep": {sleep}}}"#))
+                .body(body)
                 .send()
                 .await
                 .unwrap();
             let status = r.status().as_u16();
             (status, json(&r.text().await.unwrap()))
         })
+    }
+
+    /// Request 3's answer once a worker serves again (within `secs`).
+    async fn served_again(s: &Server, key: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (status, body) = later(s, key, 0, 3, 0.0).await.unwrap();
+            if status == 200 || Instant::now() > deadline {
+                assert_eq!(status, 200, "{body}");
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The requests `run()` saw (the marks the test script leaves in `seen`), sorted.
+    fn marked(seen: &std::path::Path) -> Vec<String> {
+        let mut marked: Vec<String> =
+            std::fs::read_dir(seen).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        marked.sort();
+        marked
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -536,12 +567,7 @@ def run(raw_data):
         let (status, after) = later(&s, &key, 0, 3, 0.0).await.unwrap();
         assert_eq!(status, 200, "{after}");
         assert_eq!(pid(&after), pid(&body), "the worker was not restarted");
-        let mut marked: Vec<String> = std::fs::read_dir(&seen)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        marked.sort();
-        assert_eq!(marked, ["0", "1", "3"]);
+        assert_eq!(marked(&seen), ["0", "1", "3"]);
         let m = scrape(&s).await;
         assert_eq!(
             value_of(&m, "cairn_deployment_replica_restarts_total{endpoint=\"q-ep\",deployment=\"dep\"}"),
@@ -569,22 +595,9 @@ def run(raw_data):
             "{status} {body}"
         );
         // The worker was replaced; the new one serves, and the request behind the hung one never ran.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let after = loop {
-            let (status, body) = later(&s, &key, 0, 3, 0.0).await.unwrap();
-            if status == 200 || Instant::now() > deadline {
-                assert_eq!(status, 200, "{body}");
-                break body;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let after = served_again(&s, &key, 60).await;
         assert_ne!(after["pid"], before["pid"], "the hung worker was restarted");
-        let mut marked: Vec<String> = std::fs::read_dir(&seen)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        marked.sort();
-        assert_eq!(marked, ["0", "1", "3"]);
+        assert_eq!(marked(&seen), ["0", "1", "3"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -596,21 +609,8 @@ def run(raw_data):
         // body waits in the socket until the worker has answered 1, after 2's deadline (1.6 s).
         let first = later(&s, &key, 0, 0, 1.2);
         let second = later(&s, &key, 50, 1, 1.0);
-        let (url, k) = (format!("{}/endpoints/q-ep/score", s.url), key.clone());
-        let large = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let body = format!(r#"{{"n": 2, "sleep": 0, "pad": "{}"}}"#, "x".repeat(4 << 20));
-            let r = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(k)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, json(&r.text().await.unwrap()))
-        });
+        let large =
+            later_body(&s, &key, 100, format!(r#"{{"n": 2, "sleep": 0, "pad": "{}"}}"#, "x".repeat(4 << 20)));
         let (status, done) = first.await.unwrap();
         assert_eq!(status, 200, "{done}");
         let (status, body) = second.await.unwrap();
@@ -619,22 +619,9 @@ def run(raw_data):
         let (status, body) = large.await.unwrap();
         assert_eq!(status, 504, "{body}");
         assert!(body["message"].as_str().unwrap().contains("had no free worker"), "{body}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let after = loop {
-            let (status, body) = later(&s, &key, 0, 3, 0.0).await.unwrap();
-            if status == 200 || Instant::now() > deadline {
-                assert_eq!(status, 200, "{body}");
-                break body;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let after = served_again(&s, &key, 30).await;
         assert_eq!(after["pid"], done["pid"], "the worker was not restarted");
-        let mut marked: Vec<String> = std::fs::read_dir(&seen)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        marked.sort();
-        assert_eq!(marked, ["0", "1", "3"], "the request reached past its deadline was not run");
+        assert_eq!(marked(&seen), ["0", "1", "3"], "the request reached past its deadline was not run");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
