@@ -83,3 +83,19 @@ def start_cairn(bin_path: str, data_dir, env=None, args=(), timeout: float = 60)
     proc.kill()
     proc.wait()
     raise SystemExit(f"cairn server did not start in {timeout:.0f} s; see {log_path}")
+
+
+def proc_stats():
+    """Every live process as (pid, parent pid, process group, CPU seconds so far: user + system),
+    from /proc/PID/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+        yield int(entry), int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / tick

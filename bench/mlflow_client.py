@@ -48,7 +48,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from cairnbench import env_int  # noqa: E402
+from cairnbench import env_int, proc_stats  # noqa: E402
 
 N_RUNS = env_int("N_RUNS", 1000)
 N_PARAMS = env_int("N_PARAMS", 10)
@@ -207,21 +207,7 @@ def client_decode_ms(paths, rounds=15):
 def cpu_s(pid, group=False):
     """User + system CPU seconds so far of process `pid`, or of every live process of its process
     group (an `mlflow server` and its workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc") if group else [str(pid)]:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if group and int(fields[2]) != pid:  # fields[2] is the process group
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+    return sum(cpu for p, _, pgrp, cpu in proc_stats() if (pgrp if group else p) == pid)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -209,25 +209,13 @@ def overhead_between(before: dict, after: dict) -> dict:
     return {"count": count, "mean_us": (after["sum"] - before["sum"]) / count * 1e6, "p50_le_us": p50 * 1e6}
 
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
 def cpu_snapshot() -> tuple:
     """CPU seconds (user + system) of every process by pid, each one's parent, and the machine's
     busy and total jiffies (from /proc/stat), to attribute a wrk cell's CPU to each side."""
     cpu, parents = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        pid = int(entry)
-        parents[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    for pid, ppid, _, seconds in cairnbench.proc_stats():
+        parents[pid] = ppid
+        cpu[pid] = seconds
     with open("/proc/stat") as f:
         jiffies = [int(v) for v in f.readline().split()[1:]]
     idle = jiffies[3] + jiffies[4]  # idle + iowait
