@@ -223,17 +223,15 @@ impl Store {
             let run = crate::runs::run_from_row(row, &ws.name)?;
             runs.insert(run.id.clone(), run);
         }
-        for (table, rows) in [(0, params), (1, tags), (2, props)] {
+        type Field = fn(&mut Run) -> &mut std::collections::BTreeMap<String, String>;
+        let fields: [(_, Field); 3] =
+            [(params, |r| &mut r.params), (tags, |r| &mut r.tags), (props, |r| &mut r.properties)];
+        for (rows, field) in fields {
             for r in rows {
                 let id: String = r.try_get("run_id").map_err(map_err)?;
-                let Some(run) = runs.get_mut(&id) else { continue };
-                let pairs: Vec<(String, String)> = parse_group(&r)?;
-                let map = match table {
-                    0 => &mut run.params,
-                    1 => &mut run.tags,
-                    _ => &mut run.properties,
-                };
-                map.extend(pairs);
+                if let Some(run) = runs.get_mut(&id) {
+                    field(run).extend(parse_group::<(String, String)>(&r)?);
+                }
             }
         }
         for r in metrics {
