@@ -65,6 +65,8 @@ stop_server() {
 # Makes (or keeps) the venv VENV with the packages of REQUIREMENTS, using the project's uv
 # (scripts/setup.sh installs it) and its cache. Idempotent: `uv pip install` does nothing when
 # everything is installed. The venv uses the machine's python3 (uv must not download one).
+# Its packages are compiled to bytecode (once; uv compiles what it installs later), so that
+# with PYTHONDONTWRITEBYTECODE set no benchmarked process compiles its imports from source.
 bench_venv() {
     local venv=$1 requirements=$2 root uv python
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -73,5 +75,10 @@ bench_venv() {
     export UV_CACHE_DIR=${UV_CACHE_DIR:-$root/.cache/uv}
     python=$(python3 -c 'import sys; print(sys.executable)')
     [[ -x $venv/bin/python ]] || UV_PYTHON_DOWNLOADS=never "$uv" venv -q --python "$python" "$venv"
-    "$uv" pip install -q -p "$venv/bin/python" -r "$requirements"
+    "$uv" pip install -q --compile-bytecode -p "$venv/bin/python" -r "$requirements"
+    if [[ ! -e $venv/.cairn-bytecode ]]; then
+        "$venv/bin/python" -m compileall -q -j 0 \
+            "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
+        touch "$venv/.cairn-bytecode"
+    fi
 }

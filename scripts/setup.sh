@@ -32,9 +32,12 @@ fi
 
 # --- the tests' Python venv ----------------------------------------------------------------
 # A stamp records which requirements the venv was built from, so an unchanged file means no
-# work at all (and no registry access).
+# work at all (and no registry access). The venv's packages are compiled to bytecode once
+# here: where PYTHONDONTWRITEBYTECODE is set (as on CI machines) Python never writes .pyc files
+# itself, and every test process would compile mlflow, pandas and scikit-learn from source again
+# (`import mlflow` 11 s instead of 3 s on a 2-core machine).
 STAMP=.venv/.cairn-requirements.sha256
-want="$(sha256sum "$REQUIREMENTS" | awk '{print $1}')"
+want="$(sha256sum "$REQUIREMENTS" | awk '{print $1}') bytecode"
 if [ -x .venv/bin/python ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     say ".venv is up to date with $REQUIREMENTS"
 else
@@ -47,6 +50,8 @@ else
     fi
     say "installing $REQUIREMENTS into .venv"
     VIRTUAL_ENV="$ROOT/.venv" "$UV" pip install --quiet --python .venv/bin/python -r "$REQUIREMENTS"
+    say "compiling .venv's packages to bytecode"
+    .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
     echo "$want" > "$STAMP"
 fi
 

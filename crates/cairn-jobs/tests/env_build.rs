@@ -18,8 +18,14 @@ fn spec(yaml: &str) -> EnvironmentSpec {
     EnvironmentFile::from_yaml(yaml).unwrap().resolve(dir.path()).unwrap()
 }
 
+/// What `python -c code` prints; it writes no bytecode, so that whatever .pyc files exist are the
+/// build's.
 fn python_says(python: &Path, code: &str) -> String {
-    let out = std::process::Command::new(python).args(["-c", code]).output().unwrap();
+    let out = std::process::Command::new(python)
+        .args(["-c", code])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -39,6 +45,12 @@ async fn builds_once_then_reuses_without_running_uv() {
     assert!(cache.path().join(&first.hash).join("READY").is_file());
     let log = builder.build_log(&first.hash).unwrap();
     assert!(log.contains("six"), "{log}");
+    // Compiled at build time: a job run with PYTHONDONTWRITEBYTECODE must not compile it again.
+    let cached = python_says(
+        &first.python,
+        "import importlib.util, os, six; print(os.path.isfile(importlib.util.cache_from_source(six.__file__)))",
+    );
+    assert_eq!(cached, "True", "six has no .pyc next to it after the build");
 
     let started = Instant::now();
     let second = builder.ensure(&spec).await.unwrap();

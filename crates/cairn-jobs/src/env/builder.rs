@@ -309,6 +309,11 @@ impl EnvBuilder {
                 "pip".into(),
                 "install".into(),
                 "--no-config".into(),
+                // Compiled once here rather than by every process that imports the packages:
+                // a job or replica that runs with PYTHONDONTWRITEBYTECODE, or under a user who
+                // cannot write to the cache, would otherwise compile them from source at every
+                // start (seconds for scikit-learn or mlflow).
+                "--compile-bytecode".into(),
                 "--python".into(),
                 venv_python.into(),
                 "-r".into(),

@@ -23,7 +23,8 @@ use super::conda::{parse_dependencies, CondaFile, CondaParts};
 use super::requirement::{normalize_requirement, read_requirements_file, Located};
 
 /// Bumped when the build procedure changes so that old cached venvs are not reused.
-const BUILD_FORMAT: u32 = 1;
+/// 2: packages are compiled to bytecode at build time.
+const BUILD_FORMAT: u32 = 2;
 
 /// Why an environment YAML or spec is unusable; every variant names the field at fault.
 #[derive(Debug, thiserror::Error)]
