@@ -136,6 +136,7 @@ def main():
     print(table)
     bench_out = os.environ.get("BENCH_OUT")
     if bench_out:
+        Path(bench_out).mkdir(parents=True, exist_ok=True)
         Path(bench_out, "walkthrough.md").write_text(table)
 
 
