@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::response::IntoResponse;
 use axum::Json;
 use cairn_core::api::{Role, Workspace};
 use cairn_core::runs::{KeyValue, LogBatch, LogMetric, Run, RunStatus};
@@ -212,7 +213,7 @@ pub async fn delete_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Js
 const MAX_RESULTS: i64 = 50_000;
 
 /// Searches the runs of some experiments with MLflow's filter grammar (Cairn's own parser and query).
-pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
+pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<axum::response::Response> {
     caller.require(Role::Reader, Some(&ws))?;
     let filter = req.opt_str("filter").unwrap_or_default();
     let mut clauses = cairn_core::search::parse_filter(&filter)
@@ -261,15 +262,23 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
     let (mut meta, io) =
         tokio::try_join!(state.store.mlflow_run_meta(&ids), state.store.run_inputs_outputs(&ids))?;
-    let out: Vec<Value> = runs
-        .iter()
-        .filter_map(|run| meta.remove(&run.id).map(|m| run_json(run, &m, io.get(&run.id))))
-        .collect();
-    let mut body = json!({"runs": out});
-    if more {
-        body["next_page_token"] = json!((offset + limit).to_string());
-    }
-    Ok(Json(body))
+    let metas: Vec<(&Run, MlflowRunMeta)> =
+        runs.iter().filter_map(|run| meta.remove(&run.id).map(|m| (run, m))).collect();
+    let page = SearchRunsPage {
+        runs: metas.iter().map(|(run, m)| run_json(run, m, io.get(&run.id))).collect(),
+        next_page_token: more.then(|| (offset + limit).to_string()),
+    };
+    // Written straight to bytes: a page holds up to 1,000 runs.
+    let body = serde_json::to_vec(&page)
+        .map_err(|e| cairn_core::Error::internal(format!("cannot encode a page of runs: {e}")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[derive(serde::Serialize)]
+struct SearchRunsPage<'a> {
+    runs: Vec<RunView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
 }
 
 pub async fn metric_history(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
