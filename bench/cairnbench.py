@@ -85,17 +85,32 @@ def start_cairn(bin_path: str, data_dir, env=None, args=(), timeout: float = 60)
     raise SystemExit(f"cairn server did not start in {timeout:.0f} s; see {log_path}")
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
 def proc_stats():
     """Every live process as (pid, parent pid, process group, CPU seconds so far: user + system),
     from /proc/PID/stat."""
-    tick = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
-        yield int(entry), int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / tick
+        if entry.isdigit():
+            stats = _stat(entry)
+            if stats is not None:
+                yield stats
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far."""
+    stats = _stat(str(pid))
+    if stats is None:
+        raise ProcessLookupError(pid)
+    return stats[3]
+
+
+def _stat(entry: str):
+    try:
+        with open(f"/proc/{entry}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+    return int(entry), int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / _TICK
