@@ -260,12 +260,13 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<axum::
     let (runs, more) =
         state.store.search_runs_in(&workspace, &scope, &clauses, &order, offset, limit).await?;
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
-    let (mut meta, io) =
+    let (meta, io) =
         tokio::try_join!(state.store.mlflow_run_meta(&ids), state.store.run_inputs_outputs(&ids))?;
-    let metas: Vec<(&Run, MlflowRunMeta)> =
-        runs.iter().filter_map(|run| meta.remove(&run.id).map(|m| (run, m))).collect();
     let page = SearchRunsPage {
-        runs: metas.iter().map(|(run, m)| run_json(run, m, io.get(&run.id))).collect(),
+        runs: runs
+            .iter()
+            .filter_map(|run| meta.get(&run.id).map(|m| run_json(run, m, io.get(&run.id))))
+            .collect(),
         next_page_token: more.then(|| (offset + limit).to_string()),
     };
     // Written straight to bytes: a page holds up to 1,000 runs.
