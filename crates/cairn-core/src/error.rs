@@ -4,7 +4,7 @@
 /// Result alias used throughout Cairn's libraries.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The request is malformed: a bad name, a bad path, a missing or mistyped field.
     #[error("{0}")]

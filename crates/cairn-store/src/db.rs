@@ -31,6 +31,9 @@ pub struct Store {
     pub(crate) scoring_cache: std::sync::Arc<crate::endpoints::ScoringCache>,
     /// The experiments' column keys known to be in `experiment_keys` (`crate::studio::KnownKeys`).
     pub(crate) known_keys: std::sync::Arc<crate::studio::KnownKeys>,
+    /// The queue of datastore file records to write, started on first use
+    /// (`crate::datastores::FileRecordWriter`).
+    pub(crate) file_records: std::sync::Arc<std::sync::OnceLock<crate::datastores::FileRecordWriter>>,
 }
 
 /// A write transaction; on SQLite it also holds the store's write gate until it ends.
@@ -120,6 +123,7 @@ impl Store {
             token_touches: Default::default(),
             scoring_cache: Default::default(),
             known_keys: Default::default(),
+            file_records: Default::default(),
         })
     }
 
@@ -135,6 +139,12 @@ impl Store {
             }
             Backend::Postgres => Ok(WriteTx { tx: self.pool.begin().await.map_err(map_err)?, _gate: None }),
         }
+    }
+
+    /// What a writer outside a `Store` method needs to write on SQLite without meeting the busy
+    /// handler: the pool, the write gate and the backend.
+    pub(crate) fn writer_parts(&self) -> (AnyPool, std::sync::Arc<tokio::sync::Mutex<()>>, Backend) {
+        (self.pool.clone(), self.write_gate.clone(), self.backend)
     }
 
     pub fn backend(&self) -> Backend {

@@ -17,6 +17,7 @@ on_both!(
     deleting_a_workspace_cascades_to_its_datastores_and_file_records,
     tokens_are_found_by_lookup_and_names_are_unique,
     file_records_are_upserted_and_deleted_by_prefix,
+    concurrent_file_records_are_all_written_and_a_bad_one_fails_alone,
     endpoints_are_unique_per_server_and_keys_change_one_slot_at_a_time,
     log_batch_keeps_every_point_and_the_latest_value_per_key,
     log_batch_refuses_a_changed_param_and_writes_nothing,
@@ -116,6 +117,37 @@ async fn file_records_are_upserted_and_deleted_by_prefix(store: &Store) {
     // `d` and everything under it, but not `d_x` (LIKE wildcards are escaped).
     assert_eq!(store.delete_file_records(&ds.id, "d").await.unwrap(), 2);
     assert_eq!(store.file_records(&ds.id, &["d_x/c.csv"]).await.unwrap().len(), 1);
+}
+
+/// Records written at once (as an upload of many small files does) are written together; one
+/// that cannot be written (its datastore is gone) fails on its own, and the rest are kept.
+async fn concurrent_file_records_are_all_written_and_a_bad_one_fails_alone(store: &Store) {
+    let ws = store.create_workspace("w", "").await.unwrap();
+    let ds = store.datastore(&ws, "default").await.unwrap();
+    let mut calls = Vec::new();
+    for i in 0..300u64 {
+        let (store, id) =
+            (store.clone(), if i == 150 { "no-such-datastore".to_string() } else { ds.id.clone() });
+        calls.push(tokio::spawn(async move {
+            store.put_file_record(&id, &format!("many/{i}"), i, &format!("{i:064}")).await
+        }));
+    }
+    let mut failed = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        if call.await.unwrap().is_err() {
+            failed.push(i);
+        }
+    }
+    assert_eq!(failed, vec![150], "only the record of the missing datastore fails");
+    let paths: Vec<String> = (0..300).map(|i| format!("many/{i}")).collect();
+    let keys: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let got = store.file_records(&ds.id, &keys).await.unwrap();
+    assert_eq!(got.len(), 299);
+    assert_eq!(
+        (got["many/299"].size, got["many/299"].sha256.as_str()),
+        (299, format!("{:064}", 299).as_str())
+    );
+    assert!(!got.contains_key("many/150"));
 }
 
 fn endpoint(name: &str, ws: &cairn_core::api::Workspace) -> cairn_store::EndpointRecord {
