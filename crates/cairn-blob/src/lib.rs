@@ -126,6 +126,12 @@ impl BlobStore {
         }
     }
 
+    /// Whether the files are in a local directory, where creating a file that exists always
+    /// fails (a hard link); on S3 that depends on the service's conditional writes.
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
     pub fn location(&self) -> &str {
         &self.location
     }

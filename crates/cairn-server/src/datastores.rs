@@ -279,6 +279,7 @@ impl AppState {
         sha256: Option<&str>,
         trailing: Option<Trailing<'_>>,
         overwrite: bool,
+        declared_len: Option<u64>,
     ) -> Result<PutFileResult, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
@@ -288,7 +289,17 @@ impl AppState {
             check_sha256(s)?;
         }
         let blobs = self.blobs_of(ds)?;
-        let existing = blobs.head(path).await?;
+        // With no checksum to compare and nothing to replace, there is nothing to look at first:
+        // the atomic create below fails if the file exists. That saves a blocking call per file
+        // on an upload of many small files (the client plans first, then sends each file's
+        // checksum as a trailer, without a length). A request declaring a large body is still
+        // looked at first, so that an existing file is refused before its body is read, and so
+        // is every file of an S3 datastore (whose conditional writes not every service has).
+        let look_first = sha256.is_some()
+            || overwrite
+            || declared_len.is_some_and(|n| n > SMALL_FILE)
+            || !blobs.is_local();
+        let existing = if look_first { blobs.head(path).await? } else { None };
         if let (Some(entry), Some(expected)) = (&existing, sha256) {
             let records = self.store.file_records(&ds.id, &[path.as_str()]).await?;
             let stored = self.stored_sha256(&blobs, ds, path, entry, records.get(path.as_str())).await?;
@@ -308,6 +319,9 @@ impl AppState {
         }
         let opts = PutOpts { expected_sha256: sha256, max_bytes: Some(self.max_upload_bytes), overwrite };
         let written = blobs.put_stream_trailing(path, body, opts, trailing).await.map_err(|e| match e {
+            Error::Conflict(_) if !look_first => Error::conflict(format!(
+                "{path} already exists; pass overwrite=true (--overwrite) to replace it"
+            )),
             Error::Conflict(_) => Error::conflict(format!(
                 "{path} was created by another upload meanwhile; pass overwrite=true to replace it"
             )),
@@ -322,6 +336,9 @@ impl AppState {
         })
     }
 }
+
+/// Bodies up to this size are written by one atomic put (`cairn_blob::PART_SIZE`).
+const SMALL_FILE: u64 = cairn_blob::PART_SIZE as u64;
 
 /// Where a workspace's default datastore lives inside the artifact store.
 pub fn default_prefix(workspace_id: &str) -> String {

@@ -261,6 +261,17 @@ async fn checksum_mismatch_is_422_and_keeps_the_old_content(b: Backend) {
         }
     };
     put(b"old", sha256_hex(b"old"), false).await.unwrap();
+    // No checksum and no length (a streamed body), nothing to replace: the server does not look
+    // first, and the atomic create refuses it; nothing else is left in the store.
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"other"))]);
+    let e = c
+        .put_file("w", "default", "f.csv", body, cairn_client::PutFile { sha256: None, overwrite: false })
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(e.to_string().contains("f.csv already exists"), "{e}");
+    let stored = files_under(&s.data_dir.join("artifacts"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
     let e = put(b"new", sha256_hex(b"something else"), true).await.unwrap_err();
     assert_eq!(e.status(), Some(422), "{e}");
     assert!(e.to_string().contains("does not match its checksum"), "{e}");

@@ -121,8 +121,8 @@ pub async fn upload(
         .get(SHA256_HEADER)
         .map(|v| v.to_str().map_err(|_| Error::invalid(format!("header {SHA256_HEADER} is not ASCII"))))
         .transpose()?;
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
+    let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(len) = declared_len {
         if len > state.max_upload_bytes {
             return Err(Error::TooLarge(format!(
                 "{path} is {len} bytes; this server accepts files up to {} bytes",
@@ -140,7 +140,8 @@ pub async fn upload(
     let trailer = OnceLock::new();
     let body = data_keeping_trailer(request.into_body(), &trailer);
     let trailing = Trailing { sha256: &trailer, required: trailer_declared };
-    let result = state.put_file(&record, &path, body, sha256, Some(trailing), q.overwrite).await?;
+    let result =
+        state.put_file(&record, &path, body, sha256, Some(trailing), q.overwrite, declared_len).await?;
     let status = if result.status == PutStatus::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(result)))
 }
