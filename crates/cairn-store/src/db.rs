@@ -34,6 +34,8 @@ pub struct Store {
     /// The queue of datastore file records to write, started on first use
     /// (`crate::datastores::FileRecordWriter`).
     pub(crate) file_records: std::sync::Arc<std::sync::OnceLock<crate::datastores::FileRecordWriter>>,
+    /// Tokens recently found by lookup (`crate::tokens::TokenCache`).
+    pub(crate) token_cache: std::sync::Arc<crate::tokens::TokenCache>,
 }
 
 /// A write transaction; on SQLite it also holds the store's write gate until it ends.
@@ -124,6 +126,7 @@ impl Store {
             scoring_cache: Default::default(),
             known_keys: Default::default(),
             file_records: Default::default(),
+            token_cache: Default::default(),
         })
     }
 

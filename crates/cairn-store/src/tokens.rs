@@ -73,6 +73,18 @@ impl Store {
     }
 
     pub async fn token_by_lookup(&self, lookup: &str) -> Result<Option<TokenRecord>, Error> {
+        let (cached, generation) = self.token_cache.fresh(lookup);
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let found = self.token_by_lookup_uncached(lookup).await?;
+        if let Some(record) = &found {
+            self.token_cache.fill(lookup, record, generation);
+        }
+        Ok(found)
+    }
+
+    async fn token_by_lookup_uncached(&self, lookup: &str) -> Result<Option<TokenRecord>, Error> {
         let row = sqlx::query(
             "SELECT id, hash, name, role, workspace, created_at, last_used_at, run_id FROM tokens WHERE lookup = $1",
         )
@@ -149,6 +161,7 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(map_err)?;
+        self.token_cache.forget_all();
         Ok(())
     }
 
@@ -165,9 +178,60 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(map_err)?;
+        self.token_cache.forget_all();
         if done.rows_affected() == 0 {
             return Err(Error::not_found("token", name));
         }
         Ok(())
+    }
+}
+
+/// How long a token found in the database is trusted without asking again. Tokens deleted
+/// through this process are forgotten at once; one deleted by another server sharing the
+/// database (PostgreSQL) keeps working here for at most this long (as Kubernetes' token caches do,
+/// for minutes there).
+const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Tokens recently found by lookup, so that a busy client's requests (an upload of many small
+/// files, an MLflow client logging) do not each cost a database read before any work: that read
+/// is a hand-off to another thread and back on SQLite. The caller still compares the presented
+/// token's hash with the record's in constant time.
+#[derive(Debug, Default)]
+pub(crate) struct TokenCache {
+    inner: std::sync::Mutex<TokenCacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct TokenCacheInner {
+    /// Bumped by every deletion, so that a read that began before one cannot refill the cache
+    /// with what it deleted.
+    generation: u64,
+    entries: std::collections::HashMap<String, (TokenRecord, std::time::Instant)>,
+}
+
+impl TokenCache {
+    /// The record of `lookup` if found less than [`TOKEN_CACHE_TTL`] ago, and the generation to
+    /// pass to [`TokenCache::fill`].
+    fn fresh(&self, lookup: &str) -> (Option<TokenRecord>, u64) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = inner.entries.get(lookup).filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+        (hit.map(|(r, _)| r.clone()), inner.generation)
+    }
+
+    fn fill(&self, lookup: &str, record: &TokenRecord, generation: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.generation != generation {
+            return;
+        }
+        if inner.entries.len() >= 10_000 {
+            inner.entries.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+        }
+        inner.entries.insert(lookup.to_string(), (record.clone(), std::time::Instant::now()));
+    }
+
+    pub(crate) fn forget_all(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.generation += 1;
+        inner.entries.clear();
     }
 }

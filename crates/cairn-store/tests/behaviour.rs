@@ -96,9 +96,25 @@ async fn tokens_are_found_by_lookup_and_names_are_unique(store: &Store) {
     assert_eq!((found.hash.as_str(), found.info.role), ("h1", Role::Writer));
     store.touch_token(&found.id).await.unwrap();
     assert!(store.list_tokens().await.unwrap()[0].last_used_at.is_some());
+    // Found twice (the second time from the store's cache), deleted: gone at once.
+    assert!(store.token_by_lookup("0123456789abcdef").await.unwrap().is_some());
     store.delete_token("ci").await.unwrap();
     assert!(store.token_by_lookup("0123456789abcdef").await.unwrap().is_none());
     assert!(matches!(store.delete_token("ci").await.unwrap_err(), Error::NotFound { .. }));
+    // A run's token stops working as soon as the run's tokens are deleted.
+    let run_token = NewToken {
+        name: "run-r1",
+        lookup: "1111222233334444",
+        hash: "h3",
+        role: Role::Writer,
+        workspace: Some("w"),
+        run_id: Some("r1"),
+    };
+    store.insert_token(run_token).await.unwrap();
+    assert!(store.token_by_lookup("1111222233334444").await.unwrap().is_some());
+    assert!(store.token_by_lookup("1111222233334444").await.unwrap().is_some());
+    store.delete_run_tokens("r1").await.unwrap();
+    assert!(store.token_by_lookup("1111222233334444").await.unwrap().is_none());
 }
 
 async fn file_records_are_upserted_and_deleted_by_prefix(store: &Store) {
