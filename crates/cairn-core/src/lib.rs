@@ -6,6 +6,7 @@
 //! the API bodies here means the server and its clients cannot drift apart.
 
 pub mod api;
+pub mod cache;
 pub mod deployments;
 pub mod endpoints;
 pub mod error;

@@ -10,6 +10,7 @@ use cairn_core::api::{
     CreateDatastore, DatastoreKind, FileEntry, PlanAction, PlanEntry, PutFileResult, PutStatus, UploadPlan,
     UploadPlanRequest, Workspace,
 };
+use cairn_core::cache::LookupCache;
 use cairn_core::runs::RunStatus;
 use cairn_core::{validate_name, Error, RelPath};
 use cairn_store::{DatastoreRecord, FileRecord};
@@ -19,45 +20,29 @@ use crate::state::AppState;
 
 /// Datastore records by (workspace name, datastore name). Every file request needs one, and a
 /// record only ever goes away (deleted with its datastore or workspace; nothing in it is ever
-/// updated), so it is looked up once. Deleting empties the cache and bumps the generation, so a
-/// lookup that read the database before the delete cannot put its stale answer back after it.
-#[derive(Default)]
-pub struct DatastoreCache {
-    records: HashMap<(String, String), DatastoreRecord>,
-    generation: u64,
-}
+/// updated), so it is looked up once and kept until a datastore or workspace is deleted.
+pub type DatastoreCache = LookupCache<(String, String), DatastoreRecord>;
 
-/// Cached datastores at most (the cache starts over beyond).
+/// Cached datastores at most.
 const DATASTORE_CACHE_MAX: usize = 10_000;
+
+pub fn datastore_cache() -> DatastoreCache {
+    LookupCache::new(None, DATASTORE_CACHE_MAX)
+}
 
 impl AppState {
     /// The datastore `ds` of workspace `ws`, from the cache or the database.
     pub async fn datastore_record(&self, ws: &str, ds: &str) -> Result<DatastoreRecord, Error> {
-        let key = (ws.to_string(), ds.to_string());
-        let generation = {
-            let cache = self.datastore_cache.lock().expect("datastore cache lock");
-            if let Some(record) = cache.records.get(&key) {
-                return Ok(record.clone());
-            }
-            cache.generation
+        let load = || async {
+            let workspace = self.store.workspace(ws).await?;
+            self.store.datastore(&workspace, ds).await
         };
-        let workspace = self.store.workspace(ws).await?;
-        let record = self.store.datastore(&workspace, ds).await?;
-        let mut cache = self.datastore_cache.lock().expect("datastore cache lock");
-        if cache.generation == generation {
-            if cache.records.len() >= DATASTORE_CACHE_MAX {
-                cache.records.clear();
-            }
-            cache.records.insert(key, record.clone());
-        }
-        Ok(record)
+        self.datastore_cache.get_or_load(&(ws.to_string(), ds.to_string()), load, |_| true).await
     }
 
     /// Empties the datastore cache; called after a datastore or workspace was deleted.
     pub fn forget_datastores(&self) {
-        let mut cache = self.datastore_cache.lock().expect("datastore cache lock");
-        cache.generation += 1;
-        cache.records.clear();
+        self.datastore_cache.clear();
     }
 
     /// The storage behind a datastore (opened once, then cached).

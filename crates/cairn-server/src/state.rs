@@ -24,7 +24,7 @@ pub struct AppState {
     /// Opened datastore locations by datastore id, so an S3 client is built once, not per request.
     pub(crate) blob_cache: Mutex<HashMap<String, BlobStore>>,
     /// Datastores by workspace and datastore name (see [`AppState::datastore_record`]).
-    pub(crate) datastore_cache: Mutex<crate::datastores::DatastoreCache>,
+    pub(crate) datastore_cache: crate::datastores::DatastoreCache,
     /// The scheduler's wake-up signal and the cancel switches of running jobs.
     pub jobs: Jobs,
     /// Builds environments into `DATA_DIR/envs` (set at start when `uv` is found).
@@ -88,7 +88,7 @@ impl AppState {
             metrics: Metrics::default(),
             deployments: Default::default(),
             blob_cache: Mutex::default(),
-            datastore_cache: Mutex::default(),
+            datastore_cache: crate::datastores::datastore_cache(),
             jobs: Jobs::default(),
             env_builder: OnceLock::new(),
             env_cache: OnceLock::new(),

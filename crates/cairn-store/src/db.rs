@@ -126,7 +126,7 @@ impl Store {
             scoring_cache: Default::default(),
             known_keys: Default::default(),
             file_records: Default::default(),
-            token_cache: Default::default(),
+            token_cache: std::sync::Arc::new(crate::tokens::token_cache()),
         })
     }
 

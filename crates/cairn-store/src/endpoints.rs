@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cairn_core::api::Workspace;
+use cairn_core::cache::{ClearOnDrop, LookupCache};
 use cairn_core::endpoints::{AuthMode, KeyType, ProvisioningState};
 use cairn_core::Error;
 use sqlx::any::AnyRow;
@@ -88,94 +89,47 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 /// that the data plane does not run two queries per request. Every write of an endpoint, a
 /// deployment or a workspace through this `Store` empties it at once; entries also expire after
 /// [`SCORING_CACHE_TTL`], which bounds how long a change made by another server process sharing
-/// the database (a regenerated key, a deleted endpoint) can go unseen here.
-#[derive(Default, Debug)]
+/// the database (a regenerated key, a deleted endpoint) can go unseen here. Unknown names are
+/// cached too (any caller can send them), so the size is bounded.
+#[derive(Debug)]
 pub(crate) struct ScoringCache {
-    entries: std::sync::Mutex<ScoringEntries>,
-}
-
-#[derive(Default, Debug)]
-struct ScoringEntries {
     // Shared, not copied, with each request: a deployment record holds its whole spec.
-    endpoints: std::collections::HashMap<String, (std::time::Instant, Option<Arc<EndpointRecord>>)>,
-    deployments: std::collections::HashMap<String, (std::time::Instant, Arc<Vec<crate::DeploymentRecord>>)>,
-    /// Bumped by every invalidation: a lookup that started before one does not store its result.
-    generation: u64,
+    endpoints: LookupCache<String, Option<Arc<EndpointRecord>>>,
+    deployments: LookupCache<String, Arc<Vec<crate::DeploymentRecord>>>,
 }
 
 /// How long a cached scoring lookup is trusted without a write through this process.
 pub const SCORING_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Empties the scoring cache when dropped: held by each write for its whole duration, so the
-/// cache is emptied after the write is done, whether it succeeded or not.
-pub(crate) struct InvalidateOnDrop<'a>(&'a ScoringCache);
+/// Scoring lookups cached at most, per kind.
+const SCORING_CACHE_MAX: usize = 10_000;
 
-impl Drop for InvalidateOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.invalidate();
+impl Default for ScoringCache {
+    fn default() -> Self {
+        ScoringCache {
+            endpoints: LookupCache::new(Some(SCORING_CACHE_TTL), SCORING_CACHE_MAX),
+            deployments: LookupCache::new(Some(SCORING_CACHE_TTL), SCORING_CACHE_MAX),
+        }
     }
 }
 
+type ClearScoring<'a> = (
+    ClearOnDrop<'a, String, Option<Arc<EndpointRecord>>>,
+    ClearOnDrop<'a, String, Arc<Vec<crate::DeploymentRecord>>>,
+);
+
 impl ScoringCache {
     /// A guard that empties the cache when the write holding it ends.
-    pub(crate) fn invalidate_after(&self) -> InvalidateOnDrop<'_> {
-        InvalidateOnDrop(self)
-    }
-
-    pub(crate) fn invalidate(&self) {
-        let mut e = self.entries.lock().expect("scoring cache lock");
-        e.endpoints.clear();
-        e.deployments.clear();
-        e.generation += 1;
-    }
-
-    fn generation(&self) -> u64 {
-        self.entries.lock().expect("scoring cache lock").generation
-    }
-
-    fn endpoint(&self, name: &str) -> Option<Option<Arc<EndpointRecord>>> {
-        let e = self.entries.lock().expect("scoring cache lock");
-        e.endpoints.get(name).filter(|(at, _)| at.elapsed() < SCORING_CACHE_TTL).map(|(_, r)| r.clone())
-    }
-
-    fn put_endpoint(&self, generation: u64, name: &str, record: Option<Arc<EndpointRecord>>) {
-        let mut e = self.entries.lock().expect("scoring cache lock");
-        if e.generation == generation {
-            e.endpoints.insert(name.to_string(), (std::time::Instant::now(), record));
-        }
-    }
-
-    fn deployments(&self, endpoint_id: &str) -> Option<Arc<Vec<crate::DeploymentRecord>>> {
-        let e = self.entries.lock().expect("scoring cache lock");
-        e.deployments
-            .get(endpoint_id)
-            .filter(|(at, _)| at.elapsed() < SCORING_CACHE_TTL)
-            .map(|(_, d)| d.clone())
-    }
-
-    fn put_deployments(
-        &self,
-        generation: u64,
-        endpoint_id: &str,
-        records: Arc<Vec<crate::DeploymentRecord>>,
-    ) {
-        let mut e = self.entries.lock().expect("scoring cache lock");
-        if e.generation == generation {
-            e.deployments.insert(endpoint_id.to_string(), (std::time::Instant::now(), records));
-        }
+    pub(crate) fn invalidate_after(&self) -> ClearScoring<'_> {
+        (self.endpoints.clear_after(), self.deployments.clear_after())
     }
 }
 
 impl Store {
     /// [`Store::endpoint_by_name`] through the scoring cache (the data plane's lookup).
     pub async fn endpoint_for_scoring(&self, name: &str) -> Result<Option<Arc<EndpointRecord>>, Error> {
-        if let Some(hit) = self.scoring_cache.endpoint(name) {
-            return Ok(hit);
-        }
-        let generation = self.scoring_cache.generation();
-        let found = self.endpoint_by_name(name).await?.map(Arc::new);
-        self.scoring_cache.put_endpoint(generation, name, found.clone());
-        Ok(found)
+        let load = || async { Ok(self.endpoint_by_name(name).await?.map(Arc::new)) };
+        self.scoring_cache.endpoints.get_or_load(name, load, |_| true).await
     }
 
     /// [`Store::list_deployments`] through the scoring cache (the data plane's lookup).
@@ -183,13 +137,8 @@ impl Store {
         &self,
         endpoint_id: &str,
     ) -> Result<Arc<Vec<crate::DeploymentRecord>>, Error> {
-        if let Some(hit) = self.scoring_cache.deployments(endpoint_id) {
-            return Ok(hit);
-        }
-        let generation = self.scoring_cache.generation();
-        let found = Arc::new(self.list_deployments(endpoint_id).await?);
-        self.scoring_cache.put_deployments(generation, endpoint_id, found.clone());
-        Ok(found)
+        let load = || async { Ok(Arc::new(self.list_deployments(endpoint_id).await?)) };
+        self.scoring_cache.deployments.get_or_load(endpoint_id, load, |_| true).await
     }
 }
 

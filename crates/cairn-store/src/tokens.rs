@@ -1,6 +1,7 @@
 //! API tokens. Only a SHA-256 of each token is stored; the caller hashes and compares.
 
 use cairn_core::api::{Role, TokenInfo};
+use cairn_core::cache::LookupCache;
 use cairn_core::{now_ms, Error};
 use sqlx::Row;
 
@@ -73,15 +74,8 @@ impl Store {
     }
 
     pub async fn token_by_lookup(&self, lookup: &str) -> Result<Option<TokenRecord>, Error> {
-        let (cached, generation) = self.token_cache.fresh(lookup);
-        if cached.is_some() {
-            return Ok(cached);
-        }
-        let found = self.token_by_lookup_uncached(lookup).await?;
-        if let Some(record) = &found {
-            self.token_cache.fill(lookup, record, generation);
-        }
-        Ok(found)
+        let load = || self.token_by_lookup_uncached(lookup);
+        self.token_cache.get_or_load(lookup, load, Option::is_some).await
     }
 
     async fn token_by_lookup_uncached(&self, lookup: &str) -> Result<Option<TokenRecord>, Error> {
@@ -161,7 +155,7 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(map_err)?;
-        self.token_cache.forget_all();
+        self.token_cache.clear();
         Ok(())
     }
 
@@ -178,7 +172,7 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(map_err)?;
-        self.token_cache.forget_all();
+        self.token_cache.clear();
         if done.rows_affected() == 0 {
             return Err(Error::not_found("token", name));
         }
@@ -192,46 +186,15 @@ impl Store {
 /// for minutes there).
 const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Tokens found by lookup at most (unknown lookups are not kept).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
 /// Tokens recently found by lookup, so that a busy client's requests (an upload of many small
 /// files, an MLflow client logging) do not each cost a database read before any work: that read
 /// is a hand-off to another thread and back on SQLite. The caller still compares the presented
 /// token's hash with the record's in constant time.
-#[derive(Debug, Default)]
-pub(crate) struct TokenCache {
-    inner: std::sync::Mutex<TokenCacheInner>,
-}
+pub(crate) type TokenCache = LookupCache<String, Option<TokenRecord>>;
 
-#[derive(Debug, Default)]
-struct TokenCacheInner {
-    /// Bumped by every deletion, so that a read that began before one cannot refill the cache
-    /// with what it deleted.
-    generation: u64,
-    entries: std::collections::HashMap<String, (TokenRecord, std::time::Instant)>,
-}
-
-impl TokenCache {
-    /// The record of `lookup` if found less than [`TOKEN_CACHE_TTL`] ago, and the generation to
-    /// pass to [`TokenCache::fill`].
-    fn fresh(&self, lookup: &str) -> (Option<TokenRecord>, u64) {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let hit = inner.entries.get(lookup).filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL);
-        (hit.map(|(r, _)| r.clone()), inner.generation)
-    }
-
-    fn fill(&self, lookup: &str, record: &TokenRecord, generation: u64) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.generation != generation {
-            return;
-        }
-        if inner.entries.len() >= 10_000 {
-            inner.entries.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
-        }
-        inner.entries.insert(lookup.to_string(), (record.clone(), std::time::Instant::now()));
-    }
-
-    pub(crate) fn forget_all(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.generation += 1;
-        inner.entries.clear();
-    }
+pub(crate) fn token_cache() -> TokenCache {
+    LookupCache::new(Some(TOKEN_CACHE_TTL), TOKEN_CACHE_MAX)
 }
