@@ -100,7 +100,20 @@ fn main() -> ExitCode {
                 .init();
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Server(args) = &cli.command {
+        match server::runtime_threads(args) {
+            Ok(Some(n)) => {
+                builder.worker_threads(n);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

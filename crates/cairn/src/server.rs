@@ -46,6 +46,9 @@ pub struct ServerArgs {
     /// unreachable (its jobs are left alone either way). Default: 60.
     #[arg(long, env = "CAIRN_SERVER_STALE_AFTER")]
     server_stale_after: Option<u64>,
+    /// Threads of the async runtime that answers requests. Default: half the CPUs, at least 1.
+    #[arg(long, env = "CAIRN_RUNTIME_THREADS")]
+    runtime_threads: Option<usize>,
     /// Configuration file. Default: ./cairn.toml if it exists.
     #[arg(long, env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
@@ -72,6 +75,7 @@ struct FileConfig {
     env_cache: Option<PathBuf>,
     advertise_url: Option<String>,
     server_stale_after: Option<u64>,
+    runtime_threads: Option<usize>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -119,6 +123,30 @@ pub fn tune_allocator() {
                 libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
             }
         }
+    }
+}
+
+/// How many threads the server's async runtime gets: the setting (flag, environment, file), else
+/// tokio's own `TOKIO_WORKER_THREADS` when set, else half the CPUs (at least one). `None`: leave
+/// it to tokio.
+///
+/// Half, not all: the runtime's threads do little work per request (SQLite runs on sqlx's own
+/// threads, large uploads are written from a thread of their own, scoring and jobs run in other
+/// processes), and on a small machine every extra runtime thread mostly adds wake-ups across
+/// cores: on 2 CPUs, one thread instead of two cut the gateway's CPU per scoring request by a
+/// third and left uploads and MLflow logging as fast or faster (docs/benchmarks.md).
+pub fn runtime_threads(args: &ServerArgs) -> anyhow::Result<Option<usize>> {
+    let set = match args.runtime_threads {
+        Some(n) => Some(n),
+        None => read_file_config(args)?.runtime_threads,
+    };
+    match set {
+        Some(0) => {
+            anyhow::bail!("runtime_threads must be at least 1 (--runtime-threads, CAIRN_RUNTIME_THREADS)")
+        }
+        Some(n) => Ok(Some(n)),
+        None if std::env::var_os("TOKIO_WORKER_THREADS").is_some() => Ok(None),
+        None => Ok(Some(std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))),
     }
 }
 

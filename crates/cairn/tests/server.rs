@@ -108,6 +108,43 @@ async fn configuration_precedence_is_flag_then_environment_then_file() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn runtime_threads_come_from_the_settings_and_zero_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("cairn.toml");
+    std::fs::write(&file, "runtime_threads = 1\n").unwrap();
+    let s = Server::start_with(Opts {
+        args: vec!["--config".to_string(), file.display().to_string()],
+        ..Default::default()
+    });
+    s.ok(&["workspace", "create", "w"]);
+    assert_eq!(raw_put(&s, "w", "f.bin", b"one runtime thread").0, 201);
+    drop(s);
+
+    let refused = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path().join("d"))
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} {env:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&["--runtime-threads", "0"], &[]);
+    assert!(err.contains("runtime_threads must be at least 1"), "{err}");
+    let err = refused(&[], &[("CAIRN_RUNTIME_THREADS", "0")]);
+    assert!(err.contains("runtime_threads must be at least 1"), "{err}");
+    std::fs::write(&file, "runtime_threads = 0\n").unwrap();
+    let err = refused(&["--config", &file.display().to_string()], &[]);
+    assert!(err.contains("runtime_threads must be at least 1"), "{err}");
+    std::fs::write(&file, "runtime_threads = \"many\"\n").unwrap();
+    let err = refused(&["--config", &file.display().to_string()], &[]);
+    assert!(err.contains("runtime_threads"), "the key with the wrong type is named: {err}");
+    assert!(!tmp.path().join("d").join("cairn.db").exists(), "nothing was started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_upload_finish_then_exits_cleanly() {
     let mut s = Server::start();
     s.ok(&["workspace", "create", "w"]);
