@@ -77,8 +77,7 @@ bench_venv() {
     [[ -x $venv/bin/python ]] || UV_PYTHON_DOWNLOADS=never "$uv" venv -q --python "$python" "$venv"
     "$uv" pip install -q --compile-bytecode -p "$venv/bin/python" -r "$requirements"
     if [[ ! -e $venv/.cairn-bytecode ]]; then
-        "$venv/bin/python" -m compileall -q -j 0 \
-            "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
+        "$root/scripts/venv-bytecode.sh" "$venv"
         touch "$venv/.cairn-bytecode"
     fi
 }

@@ -51,7 +51,7 @@ else
     say "installing $REQUIREMENTS into .venv"
     VIRTUAL_ENV="$ROOT/.venv" "$UV" pip install --quiet --python .venv/bin/python -r "$REQUIREMENTS"
     say "compiling .venv's packages to bytecode"
-    .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
+    "$ROOT/scripts/venv-bytecode.sh" .venv
     echo "$want" > "$STAMP"
 fi
 
