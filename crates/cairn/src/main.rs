@@ -101,12 +101,18 @@ fn main() -> ExitCode {
         }
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // The server's configuration file is read once, here: it sizes the runtime too.
+    let mut server_file = None;
     if let Command::Server(args) = &cli.command {
-        match server::runtime_threads(args) {
-            Ok(Some(n)) => {
-                builder.worker_threads(n);
+        let threads =
+            server::read_file_config(args).and_then(|file| Ok((server::runtime_threads(args, &file)?, file)));
+        match threads {
+            Ok((threads, file)) => {
+                if let Some(n) = threads {
+                    builder.worker_threads(n);
+                }
+                server_file = Some(file);
             }
-            Ok(None) => {}
             Err(e) => {
                 eprintln!("error: {e:#}");
                 return ExitCode::FAILURE;
@@ -122,7 +128,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server::run(args).await,
+            Command::Server(args) => server::run(args, server_file.take().unwrap_or_default()).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Login(args) => cmd::login::run(args).await,
             Command::Whoami { client } => cmd::login::whoami(client).await,

@@ -64,7 +64,7 @@ pub enum LogFormat {
 /// The keys `cairn.toml` may hold (the same names as the flags, with underscores).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     artifact_store: Option<String>,
@@ -83,7 +83,7 @@ const DEFAULT_MAX_UPLOAD: u64 = 64 << 30;
 const DEFAULT_MAX_SCORE_BODY: u64 = 16 << 20;
 const DEFAULT_SERVER_STALE_AFTER_S: u64 = 60;
 
-fn read_file_config(args: &ServerArgs) -> anyhow::Result<FileConfig> {
+pub fn read_file_config(args: &ServerArgs) -> anyhow::Result<FileConfig> {
     let path = match &args.config {
         Some(p) => p.clone(),
         None if Path::new("cairn.toml").is_file() => PathBuf::from("cairn.toml"),
@@ -135,12 +135,8 @@ pub fn tune_allocator() {
 /// processes), and on a small machine every extra runtime thread mostly adds wake-ups across
 /// cores: on 2 CPUs, one thread instead of two cut the gateway's CPU per scoring request by a
 /// third and left uploads and MLflow logging as fast or faster (docs/benchmarks.md).
-pub fn runtime_threads(args: &ServerArgs) -> anyhow::Result<Option<usize>> {
-    let set = match args.runtime_threads {
-        Some(n) => Some(n),
-        None => read_file_config(args)?.runtime_threads,
-    };
-    match set {
+pub fn runtime_threads(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Option<usize>> {
+    match args.runtime_threads.or(file.runtime_threads) {
         Some(0) => {
             anyhow::bail!("runtime_threads must be at least 1 (--runtime-threads, CAIRN_RUNTIME_THREADS)")
         }
@@ -150,8 +146,8 @@ pub fn runtime_threads(args: &ServerArgs) -> anyhow::Result<Option<usize>> {
     }
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let file = read_file_config(&args)?;
+/// Runs the server with `file`, the configuration file `read_file_config` read for `args`.
+pub async fn run(args: ServerArgs, file: FileConfig) -> anyhow::Result<()> {
     let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
     init_logging(log_format);
 
