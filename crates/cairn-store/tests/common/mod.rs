@@ -30,11 +30,14 @@ impl Db {
     pub async fn postgres() -> Db {
         let admin = std::env::var("CAIRN_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        // The clock alone is not unique: two tests of one process can read the same instant.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let name = format!(
-            "cairn_store_test_{}_{}",
+            "cairn_store_test_{}_{}_{}",
             std::process::id(),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-                % 1_000_000_000_000
+                % 1_000_000_000_000,
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
             panic!("PostgreSQL must be reachable at {admin} (scripts/setup.sh starts it): {e}")
