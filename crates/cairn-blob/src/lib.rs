@@ -25,6 +25,20 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 
+/// The checksums of a write, computed as its bytes go by.
+#[derive(Clone, Default)]
+struct Digests {
+    sha256: Sha256,
+    crc32: crc32fast::Hasher,
+}
+
+impl Digests {
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        self.crc32.update(bytes);
+    }
+}
+
 /// Bodies up to this size are buffered and written with one atomic put; larger ones stream as a
 /// multipart upload in parts of this size, so memory stays bounded whatever the file size.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -49,15 +63,79 @@ pub struct Written {
     pub sha256: String,
 }
 
-/// A checksum that arrives after the content (an HTTP trailer): whoever reads the body sets it
-/// before the body stream ends, and [`BlobStore::put_stream_trailing`] checks it then, before the
-/// file becomes visible.
+/// A checksum a sender may announce for a file's content, before it (a header) or after it (an
+/// HTTP trailer). SHA-256 is what Cairn records and what tells whether a file is already there;
+/// CRC-32 (zlib's, ISO-HDLC) only checks that the bytes arrived as they were sent, at a small
+/// fraction of SHA-256's cost, for a sender that has no SHA-256 of its own to give (as S3's
+/// clients send a CRC by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checksum {
+    Sha256,
+    Crc32,
+}
+
+impl Checksum {
+    pub fn name(self) -> &'static str {
+        match self {
+            Checksum::Sha256 => "sha256",
+            Checksum::Crc32 => "crc32",
+        }
+    }
+
+    /// The header (or trailer) that carries it, as lower-case hex.
+    pub fn header(self) -> &'static str {
+        match self {
+            Checksum::Sha256 => cairn_core::api::SHA256_HEADER,
+            Checksum::Crc32 => cairn_core::api::CRC32_HEADER,
+        }
+    }
+
+    fn digits(self) -> usize {
+        match self {
+            Checksum::Sha256 => 64,
+            Checksum::Crc32 => 8,
+        }
+    }
+
+    /// Refuses (400) a value that is not this checksum's number of hexadecimal digits.
+    pub fn check(self, value: &str) -> Result<(), Error> {
+        if value.len() == self.digits() && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "{} {value:?} must be {} hexadecimal digits",
+                self.name(),
+                self.digits()
+            )))
+        }
+    }
+}
+
+/// One checksum that arrives after the content (an HTTP trailer): whoever reads the body sets
+/// it before the body stream ends, and [`BlobStore::put_stream_trailing`] checks it then, before
+/// the file becomes visible.
+#[derive(Clone, Copy, Debug)]
+pub struct Trailer<'a> {
+    /// Lower-case hex, once received.
+    pub value: &'a OnceLock<String>,
+    /// The sender declared it (`Trailer:`): refuse, and keep nothing, when it never arrives.
+    pub declared: bool,
+}
+
+/// The checksums that may arrive after the content.
 #[derive(Clone, Copy, Debug)]
 pub struct Trailing<'a> {
-    /// Lower-case hex SHA-256, once received.
-    pub sha256: &'a OnceLock<String>,
-    /// Refuse (and keep nothing) when it never arrives: the sender promised it.
-    pub required: bool,
+    pub sha256: Trailer<'a>,
+    pub crc32: Trailer<'a>,
+}
+
+impl<'a> Trailing<'a> {
+    fn get(&self, which: Checksum) -> Trailer<'a> {
+        match which {
+            Checksum::Sha256 => self.sha256,
+            Checksum::Crc32 => self.crc32,
+        }
+    }
 }
 
 /// What [`BlobStore::put_stream`] is asked to guarantee.
@@ -65,6 +143,8 @@ pub struct Trailing<'a> {
 pub struct PutOpts<'a> {
     /// Refuse (and keep nothing) unless the content hashes to this lower-case hex SHA-256.
     pub expected_sha256: Option<&'a str>,
+    /// Refuse (and keep nothing) unless the content's CRC-32 is this (8 hex digits).
+    pub expected_crc32: Option<&'a str>,
     /// Refuse with `TooLarge` past this many bytes.
     pub max_bytes: Option<u64>,
     /// Replace an existing file; otherwise an existing file is a conflict.
@@ -206,7 +286,7 @@ impl BlobStore {
     {
         let key = self.key(path)?;
         let mut body = std::pin::pin!(body);
-        let mut hasher = Sha256::new();
+        let mut hasher = Digests::default();
         let mut size: u64 = 0;
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_len = 0usize;
@@ -226,7 +306,7 @@ impl BlobStore {
                 }
                 Some(Err(e)) => return Err(interrupted(path, e)),
                 None => {
-                    let written = finish_hash(hasher, size, path, opts.expected_sha256, trailing)?;
+                    let written = verify(hasher, size, path, &opts, trailing)?;
                     let mode = if opts.overwrite { PutMode::Overwrite } else { PutMode::Create };
                     let payload: PutPayload = head.into_iter().collect();
                     self.store
@@ -263,7 +343,7 @@ impl BlobStore {
             Ok(())
         }
         .await;
-        let verified = outcome.and_then(|()| finish_hash(hasher, size, path, opts.expected_sha256, trailing));
+        let verified = outcome.and_then(|()| verify(hasher, size, path, &opts, trailing));
         match verified {
             Ok(written) => {
                 if !opts.overwrite && self.head(path).await?.is_some() {
@@ -410,39 +490,51 @@ impl BlobStore {
     }
 }
 
-/// Ends a write's hash and checks it against what the sender announced, before or after the body.
-fn finish_hash(
-    hasher: Sha256,
+/// Ends a write's checksums and compares them with what the sender announced, before the body
+/// (`opts`) or after it (`trailing`); every one given must match.
+fn verify(
+    digests: Digests,
     size: u64,
     path: &RelPath,
-    expected: Option<&str>,
+    opts: &PutOpts<'_>,
     trailing: Option<Trailing<'_>>,
 ) -> Result<Written, Error> {
-    let sha256 = hex::encode(hasher.finalize());
-    let late = match trailing {
-        None => None,
-        Some(t) => match t.sha256.get() {
-            Some(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => Some(s.as_str()),
-            Some(s) => {
-                return Err(Error::invalid(format!(
-                    "trailing sha256 {s:?} of {path} must be 64 hexadecimal digits; nothing was stored"
-                )))
-            }
-            None if t.required => {
-                return Err(Error::invalid(format!(
-                    "the sha256 trailer announced for {path} did not arrive (a proxy may drop trailers; \
-                     send the checksum as a header instead); nothing was stored"
-                )))
-            }
+    let sha256 = hex::encode(digests.sha256.finalize());
+    let crc32 = format!("{:08x}", digests.crc32.finalize());
+    let computed =
+        [(Checksum::Sha256, &sha256, opts.expected_sha256), (Checksum::Crc32, &crc32, opts.expected_crc32)];
+    for (which, got, before) in computed {
+        let after = match trailing.map(|t| t.get(which)) {
             None => None,
-        },
-    };
-    for expected in expected.into_iter().chain(late) {
-        if !expected.eq_ignore_ascii_case(&sha256) {
-            return Err(Error::Unprocessable(format!(
-                "content of {path} does not match its checksum (expected sha256 {expected}, received {sha256}); \
-                 the file may have changed during upload; nothing was stored"
-            )));
+            Some(t) => match t.value.get() {
+                Some(v) => {
+                    if which.check(v).is_err() {
+                        return Err(Error::invalid(format!(
+                            "trailing {} {v:?} of {path} must be {} hexadecimal digits; nothing was stored",
+                            which.name(),
+                            which.digits()
+                        )));
+                    }
+                    Some(v.as_str())
+                }
+                None if t.declared => {
+                    return Err(Error::invalid(format!(
+                        "the {} trailer announced for {path} did not arrive (a proxy may drop trailers; \
+                         send the checksum as a header instead); nothing was stored",
+                        which.name()
+                    )))
+                }
+                None => None,
+            },
+        };
+        for expected in before.into_iter().chain(after) {
+            if !expected.eq_ignore_ascii_case(got) {
+                return Err(Error::Unprocessable(format!(
+                    "content of {path} does not match its checksum (expected {} {expected}, received {got}); \
+                     the file may have changed during upload; nothing was stored",
+                    which.name()
+                )));
+            }
         }
     }
     Ok(Written { size, sha256 })
@@ -491,6 +583,10 @@ mod tests {
 
     fn sha(data: &[u8]) -> String {
         hex::encode(Sha256::digest(data))
+    }
+
+    fn crc(data: &[u8]) -> String {
+        format!("{:08x}", crc32fast::hash(data))
     }
 
     #[tokio::test]
@@ -552,36 +648,89 @@ mod tests {
         for (name, size) in [("small.bin", 1000), ("large.bin", PART_SIZE * 2 + 5)] {
             let p = RelPath::parse(name).unwrap();
             let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
-            let put = |trailer: Option<String>, required: bool| {
-                let (blobs, p, data) = (blobs.clone(), p.clone(), data.clone());
-                async move {
-                    let cell = OnceLock::new();
-                    if let Some(t) = trailer {
-                        cell.set(t).unwrap();
+            for which in [Checksum::Sha256, Checksum::Crc32] {
+                let put = |value: Option<String>, declared: bool| {
+                    let (blobs, p, data) = (blobs.clone(), p.clone(), data.clone());
+                    async move {
+                        let (cell, other) = (OnceLock::new(), OnceLock::new());
+                        if let Some(v) = value {
+                            cell.set(v).unwrap();
+                        }
+                        let given = Trailer { value: &cell, declared };
+                        let absent = Trailer { value: &other, declared: false };
+                        let trailing = match which {
+                            Checksum::Sha256 => Trailing { sha256: given, crc32: absent },
+                            Checksum::Crc32 => Trailing { sha256: absent, crc32: given },
+                        };
+                        blobs
+                            .put_stream_trailing(
+                                &p,
+                                chunks(&data, 300_000),
+                                PutOpts::default(),
+                                Some(trailing),
+                            )
+                            .await
                     }
-                    let trailing = Trailing { sha256: &cell, required };
-                    blobs
-                        .put_stream_trailing(&p, chunks(&data, 300_000), PutOpts::default(), Some(trailing))
-                        .await
-                }
-            };
-            let err = put(Some(sha(b"other")), true).await.unwrap_err();
-            assert!(matches!(err, Error::Unprocessable(_)), "{err:?}");
-            let err = put(None, true).await.unwrap_err();
-            assert!(matches!(err, Error::Invalid(_)) && err.to_string().contains("did not arrive"), "{err}");
-            let err = put(Some("zz".into()), false).await.unwrap_err();
-            assert!(matches!(err, Error::Invalid(_)) && err.to_string().contains("64 hexadecimal"), "{err}");
-            assert!(blobs.head(&p).await.unwrap().is_none());
-            assert_eq!(std::fs::read_dir(dir.path().join("ds")).map(|d| d.count()).unwrap_or(0), 0, "{name}");
+                };
+                let (right, wrong) = match which {
+                    Checksum::Sha256 => (sha(&data), sha(b"other")),
+                    Checksum::Crc32 => (crc(&data), crc(b"other")),
+                };
+                let err = put(Some(wrong), true).await.unwrap_err();
+                assert!(
+                    matches!(err, Error::Unprocessable(_)) && err.to_string().contains(which.name()),
+                    "{err:?}"
+                );
+                let err = put(None, true).await.unwrap_err();
+                assert!(
+                    matches!(err, Error::Invalid(_)) && err.to_string().contains("did not arrive"),
+                    "{err}"
+                );
+                let err = put(Some("zz".into()), false).await.unwrap_err();
+                assert!(matches!(err, Error::Invalid(_)) && err.to_string().contains("hexadecimal"), "{err}");
+                assert!(blobs.head(&p).await.unwrap().is_none());
+                assert_eq!(
+                    std::fs::read_dir(dir.path().join("ds")).map(|d| d.count()).unwrap_or(0),
+                    0,
+                    "{name}"
+                );
 
-            let w = put(Some(sha(&data).to_uppercase()), true).await.unwrap();
-            assert_eq!(w.sha256, sha(&data));
-            // Not announced and not required: the content's own checksum is what is recorded.
-            std::fs::remove_file(dir.path().join("ds").join(name)).unwrap();
-            assert_eq!(put(None, false).await.unwrap(), w);
-            assert_eq!(blobs.sha256_of(&p).await.unwrap(), w);
-            std::fs::remove_file(dir.path().join("ds").join(name)).unwrap();
+                let w = put(Some(right.to_uppercase()), true).await.unwrap();
+                // Whatever was checked, the SHA-256 of the content is what is recorded.
+                assert_eq!(w.sha256, sha(&data));
+                // Not announced and not required: the content's own checksum is what is recorded.
+                std::fs::remove_file(dir.path().join("ds").join(name)).unwrap();
+                assert_eq!(put(None, false).await.unwrap(), w);
+                assert_eq!(blobs.sha256_of(&p).await.unwrap(), w);
+                std::fs::remove_file(dir.path().join("ds").join(name)).unwrap();
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn a_crc32_given_before_the_content_is_checked_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap();
+        let p = RelPath::parse("c.bin").unwrap();
+        let old = vec![7u8; 10];
+        blobs.put_stream(&p, chunks(&old, 4), PutOpts::default()).await.unwrap();
+        for size in [100, PART_SIZE * 2] {
+            let new = vec![9u8; size];
+            let wrong = crc(&vec![8u8; size]);
+            let opts = PutOpts { expected_crc32: Some(&wrong), overwrite: true, ..Default::default() };
+            let err = blobs.put_stream(&p, chunks(&new, 1 << 20), opts).await.unwrap_err();
+            assert!(matches!(err, Error::Unprocessable(_)) && err.to_string().contains("crc32"), "{err:?}");
+            assert_eq!(blobs.sha256_of(&p).await.unwrap().sha256, sha(&old));
+            let right = crc(&new);
+            let opts = PutOpts { expected_crc32: Some(&right), overwrite: true, ..Default::default() };
+            assert_eq!(blobs.put_stream(&p, chunks(&new, 1 << 20), opts).await.unwrap().sha256, sha(&new));
+            blobs
+                .put_stream(&p, chunks(&old, 4), PutOpts { overwrite: true, ..Default::default() })
+                .await
+                .unwrap();
+        }
+        // zlib's CRC-32, as Python's zlib.crc32 gives it.
+        assert_eq!(crc(b"123456789"), "cbf43926");
     }
 
     #[tokio::test]

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_core::{Error, RelPath};
 use futures::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::{finish_hash, interrupted, PutOpts, Trailing, Written};
+use crate::{interrupted, verify, Digests, PutOpts, Trailing, Written};
 
 /// Chunks queued for the writing thread. A chunk is what the body stream yields (hyper's are
 /// at most a few hundred KiB), so this bounds the memory a write holds to a few tens of MiB.
@@ -29,7 +28,7 @@ const BATCH: usize = 16;
 pub(crate) struct Received {
     pub head: Vec<Bytes>,
     pub size: u64,
-    pub hasher: Sha256,
+    pub hasher: Digests,
 }
 
 /// Writes `received` and the rest of `body` to `dest` (the filesystem path of `path`), visible
@@ -92,7 +91,7 @@ where
     times.drain = t.elapsed();
     received?;
     let (write, writer_idle) = written.map_err(|e| io_err(path, e))?;
-    let verified = finish_hash(hasher, size, path, opts.expected_sha256, trailing)?;
+    let verified = verify(hasher, size, path, &opts, trailing)?;
 
     let staging = staged.0.clone().expect("staging file present until published");
     let (dest_owned, overwrite) = (dest.to_path_buf(), opts.overwrite);

@@ -276,10 +276,10 @@ impl Client {
         self.put_body(ws, ds, path, reqwest::Body::wrap_stream(body), opts, false).await
     }
 
-    /// Uploads one file's content from an HTTP body. With `sha256_trailer`, the request declares
-    /// an `x-cairn-sha256` trailer, which the body must yield as its last frame: the sender can
-    /// hash while it sends, and the server checks the trailer before the file becomes visible
-    /// (and refuses the upload if it does not arrive).
+    /// Uploads one file's content from an HTTP body. With `crc32_trailer`, the request declares
+    /// an `x-cairn-crc32` trailer, which the body must yield as its last frame: the sender can
+    /// checksum what it sends as it goes, and the server checks the trailer before the file
+    /// becomes visible (and refuses the upload if it does not arrive).
     pub async fn put_file_body<B>(
         &self,
         ws: &str,
@@ -287,13 +287,13 @@ impl Client {
         path: &str,
         body: B,
         opts: PutFile<'_>,
-        sha256_trailer: bool,
+        crc32_trailer: bool,
     ) -> Result<PutFileResult>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.put_body(ws, ds, path, reqwest::Body::wrap(body), opts, sha256_trailer).await
+        self.put_body(ws, ds, path, reqwest::Body::wrap(body), opts, crc32_trailer).await
     }
 
     async fn put_body(
@@ -303,7 +303,7 @@ impl Client {
         path: &str,
         body: reqwest::Body,
         opts: PutFile<'_>,
-        sha256_trailer: bool,
+        crc32_trailer: bool,
     ) -> Result<PutFileResult> {
         let mut rb = self
             .request(Method::PUT, self.file_url(ws, ds, path))
@@ -313,8 +313,8 @@ impl Client {
         if let Some(sha) = opts.sha256 {
             rb = rb.header(SHA256_HEADER, sha);
         }
-        if sha256_trailer {
-            rb = rb.header(reqwest::header::TRAILER, SHA256_HEADER);
+        if crc32_trailer {
+            rb = rb.header(reqwest::header::TRAILER, CRC32_HEADER);
         }
         self.json(rb).await
     }

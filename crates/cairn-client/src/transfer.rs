@@ -1,19 +1,21 @@
 //! Folder uploads and downloads built on single-file calls. An upload asks the server for a plan
-//! by path and size (what to send, what may already be there, what conflicts), hashes only the
-//! files that may already be there and asks again for those, refuses before writing anything if
-//! something conflicts, then streams files concurrently with bounded memory. Files are read (and,
-//! when not hashed yet, hashed) on a blocking thread each; the digest of what was sent follows the
-//! content as an HTTP trailer, so a new file is read once, not twice.
+//! by path and size (what to send, what may already be there, what conflicts), hashes (SHA-256)
+//! only the files that may already be there and asks again for those, refuses before writing
+//! anything if something conflicts, then streams files concurrently with bounded memory. Files
+//! are read on a blocking thread each, once: a file not hashed for the plan gets the CRC-32 of what
+//! was sent as an HTTP trailer, which lets the server check the transfer without the client paying
+//! for a SHA-256 the server computes anyway. A file whose size or modification time changes while
+//! it is read is not stored (the server discards the cut body) and the upload says so.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_core::api::{PlanAction, PlannedFile, UploadPlanRequest, SHA256_HEADER};
+use cairn_core::api::{PlanAction, PlannedFile, UploadPlanRequest, CRC32_HEADER};
 use cairn_core::RelPath;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -184,12 +186,18 @@ pub async fn upload(
         async move {
             let file = std::fs::File::open(&f.local)
                 .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", f.local.display())))?;
-            // Already hashed for the plan: the checksum goes first, as a header; otherwise the
-            // reader hashes and the checksum follows the content, as a trailer.
+            // Already hashed for the plan: the SHA-256 goes first, as a header; otherwise the
+            // reader computes a CRC-32 of what it sends, which follows the content as a trailer.
             let trailer = f.sha256.is_none();
-            let body = FileBody::spawn(file, f.local.clone(), f.size, trailer, progress.clone());
+            let failure = Arc::new(OnceLock::new());
+            let body =
+                FileBody::spawn(file, f.local.clone(), f.size, trailer, progress.clone(), failure.clone());
             let opts = crate::PutFile { sha256: f.sha256.as_deref(), overwrite };
             client.put_file_body(ws, ds, &f.remote, body, opts, trailer).await.map_err(|e| match e {
+                // The body stopped on a local problem: that is the story, not the cut request.
+                _ if failure.get().is_some() => {
+                    ClientError::Local(failure.get().cloned().unwrap_or_default())
+                }
                 ClientError::Api { status, code, message } => {
                     ClientError::Api { status, code, message: format!("{}: {message}", f.local.display()) }
                 }
@@ -242,13 +250,16 @@ async fn plan(
 /// What a file's reading thread hands to the request body.
 enum Piece {
     Data(Bytes),
-    Sha256(String),
+    Crc32(u32),
     Failed(std::io::Error),
 }
 
 /// A local file as an HTTP request body: a blocking thread reads it in large chunks (sized to the
-/// file when small), a few chunks ahead of the network, hashing them when asked to; the digest is
-/// then the body's last frame, an `x-cairn-sha256` trailer.
+/// file when small), a few chunks ahead of the network, computing their CRC-32 when asked to; the
+/// checksum is then the body's last frame, an `x-cairn-crc32` trailer. If the file's size or
+/// modification time at the end differs from the start, the body fails instead of ending, so the
+/// server keeps nothing of it (rsync and tar check the same way); a failure's message also goes to
+/// `failure`, for the caller to report instead of the cut request.
 struct FileBody {
     rx: mpsc::Receiver<Piece>,
     progress: Arc<dyn Progress>,
@@ -259,16 +270,26 @@ impl FileBody {
         mut file: std::fs::File,
         local: PathBuf,
         size: u64,
-        hash: bool,
+        checksum: bool,
         progress: Arc<dyn Progress>,
+        failure: Arc<OnceLock<String>>,
     ) -> FileBody {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::task::spawn_blocking(move || {
-            let mut hasher = hash.then(Sha256::new);
+            let stop = |message: String| {
+                let _ = failure.set(message.clone());
+                let _ = tx.blocking_send(Piece::Failed(std::io::Error::other(message)));
+            };
+            let fail = |e: std::io::Error| stop(format!("cannot read {}: {e}", local.display()));
+            let before = match file.metadata() {
+                Ok(m) => Stamp::of(&m),
+                Err(e) => return fail(e),
+            };
+            let mut crc = checksum.then(crc32fast::Hasher::new);
             // One more byte than the size: a file that grew is still read to its end.
             let chunk = (size as usize).saturating_add(1).min(SEND_CHUNK);
             let started = Instant::now();
-            let (mut read, mut hashing, mut queue_full) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+            let (mut read, mut queue_full) = (Duration::ZERO, Duration::ZERO);
             loop {
                 let mut buf = Vec::with_capacity(chunk);
                 let t = Instant::now();
@@ -277,11 +298,9 @@ impl FileBody {
                 match got {
                     Ok(0) => break,
                     Ok(n) => {
-                        let t = Instant::now();
-                        if let Some(h) = hasher.as_mut() {
-                            h.update(&buf);
+                        if let Some(c) = crc.as_mut() {
+                            c.update(&buf);
                         }
-                        hashing += t.elapsed();
                         let t = Instant::now();
                         if tx.blocking_send(Piece::Data(Bytes::from(buf))).is_err() {
                             return; // the request ended early: its error says why
@@ -291,26 +310,43 @@ impl FileBody {
                             break; // read_to_end stopped short: the end of the file
                         }
                     }
-                    Err(e) => {
-                        let e =
-                            std::io::Error::new(e.kind(), format!("cannot read {}: {e}", local.display()));
-                        let _ = tx.blocking_send(Piece::Failed(e));
-                        return;
-                    }
+                    Err(e) => return fail(e),
                 }
             }
-            // Where a file's reading time went (CAIRN_LOG=cairn_client=debug): reading, hashing,
-            // and waiting for the network to take what was read. Logged before the last piece
-            // goes, so that the line is out before the upload can end.
+            match file.metadata() {
+                Ok(m) if Stamp::of(&m) == before => {}
+                Ok(_) => {
+                    return stop(format!(
+                    "{} changed while it was being uploaded; nothing was stored for it; upload again once \
+                         it no longer changes",
+                    local.display()
+                ))
+                }
+                Err(e) => return fail(e),
+            }
+            // Where a file's reading time went (CAIRN_LOG=cairn_client=debug): reading (with the
+            // CRC-32), and waiting for the network to take what was read. Logged before the last
+            // piece goes, so that the line is out before the upload can end.
             tracing::debug!(
-                file = %local.display(), size, total = ?started.elapsed(), read = ?read, hash = ?hashing,
+                file = %local.display(), size, total = ?started.elapsed(), read = ?read,
                 queue_full = ?queue_full, "file read timings"
             );
-            if let Some(h) = hasher {
-                let _ = tx.blocking_send(Piece::Sha256(hex::encode(h.finalize())));
+            if let Some(c) = crc {
+                let _ = tx.blocking_send(Piece::Crc32(c.finalize()));
             }
         });
         FileBody { rx, progress }
+    }
+}
+
+/// What tells that a file changed: its size and modification time (nanoseconds where the
+/// filesystem keeps them).
+#[derive(PartialEq, Eq)]
+struct Stamp(u64, Option<std::time::SystemTime>);
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp(meta.len(), meta.modified().ok())
     }
 }
 
@@ -327,11 +363,11 @@ impl http_body::Body for FileBody {
                 self.progress.advance(data.len() as u64);
                 Some(Ok(http_body::Frame::data(data)))
             }
-            Some(Piece::Sha256(hex)) => {
+            Some(Piece::Crc32(crc)) => {
                 let mut trailers = reqwest::header::HeaderMap::new();
-                let value =
-                    reqwest::header::HeaderValue::from_str(&hex).expect("hex is a valid header value");
-                trailers.insert(SHA256_HEADER, value);
+                let value = reqwest::header::HeaderValue::from_str(&format!("{crc:08x}"))
+                    .expect("hex is a valid header value");
+                trailers.insert(CRC32_HEADER, value);
                 Some(Ok(http_body::Frame::trailers(trailers)))
             }
             Some(Piece::Failed(e)) => Some(Err(e)),
@@ -484,4 +520,89 @@ pub async fn download(
     .await?;
     progress.finish();
     Ok(DownloadReport { files: sizes.len() as u64, bytes: sizes.iter().sum() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::SystemTime;
+
+    fn spawn(path: &Path, size: u64, checksum: bool) -> (FileBody, Arc<OnceLock<String>>) {
+        let failure = Arc::new(OnceLock::new());
+        let file = std::fs::File::open(path).unwrap();
+        let body =
+            FileBody::spawn(file, path.to_path_buf(), size, checksum, Arc::new(NoProgress), failure.clone());
+        (body, failure)
+    }
+
+    async fn next(body: &mut FileBody) -> Option<std::io::Result<http_body::Frame<Bytes>>> {
+        std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut *body), cx)).await
+    }
+
+    /// Everything the body yields: its data, its trailers, and the error that ended it, if any.
+    async fn drain(
+        body: &mut FileBody,
+    ) -> (Vec<u8>, Option<reqwest::header::HeaderMap>, Option<std::io::Error>) {
+        let (mut data, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = next(body).await {
+            match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Err(e) => return (data, trailers, Some(e)),
+            }
+        }
+        (data, trailers, None)
+    }
+
+    #[tokio::test]
+    async fn a_file_is_sent_whole_then_the_crc32_of_what_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [0, 5, 3 * SEND_CHUNK + 17] {
+            let path = dir.path().join(format!("f{size}.bin"));
+            let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            std::fs::write(&path, &content).unwrap();
+            let (mut body, failure) = spawn(&path, size as u64, true);
+            let (data, trailers, error) = drain(&mut body).await;
+            assert!(error.is_none() && failure.get().is_none(), "{error:?}");
+            assert_eq!(data, content);
+            let crc = trailers.expect("a crc32 trailer")[CRC32_HEADER].to_str().unwrap().to_string();
+            assert_eq!(crc, format!("{:08x}", crc32fast::hash(&content)));
+            // Already hashed (SHA-256 in a header): no trailer.
+            let (mut body, _) = spawn(&path, size as u64, false);
+            let (data, trailers, error) = drain(&mut body).await;
+            assert!(error.is_none() && trailers.is_none() && data == content);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_that_changes_while_it_is_read_ends_the_body_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 8 * SEND_CHUNK;
+        let content = vec![1u8; size];
+        // Rewritten in place (same size, another modification time), or grown.
+        let changes: [fn(&Path); 2] = [
+            |p| {
+                let mut f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+                f.write_all(&[2u8; 100]).unwrap();
+                f.set_modified(SystemTime::now() - Duration::from_secs(60)).unwrap();
+            },
+            |p| std::fs::OpenOptions::new().append(true).open(p).unwrap().write_all(b"more").unwrap(),
+        ];
+        for (i, change) in changes.into_iter().enumerate() {
+            let path = dir.path().join(format!("changing{i}.bin"));
+            std::fs::write(&path, &content).unwrap();
+            let (mut body, failure) = spawn(&path, size as u64, true);
+            // The reader is at most a few chunks ahead: most of the file is still to be read.
+            assert!(next(&mut body).await.unwrap().unwrap().is_data());
+            change(&path);
+            let (_, trailers, error) = drain(&mut body).await;
+            let error = error.expect("the body must fail, not end").to_string();
+            assert!(error.contains("changed while it was being uploaded"), "{error}");
+            assert!(trailers.is_none(), "no checksum may follow a changed file");
+            assert_eq!(failure.get().map(String::as_str), Some(error.as_str()));
+        }
+    }
 }

@@ -251,6 +251,12 @@ pub struct ErrorDetail {
 /// `Trailer: x-cairn-sha256`), so that a client can hash the file while sending it.
 pub const SHA256_HEADER: &str = "x-cairn-sha256";
 
+/// The header (or, the same way, trailer) carrying a file's CRC-32 on upload: zlib's CRC-32
+/// (ISO-HDLC, what Python's `zlib.crc32` gives) as 8 lower-case hex digits. It checks only that
+/// the bytes arrived as sent, for a client that hashes while sending and would otherwise pay for
+/// SHA-256 twice (once itself, once on the server); the server records the SHA-256 it computes.
+pub const CRC32_HEADER: &str = "x-cairn-crc32";
+
 /// `POST /api/v1/admin/gc`: collect the content-addressed blobs (code snapshot and model files)
 /// that nothing references any more.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use bytes::Bytes;
-use cairn_blob::{BlobStore, PutOpts, Trailing};
+use cairn_blob::{BlobStore, Checksum, PutOpts, Trailing};
 use cairn_core::api::{
     CreateDatastore, DatastoreKind, FileEntry, PlanAction, PlanEntry, PutFileResult, PutStatus, UploadPlan,
     UploadPlanRequest, Workspace,
@@ -198,7 +198,7 @@ impl AppState {
         for f in &req.files {
             paths.push(RelPath::parse(&f.path)?);
             if let Some(s) = &f.sha256 {
-                check_sha256(s)?;
+                Checksum::Sha256.check(s)?;
             }
         }
         let blobs = self.blobs_of(ds)?;
@@ -254,15 +254,14 @@ impl AppState {
         Ok(written.sha256)
     }
 
-    /// Stores one uploaded file, verified against `sha256` (known before the body) and
-    /// `trailing` (known after it) when given.
+    /// Stores one uploaded file, verified against the checksums the client gave before and after
+    /// the body.
     pub async fn put_file<S, E>(
         &self,
         ds: &DatastoreRecord,
         path: &RelPath,
         body: S,
-        sha256: Option<&str>,
-        trailing: Option<Trailing<'_>>,
+        checks: UploadChecks<'_>,
         overwrite: bool,
         declared_len: Option<u64>,
     ) -> Result<PutFileResult, Error>
@@ -270,8 +269,12 @@ impl AppState {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
+        let UploadChecks { sha256, crc32, trailing } = checks;
         if let Some(s) = sha256 {
-            check_sha256(s)?;
+            Checksum::Sha256.check(s)?;
+        }
+        if let Some(c) = crc32 {
+            Checksum::Crc32.check(c)?;
         }
         let blobs = self.blobs_of(ds)?;
         // With no checksum to compare and nothing to replace, there is nothing to look at first:
@@ -302,7 +305,12 @@ impl AppState {
                 "{path} already exists with different content; pass overwrite=true (--overwrite) to replace it"
             )));
         }
-        let opts = PutOpts { expected_sha256: sha256, max_bytes: Some(self.max_upload_bytes), overwrite };
+        let opts = PutOpts {
+            expected_sha256: sha256,
+            expected_crc32: crc32,
+            max_bytes: Some(self.max_upload_bytes),
+            overwrite,
+        };
         let written = blobs.put_stream_trailing(path, body, opts, trailing).await.map_err(|e| match e {
             Error::Conflict(_) if !look_first => Error::conflict(format!(
                 "{path} already exists; pass overwrite=true (--overwrite) to replace it"
@@ -330,12 +338,13 @@ pub fn default_prefix(workspace_id: &str) -> String {
     format!("workspaces/{workspace_id}/datastores/default")
 }
 
-fn check_sha256(s: &str) -> Result<(), Error> {
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("sha256 {s:?} must be 64 hexadecimal digits")))
-    }
+/// The checksums a client gave for one uploaded file: before the body (headers) and after it
+/// (trailers). Any of them may be absent; every one given must match.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UploadChecks<'a> {
+    pub sha256: Option<&'a str>,
+    pub crc32: Option<&'a str>,
+    pub trailing: Option<Trailing<'a>>,
 }
 
 /// Lists, in one call, the deepest folder containing all `paths`, keyed by path.

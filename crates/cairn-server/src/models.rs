@@ -36,7 +36,12 @@ pub async fn register_from_blobs(
         let blob = RelPath::parse(&written.sha256)?;
         if blobs.head(&blob).await?.is_none() {
             let (_, body) = src.get_stream(&full).await?;
-            let opts = PutOpts { expected_sha256: Some(&written.sha256), max_bytes: None, overwrite: true };
+            let opts = PutOpts {
+                expected_sha256: Some(&written.sha256),
+                expected_crc32: None,
+                max_bytes: None,
+                overwrite: true,
+            };
             blobs.put_stream(&blob, body, opts).await?;
         }
         files.push(ModelFile { path: rel, sha256: written.sha256, size: written.size as i64 });

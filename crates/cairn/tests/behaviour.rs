@@ -340,14 +340,21 @@ async fn interrupted_upload_leaves_nothing_visible_and_a_retry_completes(b: Back
 }
 
 /// A raw chunked PUT of `data` (in 64 KiB chunks) to the default datastore of `w`, optionally
-/// declaring (`Trailer:`) and sending an `x-cairn-sha256` trailer.
-fn chunked_put(s: &Server, path: &str, data: &[u8], declare: bool, trailer: Option<&str>) -> (u16, String) {
+/// declaring (`Trailer:`) and sending a checksum trailer named `name`.
+fn chunked_put(
+    s: &Server,
+    path: &str,
+    data: &[u8],
+    name: &str,
+    declare: bool,
+    trailer: Option<&str>,
+) -> (u16, String) {
     let mut req = format!(
         "PUT /api/v1/workspaces/w/datastores/default/files/{path} HTTP/1.1\r\nHost: {}\r\n\
          Authorization: Bearer {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n{}\r\n",
         authority(&s.url),
         s.token,
-        if declare { "Trailer: x-cairn-sha256\r\n" } else { "" }
+        if declare { format!("Trailer: {name}\r\n") } else { String::new() }
     )
     .into_bytes();
     for chunk in data.chunks(64 << 10) {
@@ -357,10 +364,14 @@ fn chunked_put(s: &Server, path: &str, data: &[u8], declare: bool, trailer: Opti
     }
     req.extend_from_slice(b"0\r\n");
     if let Some(t) = trailer {
-        req.extend_from_slice(format!("x-cairn-sha256: {t}\r\n").as_bytes());
+        req.extend_from_slice(format!("{name}: {t}\r\n").as_bytes());
     }
     req.extend_from_slice(b"\r\n");
     raw_http(&s.url, &req)
+}
+
+fn crc32_hex(data: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(data))
 }
 
 async fn a_trailing_checksum_is_verified_before_the_file_is_visible(b: Backend) {
@@ -368,32 +379,45 @@ async fn a_trailing_checksum_is_verified_before_the_file_is_visible(b: Backend) 
     s.ok(&["workspace", "create", "w"]);
     let artifacts = s.data_dir.join("artifacts");
     let mut stored = Vec::new();
-    // Small bodies are buffered and written at once; large ones stream to a staging file.
-    for (name, size) in [("small.bin", 1000usize), ("large.bin", 9 << 20)] {
-        let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
-        let (status, body) = chunked_put(&s, name, &data, true, Some(&sha256_hex(b"something else")));
-        assert_eq!(status, 422, "{name}: {body}");
-        assert!(body.contains("does not match its checksum"), "{body}");
-        let (status, body) = chunked_put(&s, name, &data, true, None);
-        assert_eq!(status, 400, "{name}: {body}");
-        assert!(body.contains("trailer announced for") && body.contains("did not arrive"), "{body}");
-        let (status, body) = chunked_put(&s, name, &data, true, Some("not-a-checksum"));
-        assert_eq!(status, 400, "{name}: {body}");
-        let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
-        assert_eq!(listed.as_array().unwrap().len(), stored.len(), "{name} must not be visible: {listed}");
-        let left = files_under(&artifacts);
-        assert_eq!(left.len(), stored.len(), "nothing of a refused upload may remain: {left:?}");
+    // SHA-256 (what the server records) or CRC-32 (a cheaper check of the transfer).
+    let checksums: [(&str, fn(&[u8]) -> String); 2] =
+        [("x-cairn-sha256", sha256_hex), ("x-cairn-crc32", crc32_hex)];
+    for (header, checksum) in checksums {
+        // Small bodies are buffered and written at once; large ones stream to a staging file.
+        for (name, size) in [("small.bin", 1000usize), ("large.bin", 9 << 20)] {
+            let name = format!("{}-{name}", &header[8..]);
+            let name = name.as_str();
+            let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
+            let (status, body) =
+                chunked_put(&s, name, &data, header, true, Some(&checksum(b"something else")));
+            assert_eq!(status, 422, "{name}: {body}");
+            assert!(body.contains("does not match its checksum"), "{body}");
+            let (status, body) = chunked_put(&s, name, &data, header, true, None);
+            assert_eq!(status, 400, "{name}: {body}");
+            assert!(body.contains("trailer announced for") && body.contains("did not arrive"), "{body}");
+            let (status, body) = chunked_put(&s, name, &data, header, true, Some("not-a-checksum"));
+            assert_eq!(status, 400, "{name}: {body}");
+            let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+            assert_eq!(
+                listed.as_array().unwrap().len(),
+                stored.len(),
+                "{name} must not be visible: {listed}"
+            );
+            let left = files_under(&artifacts);
+            assert_eq!(left.len(), stored.len(), "nothing of a refused upload may remain: {left:?}");
 
-        let (status, body) = chunked_put(&s, name, &data, true, Some(&sha256_hex(&data)));
-        assert_eq!(status, 201, "{name}: {body}");
-        assert_eq!(json(&body)["sha256"], sha256_hex(&data));
-        stored.push(name);
-        let left = files_under(&artifacts);
-        assert!(left.len() == stored.len() && left.iter().all(|p| !p.contains('#')), "{left:?}");
+            let (status, body) = chunked_put(&s, name, &data, header, true, Some(&checksum(&data)));
+            assert_eq!(status, 201, "{name}: {body}");
+            // Whichever checksum came, the SHA-256 of the content is what is recorded.
+            assert_eq!(json(&body)["sha256"], sha256_hex(&data));
+            stored.push(name.to_string());
+            let left = files_under(&artifacts);
+            assert!(left.len() == stored.len() && left.iter().all(|p| !p.contains('#')), "{left:?}");
+        }
     }
 
     // Neither header nor trailer: accepted, and the server's own checksum is recorded and used.
-    let (status, body) = chunked_put(&s, "plain.bin", b"no checksum sent", false, None);
+    let (status, body) = chunked_put(&s, "plain.bin", b"no checksum sent", "x-cairn-sha256", false, None);
     assert_eq!(status, 201, "{body}");
     assert_eq!(json(&body)["sha256"], sha256_hex(b"no checksum sent"));
     let src = s.tmp().join("plain");

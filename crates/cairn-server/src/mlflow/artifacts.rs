@@ -221,7 +221,12 @@ pub async fn upload(
     if r.path.is_root() {
         return Err(MlError::invalid(format!("artifact path {path:?} names a folder, not a file")));
     }
-    let opts = PutOpts { expected_sha256: None, max_bytes: Some(state.max_upload_bytes), overwrite: true };
+    let opts = PutOpts {
+        expected_sha256: None,
+        expected_crc32: None,
+        max_bytes: Some(state.max_upload_bytes),
+        overwrite: true,
+    };
     r.blobs.put_stream(&r.path, request.into_body().into_data_stream(), opts).await?;
     Ok(Json(json!({})))
 }

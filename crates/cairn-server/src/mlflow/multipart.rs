@@ -366,7 +366,12 @@ pub async fn put_part(
             meta.num_parts
         )));
     }
-    let opts = PutOpts { expected_sha256: None, max_bytes: Some(state.max_upload_bytes), overwrite: true };
+    let opts = PutOpts {
+        expected_sha256: None,
+        expected_crc32: None,
+        max_bytes: Some(state.max_upload_bytes),
+        overwrite: true,
+    };
     let written = staging(&state)
         .put_stream(&rel(&part_file(&upload_id, part)), request.into_body().into_data_stream(), opts)
         .await?;
@@ -414,7 +419,12 @@ pub async fn complete(
         })
         .try_flatten()
         .boxed();
-    let opts = PutOpts { expected_sha256: None, max_bytes: Some(state.max_upload_bytes), overwrite: true };
+    let opts = PutOpts {
+        expected_sha256: None,
+        expected_crc32: None,
+        max_bytes: Some(state.max_upload_bytes),
+        overwrite: true,
+    };
     resolved.blobs.put_stream(&resolved.path, body, opts).await?;
     discard(&state, &upload_id).await;
     Ok(Json(json!({})))

@@ -8,10 +8,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
-use cairn_blob::Trailing;
-use cairn_core::api::{
-    FileEntry, Page, PutFileResult, PutStatus, Role, UploadPlan, UploadPlanRequest, SHA256_HEADER,
-};
+use cairn_blob::{Checksum, Trailer, Trailing};
+use cairn_core::api::{FileEntry, Page, PutFileResult, PutStatus, Role, UploadPlan, UploadPlanRequest};
 use cairn_core::{Error, RelPath};
 use cairn_store::DatastoreRecord;
 use http_body_util::BodyExt;
@@ -19,6 +17,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
+use crate::datastores::UploadChecks;
 use crate::error::ApiResult;
 use crate::extract;
 use crate::state::AppState;
@@ -96,13 +95,16 @@ pub struct UploadQuery {
 /// Uploads one file (streamed; any size up to the server's limit). Send its SHA-256 in the
 /// `x-cairn-sha256` header, or, to hash while sending, as a trailer of the same name (chunked
 /// body, `Trailer: x-cairn-sha256` declared; a declared trailer that does not arrive is a 400).
-/// A mismatch is a 422 and nothing changes. Neither is required: without one the server records
-/// the checksum of what it received. The file becomes visible atomically once complete and
-/// verified. Same content already there (known only from a header): 200 `unchanged`.
+/// A client with no SHA-256 of its own may send the content's CRC-32 instead (`x-cairn-crc32`,
+/// zlib's, 8 hex digits; header or declared trailer), which checks the transfer for less CPU.
+/// Any mismatch is a 422 and nothing changes. None is required: the server always records the
+/// SHA-256 of what it received. The file becomes visible atomically once complete and verified.
+/// Same content already there (known only from a SHA-256 header): 200 `unchanged`.
 #[utoipa::path(put, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files/{path}", tag = "files",
     params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"),
            ("path" = String, Path, description = "file path inside the datastore"), UploadQuery,
-           ("x-cairn-sha256" = Option<String>, Header, description = "hex SHA-256 of the content")),
+           ("x-cairn-sha256" = Option<String>, Header, description = "hex SHA-256 of the content"),
+           ("x-cairn-crc32" = Option<String>, Header, description = "CRC-32 (zlib's) of the content, 8 hex digits")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = PutFileResult), (status = 200, body = PutFileResult),
               (status = 400, body = cairn_core::api::ErrorBody), (status = 409, body = cairn_core::api::ErrorBody),
@@ -117,10 +119,15 @@ pub async fn upload(
 ) -> ApiResult<(StatusCode, Json<PutFileResult>)> {
     let record = datastore(&state, &caller, Role::Writer, &ws, &ds).await?;
     let path = RelPath::parse(&path)?;
-    let sha256 = headers
-        .get(SHA256_HEADER)
-        .map(|v| v.to_str().map_err(|_| Error::invalid(format!("header {SHA256_HEADER} is not ASCII"))))
-        .transpose()?;
+    let header_of = |which: Checksum| {
+        headers
+            .get(which.header())
+            .map(|v| {
+                v.to_str().map_err(|_| Error::invalid(format!("header {} is not ASCII", which.header())))
+            })
+            .transpose()
+    };
+    let (sha256, crc32) = (header_of(Checksum::Sha256)?, header_of(Checksum::Crc32)?);
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(len) = declared_len {
         if len > state.max_upload_bytes {
@@ -131,27 +138,32 @@ pub async fn upload(
             .into());
         }
     }
-    let trailer_declared = headers
-        .get_all(header::TRAILER)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|name| name.trim().eq_ignore_ascii_case(SHA256_HEADER));
-    let trailer = OnceLock::new();
-    let body = data_keeping_trailer(request.into_body(), &trailer);
-    let trailing = Trailing { sha256: &trailer, required: trailer_declared };
-    let result =
-        state.put_file(&record, &path, body, sha256, Some(trailing), q.overwrite, declared_len).await?;
+    let declared = |which: Checksum| {
+        headers
+            .get_all(header::TRAILER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|name| name.trim().eq_ignore_ascii_case(which.header()))
+    };
+    let (sha_trailer, crc_trailer) = (OnceLock::new(), OnceLock::new());
+    let trailing = Trailing {
+        sha256: Trailer { value: &sha_trailer, declared: declared(Checksum::Sha256) },
+        crc32: Trailer { value: &crc_trailer, declared: declared(Checksum::Crc32) },
+    };
+    let body = data_keeping_trailers(request.into_body(), trailing);
+    let checks = UploadChecks { sha256, crc32, trailing: Some(trailing) };
+    let result = state.put_file(&record, &path, body, checks, q.overwrite, declared_len).await?;
     let status = if result.status == PutStatus::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(result)))
 }
 
-/// The data of a request body; the `x-cairn-sha256` trailer, if one comes, goes to `trailer`
-/// (before the stream ends, so the writer can check it before publishing the file).
-fn data_keeping_trailer(
+/// The data of a request body; the checksum trailers, if they come, go to `trailing` (before the
+/// stream ends, so the writer can check them before publishing the file).
+fn data_keeping_trailers<'a>(
     body: Body,
-    trailer: &OnceLock<String>,
-) -> impl futures::Stream<Item = Result<Bytes, axum::Error>> + Send + '_ {
+    trailing: Trailing<'a>,
+) -> impl futures::Stream<Item = Result<Bytes, axum::Error>> + Send + 'a {
     futures::stream::unfold(Some(body), move |body| async move {
         let mut body = body?;
         loop {
@@ -159,9 +171,15 @@ fn data_keeping_trailer(
                 Ok(frame) => match frame.into_data() {
                     Ok(data) => return Some((Ok(data), Some(body))),
                     Err(frame) => {
-                        if let Some(v) = frame.trailers_ref().and_then(|t| t.get(SHA256_HEADER)) {
-                            // Not ASCII: kept visibly wrong, so that the check names it.
-                            let _ = trailer.set(v.to_str().unwrap_or("(not ASCII)").to_string());
+                        let Some(trailers) = frame.trailers_ref() else { continue };
+                        for (which, cell) in [
+                            (Checksum::Sha256, trailing.sha256.value),
+                            (Checksum::Crc32, trailing.crc32.value),
+                        ] {
+                            if let Some(v) = trailers.get(which.header()) {
+                                // Not ASCII: kept visibly wrong, so that the check names it.
+                                let _ = cell.set(v.to_str().unwrap_or("(not ASCII)").to_string());
+                            }
                         }
                     }
                 },

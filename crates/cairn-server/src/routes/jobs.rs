@@ -112,8 +112,12 @@ pub async fn upload_blob(
         );
     }
     // One blob may be a large model file: the snapshot limit applies to manifests (create_snapshot).
-    let opts =
-        PutOpts { expected_sha256: Some(&sha), max_bytes: Some(state.max_upload_bytes), overwrite: true };
+    let opts = PutOpts {
+        expected_sha256: Some(&sha),
+        expected_crc32: None,
+        max_bytes: Some(state.max_upload_bytes),
+        overwrite: true,
+    };
     blobs_of(&state, &workspace.id)
         .put_stream(&RelPath::parse(&sha.to_lowercase())?, request.into_body().into_data_stream(), opts)
         .await?;

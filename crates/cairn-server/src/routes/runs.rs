@@ -328,7 +328,12 @@ pub async fn upload_artifact(
     state.store.run(&workspace, &run).await?;
     let path = RelPath::parse(&path)?;
     let sha = headers.get(SHA256_HEADER).and_then(|v| v.to_str().ok());
-    let opts = PutOpts { expected_sha256: sha, max_bytes: Some(state.max_upload_bytes), overwrite: true };
+    let opts = PutOpts {
+        expected_sha256: sha,
+        expected_crc32: None,
+        max_bytes: Some(state.max_upload_bytes),
+        overwrite: true,
+    };
     let written = artifacts_of(&state, &workspace.id, &run)
         .put_stream(&path, request.into_body().into_data_stream(), opts)
         .await?;
