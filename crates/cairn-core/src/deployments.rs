@@ -487,7 +487,7 @@ fn parse_memory(v: &serde_json::Value) -> Result<u64, String> {
         _ => f64::NAN,
     };
     // 16 MiB: less cannot hold a Python interpreter with a model.
-    if bytes.is_finite() && bytes >= 16.0 * 1048576.0 && bytes <= 1099511627776.0 * 64.0 {
+    if (16.0 * 1048576.0..=1099511627776.0 * 64.0).contains(&bytes) {
         Ok(bytes as u64)
     } else {
         Err("expected at least 16Mi and at most 64Ti, such as \"512Mi\" or \"2Gi\"".into())

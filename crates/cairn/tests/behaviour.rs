@@ -380,8 +380,8 @@ async fn a_trailing_checksum_is_verified_before_the_file_is_visible(b: Backend) 
     let artifacts = s.data_dir.join("artifacts");
     let mut stored = Vec::new();
     // SHA-256 (what the server records) or CRC-32 (a cheaper check of the transfer).
-    let checksums: [(&str, fn(&[u8]) -> String); 2] =
-        [("x-cairn-sha256", sha256_hex), ("x-cairn-crc32", crc32_hex)];
+    type Checksum = fn(&[u8]) -> String;
+    let checksums: [(&str, Checksum); 2] = [("x-cairn-sha256", sha256_hex), ("x-cairn-crc32", crc32_hex)];
     for (header, checksum) in checksums {
         // Small bodies are buffered and written at once; large ones stream to a staging file.
         for (name, size) in [("small.bin", 1000usize), ("large.bin", 9 << 20)] {

@@ -196,12 +196,19 @@ pub fn error_page(s: Option<&Session>, e: &Error) -> Response {
     (status, markup).into_response()
 }
 
-/// A handler error rendered as an HTML page (see [`OrPage`]).
-pub struct PageError(pub Response);
+/// A handler error rendered as an HTML page (see [`OrPage`]). Boxed: handlers return it on the
+/// error path only, and a bare `Response` would make every `PageResult` as large as two.
+pub struct PageError(Box<Response>);
+
+impl From<Response> for PageError {
+    fn from(page: Response) -> PageError {
+        PageError(Box::new(page))
+    }
+}
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        self.0
+        *self.0
     }
 }
 
@@ -215,7 +222,7 @@ pub trait OrPage<T> {
 
 impl<T> OrPage<T> for Result<T, Error> {
     fn or_page(self, s: &Session) -> Result<T, PageError> {
-        self.map_err(|e| PageError(error_page(Some(s), &e)))
+        self.map_err(|e| PageError::from(error_page(Some(s), &e)))
     }
 }
 

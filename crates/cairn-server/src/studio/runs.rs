@@ -165,7 +165,7 @@ async fn table(
     let workspace = super::open_workspace(state, &s, ws).await?;
     if let Some(e) = experiment {
         if state.store.find_experiment(&workspace, e).await.or_page(&s)?.is_none() {
-            return Err(layout::PageError(layout::not_found(
+            return Err(layout::PageError::from(layout::not_found(
                 Some(&s),
                 &format!("There is no experiment \"{e}\" in workspace \"{ws}\"."),
             )));

@@ -136,7 +136,7 @@ async fn read_file(api: &WorkspaceApi, client: &ClientArgs, file: &Path) -> anyh
         if !dir.is_dir() {
             bail!("code_configuration.code: {} is not a folder", dir.display());
         }
-        code.code = crate::cmd::jobs::upload_code(client, &api.workspace(), &dir).await?;
+        code.code = crate::cmd::jobs::upload_code(client, api.workspace(), &dir).await?;
     }
     Ok(req)
 }

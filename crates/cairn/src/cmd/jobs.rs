@@ -590,7 +590,7 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
                     if !dir.is_dir() {
                         bail!("code: {} is not a folder", dir.display());
                     }
-                    Some(upload_code(&client, &api.workspace(), &dir).await?)
+                    Some(upload_code(&client, api.workspace(), &dir).await?)
                 }
                 None => None,
             };
