@@ -11,7 +11,8 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-from typing import IO, Any, Dict, Optional, Tuple
+import zlib
+from typing import IO, Any, Callable, Dict, Optional, Tuple
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._version import __version__ as _version
@@ -128,6 +129,19 @@ class Http:
         status, data = self._exchange("PUT", path, all_headers, body=body, size=size)
         return self._result("PUT", path, status, data)
 
+    def put_stream_crc32(self, path: str, body: IO[bytes], check: Callable[[], None]) -> Any:
+        """Stream ``body`` to its end with ``PUT``, chunked, then its CRC-32 (zlib's) as an
+        ``x-cairn-crc32`` trailer, and return the JSON answer. ``check`` runs once the body is
+        read and before the trailer goes: if it raises, the request is cut short and the server
+        keeps nothing of it."""
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Transfer-Encoding": "chunked",
+            "Trailer": "x-cairn-crc32",
+        }
+        status, data = self._exchange("PUT", path, headers, body=body, chunked_check=check)
+        return self._result("PUT", path, status, data)
+
     def download(self, path: str, out: IO[bytes]) -> int:
         """``GET`` ``path`` and copy the body into ``out`` chunk by chunk; returns the bytes written."""
         conn = self._connection()
@@ -198,6 +212,7 @@ class Http:
         payload: Optional[bytes] = None,
         body: Optional[IO[bytes]] = None,
         size: int = 0,
+        chunked_check: Optional[Callable[[], None]] = None,
     ) -> Tuple[int, bytes]:
         """Send one request and read the whole (small) answer; network failures become ConnectionFailed."""
         conn = self._connection()
@@ -212,6 +227,8 @@ class Http:
             try:
                 if payload is not None:
                     conn.send(payload)
+                elif body is not None and chunked_check is not None:
+                    _send_chunked_crc32(conn, body, chunked_check)
                 elif body is not None:
                     _send_stream(conn, body, size)
             except OSError:
@@ -292,6 +309,22 @@ def _send_stream(conn: http.client.HTTPConnection, body: IO[bytes], size: int) -
             raise CairnError(f"the stream ended {left} bytes early (was the file changed while uploading?)")
         conn.send(chunk)
         left -= len(chunk)
+
+
+def _send_chunked_crc32(conn: http.client.HTTPConnection, body: IO[bytes], check: Callable[[], None]) -> None:
+    """Copy ``body`` to its end as HTTP/1.1 chunks, then, if ``check()`` passes, the last chunk
+    with the CRC-32 of what was sent as its ``x-cairn-crc32`` trailer."""
+    crc = 0
+    while True:
+        chunk = body.read(CHUNK_BYTES)
+        if not chunk:
+            break
+        crc = zlib.crc32(chunk, crc)
+        conn.send(b"%x\r\n" % len(chunk))
+        conn.send(chunk)
+        conn.send(b"\r\n")
+    check()
+    conn.send(b"0\r\nx-cairn-crc32: %08x\r\n\r\n" % crc)
 
 
 def _error_body(status: int, data: bytes) -> Tuple[str, str]:

@@ -1,9 +1,13 @@
 """``cairn.Datastore``: upload and download files, and name them as job inputs.
 
-Uploads follow the CLI's protocol (``crates/cairn-client/src/transfer.rs``): hash every file
-(SHA-256), ask the server for an **upload plan** (``POST …/upload-plan``: send, skip or
-conflict), refuse before writing anything if a file conflicts, then ``PUT`` each file with its
-``x-cairn-sha256`` so the server verifies it and makes it visible only when complete.
+Uploads follow the CLI's protocol (``crates/cairn-client/src/transfer.rs``): ask the server for
+an **upload plan** by path and size (``POST …/upload-plan``: send, skip, conflict, or ``checksum``
+when a file of that size is already there), hash (SHA-256) just the files the plan asks about and
+ask again for those, refuse before writing anything if a file conflicts, then ``PUT`` each file
+to send. A file hashed for the plan goes with its ``x-cairn-sha256``; the others are read once,
+chunked, with the CRC-32 of what was sent as an ``x-cairn-crc32`` trailer. Either way the server
+verifies before the file becomes visible, and a file whose size or modification time changed
+while it was read is cut off, so nothing of it is stored.
 Downloads write each file under a temporary name and rename it when complete.
 
 :meth:`Datastore.as_mount` and :meth:`Datastore.as_download` return :class:`DataReference`
@@ -19,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ._client import Conflict
+from ._client import CairnError, Conflict
 from .workspace import Workspace
 
 #: Files announced per upload-plan request (as the CLI).
@@ -36,6 +40,34 @@ def sha256_file(path: Union[str, Path]) -> str:
         for chunk in iter(lambda: f.read(_BUF), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class _Planned:
+    """A local file to upload: where it goes, its size, its SHA-256 once the plan asked for it,
+    and the plan's answer."""
+
+    __slots__ = ("local", "remote", "size", "sha256", "action")
+
+    def __init__(self, local: Path, remote: str, size: int) -> None:
+        self.local, self.remote, self.size = local, remote, size
+        self.sha256: Optional[str] = None
+        self.action = ""
+
+
+def _unchanged(local: Path, body: Any) -> Any:
+    """A check, for after ``body`` (``local``, open) has been read: refuses if its size or
+    modification time changed meanwhile (rsync and tar check the same way)."""
+    before = os.fstat(body.fileno())
+
+    def check() -> None:
+        after = os.fstat(body.fileno())
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise CairnError(
+                f"{local} changed while it was being uploaded; nothing was stored for it; upload again "
+                "once it no longer changes"
+            )
+
+    return check
 
 
 def check_relative(path: str, what: str) -> str:
@@ -204,30 +236,15 @@ class Datastore:
         total = sum(size for _, _, size in found)
         if show:
             _say(f"Uploading an estimated of {len(found)} files ({_human(total)}) to datastore {self.name}")
-        hashed = [(local, remote, size, sha256_file(local)) for local, remote, size in found]
-        to_send: List[Tuple[Path, str, int, str]] = []
-        skipped: List[str] = []
-        conflicts: List[str] = []
-        for start in range(0, len(hashed), PLAN_CHUNK):
-            chunk = hashed[start : start + PLAN_CHUNK]
-            plan = self.workspace.call(
-                "POST",
-                "datastores",
-                self.name,
-                "upload-plan",
-                body={
-                    "files": [{"path": r, "size": s, "sha256": h} for _, r, s, h in chunk],
-                    "overwrite": overwrite,
-                },
-            )
-            for item, entry in zip(chunk, plan["files"]):
-                action = entry["action"]
-                if action == "upload":
-                    to_send.append(item)
-                elif action == "skip":
-                    skipped.append(item[1])
-                else:
-                    conflicts.append(item[1])
+        planned: List[_Planned] = [_Planned(local, remote, size) for local, remote, size in found]
+        self._plan(planned, overwrite)
+        asked = [f for f in planned if f.action == "checksum"]
+        for f in asked:
+            f.sha256 = sha256_file(f.local)
+        self._plan(asked, overwrite)
+        to_send = [f for f in planned if f.action == "upload"]
+        skipped = [f.remote for f in planned if f.action == "skip"]
+        conflicts = [f.remote for f in planned if f.action not in ("upload", "skip")]
         if conflicts:
             more = f" and {len(conflicts) - 20} more" if len(conflicts) > 20 else ""
             raise Conflict(
@@ -239,19 +256,21 @@ class Datastore:
             )
         done = [0]
 
-        def send(item: Tuple[Path, str, int, str]) -> str:
-            local, remote, size, sha = item
+        def send(f: _Planned) -> str:
             path = self.workspace.path(
-                "datastores", self.name, "files", *remote.split("/"), query={"overwrite": str(overwrite).lower()}
+                "datastores", self.name, "files", *f.remote.split("/"), query={"overwrite": str(overwrite).lower()}
             )
-            with open(local, "rb") as body:
-                self.workspace.connection.guard(
-                    lambda: self.workspace.connection.http.put_stream(path, body, size, {"x-cairn-sha256": sha})
-                )
+            http = self.workspace.connection.http
+            with open(f.local, "rb") as body:
+                if f.sha256 is not None:
+                    put = lambda: http.put_stream(path, body, f.size, {"x-cairn-sha256": f.sha256})  # noqa: E731
+                else:
+                    put = lambda: http.put_stream_crc32(path, body, _unchanged(f.local, body))  # noqa: E731
+                self.workspace.connection.guard(put)
             done[0] += 1
             if show:
-                _say(f"Uploaded {local}, {done[0]} files out of an estimated total of {len(to_send)}")
-            return remote
+                _say(f"Uploaded {f.local}, {done[0]} files out of an estimated total of {len(to_send)}")
+            return f.remote
 
         if show:
             for remote in skipped:
@@ -261,6 +280,27 @@ class Datastore:
         if show:
             _say(f"Uploaded {len(uploaded)} files")
         return UploadReport(uploaded, skipped, len(found), total)
+
+    def _plan(self, files: List[_Planned], overwrite: bool) -> None:
+        """Asks the server's upload plan for ``files`` (with their SHA-256 where known) and records
+        each answer."""
+        for start in range(0, len(files), PLAN_CHUNK):
+            chunk = files[start : start + PLAN_CHUNK]
+            announced: List[Dict[str, Any]] = []
+            for f in chunk:
+                entry: Dict[str, Any] = {"path": f.remote, "size": f.size}
+                if f.sha256 is not None:
+                    entry["sha256"] = f.sha256
+                announced.append(entry)
+            plan = self.workspace.call(
+                "POST", "datastores", self.name, "upload-plan", body={"files": announced, "overwrite": overwrite}
+            )
+            if len(plan["files"]) != len(chunk):
+                raise ValueError(
+                    f"the server's upload plan answers for {len(plan['files'])} files, not the {len(chunk)} announced"
+                )
+            for f, answer in zip(chunk, plan["files"]):
+                f.action = answer["action"]
 
     def download(
         self,

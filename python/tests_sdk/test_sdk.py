@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 from pathlib import Path
 
@@ -116,6 +118,53 @@ def test_datastore_upload_skip_conflict_overwrite_download(ws, tmp_path, capsys)
     with pytest.raises(FileExistsError, match="nothing was downloaded"):
         ds.download(out, prefix="data", show_progress=False)
     assert ds.download(out, prefix="data/a.csv", overwrite=True, show_progress=False) == 1
+
+
+def test_datastore_upload_sends_new_files_once_with_a_crc32_and_cuts_a_file_that_changes(ws, tmp_path):
+    """A file the plan did not ask a checksum for is read once, chunked, its CRC-32 in a trailer
+    (the server records the SHA-256 of what it received); if the file changed while it was read,
+    the request is cut short and the server keeps nothing of it."""
+    from cairn._client import CairnError
+    from cairn.datastore import _unchanged
+
+    ds = ws.get_default_datastore()
+    http = ws.connection.http
+    data = os.urandom(3 * (1 << 20) + 5)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    path = ws.path("datastores", "default", "files", "crc", "big.bin", query={"overwrite": "false"})
+
+    def changed() -> None:
+        raise CairnError("big.bin changed while it was being uploaded")
+
+    with open(src, "rb") as body, pytest.raises(CairnError, match="changed while"):
+        http.put_stream_crc32(path, body, changed)
+    assert [f["path"] for f in ds.list_files("crc")] == []
+
+    with open(src, "rb") as body:
+        result = http.put_stream_crc32(path, body, lambda: None)
+    assert (result["status"], result["sha256"]) == ("created", hashlib.sha256(data).hexdigest())
+    assert [f["path"] for f in ds.list_files("crc")] == ["crc/big.bin"]
+
+    # The check itself: a modification between the start and the end of the read is caught.
+    with open(src, "rb") as body:
+        check = _unchanged(src, body)
+        body.read()
+        check()  # nothing changed yet
+        os.utime(src, ns=(1, 1))
+        with pytest.raises(CairnError, match="big.bin changed while it was being uploaded; nothing was stored"):
+            check()
+
+    # Through upload(): a new file goes this way, and the same bytes again are skipped.
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "big.bin").write_bytes(data)
+    assert ds.upload(tree, target_path="again", show_progress=False).path_on_datastore == "again"
+    assert [f["path"] for f in ds.list_files("again")] == ["again/big.bin"]
+    ds.upload(tree, target_path="again", show_progress=False)
+    out = tmp_path / "out"
+    assert ds.download(out, prefix="again", show_progress=False) == 1
+    assert (out / "again" / "big.bin").read_bytes() == data
 
 
 def test_datastore_bad_paths_and_names(ws, tmp_path):
