@@ -362,6 +362,53 @@ impl BlobStore {
         }
     }
 
+    /// Writes small files, each whole in memory (and verified by the caller), as one group:
+    /// without `overwrite`, all of them or none (a file that exists is a conflict, and the files
+    /// this call created are removed again); with it, a failure to write (a full disk) replaces
+    /// nothing, since every file is staged before any is published. On a local directory one
+    /// blocking task does it all; elsewhere one put each. Returns, per file, whether it replaced
+    /// an existing one.
+    pub async fn put_many(&self, files: Vec<(RelPath, Bytes)>, overwrite: bool) -> Result<Vec<bool>, Error> {
+        if let Some(fs) = &self.local {
+            let mut local = Vec::with_capacity(files.len());
+            for (path, data) in files {
+                let dest = fs.path_to_filesystem(&self.key(&path)?).map_err(|e| map_err(e, path.as_str()))?;
+                local.push((dest, path, data));
+            }
+            return tokio::task::spawn_blocking(move || local::put_many(&local, overwrite))
+                .await
+                .map_err(|e| Error::Unavailable(format!("writing a batch of files: {e}")))?;
+        }
+        let mut replaced = Vec::with_capacity(files.len());
+        let mut created: Vec<ObjPath> = Vec::new();
+        for (path, data) in files {
+            let key = self.key(&path)?;
+            let existed = overwrite && self.head(&path).await?.is_some();
+            let mode = if overwrite { PutMode::Overwrite } else { PutMode::Create };
+            let put = self
+                .store
+                .put_opts(&key, PutPayload::from(data), PutOptions { mode, ..Default::default() })
+                .await;
+            if let Err(e) = put {
+                for key in created {
+                    let _ = self.store.delete(&key).await;
+                }
+                return Err(match map_err(e, path.as_str()) {
+                    Error::Conflict(_) => Error::conflict(format!(
+                        "{path} already exists; pass overwrite=true (--overwrite) to replace it; nothing of this \
+                         batch was stored"
+                    )),
+                    other => other,
+                });
+            }
+            if !overwrite {
+                created.push(key);
+            }
+            replaced.push(existed);
+        }
+        Ok(replaced)
+    }
+
     /// Streams a file's content, with its size.
     pub async fn get_stream(
         &self,
@@ -488,6 +535,20 @@ impl BlobStore {
             Some(Err(e)) => Err(map_err(e, self.shown(dir))),
         }
     }
+}
+
+/// Checks whole in-memory `content` against the checksums announced for it, and gives its size
+/// and SHA-256 (for a batch of small files, verified before any is written).
+pub fn verify_content(
+    path: &RelPath,
+    content: &[u8],
+    sha256: Option<&str>,
+    crc32: Option<&str>,
+) -> Result<Written, Error> {
+    let mut digests = Digests::default();
+    digests.update(content);
+    let opts = PutOpts { expected_sha256: sha256, expected_crc32: crc32, ..Default::default() };
+    verify(digests, content.len() as u64, path, &opts, None)
 }
 
 /// Ends a write's checksums and compares them with what the sender announced, before the body

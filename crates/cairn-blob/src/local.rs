@@ -126,6 +126,56 @@ where
     }
 }
 
+/// Writes whole small files as one group (see [`crate::BlobStore::put_many`]): every file goes to
+/// a staging file first, so that a failure to write (a full disk) publishes nothing; then each is
+/// renamed (`overwrite`) or linked into place, and a link that finds its destination taken undoes
+/// the links made before it. Returns, per file, whether it replaced one. Blocking.
+pub(crate) fn put_many(files: &[(PathBuf, RelPath, Bytes)], overwrite: bool) -> Result<Vec<bool>, Error> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (dest, path, data) in files {
+        let (mut file, staging) = create_staging(dest).map_err(|e| io_err(path, e))?;
+        staged.push(Staged(Some(staging)));
+        file.write_all(data).map_err(|e| io_err(path, e))?;
+    }
+    let mut replaced = Vec::with_capacity(files.len());
+    let mut linked: Vec<&Path> = Vec::new();
+    for ((dest, path, _), staging) in files.iter().zip(&mut staged) {
+        let from = staging.0.clone().expect("staged until published");
+        let published = if overwrite {
+            let existed = std::fs::symlink_metadata(dest).is_ok();
+            std::fs::rename(&from, dest).map(|()| {
+                staging.0 = None;
+                existed
+            })
+        } else {
+            // The staging name is removed when `staged` is dropped.
+            std::fs::hard_link(&from, dest).map(|()| false)
+        };
+        match published {
+            Ok(existed) => {
+                replaced.push(existed);
+                if !overwrite {
+                    linked.push(dest);
+                }
+            }
+            Err(e) => {
+                for done in linked {
+                    let _ = std::fs::remove_file(done);
+                }
+                return Err(if e.kind() == ErrorKind::AlreadyExists {
+                    Error::conflict(format!(
+                        "{path} already exists; pass overwrite=true (--overwrite) to replace it; nothing of \
+                         this batch was stored"
+                    ))
+                } else {
+                    io_err(path, e)
+                });
+            }
+        }
+    }
+    Ok(replaced)
+}
+
 /// Creates `DEST#DIGITS` (and the folders above it), a name no other write uses at the same time.
 fn create_staging(dest: &Path) -> std::io::Result<(File, PathBuf)> {
     loop {

@@ -41,6 +41,15 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// One file of [`Client::upload_batch`]: its path in the datastore, its content, and a checksum
+/// of it (`x-cairn-sha256` or `x-cairn-crc32`, lower-case hex).
+#[derive(Clone, Debug)]
+pub struct BatchPart {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub checksum: (&'static str, String),
+}
+
 /// Options of [`Client::put_file`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PutFile<'a> {
@@ -259,6 +268,33 @@ impl Client {
 
     pub async fn upload_plan(&self, ws: &str, ds: &str, req: &UploadPlanRequest) -> Result<UploadPlan> {
         self.post(&["workspaces", ws, "datastores", ds, "upload-plan"], req).await
+    }
+
+    /// Uploads many small files in one request (`POST …/upload-batch`): all of them or, without
+    /// `overwrite`, none. Each part carries its file's path and the checksum it was read with.
+    pub async fn upload_batch(
+        &self,
+        ws: &str,
+        ds: &str,
+        files: Vec<BatchPart>,
+        overwrite: bool,
+    ) -> Result<UploadBatchResult> {
+        let mut form = reqwest::multipart::Form::new();
+        for f in files {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let (name, value) = f.checksum;
+            headers.insert(
+                name,
+                reqwest::header::HeaderValue::from_str(&value).expect("hex is a valid header value"),
+            );
+            form = form
+                .part("file", reqwest::multipart::Part::bytes(f.content).file_name(f.path).headers(headers));
+        }
+        let url = self.url(&["workspaces", ws, "datastores", ds, "upload-batch"]);
+        self.json(
+            self.request(Method::POST, url).query(&[("overwrite", overwrite.to_string())]).multipart(form),
+        )
+        .await
     }
 
     /// Uploads one file's content from a stream; `opts.sha256` lets the server verify it.

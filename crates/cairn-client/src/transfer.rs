@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_core::api::{PlanAction, PlannedFile, UploadPlanRequest, CRC32_HEADER};
+use cairn_core::api::{PlanAction, PlannedFile, UploadPlanRequest, CRC32_HEADER, SHA256_HEADER};
 use cairn_core::RelPath;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -101,7 +101,7 @@ pub async fn upload(
     opts: TransferOpts,
     progress: Arc<dyn Progress>,
 ) -> Result<UploadReport> {
-    let Datastore { workspace: ws, datastore: ds } = at;
+    let ds = at.datastore;
     let TransferOpts { overwrite, concurrency } = opts;
     let target = RelPath::parse_dir(target_path).map_err(|e| ClientError::Local(e.to_string()))?;
     let found = collect(src, &target)?;
@@ -181,30 +181,13 @@ pub async fn upload(
 
     let send_bytes: u64 = to_send.iter().map(|f| f.size).sum();
     progress.phase("uploading", to_send.len() as u64, send_bytes);
-    let sent: Vec<String> = futures::stream::iter(to_send.into_iter().map(|f| {
+    let sent: Vec<Vec<String>> = futures::stream::iter(in_units(to_send).into_iter().map(|unit| {
         let progress = progress.clone();
         async move {
-            let file = std::fs::File::open(&f.local)
-                .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", f.local.display())))?;
-            // Already hashed for the plan: the SHA-256 goes first, as a header; otherwise the
-            // reader computes a CRC-32 of what it sends, which follows the content as a trailer.
-            let trailer = f.sha256.is_none();
-            let failure = Arc::new(OnceLock::new());
-            let body =
-                FileBody::spawn(file, f.local.clone(), f.size, trailer, progress.clone(), failure.clone());
-            let opts = crate::PutFile { sha256: f.sha256.as_deref(), overwrite };
-            client.put_file_body(ws, ds, &f.remote, body, opts, trailer).await.map_err(|e| match e {
-                // The body stopped on a local problem: that is the story, not the cut request.
-                _ if failure.get().is_some() => {
-                    ClientError::Local(failure.get().cloned().unwrap_or_default())
-                }
-                ClientError::Api { status, code, message } => {
-                    ClientError::Api { status, code, message: format!("{}: {message}", f.local.display()) }
-                }
-                other => other,
-            })?;
-            progress.file_done();
-            Ok::<_, ClientError>(f.remote.clone())
+            match unit {
+                Unit::One(f) => put_one(client, at, f, overwrite, progress).await.map(|r| vec![r]),
+                Unit::Batch(files) => put_batch(client, at, files, overwrite, progress).await,
+            }
         }
     }))
     .buffer_unordered(concurrency.max(1))
@@ -212,9 +195,128 @@ pub async fn upload(
     .await?;
     progress.finish();
     report.bytes_sent = send_bytes;
-    report.uploaded = sent;
+    report.uploaded = sent.into_iter().flatten().collect();
     report.uploaded.sort();
     Ok(report)
+}
+
+/// Files up to this size travel in batches (one request for many files); larger ones alone,
+/// streamed.
+const BATCH_FILE_MAX: u64 = 256 * 1024;
+/// Most files per batch: enough that a batch's request costs little per file, few enough that
+/// an upload of a few hundred files still spreads over several requests at once.
+const BATCH_FILES: usize = 100;
+/// Most bytes of content per batch (the server takes up to `BATCH_MAX_BYTES`).
+const BATCH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What one request sends: a file of its own, or a batch of small ones.
+enum Unit<'a> {
+    One(&'a LocalFile),
+    Batch(Vec<&'a LocalFile>),
+}
+
+/// Groups the small files into batches, in order; a lone small file goes on its own.
+fn in_units(files: Vec<&LocalFile>) -> Vec<Unit<'_>> {
+    let mut units = Vec::new();
+    let mut batch: Vec<&LocalFile> = Vec::new();
+    let mut bytes = 0;
+    for f in files {
+        if f.size > BATCH_FILE_MAX {
+            units.push(Unit::One(f));
+            continue;
+        }
+        if batch.len() == BATCH_FILES || bytes + f.size > BATCH_BYTES {
+            units.push(Unit::Batch(std::mem::take(&mut batch)));
+            bytes = 0;
+        }
+        bytes += f.size;
+        batch.push(f);
+    }
+    match batch.len() {
+        0 => {}
+        1 => units.push(Unit::One(batch[0])),
+        _ => units.push(Unit::Batch(batch)),
+    }
+    units
+}
+
+/// Sends one file by itself, streamed.
+async fn put_one(
+    client: &Client,
+    at: Datastore<'_>,
+    f: &LocalFile,
+    overwrite: bool,
+    progress: Arc<dyn Progress>,
+) -> Result<String> {
+    let file = std::fs::File::open(&f.local)
+        .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", f.local.display())))?;
+    // Already hashed for the plan: the SHA-256 goes first, as a header; otherwise the
+    // reader computes a CRC-32 of what it sends, which follows the content as a trailer.
+    let trailer = f.sha256.is_none();
+    let failure = Arc::new(OnceLock::new());
+    let body = FileBody::spawn(file, f.local.clone(), f.size, trailer, progress.clone(), failure.clone());
+    let opts = crate::PutFile { sha256: f.sha256.as_deref(), overwrite };
+    client.put_file_body(at.workspace, at.datastore, &f.remote, body, opts, trailer).await.map_err(|e| {
+        match e {
+            // The body stopped on a local problem: that is the story, not the cut request.
+            _ if failure.get().is_some() => ClientError::Local(failure.get().cloned().unwrap_or_default()),
+            ClientError::Api { status, code, message } => {
+                ClientError::Api { status, code, message: format!("{}: {message}", f.local.display()) }
+            }
+            other => other,
+        }
+    })?;
+    progress.file_done();
+    Ok(f.remote.clone())
+}
+
+/// Sends small files in one request: read whole on a blocking thread (each checked unchanged
+/// from start to end of its reading, as [`FileBody`] does), each with its SHA-256 when the plan
+/// needed it or else a CRC-32 of what was read.
+async fn put_batch(
+    client: &Client,
+    at: Datastore<'_>,
+    files: Vec<&LocalFile>,
+    overwrite: bool,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<String>> {
+    let wanted: Vec<(PathBuf, String, u64, Option<String>)> =
+        files.iter().map(|f| (f.local.clone(), f.remote.clone(), f.size, f.sha256.clone())).collect();
+    let parts =
+        tokio::task::spawn_blocking(move || wanted.into_iter().map(read_part).collect::<Result<Vec<_>>>())
+            .await
+            .map_err(|e| ClientError::Local(e.to_string()))??;
+    let bytes: u64 = parts.iter().map(|p| p.content.len() as u64).sum();
+    let answer = client.upload_batch(at.workspace, at.datastore, parts, overwrite).await?;
+    progress.advance(bytes);
+    for _ in &answer.files {
+        progress.file_done();
+    }
+    Ok(answer.files.into_iter().map(|f| f.path).collect())
+}
+
+/// One small file, read whole, as a part of a batch.
+fn read_part(
+    (local, remote, size, sha256): (PathBuf, String, u64, Option<String>),
+) -> Result<crate::BatchPart> {
+    let cannot = |e: std::io::Error| ClientError::Local(format!("cannot read {}: {e}", local.display()));
+    let mut file = std::fs::File::open(&local).map_err(cannot)?;
+    let before = Stamp::of(&file.metadata().map_err(cannot)?);
+    // One more byte than the size: a file that grew is read to its end, and refused below.
+    let mut content = Vec::with_capacity(size as usize + 1);
+    file.read_to_end(&mut content).map_err(cannot)?;
+    if Stamp::of(&file.metadata().map_err(cannot)?) != before || content.len() as u64 != size {
+        return Err(ClientError::Local(format!(
+            "{} changed while it was being uploaded; nothing was stored for it; upload again once it no \
+             longer changes",
+            local.display()
+        )));
+    }
+    let checksum = match sha256 {
+        Some(sha) => (SHA256_HEADER, sha),
+        None => (CRC32_HEADER, format!("{:08x}", crc32fast::hash(&content))),
+    };
+    Ok(crate::BatchPart { path: remote, content, checksum })
 }
 
 /// Asks the server's plan for `files` (with their checksums where known) and records each answer.
@@ -604,5 +706,53 @@ mod tests {
             assert!(trailers.is_none(), "no checksum may follow a changed file");
             assert_eq!(failure.get().map(String::as_str), Some(error.as_str()));
         }
+    }
+
+    #[test]
+    fn small_files_travel_in_batches_and_large_ones_alone() {
+        let file = |size: u64| LocalFile {
+            local: PathBuf::from("x"),
+            remote: format!("r{size}"),
+            size,
+            sha256: None,
+            action: PlanAction::Upload,
+        };
+        let mut files: Vec<LocalFile> = (0..250).map(|_| file(10)).collect();
+        files.push(file(BATCH_FILE_MAX + 1));
+        files.extend((0..3).map(|_| file(BATCH_FILE_MAX)));
+        files.push(file(1));
+        let shape: Vec<usize> = in_units(files.iter().collect())
+            .iter()
+            .map(|u| match u {
+                Unit::One(_) => 0,
+                Unit::Batch(b) => b.len(),
+            })
+            .collect();
+        // 250 small ones: 100, 100, then 50 that the later small files join; the large one
+        // goes at once, on its own.
+        assert_eq!(shape, [100, 100, 0, 54]);
+        let alone: Vec<LocalFile> = vec![file(1)];
+        assert!(matches!(in_units(alone.iter().collect())[..], [Unit::One(_)]));
+        let bytes: Vec<LocalFile> = (0..20).map(|_| file(BATCH_FILE_MAX)).collect();
+        let shape: Vec<usize> = in_units(bytes.iter().collect())
+            .iter()
+            .map(|u| if let Unit::Batch(b) = u { b.len() } else { 1 })
+            .collect();
+        assert_eq!(shape, [16, 4], "at most {BATCH_BYTES} bytes per batch");
+    }
+
+    #[test]
+    fn a_batch_part_carries_a_crc32_or_the_known_sha256_and_refuses_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        std::fs::write(&path, b"content").unwrap();
+        let part = read_part((path.clone(), "d/f.txt".into(), 7, None)).unwrap();
+        assert_eq!((part.path.as_str(), part.content.as_slice()), ("d/f.txt", b"content".as_slice()));
+        assert_eq!(part.checksum, (CRC32_HEADER, format!("{:08x}", crc32fast::hash(b"content"))));
+        let part = read_part((path.clone(), "d/f.txt".into(), 7, Some("ab".repeat(32)))).unwrap();
+        assert_eq!(part.checksum, (SHA256_HEADER, "ab".repeat(32)));
+        // Not the size the plan was made with: it changed since.
+        let err = read_part((path, "d/f.txt".into(), 6, None)).unwrap_err().to_string();
+        assert!(err.contains("changed while it was being uploaded"), "{err}");
     }
 }

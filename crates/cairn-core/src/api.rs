@@ -226,6 +226,21 @@ pub struct PutFileResult {
     pub status: PutStatus,
 }
 
+/// `POST …/datastores/{ds}/upload-batch`: many small files in one `multipart/form-data` request,
+/// one part per file (its `filename` is the path in the datastore; `x-cairn-sha256` or
+/// `x-cairn-crc32` part headers are checked as on a single upload). All of them are stored, or
+/// none: every checksum is checked before anything is written, and a file that turns out to
+/// exist (without `overwrite`) undoes the files the batch had created.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct UploadBatchResult {
+    pub files: Vec<PutFileResult>,
+}
+
+/// Most files in one upload batch.
+pub const BATCH_MAX_FILES: usize = 1000;
+/// Most bytes of file content in one upload batch (and so in any one file of it).
+pub const BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
+
 /// One file in a datastore listing.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct FileEntry {

@@ -330,6 +330,77 @@ impl AppState {
     }
 }
 
+/// One file of an upload batch: where it goes, its content, and the checksums sent with it.
+pub struct BatchFile {
+    pub path: RelPath,
+    pub content: Bytes,
+    pub sha256: Option<String>,
+    pub crc32: Option<String>,
+}
+
+impl AppState {
+    /// Stores a batch of small files: every checksum is checked before anything is written, then
+    /// all files are written as one group (all or none without `overwrite`, see
+    /// `BlobStore::put_many`), then their records.
+    pub async fn put_batch(
+        &self,
+        ds: &DatastoreRecord,
+        files: Vec<BatchFile>,
+        overwrite: bool,
+    ) -> Result<Vec<PutFileResult>, Error> {
+        let mut seen = std::collections::HashSet::with_capacity(files.len());
+        let mut written = Vec::with_capacity(files.len());
+        for f in &files {
+            if !seen.insert(f.path.as_str()) {
+                return Err(Error::invalid(format!(
+                    "{} appears twice in one batch; nothing was stored",
+                    f.path
+                )));
+            }
+            if let Some(s) = &f.sha256 {
+                Checksum::Sha256.check(s)?;
+            }
+            if let Some(c) = &f.crc32 {
+                Checksum::Crc32.check(c)?;
+            }
+            if f.content.len() as u64 > self.max_upload_bytes {
+                return Err(Error::TooLarge(format!(
+                    "{} is {} bytes; this server accepts files up to {} bytes; nothing was stored",
+                    f.path,
+                    f.content.len(),
+                    self.max_upload_bytes
+                )));
+            }
+            written.push(cairn_blob::verify_content(
+                &f.path,
+                &f.content,
+                f.sha256.as_deref(),
+                f.crc32.as_deref(),
+            )?);
+        }
+        let blobs = self.blobs_of(ds)?;
+        let paths: Vec<RelPath> = files.iter().map(|f| f.path.clone()).collect();
+        let replaced =
+            blobs.put_many(files.into_iter().map(|f| (f.path, f.content)).collect(), overwrite).await?;
+        let records = paths
+            .iter()
+            .zip(&written)
+            .map(|(path, w)| self.store.put_file_record(&ds.id, path.as_str(), w.size, &w.sha256));
+        futures::future::try_join_all(records).await?;
+        Ok(paths
+            .into_iter()
+            .zip(written)
+            .zip(replaced)
+            .map(|((path, w), replaced)| PutFileResult {
+                path: path.to_string(),
+                size: w.size,
+                sha256: w.sha256,
+                status: if replaced { PutStatus::Replaced } else { PutStatus::Created },
+            })
+            .collect())
+    }
+}
+
 /// Bodies up to this size are written by one atomic put (`cairn_blob::PART_SIZE`).
 const SMALL_FILE: u64 = cairn_blob::PART_SIZE as u64;
 

@@ -23,6 +23,7 @@ on_both_backends!(
     interrupted_upload_leaves_nothing_visible_and_a_retry_completes,
     a_trailing_checksum_is_verified_before_the_file_is_visible,
     plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists,
+    a_batch_of_small_files_is_stored_whole_or_not_at_all,
     unknown_fields_and_wrong_types_are_400_naming_the_field,
     local_datastores_are_registered_checked_and_removed_without_touching_data,
     files_are_downloaded_listed_and_deleted,
@@ -424,6 +425,151 @@ async fn a_trailing_checksum_is_verified_before_the_file_is_visible(b: Backend) 
     write_tree(&src, &[("plain.bin", b"no checksum sent")]);
     let again = json(&s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "-o", "json"]));
     assert_eq!(again["skipped"], serde_json::json!(["plain.bin"]), "{again}");
+}
+
+/// `POST …/upload-batch` of `parts` (path, content, checksum header and value) as multipart.
+async fn post_batch(s: &Server, parts: &[(&str, &[u8], &str, String)], overwrite: bool) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new();
+    for (path, content, header, value) in parts {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if !header.is_empty() {
+            headers.insert(
+                reqwest::header::HeaderName::from_bytes(header.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let part =
+            reqwest::multipart::Part::bytes(content.to_vec()).file_name(path.to_string()).headers(headers);
+        form = form.part("file", part);
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{}{WS}/datastores/default/upload-batch?overwrite={overwrite}", s.url))
+        .bearer_auth(&s.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, json(&resp.text().await.unwrap()))
+}
+
+async fn a_batch_of_small_files_is_stored_whole_or_not_at_all(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let artifacts = s.data_dir.join("artifacts");
+    let listed = |s: &Server| {
+        let v = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+        v.as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let crc = |d: &[u8]| crc32_hex(d);
+    let sha = |d: &[u8]| sha256_hex(d);
+    let (a, b_, c) = (b"alpha".as_slice(), b"beta".as_slice(), vec![7u8; 100_000]);
+    let good = |p: &'static str, d: &'static [u8]| (p, d, "x-cairn-crc32", crc(d));
+
+    // Refused before anything is written: a wrong checksum in any part, a path that escapes,
+    // a path twice, a part with no file name, a bad checksum value, no part at all.
+    let refusals: Vec<(Vec<(&str, &[u8], &str, String)>, u16, &str)> = vec![
+        (
+            vec![good("b/a.txt", a), ("b/b.txt", b_, "x-cairn-crc32", crc(b"other"))],
+            422,
+            "does not match its checksum",
+        ),
+        (vec![good("b/a.txt", a), ("b/b.txt", b_, "x-cairn-sha256", sha(b"other"))], 422, "expected sha256"),
+        (vec![good("b/a.txt", a), ("../escape.txt", b_, "", String::new())], 400, ".."),
+        (vec![good("b/a.txt", a), good("b/a.txt", a)], 400, "appears twice"),
+        (
+            vec![good("b/a.txt", a), ("b/b.txt", b_, "x-cairn-crc32", "xyz".into())],
+            400,
+            "8 hexadecimal digits",
+        ),
+    ];
+    for (parts, status, says) in &refusals {
+        let (got, body) = post_batch(&s, parts, false).await;
+        assert_eq!(got, *status, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(says), "{says}: {body}");
+        assert!(listed(&s).is_empty(), "nothing may be stored: {body}");
+    }
+    let (got, body) = post_batch(&s, &[], false).await;
+    assert_eq!(got, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("upload batch"), "{body}");
+    let resp = reqwest::Client::new()
+        .post(format!("{}{WS}/datastores/default/upload-batch", s.url))
+        .bearer_auth(&s.token)
+        .body("not multipart")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(json(&resp.text().await.unwrap())["error"]["message"].as_str().unwrap().contains("multipart"));
+
+    // Stored: every file, with the SHA-256 of what arrived; a checksum may be left out.
+    let parts = vec![
+        good("b/a.txt", a),
+        ("b/sub/b.txt", b_, "x-cairn-sha256", sha(b_)),
+        ("b/c.bin", &c[..], "", String::new()),
+    ];
+    let (got, body) = post_batch(&s, &parts, false).await;
+    assert_eq!(got, 200, "{body}");
+    let statuses: Vec<_> = body["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap(),
+                f["status"].as_str().unwrap(),
+                f["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("b/a.txt", "created", sha(a)),
+            ("b/sub/b.txt", "created", sha(b_)),
+            ("b/c.bin", "created", sha(&c))
+        ]
+    );
+    assert_eq!(listed(&s), ["b/a.txt", "b/c.bin", "b/sub/b.txt"]);
+    // Recorded: a plan with the same checksums skips them.
+    let plan =
+        serde_json::json!({"files": [{"path": "b/a.txt", "size": 5, "sha256": sha(a)}], "overwrite": false});
+    let (_, v) = s.post(&format!("{WS}/datastores/default/upload-plan"), plan).await;
+    assert_eq!(v["files"][0]["action"], "skip", "{v}");
+
+    // One file already there, without overwrite: 409, and the batch's new files are undone.
+    let (got, body) = post_batch(&s, &[good("b/new.txt", b"new"), good("b/a.txt", b"changed")], false).await;
+    assert_eq!(got, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("b/a.txt already exists"), "{body}");
+    assert_eq!(listed(&s), ["b/a.txt", "b/c.bin", "b/sub/b.txt"], "b/new.txt must be undone");
+    // With overwrite: replaced and created.
+    let (got, body) = post_batch(&s, &[good("b/new.txt", b"new"), good("b/a.txt", b"changed")], true).await;
+    assert_eq!(got, 200, "{body}");
+    assert_eq!(body["files"][0]["status"], "created");
+    assert_eq!(body["files"][1]["status"], "replaced");
+    let out = s.tmp().join("dl");
+    s.ok(&["datastore", "download", "-w", "w", "b", "--dest", out.to_str().unwrap(), "-q"]);
+    assert_eq!(std::fs::read(out.join("b/a.txt")).unwrap(), b"changed");
+    assert_eq!(std::fs::read(out.join("b/c.bin")).unwrap(), c);
+    let left = files_under(&artifacts);
+    assert!(left.iter().all(|p| !p.contains('#')), "no staging file may be left: {left:?}");
+
+    // Too much for one batch: 413, nothing stored.
+    let big = vec![0u8; 9 << 20];
+    let (got, body) = post_batch(
+        &s,
+        &[("big/1.bin", &big[..], "", String::new()), ("big/2.bin", &big[..], "", String::new())],
+        false,
+    )
+    .await;
+    assert_eq!(got, 413, "{body}");
+    let many: Vec<(String, &[u8])> = (0..1001).map(|i| (format!("many/{i}.txt"), b"x".as_slice())).collect();
+    let many: Vec<(&str, &[u8], &str, String)> =
+        many.iter().map(|(p, d)| (p.as_str(), *d, "", String::new())).collect();
+    let (got, body) = post_batch(&s, &many, false).await;
+    assert_eq!(got, 413, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("1000 files"), "{body}");
+    assert_eq!(listed(&s), ["b/a.txt", "b/c.bin", "b/new.txt", "b/sub/b.txt"]);
 }
 
 async fn plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists(b: Backend) {

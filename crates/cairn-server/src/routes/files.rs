@@ -3,13 +3,17 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::{Multipart, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
 use cairn_blob::{Checksum, Trailer, Trailing};
-use cairn_core::api::{FileEntry, Page, PutFileResult, PutStatus, Role, UploadPlan, UploadPlanRequest};
+use cairn_core::api::{
+    FileEntry, Page, PutFileResult, PutStatus, Role, UploadBatchResult, UploadPlan, UploadPlanRequest,
+    BATCH_MAX_BYTES, BATCH_MAX_FILES,
+};
 use cairn_core::{Error, RelPath};
 use cairn_store::DatastoreRecord;
 use http_body_util::BodyExt;
@@ -17,7 +21,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
-use crate::datastores::UploadChecks;
+use crate::datastores::{BatchFile, UploadChecks};
 use crate::error::ApiResult;
 use crate::extract;
 use crate::state::AppState;
@@ -187,6 +191,83 @@ fn data_keeping_trailers<'a>(
             }
         }
     })
+}
+
+/// A batch's body: its files' content, plus room for the parts' own headers.
+pub const BATCH_BODY_LIMIT: usize = BATCH_MAX_BYTES + BATCH_MAX_FILES * 1024;
+
+/// Uploads many small files in one request (`multipart/form-data`, one part per file, its
+/// `filename` the path in the datastore, optional `x-cairn-sha256` / `x-cairn-crc32` part
+/// headers). Every checksum is checked before anything is written (422 naming the file, nothing
+/// stored); without `overwrite` the batch is stored whole or not at all (409 if a file exists).
+/// At most 1,000 files and 16 MiB of content per batch (413 beyond); larger files go one by one.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/datastores/{ds}/upload-batch", tag = "files",
+    params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"),
+           UploadQuery),
+    request_body(content = String, content_type = "multipart/form-data"),
+    responses((status = 200, body = UploadBatchResult), (status = 400, body = cairn_core::api::ErrorBody),
+              (status = 409, body = cairn_core::api::ErrorBody), (status = 413, body = cairn_core::api::ErrorBody),
+              (status = 422, body = cairn_core::api::ErrorBody)))]
+pub async fn upload_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, ds)): Path<(String, String)>,
+    extract::Query(q): extract::Query<UploadQuery>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Json<UploadBatchResult>> {
+    let record = datastore(&state, &caller, Role::Writer, &ws, &ds).await?;
+    let mut multipart =
+        multipart.map_err(|e| Error::invalid(format!("an upload batch is multipart/form-data: {e}")))?;
+    let mut files = Vec::new();
+    let mut total = 0usize;
+    while let Some(field) = multipart.next_field().await.map_err(batch_error)? {
+        let Some(name) = field.file_name() else {
+            return Err(
+                Error::invalid("every part of an upload batch names its file (filename=\"PATH\")").into()
+            );
+        };
+        let path = RelPath::parse(name)?;
+        if files.len() == BATCH_MAX_FILES {
+            return Err(Error::TooLarge(format!(
+                "an upload batch holds at most {BATCH_MAX_FILES} files; nothing was stored"
+            ))
+            .into());
+        }
+        let header = |which: Checksum| {
+            field
+                .headers()
+                .get(which.header())
+                .map(|v| v.to_str().map(str::to_string))
+                .transpose()
+                .map_err(|_| Error::invalid(format!("part header {} of {path} is not ASCII", which.header())))
+        };
+        let (sha256, crc32) = (header(Checksum::Sha256)?, header(Checksum::Crc32)?);
+        let content = field.bytes().await.map_err(batch_error)?;
+        total += content.len();
+        if total > BATCH_MAX_BYTES {
+            return Err(Error::TooLarge(format!(
+                "an upload batch holds at most {BATCH_MAX_BYTES} bytes of files; nothing was stored"
+            ))
+            .into());
+        }
+        files.push(BatchFile { path, content, sha256, crc32 });
+    }
+    if files.is_empty() {
+        return Err(Error::invalid("the upload batch holds no file").into());
+    }
+    let files = state.put_batch(&record, files, q.overwrite).await?;
+    Ok(Json(UploadBatchResult { files }))
+}
+
+/// A body that breaks off or is not valid multipart: 413 past the size limit, else 400.
+fn batch_error(e: MultipartError) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::TooLarge(format!(
+            "an upload batch holds at most {BATCH_MAX_BYTES} bytes of files; nothing was stored"
+        ))
+    } else {
+        Error::invalid(format!("the upload batch could not be read: {}; nothing was stored", e.body_text()))
+    }
 }
 
 /// Downloads one file, streamed.

@@ -38,6 +38,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/workspaces/{ws}/datastores", get(datastores::list).post(datastores::create))
         .route("/workspaces/{ws}/datastores/{ds}", get(datastores::show).delete(datastores::delete))
         .route("/workspaces/{ws}/datastores/{ds}/upload-plan", axum::routing::post(files::plan))
+        .route(
+            "/workspaces/{ws}/datastores/{ds}/upload-batch",
+            axum::routing::post(files::upload_batch).layer(DefaultBodyLimit::max(files::BATCH_BODY_LIMIT)),
+        )
         .route("/workspaces/{ws}/datastores/{ds}/files", get(files::list))
         .route(
             "/workspaces/{ws}/datastores/{ds}/files/{*path}",
