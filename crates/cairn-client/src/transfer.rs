@@ -206,8 +206,9 @@ const BATCH_FILE_MAX: u64 = 256 * 1024;
 /// Most files per batch: enough that a batch's request costs little per file, few enough that
 /// an upload of a few hundred files still spreads over several requests at once.
 const BATCH_FILES: usize = 100;
-/// Most bytes of content per batch (the server takes up to `BATCH_MAX_BYTES`).
-const BATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// Most bytes of content per batch (the server takes up to `BATCH_MAX_BYTES`). A batch is held
+/// whole in memory on both sides, once per request in flight: this keeps that small.
+const BATCH_BYTES: u64 = 1024 * 1024;
 
 /// What one request sends: a file of its own, or a batch of small ones.
 enum Unit<'a> {
@@ -738,7 +739,7 @@ mod tests {
             .iter()
             .map(|u| if let Unit::Batch(b) = u { b.len() } else { 1 })
             .collect();
-        assert_eq!(shape, [16, 4], "at most {BATCH_BYTES} bytes per batch");
+        assert_eq!(shape, [4, 4, 4, 4, 4], "at most {BATCH_BYTES} bytes per batch");
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub enum DatastoreCommand {
         /// No progress bar.
         #[arg(long, short = 'q')]
         quiet: bool,
-        /// Files sent at once.
+        /// Requests at once (a file, or a batch of up to 100 files of at most 256 KiB).
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
         #[command(flatten)]
