@@ -290,7 +290,7 @@ impl Client {
             form = form
                 .part("file", reqwest::multipart::Part::bytes(f.content).file_name(f.path).headers(headers));
         }
-        let url = self.url(&["workspaces", ws, "datastores", ds, "upload-batch"]);
+        let url = self.url(["workspaces", ws, "datastores", ds, "upload-batch"]);
         self.json(
             self.request(Method::POST, url).query(&[("overwrite", overwrite.to_string())]).multipart(form),
         )

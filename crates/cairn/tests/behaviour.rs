@@ -427,8 +427,11 @@ async fn a_trailing_checksum_is_verified_before_the_file_is_visible(b: Backend) 
     assert_eq!(again["skipped"], serde_json::json!(["plain.bin"]), "{again}");
 }
 
-/// `POST …/upload-batch` of `parts` (path, content, checksum header and value) as multipart.
-async fn post_batch(s: &Server, parts: &[(&str, &[u8], &str, String)], overwrite: bool) -> (u16, Value) {
+/// One part of an upload batch: path, content, checksum header (or "") and value.
+type BatchPart<'a> = (&'a str, &'a [u8], &'a str, String);
+
+/// `POST …/upload-batch` of `parts` as multipart.
+async fn post_batch(s: &Server, parts: &[BatchPart<'_>], overwrite: bool) -> (u16, Value) {
     let mut form = reqwest::multipart::Form::new();
     for (path, content, header, value) in parts {
         let mut headers = reqwest::header::HeaderMap::new();
@@ -468,7 +471,7 @@ async fn a_batch_of_small_files_is_stored_whole_or_not_at_all(b: Backend) {
 
     // Refused before anything is written: a wrong checksum in any part, a path that escapes,
     // a path twice, a part with no file name, a bad checksum value, no part at all.
-    let refusals: Vec<(Vec<(&str, &[u8], &str, String)>, u16, &str)> = vec![
+    let refusals: Vec<(Vec<BatchPart>, u16, &str)> = vec![
         (
             vec![good("b/a.txt", a), ("b/b.txt", b_, "x-cairn-crc32", crc(b"other"))],
             422,
@@ -564,8 +567,7 @@ async fn a_batch_of_small_files_is_stored_whole_or_not_at_all(b: Backend) {
     .await;
     assert_eq!(got, 413, "{body}");
     let many: Vec<(String, &[u8])> = (0..1001).map(|i| (format!("many/{i}.txt"), b"x".as_slice())).collect();
-    let many: Vec<(&str, &[u8], &str, String)> =
-        many.iter().map(|(p, d)| (p.as_str(), *d, "", String::new())).collect();
+    let many: Vec<BatchPart> = many.iter().map(|(p, d)| (p.as_str(), *d, "", String::new())).collect();
     let (got, body) = post_batch(&s, &many, false).await;
     assert_eq!(got, 413, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("1000 files"), "{body}");
