@@ -572,6 +572,39 @@ async fn a_batch_of_small_files_is_stored_whole_or_not_at_all(b: Backend) {
     assert_eq!(got, 413, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("1000 files"), "{body}");
     assert_eq!(listed(&s), ["b/a.txt", "b/c.bin", "b/new.txt", "b/sub/b.txt"]);
+
+    // The CLI sends small files in batches: names that a multipart header must quote or encode
+    // arrive as they are, and a second upload finds them all there.
+    let names = ["dír é/naïve \"q\" 'x' #1 %20.txt", "a+b=c&d;e.txt", "plain.txt"];
+    let src = s.tmp().join("odd");
+    write_tree(&src, &names.iter().map(|n| (*n, n.as_bytes())).collect::<Vec<_>>());
+    let first = json(&s.ok(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        src.to_str().unwrap(),
+        "--target-path",
+        "odd",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(first["uploaded"].as_array().unwrap().len(), 3, "{first}");
+    let mut expected: Vec<String> = names.iter().map(|n| format!("odd/{n}")).collect();
+    expected.sort();
+    assert_eq!(listed(&s).into_iter().filter(|p| p.starts_with("odd/")).collect::<Vec<_>>(), expected);
+    let again = json(&s.ok(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        src.to_str().unwrap(),
+        "--target-path",
+        "odd",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 3, "{again}");
 }
 
 async fn plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists(b: Backend) {
