@@ -307,11 +307,7 @@ fn read_part(
     let mut content = Vec::with_capacity(size as usize + 1);
     file.read_to_end(&mut content).map_err(cannot)?;
     if Stamp::of(&file.metadata().map_err(cannot)?) != before || content.len() as u64 != size {
-        return Err(ClientError::Local(format!(
-            "{} changed while it was being uploaded; nothing was stored for it; upload again once it no \
-             longer changes",
-            local.display()
-        )));
+        return Err(ClientError::Local(changed(&local)));
     }
     let checksum = match sha256 {
         Some(sha) => (SHA256_HEADER, sha),
@@ -418,13 +414,7 @@ impl FileBody {
             }
             match file.metadata() {
                 Ok(m) if Stamp::of(&m) == before => {}
-                Ok(_) => {
-                    return stop(format!(
-                    "{} changed while it was being uploaded; nothing was stored for it; upload again once \
-                         it no longer changes",
-                    local.display()
-                ))
-                }
+                Ok(_) => return stop(changed(&local)),
                 Err(e) => return fail(e),
             }
             // Where a file's reading time went (CAIRN_LOG=cairn_client=debug): reading (with the
@@ -440,6 +430,15 @@ impl FileBody {
         });
         FileBody { rx, progress }
     }
+}
+
+/// What a file that changed while it was read gets said of it.
+fn changed(local: &Path) -> String {
+    format!(
+        "{} changed while it was being uploaded; nothing was stored for it; upload again once it no longer \
+         changes",
+        local.display()
+    )
 }
 
 /// What tells that a file changed: its size and modification time (nanoseconds where the

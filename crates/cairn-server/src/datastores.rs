@@ -270,12 +270,7 @@ impl AppState {
         E: std::fmt::Display,
     {
         let UploadChecks { sha256, crc32, trailing } = checks;
-        if let Some(s) = sha256 {
-            Checksum::Sha256.check(s)?;
-        }
-        if let Some(c) = crc32 {
-            Checksum::Crc32.check(c)?;
-        }
+        check_announced(sha256, crc32)?;
         let blobs = self.blobs_of(ds)?;
         // With no checksum to compare and nothing to replace, there is nothing to look at first:
         // the atomic create below fails if the file exists. That saves a blocking call per file
@@ -357,12 +352,7 @@ impl AppState {
                     f.path
                 )));
             }
-            if let Some(s) = &f.sha256 {
-                Checksum::Sha256.check(s)?;
-            }
-            if let Some(c) = &f.crc32 {
-                Checksum::Crc32.check(c)?;
-            }
+            check_announced(f.sha256.as_deref(), f.crc32.as_deref())?;
             if f.content.len() as u64 > self.max_upload_bytes {
                 return Err(Error::TooLarge(format!(
                     "{} is {} bytes; this server accepts files up to {} bytes; nothing was stored",
@@ -407,6 +397,16 @@ const SMALL_FILE: u64 = cairn_blob::PART_SIZE as u64;
 /// Where a workspace's default datastore lives inside the artifact store.
 pub fn default_prefix(workspace_id: &str) -> String {
     format!("workspaces/{workspace_id}/datastores/default")
+}
+
+/// Refuses (400) announced checksums that are not well-formed hex of their kind.
+fn check_announced(sha256: Option<&str>, crc32: Option<&str>) -> Result<(), Error> {
+    for (which, value) in [(Checksum::Sha256, sha256), (Checksum::Crc32, crc32)] {
+        if let Some(v) = value {
+            which.check(v)?;
+        }
+    }
+    Ok(())
 }
 
 /// The checksums a client gave for one uploaded file: before the body (headers) and after it

@@ -578,32 +578,16 @@ async fn a_batch_of_small_files_is_stored_whole_or_not_at_all(b: Backend) {
     let names = ["dír é/naïve \"q\" 'x' #1 %20.txt", "a+b=c&d;e.txt", "plain.txt"];
     let src = s.tmp().join("odd");
     write_tree(&src, &names.iter().map(|n| (*n, n.as_bytes())).collect::<Vec<_>>());
-    let first = json(&s.ok(&[
-        "datastore",
-        "upload",
-        "-w",
-        "w",
-        src.to_str().unwrap(),
-        "--target-path",
-        "odd",
-        "-o",
-        "json",
-    ]));
+    let upload_odd = || {
+        let src = src.to_str().unwrap();
+        json(&s.ok(&["datastore", "upload", "-w", "w", src, "--target-path", "odd", "-o", "json"]))
+    };
+    let first = upload_odd();
     assert_eq!(first["uploaded"].as_array().unwrap().len(), 3, "{first}");
     let mut expected: Vec<String> = names.iter().map(|n| format!("odd/{n}")).collect();
     expected.sort();
     assert_eq!(listed(&s).into_iter().filter(|p| p.starts_with("odd/")).collect::<Vec<_>>(), expected);
-    let again = json(&s.ok(&[
-        "datastore",
-        "upload",
-        "-w",
-        "w",
-        src.to_str().unwrap(),
-        "--target-path",
-        "odd",
-        "-o",
-        "json",
-    ]));
+    let again = upload_odd();
     assert_eq!(again["skipped"].as_array().unwrap().len(), 3, "{again}");
 }
 

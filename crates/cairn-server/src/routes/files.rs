@@ -123,15 +123,8 @@ pub async fn upload(
 ) -> ApiResult<(StatusCode, Json<PutFileResult>)> {
     let record = datastore(&state, &caller, Role::Writer, &ws, &ds).await?;
     let path = RelPath::parse(&path)?;
-    let header_of = |which: Checksum| {
-        headers
-            .get(which.header())
-            .map(|v| {
-                v.to_str().map_err(|_| Error::invalid(format!("header {} is not ASCII", which.header())))
-            })
-            .transpose()
-    };
-    let (sha256, crc32) = (header_of(Checksum::Sha256)?, header_of(Checksum::Crc32)?);
+    let sha256 = checksum_header(&headers, Checksum::Sha256)?;
+    let crc32 = checksum_header(&headers, Checksum::Crc32)?;
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(len) = declared_len {
         if len > state.max_upload_bytes {
@@ -156,7 +149,8 @@ pub async fn upload(
         crc32: Trailer { value: &crc_trailer, declared: declared(Checksum::Crc32) },
     };
     let body = data_keeping_trailers(request.into_body(), trailing);
-    let checks = UploadChecks { sha256, crc32, trailing: Some(trailing) };
+    let checks =
+        UploadChecks { sha256: sha256.as_deref(), crc32: crc32.as_deref(), trailing: Some(trailing) };
     let result = state.put_file(&record, &path, body, checks, q.overwrite, declared_len).await?;
     let status = if result.status == PutStatus::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(result)))
@@ -233,15 +227,8 @@ pub async fn upload_batch(
             ))
             .into());
         }
-        let header = |which: Checksum| {
-            field
-                .headers()
-                .get(which.header())
-                .map(|v| v.to_str().map(str::to_string))
-                .transpose()
-                .map_err(|_| Error::invalid(format!("part header {} of {path} is not ASCII", which.header())))
-        };
-        let (sha256, crc32) = (header(Checksum::Sha256)?, header(Checksum::Crc32)?);
+        let sha256 = checksum_header(field.headers(), Checksum::Sha256)?;
+        let crc32 = checksum_header(field.headers(), Checksum::Crc32)?;
         let content = field.bytes().await.map_err(batch_error)?;
         total += content.len();
         if total > BATCH_MAX_BYTES {
@@ -257,6 +244,18 @@ pub async fn upload_batch(
     }
     let files = state.put_batch(&record, files, q.overwrite).await?;
     Ok(Json(UploadBatchResult { files }))
+}
+
+/// The value of a checksum header (of a request, or of one part of a batch), if there is one.
+fn checksum_header(headers: &HeaderMap, which: Checksum) -> Result<Option<String>, Error> {
+    headers
+        .get(which.header())
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| Error::invalid(format!("header {} is not ASCII", which.header())))
+        })
+        .transpose()
 }
 
 /// A body that breaks off or is not valid multipart: 413 past the size limit, else 400.
