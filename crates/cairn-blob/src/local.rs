@@ -5,6 +5,9 @@
 //! (`overwrite`) or hard-linked to it (which fails if the destination appeared meanwhile); on any
 //! failure, or if the caller is dropped midway, it is removed. Nothing is synced to disk, as
 //! `object_store`'s own local writes do not either.
+//!
+//! Also the write path for a batch of small files ([`put_many`]): the same staging files and the
+//! same rename or link, for all of them in one blocking task.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, IoSlice, Write};
