@@ -3,11 +3,13 @@
 Uploads follow the CLI's protocol (``crates/cairn-client/src/transfer.rs``): ask the server for
 an **upload plan** by path and size (``POST …/upload-plan``: send, skip, conflict, or ``checksum``
 when a file of that size is already there), hash (SHA-256) just the files the plan asks about and
-ask again for those, refuse before writing anything if a file conflicts, then ``PUT`` each file
-to send. A file hashed for the plan goes with its ``x-cairn-sha256``; the others are read once,
-chunked, with the CRC-32 of what was sent as an ``x-cairn-crc32`` trailer. Either way the server
-verifies before the file becomes visible, and a file whose size or modification time changed
-while it was read is cut off, so nothing of it is stored.
+ask again for those, refuse before writing anything if a file conflicts, then send: small files
+(up to 256 KiB) together, up to 100 files or 1 MiB per ``POST …/upload-batch`` (one
+``multipart/form-data`` request, stored whole or not at all), larger ones with a ``PUT`` each.
+A file hashed for the plan goes with its ``x-cairn-sha256``; the others are read once with the
+CRC-32 of what was read as ``x-cairn-crc32`` (a part header in a batch, a trailer after a chunked
+``PUT``). Either way the server verifies before the file becomes visible, and a file whose size
+or modification time changed while it was read is refused, so nothing of it is stored.
 Downloads write each file under a temporary name and rename it when complete.
 
 :meth:`Datastore.as_mount` and :meth:`Datastore.as_download` return :class:`DataReference`
@@ -17,8 +19,10 @@ values that :class:`~cairn.experiment.ScriptRunConfig` turns into job inputs.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sys
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -28,8 +32,14 @@ from .workspace import Workspace
 
 #: Files announced per upload-plan request (as the CLI).
 PLAN_CHUNK = 1000
-#: Files sent at once.
+#: Requests in flight at once.
 CONCURRENCY = 4
+#: Files up to this size travel in batches, larger ones alone (the CLI's limits:
+#: ``crates/cairn-client/src/transfer.rs``).
+BATCH_FILE_MAX = 256 * 1024
+#: Most files, and most bytes of content, per batch.
+BATCH_FILES = 100
+BATCH_BYTES = 1024 * 1024
 _BUF = 256 * 1024
 
 
@@ -68,6 +78,44 @@ def _unchanged(local: Path, body: Any) -> Any:
             )
 
     return check
+
+
+def _units(files: List[_Planned]) -> List[List[_Planned]]:
+    """What each request sends, in order: a large file alone, small ones in batches (a lone
+    small file alone too: a plain ``PUT`` costs less than a batch of one)."""
+    units: List[List[_Planned]] = []
+    batch: List[_Planned] = []
+    size = 0
+    for f in files:
+        if f.size > BATCH_FILE_MAX:
+            units.append([f])
+            continue
+        if len(batch) == BATCH_FILES or size + f.size > BATCH_BYTES:
+            units.append(batch)
+            batch, size = [], 0
+        batch.append(f)
+        size += f.size
+    if batch:
+        units.append(batch)
+    return units
+
+
+def _read_part(f: _Planned) -> Tuple[str, bytes, Tuple[str, str]]:
+    """A small file read whole, as a part of a batch: its path, content and checksum (the plan's
+    SHA-256 if it has one, else the CRC-32 of what was read). A file whose size or modification
+    time changed from the start to the end of the read is refused."""
+    with open(f.local, "rb") as body:
+        check = _unchanged(f.local, body)
+        content = body.read()
+        check()
+    if len(content) != f.size:
+        raise CairnError(
+            f"{f.local} changed while it was being uploaded ({f.size} bytes when listed, {len(content)} "
+            "when read); nothing was stored for it; upload again once it no longer changes"
+        )
+    if f.sha256 is not None:
+        return f.remote, content, ("x-cairn-sha256", f.sha256)
+    return f.remote, content, ("x-cairn-crc32", f"{zlib.crc32(content):08x}")
 
 
 def check_relative(path: str, what: str) -> str:
@@ -254,29 +302,41 @@ class Datastore:
                 f"content: {', '.join(conflicts[:20])}{more}; nothing was uploaded; pass overwrite=True "
                 "to replace them",
             )
-        done = [0]
+        done = itertools.count(1)  # next() on it is atomic: the threads share it
+        http = self.workspace.connection.http
+        query = {"overwrite": str(overwrite).lower()}
 
-        def send(f: _Planned) -> str:
-            path = self.workspace.path(
-                "datastores", self.name, "files", *f.remote.split("/"), query={"overwrite": str(overwrite).lower()}
-            )
-            http = self.workspace.connection.http
+        def put(f: _Planned) -> None:
+            path = self.workspace.path("datastores", self.name, "files", *f.remote.split("/"), query=query)
             with open(f.local, "rb") as body:
                 if f.sha256 is not None:
-                    put = lambda: http.put_stream(path, body, f.size, {"x-cairn-sha256": f.sha256})  # noqa: E731
+                    call = lambda: http.put_stream(path, body, f.size, {"x-cairn-sha256": f.sha256})  # noqa: E731
                 else:
-                    put = lambda: http.put_stream_crc32(path, body, _unchanged(f.local, body))  # noqa: E731
-                self.workspace.connection.guard(put)
-            done[0] += 1
-            if show:
-                _say(f"Uploaded {f.local}, {done[0]} files out of an estimated total of {len(to_send)}")
-            return f.remote
+                    call = lambda: http.put_stream_crc32(path, body, _unchanged(f.local, body))  # noqa: E731
+                self.workspace.connection.guard(call)
+
+        def send(unit: List[_Planned]) -> List[str]:
+            if len(unit) == 1:
+                put(unit[0])
+            else:
+                parts = [_read_part(f) for f in unit]
+                path = self.workspace.path("datastores", self.name, "upload-batch", query=query)
+                answer = self.workspace.connection.guard(lambda: http.post_files(path, parts))
+                if len(answer.get("files", [])) != len(unit):
+                    raise ValueError(
+                        f"the server stored {len(answer.get('files', []))} files of a batch of {len(unit)}"
+                    )
+            for f in unit:
+                count = next(done)
+                if show:
+                    _say(f"Uploaded {f.local}, {count} files out of an estimated total of {len(to_send)}")
+            return [f.remote for f in unit]
 
         if show:
             for remote in skipped:
                 _say(f"Skipped {remote} (the same content is already there)")
         with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
-            uploaded = sorted(pool.map(send, to_send))
+            uploaded = sorted(remote for sent in pool.map(send, _units(to_send)) for remote in sent)
         if show:
             _say(f"Uploaded {len(uploaded)} files")
         return UploadReport(uploaded, skipped, len(found), total)
@@ -310,8 +370,8 @@ class Datastore:
         show_progress: bool = True,
     ) -> int:
         """Download the files under ``prefix`` (all when None) into the local folder ``target_path``,
-        keeping datastore paths. Existing local files are refused (nothing is downloaded) unless
-        ``overwrite``. Returns the number of files downloaded."""
+        keeping datastore paths, several files at a time. Existing local files are refused (nothing
+        is downloaded) unless ``overwrite``. Returns the number of files downloaded."""
         dest = Path(target_path)
         prefix_path = check_relative(prefix or "", "prefix")
         entries = self.list_files(prefix_path)
@@ -329,10 +389,18 @@ class Datastore:
                 f"{len(existing)} local file(s) already exist: {', '.join(existing[:20])}; nothing was "
                 "downloaded; pass overwrite=True to replace them"
             )
-        for index, (rel, local) in enumerate(targets, 1):
+        done = itertools.count(1)
+
+        def fetch(target: Tuple[str, Path]) -> None:
+            rel, local = target
             download_to(self.workspace, ("datastores", self.name, "files", *rel.split("/")), local)
+            count = next(done)
             if show_progress:
-                _say(f"Downloaded {rel}, {index} files out of an estimated total of {len(targets)}")
+                _say(f"Downloaded {rel}, {count} files out of an estimated total of {len(targets)}")
+
+        with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
+            for _ in pool.map(fetch, targets):
+                pass
         return len(targets)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import zlib
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,102 @@ def test_datastore_upload_sends_new_files_once_with_a_crc32_and_cuts_a_file_that
     out = tmp_path / "out"
     assert ds.download(out, prefix="again", show_progress=False) == 1
     assert (out / "again" / "big.bin").read_bytes() == data
+
+
+def test_datastore_upload_sends_small_files_in_batches_whole_or_not_at_all(ws, tmp_path, monkeypatch):
+    """Small files travel many to a request (``…/upload-batch``), large ones alone; odd names come
+    back as they were; a batch with one bad checksum stores none of its files."""
+    from cairn import datastore as datastore_module
+    from cairn._client import Http, ServerError
+
+    calls = {"batches": [], "puts": 0}
+    real_post_files, real_put_crc32 = Http.post_files, Http.put_stream_crc32
+
+    def post_files(self, path, files):
+        calls["batches"].append(len(files))
+        return real_post_files(self, path, files)
+
+    def put_stream_crc32(self, path, body, check):
+        calls["puts"] += 1
+        return real_put_crc32(self, path, body, check)
+
+    monkeypatch.setattr(Http, "post_files", post_files)
+    monkeypatch.setattr(Http, "put_stream_crc32", put_stream_crc32)
+
+    odd = ['quote"d.txt', "caf\u00e9 \u6f22\u5b57.txt", "100%.txt", "a#b&c=d.txt", "semi;colon.txt"]
+    src = tmp_path / "many"
+    contents = {}
+    for i in range(230):
+        contents[f"shard-{i // 50}/f{i:04d}.bin"] = os.urandom(1 + i * 37 % 4096)
+    for name in odd:
+        contents[f"odd/{name}"] = name.encode("utf-8") * 3
+    contents["big/large.bin"] = os.urandom(datastore_module.BATCH_FILE_MAX + 1)
+    for rel, data in contents.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+
+    ds = ws.get_default_datastore()
+    ds.upload(src, target_path="batched", show_progress=False)
+    small = len(contents) - 1
+    assert sum(calls["batches"]) == small, calls
+    assert max(calls["batches"]) <= datastore_module.BATCH_FILES and len(calls["batches"]) >= 3, calls
+    assert calls["puts"] == 1, "the large file goes alone"
+    listed = {f["path"]: f["size"] for f in ds.list_files("batched")}
+    assert listed == {f"batched/{rel}": len(data) for rel, data in contents.items()}
+    out = tmp_path / "out"
+    assert ds.download(out, prefix="batched", show_progress=False) == len(contents)
+    for rel, data in contents.items():
+        assert (out / "batched" / rel).read_bytes() == data, rel
+
+    # The same files again: every one skipped, nothing sent.
+    calls["batches"].clear()
+    calls["puts"] = 0
+    ds.upload(src, target_path="batched", show_progress=False)
+    assert (calls["batches"], calls["puts"]) == ([], 0)
+
+    # Changed small files with overwrite: replaced through a batch (the plan's SHA-256 for files
+    # of a size already there, a CRC-32 for the others).
+    first, second = "shard-0/f0000.bin", "shard-0/f0001.bin"
+    contents[first] = b"x" * len(contents[first])
+    contents[second] = b"grown" * 300
+    for rel in (first, second):
+        (src / rel).write_bytes(contents[rel])
+    ds.upload(src, target_path="batched", overwrite=True, show_progress=False)
+    assert calls["batches"] == [2], calls
+    out2 = tmp_path / "out2"
+    ds.download(out2, prefix="batched/shard-0", show_progress=False)
+    assert (out2 / "batched" / first).read_bytes() == contents[first]
+    assert (out2 / "batched" / second).read_bytes() == contents[second]
+
+    # One wrong checksum in a batch: 422 naming the file, and none of the batch is stored.
+    http = ws.connection.http
+    path = ws.path("datastores", "default", "upload-batch", query={"overwrite": "false"})
+    good = ("whole/good.txt", b"good", ("x-cairn-crc32", f"{zlib.crc32(b'good'):08x}"))
+    bad = ("whole/bad.txt", b"bad", ("x-cairn-crc32", f"{zlib.crc32(b'other'):08x}"))
+    with pytest.raises(ServerError, match="whole/bad.txt") as refused:
+        http.post_files(path, [good, bad])
+    assert refused.value.status == 422
+    assert ds.list_files("whole") == []
+    with pytest.raises(BadRequest):
+        http.post_files(path, [good, ("whole/../escape.txt", b"e", ("x-cairn-crc32", f"{zlib.crc32(b'e'):08x}"))])
+    assert ds.list_files("whole") == []
+    assert [r["path"] for r in http.post_files(path, [good])["files"]] == ["whole/good.txt"]
+
+
+def test_a_batch_part_is_refused_if_its_file_changed_while_it_was_read(tmp_path):
+    from cairn._client import CairnError
+    from cairn.datastore import _Planned, _read_part
+
+    src = tmp_path / "small.txt"
+    src.write_bytes(b"0123456789")
+    listed = _Planned(src, "d/small.txt", 10)
+    name, content, checksum = _read_part(listed)
+    assert (name, content, checksum) == ("d/small.txt", b"0123456789", ("x-cairn-crc32", f"{zlib.crc32(content):08x}"))
+    listed.sha256 = hashlib.sha256(content).hexdigest()
+    assert _read_part(listed)[2] == ("x-cairn-sha256", listed.sha256)
+    src.write_bytes(b"01234567890123")  # grew since it was listed
+    with pytest.raises(CairnError, match="small.txt changed while it was being uploaded"):
+        _read_part(listed)
 
 
 def test_datastore_bad_paths_and_names(ws, tmp_path):
