@@ -56,12 +56,13 @@ class _Planned:
     """A local file to upload: where it goes, its size, its SHA-256 once the plan asked for it,
     and the plan's answer."""
 
-    __slots__ = ("local", "remote", "size", "sha256", "action")
+    __slots__ = ("local", "remote", "size", "sha256", "action", "reason")
 
     def __init__(self, local: Path, remote: str, size: int) -> None:
         self.local, self.remote, self.size = local, remote, size
         self.sha256: Optional[str] = None
         self.action = ""
+        self.reason = ""
 
 
 def _unchanged(local: Path, body: Any) -> Any:
@@ -292,14 +293,21 @@ class Datastore:
         self._plan(asked, overwrite)
         to_send = [f for f in planned if f.action == "upload"]
         skipped = [f.remote for f in planned if f.action == "skip"]
+        clashes = [f.reason or f.remote for f in planned if f.action == "clash"]
+        if clashes:
+            raise Conflict(
+                409,
+                "conflict",
+                f"{len(clashes)} file(s) cannot be stored in datastore \"{self.name}\": {_first_few(clashes, '; ')}; "
+                "nothing was uploaded (there a path is a file or a folder, not both, with or without overwrite)",
+            )
         conflicts = [f.remote for f in planned if f.action not in ("upload", "skip")]
         if conflicts:
-            more = f" and {len(conflicts) - 20} more" if len(conflicts) > 20 else ""
             raise Conflict(
                 409,
                 "conflict",
                 f"{len(conflicts)} file(s) already exist in datastore \"{self.name}\" with different "
-                f"content: {', '.join(conflicts[:20])}{more}; nothing was uploaded; pass overwrite=True "
+                f"content: {_first_few(conflicts, ', ')}; nothing was uploaded; pass overwrite=True "
                 "to replace them",
             )
         done = itertools.count(1)  # next() on it is atomic: the threads share it
@@ -361,6 +369,7 @@ class Datastore:
                 )
             for f, answer in zip(chunk, plan["files"]):
                 f.action = answer["action"]
+                f.reason = answer.get("reason") or ""
 
     def download(
         self,
@@ -438,6 +447,12 @@ def _collect(src: Path, target: str) -> List[Tuple[Path, str, int]]:
     if not found:
         raise ValueError(f"{src} holds no files to upload")
     return found
+
+
+def _first_few(items: List[str], sep: str) -> str:
+    """The first 20 of ``items``, joined, and how many more there are."""
+    more = f" and {len(items) - 20} more" if len(items) > 20 else ""
+    return sep.join(items[:20]) + more
 
 
 def _human(n: int) -> str:

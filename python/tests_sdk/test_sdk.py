@@ -248,6 +248,16 @@ def test_datastore_upload_sends_small_files_in_batches_whole_or_not_at_all(ws, t
     assert [r["path"] for r in http.post_files(path, [good])["files"]] == ["whole/good.txt"]
 
 
+def test_datastore_upload_refuses_a_path_that_is_a_file_and_a_folder_before_sending_anything(ws, tmp_path):
+    ds = ws.get_default_datastore()
+    ds.upload(make_tree(tmp_path / "first", {"shape/a": "a file"}), show_progress=False)
+    clashing = make_tree(tmp_path / "clashing", {"shape/a/b.txt": "under a file", "shape/new.txt": "new"})
+    for overwrite in (False, True):
+        with pytest.raises(Conflict, match=r"1 file\(s\) cannot be stored.*shape/a is a file in this datastore.*nothing was uploaded"):
+            ds.upload(clashing, overwrite=overwrite, show_progress=False)
+    assert [f["path"] for f in ds.list_files("shape")] == ["shape/a"]
+
+
 def test_a_batch_part_is_refused_if_its_file_changed_while_it_was_read(tmp_path):
     from cairn._client import CairnError
     from cairn.datastore import _Planned, _read_part

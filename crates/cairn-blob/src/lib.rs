@@ -255,8 +255,10 @@ impl BlobStore {
                 size: meta.size,
                 last_modified: meta.last_modified.timestamp_millis(),
             })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(map_err(e, path.as_str())),
+            Err(e) => match map_err(e, path.as_str()) {
+                Error::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
         }
     }
 
@@ -312,7 +314,7 @@ impl BlobStore {
                     self.store
                         .put_opts(&key, payload, PutOptions { mode, ..Default::default() })
                         .await
-                        .map_err(|e| map_err(e, path.as_str()))?;
+                        .map_err(|e| self.write_err(e, path))?;
                     return Ok(written);
                 }
             }
@@ -409,6 +411,20 @@ impl BlobStore {
         Ok(replaced)
     }
 
+    /// Whether, in a local directory, `path` cannot hold a file because it is a folder or one of
+    /// its folders is a file: the 409 that says which (see `local::clash`). A write refused for
+    /// that reason already says so; this tells a caller that rewords conflicts which one it has.
+    pub fn clash(&self, path: &RelPath) -> Option<Error> {
+        let fs = self.local.as_ref()?;
+        let dest = fs.path_to_filesystem(&self.key(path).ok()?).ok()?;
+        local::clash(&dest, path)
+    }
+
+    /// A failed write's error: a clash ([`BlobStore::clash`]), else [`map_err`]'s.
+    fn write_err(&self, e: object_store::Error, path: &RelPath) -> Error {
+        self.clash(path).unwrap_or_else(|| map_err(e, path.as_str()))
+    }
+
     /// Streams a file's content, with its size.
     pub async fn get_stream(
         &self,
@@ -439,7 +455,7 @@ impl BlobStore {
     pub async fn list(&self, dir: &RelPath) -> Result<Vec<FileEntry>, Error> {
         let key = self.key(dir)?;
         let prefix = if key.as_ref().is_empty() { None } else { Some(&key) };
-        let mut entries: Vec<FileEntry> = self
+        let listed: Result<Vec<FileEntry>, _> = self
             .store
             .list(prefix)
             .map_ok(|meta| FileEntry {
@@ -448,8 +464,8 @@ impl BlobStore {
                 last_modified: meta.last_modified.timestamp_millis(),
             })
             .try_collect()
-            .await
-            .map_err(|e| map_err(e, self.shown(dir)))?;
+            .await;
+        let mut entries = absent_is_empty(listed.map_err(|e| map_err(e, self.shown(dir))))?;
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(entries)
     }
@@ -460,7 +476,11 @@ impl BlobStore {
     pub async fn list_level(&self, dir: &RelPath) -> Result<(Vec<String>, Vec<FileEntry>), Error> {
         let key = self.key(dir)?;
         let prefix = if key.as_ref().is_empty() { None } else { Some(&key) };
-        let level = self.store.list_with_delimiter(prefix).await.map_err(|e| map_err(e, self.shown(dir)))?;
+        let level =
+            match self.store.list_with_delimiter(prefix).await.map_err(|e| map_err(e, self.shown(dir))) {
+                Err(Error::NotFound { .. }) => return Ok((Vec::new(), Vec::new())),
+                other => other?,
+            };
         let mut folders: Vec<String> =
             level.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
         let mut files: Vec<FileEntry> = level
@@ -618,6 +638,10 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => Error::not_found("file", what),
+        // A local path under a file (`a/b` where `a` is a file) is not there either.
+        ref other if io_error_kind(other) == Some(std::io::ErrorKind::NotADirectory) => {
+            Error::not_found("file", what)
+        }
         E::AlreadyExists { .. } => Error::conflict(format!("{what} already exists")),
         E::InvalidPath { source } => Error::invalid(format!("path {what:?} cannot be stored: {source}")),
         other => {
@@ -629,6 +653,26 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
             }
         }
     }
+}
+
+/// A listing of a folder that is not there (a local folder under a file) holds nothing.
+fn absent_is_empty<T>(listed: Result<Vec<T>, Error>) -> Result<Vec<T>, Error> {
+    match listed {
+        Err(Error::NotFound { .. }) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// The kind of the I/O error behind a storage error, if one is behind it.
+fn io_error_kind(e: &object_store::Error) -> Option<std::io::ErrorKind> {
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = inner.source();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -686,6 +730,59 @@ mod tests {
         }
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["f.bin"], "no staging file may be left behind");
+    }
+
+    #[tokio::test]
+    async fn a_file_and_a_folder_cannot_share_a_path_in_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap().child("ws/default");
+        let p = |s: &str| RelPath::parse(s).unwrap();
+        blobs.put_stream(&p("a"), chunks(b"file", 4), PutOpts::default()).await.unwrap();
+        blobs.put_stream(&p("d/e/f.txt"), chunks(b"deep", 4), PutOpts::default()).await.unwrap();
+        let large = vec![3u8; PART_SIZE + 1];
+        for overwrite in [false, true] {
+            let opts = PutOpts { overwrite, ..Default::default() };
+            for data in [&b"small"[..], &large[..]] {
+                // Under a file: a small write (object_store's), a large one (ours).
+                let err = blobs.put_stream(&p("a/b/c.txt"), chunks(data, 1 << 20), opts).await.unwrap_err();
+                assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+                assert_eq!(
+                    err.to_string(),
+                    "a/b/c.txt cannot be stored: a is a file in this datastore, not a folder"
+                );
+                // In place of a folder, at either depth.
+                for folder in ["d", "d/e"] {
+                    let err = blobs.put_stream(&p(folder), chunks(data, 1 << 20), opts).await.unwrap_err();
+                    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+                    assert_eq!(
+                        err.to_string(),
+                        format!("{folder} is a folder in this datastore; a file cannot take its place")
+                    );
+                }
+            }
+            // In a batch: refused, and the batch's other file undone.
+            let batch = vec![(p("ok.txt"), Bytes::from_static(b"ok")), (p("d/e"), Bytes::from_static(b"x"))];
+            let err = blobs.put_many(batch, overwrite).await.unwrap_err();
+            assert!(err.to_string().contains("d/e is a folder"), "{err}");
+            let batch = vec![(p("a/x.txt"), Bytes::from_static(b"x"))];
+            let err = blobs.put_many(batch, overwrite).await.unwrap_err();
+            assert!(err.to_string().contains("a is a file"), "{err}");
+        }
+        let all: Vec<String> =
+            blobs.list(&RelPath::parse_dir("").unwrap()).await.unwrap().into_iter().map(|f| f.path).collect();
+        assert_eq!(all, ["a", "d/e/f.txt"], "nothing else stored, no staging file listed");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("ws/default"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no staging file may be left behind: {names:?}");
+        // Reading under a file: not there (404), not a storage failure.
+        assert!(blobs.head(&p("a/b/c.txt")).await.unwrap().is_none());
+        assert!(matches!(blobs.get_stream(&p("a/b")).await.map(|_| ()), Err(Error::NotFound { .. })));
+        let under_a_file = RelPath::parse_dir("a/b").unwrap();
+        assert!(blobs.list(&under_a_file).await.unwrap().is_empty());
+        let (folders, files) = blobs.list_level(&under_a_file).await.unwrap();
+        assert!(folders.is_empty() && files.is_empty());
     }
 
     #[tokio::test]

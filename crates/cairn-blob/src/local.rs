@@ -52,8 +52,8 @@ where
     let started = Instant::now();
     let mut times = Phases::default();
     let (file, staging) = {
-        let dest = dest.to_path_buf();
-        blocking(move || create_staging(&dest)).await.map_err(|e| io_err(path, e))?
+        let owned = dest.to_path_buf();
+        blocking(move || create_staging(&owned)).await.map_err(|e| write_err(dest, path, e, ""))?
     };
     let mut staged = Staged(Some(staging));
     let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
@@ -122,10 +122,7 @@ where
             );
             Ok(verified)
         }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            Err(Error::conflict(format!("{path} already exists")))
-        }
-        Err(e) => Err(io_err(path, e)),
+        Err(e) => Err(write_err(dest, path, e, "")),
     }
 }
 
@@ -136,9 +133,17 @@ where
 pub(crate) fn put_many(files: &[(PathBuf, RelPath, Bytes)], overwrite: bool) -> Result<Vec<bool>, Error> {
     let mut staged = Vec::with_capacity(files.len());
     for (dest, path, data) in files {
-        let (mut file, staging) = create_staging(dest).map_err(|e| io_err(path, e))?;
+        let (mut file, staging) = create_staging(dest).map_err(|e| write_err(dest, path, e, ""))?;
         staged.push(Staged(Some(staging)));
         file.write_all(data).map_err(|e| io_err(path, e))?;
+    }
+    if overwrite {
+        // A rename cannot replace a folder; found before anything is published, the batch stays
+        // whole or nothing (a link, without overwrite, is undone instead).
+        if let Some(clash) = files.iter().filter(|(dest, ..)| dest.is_dir()).find_map(|(d, p, _)| clash(d, p))
+        {
+            return Err(clash);
+        }
     }
     let mut replaced = Vec::with_capacity(files.len());
     let mut linked: Vec<&Path> = Vec::new();
@@ -165,14 +170,12 @@ pub(crate) fn put_many(files: &[(PathBuf, RelPath, Bytes)], overwrite: bool) -> 
                 for done in linked {
                     let _ = std::fs::remove_file(done);
                 }
-                return Err(if e.kind() == ErrorKind::AlreadyExists {
-                    Error::conflict(format!(
-                        "{path} already exists; pass overwrite=true (--overwrite) to replace it; nothing of \
-                         this batch was stored"
-                    ))
-                } else {
-                    io_err(path, e)
-                });
+                return Err(write_err(
+                    dest,
+                    path,
+                    e,
+                    "; pass overwrite=true (--overwrite) to replace it; nothing of this batch was stored",
+                ));
             }
         }
     }
@@ -272,6 +275,42 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
+}
+
+/// A failed write's error: a file and a folder that would share a name ([`clash`]), a file that
+/// is already there (`taken` ends the message), or what the I/O error says.
+fn write_err(dest: &Path, path: &RelPath, e: std::io::Error, taken: &str) -> Error {
+    if let Some(clash) = clash(dest, path) {
+        return clash;
+    }
+    if e.kind() == ErrorKind::AlreadyExists {
+        return Error::conflict(format!("{path} already exists{taken}"));
+    }
+    io_err(path, e)
+}
+
+/// In a directory a path cannot be both a file and a folder (S3 keys can): if that is why `path`
+/// could not be written at `dest`, the 409 that says which. Looked for only once a write has
+/// failed, so writes that succeed pay nothing for it.
+pub(crate) fn clash(dest: &Path, path: &RelPath) -> Option<Error> {
+    let is_dir = |p: &Path| std::fs::metadata(p).map(|m| m.is_dir());
+    if is_dir(dest).unwrap_or(false) {
+        return Some(Error::conflict(format!(
+            "{path} is a folder in this datastore; a file cannot take its place"
+        )));
+    }
+    let parts: Vec<&str> = path.as_str().split('/').collect();
+    // `dest`'s folders that belong to `path`, from the top down, beside `path`'s own parts.
+    let folders: Vec<&Path> = dest.ancestors().skip(1).take(parts.len().saturating_sub(1)).collect();
+    for (depth, folder) in folders.into_iter().rev().enumerate() {
+        if is_dir(folder).is_ok_and(|dir| !dir) {
+            let file = parts[..=depth].join("/");
+            return Some(Error::conflict(format!(
+                "{path} cannot be stored: {file} is a file in this datastore, not a folder"
+            )));
+        }
+    }
+    None
 }
 
 fn io_err(path: &RelPath, e: std::io::Error) -> Error {

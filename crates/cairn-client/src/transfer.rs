@@ -89,6 +89,8 @@ struct LocalFile {
     /// Known when the plan needed it; otherwise computed while sending.
     sha256: Option<String>,
     action: PlanAction,
+    /// The plan's reason, for a clash.
+    reason: Option<String>,
 }
 
 /// Uploads a file, or a folder's files, to `target_path` in a datastore. A folder's files keep
@@ -114,6 +116,7 @@ pub async fn upload(
             size,
             sha256: None,
             action: PlanAction::Upload,
+            reason: None,
         })
         .collect();
 
@@ -150,11 +153,13 @@ pub async fn upload(
     let mut to_send = Vec::new();
     let mut report = UploadReport { files: files.len() as u64, bytes: total, ..Default::default() };
     let mut conflicts = Vec::new();
+    let mut clashes = Vec::new();
     for f in &files {
         match f.action {
             PlanAction::Upload => to_send.push(f),
             PlanAction::Skip => report.skipped.push(f.remote.clone()),
             PlanAction::Conflict => conflicts.push(f.remote.clone()),
+            PlanAction::Clash => clashes.push(f.reason.clone().unwrap_or_else(|| f.remote.clone())),
             PlanAction::Checksum => {
                 return Err(ClientError::Local(format!(
                     "the server asked again for the checksum of {}, which was sent",
@@ -163,18 +168,27 @@ pub async fn upload(
             }
         }
     }
-    if !conflicts.is_empty() {
-        let shown: Vec<_> = conflicts.iter().take(20).cloned().collect();
-        let more =
-            if conflicts.len() > 20 { format!(" and {} more", conflicts.len() - 20) } else { String::new() };
+    if !clashes.is_empty() {
         return Err(ClientError::Api {
             status: 409,
             code: "conflict".into(),
             message: format!(
-                "{} file(s) already exist in datastore \"{ds}\" with different content: {}{more}; \
+                "{} file(s) cannot be stored in datastore \"{ds}\": {}; nothing was uploaded (there a path is \
+                 a file or a folder, not both, with or without --overwrite)",
+                clashes.len(),
+                first_few(&clashes, "; ")
+            ),
+        });
+    }
+    if !conflicts.is_empty() {
+        return Err(ClientError::Api {
+            status: 409,
+            code: "conflict".into(),
+            message: format!(
+                "{} file(s) already exist in datastore \"{ds}\" with different content: {}; \
                  nothing was uploaded; pass --overwrite (overwrite=True) to replace them",
                 conflicts.len(),
-                shown.join(", ")
+                first_few(&conflicts, ", ")
             ),
         });
     }
@@ -198,6 +212,15 @@ pub async fn upload(
     report.uploaded = sent.into_iter().flatten().collect();
     report.uploaded.sort();
     Ok(report)
+}
+
+/// The first 20 of `items`, joined, and how many more there are.
+fn first_few(items: &[String], sep: &str) -> String {
+    let shown = items.iter().take(20).cloned().collect::<Vec<_>>().join(sep);
+    match items.len().saturating_sub(20) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
 }
 
 /// Files up to this size travel in batches (one request for many files); larger ones alone,
@@ -341,6 +364,7 @@ async fn plan(
         }
         for (f, entry) in chunk.iter_mut().zip(plan.files) {
             f.action = entry.action;
+            f.reason = entry.reason;
         }
     }
     Ok(())
@@ -716,6 +740,7 @@ mod tests {
             size,
             sha256: None,
             action: PlanAction::Upload,
+            reason: None,
         };
         let mut files: Vec<LocalFile> = (0..250).map(|_| file(10)).collect();
         files.push(file(BATCH_FILE_MAX + 1));

@@ -196,12 +196,19 @@ pub enum PlanAction {
     /// Announced without a checksum, and a file of the same size is there: only the checksum can
     /// tell whether it is the same content; announce it again with its `sha256`.
     Checksum,
+    /// The path cannot hold a file, with or without `overwrite`: in a datastore kept in a local
+    /// directory a path is a file or a folder, not both, and this one is a folder, or one of its
+    /// folders is a file (there, or in this same plan). `reason` says which.
+    Clash,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlanEntry {
     pub path: String,
     pub action: PlanAction,
+    /// Why, for a `clash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

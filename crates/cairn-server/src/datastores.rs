@@ -1,7 +1,7 @@
 //! The logic that spans metadata and files: where a datastore's files live, upload plans,
 //! verified uploads that keep checksums, and which workspaces are empty.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -202,11 +202,17 @@ impl AppState {
             }
         }
         let blobs = self.blobs_of(ds)?;
-        let existing = list_common_dir(&blobs, &paths).await?;
+        let (common, existing) = list_common_dir(&blobs, &paths).await?;
+        let shapes =
+            if blobs.is_local() { Some(Shapes::of(&blobs, &common, &existing, &paths).await?) } else { None };
         let keys: Vec<&str> = paths.iter().map(RelPath::as_str).collect();
         let records = self.store.file_records(&ds.id, &keys).await?;
         let mut out = Vec::with_capacity(req.files.len());
         for (f, path) in req.files.iter().zip(&paths) {
+            if let Some(reason) = shapes.as_ref().and_then(|s| s.clash(path.as_str())) {
+                out.push(PlanEntry { path: f.path.clone(), action: PlanAction::Clash, reason: Some(reason) });
+                continue;
+            }
             let action = match existing.get(path.as_str()) {
                 None => PlanAction::Upload,
                 Some(entry) => {
@@ -214,7 +220,11 @@ impl AppState {
                         _ if entry.size != f.size => false,
                         // Same size, no checksum: only the client can settle it, by hashing.
                         None => {
-                            out.push(PlanEntry { path: f.path.clone(), action: PlanAction::Checksum });
+                            out.push(PlanEntry {
+                                path: f.path.clone(),
+                                action: PlanAction::Checksum,
+                                reason: None,
+                            });
                             continue;
                         }
                         Some(sha256) => {
@@ -229,7 +239,7 @@ impl AppState {
                     }
                 }
             };
-            out.push(PlanEntry { path: f.path.clone(), action });
+            out.push(PlanEntry { path: f.path.clone(), action, reason: None });
         }
         Ok(UploadPlan { files: out })
     }
@@ -307,6 +317,8 @@ impl AppState {
             overwrite,
         };
         let written = blobs.put_stream_trailing(path, body, opts, trailing).await.map_err(|e| match e {
+            // A file and a folder that would share the path: already worded so.
+            Error::Conflict(_) if blobs.clash(path).is_some() => e,
             Error::Conflict(_) if !look_first => Error::conflict(format!(
                 "{path} already exists; pass overwrite=true (--overwrite) to replace it"
             )),
@@ -418,10 +430,14 @@ pub struct UploadChecks<'a> {
     pub trailing: Option<Trailing<'a>>,
 }
 
-/// Lists, in one call, the deepest folder containing all `paths`, keyed by path.
-async fn list_common_dir(blobs: &BlobStore, paths: &[RelPath]) -> Result<HashMap<String, FileEntry>, Error> {
+/// Lists, in one call, the deepest folder containing all `paths`: that folder, and the files
+/// under it keyed by path.
+async fn list_common_dir(
+    blobs: &BlobStore,
+    paths: &[RelPath],
+) -> Result<(RelPath, HashMap<String, FileEntry>), Error> {
     let Some(first) = paths.first() else {
-        return Ok(HashMap::new());
+        return Ok((RelPath::parse_dir("")?, HashMap::new()));
     };
     let mut common: Vec<&str> = first.as_str().split('/').collect();
     common.pop();
@@ -431,5 +447,76 @@ async fn list_common_dir(blobs: &BlobStore, paths: &[RelPath]) -> Result<HashMap
         common.truncate(shared);
     }
     let dir = RelPath::parse_dir(&common.join("/"))?;
-    Ok(blobs.list(&dir).await?.into_iter().map(|e| (e.path.clone(), e)).collect())
+    let listed = blobs.list(&dir).await?.into_iter().map(|e| (e.path.clone(), e)).collect();
+    Ok((dir, listed))
+}
+
+/// The folders a path runs through, from the top: `a/b/c` gives `a`, `a/b`.
+fn folders_of(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+/// What a plan's paths would run into in a datastore kept in a local directory, where a path is
+/// a file or a folder but not both (S3 keys have no such rule; there this is not consulted).
+/// Found up front so that such an upload is refused before anything is written (the writes
+/// refuse it too: `cairn_blob::local::clash`).
+struct Shapes<'a> {
+    /// Files there now: those listed under the plan's common folder, and any file that common
+    /// folder's own path runs through.
+    files: HashSet<&'a str>,
+    above: Vec<String>,
+    /// Folders there now: every folder a listed file is in.
+    folders: HashSet<&'a str>,
+    /// The plan's own files, and the folders they are in.
+    planned: HashSet<&'a str>,
+    planned_folders: HashSet<&'a str>,
+}
+
+impl<'a> Shapes<'a> {
+    async fn of(
+        blobs: &BlobStore,
+        common: &RelPath,
+        existing: &'a HashMap<String, FileEntry>,
+        paths: &'a [RelPath],
+    ) -> Result<Shapes<'a>, Error> {
+        let mut above = Vec::new();
+        if !common.is_root() {
+            let own = format!("{common}/");
+            for folder in folders_of(&own) {
+                if blobs.head(&RelPath::parse(folder)?).await?.is_some() {
+                    above.push(folder.to_string());
+                }
+            }
+        }
+        Ok(Shapes {
+            files: existing.keys().map(String::as_str).collect(),
+            above,
+            folders: existing.keys().flat_map(|p| folders_of(p)).collect(),
+            planned: paths.iter().map(RelPath::as_str).collect(),
+            planned_folders: paths.iter().flat_map(|p| folders_of(p.as_str())).collect(),
+        })
+    }
+
+    /// Why `path` cannot hold a file, if it cannot.
+    fn clash(&self, path: &str) -> Option<String> {
+        for folder in folders_of(path) {
+            if self.files.contains(folder) || self.above.iter().any(|f| f == folder) {
+                return Some(format!(
+                    "{path} cannot be stored: {folder} is a file in this datastore, not a folder"
+                ));
+            }
+            if self.planned.contains(folder) {
+                return Some(format!(
+                    "{path} cannot be stored: {folder} is a file of this same upload, not a folder"
+                ));
+            }
+        }
+        if self.folders.contains(path) {
+            return Some(format!("{path} is a folder in this datastore; a file cannot take its place"));
+        }
+        if self.planned_folders.contains(path) {
+            return Some(format!("{path} is a folder of this same upload; it cannot also be a file"));
+        }
+        None
+    }
 }

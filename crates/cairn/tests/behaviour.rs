@@ -24,6 +24,7 @@ on_both_backends!(
     a_trailing_checksum_is_verified_before_the_file_is_visible,
     plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists,
     a_batch_of_small_files_is_stored_whole_or_not_at_all,
+    a_path_is_a_file_or_a_folder_not_both,
     unknown_fields_and_wrong_types_are_400_naming_the_field,
     local_datastores_are_registered_checked_and_removed_without_touching_data,
     files_are_downloaded_listed_and_deleted,
@@ -589,6 +590,107 @@ async fn a_batch_of_small_files_is_stored_whole_or_not_at_all(b: Backend) {
     assert_eq!(listed(&s).into_iter().filter(|p| p.starts_with("odd/")).collect::<Vec<_>>(), expected);
     let again = upload_odd();
     assert_eq!(again["skipped"].as_array().unwrap().len(), 3, "{again}");
+}
+
+async fn a_path_is_a_file_or_a_folder_not_both(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let src = s.tmp().join("first");
+    write_tree(&src, &[("a", b"a file"), ("d/e/f.txt", b"deep")]);
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "-q"]);
+    let listed = |s: &Server| {
+        let v = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+        v.as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let before = listed(&s);
+    assert_eq!(before, ["a", "d/e/f.txt"]);
+
+    // The plan says so up front, with or without overwrite, and why; other files are unaffected.
+    for overwrite in [false, true] {
+        let files = serde_json::json!([
+            {"path": "a/b.txt", "size": 1},
+            {"path": "d/e", "size": 1},
+            {"path": "x", "size": 1},
+            {"path": "x/y.txt", "size": 1},
+            {"path": "fine.txt", "size": 1},
+        ]);
+        let (status, v) = s
+            .post(
+                &format!("{WS}/datastores/default/upload-plan"),
+                serde_json::json!({"files": files, "overwrite": overwrite}),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let got: Vec<(&str, &str)> = v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["action"].as_str().unwrap(), e["reason"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("clash", "a/b.txt cannot be stored: a is a file in this datastore, not a folder"),
+                ("clash", "d/e is a folder in this datastore; a file cannot take its place"),
+                ("clash", "x is a folder of this same upload; it cannot also be a file"),
+                ("clash", "x/y.txt cannot be stored: x is a file of this same upload, not a folder"),
+                ("upload", ""),
+            ]
+        );
+    }
+    // A plan whose common folder runs through a file finds it too.
+    let files = serde_json::json!([{"path": "a/b/c.txt", "size": 1}, {"path": "a/b/d.txt", "size": 1}]);
+    let (_, v) =
+        s.post(&format!("{WS}/datastores/default/upload-plan"), serde_json::json!({"files": files})).await;
+    assert_eq!(v["files"][0]["action"], "clash", "{v}");
+    assert_eq!(
+        v["files"][1]["reason"],
+        "a/b/d.txt cannot be stored: a is a file in this datastore, not a folder"
+    );
+
+    // Through the CLI: refused before anything is written, whatever --overwrite says.
+    let clashing = s.tmp().join("clashing");
+    write_tree(&clashing, &[("a/b.txt", b"under a file"), ("new.txt", b"new")]);
+    for extra in [None, Some("--overwrite")] {
+        let mut args = vec!["datastore", "upload", "-w", "w", clashing.to_str().unwrap()];
+        args.extend(extra);
+        let err = s.fails(&args);
+        assert!(
+            err.contains("1 file(s) cannot be stored")
+                && err.contains("a is a file in this datastore")
+                && err.contains("nothing was uploaded")
+                && err.contains("409"),
+            "{err}"
+        );
+        assert_eq!(listed(&s), before);
+    }
+
+    // Straight to the file API (no plan): 409 saying why, nothing stored, no server path shown.
+    for overwrite in ["false", "true"] {
+        for (path, says) in [
+            ("a/b.txt", "a/b.txt cannot be stored: a is a file in this datastore, not a folder"),
+            ("d/e", "d/e is a folder in this datastore; a file cannot take its place"),
+        ] {
+            let (status, body) = raw_put(&s, "w", &format!("{path}?overwrite={overwrite}"), b"body");
+            assert_eq!(status, 409, "{body}");
+            assert_eq!(json(&body)["error"]["message"], says);
+        }
+        let (got, body) = post_batch(
+            &s,
+            &[("ok.txt", b"ok", "", String::new()), ("d/e", b"x", "", String::new())],
+            overwrite == "true",
+        )
+        .await;
+        assert_eq!(got, 409, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("d/e is a folder"), "{body}");
+    }
+    assert_eq!(listed(&s), before, "nothing of the refused writes is stored");
+    let left = files_under(&s.data_dir.join("artifacts"));
+    assert!(left.iter().all(|p| !p.contains('#')), "no staging file may be left: {left:?}");
+
+    // Reading under a file: 404, not a storage failure.
+    let (status, body) = s.get(&format!("{WS}/datastores/default/files/a/b.txt")).await;
+    assert_eq!(status, 404, "{body}");
 }
 
 async fn plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists(b: Backend) {
