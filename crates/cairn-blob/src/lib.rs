@@ -11,6 +11,7 @@
 //! This crate knows nothing of workspaces, HTTP or the metadata store.
 
 mod local;
+pub use local::LOCAL_NAME_MAX;
 
 use std::sync::{Arc, OnceLock};
 
@@ -287,6 +288,7 @@ impl BlobStore {
         E: std::fmt::Display,
     {
         let key = self.key(path)?;
+        self.check_name(path)?;
         let mut body = std::pin::pin!(body);
         let mut hasher = Digests::default();
         let mut size: u64 = 0;
@@ -374,6 +376,7 @@ impl BlobStore {
         if let Some(fs) = &self.local {
             let mut local = Vec::with_capacity(files.len());
             for (path, data) in files {
+                self.check_name(&path)?;
                 let dest = fs.path_to_filesystem(&self.key(&path)?).map_err(|e| map_err(e, path.as_str()))?;
                 local.push((dest, path, data));
             }
@@ -409,6 +412,15 @@ impl BlobStore {
             replaced.push(existed);
         }
         Ok(replaced)
+    }
+
+    /// Refuses (400) a file name this store cannot write: in a local directory, one longer than
+    /// [`LOCAL_NAME_MAX`] bytes. Writes check it; so can a caller, before it starts any.
+    pub fn check_name(&self, path: &RelPath) -> Result<(), Error> {
+        if self.local.is_some() {
+            local::check_name(path)?;
+        }
+        Ok(())
     }
 
     /// Whether, in a local directory, `path` cannot hold a file because it is a folder or one of
@@ -642,6 +654,9 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
         ref other if io_error_kind(other) == Some(std::io::ErrorKind::NotADirectory) => {
             Error::not_found("file", what)
         }
+        ref other if io_error_kind(other) == Some(std::io::ErrorKind::InvalidFilename) => Error::invalid(
+            format!("{what} cannot be stored: the path is too long for this datastore's file system"),
+        ),
         E::AlreadyExists { .. } => Error::conflict(format!("{what} already exists")),
         E::InvalidPath { source } => Error::invalid(format!("path {what:?} cannot be stored: {source}")),
         other => {
@@ -783,6 +798,33 @@ mod tests {
         assert!(blobs.list(&under_a_file).await.unwrap().is_empty());
         let (folders, files) = blobs.list_level(&under_a_file).await.unwrap();
         assert!(folders.is_empty() && files.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_name_too_long_for_a_local_directory_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap().child("ws/default");
+        let longest = "n".repeat(LOCAL_NAME_MAX);
+        let too_long = "n".repeat(LOCAL_NAME_MAX + 1);
+        let large = vec![5u8; PART_SIZE + 1];
+        for data in [&b"small"[..], &large[..]] {
+            let ok = RelPath::parse(&format!("d/{longest}")).unwrap();
+            blobs
+                .put_stream(&ok, chunks(data, 1 << 20), PutOpts { overwrite: true, ..Default::default() })
+                .await
+                .unwrap();
+            let refused = RelPath::parse(&format!("d/{too_long}")).unwrap();
+            let err =
+                blobs.put_stream(&refused, chunks(data, 1 << 20), PutOpts::default()).await.unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+            assert!(err.to_string().contains(&format!("at most {LOCAL_NAME_MAX} bytes")), "{err}");
+        }
+        let batch = vec![(RelPath::parse(&format!("b/{too_long}")).unwrap(), Bytes::from_static(b"x"))];
+        assert!(matches!(blobs.put_many(batch, false).await, Err(Error::Invalid(_))));
+        let batch = vec![(RelPath::parse(&format!("b/{longest}")).unwrap(), Bytes::from_static(b"x"))];
+        blobs.put_many(batch, false).await.unwrap();
+        let all = blobs.list(&RelPath::parse_dir("").unwrap()).await.unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
     }
 
     #[tokio::test]

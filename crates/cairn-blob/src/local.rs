@@ -202,7 +202,8 @@ fn create_staging(dest: &Path) -> std::io::Result<(File, PathBuf)> {
 
 fn rand_suffix() -> u64 {
     let id = uuid::Uuid::new_v4().as_u64_pair().0;
-    // object_store treats only all-digit suffixes as staging files: keep it a plain number.
+    // object_store treats only all-digit suffixes as staging files: keep it a plain number, of
+    // at most 16 digits (`STAGING_SUFFIX_MAX`).
     id % 10_000_000_000_000_000
 }
 
@@ -313,9 +314,33 @@ pub(crate) fn clash(dest: &Path, path: &RelPath) -> Option<Error> {
     None
 }
 
+/// The longest file name a local directory can store: a write goes to `NAME#DIGITS` first
+/// (ours: 16 digits at most; `object_store`'s: a small counter), and the file system's limit of
+/// 255 bytes holds for that name too.
+pub const LOCAL_NAME_MAX: usize = cairn_core::paths::MAX_COMPONENT_BYTES - STAGING_SUFFIX_MAX;
+/// `#` and the 16 digits of [`rand_suffix`].
+const STAGING_SUFFIX_MAX: usize = 17;
+
+/// Refuses (400) a file name too long for [`LOCAL_NAME_MAX`], before anything is written.
+pub(crate) fn check_name(path: &RelPath) -> Result<(), Error> {
+    let name = path.as_str().rsplit('/').next().unwrap_or_default();
+    if name.len() > LOCAL_NAME_MAX {
+        return Err(Error::invalid(format!(
+            "{path}: a file name in a datastore kept in a local directory is at most {LOCAL_NAME_MAX} bytes, \
+             and this one is {} (the rest of the file system's 255 is needed while the file is written)",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
 fn io_err(path: &RelPath, e: std::io::Error) -> Error {
     if e.raw_os_error() == Some(28) {
         Error::StorageFull(format!("storage is full while writing {path}"))
+    } else if e.kind() == ErrorKind::InvalidFilename {
+        Error::invalid(format!(
+            "{path} cannot be stored: the path is too long for this datastore's file system"
+        ))
     } else {
         Error::Unavailable(format!("storage error on {path}: {e}"))
     }

@@ -202,6 +202,9 @@ impl AppState {
             }
         }
         let blobs = self.blobs_of(ds)?;
+        for path in &paths {
+            blobs.check_name(path)?;
+        }
         let (common, existing) = list_common_dir(&blobs, &paths).await?;
         let shapes =
             if blobs.is_local() { Some(Shapes::of(&blobs, &common, &existing, &paths).await?) } else { None };

@@ -248,6 +248,30 @@ async fn upload_refuses_path_traversal_and_writes_nothing_outside(b: Backend) {
     assert_eq!(status, 400, "{body}");
     let err = s.fails(&["datastore", "ls", "-w", "w", "../.."]);
     assert!(err.contains("invalid path"), "{err}");
+
+    // A name the file system would take but a local datastore cannot write (it needs room for
+    // the temporary name): 400 before anything is sent, from the plan, the file API and a batch.
+    let longest = "n".repeat(cairn_blob::LOCAL_NAME_MAX);
+    let too_long = "n".repeat(cairn_blob::LOCAL_NAME_MAX + 1);
+    let src = s.tmp().join("long");
+    write_tree(&src, &[(too_long.as_str(), b"too long"), ("short.txt", b"short")]);
+    let err = s.fails(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "long"]);
+    assert!(
+        err.contains(&format!("at most {} bytes", cairn_blob::LOCAL_NAME_MAX)) && err.contains("400"),
+        "{err}"
+    );
+    let (status, body) = raw_put(&s, "w", &format!("long/{too_long}"), b"x");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) =
+        post_batch(&s, &[(&format!("long/{too_long}"), b"x", "", String::new())], false).await;
+    assert_eq!(status, 400, "{body}");
+    let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "long", "-o", "json"]));
+    assert_eq!(listed, serde_json::json!([]), "nothing of the refused upload is stored");
+    std::fs::remove_file(src.join(&too_long)).unwrap();
+    write_tree(&src, &[(longest.as_str(), b"longest")]);
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "long", "-q"]);
+    let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "long", "-o", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 }
 
 async fn checksum_mismatch_is_422_and_keeps_the_old_content(b: Backend) {
