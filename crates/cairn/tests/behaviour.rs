@@ -888,6 +888,12 @@ async fn files_are_downloaded_listed_and_deleted(b: Backend) {
         listed,
         [("data/a.csv".into(), 1), ("data/c d é.txt".into(), 3), ("data/deep/er/b.csv".into(), 2)]
     );
+    // `ls` of a file lists that file; of a folder that is not there, nothing.
+    let one = json(&s.ok(&["datastore", "ls", "-w", "w", "data/deep/er/b.csv", "-o", "json"]));
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+    assert_eq!((one[0]["path"].as_str(), one[0]["size"].as_u64()), (Some("data/deep/er/b.csv"), Some(2)));
+    let none = json(&s.ok(&["datastore", "ls", "-w", "w", "data/nothing", "-o", "json"]));
+    assert_eq!(none, serde_json::json!([]));
     let out = s.tmp().join("out");
     s.ok(&["datastore", "download", "-w", "w", "data", "--dest", out.to_str().unwrap(), "-q"]);
     assert_eq!(std::fs::read(out.join("data/deep/er/b.csv")).unwrap(), b"22");

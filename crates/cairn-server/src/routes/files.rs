@@ -57,13 +57,14 @@ pub async fn plan(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Folder to list (recursively); the whole datastore when absent.
+    /// Folder to list (recursively), or a file; the whole datastore when absent.
     pub prefix: Option<String>,
     pub page_size: Option<i64>,
     pub page_token: Option<String>,
 }
 
-/// Lists files under a folder, recursively, in path order, with sizes.
+/// Lists files under a folder, recursively, in path order, with sizes; a prefix that names a
+/// file lists that file.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files", tag = "files",
     params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"), ListQuery),
     responses((status = 200, body = Page<FileEntry>), (status = 400, body = cairn_core::api::ErrorBody)))]
@@ -76,7 +77,12 @@ pub async fn list(
     let record = datastore(&state, &caller, Role::Reader, &ws, &ds).await?;
     let dir = RelPath::parse_dir(q.prefix.as_deref().unwrap_or(""))?;
     let limit = q.page_size.unwrap_or(1000).clamp(1, 10_000) as usize;
-    let all = state.blobs_of(&record)?.list(&dir).await?;
+    let blobs = state.blobs_of(&record)?;
+    let mut all = blobs.list(&dir).await?;
+    if all.is_empty() && !dir.is_root() {
+        // A prefix that names a file lists that file (as `ls FILE` does).
+        all.extend(blobs.head(&dir).await?);
+    }
     let after = q.page_token.unwrap_or_default();
     let mut items: Vec<FileEntry> = all.into_iter().filter(|f| f.path > after).take(limit + 1).collect();
     let next_page_token = if items.len() > limit {
