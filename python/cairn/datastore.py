@@ -413,19 +413,39 @@ class Datastore:
         return len(targets)
 
 
-def download_to(workspace: Workspace, segments: Sequence[str], local: Path) -> int:
-    """GET ``/api/v1/workspaces/<ws>/<segments>`` into ``local`` via a temporary file."""
+def download_to(workspace: Workspace, segments: Sequence[str], local: Path, sha256: Optional[str] = None) -> int:
+    """GET ``/api/v1/workspaces/<ws>/<segments>`` into ``local`` via a temporary file, renamed into
+    place once complete (and, given ``sha256``, once the content is found to have it)."""
     local.parent.mkdir(parents=True, exist_ok=True)
     partial = local.with_name(f".{local.name}.cairn-partial")
     path = workspace.path(*segments)
     try:
         with open(partial, "wb") as out:
-            size = workspace.connection.guard(lambda: workspace.connection.http.download(path, out))
+            sink = _Hashing(out) if sha256 else out
+            size = workspace.connection.guard(lambda: workspace.connection.http.download(path, sink))
+        if sha256 and sink.hexdigest() != sha256.lower():
+            raise CairnError(
+                f"{'/'.join(segments[-1:])} arrived with SHA-256 {sink.hexdigest()}, expected {sha256}: download again"
+            )
         os.replace(partial, local)
         return size
     finally:
         if partial.exists():
             partial.unlink()
+
+
+class _Hashing:
+    """A file being written that keeps the SHA-256 of what went into it."""
+
+    def __init__(self, out: Any) -> None:
+        self._out, self._digest = out, hashlib.sha256()
+
+    def write(self, chunk: bytes) -> int:
+        self._digest.update(chunk)
+        return self._out.write(chunk)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def _collect(src: Path, target: str) -> List[Tuple[Path, str, int]]:

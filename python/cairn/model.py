@@ -152,18 +152,25 @@ class Model:
         return list(self.workspace.call("GET", "models", self.name, "versions", str(self.version), "files"))
 
     def download(self, target_dir: Union[str, Path] = ".", exist_ok: bool = False) -> str:
-        """Download the version's files under ``target_dir``; returns the path of the single file
-        or top folder registered (as Azure ML does)."""
+        """Download the version's files under ``target_dir``, each checked against its SHA-256;
+        returns the path of the single file or top folder registered (as Azure ML does). Local
+        files already there are refused (nothing is downloaded) unless ``exist_ok``."""
         base = Path(target_dir)
         files = self.get_files()
-        tops = set()
+        targets = []
         for f in files:
             rel = check_relative(f["path"], "model file path sent by the server")
-            target = base.joinpath(*rel.split("/"))
-            if target.exists() and not exist_ok:
-                raise FileExistsError(f"{target} exists; pass exist_ok=True to overwrite it")
+            targets.append((f, rel, base.joinpath(*rel.split("/"))))
+        existing = [str(target) for _, _, target in targets if target.exists()]
+        if existing and not exist_ok:
+            raise FileExistsError(
+                f"{len(existing)} local file(s) already exist: {', '.join(existing[:20])}; nothing was downloaded; "
+                "pass exist_ok=True to overwrite them"
+            )
+        tops = set()
+        for f, rel, target in targets:
             download_to(self.workspace, ("models", self.name, "versions", str(self.version), "files",
-                                         *rel.split("/")), target)
+                                         *rel.split("/")), target, sha256=f.get("sha256"))
             tops.add(rel.split("/")[0])
         return str(base / tops.pop()) if len(tops) == 1 else str(base)
 

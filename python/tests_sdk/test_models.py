@@ -4,6 +4,7 @@ run's artifacts, get, list, ``ws.models`` and download."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -35,9 +36,32 @@ def test_register_local_file_and_folder_get_list_download(ws, tmp_path):
     assert json.loads(open(got).read()) == {"w": [1.0, 2.0], "b": 0.5}
     top = second.download(tmp_path / "out2")
     assert open(f"{top}/sub/notes.txt").read() == "v2"
-    with pytest.raises(FileExistsError):
+    # Refused whole if any file is there: the one missing is not downloaded either.
+    os.remove(f"{top}/coef.json")
+    with open(f"{top}/sub/notes.txt", "w") as edited:
+        edited.write("edited")
+    with pytest.raises(FileExistsError, match="1 local file.*nothing was downloaded"):
         second.download(tmp_path / "out2")
+    assert not os.path.exists(f"{top}/coef.json")
     assert second.download(tmp_path / "out2", exist_ok=True) == top
+    assert open(f"{top}/sub/notes.txt").read() == "v2"
+
+
+def test_a_download_whose_content_does_not_match_its_sha256_is_not_kept(ws, tmp_path):
+    from cairn._client import CairnError
+    from cairn.datastore import download_to
+
+    src = tmp_path / "m.json"
+    src.write_text('{"w": 1}')
+    model = Model.register(ws, src, "checked")
+    files = model.get_files()
+    segments = ("models", "checked", "versions", str(model.version), "files", "m.json")
+    target = tmp_path / "out" / "m.json"
+    with pytest.raises(CairnError, match="arrived with SHA-256"):
+        download_to(ws, segments, target, sha256="0" * 64)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    download_to(ws, segments, target, sha256=files[0]["sha256"])
+    assert target.read_text() == '{"w": 1}'
 
 
 def test_register_refuses_bad_input_and_unknown_names(ws, tmp_path):

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_core::api::{PlanAction, PlannedFile, UploadPlanRequest, CRC32_HEADER, SHA256_HEADER};
 use cairn_core::RelPath;
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -584,59 +584,20 @@ pub async fn download(
         entries.push(cairn_core::api::FileEntry { path: prefix.to_string(), size: 0, last_modified: 0 });
     }
     let mut targets = Vec::with_capacity(entries.len());
-    let mut existing = Vec::new();
     for e in &entries {
-        // Paths come from the server: validate them before they touch the local disk.
-        let rel = RelPath::parse(&e.path)
-            .map_err(|err| ClientError::Local(format!("server sent an unsafe path: {err}")))?;
-        let local = rel.as_str().split('/').fold(dest.to_path_buf(), |p, c| p.join(c));
-        if local.exists() && !overwrite {
-            existing.push(local.display().to_string());
-        }
-        targets.push((e.path.clone(), local));
+        targets.push((e.path.clone(), local_target(dest, &e.path)?));
     }
-    if !existing.is_empty() {
-        return Err(ClientError::Local(format!(
-            "{} local file(s) already exist: {}; nothing was downloaded; pass --overwrite to replace them",
-            existing.len(),
-            existing.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
-        )));
+    if !overwrite {
+        refuse_existing(targets.iter().map(|(_, local)| local.as_path()))?;
     }
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.phase("downloading", entries.len() as u64, total);
     let sizes: Vec<u64> = futures::stream::iter(targets.into_iter().map(|(path, local)| {
         let progress = progress.clone();
         async move {
-            let (_, mut stream) = client.get_file(ws, ds, &path).await?;
-            if let Some(parent) = local.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| ClientError::Local(format!("cannot create {}: {e}", parent.display())))?;
-            }
-            let partial = local.with_file_name(format!(
-                ".{}.cairn-partial",
-                local.file_name().and_then(|n| n.to_str()).unwrap_or("download")
-            ));
-            let local_err =
-                |e: std::io::Error| ClientError::Local(format!("cannot write {}: {e}", partial.display()));
-            let mut out = tokio::fs::File::create(&partial).await.map_err(local_err)?;
-            let mut size = 0u64;
-            let copied: Result<()> = async {
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk?;
-                    out.write_all(&chunk).await.map_err(local_err)?;
-                    size += chunk.len() as u64;
-                    progress.advance(chunk.len() as u64);
-                }
-                out.flush().await.map_err(local_err)?;
-                Ok(())
-            }
-            .await;
-            if let Err(e) = copied {
-                let _ = tokio::fs::remove_file(&partial).await;
-                return Err(e);
-            }
-            tokio::fs::rename(&partial, &local).await.map_err(local_err)?;
+            let (_, stream) = client.get_file(ws, ds, &path).await?;
+            let size =
+                save_stream(&local, stream, |chunk| progress.advance(chunk.len() as u64), |_| Ok(())).await?;
             progress.file_done();
             Ok::<_, ClientError>(size)
         }
@@ -646,6 +607,72 @@ pub async fn download(
     .await?;
     progress.finish();
     Ok(DownloadReport { files: sizes.len() as u64, bytes: sizes.iter().sum() })
+}
+
+/// Where a path the server sent lands under `dest` (checked first: it comes from the server).
+pub fn local_target(dest: &Path, remote: &str) -> Result<PathBuf> {
+    let rel = RelPath::parse(remote)
+        .map_err(|err| ClientError::Local(format!("server sent an unsafe path: {err}")))?;
+    Ok(rel.as_str().split('/').fold(dest.to_path_buf(), |p, c| p.join(c)))
+}
+
+/// Refuses a download that would replace local files (without `--overwrite`), naming them.
+pub fn refuse_existing<'a>(locals: impl Iterator<Item = &'a Path>) -> Result<()> {
+    let existing: Vec<String> = locals.filter(|l| l.exists()).map(|l| l.display().to_string()).collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    Err(ClientError::Local(format!(
+        "{} local file(s) already exist: {}; nothing was downloaded; pass --overwrite to replace them",
+        existing.len(),
+        first_few(&existing, ", ")
+    )))
+}
+
+/// Writes `stream` to `local` (and the folders above it) through `.NAME.cairn-partial` beside it,
+/// renamed into place once complete and once `check` accepts the byte count; removed on any
+/// failure, so `local` is never seen half-written. `on_chunk` sees every chunk (progress, a
+/// checksum). Returns the bytes written.
+pub async fn save_stream<S>(
+    local: &Path,
+    stream: S,
+    mut on_chunk: impl FnMut(&[u8]),
+    check: impl FnOnce(u64) -> Result<()>,
+) -> Result<u64>
+where
+    S: Stream<Item = Result<Bytes>>,
+{
+    if let Some(parent) = local.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| ClientError::Local(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let partial = local.with_file_name(format!(
+        ".{}.cairn-partial",
+        local.file_name().and_then(|n| n.to_str()).unwrap_or("download")
+    ));
+    let local_err =
+        |e: std::io::Error| ClientError::Local(format!("cannot write {}: {e}", partial.display()));
+    let mut out = tokio::fs::File::create(&partial).await.map_err(local_err)?;
+    let mut stream = std::pin::pin!(stream);
+    let mut size = 0u64;
+    let copied: Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            out.write_all(&chunk).await.map_err(local_err)?;
+            size += chunk.len() as u64;
+            on_chunk(&chunk);
+        }
+        out.flush().await.map_err(local_err)?;
+        check(size)
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&partial, local).await.map_err(local_err)?;
+    Ok(size)
 }
 
 #[cfg(test)]

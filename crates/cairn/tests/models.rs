@@ -243,6 +243,14 @@ async fn tags_aliases_and_filters_work_and_downloads_round_trip(b: Backend) {
     assert_eq!(std::fs::read(out.join("data/weights.bin")).unwrap(), big);
     assert_eq!(std::fs::read(out.join("MLmodel")).unwrap(), MLMODEL.as_bytes());
     assert_eq!(files_under(&out).len(), 2, "{:?}", files_under(&out));
+    // Again into the same folder: refused, nothing touched, unless --overwrite (`--dest` works too).
+    std::fs::write(out.join("MLmodel"), b"edited locally").unwrap();
+    let err = s.fails(&["model", "download", "wine:2", "--dest", out.to_str().unwrap(), "-w", "w"]);
+    assert!(err.contains("2 local file(s) already exist") && err.contains("--overwrite"), "{err}");
+    assert_eq!(std::fs::read(out.join("MLmodel")).unwrap(), b"edited locally");
+    s.ok(&["model", "download", "wine:2", "--dest", out.to_str().unwrap(), "--overwrite", "-w", "w"]);
+    assert_eq!(std::fs::read(out.join("MLmodel")).unwrap(), MLMODEL.as_bytes());
+    assert_eq!(files_under(&out).len(), 2, "no partial file is left: {:?}", files_under(&out));
 
     // Deleting a version keeps the others; deleting the model removes all.
     s.ok(&["model", "delete", "wine:3", "-w", "w"]);

@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use cairn_core::models::{Model, ModelFile, ModelVersion, RegisterModelVersion, UpdateModelVersion};
 use clap::Subcommand;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+
+use cairn_client::transfer;
 
 use crate::config::{ClientArgs, WorkspaceArg};
 use crate::output;
@@ -68,8 +68,11 @@ pub enum ModelCommand {
     Download {
         model: String,
         /// Target folder (default: NAME-VERSION).
-        #[arg(long, short = 'd')]
+        #[arg(long, short = 'd', visible_alias = "dest")]
         dir: Option<PathBuf>,
+        /// Replace local files that are already there (otherwise nothing is downloaded).
+        #[arg(long)]
+        overwrite: bool,
         #[command(flatten)]
         ws: WorkspaceArg,
         #[command(flatten)]
@@ -291,7 +294,7 @@ pub async fn run(command: ModelCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        ModelCommand::Download { model, dir, ws, client: args } => {
+        ModelCommand::Download { model, dir, overwrite, ws, client: args } => {
             let ws = ws.resolve()?;
             let client = args.client()?;
             let (name, v) = needs_version(&model)?;
@@ -299,33 +302,34 @@ pub async fn run(command: ModelCommand) -> anyhow::Result<()> {
             let v = version.version.to_string();
             let files = client.model_files(&ws, &name, &v).await?;
             let dir = dir.unwrap_or_else(|| PathBuf::from(format!("{name}-{v}")));
-            let mut total = 0u64;
+            let mut targets = Vec::with_capacity(files.len());
             for f in &files {
-                // The server's paths are checked on registration; check again before writing.
-                let rel = cairn_core::RelPath::parse(&f.path).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let target = dir.join(rel.as_str());
-                if let Some(parent) = target.parent() {
-                    tokio::fs::create_dir_all(parent).await?;
-                }
-                let partial = target.with_extension("cairn-partial");
-                let mut out = tokio::fs::File::create(&partial)
-                    .await
-                    .with_context(|| format!("cannot write {}", partial.display()))?;
-                let mut hasher = Sha256::new();
-                let mut stream = Box::pin(client.get_model_file(&ws, &name, &v, &f.path).await?);
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk?;
-                    hasher.update(&chunk);
-                    out.write_all(&chunk).await?;
-                }
-                out.flush().await?;
-                let got = hex::encode(hasher.finalize());
-                if got != f.sha256 {
-                    let _ = tokio::fs::remove_file(&partial).await;
-                    bail!("{} arrived with SHA-256 {got}, expected {}: download again", f.path, f.sha256);
-                }
-                tokio::fs::rename(&partial, &target).await?;
-                total += f.size as u64;
+                targets.push(transfer::local_target(&dir, &f.path)?);
+            }
+            if !overwrite {
+                transfer::refuse_existing(targets.iter().map(PathBuf::as_path))?;
+            }
+            let mut total = 0u64;
+            for (f, target) in files.iter().zip(&targets) {
+                let stream = client.get_model_file(&ws, &name, &v, &f.path).await?;
+                let hasher = std::cell::RefCell::new(Sha256::new());
+                total += transfer::save_stream(
+                    target,
+                    stream,
+                    |chunk| hasher.borrow_mut().update(chunk),
+                    |_| {
+                        let got = hex::encode(hasher.take().finalize());
+                        if got == f.sha256 {
+                            Ok(())
+                        } else {
+                            Err(cairn_client::ClientError::Local(format!(
+                                "{} arrived with SHA-256 {got}, expected {}: download again",
+                                f.path, f.sha256
+                            )))
+                        }
+                    },
+                )
+                .await?;
             }
             output::done(
                 args.output,
