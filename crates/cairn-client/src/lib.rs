@@ -260,10 +260,14 @@ impl Client {
 
     // --- files ----------------------------------------------------------------------------
 
-    fn file_url(&self, ws: &str, ds: &str, path: &str) -> Url {
+    /// The URL of a datastore file. The path is checked here first: a URL drops `.` and `..`
+    /// segments and empty ones change the route, so such a path would never reach the server's
+    /// own check as it was given.
+    fn file_url(&self, ws: &str, ds: &str, path: &str) -> Result<Url> {
+        let path = cairn_core::RelPath::parse(path).map_err(|e| ClientError::Local(e.to_string()))?;
         let mut segments = vec!["workspaces", ws, "datastores", ds, "files"];
-        segments.extend(path.split('/'));
-        self.url(segments)
+        segments.extend(path.as_str().split('/'));
+        Ok(self.url(segments))
     }
 
     pub async fn upload_plan(&self, ws: &str, ds: &str, req: &UploadPlanRequest) -> Result<UploadPlan> {
@@ -342,7 +346,7 @@ impl Client {
         crc32_trailer: bool,
     ) -> Result<PutFileResult> {
         let mut rb = self
-            .request(Method::PUT, self.file_url(ws, ds, path))
+            .request(Method::PUT, self.file_url(ws, ds, path)?)
             .query(&[("overwrite", opts.overwrite.to_string())])
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body);
@@ -368,7 +372,7 @@ impl Client {
         ds: &str,
         path: &str,
     ) -> Result<(Option<u64>, impl Stream<Item = Result<Bytes>> + use<>)> {
-        let response = self.send(self.request(Method::GET, self.file_url(ws, ds, path))).await?;
+        let response = self.send(self.request(Method::GET, self.file_url(ws, ds, path)?)).await?;
         let size = response.content_length();
         let base = self.base.to_string();
         let stream = response.bytes_stream().map_err(move |e| ClientError::Transport {
@@ -379,7 +383,7 @@ impl Client {
     }
 
     pub async fn delete_file(&self, ws: &str, ds: &str, path: &str) -> Result<()> {
-        self.send(self.request(Method::DELETE, self.file_url(ws, ds, path))).await.map(|_| ())
+        self.send(self.request(Method::DELETE, self.file_url(ws, ds, path)?)).await.map(|_| ())
     }
 
     // --- content-addressed blobs ------------------------------------------------------------

@@ -903,6 +903,11 @@ async fn files_are_downloaded_listed_and_deleted(b: Backend) {
     s.ok(&["datastore", "download", "-w", "w", "data", "--dest", out.to_str().unwrap(), "-q", "--overwrite"]);
     let err = s.fails(&["datastore", "download", "-w", "w", "nope.csv", "--dest", out.to_str().unwrap()]);
     assert!(err.contains("not found"), "{err}");
+    // A path a URL would rewrite (`.`, `a/../b`, an empty one) is refused before it is sent.
+    for bad in [".", "data/../data", "", "data//deep"] {
+        let err = s.fails(&["datastore", "rm", "-w", "w", bad]);
+        assert!(err.contains("invalid path") || err.contains("must not be empty"), "{bad}: {err}");
+    }
     s.ok(&["datastore", "rm", "-w", "w", "data/deep"]);
     let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
     assert_eq!(ls.as_array().unwrap().len(), 2);
