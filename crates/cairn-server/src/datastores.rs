@@ -464,9 +464,9 @@ fn folders_of(path: &str) -> impl Iterator<Item = &str> {
 /// Found up front so that such an upload is refused before anything is written (the writes
 /// refuse it too: `cairn_blob::local::clash`).
 struct Shapes<'a> {
-    /// Files there now: those listed under the plan's common folder, and any file that common
-    /// folder's own path runs through.
+    /// Files there now, listed under the plan's common folder.
     files: HashSet<&'a str>,
+    /// Files there now that the common folder's own path runs through (`a` for a common `a/b`).
     above: Vec<String>,
     /// Folders there now: every folder a listed file is in.
     folders: HashSet<&'a str>,
