@@ -761,17 +761,14 @@ mod tests {
                 // Under a file: a small write (object_store's), a large one (ours).
                 let err = blobs.put_stream(&p("a/b/c.txt"), chunks(data, 1 << 20), opts).await.unwrap_err();
                 assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-                assert_eq!(
-                    err.to_string(),
-                    "a/b/c.txt cannot be stored: a is a file in this datastore, not a folder"
-                );
+                assert_eq!(err.to_string(), "a/b/c.txt cannot be stored: a is a file here, not a folder");
                 // In place of a folder, at either depth.
                 for folder in ["d", "d/e"] {
                     let err = blobs.put_stream(&p(folder), chunks(data, 1 << 20), opts).await.unwrap_err();
                     assert!(matches!(err, Error::Conflict(_)), "{err:?}");
                     assert_eq!(
                         err.to_string(),
-                        format!("{folder} is a folder in this datastore; a file cannot take its place")
+                        format!("{folder} is a folder here; a file cannot take its place")
                     );
                 }
             }

@@ -296,9 +296,7 @@ fn write_err(dest: &Path, path: &RelPath, e: std::io::Error, taken: &str) -> Err
 pub(crate) fn clash(dest: &Path, path: &RelPath) -> Option<Error> {
     let is_dir = |p: &Path| std::fs::metadata(p).map(|m| m.is_dir());
     if is_dir(dest).unwrap_or(false) {
-        return Some(Error::conflict(format!(
-            "{path} is a folder in this datastore; a file cannot take its place"
-        )));
+        return Some(Error::conflict(format!("{path} is a folder here; a file cannot take its place")));
     }
     let parts: Vec<&str> = path.as_str().split('/').collect();
     // `dest`'s folders that belong to `path`, from the top down, beside `path`'s own parts.
@@ -307,7 +305,7 @@ pub(crate) fn clash(dest: &Path, path: &RelPath) -> Option<Error> {
         if is_dir(folder).is_ok_and(|dir| !dir) {
             let file = parts[..=depth].join("/");
             return Some(Error::conflict(format!(
-                "{path} cannot be stored: {file} is a file in this datastore, not a folder"
+                "{path} cannot be stored: {file} is a file here, not a folder"
             )));
         }
     }
@@ -326,8 +324,8 @@ pub(crate) fn check_name(path: &RelPath) -> Result<(), Error> {
     let name = path.as_str().rsplit('/').next().unwrap_or_default();
     if name.len() > LOCAL_NAME_MAX {
         return Err(Error::invalid(format!(
-            "{path}: a file name in a datastore kept in a local directory is at most {LOCAL_NAME_MAX} bytes, \
-             and this one is {} (the rest of the file system's 255 is needed while the file is written)",
+            "{path}: a file name stored in a local directory is at most {LOCAL_NAME_MAX} bytes, and this \
+             one is {} (the rest of the file system's 255 is needed while the file is written)",
             name.len()
         )));
     }

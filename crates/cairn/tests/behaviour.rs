@@ -692,8 +692,8 @@ async fn a_path_is_a_file_or_a_folder_not_both(b: Backend) {
     // Straight to the file API (no plan): 409 saying why, nothing stored, no server path shown.
     for overwrite in ["false", "true"] {
         for (path, says) in [
-            ("a/b.txt", "a/b.txt cannot be stored: a is a file in this datastore, not a folder"),
-            ("d/e", "d/e is a folder in this datastore; a file cannot take its place"),
+            ("a/b.txt", "a/b.txt cannot be stored: a is a file here, not a folder"),
+            ("d/e", "d/e is a folder here; a file cannot take its place"),
         ] {
             let (status, body) = raw_put(&s, "w", &format!("{path}?overwrite={overwrite}"), b"body");
             assert_eq!(status, 409, "{body}");

@@ -79,6 +79,55 @@ async fn mlflow_errors_have_mlflows_shape() {
     assert_eq!((status, &body["error_code"]), (404, &Value::from("ENDPOINT_NOT_FOUND")), "{body}");
 }
 
+/// MLflow's ListArtifacts (`artifacts/list`): one level of a run's artifacts, paths from the
+/// run's artifact root, that root as `root_uri`, the run's artifacts as the proxy stored them.
+#[tokio::test]
+async fn a_runs_artifacts_are_listed_a_level_at_a_time() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let base = "/workspaces/w/mlflow/api/2.0/mlflow";
+    let (_, exp) =
+        s.post(&format!("{base}/experiments/create"), serde_json::json!({"name": "listing"})).await;
+    let eid = exp["experiment_id"].as_str().unwrap().to_string();
+    let (_, run) = s.post(&format!("{base}/runs/create"), serde_json::json!({"experiment_id": eid})).await;
+    let rid = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let root = format!("{eid}/{rid}/artifacts");
+    for (path, body) in [("model/MLmodel", "m"), ("model/data/w.bin", "weights"), ("notes.txt", "n")] {
+        let resp = reqwest::Client::new()
+            .put(format!("{}/workspaces/w/mlflow/api/2.0/mlflow-artifacts/artifacts/{root}/{path}", s.url))
+            .bearer_auth(&s.token)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    let list = |query: String| {
+        let s = &s;
+        async move { s.get(&format!("{base}/artifacts/list?{query}")).await }
+    };
+    let (status, top) = list(format!("run_id={rid}")).await;
+    assert_eq!(status, 200, "{top}");
+    assert_eq!(top["root_uri"], format!("mlflow-artifacts:/{root}"));
+    assert_eq!(
+        top["files"],
+        serde_json::json!([{"path": "model", "is_dir": true}, {"path": "notes.txt", "is_dir": false, "file_size": 1}])
+    );
+    let (_, model) = list(format!("run_id={rid}&path=model")).await;
+    assert_eq!(
+        model["files"],
+        serde_json::json!([{"path": "model/MLmodel", "is_dir": false, "file_size": 1}, {"path": "model/data", "is_dir": true}])
+    );
+    let (_, file) = list(format!("run_id={rid}&path=notes.txt")).await;
+    assert_eq!(file["files"], serde_json::json!([]), "a file lists nothing below it, as in MLflow");
+    let (status, body) = list(format!("run_id={rid}&path=../other")).await;
+    assert_eq!((status, &body["error_code"]), (400, &Value::from("INVALID_PARAMETER_VALUE")), "{body}");
+    let (status, body) = list("run_id=nope".into()).await;
+    assert_eq!((status, &body["error_code"]), (404, &Value::from("RESOURCE_DOES_NOT_EXIST")), "{body}");
+    let (status, body) = list(String::new()).await;
+    assert_eq!((status, &body["error_code"]), (400, &Value::from("INVALID_PARAMETER_VALUE")), "{body}");
+}
+
 /// A job whose script uses the stock MLflow client (installed into the job's environment by the
 /// real `uv`): `mlflow.start_run()` resumes the job's own run (MLFLOW_RUN_ID), so its metrics,
 /// params and artifacts land there.

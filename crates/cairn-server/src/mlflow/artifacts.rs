@@ -266,7 +266,44 @@ pub async fn download(
 /// folders with `is_dir` and no size), as MLflow's server answers.
 pub async fn list(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let path = req.opt_str("path").unwrap_or_default();
-    let r = resolve_for(&state, &caller, &ws, &path, Role::Reader).await?;
+    let files: Vec<Value> = level(&state, &caller, &ws, &path)
+        .await?
+        .into_iter()
+        .map(|(name, size)| file_info(name, size))
+        .collect();
+    Ok(Json(json!({"files": files})))
+}
+
+/// `GET …/mlflow/artifacts/list?run_id=…&path=…`: MLflow's ListArtifacts, one level of a run's
+/// artifacts with paths from the run's artifact root, and that root as `root_uri`. The Python
+/// client reads a run's `artifact_uri` and lists through the proxy above; this serves the
+/// clients that ask the tracking API (MLflow's UI, its REST users).
+pub async fn list_run(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    caller.require_run(Role::Reader, &ws, &id)?;
+    let workspace = state.store.workspace(&ws).await?;
+    let (run, meta) = super::runs::load(&state, &workspace, &id).await?;
+    let path = req.opt_str("path").unwrap_or_default();
+    let path = RelPath::parse_dir(&path).map_err(|e| MlError::invalid(e.to_string()))?;
+    let root = format!("{}/{}/artifacts", meta.experiment_id, run.id);
+    let under = if path.is_root() { root.clone() } else { format!("{root}/{path}") };
+    let files: Vec<Value> = level(&state, &caller, &ws, &under)
+        .await?
+        .into_iter()
+        .map(|(name, size)| file_info(if path.is_root() { name } else { format!("{path}/{name}") }, size))
+        .collect();
+    Ok(Json(json!({"root_uri": format!("mlflow-artifacts:/{root}"), "files": files})))
+}
+
+/// One level under a proxy path: each file's name and size, each folder's name (size `None`),
+/// in name order. A path that names a file lists nothing (as MLflow does).
+async fn level(
+    state: &AppState,
+    caller: &Caller,
+    ws: &str,
+    path: &str,
+) -> MlResult<Vec<(String, Option<u64>)>> {
+    let r = resolve_for(state, caller, ws, path, Role::Reader).await?;
     let mut entries: BTreeMap<String, Option<u64>> = BTreeMap::new();
     let listed = match &r.owner {
         Owner::Version { files } => files
@@ -288,14 +325,15 @@ pub async fn list(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Val
             None => {}
         }
     }
-    let files: Vec<Value> = entries
-        .into_iter()
-        .map(|(name, size)| match size {
-            Some(size) => json!({"path": name, "is_dir": false, "file_size": size}),
-            None => json!({"path": name, "is_dir": true}),
-        })
-        .collect();
-    Ok(Json(json!({"files": files})))
+    Ok(entries.into_iter().collect())
+}
+
+/// MLflow's `FileInfo`: a file with its size, or a folder.
+fn file_info(path: String, size: Option<u64>) -> Value {
+    match size {
+        Some(size) => json!({"path": path, "is_dir": false, "file_size": size}),
+        None => json!({"path": path, "is_dir": true}),
+    }
 }
 
 /// `DELETE …/artifacts/{path}`: the file, or everything under the folder.

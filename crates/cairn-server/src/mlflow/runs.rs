@@ -18,7 +18,7 @@ use crate::routes::runs::validate_batch;
 use crate::state::AppState;
 
 /// A run with what its MLflow view needs; 404 `RESOURCE_DOES_NOT_EXIST` if it is not in `ws`.
-async fn load(state: &AppState, ws: &Workspace, id: &str) -> MlResult<(Run, MlflowRunMeta)> {
+pub(super) async fn load(state: &AppState, ws: &Workspace, id: &str) -> MlResult<(Run, MlflowRunMeta)> {
     let run = state
         .store
         .run(ws, id)
