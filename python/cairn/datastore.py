@@ -392,12 +392,8 @@ class Datastore:
             if not rel:
                 raise ValueError(f"the server sent an unsafe path {entry['path']!r}")
             targets.append((rel, dest.joinpath(*rel.split("/"))))
-        existing = [str(local) for _, local in targets if local.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"{len(existing)} local file(s) already exist: {', '.join(existing[:20])}; nothing was "
-                "downloaded; pass overwrite=True to replace them"
-            )
+        if not overwrite:
+            refuse_existing([local for _, local in targets], "overwrite=True")
         done = itertools.count(1)
 
         def fetch(target: Tuple[str, Path]) -> None:
@@ -411,6 +407,17 @@ class Datastore:
             for _ in pool.map(fetch, targets):
                 pass
         return len(targets)
+
+
+def refuse_existing(locals_: Sequence[Path], flag: str) -> None:
+    """Refuses a download that would replace local files (``FileExistsError`` naming them), before
+    anything is downloaded; ``flag`` is the argument that allows it."""
+    existing = [str(local) for local in locals_ if local.exists()]
+    if existing:
+        raise FileExistsError(
+            f"{len(existing)} local file(s) already exist: {_first_few(existing, ', ')}; nothing was "
+            f"downloaded; pass {flag} to replace them"
+        )
 
 
 def download_to(workspace: Workspace, segments: Sequence[str], local: Path, sha256: Optional[str] = None) -> int:

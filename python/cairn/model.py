@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from .datastore import check_relative, download_to, sha256_file
+from .datastore import check_relative, download_to, refuse_existing, sha256_file
 from .workspace import Workspace
 
 
@@ -161,12 +161,8 @@ class Model:
         for f in files:
             rel = check_relative(f["path"], "model file path sent by the server")
             targets.append((f, rel, base.joinpath(*rel.split("/"))))
-        existing = [str(target) for _, _, target in targets if target.exists()]
-        if existing and not exist_ok:
-            raise FileExistsError(
-                f"{len(existing)} local file(s) already exist: {', '.join(existing[:20])}; nothing was downloaded; "
-                "pass exist_ok=True to overwrite them"
-            )
+        if not exist_ok:
+            refuse_existing([target for _, _, target in targets], "exist_ok=True")
         tops = set()
         for f, rel, target in targets:
             download_to(self.workspace, ("models", self.name, "versions", str(self.version), "files",

@@ -488,11 +488,10 @@ impl BlobStore {
     pub async fn list_level(&self, dir: &RelPath) -> Result<(Vec<String>, Vec<FileEntry>), Error> {
         let key = self.key(dir)?;
         let prefix = if key.as_ref().is_empty() { None } else { Some(&key) };
-        let level =
-            match self.store.list_with_delimiter(prefix).await.map_err(|e| map_err(e, self.shown(dir))) {
-                Err(Error::NotFound { .. }) => return Ok((Vec::new(), Vec::new())),
-                other => other?,
-            };
+        let listed = self.store.list_with_delimiter(prefix).await.map(Some);
+        let Some(level) = absent_is_empty(listed.map_err(|e| map_err(e, self.shown(dir))))? else {
+            return Ok(Default::default());
+        };
         let mut folders: Vec<String> =
             level.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
         let mut files: Vec<FileEntry> = level
@@ -671,9 +670,9 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
 }
 
 /// A listing of a folder that is not there (a local folder under a file) holds nothing.
-fn absent_is_empty<T>(listed: Result<Vec<T>, Error>) -> Result<Vec<T>, Error> {
+fn absent_is_empty<T: Default>(listed: Result<T, Error>) -> Result<T, Error> {
     match listed {
-        Err(Error::NotFound { .. }) => Ok(Vec::new()),
+        Err(Error::NotFound { .. }) => Ok(T::default()),
         other => other,
     }
 }
