@@ -1643,8 +1643,26 @@ pub async fn stop_deleted(state: &AppState) -> Result<usize, Error> {
 }
 
 /// The tail of a deployment's log (cairn's lines and every replica's stderr).
-pub fn logs(state: &AppState, d: &DeploymentRecord) -> String {
-    tail(&log_path(state, &d.id, d.generation), LOGS_TAIL_BYTES)
+pub fn logs(state: &AppState, d: &DeploymentRecord, lines: Option<u32>) -> String {
+    let path = log_path(state, &d.id, d.generation);
+    match lines {
+        None => tail(&path, LOGS_TAIL_BYTES),
+        Some(n) => last_lines(&tail(&path, LOG_LINES_BYTES), n as usize).to_string(),
+    }
+}
+
+/// The most lines `logs` gives, and how far back it reads for them.
+pub const LOG_LINES_MAX: u32 = 100_000;
+const LOG_LINES_BYTES: u64 = 16 << 20;
+
+/// The last `n` lines of `text` (a final line without its newline counts).
+fn last_lines(text: &str, n: usize) -> &str {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    match body.rmatch_indices('\n').nth(n.saturating_sub(1)) {
+        Some((i, _)) if n > 0 => &text[i + 1..],
+        _ if n > 0 => text,
+        _ => "",
+    }
 }
 
 /// A request for a replica, in the framed protocol's terms.
@@ -2200,6 +2218,17 @@ async fn exchange(s: &mut UnixStream, head: &[u8], body: &[u8]) -> Result<Reply,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn last_lines_counts_from_the_end() {
+        use super::last_lines;
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(last_lines("a\nb\nc", 2), "b\nc", "a last line without its newline counts");
+        assert_eq!(last_lines("a\nb\nc\n", 3), "a\nb\nc\n");
+        assert_eq!(last_lines("a\nb\nc\n", 10), "a\nb\nc\n");
+        assert_eq!(last_lines("a\nb\n", 0), "");
+        assert_eq!(last_lines("", 5), "");
+    }
+
     use super::*;
 
     #[test]

@@ -12,14 +12,20 @@
 //!
 //! The chosen deployment's replicas answer through `deployments::Deployments::forward` (framed
 //! protocol over a Unix socket); 503 with `Retry-After` when none is ready (or when the worker a
-//! request waited on stopped before reaching it), 429 past the concurrency limit, 504 past
-//! request_timeout_ms, 502 when the replica dies mid-request.
+//! request waited on stopped before reaching it), 424 when the chosen deployment has `Failed`
+//! (its scoring code did not start: retrying will not help until it is updated), 429 past the
+//! concurrency limit, 504 past request_timeout_ms, 502 when the replica dies mid-request.
+//!
+//! Every answer carries the request ids azureml-inference-server-http keeps ([`request_ids`]),
+//! and a scoring answer names the deployment that gave it (`azureml-model-deployment`); an error
+//! status from the scoring code itself also gets Azure's `ms-azureml-model-error-statuscode` and
+//! `ms-azureml-model-error-reason` headers, the status and body staying the reference's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -112,6 +118,104 @@ impl IntoResponse for Answer {
     }
 }
 
+/// The longest request id taken (azureml-inference-server-http's `HEADER_LIMIT`).
+const REQUEST_ID_MAX: usize = 100;
+const REQUEST_ID: &str = "x-request-id";
+const CLIENT_REQUEST_ID: &str = "x-ms-client-request-id";
+/// Deprecated by the reference, which still fills it in for old clients.
+const LEGACY_REQUEST_ID: &str = "x-ms-request-id";
+
+/// A request's ids as azureml-inference-server-http keeps them: `x-request-id` is the client's
+/// or a new UUID; `x-ms-client-request-id` is the client's (or the legacy header's);
+/// `x-ms-request-id` is the client's, or else the client request id, or else the request id.
+#[derive(Debug, PartialEq, Eq)]
+struct RequestIds {
+    request: String,
+    client: String,
+    legacy: String,
+}
+
+impl RequestIds {
+    /// The ids of a request, or the 431 message when one is longer than [`REQUEST_ID_MAX`].
+    fn of(headers: &HeaderMap) -> Result<RequestIds, String> {
+        let given =
+            |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let request = match headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            Some(id) if id.len() > REQUEST_ID_MAX => {
+                return Err(format!("{REQUEST_ID} must not exceed {REQUEST_ID_MAX} characters"))
+            }
+            Some(id) => id.to_string(),
+            // From the thread's generator: no system call per request.
+            None => uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid().to_string(),
+        };
+        let (mut legacy, mut client) = (given(LEGACY_REQUEST_ID), given(CLIENT_REQUEST_ID));
+        if !legacy.is_empty() {
+            if client.is_empty() {
+                client = legacy.clone();
+            }
+        } else {
+            legacy = if client.is_empty() { request.clone() } else { client.clone() };
+        }
+        if legacy.len() > REQUEST_ID_MAX || client.len() > REQUEST_ID_MAX {
+            return Err(format!(
+                "{LEGACY_REQUEST_ID} and {CLIENT_REQUEST_ID} must not exceed {REQUEST_ID_MAX} characters"
+            ));
+        }
+        Ok(RequestIds { request, client, legacy })
+    }
+
+    fn set(&self, h: &mut HeaderMap) {
+        let ids = [
+            (REQUEST_ID, &self.request),
+            (LEGACY_REQUEST_ID, &self.legacy),
+            (CLIENT_REQUEST_ID, &self.client),
+        ];
+        for (name, value) in ids.into_iter().filter(|(_, v)| !v.is_empty()) {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        }
+    }
+}
+
+/// Middleware of every data-plane route: gives the request its ids (431 when one is too long,
+/// before anything else), shows the replica the `x-request-id` the client gets back, and puts
+/// the ids (and a `TraceId` the client sent) on the answer, whatever it is.
+pub async fn request_ids(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let shape = shape_of(req.uri().path());
+    let ids = match RequestIds::of(req.headers()) {
+        Ok(ids) => ids,
+        Err(message) => {
+            return Answer::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message)
+                .shaped(shape)
+                .into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&ids.request) {
+        req.headers_mut().insert(REQUEST_ID, v);
+    }
+    let trace = req.headers().get("traceid").cloned();
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    ids.set(h);
+    if let Some(t) = trace {
+        h.insert("traceid", t);
+    }
+    response
+}
+
+/// The error shape of a data-plane path.
+fn shape_of(path: &str) -> Shape {
+    let rest = path.strip_prefix("/endpoints/").and_then(|p| p.split_once('/')).map_or("", |(_, r)| r);
+    if rest.starts_with("v2/") {
+        Shape::Oip
+    } else if rest == "invocations" {
+        Shape::Mlflow
+    } else {
+        Shape::Azure
+    }
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))
@@ -182,7 +286,7 @@ async fn choose(state: &AppState, e: &EndpointRecord, headers: &HeaderMap) -> Re
 }
 
 /// The replica protocol's request for an HTTP request's route, method, headers (but its
-/// credential and host) and body.
+/// credential and host) and body; no query (callers that pass one set it).
 fn request<'a>(route: &'a str, method: &'a str, headers: &'a HeaderMap, body: bytes::Bytes) -> Request<'a> {
     let forwarded = headers
         .iter()
@@ -214,10 +318,7 @@ async fn call(
     *replica_time = started.elapsed();
     match forwarded {
         Ok(reply) => Ok(reply),
-        Err(ForwardError::NotReady) => Err(Answer {
-            retry_after: true,
-            ..Answer::new(StatusCode::SERVICE_UNAVAILABLE, not_ready(state, &e.id, deployment, &who).await)
-        }),
+        Err(ForwardError::NotReady) => Err(not_ready(state, e, deployment, &who).await),
         Err(ForwardError::Busy(limit)) => Err(Answer {
             retry_after: true,
             ..Answer::new(
@@ -254,17 +355,42 @@ async fn call(
     }
 }
 
-/// Why no replica answers here: none is ready, or (several servers on one database) the deployment
-/// runs on another server, whose URL the caller should use.
-async fn not_ready(state: &AppState, endpoint_id: &str, deployment: &str, who: &str) -> String {
-    match state.store.deployment_server(endpoint_id, deployment).await {
-        Ok(Some(s)) if s.id != state.server.id => format!(
-            "{who} runs on another server ({}{}); send scoring requests to {}",
-            s.url,
-            if s.alive(cairn_core::now_ms()) { "" } else { ", currently unreachable" },
-            s.url
-        ),
-        _ => format!("{who} has no ready replica"),
+/// Why no replica answers here: the deployment has failed (424: its scoring code did not start,
+/// and retrying will not help until it is updated), none is ready yet (503, retry later), or
+/// (several servers on one database) the deployment runs on another server, whose URL the caller
+/// should use.
+async fn not_ready(state: &AppState, e: &EndpointRecord, deployment: &str, who: &str) -> Answer {
+    let unavailable = |message: String| Answer {
+        retry_after: true,
+        ..Answer::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    };
+    match state.store.deployment_server(&e.id, deployment).await {
+        Ok(Some(s)) if s.id != state.server.id => {
+            return unavailable(format!(
+                "{who} runs on another server ({}{}); send scoring requests to {}",
+                s.url,
+                if s.alive(cairn_core::now_ms()) { "" } else { ", currently unreachable" },
+                s.url
+            ))
+        }
+        _ => {}
+    }
+    match state.store.deployment(&e.id, &e.name, deployment).await {
+        Ok(d) if d.state == DeploymentState::Failed => {
+            // The reason's first line, without the log tail that follows it.
+            let first = d.reason.lines().next().unwrap_or_default();
+            let why = first.split(". Log tail").next().unwrap_or_default().trim_end_matches([' ', ':', '.']);
+            let why = if why.is_empty() { String::new() } else { format!(": {why}") };
+            Answer::new(
+                StatusCode::FAILED_DEPENDENCY,
+                format!(
+                    "{who} has failed{why}; its log: `cairn deployment logs {}/{deployment}`; it serves \
+                     again once updated",
+                    e.name
+                ),
+            )
+        }
+        _ => unavailable(format!("{who} has no ready replica")),
     }
 }
 
@@ -284,15 +410,32 @@ fn respond(reply: Reply) -> Response {
     r
 }
 
-/// A GET of `route` without a body, answered as the replica answers it.
+/// Azure's model-error headers: the status the scoring code answered, when it is an error.
+const MODEL_ERROR_STATUS: &str = "ms-azureml-model-error-statuscode";
+const MODEL_ERROR_REASON: &str = "ms-azureml-model-error-reason";
+
+/// Names the deployment that served a scoring request (when one was chosen), and marks an error
+/// status that came from the scoring code rather than from the gateway.
+fn mark_scored(h: &mut HeaderMap, deployment: Option<&str>, model_status: Option<u16>) {
+    if let Some(v) = deployment.and_then(|d| HeaderValue::from_str(d).ok()) {
+        h.insert(DEPLOYMENT_HEADER, v);
+    }
+    if let Some(status) = model_status.filter(|s| *s >= 400) {
+        h.insert(MODEL_ERROR_STATUS, HeaderValue::from(status));
+        h.insert(MODEL_ERROR_REASON, HeaderValue::from_static("model_error"));
+    }
+}
+
+/// A GET of `route` (and `query`) without a body, answered as the replica answers it.
 async fn get(
     state: &AppState,
     e: &EndpointRecord,
     deployment: &str,
     route: &str,
+    query: &str,
     headers: &HeaderMap,
 ) -> Result<Response, Answer> {
-    let req = request(route, "GET", headers, bytes::Bytes::new());
+    let req = Request { query, ..request(route, "GET", headers, bytes::Bytes::new()) };
     let mut replica_time = Duration::ZERO;
     call(state, e, deployment, req, &mut replica_time).await.map(respond)
 }
@@ -323,10 +466,12 @@ async fn read_capped(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
 
 /// A scoring request (`/score` or `/invocations`) from admission to the replica's answer, counted
 /// in the metrics under its endpoint and deployment.
+#[allow(clippy::too_many_arguments)]
 async fn score_inner(
     state: &AppState,
     name: &str,
     method: &axum::http::Method,
+    query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
     route: &str,
@@ -343,6 +488,7 @@ async fn score_inner(
     };
     let mut chosen = None;
     let (mut replica_time, mut answered) = (Duration::ZERO, false);
+    let mut model_status = None;
     let result = async {
         let body = read_capped(state, headers, body).await?;
         let deployment = choose(state, &e, headers).await?;
@@ -358,9 +504,11 @@ async fn score_inner(
                 ),
             ));
         }
-        let req = request(route, method.as_str(), headers, body);
+        let req =
+            Request { query: query.unwrap_or_default(), ..request(route, method.as_str(), headers, body) };
         let reply = call(state, &e, &deployment, req, &mut replica_time).await?;
         answered = true;
+        model_status = Some(reply.status);
         Ok(respond(reply))
     }
     .await;
@@ -368,20 +516,22 @@ async fn score_inner(
         // What the gateway itself added to a request a replica answered.
         state.metrics.observe_overhead(started.elapsed().saturating_sub(replica_time));
     }
-    let response = result.unwrap_or_else(|a| a.shaped(shape).into_response());
+    let mut response = result.unwrap_or_else(|a| a.shaped(shape).into_response());
+    mark_scored(response.headers_mut(), chosen.as_deref(), model_status);
     state.metrics.observe(&e.name, chosen.as_deref(), response.status().as_u16(), started.elapsed());
     response
 }
 
-/// `POST|GET /endpoints/{name}/score`.
+/// `POST|GET|OPTIONS /endpoints/{name}/score` (a GET's query arguments are run()'s input).
 pub async fn score(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     method: axum::http::Method,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    score_inner(&state, &name, &method, &headers, body, "/score", Shape::Azure).await
+    score_inner(&state, &name, &method, query.as_deref(), &headers, body, "/score", Shape::Azure).await
 }
 
 /// `POST /endpoints/{name}/invocations`: MLflow's scoring route (`dataframe_split`,
@@ -391,16 +541,18 @@ pub async fn invocations(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     method: axum::http::Method,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    score_inner(&state, &name, &method, &headers, body, "/invocations", Shape::Mlflow).await
+    score_inner(&state, &name, &method, query.as_deref(), &headers, body, "/invocations", Shape::Mlflow).await
 }
 
-/// `GET /endpoints/{name}/swagger.json`: the chosen deployment's API description.
+/// `GET /endpoints/{name}/swagger.json[?version=2|3|3.1]`: the chosen deployment's API description.
 pub async fn swagger(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let e = match admit(&state, &name, &headers).await {
@@ -408,9 +560,9 @@ pub async fn swagger(
         Err((answer, _)) => return answer.into_response(),
     };
     match choose(&state, &e, &headers).await {
-        Ok(d) => {
-            get(&state, &e, &d, "/swagger.json", &headers).await.unwrap_or_else(IntoResponse::into_response)
-        }
+        Ok(d) => get(&state, &e, &d, "/swagger.json", query.as_deref().unwrap_or_default(), &headers)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(a) => a.into_response(),
     }
 }
@@ -427,7 +579,7 @@ pub async fn health(
     };
     // "Healthy" is the chosen deployment's replica answering its health route.
     match choose(&state, &e, &headers).await {
-        Ok(d) => get(&state, &e, &d, "/", &headers).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(d) => get(&state, &e, &d, "/", "", &headers).await.unwrap_or_else(IntoResponse::into_response),
         Err(a) => a.into_response(),
     }
 }
@@ -764,4 +916,55 @@ pub async fn oip_infer(
     }
     state.metrics.observe(&label, chosen.as_deref(), response.status().as_u16(), started.elapsed());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(pairs: &[(&'static str, &str)]) -> Result<RequestIds, String> {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        RequestIds::of(&h)
+    }
+
+    #[test]
+    fn request_ids_follow_the_reference_server() {
+        let new = ids(&[]).unwrap();
+        assert_eq!(new.request.len(), 36);
+        assert_eq!((new.legacy.as_str(), new.client.as_str()), (new.request.as_str(), ""));
+        assert_ne!(new.request, ids(&[]).unwrap().request, "a new id per request");
+        let r = |request: &str, client: &str, legacy: &str| RequestIds {
+            request: request.into(),
+            client: client.into(),
+            legacy: legacy.into(),
+        };
+        assert_eq!(ids(&[(REQUEST_ID, "a")]), Ok(r("a", "", "a")));
+        assert_eq!(ids(&[(REQUEST_ID, "a"), (CLIENT_REQUEST_ID, "c")]), Ok(r("a", "c", "c")));
+        assert_eq!(ids(&[(REQUEST_ID, "a"), (LEGACY_REQUEST_ID, "l")]), Ok(r("a", "l", "l")));
+        assert_eq!(
+            ids(&[(REQUEST_ID, "a"), (LEGACY_REQUEST_ID, "l"), (CLIENT_REQUEST_ID, "c")]),
+            Ok(r("a", "c", "l"))
+        );
+        let at_limit = "x".repeat(REQUEST_ID_MAX);
+        assert!(ids(&[(REQUEST_ID, &at_limit), (CLIENT_REQUEST_ID, &at_limit)]).is_ok());
+        let over = "x".repeat(REQUEST_ID_MAX + 1);
+        assert_eq!(ids(&[(REQUEST_ID, &over)]), Err("x-request-id must not exceed 100 characters".into()));
+        for h in [CLIENT_REQUEST_ID, LEGACY_REQUEST_ID] {
+            let err = ids(&[(h, &over)]).unwrap_err();
+            assert!(err.contains("x-ms-request-id and x-ms-client-request-id must not exceed 100"), "{err}");
+        }
+    }
+
+    #[test]
+    fn each_protocols_paths_get_its_error_shape() {
+        assert_eq!(shape_of("/endpoints/e/score"), Shape::Azure);
+        assert_eq!(shape_of("/endpoints/e/swagger.json"), Shape::Azure);
+        assert_eq!(shape_of("/endpoints/e"), Shape::Azure);
+        assert_eq!(shape_of("/endpoints/e/invocations"), Shape::Mlflow);
+        assert_eq!(shape_of("/endpoints/e/v2/models/m/infer"), Shape::Oip);
+        assert_eq!(shape_of("/endpoints/v2/score"), Shape::Azure, "an endpoint may be named v2");
+    }
 }

@@ -161,7 +161,7 @@ async fn a_failing_init_fails_the_deployment_with_its_traceback(b: Backend) {
         &s,
         "def init():\n    raise RuntimeError('no weights here')\n\ndef run(raw):\n    return raw\n",
     );
-    let err = s.fails(&["deployment", "create", "-f", &file, "--wait", "-w", "w"]);
+    let err = s.fails(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
     assert!(err.contains("no weights here") && err.contains("Traceback"), "{err}");
     let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
     assert_eq!(d["state"], "Failed");
@@ -169,6 +169,24 @@ async fn a_failing_init_fails_the_deployment_with_its_traceback(b: Backend) {
     let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
     assert!(logs.contains("RuntimeError: no weights here"), "{logs}");
     assert!(s.replica_pids().is_empty());
+    // The last lines only (Azure's get-logs --lines), and the same through the endpoint.
+    let last: Vec<&str> = logs.lines().collect();
+    let tail = s.ok(&["deployment", "logs", "lin-ep/blue", "--lines", "2", "-w", "w"]);
+    assert_eq!(tail.lines().collect::<Vec<_>>(), last[last.len() - 2..], "{tail}");
+    assert_eq!(s.ok(&["endpoint", "logs", "lin-ep", "-w", "w"]), logs, "one deployment: its log as is");
+    assert_eq!(s.ok(&["endpoint", "logs", "lin-ep", "-d", "blue", "-l", "2", "-w", "w"]), tail);
+    let err = s.fails(&["deployment", "logs", "lin-ep/blue", "--lines", "0", "-w", "w"]);
+    assert!(err.contains("lines 0: must be 1 to 100000"), "{err}");
+    let err = s.fails(&["endpoint", "logs", "lin-ep", "-d", "nope", "-w", "w"]);
+    assert!(err.contains("nope"), "{err}");
+    // Scoring it is a failed dependency, not a 503 to retry: nothing serves until an update.
+    let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    let (status, body) = score(&s, keys["primary_key"].as_str().unwrap(), r#"{"data": [[1, 2, 4]]}"#).await;
+    assert_eq!(status, 424, "{body}");
+    let message = json(&body)["message"].as_str().unwrap().to_string();
+    assert!(message.contains("deployment \"blue\" of endpoint \"lin-ep\" has failed"), "{message}");
+    assert!(message.contains("the scoring script failed to import or its init() raised"), "{message}");
+    assert!(message.contains("cairn deployment logs lin-ep/blue"), "{message}");
 }
 
 async fn a_hung_run_gets_504_and_deployments_come_back_after_a_restart(b: Backend) {

@@ -242,6 +242,154 @@ async fn a_script_deployment_has_no_mlflow_route_and_no_tensor_signature() {
     assert_eq!(get(&s, "v2/health/ready", &key).await, (503, serde_json::json!({"ready": false})));
 }
 
+/// What azureml-inference-server-http does around run(), through the gateway: request ids (the
+/// client's, or new ones; 431 when too long, in each protocol's shape; the legacy header; TraceId),
+/// a GET's query arguments as run()'s input, OPTIONS, swagger versions; and on every scoring
+/// answer the deployment that gave it, with Azure's model-error headers when run() failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scoring_uri_keeps_the_reference_servers_ids_query_and_error_headers() {
+    let s = Server::start();
+    let key = setup(&s);
+    let url = format!("{}/endpoints/lin-ep", s.url);
+    let client = reqwest::Client::new();
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+    };
+
+    // A GET's query arguments are run()'s input; new ids, the legacy one the same.
+    let r = client
+        .get(format!("{url}/score"))
+        .bearer_auth(&key)
+        .query(&[("data", "[[1, 2]]")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let id = header(&r, "x-request-id");
+    let uuid_shaped = id.len() == 36
+        && id
+            .char_indices()
+            .all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() });
+    assert!(uuid_shaped, "a new request id is a UUID: {id:?}");
+    assert_eq!(header(&r, "x-ms-request-id"), id);
+    assert_eq!(header(&r, "x-ms-client-request-id"), "");
+    assert_eq!(header(&r, "azureml-model-deployment"), "blue");
+    assert_eq!(header(&r, "ms-azureml-model-error-statuscode"), "");
+    assert_eq!(json(&r.text().await.unwrap()), serde_json::json!([1.0]));
+
+    // The client's ids come back; run() failing keeps the reference's 500 and says so in headers.
+    let r = client
+        .post(format!("{url}/score"))
+        .bearer_auth(&key)
+        .header("x-request-id", "mine-1")
+        .header("x-ms-client-request-id", "client-1")
+        .header("TraceId", "trace-1")
+        .header("azureml-model-deployment", "green")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    let got: Vec<String> = [
+        "x-request-id",
+        "x-ms-client-request-id",
+        "x-ms-request-id",
+        "traceid",
+        "azureml-model-deployment",
+        "ms-azureml-model-error-statuscode",
+        "ms-azureml-model-error-reason",
+        "x-ms-run-function-failed",
+    ]
+    .iter()
+    .map(|h| header(&r, h))
+    .collect();
+    assert_eq!(
+        got,
+        ["mine-1", "client-1", "client-1", "trace-1", "green", "500", "model_error", "True"],
+        "{:?}",
+        r.headers()
+    );
+    assert_eq!(
+        json(&r.text().await.unwrap())["message"],
+        "An unexpected error occurred in scoring script. Check the logs for more info."
+    );
+    // The deprecated header alone is also the client request id.
+    let r = client
+        .post(format!("{url}/score"))
+        .bearer_auth(&key)
+        .header("x-ms-request-id", "old-1")
+        .body(r#"{"data": [[1, 2]]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (header(&r, "x-ms-request-id"), header(&r, "x-ms-client-request-id")),
+        ("old-1".into(), "old-1".into())
+    );
+
+    // Over 100 characters: 431 before anything else, in the route's protocol's shape.
+    let long = "x".repeat(101);
+    for (path, field) in [("score", "message"), ("v2/models/lin/infer", "error"), ("invocations", "message")]
+    {
+        let r = client
+            .post(format!("{url}/{path}"))
+            .bearer_auth(&key)
+            .header("x-request-id", &long)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 431, "{path}");
+        let out = json(&r.text().await.unwrap());
+        assert_eq!(out[field], "x-request-id must not exceed 100 characters", "{path}: {out}");
+    }
+    let r = client
+        .post(format!("{url}/score"))
+        .bearer_auth(&key)
+        .header("x-ms-client-request-id", &long)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    // The gateway's own answers carry the ids too, but no model-error headers.
+    let r = client
+        .post(format!("{url}/score"))
+        .bearer_auth("wrong")
+        .header("x-request-id", "w-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), header(&r, "x-request-id")), (401, "w-1".to_string()));
+    let r = client
+        .post(format!("{url}/score"))
+        .bearer_auth(&key)
+        .header("azureml-model-deployment", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(header(&r, "ms-azureml-model-error-statuscode"), "");
+    assert!(!header(&r, "x-request-id").is_empty());
+
+    // OPTIONS (a CORS preflight) is 200, as the reference answers it without @rawhttp.
+    let r = client
+        .request(reqwest::Method::OPTIONS, format!("{url}/score"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // swagger.json's version query reaches the script's document.
+    let (status, doc) = get(&s, "swagger.json?version=3", &key).await;
+    assert_eq!((status, doc["openapi"].as_str().map(|v| v.starts_with('3'))), (200, Some(true)), "{doc}");
+    let (status, doc) = get(&s, "swagger.json", &key).await;
+    assert_eq!((status, doc["swagger"].as_str()), (200, Some("2.0")), "{doc}");
+    let (status, doc) = get(&s, "swagger.json?version=9", &key).await;
+    assert_eq!(status, 404, "{doc}");
+    assert!(doc["message"].as_str().unwrap().contains("Swagger version [9] is not valid"), "{doc}");
+}
+
 /// A score.py whose run() is decorated with inference_schema declares tensors; the inference
 /// protocol then serves it too, through the same run() and decorators as /score.
 mod script_signature {

@@ -170,21 +170,38 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// Only the last N lines (1 to 100,000; Azure's `get-logs --lines`). Without it, the last
+    /// 256 KiB.
+    #[serde(default)]
+    pub lines: Option<u32>,
+}
+
 /// The tail of the deployment's log: cairn's lines and the replicas' stderr.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}/logs", tag = "endpoints",
     params(("ws" = String, Path, description = "workspace name"), ("endpoint" = String, Path, description = "endpoint name"),
-        ("name" = String, Path, description = "deployment name")),
+        ("name" = String, Path, description = "deployment name"), LogsQuery),
     responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path((ws, endpoint, name)): Path<(String, String, String)>,
+    extract::Query(q): extract::Query<LogsQuery>,
 ) -> ApiResult<String> {
     caller.require(Role::Reader, Some(&ws))?;
+    if let Some(n) = q.lines.filter(|n| !(1..=deployments::LOG_LINES_MAX).contains(n)) {
+        return Err(cairn_core::Error::invalid(format!(
+            "lines {n}: must be 1 to {}",
+            deployments::LOG_LINES_MAX
+        ))
+        .into());
+    }
     let workspace = state.store.workspace(&ws).await?;
     let e = state.store.endpoint(&workspace, &endpoint).await?;
     let d = state.store.deployment(&e.id, &e.name, &name).await?;
-    Ok(deployments::logs(&state, &d))
+    Ok(deployments::logs(&state, &d, q.lines))
 }
 
 #[cfg(test)]

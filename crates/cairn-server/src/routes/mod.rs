@@ -133,7 +133,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     // The scoring gateway authenticates with endpoint keys and tokens, not Cairn tokens.
     let gateway = Router::new()
         .route("/endpoints/{name}", get(crate::gateway::health))
-        .route("/endpoints/{name}/score", get(crate::gateway::score).post(crate::gateway::score))
+        .route(
+            "/endpoints/{name}/score",
+            get(crate::gateway::score).post(crate::gateway::score).options(crate::gateway::score),
+        )
         .route("/endpoints/{name}/swagger.json", get(crate::gateway::swagger))
         .route("/endpoints/{name}/invocations", axum::routing::post(crate::gateway::invocations))
         .route("/endpoints/{name}/v2/health/live", get(crate::gateway::oip_live))
@@ -149,7 +152,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/endpoints/{name}/v2/models/{model}/versions/{version}/infer",
             axum::routing::post(crate::gateway::oip_infer),
-        );
+        )
+        .route_layer(middleware::from_fn(crate::gateway::request_ids));
     let metrics = Router::new()
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));

@@ -388,6 +388,7 @@ async fn score(state: &Arc<AppState>, e: &EndpointRecord, form: &TestForm) -> Re
         State(state.clone()),
         Path(e.name.clone()),
         Method::POST,
+        axum::extract::RawQuery(None),
         headers,
         Body::from(form.body.clone()),
     )

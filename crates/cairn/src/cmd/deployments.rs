@@ -73,6 +73,9 @@ pub enum DeploymentCommand {
     /// Print the tail of a deployment's log (replicas' stderr): ENDPOINT/NAME.
     Logs {
         target: String,
+        /// Only the last N lines (1 to 100000; default: the last 256 KiB).
+        #[arg(long, short = 'l')]
+        lines: Option<u32>,
         #[command(flatten)]
         ws: WorkspaceArg,
         #[command(flatten)]
@@ -91,6 +94,20 @@ fn path(endpoint: &str, name: &str, rest: &str) -> anyhow::Result<String> {
     cairn_core::endpoints::validate_endpoint_name(endpoint)?;
     validate_deployment_name(name)?;
     Ok(format!("endpoints/{endpoint}/deployments/{name}{rest}"))
+}
+
+/// The tail of deployment `endpoint/name`'s log, or its last `lines` lines.
+pub(crate) async fn log_text(
+    api: &WorkspaceApi,
+    endpoint: &str,
+    name: &str,
+    lines: Option<u32>,
+) -> anyhow::Result<String> {
+    let mut request = api.request(Method::GET, &path(endpoint, name, "/logs")?);
+    if let Some(n) = lines {
+        request = request.query(&[("lines", n)]);
+    }
+    Ok(api.send(request).await?.text().await?)
 }
 
 fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
@@ -223,11 +240,9 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
             output::done(client.output, &format!("deployment {target} deleted"));
             Ok(())
         }
-        DeploymentCommand::Logs { target, ws, client } => {
+        DeploymentCommand::Logs { target, lines, ws, client } => {
             let (e, n) = split(&target)?;
-            let api = client.workspace_api(&ws)?;
-            let text = api.send(api.request(Method::GET, &path(e, n, "/logs")?)).await?.text().await?;
-            print!("{text}");
+            print!("{}", log_text(&client.workspace_api(&ws)?, e, n, lines).await?);
             Ok(())
         }
     }

@@ -96,6 +96,20 @@ pub enum EndpointCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print the tail of the logs of the endpoint's deployments (or of one: --deployment).
+    Logs {
+        name: String,
+        /// Only this deployment's log.
+        #[arg(long, short = 'd')]
+        deployment: Option<String>,
+        /// Only the last N lines of each log (1 to 100000; default: the last 256 KiB).
+        #[arg(long, short = 'l')]
+        lines: Option<u32>,
+        #[command(flatten)]
+        ws: WorkspaceArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Send a request file to the endpoint's scoring URI and print the answer.
     Invoke {
         name: String,
@@ -262,6 +276,30 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
                     ("refresh_after", output::time(t.refresh_after_time_utc * 1000)),
                 ],
             )
+        }
+        EndpointCommand::Logs { name, deployment, lines, ws, client } => {
+            let api = client.workspace_api(&ws)?;
+            let names = match deployment {
+                Some(d) => vec![d],
+                None => {
+                    let list: Vec<cairn_core::deployments::Deployment> =
+                        api.get(&path(&name, "/deployments")?).await?;
+                    if list.is_empty() {
+                        bail!("endpoint {name:?} has no deployment: no logs yet");
+                    }
+                    list.into_iter().map(|d| d.name).collect()
+                }
+            };
+            // Several deployments: each log under a heading, as `tail` prints several files.
+            let headed = names.len() > 1;
+            for (i, d) in names.iter().enumerate() {
+                let text = super::deployments::log_text(&api, &name, d, lines).await?;
+                if headed {
+                    println!("{}==> deployment {d} <==", if i > 0 { "\n" } else { "" });
+                }
+                print!("{text}");
+            }
+            Ok(())
         }
         EndpointCommand::Invoke { name, request_file, deployment_name, ws, client } => {
             let body = std::fs::read(&request_file)
