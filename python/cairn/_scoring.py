@@ -12,7 +12,8 @@ exactly as the reference server's ``/score`` and ``/swagger.json`` routes do:
   JSON object (else 400); each parameter of ``run`` is taken from it by name (missing and no
   default ⇒ 400 "A value is not provided for the 'x' parameter.");
 * ``@rawhttp`` (``cairn.serving``): ``run(request)`` gets an ``AMLRequest``, for every method;
-* a parameter named ``request_headers`` receives the request headers as a dict;
+* a parameter named ``request_headers`` receives the request headers as a dict, keys spelled as
+  Flask spells them (``X-Request-Id``), looked up regardless of case;
 * the result: an ``AMLResponse`` passes through (status ≥ 500 sets ``x-ms-run-function-failed``);
   anything else is ``json.dumps``-ed with 200 (so a returned ``str`` becomes a JSON string);
 * an exception in ``run()`` ⇒ 500 ``{"message": "An unexpected error occurred in scoring script.
@@ -54,6 +55,24 @@ class Reply(NamedTuple):
     content_type: str
     headers: Dict[str, str]
     body: bytes
+
+
+class RequestHeaders(dict):
+    """What ``run(..., request_headers)`` gets: a plain dict whose keys are spelled as the
+    reference's Flask spells them (``X-Ms-Client-Request-Id``, ``Content-Type``), since that is
+    what scripts written for it look up; lookups ignore case, since HTTP headers do."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        super().__init__((k.title(), v) for k, v in headers.items())
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.title() if isinstance(key, str) else key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.title() if isinstance(key, str) else key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key.title() if isinstance(key, str) else key)
 
 
 def json_reply(status: int, value: Any, headers: Optional[Dict[str, str]] = None) -> Reply:
@@ -176,7 +195,7 @@ class UserScript:
                 return Reply(200, "text/html; charset=utf-8", {"x-ms-run-function-failed": "False"}, b"")
             return error_reply(405, "Method not allowed", run_failed=False)
         if self._wants_headers:
-            kwargs["request_headers"] = dict(headers)
+            kwargs["request_headers"] = RequestHeaders(headers)
         started = time.perf_counter()
         try:
             result = self._run(**kwargs)

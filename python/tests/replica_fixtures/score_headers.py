@@ -4,4 +4,10 @@ def init():
 
 
 def run(data, request_headers):
-    return {"data": data, "client": request_headers.get("x-client")}
+    return {
+        "data": data,
+        "client": request_headers.get("x-client"),
+        "Client": request_headers["X-Client"],
+        "has": "x-ms-client-request-id" in request_headers,
+        "keys": sorted(request_headers),
+    }
