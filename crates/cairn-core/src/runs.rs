@@ -392,14 +392,73 @@ fn default_idle() -> i64 {
     120
 }
 
-/// A job input: a datastore path, mounted read-only or downloaded into the run's folder.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+/// A job input, as in Azure ML v2's command jobs: data (an object: a datastore path, mounted
+/// read-only or downloaded into the run's folder) or a literal (a number, string or boolean:
+/// a hyper-parameter), which `${{inputs.NAME}}` in the command stands for as text.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum JobInput {
+    Data(DataInput),
+    Literal(Literal),
+}
+
+/// A data input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct JobInput {
-    /// `datastore://NAME/path`.
+pub struct DataInput {
+    /// `datastore://NAME/path`, or Azure's `azureml://datastores/NAME/paths/path`.
     pub path: String,
     #[serde(default)]
     pub mode: InputMode,
+}
+
+/// A literal input's value.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Literal {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Literal {
+    /// What `${{inputs.NAME}}` becomes in the command.
+    pub fn text(&self) -> String {
+        match self {
+            Literal::Bool(b) => b.to_string(),
+            Literal::Int(i) => i.to_string(),
+            Literal::Float(f) => f.to_string(),
+            Literal::Text(t) => t.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JobInput {
+    // By hand, so that a wrong field of a data input is named (an untagged enum's error says
+    // only that nothing matched).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(d)?;
+        Ok(match value {
+            serde_json::Value::Object(_) => {
+                JobInput::Data(serde_json::from_value(value).map_err(D::Error::custom)?)
+            }
+            serde_json::Value::Bool(b) => JobInput::Literal(Literal::Bool(b)),
+            serde_json::Value::Number(n) => JobInput::Literal(match n.as_i64() {
+                Some(i) => Literal::Int(i),
+                None => Literal::Float(
+                    n.as_f64().ok_or_else(|| D::Error::custom(format!("number {n} is out of range")))?,
+                ),
+            }),
+            serde_json::Value::String(t) => JobInput::Literal(Literal::Text(t)),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "expected a data input {{path, mode}} or a literal (number, string, boolean), not {other}"
+                )))
+            }
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -43,7 +43,7 @@ use crate::routes::{
         PlanEntry, UploadPlan, UploadBatchResult, PutStatus, PutFileResult, FileEntry, ErrorBody, ErrorDetail,
         RunStatus, Experiment, CreateExperiment, Transition, MetricPoint, Run, RunServer, CreateRun, UpdateRun, LogMetric,
         KeyValue, LogBatch, AddProperties, RunMetrics, Environment, CreateEnvironment, EnvironmentBuild, Compute, ComputeState,
-        CreateCompute, ComputeSize, CreateComputeSize, JobInput, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,
+        CreateCompute, ComputeSize, CreateComputeSize, JobInput, DataInput, Literal, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,
         jobs::LogChunk, SearchRuns, RunsPage, Endpoint, CreateEndpoint, UpdateEndpoint, EndpointKeys,
         KeyType, RegenerateKey, TokenRequest, EndpointToken, AuthMode, ProvisioningState,
         cairn_core::deployments::CreateDeployment, cairn_core::deployments::Deployment,

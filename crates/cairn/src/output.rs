@@ -62,3 +62,38 @@ pub fn time(ms: i64) -> String {
 pub fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
+
+/// A metric value for a table: as Rust writes it (shortest round-trip digits), but in exponent
+/// form where that would be a long run of zeros (`1e308`, not 309 digits; `1.5e-9`).
+pub fn number(v: f64) -> String {
+    let a = v.abs();
+    if v.is_finite() && a != 0.0 && !(1e-5..1e16).contains(&a) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_stay_short() {
+        use super::number;
+        let cases = [
+            (0.5, "0.5"),
+            (3.0, "3"),
+            (-2.25, "-2.25"),
+            (0.0, "0"),
+            (1e308, "1e308"),
+            (-1.5e-9, "-1.5e-9"),
+            (123456789.0, "123456789"),
+            (1e16, "1e16"),
+            (0.00001, "0.00001"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "inf"),
+        ];
+        for (v, shown) in cases {
+            assert_eq!(number(v), shown, "{v}");
+        }
+    }
+}

@@ -313,6 +313,87 @@ run.complete()
     assert_eq!(run["metrics"]["loss"]["value"], 0.2);
 }
 
+/// Azure ML v2's inputs: literals (hyper-parameters) become text in the command, a data input may
+/// name its datastore the Azure way, and `job show` tells both.
+#[tokio::test(flavor = "multi_thread")]
+async fn literal_inputs_fill_the_command_and_azure_datastore_uris_are_data() {
+    let s = Server::start();
+    let dir = setup(&s, 1);
+    let data = s.tmp().join("data");
+    write_tree(&data, &[("a.csv", b"1,2\n")]);
+    s.ok(&["datastore", "upload", "-w", "w", data.to_str().unwrap(), "--target-path", "d", "-q"]);
+    code_file(&dir, "args.py", "import sys\nprint('ARGS', sys.argv[1:])\nprint('DATA', open(sys.argv[-1] + '/a.csv').read().strip())\n");
+    let file = job_file(
+        &dir,
+        "lit.yml",
+        "code: ./code\ncommand: python args.py ${{inputs.depth}} ${{ inputs.lr }} ${{inputs.bag}} \"${{inputs.penalty}}\" ${{inputs.data}}\n\
+         inputs:\n  depth: 10\n  lr: 0.05\n  bag: false\n  penalty: l2 norm\n\
+         \x20 data:\n    type: uri_folder\n    path: azureml://datastores/default/paths/d/\n    mode: download\n",
+    );
+    let id = submit(&s, &file);
+    let run = wait_for(&s, &id, ended, 120);
+    assert_eq!(run["status"], "Completed", "{run}");
+    let log = s.ok(&["job", "logs", &id, "-w", "w"]);
+    assert!(log.contains("ARGS ['10', '0.05', 'false', 'l2 norm', '"), "{log}");
+    assert!(log.contains("DATA 1,2"), "{log}");
+    assert_eq!(run["job"]["inputs"]["depth"], 10);
+    assert_eq!(run["job"]["inputs"]["lr"], 0.05);
+    assert_eq!(run["job"]["inputs"]["data"]["path"], "azureml://datastores/default/paths/d/");
+    let shown = s.ok(&["job", "show", &id, "-w", "w"]);
+    assert!(
+        shown.contains("bag=false") && shown.contains("depth=10") && shown.contains("penalty=l2 norm"),
+        "{shown}"
+    );
+    assert!(shown.contains("data=azureml://datastores/default/paths/d/ (download)"), "{shown}");
+
+    // What cannot be an input is refused by name, and nothing is queued.
+    let cases = [
+        (
+            "inputs:\n  x:\n    path: datastore://default/d\n    colour: 1\n",
+            "inputs.x: unknown field `colour`",
+        ),
+        (
+            "inputs:\n  x:\n    type: integer\n    default: 3\n",
+            "inputs.x: an integer input is written as its value (e.g. `x: 0.5`)",
+        ),
+        (
+            "inputs:\n  x:\n    type: mltable\n    path: datastore://default/d\n",
+            "inputs.x.type: \"mltable\" is not supported",
+        ),
+        ("inputs:\n  x: [1, 2]\n", "inputs.x: expected a literal"),
+        ("inputs:\n  x:\n", "inputs.x has no value"),
+        (
+            "inputs:\n  x: azureml://datastores/default/d\n",
+            "must look like datastore://NAME/path or azureml://datastores/NAME/paths/path",
+        ),
+        (
+            "inputs:\n  x: azureml://datastores/default/paths/nope\n",
+            "does not exist in datastore \"default\"",
+        ),
+    ];
+    for (i, (body, expect)) in cases.iter().enumerate() {
+        let file =
+            job_file(&dir, &format!("bad{i}.yml"), &format!("command: echo ${{{{inputs.x}}}}\n{body}"));
+        let err = s.fails(&["job", "submit", "-f", &file, "-w", "w"]);
+        assert!(err.contains(expect), "case {i}: {err}");
+    }
+    // Through the API, a literal is any JSON number, string or boolean; anything else is named.
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/api/v1/workspaces/w/jobs", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"experiment": "tests", "command": "echo ${{inputs.x}}", "environment": "plain",
+                                  "compute": "cpu", "inputs": {"x": {"path": "datastore://default/d", "mod": "download"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("unknown field `mod`"), "{text}");
+    let runs = json(&s.ok(&["job", "list", "-w", "w", "-o", "json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1, "only the good job was queued");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_jobs_and_bad_metrics_get_clear_errors() {
     let s = Server::start();

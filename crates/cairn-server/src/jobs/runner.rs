@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn_core::api::Role;
-use cairn_core::runs::{InputMode, RunStatus, SnapshotFile, SubmitJob};
+use cairn_core::runs::{InputMode, JobInput, RunStatus, SnapshotFile, SubmitJob};
 use cairn_core::{Error, RelPath};
 use cairn_jobs::env::spec::EnvironmentSpec;
 use cairn_store::{ComputeRecord, NewToken};
@@ -79,8 +79,13 @@ pub async fn run_job(
     }
     let mut inputs = Vec::new();
     for (name, input) in &job.inputs {
-        let local = materialize_input(state, &ws, name, &input.path, input.mode, &dir).await?;
-        inputs.push((name.clone(), local));
+        let text = match input {
+            JobInput::Data(data) => {
+                materialize_input(state, &ws, name, &data.path, data.mode, &dir).await?.display().to_string()
+            }
+            JobInput::Literal(value) => value.text(),
+        };
+        inputs.push((name.clone(), text));
     }
     if stopped(&mut stop) {
         return finish_canceled(state, run_id, &log).await;
@@ -360,8 +365,9 @@ pub fn parse_env_ref(r: &str) -> (&str, Option<i64>) {
     }
 }
 
-/// Replaces `${{inputs.NAME}}` with the input's local path; an unknown name is an error.
-pub fn substitute(command: &str, inputs: &[(String, PathBuf)]) -> Result<String, Error> {
+/// Replaces `${{inputs.NAME}}` with the input's text (a data input's local path, a literal's
+/// value); an unknown name is an error.
+pub fn substitute(command: &str, inputs: &[(String, String)]) -> Result<String, Error> {
     let mut out = String::new();
     let mut rest = command;
     while let Some(start) = rest.find("${{") {
@@ -374,12 +380,12 @@ pub fn substitute(command: &str, inputs: &[(String, PathBuf)]) -> Result<String,
         let name = expr.strip_prefix("inputs.").ok_or_else(|| {
             Error::invalid(format!("unknown substitution ${{{{{expr}}}}}: only inputs.NAME is supported"))
         })?;
-        let path = inputs.iter().find(|(n, _)| n == name).map(|(_, p)| p).ok_or_else(|| {
+        let text = inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
             Error::invalid(format!(
                 "the command uses ${{{{inputs.{name}}}}} but the job has no input named \"{name}\""
             ))
         })?;
-        out.push_str(&path.display().to_string());
+        out.push_str(text);
         rest = &after[end + 2..];
     }
     out.push_str(rest);
@@ -476,12 +482,26 @@ async fn materialize_input(
     Ok(if path.is_root() { root } else { local_of(path.as_str()) })
 }
 
-/// `datastore://NAME/path` → (NAME, path).
+/// `datastore://NAME/path`, or Azure's `azureml://datastores/NAME/paths/path`, → (NAME, path).
 pub fn parse_datastore_uri(uri: &str) -> Result<(&str, RelPath), Error> {
-    let rest = uri
-        .strip_prefix("datastore://")
-        .ok_or_else(|| Error::invalid(format!("input path {uri:?} must look like datastore://NAME/path")))?;
-    let (name, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let malformed = || {
+        Error::invalid(format!(
+            "input path {uri:?} must look like datastore://NAME/path or azureml://datastores/NAME/paths/path"
+        ))
+    };
+    let (name, path) = if let Some(rest) = uri.strip_prefix("datastore://") {
+        rest.split_once('/').unwrap_or((rest, ""))
+    } else if let Some(rest) = uri.strip_prefix("azureml://datastores/") {
+        let (name, rest) = rest.split_once('/').ok_or_else(malformed)?;
+        let path = rest.strip_prefix("paths").ok_or_else(malformed)?;
+        match path.strip_prefix('/') {
+            Some(p) => (name, p),
+            None if path.is_empty() => (name, ""),
+            None => return Err(malformed()),
+        }
+    } else {
+        return Err(malformed());
+    };
     cairn_core::validate_name("datastore name", name)?;
     Ok((name, RelPath::parse_dir(path)?))
 }
@@ -544,9 +564,13 @@ mod tests {
 
     #[test]
     fn substitutes_inputs_and_names_unknown_ones() {
-        let inputs = vec![("data".to_string(), PathBuf::from("/r/inputs/data"))];
+        let inputs = vec![("data".to_string(), "/r/inputs/data".to_string()), ("depth".into(), "10".into())];
         assert_eq!(
-            substitute("python train.py --data-folder ${{inputs.data}} --max-depth 10", &inputs).unwrap(),
+            substitute(
+                "python train.py --data-folder ${{inputs.data}} --max-depth ${{ inputs.depth }}",
+                &inputs
+            )
+            .unwrap(),
             "python train.py --data-folder /r/inputs/data --max-depth 10"
         );
         let err = substitute("python t.py ${{inputs.nope}}", &inputs).unwrap_err().to_string();
@@ -559,6 +583,23 @@ mod tests {
     fn parses_datastore_uris_safely() {
         let (n, p) = parse_datastore_uri("datastore://default/winedata").unwrap();
         assert_eq!((n, p.as_str()), ("default", "winedata"));
+        for (uri, path) in [
+            ("azureml://datastores/default/paths/winedata/", "winedata"),
+            ("azureml://datastores/default/paths/a/b.csv", "a/b.csv"),
+            ("azureml://datastores/default/paths/", ""),
+            ("azureml://datastores/default/paths", ""),
+        ] {
+            let (n, p) = parse_datastore_uri(uri).unwrap();
+            assert_eq!((n, p.as_str()), ("default", path), "{uri}");
+        }
+        for bad in [
+            "azureml://datastores/default",
+            "azureml://datastores/default/x/y",
+            "azureml://datastores/default/pathsx",
+        ] {
+            assert!(parse_datastore_uri(bad).is_err(), "{bad}");
+        }
+        assert!(parse_datastore_uri("azureml://datastores/default/paths/../x").is_err());
         assert!(parse_datastore_uri("datastore://default/../x").is_err());
         assert!(parse_datastore_uri("s3://x").is_err());
         assert_eq!(parse_env_ref("wine-env@3"), ("wine-env", Some(3)));

@@ -169,8 +169,8 @@ pub async fn submit(
     if job.command.trim().is_empty() {
         return Err(Error::invalid("command must not be empty").into());
     }
-    let placeholder: Vec<(String, std::path::PathBuf)> =
-        job.inputs.keys().map(|k| (k.clone(), std::path::PathBuf::from("x"))).collect();
+    let placeholder: Vec<(String, String)> =
+        job.inputs.keys().map(|k| (k.clone(), "x".to_string())).collect();
     crate::jobs::runner::substitute(&job.command, &placeholder)?;
     let (env_name, env_version) = parse_env_ref(&job.environment);
     let env = state.store.environment(&workspace, env_name, env_version).await?;
@@ -185,6 +185,7 @@ pub async fn submit(
         read_snapshot(&state, &workspace.id, snapshot).await?;
     }
     for (name, input) in &job.inputs {
+        let JobInput::Data(input) = input else { continue };
         let (ds_name, path) = parse_datastore_uri(&input.path)?;
         let ds = state.store.datastore(&workspace, ds_name).await?;
         let blobs = state.blobs_of(&ds)?;

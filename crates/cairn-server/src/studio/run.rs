@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use cairn_core::api::FileEntry;
-use cairn_core::runs::{Run, SnapshotFile, SubmitJob};
+use cairn_core::runs::{JobInput, Run, SnapshotFile, SubmitJob};
 use cairn_core::{Error, RelPath};
 use maud::{html, Markup};
 
@@ -280,7 +280,12 @@ fn overview(ws: &str, run: &Run, children: &[Run]) -> Markup {
                 @if let Some(j) = &job {
                     @if !j.inputs.is_empty() {
                         dt { "Inputs" } dd { ul { @for (name, input) in &j.inputs {
-                            li { code { (name) } ": " (input.path) " (" (format!("{:?}", input.mode).to_lowercase()) ")" }
+                            li { code { (name) } ": "
+                                @match input {
+                                    JobInput::Data(d) => { (d.path) " (" (format!("{:?}", d.mode).to_lowercase()) ")" }
+                                    JobInput::Literal(v) => { code { (v.text()) } }
+                                }
+                            }
                         } } }
                     }
                     @if !j.environment_variables.is_empty() {

@@ -475,7 +475,7 @@ struct JobFile {
     environment: String,
     compute: String,
     #[serde(default)]
-    inputs: BTreeMap<String, InputFile>,
+    inputs: BTreeMap<String, serde_yaml::Value>,
     #[serde(default)]
     environment_variables: BTreeMap<String, String>,
     #[serde(default)]
@@ -484,17 +484,63 @@ struct JobFile {
     tags: BTreeMap<String, String>,
 }
 
+/// A data input as the job file writes it.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum InputFile {
-    Path(String),
-    Full {
-        path: String,
-        #[serde(default)]
-        mode: Option<String>,
-        #[serde(rename = "type", default)]
-        _kind: Option<String>,
-    },
+#[serde(deny_unknown_fields)]
+struct DataInputFile {
+    path: String,
+    #[serde(default)]
+    mode: Option<String>,
+    /// Azure's `uri_folder` or `uri_file`: whichever the path names is used.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+}
+
+/// One entry of the job file's `inputs`: a literal (a number, string or boolean, as Azure ML v2
+/// writes hyper-parameters), a data input `{path, mode, type}`, or, as a shorthand, a data path
+/// alone (`datastore://…` or `azureml://datastores/…`).
+fn input_of(name: &str, value: serde_yaml::Value) -> anyhow::Result<JobInput> {
+    use serde_yaml::Value;
+    let data = |path: String, mode: Option<String>| -> anyhow::Result<JobInput> {
+        let mode = match mode.as_deref() {
+            None | Some("ro_mount") | Some("mount") => InputMode::Mount,
+            Some("download") => InputMode::Download,
+            Some(other) => bail!("inputs.{name}.mode: {other:?} is not supported (use ro_mount or download)"),
+        };
+        Ok(JobInput::Data(DataInput { path, mode }))
+    };
+    match value {
+        Value::String(s) if s.starts_with("datastore://") || s.starts_with("azureml://") => data(s, None),
+        Value::String(s) => Ok(JobInput::Literal(Literal::Text(s))),
+        Value::Bool(b) => Ok(JobInput::Literal(Literal::Bool(b))),
+        Value::Number(n) => Ok(JobInput::Literal(match n.as_i64() {
+            Some(i) => Literal::Int(i),
+            None => {
+                Literal::Float(n.as_f64().with_context(|| format!("inputs.{name}: {n} is out of range"))?)
+            }
+        })),
+        Value::Mapping(ref m) => {
+            let literal_type = m
+                .get("type")
+                .and_then(Value::as_str)
+                .filter(|t| ["integer", "number", "string", "boolean"].contains(t));
+            if let Some(t) = literal_type {
+                let a = if t == "integer" { "an" } else { "a" };
+                bail!("inputs.{name}: {a} {t} input is written as its value (e.g. `{name}: 0.5`), not as {{type, …}}");
+            }
+            let f: DataInputFile =
+                serde_yaml::from_value(value).map_err(|e| anyhow::anyhow!("inputs.{name}: {e}"))?;
+            match f.kind.as_deref() {
+                None | Some("uri_folder") | Some("uri_file") => data(f.path, f.mode),
+                Some(other) => bail!(
+                    "inputs.{name}.type: {other:?} is not supported (uri_folder or uri_file; a literal input \
+                     is written as its value, e.g. `{name}: 0.5`)"
+                ),
+            }
+        }
+        Value::Null => bail!("inputs.{name} has no value"),
+        _ => bail!("inputs.{name}: expected a literal (number, string, boolean) or a data input with a path"),
+    }
 }
 
 fn strip_azureml(s: &str) -> String {
@@ -508,17 +554,9 @@ fn strip_azureml(s: &str) -> String {
 
 fn to_submit(file: JobFile, snapshot: Option<String>) -> anyhow::Result<SubmitJob> {
     let mut inputs = BTreeMap::new();
-    for (name, input) in file.inputs {
-        let (path, mode) = match input {
-            InputFile::Path(p) => (p, None),
-            InputFile::Full { path, mode, .. } => (path, mode),
-        };
-        let mode = match mode.as_deref() {
-            None | Some("ro_mount") | Some("mount") => InputMode::Mount,
-            Some("download") => InputMode::Download,
-            Some(other) => bail!("inputs.{name}.mode: {other:?} is not supported (use ro_mount or download)"),
-        };
-        inputs.insert(name, JobInput { path, mode });
+    for (name, value) in file.inputs {
+        let input = input_of(&name, value)?;
+        inputs.insert(name, input);
     }
     let mut tags = file.tags;
     if let Some(d) = file.description {
@@ -617,7 +655,7 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|r| {
                     let metrics: Vec<String> =
-                        r.metrics.iter().map(|(k, m)| format!("{k}={}", m.value)).collect();
+                        r.metrics.iter().map(|(k, m)| format!("{k}={}", output::number(m.value))).collect();
                     vec![
                         r.id.clone(),
                         r.experiment.clone(),
@@ -715,8 +753,37 @@ async fn follow(api: &WorkspaceApi, run: &str, stream: bool) -> anyhow::Result<R
     }
 }
 
+/// A text field of the run's submitted job (empty for runs that are not jobs).
+fn job_field(r: &Run, key: &str) -> String {
+    r.job.as_ref().and_then(|j| j[key].as_str()).unwrap_or_default().to_string()
+}
+
+/// The job's inputs: `name=value` for literals, `name=PATH (mode)` for data.
+fn job_inputs(r: &Run) -> String {
+    let Some(inputs) = r
+        .job
+        .as_ref()
+        .and_then(|j| serde_json::from_value::<BTreeMap<String, JobInput>>(j["inputs"].clone()).ok())
+    else {
+        return String::new();
+    };
+    let shown: Vec<String> = inputs
+        .iter()
+        .map(|(name, input)| match input {
+            JobInput::Data(d) => format!(
+                "{name}={} ({})",
+                d.path,
+                if d.mode == InputMode::Download { "download" } else { "ro_mount" }
+            ),
+            JobInput::Literal(v) => format!("{name}={}", v.text()),
+        })
+        .collect();
+    shown.join(" ")
+}
+
 fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()> {
-    let metrics: Vec<String> = r.metrics.iter().map(|(k, m)| format!("{k}={}", m.value)).collect();
+    let metrics: Vec<String> =
+        r.metrics.iter().map(|(k, m)| format!("{k}={}", output::number(m.value))).collect();
     let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let properties: Vec<String> = r.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -746,6 +813,8 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
                     .unwrap_or_default(),
             ),
             ("created", output::time(r.created_at)),
+            ("command", job_field(r, "command")),
+            ("inputs", job_inputs(r)),
             ("metrics", metrics.join(" ")),
             ("params", params.join(" ")),
             ("tags", tags.join(" ")),
@@ -801,7 +870,7 @@ pub async fn run(command: RunCommand) -> anyhow::Result<()> {
                     row.extend(
                         metric_keys
                             .iter()
-                            .map(|k| r.metrics.get(*k).map(|m| m.value.to_string()).unwrap_or_default()),
+                            .map(|k| r.metrics.get(*k).map(|m| output::number(m.value)).unwrap_or_default()),
                     );
                     row
                 })
@@ -838,7 +907,7 @@ pub async fn run(command: RunCommand) -> anyhow::Result<()> {
             for k in metrics {
                 let vals: Vec<String> = got
                     .iter()
-                    .map(|r| r.metrics.get(k).map(|m| m.value.to_string()).unwrap_or_else(|| "-".into()))
+                    .map(|r| r.metrics.get(k).map(|m| output::number(m.value)).unwrap_or_else(|| "-".into()))
                     .collect();
                 let differs = vals.windows(2).any(|w| w[0] != w[1]);
                 rows.push(
@@ -859,7 +928,12 @@ pub async fn run(command: RunCommand) -> anyhow::Result<()> {
                 .iter()
                 .flat_map(|(k, pts)| {
                     pts.iter().map(move |p| {
-                        vec![k.clone(), p.step.to_string(), p.value.to_string(), output::time(p.timestamp)]
+                        vec![
+                            k.clone(),
+                            p.step.to_string(),
+                            output::number(p.value),
+                            output::time(p.timestamp),
+                        ]
                     })
                 })
                 .collect();
