@@ -20,6 +20,23 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), Error> {
     }
 }
 
+/// The model-name rule: Azure ML's, so that names from Azure and MLflow habits (`WineModel`,
+/// `wine.model`) register unchanged; still one URL path segment with nothing to escape.
+pub const MODEL_NAME_RULE: &str =
+    "1 to 255 characters: letters, digits, '-', '_' and '.', starting with a letter or digit";
+
+/// Checks a model name against `[A-Za-z0-9][A-Za-z0-9._-]{0,254}`.
+pub fn validate_model_name(name: &str) -> Result<(), Error> {
+    let bytes = name.as_bytes();
+    let first_ok = bytes.first().is_some_and(|b| b.is_ascii_alphanumeric());
+    let rest_ok = bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if first_ok && rest_ok && bytes.len() <= 255 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid model name {:?}: {MODEL_NAME_RULE}", truncate(name))))
+    }
+}
+
 fn truncate(s: &str) -> String {
     if s.chars().count() > 80 {
         format!("{}…", s.chars().take(80).collect::<String>())
@@ -36,6 +53,17 @@ mod tests {
     fn accepts_names_that_follow_the_rule() {
         for ok in ["a", "0", "wine", "azureml_workspace", "cpu-cluster-2", &"a".repeat(63)] {
             validate_name("workspace name", ok).unwrap();
+        }
+    }
+
+    #[test]
+    fn model_names_follow_azure_mls_rule() {
+        for ok in ["wine_model", "WineModel", "wine.model-2", "0", &"A".repeat(255)] {
+            validate_model_name(ok).unwrap();
+        }
+        for bad in ["", ".hidden", "-a", "_a", "a b", "a/b", "a:1", "a@b", "é", "..", &"a".repeat(256)] {
+            let err = validate_model_name(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid model name") && err.contains("'.'"), "{err}");
         }
     }
 

@@ -339,7 +339,20 @@ async fn bad_input_is_refused_clearly_and_changes_nothing(b: Backend) {
     )
     .await;
     assert_eq!(st, 400, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("lower-case"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("letters, digits, '-', '_' and '.', starting with a letter or digit"), "{e}");
+    // Azure's rule, which MLflow habits fit too: capitals and dots register.
+    let (st, e) = call(
+        &s,
+        M::POST,
+        "workspaces/w/models/ElasticnetWine.v2/versions",
+        Some(json!({"run_id": run, "path": "outputs"})),
+    )
+    .await;
+    assert_eq!((st, e["id"].as_str()), (201, Some("ElasticnetWine.v2:1")), "{e}");
+    let shown = s.ok(&["model", "show", "ElasticnetWine.v2:1", "-w", "w"]);
+    assert!(shown.contains("ElasticnetWine.v2:1"), "{shown}");
+    s.ok(&["model", "delete", "ElasticnetWine.v2:1", "-w", "w"]);
     let (st, e) = call(
         &s,
         M::POST,

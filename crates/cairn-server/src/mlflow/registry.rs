@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use cairn_core::api::{Role, Workspace};
 use cairn_core::models::{Model, ModelFilter, ModelVersion, NewModelVersion, VersionRef};
-use cairn_core::{validate_name, Error};
+use cairn_core::Error;
 use serde_json::{json, Value};
 
 use super::experiments::like;
@@ -105,7 +105,7 @@ fn tags_of(req: &Req) -> MlResult<BTreeMap<String, String>> {
 
 pub async fn create_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
-    validate_name("model name", &name)?;
+    cairn_core::names::validate_model_name(&name)?;
     let tags = tags_of(&req)?;
     // `mlflow.register_model` creates the model before its version, so a job's run-scoped token
     // may create one (as the native `Run.register_model` does on first registration); it may
@@ -461,7 +461,7 @@ pub async fn update_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<
 pub async fn rename_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let name = req.str("name")?;
     let new_name = req.str("new_name")?;
-    validate_name("model name", &new_name)?;
+    cairn_core::names::validate_model_name(&new_name)?;
     let workspace = workspace(&state, &caller, &ws, Role::Writer).await?;
     let m = state.store.rename_model(&workspace, &name, &new_name).await.map_err(ml)?;
     Ok(Json(json!({"registered_model": model_json(&state, &workspace, &m).await?})))

@@ -132,7 +132,7 @@ pub async fn register(
     Path((ws, name)): Path<(String, String)>,
     extract::Json(req): extract::Json<RegisterModelVersion>,
 ) -> ApiResult<(StatusCode, Json<ModelVersion>)> {
-    validate_name("model name", &name)?;
+    cairn_core::names::validate_model_name(&name)?;
     check_tags(&req.tags)?;
     let mut new = NewModelVersion {
         name: name.clone(),
