@@ -20,20 +20,26 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), Error> {
     }
 }
 
-/// The model-name rule: Azure ML's, so that names from Azure and MLflow habits (`WineModel`,
-/// `wine.model`) register unchanged; still one URL path segment with nothing to escape.
-pub const MODEL_NAME_RULE: &str =
+/// The rule for versioned assets' names (models, environments): Azure ML's, so that names from
+/// Azure and MLflow habits (`WineModel`, `AzureML-sklearn-1.0`, `wine.model`) work unchanged;
+/// still one URL path segment with nothing to escape.
+pub const ASSET_NAME_RULE: &str =
     "1 to 255 characters: letters, digits, '-', '_' and '.', starting with a letter or digit";
 
 /// Checks a model name against `[A-Za-z0-9][A-Za-z0-9._-]{0,254}`.
 pub fn validate_model_name(name: &str) -> Result<(), Error> {
+    validate_asset_name("model name", name)
+}
+
+/// Checks an asset's name (`what` names it in the error) against `[A-Za-z0-9][A-Za-z0-9._-]{0,254}`.
+pub fn validate_asset_name(what: &str, name: &str) -> Result<(), Error> {
     let bytes = name.as_bytes();
     let first_ok = bytes.first().is_some_and(|b| b.is_ascii_alphanumeric());
     let rest_ok = bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if first_ok && rest_ok && bytes.len() <= 255 {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("invalid model name {:?}: {MODEL_NAME_RULE}", truncate(name))))
+        Err(Error::Invalid(format!("invalid {what} {:?}: {ASSET_NAME_RULE}", truncate(name))))
     }
 }
 

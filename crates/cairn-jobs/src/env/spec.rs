@@ -172,7 +172,7 @@ impl EnvironmentFile {
 
     pub fn resolve_with_notes(&self, base_dir: &Path) -> Result<Resolved, SpecError> {
         if let Some(name) = &self.name {
-            cairn_core::names::validate_name("environment name", name)
+            cairn_core::names::validate_asset_name("environment name", name)
                 .map_err(|e| SpecError::invalid("name", e.to_string()))?;
         }
         if let Some(version) = &self.version {

@@ -41,7 +41,7 @@ pub async fn create_environment(
     extract::Json(req): extract::Json<CreateEnvironment>,
 ) -> ApiResult<(StatusCode, Json<Environment>)> {
     caller.require(Role::Writer, Some(&ws))?;
-    validate_name("environment name", &req.name)?;
+    cairn_core::names::validate_asset_name("environment name", &req.name)?;
     let spec: EnvironmentSpec = serde_json::from_value(req.spec.clone())
         .map_err(|e| Error::invalid(format!("invalid environment spec: {e}")))?;
     let spec = spec.canonicalize().map_err(Error::from)?;
