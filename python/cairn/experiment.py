@@ -226,6 +226,10 @@ class SubmittedRun:
     def get_tags(self) -> Dict[str, str]:
         return dict(self.get_details().get("tags") or {})
 
+    def get_properties(self) -> Dict[str, str]:
+        """The run's properties (set once with ``add_properties``, never changed)."""
+        return dict(self.get_details().get("properties") or {})
+
     def get_file_names(self) -> List[str]:
         """The run's artifact paths (``outputs/…``, ``logs/…``)."""
         return [f["path"] for f in self.workspace.call("GET", "runs", self.id, "artifacts")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -79,7 +80,8 @@ def test_script_run_config_submit_and_failure(aws, tmp_path, capsys):
     code.mkdir()
     (code / "score.py").write_text(
         "import sys\nfrom azureml.core import Run\nrun = Run.get_context()\n"
-        "run.log('accuracy', float(sys.argv[2]))\nrun.log('accuracy', 0.9)\nrun.complete()\n"
+        "run.log('accuracy', float(sys.argv[2]))\nrun.log('accuracy', 0.9)\n"
+        "run.add_properties({'stage': 'test'})\nrun.complete()\n"
     )
     (code / "fail.py").write_text("raise SystemExit('no data found')\n")
     env = Environment("plain-aml")  # registered on submit
@@ -89,6 +91,7 @@ def test_script_run_config_submit_and_failure(aws, tmp_path, capsys):
     assert isinstance(run, Run)
     run.wait_for_completion(show_output=False)
     assert run.get_metrics() == {"accuracy": [0.5, 0.9]}
+    assert run.get_properties() == {"stage": "test"}
     assert env.version == 1
 
     failing = ScriptRunConfig(source_directory=str(code), script="fail.py", compute_target=target, environment=env)
@@ -118,7 +121,7 @@ def run(raw_data):
 """
 
 
-def test_register_model_deploy_and_predict(aws, tmp_path):
+def test_register_model_deploy_and_predict(aws, tmp_path, monkeypatch):
     import urllib.request
 
     from azureml.core import Environment, Experiment, ScriptRunConfig
@@ -145,6 +148,13 @@ def test_register_model_deploy_and_predict(aws, tmp_path):
     assert isinstance(model, Model) and model.tags == {"area": "wine", "type": "json"}
     again = Model.register(aws, str(tmp_path / "winecode" / "train.py"), "wine_model", tags={"k": "v"})
     assert again.version == 2 and Model(aws, "wine_model", version=1).description == "quality wine"
+    # A scoring script tried locally, as Azure ML v1 allows: with _workspace the version is
+    # downloaded under ./azureml-models/NAME/VERSION/.
+    monkeypatch.chdir(tmp_path)
+    path = Model.get_model_path("wine_model", version=1, _workspace=aws)
+    assert path == str(Path("azureml-models") / "wine_model" / "1" / "wine_model.json")
+    assert json.loads(Path(path).read_text()) == {"w": [2.0, -1.0], "b": 1.0}
+    assert Model.get_model_path("wine_model", _workspace=aws).endswith(str(Path("wine_model", "2", "train.py")))
 
     inference = InferenceConfig(runtime="python", source_directory=str(code), entry_script="score.py",
                                 environment=env)

@@ -4,6 +4,7 @@ environment, given as an ``Environment`` or as a conda file registered at deploy
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -31,8 +32,16 @@ class Model(_sdk.Model):
             raise ValueError("Model needs a name or an id ('name:version')")
         _sdk.Model.__init__(self, workspace, name, version)
 
-    #: The path of a registered model's file or folder inside a scoring replica.
-    get_model_path = staticmethod(_serving.Model.get_model_path)
+    @staticmethod
+    def get_model_path(model_name: str, version: Optional[int] = None, _workspace: Any = None) -> str:
+        """The path of a registered model's file or folder. Inside a scoring replica, where it
+        was deployed; outside one, with ``_workspace`` (as Azure ML v1 lets a scoring script be
+        tried locally), the version is downloaded under ``./azureml-models/NAME/VERSION/`` (kept
+        for the next call) and that path returned."""
+        if _workspace is None or os.environ.get("AZUREML_MODEL_DIR"):
+            return _serving.Model.get_model_path(model_name, version)
+        model = Model(_workspace, model_name, version=version)
+        return model.download(target_dir=Path("azureml-models") / model.name / str(model.version), exist_ok=True)
 
     @classmethod
     def _wrap(cls, model: _sdk.Model) -> "Model":
