@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from urllib.parse import quote
 
 from ._records import decode_value
 from .compute import ComputeTarget
@@ -195,8 +196,12 @@ class SubmittedRun:
         )
 
     def get_portal_url(self) -> str:
-        """The run in the REST API (the studio arrives with a later issue)."""
-        return f"{self.workspace.url}/api/v1/workspaces/{self.workspace.name}/runs/{self.id}"
+        """The run's page in the studio."""
+        return f"{self.workspace.url}/w/{quote(self.workspace.name, safe='')}/runs/{quote(self.id, safe='')}"
+
+    @property
+    def display_name(self) -> str:
+        return str(self._details.get("display_name") or "")
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from .datastore import check_relative, download_to, refuse_existing, sha256_file
 from .workspace import Workspace
@@ -23,6 +23,16 @@ def _tags(tags: Optional[Mapping[str, Any]]) -> Dict[str, str]:
     if not isinstance(tags, Mapping):
         raise ValueError(f"tags must be a mapping of names to values, not {type(tags).__name__}")
     return {str(k): "" if v is None else str(v) for k, v in tags.items()}
+
+
+def _has_tag(tags: Mapping[str, str], wanted: Union[str, Sequence[str]]) -> bool:
+    if isinstance(wanted, str):
+        return wanted in tags
+    if len(wanted) == 1:
+        return wanted[0] in tags
+    if len(wanted) == 2:
+        return tags.get(wanted[0]) == str(wanted[1])
+    raise ValueError(f"a tag filter is a name or [name, value], not {wanted!r}")
 
 
 def _local_files(model_path: Union[str, Path]) -> List[Dict[str, Any]]:
@@ -133,9 +143,10 @@ class Model:
 
     @classmethod
     def list(cls, workspace: Workspace, name: Optional[str] = None,
-             tags: Optional[List[str]] = None, latest: bool = False) -> List["Model"]:
+             tags: Optional[List[Union[str, Sequence[str]]]] = None, latest: bool = False) -> List["Model"]:
         """The versions of every model (or of ``name``), newest first; only the latest of each
-        with ``latest``. ``tags`` keeps versions carrying each of the given tag names."""
+        with ``latest``. ``tags`` keeps versions matching each entry: a tag name (``"stage"``), or
+        a name and its value (``["stage", "prod"]``), as Azure ML filters."""
         names = [name] if name else [m["name"] for m in workspace.pages("models")]
         found: List[Model] = []
         for n in names:
@@ -144,8 +155,30 @@ class Model:
                 versions = versions[:1]
             found.extend(cls(workspace, n, _details=v) for v in versions)
         if tags:
-            found = [m for m in found if all(t in m.tags for t in tags)]
+            found = [m for m in found if all(_has_tag(m.tags, t) for t in tags)]
         return found
+
+    def update(self, description: Optional[str] = None, tags: Optional[Mapping[str, Any]] = None,
+               remove_tags: Optional[Iterable[str]] = None) -> None:
+        """Change this version's description and tags (``tags`` are set, ``remove_tags`` removed)."""
+        body: Dict[str, Any] = {}
+        if description is not None:
+            body["description"] = description
+        if tags:
+            body["set_tags"] = _tags(tags)
+        if remove_tags:
+            body["remove_tags"] = list(remove_tags)
+        if body:
+            self._details = self.workspace.call("PATCH", "models", self.name, "versions", str(self.version),
+                                                body=body)
+
+    # Model.update, not self.update: a subclass's update may mean something else (azureml's
+    # replaces the tags).
+    def add_tags(self, tags: Mapping[str, Any]) -> None:
+        Model.update(self, tags=tags)
+
+    def remove_tags(self, tags: Iterable[str]) -> None:
+        Model.update(self, remove_tags=tags)
 
     def get_files(self) -> List[Dict[str, Any]]:
         """``{"path", "size", "sha256"}`` of each file of this version."""

@@ -93,6 +93,11 @@ def test_script_run_config_submit_and_failure(aws, tmp_path, capsys):
     assert run.get_metrics() == {"accuracy": [0.5, 0.9]}
     assert run.get_properties() == {"stage": "test"}
     assert env.version == 1
+    again = Run.get(aws, run.id)
+    assert (type(again), again.id, again.experiment.name) == (Run, run.id, "aml_expt")
+    assert (run.get_environment().name, run.get_environment().version) == ("plain-aml", 1)
+    assert run.get_portal_url().endswith(f"/w/{aws.name}/runs/{run.id}")
+    assert isinstance(run.display_name, str)
 
     failing = ScriptRunConfig(source_directory=str(code), script="fail.py", compute_target=target, environment=env)
     failed = Experiment(aws, "aml_expt").submit(failing)
@@ -148,6 +153,15 @@ def test_register_model_deploy_and_predict(aws, tmp_path, monkeypatch):
     assert isinstance(model, Model) and model.tags == {"area": "wine", "type": "json"}
     again = Model.register(aws, str(tmp_path / "winecode" / "train.py"), "wine_model", tags={"k": "v"})
     assert again.version == 2 and Model(aws, "wine_model", version=1).description == "quality wine"
+    # Tags as v1 changes and filters them: add, filter by [name, value], replace with update.
+    model.add_tags({"stage": "prod"})
+    assert Model(aws, "wine_model", version=1).tags == {"area": "wine", "type": "json", "stage": "prod"}
+    assert [m.version for m in Model.list(aws, tags=[["stage", "prod"]])] == [1]
+    assert [m.version for m in Model.list(aws, name="wine_model", tags=["k"])] == [2]
+    assert Model.list(aws, tags=[["stage", "dev"]]) == []
+    model.update(tags={"only": "this"}, description="replaced")
+    got = Model(aws, "wine_model", version=1)
+    assert (got.tags, got.description) == ({"only": "this"}, "replaced")
     # A scoring script tried locally, as Azure ML v1 allows: with _workspace the version is
     # downloaded under ./azureml-models/NAME/VERSION/.
     monkeypatch.chdir(tmp_path)

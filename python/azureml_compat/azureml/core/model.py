@@ -64,8 +64,18 @@ class Model(_sdk.Model):
                                                properties=properties, model_framework=model_framework,
                                                model_framework_version=model_framework_version))
 
+    def update(self, tags: Optional[Mapping[str, Any]] = None, description: Optional[str] = None,  # type: ignore[override]
+               sample_input_dataset: Any = None, sample_output_dataset: Any = None,
+               resource_configuration: Any = None, **kwargs: Any) -> None:
+        """Azure ML v1's ``update``: ``tags`` replace the version's tags; ``description`` too."""
+        ignored("Model.update", given(sample_input_dataset=sample_input_dataset,
+                                      sample_output_dataset=sample_output_dataset,
+                                      resource_configuration=resource_configuration, **kwargs))
+        gone = [k for k in self.tags if tags is not None and k not in tags]
+        _sdk.Model.update(self, description=description, tags=tags, remove_tags=gone)
+
     @staticmethod
-    def list(workspace: Any, name: Optional[str] = None, tags: Optional[List[str]] = None,  # type: ignore[override]
+    def list(workspace: Any, name: Optional[str] = None, tags: Optional[List[Any]] = None,  # type: ignore[override]
              latest: bool = False, **kwargs: Any) -> List["Model"]:
         ignored("Model.list", given(**kwargs))
         return [Model._wrap(m) for m in _sdk.Model.list(workspace, name=name, tags=tags, latest=latest)]

@@ -22,6 +22,24 @@ class Run(SubmittedRun):
         """The current job's run (an offline run that prints what it logs outside a job)."""
         return cairn.Run.get_context(allow_offline=allow_offline)
 
+    @staticmethod
+    def get(workspace: Any, run_id: str) -> "Run":
+        """The run ``run_id`` of ``workspace``, whatever its experiment."""
+        from .experiment import Experiment
+
+        details = workspace.call("GET", "runs", run_id)
+        return Run(Experiment(workspace, details["experiment"]), run_id, _details=details)
+
+    def get_environment(self) -> Any:
+        """The environment the run's job used."""
+        from .environment import Environment
+
+        ref = str(self.get_details().get("environment") or "")
+        if not ref:
+            raise ValueError(f"run {self.id} has no environment (it is not a job)")
+        name, _, version = ref.partition("@")
+        return Environment.get(self.workspace, name, version=version or None)
+
     @classmethod
     def _wrap(cls, run: SubmittedRun) -> "Run":
         return cls(run.experiment, run.id, _details=run._details)
