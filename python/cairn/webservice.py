@@ -174,6 +174,46 @@ class Webservice:
     def state(self) -> str:
         return str(self._deployment()["state"])
 
+    @property
+    def tags(self) -> Dict[str, str]:
+        return dict(self._endpoint.get("tags") or {})
+
+    @property
+    def description(self) -> str:
+        return str(self._endpoint.get("description") or "")
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Key authentication (``get_keys``)."""
+        return self._endpoint.get("auth_mode") == "key"
+
+    @property
+    def token_auth_enabled(self) -> bool:
+        """Token authentication (``get_token``)."""
+        return self._endpoint.get("auth_mode") == "aml_token"
+
+    @property
+    def models(self) -> List[Model]:
+        """The registered model versions the service holds."""
+        refs = self._deployment().get("models") or []
+        return [Model(self.workspace, name, int(version)) for name, _, version in (r.rpartition(":") for r in refs)]
+
+    def update_endpoint(self, tags: Optional[Dict[str, Any]] = None, description: Optional[str] = None) -> None:
+        """Replace the service's tags and/or description."""
+        body: Dict[str, Any] = {}
+        if tags is not None:
+            body["tags"] = {str(k): str(v) for k, v in tags.items()}
+        if description is not None:
+            body["description"] = description
+        if body:
+            self._endpoint = self.workspace.call("PATCH", "endpoints", self.name, body=body)
+
+    def add_tags(self, tags: Dict[str, Any]) -> None:
+        self.update_endpoint(tags={**self.tags, **tags})
+
+    def remove_tags(self, keys: Sequence[str]) -> None:
+        self.update_endpoint(tags={k: v for k, v in self.tags.items() if k not in set(keys)})
+
     def get_logs(self, num_lines: int = 5000) -> str:
         """The replicas' logs (last ``num_lines`` lines)."""
         out = io.BytesIO()

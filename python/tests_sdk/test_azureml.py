@@ -132,7 +132,7 @@ def test_register_model_deploy_and_predict(aws, tmp_path, monkeypatch):
     from azureml.core import Environment, Experiment, ScriptRunConfig
     from azureml.core.compute import AksCompute, AmlCompute, ComputeTarget
     from azureml.core.model import InferenceConfig, Model
-    from azureml.core.webservice import AksWebservice, LocalWebservice, Webservice
+    from azureml.core.webservice import AciWebservice, AksWebservice, LocalWebservice, Webservice
 
     target = ComputeTarget.create(aws, "cpu", AmlCompute.provisioning_configuration(max_nodes=1))
     code = tmp_path / "winecode"
@@ -190,11 +190,21 @@ def test_register_model_deploy_and_predict(aws, tmp_path, monkeypatch):
     with urllib.request.urlopen(request) as response:
         assert json.loads(response.read()) == [1.0]
     assert service.run(json.dumps({"data": [[3.0, 0.0]]})) == [7.0]
+    assert [m.id for m in service.models] == ["wine_model:1"]
+    assert (service.auth_enabled, service.token_auth_enabled) == (True, False)
+    service.update(tags={"team": "wine"}, description="wine quality")
+    service.add_tags({"stage": "prod"})
+    again = Webservice(aws, "wine-service")
+    assert (again.tags, again.description) == ({"team": "wine", "stage": "prod"}, "wine quality")
+    service.remove_tags(["team"])
+    assert Webservice(aws, "wine-service").tags == {"stage": "prod"}
     with pytest.raises(ValueError, match="nothing to change"):
         service.update()
     with pytest.raises(NotImplementedError, match="autoscal"):
         AksWebservice.deploy_configuration(autoscale_enabled=True)
     assert LocalWebservice.deploy_configuration(port=6789).instance_count == 1
+    aci = AciWebservice.deploy_configuration(cpu_cores=0.5, memory_gb=2, auth_enabled=True)
+    assert (aci.cpu_cores, aci.memory_gb, aci.instance_count) == (0.5, 2, 1)
     service.delete()
     assert aws.webservices == {}
 

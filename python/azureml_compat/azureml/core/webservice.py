@@ -1,5 +1,6 @@
 """``azureml.core.webservice``: services are Cairn endpoints with one deployment on the local
-inference target; ``AksWebservice``/``LocalWebservice.deploy_configuration`` give its sizing."""
+inference target; ``AciWebservice``/``AksWebservice``/``LocalWebservice.deploy_configuration``
+give its sizing."""
 
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ class Webservice(_sdk.Webservice):
 
     def update(self, models: Optional[list] = None, inference_config: Optional[_sdk.InferenceConfig] = None,
                num_replicas: Optional[int] = None, autoscale_enabled: Optional[bool] = None,
-               **kwargs: Any) -> None:
+               tags: Optional[dict] = None, description: Optional[str] = None, **kwargs: Any) -> None:
         """Azure ML v1's ``update``: new models (the whole list, one or more), scoring
-        code/environment or replica count; the server replaces the replicas without dropping
-        requests. Follow with ``wait_for_deployment()``."""
+        code/environment or replica count (the server replaces the replicas without dropping
+        requests: follow with ``wait_for_deployment()``); ``tags`` (replacing the old ones) and
+        ``description`` change at once."""
         if autoscale_enabled:
             raise unsupported("autoscaling (autoscale_enabled=True)", "set num_replicas")
         ignored("Webservice.update", given(**kwargs), "Cairn's replicas are processes on the server's machine")
+        if tags is not None or description is not None:
+            self.update_endpoint(tags=tags, description=description)
+            if models is None and inference_config is None and num_replicas is None:
+                return
         _sdk.Webservice.update(self, models=models, inference_config=inference_config, instance_count=num_replicas)
 
     @staticmethod
@@ -54,6 +60,23 @@ class AksWebservice(Webservice):
         return _deploy_configuration("AksWebservice.deploy_configuration", cpu_cores, memory_gb, num_replicas, kwargs)
 
 
+class AciWebservice(Webservice):
+    """A service Azure would run on Container Instances; here on Cairn's local inference target.
+    Unlike ACI's default, a Cairn service always requires one of its keys (``get_keys()``)."""
+
+    @staticmethod
+    def deploy_configuration(cpu_cores: Optional[float] = None, memory_gb: Optional[float] = None,  # type: ignore[override]
+                             tags: Any = None, properties: Any = None, description: Optional[str] = None,
+                             location: Optional[str] = None, auth_enabled: Optional[bool] = None,
+                             **kwargs: Any) -> _sdk.DeploymentConfiguration:
+        if auth_enabled is not True:
+            ignored("AciWebservice.deploy_configuration", ["auth_enabled"],
+                    "a Cairn service always requires a key: send 'Authorization: Bearer ' + service.get_keys()[0]")
+        return _deploy_configuration("AciWebservice.deploy_configuration", cpu_cores, memory_gb, None,
+                                     dict(kwargs, tags=tags, properties=properties, description=description,
+                                          location=location))
+
+
 class LocalWebservice(Webservice):
     """Azure's local Docker service; on Cairn, the same local inference target as any service."""
 
@@ -63,4 +86,4 @@ class LocalWebservice(Webservice):
                                      dict(kwargs, port=port))
 
 
-__all__ = ["Webservice", "AksWebservice", "LocalWebservice"]
+__all__ = ["Webservice", "AciWebservice", "AksWebservice", "LocalWebservice"]
