@@ -93,6 +93,44 @@ def test_search_runs_across_experiments_with_filter_and_order(server, workspace)
     )
 
 
+def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
+    """Dotted tag keys (nested runs), run_id IN (…) (load_table), datasets.*, experiment tags."""
+    import pandas as pd
+
+    X, _ = wine
+    mlflow.set_experiment("filters")
+    mlflow.set_experiment_tag("team", "wine")
+    with mlflow.start_run(run_name="parent") as parent:
+        mlflow.log_table(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}), "tbl.json")
+        mlflow.log_input(mlflow.data.from_pandas(X.head(5), source="w.csv", name="wine-train"), context="training")
+        with mlflow.start_run(run_name="child", nested=True) as child:
+            mlflow.log_metric("m", 1)
+    with mlflow.start_run(run_name="other") as other:
+        mlflow.log_input(mlflow.data.from_pandas(X.head(7), source="w.csv", name="wine-eval"), context="eval")
+    pid, cid, oid = parent.info.run_id, child.info.run_id, other.info.run_id
+    names = lambda f: sorted(mlflow.search_runs(filter_string=f)["tags.mlflow.runName"])  # noqa: E731
+    assert names(f"tags.mlflow.parentRunId = '{pid}'") == ["child"]
+    assert names("tags.mlflow.runName = 'other'") == ["other"]
+    assert names(f"attributes.run_id IN ('{pid}', '{oid}')") == ["other", "parent"]
+    assert names(f"attributes.run_id NOT IN ('{pid}', '{oid}')") == ["child"]
+    assert names("datasets.name = 'wine-train'") == ["parent"]
+    assert names("datasets.context IN ('eval')") == ["other"]
+    assert names("datasets.name LIKE 'wine-%' and datasets.context = 'training'") == ["parent"]
+    assert mlflow.load_table("tbl.json", run_ids=[pid, oid]).shape == (2, 2)
+    with pytest.raises(MlflowException, match="expected ',' or '\\)'"):
+        mlflow.search_runs(filter_string="attributes.run_id IN ('a' 'b')")
+
+    found = mlflow.search_experiments(filter_string="tags.team = 'wine' and name LIKE 'fil%'")
+    assert [e.name for e in found] == ["filters"]
+    client = MlflowClient()
+    eid = found[0].experiment_id
+    client.delete_experiment_tag(eid, "team")
+    assert mlflow.search_experiments(filter_string="tags.team = 'wine'") == []
+    with pytest.raises(MlflowException) as e:
+        client.delete_experiment_tag(eid, "team")
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
 def test_delete_and_restore_runs_and_experiments(server, workspace):
     client = MlflowClient()
     exp = client.create_experiment("lifecycle")

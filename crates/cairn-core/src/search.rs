@@ -1,7 +1,9 @@
 //! The run filter grammar, MLflow's: clauses joined by `and`, each `ENTITY.KEY OP VALUE`, e.g.
-//! `metrics.rmse < 0.7 and params.max_depth = '5' and tags.model != 'tree'`. Keys with spaces
-//! or dots are quoted with backticks or double quotes (`` metrics.`max depth` > 3 ``). Parsing is
-//! pure; the store turns the result into SQL.
+//! `metrics.rmse < 0.7 and params.max_depth = '5' and tags.model != 'tree'`. The key is what
+//! follows the entity's dot, dots included (`tags.mlflow.parentRunId`); keys with spaces or other
+//! signs are quoted with backticks or double quotes (`` metrics.`max depth` > 3 ``). Text values
+//! also take `IN ('a', 'b')` and `NOT IN (…)`; `datasets.name|digest|context` match the datasets
+//! a run logged. Parsing is pure; the store turns the result into SQL.
 
 use crate::Error;
 
@@ -11,6 +13,8 @@ pub enum Entity {
     Param,
     Tag,
     Attribute,
+    /// A dataset the run used (MLflow's `datasets.name`, `.digest`, `.context`).
+    Dataset,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub enum Op {
     Ge,
     Like,
     ILike,
+    In,
+    NotIn,
 }
 
 impl Op {
@@ -35,6 +41,8 @@ impl Op {
             Op::Gt => ">",
             Op::Ge => ">=",
             Op::Like | Op::ILike => "LIKE",
+            Op::In => "IN",
+            Op::NotIn => "NOT IN",
         }
     }
 }
@@ -43,6 +51,8 @@ impl Op {
 pub enum Value {
     Number(f64),
     Text(String),
+    /// The values of `IN (…)` / `NOT IN (…)`.
+    List(Vec<String>),
 }
 
 /// One `ENTITY.KEY OP VALUE` clause.
@@ -93,6 +103,8 @@ enum Tok {
     Op(Op),
     Dot,
     Comma,
+    Open,
+    Close,
 }
 
 impl<'a> Lexer<'a> {
@@ -150,6 +162,14 @@ impl<'a> Lexer<'a> {
                 self.pos += 1;
                 Ok(Some(Tok::Comma))
             }
+            '(' => {
+                self.pos += 1;
+                Ok(Some(Tok::Open))
+            }
+            ')' => {
+                self.pos += 1;
+                Ok(Some(Tok::Close))
+            }
             '\'' | '"' | '`' => {
                 let end = rest[1..].find(c).ok_or_else(|| {
                     Error::invalid(format!("unclosed {c} at position {start} of the filter"))
@@ -185,14 +205,46 @@ fn entity(word: &str) -> Result<Entity, Error> {
         "param" | "params" | "parameter" | "parameters" => Ok(Entity::Param),
         "tag" | "tags" => Ok(Entity::Tag),
         "attribute" | "attributes" | "attr" | "run" => Ok(Entity::Attribute),
+        "dataset" | "datasets" => Ok(Entity::Dataset),
         other => Err(Error::invalid(format!(
-            "unknown entity {other:?}: use metrics., params., tags. or attributes."
+            "unknown entity {other:?}: use metrics., params., tags., attributes. or datasets."
         ))),
+    }
+}
+
+/// What a filter searches: runs, or experiments (MLflow's `search_experiments`: `name`,
+/// `creation_time`, `last_update_time`, bare or as `attributes.`, and `tags.KEY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Runs,
+    Experiments,
+}
+
+const EXPERIMENT_ATTRIBUTES: [&str; 3] = ["name", "creation_time", "last_update_time"];
+
+fn is_numeric(target: Target, entity: Entity, key: &str) -> bool {
+    match (target, entity) {
+        (_, Entity::Metric) => true,
+        (Target::Runs, Entity::Attribute) => attribute_is_numeric(key),
+        (Target::Experiments, Entity::Attribute) => key != "name",
+        _ => false,
     }
 }
 
 /// Reads `ENTITY.KEY` from the front of `toks`.
 fn identifier(toks: &[Tok], i: &mut usize) -> Result<(Entity, String), Error> {
+    identifier_of(toks, i, Target::Runs)
+}
+
+fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity, String), Error> {
+    if target == Target::Experiments {
+        if let Some(Tok::Ident(w)) = toks.get(*i) {
+            if toks.get(*i + 1) != Some(&Tok::Dot) && EXPERIMENT_ATTRIBUTES.contains(&w.as_str()) {
+                *i += 1;
+                return Ok((Entity::Attribute, w.clone()));
+            }
+        }
+    }
     let ent = match toks.get(*i) {
         Some(Tok::Ident(w)) => entity(w)?,
         other => {
@@ -204,15 +256,32 @@ fn identifier(toks: &[Tok], i: &mut usize) -> Result<(Entity, String), Error> {
     if toks.get(*i + 1) != Some(&Tok::Dot) {
         return Err(Error::invalid("expected a '.' after the entity (e.g. metrics.rmse)"));
     }
-    let key = match toks.get(*i + 2) {
+    let mut key = match toks.get(*i + 2) {
         Some(Tok::Ident(k)) | Some(Tok::Quoted(k)) => k.clone(),
         other => return Err(Error::invalid(format!("expected a key after the '.', found {other:?}"))),
     };
     *i += 3;
+    // Unquoted, the key runs on through its own dots (MLflow splits at the first dot only).
+    while let (Some(Tok::Dot), Some(Tok::Ident(part))) = (toks.get(*i), toks.get(*i + 1)) {
+        key = format!("{key}.{part}");
+        *i += 2;
+    }
+    if target == Target::Experiments {
+        return match ent {
+            Entity::Attribute if EXPERIMENT_ATTRIBUTES.contains(&key.as_str()) => Ok((ent, key)),
+            Entity::Tag => Ok((ent, key)),
+            _ => Err(Error::invalid(format!(
+                "an experiment filter compares name, creation_time, last_update_time or tags.KEY, not {key:?}"
+            ))),
+        };
+    }
     if ent == Entity::Attribute && attribute_column(&key).is_none() {
         return Err(Error::invalid(format!(
             "unknown attribute {key:?}: use status, run_name, run_id, start_time, end_time or created"
         )));
+    }
+    if ent == Entity::Dataset && !matches!(key.as_str(), "name" | "digest" | "context") {
+        return Err(Error::invalid(format!("unknown dataset field {key:?}: use name, digest or context")));
     }
     Ok((ent, key))
 }
@@ -220,10 +289,20 @@ fn identifier(toks: &[Tok], i: &mut usize) -> Result<(Entity, String), Error> {
 /// Parses a filter; an empty string means "every run". Errors name the position (in bytes,
 /// from 0) of the token where parsing stopped.
 pub fn parse_filter(filter: &str) -> Result<Vec<Clause>, Error> {
+    parse_for(filter, Target::Runs)
+}
+
+/// Parses an experiment filter (MLflow's `search_experiments`): `name`, `creation_time` and
+/// `last_update_time` (bare or as `attributes.`), and `tags.KEY`, joined by `and`.
+pub fn parse_experiment_filter(filter: &str) -> Result<Vec<Clause>, Error> {
+    parse_for(filter, Target::Experiments)
+}
+
+fn parse_for(filter: &str, target: Target) -> Result<Vec<Clause>, Error> {
     let located = Lexer::tokens_at(filter)?;
     let (starts, toks): (Vec<usize>, Vec<Tok>) = located.into_iter().unzip();
     let mut i = 0;
-    parse_clauses(&toks, &mut i).map_err(|e| match e {
+    parse_clauses(&toks, &mut i, target).map_err(|e| match e {
         Error::Invalid(m) => {
             let at = starts.get(i).copied().unwrap_or(filter.len());
             Error::Invalid(format!("{m} (at position {at})"))
@@ -232,7 +311,7 @@ pub fn parse_filter(filter: &str) -> Result<Vec<Clause>, Error> {
     })
 }
 
-fn parse_clauses(toks: &[Tok], i: &mut usize) -> Result<Vec<Clause>, Error> {
+fn parse_clauses(toks: &[Tok], i: &mut usize, target: Target) -> Result<Vec<Clause>, Error> {
     let mut clauses = Vec::new();
     while *i < toks.len() {
         if !clauses.is_empty() {
@@ -245,19 +324,33 @@ fn parse_clauses(toks: &[Tok], i: &mut usize) -> Result<Vec<Clause>, Error> {
                 }
             }
         }
-        let (entity, key) = identifier(toks, i)?;
+        let (entity, key) = identifier_of(toks, i, target)?;
         let op = match toks.get(*i) {
             Some(Tok::Op(op)) => *op,
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("like") => Op::Like,
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("ilike") => Op::ILike,
+            Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("in") => Op::In,
+            Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("not") => match toks.get(*i + 1) {
+                Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("in") => {
+                    *i += 1;
+                    Op::NotIn
+                }
+                other => return Err(Error::invalid(format!("expected IN after NOT, found {other:?}"))),
+            },
             other => {
                 return Err(Error::invalid(format!("expected a comparison after {key:?}, found {other:?}")))
             }
         };
         *i += 1;
         let value = match toks.get(*i) {
+            Some(Tok::Open) if matches!(op, Op::In | Op::NotIn) => Value::List(list(toks, i)?),
             Some(Tok::Number(n)) => Value::Number(*n),
             Some(Tok::Quoted(s)) => Value::Text(s.clone()),
+            other if matches!(op, Op::In | Op::NotIn) => {
+                return Err(Error::invalid(format!(
+                    "expected a list ('a', 'b') after IN on {key:?}, found {other:?}"
+                )))
+            }
             other => {
                 return Err(Error::invalid(format!(
                     "expected a value after the comparison on {key:?}, found {other:?}"
@@ -265,7 +358,20 @@ fn parse_clauses(toks: &[Tok], i: &mut usize) -> Result<Vec<Clause>, Error> {
             }
         };
         *i += 1;
-        let numeric = entity == Entity::Metric || (entity == Entity::Attribute && attribute_is_numeric(&key));
+        if matches!(value, Value::List(_)) {
+            if is_numeric(target, entity, &key) {
+                return Err(Error::invalid(format!("IN applies to text, not to {key:?}")));
+            }
+            clauses.push(Clause { entity, key, op, value });
+            continue;
+        }
+        if matches!(op, Op::In | Op::NotIn) {
+            return Err(Error::invalid(format!("expected a list ('a', 'b') after IN on {key:?}")));
+        }
+        if entity == Entity::Dataset && key == "context" && op != Op::Eq {
+            return Err(Error::invalid("datasets.context takes = or IN"));
+        }
+        let numeric = is_numeric(target, entity, &key);
         match (&value, numeric) {
             (Value::Text(_), true) => {
                 return Err(Error::invalid(format!(
@@ -288,6 +394,29 @@ fn parse_clauses(toks: &[Tok], i: &mut usize) -> Result<Vec<Clause>, Error> {
     Ok(clauses)
 }
 
+/// Reads `( 'a', 'b', … )` from `toks[*i]` on, leaving `*i` at the `)`.
+fn list(toks: &[Tok], i: &mut usize) -> Result<Vec<String>, Error> {
+    let mut values = Vec::new();
+    loop {
+        *i += 1;
+        match toks.get(*i) {
+            Some(Tok::Quoted(s)) => values.push(s.clone()),
+            Some(Tok::Close) if values.is_empty() => {
+                return Err(Error::invalid("IN () needs at least one value"))
+            }
+            other => {
+                return Err(Error::invalid(format!("expected a quoted value in the list, found {other:?}")))
+            }
+        }
+        *i += 1;
+        match toks.get(*i) {
+            Some(Tok::Comma) => {}
+            Some(Tok::Close) => return Ok(values),
+            other => return Err(Error::invalid(format!("expected ',' or ')' in the list, found {other:?}"))),
+        }
+    }
+}
+
 /// Parses `order_by` terms such as `metrics.rmse ASC` or `attributes.start_time DESC`.
 pub fn parse_order_by(terms: &[String]) -> Result<Vec<OrderBy>, Error> {
     terms
@@ -296,6 +425,11 @@ pub fn parse_order_by(terms: &[String]) -> Result<Vec<OrderBy>, Error> {
             let toks = Lexer::tokens(term)?;
             let mut i = 0;
             let (entity, key) = identifier(&toks, &mut i)?;
+            if entity == Entity::Dataset {
+                return Err(Error::invalid(format!(
+                    "order_by {term:?}: runs cannot be ordered by their datasets"
+                )));
+            }
             let ascending = match toks.get(i) {
                 None => true,
                 Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("asc") => true,
@@ -351,6 +485,33 @@ mod tests {
         assert_eq!(c[2].entity, Entity::Attribute);
         assert!(parse_filter("").unwrap().is_empty());
         assert_eq!(parse_filter("metrics.a>.5").unwrap()[0].value, Value::Number(0.5));
+    }
+
+    #[test]
+    fn dotted_keys_lists_and_datasets() {
+        let c = parse_filter("tags.mlflow.parentRunId = 'abc' and tags.mlflow.source.git.commit LIKE 'a%'")
+            .unwrap();
+        assert_eq!((c[0].entity, c[0].key.as_str()), (Entity::Tag, "mlflow.parentRunId"));
+        assert_eq!(c[1].key, "mlflow.source.git.commit");
+        let c = parse_filter("attributes.run_id IN ('a', 'b') and params.p NOT IN ('x')").unwrap();
+        assert_eq!((c[0].op, &c[0].value), (Op::In, &Value::List(vec!["a".into(), "b".into()])));
+        assert_eq!((c[1].op, &c[1].value), (Op::NotIn, &Value::List(vec!["x".into()])));
+        let c = parse_filter("datasets.name = 'wine' and dataset.context IN ('training', 'eval')").unwrap();
+        assert_eq!((c[0].entity, c[1].entity), (Entity::Dataset, Entity::Dataset));
+        for (bad, expect) in [
+            ("attributes.run_id IN ()", "at least one value"),
+            ("attributes.run_id IN ('a' 'b')", "expected ',' or ')'"),
+            ("attributes.run_id IN 'a'", "expected a list"),
+            ("metrics.m IN ('1')", "IN applies to text"),
+            ("attributes.start_time IN ('1')", "IN applies to text"),
+            ("params.p NOT 'x'", "expected IN after NOT"),
+            ("datasets.size = '3'", "unknown dataset field"),
+            ("datasets.context LIKE 'tr%'", "datasets.context takes = or IN"),
+        ] {
+            let err = parse_filter(bad).unwrap_err().to_string();
+            assert!(err.contains(expect), "{bad}: {err}");
+        }
+        assert!(parse_order_by(&["datasets.name".into()]).is_err());
     }
 
     #[test]

@@ -159,6 +159,17 @@ impl Store {
         Ok(())
     }
 
+    /// Removes an experiment's tag; false if the experiment had no such tag.
+    pub async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> Result<bool, Error> {
+        let r = sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
+            .bind(experiment_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// Removes a run's tag; false if the run had no such tag.
     pub async fn delete_run_tag(&self, run_id: &str, key: &str) -> Result<bool, Error> {
         let r = sqlx::query("DELETE FROM run_tags WHERE run_id = $1 AND key = $2")

@@ -33,9 +33,34 @@ impl Sql {
         self.placeholders.one()
     }
 
+    /// `OP VALUE` of a text comparison on `lhs` (a column or expression), `IN (…)` included.
+    fn text_test(&mut self, lhs: &str, c: &Clause) -> String {
+        let (lw, rw) = if c.op == Op::ILike { ("LOWER(", ")") } else { ("", "") };
+        match &c.value {
+            Value::List(values) => {
+                let ps: Vec<String> = values.iter().map(|v| self.bind(Bind::Text(v.clone()))).collect();
+                format!("{lhs} {} ({})", c.op.sql(), ps.join(", "))
+            }
+            Value::Text(t) => {
+                let v = self.bind(Bind::Text(t.clone()));
+                format!("{lw}{lhs}{rw} {} {lw}{v}{rw}", c.op.sql())
+            }
+            Value::Number(n) => {
+                let v = self.bind(Bind::Int(*n as i64));
+                format!("{lhs} {} {v}", c.op.sql())
+            }
+        }
+    }
+
     fn clause(&mut self, c: &Clause) -> String {
-        let like = matches!(c.op, Op::Like | Op::ILike);
-        let (lhs_wrap, rhs_wrap) = if c.op == Op::ILike { ("LOWER(", ")") } else { ("", "") };
+        // Two MLflow tags are columns here: the parent run and the run's name.
+        if c.entity == Entity::Tag {
+            match c.key.as_str() {
+                "mlflow.parentRunId" => return self.text_test("r.parent_id", c),
+                "mlflow.runName" => return self.text_test("r.display_name", c),
+                _ => {}
+            }
+        }
         match c.entity {
             Entity::Metric => {
                 let key = self.bind(Bind::Text(c.key.clone()));
@@ -49,22 +74,38 @@ impl Sql {
             Entity::Param | Entity::Tag => {
                 let table = if c.entity == Entity::Param { "params" } else { "run_tags" };
                 let key = self.bind(Bind::Text(c.key.clone()));
-                let Value::Text(t) = &c.value else { unreachable!("parser checked") };
-                let v = self.bind(Bind::Text(t.clone()));
-                let op = if like { "LIKE" } else { c.op.sql() };
-                format!(
-                    "EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = {key} \
-                     AND {lhs_wrap}x.value{rhs_wrap} {op} {lhs_wrap}{v}{rhs_wrap})"
-                )
+                let test = self.text_test("x.value", c);
+                format!("EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = {key} AND {test})")
             }
             Entity::Attribute => {
                 let col = attribute_column(&c.key).expect("parser checked");
-                let v = match &c.value {
-                    Value::Number(n) => self.bind(Bind::Int(*n as i64)),
-                    Value::Text(t) => self.bind(Bind::Text(t.clone())),
+                self.text_test(col, c)
+            }
+            Entity::Dataset if c.key == "context" => {
+                // The context is an input tag, kept in the tags' JSON as the client sent it.
+                let values = match &c.value {
+                    Value::List(v) => v.clone(),
+                    Value::Text(t) => vec![t.clone()],
+                    Value::Number(_) => unreachable!("parser checked"),
                 };
-                let op = if like { "LIKE" } else { c.op.sql() };
-                format!("{lhs_wrap}{col}{rhs_wrap} {op} {lhs_wrap}{v}{rhs_wrap}")
+                let tests: Vec<String> = values
+                    .iter()
+                    .map(|v| {
+                        let tag = serde_json::json!({"key": "mlflow.data.context", "value": v}).to_string();
+                        let escaped = tag.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                        let p = self.bind(Bind::Text(format!("%{escaped}%")));
+                        format!("d.tags_json LIKE {p} ESCAPE '\\'")
+                    })
+                    .collect();
+                format!(
+                    "EXISTS (SELECT 1 FROM run_datasets d WHERE d.run_id = r.id AND ({}))",
+                    tests.join(" OR ")
+                )
+            }
+            Entity::Dataset => {
+                let col = if c.key == "name" { "d.name" } else { "d.digest" };
+                let test = self.text_test(col, c);
+                format!("EXISTS (SELECT 1 FROM run_datasets d WHERE d.run_id = r.id AND {test})")
             }
         }
     }
@@ -130,6 +171,7 @@ impl Store {
                     format!("o{i}.value")
                 }
                 Entity::Attribute => attribute_column(&o.key).expect("parser checked").to_string(),
+                Entity::Dataset => unreachable!("parser refuses ordering by datasets"),
             };
             // Runs without the value sort last, whatever the direction (as in MLflow).
             orders.push(format!("CASE WHEN {col} IS NULL THEN 1 ELSE 0 END, {col} {dir}"));

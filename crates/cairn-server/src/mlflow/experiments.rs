@@ -3,6 +3,7 @@
 use axum::Json;
 use cairn_core::api::{Role, Workspace};
 use cairn_core::runs::{KeyValue, LogBatch};
+use cairn_core::search::{Clause, Entity, Op, Value as FilterValue};
 use cairn_core::Error;
 use cairn_store::MlflowExperiment;
 use serde_json::{json, Value};
@@ -94,42 +95,44 @@ pub(super) fn like(text: &[char], pattern: &[char]) -> bool {
     }
 }
 
-/// The experiment filters supported: empty, or one `name OP 'value'` clause (OP one of `=`,
-/// `!=`, `LIKE`, `ILIKE`), optionally written `attribute.name`.
-/// A test on an experiment's name.
-type NameTest = Box<dyn Fn(&str) -> bool + Send + Sync>;
+/// MLflow's experiment filter (`name`, `creation_time`, `last_update_time`, `tags.KEY`, joined by
+/// `and`), parsed by `cairn_core::search`; experiments are few, so it is applied here.
+fn experiment_filter(filter: &str) -> MlResult<Vec<Clause>> {
+    cairn_core::search::parse_experiment_filter(filter)
+        .map_err(|e| MlError::invalid(format!("Invalid experiment filter {filter:?}: {e}")))
+}
 
-fn name_filter(filter: &str) -> MlResult<NameTest> {
-    let f = filter.trim();
-    if f.is_empty() {
-        return Ok(Box::new(|_| true));
+fn text_matches(text: &str, op: Op, value: &FilterValue) -> bool {
+    let chars = |s: &str| s.chars().collect::<Vec<_>>();
+    match (op, value) {
+        (Op::Eq, FilterValue::Text(v)) => text == v,
+        (Op::Ne, FilterValue::Text(v)) => text != v,
+        (Op::Like, FilterValue::Text(v)) => like(&chars(text), &chars(v)),
+        (Op::ILike, FilterValue::Text(v)) => like(&chars(&text.to_lowercase()), &chars(&v.to_lowercase())),
+        (Op::In, FilterValue::List(vs)) => vs.iter().any(|v| v == text),
+        (Op::NotIn, FilterValue::List(vs)) => !vs.iter().any(|v| v == text),
+        _ => false,
     }
-    let unsupported = || {
-        MlError::invalid(format!("unsupported experiment filter {filter:?}: use name = '…' or name LIKE '…'"))
-    };
-    let rest = f.strip_prefix("attributes.").or_else(|| f.strip_prefix("attribute.")).unwrap_or(f);
-    let rest = rest.strip_prefix("name").ok_or_else(unsupported)?.trim_start();
-    let (op, rest) = ["!=", "=", "ILIKE", "LIKE", "ilike", "like"]
-        .iter()
-        .find_map(|op| rest.strip_prefix(op).map(|r| (op.to_ascii_uppercase(), r.trim())))
-        .ok_or_else(unsupported)?;
-    let value = rest
-        .strip_prefix('\'')
-        .and_then(|r| r.strip_suffix('\''))
-        .or_else(|| rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')))
-        .ok_or_else(unsupported)?
-        .to_string();
-    Ok(match op.as_str() {
-        "=" => Box::new(move |n| n == value),
-        "!=" => Box::new(move |n| n != value),
-        "LIKE" => {
-            let p: Vec<char> = value.chars().collect();
-            Box::new(move |n| like(&n.chars().collect::<Vec<_>>(), &p))
+}
+
+fn experiment_matches(e: &MlflowExperiment, clauses: &[Clause]) -> bool {
+    clauses.iter().all(|c| match (c.entity, c.key.as_str(), &c.value) {
+        (Entity::Tag, key, v) => e.tags.get(key).is_some_and(|t| text_matches(t, c.op, v)),
+        (_, "name", v) => text_matches(&e.name, c.op, v),
+        (_, key, FilterValue::Number(n)) => {
+            let t = if key == "creation_time" { e.created_at } else { e.deleted_at.unwrap_or(e.created_at) }
+                as f64;
+            match c.op {
+                Op::Eq => t == *n,
+                Op::Ne => t != *n,
+                Op::Lt => t < *n,
+                Op::Le => t <= *n,
+                Op::Gt => t > *n,
+                Op::Ge => t >= *n,
+                _ => false,
+            }
         }
-        _ => {
-            let p: Vec<char> = value.to_lowercase().chars().collect();
-            Box::new(move |n| like(&n.to_lowercase().chars().collect::<Vec<_>>(), &p))
-        }
+        _ => false,
     })
 }
 
@@ -144,14 +147,14 @@ pub fn page_offset(req: &Req) -> MlResult<usize> {
 
 pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     super::require_read(&caller, &ws)?;
-    let matches = name_filter(&req.opt_str("filter").unwrap_or_default())?;
+    let clauses = experiment_filter(&req.opt_str("filter").unwrap_or_default())?;
     let view = req.opt_str("view_type");
     let max = req.opt_i64("max_results")?.unwrap_or(1000).clamp(1, 50_000) as usize;
     let offset = page_offset(&req)?;
     let workspace = state.store.workspace(&ws).await?;
     let mut all = Vec::new();
     for e in state.store.mlflow_experiments(&workspace).await? {
-        if view_admits(view.as_deref(), e.deleted_at.is_some())? && matches(&e.name) {
+        if view_admits(view.as_deref(), e.deleted_at.is_some())? && experiment_matches(&e, &clauses) {
             all.push(e);
         }
     }
@@ -208,19 +211,53 @@ pub async fn set_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<
     Ok(Json(json!({})))
 }
 
+pub async fn delete_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let key = req.str("key")?;
+    let workspace = state.store.workspace(&ws).await?;
+    let exp = experiment(&state, &workspace, &req.str("experiment_id")?).await?;
+    if !state.store.delete_experiment_tag(&exp.id, &key).await? {
+        return Err(MlError::does_not_exist(format!(
+            "No tag with name: {key} in experiment with id {}",
+            exp.id
+        )));
+    }
+    Ok(Json(json!({})))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn experiment_name_filters() {
-        let f = name_filter("name LIKE 'wine%'").unwrap();
-        assert!(f("wine_expt") && !f("beer"));
-        let f = name_filter("attribute.name = 'a b'").unwrap();
-        assert!(f("a b") && !f("a"));
-        let f = name_filter("name ILIKE '%EXP_'").unwrap();
-        assert!(f("my expt") && !f("my exp"));
-        assert!(name_filter("tags.x = 'y'").is_err());
-        assert!(name_filter("").unwrap()("anything"));
+    fn experiment_filters() {
+        let exp = |name: &str, created: i64, tags: &[(&str, &str)]| MlflowExperiment {
+            id: "1".into(),
+            name: name.into(),
+            created_at: created,
+            deleted_at: None,
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let m =
+            |filter: &str, e: &MlflowExperiment| experiment_matches(e, &experiment_filter(filter).unwrap());
+        let wine = exp("wine_expt", 1000, &[("team", "wine"), ("mlflow.note.content", "x")]);
+        let beer = exp("beer", 2000, &[]);
+        assert!(m("name LIKE 'wine%'", &wine) && !m("name LIKE 'wine%'", &beer));
+        assert!(m("attribute.name = 'wine_expt'", &wine) && !m("attributes.name = 'a'", &wine));
+        assert!(
+            m("name ILIKE '%EXP_'", &exp("my expt", 0, &[]))
+                && !m("name ILIKE '%EXP_'", &exp("my exp", 0, &[]))
+        );
+        assert!(
+            m("tags.team = 'wine'", &wine) && !m("tags.team = 'wine'", &beer),
+            "a missing tag never matches"
+        );
+        assert!(m("tags.mlflow.note.content LIKE '%'", &wine));
+        assert!(m("creation_time > 1500 and name != 'x'", &beer) && !m("creation_time > 1500", &wine));
+        assert!(m("name IN ('beer', 'cider')", &beer) && m("name NOT IN ('beer')", &wine));
+        assert!(m("", &beer));
+        for bad in ["metrics.x > 1", "name = 3", "creation_time = 'x'", "status = 'x'"] {
+            assert!(experiment_filter(bad).is_err(), "{bad}");
+        }
     }
 }

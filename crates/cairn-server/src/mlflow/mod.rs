@@ -49,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&p("/experiments/delete"), post(experiments::delete))
         .route(&p("/experiments/restore"), post(experiments::restore))
         .route(&p("/experiments/set-experiment-tag"), post(experiments::set_tag))
+        .route(&p("/experiments/delete-experiment-tag"), post(experiments::delete_tag))
         .route(&p("/runs/create"), post(runs::create))
         .route(&p("/runs/get"), get(runs::get))
         .route(&p("/runs/update"), post(runs::update))

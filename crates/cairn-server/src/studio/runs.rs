@@ -88,6 +88,7 @@ fn entity_prefix(e: Entity) -> &'static str {
         Entity::Param => "params",
         Entity::Tag => "tags",
         Entity::Attribute => "attributes",
+        Entity::Dataset => "datasets",
     }
 }
 
