@@ -156,8 +156,12 @@ async fn refuse_if_used(
     what: &str,
 ) -> Result<(), Error> {
     let rows = sqlx::query(
-        "SELECT v.version, u.user_kind, u.user_id FROM model_version_uses u \
-         JOIN model_versions v ON v.id = u.version_id \
+        // A deployment is named as users know it, ENDPOINT/NAME, not by its id.
+        "SELECT v.version, u.user_kind, \
+         CASE WHEN d.name IS NULL THEN u.user_id ELSE e.name || '/' || d.name END AS user_id \
+         FROM model_version_uses u JOIN model_versions v ON v.id = u.version_id \
+         LEFT JOIN deployments d ON u.user_kind = 'deployment' AND d.id = u.user_id \
+         LEFT JOIN endpoints e ON e.id = d.endpoint_id \
          WHERE v.model_id = $1 AND ($2 = '' OR v.id = $2) ORDER BY v.version, u.user_kind, u.user_id LIMIT 5",
     )
     .bind(model_id)

@@ -356,7 +356,7 @@ async fn a_deployment_of_two_models_loads_both_holds_both_and_an_update_swaps_on
     // Both versions are held.
     for v in ["lin:1", "enc:1"] {
         let err = s.fails(&["model", "delete", v, "-w", "w"]);
-        assert!(err.contains("in use by deployment"), "{v}: {err}");
+        assert!(err.contains("in use by deployment \"lin-ep/duo\""), "named as users know it: {v}: {err}");
     }
 
     // The inference protocol's metadata answers for each model of the script deployment.
