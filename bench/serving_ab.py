@@ -38,7 +38,7 @@ serving.DURATION = int(os.environ.get("DURATION", "8"))
 
 def deploy(binary: str, work: Path, env0: dict):
     """A server of `binary` with the bench's deployment taking all traffic; (server, url, auth)."""
-    server = cairnbench.start_cairn(binary, work / "data", env=dict(env0, CAIRN_LOG="warn"))
+    server = cairnbench.start_cairn(binary, work / "data", env=dict(env0, CAIRN_LOG="warn,cairn_server::startup=info"))
     env = dict(env0, CAIRN_URL=server.url, CAIRN_TOKEN=server.token, CAIRN_WORKSPACE="bench", HOME=str(work))
 
     def cairn(*args: str) -> str:
