@@ -739,6 +739,24 @@ fn ready_answer(body: serde_json::Value, ready: bool) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// `GET /endpoints/{name}/v2`: the protocol's server metadata (what `get_server_metadata()` of
+/// KServe's and Triton's clients asks first).
+pub async fn oip_server(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match admit(&state, &name, &headers).await {
+        Ok(_) => Json(serde_json::json!({
+            "name": "cairn",
+            "version": env!("CARGO_PKG_VERSION"),
+            "extensions": [],
+        }))
+        .into_response(),
+        Err((answer, _)) => answer.shaped(Shape::Oip).into_response(),
+    }
+}
+
 /// `GET /endpoints/{name}/v2/health/live`: the gateway is up and the caller may use the endpoint.
 pub async fn oip_live(
     State(state): State<Arc<AppState>>,

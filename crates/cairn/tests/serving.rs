@@ -207,7 +207,15 @@ async fn a_script_deployment_has_no_mlflow_route_and_no_tensor_signature() {
     let (status, out) = post(&s, "invocations", "wrong", None, "{}").await;
     assert_eq!((status, out["error_code"].as_str()), (401, Some("UNAUTHENTICATED")), "{out}");
 
-    // The inference protocol: live and ready, metadata without tensors saying why, infer refused.
+    // The inference protocol: server metadata, live and ready, model metadata without tensors
+    // saying why, infer refused.
+    let (status, server) = get(&s, "v2", &key).await;
+    assert_eq!(
+        (status, server["name"].as_str(), &server["extensions"]),
+        (200, Some("cairn"), &serde_json::json!([]))
+    );
+    assert!(server["version"].is_string(), "{server}");
+    assert_eq!(get(&s, "v2", "wrong").await.0, 401);
     assert_eq!(get(&s, "v2/health/live", &key).await, (200, serde_json::json!({"live": true})));
     assert_eq!(get(&s, "v2/health/ready", &key).await, (200, serde_json::json!({"ready": true})));
     let (status, meta) = get(&s, "v2/models/lin", &key).await;

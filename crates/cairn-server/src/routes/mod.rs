@@ -139,6 +139,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/endpoints/{name}/swagger.json", get(crate::gateway::swagger))
         .route("/endpoints/{name}/invocations", axum::routing::post(crate::gateway::invocations))
+        .route("/endpoints/{name}/v2", get(crate::gateway::oip_server))
         .route("/endpoints/{name}/v2/health/live", get(crate::gateway::oip_live))
         .route("/endpoints/{name}/v2/health/ready", get(crate::gateway::oip_ready))
         .route("/endpoints/{name}/v2/models/{model}", get(crate::gateway::oip_metadata))
