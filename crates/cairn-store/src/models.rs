@@ -86,12 +86,20 @@ fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-/// Takes the model's row lock (PostgreSQL) by touching `updated_at`, returning the model's id.
-async fn lock_model(tx: &mut WriteTx, ws: &Workspace, name: &str, now: i64) -> Result<String, Error> {
+/// Takes the model's row lock (PostgreSQL) with an UPDATE, returning the model's id; `touch`
+/// also sets `updated_at` (a change to the model), `None` leaves it (a deployment starting to use
+/// or letting go of a version changes nothing users see as the model's).
+async fn lock_model(
+    tx: &mut WriteTx,
+    ws: &Workspace,
+    name: &str,
+    touch: Option<i64>,
+) -> Result<String, Error> {
     let row = sqlx::query(
-        "UPDATE registered_models SET updated_at = $1 WHERE workspace_id = $2 AND name = $3 RETURNING id",
+        "UPDATE registered_models SET updated_at = COALESCE($1, updated_at) WHERE workspace_id = $2 AND name = $3 \
+         RETURNING id",
     )
-    .bind(now)
+    .bind(touch)
     .bind(&ws.id)
     .bind(name)
     .fetch_optional(&mut ***tx)
@@ -323,7 +331,7 @@ impl Store {
         remove_tags: &[String],
     ) -> Result<Model, Error> {
         let mut tx = self.begin_write().await?;
-        let id = lock_model(&mut tx, ws, name, now_ms()).await?;
+        let id = lock_model(&mut tx, ws, name, Some(now_ms())).await?;
         if let Some(d) = description {
             sqlx::query("UPDATE registered_models SET description = $1 WHERE id = $2")
                 .bind(d)
@@ -364,7 +372,7 @@ impl Store {
     /// Deletes a model and all its versions, unless one of them is in use (409).
     pub async fn delete_model(&self, ws: &Workspace, name: &str) -> Result<(), Error> {
         let mut tx = self.begin_write().await?;
-        let id = lock_model(&mut tx, ws, name, now_ms()).await?;
+        let id = lock_model(&mut tx, ws, name, Some(now_ms())).await?;
         refuse_if_used(&mut tx, &id, None, &format!("model \"{name}\"")).await?;
         sqlx::query("DELETE FROM registered_models WHERE id = $1")
             .bind(&id)
@@ -598,7 +606,7 @@ impl Store {
     ) -> Result<ModelVersion, Error> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let model_id = lock_model(&mut tx, ws, name, now).await?;
+        let model_id = lock_model(&mut tx, ws, name, Some(now)).await?;
         let id = version_id_in(&mut tx, &model_id, name, version).await?;
         let current: String = get(
             &sqlx::query("SELECT description FROM model_versions WHERE id = $1")
@@ -632,7 +640,7 @@ impl Store {
     ) -> Result<ModelVersion, Error> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let model_id = lock_model(&mut tx, ws, name, now).await?;
+        let model_id = lock_model(&mut tx, ws, name, Some(now)).await?;
         let id = version_id_in(&mut tx, &model_id, name, version).await?;
         if archive_others && stage != "None" && stage != "Archived" {
             sqlx::query(
@@ -662,7 +670,7 @@ impl Store {
     /// never handed out again.
     pub async fn delete_model_version(&self, ws: &Workspace, name: &str, version: i64) -> Result<(), Error> {
         let mut tx = self.begin_write().await?;
-        let model_id = lock_model(&mut tx, ws, name, now_ms()).await?;
+        let model_id = lock_model(&mut tx, ws, name, Some(now_ms())).await?;
         let id = version_id_in(&mut tx, &model_id, name, version).await?;
         refuse_if_used(&mut tx, &model_id, Some(&id), &format!("model version {name}:{version}")).await?;
         sqlx::query("DELETE FROM model_versions WHERE id = $1")
@@ -722,7 +730,7 @@ impl Store {
         version: i64,
     ) -> Result<ModelVersion, Error> {
         let mut tx = self.begin_write().await?;
-        let model_id = lock_model(&mut tx, ws, name, now_ms()).await?;
+        let model_id = lock_model(&mut tx, ws, name, Some(now_ms())).await?;
         let id = version_id_in(&mut tx, &model_id, name, version).await?;
         sqlx::query(
             "INSERT INTO model_aliases (model_id, alias, version_id) VALUES ($1, $2, $3) \
@@ -740,7 +748,7 @@ impl Store {
 
     pub async fn delete_model_alias(&self, ws: &Workspace, name: &str, alias: &str) -> Result<(), Error> {
         let mut tx = self.begin_write().await?;
-        let model_id = lock_model(&mut tx, ws, name, now_ms()).await?;
+        let model_id = lock_model(&mut tx, ws, name, Some(now_ms())).await?;
         let done = sqlx::query("DELETE FROM model_aliases WHERE model_id = $1 AND alias = $2")
             .bind(&model_id)
             .bind(alias)
@@ -846,7 +854,7 @@ impl Store {
         user_id: &str,
     ) -> Result<bool, Error> {
         let mut tx = self.begin_write().await?;
-        let model_id = lock_model(&mut tx, ws, name, now_ms()).await?;
+        let model_id = lock_model(&mut tx, ws, name, None).await?;
         let id = version_id_in(&mut tx, &model_id, name, version).await?;
         let done = sqlx::query(
             "DELETE FROM model_version_uses WHERE version_id = $1 AND user_kind = $2 AND user_id = $3",
@@ -872,10 +880,9 @@ async fn lock_versions(
     let mut order: Vec<usize> = (0..versions.len()).collect();
     order.sort_by_key(|&i| versions[i].0);
     let mut ids = vec![String::new(); versions.len()];
-    let now = now_ms();
     for i in order {
         let (name, version) = versions[i];
-        let model_id = lock_model(tx, ws, name, now).await?;
+        let model_id = lock_model(tx, ws, name, None).await?;
         ids[i] = version_id_in(tx, &model_id, name, version).await?;
     }
     Ok(ids)

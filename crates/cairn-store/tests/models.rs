@@ -135,8 +135,15 @@ async fn a_used_version_cannot_be_deleted_and_numbers_are_never_reused(store: &S
     let ws = ws(store).await;
     store.create_model_version(&ws, &new_version("wine"), "a", &[]).await.unwrap();
     store.create_model_version(&ws, &new_version("wine"), "a", &[]).await.unwrap();
+    let updated = store.model(&ws, "wine").await.unwrap().updated_at;
+    std::thread::sleep(std::time::Duration::from_millis(5));
     store.add_model_version_use(&ws, "wine", 2, "deployment", "blue").await.unwrap();
     store.add_model_version_use(&ws, "wine", 2, "deployment", "blue").await.unwrap();
+    assert_eq!(
+        store.model(&ws, "wine").await.unwrap().updated_at,
+        updated,
+        "a use is not a change to the model"
+    );
     let err = store.delete_model_version(&ws, "wine", 2).await.unwrap_err();
     assert!(matches!(err, Error::Conflict(ref m) if m.contains("deployment \"blue\"")), "{err:?}");
     let err = store.delete_model(&ws, "wine").await.unwrap_err();
@@ -145,6 +152,7 @@ async fn a_used_version_cannot_be_deleted_and_numbers_are_never_reused(store: &S
 
     assert!(store.remove_model_version_use(&ws, "wine", 2, "deployment", "blue").await.unwrap());
     assert!(!store.remove_model_version_use(&ws, "wine", 2, "deployment", "blue").await.unwrap());
+    assert_eq!(store.model(&ws, "wine").await.unwrap().updated_at, updated);
     store.delete_model_version(&ws, "wine", 2).await.unwrap();
     let err = store.delete_model_version(&ws, "wine", 2).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
