@@ -161,23 +161,21 @@ impl Store {
 
     /// Removes an experiment's tag; false if the experiment had no such tag.
     pub async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> Result<bool, Error> {
-        let r = sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
-            .bind(experiment_id)
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(r.rows_affected() > 0)
+        self.delete_tag(
+            "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2",
+            experiment_id,
+            key,
+        )
+        .await
     }
 
     /// Removes a run's tag; false if the run had no such tag.
     pub async fn delete_run_tag(&self, run_id: &str, key: &str) -> Result<bool, Error> {
-        let r = sqlx::query("DELETE FROM run_tags WHERE run_id = $1 AND key = $2")
-            .bind(run_id)
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        self.delete_tag("DELETE FROM run_tags WHERE run_id = $1 AND key = $2", run_id, key).await
+    }
+
+    async fn delete_tag(&self, statement: &'static str, owner: &str, key: &str) -> Result<bool, Error> {
+        let r = sqlx::query(statement).bind(owner).bind(key).execute(&self.pool).await.map_err(map_err)?;
         Ok(r.rows_affected() > 0)
     }
 
