@@ -207,7 +207,7 @@ pub async fn request_ids(mut req: axum::extract::Request, next: axum::middleware
 /// The error shape of a data-plane path.
 fn shape_of(path: &str) -> Shape {
     let rest = path.strip_prefix("/endpoints/").and_then(|p| p.split_once('/')).map_or("", |(_, r)| r);
-    if rest.starts_with("v2/") {
+    if rest == "v2" || rest.starts_with("v2/") {
         Shape::Oip
     } else if rest == "invocations" {
         Shape::Mlflow
@@ -983,6 +983,7 @@ mod tests {
         assert_eq!(shape_of("/endpoints/e"), Shape::Azure);
         assert_eq!(shape_of("/endpoints/e/invocations"), Shape::Mlflow);
         assert_eq!(shape_of("/endpoints/e/v2/models/m/infer"), Shape::Oip);
+        assert_eq!(shape_of("/endpoints/e/v2"), Shape::Oip);
         assert_eq!(shape_of("/endpoints/v2/score"), Shape::Azure, "an endpoint may be named v2");
     }
 }

@@ -82,7 +82,7 @@ fn model_not_found(ws: &Workspace, name: &str) -> Error {
 }
 
 /// Escapes LIKE wildcards so that a user's text matches literally (with `ESCAPE '\'`).
-fn like_escape(s: &str) -> String {
+pub(crate) fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 

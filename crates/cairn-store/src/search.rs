@@ -92,8 +92,7 @@ impl Sql {
                     .iter()
                     .map(|v| {
                         let tag = serde_json::json!({"key": "mlflow.data.context", "value": v}).to_string();
-                        let escaped = tag.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                        let p = self.bind(Bind::Text(format!("%{escaped}%")));
+                        let p = self.bind(Bind::Text(format!("%{}%", crate::models::like_escape(&tag))));
                         format!("d.tags_json LIKE {p} ESCAPE '\\'")
                     })
                     .collect();
