@@ -215,12 +215,12 @@ class Webservice:
         self.update_endpoint(tags={k: v for k, v in self.tags.items() if k not in set(keys)})
 
     def get_logs(self, num_lines: int = 5000) -> str:
-        """The replicas' logs (last ``num_lines`` lines)."""
+        """The replicas' logs (last ``num_lines`` lines, cut by the server)."""
         out = io.BytesIO()
-        path = self.workspace.path("endpoints", self.name, "deployments", self._deployment_name(), "logs")
+        path = self.workspace.path("endpoints", self.name, "deployments", self._deployment_name(), "logs",
+                                   query={"lines": int(num_lines)})
         self.workspace.connection.guard(lambda: self.workspace.connection.http.download(path, out))
-        lines = out.getvalue().decode("utf-8", "replace").splitlines()
-        return "\n".join(lines[-num_lines:])
+        return "\n".join(out.getvalue().decode("utf-8", "replace").splitlines())
 
     def update(self, models: Optional[Sequence[Model]] = None, inference_config: Optional[InferenceConfig] = None,
                deployment_config: Optional[DeploymentConfiguration] = None, instance_count: Optional[int] = None,

@@ -511,14 +511,10 @@ fn input_of(name: &str, value: serde_yaml::Value) -> anyhow::Result<JobInput> {
     };
     match value {
         Value::String(s) if s.starts_with("datastore://") || s.starts_with("azureml://") => data(s, None),
-        Value::String(s) => Ok(JobInput::Literal(Literal::Text(s))),
-        Value::Bool(b) => Ok(JobInput::Literal(Literal::Bool(b))),
-        Value::Number(n) => Ok(JobInput::Literal(match n.as_i64() {
-            Some(i) => Literal::Int(i),
-            None => {
-                Literal::Float(n.as_f64().with_context(|| format!("inputs.{name}: {n} is out of range"))?)
-            }
-        })),
+        // A literal: the API type's own reading (integer, float, text or boolean).
+        literal @ (Value::String(_) | Value::Bool(_) | Value::Number(_)) => {
+            serde_yaml::from_value(literal).map_err(|e| anyhow::anyhow!("inputs.{name}: {e}"))
+        }
         Value::Mapping(ref m) => {
             let literal_type = m
                 .get("type")
