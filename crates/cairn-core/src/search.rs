@@ -212,21 +212,51 @@ fn entity(word: &str) -> Result<Entity, Error> {
     }
 }
 
-/// What a filter searches: runs, or experiments (MLflow's `search_experiments`: `name`,
-/// `creation_time`, `last_update_time`, bare or as `attributes.`, and `tags.KEY`).
+/// What a filter searches: runs, experiments (MLflow's `search_experiments`: `name`,
+/// `creation_time`, `last_update_time`, bare or as `attributes.`, and `tags.KEY`) or logged
+/// models (MLflow's `search_logged_models`: the attributes below, bare or as `attributes.`, and
+/// `metrics.`, `params.`, `tags.`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
     Runs,
     Experiments,
+    LoggedModels,
 }
 
 const EXPERIMENT_ATTRIBUTES: [&str; 3] = ["name", "creation_time", "last_update_time"];
+
+/// A logged model's attributes, with MLflow's aliases of its two times.
+pub const LOGGED_MODEL_ATTRIBUTES: [&str; 11] = [
+    "name",
+    "model_id",
+    "source_run_id",
+    "status",
+    "model_type",
+    "experiment_id",
+    "creation_timestamp_ms",
+    "creation_timestamp",
+    "creation_time",
+    "last_updated_timestamp_ms",
+    "last_updated_timestamp",
+];
+
+/// A logged-model attribute's canonical name (MLflow's aliases resolved), or None.
+pub fn logged_model_attribute(key: &str) -> Option<&'static str> {
+    match key {
+        "creation_timestamp" | "creation_time" => Some("creation_timestamp_ms"),
+        "last_updated_timestamp" => Some("last_updated_timestamp_ms"),
+        k => LOGGED_MODEL_ATTRIBUTES.iter().find(|a| **a == k).copied(),
+    }
+}
 
 fn is_numeric(target: Target, entity: Entity, key: &str) -> bool {
     match (target, entity) {
         (_, Entity::Metric) => true,
         (Target::Runs, Entity::Attribute) => attribute_is_numeric(key),
         (Target::Experiments, Entity::Attribute) => key != "name",
+        (Target::LoggedModels, Entity::Attribute) => {
+            logged_model_attribute(key).is_some_and(|a| a.ends_with("_ms"))
+        }
         _ => false,
     }
 }
@@ -237,12 +267,15 @@ fn identifier(toks: &[Tok], i: &mut usize) -> Result<(Entity, String), Error> {
 }
 
 fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity, String), Error> {
-    if target == Target::Experiments {
-        if let Some(Tok::Ident(w)) = toks.get(*i) {
-            if toks.get(*i + 1) != Some(&Tok::Dot) && EXPERIMENT_ATTRIBUTES.contains(&w.as_str()) {
-                *i += 1;
-                return Ok((Entity::Attribute, w.clone()));
-            }
+    if let Some(Tok::Ident(w)) = toks.get(*i) {
+        let bare = match target {
+            Target::Experiments => EXPERIMENT_ATTRIBUTES.contains(&w.as_str()),
+            Target::LoggedModels => logged_model_attribute(w).is_some(),
+            Target::Runs => false,
+        };
+        if bare && toks.get(*i + 1) != Some(&Tok::Dot) {
+            *i += 1;
+            return Ok((Entity::Attribute, w.clone()));
         }
     }
     let ent = match toks.get(*i) {
@@ -256,6 +289,7 @@ fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity,
     if toks.get(*i + 1) != Some(&Tok::Dot) {
         return Err(Error::invalid("expected a '.' after the entity (e.g. metrics.rmse)"));
     }
+    let start = *i;
     let mut key = match toks.get(*i + 2) {
         Some(Tok::Ident(k)) | Some(Tok::Quoted(k)) => k.clone(),
         other => return Err(Error::invalid(format!("expected a key after the '.', found {other:?}"))),
@@ -266,24 +300,40 @@ fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity,
         key = format!("{key}.{part}");
         *i += 2;
     }
+    // A key that is not allowed is reported at the identifier, not after it.
+    check_identifier(target, ent, &key).inspect_err(|_| *i = start)?;
+    Ok((ent, key))
+}
+
+fn check_identifier(target: Target, ent: Entity, key: &str) -> Result<(), Error> {
     if target == Target::Experiments {
         return match ent {
-            Entity::Attribute if EXPERIMENT_ATTRIBUTES.contains(&key.as_str()) => Ok((ent, key)),
-            Entity::Tag => Ok((ent, key)),
+            Entity::Attribute if EXPERIMENT_ATTRIBUTES.contains(&key) => Ok(()),
+            Entity::Tag => Ok(()),
             _ => Err(Error::invalid(format!(
                 "an experiment filter compares name, creation_time, last_update_time or tags.KEY, not {key:?}"
             ))),
         };
     }
-    if ent == Entity::Attribute && attribute_column(&key).is_none() {
+    if target == Target::LoggedModels {
+        return match ent {
+            Entity::Attribute if logged_model_attribute(key).is_some() => Ok(()),
+            Entity::Metric | Entity::Param | Entity::Tag => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "a logged-model filter compares metrics.KEY, params.KEY, tags.KEY or one of {}, not {key:?}",
+                LOGGED_MODEL_ATTRIBUTES.join(", ")
+            ))),
+        };
+    }
+    if ent == Entity::Attribute && attribute_column(key).is_none() {
         return Err(Error::invalid(format!(
             "unknown attribute {key:?}: use status, run_name, run_id, start_time, end_time or created"
         )));
     }
-    if ent == Entity::Dataset && !matches!(key.as_str(), "name" | "digest" | "context") {
+    if ent == Entity::Dataset && !matches!(key, "name" | "digest" | "context") {
         return Err(Error::invalid(format!("unknown dataset field {key:?}: use name, digest or context")));
     }
-    Ok((ent, key))
+    Ok(())
 }
 
 /// Parses a filter; an empty string means "every run". Errors name the position (in bytes,
@@ -296,6 +346,13 @@ pub fn parse_filter(filter: &str) -> Result<Vec<Clause>, Error> {
 /// `last_update_time` (bare or as `attributes.`), and `tags.KEY`, joined by `and`.
 pub fn parse_experiment_filter(filter: &str) -> Result<Vec<Clause>, Error> {
     parse_for(filter, Target::Experiments)
+}
+
+/// Parses a logged-model filter (MLflow's `search_logged_models`): `metrics.KEY` compared as a
+/// number, `params.KEY` and `tags.KEY` as text, and the attributes of `LOGGED_MODEL_ATTRIBUTES`
+/// (bare or as `attributes.`; the times as numbers), joined by `and`.
+pub fn parse_logged_model_filter(filter: &str) -> Result<Vec<Clause>, Error> {
+    parse_for(filter, Target::LoggedModels)
 }
 
 fn parse_for(filter: &str, target: Target) -> Result<Vec<Clause>, Error> {

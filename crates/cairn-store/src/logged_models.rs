@@ -11,6 +11,7 @@ use sqlx::Row;
 
 use crate::binds::Placeholders;
 use crate::db::{map_err, new_id};
+use crate::runs::ROWS_PER_STATEMENT;
 use crate::Store;
 
 /// A logged model. `status` is MLflow's name (`LOGGED_MODEL_PENDING`, `LOGGED_MODEL_READY`, …).
@@ -29,6 +30,22 @@ pub struct LoggedModel {
     pub deleted_at: Option<i64>,
     pub tags: BTreeMap<String, String>,
     pub params: BTreeMap<String, String>,
+    /// Every point logged for the model, by key, then step and timestamp.
+    pub metrics: Vec<ModelMetric>,
+}
+
+/// One metric point of a logged model: a run's metric logged with the model's id (MLflow's
+/// `Metric` with `model_id`), optionally measured on a dataset (empty name and digest if not).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelMetric {
+    pub model_id: String,
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+    pub run_id: String,
+    pub dataset_name: String,
+    pub dataset_digest: String,
 }
 
 /// What creating a logged model needs.
@@ -90,7 +107,39 @@ fn model_of(r: &AnyRow) -> Result<LoggedModel, Error> {
         deleted_at: get(r, "deleted_at")?,
         tags: BTreeMap::new(),
         params: BTreeMap::new(),
+        metrics: Vec::new(),
     })
+}
+
+/// Adds model metric points inside a transaction (the run's own `log_batch`, so that a batch's
+/// run metrics and model metrics land together or not at all). A point already there is kept.
+pub(crate) async fn insert_model_metrics(
+    conn: &mut sqlx::AnyConnection,
+    backend: crate::Backend,
+    metrics: &[ModelMetric],
+) -> Result<(), Error> {
+    for chunk in metrics.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO logged_model_metrics (model_id, key, value, timestamp, step, run_id, \
+             dataset_name, dataset_digest) VALUES {} ON CONFLICT DO NOTHING",
+            crate::binds::values_rows(backend, chunk.len(), 8)
+        );
+        let mut q = sqlx::query(&sql);
+        for m in chunk {
+            // Bound as a float even when NaN (SQLite stores NULL, read back as NaN).
+            q = q
+                .bind(&m.model_id)
+                .bind(&m.key)
+                .bind(m.value)
+                .bind(m.timestamp)
+                .bind(m.step)
+                .bind(&m.run_id)
+                .bind(&m.dataset_name)
+                .bind(&m.dataset_digest);
+        }
+        q.execute(&mut *conn).await.map_err(map_err)?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -166,17 +215,46 @@ impl Store {
         }
         let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
         let mut out: Vec<LoggedModel> = rows.iter().map(model_of).collect::<Result<_, _>>()?;
-        for m in &mut out {
-            for (table, into) in [("logged_model_tags", &mut m.tags), ("logged_model_params", &mut m.params)]
-            {
-                let rows = sqlx::query(&format!("SELECT key, value FROM {table} WHERE model_id = $1"))
-                    .bind(&m.id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(map_err)?;
-                for r in rows {
+        // Tags, params and metrics of the whole page in three queries, not three per model.
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(out.len());
+        for (i, m) in out.iter().enumerate() {
+            index.insert(m.id.clone(), i);
+        }
+        let ids: Vec<String> = out.iter().map(|m| m.id.clone()).collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let list = crate::binds::in_list(self.backend(), chunk.len());
+            for table in ["logged_model_tags", "logged_model_params"] {
+                let sql = format!("SELECT model_id, key, value FROM {table} WHERE model_id IN ({list})");
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                for r in q.fetch_all(&self.pool).await.map_err(map_err)? {
+                    let m = &mut out[index[&get::<String>(&r, "model_id")?]];
+                    let into = if table == "logged_model_tags" { &mut m.tags } else { &mut m.params };
                     into.insert(get(&r, "key")?, get(&r, "value")?);
                 }
+            }
+            let sql = format!(
+                "SELECT model_id, key, value, timestamp, step, run_id, dataset_name, dataset_digest \
+                 FROM logged_model_metrics WHERE model_id IN ({list}) ORDER BY model_id, key, step, timestamp"
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await.map_err(map_err)? {
+                let metric = ModelMetric {
+                    model_id: get(&r, "model_id")?,
+                    key: get(&r, "key")?,
+                    value: get::<Option<f64>>(&r, "value")?.unwrap_or(f64::NAN),
+                    timestamp: get(&r, "timestamp")?,
+                    step: get(&r, "step")?,
+                    run_id: get(&r, "run_id")?,
+                    dataset_name: get(&r, "dataset_name")?,
+                    dataset_digest: get(&r, "dataset_digest")?,
+                };
+                out[index[&metric.model_id]].metrics.push(metric);
             }
         }
         Ok(out)

@@ -420,6 +420,17 @@ impl Store {
     /// the engines' bind limits), one read of the params it names, and one `latest_metrics`
     /// upsert row per key. Statement count, not row count, dominated ingestion time.
     pub async fn log_batch(&self, run_id: &str, batch: &LogBatch) -> Result<(), Error> {
+        self.log_batch_with_model_metrics(run_id, batch, &[]).await
+    }
+
+    /// `log_batch`, plus points of logged models (MLflow metrics sent with a `model_id`) written in
+    /// the same transaction. The caller has checked that the models exist in the run's workspace.
+    pub async fn log_batch_with_model_metrics(
+        &self,
+        run_id: &str,
+        batch: &LogBatch,
+        model_metrics: &[crate::ModelMetric],
+    ) -> Result<(), Error> {
         let now = now_ms();
         let backend = self.backend();
         let params = new_params(run_id, batch)?;
@@ -504,6 +515,7 @@ impl Store {
             q.execute(&mut **tx).await.map_err(map_err)?;
         }
         crate::series::add_to_tiles(&mut tx, backend, run_id, &points).await?;
+        crate::logged_models::insert_model_metrics(&mut tx, backend, model_metrics).await?;
         let latest: Vec<(&str, MetricPoint)> = latest_per_key(&points).into_iter().collect();
         for chunk in latest.chunks(ROWS_PER_STATEMENT) {
             // The latest value is the one with the highest step, then the latest timestamp; on a tie
@@ -627,7 +639,7 @@ impl Store {
 /// Rows per multi-row statement (and keys per IN list): at most 5 × 250 = 1250 bound values,
 /// far under SQLite's (32,766) and PostgreSQL's (65,535) limits. Each connection caches a prepared
 /// statement per row count it meets, so much bigger statements would cost memory more than they save.
-const ROWS_PER_STATEMENT: usize = 250;
+pub(crate) const ROWS_PER_STATEMENT: usize = 250;
 
 /// The batch's params, each key once. A key given twice with different values is refused, as it
 /// would be if the two came in separate batches.

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use cairn_core::runs::KeyValue;
+use cairn_core::runs::{LogBatch, LogMetric};
 use cairn_core::Error;
-use cairn_store::{NewLoggedModel, RunDataset, RunModel, Store};
+use cairn_store::{ModelMetric, NewLoggedModel, RunDataset, RunModel, Store};
 
 #[macro_use]
 mod common;
@@ -13,6 +14,7 @@ use common::{run, Db};
 on_both!(
     logged_models_keep_tags_params_and_status_and_delete_softly,
     runs_record_models_and_datasets_they_used_and_produced,
+    model_metrics_land_with_the_runs_batch_once,
 );
 
 fn kv(k: &str, v: &str) -> KeyValue {
@@ -114,4 +116,60 @@ async fn runs_record_models_and_datasets_they_used_and_produced(store: &Store) {
     assert_eq!(io.models, [inp, RunModel { step: 4, ..out }]);
     assert_eq!(io.datasets.iter().map(|d| d.digest.as_str()).collect::<Vec<_>>(), ["abc", "def"]);
     assert!(io.datasets[0].tags_json.contains("train"));
+}
+
+/// A batch's metrics linked to a logged model are stored with the run's own, in one
+/// transaction; a retried point is not a second one; NaN survives (SQLite stores it as NULL).
+async fn model_metrics_land_with_the_runs_batch_once(store: &Store) {
+    let (ws, exp, run) = setup(store).await;
+    let new = NewLoggedModel {
+        experiment_id: &exp,
+        name: "m",
+        model_type: "",
+        source_run_id: &run,
+        status: "LOGGED_MODEL_READY",
+        tags: &[],
+        params: &[],
+    };
+    let id = store.create_logged_model(&ws, new).await.unwrap();
+    let point = |key: &str, value: f64, dataset: &str| ModelMetric {
+        model_id: id.clone(),
+        key: key.into(),
+        value,
+        timestamp: 10,
+        step: 1,
+        run_id: run.clone(),
+        dataset_name: dataset.into(),
+        dataset_digest: String::new(),
+    };
+    let batch = LogBatch {
+        metrics: vec![
+            LogMetric { key: "rmse".into(), value: 0.5, step: Some(1), timestamp: Some(10) },
+            LogMetric { key: "loss".into(), value: f64::NAN, step: Some(1), timestamp: Some(10) },
+        ],
+        ..Default::default()
+    };
+    let linked = [point("rmse", 0.5, "holdout"), point("loss", f64::NAN, "")];
+    for _ in 0..2 {
+        store.log_batch_with_model_metrics(&run, &batch, &linked).await.unwrap();
+    }
+    let m = store.logged_model(&ws, &id).await.unwrap();
+    assert_eq!(m.metrics.len(), 2, "{:?}", m.metrics);
+    assert_eq!((m.metrics[0].key.as_str(), m.metrics[0].value.is_nan()), ("loss", true));
+    assert_eq!(m.metrics[1], linked[0]);
+    assert_eq!(store.logged_models(&ws, std::slice::from_ref(&exp)).await.unwrap()[0].metrics.len(), 2);
+
+    // A batch that fails (a param changing value) writes neither the run's points nor the model's.
+    let bad = LogBatch {
+        metrics: vec![LogMetric { key: "mae".into(), value: 1.0, step: Some(2), timestamp: Some(11) }],
+        params: vec![kv("alpha", "1")],
+        ..Default::default()
+    };
+    store
+        .log_batch(&run, &LogBatch { params: vec![kv("alpha", "0.5")], ..Default::default() })
+        .await
+        .unwrap();
+    let err = store.log_batch_with_model_metrics(&run, &bad, &[point("mae", 1.0, "")]).await;
+    assert!(matches!(err, Err(Error::Conflict(_)) | Err(Error::Invalid(_))), "{err:?}");
+    assert_eq!(store.logged_model(&ws, &id).await.unwrap().metrics.len(), 2);
 }

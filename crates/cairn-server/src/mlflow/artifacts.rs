@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use cairn_blob::{BlobStore, PutOpts};
 use cairn_core::api::{FileEntry, Role, Workspace};
-use cairn_core::models::ModelFile;
+use cairn_core::models::{ModelFile, ModelVersion, VersionRef};
 use cairn_core::{Error, RelPath};
 use cairn_store::LoggedModel;
 use serde_json::{json, Value};
@@ -38,6 +38,7 @@ pub enum Owner {
     /// workspace's blobs) through this manifest.
     Version {
         files: Vec<ModelFile>,
+        version: Box<ModelVersion>,
     },
 }
 
@@ -75,7 +76,9 @@ pub fn logged_model_artifacts(state: &AppState, workspace_id: &str, model_id: &s
 /// path after `/mlflow-artifacts/artifacts/`), `{exp}/models/{model_id}/artifacts[/{path}]`,
 /// `runs:/{run}[/{path}]` and `models:/{model_id}[/{path}]`. Traversal is refused (400); an
 /// unknown run or model is 404. `registry/{name}/{version}[/{path}]` is a registered version's
-/// files (read-only), what `model-versions/get-download-uri` hands out.
+/// files (read-only), what `model-versions/get-download-uri` hands out, and so are MLflow's
+/// `models:/{name}/{version|latest}[/{path}]` and `models:/{name}@{alias}[/{path}]` (what
+/// `copy_model_version` registers from).
 pub async fn resolve(state: &AppState, ws: &Workspace, uri: &str) -> MlResult<Resolved> {
     if let Some(rest) = uri.strip_prefix("runs:/") {
         let (run, path) = split_first(&RelPath::parse_dir(rest.trim_start_matches('/'))?);
@@ -83,6 +86,15 @@ pub async fn resolve(state: &AppState, ws: &Workspace, uri: &str) -> MlResult<Re
     }
     if let Some(rest) = uri.strip_prefix("models:/") {
         let (model, path) = split_first(&RelPath::parse_dir(rest.trim_start_matches('/'))?);
+        if let Some((name, alias)) = model.split_once('@') {
+            return version_artifacts(state, ws, name, VersionRef::parse(&format!("@{alias}"))?, path).await;
+        }
+        let (version, tail) = split_first(&path);
+        let numbered = version == "latest" || version.parse::<i64>().is_ok();
+        // A logged model's id (`m-…`) may be followed by a path that starts with digits.
+        if numbered && !(model.starts_with("m-") && state.store.logged_model(ws, &model).await.is_ok()) {
+            return version_artifacts(state, ws, &model, VersionRef::parse(&version)?, tail).await;
+        }
         return model_artifacts(state, ws, None, &model, path).await;
     }
     let mut rest = uri;
@@ -98,7 +110,10 @@ pub async fn resolve(state: &AppState, ws: &Workspace, uri: &str) -> MlResult<Re
     let parts: Vec<&str> = path.as_str().split('/').collect();
     if let ["registry", name, version, ..] = parts.as_slice() {
         let tail = RelPath::parse_dir(&parts[3..].join("/"))?;
-        return version_artifacts(state, ws, name, version, tail).await;
+        let n = version.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
+            MlError::invalid(format!("model version {version:?} in an artifact path must be a number from 1"))
+        })?;
+        return version_artifacts(state, ws, name, VersionRef::Number(n), tail).await;
     }
     let tail =
         |n: usize| -> MlResult<RelPath> { Ok(RelPath::parse_dir(&parts[n.min(parts.len())..].join("/"))?) };
@@ -171,14 +186,13 @@ async fn version_artifacts(
     state: &AppState,
     ws: &Workspace,
     name: &str,
-    version: &str,
+    version: VersionRef,
     path: RelPath,
 ) -> MlResult<Resolved> {
-    let n = version.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
-        MlError::invalid(format!("model version {version:?} in an artifact path must be a number from 1"))
-    })?;
-    let files = state.store.model_version_files(ws, name, n).await?;
-    Ok(Resolved { blobs: blobs_of(state, &ws.id), path, owner: Owner::Version { files } })
+    let version = state.store.model_version(ws, name, &version).await.map_err(super::registry::ml)?;
+    let files = state.store.model_version_files(ws, name, version.version).await?;
+    let owner = Owner::Version { files, version: Box::new(version) };
+    Ok(Resolved { blobs: blobs_of(state, &ws.id), path, owner })
 }
 
 /// Resolves the artifact path of a request and checks the caller's right to it.
@@ -242,7 +256,7 @@ pub async fn download(
         return Err(MlError::invalid(format!("artifact path {path:?} names a folder, not a file")));
     }
     let blob = match &r.owner {
-        Owner::Version { files } => {
+        Owner::Version { files, .. } => {
             let f = files.iter().find(|f| f.path == r.path.as_str()).ok_or_else(|| {
                 MlError::does_not_exist(format!("no file {:?} in this model version", r.path.as_str()))
             })?;
@@ -306,7 +320,7 @@ async fn level(
     let r = resolve_for(state, caller, ws, path, Role::Reader).await?;
     let mut entries: BTreeMap<String, Option<u64>> = BTreeMap::new();
     let listed = match &r.owner {
-        Owner::Version { files } => files
+        Owner::Version { files, .. } => files
             .iter()
             .map(|f| FileEntry { path: f.path.clone(), size: f.size as u64, last_modified: 0 })
             .collect(),

@@ -102,7 +102,7 @@ fn experiment_filter(filter: &str) -> MlResult<Vec<Clause>> {
         .map_err(|e| MlError::invalid(format!("Invalid experiment filter {filter:?}: {e}")))
 }
 
-fn text_matches(text: &str, op: Op, value: &FilterValue) -> bool {
+pub(super) fn text_matches(text: &str, op: Op, value: &FilterValue) -> bool {
     let chars = |s: &str| s.chars().collect::<Vec<_>>();
     match (op, value) {
         (Op::Eq, FilterValue::Text(v)) => text == v,
@@ -120,20 +120,24 @@ fn experiment_matches(e: &MlflowExperiment, clauses: &[Clause]) -> bool {
         (Entity::Tag, key, v) => e.tags.get(key).is_some_and(|t| text_matches(t, c.op, v)),
         (_, "name", v) => text_matches(&e.name, c.op, v),
         (_, key, FilterValue::Number(n)) => {
-            let t = if key == "creation_time" { e.created_at } else { e.deleted_at.unwrap_or(e.created_at) }
-                as f64;
-            match c.op {
-                Op::Eq => t == *n,
-                Op::Ne => t != *n,
-                Op::Lt => t < *n,
-                Op::Le => t <= *n,
-                Op::Gt => t > *n,
-                Op::Ge => t >= *n,
-                _ => false,
-            }
+            let t = if key == "creation_time" { e.created_at } else { e.deleted_at.unwrap_or(e.created_at) };
+            number_matches(t as f64, c.op, *n)
         }
         _ => false,
     })
+}
+
+/// `x OP n` for the numeric comparisons (a NaN matches none but `!=`).
+pub(super) fn number_matches(x: f64, op: Op, n: f64) -> bool {
+    match op {
+        Op::Eq => x == n,
+        Op::Ne => x != n,
+        Op::Lt => x < n,
+        Op::Le => x <= n,
+        Op::Gt => x > n,
+        Op::Ge => x >= n,
+        _ => false,
+    }
 }
 
 pub fn page_offset(req: &Req) -> MlResult<usize> {

@@ -8,10 +8,11 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use cairn_core::api::{Role, Workspace};
 use cairn_core::runs::{KeyValue, LogBatch};
-use cairn_store::{LoggedModel, NewLoggedModel};
+use cairn_core::search::{Clause, Entity, Value as FilterValue};
+use cairn_store::{LoggedModel, ModelMetric, NewLoggedModel};
 use serde_json::{json, Value};
 
-use super::experiments::{experiment, like, page_offset};
+use super::experiments::{experiment, number_matches, page_offset, text_matches};
 use super::wire::*;
 use super::Ctx;
 use crate::auth::Caller;
@@ -198,94 +199,183 @@ pub async fn log_params(
     Ok(Json(json!({})))
 }
 
-/// One `FIELD OP 'value'` test of a logged-models filter.
-#[derive(Debug)]
-struct Test {
-    field: String,
-    op: String,
-    value: String,
+/// MLflow's logged-model filter, parsed by `cairn_core::search` (a 400 naming the position).
+fn model_filter(filter: &str) -> MlResult<Vec<Clause>> {
+    cairn_core::search::parse_logged_model_filter(filter)
+        .map_err(|e| MlError::invalid(format!("Invalid filter {filter:?}: {e}")))
 }
 
-/// Parses what logged-models filters need: `FIELD OP 'value'` clauses joined by AND, FIELD an
-/// attribute (`name`, `model_id`, `source_run_id`, `status`, `model_type`, optionally written
-/// `attributes.…`), `tags.KEY` or `params.KEY`, OP one of `=`, `!=`, `LIKE`, `ILIKE`. Metric
-/// filters are refused (400) rather than ignored.
-fn parse_model_filter(filter: &str) -> MlResult<Vec<Test>> {
-    let mut tests = Vec::new();
-    let mut rest = filter.trim();
-    let bad = |at: &str, why: &str| {
-        let pos = filter.len() - at.len();
-        MlError::invalid(format!("Invalid filter {filter:?} at position {pos}: {why}"))
-    };
-    while !rest.is_empty() {
-        let end = rest.find(|c: char| c.is_whitespace() || "=!<>".contains(c)).unwrap_or(rest.len());
-        let field = rest[..end].replace('`', "");
-        let field = field.strip_prefix("attributes.").unwrap_or(&field).to_string();
-        let known = ["name", "model_id", "source_run_id", "status", "model_type"].contains(&field.as_str())
-            || field.starts_with("tags.")
-            || field.starts_with("params.");
-        if !known {
-            return Err(bad(
-                rest,
-                "expected name, model_id, source_run_id, status, model_type, tags.KEY or params.KEY",
-            ));
-        }
-        rest = rest[end..].trim_start();
-        let op = ["!=", "=", "ILIKE", "LIKE"]
-            .into_iter()
-            .find(|op| rest.len() >= op.len() && rest[..op.len()].eq_ignore_ascii_case(op))
-            .ok_or_else(|| bad(rest, "expected =, !=, LIKE or ILIKE"))?;
-        rest = rest[op.len()..].trim_start();
-        let quote = rest
-            .chars()
-            .next()
-            .filter(|c| *c == '\'' || *c == '"')
-            .ok_or_else(|| bad(rest, "expected a quoted value"))?;
-        let close = rest[1..].find(quote).ok_or_else(|| bad(rest, "unterminated string"))?;
-        tests.push(Test { field, op: op.to_ascii_uppercase(), value: rest[1..1 + close].to_string() });
-        rest = rest[close + 2..].trim_start();
-        if !rest.is_empty() {
-            let and = rest.get(..3).filter(|w| w.eq_ignore_ascii_case("and"));
-            if and.is_none() || !rest[3..].starts_with(char::is_whitespace) {
-                return Err(bad(rest, "expected AND"));
-            }
-            rest = rest[3..].trim_start();
-        }
+/// The `datasets` a search's metric clauses and ordering are restricted to: a name, and
+/// optionally a digest.
+#[derive(Debug, Default)]
+struct DatasetScope(Vec<(String, Option<String>)>);
+
+impl DatasetScope {
+    fn admits(&self, m: &ModelMetric) -> bool {
+        self.0.is_empty()
+            || self.0.iter().any(|(name, digest)| {
+                m.dataset_name == *name && digest.as_ref().is_none_or(|d| m.dataset_digest == *d)
+            })
     }
-    Ok(tests)
 }
 
-fn admits(m: &LoggedModel, tests: &[Test]) -> bool {
-    tests.iter().all(|t| {
-        let got = match t.field.as_str() {
-            "name" => Some(m.name.as_str()),
-            "model_id" => Some(m.id.as_str()),
-            "source_run_id" => Some(m.source_run_id.as_str()),
-            "status" => Some(m.status.as_str()),
-            "model_type" => Some(m.model_type.as_str()),
-            f => match f.split_once('.') {
-                Some(("tags", k)) => m.tags.get(k).map(String::as_str),
-                Some((_, k)) => m.params.get(k).map(String::as_str),
-                None => None,
-            },
-        };
-        let Some(got) = got else { return false };
-        match t.op.as_str() {
-            "=" => got == t.value,
-            "!=" => got != t.value,
-            "LIKE" => like(&got.chars().collect::<Vec<_>>(), &t.value.chars().collect::<Vec<_>>()),
-            _ => like(
-                &got.to_lowercase().chars().collect::<Vec<_>>(),
-                &t.value.to_lowercase().chars().collect::<Vec<_>>(),
-            ),
-        }
+fn dataset_scope(req: &Req) -> MlResult<DatasetScope> {
+    let mut scope = DatasetScope::default();
+    for d in req.array("datasets") {
+        let name = d.get("dataset_name").and_then(Value::as_str).filter(|n| !n.is_empty());
+        let name = name
+            .ok_or_else(|| MlError::invalid("`dataset_name` in the `datasets` clause must be specified."))?;
+        let digest = d.get("dataset_digest").and_then(Value::as_str).filter(|d| !d.is_empty());
+        scope.0.push((name.to_string(), digest.map(str::to_string)));
+    }
+    Ok(scope)
+}
+
+/// A logged model's attribute: text, or one of its times (ms).
+enum Attr<'a> {
+    Text(&'a str),
+    Time(i64),
+}
+
+/// The attribute `key` of `m` (MLflow's aliases resolved), or None for an unknown key.
+fn attribute<'a>(m: &'a LoggedModel, key: &str) -> Option<Attr<'a>> {
+    Some(match cairn_core::search::logged_model_attribute(key)? {
+        "name" => Attr::Text(&m.name),
+        "model_id" => Attr::Text(&m.id),
+        "source_run_id" => Attr::Text(&m.source_run_id),
+        "status" => Attr::Text(&m.status),
+        "model_type" => Attr::Text(&m.model_type),
+        "experiment_id" => Attr::Text(&m.experiment_id),
+        "creation_timestamp_ms" => Attr::Time(m.created_at),
+        _ => Attr::Time(m.updated_at),
     })
 }
 
-/// `POST logged-models/search`: the experiments' live models, newest first, filtered.
+/// Whether `m` passes every clause. A metric clause holds when any of the model's points of that
+/// metric (on the searched datasets) does, as in MLflow's store.
+fn admits(m: &LoggedModel, clauses: &[Clause], datasets: &DatasetScope) -> bool {
+    clauses.iter().all(|c| match (c.entity, &c.value) {
+        (Entity::Metric, FilterValue::Number(n)) => m
+            .metrics
+            .iter()
+            .any(|p| p.key == c.key && datasets.admits(p) && number_matches(p.value, c.op, *n)),
+        (Entity::Param, v) => m.params.get(&c.key).is_some_and(|p| text_matches(p, c.op, v)),
+        (Entity::Tag, v) => m.tags.get(&c.key).is_some_and(|t| text_matches(t, c.op, v)),
+        (_, v) => match (attribute(m, &c.key), v) {
+            (Some(Attr::Text(text)), v) => text_matches(text, c.op, v),
+            (Some(Attr::Time(t)), FilterValue::Number(n)) => number_matches(t as f64, c.op, *n),
+            _ => false,
+        },
+    }) && (datasets.0.is_empty()
+        || clauses.iter().any(|c| c.entity == Entity::Metric)
+        || m.metrics.iter().any(|p| datasets.admits(p)))
+}
+
+/// One term of a search's `order_by`: an attribute, or a metric's latest value on a dataset.
+#[derive(Debug)]
+struct OrderTerm {
+    field: OrderField,
+    ascending: bool,
+}
+
+#[derive(Debug)]
+enum OrderField {
+    Attribute(&'static str),
+    Metric { key: String, datasets: DatasetScope },
+}
+
+fn order_terms(req: &Req) -> MlResult<Vec<OrderTerm>> {
+    let mut terms = Vec::new();
+    for ob in req.array("order_by") {
+        let field = ob.get("field_name").and_then(Value::as_str).unwrap_or_default();
+        let ascending = match ob.get("ascending") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+            Some(other) => {
+                return Err(MlError::invalid(format!("Invalid value {other} for 'ascending': true or false")))
+            }
+        };
+        let text = |k: &str| ob.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string);
+        let field = match field.split_once('.') {
+            Some(("metrics", key)) if !key.is_empty() => {
+                let datasets = match text("dataset_name") {
+                    Some(name) => DatasetScope(vec![(name, text("dataset_digest"))]),
+                    None if text("dataset_digest").is_some() => {
+                        return Err(MlError::invalid(
+                            "`dataset_digest` in `order_by` may only be set with `dataset_name`.",
+                        ))
+                    }
+                    None => DatasetScope::default(),
+                };
+                OrderField::Metric { key: key.trim_matches('`').to_string(), datasets }
+            }
+            Some((entity, _)) if entity != "attributes" => {
+                return Err(MlError::invalid(format!(
+                    "Invalid order by field name: {field}. Only metrics are supported."
+                )))
+            }
+            _ => {
+                let name = field.strip_prefix("attributes.").unwrap_or(field);
+                OrderField::Attribute(
+                    cairn_core::search::logged_model_attribute(name)
+                        .ok_or_else(|| MlError::invalid(format!("Invalid order by field name: {field}")))?,
+                )
+            }
+        };
+        terms.push(OrderTerm { field, ascending });
+    }
+    Ok(terms)
+}
+
+/// The metric's latest point on the datasets (latest timestamp, then step; MLflow's choice).
+fn latest(m: &LoggedModel, key: &str, datasets: &DatasetScope) -> Option<f64> {
+    m.metrics
+        .iter()
+        .filter(|p| p.key == key && datasets.admits(p))
+        .max_by(|a, b| (a.timestamp, a.step).cmp(&(b.timestamp, b.step)).then(b.run_id.cmp(&a.run_id)))
+        .map(|p| p.value)
+}
+
+/// Orders `models` as MLflow does: each term in turn, models without the value last; then newest
+/// first (unless a term ordered by creation time) and by id.
+fn sort(models: &mut [LoggedModel], terms: &[OrderTerm]) {
+    use std::cmp::Ordering;
+    let by_creation = terms.iter().any(|t| matches!(t.field, OrderField::Attribute("creation_timestamp_ms")));
+    models.sort_by(|a, b| {
+        for t in terms {
+            let ord = match &t.field {
+                OrderField::Metric { key, datasets } => {
+                    match (latest(a, key, datasets), latest(b, key, datasets)) {
+                        (Some(x), Some(y)) => x.total_cmp(&y),
+                        (Some(_), None) => return Ordering::Less,
+                        (None, Some(_)) => return Ordering::Greater,
+                        (None, None) => Ordering::Equal,
+                    }
+                }
+                OrderField::Attribute(name) => match (attribute(a, name), attribute(b, name)) {
+                    (Some(Attr::Text(x)), Some(Attr::Text(y))) => x.cmp(y),
+                    (Some(Attr::Time(x)), Some(Attr::Time(y))) => x.cmp(&y),
+                    _ => Ordering::Equal,
+                },
+            };
+            let ord = if t.ascending { ord } else { ord.reverse() };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        let newest = if by_creation { Ordering::Equal } else { b.created_at.cmp(&a.created_at) };
+        newest.then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// `POST logged-models/search`: the experiments' live models, filtered and ordered as MLflow's
+/// `search_logged_models` (newest first by default).
 pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     caller.require(Role::Reader, Some(&ws))?;
-    let tests = parse_model_filter(&req.opt_str("filter").unwrap_or_default())?;
+    let clauses = model_filter(&req.opt_str("filter").unwrap_or_default())?;
+    let datasets = dataset_scope(&req)?;
+    let terms = order_terms(&req)?;
     let workspace = state.store.workspace(&ws).await?;
     let mut ids = Vec::new();
     for e in req.list("experiment_ids") {
@@ -297,7 +387,8 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     let limit = req.opt_i64("max_results")?.unwrap_or(50).clamp(1, 1000) as usize;
     let offset = page_offset(&req)?;
     let mut models = state.store.logged_models(&workspace, &ids).await?;
-    models.retain(|m| admits(m, &tests));
+    models.retain(|m| admits(m, &clauses, &datasets));
+    sort(&mut models, &terms);
     let page: Vec<Value> = models.iter().skip(offset).take(limit).map(logged_model_json).collect();
     let mut body = json!({"models": page});
     if models.len() > offset + limit {
@@ -310,35 +401,105 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
 mod tests {
     use super::*;
 
-    fn model() -> LoggedModel {
+    fn point(key: &str, value: f64, timestamp: i64, dataset: &str) -> ModelMetric {
+        ModelMetric {
+            model_id: "m-1".into(),
+            key: key.into(),
+            value,
+            timestamp,
+            step: 0,
+            run_id: "r1".into(),
+            dataset_name: dataset.into(),
+            dataset_digest: if dataset.is_empty() { String::new() } else { format!("{dataset}-digest") },
+        }
+    }
+
+    fn model(id: &str, created_at: i64, metrics: Vec<ModelMetric>) -> LoggedModel {
         LoggedModel {
-            id: "m-1".into(),
+            id: id.into(),
             experiment_id: "e".into(),
             name: "wine_model".into(),
             model_type: String::new(),
             source_run_id: "r1".into(),
             status: "LOGGED_MODEL_READY".into(),
             status_message: String::new(),
-            created_at: 0,
-            updated_at: 0,
+            created_at,
+            updated_at: created_at,
             deleted_at: None,
             tags: [("k".to_string(), "v".to_string())].into(),
             params: [("alpha".to_string(), "0.5".to_string())].into(),
+            metrics,
         }
+    }
+
+    fn req(v: Value) -> Req {
+        Req(v.as_object().unwrap().clone())
     }
 
     #[test]
     fn logged_model_filters() {
-        let m = model();
-        let ok = |f: &str| admits(&m, &parse_model_filter(f).unwrap());
+        let m = model("m-1", 5, vec![point("rmse", 0.7, 1, ""), point("rmse", 0.2, 2, "test")]);
+        let none = DatasetScope::default();
+        let ok = |f: &str| admits(&m, &model_filter(f).unwrap(), &none);
         assert!(ok("name = 'wine_model'"));
         assert!(ok("name = 'wine_model' AND source_run_id = 'r1'"));
+        assert!(ok("attributes.name IN ('a', 'wine_model') and status != 'LOGGED_MODEL_PENDING'"));
         assert!(ok("params.alpha = '0.5' and tags.k LIKE 'v%'"));
+        assert!(ok("creation_timestamp >= 5 and last_updated_timestamp_ms < 6"));
+        // Any point of the metric may match; a missing metric matches nothing.
+        assert!(ok("metrics.rmse < 0.5") && ok("metrics.rmse > 0.5"));
+        assert!(!ok("metrics.rmse > 1") && !ok("metrics.acc > 0"));
         assert!(!ok("name != 'wine_model'"));
         assert!(!ok("tags.missing = 'x'"));
-        let e = parse_model_filter("metrics.acc > 0.3").unwrap_err().message;
-        assert!(e.contains("position 0"), "{e}");
-        let e = parse_model_filter("name = 'a' OR name = 'b'").unwrap_err().message;
-        assert!(e.contains("position 11"), "{e}");
+        // The datasets restrict metric clauses, and without one, the models at all.
+        let test = DatasetScope(vec![("test".into(), None)]);
+        assert!(!admits(&m, &model_filter("metrics.rmse > 0.5").unwrap(), &test));
+        assert!(admits(&m, &model_filter("metrics.rmse < 0.5").unwrap(), &test));
+        assert!(admits(&m, &[], &test));
+        assert!(!admits(&m, &[], &DatasetScope(vec![("test".into(), Some("other".into()))])));
+        for (bad, at) in [
+            ("metrics.acc > '0.3'", "compared as a number"),
+            ("name = 'a' OR name = 'b'", "position 11"),
+            ("colour = 'red'", "position 0"),
+            ("datasets.name = 'x'", "position 0"),
+        ] {
+            let e = model_filter(bad).unwrap_err().message;
+            assert!(e.contains(at), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn logged_models_order_by_a_metrics_latest_value_then_newest_first() {
+        let mut models = vec![
+            model("m-a", 1, vec![point("rmse", 0.9, 1, ""), point("rmse", 0.1, 2, "")]),
+            model("m-b", 2, vec![point("rmse", 0.5, 1, "")]),
+            model("m-c", 3, vec![]),
+            model("m-d", 4, vec![point("rmse", 0.3, 1, "test")]),
+        ];
+        let ids = |ms: &[LoggedModel]| ms.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        let terms =
+            order_terms(&req(json!({"order_by": [{"field_name": "metrics.rmse", "ascending": true}]})));
+        sort(&mut models, &terms.unwrap());
+        assert_eq!(ids(&models), ["m-a", "m-d", "m-b", "m-c"]); // m-a's latest is 0.1; no rmse last
+        let terms =
+            order_terms(&req(json!({"order_by": [{"field_name": "metrics.rmse", "ascending": false}]})));
+        sort(&mut models, &terms.unwrap());
+        assert_eq!(ids(&models), ["m-b", "m-d", "m-a", "m-c"]);
+        let on_test = json!({"order_by": [{"field_name": "metrics.rmse", "dataset_name": "test"}]});
+        sort(&mut models, &order_terms(&req(on_test)).unwrap());
+        assert_eq!(ids(&models), ["m-d", "m-c", "m-b", "m-a"]); // then newest first
+        sort(
+            &mut models,
+            &order_terms(&req(json!({"order_by": [{"field_name": "creation_timestamp"}]}))).unwrap(),
+        );
+        assert_eq!(ids(&models), ["m-a", "m-b", "m-c", "m-d"]);
+        sort(&mut models, &[]);
+        assert_eq!(ids(&models), ["m-d", "m-c", "m-b", "m-a"]);
+        for bad in [json!({"field_name": "params.alpha"}), json!({"field_name": "colour"})] {
+            let e = order_terms(&req(json!({"order_by": [bad]}))).unwrap_err().message;
+            assert!(e.contains("Invalid order by field name"), "{e}");
+        }
+        let e = order_terms(&req(json!({"order_by": [{"field_name": "metrics.a", "dataset_digest": "d"}]})));
+        assert!(e.unwrap_err().message.contains("dataset_name"));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use cairn_core::api::{Role, Workspace};
-use cairn_core::models::{Model, ModelFilter, ModelVersion, NewModelVersion, VersionRef};
+use cairn_core::models::{Model, ModelFile, ModelFilter, ModelVersion, NewModelVersion, VersionRef};
 use cairn_core::Error;
 use serde_json::{json, Value};
 
@@ -71,7 +71,7 @@ async fn model_json(state: &AppState, ws: &Workspace, m: &Model) -> MlResult<Val
 
 /// A store error in MLflow's words: a missing model or version is RESOURCE_DOES_NOT_EXIST, a
 /// name taken is RESOURCE_ALREADY_EXISTS (400), a version in use stays a conflict.
-fn ml(e: Error) -> MlError {
+pub(super) fn ml(e: Error) -> MlError {
     match &e {
         Error::Conflict(m) if m.contains("already exists") => MlError::already_exists(m.clone()),
         _ => e.into(),
@@ -701,10 +701,9 @@ pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
             Some(m.id.clone()),
             Some(m.experiment_id.clone()),
         ),
-        super::artifacts::Owner::Version { .. } => {
-            return Err(MlError::invalid(
-                "register from a run's or a logged model's artifacts, not from a registered version",
-            ))
+        // A copy of a registered version (`copy_model_version`) keeps the source's lineage.
+        super::artifacts::Owner::Version { version, .. } => {
+            (version.run_id.clone(), version.logged_model_id.clone(), version.experiment_id.clone())
         }
     };
     let claimed_run = req.opt_str("run_id").filter(|r| !r.is_empty());
@@ -728,18 +727,36 @@ pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
         run_id: claimed_run.or(run_id),
         experiment_id,
         logged_model_id: claimed_model.or(logged_model_id),
-        source: Some(source),
+        source: Some(source.clone()),
         ..Default::default()
     };
-    let v = crate::models::register_from_blobs(
-        &state,
-        &caller.token.name,
-        &workspace,
-        &resolved.blobs,
-        &resolved.path,
-        new,
-    )
-    .await
+    let v = match &resolved.owner {
+        super::artifacts::Owner::Version { files, .. } => {
+            // The same blobs under the new version: nothing is copied.
+            let files: Vec<_> = files
+                .iter()
+                .filter_map(|f| {
+                    let rel = cairn_core::RelPath::parse(&f.path).ok()?.strip_prefix(&resolved.path)?;
+                    (!rel.is_root()).then(|| ModelFile { path: rel.to_string(), ..f.clone() })
+                })
+                .collect();
+            if files.is_empty() {
+                return Err(MlError::does_not_exist(format!("no files under {source:?}")));
+            }
+            crate::models::register_from_manifest(&state, &caller.token.name, &workspace, files, new).await
+        }
+        _ => {
+            crate::models::register_from_blobs(
+                &state,
+                &caller.token.name,
+                &workspace,
+                &resolved.blobs,
+                &resolved.path,
+                new,
+            )
+            .await
+        }
+    }
     .map_err(ml)?;
     Ok(Json(json!({"model_version": version_json(&v)})))
 }

@@ -138,63 +138,125 @@ pub async fn restore(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<
 }
 
 /// Logs a batch to a run: the native API's validation and store; `mlflow.runName` renames.
+/// Metrics sent with a `model_id` also become points of that logged model (same transaction).
 async fn log(
     state: &AppState,
     caller: &Caller,
     ws: &str,
     run_id: &str,
     mut batch: LogBatch,
+    links: Vec<ModelLink>,
 ) -> MlResult<Json<Value>> {
     caller.require_run(Role::Writer, ws, run_id)?;
     validate_batch(&batch)?;
     let workspace = state.store.workspace(ws).await?;
     loggable(state, &workspace, run_id).await?;
+    let model_metrics = model_metrics(state, &workspace, run_id, &mut batch, links).await?;
     if let Some(name) = batch.tags.iter().rev().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone()) {
         state.store.set_run_display_name(run_id, &name).await?;
         batch.tags.retain(|t| t.key != RUN_NAME_TAG);
     }
-    state.store.log_batch(run_id, &batch).await?;
+    state.store.log_batch_with_model_metrics(run_id, &batch, &model_metrics).await?;
     Ok(Json(json!({})))
 }
 
-fn metric(v: &Value) -> MlResult<LogMetric> {
+/// The logged model (and dataset) an MLflow metric was sent with; `index` is the metric's place
+/// in its batch.
+struct ModelLink {
+    index: usize,
+    model_id: String,
+    dataset_name: String,
+    dataset_digest: String,
+}
+
+/// The model points of a batch's linked metrics, each model checked to be in `ws` (404 naming
+/// it otherwise, before anything is written). A linked metric without a timestamp gets one
+/// here, so that the run's point and the model's are the same point.
+async fn model_metrics(
+    state: &AppState,
+    ws: &Workspace,
+    run_id: &str,
+    batch: &mut LogBatch,
+    links: Vec<ModelLink>,
+) -> MlResult<Vec<cairn_store::ModelMetric>> {
+    let mut checked = std::collections::BTreeSet::new();
+    for link in &links {
+        if checked.insert(link.model_id.as_str()) {
+            state.store.logged_model(ws, &link.model_id).await.map_err(|_| {
+                MlError::does_not_exist(format!("Logged model with ID '{}' not found.", link.model_id))
+            })?;
+        }
+    }
+    let now = cairn_core::now_ms();
+    Ok(links
+        .into_iter()
+        .map(|link| {
+            let m = &mut batch.metrics[link.index];
+            let timestamp = *m.timestamp.get_or_insert(now);
+            cairn_store::ModelMetric {
+                model_id: link.model_id,
+                key: m.key.clone(),
+                value: m.value,
+                timestamp,
+                step: m.step.unwrap_or(0),
+                run_id: run_id.to_string(),
+                dataset_name: link.dataset_name,
+                dataset_digest: link.dataset_digest,
+            }
+        })
+        .collect())
+}
+
+/// One MLflow `Metric`, and its link to a logged model when it names one.
+fn metric(index: usize, v: &Value) -> MlResult<(LogMetric, Option<ModelLink>)> {
     let key = v.get("key").and_then(Value::as_str).filter(|k| !k.is_empty());
     let key = key.ok_or_else(|| MlError::invalid("Missing value for required parameter 'key'."))?;
-    let int = |k: &str| Req(v.as_object().cloned().unwrap_or_default()).opt_i64(k);
-    Ok(LogMetric {
+    let fields = Req(v.as_object().cloned().unwrap_or_default());
+    let metric = LogMetric {
         key: key.into(),
         value: metric_value(v.get("value"))?,
-        step: int("step")?,
-        timestamp: int("timestamp")?,
-    })
+        step: fields.opt_i64("step")?,
+        timestamp: fields.opt_i64("timestamp")?,
+    };
+    let link = fields.opt_str("model_id").filter(|m| !m.is_empty()).map(|model_id| ModelLink {
+        index,
+        model_id,
+        dataset_name: fields.opt_str("dataset_name").unwrap_or_default(),
+        dataset_digest: fields.opt_str("dataset_digest").unwrap_or_default(),
+    });
+    Ok((metric, link))
 }
 
 pub async fn log_metric(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let run = req.run_id()?;
-    let m = metric(&Value::Object(req.0))?;
-    log(&state, &caller, &ws, &run, LogBatch { metrics: vec![m], ..Default::default() }).await
+    let (m, link) = metric(0, &Value::Object(req.0))?;
+    let batch = LogBatch { metrics: vec![m], ..Default::default() };
+    log(&state, &caller, &ws, &run, batch, link.into_iter().collect()).await
 }
 
 pub async fn log_param(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let run = req.run_id()?;
     let p = key_value(&Value::Object(req.0))?;
-    log(&state, &caller, &ws, &run, LogBatch { params: vec![p], ..Default::default() }).await
+    log(&state, &caller, &ws, &run, LogBatch { params: vec![p], ..Default::default() }, Vec::new()).await
 }
 
 pub async fn set_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let run = req.run_id()?;
     let t = key_value(&Value::Object(req.0))?;
-    log(&state, &caller, &ws, &run, LogBatch { tags: vec![t], ..Default::default() }).await
+    log(&state, &caller, &ws, &run, LogBatch { tags: vec![t], ..Default::default() }, Vec::new()).await
 }
 
 pub async fn log_batch(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let run = req.run_id()?;
-    let batch = LogBatch {
-        metrics: req.array("metrics").iter().map(metric).collect::<MlResult<_>>()?,
-        params: req.key_values("params")?,
-        tags: req.key_values("tags")?,
-    };
-    log(&state, &caller, &ws, &run, batch).await
+    let mut metrics = Vec::new();
+    let mut links = Vec::new();
+    for (i, v) in req.array("metrics").iter().enumerate() {
+        let (m, link) = metric(i, v)?;
+        metrics.push(m);
+        links.extend(link);
+    }
+    let batch = LogBatch { metrics, params: req.key_values("params")?, tags: req.key_values("tags")? };
+    log(&state, &caller, &ws, &run, batch, links).await
 }
 
 pub async fn delete_tag(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {

@@ -377,7 +377,26 @@ pub fn logged_model_json(m: &LoggedModel) -> Value {
             "status_message": m.status_message,
             "tags": kv(&m.tags),
         },
-        "data": {"params": kv(&m.params), "metrics": []},
+        "data": {
+            "params": kv(&m.params),
+            "metrics": m.metrics.iter().map(|p| {
+                let mut metric = json!({
+                    "key": p.key,
+                    "value": number(p.value),
+                    "timestamp": p.timestamp,
+                    "step": p.step,
+                    "run_id": p.run_id,
+                    "model_id": p.model_id,
+                });
+                // Absent, as MLflow writes a metric measured on no dataset.
+                for (field, v) in [("dataset_name", &p.dataset_name), ("dataset_digest", &p.dataset_digest)] {
+                    if !v.is_empty() {
+                        metric[field] = json!(v);
+                    }
+                }
+                metric
+            }).collect::<Vec<_>>(),
+        },
     })
 }
 
