@@ -116,6 +116,14 @@ def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
     assert names("datasets.name = 'wine-train'") == ["parent"]
     assert names("datasets.context IN ('eval')") == ["other"]
     assert names("datasets.name LIKE 'wine-%' and datasets.context = 'training'") == ["parent"]
+    # Bare attribute names, as MLflow reads them, and params/tags tested for absence.
+    assert names("run_name LIKE '%r%' and status = 'FINISHED'") == ["other", "parent"]
+    assert names("tags.mlflow.parentRunId IS NULL") == ["other", "parent"]
+    assert names("tags.mlflow.parentRunId IS NOT NULL") == ["child"]
+    assert names("params.never IS NULL") == ["child", "other", "parent"]
+    assert mlflow.search_runs(filter_string="params.never IS NOT NULL").empty
+    ordered = mlflow.search_runs(order_by=["run_name DESC"])["tags.mlflow.runName"].tolist()
+    assert ordered == ["parent", "other", "child"], ordered
     assert mlflow.load_table("tbl.json", run_ids=[pid, oid]).shape == (2, 2)
     with pytest.raises(MlflowException, match="expected ',' or '\\)'"):
         mlflow.search_runs(filter_string="attributes.run_id IN ('a' 'b')")

@@ -2,8 +2,10 @@
 //! `metrics.rmse < 0.7 and params.max_depth = '5' and tags.model != 'tree'`. The key is what
 //! follows the entity's dot, dots included (`tags.mlflow.parentRunId`); keys with spaces or other
 //! signs are quoted with backticks or double quotes (`` metrics.`max depth` > 3 ``). Text values
-//! also take `IN ('a', 'b')` and `NOT IN (…)`; `datasets.name|digest|context` match the datasets
-//! a run logged. Parsing is pure; the store turns the result into SQL.
+//! also take `IN ('a', 'b')` and `NOT IN (…)`; params and tags `IS NULL` / `IS NOT NULL`;
+//! `datasets.name|digest|context` match the datasets a run logged. As in MLflow, a run attribute
+//! may be written bare (`run_name = 'x'`, `start_time > 0`). Parsing is pure; the store turns the
+//! result into SQL.
 
 use crate::Error;
 
@@ -29,6 +31,9 @@ pub enum Op {
     ILike,
     In,
     NotIn,
+    /// `IS NULL` / `IS NOT NULL` (params and tags of runs): whether the run has the key at all.
+    IsNull,
+    IsNotNull,
 }
 
 impl Op {
@@ -43,6 +48,8 @@ impl Op {
             Op::Like | Op::ILike => "LIKE",
             Op::In => "IN",
             Op::NotIn => "NOT IN",
+            Op::IsNull => "IS NULL",
+            Op::IsNotNull => "IS NOT NULL",
         }
     }
 }
@@ -53,6 +60,8 @@ pub enum Value {
     Text(String),
     /// The values of `IN (…)` / `NOT IN (…)`.
     List(Vec<String>),
+    /// What `IS NULL` and `IS NOT NULL` compare with.
+    Null,
 }
 
 /// One `ENTITY.KEY OP VALUE` clause.
@@ -76,11 +85,12 @@ pub struct OrderBy {
 pub fn attribute_column(key: &str) -> Option<&'static str> {
     Some(match key {
         "status" => "r.status",
-        "run_name" | "display_name" => "r.display_name",
+        // MLflow also takes its UI's column names ("Run Name", "Created").
+        "run_name" | "display_name" | "run name" | "Run name" | "Run Name" => "r.display_name",
         "run_id" | "id" => "r.id",
         "start_time" | "started_at" => "r.started_at",
         "end_time" | "ended_at" => "r.ended_at",
-        "created" | "created_at" => "r.created_at",
+        "created" | "Created" | "created_at" => "r.created_at",
         _ => return None,
     })
 }
@@ -267,11 +277,17 @@ fn identifier(toks: &[Tok], i: &mut usize) -> Result<(Entity, String), Error> {
 }
 
 fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity, String), Error> {
-    if let Some(Tok::Ident(w)) = toks.get(*i) {
+    // A quoted word stands for a backticked column name (`` `Run Name` ``).
+    let word = match toks.get(*i) {
+        Some(Tok::Ident(w)) => Some(w),
+        Some(Tok::Quoted(w)) if target == Target::Runs => Some(w),
+        _ => None,
+    };
+    if let Some(w) = word {
         let bare = match target {
             Target::Experiments => EXPERIMENT_ATTRIBUTES.contains(&w.as_str()),
             Target::LoggedModels => logged_model_attribute(w).is_some(),
-            Target::Runs => false,
+            Target::Runs => attribute_column(w).is_some(),
         };
         if bare && toks.get(*i + 1) != Some(&Tok::Dot) {
             *i += 1;
@@ -382,6 +398,25 @@ fn parse_clauses(toks: &[Tok], i: &mut usize, target: Target) -> Result<Vec<Clau
             }
         }
         let (entity, key) = identifier_of(toks, i, target)?;
+        if matches!(toks.get(*i), Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("is")) {
+            let not = matches!(toks.get(*i + 1), Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("not"));
+            let at = *i + 1 + usize::from(not);
+            if !matches!(toks.get(at), Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("null")) {
+                return Err(Error::invalid(format!(
+                    "expected NULL or NOT NULL after IS, found {:?}",
+                    toks.get(at)
+                )));
+            }
+            if target != Target::Runs || !matches!(entity, Entity::Param | Entity::Tag) {
+                return Err(Error::invalid(format!(
+                    "IS NULL applies to a run's params and tags, not to {key:?}"
+                )));
+            }
+            *i = at + 1;
+            let op = if not { Op::IsNotNull } else { Op::IsNull };
+            clauses.push(Clause { entity, key, op, value: Value::Null });
+            continue;
+        }
         let op = match toks.get(*i) {
             Some(Tok::Op(op)) => *op,
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("like") => Op::Like,
@@ -586,6 +621,31 @@ mod tests {
             let err = parse_filter(bad).unwrap_err().to_string();
             assert!(err.contains(expect), "{bad}: {err}");
         }
+    }
+
+    /// MLflow reads a bare identifier as a run attribute, and lets params and tags be tested for
+    /// absence.
+    #[test]
+    fn bare_attributes_and_is_null() {
+        let c = parse_filter("run_name LIKE '%a%' and status = 'FINISHED' and start_time > 0").unwrap();
+        assert!(c.iter().all(|c| c.entity == Entity::Attribute), "{c:?}");
+        assert_eq!(c[0].key, "run_name");
+        let c = parse_filter("tags.team IS NULL and params.alpha is not null and metrics.a > 1").unwrap();
+        assert_eq!((c[0].op, &c[0].value), (Op::IsNull, &Value::Null));
+        assert_eq!((c[1].entity, c[1].op), (Entity::Param, Op::IsNotNull));
+        assert_eq!(c[2].entity, Entity::Metric);
+        for (bad, expect) in [
+            ("metrics.a IS NULL", "IS NULL applies to a run's params and tags"),
+            ("tags.a IS 'x'", "expected NULL or NOT NULL"),
+            ("colour = 'red'", "unknown entity"),
+        ] {
+            let err = parse_filter(bad).unwrap_err().to_string();
+            assert!(err.contains(expect), "{bad}: {err}");
+        }
+        let err = parse_experiment_filter("tags.a IS NULL").unwrap_err().to_string();
+        assert!(err.contains("IS NULL applies"), "{err}");
+        let o = parse_order_by(&["start_time DESC".into(), "`Run Name`".into()]);
+        assert!(o.is_ok(), "{o:?}");
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl Sql {
                 let v = self.bind(Bind::Int(*n as i64));
                 format!("{lhs} {} {v}", c.op.sql())
             }
+            Value::Null => format!("{lhs} {}", c.op.sql()),
         }
     }
 
@@ -74,6 +75,12 @@ impl Sql {
             Entity::Param | Entity::Tag => {
                 let table = if c.entity == Entity::Param { "params" } else { "run_tags" };
                 let key = self.bind(Bind::Text(c.key.clone()));
+                if matches!(c.op, Op::IsNull | Op::IsNotNull) {
+                    let not = if c.op == Op::IsNull { "NOT " } else { "" };
+                    return format!(
+                        "{not}EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = {key})"
+                    );
+                }
                 let test = self.text_test("x.value", c);
                 format!("EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = {key} AND {test})")
             }
@@ -86,7 +93,7 @@ impl Sql {
                 let values = match &c.value {
                     Value::List(v) => v.clone(),
                     Value::Text(t) => vec![t.clone()],
-                    Value::Number(_) => unreachable!("parser checked"),
+                    Value::Number(_) | Value::Null => unreachable!("parser checked"),
                 };
                 let tests: Vec<String> = values
                     .iter()
