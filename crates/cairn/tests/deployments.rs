@@ -18,6 +18,7 @@ on_both_backends!(
     a_deployment_of_two_models_loads_both_holds_both_and_an_update_swaps_one,
     bad_model_lists_are_refused_and_write_nothing,
     a_restart_during_an_update_of_two_models_keeps_both_recorded_versions,
+    azures_sample_yaml_with_an_inline_model_and_environment_deploys,
 );
 
 fn json(text: &str) -> Value {
@@ -730,4 +731,88 @@ def run(raw_data):
         let message = json(&r.text().await.unwrap())["message"].as_str().unwrap().to_string();
         assert!(message.contains("no deployment \"red\""), "{message}");
     }
+}
+
+/// Azure ML's own sample shape: `model: {path: …}` and `environment: {conda_file: …, image: …}`
+/// written in the deployment. The CLI registers both (named ENDPOINT-DEPLOYMENT), the image is
+/// named in a note, and running `update` with unchanged files registers nothing new.
+async fn azures_sample_yaml_with_an_inline_model_and_environment_deploys(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let dir = s.tmp().join("sample");
+    let score_py = SCORE_PY.replace("Model.get_model_path(\"lin\")", "Model.get_model_path(\"lin-ep-blue\")");
+    write_tree(
+        &dir,
+        &[
+            ("model-1/model/coef.json", br#"{"w": [2.0, -1.0, 0.5], "b": 1.0}"#),
+            ("model-1/onlinescoring/score.py", score_py.as_bytes()),
+            (
+                "model-1/environment/conda.yaml",
+                b"name: model-env\nchannels: [conda-forge]\ndependencies:\n  - pip\n  - pip: []\n",
+            ),
+            ("endpoint.yml", b"name: lin-ep\nauth_mode: key\n"),
+            (
+                "deployment/blue-deployment.yml",
+                b"$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json\n\
+                  name: blue\nendpoint_name: lin-ep\nmodel:\n  path: ../model-1/model/\n\
+                  code_configuration:\n  code: ../model-1/onlinescoring/\n  scoring_script: score.py\n\
+                  environment:\n  conda_file: ../model-1/environment/conda.yaml\n\
+                  \x20 image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest\n\
+                  instance_type: Standard_DS3_v2\ninstance_count: 1\n",
+            ),
+        ],
+    );
+    let p = |f: &str| dir.join(f).display().to_string();
+    s.ok(&["endpoint", "create", "-f", &p("endpoint.yml"), "-w", "w"]);
+    let out = s.cli(&[
+        "deployment",
+        "create",
+        "-f",
+        &p("deployment/blue-deployment.yml"),
+        "--all-traffic",
+        "--wait",
+        "-w",
+        "w",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let d = json(&stdout);
+    assert_eq!((d["state"].as_str(), d["model"].as_str()), (Some("Healthy"), Some("lin-ep-blue:1")), "{d}");
+    assert_eq!(d["spec"]["environment"], "lin-ep-blue:1", "{d}");
+    assert!(stderr.contains("openmpi4.1.0") && stderr.contains("not used"), "{stderr}");
+    assert!(stderr.contains("registered model lin-ep-blue:1"), "{stderr}");
+    let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    let (status, body) = score(&s, keys["primary_key"].as_str().unwrap(), r#"{"data": [[1, 2, 4]]}"#).await;
+    assert_eq!((status, json(&body)), (200, serde_json::json!([3.0])), "{body}");
+
+    // The same files again: no new model or environment version.
+    let out =
+        s.cli(&["deployment", "update", "-f", &p("deployment/blue-deployment.yml"), "--wait", "-w", "w"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("registered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let versions = json(&s.ok(&["model", "show", "lin-ep-blue", "-w", "w", "-o", "json"]));
+    assert_eq!(versions["model"]["latest_version"], 1, "{versions}");
+    // A changed model file is a new version.
+    std::fs::write(dir.join("model-1/model/coef.json"), br#"{"w": [0.0, 0.0, 0.0], "b": 7.0}"#).unwrap();
+    let out =
+        s.cli(&["deployment", "update", "-f", &p("deployment/blue-deployment.yml"), "--wait", "-w", "w"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("registered model lin-ep-blue:2"), "{out:?}");
+    let (status, body) = score(&s, keys["primary_key"].as_str().unwrap(), r#"{"data": [[1, 2, 4]]}"#).await;
+    assert_eq!((status, json(&body)), (200, serde_json::json!([7.0])), "{body}");
+
+    // An inline model whose folder is missing says so, and nothing is deployed.
+    let bad = dir.join("deployment/bad.yml");
+    let text = std::fs::read_to_string(dir.join("deployment/blue-deployment.yml")).unwrap();
+    std::fs::write(&bad, text.replace("name: blue", "name: green").replace("model-1/model/", "nowhere/"))
+        .unwrap();
+    let err = s.fails(&["deployment", "create", "-f", bad.to_str().unwrap(), "-w", "w"]);
+    assert!(err.contains("model") && err.contains("nowhere"), "{err}");
+    let listed = json(&s.ok(&["deployment", "list", "--endpoint", "lin-ep", "-w", "w", "-o", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
 }

@@ -114,7 +114,8 @@ pub struct EnvironmentFile {
     pub user_managed: bool,
     #[serde(default)]
     pub interpreter: Option<String>,
-    /// Azure ML's Docker fields, recognised only to explain that Cairn does not use them.
+    /// Azure ML's Docker fields: an `image` beside `conda_file`/`pip`/`requirements` is noted and
+    /// ignored; alone, or a `build`, it is refused with the reason.
     #[serde(default)]
     pub image: Option<serde_yaml::Value>,
     #[serde(default)]
@@ -178,15 +179,22 @@ impl EnvironmentFile {
         if let Some(version) = &self.version {
             validate_version(version)?;
         }
-        if self.image.is_some() || self.build.is_some() {
-            let field = if self.image.is_some() { "image" } else { "build" };
+        let mut notes = Vec::new();
+        let has_dependencies =
+            self.conda_file.is_some() || self.requirements.is_some() || !self.pip.is_empty();
+        if self.build.is_some() || (self.image.is_some() && !has_dependencies) {
+            let field = if self.build.is_some() { "build" } else { "image" };
             return Err(SpecError::invalid(
                 field,
                 "Docker images are not used: Cairn builds a venv; give `pip`, `requirements` or `conda_file`",
             ));
         }
-
-        let mut notes = Vec::new();
+        if let Some(image) = &self.image {
+            // Azure ML's usual pair, a base image plus a conda file: the conda file says what the
+            // code needs, the image only where Azure runs it.
+            let image = image.as_str().map(str::to_string).unwrap_or_else(|| format!("{image:?}"));
+            notes.push(format!("image: `{image}` is not used: Cairn builds a venv from the dependencies"));
+        }
         let mut raw: Vec<Located> = Vec::new();
         let mut variables = BTreeMap::new();
         let mut conda_python = None;

@@ -122,6 +122,20 @@ fn unknown_keys_are_named() {
     assert!(err.contains("conda_file") && err.contains("dependancies"), "{err}");
     let err = error("image: mcr.microsoft.com/azureml/base\n");
     assert!(err.contains("image") && err.contains("venv"), "{err}");
+    let err = error("build: {path: docker}\npip: [six]\n");
+    assert!(err.contains("build") && err.contains("venv"), "{err}");
+}
+
+/// Azure ML's samples pair a base image with a conda file: the dependencies are built, the image
+/// is named in a note.
+#[test]
+fn an_image_beside_dependencies_is_noted_not_refused() {
+    let r = resolve(
+        "image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest\n\
+         conda_file:\n  dependencies:\n    - python=3.11\n    - pip:\n      - six\n",
+    );
+    assert_eq!(r.spec.packages, ["six"]);
+    assert!(r.notes.iter().any(|n| n.contains("openmpi4.1.0") && n.contains("not used")), "{:?}", r.notes);
 }
 
 #[test]

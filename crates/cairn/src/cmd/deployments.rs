@@ -144,6 +144,21 @@ async fn read_file(api: &WorkspaceApi, client: &ClientArgs, file: &Path) -> anyh
         serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     if let Some(map) = yaml.as_mapping_mut() {
         map.remove("$schema");
+        let base = file.parent().unwrap_or(Path::new("."));
+        let text_of = |key: &str| map.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let asset = format!("{}-{}", text_of("endpoint_name"), text_of("name"));
+        if let Some(env) = map.get("environment").filter(|v| v.is_mapping()).cloned() {
+            let reference = inline_environment(api, base, env, &asset)
+                .await
+                .with_context(|| format!("{}: environment", file.display()))?;
+            map.insert("environment".into(), reference.into());
+        }
+        if let Some(model) = map.get("model").filter(|v| v.is_mapping()).cloned() {
+            let reference = inline_model(api, base, model, &asset)
+                .await
+                .with_context(|| format!("{}: model", file.display()))?;
+            map.insert("model".into(), reference.into());
+        }
     }
     let mut req: CreateDeployment =
         serde_yaml::from_value(yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
@@ -156,6 +171,91 @@ async fn read_file(api: &WorkspaceApi, client: &ClientArgs, file: &Path) -> anyh
         code.code = crate::cmd::jobs::upload_code(client, api.workspace(), &dir).await?;
     }
     Ok(req)
+}
+
+/// An environment written inline in the deployment (Azure ML v2's `environment: {conda_file: …,
+/// image: …}`): resolved like an environment file, relative to the deployment's folder, and
+/// registered as `NAME` (its `name`, else `ENDPOINT-DEPLOYMENT`) unless the latest version of that
+/// name is the same spec. Returns `NAME:VERSION`.
+async fn inline_environment(
+    api: &WorkspaceApi,
+    base: &Path,
+    env: serde_yaml::Value,
+    default_name: &str,
+) -> anyhow::Result<String> {
+    let parsed: cairn_jobs::env::EnvironmentFile = serde_yaml::from_value(env)?;
+    let name = parsed.name.clone().unwrap_or_else(|| default_name.to_string());
+    let resolved = parsed.resolve_with_notes(base).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for note in &resolved.notes {
+        eprintln!("note: environment: {note}");
+    }
+    let spec = serde_json::to_value(resolved.spec.canonicalize().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    if parsed.version.is_none() {
+        let latest: Result<cairn_core::runs::Environment, _> = api.get(&format!("environments/{name}")).await;
+        if let Some(env) = latest.ok().filter(|e| e.spec == spec) {
+            return Ok(format!("{}:{}", env.name, env.version));
+        }
+    }
+    let version = parsed
+        .version
+        .as_deref()
+        .map(|v| v.parse::<i64>().with_context(|| format!("version {v:?} must be an integer")))
+        .transpose()?;
+    let req = cairn_core::runs::CreateEnvironment {
+        name,
+        version,
+        description: parsed.description.clone().unwrap_or_default(),
+        spec,
+    };
+    let env: cairn_core::runs::Environment = api.post("environments", &req).await?;
+    eprintln!("registered environment {}:{}", env.name, env.version);
+    Ok(format!("{}:{}", env.name, env.version))
+}
+
+/// A model written inline in the deployment (Azure ML v2's `model: {path: ./model}`): its local
+/// files are registered as `NAME` (its `name`, else `ENDPOINT-DEPLOYMENT`) unless the latest
+/// version holds exactly those files. Returns `NAME:VERSION`.
+async fn inline_model(
+    api: &WorkspaceApi,
+    base: &Path,
+    model: serde_yaml::Value,
+    default_name: &str,
+) -> anyhow::Result<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct InlineModel {
+        path: String,
+        name: Option<String>,
+        #[serde(default)]
+        description: String,
+        /// Azure's asset type (`custom_model`, `mlflow_model`, …): the files say which it is here.
+        #[serde(rename = "type")]
+        _kind: Option<String>,
+    }
+    let inline: InlineModel = serde_yaml::from_value(model)?;
+    let name = inline.name.unwrap_or_else(|| default_name.to_string());
+    cairn_core::names::validate_model_name(&name)?;
+    let (client, ws) = (api.client(), api.workspace());
+    let mut files = crate::cmd::models::upload_local(client, ws, &base.join(&inline.path)).await?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    if let Ok(latest) = client.model_version(ws, &name, "latest").await {
+        let mut held = client.model_files(ws, &name, &latest.version.to_string()).await?;
+        held.sort_by(|a, b| a.path.cmp(&b.path));
+        let same = |a: &cairn_core::models::ModelFile, b: &cairn_core::models::ModelFile| {
+            (&a.path, &a.sha256) == (&b.path, &b.sha256)
+        };
+        if held.len() == files.len() && held.iter().zip(&files).all(|(a, b)| same(a, b)) {
+            return Ok(format!("{name}:{}", latest.version));
+        }
+    }
+    let req = cairn_core::models::RegisterModelVersion {
+        description: inline.description,
+        files: Some(files),
+        ..Default::default()
+    };
+    let v = client.register_model_version(ws, &name, &req).await?;
+    eprintln!("registered model {name}:{}", v.version);
+    Ok(format!("{name}:{}", v.version))
 }
 
 pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {

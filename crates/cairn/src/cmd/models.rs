@@ -173,6 +173,28 @@ fn print_version(format: crate::config::OutputFormat, v: &ModelVersion) -> anyho
     )
 }
 
+/// Hashes a local file or folder and uploads the blobs the server lacks; returns the manifest a
+/// version registered from them records.
+pub(crate) async fn upload_local(
+    client: &cairn_client::Client,
+    ws: &str,
+    local: &std::path::Path,
+) -> anyhow::Result<Vec<ModelFile>> {
+    let files = cairn_client::blobs::hash_files(cairn_client::blobs::walk(local)?)?;
+    if files.is_empty() {
+        bail!("{} holds no files", local.display());
+    }
+    cairn_client::blobs::upload_missing(client, ws, &files).await?;
+    Ok(files
+        .iter()
+        .map(|f| ModelFile {
+            path: f.file.path.clone(),
+            sha256: f.file.sha256.clone(),
+            size: f.file.size as i64,
+        })
+        .collect())
+}
+
 pub async fn run(command: ModelCommand) -> anyhow::Result<()> {
     match command {
         ModelCommand::Register {
@@ -208,24 +230,7 @@ pub async fn run(command: ModelCommand) -> anyhow::Result<()> {
                     req.run_id = Some(run);
                     req.path = Some(path);
                 }
-                None => {
-                    let local = PathBuf::from(&path);
-                    let files = cairn_client::blobs::hash_files(cairn_client::blobs::walk(&local)?)?;
-                    if files.is_empty() {
-                        bail!("{} holds no files", local.display());
-                    }
-                    cairn_client::blobs::upload_missing(&client, &ws, &files).await?;
-                    req.files = Some(
-                        files
-                            .iter()
-                            .map(|f| ModelFile {
-                                path: f.file.path.clone(),
-                                sha256: f.file.sha256.clone(),
-                                size: f.file.size as i64,
-                            })
-                            .collect(),
-                    );
-                }
+                None => req.files = Some(upload_local(&client, &ws, &PathBuf::from(&path)).await?),
             }
             let v = client.register_model_version(&ws, &name, &req).await?;
             print_version(args.output, &v)
