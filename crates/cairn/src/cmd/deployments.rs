@@ -190,17 +190,25 @@ async fn inline_environment(
         eprintln!("note: environment: {note}");
     }
     let spec = serde_json::to_value(resolved.spec.canonicalize().map_err(|e| anyhow::anyhow!("{e}"))?)?;
-    if parsed.version.is_none() {
-        let latest: Result<cairn_core::runs::Environment, _> = api.get(&format!("environments/{name}")).await;
-        if let Some(env) = latest.ok().filter(|e| e.spec == spec) {
-            return Ok(format!("{}:{}", env.name, env.version));
-        }
-    }
     let version = parsed
         .version
         .as_deref()
         .map(|v| v.parse::<i64>().with_context(|| format!("version {v:?} must be an integer")))
         .transpose()?;
+    // The latest version, or the one the file names, is reused when it holds this spec.
+    let existing = match version {
+        Some(v) => format!("environments/{name}@{v}"),
+        None => format!("environments/{name}"),
+    };
+    let found: Result<cairn_core::runs::Environment, _> = api.get(&existing).await;
+    if let Ok(env) = found {
+        if env.spec == spec {
+            return Ok(format!("{}:{}", env.name, env.version));
+        }
+        if version.is_some() {
+            bail!("environment {}:{} already exists with another spec: give a new version", env.name, env.version);
+        }
+    }
     let req = cairn_core::runs::CreateEnvironment {
         name,
         version,
