@@ -206,7 +206,11 @@ async fn inline_environment(
             return Ok(format!("{}:{}", env.name, env.version));
         }
         if version.is_some() {
-            bail!("environment {}:{} already exists with another spec: give a new version", env.name, env.version);
+            bail!(
+                "environment {}:{} already exists with another spec: give a new version",
+                env.name,
+                env.version
+            );
         }
     }
     let req = cairn_core::runs::CreateEnvironment {
