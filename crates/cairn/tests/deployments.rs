@@ -758,7 +758,8 @@ async fn azures_sample_yaml_with_an_inline_model_and_environment_deploys(b: Back
                   code_configuration:\n  code: ../model-1/onlinescoring/\n  scoring_script: score.py\n\
                   environment:\n  conda_file: ../model-1/environment/conda.yaml\n\
                   \x20 image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest\n\
-                  instance_type: Standard_DS3_v2\ninstance_count: 1\n",
+                  instance_type: Standard_DS3_v2\ninstance_count: 1\n\
+                  app_insights_enabled: true\nscale_settings:\n  type: default\n",
             ),
         ],
     );
@@ -783,6 +784,10 @@ async fn azures_sample_yaml_with_an_inline_model_and_environment_deploys(b: Back
     assert_eq!(d["spec"]["environment"], "lin-ep-blue:1", "{d}");
     assert!(stderr.contains("openmpi4.1.0") && stderr.contains("not used"), "{stderr}");
     assert!(stderr.contains("registered model lin-ep-blue:1"), "{stderr}");
+    assert!(
+        stderr.contains("app_insights_enabled is not used") && stderr.contains("scale_settings"),
+        "{stderr}"
+    );
     let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
     let (status, body) = score(&s, keys["primary_key"].as_str().unwrap(), r#"{"data": [[1, 2, 4]]}"#).await;
     assert_eq!((status, json(&body)), (200, serde_json::json!([3.0])), "{body}");

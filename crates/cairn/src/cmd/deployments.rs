@@ -144,6 +144,12 @@ async fn read_file(api: &WorkspaceApi, client: &ClientArgs, file: &Path) -> anyh
         serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     if let Some(map) = yaml.as_mapping_mut() {
         map.remove("$schema");
+        // Azure-only settings that Azure's samples carry: said once, then left out.
+        for (key, why) in AZURE_ONLY {
+            if map.remove(*key).is_some() {
+                eprintln!("note: {}: {key} is not used: {why}", file.display());
+            }
+        }
         let base = file.parent().unwrap_or(Path::new("."));
         let text_of = |key: &str| map.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
         let asset = format!("{}-{}", text_of("endpoint_name"), text_of("name"));
@@ -172,6 +178,14 @@ async fn read_file(api: &WorkspaceApi, client: &ClientArgs, file: &Path) -> anyh
     }
     Ok(req)
 }
+
+/// Fields of Azure ML's online-deployment YAML that have no meaning on Cairn's machines, and why.
+const AZURE_ONLY: &[(&str, &str)] = &[
+    ("app_insights_enabled", "logs are in `cairn deployment logs`, metrics in the server's /metrics"),
+    ("scale_settings", "a deployment keeps its instance_count (no autoscaling)"),
+    ("egress_public_network_access", "replicas use the machine's own network"),
+    ("data_collector", "requests and answers are not collected"),
+];
 
 /// An environment written inline in the deployment (Azure ML v2's `environment: {conda_file: …,
 /// image: …}`): resolved like an environment file, relative to the deployment's folder, and
