@@ -268,6 +268,18 @@ impl Store {
             .ok_or_else(|| Error::not_found("logged model", id))
     }
 
+    /// Whether `ws` holds a logged model `id` (deleted ones included), without reading its tags,
+    /// params and metrics.
+    pub async fn logged_model_exists(&self, ws: &Workspace, id: &str) -> Result<bool, Error> {
+        let row = sqlx::query("SELECT 1 AS one FROM logged_models WHERE workspace_id = $1 AND id = $2")
+            .bind(&ws.id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(row.is_some())
+    }
+
     /// The live logged models of the given experiments (all when empty), newest first.
     pub async fn logged_models(
         &self,

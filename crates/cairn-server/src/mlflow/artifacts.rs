@@ -92,7 +92,7 @@ pub async fn resolve(state: &AppState, ws: &Workspace, uri: &str) -> MlResult<Re
         let (version, tail) = split_first(&path);
         let numbered = version == "latest" || version.parse::<i64>().is_ok();
         // A logged model's id (`m-…`) may be followed by a path that starts with digits.
-        if numbered && !(model.starts_with("m-") && state.store.logged_model(ws, &model).await.is_ok()) {
+        if numbered && !(model.starts_with("m-") && state.store.logged_model_exists(ws, &model).await?) {
             return version_artifacts(state, ws, &model, VersionRef::parse(&version)?, tail).await;
         }
         return model_artifacts(state, ws, None, &model, path).await;

@@ -181,10 +181,13 @@ async fn model_metrics(
 ) -> MlResult<Vec<cairn_store::ModelMetric>> {
     let mut checked = std::collections::BTreeSet::new();
     for link in &links {
-        if checked.insert(link.model_id.as_str()) {
-            state.store.logged_model(ws, &link.model_id).await.map_err(|_| {
-                MlError::does_not_exist(format!("Logged model with ID '{}' not found.", link.model_id))
-            })?;
+        if checked.insert(link.model_id.as_str())
+            && !state.store.logged_model_exists(ws, &link.model_id).await?
+        {
+            return Err(MlError::does_not_exist(format!(
+                "Logged model with ID '{}' not found.",
+                link.model_id
+            )));
         }
     }
     let now = cairn_core::now_ms();

@@ -204,11 +204,7 @@ async fn inline_environment(
         eprintln!("note: environment: {note}");
     }
     let spec = serde_json::to_value(resolved.spec.canonicalize().map_err(|e| anyhow::anyhow!("{e}"))?)?;
-    let version = parsed
-        .version
-        .as_deref()
-        .map(|v| v.parse::<i64>().with_context(|| format!("version {v:?} must be an integer")))
-        .transpose()?;
+    let version = crate::cmd::jobs::env_version(&parsed)?;
     // The latest version, or the one the file names, is reused when it holds this spec.
     let existing = match version {
         Some(v) => format!("environments/{name}@{v}"),

@@ -249,6 +249,14 @@ pub enum RunCommand {
     },
 }
 
+/// An environment file's `version:`, as the integer the server takes (None: the next one).
+pub(crate) fn env_version(file: &cairn_jobs::env::EnvironmentFile) -> anyhow::Result<Option<i64>> {
+    file.version
+        .as_deref()
+        .map(|v| v.parse::<i64>().with_context(|| format!("version {v:?} must be an integer")))
+        .transpose()
+}
+
 pub async fn env(command: EnvCommand) -> anyhow::Result<()> {
     match command {
         EnvCommand::Create { file, ws, client } => {
@@ -260,12 +268,7 @@ pub async fn env(command: EnvCommand) -> anyhow::Result<()> {
                 eprintln!("note: {note}");
             }
             let name = parsed.name.clone().context("the environment file needs a name")?;
-            let version = match &parsed.version {
-                Some(v) => {
-                    Some(v.parse::<i64>().with_context(|| format!("version {v:?} must be an integer"))?)
-                }
-                None => None,
-            };
+            let version = env_version(&parsed)?;
             let req = CreateEnvironment {
                 name,
                 version,
