@@ -18,6 +18,7 @@ pub mod extract;
 pub mod gateway;
 pub mod gc;
 pub mod jobs;
+pub mod linger;
 pub mod metrics;
 pub mod mlflow;
 pub mod models;

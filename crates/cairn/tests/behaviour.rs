@@ -1232,3 +1232,69 @@ async fn workspace_compute_sizes_are_added_used_and_deleted_only_when_unused(b: 
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
 }
+
+/// Sends `head` then `body_len` bytes, all of them, before reading the answer, as Python's
+/// `http.client` does; the status, or the I/O error that cut the exchange.
+fn send_all_then_read(url: &str, head: &str, body_len: usize) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(authority(url)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    s.write_all(head.as_bytes()).map_err(|e| format!("writing the head: {e}"))?;
+    let chunk = vec![b' '; 1 << 20];
+    let mut left = body_len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        s.write_all(&chunk[..n]).map_err(|e| format!("writing the body, {left} bytes left: {e}"))?;
+        left -= n;
+    }
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| format!("reading the answer: {e}"))?;
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no status: {text}"))
+}
+
+/// An answer given before the body is read (a wrong token, a body past the limit) reaches a client
+/// still writing that body, instead of a reset connection ("broken pipe", "connection reset").
+#[tokio::test(flavor = "multi_thread")]
+async fn early_answers_reach_a_client_still_sending_its_body() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let size = 40 << 20; // far more than the kernel's socket buffers hold
+    let host = authority(&s.url).to_string();
+    let head = move |token: &str, path: &str| {
+        let kind = if path.ends_with("upload-batch") {
+            "multipart/form-data; boundary=b"
+        } else {
+            "application/json"
+        };
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: {kind}\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let url = s.url.clone();
+    let token = s.token.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        [
+            send_all_then_read(&url, &head("wrong", "/api/v1/workspaces/w/runs/search"), size),
+            send_all_then_read(&url, &head(&token, "/api/v1/workspaces/w/runs/search"), size),
+            send_all_then_read(
+                &url,
+                &head(&token, "/api/v1/workspaces/w/datastores/default/upload-batch"),
+                size,
+            ),
+            send_all_then_read(
+                &url,
+                &head("wrong", "/workspaces/w/mlflow/api/2.0/mlflow/runs/log-batch"),
+                size,
+            ),
+            send_all_then_read(&url, &head("wrong", "/endpoints/nowhere/score"), size),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(results, [Ok(401), Ok(413), Ok(413), Ok(401), Ok(401)], "{results:?}");
+    // The server is still there for the next client.
+    assert!(s.ok(&["workspace", "list"]).contains('w'));
+}

@@ -169,6 +169,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(metrics)
         .merge(crate::studio::router())
         .fallback(fallback)
+        .layer(middleware::map_request(crate::linger::lingering_bodies))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
