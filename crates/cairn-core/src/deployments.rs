@@ -147,6 +147,14 @@ pub struct CreateDeployment {
     pub readiness_probe: Option<ProbeSettings>,
     #[serde(default)]
     pub description: String,
+    /// Labels to find and sort deployments by (Azure's limits: see [`crate::endpoints::validate_tags`]);
+    /// changing them restarts nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Facts about the deployment, recorded as given (same limits as tags); changing them restarts
+    /// nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
 }
 
 /// Most models one deployment may hold.
@@ -545,6 +553,9 @@ pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
         }
         resources.limits()?;
     }
+    crate::endpoints::validate_tags(&req.tags)?;
+    crate::endpoints::validate_tags(&req.properties)
+        .map_err(|e| Error::invalid(format!("properties: {e}")))?;
     req.worker_count()?;
     req.liveness().validate("liveness_probe")?;
     req.readiness().validate("readiness_probe")?;
@@ -554,7 +565,7 @@ pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
 /// What an update changes, and so how it is carried out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpdateKind {
-    /// Only the description: stored, nothing restarts.
+    /// Only the description, tags or properties: stored, nothing restarts.
     Nothing,
     /// Only `instance_count`: replicas are added or removed, the others keep running.
     Scale,
@@ -579,12 +590,14 @@ pub fn classify_update(old: &CreateDeployment, new: &CreateDeployment) -> Result
         }
     }
     validate_create(new)?;
-    // Everything a replica is started with, i.e. the spec without the count and the description;
-    // `model: X` and `models: [X]` start the same replicas.
+    // Everything a replica is started with, i.e. the spec without the count and what only
+    // describes it; `model: X` and `models: [X]` start the same replicas.
     let start_with = |d: &CreateDeployment| {
         let mut n = d.clone();
         n.instance_count = 0;
         n.description = String::new();
+        n.tags.clear();
+        n.properties.clear();
         n.endpoint_name = None;
         n.models = Some(n.model.take().into_iter().chain(n.models.take().unwrap_or_default()).collect());
         serde_json::to_value(n).expect("a deployment spec serialises")
@@ -683,6 +696,8 @@ mod tests {
         let old = spec();
         let mut new = old.clone();
         new.description = "now described".into();
+        new.tags.insert("stage".into(), "canary".into());
+        new.properties.insert("owner".into(), "ml-team".into());
         assert_eq!(classify_update(&old, &new).unwrap(), UpdateKind::Nothing);
         new.instance_count = 3;
         assert_eq!(classify_update(&old, &new).unwrap(), UpdateKind::Scale);

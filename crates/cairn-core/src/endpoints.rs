@@ -221,7 +221,7 @@ const MAX_TAG_VALUE: usize = 256;
 
 pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), Error> {
     if tags.len() > MAX_TAGS {
-        return Err(Error::invalid(format!("an endpoint has at most {MAX_TAGS} tags, not {}", tags.len())));
+        return Err(Error::invalid(format!("at most {MAX_TAGS} tags, not {}", tags.len())));
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > MAX_TAG_KEY {

@@ -759,7 +759,9 @@ async fn azures_sample_yaml_with_an_inline_model_and_environment_deploys(b: Back
                   environment:\n  conda_file: ../model-1/environment/conda.yaml\n\
                   \x20 image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest\n\
                   instance_type: Standard_DS3_v2\ninstance_count: 1\n\
-                  app_insights_enabled: true\nscale_settings:\n  type: default\n",
+                  app_insights_enabled: true\nscale_settings:\n  type: default\n\
+                  tags: {version: 2, team: wine}\nproperties: {owner: ml}\n\
+                  environment_variables: {WORKER_COUNT: 1, VERBOSE: true}\n",
             ),
         ],
     );
@@ -782,6 +784,10 @@ async fn azures_sample_yaml_with_an_inline_model_and_environment_deploys(b: Back
     let d = json(&stdout);
     assert_eq!((d["state"].as_str(), d["model"].as_str()), (Some("Healthy"), Some("lin-ep-blue:1")), "{d}");
     assert_eq!(d["spec"]["environment"], "lin-ep-blue:1", "{d}");
+    // Numbers and booleans in tags and variables are their text, as Azure's files mean them.
+    assert_eq!(d["spec"]["tags"], serde_json::json!({"version": "2", "team": "wine"}), "{d}");
+    assert_eq!(d["spec"]["properties"], serde_json::json!({"owner": "ml"}), "{d}");
+    assert_eq!(d["spec"]["environment_variables"]["VERBOSE"], "true", "{d}");
     assert!(stderr.contains("openmpi4.1.0") && stderr.contains("not used"), "{stderr}");
     assert!(stderr.contains("registered model lin-ep-blue:1"), "{stderr}");
     assert!(
@@ -803,6 +809,29 @@ async fn azures_sample_yaml_with_an_inline_model_and_environment_deploys(b: Back
     );
     let versions = json(&s.ok(&["model", "show", "lin-ep-blue", "-w", "w", "-o", "json"]));
     assert_eq!(versions["model"]["latest_version"], 1, "{versions}");
+    // Only the tags change: stored, the replicas keep running (same generation).
+    let text = std::fs::read_to_string(dir.join("deployment/blue-deployment.yml")).unwrap();
+    let retagged = dir.join("deployment/retagged.yml");
+    std::fs::write(&retagged, text.replace("version: 2", "version: 3")).unwrap();
+    let out = s.ok(&[
+        "deployment",
+        "update",
+        "-f",
+        &retagged.display().to_string(),
+        "--wait",
+        "-w",
+        "w",
+        "-o",
+        "json",
+    ]);
+    let d = json(&out);
+    assert_eq!(
+        (d["spec"]["tags"]["version"].as_str(), d["generation"].as_i64()),
+        (Some("3"), Some(0)),
+        "{d}"
+    );
+    let shown = s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w"]);
+    assert!(shown.contains("team=wine") && shown.contains("version=3"), "{shown}");
     // A changed model file is a new version.
     std::fs::write(dir.join("model-1/model/coef.json"), br#"{"w": [0.0, 0.0, 0.0], "b": 7.0}"#).unwrap();
     let out =

@@ -128,6 +128,7 @@ fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
         ),
         ("request_timeout_ms", d.spec.request_settings.timeout_ms().to_string()),
         ("max_concurrent", d.spec.request_settings.max_concurrent().to_string()),
+        ("tags", d.spec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")),
         ("reason", d.reason.clone()),
         ("generation", d.generation.to_string()),
         ("update_error", d.update_error.clone()),
@@ -139,11 +140,8 @@ fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
 /// Reads the YAML (`$schema` dropped, unknown keys refused) and uploads the code folder, which is
 /// relative to the file.
 async fn read_file(api: &WorkspaceApi, client: &ClientArgs, file: &Path) -> anyhow::Result<CreateDeployment> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut yaml: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let mut yaml = crate::cmd::yaml::read(file)?;
     if let Some(map) = yaml.as_mapping_mut() {
-        map.remove("$schema");
         // Azure-only settings that Azure's samples carry: said once, then left out.
         for (key, why) in AZURE_ONLY {
             if map.remove(*key).is_some() {
@@ -166,8 +164,7 @@ async fn read_file(api: &WorkspaceApi, client: &ClientArgs, file: &Path) -> anyh
             map.insert("model".into(), reference.into());
         }
     }
-    let mut req: CreateDeployment =
-        serde_yaml::from_value(yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let mut req: CreateDeployment = crate::cmd::yaml::parse(file, yaml)?;
     // No code_configuration: a no-code deployment of an MLflow model, nothing to upload.
     if let Some(code) = &mut req.code_configuration {
         let dir = file.parent().unwrap_or(Path::new(".")).join(&code.code);

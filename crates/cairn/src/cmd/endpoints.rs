@@ -128,15 +128,12 @@ pub enum EndpointCommand {
 /// Reads an online-endpoint YAML file: `$schema` is dropped, unknown keys are refused by name.
 /// Returns the request and the keys the file sets.
 fn read_endpoint_file(file: &Path) -> anyhow::Result<(CreateEndpoint, Vec<String>)> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut yaml: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let Some(map) = yaml.as_mapping_mut() else {
+    let yaml = crate::cmd::yaml::read(file)?;
+    let Some(map) = yaml.as_mapping() else {
         bail!("{}: expected a mapping with at least `name`", file.display());
     };
-    map.remove("$schema");
     let keys = map.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
-    let req = serde_yaml::from_value(yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let req = crate::cmd::yaml::parse(file, yaml)?;
     Ok((req, keys))
 }
 

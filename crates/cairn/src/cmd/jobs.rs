@@ -385,15 +385,7 @@ pub async fn compute(command: ComputeCommand) -> anyhow::Result<()> {
     };
     match command {
         ComputeCommand::Create { file, ws, client } => {
-            let text =
-                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let mut yaml: serde_yaml::Value =
-                serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            if let Some(m) = yaml.as_mapping_mut() {
-                m.remove("$schema");
-            }
-            let req: CreateCompute =
-                serde_yaml::from_value(yaml).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let req: CreateCompute = crate::cmd::yaml::parse(&file, crate::cmd::yaml::read(&file)?)?;
             let c: Compute = client.workspace_api(&ws)?.post("computes", &req).await?;
             output::print_one(client.output, &c, show(&c))
         }
@@ -616,10 +608,7 @@ pub(crate) async fn upload_code(client: &ClientArgs, ws: &str, dir: &Path) -> an
 pub async fn job(command: JobCommand) -> anyhow::Result<()> {
     match command {
         JobCommand::Submit { file, wait, stream, ws, client } => {
-            let text =
-                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let parsed: JobFile =
-                serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let parsed: JobFile = crate::cmd::yaml::parse(&file, crate::cmd::yaml::read(&file)?)?;
             let api = client.workspace_api(&ws)?;
             let snapshot = match &parsed.code {
                 Some(code) => {

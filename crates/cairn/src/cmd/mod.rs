@@ -10,3 +10,4 @@ pub mod login;
 pub mod models;
 pub mod tokens;
 pub mod workspaces;
+pub mod yaml;
