@@ -483,3 +483,60 @@ async fn the_issue_scenario_the_wine_model_and_its_endpoint_test_invoked() {
     assert!((3.0..=8.0).contains(&q), "a wine quality prediction: {q}");
     b.no_console_errors("test-invoking the endpoint").await;
 }
+
+/// The links the MLflow client prints ("View run at: {tracking URI}/#/experiments/E/runs/R") open
+/// the studio's page for that run, experiment or model version, through sign-in when needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_links_the_mlflow_client_prints_open_the_studio() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let run = api_run(&s, "wine", "a run", &[("rmse", 0.5)], &[]).await;
+    let model_file = s.tmp().join("model.pkl");
+    std::fs::write(&model_file, b"weights").unwrap();
+    s.ok(&["model", "register", "--name", "wine_model", "--path", model_file.to_str().unwrap(), "-w", "w"]);
+    let got = reqwest::Client::new()
+        .get(format!(
+            "{}/workspaces/w/mlflow/api/2.0/mlflow/experiments/get-by-name?experiment_name=wine",
+            s.url
+        ))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    let experiment =
+        parse(&got.text().await.unwrap())["experiment"]["experiment_id"].as_str().unwrap().to_string();
+
+    // Signed out: the link leads through sign-in to the run.
+    let b = Browser::start(&s.url, "mlflow-links").await;
+    b.visit(&format!("/workspaces/w/mlflow/#/experiments/{experiment}/runs/{run}"), "run-link-signed-out")
+        .await;
+    b.wait_path("the sign-in page", |p| p.starts_with("/login")).await;
+    b.sign_in(&s.token).await;
+    let run_page = format!("/w/w/runs/{run}");
+    b.wait_path("the run page after signing in", |p| p == run_page).await;
+    b.find("#run-status").await;
+    b.no_console_errors("the run link").await;
+
+    for (link, page, name) in [
+        (
+            format!("/workspaces/w/mlflow/#/experiments/{experiment}"),
+            "/w/w/experiments/wine".to_string(),
+            "experiment",
+        ),
+        (
+            "/workspaces/w/mlflow/#/models/wine_model/versions/1".to_string(),
+            "/w/w/models/wine_model/1".to_string(),
+            "version",
+        ),
+        (
+            "/workspaces/w/mlflow/#/experiments/no-such-id".to_string(),
+            "/w/w/experiments".to_string(),
+            "unknown",
+        ),
+        ("/workspaces/w/mlflow".to_string(), "/w/w/experiments".to_string(), "no-fragment"),
+    ] {
+        b.visit(&link, &format!("{name}-link")).await;
+        b.wait_path(&format!("{page} from {link}"), |p| p == page).await;
+        b.no_console_errors(&link).await;
+    }
+}

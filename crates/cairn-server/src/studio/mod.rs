@@ -30,6 +30,7 @@ pub mod endpoints;
 pub mod environments;
 pub mod experiments;
 pub mod layout;
+pub mod mlflow_links;
 pub mod models;
 pub mod run;
 pub mod runs;
@@ -55,6 +56,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .merge(compute::routes())
         .merge(series::routes())
         .merge(compare::routes())
+        .merge(mlflow_links::routes())
         .layer(axum::middleware::map_response(security_headers))
         .route("/static/{name}", get(asset))
 }

@@ -155,7 +155,16 @@
     if (live) setTimeout(poll, 1000);
   }
 
+  // ---- the MLflow client's links ("View run at: …/mlflow/#/experiments/E/runs/R") --------
+  // The part after # never reaches the server: pass it on to the page that resolves it.
+  function followMlflowLink() {
+    const to = document.body && document.body.dataset.mlflowLink;
+    if (!to) return;
+    location.replace(to + "?route=" + encodeURIComponent(location.hash.replace(/^#/, "")));
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    followMlflowLink();
     const table = document.getElementById("runs-table");
     if (table) {
       setupColumns(table);
