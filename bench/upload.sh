@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Datastore upload benchmark: `cairn datastore upload` of one large file and of many small files
 # to the default datastore of a server on loopback, against `cp -r` of the same data on the same
-# disk, repetitions interleaved. Reports medians, ratios and the server's peak RSS (VmHWM; one
+# disk, repetitions interleaved; then `cairn datastore download` of the small files against
+# `cp -r` of them. Reports medians, ratios and the server's peak RSS (VmHWM; one
 # fresh server per case). Run it through bench/run.sh, which builds cairn and sets CAIRN_BIN.
 #
 # Environment:
@@ -10,6 +11,7 @@
 #   UPLOAD_SMALL_COUNT=10000 number of small files
 #   UPLOAD_SMALL_KB=4        size of each small file, in KiB
 #   UPLOAD_SMALL_REPS=5      repetitions of the small-files case
+#   DOWNLOAD_SMALL_REPS      repetitions of the small-files download (default: UPLOAD_SMALL_REPS)
 #   BENCH_DATA=bench/data    where data, the server's data directory and cp's copies go (one disk)
 #   BENCH_OUT=bench/out      where results go (upload.md, upload-times.tsv)
 #   KEEP_DATA=1              keep the generated data (and reuse it next time)
@@ -65,6 +67,13 @@ report=$out/upload.md
     echo "|---|---|---|---|---|---|---|---|---|"
 } >"$report"
 
+# report_row LABEL REPS BYTES PEAK_MB CLIENT_KB CAIRN_MEDIAN CP_MEDIAN: one line of the report.
+report_row() {
+    local label=$1 reps=$2 bytes=$3 peak=$4 client_kb=$5 cm=$6 pm=$7
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$reps" "$cm" "$pm" "$(ratio "$cm" "$pm")" \
+        "$(mb_per_s "$bytes" "$cm")" "$(mb_per_s "$bytes" "$pm")" "$peak" "$(ratio $((client_kb * 1024)) 1e6 1)" >>"$report"
+}
+
 # bench_case NAME LABEL REPS FILES BYTES FREE: times both tools on $src/NAME, REPS times each. The
 # copies are deleted (untimed) after each repetition when FREE is "each", after the last otherwise:
 # on ext4, creating thousands of files in a directory whose inode was just freed by deleting such a
@@ -106,17 +115,55 @@ bench_case() {
             "$CAIRN_BIN" datastore rm -w bench "$target" >/dev/null
         fi
     done
-    local peak cm pm
+    local peak
     peak=$(proc_mb "$SERVER_PID" VmHWM)
     stop_server
     rm -rf "${work:?}/cp/$name-"* "$work/server-$name"
-    cm=$(median "${cairn_times[@]}")
-    pm=$(median "${cp_times[@]}")
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$reps" "$cm" "$pm" "$(ratio "$cm" "$pm")" \
-        "$(mb_per_s "$bytes" "$cm")" "$(mb_per_s "$bytes" "$pm")" "$peak" "$(ratio $((client_kb * 1024)) 1e6 1)" >>"$report"
+    report_row "$label" "$reps" "$bytes" "$peak" "$client_kb" "$(median "${cairn_times[@]}")" "$(median "${cp_times[@]}")"
+}
+
+# download_case NAME LABEL REPS FILES BYTES: `cairn datastore download` of $src/NAME (uploaded once,
+# untimed) into a fresh folder, against `cp -r` of the same files, REPS times each, copies deleted
+# after the last repetition (see bench_case).
+download_case() {
+    local name=$1 label=$2 reps=$3 files=$4 bytes=$5 rep tool t order
+    local cairn_times=() cp_times=() client_kb=0 kb
+    start_server "$work/server-dl-$name"
+    "$CAIRN_BIN" workspace create bench >/dev/null
+    "$CAIRN_BIN" datastore upload -w bench "$src/$name" --target-path "$name" --quiet >/dev/null
+    for rep in $(seq "$reps"); do
+        order=(cp cairn)
+        ((rep % 2)) || order=(cairn cp)
+        for tool in "${order[@]}"; do
+            sync
+            if [[ $tool == cp ]]; then
+                t=$(timed /dev/null cp -r "$src/$name" "$work/cp/dl-$name-$rep")
+                cp_times+=("$t")
+            else
+                t=$(timed "$work/last.txt" /usr/bin/time -f %M -o "$work/client-kb" \
+                    "$CAIRN_BIN" datastore download -w bench "$name" --dest "$work/dl-$rep" --quiet)
+                grep -Eq "^downloaded +$files file\(s\)" "$work/last.txt" || {
+                    cat "$work/last.txt" >&2
+                    log "download $name rep $rep: expected $files files downloaded"
+                    return 1
+                }
+                kb=$(tail -n1 "$work/client-kb")
+                if ((kb > client_kb)); then client_kb=$kb; fi
+                cairn_times+=("$t")
+            fi
+            printf '%s\t%s\t%s\t%s\n' "download-$name" "$rep" "$tool" "$t" >>"$times"
+            log "download $name rep $rep/$reps: $tool ${t}s"
+        done
+    done
+    local peak
+    peak=$(proc_mb "$SERVER_PID" VmHWM)
+    stop_server
+    rm -rf "${work:?}/cp/dl-$name-"* "$work/dl-"* "$work/server-dl-$name"
+    report_row "$label" "$reps" "$bytes" "$peak" "$client_kb" "$(median "${cairn_times[@]}")" "$(median "${cp_times[@]}")"
 }
 
 bench_case large "1 file of $large_mb MiB" "$large_reps" 1 $((large_mb * 1024 * 1024)) each
 bench_case small "$small_count files of $small_kb KiB" "$small_reps" "$small_count" $((small_count * small_kb * 1024)) end
+download_case small "download: $small_count files of $small_kb KiB" "${DOWNLOAD_SMALL_REPS:-$small_reps}" "$small_count" $((small_count * small_kb * 1024))
 
 cat "$report"

@@ -332,6 +332,33 @@ pub(crate) fn check_name(path: &RelPath) -> Result<(), Error> {
     Ok(())
 }
 
+/// Files up to this size are read whole in one blocking call when downloaded.
+pub(crate) const WHOLE_READ_MAX: u64 = 256 << 10;
+
+/// A stored file read in one blocking call when it is small (`Ok(Some)`), or `Ok(None)` when it
+/// is larger (the caller streams it). Folders and missing paths are 404s.
+pub(crate) fn read_small(file: &Path, path: &RelPath) -> Result<Option<Bytes>, Error> {
+    use std::io::Read;
+    let absent = |e: &std::io::Error| {
+        matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory)
+    };
+    let mut f = match File::open(file) {
+        Ok(f) => f,
+        Err(e) if absent(&e) => return Err(Error::not_found("file", path.as_str())),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    let meta = f.metadata().map_err(|e| io_err(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::not_found("file", path.as_str()));
+    }
+    if meta.len() > WHOLE_READ_MAX {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut body).map_err(|e| io_err(path, e))?;
+    Ok(Some(Bytes::from(body)))
+}
+
 fn io_err(path: &RelPath, e: std::io::Error) -> Error {
     if e.raw_os_error() == Some(28) {
         Error::StorageFull(format!("storage is full while writing {path}"))
