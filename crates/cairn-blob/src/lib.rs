@@ -445,8 +445,9 @@ impl BlobStore {
         // In a local directory a small file is read in one trip to a blocking thread; object_store
         // would take two or three (open, then each 8 KiB chunk), which bounded how fast a folder of
         // small files could be downloaded.
+        let key = self.key(path)?;
         if let Some(fs) = &self.local {
-            let file = fs.path_to_filesystem(&self.key(path)?).map_err(|e| map_err(e, path.as_str()))?;
+            let file = fs.path_to_filesystem(&key).map_err(|e| map_err(e, path.as_str()))?;
             let rel = path.clone();
             let small = tokio::task::spawn_blocking(move || local::read_small(&file, &rel))
                 .await
@@ -457,7 +458,7 @@ impl BlobStore {
             }
         }
         let shown = path.as_str().to_string();
-        let got = self.store.get(&self.key(path)?).await.map_err(|e| map_err(e, &shown))?;
+        let got = self.store.get(&key).await.map_err(|e| map_err(e, &shown))?;
         let size = got.meta.size;
         let stream = got.into_stream().map_err(move |e| map_err(e, &shown)).boxed();
         Ok((size, stream))

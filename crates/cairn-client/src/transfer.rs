@@ -659,14 +659,18 @@ where
     };
     if second.is_none() {
         let body = first.unwrap_or_default();
+        let size = body.len() as u64;
         on_chunk(&body);
-        check(body.len() as u64)?;
+        check(size)?;
         let (to, tmp) = (local.to_path_buf(), partial.clone());
-        let written = tokio::task::spawn_blocking(move || write_whole(&to, &tmp, &body).map(|()| body.len()))
+        tokio::task::spawn_blocking(move || write_whole(&to, &tmp, &body))
             .await
-            .map_err(|e| ClientError::Local(format!("writing {}: {e}", partial.display())))?;
-        return written.map(|n| n as u64).map_err(local_err);
+            .map_err(|e| ClientError::Local(format!("writing {}: {e}", partial.display())))?
+            .map_err(local_err)?;
+        return Ok(size);
     }
+    // The two pieces already read go first, then the rest.
+    let mut stream = futures::stream::iter(first.into_iter().chain(second).map(Ok)).chain(stream);
     if let Some(parent) = local.parent() {
         tokio::fs::create_dir_all(parent)
             .await
@@ -675,11 +679,6 @@ where
     let mut out = tokio::fs::File::create(&partial).await.map_err(local_err)?;
     let mut size = 0u64;
     let copied: Result<()> = async {
-        for chunk in first.into_iter().chain(second) {
-            out.write_all(&chunk).await.map_err(local_err)?;
-            size += chunk.len() as u64;
-            on_chunk(&chunk);
-        }
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             out.write_all(&chunk).await.map_err(local_err)?;
