@@ -13,8 +13,8 @@ import json
 import os
 import ssl
 import zlib
-from typing import IO, Any, Callable, Dict, Optional, Sequence, Tuple
-from urllib.parse import quote, urlencode, urlsplit
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from ._version import __version__ as _version
 
@@ -170,6 +170,28 @@ class Http:
         status, data = self._exchange("POST", path, headers, payload=payload)
         return self._result("POST", path, status, data)
 
+    def fetch_files(self, path: str, names: Sequence[str]) -> List[bytes]:
+        """``POST`` ``{"paths": names}`` and return the files of the ``multipart/mixed`` answer (what
+        the server's ``…/download-batch`` sends), in order, each checked to be the file asked for
+        and whole (every part declares its length)."""
+        payload = json.dumps({"paths": list(names)}).encode("utf-8")
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(payload))}
+        answer: Dict[str, str] = {}
+        status, data = self._exchange("POST", path, headers, payload=payload, answer_headers=answer)
+        if status >= 400:
+            code, message = _error_body(status, data)
+            raise server_error(status, code, message, "POST", path)
+        try:
+            parts = _mixed_parts(answer.get("content-type", ""), data)
+        except ValueError as error:
+            raise ServerError(status, "invalid_response", str(error), "POST", path) from None
+        got = [name for name, _ in parts]
+        if got != list(names):
+            raise ServerError(
+                status, "invalid_response", f"the batch holds {got[:3]}… where {list(names)[:3]}… was asked"
+            )
+        return [content for _, content in parts]
+
     def download(self, path: str, out: IO[bytes]) -> int:
         """``GET`` ``path`` and copy the body into ``out`` chunk by chunk; returns the bytes written."""
         conn = self._connection()
@@ -241,8 +263,10 @@ class Http:
         body: Optional[IO[bytes]] = None,
         size: int = 0,
         chunked_check: Optional[Callable[[], None]] = None,
+        answer_headers: Optional[Dict[str, str]] = None,
     ) -> Tuple[int, bytes]:
-        """Send one request and read the whole (small) answer; network failures become ConnectionFailed."""
+        """Send one request and read the whole (small) answer, its headers (names in lower case)
+        into ``answer_headers`` when given; network failures become ConnectionFailed."""
         conn = self._connection()
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
@@ -264,6 +288,8 @@ class Http:
                 # says more than the broken pipe does.
                 pass
             response = conn.getresponse()
+            if answer_headers is not None:
+                answer_headers.update((name.lower(), value) for name, value in response.getheaders())
             return response.status, response.read()
         except (OSError, http.client.HTTPException) as error:
             raise ConnectionFailed(
@@ -372,6 +398,44 @@ def _filename_param(name: str) -> str:
     the quoted form."""
     escaped = name.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "\\\r").replace("\n", "\\\n")
     return f'filename="{escaped}"'
+
+
+def _mixed_parts(content_type: str, data: bytes) -> List[Tuple[str, bytes]]:
+    """``(path, content)`` of each part of a download batch (``multipart/mixed``; each part with its
+    path as ``Content-Disposition: attachment; filename*=UTF-8''PATH`` and its ``Content-Length``).
+    ``ValueError`` saying what is wrong for anything else."""
+    kind, _, params = content_type.partition(";")
+    boundary = ""
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip('"')
+    if kind.strip().lower() != "multipart/mixed" or not boundary:
+        raise ValueError(f"the answer is {content_type!r}, not multipart/mixed with a boundary")
+    delimiter = b"--" + boundary.encode("ascii")
+    parts: List[Tuple[str, bytes]] = []
+    at = 0
+    while not data.startswith(delimiter + b"--", at):
+        if not data.startswith(delimiter + b"\r\n", at):
+            raise ValueError(f"part {len(parts) + 1} does not start with the boundary")
+        head_end = data.find(b"\r\n\r\n", at)
+        if head_end < 0:
+            raise ValueError(f"part {len(parts) + 1} has no end to its headers")
+        headers = {}
+        for line in data[at + len(delimiter) + 2 : head_end].decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        disposition = headers.get("content-disposition", "")
+        encoded = disposition.partition("filename*=")[2].split(";")[0].strip()
+        if not encoded.lower().startswith("utf-8''") or not headers.get("content-length", "").isdigit():
+            raise ValueError(f"part {len(parts) + 1} does not name its file and length: {headers}")
+        start = head_end + 4
+        end = start + int(headers["content-length"])
+        if data[end : end + 2] != b"\r\n":
+            raise ValueError(f"part {len(parts) + 1} is not as long as it declares")
+        parts.append((unquote(encoded[7:], errors="strict"), data[start:end]))
+        at = end + 2
+    return parts
 
 
 def _error_body(status: int, data: bytes) -> Tuple[str, str]:

@@ -25,7 +25,7 @@ import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from ._client import CairnError, Conflict
 from .workspace import Workspace
@@ -41,6 +41,8 @@ BATCH_FILE_MAX = 256 * 1024
 BATCH_FILES = 100
 BATCH_BYTES = 1024 * 1024
 _BUF = 256 * 1024
+
+T = TypeVar("T")
 
 
 def sha256_file(path: Union[str, Path]) -> str:
@@ -81,21 +83,21 @@ def _unchanged(local: Path, body: Any) -> Any:
     return check
 
 
-def _units(files: List[_Planned]) -> List[List[_Planned]]:
-    """What each request sends, in order: a large file alone, small ones in batches (a lone
-    small file alone too: a plain ``PUT`` costs less than a batch of one)."""
-    units: List[List[_Planned]] = []
-    batch: List[_Planned] = []
+def _units(files: List[T], size_of: Callable[[T], int]) -> List[List[T]]:
+    """What each request moves, in order: a large file alone, small ones in batches (a lone
+    small file alone too: a plain ``PUT`` or ``GET`` costs less than a batch of one)."""
+    units: List[List[T]] = []
+    batch: List[T] = []
     size = 0
     for f in files:
-        if f.size > BATCH_FILE_MAX:
+        if size_of(f) > BATCH_FILE_MAX:
             units.append([f])
             continue
-        if len(batch) == BATCH_FILES or size + f.size > BATCH_BYTES:
+        if len(batch) == BATCH_FILES or size + size_of(f) > BATCH_BYTES:
             units.append(batch)
             batch, size = [], 0
         batch.append(f)
-        size += f.size
+        size += size_of(f)
     if batch:
         units.append(batch)
     return units
@@ -344,7 +346,7 @@ class Datastore:
             for remote in skipped:
                 _say(f"Skipped {remote} (the same content is already there)")
         with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
-            uploaded = sorted(remote for sent in pool.map(send, _units(to_send)) for remote in sent)
+            uploaded = sorted(remote for sent in pool.map(send, _units(to_send, lambda f: f.size)) for remote in sent)
         if show:
             _say(f"Uploaded {len(uploaded)} files")
         return UploadReport(uploaded, skipped, len(found), total)
@@ -391,20 +393,30 @@ class Datastore:
             rel = check_relative(entry["path"], "path sent by the server")
             if not rel:
                 raise ValueError(f"the server sent an unsafe path {entry['path']!r}")
-            targets.append((rel, dest.joinpath(*rel.split("/"))))
+            targets.append((rel, dest.joinpath(*rel.split("/")), int(entry.get("size", 0))))
         if not overwrite:
-            refuse_existing([local for _, local in targets], "overwrite=True")
+            refuse_existing([local for _, local, _ in targets], "overwrite=True")
         done = itertools.count(1)
+        http = self.workspace.connection.http
+        batch_path = self.workspace.path("datastores", self.name, "download-batch")
 
-        def fetch(target: Tuple[str, Path]) -> None:
-            rel, local = target
-            download_to(self.workspace, ("datastores", self.name, "files", *rel.split("/")), local)
-            count = next(done)
-            if show_progress:
-                _say(f"Downloaded {rel}, {count} files out of an estimated total of {len(targets)}")
+        def fetch(unit: List[Tuple[str, Path, int]]) -> None:
+            # Small files come in batches (one request each), larger ones one by one.
+            if len(unit) == 1:
+                rel, local, _ = unit[0]
+                download_to(self.workspace, ("datastores", self.name, "files", *rel.split("/")), local)
+            else:
+                names = [rel for rel, _, _ in unit]
+                contents = self.workspace.connection.guard(lambda: http.fetch_files(batch_path, names))
+                for (_, local, _), content in zip(unit, contents):
+                    _write_whole(local, content)
+            for rel, _, _ in unit:
+                count = next(done)
+                if show_progress:
+                    _say(f"Downloaded {rel}, {count} files out of an estimated total of {len(targets)}")
 
         with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
-            for _ in pool.map(fetch, targets):
+            for _ in pool.map(fetch, _units(targets, lambda t: t[2])):
                 pass
         return len(targets)
 
@@ -424,7 +436,7 @@ def download_to(workspace: Workspace, segments: Sequence[str], local: Path, sha2
     """GET ``/api/v1/workspaces/<ws>/<segments>`` into ``local`` via a temporary file, renamed into
     place once complete (and, given ``sha256``, once the content is found to have it)."""
     local.parent.mkdir(parents=True, exist_ok=True)
-    partial = local.with_name(f".{local.name}.cairn-partial")
+    partial = _partial(local)
     path = workspace.path(*segments)
     try:
         with open(partial, "wb") as out:
@@ -436,6 +448,23 @@ def download_to(workspace: Workspace, segments: Sequence[str], local: Path, sha2
             )
         os.replace(partial, local)
         return size
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def _partial(local: Path) -> Path:
+    """The temporary name a download is written to before it is renamed to ``local``."""
+    return local.with_name(f".{local.name}.cairn-partial")
+
+
+def _write_whole(local: Path, content: bytes) -> None:
+    """``content`` written to ``local`` through its temporary name: never seen half-written."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial(local)
+    try:
+        partial.write_bytes(content)
+        os.replace(partial, local)
     finally:
         if partial.exists():
             partial.unlink()

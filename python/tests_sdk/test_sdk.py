@@ -174,8 +174,13 @@ def test_datastore_upload_sends_small_files_in_batches_whole_or_not_at_all(ws, t
     from cairn import datastore as datastore_module
     from cairn._client import Http, ServerError
 
-    calls = {"batches": [], "puts": 0}
+    calls = {"batches": [], "puts": 0, "fetched": []}
     real_post_files, real_put_crc32 = Http.post_files, Http.put_stream_crc32
+    real_fetch_files = Http.fetch_files
+
+    def fetch_files(self, path, names):
+        calls["fetched"].append(len(names))
+        return real_fetch_files(self, path, names)
 
     def post_files(self, path, files):
         calls["batches"].append(len(files))
@@ -187,6 +192,7 @@ def test_datastore_upload_sends_small_files_in_batches_whole_or_not_at_all(ws, t
 
     monkeypatch.setattr(Http, "post_files", post_files)
     monkeypatch.setattr(Http, "put_stream_crc32", put_stream_crc32)
+    monkeypatch.setattr(Http, "fetch_files", fetch_files)
 
     odd = ['quote"d.txt', "caf\u00e9 \u6f22\u5b57.txt", "100%.txt", "a#b&c=d.txt", "semi;colon.txt"]
     src = tmp_path / "many"
@@ -212,6 +218,14 @@ def test_datastore_upload_sends_small_files_in_batches_whole_or_not_at_all(ws, t
     assert ds.download(out, prefix="batched", show_progress=False) == len(contents)
     for rel, data in contents.items():
         assert (out / "batched" / rel).read_bytes() == data, rel
+    # They come back the same way: the small ones in batches (``…/download-batch``).
+    assert sum(calls["fetched"]) == small and max(calls["fetched"]) <= datastore_module.BATCH_FILES, calls
+    assert not list(out.rglob("*.cairn-partial"))
+    with pytest.raises(ServerError) as missing:
+        ws.connection.http.fetch_files(
+            ws.path("datastores", "default", "download-batch"), ["batched/odd/100%.txt", "batched/nope.txt"]
+        )
+    assert missing.value.status == 404 and "batched/nope.txt" in missing.value.message
 
     # The same files again: every one skipped, nothing sent.
     calls["batches"].clear()

@@ -170,3 +170,26 @@ def test_estimator_script_params_become_arguments():
     same = Estimator("src", entry_script="train.py", compute_target="c", conda_packages=["scikit-learn"])
     assert packaged.environment.name == same.environment.name
     assert list(packaged.environment.python.conda_dependencies.conda_packages) == ["scikit-learn"]
+
+
+def test_download_batches_are_read_part_by_part_and_refused_when_malformed():
+    from cairn._client import _mixed_parts
+
+    kind = "multipart/mixed; boundary=b0"
+    body = (
+        b"--b0\r\nContent-Disposition: attachment; filename*=UTF-8''d%2Fcaf%C3%A9%20%22q%22.txt\r\n"
+        b"Content-Length: 7\r\n\r\n--b0\r\nx\r\n"
+        b"--b0\r\nContent-Length: 0\r\nContent-Disposition: attachment; filename*=UTF-8''e\r\n\r\n\r\n"
+        b"--b0--\r\n"
+    )
+    # A part's length is counted, not searched for: content that looks like a boundary is content.
+    assert _mixed_parts(kind, body) == [('d/caf\u00e9 "q".txt', b"--b0\r\nx"), ("e", b"")]
+    for bad_kind, bad_body, says in [
+        ("application/json", body, "not multipart/mixed"),
+        (kind, body.replace(b"Content-Length: 7", b"Content-Length: 6"), "not as long"),
+        (kind, body.replace(b"filename*=UTF-8''e", b'filename="e"'), "does not name"),
+        (kind, b"garbage", "does not start"),
+        (kind, body[:40], "no end to its headers"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            _mixed_parts(bad_kind, bad_body)

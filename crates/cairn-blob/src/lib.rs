@@ -464,6 +464,47 @@ impl BlobStore {
         Ok((size, stream))
     }
 
+    /// The whole content of each of `paths`, in order, when their sizes add up to at most
+    /// `max_total` bytes: a 413 naming the file that goes past it (before that file is read), a
+    /// 404 naming one that is missing or is a folder. In a local directory one blocking call
+    /// reads them all; elsewhere a few gets run at once.
+    pub async fn read_many(&self, paths: Vec<RelPath>, max_total: u64) -> Result<Vec<Bytes>, Error> {
+        if let Some(fs) = &self.local {
+            let mut files = Vec::with_capacity(paths.len());
+            for path in paths {
+                let file = fs.path_to_filesystem(&self.key(&path)?).map_err(|e| map_err(e, path.as_str()))?;
+                files.push((file, path));
+            }
+            return tokio::task::spawn_blocking(move || local::read_many(&files, max_total))
+                .await
+                .map_err(|e| Error::Unavailable(format!("reading a batch of files: {e}")))?;
+        }
+        let past = |path: &RelPath| Error::TooLarge(format!("{path} takes the files past {max_total} bytes"));
+        let mut total = 0u64;
+        let mut reads = futures::stream::iter(paths.into_iter().map(|path| async move {
+            let shown = path.as_str().to_string();
+            let got = self.store.get(&self.key(&path)?).await.map_err(|e| map_err(e, &shown))?;
+            // One file past the cap is refused before its content is fetched.
+            if got.meta.size > max_total {
+                return Err(past(&path));
+            }
+            let size = got.meta.size;
+            let content = got.bytes().await.map_err(|e| map_err(e, &shown))?;
+            Ok::<_, Error>((path, size, content))
+        }))
+        .buffered(8);
+        let mut contents = Vec::new();
+        while let Some(read) = reads.next().await {
+            let (path, size, content) = read?;
+            total += size;
+            if total > max_total {
+                return Err(past(&path));
+            }
+            contents.push(content);
+        }
+        Ok(contents)
+    }
+
     /// SHA-256 of a stored file, read in full (for files Cairn did not write itself).
     pub async fn sha256_of(&self, path: &RelPath) -> Result<Written, Error> {
         let (_, mut stream) = self.get_stream(path).await?;

@@ -338,11 +338,37 @@ pub(crate) const WHOLE_READ_MAX: u64 = 256 << 10;
 /// A stored file read in one blocking call when it is small (`Ok(Some)`), or `Ok(None)` when it
 /// is larger (the caller streams it). Folders and missing paths are 404s.
 pub(crate) fn read_small(file: &Path, path: &RelPath) -> Result<Option<Bytes>, Error> {
-    use std::io::Read;
+    let (f, size) = open_file(file, path)?;
+    if size > WHOLE_READ_MAX {
+        return Ok(None);
+    }
+    read_whole(f, size, path).map(Some)
+}
+
+/// Stored files read whole, in order, in one blocking call, as long as their sizes add up to at
+/// most `max_total` (a 413 naming the file that goes past it, before it is read). Folders and
+/// missing paths are 404s.
+pub(crate) fn read_many(files: &[(PathBuf, RelPath)], max_total: u64) -> Result<Vec<Bytes>, Error> {
+    let mut total = 0u64;
+    files
+        .iter()
+        .map(|(file, path)| {
+            let (f, size) = open_file(file, path)?;
+            total += size;
+            if total > max_total {
+                return Err(Error::TooLarge(format!("{path} takes the files past {max_total} bytes")));
+            }
+            read_whole(f, size, path)
+        })
+        .collect()
+}
+
+/// A stored file opened for reading, with its size; a folder or a missing path is a 404.
+fn open_file(file: &Path, path: &RelPath) -> Result<(File, u64), Error> {
     let absent = |e: &std::io::Error| {
         matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory)
     };
-    let mut f = match File::open(file) {
+    let f = match File::open(file) {
         Ok(f) => f,
         Err(e) if absent(&e) => return Err(Error::not_found("file", path.as_str())),
         Err(e) => return Err(io_err(path, e)),
@@ -351,12 +377,14 @@ pub(crate) fn read_small(file: &Path, path: &RelPath) -> Result<Option<Bytes>, E
     if meta.is_dir() {
         return Err(Error::not_found("file", path.as_str()));
     }
-    if meta.len() > WHOLE_READ_MAX {
-        return Ok(None);
-    }
-    let mut body = Vec::with_capacity(meta.len() as usize);
+    Ok((f, meta.len()))
+}
+
+fn read_whole(mut f: File, size: u64, path: &RelPath) -> Result<Bytes, Error> {
+    use std::io::Read;
+    let mut body = Vec::with_capacity(size as usize);
     f.read_to_end(&mut body).map_err(|e| io_err(path, e))?;
-    Ok(Some(Bytes::from(body)))
+    Ok(Bytes::from(body))
 }
 
 fn io_err(path: &RelPath, e: std::io::Error) -> Error {

@@ -382,6 +382,57 @@ impl Client {
         Ok((size, stream))
     }
 
+    /// Downloads small files in one request (`POST …/download-batch`): their contents, in the
+    /// order asked, each part checked to carry the path asked for and its whole declared length.
+    pub async fn download_batch(&self, ws: &str, ds: &str, paths: &[String]) -> Result<Vec<Bytes>> {
+        let url = self.url(["workspaces", ws, "datastores", ds, "download-batch"]);
+        let request = DownloadBatchRequest { paths: paths.to_vec() };
+        let response = self.send(self.request(Method::POST, url.clone()).json(&request)).await?;
+        let unreadable = |why: String| ClientError::Transport {
+            url: url.to_string(),
+            message: format!("the download batch's answer cannot be read: {why}"),
+        };
+        let content_type =
+            response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let boundary = content_type
+            .parse::<mime::Mime>()
+            .ok()
+            .filter(|m| m.type_() == mime::MULTIPART)
+            .and_then(|m| m.get_param(mime::BOUNDARY).map(|b| b.as_str().to_string()))
+            .ok_or_else(|| unreadable(format!("it is {content_type:?}, not multipart with a boundary")))?;
+        let mut parts = multer::Multipart::new(response.bytes_stream(), boundary);
+        let mut contents = Vec::with_capacity(paths.len());
+        while let Some(part) = parts.next_field().await.map_err(|e| unreadable(e.to_string()))? {
+            let header = |name| part.headers().get(name).and_then(|v| v.to_str().ok());
+            let path = header(reqwest::header::CONTENT_DISPOSITION).and_then(download_part_path);
+            let declared = header(reqwest::header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok());
+            let wanted = paths.get(contents.len());
+            if path.as_ref() != wanted {
+                return Err(unreadable(format!(
+                    "part {} is {path:?} where {wanted:?} was asked",
+                    contents.len() + 1
+                )));
+            }
+            let content = part.bytes().await.map_err(|e| unreadable(e.to_string()))?;
+            if declared != Some(content.len()) {
+                return Err(unreadable(format!(
+                    "{} came with {} bytes, not the {declared:?} it declares",
+                    path.unwrap_or_default(),
+                    content.len()
+                )));
+            }
+            contents.push(content);
+        }
+        if contents.len() != paths.len() {
+            return Err(unreadable(format!(
+                "it holds {} of the {} files asked",
+                contents.len(),
+                paths.len()
+            )));
+        }
+        Ok(contents)
+    }
+
     pub async fn delete_file(&self, ws: &str, ds: &str, path: &str) -> Result<()> {
         self.send(self.request(Method::DELETE, self.file_url(ws, ds, path)?)).await.map(|_| ())
     }

@@ -195,18 +195,19 @@ pub async fn upload(
 
     let send_bytes: u64 = to_send.iter().map(|f| f.size).sum();
     progress.phase("uploading", to_send.len() as u64, send_bytes);
-    let sent: Vec<Vec<String>> = futures::stream::iter(in_units(to_send).into_iter().map(|unit| {
-        let progress = progress.clone();
-        async move {
-            match unit {
-                Unit::One(f) => put_one(client, at, f, overwrite, progress).await.map(|r| vec![r]),
-                Unit::Batch(files) => put_batch(client, at, files, overwrite, progress).await,
+    let sent: Vec<Vec<String>> =
+        futures::stream::iter(in_units(to_send, |f| f.size).into_iter().map(|unit| {
+            let progress = progress.clone();
+            async move {
+                match unit {
+                    Unit::One(f) => put_one(client, at, f, overwrite, progress).await.map(|r| vec![r]),
+                    Unit::Batch(files) => put_batch(client, at, files, overwrite, progress).await,
+                }
             }
-        }
-    }))
-    .buffer_unordered(concurrency.max(1))
-    .try_collect()
-    .await?;
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
     progress.finish();
     report.bytes_sent = send_bytes;
     report.uploaded = sent.into_iter().flatten().collect();
@@ -233,32 +234,33 @@ const BATCH_FILES: usize = 100;
 /// whole in memory on both sides, once per request in flight: this keeps that small.
 const BATCH_BYTES: u64 = 1024 * 1024;
 
-/// What one request sends: a file of its own, or a batch of small ones.
-enum Unit<'a> {
-    One(&'a LocalFile),
-    Batch(Vec<&'a LocalFile>),
+/// What one request moves: a file of its own, or a batch of small ones.
+enum Unit<T> {
+    One(T),
+    Batch(Vec<T>),
 }
 
 /// Groups the small files into batches, in order; a lone small file goes on its own.
-fn in_units(files: Vec<&LocalFile>) -> Vec<Unit<'_>> {
+fn in_units<T>(files: Vec<T>, size: impl Fn(&T) -> u64) -> Vec<Unit<T>> {
     let mut units = Vec::new();
-    let mut batch: Vec<&LocalFile> = Vec::new();
+    let mut batch: Vec<T> = Vec::new();
     let mut bytes = 0;
     for f in files {
-        if f.size > BATCH_FILE_MAX {
+        let size = size(&f);
+        if size > BATCH_FILE_MAX {
             units.push(Unit::One(f));
             continue;
         }
-        if batch.len() == BATCH_FILES || bytes + f.size > BATCH_BYTES {
+        if batch.len() == BATCH_FILES || bytes + size > BATCH_BYTES {
             units.push(Unit::Batch(std::mem::take(&mut batch)));
             bytes = 0;
         }
-        bytes += f.size;
+        bytes += size;
         batch.push(f);
     }
     match batch.len() {
         0 => {}
-        1 => units.push(Unit::One(batch[0])),
+        1 => units.extend(batch.pop().map(Unit::One)),
         _ => units.push(Unit::Batch(batch)),
     }
     units
@@ -592,21 +594,62 @@ pub async fn download(
     }
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.phase("downloading", entries.len() as u64, total);
-    let sizes: Vec<u64> = futures::stream::iter(targets.into_iter().map(|(path, local)| {
+    let sizes = entries.iter().map(|e| e.size);
+    let files: Vec<(String, PathBuf, u64)> =
+        targets.into_iter().zip(sizes).map(|((path, local), size)| (path, local, size)).collect();
+    // Small files come in batches (one request, written in one trip to a blocking thread),
+    // larger ones streamed one by one: a request per small file was what bounded a folder's
+    // download.
+    let written: Vec<u64> = futures::stream::iter(in_units(files, |f| f.2).into_iter().map(|unit| {
         let progress = progress.clone();
         async move {
-            let (_, stream) = client.get_file(ws, ds, &path).await?;
-            let size =
-                save_stream(&local, stream, |chunk| progress.advance(chunk.len() as u64), |_| Ok(())).await?;
-            progress.file_done();
-            Ok::<_, ClientError>(size)
+            match unit {
+                Unit::One((path, local, _)) => {
+                    let (_, stream) = client.get_file(ws, ds, &path).await?;
+                    let advance = |chunk: &[u8]| progress.advance(chunk.len() as u64);
+                    let size = save_stream(&local, stream, advance, |_| Ok(())).await?;
+                    progress.file_done();
+                    Ok::<_, ClientError>(size)
+                }
+                Unit::Batch(files) => {
+                    let paths: Vec<String> = files.iter().map(|f| f.0.clone()).collect();
+                    let contents = client.download_batch(ws, ds, &paths).await?;
+                    let size: u64 = contents.iter().map(|c| c.len() as u64).sum();
+                    let count = contents.len();
+                    let writes: Vec<(PathBuf, Bytes)> =
+                        files.into_iter().map(|f| f.1).zip(contents).collect();
+                    tokio::task::spawn_blocking(move || save_all(&writes))
+                        .await
+                        .map_err(|e| ClientError::Local(format!("writing downloaded files: {e}")))??;
+                    progress.advance(size);
+                    (0..count).for_each(|_| progress.file_done());
+                    Ok(size)
+                }
+            }
         }
     }))
     .buffer_unordered(concurrency.max(1))
     .try_collect()
     .await?;
     progress.finish();
-    Ok(DownloadReport { files: sizes.len() as u64, bytes: sizes.iter().sum() })
+    Ok(DownloadReport { files: entries.len() as u64, bytes: written.iter().sum() })
+}
+
+/// Files downloaded whole, each written as [`save_stream`] does (a temporary name, then renamed).
+fn save_all(files: &[(PathBuf, Bytes)]) -> Result<()> {
+    for (local, content) in files {
+        write_whole(local, &partial_name(local), content)
+            .map_err(|e| ClientError::Local(format!("cannot write {}: {e}", local.display())))?;
+    }
+    Ok(())
+}
+
+/// The temporary name a download is written to before it is renamed to `local`.
+fn partial_name(local: &Path) -> PathBuf {
+    local.with_file_name(format!(
+        ".{}.cairn-partial",
+        local.file_name().and_then(|n| n.to_str()).unwrap_or("download")
+    ))
 }
 
 /// Where a path the server sent lands under `dest` (checked first: it comes from the server).
@@ -642,10 +685,7 @@ pub async fn save_stream<S>(
 where
     S: Stream<Item = Result<Bytes>>,
 {
-    let partial = local.with_file_name(format!(
-        ".{}.cairn-partial",
-        local.file_name().and_then(|n| n.to_str()).unwrap_or("download")
-    ));
+    let partial = partial_name(local);
     let local_err =
         |e: std::io::Error| ClientError::Local(format!("cannot write {}: {e}", partial.display()));
     let mut stream = std::pin::pin!(stream);
@@ -834,7 +874,7 @@ mod tests {
         files.push(file(BATCH_FILE_MAX + 1));
         files.extend((0..3).map(|_| file(BATCH_FILE_MAX)));
         files.push(file(1));
-        let shape: Vec<usize> = in_units(files.iter().collect())
+        let shape: Vec<usize> = in_units(files.iter().collect(), |f| f.size)
             .iter()
             .map(|u| match u {
                 Unit::One(_) => 0,
@@ -845,9 +885,9 @@ mod tests {
         // goes at once, on its own.
         assert_eq!(shape, [100, 100, 0, 54]);
         let alone: Vec<LocalFile> = vec![file(1)];
-        assert!(matches!(in_units(alone.iter().collect())[..], [Unit::One(_)]));
+        assert!(matches!(in_units(alone.iter().collect(), |f| f.size)[..], [Unit::One(_)]));
         let bytes: Vec<LocalFile> = (0..20).map(|_| file(BATCH_FILE_MAX)).collect();
-        let shape: Vec<usize> = in_units(bytes.iter().collect())
+        let shape: Vec<usize> = in_units(bytes.iter().collect(), |f| f.size)
             .iter()
             .map(|u| if let Unit::Batch(b) = u { b.len() } else { 1 })
             .collect();

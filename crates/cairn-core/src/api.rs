@@ -248,6 +248,50 @@ pub const BATCH_MAX_FILES: usize = 1000;
 /// Most bytes of file content in one upload batch (and so in any one file of it).
 pub const BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 
+/// `POST …/datastores/{ds}/download-batch`: the files to send back in one response, in this
+/// order. The answer is `multipart/mixed`, one part per file in the order asked, each with its
+/// path ([`download_part_disposition`]) and its `Content-Length`; it is sent only when every file
+/// was found and read (404 naming a missing one), so a batch is never cut short by a missing file.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadBatchRequest {
+    pub paths: Vec<String>,
+}
+
+/// Most files one download batch may ask for.
+pub const DOWNLOAD_BATCH_MAX_FILES: usize = BATCH_MAX_FILES;
+/// Most bytes of content one download batch may add up to (it is read whole before it is sent).
+pub const DOWNLOAD_BATCH_MAX_BYTES: u64 = BATCH_MAX_BYTES as u64;
+
+/// Characters a path keeps as they are in a part's `filename*`: RFC 5987's `attr-char`.
+const ATTR_CHAR_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// The `Content-Disposition` of a download batch's part: the file's path as an RFC 6266
+/// `filename*` (UTF-8, percent-encoded; `/` is encoded too, so the value is the whole path).
+pub fn download_part_disposition(path: &str) -> String {
+    format!("attachment; filename*=UTF-8''{}", percent_encoding::utf8_percent_encode(path, ATTR_CHAR_ESCAPED))
+}
+
+/// The path a download batch's part carries in its `Content-Disposition`, if it has one.
+pub fn download_part_path(disposition: &str) -> Option<String> {
+    let (_, encoded) = disposition.split_once("filename*=")?;
+    let encoded = encoded.split(';').next()?.trim();
+    let value = encoded.strip_prefix("UTF-8''").or_else(|| encoded.strip_prefix("utf-8''"))?;
+    percent_encoding::percent_decode_str(value).decode_utf8().ok().map(|p| p.into_owned())
+}
+
 /// One file in a datastore listing.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct FileEntry {
@@ -325,4 +369,21 @@ pub struct GcReport {
     pub expired_uploads: u64,
     #[serde(default)]
     pub expired_upload_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_part_carries_any_path_and_gives_it_back() {
+        for path in ["a.csv", "deep/er/b c.csv", "c d é.txt", "q\"uote;semi%pct'apos", "日本/語.bin"] {
+            let value = download_part_disposition(path);
+            let (_, encoded) = value.split_once("filename*=").unwrap();
+            assert!(value.is_ascii() && !encoded.contains(['"', ' ', ';', '/']), "{value}");
+            assert_eq!(download_part_path(&value).as_deref(), Some(path), "{value}");
+        }
+        assert_eq!(download_part_path("attachment; filename=\"a.csv\""), None);
+        assert_eq!(download_part_path("attachment; filename*=UTF-8''%FF"), None, "not UTF-8");
+    }
 }

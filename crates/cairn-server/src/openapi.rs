@@ -21,7 +21,7 @@ use crate::routes::{
         tokens::whoami, tokens::list, tokens::create, tokens::revoke,
         workspaces::list, workspaces::create, workspaces::show, workspaces::delete,
         datastores::list, datastores::create, datastores::show, datastores::delete,
-        files::plan, files::upload_batch, files::list, files::upload, files::download, files::delete,
+        files::plan, files::upload_batch, files::download_batch, files::list, files::upload, files::download, files::delete,
         runs::list_experiments, runs::create_experiment, runs::list_runs, runs::create_run, runs::show_run,
         runs::update_run, runs::log_batch, runs::add_properties, runs::run_metrics, runs::list_artifacts, runs::upload_artifact,
         runs::download_artifact, runs::search_runs, jobs::create_snapshot, jobs::missing_blobs, jobs::upload_blob, jobs::submit, jobs::cancel, jobs::logs,
@@ -40,7 +40,7 @@ use crate::routes::{
     components(schemas(
         Role, TokenInfo, CreateToken, CreatedToken, Whoami, Workspace, WorkspaceDetail, CreateWorkspace,
         DatastoreKind, Datastore, CreateDatastore, PlannedFile, UploadPlanRequest, PlanAction,
-        PlanEntry, UploadPlan, UploadBatchResult, PutStatus, PutFileResult, FileEntry, ErrorBody, ErrorDetail,
+        PlanEntry, UploadPlan, UploadBatchResult, DownloadBatchRequest, PutStatus, PutFileResult, FileEntry, ErrorBody, ErrorDetail,
         RunStatus, Experiment, CreateExperiment, Transition, MetricPoint, Run, RunServer, CreateRun, UpdateRun, LogMetric,
         KeyValue, LogBatch, AddProperties, RunMetrics, Environment, CreateEnvironment, EnvironmentBuild, Compute, ComputeState,
         CreateCompute, ComputeSize, CreateComputeSize, JobInput, DataInput, Literal, InputMode, SubmitJob, SnapshotFile, CreateSnapshot, SnapshotCreated,

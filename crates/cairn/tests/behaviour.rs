@@ -28,6 +28,7 @@ on_both_backends!(
     unknown_fields_and_wrong_types_are_400_naming_the_field,
     local_datastores_are_registered_checked_and_removed_without_touching_data,
     files_are_downloaded_listed_and_deleted,
+    small_files_download_in_batches_whole_and_in_order,
     lists_are_paginated,
     everything_acknowledged_survives_kill_9,
     runs_are_searched_by_metrics_params_tags_and_attributes,
@@ -914,6 +915,120 @@ async fn files_are_downloaded_listed_and_deleted(b: Backend) {
     s.ok(&["datastore", "rm", "-w", "w", "data/deep"]);
     let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
     assert_eq!(ls.as_array().unwrap().len(), 2);
+}
+
+async fn small_files_download_in_batches_whole_and_in_order(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    // Enough small files for several batches, names a header must carry safely, and files too
+    // large for a batch, which come one by one.
+    let mut files: Vec<(String, Vec<u8>)> = (0..260)
+        .map(|i| (format!("many/f{i:03}.txt"), format!("content {i}\n").repeat(i % 7).into_bytes()))
+        .collect();
+    for odd in ["q\"uote.txt", "semi;colon=x.txt", "pct%41.txt", "spa ce é.txt", "日本.bin"] {
+        files.push((format!("odd/{odd}"), odd.as_bytes().repeat(3)));
+    }
+    files.push(("large/quarter.bin".into(), (0..300_000u32).map(|i| (i % 251) as u8).collect()));
+    files.push(("large/five.bin".into(), (0..5_000_000u32).map(|i| (i % 253) as u8).collect()));
+    let src = s.tmp().join("src");
+    let borrowed: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+    write_tree(&src, &borrowed);
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "d", "-q"]);
+    let out = s.tmp().join("out");
+    let report = json(&s.ok(&[
+        "datastore",
+        "download",
+        "-w",
+        "w",
+        "d",
+        "--dest",
+        out.to_str().unwrap(),
+        "-o",
+        "json",
+    ]));
+    assert_eq!(report["files"], files.len(), "{report}");
+    for (path, content) in &files {
+        let got = std::fs::read(out.join("d").join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(got == *content, "{path}: {} bytes, not the {} uploaded", got.len(), content.len());
+    }
+    let leftovers: Vec<_> = walkdir::WalkDir::new(&out)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cairn-partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The API: the parts come in the order asked, each with its path and length.
+    let client = s.client();
+    let asked: Vec<String> =
+        ["d/odd/日本.bin", "d/many/f003.txt", "d/odd/q\"uote.txt"].map(String::from).to_vec();
+    let got = client.download_batch("w", "default", &asked).await.unwrap();
+    let expect = |p: &str| files.iter().find(|(q, _)| format!("d/{q}") == p).unwrap().1.clone();
+    let want: Vec<Vec<u8>> = asked.iter().map(|p| expect(p)).collect();
+    assert_eq!(got.iter().map(|c| c.to_vec()).collect::<Vec<_>>(), want);
+    let raw = reqwest::Client::new()
+        .post(format!("{}{WS}/datastores/default/download-batch", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"paths": ["d/many/f001.txt", "d/odd/spa ce é.txt"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 200);
+    let kind = raw.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(kind.starts_with("multipart/mixed; boundary="), "{kind}");
+    let body = String::from_utf8(raw.bytes().await.unwrap().to_vec()).unwrap();
+    let first =
+        body.find("filename*=UTF-8''d%2Fmany%2Ff001.txt\r\nContent-Length: 10\r\n\r\ncontent 1\n\r\n");
+    let second = body.find("filename*=UTF-8''d%2Fodd%2Fspa%20ce%20%C3%A9.txt\r\nContent-Length: 39\r\n");
+    assert!(matches!((first, second), (Some(a), Some(b)) if a < b), "{body}");
+
+    // What a batch refuses, and says why; nothing half-sent.
+    let batch = |paths: Value| {
+        let s = &s;
+        async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{}{WS}/datastores/default/download-batch", s.url))
+                .bearer_auth(&s.token)
+                .json(&paths)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), json(&resp.text().await.unwrap()))
+        }
+    };
+    let many: Vec<String> = (0..1001).map(|i| format!("d/many/f{:03}.txt", i % 260)).collect();
+    let cases = [
+        (serde_json::json!({"paths": ["d/many/f001.txt", "d/many/nope.txt"]}), 404, "d/many/nope.txt"),
+        (serde_json::json!({"paths": ["d/many"]}), 404, "d/many"),
+        (serde_json::json!({"paths": ["d/../../etc/passwd"]}), 400, "invalid path"),
+        (serde_json::json!({"paths": ["/etc/passwd"]}), 400, "absolute"),
+        (serde_json::json!({"paths": []}), 400, "names no file"),
+        (serde_json::json!({"paths": many}), 413, "at most 1000 files"),
+        (serde_json::json!({"paths": ["d/many/f001.txt"], "offset": 3}), 400, "offset"),
+        (serde_json::json!({"paths": "d/many/f001.txt"}), 400, "paths"),
+    ];
+    for (req, status, says) in cases {
+        let (got, body) = batch(req.clone()).await;
+        assert_eq!(got, status, "{req}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap_or("").contains(says), "{req}: {says}: {body}");
+    }
+    // Past 16 MiB of content: a 413 that says what to do instead.
+    let big = s.tmp().join("big");
+    let nine: Vec<u8> = vec![1; 9 << 20];
+    write_tree(&big, &[("a.bin", &nine), ("b.bin", &nine)]);
+    s.ok(&["datastore", "upload", "-w", "w", big.to_str().unwrap(), "--target-path", "big", "-q"]);
+    let (got, body) = batch(serde_json::json!({"paths": ["big/a.bin", "big/b.bin"]})).await;
+    assert_eq!(got, 413, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("big/b.bin") && message.contains("one by one"), "{body}");
+    // A reader may download; a bad token learns nothing.
+    let reader = CreateToken { name: "reader".into(), role: Role::Reader, workspace: Some("w".into()) };
+    let reader = s.client().create_token(&reader).await.unwrap();
+    let got = s.client_with(&reader.token).download_batch("w", "default", &asked).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let err =
+        s.client_with("wrong-token-0123456789").download_batch("w", "default", &asked).await.unwrap_err();
+    assert!(err.to_string().contains("401") || err.to_string().to_lowercase().contains("token"), "{err}");
 }
 
 async fn lists_are_paginated(b: Backend) {

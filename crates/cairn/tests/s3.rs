@@ -288,6 +288,13 @@ async fn default_datastore_on_s3_uploads_skips_and_downloads() {
     assert_eq!(again["bytes_sent"], 0);
 
     assert_downloads(&server, "default", "data", &files);
+    // A batch from the bucket comes in the order asked, or is a 404 naming what is missing.
+    let asked = ["data/b.csv".to_string(), "data/a.txt".to_string()];
+    let got = server.client().download_batch("w", "default", &asked).await.unwrap();
+    assert_eq!(got, [files["b.csv"].clone(), files["a.txt"].clone()]);
+    let asked = ["data/a.txt".to_string(), "data/nope.txt".to_string()];
+    let err = server.client().download_batch("w", "default", &asked).await.unwrap_err();
+    assert!(err.to_string().contains("data/nope.txt"), "{err}");
 
     // The files really are objects in the bucket, under the workspace's default-datastore
     // folder, and nothing else is (no staging copies, no half-written parts).

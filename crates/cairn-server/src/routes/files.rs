@@ -11,8 +11,9 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use cairn_blob::{Checksum, Trailer, Trailing};
 use cairn_core::api::{
-    FileEntry, Page, PutFileResult, PutStatus, Role, UploadBatchResult, UploadPlan, UploadPlanRequest,
-    BATCH_MAX_BYTES, BATCH_MAX_FILES,
+    download_part_disposition, DownloadBatchRequest, FileEntry, Page, PutFileResult, PutStatus, Role,
+    UploadBatchResult, UploadPlan, UploadPlanRequest, BATCH_MAX_BYTES, BATCH_MAX_FILES,
+    DOWNLOAD_BATCH_MAX_BYTES, DOWNLOAD_BATCH_MAX_FILES,
 };
 use cairn_core::{Error, RelPath};
 use cairn_store::DatastoreRecord;
@@ -307,6 +308,73 @@ pub async fn download(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Downloads many small files in one response: `multipart/mixed`, one part per path asked for, in
+/// that order, each with the path (`Content-Disposition: attachment; filename*=UTF-8''PATH`,
+/// percent-encoded) and its `Content-Length`. The files are read whole before the answer starts,
+/// so it is complete or it is an error: 404 naming a missing file (or a folder), 413 past 1,000
+/// files or 16 MiB of content (larger files are downloaded one by one).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/datastores/{ds}/download-batch", tag = "files",
+    params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name")),
+    request_body = DownloadBatchRequest,
+    responses((status = 200, content_type = "multipart/mixed", body = Vec<u8>),
+              (status = 400, body = cairn_core::api::ErrorBody), (status = 404, body = cairn_core::api::ErrorBody),
+              (status = 413, body = cairn_core::api::ErrorBody)))]
+pub async fn download_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, ds)): Path<(String, String)>,
+    extract::Json(req): extract::Json<DownloadBatchRequest>,
+) -> ApiResult<Response> {
+    let record = datastore(&state, &caller, Role::Reader, &ws, &ds).await?;
+    if req.paths.is_empty() {
+        return Err(Error::invalid("the download batch names no file").into());
+    }
+    if req.paths.len() > DOWNLOAD_BATCH_MAX_FILES {
+        return Err(Error::TooLarge(format!(
+            "a download batch names at most {DOWNLOAD_BATCH_MAX_FILES} files, not {}",
+            req.paths.len()
+        ))
+        .into());
+    }
+    let paths = req.paths.iter().map(|p| RelPath::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    let contents = match state.blobs_of(&record)?.read_many(paths.clone(), DOWNLOAD_BATCH_MAX_BYTES).await {
+        Err(Error::TooLarge(why)) => {
+            return Err(Error::TooLarge(format!(
+                "a download batch holds at most {DOWNLOAD_BATCH_MAX_BYTES} bytes of files: {why}; download \
+                 large files one by one (GET …/files/PATH)"
+            ))
+            .into())
+        }
+        read => read?,
+    };
+    // Random, so a clash is a one-in-2^122 event, but checked all the same: a clash would cut a
+    // file short in a client that looks for the boundary rather than counting.
+    let boundary = loop {
+        let boundary = format!("cairn-batch-{}", uuid::Uuid::new_v4().simple());
+        let finder = memchr::memmem::Finder::new(boundary.as_bytes());
+        if contents.iter().all(|c| finder.find(c).is_none()) {
+            break boundary;
+        }
+    };
+    let size: usize = contents.iter().map(|c| c.len() + 200).sum();
+    let mut body = Vec::with_capacity(size + boundary.len() + 8);
+    for (path, content) in paths.iter().zip(contents) {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Disposition: {}\r\n\
+                 Content-Length: {}\r\n\r\n",
+                download_part_disposition(path.as_str()),
+                content.len()
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Ok(([(header::CONTENT_TYPE, format!("multipart/mixed; boundary={boundary}"))], body).into_response())
 }
 
 /// Deletes a file, or a folder and everything under it.

@@ -42,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/workspaces/{ws}/datastores/{ds}/upload-batch",
             axum::routing::post(files::upload_batch).layer(DefaultBodyLimit::max(files::BATCH_BODY_LIMIT)),
         )
+        .route("/workspaces/{ws}/datastores/{ds}/download-batch", axum::routing::post(files::download_batch))
         .route("/workspaces/{ws}/datastores/{ds}/files", get(files::list))
         .route(
             "/workspaces/{ws}/datastores/{ds}/files/{*path}",
