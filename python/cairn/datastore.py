@@ -232,7 +232,9 @@ class Datastore:
     def list_files(self, prefix: str = "") -> List[Dict[str, Any]]:
         """``[{"path", "size", "last_modified"}]`` of every file under ``prefix``."""
         prefix = check_relative(prefix, "prefix")
-        return list(self.workspace.pages("datastores", self.name, "files", query={"prefix": prefix}))
+        # The server's largest page: each page of a local directory walks the whole folder.
+        query = {"prefix": prefix, "page_size": 10000}
+        return list(self.workspace.pages("datastores", self.name, "files", query=query))
 
     def upload(
         self,

@@ -120,10 +120,11 @@ class Connection:
         return self.guard(lambda: http.call(method, self.path(*segments, query=query), body))
 
     def pages(self, *segments: str, query: Optional[Dict[str, Any]] = None) -> Iterator[Any]:
-        """Every item of a paginated list (``{"items", "next_page_token"}``)."""
+        """Every item of a paginated list (``{"items", "next_page_token"}``), 1,000 a page unless
+        ``query`` sets ``page_size``."""
         token: Optional[str] = None
         while True:
-            q = dict(query or {}, page_size=1000)
+            q = {"page_size": 1000, **(query or {})}
             if token:
                 q["page_token"] = token
             page = self.call("GET", *segments, query=q)
