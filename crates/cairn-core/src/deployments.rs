@@ -229,7 +229,31 @@ impl CreateDeployment {
             ))),
         }
     }
+
+    /// The browser origins that may call the endpoint through this deployment: the
+    /// `AML_CORS_ORIGINS` environment variable, as Azure ML's inference server reads it (a comma
+    /// list of origins such as `https://app.example.com`, or `*` for any); none when unset.
+    pub fn cors_origins(&self) -> Result<Vec<String>, Error> {
+        let Some(raw) = self.environment_variables.get(CORS_ORIGINS) else { return Ok(Vec::new()) };
+        let mut origins = Vec::new();
+        for item in raw.split(',').map(|i| i.trim().trim_end_matches('/')).filter(|i| !i.is_empty()) {
+            let host = item.strip_prefix("https://").or_else(|| item.strip_prefix("http://"));
+            let valid =
+                item == "*" || host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#', ' ', '*']));
+            if !valid {
+                return Err(Error::invalid(format!(
+                    "environment_variables.{CORS_ORIGINS}: {item:?} is not an origin: give \
+                     scheme://host[:port] (no path), several separated by commas, or *"
+                )));
+            }
+            origins.push(item.to_ascii_lowercase());
+        }
+        Ok(origins)
+    }
 }
+
+/// The environment variable that lists the origins browsers may call an endpoint from.
+pub const CORS_ORIGINS: &str = "AML_CORS_ORIGINS";
 
 /// The environment variable that sets worker processes per instance.
 pub const WORKER_COUNT: &str = "WORKER_COUNT";
@@ -557,6 +581,7 @@ pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
     crate::endpoints::validate_tags(&req.properties)
         .map_err(|e| Error::invalid(format!("properties: {e}")))?;
     req.worker_count()?;
+    req.cors_origins()?;
     req.liveness().validate("liveness_probe")?;
     req.readiness().validate("readiness_probe")?;
     Ok(())
@@ -662,6 +687,29 @@ mod tests {
         .unwrap();
         let e = validate_create(&req).unwrap_err().to_string();
         assert!(e.contains("give one of them"), "{e}");
+    }
+
+    #[test]
+    fn cors_origins_are_a_comma_list_of_origins_or_a_star() {
+        let with = |value: &str| -> Result<Vec<String>, Error> {
+            let req: CreateDeployment = serde_json::from_value(serde_json::json!({
+                "name": "blue", "model": "m:1", "environment_variables": {"AML_CORS_ORIGINS": value},
+            }))
+            .unwrap();
+            req.cors_origins()
+        };
+        assert_eq!(
+            with(" https://App.example.com/ , http://localhost:3000").unwrap(),
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        assert_eq!(with("*").unwrap(), ["*"]);
+        for bad in ["example.com", "https://a.com/path", "ftp://a.com", "https://", "https://*.a.com"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("AML_CORS_ORIGINS") && e.contains("is not an origin"), "{bad}: {e}");
+        }
+        let none: CreateDeployment =
+            serde_json::from_value(serde_json::json!({"name": "blue", "model": "m:1"})).unwrap();
+        assert!(none.cors_origins().unwrap().is_empty());
     }
 
     #[test]

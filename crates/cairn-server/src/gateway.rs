@@ -522,6 +522,83 @@ async fn score_inner(
     response
 }
 
+// -- CORS ------------------------------------------------------------------------------------------
+//
+// As Azure ML's inference server with `AML_CORS_ORIGINS` (flask-cors): a deployment that lists
+// origins lets browser pages from them call the endpoint. Their preflight (`OPTIONS` with
+// `Origin` and `Access-Control-Request-Method`, sent without the key) is answered with what
+// they may send; every answer to such an origin, errors too, carries
+// `Access-Control-Allow-Origin` so that the page can read it. An origin is allowed when any
+// deployment of the endpoint lists it (or `*`). This tells a page from an allowed origin that
+// the endpoint exists, as CORS must; other callers learn nothing new.
+
+/// What `Access-Control-Allow-Origin` says to `origin` calling endpoint `name`, if it may.
+async fn cors_allowed(state: &AppState, name: &str, origin: &str) -> Option<HeaderValue> {
+    let e = state.store.endpoint_for_scoring(name).await.ok()??;
+    let deployments = state.store.deployments_for_scoring(&e.id).await.ok()?;
+    let wanted = origin.trim_end_matches('/').to_ascii_lowercase();
+    let mut allowed = None;
+    for d in deployments.iter() {
+        for listed in d.spec.cors_origins().unwrap_or_default() {
+            if listed == wanted {
+                return HeaderValue::from_str(origin).ok();
+            }
+            if listed == "*" {
+                allowed = Some(HeaderValue::from_static("*"));
+            }
+        }
+    }
+    allowed
+}
+
+/// `answer`, for a page from an allowed origin with `Access-Control-Allow-Origin`; or, for its
+/// preflight, the preflight's answer instead (`answer` is then never run).
+async fn with_cors(
+    state: &AppState,
+    name: &str,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    answer: impl std::future::Future<Output = Response>,
+) -> Response {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return answer.await };
+    if method == axum::http::Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        // A preflight carries no key: answered for an allowed origin, else it goes on to the
+        // 401 any keyless request gets.
+        if let Some(allowed) = cors_allowed(state, name, origin).await {
+            return preflight(allowed, headers);
+        }
+    }
+    let mut response = answer.await;
+    if let Some(allowed) = cors_allowed(state, name, origin).await {
+        allow_origin(response.headers_mut(), allowed);
+    }
+    response
+}
+
+/// Headers a page may read from an answer (the request ids and which deployment answered).
+const EXPOSED: &str = "x-request-id, x-ms-request-id, x-ms-client-request-id, azureml-model-deployment, \
+                       x-ms-run-fn-exec-ms, x-ms-run-function-failed";
+
+fn allow_origin(headers: &mut HeaderMap, allowed: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED));
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// The answer to an allowed origin's preflight: the methods of the scoring route and the headers
+/// it asked to send (the key, `Content-Type`, `azureml-model-deployment`, …), cached 10 minutes.
+fn preflight(allowed: HeaderValue, request: &HeaderMap) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    allow_origin(headers, allowed);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    if let Some(asked) = request.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
+}
+
 /// `POST|GET|OPTIONS /endpoints/{name}/score` (a GET's query arguments are run()'s input).
 pub async fn score(
     State(state): State<Arc<AppState>>,
@@ -531,7 +608,9 @@ pub async fn score(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    score_inner(&state, &name, &method, query.as_deref(), &headers, body, "/score", Shape::Azure).await
+    let answer =
+        score_inner(&state, &name, &method, query.as_deref(), &headers, body, "/score", Shape::Azure);
+    with_cors(&state, &name, &method, &headers, answer).await
 }
 
 /// `POST /endpoints/{name}/invocations`: MLflow's scoring route (`dataframe_split`,
@@ -545,7 +624,9 @@ pub async fn invocations(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    score_inner(&state, &name, &method, query.as_deref(), &headers, body, "/invocations", Shape::Mlflow).await
+    let answer =
+        score_inner(&state, &name, &method, query.as_deref(), &headers, body, "/invocations", Shape::Mlflow);
+    with_cors(&state, &name, &method, &headers, answer).await
 }
 
 /// `GET /endpoints/{name}/swagger.json[?version=2|3|3.1]`: the chosen deployment's API description.

@@ -655,6 +655,78 @@ def run(raw_data):
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn pages_from_the_origins_a_deployment_lists_may_call_the_endpoint() {
+        let s = Server::start();
+        let (key, _) = deploy(
+            &s,
+            1,
+            30_000,
+            "  AML_CORS_ORIGINS: \"https://app.example.com, http://localhost:3000/\"\n",
+        );
+        let url = format!("{}/endpoints/q-ep/score", s.url);
+        let http = reqwest::Client::new();
+        let preflight = |origin: &str, endpoint_url: &str| {
+            http.request(reqwest::Method::OPTIONS, endpoint_url)
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "authorization, content-type")
+                .send()
+        };
+        let header = |r: &reqwest::Response, name: &str| {
+            r.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+        };
+        // A listed origin's preflight, which carries no key, is answered.
+        for origin in ["https://app.example.com", "http://localhost:3000", "HTTPS://APP.example.com"] {
+            let r = preflight(origin, &url).await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{origin}");
+            assert_eq!(header(&r, "access-control-allow-origin"), origin);
+            assert!(header(&r, "access-control-allow-methods").contains("POST"));
+            assert_eq!(header(&r, "access-control-allow-headers"), "authorization, content-type");
+            assert_eq!(header(&r, "access-control-max-age"), "600");
+        }
+        // Another origin, or an endpoint that does not exist: the 401 of any keyless call.
+        for (origin, endpoint_url) in [
+            ("https://evil.example.com", url.clone()),
+            ("https://app.example.com", format!("{}/endpoints/nope/score", s.url)),
+        ] {
+            let r = preflight(origin, &endpoint_url).await.unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{origin} {endpoint_url}");
+            assert_eq!(header(&r, "access-control-allow-origin"), "", "{origin} {endpoint_url}");
+        }
+        // Answers to a listed origin say so, errors too; answers to others do not.
+        let call = |origin: Option<&str>, key: &str| {
+            let mut rb = http.post(&url).bearer_auth(key).body(r#"{"n": 1}"#);
+            if let Some(origin) = origin {
+                rb = rb.header("origin", origin);
+            }
+            rb.send()
+        };
+        let r = call(Some("https://app.example.com"), &key).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(header(&r, "access-control-allow-origin"), "https://app.example.com");
+        assert!(header(&r, "access-control-expose-headers").contains("x-request-id"));
+        assert!(header(&r, "vary").to_lowercase().contains("origin"));
+        let r = call(Some("https://app.example.com"), "wrong-key").await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        assert_eq!(header(&r, "access-control-allow-origin"), "https://app.example.com");
+        for origin in [None, Some("https://evil.example.com")] {
+            let r = call(origin, &key).await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            assert_eq!(header(&r, "access-control-allow-origin"), "", "{origin:?}");
+        }
+        // A value that is not a list of origins is refused at create, naming the variable.
+        let bad = s.tmp().join("spec/bad.yml");
+        let text = std::fs::read_to_string(s.tmp().join("spec/d.yml")).unwrap();
+        std::fs::write(
+            &bad,
+            text.replace("name: dep\n", "name: dep2\n").replace("https://app.example.com", "app.example.com"),
+        )
+        .unwrap();
+        let err = s.fails(&["deployment", "create", "-f", &bad.display().to_string(), "-w", "w"]);
+        assert!(err.contains("AML_CORS_ORIGINS") && err.contains("is not an origin"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn requests_beyond_the_workers_wait_and_run_one_at_a_time_in_arrival_order() {
         let s = Server::start();
         let (key, _) = deploy(&s, 1, 30_000, "");
