@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cairn_core::api::FileEntry;
 use cairn_core::{Error, RelPath};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -361,6 +362,99 @@ pub(crate) fn read_many(files: &[(PathBuf, RelPath)], max_total: u64) -> Result<
             read_whole(f, size, path)
         })
         .collect()
+}
+
+/// One page of a folder's files, recursively, in path order: those after `after`, at most
+/// `limit`. `root` is the folder on disk, `base` its path in the store's terms ("" for the
+/// store's root); files are taken as object_store's listing takes them (names as they are,
+/// refused if not UTF-8 or holding a control character, staging files `NAME#DIGITS` left out,
+/// symbolic links followed, broken ones skipped), so a page equals the same slice of the whole
+/// sorted listing. The walk is sorted as
+/// it goes, and a folder whose every path precedes `after` is skipped without being read: a
+/// page costs what precedes it in its own folders, not the whole tree.
+pub(crate) fn list_page(root: &Path, base: &str, after: &str, limit: usize) -> Result<Vec<FileEntry>, Error> {
+    let rel = |entry: &walkdir::DirEntry| -> Option<String> {
+        let inner = entry.path().strip_prefix(root).ok()?;
+        let mut out = base.to_string();
+        for component in inner.components() {
+            if !out.is_empty() {
+                out.push('/');
+            }
+            // As object_store takes a name: UTF-8, without control characters.
+            let name = component.as_os_str().to_str().filter(|n| !n.chars().any(|c| c.is_ascii_control()))?;
+            out.push_str(name);
+        }
+        Some(out)
+    };
+    // In a folder, a subfolder's paths all begin "NAME/": ordering children by that key (a file
+    // by its name) makes the depth-first walk come out in path order.
+    let key = |entry: &walkdir::DirEntry| {
+        let mut key = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().is_dir() {
+            key.push('/');
+        }
+        key
+    };
+    let walk = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(true)
+        .sort_by(move |a, b| key(a).cmp(&key(b)))
+        .into_iter()
+        .filter_entry(|entry| {
+            if !entry.file_type().is_dir() {
+                return true;
+            }
+            // Keep a folder unless all of its paths ("P/…") precede `after`: it is kept when
+            // "P/" itself does not, or when `after` is inside it.
+            match rel(entry) {
+                Some(path) => {
+                    let folder = path + "/";
+                    folder.as_str() >= after || after.starts_with(&folder)
+                }
+                None => true,
+            }
+        });
+    let mut page = Vec::new();
+    for entry in walk {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.io_error().map(std::io::Error::kind) == Some(ErrorKind::NotFound) => continue,
+            Err(e) => return Err(Error::Unavailable(format!("listing {base:?}: {e}"))),
+        };
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let Some(path) = rel(&entry) else {
+            return Err(Error::Unavailable(format!(
+                "listing {base:?}: the name {:?} is not UTF-8 or holds a control character",
+                entry.path()
+            )));
+        };
+        let staging = path
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.split_once('#'))
+            .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()));
+        if staging || path.as_str() <= after {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => continue,
+            Err(e) if e.io_error().map(std::io::Error::kind) == Some(ErrorKind::NotFound) => continue,
+            Err(e) => return Err(Error::Unavailable(format!("listing {base:?}: {e}"))),
+        };
+        let modified = meta.modified().ok().and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok());
+        page.push(FileEntry {
+            path,
+            size: meta.len(),
+            last_modified: modified.map_or(0, |d| d.as_millis() as i64),
+        });
+        if page.len() == limit {
+            break;
+        }
+    }
+    Ok(page)
 }
 
 /// A stored file opened for reading, with its size; a folder or a missing path is a 404.

@@ -892,6 +892,26 @@ async fn files_are_downloaded_listed_and_deleted(b: Backend) {
         listed,
         [("data/a.csv".into(), 1), ("data/c d é.txt".into(), 3), ("data/deep/er/b.csv".into(), 2)]
     );
+    // The API's pages, one file each, add up to the same listing.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (status, page) = s
+            .get(&format!(
+                "{WS}/datastores/default/files?prefix=data&page_size=1&page_token={}",
+                url_component(&token)
+            ))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(
+            page["items"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()),
+        );
+        match page["next_page_token"].as_str() {
+            Some(t) => token = t.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, listed.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
     // `ls` of a file lists that file; of a folder that is not there, nothing.
     let one = json(&s.ok(&["datastore", "ls", "-w", "w", "data/deep/er/b.csv", "-o", "json"]));
     assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
@@ -1029,6 +1049,11 @@ async fn small_files_download_in_batches_whole_and_in_order(b: Backend) {
     let err =
         s.client_with("wrong-token-0123456789").download_batch("w", "default", &asked).await.unwrap_err();
     assert!(err.to_string().contains("401") || err.to_string().to_lowercase().contains("token"), "{err}");
+}
+
+/// `text` as one component of a URL's query.
+fn url_component(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 async fn lists_are_paginated(b: Backend) {

@@ -288,6 +288,24 @@ async fn default_datastore_on_s3_uploads_skips_and_downloads() {
     assert_eq!(again["bytes_sent"], 0);
 
     assert_downloads(&server, "default", "data", &files);
+    // Listed a file a page, the bucket gives the same listing (each page starts after the last).
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let url = format!(
+            "/api/v1/workspaces/w/datastores/default/files?prefix=data&page_size=1&page_token={token}"
+        );
+        let (status, page) = server.get(&url).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(
+            page["items"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()),
+        );
+        match page["next_page_token"].as_str() {
+            Some(t) => token = t.replace('/', "%2F"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, remote_paths("data", &files));
     // A batch from the bucket comes in the order asked, or is a 404 naming what is missing.
     let asked = ["data/b.csv".to_string(), "data/a.txt".to_string()];
     let got = server.client().download_batch("w", "default", &asked).await.unwrap();

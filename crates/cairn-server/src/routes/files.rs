@@ -79,13 +79,12 @@ pub async fn list(
     let dir = RelPath::parse_dir(q.prefix.as_deref().unwrap_or(""))?;
     let limit = q.page_size.unwrap_or(1000).clamp(1, 10_000) as usize;
     let blobs = state.blobs_of(&record)?;
-    let mut all = blobs.list(&dir).await?;
-    if all.is_empty() && !dir.is_root() {
-        // A prefix that names a file lists that file (as `ls FILE` does).
-        all.extend(blobs.head(&dir).await?);
-    }
     let after = q.page_token.unwrap_or_default();
-    let mut items: Vec<FileEntry> = all.into_iter().filter(|f| f.path > after).take(limit + 1).collect();
+    let mut items = blobs.list_page(&dir, &after, limit + 1).await?;
+    if items.is_empty() && after.is_empty() && !dir.is_root() {
+        // A prefix that names a file lists that file (as `ls FILE` does).
+        items.extend(blobs.head(&dir).await?);
+    }
     let next_page_token = if items.len() > limit {
         items.truncate(limit);
         items.last().map(|f| f.path.clone())
