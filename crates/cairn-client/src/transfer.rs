@@ -1,11 +1,14 @@
-//! Folder uploads and downloads built on single-file calls. An upload asks the server for a plan
-//! by path and size (what to send, what may already be there, what conflicts), hashes (SHA-256)
-//! only the files that may already be there and asks again for those, refuses before writing
-//! anything if something conflicts, then streams files concurrently with bounded memory. Files
-//! are read on a blocking thread each, once: a file not hashed for the plan gets the CRC-32 of what
-//! was sent as an HTTP trailer, which lets the server check the transfer without the client paying
-//! for a SHA-256 the server computes anyway. A file whose size or modification time changes while
-//! it is read is not stored (the server discards the cut body) and the upload says so.
+//! Folder uploads and downloads: small files travel many to a request (upload and download
+//! batches), larger ones one by one, streamed, several requests at once. An upload asks the
+//! server for a plan by path and size (what to send, what may already be there, what conflicts),
+//! hashes (SHA-256) only the files that may already be there and asks again for those, refuses
+//! before writing anything if something conflicts, then sends the files with bounded memory.
+//! Files are read on a blocking thread each, once: a file not hashed for the plan gets the CRC-32
+//! of what was sent as an HTTP trailer, which lets the server check the transfer without the
+//! client paying for a SHA-256 the server computes anyway. A file whose size or modification time
+//! changes while it is read is not stored (the server discards the cut body) and the upload says
+//! so. A download never leaves a half-written file: each is written under a temporary name and
+//! renamed when whole.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
