@@ -79,37 +79,16 @@ report_row() {
 # on ext4, creating thousands of files in a directory whose inode was just freed by deleting such a
 # directory was seen to cost ~10x more kernel time (cp -r: 0.5 s -> 5 s), for both tools alike.
 bench_case() {
-    local name=$1 label=$2 reps=$3 files=$4 bytes=$5 free=$6 rep tool t target order
-    local cairn_times=() cp_times=() client_kb=0 kb
+    local name=$1 label=$2 reps=$3 files=$4 bytes=$5 free=$6 rep target
+    local cairn_times=() cp_times=() client_kb=0
     start_server "$work/server-$name"
     "$CAIRN_BIN" workspace create bench >/dev/null
     log "$name: server pid $SERVER_PID at $CAIRN_URL, idle RSS $(proc_mb "$SERVER_PID" VmRSS) MB"
     for rep in $(seq "$reps"); do
         target=$name-$rep
-        # Alternate which tool goes first; flush earlier writes so that each starts from a clean slate.
-        order=(cp cairn)
-        ((rep % 2)) || order=(cairn cp)
-        for tool in "${order[@]}"; do
-            sync
-            if [[ $tool == cp ]]; then
-                t=$(timed /dev/null cp -r "$src/$name" "$work/cp/$target")
-                cp_times+=("$t")
-            else
-                t=$(timed "$work/last.txt" /usr/bin/time -f %M -o "$work/client-kb" \
-                    "$CAIRN_BIN" datastore upload -w bench "$src/$name" --target-path "$target" --quiet)
-                # A real upload each time: every file sent, none skipped as already there.
-                grep -Eq "^uploaded +$files file\(s\)" "$work/last.txt" || {
-                    cat "$work/last.txt" >&2
-                    log "$name rep $rep: expected $files files uploaded"
-                    return 1
-                }
-                kb=$(tail -n1 "$work/client-kb")
-                if ((kb > client_kb)); then client_kb=$kb; fi
-                cairn_times+=("$t")
-            fi
-            printf '%s\t%s\t%s\t%s\n' "$name" "$rep" "$tool" "$t" >>"$times"
-            log "$name rep $rep/$reps: $tool ${t}s"
-        done
+        # A real upload each time: every file sent, none skipped as already there.
+        one_rep "$name" "$rep" "$work/cp/$target" uploaded "$files" \
+            datastore upload -w bench "$src/$name" --target-path "$target" --quiet || return 1
         if [[ $free == each ]]; then
             rm -rf "${work:?}/cp/$target"
             "$CAIRN_BIN" datastore rm -w bench "$target" >/dev/null
@@ -126,40 +105,51 @@ bench_case() {
 # untimed) into a fresh folder, against `cp -r` of the same files, REPS times each, copies deleted
 # after the last repetition (see bench_case).
 download_case() {
-    local name=$1 label=$2 reps=$3 files=$4 bytes=$5 rep tool t order
-    local cairn_times=() cp_times=() client_kb=0 kb
+    local name=$1 label=$2 reps=$3 files=$4 bytes=$5 rep
+    local cairn_times=() cp_times=() client_kb=0
     start_server "$work/server-dl-$name"
     "$CAIRN_BIN" workspace create bench >/dev/null
     "$CAIRN_BIN" datastore upload -w bench "$src/$name" --target-path "$name" --quiet >/dev/null
     for rep in $(seq "$reps"); do
-        order=(cp cairn)
-        ((rep % 2)) || order=(cairn cp)
-        for tool in "${order[@]}"; do
-            sync
-            if [[ $tool == cp ]]; then
-                t=$(timed /dev/null cp -r "$src/$name" "$work/cp/dl-$name-$rep")
-                cp_times+=("$t")
-            else
-                t=$(timed "$work/last.txt" /usr/bin/time -f %M -o "$work/client-kb" \
-                    "$CAIRN_BIN" datastore download -w bench "$name" --dest "$work/dl-$rep" --quiet)
-                grep -Eq "^downloaded +$files file\(s\)" "$work/last.txt" || {
-                    cat "$work/last.txt" >&2
-                    log "download $name rep $rep: expected $files files downloaded"
-                    return 1
-                }
-                kb=$(tail -n1 "$work/client-kb")
-                if ((kb > client_kb)); then client_kb=$kb; fi
-                cairn_times+=("$t")
-            fi
-            printf '%s\t%s\t%s\t%s\n' "download-$name" "$rep" "$tool" "$t" >>"$times"
-            log "download $name rep $rep/$reps: $tool ${t}s"
-        done
+        one_rep "download-$name" "$rep" "$work/cp/dl-$name-$rep" downloaded "$files" \
+            datastore download -w bench "$name" --dest "$work/dl-$rep" --quiet || return 1
     done
     local peak
     peak=$(proc_mb "$SERVER_PID" VmHWM)
     stop_server
     rm -rf "${work:?}/cp/dl-$name-"* "$work/dl-"* "$work/server-dl-$name"
     report_row "$label" "$reps" "$bytes" "$peak" "$client_kb" "$(median "${cairn_times[@]}")" "$(median "${cp_times[@]}")"
+}
+
+# one_rep CASE REP CP_DEST WORD FILES CAIRN_ARGS...: one repetition of a case: `cp -r $src/NAME
+# CP_DEST` (NAME: the caller's $name) and `cairn CAIRN_ARGS...`, which must report WORD FILES
+# file(s), timed one after the other. Appends to the caller's cairn_times, cp_times and client_kb
+# (bash's dynamic scope) and to $times.
+one_rep() {
+    local case=$1 rep=$2 cp_dest=$3 word=$4 files=$5 tool t kb order
+    shift 5
+    # Alternate which tool goes first; flush earlier writes so that each starts from a clean slate.
+    order=(cp cairn)
+    ((rep % 2)) || order=(cairn cp)
+    for tool in "${order[@]}"; do
+        sync
+        if [[ $tool == cp ]]; then
+            t=$(timed /dev/null cp -r "$src/$name" "$cp_dest")
+            cp_times+=("$t")
+        else
+            t=$(timed "$work/last.txt" /usr/bin/time -f %M -o "$work/client-kb" "$CAIRN_BIN" "$@")
+            grep -Eq "^$word +$files file\(s\)" "$work/last.txt" || {
+                cat "$work/last.txt" >&2
+                log "$case rep $rep: expected $files files $word"
+                return 1
+            }
+            kb=$(tail -n1 "$work/client-kb")
+            if ((kb > client_kb)); then client_kb=$kb; fi
+            cairn_times+=("$t")
+        fi
+        printf '%s\t%s\t%s\t%s\n' "$case" "$rep" "$tool" "$t" >>"$times"
+        log "$case rep $rep/$reps: $tool ${t}s"
+    done
 }
 
 bench_case large "1 file of $large_mb MiB" "$large_reps" 1 $((large_mb * 1024 * 1024)) each

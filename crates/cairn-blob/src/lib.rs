@@ -564,6 +564,8 @@ impl BlobStore {
             Some(offset) => self.store.list_with_offset(prefix, offset),
             None => self.store.list(prefix),
         };
+        // S3 lists keys in byte order, the order of the whole sorted listing: the first `limit`
+        // are the page.
         let page: Result<Vec<FileEntry>, _> = listed
             .map_ok(|meta| FileEntry {
                 path: self.rel(&meta.location),
@@ -573,9 +575,7 @@ impl BlobStore {
             .take(limit)
             .try_collect()
             .await;
-        let mut page = absent_is_empty(page.map_err(|e| map_err(e, self.shown(dir))))?;
-        page.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(page)
+        absent_is_empty(page.map_err(|e| map_err(e, self.shown(dir))))
     }
 
     /// One level of `dir`: the names of its subfolders and its files (paths relative to the

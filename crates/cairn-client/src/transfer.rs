@@ -588,18 +588,16 @@ pub async fn download(
         // Not a folder: a single file (or nothing, which the GET reports as a 404).
         entries.push(cairn_core::api::FileEntry { path: prefix.to_string(), size: 0, last_modified: 0 });
     }
-    let mut targets = Vec::with_capacity(entries.len());
+    // (remote path, local path, size) of each file.
+    let mut files: Vec<(String, PathBuf, u64)> = Vec::with_capacity(entries.len());
     for e in &entries {
-        targets.push((e.path.clone(), local_target(dest, &e.path)?));
+        files.push((e.path.clone(), local_target(dest, &e.path)?, e.size));
     }
     if !overwrite {
-        refuse_existing(targets.iter().map(|(_, local)| local.as_path()))?;
+        refuse_existing(files.iter().map(|f| f.1.as_path()))?;
     }
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.phase("downloading", entries.len() as u64, total);
-    let sizes = entries.iter().map(|e| e.size);
-    let files: Vec<(String, PathBuf, u64)> =
-        targets.into_iter().zip(sizes).map(|((path, local), size)| (path, local, size)).collect();
     // Small files come in batches (one request, written in one trip to a blocking thread),
     // larger ones streamed one by one: a request per small file was what bounded a folder's
     // download.
