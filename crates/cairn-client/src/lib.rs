@@ -386,12 +386,16 @@ impl Client {
     ) -> Result<(Option<u64>, impl Stream<Item = Result<Bytes>> + use<>)> {
         let response = self.send(self.request(Method::GET, self.file_url(ws, ds, path)?)).await?;
         let size = response.content_length();
+        Ok((size, self.body_stream(response)))
+    }
+
+    /// A response's body as a stream whose errors say the download was cut.
+    fn body_stream(&self, response: reqwest::Response) -> impl Stream<Item = Result<Bytes>> + use<> {
         let base = self.base.to_string();
-        let stream = response.bytes_stream().map_err(move |e| ClientError::Transport {
+        response.bytes_stream().map_err(move |e| ClientError::Transport {
             url: base.clone(),
             message: format!("download interrupted: {e}"),
-        });
-        Ok((size, stream))
+        })
     }
 
     /// Downloads small files in one request (`POST …/download-batch`): their contents, in the
@@ -552,11 +556,25 @@ impl Client {
         let mut segments = vec!["workspaces", ws, "models", name, "versions", version, "files"];
         segments.extend(path.split('/'));
         let response = self.send(self.request(Method::GET, self.url(segments))).await?;
-        let base = self.base.to_string();
-        Ok(response.bytes_stream().map_err(move |e| ClientError::Transport {
-            url: base.clone(),
-            message: format!("download interrupted: {e}"),
-        }))
+        Ok(self.body_stream(response))
+    }
+
+    /// Every artifact of a run (`outputs/…`, `logs/…`, what the script logged), with sizes.
+    pub async fn run_artifacts(&self, ws: &str, run: &str) -> Result<Vec<FileEntry>> {
+        self.get(&["workspaces", ws, "runs", run, "artifacts"], &[]).await
+    }
+
+    /// Streams one artifact of a run.
+    pub async fn get_run_artifact(
+        &self,
+        ws: &str,
+        run: &str,
+        path: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes>> + use<>> {
+        let mut segments = vec!["workspaces", ws, "runs", run, "artifacts"];
+        segments.extend(path.split('/'));
+        let response = self.send(self.request(Method::GET, self.url(segments))).await?;
+        Ok(self.body_stream(response))
     }
 }
 

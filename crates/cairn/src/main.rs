@@ -154,3 +154,31 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// A subcommand without a doc comment of its own shows the doc of the first flattened struct
+    /// instead (`cairn job show --help` said "Options every client command takes").
+    #[test]
+    fn every_command_says_what_it_does() {
+        fn walk(cmd: &clap::Command, path: &str, bad: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let path = format!("{path} {}", sub.get_name());
+                let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+                if about.is_empty() || about.starts_with("Options every client command") {
+                    bad.push(format!("{path}: {about:?}"));
+                }
+                walk(sub, &path, bad);
+            }
+        }
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut bad = Vec::new();
+        walk(&cli, "cairn", &mut bad);
+        assert!(bad.is_empty(), "commands without a description of their own:\n{}", bad.join("\n"));
+    }
+}

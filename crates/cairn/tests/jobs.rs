@@ -71,9 +71,25 @@ async fn the_walkthrough_trains_logs_metrics_and_keeps_its_model() {
     let id = run["id"].as_str().unwrap();
     let dest = s.tmp().join("dl");
     s.ok(&["job", "download", id, "--dest", dest.to_str().unwrap(), "-w", "w"]);
-    assert!(dest.join(id).join("outputs/wine_model.pkl").metadata().unwrap().len() > 100);
+    let model = dest.join(id).join("outputs/wine_model.pkl");
+    let pickled = std::fs::read(&model).unwrap();
+    assert!(pickled.len() > 100);
     let log = std::fs::read_to_string(dest.join(id).join("logs/std_log.txt")).unwrap();
     assert!(log.contains("RMSE is"), "{log}");
+    // A second download would replace local files: refused, naming them, and nothing is touched.
+    std::fs::write(&model, b"changed locally").unwrap();
+    let err = s.fails(&["job", "download", id, "--dest", dest.to_str().unwrap(), "-w", "w"]);
+    assert!(
+        err.contains("already exist") && err.contains("wine_model.pkl") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), b"changed locally");
+    s.ok(&["job", "download", id, "--dest", dest.to_str().unwrap(), "-w", "w", "--overwrite"]);
+    assert_eq!(std::fs::read(&model).unwrap(), pickled);
+    let leftovers: Vec<_> = files_under(&dest).into_iter().filter(|p| p.contains("cairn-partial")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let err = s.fails(&["job", "download", "no-such-run", "--dest", dest.to_str().unwrap(), "-w", "w"]);
+    assert!(err.contains("no-such-run"), "{err}");
     // The environment is cached: building it again does no work.
     let built = json(&s.ok(&["env", "build", "wine-experiment-env", "-w", "w", "-o", "json"]));
     assert_eq!(built["reused"], true);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use cairn_client::WorkspaceApi;
+use cairn_client::{transfer, WorkspaceApi};
 use cairn_core::runs::*;
 use clap::Subcommand;
 use reqwest::Method;
@@ -26,6 +26,7 @@ pub enum EnvCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List environments and their versions.
     List {
         #[command(flatten)]
         ws: WorkspaceArg,
@@ -69,6 +70,7 @@ pub enum ComputeCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List compute targets with their sizes, nodes and queues.
     List {
         #[command(flatten)]
         ws: WorkspaceArg,
@@ -83,6 +85,7 @@ pub enum ComputeCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Delete a compute target that runs and queues no job.
     Delete {
         name: String,
         #[command(flatten)]
@@ -154,6 +157,7 @@ pub enum JobCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A job's status, compute target, environment, command, inputs, metrics, params, tags and error.
     Show {
         run: String,
         #[command(flatten)]
@@ -179,11 +183,14 @@ pub enum JobCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Download a run's artifacts (outputs/, logs/) into --dest.
+    /// Download a run's artifacts (outputs/, logs/) into DEST/RUN, each file whole or not at all.
     Download {
         run: String,
         #[arg(long, default_value = ".")]
         dest: PathBuf,
+        /// Replace local files that are already there (otherwise nothing is downloaded).
+        #[arg(long)]
+        overwrite: bool,
         #[command(flatten)]
         ws: WorkspaceArg,
         #[command(flatten)]
@@ -675,23 +682,32 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
             output::done(client.output, &format!("run {} is {}", r.id, r.status.as_str()));
             Ok(())
         }
-        JobCommand::Download { run, dest, ws, client } => {
-            let api = client.workspace_api(&ws)?;
-            let files: Vec<cairn_core::api::FileEntry> = api.get(&format!("runs/{run}/artifacts")).await?;
-            for f in &files {
-                let rel = cairn_core::RelPath::parse(&f.path)?;
-                let target = rel.as_str().split('/').fold(dest.join(&run), |p, c| p.join(c));
-                let bytes = api
-                    .send(api.request(Method::GET, &format!("runs/{run}/artifacts/{}", f.path)))
-                    .await?
-                    .bytes()
-                    .await?;
-                std::fs::create_dir_all(target.parent().context("path has a parent")?)?;
-                std::fs::write(&target, &bytes)?;
+        JobCommand::Download { run, dest, overwrite, ws, client: args } => {
+            let ws = ws.resolve()?;
+            let client = args.client()?;
+            let files = client.run_artifacts(&ws, &run).await?;
+            let root = dest.join(&run);
+            let targets = files
+                .iter()
+                .map(|f| transfer::local_target(&root, &f.path))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !overwrite {
+                transfer::refuse_existing(targets.iter().map(PathBuf::as_path))?;
+            }
+            let mut total = 0u64;
+            for (f, target) in files.iter().zip(&targets) {
+                let stream = client.get_run_artifact(&ws, &run, &f.path).await?;
+                // A running job's log grows between the listing and the download: no size check.
+                total += transfer::save_stream(target, stream, |_| {}, |_| Ok(())).await?;
             }
             output::done(
-                client.output,
-                &format!("downloaded {} file(s) into {}", files.len(), dest.join(&run).display()),
+                args.output,
+                &format!(
+                    "downloaded {} file(s), {} into {}",
+                    files.len(),
+                    output::bytes(total),
+                    root.display()
+                ),
             );
             Ok(())
         }
