@@ -23,7 +23,8 @@ Environment
 
 Lifecycle
 ---------
-The script is imported and ``init()`` called before the socket exists. On success the socket is
+The script is imported and ``init()`` called before the socket exists, and what they made is then
+frozen out of the garbage collector's passes (``gc.freeze``). On success the socket is
 bound under a temporary name, listened on, then renamed to ``CAIRN_REPLICA_SOCKET`` (atomic), and
 ``cairn replica ready …`` is written to stderr: the path appearing means ready. If the import,
 the checks of ``init``/``run`` or ``init()`` fail, the traceback and (part of) the model folder's
