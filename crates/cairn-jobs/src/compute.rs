@@ -13,14 +13,26 @@ pub struct Size {
     pub memory_gb: f64,
 }
 
-/// Sizes shipped with Cairn: Azure's names (so specs from Azure ML work unchanged) and plain ones.
+/// Sizes shipped with Cairn: Azure's names (so specs from Azure ML work unchanged: the training
+/// clusters' usual sizes and the general-purpose, compute- and memory-optimised ones that
+/// managed online deployments' `instance_type` takes, with Azure's vCPUs and GiB) and plain ones.
 pub const SIZES: &[Size] = &[
     Size { name: Cow::Borrowed("STANDARD_D2_V2"), cores: 2, memory_gb: 7.0 },
     Size { name: Cow::Borrowed("STANDARD_D3_V2"), cores: 4, memory_gb: 14.0 },
     Size { name: Cow::Borrowed("STANDARD_D4_V2"), cores: 8, memory_gb: 28.0 },
+    Size { name: Cow::Borrowed("STANDARD_DS1_V2"), cores: 1, memory_gb: 3.5 },
+    Size { name: Cow::Borrowed("STANDARD_DS2_V2"), cores: 2, memory_gb: 7.0 },
     Size { name: Cow::Borrowed("STANDARD_DS3_V2"), cores: 4, memory_gb: 14.0 },
+    Size { name: Cow::Borrowed("STANDARD_DS4_V2"), cores: 8, memory_gb: 28.0 },
+    Size { name: Cow::Borrowed("STANDARD_DS5_V2"), cores: 16, memory_gb: 56.0 },
     Size { name: Cow::Borrowed("STANDARD_DS11_V2"), cores: 2, memory_gb: 14.0 },
+    Size { name: Cow::Borrowed("STANDARD_F2S_V2"), cores: 2, memory_gb: 4.0 },
     Size { name: Cow::Borrowed("STANDARD_F4S_V2"), cores: 4, memory_gb: 8.0 },
+    Size { name: Cow::Borrowed("STANDARD_F8S_V2"), cores: 8, memory_gb: 16.0 },
+    Size { name: Cow::Borrowed("STANDARD_F16S_V2"), cores: 16, memory_gb: 32.0 },
+    Size { name: Cow::Borrowed("STANDARD_E2S_V3"), cores: 2, memory_gb: 16.0 },
+    Size { name: Cow::Borrowed("STANDARD_E4S_V3"), cores: 4, memory_gb: 32.0 },
+    Size { name: Cow::Borrowed("STANDARD_E8S_V3"), cores: 8, memory_gb: 64.0 },
     Size { name: Cow::Borrowed("small"), cores: 1, memory_gb: 2.0 },
     Size { name: Cow::Borrowed("medium"), cores: 2, memory_gb: 4.0 },
     Size { name: Cow::Borrowed("large"), cores: 4, memory_gb: 16.0 },
@@ -191,6 +203,20 @@ mod tests {
 
     fn states(p: &NodePool) -> Vec<&'static str> {
         p.nodes().iter().map(|n| n.state.as_str()).collect()
+    }
+
+    #[test]
+    fn azure_sizes_are_found_whatever_their_case() {
+        // Azure's samples spell them `Standard_DS3_v2`; its CLI lists `STANDARD_DS3_V2`.
+        let ds2 = size("Standard_DS2_v2").expect("a common online-deployment size");
+        assert_eq!((ds2.cores, ds2.memory_gb), (2, 7.0));
+        assert_eq!(size("standard_e4s_v3").map(|s| (s.cores, s.memory_gb)), Some((4, 32.0)));
+        assert_eq!(size("Standard_F2s_v2").map(|s| s.cores), Some(2));
+        assert!(size("Standard_DS2_v3").is_none());
+        let mut names: Vec<String> = SIZES.iter().map(|s| s.name.to_ascii_lowercase()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SIZES.len(), "two shipped sizes share a name");
     }
 
     #[test]

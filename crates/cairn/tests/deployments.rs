@@ -790,6 +790,7 @@ async fn azures_sample_yaml_with_an_inline_model_and_environment_deploys(b: Back
     assert_eq!(d["spec"]["environment_variables"]["VERBOSE"], "true", "{d}");
     assert!(stderr.contains("openmpi4.1.0") && stderr.contains("not used"), "{stderr}");
     assert!(stderr.contains("registered model lin-ep-blue:1"), "{stderr}");
+    assert!(!stderr.contains("is not a size"), "Standard_DS3_v2 is shipped: {stderr}");
     assert!(
         stderr.contains("app_insights_enabled is not used") && stderr.contains("scale_settings"),
         "{stderr}"
@@ -849,4 +850,29 @@ async fn azures_sample_yaml_with_an_inline_model_and_environment_deploys(b: Back
     assert!(err.contains("model") && err.contains("nowhere"), "{err}");
     let listed = json(&s.ok(&["deployment", "list", "--endpoint", "lin-ep", "-w", "w", "-o", "json"]));
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // A size Cairn does not have is accepted (Azure has many more), and said at once and in the log.
+    let gpu = dir.join("deployment/gpu.yml");
+    std::fs::write(
+        &gpu,
+        // blue's model, which score.py looks up by name
+        text.replace("name: blue", "name: green")
+            .replace("model:\n  path: ../model-1/model/\n", "model: lin-ep-blue:2\n")
+            .replace("Standard_DS3_v2", "Standard_NC6s_v3"),
+    )
+    .unwrap();
+    let out = s.cli(&["deployment", "create", "-f", &gpu.display().to_string(), "--wait", "-w", "w"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("instance_type Standard_NC6s_v3 is not a size of this workspace")
+            && stderr.contains("no thread or memory limits"),
+        "{stderr}"
+    );
+    let log = s.ok(&["deployment", "logs", "lin-ep/green", "-w", "w"]);
+    assert!(
+        log.contains("instance_type Standard_NC6s_v3 is not a known size: no per-replica limits"),
+        "{log}"
+    );
+    s.ok(&["deployment", "delete", "lin-ep/green", "-w", "w"]);
 }

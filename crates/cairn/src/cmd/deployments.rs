@@ -165,6 +165,17 @@ async fn read_file(api: &WorkspaceApi, client: &ClientArgs, file: &Path) -> anyh
         }
     }
     let mut req: CreateDeployment = crate::cmd::yaml::parse(file, yaml)?;
+    if let Some(size) = &req.instance_type {
+        // Accepted (Azure has sizes Cairn does not ship), but a typo would silently lift the limits.
+        let sizes: Vec<cairn_core::runs::ComputeSize> = api.get("sizes").await?;
+        if !sizes.iter().any(|s| s.name.eq_ignore_ascii_case(size)) {
+            eprintln!(
+                "note: {}: instance_type {size} is not a size of this workspace: its replicas get no \
+                 thread or memory limits (see `cairn compute size list`, or add it with `cairn compute size add`)",
+                file.display()
+            );
+        }
+    }
     // No code_configuration: a no-code deployment of an MLflow model, nothing to upload.
     if let Some(code) = &mut req.code_configuration {
         let dir = file.parent().unwrap_or(Path::new(".")).join(&code.code);
