@@ -112,9 +112,13 @@ class ProtocolError(Exception):
 
 # -- framing (also used by tests and the benchmark as the client side) --------------------------
 
-def encode_frame(header: Dict[str, Any], body: bytes = b"") -> bytes:
+def _frame_head(header: Dict[str, Any], body_len: int) -> bytes:
     head = _encode_header(header).encode()
-    return _PREFIX.pack(len(head), len(body)) + head + body
+    return _PREFIX.pack(len(head), body_len) + head
+
+
+def encode_frame(header: Dict[str, Any], body: bytes = b"") -> bytes:
+    return _frame_head(header, len(body)) + body
 
 
 def _read_exact(reader: Any, n: int, what: str) -> bytes:
@@ -263,12 +267,11 @@ class Replica:
 
 def _send(conn: socket.socket, rid: Any, reply: Reply) -> None:
     header = {"id": rid, "status": reply.status, "content_type": reply.content_type, "headers": reply.headers}
-    head = _encode_header(header).encode()
-    prefix = _PREFIX.pack(len(head), len(reply.body))
+    head = _frame_head(header, len(reply.body))
     if len(reply.body) <= 65536:  # one write for the common small answer
-        conn.sendall(prefix + head + reply.body)
+        conn.sendall(head + reply.body)
     else:
-        conn.sendall(prefix + head)
+        conn.sendall(head)
         conn.sendall(reply.body)
 
 

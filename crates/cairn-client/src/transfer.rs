@@ -588,14 +588,10 @@ pub async fn download(
         // Not a folder: a single file (or nothing, which the GET reports as a 404).
         entries.push(cairn_core::api::FileEntry { path: prefix.to_string(), size: 0, last_modified: 0 });
     }
+    let locals = local_targets(dest, entries.iter().map(|e| e.path.as_str()), overwrite)?;
     // (remote path, local path, size) of each file.
-    let mut files: Vec<(String, PathBuf, u64)> = Vec::with_capacity(entries.len());
-    for e in &entries {
-        files.push((e.path.clone(), local_target(dest, &e.path)?, e.size));
-    }
-    if !overwrite {
-        refuse_existing(files.iter().map(|f| f.1.as_path()))?;
-    }
+    let files: Vec<(String, PathBuf, u64)> =
+        entries.iter().zip(locals).map(|(e, local)| (e.path.clone(), local, e.size)).collect();
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.phase("downloading", entries.len() as u64, total);
     // Small files come in batches (one request, written in one trip to a blocking thread),
@@ -653,18 +649,23 @@ fn partial_name(local: &Path) -> PathBuf {
     ))
 }
 
-/// Where a path the server sent lands under `dest` (checked first: it comes from the server).
-pub fn local_target(dest: &Path, remote: &str) -> Result<PathBuf> {
-    let rel = RelPath::parse(remote)
-        .map_err(|err| ClientError::Local(format!("server sent an unsafe path: {err}")))?;
-    Ok(rel.as_str().split('/').fold(dest.to_path_buf(), |p, c| p.join(c)))
-}
-
-/// Refuses a download that would replace local files (without `--overwrite`), naming them.
-pub fn refuse_existing<'a>(locals: impl Iterator<Item = &'a Path>) -> Result<()> {
-    let existing: Vec<String> = locals.filter(|l| l.exists()).map(|l| l.display().to_string()).collect();
+/// Where each path the server sent lands under `dest` (each checked first: they come from the
+/// server); unless `overwrite`, refused as a whole, naming them, when any of them is already there.
+pub fn local_targets<'a>(
+    dest: &Path,
+    remotes: impl IntoIterator<Item = &'a str>,
+    overwrite: bool,
+) -> Result<Vec<PathBuf>> {
+    let mut locals = Vec::new();
+    for remote in remotes {
+        let rel = RelPath::parse(remote)
+            .map_err(|err| ClientError::Local(format!("server sent an unsafe path: {err}")))?;
+        locals.push(rel.as_str().split('/').fold(dest.to_path_buf(), |p, c| p.join(c)));
+    }
+    let existing: Vec<String> =
+        locals.iter().filter(|l| !overwrite && l.exists()).map(|l| l.display().to_string()).collect();
     if existing.is_empty() {
-        return Ok(());
+        return Ok(locals);
     }
     Err(ClientError::Local(format!(
         "{} local file(s) already exist: {}; nothing was downloaded; pass --overwrite to replace them",

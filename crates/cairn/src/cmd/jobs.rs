@@ -687,13 +687,7 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
             let client = args.client()?;
             let files = client.run_artifacts(&ws, &run).await?;
             let root = dest.join(&run);
-            let targets = files
-                .iter()
-                .map(|f| transfer::local_target(&root, &f.path))
-                .collect::<Result<Vec<_>, _>>()?;
-            if !overwrite {
-                transfer::refuse_existing(targets.iter().map(PathBuf::as_path))?;
-            }
+            let targets = transfer::local_targets(&root, files.iter().map(|f| f.path.as_str()), overwrite)?;
             let mut total = 0u64;
             for (f, target) in files.iter().zip(&targets) {
                 let stream = client.get_run_artifact(&ws, &run, &f.path).await?;

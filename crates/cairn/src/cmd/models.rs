@@ -307,13 +307,7 @@ pub async fn run(command: ModelCommand) -> anyhow::Result<()> {
             let v = version.version.to_string();
             let files = client.model_files(&ws, &name, &v).await?;
             let dir = dir.unwrap_or_else(|| PathBuf::from(format!("{name}-{v}")));
-            let mut targets = Vec::with_capacity(files.len());
-            for f in &files {
-                targets.push(transfer::local_target(&dir, &f.path)?);
-            }
-            if !overwrite {
-                transfer::refuse_existing(targets.iter().map(PathBuf::as_path))?;
-            }
+            let targets = transfer::local_targets(&dir, files.iter().map(|f| f.path.as_str()), overwrite)?;
             let mut total = 0u64;
             for (f, target) in files.iter().zip(&targets) {
                 let stream = client.get_model_file(&ws, &name, &v, &f.path).await?;
