@@ -398,29 +398,37 @@ class Datastore:
             targets.append((rel, dest.joinpath(*rel.split("/")), int(entry.get("size", 0))))
         if not overwrite:
             refuse_existing([local for _, local, _ in targets], "overwrite=True")
-        done = itertools.count(1)
-        http = self.workspace.connection.http
-        batch_path = self.workspace.path("datastores", self.name, "download-batch")
-
-        def fetch(unit: List[Tuple[str, Path, int]]) -> None:
-            # Small files come in batches (one request each), larger ones one by one.
-            if len(unit) == 1:
-                rel, local, _ = unit[0]
-                download_to(self.workspace, ("datastores", self.name, "files", *rel.split("/")), local)
-            else:
-                names = [rel for rel, _, _ in unit]
-                contents = self.workspace.connection.guard(lambda: http.fetch_files(batch_path, names))
-                for (_, local, _), content in zip(unit, contents):
-                    _write_whole(local, content)
-            for rel, _, _ in unit:
-                count = next(done)
-                if show_progress:
-                    _say(f"Downloaded {rel}, {count} files out of an estimated total of {len(targets)}")
-
-        with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
-            for _ in pool.map(fetch, _units(targets, lambda t: t[2])):
-                pass
+        download_all(self.workspace, ("datastores", self.name), ("files",), targets, show_progress)
         return len(targets)
+
+
+def download_all(workspace: Workspace, owner: Sequence[str], files: Sequence[str],
+                 targets: List[Tuple[str, Path, int]], show_progress: bool = False) -> None:
+    """Downloads ``(remote path, local path, size)`` of a datastore's files or a run's artifacts
+    (``owner``: ``("datastores", NAME)`` or ``("runs", ID)``; one file is ``owner/files/PATH``),
+    several requests at once: small files in batches (``owner/download-batch``), larger ones one by
+    one, each written whole or not at all."""
+    done = itertools.count(1)
+    http = workspace.connection.http
+    batch_path = workspace.path(*owner, "download-batch")
+
+    def fetch(unit: List[Tuple[str, Path, int]]) -> None:
+        if len(unit) == 1:
+            rel, local, _ = unit[0]
+            download_to(workspace, (*owner, *files, *rel.split("/")), local)
+        else:
+            names = [rel for rel, _, _ in unit]
+            contents = workspace.connection.guard(lambda: http.fetch_files(batch_path, names))
+            for (_, local, _), content in zip(unit, contents):
+                _write_whole(local, content)
+        for rel, _, _ in unit:
+            count = next(done)
+            if show_progress:
+                _say(f"Downloaded {rel}, {count} files out of an estimated total of {len(targets)}")
+
+    with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
+        for _ in pool.map(fetch, _units(targets, lambda t: t[2])):
+            pass
 
 
 def refuse_existing(locals_: Sequence[Path], flag: str) -> None:

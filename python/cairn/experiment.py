@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from ._records import decode_value
 from .compute import ComputeTarget
-from .datastore import DataReference, check_relative, download_to, sha256_file
+from .datastore import DataReference, check_relative, download_all, download_to, sha256_file
 from .environment import Environment
 from .errors import RunFailed
 from .workspace import Workspace
@@ -258,16 +258,15 @@ class SubmittedRun:
         current folder by default), keeping their paths (without the prefix unless ``append_prefix``)."""
         base = Path(output_directory or ".")
         wanted = check_relative(prefix or "", "prefix")
-        done = []
-        for name in self.get_file_names():
-            rel = check_relative(name, "artifact path sent by the server")
+        targets = []
+        for entry in self.workspace.call("GET", "runs", self.id, "artifacts"):
+            rel = check_relative(entry["path"], "artifact path sent by the server")
             if wanted and not (rel == wanted or rel.startswith(wanted.rstrip("/") + "/")):
                 continue
             local_rel = rel if append_prefix or not wanted else rel[len(wanted) :].lstrip("/") or rel.split("/")[-1]
-            target = base.joinpath(*local_rel.split("/"))
-            download_to(self.workspace, ("runs", self.id, "artifacts", *rel.split("/")), target)
-            done.append(target)
-        return done
+            targets.append((rel, base.joinpath(*local_rel.split("/")), int(entry.get("size", 0))))
+        download_all(self.workspace, ("runs", self.id), ("artifacts",), targets)
+        return [local for _, local, _ in targets]
 
     def register_model(
         self,

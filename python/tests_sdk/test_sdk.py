@@ -380,6 +380,9 @@ def test_submit_wait_metrics_files(job_setup, capsys, tmp_path):
         "run.log_list('loss', [3, 2, 1])\n"
         "os.makedirs('outputs', exist_ok=True)\n"
         "open('outputs/model.txt', 'w').write('model')\n"
+        "os.makedirs('outputs/parts', exist_ok=True)\n"
+        "for i in range(3):\n"
+        "    open(f'outputs/parts/{i}.txt', 'w').write(str(i))\n"
     )
     ds = ws.get_default_datastore()
     config = ScriptRunConfig(code, script="train.py", arguments=["--data", ds.as_mount()],
@@ -397,7 +400,12 @@ def test_submit_wait_metrics_files(job_setup, capsys, tmp_path):
     assert "outputs/model.txt" in names and "logs/std_log.txt" in names
     assert run.download_file("outputs/model.txt", tmp_path).read_text() == "model"
     got = run.download_files(prefix="outputs", output_directory=tmp_path / "all")
-    assert [p.read_text() for p in got] == ["model"]
+    # Small files come in one batch request; every file lands whole at its own path.
+    assert sorted((p.relative_to(tmp_path / "all").as_posix(), p.read_text()) for p in got) == [
+        ("outputs/model.txt", "model"), ("outputs/parts/0.txt", "0"), ("outputs/parts/1.txt", "1"),
+        ("outputs/parts/2.txt", "2")]
+    got = run.download_files(prefix="outputs/parts", output_directory=tmp_path / "parts", append_prefix=False)
+    assert sorted(p.relative_to(tmp_path / "parts").as_posix() for p in got) == ["0.txt", "1.txt", "2.txt"]
     assert run.id in [r.id for r in experiment.get_runs()]
     assert "expt" in ws.experiments
 

@@ -401,7 +401,15 @@ impl Client {
     /// Downloads small files in one request (`POST …/download-batch`): their contents, in the
     /// order asked, each part checked to carry the path asked for and its whole declared length.
     pub async fn download_batch(&self, ws: &str, ds: &str, paths: &[String]) -> Result<Vec<Bytes>> {
-        let url = self.url(["workspaces", ws, "datastores", ds, "download-batch"]);
+        self.batch_from(self.url(["workspaces", ws, "datastores", ds, "download-batch"]), paths).await
+    }
+
+    /// A run's small artifacts in one request, as [`Client::download_batch`] for a datastore.
+    pub async fn run_download_batch(&self, ws: &str, run: &str, paths: &[String]) -> Result<Vec<Bytes>> {
+        self.batch_from(self.url(["workspaces", ws, "runs", run, "download-batch"]), paths).await
+    }
+
+    async fn batch_from(&self, url: Url, paths: &[String]) -> Result<Vec<Bytes>> {
         let request = DownloadBatchRequest { paths: paths.to_vec() };
         let response = self.send(self.request(Method::POST, url.clone()).json(&request)).await?;
         let unreadable = |why: String| ClientError::Transport {

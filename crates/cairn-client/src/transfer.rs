@@ -569,21 +569,67 @@ fn sha256_file_sized(path: &Path, size_hint: u64, progress: &dyn Progress) -> Re
     }
 }
 
-/// Downloads a file or a folder from a datastore into `dest`, keeping datastore paths
-/// (`winedata/x.csv` lands at `dest/winedata/x.csv`). Each file is written to a temporary name
-/// and renamed when complete. Existing local files are refused unless `overwrite`.
+/// Where a download reads files from: a datastore, or a run's artifacts.
+#[derive(Clone, Copy, Debug)]
+pub enum Remote<'a> {
+    Datastore(Datastore<'a>),
+    Run { workspace: &'a str, run: &'a str },
+}
+
+type ByteStream = futures::stream::BoxStream<'static, Result<Bytes>>;
+
+impl Remote<'_> {
+    /// The files under `prefix` (a folder, or the root).
+    async fn list(&self, client: &Client, prefix: &RelPath) -> Result<Vec<cairn_core::api::FileEntry>> {
+        match *self {
+            Remote::Datastore(Datastore { workspace, datastore }) => {
+                client.list_files(workspace, datastore, prefix.as_str()).await
+            }
+            Remote::Run { workspace, run } => {
+                let mut all = client.run_artifacts(workspace, run).await?;
+                // A folder's files, as a datastore's listing gives them (not `outputs2/` for `outputs`).
+                let folder = prefix.as_str();
+                all.retain(|f| {
+                    prefix.is_root() || f.path.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/'))
+                });
+                Ok(all)
+            }
+        }
+    }
+
+    async fn one(&self, client: &Client, path: &str) -> Result<ByteStream> {
+        Ok(match *self {
+            Remote::Datastore(Datastore { workspace, datastore }) => {
+                client.get_file(workspace, datastore, path).await?.1.boxed()
+            }
+            Remote::Run { workspace, run } => client.get_run_artifact(workspace, run, path).await?.boxed(),
+        })
+    }
+
+    async fn batch(&self, client: &Client, paths: &[String]) -> Result<Vec<Bytes>> {
+        match *self {
+            Remote::Datastore(Datastore { workspace, datastore }) => {
+                client.download_batch(workspace, datastore, paths).await
+            }
+            Remote::Run { workspace, run } => client.run_download_batch(workspace, run, paths).await,
+        }
+    }
+}
+
+/// Downloads a file or a folder (`""`: everything) from a datastore or a run into `dest`, keeping
+/// remote paths (`winedata/x.csv` lands at `dest/winedata/x.csv`). Each file is written to a
+/// temporary name and renamed when complete. Existing local files are refused unless `overwrite`.
 pub async fn download(
     client: &Client,
-    at: Datastore<'_>,
+    from: Remote<'_>,
     remote: &str,
     dest: &Path,
     opts: TransferOpts,
     progress: Arc<dyn Progress>,
 ) -> Result<DownloadReport> {
-    let Datastore { workspace: ws, datastore: ds } = at;
     let TransferOpts { overwrite, concurrency } = opts;
     let prefix = RelPath::parse_dir(remote).map_err(|e| ClientError::Local(e.to_string()))?;
-    let mut entries = client.list_files(ws, ds, prefix.as_str()).await?;
+    let mut entries = from.list(client, &prefix).await?;
     if entries.is_empty() && !prefix.is_root() {
         // Not a folder: a single file (or nothing, which the GET reports as a 404).
         entries.push(cairn_core::api::FileEntry { path: prefix.to_string(), size: 0, last_modified: 0 });
@@ -602,7 +648,7 @@ pub async fn download(
         async move {
             match unit {
                 Unit::One((path, local, _)) => {
-                    let (_, stream) = client.get_file(ws, ds, &path).await?;
+                    let stream = from.one(client, &path).await?;
                     let advance = |chunk: &[u8]| progress.advance(chunk.len() as u64);
                     let size = save_stream(&local, stream, advance, |_| Ok(())).await?;
                     progress.file_done();
@@ -610,7 +656,7 @@ pub async fn download(
                 }
                 Unit::Batch(files) => {
                     let paths: Vec<String> = files.iter().map(|f| f.0.clone()).collect();
-                    let contents = client.download_batch(ws, ds, &paths).await?;
+                    let contents = from.batch(client, &paths).await?;
                     let size: u64 = contents.iter().map(|c| c.len() as u64).sum();
                     let count = contents.len();
                     let writes: Vec<(PathBuf, Bytes)> =

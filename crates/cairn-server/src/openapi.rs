@@ -23,7 +23,7 @@ use crate::routes::{
         datastores::list, datastores::create, datastores::show, datastores::delete,
         files::plan, files::upload_batch, files::download_batch, files::list, files::upload, files::download, files::delete,
         runs::list_experiments, runs::create_experiment, runs::list_runs, runs::create_run, runs::show_run,
-        runs::update_run, runs::log_batch, runs::add_properties, runs::run_metrics, runs::list_artifacts, runs::upload_artifact,
+        runs::update_run, runs::log_batch, runs::add_properties, runs::run_metrics, runs::list_artifacts, runs::upload_artifact, runs::download_batch,
         runs::download_artifact, runs::search_runs, jobs::create_snapshot, jobs::missing_blobs, jobs::upload_blob, jobs::submit, jobs::cancel, jobs::logs,
         resources::list_environments, resources::create_environment, resources::show_environment,
         resources::build_environment, resources::delete_environment, resources::list_computes,

@@ -29,6 +29,7 @@ on_both_backends!(
     local_datastores_are_registered_checked_and_removed_without_touching_data,
     files_are_downloaded_listed_and_deleted,
     small_files_download_in_batches_whole_and_in_order,
+    a_runs_artifacts_download_in_batches_and_by_folder,
     lists_are_paginated,
     everything_acknowledged_survives_kill_9,
     runs_are_searched_by_metrics_params_tags_and_attributes,
@@ -873,6 +874,87 @@ async fn local_datastores_are_registered_checked_and_removed_without_touching_da
     s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "-q"]);
     let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
     assert_eq!(ls[0]["path"], "new.csv", "{ls}");
+}
+
+async fn a_runs_artifacts_download_in_batches_and_by_folder(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let http = reqwest::Client::new();
+    let run = json(
+        &http
+            .post(format!("{}{RUNS}", s.url))
+            .bearer_auth(&s.token)
+            .json(&serde_json::json!({"experiment": "e"}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    let id = run["id"].as_str().unwrap().to_string();
+    // 250 small files (three batches), one too big for a batch, and a sibling folder whose name
+    // starts like `outputs`.
+    let mut files: Vec<(String, Vec<u8>)> = (0..250)
+        .map(|i| (format!("outputs/d{}/f{i:03}.txt", i % 7), format!("file {i}\n").into_bytes()))
+        .collect();
+    files.push(("outputs/big.bin".into(), (0..400_000u32).map(|i| (i % 251) as u8).collect()));
+    files.push(("outputs2/other.txt".into(), b"other".to_vec()));
+    for (path, content) in &files {
+        let resp = http
+            .put(format!("{}{RUNS}/{id}/artifacts/{path}", s.url))
+            .bearer_auth(&s.token)
+            .body(content.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "{path}");
+    }
+    let dest = s.tmp().join("dl");
+    let said = s.ok(&["job", "download", &id, "--dest", dest.to_str().unwrap(), "-w", "w", "-q"]);
+    assert!(said.contains("downloaded 252 file(s)"), "{said}");
+    for (path, content) in &files {
+        assert_eq!(&std::fs::read(dest.join(&id).join(path)).unwrap(), content, "{path}");
+    }
+    // One folder only: `outputs`, not `outputs2`.
+    let only = s.tmp().join("only");
+    s.ok(&["job", "download", &id, "--path", "outputs", "--dest", only.to_str().unwrap(), "-w", "w", "-q"]);
+    let got = files_under(&only.join(&id));
+    assert_eq!(got.len(), 251, "{got:?}");
+    assert!(got.iter().all(|p| p.starts_with("outputs/")), "{got:?}");
+    let err =
+        s.fails(&["job", "download", &id, "--path", "nope", "--dest", only.to_str().unwrap(), "-w", "w"]);
+    assert!(err.contains("nope") && err.contains("404"), "{err}");
+
+    // The batch route itself: parts in the order asked; what it refuses.
+    let asked = vec!["outputs/d3/f010.txt".to_string(), "outputs2/other.txt".to_string()];
+    let got = s.client().run_download_batch("w", &id, &asked).await.unwrap();
+    assert_eq!(got, vec![bytes::Bytes::from("file 10\n"), bytes::Bytes::from("other")]);
+    for (paths, status, says) in [
+        (serde_json::json!(["outputs/d0/f000.txt", "outputs/missing.txt"]), 404, "outputs/missing.txt"),
+        (serde_json::json!(["outputs/../../../etc/passwd"]), 400, "invalid path"),
+        (serde_json::json!([]), 400, "names no file"),
+    ] {
+        let resp = http
+            .post(format!("{}{RUNS}/{id}/download-batch", s.url))
+            .bearer_auth(&s.token)
+            .json(&serde_json::json!({ "paths": paths }))
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        assert_eq!(st, status, "{paths}: {body}");
+        assert!(body.contains(says), "{paths}: {body}");
+    }
+    let resp = http
+        .post(format!("{}{RUNS}/no-such-run/download-batch", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"paths": ["outputs/big.bin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
 }
 
 async fn files_are_downloaded_listed_and_deleted(b: Backend) {

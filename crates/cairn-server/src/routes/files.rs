@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
-use cairn_blob::{Checksum, Trailer, Trailing};
+use cairn_blob::{BlobStore, Checksum, Trailer, Trailing};
 use cairn_core::api::{
     download_part_disposition, DownloadBatchRequest, FileEntry, Page, PutFileResult, PutStatus, Role,
     UploadBatchResult, UploadPlan, UploadPlanRequest, BATCH_MAX_BYTES, BATCH_MAX_FILES,
@@ -327,6 +327,12 @@ pub async fn download_batch(
     extract::Json(req): extract::Json<DownloadBatchRequest>,
 ) -> ApiResult<Response> {
     let record = datastore(&state, &caller, Role::Reader, &ws, &ds).await?;
+    batch_answer(&state.blobs_of(&record)?, &req).await
+}
+
+/// The `multipart/mixed` answer of a download batch from `blobs` (a datastore's files or a run's
+/// artifacts): every file read whole first, so the answer is complete or an error.
+pub(crate) async fn batch_answer(blobs: &BlobStore, req: &DownloadBatchRequest) -> ApiResult<Response> {
     if req.paths.is_empty() {
         return Err(Error::invalid("the download batch names no file").into());
     }
@@ -338,11 +344,11 @@ pub async fn download_batch(
         .into());
     }
     let paths = req.paths.iter().map(|p| RelPath::parse(p)).collect::<Result<Vec<_>, _>>()?;
-    let contents = match state.blobs_of(&record)?.read_many(paths.clone(), DOWNLOAD_BATCH_MAX_BYTES).await {
+    let contents = match blobs.read_many(paths.clone(), DOWNLOAD_BATCH_MAX_BYTES).await {
         Err(Error::TooLarge(why)) => {
             return Err(Error::TooLarge(format!(
                 "a download batch holds at most {DOWNLOAD_BATCH_MAX_BYTES} bytes of files: {why}; download \
-                 large files one by one (GET …/files/PATH)"
+                 large files one by one (GET …/PATH)"
             ))
             .into())
         }

@@ -56,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/workspaces/{ws}/runs/{run}/properties", axum::routing::post(runs::add_properties))
         .route("/workspaces/{ws}/runs/{run}/metrics", get(runs::run_metrics))
         .route("/workspaces/{ws}/runs/{run}/artifacts", get(runs::list_artifacts))
+        .route("/workspaces/{ws}/runs/{run}/download-batch", axum::routing::post(runs::download_batch))
         .route(
             "/workspaces/{ws}/runs/{run}/artifacts/{*path}",
             get(runs::download_artifact).put(runs::upload_artifact).layer(DefaultBodyLimit::disable()),

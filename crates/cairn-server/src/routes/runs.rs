@@ -367,6 +367,27 @@ pub async fn download_artifact(
         .into_response())
 }
 
+/// Downloads many small artifacts of a run in one response, as a datastore's `download-batch`
+/// does (`multipart/mixed`, one part per path in the order asked; 404 naming a missing file, 413
+/// past 1,000 files or 16 MiB).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/runs/{run}/download-batch", tag = "runs",
+    params(("ws" = String, Path, description = "workspace name"), ("run" = String, Path, description = "run id")),
+    request_body = cairn_core::api::DownloadBatchRequest,
+    responses((status = 200, content_type = "multipart/mixed", body = Vec<u8>),
+              (status = 400, body = cairn_core::api::ErrorBody), (status = 404, body = cairn_core::api::ErrorBody),
+              (status = 413, body = cairn_core::api::ErrorBody)))]
+pub async fn download_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((ws, run)): Path<(String, String)>,
+    extract::Json(req): extract::Json<cairn_core::api::DownloadBatchRequest>,
+) -> ApiResult<Response> {
+    caller.require_run_or_child(&state.store, Role::Reader, &ws, &run).await?;
+    let workspace = state.store.workspace(&ws).await?;
+    state.store.run(&workspace, &run).await?;
+    super::files::batch_answer(&artifacts_of(&state, &workspace.id, &run), &req).await
+}
+
 /// Searches runs with a filter, an order and pagination.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/runs/search", tag = "runs",
     params(("ws" = String, Path, description = "workspace name")), request_body = SearchRuns,

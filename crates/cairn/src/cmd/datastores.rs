@@ -202,7 +202,8 @@ pub async fn run(command: DatastoreCommand) -> anyhow::Result<()> {
             let bar = Arc::new(Bar::new(quiet));
             let at = transfer::Datastore { workspace: &ws, datastore: &target.datastore };
             let opts = transfer::TransferOpts { overwrite, concurrency };
-            let report = transfer::download(&client, at, &path, &dest, opts, bar).await?;
+            let report =
+                transfer::download(&client, transfer::Remote::Datastore(at), &path, &dest, opts, bar).await?;
             output::print_one(
                 target.client.output,
                 &report,

@@ -186,11 +186,16 @@ pub enum JobCommand {
     /// Download a run's artifacts (outputs/, logs/) into DEST/RUN, each file whole or not at all.
     Download {
         run: String,
+        /// Only this file or folder of the run (e.g. `outputs`); everything by default.
+        #[arg(long, default_value = "")]
+        path: String,
         #[arg(long, default_value = ".")]
         dest: PathBuf,
         /// Replace local files that are already there (otherwise nothing is downloaded).
         #[arg(long)]
         overwrite: bool,
+        #[arg(long, short = 'q')]
+        quiet: bool,
         #[command(flatten)]
         ws: WorkspaceArg,
         #[command(flatten)]
@@ -682,24 +687,22 @@ pub async fn job(command: JobCommand) -> anyhow::Result<()> {
             output::done(client.output, &format!("run {} is {}", r.id, r.status.as_str()));
             Ok(())
         }
-        JobCommand::Download { run, dest, overwrite, ws, client: args } => {
+        JobCommand::Download { run, path, dest, overwrite, quiet, ws, client: args } => {
             let ws = ws.resolve()?;
             let client = args.client()?;
-            let files = client.run_artifacts(&ws, &run).await?;
-            let root = dest.join(&run);
-            let targets = transfer::local_targets(&root, files.iter().map(|f| f.path.as_str()), overwrite)?;
-            let mut total = 0u64;
-            for (f, target) in files.iter().zip(&targets) {
-                let stream = client.get_run_artifact(&ws, &run, &f.path).await?;
-                // A running job's log grows between the listing and the download: no size check.
-                total += transfer::save_stream(target, stream, |_| {}, |_| Ok(())).await?;
-            }
+            // The run's id names the folder, so that several runs' outputs sit side by side.
+            let root = dest
+                .join(cairn_core::RelPath::parse(&run).map_err(|e| anyhow::anyhow!("run id: {e}"))?.as_str());
+            let from = transfer::Remote::Run { workspace: &ws, run: &run };
+            let opts = transfer::TransferOpts { overwrite, concurrency: 8 };
+            let bar = std::sync::Arc::new(crate::progress::Bar::new(quiet));
+            let report = transfer::download(&client, from, &path, &root, opts, bar).await?;
             output::done(
                 args.output,
                 &format!(
                     "downloaded {} file(s), {} into {}",
-                    files.len(),
-                    output::bytes(total),
+                    report.files,
+                    output::bytes(report.bytes),
                     root.display()
                 ),
             );
