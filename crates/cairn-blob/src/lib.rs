@@ -229,6 +229,15 @@ impl BlobStore {
             .map_err(|e| Error::invalid(format!("path {:?} cannot be stored: {e}", path.as_str())))
     }
 
+    /// In a local directory: `path`'s place on disk, refused (400) when it leads out of this store
+    /// through a symbolic link (`local::confine`). `None` elsewhere.
+    fn confined(&self, path: &RelPath) -> Result<Option<std::path::PathBuf>, Error> {
+        let Some(fs) = &self.local else { return Ok(None) };
+        let full = fs.path_to_filesystem(&self.key(path)?).map_err(|e| map_err(e, path.as_str()))?;
+        local::confine(&full, path)?;
+        Ok(Some(full))
+    }
+
     fn rel(&self, key: &ObjPath) -> String {
         let raw = key.as_ref();
         let prefix = self.prefix.as_ref();
@@ -250,6 +259,7 @@ impl BlobStore {
 
     /// Size and modification time of a file, or `None` if it does not exist.
     pub async fn head(&self, path: &RelPath) -> Result<Option<FileEntry>, Error> {
+        self.confined(path)?;
         match self.store.head(&self.key(path)?).await {
             Ok(meta) => Ok(Some(FileEntry {
                 path: path.as_str().to_string(),
@@ -289,6 +299,7 @@ impl BlobStore {
     {
         let key = self.key(path)?;
         self.check_name(path)?;
+        self.confined(path)?;
         let mut body = std::pin::pin!(body);
         let mut hasher = Digests::default();
         let mut size: u64 = 0;
@@ -449,9 +460,12 @@ impl BlobStore {
         if let Some(fs) = &self.local {
             let file = fs.path_to_filesystem(&key).map_err(|e| map_err(e, path.as_str()))?;
             let rel = path.clone();
-            let small = tokio::task::spawn_blocking(move || local::read_small(&file, &rel))
-                .await
-                .map_err(|e| Error::Unavailable(format!("reading {path}: {e}")))??;
+            let small = tokio::task::spawn_blocking(move || {
+                local::confine(&file, &rel)?;
+                local::read_small(&file, &rel)
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("reading {path}: {e}")))??;
             if let Some(body) = small {
                 let size = body.len() as u64;
                 return Ok((size, futures::stream::once(async move { Ok(body) }).boxed()));
@@ -521,6 +535,10 @@ impl BlobStore {
     /// Every file under `dir` (recursively), in path order, with paths relative to `dir`'s root
     /// store (not to `dir`).
     pub async fn list(&self, dir: &RelPath) -> Result<Vec<FileEntry>, Error> {
+        if self.local.is_some() {
+            // The same walk as a page's, which leaves out links out of the store.
+            return self.list_page(dir, "", usize::MAX).await;
+        }
         let key = self.key(dir)?;
         let prefix = if key.as_ref().is_empty() { None } else { Some(&key) };
         let listed: Result<Vec<FileEntry>, _> = self
@@ -550,10 +568,13 @@ impl BlobStore {
                 "" => std::path::PathBuf::from(&self.location),
                 _ => fs.path_to_filesystem(&key).map_err(|e| map_err(e, self.shown(dir)))?,
             };
-            let (base, after) = (dir.as_str().to_string(), after.to_string());
-            return tokio::task::spawn_blocking(move || local::list_page(&root, &base, &after, limit))
-                .await
-                .map_err(|e| Error::Unavailable(format!("listing {dir}: {e}")))?;
+            let (base, after, rel) = (dir.as_str().to_string(), after.to_string(), dir.clone());
+            return tokio::task::spawn_blocking(move || {
+                local::confine(&root, &rel)?;
+                local::list_page(&root, &base, &after, limit)
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("listing {dir}: {e}")))?;
         }
         let prefix = if key.as_ref().is_empty() { None } else { Some(&key) };
         let offset = match after {
@@ -582,6 +603,7 @@ impl BlobStore {
     /// store's root, as [`BlobStore::list`] gives them), each sorted. A delimiter listing: it
     /// costs what this level holds, not everything below it (S3 answers it in pages of 1,000).
     pub async fn list_level(&self, dir: &RelPath) -> Result<(Vec<String>, Vec<FileEntry>), Error> {
+        self.confined(dir)?;
         let key = self.key(dir)?;
         let prefix = if key.as_ref().is_empty() { None } else { Some(&key) };
         let listed = self.store.list_with_delimiter(prefix).await.map(Some);
@@ -599,6 +621,12 @@ impl BlobStore {
                 last_modified: meta.last_modified.timestamp_millis(),
             })
             .collect();
+        if self.local.is_some() {
+            // Links out of the store are left out, as the recursive listing leaves them out.
+            let inside = |rel: &str| RelPath::parse(rel).is_ok_and(|p| self.confined(&p).is_ok());
+            folders.retain(|name| inside(&format!("{}/{name}", dir.as_str()).trim_start_matches('/')));
+            files.retain(|f| inside(&f.path));
+        }
         folders.sort();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok((folders, files))
@@ -607,6 +635,10 @@ impl BlobStore {
     /// Deletes `path` and, if it is a folder, everything under it. Returns the files deleted.
     pub async fn delete_all(&self, path: &RelPath) -> Result<u64, Error> {
         let files = self.list(path).await?;
+        if files.is_empty() && !path.is_root() {
+            // Not a folder: the file itself, if there is one.
+            return Ok(self.delete_file(path).await? as u64);
+        }
         let mut n = 0;
         for f in &files {
             let rel = RelPath::parse(&f.path)?;
@@ -622,6 +654,7 @@ impl BlobStore {
 
     /// Deletes the file at `path`; false if there was none.
     pub async fn delete_file(&self, path: &RelPath) -> Result<bool, Error> {
+        self.confined(path)?;
         let key = self.key(path)?;
         let deleted = match self.store.delete(&key).await {
             Ok(()) => true,

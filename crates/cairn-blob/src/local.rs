@@ -132,6 +132,9 @@ where
 /// renamed (`overwrite`) or linked into place, and a link that finds its destination taken undoes
 /// the links made before it. Returns, per file, whether it replaced one. Blocking.
 pub(crate) fn put_many(files: &[(PathBuf, RelPath, Bytes)], overwrite: bool) -> Result<Vec<bool>, Error> {
+    for (dest, path, _) in files {
+        confine(dest, path)?;
+    }
     let mut staged = Vec::with_capacity(files.len());
     for (dest, path, data) in files {
         let (mut file, staging) = create_staging(dest).map_err(|e| write_err(dest, path, e, ""))?;
@@ -333,6 +336,57 @@ pub(crate) fn check_name(path: &RelPath) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuses (400) a path of a local store that leads out of the store through a symbolic link:
+/// `full` is `path`'s place on disk. A link that stays inside the store is followed; parts of the
+/// path that do not exist yet are fine (writing creates real folders there). Without this, a link
+/// planted in a datastore's folder (by a job that mounts it, say) would let a reader read, and a
+/// writer write or delete, whatever the server can reach — its own admin token included. A link
+/// swapped in between this check and the use is not caught (`openat2`'s `RESOLVE_BENEATH` would).
+pub(crate) fn confine(full: &Path, path: &RelPath) -> Result<(), Error> {
+    let parts: Vec<&str> = path.as_str().split('/').filter(|p| !p.is_empty()).collect();
+    let Some(root) = full.ancestors().nth(parts.len()) else {
+        return Ok(());
+    };
+    let mut real_root: Option<PathBuf> = None;
+    let mut at = root.to_path_buf();
+    for part in parts {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                if !stays_inside(&at, root, &mut real_root).map_err(|e| io_err(path, e))? {
+                    return Err(Error::invalid(format!(
+                        "{path} leads out of its datastore through a symbolic link; Cairn does not follow links \
+                         out of a datastore"
+                    )));
+                }
+            }
+            Ok(_) => {}
+            Err(e) if absent(&e) => return Ok(()),
+            Err(e) => return Err(io_err(path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the symbolic link `link` resolves to a place under `root` (`real_root` caches
+/// `root`'s own resolution). A broken link counts as inside: there is nothing to reach through it.
+fn stays_inside(link: &Path, root: &Path, real_root: &mut Option<PathBuf>) -> std::io::Result<bool> {
+    let real = match std::fs::canonicalize(link) {
+        Ok(real) => real,
+        Err(e) if absent(&e) => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    let root = match real_root {
+        Some(root) => root,
+        None => real_root.insert(std::fs::canonicalize(root)?),
+    };
+    Ok(real.starts_with(root))
+}
+
+fn absent(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
 /// Files up to this size are read whole in one blocking call when downloaded.
 pub(crate) const WHOLE_READ_MAX: u64 = 256 << 10;
 
@@ -354,6 +408,7 @@ pub(crate) fn read_many(files: &[(PathBuf, RelPath)], max_total: u64) -> Result<
     files
         .iter()
         .map(|(file, path)| {
+            confine(file, path)?;
             let (f, size) = open_file(file, path)?;
             total += size;
             if total > max_total {
@@ -373,6 +428,13 @@ pub(crate) fn read_many(files: &[(PathBuf, RelPath)], max_total: u64) -> Result<
 /// it goes, and a folder whose every path precedes `after` is skipped without being read: a
 /// page costs what precedes it in its own folders, not the whole tree.
 pub(crate) fn list_page(root: &Path, base: &str, after: &str, limit: usize) -> Result<Vec<FileEntry>, Error> {
+    let depth = base.split('/').filter(|p| !p.is_empty()).count();
+    let store_root = root.ancestors().nth(depth).unwrap_or(root).to_path_buf();
+    let mut real_root: Option<PathBuf> = None;
+    // Links out of the store are left out, as if they were not there (see `confine`).
+    let mut outside = move |entry: &walkdir::DirEntry| {
+        entry.path_is_symlink() && !stays_inside(entry.path(), &store_root, &mut real_root).unwrap_or(false)
+    };
     let rel = |entry: &walkdir::DirEntry| -> Option<String> {
         let inner = entry.path().strip_prefix(root).ok()?;
         let mut out = base.to_string();
@@ -400,7 +462,10 @@ pub(crate) fn list_page(root: &Path, base: &str, after: &str, limit: usize) -> R
         .follow_links(true)
         .sort_by(move |a, b| key(a).cmp(&key(b)))
         .into_iter()
-        .filter_entry(|entry| {
+        .filter_entry(move |entry| {
+            if outside(entry) {
+                return false;
+            }
             if !entry.file_type().is_dir() {
                 return true;
             }
@@ -418,7 +483,8 @@ pub(crate) fn list_page(root: &Path, base: &str, after: &str, limit: usize) -> R
     for entry in walk {
         let entry = match entry {
             Ok(entry) => entry,
-            Err(e) if e.io_error().map(std::io::Error::kind) == Some(ErrorKind::NotFound) => continue,
+            // A folder that is gone, or that is a file: nothing under it.
+            Err(e) if e.io_error().is_some_and(absent) => continue,
             Err(e) => return Err(Error::Unavailable(format!("listing {base:?}: {e}"))),
         };
         if entry.file_type().is_dir() {

@@ -27,6 +27,7 @@ on_both_backends!(
     a_path_is_a_file_or_a_folder_not_both,
     unknown_fields_and_wrong_types_are_400_naming_the_field,
     local_datastores_are_registered_checked_and_removed_without_touching_data,
+    symbolic_links_never_lead_out_of_a_datastore,
     files_are_downloaded_listed_and_deleted,
     small_files_download_in_batches_whole_and_in_order,
     a_runs_artifacts_download_in_batches_and_by_folder,
@@ -805,6 +806,98 @@ async fn unknown_fields_and_wrong_types_are_400_naming_the_field(b: Backend) {
         0,
         "nothing was created"
     );
+}
+
+async fn symbolic_links_never_lead_out_of_a_datastore(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let dir = s.tmp().join("shared");
+    let victim = s.tmp().join("victim");
+    write_tree(&dir, &[("real/r.txt", b"inside"), ("keep.txt", b"k")]);
+    write_tree(&victim, &[("inner/p.txt", b"outside")]);
+    let link = |target: &std::path::Path, at: &str| std::os::unix::fs::symlink(target, dir.join(at)).unwrap();
+    // Planted by whoever can write the folder (a job that mounts it, say): links out to the
+    // server's secrets and to another folder, and one link that stays inside.
+    link(&s.data_dir.join("admin-token"), "token");
+    link(&s.data_dir, "datadir");
+    link(&victim, "vlink");
+    link(&dir.join("real"), "inside");
+    s.ok(&[
+        "datastore",
+        "create",
+        "shared",
+        "--kind",
+        "local",
+        "--location",
+        dir.to_str().unwrap(),
+        "-w",
+        "w",
+    ]);
+    let ds = format!("{WS}/datastores/shared");
+
+    // Listings leave the links out; a link inside the datastore is followed.
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-d", "shared", "-o", "json"]));
+    let paths: Vec<&str> = ls.as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["inside/r.txt", "keep.txt", "real/r.txt"], "{ls}");
+    // Reads, writes and deletes through them are refused, naming the reason.
+    for path in ["token", "datadir/admin-token", "vlink/inner/p.txt"] {
+        let (status, body) = s.call(reqwest::Method::GET, &format!("{ds}/files/{path}"), None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.to_string().contains("symbolic link"), "{path}: {body}");
+    }
+    let (status, body) = s
+        .call(
+            reqwest::Method::POST,
+            &format!("{ds}/download-batch"),
+            Some(serde_json::json!({"paths": ["keep.txt", "token"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let src = s.tmp().join("up");
+    write_tree(&src, &[("pw.txt", b"planted")]);
+    let err = s.fails(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        "-d",
+        "shared",
+        src.to_str().unwrap(),
+        "--target-path",
+        "datadir",
+        "-q",
+    ]);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!s.data_dir.join("pw.txt").exists());
+    let err = s.fails(&["datastore", "rm", "-w", "w", "-d", "shared", "vlink/inner"]);
+    assert!(err.contains("symbolic link") || err.contains("not found"), "{err}");
+    assert_eq!(std::fs::read(victim.join("inner/p.txt")).unwrap(), b"outside");
+    let token = std::fs::read_to_string(s.data_dir.join("admin-token")).unwrap();
+    assert_eq!(token.trim(), s.token.trim());
+    // Through the link that stays inside, everything works.
+    s.ok(&[
+        "datastore",
+        "download",
+        "-w",
+        "w",
+        "-d",
+        "shared",
+        "inside/r.txt",
+        "--dest",
+        s.tmp().join("dl").to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(std::fs::read(s.tmp().join("dl/inside/r.txt")).unwrap(), b"inside");
+
+    // A single file is deleted by its path (it used to be looked for as a folder only: 404).
+    s.ok(&["datastore", "rm", "-w", "w", "-d", "shared", "keep.txt"]);
+    assert!(!dir.join("keep.txt").exists());
+    let err = s.fails(&["datastore", "rm", "-w", "w", "-d", "shared", "keep.txt"]);
+    assert!(err.contains("not found") && err.contains("404"), "{err}");
+    s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "-q"]);
+    s.ok(&["datastore", "rm", "-w", "w", "pw.txt"]);
+    let ls = json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"]));
+    assert_eq!(ls, serde_json::json!([]), "{ls}");
 }
 
 async fn local_datastores_are_registered_checked_and_removed_without_touching_data(b: Backend) {

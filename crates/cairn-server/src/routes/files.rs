@@ -395,9 +395,9 @@ pub async fn delete(
     let record = datastore(&state, &caller, Role::Writer, &ws, &ds).await?;
     let path = RelPath::parse(path.trim_end_matches('/'))?;
     let deleted = state.blobs_of(&record)?.delete_all(&path).await?;
-    state.store.delete_file_records(&record.id, path.as_str()).await?;
     if deleted == 0 {
         return Err(Error::not_found("file", path.as_str()).into());
     }
+    state.store.delete_file_records(&record.id, path.as_str()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
