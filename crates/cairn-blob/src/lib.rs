@@ -624,7 +624,7 @@ impl BlobStore {
         if self.local.is_some() {
             // Links out of the store are left out, as the recursive listing leaves them out.
             let inside = |rel: &str| RelPath::parse(rel).is_ok_and(|p| self.confined(&p).is_ok());
-            folders.retain(|name| inside(&format!("{}/{name}", dir.as_str()).trim_start_matches('/')));
+            folders.retain(|name| inside(format!("{}/{name}", dir.as_str()).trim_start_matches('/')));
             files.retain(|f| inside(&f.path));
         }
         folders.sort();
