@@ -121,14 +121,24 @@ impl Store {
     /// deleted (emptiness, `--force`) and what happens to files is the caller's business.
     pub async fn delete_workspace(&self, name: &str) -> Result<(), Error> {
         let _invalidate = self.scoring_cache.invalidate_after();
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM workspaces WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut **tx)
             .await
             .map_err(map_err)?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("workspace", name));
         }
+        // Tokens name their workspace: left behind, they would open a new workspace of the same
+        // name to whoever held a token of the old one.
+        sqlx::query("DELETE FROM tokens WHERE workspace = $1")
+            .bind(name)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        self.token_cache.clear();
         Ok(())
     }
 }

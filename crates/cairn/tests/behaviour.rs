@@ -140,6 +140,15 @@ async fn roles_and_workspace_scopes_are_enforced(b: Backend) {
         names.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["admin", "reader"]);
     assert!(!s.ok(&["token", "list", "-o", "json"]).contains(&reader), "secrets are never listed");
+
+    // A workspace's tokens go with it: a token of the old w2 does not open a new w2.
+    let scoped = admin.create_token(&mk("w2-writer", Role::Writer, Some("w2"))).await.unwrap().token;
+    let old = s.client_with(&scoped);
+    old.datastore("w2", "default").await.unwrap();
+    s.ok(&["workspace", "delete", "w2"]);
+    s.ok(&["workspace", "create", "w2"]);
+    assert_eq!(old.datastore("w2", "default").await.unwrap_err().status(), Some(401));
+    assert!(!s.ok(&["token", "list", "-o", "json"]).contains("w2-writer"));
 }
 
 async fn bad_tokens_get_401_without_revealing_what_exists(b: Backend) {

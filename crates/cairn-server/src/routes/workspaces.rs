@@ -77,7 +77,8 @@ pub async fn show(
     Ok(Json(WorkspaceDetail { workspace, mlflow_tracking_uri }))
 }
 
-/// Deletes a workspace; refuses one that holds datastores or files unless `force=true`.
+/// Deletes a workspace and revokes the tokens scoped to it; refuses one that holds datastores or
+/// files unless `force=true`.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}", tag = "workspaces",
     params(("ws" = String, Path, description = "workspace name"), DeleteQuery),
     responses((status = 204), (status = 404, body = cairn_core::api::ErrorBody),

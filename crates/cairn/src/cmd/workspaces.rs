@@ -30,7 +30,7 @@ pub enum WorkspaceCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Delete a workspace; refuses a non-empty one unless --force.
+    /// Delete a workspace (and revoke its workspace-scoped tokens); refuses a non-empty one unless --force.
     Delete {
         name: String,
         /// Also delete everything in it (files of registered local/s3 datastores are kept).
