@@ -164,6 +164,11 @@ async fn a_failing_init_fails_the_deployment_with_its_traceback(b: Backend) {
     );
     let err = s.fails(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w"]);
     assert!(err.contains("no weights here") && err.contains("Traceback"), "{err}");
+    // --all-traffic moves traffic only to a Healthy deployment.
+    assert!(err.contains("traffic was left as it was"), "{err}");
+    let ep = json(&s.ok(&["endpoint", "show", "lin-ep", "-w", "w", "-o", "json"]));
+    assert_eq!(ep["traffic"], serde_json::json!({}), "{ep}");
+    s.ok(&["endpoint", "update", "lin-ep", "--traffic", "blue=100", "-w", "w"]);
     let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
     assert_eq!(d["state"], "Failed");
     assert!(d["reason"].as_str().unwrap().contains("RuntimeError: no weights here"), "{d}");

@@ -20,7 +20,8 @@ pub enum DeploymentCommand {
     Create {
         #[arg(long, short = 'f')]
         file: PathBuf,
-        /// Send all of the endpoint's traffic to this deployment.
+        /// Send all of the endpoint's traffic to this deployment once it is Healthy (waits for it;
+        /// a failed deployment leaves the traffic as it was).
         #[arg(long)]
         all_traffic: bool,
         /// Wait until the deployment is Healthy or Failed (Failed exits non-zero).
@@ -299,22 +300,35 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
             cairn_core::endpoints::validate_endpoint_name(&endpoint)?;
             req.endpoint_name = Some(endpoint.clone());
             let mut d: Deployment = api.post(&format!("endpoints/{endpoint}/deployments"), &req).await?;
-            if all_traffic {
-                let update = UpdateEndpoint {
-                    traffic: Some([(d.name.clone(), 100)].into_iter().collect()),
-                    ..Default::default()
-                };
-                let _: Endpoint = api.patch(&format!("endpoints/{endpoint}"), &update).await?;
-            }
-            if wait {
+            // Traffic moves only to a deployment that is ready: moved at once, it would send every
+            // request to replicas still starting (503) or to one that failed (424), away from the
+            // deployment that was serving.
+            if wait || all_traffic {
                 let p = path(&endpoint, &d.name, "")?;
                 while !d.state.is_final() {
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                     d = api.get(&p).await?;
                 }
                 if d.state == DeploymentState::Failed {
-                    bail!("deployment {endpoint}/{} failed: {}", d.name, d.reason);
+                    let traffic =
+                        if all_traffic { "; the endpoint's traffic was left as it was" } else { "" };
+                    bail!("deployment {endpoint}/{} failed: {}{traffic}", d.name, d.reason);
                 }
+            }
+            if all_traffic {
+                if d.state != DeploymentState::Healthy {
+                    bail!(
+                        "deployment {endpoint}/{} is {:?} ({}): the endpoint's traffic was left as it was",
+                        d.name,
+                        d.state,
+                        d.reason
+                    );
+                }
+                let update = UpdateEndpoint {
+                    traffic: Some([(d.name.clone(), 100)].into_iter().collect()),
+                    ..Default::default()
+                };
+                let _: Endpoint = api.patch(&format!("endpoints/{endpoint}"), &update).await?;
             }
             output::print_one(client.output, &d, fields(&d))
         }
