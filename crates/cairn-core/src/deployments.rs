@@ -397,6 +397,8 @@ pub fn parse_model_ref(model: &str) -> Result<(String, VersionRef), Error> {
 pub fn parse_environment_ref(env: &str) -> Result<(String, Option<i64>), Error> {
     let e = env.strip_prefix("azureml:").unwrap_or(env);
     let (name, version) = match e.split_once([':', '@']) {
+        // Azure's `azureml:NAME@latest`.
+        Some((n, "latest")) => (n, None),
         Some((n, v)) => {
             let v = v.parse::<i64>().map_err(|_| {
                 Error::invalid(format!("environment {env:?}: the version must be a number (NAME:VERSION)"))

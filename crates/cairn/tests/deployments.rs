@@ -149,11 +149,17 @@ async fn a_deployment_scores_survives_sigkill_and_holds_its_model_version(b: Bac
     let logs = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
     assert!(logs.contains("restarting"), "{logs}");
 
-    // Delete: traffic first, then the deployment; its model version can then go.
+    // Its environment cannot go while it is deployed (the replicas come back in it after a
+    // restart), as its model version cannot.
+    let err = s.fails(&["env", "delete", "plain@1", "-w", "w"]);
+    assert!(err.contains("in use by deployment(s) lin-ep/blue") && err.contains("409"), "{err}");
+
+    // Delete: traffic first, then the deployment; its model version and environment can then go.
     s.ok(&["endpoint", "update", "lin-ep", "--traffic", "", "-w", "w"]);
     s.ok(&["deployment", "delete", "lin-ep/blue", "-w", "w"]);
     assert!(s.replica_pids().is_empty());
     s.ok(&["model", "delete", "lin:1", "-w", "w"]);
+    s.ok(&["env", "delete", "plain@1", "-w", "w"]);
 }
 
 async fn a_failing_init_fails_the_deployment_with_its_traceback(b: Backend) {

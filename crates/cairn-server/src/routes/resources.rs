@@ -106,8 +106,37 @@ pub async fn delete_environment(
     let workspace = state.store.workspace(&ws).await?;
     let (n, v) = crate::jobs::runner::parse_env_ref(&name);
     let v = v.ok_or_else(|| Error::invalid(format!("give the version to delete: {n}@VERSION")))?;
+    let users = deployments_using(&state, &workspace, n, v).await?;
+    if !users.is_empty() {
+        return Err(Error::conflict(format!(
+            "cannot delete environment {n}@{v}: it is in use by deployment(s) {}; update or delete those first",
+            users.join(", ")
+        ))
+        .into());
+    }
     state.store.delete_environment(&workspace, n, v).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The deployments (`ENDPOINT/NAME`) of `ws` whose replicas start in environment `name@version`:
+/// named with that version, or with none while it is the latest. A deployment comes back after a
+/// restart in the environment its spec names, so that one must stay.
+async fn deployments_using(
+    state: &AppState,
+    ws: &cairn_core::api::Workspace,
+    name: &str,
+    version: i64,
+) -> Result<Vec<String>, Error> {
+    let latest = state.store.environment(ws, name, None).await.ok().map(|e| e.version);
+    let mut users = Vec::new();
+    for d in state.store.all_deployments().await? {
+        let Some(env) = d.spec.environment.as_deref().filter(|_| d.workspace_id == ws.id) else { continue };
+        let Ok((n, v)) = cairn_core::deployments::parse_environment_ref(env) else { continue };
+        if n == name && v.or(latest) == Some(version) {
+            users.push(format!("{}/{}", d.endpoint_name, d.name));
+        }
+    }
+    Ok(users)
 }
 
 /// The size a compute target names: a shipped one (any case) or one defined in its workspace.
