@@ -7,6 +7,9 @@
 * ``rawhttp``, ``AMLRequest`` and ``AMLResponse`` mirror ``azureml.contrib.services.aml_request`` /
   ``aml_response`` of ``azureml-inference-server-http``: a ``run(request)`` decorated with
   ``@rawhttp`` receives the request itself and may answer with any status, headers and body.
+  Azure's own imports (``from azureml.contrib.services.aml_request import AMLRequest, rawhttp``,
+  ``from azureml.contrib.services.aml_response import AMLResponse``) give these same objects: the
+  ``azureml`` compatibility layer re-exports them.
 
 Model layout that ``get_model_path`` expects (Azure ML v1's; Cairn materialises a deployment's
 models this way, the files read-only):

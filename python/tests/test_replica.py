@@ -47,7 +47,10 @@ class Worker:
         full_env.update(env)
         full_env["CAIRN_REPLICA_SOCKET"] = self.socket_path
         inherited = os.environ.get("PYTHONPATH")
-        full_env["PYTHONPATH"] = PYTHON_DIR + (os.pathsep + inherited if inherited else "")
+        # Both packages, as a replica has them (the server unpacks cairn/ and azureml/ side by side
+        # into one folder on its PYTHONPATH): score.py may import Azure's azureml.contrib.services.
+        runtime = os.pathsep.join([PYTHON_DIR, os.path.join(PYTHON_DIR, "azureml_compat")])
+        full_env["PYTHONPATH"] = runtime + (os.pathsep + inherited if inherited else "")
         self.env = full_env
         self.proc: Optional[subprocess.Popen] = None
 

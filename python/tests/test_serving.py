@@ -3,14 +3,20 @@ objects a @rawhttp run() sees (pure logic, in process)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
 import tempfile
 import unittest
 from unittest import mock
 
 from cairn._scoring import query_arguments
+from cairn import serving
 from cairn.serving import AMLRequest, AMLResponse, Model, ModelNotFoundError
+
+# The azureml layer sits next to cairn inside replicas; here it is found the same way.
+AZUREML_COMPAT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "azureml_compat")
 
 
 def touch(path: str) -> str:
@@ -96,6 +102,18 @@ class GetModelPathTest(unittest.TestCase):
         with mock.patch.dict(os.environ, {}, clear=True):
             with self.assertRaisesRegex(ModelNotFoundError, "AZUREML_MODEL_DIR is not set"):
                 Model.get_model_path("m")
+
+
+class AzureImportsTest(unittest.TestCase):
+    def test_azure_contrib_services_modules_are_cairn_serving_itself(self) -> None:
+        # Same objects, not copies: the worker recognises a returned response by isinstance and
+        # @rawhttp by a flag that cairn.serving reads.
+        with mock.patch.object(sys, "path", [AZUREML_COMPAT] + sys.path):
+            request = importlib.import_module("azureml.contrib.services.aml_request")
+            response = importlib.import_module("azureml.contrib.services.aml_response")
+        self.assertIs(request.AMLRequest, serving.AMLRequest)
+        self.assertIs(request.rawhttp, serving.rawhttp)
+        self.assertIs(response.AMLResponse, serving.AMLResponse)
 
 
 class RequestResponseTest(unittest.TestCase):
