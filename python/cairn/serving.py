@@ -190,29 +190,79 @@ class _Headers:
         return dict(self._items.values())
 
 
-class _Args:
-    """Query arguments: ``get`` returns the first value, ``getlist`` all of them (like Flask)."""
+def _read_only(self: Any, *args: Any, **kwargs: Any) -> Any:
+    raise TypeError(f"{type(self).__name__} objects are immutable")
 
-    def __init__(self, query: str) -> None:
-        self._pairs = parse_qsl(query, keep_blank_values=True)
 
-    def get(self, name: str, default: Any = None) -> Any:
+class ImmutableMultiDict(dict):
+    """Query arguments, read-only, as werkzeug's ``ImmutableMultiDict`` behaves for scripts.
+
+    A ``dict`` of each key's *first* value, so what scripts do with Flask's ``request.args``
+    works as there: ``args["a"]`` (``KeyError`` when absent), ``get``, ``in``, ``len``, iteration,
+    ``keys``/``values``/``items``, ``dict(args)`` and ``json.dumps(args)`` all see first values;
+    ``getlist`` and ``to_dict(flat=False)`` see every value, in query order. A dict subclass (as
+    werkzeug's is) so ``isinstance(args, dict)`` and JSON encoding hold.
+    """
+
+    def __init__(self, pairs: Iterable[Tuple[str, str]] = ()) -> None:
+        self._pairs: List[Tuple[str, str]] = list(pairs)
+        first: Dict[str, str] = {}
         for k, v in self._pairs:
-            if k == name:
-                return v
-        return default
+            first.setdefault(k, v)
+        super().__init__(first)
 
-    def getlist(self, name: str) -> List[str]:
-        return [v for k, v in self._pairs if k == name]
+    def get(self, key: str, default: Any = None, type: Any = None) -> Any:  # noqa: A002 (Flask's name)
+        """First value of ``key``, converted by ``type``; ``default`` when absent or when ``type``
+        raises ``ValueError``/``TypeError`` (``args.get("n", 10, type=int)``), as werkzeug does."""
+        if key not in self:
+            return default
+        value = self[key]
+        if type is None:
+            return value
+        try:
+            return type(value)
+        except (ValueError, TypeError):
+            return default
 
-    def keys(self) -> List[str]:
-        return list(dict.fromkeys(k for k, _ in self._pairs))
+    def getlist(self, key: str, type: Any = None) -> List[Any]:  # noqa: A002
+        """Every value of ``key`` (``[]`` when absent); with ``type``, those it converts."""
+        values = [v for k, v in self._pairs if k == key]
+        if type is None:
+            return values
+        out = []
+        for v in values:
+            try:
+                out.append(type(v))
+            except (ValueError, TypeError):
+                pass
+        return out
 
-    def __contains__(self, name: object) -> bool:
-        return any(k == name for k, _ in self._pairs)
+    def items(self, multi: bool = False) -> Any:  # type: ignore[override]
+        """``(key, first value)`` per key; with ``multi=True`` every pair, in query order."""
+        return iter(self._pairs) if multi else super().items()
 
-    def to_dict(self) -> Dict[str, str]:
-        return {k: self.get(k) for k in self.keys()}
+    def lists(self) -> Iterable[Tuple[str, List[str]]]:
+        return iter([(k, self.getlist(k)) for k in self])
+
+    def to_dict(self, flat: bool = True) -> Dict[str, Any]:
+        """A plain ``dict``: first values, or with ``flat=False`` the list of every value."""
+        return dict(self) if flat else {k: self.getlist(k) for k in self}
+
+    def copy(self) -> Dict[str, str]:  # type: ignore[override]
+        return dict(self)
+
+    def __copy__(self) -> "ImmutableMultiDict":
+        return self
+
+    def __reduce__(self) -> Any:  # pickle/deepcopy rebuild from the pairs, not by item assignment
+        return (type(self), (self._pairs,))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._pairs!r})"
+
+    # dict's mutators work on the C level and would bypass __setitem__: refuse each.
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
 
 class AMLRequest:
@@ -226,7 +276,7 @@ class AMLRequest:
         self.path = path
         self.query_string = query.encode()
         self.full_path = f"{path}?{query}"
-        self.args = _Args(query)
+        self.args = ImmutableMultiDict(parse_qsl(query, keep_blank_values=True))
         self.headers = _Headers(headers)
         self.data = body
         self.content_type = content_type or self.headers.get("content-type", "")

@@ -378,8 +378,13 @@ class RawHttpAndHeadersTest(unittest.TestCase):
             header, data = conn.call("/score", b"fail")
             self.assertEqual((header["status"], data), (503, b"backend down"))
             self.assertEqual(header["headers"]["x-ms-run-function-failed"], "True")
-            header, data = conn.call("/score", method="GET", query="k=v&k=w")
-            self.assertEqual(json.loads(data), {"args": {"k": "v"}, "path": "/score?k=v&k=w"})
+            header, data = conn.call("/score", method="GET", query="k=v&k=w&n=x")
+            self.assertEqual(header["status"], 200)
+            self.assertEqual(json.loads(data), {"args": {"k": "v", "n": "x"}, "all": {"k": ["v", "w"], "n": ["x"]},
+                                                "k": "v", "n": -1, "path": "/score?k=v&k=w&n=x"})
+            # A script's KeyError (Flask would answer 400 here) is a failed run, not a crash.
+            header, _ = conn.call("/score", method="GET", query="n=3")
+            self.assertEqual((header["status"], header["headers"]["x-ms-run-function-failed"]), (500, "True"))
             conn.close()
         finally:
             worker.close()

@@ -3,9 +3,11 @@ objects a @rawhttp run() sees (pure logic, in process)."""
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
+import pickle
 import sys
 import tempfile
 import unittest
@@ -132,6 +134,37 @@ class RequestResponseTest(unittest.TestCase):
             plain.get_json()
         self.assertIsNone(plain.get_json(silent=True))
         self.assertEqual(plain.get_json(force=True), {})
+
+    def test_args_behave_like_werkzeugs_immutable_multidict(self) -> None:
+        args = AMLRequest("GET", "/score", "a=1&a=2&b=&c&n=x&s=a+b%21", {}, b"").args
+        # First values wherever a plain mapping is seen; every value through getlist/to_dict.
+        first = {"a": "1", "b": "", "c": "", "n": "x", "s": "a b!"}
+        self.assertEqual(dict(args), first)
+        self.assertEqual(json.loads(json.dumps(args)), first)
+        self.assertEqual(json.loads(AMLResponse({"args": args}, 200, json_str=True).body), {"args": first})
+        self.assertEqual((args["a"], len(args), list(args), "a" in args, "z" in args),
+                         ("1", 5, list(first), True, False))
+        self.assertEqual((list(args.keys()), list(args.values()), list(args.items())),
+                         (list(first), list(first.values()), list(first.items())))
+        self.assertEqual(list(args.items(multi=True))[:2], [("a", "1"), ("a", "2")])
+        self.assertEqual(args.to_dict(), first)
+        self.assertEqual(args.to_dict(flat=False)["a"], ["1", "2"])
+        self.assertEqual(list(args.lists())[0], ("a", ["1", "2"]))
+        self.assertEqual((args.getlist("a"), args.getlist("z"), args.getlist("a", type=int)), (["1", "2"], [], [1, 2]))
+        self.assertEqual(args.getlist("n", type=int), [])
+        # get(key, default, type): a value that type rejects gives the default, as in werkzeug.
+        self.assertEqual((args.get("a", type=int), args.get("n", 7, type=int), args.get("z"), args.get("z", 3)),
+                         (1, 7, None, 3))
+        with self.assertRaises(KeyError):
+            args["z"]
+        for mutate in (lambda: args.__setitem__("a", "3"), lambda: args.update(a="3"), lambda: args.pop("a"),
+                       lambda: args.setdefault("z", "1"), args.clear, args.popitem, lambda: args.__delitem__("a")):
+            with self.assertRaises(TypeError):
+                mutate()
+        self.assertEqual(dict(args), first)
+        self.assertEqual(pickle.loads(pickle.dumps(args)).getlist("a"), ["1", "2"])
+        self.assertEqual(copy.deepcopy(args).to_dict(flat=False), args.to_dict(flat=False))
+        self.assertEqual(dict(AMLRequest("GET", "/score", "", {}, b"").args), {})
 
     def test_response_bodies_and_headers(self) -> None:
         self.assertEqual(AMLResponse(None, 204).body, b"{}")

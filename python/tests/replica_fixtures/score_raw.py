@@ -12,7 +12,9 @@ def init():
 def run(request):
     assert isinstance(request, AMLRequest), type(request)
     if request.method == "GET":
-        return AMLResponse({"args": request.args.to_dict(), "path": request.full_path}, 200, json_str=True)
+        args = request.args  # what Flask scripts do with request.args
+        return AMLResponse({"args": dict(args), "all": args.to_dict(flat=False), "k": args["k"],
+                            "n": args.get("n", -1, type=int), "path": request.full_path}, 200, json_str=True)
     if request.get_data() == b"fail":
         return AMLResponse("backend down", 503)
     body = request.get_json()
