@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 from urllib.parse import parse_qsl
 
 __all__ = ["Model", "ModelNotFoundError", "AMLRequest", "AMLResponse", "rawhttp"]
@@ -156,14 +156,33 @@ def wants_raw_request(func: Any) -> bool:
 
 
 class _Headers:
-    """Case-insensitive read-only header mapping (the subset of Flask's ``Headers`` scripts use)."""
+    """Case-insensitive read-only headers, as werkzeug's ``Headers`` behaves for scripts: names
+    spelled as Flask spells them (``X-Client``, from the WSGI environ), lookups in any case,
+    iteration over ``(name, value)`` pairs, ``dict(request.headers)`` by name."""
 
     def __init__(self, items: Mapping[str, str]) -> None:
-        self._items = {k.lower(): (k, v) for k, v in items.items()}
+        self._items = {k.lower(): (k.title(), v) for k, v in items.items()}
 
-    def get(self, name: str, default: Any = None) -> Any:
+    def get(self, name: str, default: Any = None, type: Any = None) -> Any:  # noqa: A002 (Flask's name)
+        """The value, converted by ``type``; ``default`` when absent or when ``type`` raises."""
         item = self._items.get(name.lower())
-        return item[1] if item else default
+        if item is None:
+            return default
+        if type is None:
+            return item[1]
+        try:
+            return type(item[1])
+        except (ValueError, TypeError):
+            return default
+
+    def getlist(self, name: str, type: Any = None) -> List[Any]:  # noqa: A002
+        """``[value]`` or ``[]`` (the gateway hands over one value per name)."""
+        if name not in self:
+            return []
+        try:
+            return [self[name] if type is None else type(self[name])]
+        except (ValueError, TypeError):
+            return []
 
     def __getitem__(self, name: str) -> str:
         item = self._items.get(name.lower())
@@ -174,14 +193,20 @@ class _Headers:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items
 
-    def __iter__(self) -> Iterable[Tuple[str, str]]:
-        return iter([(k, v) for k, v in self._items.values()])
+    def __iter__(self) -> Iterator[Tuple[str, str]]:
+        return iter(list(self._items.values()))
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
     def keys(self) -> List[str]:
         return [k for k, _ in self._items.values()]
+
+    def values(self) -> List[str]:
+        return [v for _, v in self._items.values()]
 
     def items(self) -> List[Tuple[str, str]]:
         return list(self._items.values())
@@ -272,7 +297,7 @@ class AMLRequest:
 
     def __init__(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes,
                  content_type: str = "") -> None:
-        self.method = method
+        self.method = method.upper()
         self.path = path
         self.query_string = query.encode()
         self.full_path = f"{path}?{query}"
@@ -287,11 +312,15 @@ class AMLRequest:
         mt = self.mimetype
         return mt == "application/json" or (mt.startswith("application/") and mt.endswith("+json"))
 
-    def get_data(self, as_text: bool = False) -> Union[bytes, str]:
+    # werkzeug's signatures, so positional calls mean the same (get_data(True) is cache=True, bytes).
+    # The body is always in memory: ``cache`` and ``parse_form_data`` change nothing here.
+    def get_data(self, cache: bool = True, as_text: bool = False,
+                 parse_form_data: bool = False) -> Union[bytes, str]:
         return self.data.decode("utf-8", "replace") if as_text else self.data
 
-    def get_json(self, force: bool = False, silent: bool = False) -> Any:
-        """Parsed JSON body; like Flask 2.3, a wrong content type or bad JSON raises unless silent."""
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        """Parsed JSON body; like Flask 2.3, a wrong content type or bad JSON raises (here a
+        ``ValueError``, where Flask raises its 415/400 errors) unless silent."""
         if not (force or self.is_json):
             if silent:
                 return None

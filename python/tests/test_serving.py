@@ -135,6 +135,29 @@ class RequestResponseTest(unittest.TestCase):
         self.assertIsNone(plain.get_json(silent=True))
         self.assertEqual(plain.get_json(force=True), {})
 
+    def test_headers_method_and_body_match_werkzeug(self) -> None:
+        headers = {"content-type": "application/json", "x-ms-client-request-id": "r1", "x-count": "3"}
+        req = AMLRequest("post", "/score", "", headers, b'{"k": 1}')
+        self.assertEqual(req.method, "POST")
+        self.assertEqual((req.path, req.full_path, req.query_string), ("/score", "/score?", b""))
+        h = req.headers
+        # Names as Flask spells them, lookups in any case, (name, value) pairs when iterated.
+        self.assertEqual(dict(h), {"Content-Type": "application/json", "X-Ms-Client-Request-Id": "r1",
+                                   "X-Count": "3"})
+        self.assertEqual(list(h)[1], ("X-Ms-Client-Request-Id", "r1"))
+        self.assertEqual((h["X-MS-CLIENT-REQUEST-ID"], h.get("x-missing"), h.get("x-missing", "d")),
+                         ("r1", None, "d"))
+        self.assertEqual((h.get("X-Count", type=int), h.get("Content-Type", 0, type=int)), (3, 0))
+        self.assertEqual((h.getlist("x-count"), h.getlist("x-missing"), h.getlist("x-count", type=int)),
+                         (["3"], [], [3]))
+        self.assertEqual((list(h.keys())[0], list(h.values())[0], len(h), "CONTENT-TYPE" in h),
+                         ("Content-Type", "application/json", 3, True))
+        # werkzeug's parameter order: get_data(True) is cache=True and still bytes.
+        self.assertEqual((req.get_data(True), req.get_data(as_text=True)), (b'{"k": 1}', '{"k": 1}'))
+        self.assertEqual((req.get_json(True, False, True), req.get_json(cache=False)), ({"k": 1}, {"k": 1}))
+        with self.assertRaises(ValueError):
+            AMLRequest("POST", "/score", "", {}, b"{bad", "application/json").get_json()
+
     def test_args_behave_like_werkzeugs_immutable_multidict(self) -> None:
         args = AMLRequest("GET", "/score", "a=1&a=2&b=&c&n=x&s=a+b%21", {}, b"").args
         # First values wherever a plain mapping is seen; every value through getlist/to_dict.
@@ -150,7 +173,8 @@ class RequestResponseTest(unittest.TestCase):
         self.assertEqual(args.to_dict(), first)
         self.assertEqual(args.to_dict(flat=False)["a"], ["1", "2"])
         self.assertEqual(list(args.lists())[0], ("a", ["1", "2"]))
-        self.assertEqual((args.getlist("a"), args.getlist("z"), args.getlist("a", type=int)), (["1", "2"], [], [1, 2]))
+        self.assertEqual((args.getlist("a"), args.getlist("z"), args.getlist("a", type=int)),
+                         (["1", "2"], [], [1, 2]))
         self.assertEqual(args.getlist("n", type=int), [])
         # get(key, default, type): a value that type rejects gives the default, as in werkzeug.
         self.assertEqual((args.get("a", type=int), args.get("n", 7, type=int), args.get("z"), args.get("z", 3)),
