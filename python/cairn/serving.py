@@ -7,6 +7,9 @@
 * ``rawhttp``, ``AMLRequest`` and ``AMLResponse`` mirror ``azureml.contrib.services.aml_request`` /
   ``aml_response`` of ``azureml-inference-server-http``: a ``run(request)`` decorated with
   ``@rawhttp`` receives the request itself and may answer with any status, headers and body.
+  Azure's own imports (``from azureml.contrib.services.aml_request import AMLRequest, rawhttp``,
+  ``from azureml.contrib.services.aml_response import AMLResponse``) give these same objects: the
+  ``azureml`` compatibility layer re-exports them.
 
 Model layout that ``get_model_path`` expects (Azure ML v1's; Cairn materialises a deployment's
 models this way, the files read-only):
@@ -38,7 +41,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 from urllib.parse import parse_qsl
 
 __all__ = ["Model", "ModelNotFoundError", "AMLRequest", "AMLResponse", "rawhttp"]
@@ -153,14 +156,33 @@ def wants_raw_request(func: Any) -> bool:
 
 
 class _Headers:
-    """Case-insensitive read-only header mapping (the subset of Flask's ``Headers`` scripts use)."""
+    """Case-insensitive read-only headers, as werkzeug's ``Headers`` behaves for scripts: names
+    spelled as Flask spells them (``X-Client``, from the WSGI environ), lookups in any case,
+    iteration over ``(name, value)`` pairs, ``dict(request.headers)`` by name."""
 
     def __init__(self, items: Mapping[str, str]) -> None:
-        self._items = {k.lower(): (k, v) for k, v in items.items()}
+        self._items = {k.lower(): (k.title(), v) for k, v in items.items()}
 
-    def get(self, name: str, default: Any = None) -> Any:
+    def get(self, name: str, default: Any = None, type: Any = None) -> Any:  # noqa: A002 (Flask's name)
+        """The value, converted by ``type``; ``default`` when absent or when ``type`` raises."""
         item = self._items.get(name.lower())
-        return item[1] if item else default
+        if item is None:
+            return default
+        if type is None:
+            return item[1]
+        try:
+            return type(item[1])
+        except (ValueError, TypeError):
+            return default
+
+    def getlist(self, name: str, type: Any = None) -> List[Any]:  # noqa: A002
+        """``[value]`` or ``[]`` (the gateway hands over one value per name)."""
+        if name not in self:
+            return []
+        try:
+            return [self[name] if type is None else type(self[name])]
+        except (ValueError, TypeError):
+            return []
 
     def __getitem__(self, name: str) -> str:
         item = self._items.get(name.lower())
@@ -171,14 +193,20 @@ class _Headers:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items
 
-    def __iter__(self) -> Iterable[Tuple[str, str]]:
-        return iter([(k, v) for k, v in self._items.values()])
+    def __iter__(self) -> Iterator[Tuple[str, str]]:
+        return iter(list(self._items.values()))
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
     def keys(self) -> List[str]:
         return [k for k, _ in self._items.values()]
+
+    def values(self) -> List[str]:
+        return [v for _, v in self._items.values()]
 
     def items(self) -> List[Tuple[str, str]]:
         return list(self._items.values())
@@ -187,29 +215,79 @@ class _Headers:
         return dict(self._items.values())
 
 
-class _Args:
-    """Query arguments: ``get`` returns the first value, ``getlist`` all of them (like Flask)."""
+def _read_only(self: Any, *args: Any, **kwargs: Any) -> Any:
+    raise TypeError(f"{type(self).__name__} objects are immutable")
 
-    def __init__(self, query: str) -> None:
-        self._pairs = parse_qsl(query, keep_blank_values=True)
 
-    def get(self, name: str, default: Any = None) -> Any:
+class ImmutableMultiDict(dict):
+    """Query arguments, read-only, as werkzeug's ``ImmutableMultiDict`` behaves for scripts.
+
+    A ``dict`` of each key's *first* value, so what scripts do with Flask's ``request.args``
+    works as there: ``args["a"]`` (``KeyError`` when absent), ``get``, ``in``, ``len``, iteration,
+    ``keys``/``values``/``items``, ``dict(args)`` and ``json.dumps(args)`` all see first values;
+    ``getlist`` and ``to_dict(flat=False)`` see every value, in query order. A dict subclass (as
+    werkzeug's is) so ``isinstance(args, dict)`` and JSON encoding hold.
+    """
+
+    def __init__(self, pairs: Iterable[Tuple[str, str]] = ()) -> None:
+        self._pairs: List[Tuple[str, str]] = list(pairs)
+        first: Dict[str, str] = {}
         for k, v in self._pairs:
-            if k == name:
-                return v
-        return default
+            first.setdefault(k, v)
+        super().__init__(first)
 
-    def getlist(self, name: str) -> List[str]:
-        return [v for k, v in self._pairs if k == name]
+    def get(self, key: str, default: Any = None, type: Any = None) -> Any:  # noqa: A002 (Flask's name)
+        """First value of ``key``, converted by ``type``; ``default`` when absent or when ``type``
+        raises ``ValueError``/``TypeError`` (``args.get("n", 10, type=int)``), as werkzeug does."""
+        if key not in self:
+            return default
+        value = self[key]
+        if type is None:
+            return value
+        try:
+            return type(value)
+        except (ValueError, TypeError):
+            return default
 
-    def keys(self) -> List[str]:
-        return list(dict.fromkeys(k for k, _ in self._pairs))
+    def getlist(self, key: str, type: Any = None) -> List[Any]:  # noqa: A002
+        """Every value of ``key`` (``[]`` when absent); with ``type``, those it converts."""
+        values = [v for k, v in self._pairs if k == key]
+        if type is None:
+            return values
+        out = []
+        for v in values:
+            try:
+                out.append(type(v))
+            except (ValueError, TypeError):
+                pass
+        return out
 
-    def __contains__(self, name: object) -> bool:
-        return any(k == name for k, _ in self._pairs)
+    def items(self, multi: bool = False) -> Any:  # type: ignore[override]
+        """``(key, first value)`` per key; with ``multi=True`` every pair, in query order."""
+        return iter(self._pairs) if multi else super().items()
 
-    def to_dict(self) -> Dict[str, str]:
-        return {k: self.get(k) for k in self.keys()}
+    def lists(self) -> Iterable[Tuple[str, List[str]]]:
+        return iter([(k, self.getlist(k)) for k in self])
+
+    def to_dict(self, flat: bool = True) -> Dict[str, Any]:
+        """A plain ``dict``: first values, or with ``flat=False`` the list of every value."""
+        return dict(self) if flat else {k: self.getlist(k) for k in self}
+
+    def copy(self) -> Dict[str, str]:  # type: ignore[override]
+        return dict(self)
+
+    def __copy__(self) -> "ImmutableMultiDict":
+        return self
+
+    def __reduce__(self) -> Any:  # pickle/deepcopy rebuild from the pairs, not by item assignment
+        return (type(self), (self._pairs,))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._pairs!r})"
+
+    # dict's mutators work on the C level and would bypass __setitem__: refuse each.
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
 
 class AMLRequest:
@@ -219,11 +297,11 @@ class AMLRequest:
 
     def __init__(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes,
                  content_type: str = "") -> None:
-        self.method = method
+        self.method = method.upper()
         self.path = path
         self.query_string = query.encode()
         self.full_path = f"{path}?{query}"
-        self.args = _Args(query)
+        self.args = ImmutableMultiDict(parse_qsl(query, keep_blank_values=True))
         self.headers = _Headers(headers)
         self.data = body
         self.content_type = content_type or self.headers.get("content-type", "")
@@ -234,11 +312,15 @@ class AMLRequest:
         mt = self.mimetype
         return mt == "application/json" or (mt.startswith("application/") and mt.endswith("+json"))
 
-    def get_data(self, as_text: bool = False) -> Union[bytes, str]:
+    # werkzeug's signatures, so positional calls mean the same (get_data(True) is cache=True, bytes).
+    # The body is always in memory: ``cache`` and ``parse_form_data`` change nothing here.
+    def get_data(self, cache: bool = True, as_text: bool = False,
+                 parse_form_data: bool = False) -> Union[bytes, str]:
         return self.data.decode("utf-8", "replace") if as_text else self.data
 
-    def get_json(self, force: bool = False, silent: bool = False) -> Any:
-        """Parsed JSON body; like Flask 2.3, a wrong content type or bad JSON raises unless silent."""
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        """Parsed JSON body; like Flask 2.3, a wrong content type or bad JSON raises (here a
+        ``ValueError``, where Flask raises its 415/400 errors) unless silent."""
         if not (force or self.is_json):
             if silent:
                 return None

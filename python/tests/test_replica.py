@@ -47,7 +47,10 @@ class Worker:
         full_env.update(env)
         full_env["CAIRN_REPLICA_SOCKET"] = self.socket_path
         inherited = os.environ.get("PYTHONPATH")
-        full_env["PYTHONPATH"] = PYTHON_DIR + (os.pathsep + inherited if inherited else "")
+        # Both packages, as a replica has them (the server unpacks cairn/ and azureml/ side by side
+        # into one folder on its PYTHONPATH): score.py may import Azure's azureml.contrib.services.
+        runtime = os.pathsep.join([PYTHON_DIR, os.path.join(PYTHON_DIR, "azureml_compat")])
+        full_env["PYTHONPATH"] = runtime + (os.pathsep + inherited if inherited else "")
         self.env = full_env
         self.proc: Optional[subprocess.Popen] = None
 
@@ -375,8 +378,13 @@ class RawHttpAndHeadersTest(unittest.TestCase):
             header, data = conn.call("/score", b"fail")
             self.assertEqual((header["status"], data), (503, b"backend down"))
             self.assertEqual(header["headers"]["x-ms-run-function-failed"], "True")
-            header, data = conn.call("/score", method="GET", query="k=v&k=w")
-            self.assertEqual(json.loads(data), {"args": {"k": "v"}, "path": "/score?k=v&k=w"})
+            header, data = conn.call("/score", method="GET", query="k=v&k=w&n=x")
+            self.assertEqual(header["status"], 200)
+            self.assertEqual(json.loads(data), {"args": {"k": "v", "n": "x"}, "all": {"k": ["v", "w"], "n": ["x"]},
+                                                "k": "v", "n": -1, "path": "/score?k=v&k=w&n=x"})
+            # A script's KeyError (Flask would answer 400 here) is a failed run, not a crash.
+            header, _ = conn.call("/score", method="GET", query="n=3")
+            self.assertEqual((header["status"], header["headers"]["x-ms-run-function-failed"]), (500, "True"))
             conn.close()
         finally:
             worker.close()

@@ -3,14 +3,22 @@ objects a @rawhttp run() sees (pure logic, in process)."""
 
 from __future__ import annotations
 
+import copy
+import importlib
 import json
 import os
+import pickle
+import sys
 import tempfile
 import unittest
 from unittest import mock
 
 from cairn._scoring import query_arguments
+from cairn import serving
 from cairn.serving import AMLRequest, AMLResponse, Model, ModelNotFoundError
+
+# The azureml layer sits next to cairn inside replicas; here it is found the same way.
+AZUREML_COMPAT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "azureml_compat")
 
 
 def touch(path: str) -> str:
@@ -98,6 +106,18 @@ class GetModelPathTest(unittest.TestCase):
                 Model.get_model_path("m")
 
 
+class AzureImportsTest(unittest.TestCase):
+    def test_azure_contrib_services_modules_are_cairn_serving_itself(self) -> None:
+        # Same objects, not copies: the worker recognises a returned response by isinstance and
+        # @rawhttp by a flag that cairn.serving reads.
+        with mock.patch.object(sys, "path", [AZUREML_COMPAT] + sys.path):
+            request = importlib.import_module("azureml.contrib.services.aml_request")
+            response = importlib.import_module("azureml.contrib.services.aml_response")
+        self.assertIs(request.AMLRequest, serving.AMLRequest)
+        self.assertIs(request.rawhttp, serving.rawhttp)
+        self.assertIs(response.AMLResponse, serving.AMLResponse)
+
+
 class RequestResponseTest(unittest.TestCase):
     def test_request_exposes_what_flask_scripts_use(self) -> None:
         req = AMLRequest("POST", "/score", "a=1&a=2&b=", {"Content-Type": "application/json", "X-Id": "7"},
@@ -114,6 +134,61 @@ class RequestResponseTest(unittest.TestCase):
             plain.get_json()
         self.assertIsNone(plain.get_json(silent=True))
         self.assertEqual(plain.get_json(force=True), {})
+
+    def test_headers_method_and_body_match_werkzeug(self) -> None:
+        headers = {"content-type": "application/json", "x-ms-client-request-id": "r1", "x-count": "3"}
+        req = AMLRequest("post", "/score", "", headers, b'{"k": 1}')
+        self.assertEqual(req.method, "POST")
+        self.assertEqual((req.path, req.full_path, req.query_string), ("/score", "/score?", b""))
+        h = req.headers
+        # Names as Flask spells them, lookups in any case, (name, value) pairs when iterated.
+        self.assertEqual(dict(h), {"Content-Type": "application/json", "X-Ms-Client-Request-Id": "r1",
+                                   "X-Count": "3"})
+        self.assertEqual(list(h)[1], ("X-Ms-Client-Request-Id", "r1"))
+        self.assertEqual((h["X-MS-CLIENT-REQUEST-ID"], h.get("x-missing"), h.get("x-missing", "d")),
+                         ("r1", None, "d"))
+        self.assertEqual((h.get("X-Count", type=int), h.get("Content-Type", 0, type=int)), (3, 0))
+        self.assertEqual((h.getlist("x-count"), h.getlist("x-missing"), h.getlist("x-count", type=int)),
+                         (["3"], [], [3]))
+        self.assertEqual((list(h.keys())[0], list(h.values())[0], len(h), "CONTENT-TYPE" in h),
+                         ("Content-Type", "application/json", 3, True))
+        # werkzeug's parameter order: get_data(True) is cache=True and still bytes.
+        self.assertEqual((req.get_data(True), req.get_data(as_text=True)), (b'{"k": 1}', '{"k": 1}'))
+        self.assertEqual((req.get_json(True, False, True), req.get_json(cache=False)), ({"k": 1}, {"k": 1}))
+        with self.assertRaises(ValueError):
+            AMLRequest("POST", "/score", "", {}, b"{bad", "application/json").get_json()
+
+    def test_args_behave_like_werkzeugs_immutable_multidict(self) -> None:
+        args = AMLRequest("GET", "/score", "a=1&a=2&b=&c&n=x&s=a+b%21", {}, b"").args
+        # First values wherever a plain mapping is seen; every value through getlist/to_dict.
+        first = {"a": "1", "b": "", "c": "", "n": "x", "s": "a b!"}
+        self.assertEqual(dict(args), first)
+        self.assertEqual(json.loads(json.dumps(args)), first)
+        self.assertEqual(json.loads(AMLResponse({"args": args}, 200, json_str=True).body), {"args": first})
+        self.assertEqual((args["a"], len(args), list(args), "a" in args, "z" in args),
+                         ("1", 5, list(first), True, False))
+        self.assertEqual((list(args.keys()), list(args.values()), list(args.items())),
+                         (list(first), list(first.values()), list(first.items())))
+        self.assertEqual(list(args.items(multi=True))[:2], [("a", "1"), ("a", "2")])
+        self.assertEqual(args.to_dict(), first)
+        self.assertEqual(args.to_dict(flat=False)["a"], ["1", "2"])
+        self.assertEqual(list(args.lists())[0], ("a", ["1", "2"]))
+        self.assertEqual((args.getlist("a"), args.getlist("z"), args.getlist("a", type=int)),
+                         (["1", "2"], [], [1, 2]))
+        self.assertEqual(args.getlist("n", type=int), [])
+        # get(key, default, type): a value that type rejects gives the default, as in werkzeug.
+        self.assertEqual((args.get("a", type=int), args.get("n", 7, type=int), args.get("z"), args.get("z", 3)),
+                         (1, 7, None, 3))
+        with self.assertRaises(KeyError):
+            args["z"]
+        for mutate in (lambda: args.__setitem__("a", "3"), lambda: args.update(a="3"), lambda: args.pop("a"),
+                       lambda: args.setdefault("z", "1"), args.clear, args.popitem, lambda: args.__delitem__("a")):
+            with self.assertRaises(TypeError):
+                mutate()
+        self.assertEqual(dict(args), first)
+        self.assertEqual(pickle.loads(pickle.dumps(args)).getlist("a"), ["1", "2"])
+        self.assertEqual(copy.deepcopy(args).to_dict(flat=False), args.to_dict(flat=False))
+        self.assertEqual(dict(AMLRequest("GET", "/score", "", {}, b"").args), {})
 
     def test_response_bodies_and_headers(self) -> None:
         self.assertEqual(AMLResponse(None, 204).body, b"{}")

@@ -1,5 +1,7 @@
-# @rawhttp: run() gets the request itself and answers with its own status and headers.
-from cairn.serving import AMLResponse, rawhttp
+# @rawhttp: run() gets the request itself and answers with its own status and headers. Imported
+# the way Azure's docs write it (azureml.contrib.services), which Cairn maps onto cairn.serving.
+from azureml.contrib.services.aml_request import AMLRequest, rawhttp
+from azureml.contrib.services.aml_response import AMLResponse
 
 
 def init():
@@ -8,8 +10,11 @@ def init():
 
 @rawhttp
 def run(request):
+    assert isinstance(request, AMLRequest), type(request)
     if request.method == "GET":
-        return AMLResponse({"args": request.args.to_dict(), "path": request.full_path}, 200, json_str=True)
+        args = request.args  # what Flask scripts do with request.args
+        return AMLResponse({"args": dict(args), "all": args.to_dict(flat=False), "k": args["k"],
+                            "n": args.get("n", -1, type=int), "path": request.full_path}, 200, json_str=True)
     if request.get_data() == b"fail":
         return AMLResponse("backend down", 503)
     body = request.get_json()

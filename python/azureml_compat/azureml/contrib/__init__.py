@@ -1,0 +1,1 @@
+"""``azureml.contrib`` on Cairn: only ``azureml.contrib.services``, what scoring scripts import."""
