@@ -110,6 +110,13 @@ impl Caller {
     }
 }
 
+/// The credentials of an `Authorization: Bearer …` header value; the scheme's name is
+/// case-insensitive (RFC 7235), as clients send `Bearer`, `bearer` or `BEARER`.
+pub fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+}
+
 /// A new random token: `cairn_` and 64 hex digits (256 bits).
 pub fn generate_token() -> String {
     let mut bytes = [0u8; 32];
@@ -154,8 +161,7 @@ pub async fn require_token(
     next: Next,
 ) -> Result<Response, ApiError> {
     let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let presented = match header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-    {
+    let presented = match header.and_then(bearer_credentials) {
         Some(t) if !t.trim().is_empty() => t.trim().to_string(),
         None if header.is_none() && crate::studio::session::has_cookie(request.headers()) => {
             let session =
@@ -246,6 +252,16 @@ pub fn write_secret(path: &Path, secret: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_whatever_its_case() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "BeArEr abc"] {
+            assert_eq!(bearer_credentials(value), Some("abc"), "{value}");
+        }
+        for value in ["Basic abc", "Bearerabc", "abc", ""] {
+            assert_eq!(bearer_credentials(value), None, "{value}");
+        }
+    }
 
     fn caller(role: Role, ws: Option<&str>) -> Caller {
         Caller {

@@ -217,8 +217,7 @@ fn shape_of(path: &str) -> Shape {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))
+    crate::auth::bearer_credentials(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// Looks the endpoint up and checks the credential; on failure, the answer and the metrics label.

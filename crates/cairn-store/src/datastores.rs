@@ -94,6 +94,7 @@ impl Store {
     }
 
     pub async fn datastore(&self, ws: &Workspace, name: &str) -> Result<DatastoreRecord, Error> {
+        cairn_core::validate_name("datastore name", name)?;
         let row =
             sqlx::query(&format!("SELECT {COLUMNS} FROM datastores WHERE workspace_id = $1 AND name = $2"))
                 .bind(&ws.id)

@@ -63,7 +63,10 @@ impl Store {
         Ok(ws)
     }
 
+    /// The workspace of that name: 404 when there is none, 400 naming the rule when no workspace
+    /// could have that name (a path like `../x` in a URL, say).
     pub async fn workspace(&self, name: &str) -> Result<Workspace, Error> {
+        cairn_core::validate_name("workspace name", name)?;
         let row = sqlx::query("SELECT id, name, description, created_at FROM workspaces WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)

@@ -89,6 +89,16 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Server(_)) {
         server::tune_allocator();
     }
+    if !matches!(cli.command, Command::Server(_) | Command::Demo(_)) {
+        // A client command piped into `head` stops quietly when the reader goes, as Unix tools
+        // do, instead of panicking on the failed write (Rust ignores SIGPIPE by default). The
+        // server keeps ignoring it: a client that goes away is an error to handle there.
+        // SAFETY: restoring a signal's default action, before any other thread exists.
+        #[cfg(unix)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // Client commands log nothing unless asked (`CAIRN_LOG=cairn_client=debug`: transfer timings);
     // the server sets up its own logging.
     if !matches!(cli.command, Command::Server(_) | Command::Demo(_)) {

@@ -788,6 +788,37 @@ async fn plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists(
 async fn unknown_fields_and_wrong_types_are_400_naming_the_field(b: Backend) {
     let (s, _db) = start_on(b, Opts::default()).await;
     let http = reqwest::Client::new();
+    // A method a path does not take: 405 in the API's error shape, with Allow.
+    let resp = http.patch(format!("{}/api/v1/workspaces", s.url)).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "GET,HEAD,POST");
+    let body = json(&resp.text().await.unwrap());
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("/api/v1/workspaces does not take PATCH"),
+        "{body}"
+    );
+    // A name no workspace or datastore can have, in a URL: 400 naming the rule, not a 404.
+    s.ok(&["workspace", "create", "nw"]);
+    for path in [
+        "workspaces/UP",
+        "workspaces/..%2f..%2fetc",
+        "workspaces/bad%20name/datastores",
+        "workspaces/nw/datastores/..%2fx",
+    ] {
+        let (status, body) = s.call(reqwest::Method::GET, &format!("/api/v1/{path}"), None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("invalid"), "{path}: {body}");
+    }
+    s.ok(&["workspace", "delete", "nw"]);
+    // The scheme of an Authorization header is case-insensitive (RFC 7235).
+    let resp = http
+        .get(format!("{}/api/v1/workspaces", s.url))
+        .header("authorization", format!("BEARER {}", s.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
     let post = |body: &'static str| {
         http.post(format!("{}/api/v1/workspaces", s.url))
             .bearer_auth(&s.token)

@@ -129,6 +129,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::put(models::set_alias).delete(models::delete_alias),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));
 
@@ -191,6 +192,18 @@ async fn metrics(
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError(Error::NotFound { kind: "route", name: uri.path().to_string() })
+}
+
+/// A known path asked with a method it does not take: 405 in the API's error shape (axum's own
+/// has no body); axum adds the `Allow` header.
+async fn method_not_allowed(
+    method: axum::http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let message = format!("{} does not take {method}", uri.path());
+    let body = serde_json::json!({"error": {"code": "method_not_allowed", "message": message}});
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }
 
 /// Unknown paths: the JSON 404 for API clients, the studio's 404 page for browsers.
