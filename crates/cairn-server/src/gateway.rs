@@ -467,7 +467,7 @@ async fn read_capped(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
 /// in the metrics under its endpoint and deployment.
 #[allow(clippy::too_many_arguments)]
 async fn score_inner(
-    state: &AppState,
+    state: &Arc<AppState>,
     name: &str,
     method: &axum::http::Method,
     query: Option<&str>,
@@ -503,6 +503,7 @@ async fn score_inner(
                 ),
             ));
         }
+        mirror(state, &e, headers, route, method, query, &body);
         let req =
             Request { query: query.unwrap_or_default(), ..request(route, method.as_str(), headers, body) };
         let reply = call(state, &e, &deployment, req, &mut replica_time).await?;
@@ -519,6 +520,43 @@ async fn score_inner(
     mark_scored(response.headers_mut(), chosen.as_deref(), model_status);
     state.metrics.observe(&e.name, chosen.as_deref(), response.status().as_u16(), started.elapsed());
     response
+}
+
+/// Azure's mirror traffic: a share (`mirror_traffic`, at most 50%) of the requests the traffic
+/// split routes is also sent to the mirror deployment, on a task of its own, and its answer is
+/// dropped: the caller's answer neither waits for it nor depends on it. A request pinned to a
+/// deployment by the header is not mirrored (as on Azure). Mirrored calls show in `/metrics`
+/// under the mirror deployment's name.
+fn mirror(
+    state: &Arc<AppState>,
+    e: &EndpointRecord,
+    headers: &HeaderMap,
+    route: &str,
+    method: &axum::http::Method,
+    query: Option<&str>,
+    body: &bytes::Bytes,
+) {
+    if headers.contains_key(DEPLOYMENT_HEADER) {
+        return;
+    }
+    let Some((name, percent)) = e.mirror_traffic.iter().find(|(_, p)| **p > 0) else { return };
+    if i64::from(rand::rng().random_range(0..100u32)) >= *percent {
+        return;
+    }
+    let (state, e, name) = (state.clone(), e.clone(), name.clone());
+    let (route, method, query) =
+        (route.to_string(), method.as_str().to_string(), query.unwrap_or_default().to_string());
+    let (headers, body) = (headers.clone(), body.clone());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let req = Request { query: &query, ..request(&route, &method, &headers, body) };
+        let mut replica_time = Duration::ZERO;
+        let status = match call(&state, &e, &name, req, &mut replica_time).await {
+            Ok(reply) => reply.status,
+            Err(answer) => answer.status.as_u16(),
+        };
+        state.metrics.observe(&e.name, Some(&name), status, started.elapsed());
+    });
 }
 
 // -- CORS ------------------------------------------------------------------------------------------

@@ -730,8 +730,47 @@ def run(raw_data):
         eprintln!("traffic 90/10 over 1000 requests: blue {blue}, green {green}");
         assert!((60..=140).contains(&green), "green took {green} of 1000 (expected 100 ± 40)");
 
-        // The header pins a deployment whatever the split says, even one with 0 %.
+        // Mirror traffic: half of blue's requests are also sent to green, whose answers are
+        // dropped (callers all get blue's); pinned requests are not mirrored.
         s.ok(&["endpoint", "update", "lin-ep", "--traffic", "blue=100", "-w", "w"]);
+        let mirror = s.tmp().join("mirror.yml");
+        std::fs::write(&mirror, "name: lin-ep\nmirror_traffic:\n  green: 50\n").unwrap();
+        s.ok(&["endpoint", "update", "-f", mirror.to_str().unwrap(), "-w", "w"]);
+        let green_count = |metrics: &str| -> u64 {
+            metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with("cairn_endpoint_requests_total{") && l.contains("deployment=\"green\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        let metrics = || async {
+            let r = reqwest::Client::new()
+                .get(format!("{}/metrics", s.url))
+                .bearer_auth(&s.token)
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        };
+        let before = green_count(&metrics().await);
+        for _ in 0..200 {
+            let r = post(&s, &key, "{}", None).await;
+            assert_eq!(r.status().as_u16(), 200);
+            assert_eq!(json(&r.text().await.unwrap())["color"], "blue");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mirrored = green_count(&metrics().await) - before;
+        // Binomial(200, 0.5): sd ≈ 7 requests, so ±40 is over 5 sd.
+        assert!(
+            (60..=140).contains(&mirrored),
+            "green got {mirrored} mirrored requests of 200 (expected 100 ± 40)"
+        );
+        std::fs::write(&mirror, "name: lin-ep\nmirror_traffic: {}\n").unwrap();
+        s.ok(&["endpoint", "update", "-f", mirror.to_str().unwrap(), "-w", "w"]);
+
+        // The header pins a deployment whatever the split says, even one with 0 %.
         for _ in 0..20 {
             let r = post(&s, &key, "{}", Some("green")).await;
             assert_eq!(r.status().as_u16(), 200);

@@ -139,18 +139,18 @@ fn read_endpoint_file(file: &Path) -> anyhow::Result<(CreateEndpoint, Vec<String
 
 /// "blue=90 green=10" (spaces or commas between pairs).
 fn parse_traffic(text: &str) -> anyhow::Result<std::collections::BTreeMap<String, i64>> {
-    text.split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (d, p) = pair
-                .split_once('=')
-                .with_context(|| format!("traffic {pair:?}: expected DEPLOYMENT=PERCENT"))?;
-            let p = p
-                .parse::<i64>()
-                .with_context(|| format!("traffic {pair:?}: the percentage must be an integer"))?;
-            Ok((d.to_string(), p))
-        })
-        .collect()
+    let mut traffic = std::collections::BTreeMap::new();
+    for pair in text.split(|c: char| c.is_whitespace() || c == ',').filter(|p| !p.is_empty()) {
+        let (d, p) =
+            pair.split_once('=').with_context(|| format!("traffic {pair:?}: expected DEPLOYMENT=PERCENT"))?;
+        let p = p
+            .parse::<i64>()
+            .with_context(|| format!("traffic {pair:?}: the percentage must be an integer"))?;
+        if traffic.insert(d.to_string(), p).is_some() {
+            bail!("traffic names deployment {d:?} twice");
+        }
+    }
+    Ok(traffic)
 }
 
 fn fields(e: &Endpoint) -> Vec<(&'static str, String)> {
@@ -352,5 +352,7 @@ mod tests {
         assert!(parse_traffic("").unwrap().is_empty());
         assert!(parse_traffic("blue").is_err());
         assert!(parse_traffic("blue=ninety").is_err());
+        let twice = parse_traffic("blue=90 blue=10").unwrap_err().to_string();
+        assert!(twice.contains("\"blue\" twice"), "{twice}");
     }
 }
