@@ -73,6 +73,9 @@ pub struct TransferOpts {
 pub struct UploadReport {
     pub uploaded: Vec<String>,
     pub skipped: Vec<String>,
+    /// Local entries that are not regular files (broken links, sockets, FIFOs, devices, a link
+    /// that loops), left out, each with why.
+    pub ignored: Vec<String>,
     pub files: u64,
     pub bytes: u64,
     pub bytes_sent: u64,
@@ -109,7 +112,7 @@ pub async fn upload(
     let ds = at.datastore;
     let TransferOpts { overwrite, concurrency } = opts;
     let target = RelPath::parse_dir(target_path).map_err(|e| ClientError::Local(e.to_string()))?;
-    let found = collect(src, &target)?;
+    let (found, ignored) = collect(src, &target)?;
     let total: u64 = found.iter().map(|(_, _, size)| size).sum();
     let mut files: Vec<LocalFile> = found
         .into_iter()
@@ -154,7 +157,7 @@ pub async fn upload(
     }
 
     let mut to_send = Vec::new();
-    let mut report = UploadReport { files: files.len() as u64, bytes: total, ..Default::default() };
+    let mut report = UploadReport { files: files.len() as u64, bytes: total, ignored, ..Default::default() };
     let mut conflicts = Vec::new();
     let mut clashes = Vec::new();
     for f in &files {
@@ -507,8 +510,14 @@ impl http_body::Body for FileBody {
     }
 }
 
-/// The regular files to upload, with their remote paths and sizes, in path order.
-fn collect(src: &Path, target: &RelPath) -> Result<Vec<(PathBuf, String, u64)>> {
+/// Local files found for an upload: (local path, remote path, size).
+type Found = Vec<(PathBuf, String, u64)>;
+
+/// The regular files to upload, with their remote paths and sizes, in path order, and what was
+/// left out. Symbolic links are followed, to files and to folders alike (as `cp -rL` and Azure's
+/// `upload_files` do): a link is how a dataset lives in two places. Anything that is not a regular
+/// file in the end is left out and said so, never silently.
+fn collect(src: &Path, target: &RelPath) -> Result<(Found, Vec<String>)> {
     let meta = std::fs::metadata(src)
         .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", src.display())))?;
     let remote = |rel: &str| -> Result<String> {
@@ -520,14 +529,38 @@ fn collect(src: &Path, target: &RelPath) -> Result<Vec<(PathBuf, String, u64)>> 
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| ClientError::Local(format!("{} has no UTF-8 file name", src.display())))?;
-        return Ok(vec![(src.to_path_buf(), remote(name)?, meta.len())]);
+        return Ok((vec![(src.to_path_buf(), remote(name)?, meta.len())], Vec::new()));
     }
     let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(src).follow_links(false).sort_by_file_name() {
-        let entry = entry.map_err(|e| ClientError::Local(format!("cannot walk {}: {e}", src.display())))?;
+    let mut ignored = Vec::new();
+    for entry in walkdir::WalkDir::new(src).follow_links(true).sort_by_file_name() {
+        let entry = match entry {
+            Ok(entry) => entry,
+            // A link that loops, or one that leads nowhere.
+            Err(e)
+                if e.loop_ancestor().is_some()
+                    || e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                let at = e.path().map_or_else(|| src.display().to_string(), |p| p.display().to_string());
+                let why = if e.loop_ancestor().is_some() { "a link that loops" } else { "a broken link" };
+                ignored.push(format!("{at}: {why}"));
+                continue;
+            }
+            Err(e) => return Err(ClientError::Local(format!("cannot walk {}: {e}", src.display()))),
+        };
+        if entry.file_type().is_dir() {
+            continue;
+        }
         let meta = match std::fs::metadata(entry.path()) {
             Ok(m) if m.is_file() => m,
-            _ => continue,
+            Ok(_) => {
+                ignored.push(format!("{}: not a regular file", entry.path().display()));
+                continue;
+            }
+            Err(e) => {
+                ignored.push(format!("{}: {e}", entry.path().display()));
+                continue;
+            }
         };
         let rel = entry.path().strip_prefix(src).expect("walkdir yields paths under its root");
         let rel = rel
@@ -542,7 +575,7 @@ fn collect(src: &Path, target: &RelPath) -> Result<Vec<(PathBuf, String, u64)>> 
     if out.is_empty() {
         return Err(ClientError::Local(format!("{} holds no files to upload", src.display())));
     }
-    Ok(out)
+    Ok((out, ignored))
 }
 
 /// SHA-256 of a local file, reporting bytes read.

@@ -929,6 +929,35 @@ async fn symbolic_links_never_lead_out_of_a_datastore(b: Backend) {
     ]);
     assert_eq!(std::fs::read(s.tmp().join("dl/inside/r.txt")).unwrap(), b"inside");
 
+    // On the upload side, links in the source are followed (files and folders alike); what is
+    // not a regular file in the end is left out and said so.
+    let src4 = s.tmp().join("s4");
+    write_tree(&src4, &[("real/r.txt", b"r")]);
+    std::os::unix::fs::symlink("real", src4.join("linkdir")).unwrap();
+    std::os::unix::fs::symlink("real/r.txt", src4.join("linkfile")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent", src4.join("dangling")).unwrap();
+    let out = s.cli(&[
+        "datastore",
+        "upload",
+        "-w",
+        "w",
+        src4.to_str().unwrap(),
+        "--target-path",
+        "sym",
+        "-q",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    let mut uploaded: Vec<&str> =
+        report["uploaded"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    uploaded.sort();
+    assert_eq!(uploaded, ["sym/linkdir/r.txt", "sym/linkfile", "sym/real/r.txt"], "{report}");
+    assert!(report["ignored"][0].as_str().unwrap().contains("dangling: a broken link"), "{report}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: left out"), "{out:?}");
+    s.ok(&["datastore", "rm", "-w", "w", "sym"]);
+
     // A single file is deleted by its path (it used to be looked for as a folder only: 404).
     s.ok(&["datastore", "rm", "-w", "w", "-d", "shared", "keep.txt"]);
     assert!(!dir.join("keep.txt").exists());

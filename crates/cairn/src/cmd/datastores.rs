@@ -183,6 +183,12 @@ pub async fn run(command: DatastoreCommand) -> anyhow::Result<()> {
             let at = transfer::Datastore { workspace: &ws, datastore: &target.datastore };
             let opts = transfer::TransferOpts { overwrite, concurrency };
             let report = transfer::upload(&client, at, &src, &target_path, opts, bar).await?;
+            for entry in report.ignored.iter().take(20) {
+                eprintln!("warning: left out {entry}");
+            }
+            if report.ignored.len() > 20 {
+                eprintln!("warning: and {} more left out", report.ignored.len() - 20);
+            }
             output::print_one(
                 target.client.output,
                 &report,
@@ -192,6 +198,10 @@ pub async fn run(command: DatastoreCommand) -> anyhow::Result<()> {
                         format!("{} file(s), {}", report.uploaded.len(), output::bytes(report.bytes_sent)),
                     ),
                     ("unchanged", format!("{} file(s) already there", report.skipped.len())),
+                    (
+                        "left out",
+                        format!("{} local entries that are not regular files", report.ignored.len()),
+                    ),
                     ("datastore", format!("{}/{}", ws, target.datastore)),
                 ],
             )
