@@ -93,20 +93,19 @@ async fn a_deployment_scores_survives_sigkill_and_holds_its_model_version(b: Bac
     let err = s.fails(&["deployment", "create", "-f", bad.to_str().unwrap(), "-w", "w"]);
     assert!(err.contains("instance_cnt"), "{err}");
 
-    let d = json(&s.ok(&[
-        "deployment",
-        "create",
-        "-f",
-        &file,
-        "--all-traffic",
-        "--wait",
-        "-w",
-        "w",
-        "-o",
-        "json",
-    ]));
+    let out =
+        s.cli(&["deployment", "create", "-f", &file, "--all-traffic", "--wait", "-w", "w", "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let d = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(d["state"], "Healthy", "{d}");
     assert_eq!(d["model"], "lin:1");
+    // --wait follows the states and the log on stderr; stdout holds the answer alone.
+    let followed = String::from_utf8_lossy(&out.stderr);
+    assert!(followed.contains("deployment lin-ep/blue: Creating"), "{followed}");
+    assert!(followed.contains("deployment lin-ep/blue: Healthy"), "{followed}");
+    let logged = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
+    let first = logged.lines().next().unwrap();
+    assert!(followed.contains(first), "the log's first line {first:?} was not followed: {followed}");
     let listed = json(&s.ok(&["deployment", "list", "--endpoint", "lin-ep", "-w", "w", "-o", "json"]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let ep = json(&s.ok(&["endpoint", "show", "lin-ep", "-w", "w", "-o", "json"]));

@@ -97,6 +97,48 @@ fn path(endpoint: &str, name: &str, rest: &str) -> anyhow::Result<String> {
     Ok(format!("endpoints/{endpoint}/deployments/{name}{rest}"))
 }
 
+/// Polls deployment `d` until it reaches a final state; with `show`, prints its state changes and
+/// its log lines past `seen` (the log as it was before) on stderr as they come (stdout keeps the
+/// final answer for scripts).
+async fn follow(
+    api: &WorkspaceApi,
+    endpoint: &str,
+    mut d: Deployment,
+    show: bool,
+    seen: String,
+) -> anyhow::Result<Deployment> {
+    let p = path(endpoint, &d.name, "")?;
+    let (mut state, mut printed) = (None, seen);
+    loop {
+        if show {
+            if state != Some(d.state) {
+                eprintln!("deployment {endpoint}/{}: {:?}", d.name, d.state);
+                state = Some(d.state);
+            }
+            let text = log_text(api, endpoint, &d.name, None).await.unwrap_or_default();
+            eprint!("{}", unseen(&printed, &text));
+            printed = text;
+        }
+        if d.state.is_final() {
+            return Ok(d);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        d = api.get(&p).await?;
+    }
+}
+
+/// What `now` (a log's tail) adds to `before` (the previous tail): the tail's window moves as the
+/// log grows past it, so it is the lines after the last line both share.
+fn unseen<'a>(before: &str, now: &'a str) -> &'a str {
+    if let Some(rest) = now.strip_prefix(before) {
+        return rest;
+    }
+    match before.lines().last().and_then(|last| now.rfind(&format!("{last}\n")).map(|i| i + last.len() + 1)) {
+        Some(after) => &now[after..],
+        None => now,
+    }
+}
+
 /// The tail of deployment `endpoint/name`'s log, or its last `lines` lines.
 pub(crate) async fn log_text(
     api: &WorkspaceApi,
@@ -304,11 +346,7 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
             // request to replicas still starting (503) or to one that failed (424), away from the
             // deployment that was serving.
             if wait || all_traffic {
-                let p = path(&endpoint, &d.name, "")?;
-                while !d.state.is_final() {
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                    d = api.get(&p).await?;
-                }
+                d = follow(&api, &endpoint, d, wait, String::new()).await?;
                 if d.state == DeploymentState::Failed {
                     let traffic =
                         if all_traffic { "; the endpoint's traffic was left as it was" } else { "" };
@@ -339,12 +377,15 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
                 bail!("{}: endpoint_name is required", file.display());
             };
             let p = path(&endpoint, &req.name, "")?;
+            // What the log held before, so that --wait shows this update's lines only.
+            let seen = if wait {
+                log_text(&api, &endpoint, &req.name, None).await.unwrap_or_default()
+            } else {
+                String::new()
+            };
             let mut d: Deployment = api.put(&p, &req).await?;
             if wait {
-                while !d.state.is_final() {
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                    d = api.get(&p).await?;
-                }
+                d = follow(&api, &endpoint, d, true, seen).await?;
                 if d.state == DeploymentState::Failed {
                     bail!("deployment {endpoint}/{} failed: {}", d.name, d.reason);
                 }
@@ -389,5 +430,21 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
             print!("{}", log_text(&client.workspace_api(&ws)?, e, n, lines).await?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unseen;
+
+    #[test]
+    fn a_growing_log_tail_is_printed_once() {
+        assert_eq!(unseen("", "a\nb\n"), "a\nb\n");
+        assert_eq!(unseen("a\nb\n", "a\nb\nc\n"), "c\n");
+        assert_eq!(unseen("a\nb\n", "a\nb\n"), "");
+        // The tail's window moved past its first lines: what follows the last line seen.
+        assert_eq!(unseen("a\nb\nc\n", "b\nc\nd\ne\n"), "d\ne\n");
+        // Nothing in common: all of it.
+        assert_eq!(unseen("a\n", "x\ny\n"), "x\ny\n");
     }
 }
