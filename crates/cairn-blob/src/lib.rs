@@ -448,6 +448,14 @@ impl BlobStore {
         self.clash(path).unwrap_or_else(|| map_err(e, path.as_str()))
     }
 
+    /// In a local directory, when the file's inode last changed (content or metadata; Unix
+    /// milliseconds): `None` elsewhere, or when there is no such file.
+    pub async fn changed_at(&self, path: &RelPath) -> Result<Option<i64>, Error> {
+        let Some(full) = self.confined(path)? else { return Ok(None) };
+        use std::os::unix::fs::MetadataExt;
+        Ok(std::fs::metadata(full).ok().map(|m| m.ctime() * 1000 + m.ctime_nsec() / 1_000_000))
+    }
+
     /// Streams a file's content, with its size.
     pub async fn get_stream(
         &self,

@@ -248,7 +248,10 @@ impl AppState {
     }
 
     /// The checksum of a stored file: from the record Cairn kept when it wrote the file, unless the
-    /// file changed since (size or modification time), in which case it is read and re-recorded.
+    /// file changed since, in which case it is read and re-recorded. In a local directory "changed"
+    /// is the inode's change time, which every write moves and no tool can set back (`cp -p`,
+    /// `rsync -a` and `touch -d` set the modification time to the past, which once made an edited
+    /// file of the same size look unchanged); in an object store, the object's modification time.
     async fn stored_sha256(
         &self,
         blobs: &BlobStore,
@@ -258,7 +261,11 @@ impl AppState {
         record: Option<&FileRecord>,
     ) -> Result<String, Error> {
         if let Some(r) = record {
-            if r.size == entry.size && entry.last_modified <= r.updated_at {
+            let changed = match blobs.changed_at(path).await? {
+                Some(ctime) => ctime,
+                None => entry.last_modified,
+            };
+            if r.size == entry.size && changed <= r.updated_at {
                 return Ok(r.sha256.clone());
             }
         }
