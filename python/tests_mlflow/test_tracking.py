@@ -1,6 +1,8 @@
 """Tracking through Cairn's MLflow API with the stock client: logging, search across
 experiments, lifecycle (delete/restore), and the errors MLflow's client expects."""
 
+import re
+
 import mlflow
 import pytest
 import requests
@@ -207,3 +209,25 @@ def test_errors_have_mlflows_codes(server, workspace):
     assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), r.text
     r = raw(server, workspace, "PATCH", "mlflow/logged-models/m-nope", json={"status": "LOGGED_MODEL_READY"})
     assert (r.status_code, r.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST"), r.text
+
+
+def test_runs_get_mlflows_generated_names_and_the_clients_times(server, workspace):
+    client = MlflowClient()
+    mlflow.set_experiment("unnamed")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("m", 1)
+    got = client.get_run(run.info.run_id)
+    assert re.fullmatch(r"[a-z]+-[a-z]+-[0-9]+", got.info.run_name), got.info.run_name
+    assert got.data.tags["mlflow.runName"] == got.info.run_name
+    df = mlflow.search_runs(filter_string=f"run_id = '{run.info.run_id}'")
+    assert list(df["tags.mlflow.runName"]) == [got.info.run_name]
+    # A name given as the tag alone is kept.
+    exp = got.info.experiment_id
+    tagged = client.create_run(exp, tags={"mlflow.runName": "from-tag"})
+    assert client.get_run(tagged.info.run_id).info.run_name == "from-tag"
+    # Times the client gives are kept (backfills, imports), not replaced by the server's clock.
+    past = client.create_run(exp, start_time=1_600_000_000_000)
+    client.set_terminated(past.info.run_id, "FINISHED", end_time=1_600_000_060_000)
+    info = client.get_run(past.info.run_id).info
+    assert (info.start_time, info.end_time) == (1_600_000_000_000, 1_600_000_060_000)
+
