@@ -82,6 +82,21 @@ def test_search_runs_across_experiments_with_filter_and_order(server, workspace)
     assert [r.info.run_name for r in page] == ["r4", "r1"] and page.token
     rest = MlflowClient().search_runs([e1, e2], max_results=2, order_by=["metrics.acc ASC"], page_token=page.token)
     assert [r.info.run_name for r in rest] == ["r3", "r2"]
+    # The run name's tag orders as the attribute does.
+    for order, expected in [("ASC", ["r1", "r2", "r3", "r4"]), ("DESC", ["r4", "r3", "r2", "r1"])]:
+        found = MlflowClient().search_runs([e1, e2], order_by=[f"tags.mlflow.runName {order}"])
+        assert [r.info.run_name for r in found] == expected, order
+    # Statuses sort by MLflow's names (FAILED < FINISHED < KILLED), not by Cairn's.
+    client = MlflowClient()
+    e3 = client.create_experiment("e3")
+    for name, status in [("fin", "FINISHED"), ("failed", "FAILED"), ("killed", "KILLED"), ("running", None)]:
+        run = client.create_run(e3, run_name=name)
+        if status:
+            client.set_terminated(run.info.run_id, status)
+    found = client.search_runs([e3], order_by=["attributes.status ASC"])
+    assert [r.info.run_name for r in found] == ["failed", "fin", "killed", "running"]
+    found = client.search_runs([e3], order_by=["attributes.status DESC"])
+    assert [r.info.run_name for r in found] == ["running", "killed", "fin", "failed"]
 
     # get-history-bulk-interval, as the UI's charts call it
     r = requests.get(
@@ -103,6 +118,8 @@ def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
     mlflow.set_experiment("filters")
     mlflow.set_experiment_tag("team", "wine")
     with mlflow.start_run(run_name="parent") as parent:
+        mlflow.set_tag("team", "Wine")
+        mlflow.log_param("opt", "Adam")
         mlflow.log_table(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}), "tbl.json")
         mlflow.log_input(mlflow.data.from_pandas(X.head(5), source="w.csv", name="wine-train"), context="training")
         with mlflow.start_run(run_name="child", nested=True) as child:
@@ -110,7 +127,7 @@ def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
     with mlflow.start_run(run_name="other") as other:
         mlflow.log_input(mlflow.data.from_pandas(X.head(7), source="w.csv", name="wine-eval"), context="eval")
     pid, cid, oid = parent.info.run_id, child.info.run_id, other.info.run_id
-    names = lambda f: sorted(mlflow.search_runs(filter_string=f)["tags.mlflow.runName"])  # noqa: E731
+    names = lambda f: sorted(mlflow.search_runs(filter_string=f).get("tags.mlflow.runName", []))  # noqa: E731
     assert names(f"tags.mlflow.parentRunId = '{pid}'") == ["child"]
     assert names("tags.mlflow.runName = 'other'") == ["other"]
     assert names(f"attributes.run_id IN ('{pid}', '{oid}')") == ["other", "parent"]
@@ -123,6 +140,13 @@ def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
     assert names("tags.mlflow.parentRunId IS NULL") == ["other", "parent"]
     assert names("tags.mlflow.parentRunId IS NOT NULL") == ["child"]
     assert names("params.never IS NULL") == ["child", "other", "parent"]
+    # LIKE minds case, ILIKE does not (SQLite's own LIKE would not).
+    for field, value in [("tags.team", "Wine"), ("params.opt", "Adam"), ("run_name", "parent")]:
+        assert names(f"{field} LIKE '{value}'") == ["parent"], field
+        assert names(f"{field} LIKE '{value.swapcase()}'") == [], field
+        assert names(f"{field} ILIKE '{value.swapcase()}'") == ["parent"], field
+    assert names("datasets.name LIKE 'WINE-%'") == []
+    assert names("tags.team LIKE 'W_n%' and params.opt LIKE '%da%'") == ["parent"]
     assert mlflow.search_runs(filter_string="params.never IS NOT NULL").empty
     ordered = mlflow.search_runs(order_by=["run_name DESC"])["tags.mlflow.runName"].tolist()
     assert ordered == ["parent", "other", "child"], ordered

@@ -329,7 +329,12 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<axum::
     if exp_ids.is_empty() {
         return Err(MlError::invalid("Missing value for required parameter 'experiment_ids'."));
     }
-    let scope = RunScope { experiment_names: Vec::new(), experiment_ids: &exp_ids, deleted };
+    let scope = RunScope {
+        experiment_names: Vec::new(),
+        experiment_ids: &exp_ids,
+        deleted,
+        status_sort_key: Some(status_to_mlflow),
+    };
     let (runs, more) =
         state.store.search_runs_in(&workspace, &scope, &clauses, &order, offset, limit).await?;
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
