@@ -2,6 +2,7 @@
 experiments, lifecycle (delete/restore), and the errors MLflow's client expects."""
 
 import re
+import time
 
 import mlflow
 import pytest
@@ -156,6 +157,7 @@ def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
 
     found = mlflow.search_experiments(filter_string="tags.team = 'wine' and name LIKE 'fil%'")
     assert [e.name for e in found] == ["filters"]
+    assert mlflow.search_experiments(filter_string="name LIKE 'FIL%'") == []
     client = MlflowClient()
     eid = found[0].experiment_id
     client.delete_experiment_tag(eid, "team")
@@ -255,3 +257,24 @@ def test_runs_get_mlflows_generated_names_and_the_clients_times(server, workspac
     info = client.get_run(past.info.run_id).info
     assert (info.start_time, info.end_time) == (1_600_000_000_000, 1_600_000_060_000)
 
+
+def test_search_experiments_orders_as_mlflow_does(server, workspace):
+    client = MlflowClient()
+    for name in ["b", "c", "a"]:
+        client.create_experiment(f"ord-{name}")
+        time.sleep(0.005)  # distinct creation times
+    names = lambda **kw: [e.name[-1] for e in client.search_experiments(filter_string="name LIKE 'ord-%'", **kw)]  # noqa: E731
+    assert names() == ["a", "c", "b"]  # newest first by default
+    assert names(order_by=["name ASC"]) == ["a", "b", "c"]
+    assert names(order_by=["name DESC"]) == ["c", "b", "a"]
+    assert names(order_by=["creation_time ASC"]) == ["b", "c", "a"]
+    assert names(order_by=["attribute.creation_time DESC"]) == ["a", "c", "b"]
+    first = client.search_experiments(filter_string="name LIKE 'ord-%'", order_by=["name"], max_results=2)
+    rest = client.search_experiments(
+        filter_string="name LIKE 'ord-%'", order_by=["name"], max_results=2, page_token=first.token
+    )
+    assert [e.name for e in first] + [e.name for e in rest] == ["ord-a", "ord-b", "ord-c"]
+    for bad in ["bogus DESC", "name sideways", "tags.x ASC"]:
+        with pytest.raises(MlflowException) as e:
+            client.search_experiments(order_by=[bad])
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE", bad
