@@ -187,11 +187,23 @@ def test_delete_and_restore_runs_and_experiments(server, workspace):
     client.log_metric(rid, "late", 2.0)
     assert client.get_run(rid).data.metrics["late"] == 2.0
 
+    # Deleting the experiment deletes its live runs; restoring it restores those, not a run
+    # deleted by itself before.
+    alone = client.create_run(exp).info.run_id
+    client.delete_run(alone)
     client.delete_experiment(exp)
     assert client.get_experiment(exp).lifecycle_stage == "deleted"
     assert "lifecycle" not in [x.name for x in client.search_experiments()]
+    assert client.get_run(rid).info.lifecycle_stage == "deleted"
+    with pytest.raises(MlflowException) as e:
+        client.log_metric(rid, "m", 1.0)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    client.delete_experiment(exp)  # again: its runs still come back with it
     client.restore_experiment(exp)
     assert client.get_experiment_by_name("lifecycle").lifecycle_stage == "active"
+    assert client.get_run(rid).info.lifecycle_stage == "active"
+    assert client.get_run(alone).info.lifecycle_stage == "deleted"
+    client.log_metric(rid, "m", 1.0)
 
 
 def raw(server, workspace, method, path, **kw):
