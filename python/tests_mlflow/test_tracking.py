@@ -1,6 +1,9 @@
 """Tracking through Cairn's MLflow API with the stock client: logging, search across
 experiments, lifecycle (delete/restore), and the errors MLflow's client expects."""
 
+import re
+import time
+
 import mlflow
 import pytest
 import requests
@@ -80,6 +83,21 @@ def test_search_runs_across_experiments_with_filter_and_order(server, workspace)
     assert [r.info.run_name for r in page] == ["r4", "r1"] and page.token
     rest = MlflowClient().search_runs([e1, e2], max_results=2, order_by=["metrics.acc ASC"], page_token=page.token)
     assert [r.info.run_name for r in rest] == ["r3", "r2"]
+    # The run name's tag orders as the attribute does.
+    for order, expected in [("ASC", ["r1", "r2", "r3", "r4"]), ("DESC", ["r4", "r3", "r2", "r1"])]:
+        found = MlflowClient().search_runs([e1, e2], order_by=[f"tags.mlflow.runName {order}"])
+        assert [r.info.run_name for r in found] == expected, order
+    # Statuses sort by MLflow's names (FAILED < FINISHED < KILLED), not by Cairn's.
+    client = MlflowClient()
+    e3 = client.create_experiment("e3")
+    for name, status in [("fin", "FINISHED"), ("failed", "FAILED"), ("killed", "KILLED"), ("running", None)]:
+        run = client.create_run(e3, run_name=name)
+        if status:
+            client.set_terminated(run.info.run_id, status)
+    found = client.search_runs([e3], order_by=["attributes.status ASC"])
+    assert [r.info.run_name for r in found] == ["failed", "fin", "killed", "running"]
+    found = client.search_runs([e3], order_by=["attributes.status DESC"])
+    assert [r.info.run_name for r in found] == ["running", "killed", "fin", "failed"]
 
     # get-history-bulk-interval, as the UI's charts call it
     r = requests.get(
@@ -101,6 +119,8 @@ def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
     mlflow.set_experiment("filters")
     mlflow.set_experiment_tag("team", "wine")
     with mlflow.start_run(run_name="parent") as parent:
+        mlflow.set_tag("team", "Wine")
+        mlflow.log_param("opt", "Adam")
         mlflow.log_table(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}), "tbl.json")
         mlflow.log_input(mlflow.data.from_pandas(X.head(5), source="w.csv", name="wine-train"), context="training")
         with mlflow.start_run(run_name="child", nested=True) as child:
@@ -108,7 +128,7 @@ def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
     with mlflow.start_run(run_name="other") as other:
         mlflow.log_input(mlflow.data.from_pandas(X.head(7), source="w.csv", name="wine-eval"), context="eval")
     pid, cid, oid = parent.info.run_id, child.info.run_id, other.info.run_id
-    names = lambda f: sorted(mlflow.search_runs(filter_string=f)["tags.mlflow.runName"])  # noqa: E731
+    names = lambda f: sorted(mlflow.search_runs(filter_string=f).get("tags.mlflow.runName", []))  # noqa: E731
     assert names(f"tags.mlflow.parentRunId = '{pid}'") == ["child"]
     assert names("tags.mlflow.runName = 'other'") == ["other"]
     assert names(f"attributes.run_id IN ('{pid}', '{oid}')") == ["other", "parent"]
@@ -121,6 +141,13 @@ def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
     assert names("tags.mlflow.parentRunId IS NULL") == ["other", "parent"]
     assert names("tags.mlflow.parentRunId IS NOT NULL") == ["child"]
     assert names("params.never IS NULL") == ["child", "other", "parent"]
+    # LIKE minds case, ILIKE does not (SQLite's own LIKE would not).
+    for field, value in [("tags.team", "Wine"), ("params.opt", "Adam"), ("run_name", "parent")]:
+        assert names(f"{field} LIKE '{value}'") == ["parent"], field
+        assert names(f"{field} LIKE '{value.swapcase()}'") == [], field
+        assert names(f"{field} ILIKE '{value.swapcase()}'") == ["parent"], field
+    assert names("datasets.name LIKE 'WINE-%'") == []
+    assert names("tags.team LIKE 'W_n%' and params.opt LIKE '%da%'") == ["parent"]
     assert mlflow.search_runs(filter_string="params.never IS NOT NULL").empty
     ordered = mlflow.search_runs(order_by=["run_name DESC"])["tags.mlflow.runName"].tolist()
     assert ordered == ["parent", "other", "child"], ordered
@@ -130,6 +157,7 @@ def test_the_filters_mlflows_own_helpers_send(server, workspace, wine):
 
     found = mlflow.search_experiments(filter_string="tags.team = 'wine' and name LIKE 'fil%'")
     assert [e.name for e in found] == ["filters"]
+    assert mlflow.search_experiments(filter_string="name LIKE 'FIL%'") == []
     client = MlflowClient()
     eid = found[0].experiment_id
     client.delete_experiment_tag(eid, "team")
@@ -159,11 +187,23 @@ def test_delete_and_restore_runs_and_experiments(server, workspace):
     client.log_metric(rid, "late", 2.0)
     assert client.get_run(rid).data.metrics["late"] == 2.0
 
+    # Deleting the experiment deletes its live runs; restoring it restores those, not a run
+    # deleted by itself before.
+    alone = client.create_run(exp).info.run_id
+    client.delete_run(alone)
     client.delete_experiment(exp)
     assert client.get_experiment(exp).lifecycle_stage == "deleted"
     assert "lifecycle" not in [x.name for x in client.search_experiments()]
+    assert client.get_run(rid).info.lifecycle_stage == "deleted"
+    with pytest.raises(MlflowException) as e:
+        client.log_metric(rid, "m", 1.0)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    client.delete_experiment(exp)  # again: its runs still come back with it
     client.restore_experiment(exp)
     assert client.get_experiment_by_name("lifecycle").lifecycle_stage == "active"
+    assert client.get_run(rid).info.lifecycle_stage == "active"
+    assert client.get_run(alone).info.lifecycle_stage == "deleted"
+    client.log_metric(rid, "m", 1.0)
 
 
 def raw(server, workspace, method, path, **kw):
@@ -207,3 +247,46 @@ def test_errors_have_mlflows_codes(server, workspace):
     assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), r.text
     r = raw(server, workspace, "PATCH", "mlflow/logged-models/m-nope", json={"status": "LOGGED_MODEL_READY"})
     assert (r.status_code, r.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST"), r.text
+
+
+def test_runs_get_mlflows_generated_names_and_the_clients_times(server, workspace):
+    client = MlflowClient()
+    mlflow.set_experiment("unnamed")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("m", 1)
+    got = client.get_run(run.info.run_id)
+    assert re.fullmatch(r"[a-z]+-[a-z]+-[0-9]+", got.info.run_name), got.info.run_name
+    assert got.data.tags["mlflow.runName"] == got.info.run_name
+    df = mlflow.search_runs(filter_string=f"run_id = '{run.info.run_id}'")
+    assert list(df["tags.mlflow.runName"]) == [got.info.run_name]
+    # A name given as the tag alone is kept.
+    exp = got.info.experiment_id
+    tagged = client.create_run(exp, tags={"mlflow.runName": "from-tag"})
+    assert client.get_run(tagged.info.run_id).info.run_name == "from-tag"
+    # Times the client gives are kept (backfills, imports), not replaced by the server's clock.
+    past = client.create_run(exp, start_time=1_600_000_000_000)
+    client.set_terminated(past.info.run_id, "FINISHED", end_time=1_600_000_060_000)
+    info = client.get_run(past.info.run_id).info
+    assert (info.start_time, info.end_time) == (1_600_000_000_000, 1_600_000_060_000)
+
+
+def test_search_experiments_orders_as_mlflow_does(server, workspace):
+    client = MlflowClient()
+    for name in ["b", "c", "a"]:
+        client.create_experiment(f"ord-{name}")
+        time.sleep(0.005)  # distinct creation times
+    names = lambda **kw: [e.name[-1] for e in client.search_experiments(filter_string="name LIKE 'ord-%'", **kw)]  # noqa: E731
+    assert names() == ["a", "c", "b"]  # newest first by default
+    assert names(order_by=["name ASC"]) == ["a", "b", "c"]
+    assert names(order_by=["name DESC"]) == ["c", "b", "a"]
+    assert names(order_by=["creation_time ASC"]) == ["b", "c", "a"]
+    assert names(order_by=["attribute.creation_time DESC"]) == ["a", "c", "b"]
+    first = client.search_experiments(filter_string="name LIKE 'ord-%'", order_by=["name"], max_results=2)
+    rest = client.search_experiments(
+        filter_string="name LIKE 'ord-%'", order_by=["name"], max_results=2, page_token=first.token
+    )
+    assert [e.name for e in first] + [e.name for e in rest] == ["ord-a", "ord-b", "ord-c"]
+    for bad in ["bogus DESC", "name sideways", "tags.x ASC"]:
+        with pytest.raises(MlflowException) as e:
+            client.search_experiments(order_by=[bad])
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE", bad

@@ -8,7 +8,7 @@ use cairn_core::{now_ms, Error};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::db::{is_unique_violation, map_err};
+use crate::db::{is_unique_violation, map_err, WriteTx};
 use crate::Store;
 
 /// An experiment as MLflow sees it: with its id, lifecycle and tags.
@@ -131,17 +131,20 @@ impl Store {
     }
 
     /// Marks an experiment deleted (soft, as MLflow does) or restores it.
+    /// Deletes or restores an experiment with its runs, as MLflow does: deleting marks the
+    /// experiment's live runs deleted at the experiment's instant, and restoring brings back
+    /// those runs (runs deleted by themselves before stay deleted).
     pub async fn set_experiment_deleted(&self, ws: &Workspace, id: &str, deleted: bool) -> Result<(), Error> {
-        let r = sqlx::query("UPDATE experiments SET deleted_at = $1 WHERE id = $2 AND workspace_id = $3")
-            .bind(if deleted { Some(now_ms()) } else { None })
-            .bind(id)
-            .bind(&ws.id)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        if r.rows_affected() == 0 {
+        let mut tx = self.begin_write().await?;
+        let found = if deleted {
+            delete_experiment(&mut tx, ws, id).await?
+        } else {
+            restore_experiment(&mut tx, ws, id).await?
+        };
+        if !found {
             return Err(Error::not_found("experiment", id));
         }
+        tx.commit().await.map_err(map_err)?;
         Ok(())
     }
 
@@ -216,4 +219,52 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Marks experiment `id` and its live runs deleted; false if `ws` has no such experiment. A
+/// second deletion keeps the first instant, so that a restore still finds the runs it deleted.
+async fn delete_experiment(tx: &mut WriteTx, ws: &Workspace, id: &str) -> Result<bool, Error> {
+    let r = sqlx::query(
+        "UPDATE experiments SET deleted_at = COALESCE(deleted_at, $1) WHERE id = $2 AND workspace_id = $3",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .bind(&ws.id)
+    .execute(&mut ***tx)
+    .await
+    .map_err(map_err)?;
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE runs SET deleted_at = (SELECT deleted_at FROM experiments WHERE id = $1) \
+         WHERE experiment_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .execute(&mut ***tx)
+    .await
+    .map_err(map_err)?;
+    Ok(true)
+}
+
+/// Restores experiment `id` and the runs its deletion deleted; false if `ws` has no such
+/// experiment.
+async fn restore_experiment(tx: &mut WriteTx, ws: &Workspace, id: &str) -> Result<bool, Error> {
+    // Runs first: they are known by the experiment's deletion instant, which is then cleared.
+    sqlx::query(
+        "UPDATE runs SET deleted_at = NULL WHERE experiment_id = $1 AND deleted_at = \
+         (SELECT deleted_at FROM experiments WHERE id = $1 AND workspace_id = $2)",
+    )
+    .bind(id)
+    .bind(&ws.id)
+    .execute(&mut ***tx)
+    .await
+    .map_err(map_err)?;
+    let r = sqlx::query("UPDATE experiments SET deleted_at = NULL WHERE id = $1 AND workspace_id = $2")
+        .bind(id)
+        .bind(&ws.id)
+        .execute(&mut ***tx)
+        .await
+        .map_err(map_err)?;
+    Ok(r.rows_affected() > 0)
 }

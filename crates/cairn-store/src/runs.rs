@@ -22,6 +22,8 @@ pub struct NewRun<'a> {
     pub environment: Option<&'a str>,
     pub parent_id: Option<&'a str>,
     pub tags: &'a BTreeMap<String, String>,
+    /// When a running run started, if not now (MLflow clients backfilling or importing runs).
+    pub started_at: Option<i64>,
 }
 
 /// What the scheduler needs of a queued or active run.
@@ -172,7 +174,7 @@ impl Store {
         .bind(new.compute)
         .bind(new.environment)
         .bind(now)
-        .bind(if new.status == RunStatus::Running { Some(now) } else { None })
+        .bind(if new.status == RunStatus::Running { Some(new.started_at.unwrap_or(now)) } else { None })
         .execute(&mut **tx)
         .await
         .map_err(map_err)?;
@@ -205,7 +207,18 @@ impl Store {
         to: RunStatus,
         error: Option<&str>,
     ) -> Result<bool, Error> {
-        let now = now_ms();
+        self.transition_run_at(id, from, to, error, now_ms()).await
+    }
+
+    /// [`Store::transition_run`] as if done at `now` (ms): MLflow clients may give a run's end.
+    pub async fn transition_run_at(
+        &self,
+        id: &str,
+        from: &[RunStatus],
+        to: RunStatus,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<bool, Error> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT status FROM runs WHERE id = $1")
             .bind(id)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use cairn_core::api::Workspace;
-use cairn_core::runs::{MetricPoint, Run, Transition};
+use cairn_core::runs::{MetricPoint, Run, RunStatus, Transition};
 use cairn_core::search::{attribute_column, Clause, Entity, Op, OrderBy, Value};
 use cairn_core::Error;
 use sqlx::Row;
@@ -25,6 +25,7 @@ enum Bind {
 struct Sql {
     binds: Vec<Bind>,
     placeholders: Placeholders,
+    backend: Backend,
 }
 
 impl Sql {
@@ -41,6 +42,7 @@ impl Sql {
                 let ps: Vec<String> = values.iter().map(|v| self.bind(Bind::Text(v.clone()))).collect();
                 format!("{lhs} {} ({})", c.op.sql(), ps.join(", "))
             }
+            Value::Text(t) if c.op == Op::Like => self.like(lhs, t),
             Value::Text(t) => {
                 let v = self.bind(Bind::Text(t.clone()));
                 format!("{lw}{lhs}{rw} {} {lw}{v}{rw}", c.op.sql())
@@ -53,14 +55,25 @@ impl Sql {
         }
     }
 
-    fn clause(&mut self, c: &Clause) -> String {
-        // Two MLflow tags are columns here: the parent run and the run's name.
-        if c.entity == Entity::Tag {
-            match c.key.as_str() {
-                "mlflow.parentRunId" => return self.text_test("r.parent_id", c),
-                "mlflow.runName" => return self.text_test("r.display_name", c),
-                _ => {}
+    /// `lhs LIKE pattern`, minding case on both backends as MLflow's LIKE does (ILIKE is the one
+    /// that does not). PostgreSQL's LIKE minds case; SQLite's ignores ASCII case but its GLOB
+    /// does not, and GLOB, like a case-minding LIKE, can still use an index for a fixed prefix.
+    fn like(&mut self, lhs: &str, pattern: &str) -> String {
+        match self.backend {
+            Backend::Postgres => {
+                let p = self.bind(Bind::Text(pattern.to_string()));
+                format!("{lhs} LIKE {p}")
             }
+            Backend::Sqlite => {
+                let p = self.bind(Bind::Text(like_to_glob(pattern)));
+                format!("{lhs} GLOB {p}")
+            }
+        }
+    }
+
+    fn clause(&mut self, c: &Clause) -> String {
+        if let Some(col) = tag_column(c.entity, &c.key) {
+            return self.text_test(col, c);
         }
         match c.entity {
             Entity::Metric => {
@@ -117,11 +130,51 @@ impl Sql {
     }
 }
 
+/// A LIKE pattern as the GLOB pattern matching the same texts: `%` and `_` become `*` and `?`,
+/// and GLOB's own wildcards are made literal by a one-character class.
+fn like_to_glob(pattern: &str) -> String {
+    let mut glob = String::with_capacity(pattern.len());
+    for ch in pattern.chars() {
+        match ch {
+            '%' => glob.push('*'),
+            '_' => glob.push('?'),
+            '*' => glob.push_str("[*]"),
+            '?' => glob.push_str("[?]"),
+            '[' => glob.push_str("[[]"),
+            other => glob.push(other),
+        }
+    }
+    glob
+}
+
+/// Two MLflow tags are columns here: the parent run and the run's name.
+fn tag_column(entity: Entity, key: &str) -> Option<&'static str> {
+    match (entity, key) {
+        (Entity::Tag, "mlflow.parentRunId") => Some("r.parent_id"),
+        (Entity::Tag, "mlflow.runName") => Some("r.display_name"),
+        _ => None,
+    }
+}
+
 /// Which runs a search looks at.
 pub struct RunScope<'a> {
     pub experiment_names: Vec<&'a str>,
     pub experiment_ids: &'a [String],
     pub deleted: Option<bool>,
+    /// The text a status sorts by when a search orders by status (`None`: its stored name).
+    /// MLflow sorts by its own names, which are not Cairn's.
+    pub status_sort_key: Option<fn(RunStatus) -> &'static str>,
+}
+
+/// `column` (a stored status) as the text `key` gives each status. Statuses are fixed words,
+/// written into the SQL: placeholders in the ORDER BY would bind out of place (`Sql`).
+fn status_sort_text(column: &str, key: fn(RunStatus) -> &'static str) -> String {
+    let quote = |t: &str| t.replace('\'', "''");
+    let whens: Vec<String> = RunStatus::ALL
+        .iter()
+        .map(|s| format!(" WHEN '{}' THEN '{}'", quote(s.as_str()), quote(key(*s))))
+        .collect();
+    format!("CASE {column}{} END", whens.concat())
 }
 
 impl Store {
@@ -141,6 +194,7 @@ impl Store {
             experiment_names: experiment.into_iter().collect(),
             experiment_ids: &[],
             deleted: Some(false),
+            status_sort_key: None,
         };
         self.search_runs_in(ws, &scope, clauses, order, offset, limit).await
     }
@@ -157,14 +211,22 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<Run>, bool), Error> {
-        let mut sql = Sql { binds: Vec::new(), placeholders: Placeholders::new(self.backend()) };
+        let mut sql = Sql {
+            binds: Vec::new(),
+            placeholders: Placeholders::new(self.backend()),
+            backend: self.backend(),
+        };
         // The joins of the order keys come before the WHERE clause in the query, so they bind first.
         let mut joins = String::new();
         let mut orders = Vec::new();
         for (i, o) in order.iter().enumerate() {
             let dir = if o.ascending { "ASC" } else { "DESC" };
-            let col = match o.entity {
-                Entity::Metric | Entity::Param | Entity::Tag => {
+            let col = match (o.entity, tag_column(o.entity, &o.key)) {
+                (_, Some(col)) => col.to_string(),
+                (Entity::Attribute, _) if o.key == "status" && scope.status_sort_key.is_some() => {
+                    status_sort_text("r.status", scope.status_sort_key.expect("just checked"))
+                }
+                (Entity::Metric | Entity::Param | Entity::Tag, _) => {
                     let table = match o.entity {
                         Entity::Metric => "latest_metrics",
                         Entity::Param => "params",
@@ -176,8 +238,8 @@ impl Store {
                     ));
                     format!("o{i}.value")
                 }
-                Entity::Attribute => attribute_column(&o.key).expect("parser checked").to_string(),
-                Entity::Dataset => unreachable!("parser refuses ordering by datasets"),
+                (Entity::Attribute, _) => attribute_column(&o.key).expect("parser checked").to_string(),
+                (Entity::Dataset, _) => unreachable!("parser refuses ordering by datasets"),
             };
             // Runs without the value sort last, whatever the direction (as in MLflow).
             orders.push(format!("CASE WHEN {col} IS NULL THEN 1 ELSE 0 END, {col} {dir}"));
@@ -339,4 +401,13 @@ fn grouped_rows(backend: Backend, table: &str, columns: &[&str], list: &str) -> 
 fn parse_group<T: serde::de::DeserializeOwned>(row: &sqlx::any::AnyRow) -> Result<Vec<T>, Error> {
     let text: String = row.try_get("rows").map_err(map_err)?;
     serde_json::from_str(&text).map_err(|e| Error::internal(format!("unreadable grouped rows: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_patterns_become_globs_matching_the_same_texts() {
+        assert_eq!(super::like_to_glob("w%_x"), "w*?x");
+        assert_eq!(super::like_to_glob("a*b?[c]"), "a[*]b[?][[]c]");
+    }
 }

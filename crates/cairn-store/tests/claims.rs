@@ -68,6 +68,7 @@ async fn concurrent_claims_of_two_servers_never_exceed_max_nodes(store: &Store) 
             environment: None,
             parent_id: None,
             tags: &tags,
+            started_at: None,
         };
         runs.push(store.create_run(&ws, new).await.unwrap());
     }

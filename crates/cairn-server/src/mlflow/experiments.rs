@@ -8,7 +8,7 @@ use cairn_core::Error;
 use cairn_store::MlflowExperiment;
 use serde_json::{json, Value};
 
-use super::wire::{experiment_json, MlError, MlResult, Req};
+use super::wire::{experiment_json, last_update_time, MlError, MlResult, Req};
 use super::Ctx;
 use crate::auth::Caller;
 use crate::routes::runs::{validate_batch, validate_experiment_name};
@@ -139,7 +139,7 @@ fn experiment_matches(e: &MlflowExperiment, clauses: &[Clause]) -> bool {
         (Entity::Tag, key, v) => e.tags.get(key).is_some_and(|t| text_matches(t, c.op, v)),
         (_, "name", v) => text_matches(&e.name, c.op, v),
         (_, key, FilterValue::Number(n)) => {
-            let t = if key == "creation_time" { e.created_at } else { e.deleted_at.unwrap_or(e.created_at) };
+            let t = if key == "creation_time" { e.created_at } else { last_update_time(e) };
             number_matches(t as f64, c.op, *n)
         }
         _ => false,
@@ -168,9 +168,73 @@ pub fn page_offset(req: &Req) -> MlResult<usize> {
     }
 }
 
+/// The attributes MLflow orders experiments by.
+#[derive(Clone, Copy, PartialEq)]
+enum SortKey {
+    Name,
+    CreationTime,
+    LastUpdateTime,
+    ExperimentId,
+}
+
+/// MLflow's experiment `order_by`: `[attribute.]KEY [ASC|DESC]` terms; without any, newest
+/// first (MLflow's `creation_time DESC, experiment_id ASC`). Unknown keys are a 400, as there.
+fn experiment_order(terms: &[String]) -> MlResult<Vec<(SortKey, bool)>> {
+    if terms.is_empty() {
+        return Ok(vec![(SortKey::CreationTime, false), (SortKey::ExperimentId, true)]);
+    }
+    terms.iter().map(|t| order_term(t)).collect()
+}
+
+fn order_term(term: &str) -> MlResult<(SortKey, bool)> {
+    let invalid = || {
+        MlError::invalid(format!(
+        "Invalid order_by clause {term:?}: name, experiment_id, creation_time or last_update_time, then ASC or DESC"
+    ))
+    };
+    let mut words = term.split_whitespace();
+    let key = words.next().ok_or_else(invalid)?;
+    let key = key.strip_prefix("attribute.").or(key.strip_prefix("attributes.")).unwrap_or(key);
+    let key = match key.trim_matches('`') {
+        "name" => SortKey::Name,
+        "creation_time" => SortKey::CreationTime,
+        "last_update_time" => SortKey::LastUpdateTime,
+        "experiment_id" => SortKey::ExperimentId,
+        _ => return Err(invalid()),
+    };
+    let ascending = match words.next() {
+        None => true,
+        Some(w) if w.eq_ignore_ascii_case("asc") => true,
+        Some(w) if w.eq_ignore_ascii_case("desc") => false,
+        Some(_) => return Err(invalid()),
+    };
+    match words.next() {
+        None => Ok((key, ascending)),
+        Some(_) => Err(invalid()),
+    }
+}
+
+/// Sorts by `order`, then by id descending unless the order names it (MLflow's tie-breaker), so
+/// that pages cut at the same places from one request to the next.
+fn sort_experiments(all: &mut [MlflowExperiment], order: &[(SortKey, bool)]) {
+    let compare = |a: &MlflowExperiment, b: &MlflowExperiment, key: SortKey| match key {
+        SortKey::Name => a.name.cmp(&b.name),
+        SortKey::CreationTime => a.created_at.cmp(&b.created_at),
+        SortKey::LastUpdateTime => last_update_time(a).cmp(&last_update_time(b)),
+        SortKey::ExperimentId => a.id.cmp(&b.id),
+    };
+    let by_id = order.iter().any(|(k, _)| *k == SortKey::ExperimentId);
+    all.sort_by(|a, b| {
+        let terms = order.iter().map(|&(k, asc)| if asc { compare(a, b, k) } else { compare(b, a, k) });
+        let tie = if by_id { std::cmp::Ordering::Equal } else { b.id.cmp(&a.id) };
+        terms.chain([tie]).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+    });
+}
+
 pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     super::require_read(&caller, &ws)?;
     let clauses = experiment_filter(&req.opt_str("filter").unwrap_or_default())?;
+    let order = experiment_order(&req.list("order_by"))?;
     let view = req.opt_str("view_type");
     let max = req.opt_i64("max_results")?.unwrap_or(1000).clamp(1, 50_000) as usize;
     let offset = page_offset(&req)?;
@@ -181,6 +245,7 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
             all.push(e);
         }
     }
+    sort_experiments(&mut all, &order);
     let page: Vec<Value> = all.iter().skip(offset).take(max).map(experiment_json).collect();
     let mut body = json!({"experiments": page});
     if offset + max < all.len() {

@@ -25,6 +25,7 @@ mod experiments;
 mod logged_models;
 pub(crate) mod multipart;
 mod registry;
+mod run_names;
 mod runs;
 mod wire;
 

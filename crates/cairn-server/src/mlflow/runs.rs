@@ -43,7 +43,13 @@ pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     };
     validate_batch(&batch)?;
     let name_tag = tags.remove(RUN_NAME_TAG);
-    let name = req.opt_str("run_name").filter(|n| !n.is_empty()).or(name_tag).unwrap_or_default();
+    // As MLflow's store: the client's name, else its tag, else a generated one, so that every
+    // MLflow run has a name (and the `mlflow.runName` tag the UI and `search_runs` columns show).
+    let name = req
+        .opt_str("run_name")
+        .filter(|n| !n.is_empty())
+        .or(name_tag.filter(|n| !n.is_empty()))
+        .unwrap_or_else(super::run_names::generate);
     let workspace = state.store.workspace(&ws).await?;
     let exp =
         experiment(&state, &workspace, &req.opt_str("experiment_id").unwrap_or_else(|| "0".into())).await?;
@@ -71,6 +77,7 @@ pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
                 environment: None,
                 parent_id: parent.as_deref(),
                 tags: &tags,
+                started_at: req.opt_i64("start_time")?.filter(|t| *t > 0),
             },
         )
         .await?;
@@ -107,7 +114,8 @@ pub async fn update(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     }
     if let Some(to) = status {
         if current.job.is_none() && to.is_terminal() && !current.status.is_terminal() {
-            state.store.transition_run(&id, &[], to, None).await?;
+            let at = req.opt_i64("end_time")?.filter(|t| *t > 0).unwrap_or_else(cairn_core::now_ms);
+            state.store.transition_run_at(&id, &[], to, None, at).await?;
         }
     }
     let (run, meta) = load(&state, &workspace, &id).await?;
@@ -321,7 +329,12 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<axum::
     if exp_ids.is_empty() {
         return Err(MlError::invalid("Missing value for required parameter 'experiment_ids'."));
     }
-    let scope = RunScope { experiment_names: Vec::new(), experiment_ids: &exp_ids, deleted };
+    let scope = RunScope {
+        experiment_names: Vec::new(),
+        experiment_ids: &exp_ids,
+        deleted,
+        status_sort_key: Some(status_to_mlflow),
+    };
     let (runs, more) =
         state.store.search_runs_in(&workspace, &scope, &clauses, &order, offset, limit).await?;
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();

@@ -234,6 +234,11 @@ fn lifecycle(deleted_at: Option<i64>) -> &'static str {
     }
 }
 
+/// An experiment's `last_update_time`: its deletion or restoration is the one change recorded.
+pub fn last_update_time(e: &MlflowExperiment) -> i64 {
+    e.deleted_at.unwrap_or(e.created_at)
+}
+
 pub fn experiment_json(e: &MlflowExperiment) -> Value {
     json!({
         "experiment_id": e.id,
@@ -241,7 +246,7 @@ pub fn experiment_json(e: &MlflowExperiment) -> Value {
         "artifact_location": format!("mlflow-artifacts:/{}", e.id),
         "lifecycle_stage": lifecycle(e.deleted_at),
         "creation_time": e.created_at,
-        "last_update_time": e.deleted_at.unwrap_or(e.created_at),
+        "last_update_time": last_update_time(e),
         "tags": e.tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
     })
 }

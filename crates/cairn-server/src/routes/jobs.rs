@@ -213,6 +213,7 @@ pub async fn submit(
                 environment: Some(&env_ref),
                 parent_id: None,
                 tags: &job.tags,
+                started_at: None,
             },
         )
         .await?;

@@ -127,6 +127,7 @@ pub async fn create_run(
                 environment: None,
                 parent_id: req.parent_run_id.as_deref(),
                 tags: &req.tags,
+                started_at: None,
             },
         )
         .await?;

@@ -195,6 +195,7 @@ async fn table(
         experiment_names: experiment.into_iter().collect(),
         experiment_ids: &[],
         deleted: Some(false),
+        status_sort_key: None,
     };
     let (runs, more) = state
         .store

@@ -91,6 +91,7 @@ pub async fn run(store: &Store, ws: &Workspace, experiment: &str, name: &str) ->
         environment: None,
         parent_id: None,
         tags: &tags,
+        started_at: None,
     };
     store.create_run(ws, new).await.unwrap()
 }
