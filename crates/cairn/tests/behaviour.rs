@@ -991,65 +991,20 @@ async fn local_datastores_are_registered_checked_and_removed_without_touching_da
     assert_eq!(ls[0]["path"], "existing.csv");
     let src = s.tmp().join("up");
     write_tree(&src, &[("new.csv", b"1")]);
-    s.ok(&[
-        "datastore",
-        "upload",
-        "-w",
-        "w",
-        "-d",
-        "shared",
-        src.to_str().unwrap(),
-        "--target-path",
-        "in",
-        "-q",
-    ]);
+    let src_s = src.to_str().unwrap();
+    let upload = ["datastore", "upload", "-w", "w", "-d", "shared", src_s, "--target-path", "in", "-q"];
+    s.ok(&upload);
     assert!(dir.join("in/new.csv").is_file());
     // Changed outside Cairn to other bytes of the same size, its modification time set back (as
     // `cp -p` or `rsync -a` do): not "already there".
     std::fs::write(dir.join("in/new.csv"), b"2").unwrap();
     let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
     std::fs::File::options().write(true).open(dir.join("in/new.csv")).unwrap().set_modified(old).unwrap();
-    let err = s.fails(&[
-        "datastore",
-        "upload",
-        "-w",
-        "w",
-        "-d",
-        "shared",
-        src.to_str().unwrap(),
-        "--target-path",
-        "in",
-        "-q",
-    ]);
+    let err = s.fails(&upload);
     assert!(err.contains("in/new.csv") && err.contains("--overwrite"), "{err}");
-    s.ok(&[
-        "datastore",
-        "upload",
-        "-w",
-        "w",
-        "-d",
-        "shared",
-        src.to_str().unwrap(),
-        "--target-path",
-        "in",
-        "-q",
-        "--overwrite",
-    ]);
+    s.ok(&[&upload[..], &["--overwrite"]].concat());
     assert_eq!(std::fs::read(dir.join("in/new.csv")).unwrap(), b"1");
-    let again = json(&s.ok(&[
-        "datastore",
-        "upload",
-        "-w",
-        "w",
-        "-d",
-        "shared",
-        src.to_str().unwrap(),
-        "--target-path",
-        "in",
-        "-q",
-        "-o",
-        "json",
-    ]));
+    let again = json(&s.ok(&[&upload[..], &["-o", "json"]].concat()));
     assert_eq!(again["skipped"], serde_json::json!(["in/new.csv"]), "{again}");
     let shown = json(&s.ok(&["datastore", "show", "shared", "-w", "w", "-o", "json"]));
     assert_eq!(shown["kind"], "local");
