@@ -8,6 +8,7 @@ import mlflow
 import pytest
 import requests
 from mlflow import MlflowClient
+from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 
 
@@ -242,6 +243,14 @@ def test_errors_have_mlflows_codes(server, workspace):
         assert r.status_code in (400, 404), (bad, r.status_code, r.text)
         assert r.status_code != 404 or r.json().get("error_code") != "RESOURCE_DOES_NOT_EXIST"
     assert client.list_artifacts(run.info.run_id) == []
+    # a param value's limit is MLflow's 6000 characters (not bytes); past it, nothing of the
+    # batch is stored
+    client.log_batch(run.info.run_id, params=[Param("prompt", "П" * 4000)])
+    assert client.get_run(run.info.run_id).data.params["prompt"] == "П" * 4000
+    with pytest.raises(MlflowException) as e:
+        client.log_batch(run.info.run_id, params=[Param("short", "1"), Param("long", "x" * 6001)])
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE" and "6000 characters" in e.value.message
+    assert "short" not in client.get_run(run.info.run_id).data.params
     # a logged model must name an experiment
     r = raw(server, workspace, "POST", "mlflow/logged-models", json={"name": "m"})
     assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), r.text

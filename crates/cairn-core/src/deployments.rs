@@ -733,6 +733,7 @@ mod tests {
         assert_eq!(parse_environment_ref("azureml:py:2").unwrap(), ("py".into(), Some(2)));
         assert_eq!(parse_environment_ref("py@3").unwrap(), ("py".into(), Some(3)));
         assert!(parse_environment_ref("py:x").is_err());
+        assert_eq!(parse_environment_ref("azureml:py@latest").unwrap(), ("py".into(), None));
     }
 
     fn spec() -> CreateDeployment {

@@ -129,6 +129,10 @@ impl VersionRef {
             if alias.is_empty() {
                 return Err(Error::invalid("empty alias after '@'"));
             }
+            // Azure's `NAME@latest` label; no alias may be called that (as in MLflow).
+            if alias.eq_ignore_ascii_case("latest") {
+                return Ok(VersionRef::Latest);
+            }
             return Ok(VersionRef::Alias(alias.to_string()));
         }
         match s.parse::<i64>() {
@@ -229,6 +233,7 @@ mod tests {
         assert_eq!(VersionRef::parse("3").unwrap(), VersionRef::Number(3));
         assert_eq!(VersionRef::parse("latest").unwrap(), VersionRef::Latest);
         assert_eq!(VersionRef::parse("@prod").unwrap(), VersionRef::Alias("prod".into()));
+        assert_eq!(VersionRef::parse("@latest").unwrap(), VersionRef::Latest, "Azure's NAME@latest");
         for bad in ["0", "-1", "x", "@", "", "1.5"] {
             assert!(matches!(VersionRef::parse(bad), Err(Error::Invalid(_))), "{bad}");
         }

@@ -206,9 +206,9 @@ pub async fn add_properties(
     }
     for (key, value) in &req.properties {
         validate_key("property", key)?;
-        if value.len() > MAX_PARAM_VALUE_LEN {
+        if value.chars().count() > MAX_PARAM_VALUE_LEN {
             return Err(Error::invalid(format!(
-                "property \"{key}\" is longer than {MAX_PARAM_VALUE_LEN} bytes"
+                "property \"{key}\" is longer than {MAX_PARAM_VALUE_LEN} characters"
             ))
             .into());
         }
@@ -250,9 +250,14 @@ pub fn validate_batch(batch: &LogBatch) -> Result<(), Error> {
     for (what, key) in keys {
         validate_key(what, key)?;
     }
-    if let Some(p) = batch.params.iter().find(|p| p.value.len() > MAX_PARAM_VALUE_LEN) {
+    // MLflow's limit counts characters: 4,000 Cyrillic letters (8,000 bytes) are within it.
+    if let Some(p) = batch
+        .params
+        .iter()
+        .find(|p| p.value.len() > MAX_PARAM_VALUE_LEN && p.value.chars().count() > MAX_PARAM_VALUE_LEN)
+    {
         return Err(Error::invalid(format!(
-            "param \"{}\" is longer than {MAX_PARAM_VALUE_LEN} bytes",
+            "param \"{}\" is longer than {MAX_PARAM_VALUE_LEN} characters",
             p.key
         )));
     }
