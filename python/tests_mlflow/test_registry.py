@@ -115,6 +115,11 @@ def test_search_model_versions_filters_and_orders_like_mlflow(server, workspace,
     client.create_registered_model("b")
     for name, run in [("a", runs[0]), ("a", runs[1]), ("b", runs[2]), ("a", runs[2])]:
         client.create_model_version(name, f"runs:/{run}/model", run_id=run)
+    # A run_id that is not the source's run is refused (as MLflow does), and nothing is made.
+    for wrong in [runs[1], "0" * 32]:
+        with pytest.raises(MlflowException) as e:
+            client.create_model_version("b", f"runs:/{runs[0]}/model", run_id=wrong)
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE" and "must identify" in e.value.message
 
     def got(filter_string, **kw):
         return [(v.name, v.version) for v in client.search_model_versions(filter_string, **kw)]

@@ -708,6 +708,25 @@ pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
     };
     let claimed_run = req.opt_str("run_id").filter(|r| !r.is_empty());
     let claimed_model = req.opt_str("model_id").filter(|m| !m.is_empty());
+    // As MLflow: a run_id given with a source must be the run that holds the source, or at least
+    // a run that exists; lineage pointing nowhere is refused, not recorded.
+    if let Some(claimed) = &claimed_run {
+        match &run_id {
+            Some(holder) if holder != claimed => {
+                return Err(Error::invalid(format!(
+                    "The run_id request parameter must identify the resource that contains the source: \
+                     {source} belongs to run {holder}, not {claimed}"
+                ))
+                .into());
+            }
+            Some(_) => {}
+            None => {
+                if state.store.run(&workspace, claimed).await.is_err() {
+                    return Err(Error::invalid(format!("run_id {claimed}: no such run")).into());
+                }
+            }
+        }
+    }
     if let Some(own) = &caller.token.run_id {
         // Lineage a run token records must be its own: no other run, no other logged model.
         if let Some(r) = &claimed_run {
