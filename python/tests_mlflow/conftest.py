@@ -19,7 +19,8 @@ import uuid
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BINARY = pathlib.Path(os.environ.get("CAIRN_BIN", ROOT / "target" / "debug" / "cairn"))
+# The binary cargo built (it honours CARGO_TARGET_DIR), unless CAIRN_BIN names another.
+BINARY = pathlib.Path(os.environ.get("CAIRN_BIN") or ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "debug" / "cairn")
 # Set to a postgres:// URL to run the suite on PostgreSQL instead of the embedded SQLite.
 DATABASE_URL = os.environ.get("CAIRN_MLFLOW_TEST_DATABASE_URL")
 WINE = pathlib.Path(os.environ.get("CAIRN_WINE_CSV", "/work/shared/data/winequality_red.csv"))

@@ -59,7 +59,8 @@ class Server:
     """A running server: ``url``, ``token`` (admin), ``data_dir``, ``home`` and its log lines."""
 
     def __init__(self) -> None:
-        binary = Path(os.environ.get("CAIRN_BIN") or ROOT / "target" / "debug" / "cairn")
+        # The binary cargo built (it honours CARGO_TARGET_DIR), unless CAIRN_BIN names another.
+        binary = Path(os.environ.get("CAIRN_BIN") or ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "debug" / "cairn")
         if not binary.is_file():
             raise RuntimeError(f"{binary} does not exist: run `cargo build -p cairn` first (or set CAIRN_BIN)")
         self.tmp = Path(tempfile.mkdtemp(prefix="cairn-sdk-tests-"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import ROOT, _CAIRN_VARS
 
-BINARY = Path(os.environ.get("CAIRN_BIN") or ROOT / "target" / "debug" / "cairn")
+BINARY = Path(os.environ.get("CAIRN_BIN") or ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "debug" / "cairn")
 
 
 def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
