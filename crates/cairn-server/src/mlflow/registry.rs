@@ -708,6 +708,18 @@ pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
     };
     let claimed_run = req.opt_str("run_id").filter(|r| !r.is_empty());
     let claimed_model = req.opt_str("model_id").filter(|m| !m.is_empty());
+    if let Some(own) = &caller.token.run_id {
+        // Lineage a run token records must be its own: no other run, no other logged model.
+        if let Some(r) = &claimed_run {
+            caller.require_run(Role::Writer, &ws, r)?;
+        }
+        if let Some(m) = claimed_model.as_ref().filter(|m| Some(*m) != logged_model_id.as_ref()) {
+            return Err(Error::Forbidden(format!(
+                "this token may only be used for run {own}; model_id {m} is not the registered source"
+            ))
+            .into());
+        }
+    }
     // As MLflow: a run_id given with a source must be the run that holds the source, or at least
     // a run that exists; lineage pointing nowhere is refused, not recorded.
     if let Some(claimed) = &claimed_run {
@@ -725,18 +737,6 @@ pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
                     return Err(Error::invalid(format!("run_id {claimed}: no such run")).into());
                 }
             }
-        }
-    }
-    if let Some(own) = &caller.token.run_id {
-        // Lineage a run token records must be its own: no other run, no other logged model.
-        if let Some(r) = &claimed_run {
-            caller.require_run(Role::Writer, &ws, r)?;
-        }
-        if let Some(m) = claimed_model.as_ref().filter(|m| Some(*m) != logged_model_id.as_ref()) {
-            return Err(Error::Forbidden(format!(
-                "this token may only be used for run {own}; model_id {m} is not the registered source"
-            ))
-            .into());
         }
     }
     let new = NewModelVersion {
