@@ -243,6 +243,15 @@ pub struct UploadBatchResult {
     pub files: Vec<PutFileResult>,
 }
 
+/// Refuses a list's `page_size` below 1 (400); a larger one than the list allows is cut to its
+/// maximum, as MLflow's and S3's lists do.
+pub fn check_page_size(size: Option<i64>) -> Result<(), crate::Error> {
+    match size {
+        Some(n) if n < 1 => Err(crate::Error::invalid(format!("page_size {n}: must be at least 1"))),
+        _ => Ok(()),
+    }
+}
+
 /// Most files in one upload batch.
 pub const BATCH_MAX_FILES: usize = 1000;
 /// Most bytes of file content in one upload batch (and so in any one file of it).

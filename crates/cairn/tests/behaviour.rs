@@ -1324,6 +1324,20 @@ async fn lists_are_paginated(b: Backend) {
         }
     }
     assert_eq!(seen, ["ws0", "ws1", "ws2", "ws3", "ws4"]);
+    // A page of nothing or less is refused, naming the parameter, on every list.
+    for path in [
+        "workspaces?page_size=0",
+        "workspaces/ws0/datastores?page_size=-1",
+        "workspaces/ws0/models?page_size=0",
+        "workspaces/ws0/datastores/default/files?page_size=0",
+    ] {
+        let (status, body) = s.get(&format!("/api/v1/{path}")).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("page_size"), "{path}: {body}");
+    }
+    let (status, body) =
+        s.post("/api/v1/workspaces/ws0/runs/search", serde_json::json!({"page_size": 0})).await;
+    assert_eq!(status, 400, "{body}");
 }
 
 async fn everything_acknowledged_survives_kill_9(b: Backend) {

@@ -24,6 +24,7 @@ pub async fn list(
     extract::Query(q): extract::Query<PageQuery>,
 ) -> ApiResult<Json<Page<Datastore>>> {
     caller.require(Role::Reader, Some(&ws))?;
+    cairn_core::api::check_page_size(q.page_size)?;
     let workspace = state.store.workspace(&ws).await?;
     let page = state.store.list_datastores(&workspace, q.page_token.as_deref(), q.page_size).await?;
     Ok(Json(Page {

@@ -77,6 +77,7 @@ pub async fn list(
 ) -> ApiResult<Json<Page<FileEntry>>> {
     let record = datastore(&state, &caller, Role::Reader, &ws, &ds).await?;
     let dir = RelPath::parse_dir(q.prefix.as_deref().unwrap_or(""))?;
+    cairn_core::api::check_page_size(q.page_size)?;
     let limit = q.page_size.unwrap_or(1000).clamp(1, 10_000) as usize;
     let blobs = state.blobs_of(&record)?;
     let after = q.page_token.unwrap_or_default();

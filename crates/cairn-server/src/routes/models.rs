@@ -67,6 +67,7 @@ pub async fn list(
             _ => return Err(Error::invalid(format!("tag filter {t:?} must be key=value")).into()),
         },
     };
+    cairn_core::api::check_page_size(q.page_size)?;
     let filter = ModelFilter { name_contains: q.name, tag, framework: q.framework };
     Ok(Json(state.store.list_models(&workspace, &filter, q.page_token.as_deref(), q.page_size).await?))
 }

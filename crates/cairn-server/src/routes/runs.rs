@@ -408,6 +408,7 @@ pub async fn search_runs(
     let clauses = cairn_core::search::parse_filter(&req.filter)
         .map_err(|e| Error::invalid(format!("filter {:?}: {e}", req.filter)))?;
     let order = cairn_core::search::parse_order_by(&req.order_by)?;
+    cairn_core::api::check_page_size(req.page_size)?;
     let limit = req.page_size.unwrap_or(100).clamp(1, 1000);
     let offset = match &req.page_token {
         Some(t) => t

@@ -40,6 +40,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     extract::Query(q): extract::Query<PageQuery>,
 ) -> ApiResult<Json<Page<Workspace>>> {
+    cairn_core::api::check_page_size(q.page_size)?;
     if let Some(own) = &caller.token.workspace {
         let ws = state.store.workspace(own).await?;
         return Ok(Json(Page { items: vec![ws], next_page_token: None }));
