@@ -1,6 +1,6 @@
 //! Experiments, runs, their status transitions and their tracking data (metrics, params, tags).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use cairn_core::api::Workspace;
 use cairn_core::runs::{Experiment, LogBatch, MetricPoint, Run, RunStatus, Transition};
@@ -516,16 +516,42 @@ impl Store {
             .collect();
         // Values are bound as floats even when NaN: PostgreSQL stores NaN as such, SQLite stores it
         // as NULL (read back as NaN). Binding a NULL instead breaks PostgreSQL's binary protocol.
+        // A point already stored (a retried batch) is not inserted again (migration 0018's unique
+        // index); only the points inserted count in the tiles and may become the latest value.
+        let mut returned: Vec<AnyRow> = Vec::with_capacity(points.len());
         for chunk in points.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES {}",
+                "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES {} \
+                 ON CONFLICT DO NOTHING RETURNING key, value, step, timestamp",
                 values_rows(backend, chunk.len(), 5)
             );
             let mut q = sqlx::query(&sql);
             for (k, p) in chunk {
                 q = q.bind(run_id).bind(*k).bind(p.value).bind(p.step).bind(p.timestamp);
             }
-            q.execute(&mut **tx).await.map_err(map_err)?;
+            returned.extend(q.fetch_all(&mut **tx).await.map_err(map_err)?);
+        }
+        // RETURNING's order is unspecified, and "the last one logged wins" ties on latest_metrics
+        // need the batch's order: the batch's points are kept in order, each as often as inserted.
+        let mut points = points;
+        if returned.len() < points.len() {
+            let mut inserted: HashMap<(String, i64, i64, u64), usize> = HashMap::new();
+            for r in &returned {
+                let value = value_identity(nan_if_null(get(r, "value")?));
+                *inserted
+                    .entry((get(r, "key")?, get(r, "step")?, get(r, "timestamp")?, value))
+                    .or_default() += 1;
+            }
+            points.retain(|(k, p)| {
+                let id = (k.to_string(), p.step, p.timestamp, value_identity(p.value));
+                match inserted.get_mut(&id) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        true
+                    }
+                    _ => false,
+                }
+            });
         }
         crate::series::add_to_tiles(&mut tx, backend, run_id, &points).await?;
         crate::logged_models::insert_model_metrics(&mut tx, backend, model_metrics).await?;
@@ -685,6 +711,18 @@ fn param_changed(run_id: &str, key: &str, old: &str) -> Error {
 
 /// Each key's latest point in the batch: the highest step, then the latest timestamp, and of equal
 /// ones the last logged — what applying the points one by one would leave.
+/// A metric value as the unique index on points compares it: every NaN alike (NULL in SQLite),
+/// and -0.0 the same as 0.0.
+fn value_identity(v: f64) -> u64 {
+    if v.is_nan() {
+        f64::NAN.to_bits()
+    } else if v == 0.0 {
+        0
+    } else {
+        v.to_bits()
+    }
+}
+
 fn latest_per_key<'a>(points: &[(&'a str, MetricPoint)]) -> BTreeMap<&'a str, MetricPoint> {
     let mut latest: BTreeMap<&str, MetricPoint> = BTreeMap::new();
     for (key, p) in points {

@@ -7,6 +7,7 @@ use cairn_store::Store;
 #[macro_use]
 mod common;
 use common::{run, Db};
+use sqlx::Connection;
 
 on_both!(
     short_series_come_back_whole_with_nan_kept,
@@ -14,7 +15,12 @@ on_both!(
     a_zoom_window_counts_and_returns_only_its_points,
     points_logged_out_of_order_and_in_pieces_tile_the_same,
     bad_requests_and_unknown_keys_are_refused,
+    a_point_logged_again_is_stored_once,
 );
+mod migration_0018 {
+    use super::*;
+    on_both_db!(points_stored_twice_before_migration_0018_are_kept_once);
+}
 
 async fn new_run(store: &Store) -> String {
     let ws = store.create_workspace("w", "").await.unwrap();
@@ -140,6 +146,81 @@ async fn bad_requests_and_unknown_keys_are_refused(store: &Store) {
     assert!(matches!(e, Error::Invalid(ref m) if m.contains("xmin")), "{e:?}");
     let e = store.metric_series(&run, "loss", None, None, 2).await.unwrap_err();
     assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+}
+
+async fn a_point_logged_again_is_stored_once(store: &Store) {
+    let ws = store.create_workspace("w", "").await.unwrap();
+    let run = run(store, &ws, "e", "r").await;
+    let mut pts = loss(600, 10, 20);
+    pts[3].value = f64::NAN;
+    pts[4].value = 0.0;
+    pts[5].value = f64::INFINITY;
+    log(store, &run, "loss", &pts).await;
+    // A client retrying the whole batch, and a batch repeating one point within itself.
+    log(store, &run, "loss", &pts).await;
+    let within = [pts[7].clone(), pts[7].clone(), pts[8].clone()];
+    log(store, &run, "loss", &within).await;
+    // -0.0 is the point 0.0 again; NaN the NaN again.
+    let mut negative_zero = pts[4].clone();
+    negative_zero.value = -0.0;
+    log(store, &run, "loss", &[negative_zero, pts[3].clone()]).await;
+    let s = store.metric_series(&run, "loss", None, None, 1000).await.unwrap();
+    assert_eq!((s.total_points, s.points.len()), (600, 600), "tiles count each point once");
+    let s = store.metric_series(&run, "loss", None, None, 100).await.unwrap();
+    assert_eq!(s.total_points, 600, "the downsampled series counts each point once");
+    let all = store.run_metrics(&run).await.unwrap();
+    assert_eq!(all["loss"].len(), 600);
+    assert!(all["loss"].iter().zip(&pts).all(|(a, b)| same(a, b)));
+
+    // Another value at the same step and time is another point (MLflow keys points by value
+    // too), and the value logged last is the latest; a retry of the earlier one changes nothing.
+    let last = pts[599].clone();
+    let mut other = last.clone();
+    other.value = 42.0;
+    log(store, &run, "loss", &[other.clone()]).await;
+    log(store, &run, "loss", std::slice::from_ref(&last)).await;
+    assert_eq!(store.run_metrics(&run).await.unwrap()["loss"].len(), 601);
+    let r = store.run(&ws, &run).await.unwrap();
+    assert_eq!(r.metrics["loss"].value, 42.0, "a retried older point became the latest");
+}
+
+/// A database whose metrics table holds points twice (logged before migration 0018 made points
+/// unique): the migration keeps one of each and the run's tiles are rebuilt to count them once.
+async fn points_stored_twice_before_migration_0018_are_kept_once(db: &Db) {
+    let store = &db.store;
+    let ws = store.create_workspace("w", "").await.unwrap();
+    let (twice, once) = (run(store, &ws, "e", "twice").await, run(store, &ws, "e", "once").await);
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    // Back to the schema of migration 0017: no unique index, and 0018 not applied.
+    for sql in [
+        "DROP INDEX metrics_point",
+        "CREATE INDEX metrics_by_run_key ON metrics (run_id, key, step)",
+        "DELETE FROM _sqlx_migrations WHERE version = 18",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let mut pts = loss(300, 5, 6);
+    pts[9].value = f64::NAN;
+    log(store, &twice, "loss", &pts).await;
+    log(store, &twice, "loss", &pts).await;
+    let mut other = pts[0].clone();
+    other.value = 7.0;
+    log(store, &twice, "loss", &[other]).await;
+    log(store, &once, "loss", &pts).await;
+    let before = store.metric_series(&twice, "loss", None, None, 1000).await.unwrap();
+    assert_eq!(before.total_points, 601, "the old schema stored the points twice");
+    store.metric_series(&once, "loss", None, None, 1000).await.unwrap();
+
+    let again = Store::open(&db.url).await.unwrap();
+    let all = again.run_metrics(&twice).await.unwrap();
+    assert_eq!(all["loss"].len(), 301, "one of each point, and the other value at step 0");
+    assert_eq!(again.metric_series(&twice, "loss", None, None, 1000).await.unwrap().total_points, 301);
+    assert_eq!(again.metric_series(&once, "loss", None, None, 1000).await.unwrap().total_points, 300);
+    // The migrated index refuses duplicates from now on.
+    log(&again, &twice, "loss", &pts).await;
+    assert_eq!(again.run_metrics(&twice).await.unwrap()["loss"].len(), 301);
+    again.close().await;
 }
 
 /// Not a check but a measurement (`cargo test -p cairn-store --release --test series -- --ignored
