@@ -393,26 +393,6 @@ pub fn parse_model_ref(model: &str) -> Result<(String, VersionRef), Error> {
     Ok((name.to_string(), VersionRef::parse(version)?))
 }
 
-/// `NAME`, `NAME:VERSION`, `NAME@VERSION` (optionally `azureml:`-prefixed) → name and version.
-pub fn parse_environment_ref(env: &str) -> Result<(String, Option<i64>), Error> {
-    let e = env.strip_prefix("azureml:").unwrap_or(env);
-    let (name, version) = match e.split_once([':', '@']) {
-        // Azure's `azureml:NAME@latest`.
-        Some((n, "latest")) => (n, None),
-        Some((n, v)) => {
-            let v = v.parse::<i64>().map_err(|_| {
-                Error::invalid(format!("environment {env:?}: the version must be a number (NAME:VERSION)"))
-            })?;
-            (n, Some(v))
-        }
-        None => (e, None),
-    };
-    if name.is_empty() {
-        return Err(Error::invalid(format!("environment {env:?}: expected NAME[:VERSION]")));
-    }
-    Ok((name.to_string(), version))
-}
-
 /// `resources` of a deployment: Azure ML v2's Kubernetes online-deployment shape,
 /// `{requests: {cpu, memory}, limits: {cpu, memory}}`. A replica is held to the limit, or to the
 /// request where no limit is given (one machine has nothing to schedule requests against).
@@ -541,7 +521,7 @@ pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
         )));
     }
     if let Some(env) = &req.environment {
-        parse_environment_ref(env)?;
+        crate::names::parse_environment_ref(env)?;
     }
     if !(1..=16).contains(&req.instance_count) {
         return Err(Error::invalid(format!("instance_count {}: must be 1 to 16", req.instance_count)));
@@ -725,15 +705,6 @@ mod tests {
         assert!(parse_model_ref("wine").is_err());
         assert!(parse_model_ref("wine:x").is_err());
         assert!(parse_model_ref(":1").is_err());
-    }
-
-    #[test]
-    fn environment_references() {
-        assert_eq!(parse_environment_ref("py").unwrap(), ("py".into(), None));
-        assert_eq!(parse_environment_ref("azureml:py:2").unwrap(), ("py".into(), Some(2)));
-        assert_eq!(parse_environment_ref("py@3").unwrap(), ("py".into(), Some(3)));
-        assert!(parse_environment_ref("py:x").is_err());
-        assert_eq!(parse_environment_ref("azureml:py@latest").unwrap(), ("py".into(), None));
     }
 
     fn spec() -> CreateDeployment {

@@ -51,9 +51,42 @@ fn truncate(s: &str) -> String {
     }
 }
 
+/// An environment reference, as jobs, deployments and the environments API take it: `NAME`,
+/// `NAME:VERSION`, `NAME@VERSION`, `NAME@latest` (optionally `azureml:`-prefixed) → name and
+/// version (None: the latest). A version that is not a number is an error, never the latest.
+pub fn parse_environment_ref(env: &str) -> Result<(String, Option<i64>), Error> {
+    let e = env.strip_prefix("azureml:").unwrap_or(env);
+    let (name, version) = match e.split_once([':', '@']) {
+        // Azure's `azureml:NAME@latest`.
+        Some((n, "latest")) => (n, None),
+        Some((n, v)) => {
+            let v = v.parse::<i64>().map_err(|_| {
+                Error::invalid(format!("environment {env:?}: the version must be a number (NAME:VERSION)"))
+            })?;
+            (n, Some(v))
+        }
+        None => (e, None),
+    };
+    if name.is_empty() {
+        return Err(Error::invalid(format!("environment {env:?}: expected NAME[:VERSION]")));
+    }
+    Ok((name.to_string(), version))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_references() {
+        assert_eq!(parse_environment_ref("py").unwrap(), ("py".into(), None));
+        assert_eq!(parse_environment_ref("azureml:py:2").unwrap(), ("py".into(), Some(2)));
+        assert_eq!(parse_environment_ref("py@3").unwrap(), ("py".into(), Some(3)));
+        assert!(parse_environment_ref("py:x").is_err());
+        assert!(parse_environment_ref("py@3x").is_err(), "a typo must not mean the latest");
+        assert!(parse_environment_ref("@3").is_err());
+        assert_eq!(parse_environment_ref("azureml:py@latest").unwrap(), ("py".into(), None));
+    }
 
     #[test]
     fn accepts_names_that_follow_the_rule() {

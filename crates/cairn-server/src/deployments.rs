@@ -552,7 +552,7 @@ async fn check_sources(
     versions: &[cairn_core::models::ModelVersion],
 ) -> Result<(), Error> {
     if let Some(env) = &req.environment {
-        let (env_name, env_version) = parse_environment_ref(env)?;
+        let (env_name, env_version) = cairn_core::names::parse_environment_ref(env)?;
         state.store.environment(ws, &env_name, env_version).await?;
     }
     match &req.code_configuration {
@@ -778,7 +778,7 @@ async fn materialise(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<Laun
     };
     let spec: EnvironmentSpec = match (&d.spec.environment, &mlflow_folder) {
         (Some(env), _) => {
-            let (env_name, env_version) = parse_environment_ref(env)?;
+            let (env_name, env_version) = cairn_core::names::parse_environment_ref(env)?;
             let environment = state.store.environment(&ws, &env_name, env_version).await?;
             say(
                 state,

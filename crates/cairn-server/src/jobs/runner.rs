@@ -53,8 +53,9 @@ pub async fn run_job(
     };
 
     // Preparing: environment, code snapshot, inputs.
-    let (env_name, env_version) = parse_env_ref(run.environment.as_deref().unwrap_or(&job.environment));
-    let environment = state.store.environment(&ws, env_name, env_version).await?;
+    let (env_name, env_version) =
+        cairn_core::names::parse_environment_ref(run.environment.as_deref().unwrap_or(&job.environment))?;
+    let environment = state.store.environment(&ws, &env_name, env_version).await?;
     let spec: EnvironmentSpec = serde_json::from_value(environment.spec.clone())
         .map_err(|e| Error::internal(format!("environment {env_name} has an unreadable spec: {e}")))?;
     say(format!(
@@ -357,14 +358,6 @@ async fn finish_canceled(
     Ok(())
 }
 
-/// `name@version` or `name` (latest).
-pub fn parse_env_ref(r: &str) -> (&str, Option<i64>) {
-    match r.split_once('@') {
-        Some((n, v)) => (n, v.parse().ok()),
-        None => (r, None),
-    }
-}
-
 /// Replaces `${{inputs.NAME}}` with the input's text (a data input's local path, a literal's
 /// value); an unknown name is an error.
 pub fn substitute(command: &str, inputs: &[(String, String)]) -> Result<String, Error> {
@@ -602,6 +595,5 @@ mod tests {
         assert!(parse_datastore_uri("azureml://datastores/default/paths/../x").is_err());
         assert!(parse_datastore_uri("datastore://default/../x").is_err());
         assert!(parse_datastore_uri("s3://x").is_err());
-        assert_eq!(parse_env_ref("wine-env@3"), ("wine-env", Some(3)));
     }
 }

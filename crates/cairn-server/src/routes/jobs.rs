@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::extract;
-use crate::jobs::runner::{parse_datastore_uri, parse_env_ref};
+use crate::jobs::runner::parse_datastore_uri;
 use crate::state::AppState;
 
 /// Content-addressed file contents of a workspace (code snapshots), keyed by SHA-256.
@@ -172,8 +172,8 @@ pub async fn submit(
     let placeholder: Vec<(String, String)> =
         job.inputs.keys().map(|k| (k.clone(), "x".to_string())).collect();
     crate::jobs::runner::substitute(&job.command, &placeholder)?;
-    let (env_name, env_version) = parse_env_ref(&job.environment);
-    let env = state.store.environment(&workspace, env_name, env_version).await?;
+    let (env_name, env_version) = cairn_core::names::parse_environment_ref(&job.environment)?;
+    let env = state.store.environment(&workspace, &env_name, env_version).await?;
     state.store.compute(&workspace.id, &job.compute).await.map_err(|e| match e {
         Error::NotFound { .. } => Error::NotFound {
             kind: "compute",

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use cairn_core::api::Role;
+use cairn_core::names::parse_environment_ref;
 use cairn_core::runs::*;
 use cairn_core::{validate_name, Error};
 use cairn_jobs::compute::NodeState;
@@ -64,8 +65,8 @@ pub async fn show_environment(
 ) -> ApiResult<Json<Environment>> {
     caller.require(Role::Reader, Some(&ws))?;
     let workspace = state.store.workspace(&ws).await?;
-    let (n, v) = crate::jobs::runner::parse_env_ref(&name);
-    Ok(Json(state.store.environment(&workspace, n, v).await?))
+    let (n, v) = parse_environment_ref(&name)?;
+    Ok(Json(state.store.environment(&workspace, &n, v).await?))
 }
 
 /// Builds (or finds cached) the environment's venv; answers with the build log.
@@ -79,8 +80,8 @@ pub async fn build_environment(
 ) -> ApiResult<Json<EnvironmentBuild>> {
     caller.require(Role::Writer, Some(&ws))?;
     let workspace = state.store.workspace(&ws).await?;
-    let (n, v) = crate::jobs::runner::parse_env_ref(&name);
-    let env = state.store.environment(&workspace, n, v).await?;
+    let (n, v) = parse_environment_ref(&name)?;
+    let env = state.store.environment(&workspace, &n, v).await?;
     let spec: EnvironmentSpec = serde_json::from_value(env.spec.clone()).map_err(Error::internal)?;
     let builder = state.env_builder()?;
     match builder.ensure(&spec).await {
@@ -104,9 +105,9 @@ pub async fn delete_environment(
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Writer, Some(&ws))?;
     let workspace = state.store.workspace(&ws).await?;
-    let (n, v) = crate::jobs::runner::parse_env_ref(&name);
+    let (n, v) = parse_environment_ref(&name)?;
     let v = v.ok_or_else(|| Error::invalid(format!("give the version to delete: {n}@VERSION")))?;
-    let users = deployments_using(&state, &workspace, n, v).await?;
+    let users = deployments_using(&state, &workspace, &n, v).await?;
     if !users.is_empty() {
         return Err(Error::conflict(format!(
             "cannot delete environment {n}@{v}: it is in use by deployment(s) {}; update or delete those first",
@@ -114,7 +115,7 @@ pub async fn delete_environment(
         ))
         .into());
     }
-    state.store.delete_environment(&workspace, n, v).await?;
+    state.store.delete_environment(&workspace, &n, v).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -131,7 +132,7 @@ async fn deployments_using(
     let mut users = Vec::new();
     for d in state.store.all_deployments().await? {
         let Some(env) = d.spec.environment.as_deref().filter(|_| d.workspace_id == ws.id) else { continue };
-        let Ok((n, v)) = cairn_core::deployments::parse_environment_ref(env) else { continue };
+        let Ok((n, v)) = parse_environment_ref(env) else { continue };
         if n == name && v.or(latest) == Some(version) {
             users.push(format!("{}/{}", d.endpoint_name, d.name));
         }
