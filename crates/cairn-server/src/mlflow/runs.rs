@@ -299,7 +299,16 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<axum::
             }
         }
     }
-    let order = cairn_core::search::parse_order_by(&req.list("order_by"))?;
+    let mut order = cairn_core::search::parse_order_by(&req.list("order_by"))?;
+    // MLflow's `created` (its UI's column) is the run's start time, not when the record was
+    // made: they differ for a run whose client gave its start time.
+    let keys = clauses.iter_mut().map(|c| (c.entity, &mut c.key));
+    for (_, key) in keys
+        .chain(order.iter_mut().map(|o| (o.entity, &mut o.key)))
+        .filter(|(e, k)| *e == Entity::Attribute && matches!(k.as_str(), "created" | "Created"))
+    {
+        *key = "start_time".into();
+    }
     let deleted = match req.opt_str("run_view_type").as_deref().unwrap_or("ACTIVE_ONLY") {
         "ACTIVE_ONLY" | "" | "1" => Some(false),
         "DELETED_ONLY" | "2" => Some(true),
