@@ -369,18 +369,32 @@ struct SearchRunsPage<'a> {
     next_page_token: Option<String>,
 }
 
+/// `metrics/get-history`: a metric's points ordered as MLflow orders them (timestamp, step,
+/// value). Without `max_results` every point at once; with it (a positive number), pages of
+/// that many and a `next_page_token` while more follow, as MLflow's client pages (25,000).
 pub async fn metric_history(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let id = req.run_id()?;
     caller.require_run(Role::Reader, &ws, &id)?;
     let key = req.str("metric_key")?;
+    let limit = req.opt_i64("max_results")?;
+    if let Some(n) = limit.filter(|n| *n <= 0) {
+        return Err(MlError::invalid(format!(
+            "Invalid value {n} for parameter 'max_results' supplied. It must be a positive integer."
+        )));
+    }
+    let offset = page_offset(&req)? as i64;
     let workspace = state.store.workspace(&ws).await?;
     load(&state, &workspace, &id).await?;
-    let points = state.store.run_metrics(&id).await?.remove(&key).unwrap_or_default();
+    let (points, more) = state.store.metric_history_page(&id, &key, offset, limit).await?;
     let metrics: Vec<Value> = points
         .iter()
         .map(|p| json!({"key": key, "value": number(p.value), "timestamp": p.timestamp, "step": p.step}))
         .collect();
-    Ok(Json(json!({"metrics": metrics})))
+    let mut page = json!({"metrics": metrics});
+    if let (true, Some(n)) = (more, limit) {
+        page["next_page_token"] = json!(offset.saturating_add(n).to_string());
+    }
+    Ok(Json(page))
 }
 
 /// A run that may still be logged to: not deleted (MLflow refuses those with INVALID_PARAMETER_VALUE).
