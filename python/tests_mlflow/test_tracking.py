@@ -459,3 +459,132 @@ def test_nan_metrics_in_filters_and_order_as_mlflow(server, workspace):
     assert names("", ["metrics.x DESC"]) == ["inf", "b", "a", "nan"]
     assert names("", ["metrics.y ASC", "run_name ASC"]) == ["b", "nan", "a", "inf"]
     assert names("", ["metrics.y DESC", "run_name ASC"]) == ["b", "nan", "a", "inf"]
+
+
+def test_metric_history_pages_as_mlflow_does(server, workspace):
+    """max_results pages (with a token while more follow), ordered by timestamp, step, value."""
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    rid = client.create_run(client.create_experiment("history")).info.run_id
+    client.log_batch(rid, metrics=[Metric("m", float(i), 1000 + i, i) for i in range(5)])
+    store = client._tracking_client.store
+    pages, token = [], None
+    while True:
+        page = store.get_metric_history(rid, "m", max_results=2, page_token=token)
+        pages.append([m.step for m in page])
+        token = page.token
+        if token is None:
+            break
+    assert pages == [[0, 1], [2, 3], [4]]
+    whole = store.get_metric_history(rid, "m", max_results=5)
+    assert ([m.step for m in whole], whole.token) == ([0, 1, 2, 3, 4], None)
+    # Without max_results everything at once, even from a token (the rest of the series).
+    r = raw(server, workspace, "GET", "mlflow/metrics/get-history", params={"run_id": rid, "metric_key": "m"})
+    assert [m["step"] for m in r.json()["metrics"]] == [0, 1, 2, 3, 4] and "next_page_token" not in r.json()
+    for bad in [0, -1]:
+        r = raw(server, workspace, "GET", "mlflow/metrics/get-history",
+                params={"run_id": rid, "metric_key": "m", "max_results": bad})
+        assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), r.text
+        assert "must be a positive integer" in r.json()["message"]
+    r = raw(server, workspace, "GET", "mlflow/metrics/get-history",
+            params={"run_id": rid, "metric_key": "m", "page_token": "garbage"})
+    assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), r.text
+    # MLflow's order: timestamp first, then step, then value.
+    client.log_batch(rid, metrics=[Metric("o", 3.0, 5, 2), Metric("o", 1.0, 5, 2), Metric("o", 2.0, 4, 9),
+                                   Metric("o", 0.5, 5, 1)])
+    got = [(m.timestamp, m.step, m.value) for m in client.get_metric_history(rid, "o")]
+    assert got == [(4, 9, 2.0), (5, 1, 0.5), (5, 2, 1.0), (5, 2, 3.0)]
+
+
+def test_a_dataset_logged_again_keeps_what_was_logged_first(server, workspace):
+    """As MLflow's store: per run, a dataset's first input tags stay; per experiment, its first
+    content (source, schema) is every run's."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    client = MlflowClient()
+    exp = client.create_experiment("datasets-again")
+    first = Dataset("wine", "abc", "local", '{"uri": "/a"}', schema='{"s": 1}')
+    second = Dataset("wine", "abc", "local", '{"uri": "/b"}', schema='{"s": 2}')
+    context = lambda v: InputTag("mlflow.data.context", v)  # noqa: E731
+    inputs = lambda rid: [  # noqa: E731
+        (d.dataset.source, d.dataset.schema, {t.key: t.value for t in d.tags})
+        for d in client.get_run(rid).inputs.dataset_inputs
+    ]
+    run = client.create_run(exp).info.run_id
+    client.log_inputs(run, datasets=[DatasetInput(first, [context("train")])])
+    client.log_inputs(run, datasets=[DatasetInput(second, [context("eval"), InputTag("x", "y")])])
+    assert inputs(run) == [('{"uri": "/a"}', '{"s": 1}', {"mlflow.data.context": "train"})]
+    other = client.create_run(exp).info.run_id
+    client.log_inputs(other, datasets=[DatasetInput(second, [context("eval")])])
+    assert inputs(other) == [('{"uri": "/a"}', '{"s": 1}', {"mlflow.data.context": "eval"})]
+    names = lambda f: sorted(r.info.run_id for r in client.search_runs([exp], f))  # noqa: E731
+    assert names("datasets.context = 'train'") == [run]
+    assert names("datasets.context = 'eval'") == [other]
+    # Twice in one call: the first of the two.
+    third = client.create_run(exp).info.run_id
+    client.log_inputs(third, datasets=[DatasetInput(Dataset("n", "d", "local", '{"u": 1}'), [InputTag("k", "1")]),
+                                       DatasetInput(Dataset("n", "d", "local", '{"u": 2}'), [InputTag("k", "2")])])
+    assert [(s, t) for s, _, t in inputs(third)] == [('{"u": 1}', {"k": "1"})]
+
+
+def test_search_runs_on_every_attribute_mlflow_accepts(server, workspace):
+    """user_id (the mlflow.user tag), artifact_uri, and `created`, which is the start time."""
+    client = MlflowClient()
+    exp = client.create_experiment("attributes")
+    ada = client.create_run(exp, tags={"mlflow.user": "ada"}, run_name="a")
+    bob = client.create_run(exp, tags={"mlflow.user": "bob"}, run_name="b")
+    client.create_run(exp, run_name="anon")
+
+    def names(f, order=None):
+        return [r.info.run_name for r in client.search_runs([exp], f, order_by=order or ["run_name ASC"])]
+
+    assert names("attributes.user_id = 'ada'") == ["a"]
+    assert names("user_id != 'ada'") == ["anon", "b"]
+    assert names("attributes.user_id LIKE 'b%'") == ["b"]
+    assert names("attributes.user_id ILIKE 'B%'") == ["b"]
+    uri = ada.info.artifact_uri
+    assert uri == f"mlflow-artifacts:/{exp}/{ada.info.run_id}/artifacts"
+    assert names(f"attributes.artifact_uri = '{uri}'") == ["a"]
+    assert names(f"attributes.artifact_uri LIKE '%{bob.info.run_id}%'") == ["b"]
+    assert names("artifact_uri LIKE 'mlflow-artifacts:/%/artifacts'") == ["a", "anon", "b"]
+    assert names("run_name != 'anon'", ["attributes.user_id DESC"]) == ["b", "a"]
+    by_uri = [n for n, _ in sorted([("a", ada.info.run_id), ("b", bob.info.run_id)], key=lambda x: x[1])]
+    assert names("run_name != 'anon'", ["attributes.artifact_uri ASC"]) == by_uri
+    with pytest.raises(MlflowException) as e:
+        client.search_runs([exp], "attributes.lifecycle_stage = 'active'")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    # A start time the client gave (a backfill) is what `created` compares and orders.
+    client.create_run(exp, start_time=1_600_000_000_000, run_name="past")
+    assert names("created < 1700000000000") == ["past"]
+    assert names("attributes.Created >= 1700000000000") == ["a", "anon", "b"]
+    assert names("", ["created ASC"])[0] == "past"
+
+
+def test_nan_metrics_in_filters_and_order_as_mlflow(server, workspace):
+    """A NaN differs from every number and compares with none: it matches != only; it sorts
+    after the numbers and before runs without the metric, either way."""
+    client = MlflowClient()
+    exp = client.create_experiment("nan")
+    runs = {name: client.create_run(exp, run_name=name).info.run_id for name in ["a", "b", "nan", "inf"]}
+    for name, x in [("a", 1.0), ("b", 2.0), ("nan", float("nan")), ("inf", float("inf"))]:
+        client.log_metric(runs[name], "x", x)
+    client.log_metric(runs["b"], "y", 0.0)
+    client.log_metric(runs["nan"], "y", float("nan"))
+
+    def names(f, order=None):
+        found = client.search_runs([exp], f, order_by=order)
+        return [r.info.run_name for r in found] if order else sorted(r.info.run_name for r in found)
+
+    assert names("metrics.x != 1") == ["b", "inf", "nan"]
+    assert names("metrics.x = 1") == ["a"]
+    assert names("metrics.x < 5") == ["a", "b"]
+    assert names("metrics.x >= 0") == ["a", "b", "inf"]
+    assert names("metrics.y = 0") == ["b"]
+    assert names("metrics.y != 0") == ["nan"]
+    assert names("metrics.y <= 0") == ["b"]
+    assert names("metrics.x != 7 and metrics.y != 7") == ["b", "nan"]
+    assert names("", ["metrics.x ASC"]) == ["a", "b", "inf", "nan"]
+    assert names("", ["metrics.x DESC"]) == ["inf", "b", "a", "nan"]
+    assert names("", ["metrics.y ASC", "run_name ASC"]) == ["b", "nan", "a", "inf"]
+    assert names("", ["metrics.y DESC", "run_name ASC"]) == ["b", "nan", "a", "inf"]
