@@ -156,6 +156,7 @@ async fn log(
     links: Vec<ModelLink>,
 ) -> MlResult<Json<Value>> {
     caller.require_run(Role::Writer, ws, run_id)?;
+    truncate_long_values(&mut batch);
     validate_batch(&batch)?;
     let workspace = state.store.workspace(ws).await?;
     loggable(state, &workspace, run_id).await?;
@@ -166,6 +167,30 @@ async fn log(
     }
     state.store.log_batch_with_model_metrics(run_id, &batch, &model_metrics).await?;
     Ok(Json(json!({})))
+}
+
+/// The longest run tag value MLflow's store keeps from `set-tag` and `log-batch`, in characters.
+const MAX_TAG_VALUE_LEN: usize = 8000;
+
+/// Cuts param values past `MAX_PARAM_VALUE_LEN` (6,000) characters and tag values past
+/// `MAX_TAG_VALUE_LEN` to those lengths, as MLflow 3's server does by default
+/// (`MLFLOW_TRUNCATE_LONG_VALUES`) where the native API refuses them. A param logged again
+/// with a long value is the same param when the cut values are equal, as there. Tags given to
+/// `runs/create` are kept whole, as MLflow keeps them.
+fn truncate_long_values(batch: &mut LogBatch) {
+    let cut = |value: &mut String, max: usize| {
+        if value.len() > max {
+            if let Some((end, _)) = value.char_indices().nth(max) {
+                value.truncate(end);
+            }
+        }
+    };
+    for p in &mut batch.params {
+        cut(&mut p.value, cairn_core::runs::MAX_PARAM_VALUE_LEN);
+    }
+    for t in &mut batch.tags {
+        cut(&mut t.value, MAX_TAG_VALUE_LEN);
+    }
 }
 
 /// The logged model (and dataset) an MLflow metric was sent with; `index` is the metric's place
