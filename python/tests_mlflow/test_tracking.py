@@ -243,13 +243,10 @@ def test_errors_have_mlflows_codes(server, workspace):
         assert r.status_code in (400, 404), (bad, r.status_code, r.text)
         assert r.status_code != 404 or r.json().get("error_code") != "RESOURCE_DOES_NOT_EXIST"
     assert client.list_artifacts(run.info.run_id) == []
-    # a param value's limit is MLflow's 6000 characters (not bytes); past it, nothing of the
-    # batch is stored
-    client.log_batch(run.info.run_id, params=[Param("prompt", "П" * 4000)])
-    assert client.get_run(run.info.run_id).data.params["prompt"] == "П" * 4000
+    # a param key past MLflow's 250 characters is refused, and nothing of the batch is stored
     with pytest.raises(MlflowException) as e:
-        client.log_batch(run.info.run_id, params=[Param("short", "1"), Param("long", "x" * 6001)])
-    assert e.value.error_code == "INVALID_PARAMETER_VALUE" and "6000 characters" in e.value.message
+        client.log_batch(run.info.run_id, params=[Param("short", "1"), Param("k" * 251, "x")])
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
     assert "short" not in client.get_run(run.info.run_id).data.params
     # a logged model must name an experiment
     r = raw(server, workspace, "POST", "mlflow/logged-models", json={"name": "m"})
@@ -299,3 +296,184 @@ def test_search_experiments_orders_as_mlflow_does(server, workspace):
         with pytest.raises(MlflowException) as e:
             client.search_experiments(order_by=[bad])
         assert e.value.error_code == "INVALID_PARAMETER_VALUE", bad
+
+
+def test_metric_history_pages_as_mlflow_does(server, workspace):
+    """max_results pages (with a token while more follow), ordered by timestamp, step, value."""
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    rid = client.create_run(client.create_experiment("history")).info.run_id
+    client.log_batch(rid, metrics=[Metric("m", float(i), 1000 + i, i) for i in range(5)])
+    store = client._tracking_client.store
+    pages, token = [], None
+    while True:
+        page = store.get_metric_history(rid, "m", max_results=2, page_token=token)
+        pages.append([m.step for m in page])
+        token = page.token
+        if token is None:
+            break
+    assert pages == [[0, 1], [2, 3], [4]]
+    whole = store.get_metric_history(rid, "m", max_results=5)
+    assert ([m.step for m in whole], whole.token) == ([0, 1, 2, 3, 4], None)
+    # Without max_results everything at once, even from a token (the rest of the series).
+    r = raw(server, workspace, "GET", "mlflow/metrics/get-history", params={"run_id": rid, "metric_key": "m"})
+    assert [m["step"] for m in r.json()["metrics"]] == [0, 1, 2, 3, 4] and "next_page_token" not in r.json()
+    for bad in [0, -1]:
+        r = raw(server, workspace, "GET", "mlflow/metrics/get-history",
+                params={"run_id": rid, "metric_key": "m", "max_results": bad})
+        assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), r.text
+        assert "must be a positive integer" in r.json()["message"]
+    r = raw(server, workspace, "GET", "mlflow/metrics/get-history",
+            params={"run_id": rid, "metric_key": "m", "page_token": "garbage"})
+    assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), r.text
+    # MLflow's order: timestamp first, then step, then value.
+    client.log_batch(rid, metrics=[Metric("o", 3.0, 5, 2), Metric("o", 1.0, 5, 2), Metric("o", 2.0, 4, 9),
+                                   Metric("o", 0.5, 5, 1)])
+    got = [(m.timestamp, m.step, m.value) for m in client.get_metric_history(rid, "o")]
+    assert got == [(4, 9, 2.0), (5, 1, 0.5), (5, 2, 1.0), (5, 2, 3.0)]
+
+
+def test_a_dataset_logged_again_keeps_what_was_logged_first(server, workspace):
+    """As MLflow's store: per run, a dataset's first input tags stay; per experiment, its first
+    content (source, schema) is every run's."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    client = MlflowClient()
+    exp = client.create_experiment("datasets-again")
+    first = Dataset("wine", "abc", "local", '{"uri": "/a"}', schema='{"s": 1}')
+    second = Dataset("wine", "abc", "local", '{"uri": "/b"}', schema='{"s": 2}')
+    context = lambda v: InputTag("mlflow.data.context", v)  # noqa: E731
+    inputs = lambda rid: [  # noqa: E731
+        (d.dataset.source, d.dataset.schema, {t.key: t.value for t in d.tags})
+        for d in client.get_run(rid).inputs.dataset_inputs
+    ]
+    run = client.create_run(exp).info.run_id
+    client.log_inputs(run, datasets=[DatasetInput(first, [context("train")])])
+    client.log_inputs(run, datasets=[DatasetInput(second, [context("eval"), InputTag("x", "y")])])
+    assert inputs(run) == [('{"uri": "/a"}', '{"s": 1}', {"mlflow.data.context": "train"})]
+    other = client.create_run(exp).info.run_id
+    client.log_inputs(other, datasets=[DatasetInput(second, [context("eval")])])
+    assert inputs(other) == [('{"uri": "/a"}', '{"s": 1}', {"mlflow.data.context": "eval"})]
+    names = lambda f: sorted(r.info.run_id for r in client.search_runs([exp], f))  # noqa: E731
+    assert names("datasets.context = 'train'") == [run]
+    assert names("datasets.context = 'eval'") == [other]
+    # Twice in one call: the first of the two.
+    third = client.create_run(exp).info.run_id
+    client.log_inputs(third, datasets=[DatasetInput(Dataset("n", "d", "local", '{"u": 1}'), [InputTag("k", "1")]),
+                                       DatasetInput(Dataset("n", "d", "local", '{"u": 2}'), [InputTag("k", "2")])])
+    assert [(s, t) for s, _, t in inputs(third)] == [('{"u": 1}', {"k": "1"})]
+
+
+def test_search_runs_on_every_attribute_mlflow_accepts(server, workspace):
+    """user_id (the mlflow.user tag), artifact_uri, and `created`, which is the start time."""
+    client = MlflowClient()
+    exp = client.create_experiment("attributes")
+    ada = client.create_run(exp, tags={"mlflow.user": "ada"}, run_name="a")
+    bob = client.create_run(exp, tags={"mlflow.user": "bob"}, run_name="b")
+    client.create_run(exp, run_name="anon")
+
+    def names(f, order=None):
+        return [r.info.run_name for r in client.search_runs([exp], f, order_by=order or ["run_name ASC"])]
+
+    assert names("attributes.user_id = 'ada'") == ["a"]
+    assert names("user_id != 'ada'") == ["anon", "b"]
+    assert names("attributes.user_id LIKE 'b%'") == ["b"]
+    assert names("attributes.user_id ILIKE 'B%'") == ["b"]
+    uri = ada.info.artifact_uri
+    assert uri == f"mlflow-artifacts:/{exp}/{ada.info.run_id}/artifacts"
+    assert names(f"attributes.artifact_uri = '{uri}'") == ["a"]
+    assert names(f"attributes.artifact_uri LIKE '%{bob.info.run_id}%'") == ["b"]
+    assert names("artifact_uri LIKE 'mlflow-artifacts:/%/artifacts'") == ["a", "anon", "b"]
+    assert names("run_name != 'anon'", ["attributes.user_id DESC"]) == ["b", "a"]
+    by_uri = [n for n, _ in sorted([("a", ada.info.run_id), ("b", bob.info.run_id)], key=lambda x: x[1])]
+    assert names("run_name != 'anon'", ["attributes.artifact_uri ASC"]) == by_uri
+    with pytest.raises(MlflowException) as e:
+        client.search_runs([exp], "attributes.lifecycle_stage = 'active'")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    # A start time the client gave (a backfill) is what `created` compares and orders.
+    client.create_run(exp, start_time=1_600_000_000_000, run_name="past")
+    assert names("created < 1700000000000") == ["past"]
+    assert names("attributes.Created >= 1700000000000") == ["a", "anon", "b"]
+    assert names("", ["created ASC"])[0] == "past"
+
+
+def test_an_artifact_location_is_refused_not_ignored(server, workspace):
+    """MLflow sends a run's artifacts to its experiment's artifact_location, past the server;
+    Cairn keeps every artifact itself, so it refuses one rather than ignore it."""
+    client = MlflowClient()
+    for location in ["s3://bucket/prefix", "/tmp/elsewhere", "mlflow-artifacts:/team/x"]:
+        with pytest.raises(MlflowException) as e:
+            client.create_experiment(f"located-{len(location)}", artifact_location=location)
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert "artifact_location" in e.value.message and location in e.value.message
+        assert client.get_experiment_by_name(f"located-{len(location)}") is None
+    # Left out or empty (protobuf's unset), the server's own location.
+    r = raw(server, workspace, "POST", "mlflow/experiments/create", json={"name": "plain", "artifact_location": ""})
+    assert r.status_code == 200, r.text
+    exp = r.json()["experiment_id"]
+    assert client.get_experiment(exp).artifact_location == f"mlflow-artifacts:/{exp}"
+
+
+def test_nan_metrics_in_filters_and_order_as_mlflow(server, workspace):
+    """A NaN differs from every number and compares with none: it matches != only; it sorts
+    after the numbers and before runs without the metric, either way."""
+    client = MlflowClient()
+    exp = client.create_experiment("nan")
+    runs = {name: client.create_run(exp, run_name=name).info.run_id for name in ["a", "b", "nan", "inf"]}
+    for name, x in [("a", 1.0), ("b", 2.0), ("nan", float("nan")), ("inf", float("inf"))]:
+        client.log_metric(runs[name], "x", x)
+    client.log_metric(runs["b"], "y", 0.0)
+    client.log_metric(runs["nan"], "y", float("nan"))
+
+    def names(f, order=None):
+        found = client.search_runs([exp], f, order_by=order)
+        return [r.info.run_name for r in found] if order else sorted(r.info.run_name for r in found)
+
+    assert names("metrics.x != 1") == ["b", "inf", "nan"]
+    assert names("metrics.x = 1") == ["a"]
+    assert names("metrics.x < 5") == ["a", "b"]
+    assert names("metrics.x >= 0") == ["a", "b", "inf"]
+    assert names("metrics.y = 0") == ["b"]
+    assert names("metrics.y != 0") == ["nan"]
+    assert names("metrics.y <= 0") == ["b"]
+    assert names("metrics.x != 7 and metrics.y != 7") == ["b", "nan"]
+    assert names("", ["metrics.x ASC"]) == ["a", "b", "inf", "nan"]
+    assert names("", ["metrics.x DESC"]) == ["inf", "b", "a", "nan"]
+    assert names("", ["metrics.y ASC", "run_name ASC"]) == ["b", "nan", "a", "inf"]
+    assert names("", ["metrics.y DESC", "run_name ASC"]) == ["b", "nan", "a", "inf"]
+
+
+def test_long_param_and_tag_values_are_cut_as_mlflow_cuts_them(server, workspace):
+    """MLflow 3's server cuts param values to 6,000 characters and tag values to 8,000 (not
+    bytes) instead of refusing them; tags given at run creation are kept whole."""
+    from mlflow.entities import RunTag
+
+    client = MlflowClient()
+    exp = client.create_experiment("long-values")
+    rid = client.create_run(exp, tags={"long": "t" * 8005}).info.run_id
+    client.log_param(rid, "p", "x" * 6005)
+    client.log_batch(rid, params=[Param("q", "é" * 6001), Param("prompt", "П" * 4000)],
+                     tags=[RunTag("bt", "b" * 9000)])
+    client.set_tag(rid, "st", "s" * 8001)
+    # The same param again with a long value: the same once cut.
+    r = raw(server, workspace, "POST", "mlflow/runs/log-parameter", json={"run_id": rid, "key": "p", "value": "x" * 7000})
+    assert r.status_code == 200, r.text
+    r = raw(server, workspace, "POST", "mlflow/runs/log-batch",
+            json={"run_id": rid, "params": [{"key": "rb", "value": "w" * 7000}], "tags": [{"key": "rt", "value": "v" * 9000}]})
+    assert r.status_code == 200, r.text
+    data = client.get_run(rid).data
+    assert {k: len(v) for k, v in data.params.items()} == {"p": 6000, "q": 6000, "prompt": 4000, "rb": 6000}
+    assert data.params["q"] == "é" * 6000
+    lengths = {k: len(v) for k, v in data.tags.items() if k != "mlflow.runName"}
+    assert lengths == {"long": 8005, "bt": 8000, "st": 8000, "rt": 8000}
+    # A different value is still a different param.
+    with pytest.raises(MlflowException) as e:
+        client.log_param(rid, "p", "y" * 7000)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    # Experiment tags have MLflow's 20,000-character limit, refused past it.
+    client.set_experiment_tag(exp, "note", "n" * 20000)
+    with pytest.raises(MlflowException) as e:
+        client.set_experiment_tag(exp, "note", "n" * 20001)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE" and "20000" in e.value.message
+    assert client.get_experiment(exp).tags["note"] == "n" * 20000

@@ -95,6 +95,16 @@ pub fn attribute_column(key: &str) -> Option<&'static str> {
     })
 }
 
+/// Run attributes MLflow shows without a column of their own here, which the store derives:
+/// `user_id` (the `mlflow.user` tag, empty without one) and `artifact_uri` (the run's
+/// `mlflow-artifacts:/…` location). Text, filtered and ordered on like the others.
+pub const DERIVED_ATTRIBUTES: [&str; 2] = ["user_id", "artifact_uri"];
+
+/// True for every run attribute a filter or an order may name.
+pub fn is_run_attribute(key: &str) -> bool {
+    attribute_column(key).is_some() || DERIVED_ATTRIBUTES.contains(&key)
+}
+
 /// True for attributes compared as numbers (times in ms).
 pub fn attribute_is_numeric(key: &str) -> bool {
     matches!(attribute_column(key), Some("r.started_at" | "r.ended_at" | "r.created_at"))
@@ -193,9 +203,13 @@ impl<'a> Lexer<'a> {
                     .unwrap_or(rest.len());
                 let text = &rest[..len];
                 self.pos += len;
+                // Rust reads `-inf` and `-nan` as numbers; MLflow's grammar has no such literals
+                // (and a NaN bound into SQL compares differently on each backend).
                 text.parse::<f64>()
+                    .ok()
+                    .filter(|_| text.bytes().any(|b| b.is_ascii_digit()))
                     .map(|n| Some(Tok::Number(n)))
-                    .map_err(|_| Error::invalid(format!("{text:?} at position {start} is not a number")))
+                    .ok_or_else(|| Error::invalid(format!("{text:?} at position {start} is not a number")))
             }
             c if c.is_alphanumeric() || c == '_' => {
                 let len = rest
@@ -287,7 +301,7 @@ fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity,
         let bare = match target {
             Target::Experiments => EXPERIMENT_ATTRIBUTES.contains(&w.as_str()),
             Target::LoggedModels => logged_model_attribute(w).is_some(),
-            Target::Runs => attribute_column(w).is_some(),
+            Target::Runs => is_run_attribute(w),
         };
         if bare && toks.get(*i + 1) != Some(&Tok::Dot) {
             *i += 1;
@@ -341,9 +355,10 @@ fn check_identifier(target: Target, ent: Entity, key: &str) -> Result<(), Error>
             ))),
         };
     }
-    if ent == Entity::Attribute && attribute_column(key).is_none() {
+    if ent == Entity::Attribute && !is_run_attribute(key) {
         return Err(Error::invalid(format!(
-            "unknown attribute {key:?}: use status, run_name, run_id, start_time, end_time or created"
+            "unknown attribute {key:?}: use status, run_name, run_id, start_time, end_time, created, \
+             user_id or artifact_uri"
         )));
     }
     if ent == Entity::Dataset && !matches!(key, "name" | "digest" | "context") {
@@ -552,6 +567,20 @@ mod tests {
         assert!(e.contains("at position 15"), "{e}");
         let e = parse_filter("metrics.acc <").unwrap_err().to_string();
         assert!(e.contains("at position 13"), "{e}");
+    }
+
+    #[test]
+    fn infinities_and_nans_are_not_numbers_of_the_grammar() {
+        for filter in ["metrics.x > -inf", "metrics.x < -nan", "metrics.x != -Infinity"] {
+            let e = parse_filter(filter).unwrap_err().to_string();
+            assert!(e.contains("is not a number"), "{filter}: {e}");
+        }
+        let c = parse_filter("metrics.x < 1e400").unwrap();
+        assert_eq!(
+            c[0].value,
+            Value::Number(f64::INFINITY),
+            "an overflowing literal is infinite, as in Python"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use db::{Backend, Store};
 pub use deployments::DeploymentRecord;
 pub use endpoints::{EndpointRecord, StoredKey};
 pub use logged_models::{LoggedModel, ModelMetric, NewLoggedModel, RunDataset, RunIo, RunModel};
-pub use mlflow::{MlflowExperiment, MlflowRunMeta};
+pub use mlflow::{run_artifact_uri, MlflowExperiment, MlflowRunMeta};
 pub use models::READY as MODEL_VERSION_READY;
 pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};

@@ -376,15 +376,22 @@ impl Store {
         Ok(())
     }
 
-    /// Records datasets a run used (one per name and digest; logging one again replaces it).
+    /// Records datasets a run used, one per name and digest, as MLflow's store does: the first
+    /// logging wins (a dataset logged again, in this call or a later one, changes neither its
+    /// input tags nor its content), and a dataset is the experiment's, so a run logging one
+    /// that another run of its experiment logged first gets that one's content (source,
+    /// schema, profile) with its own tags.
     pub async fn log_run_datasets(&self, run_id: &str, datasets: &[RunDataset]) -> Result<(), Error> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         for d in datasets {
             sqlx::query(
                 "INSERT INTO run_datasets (run_id, name, digest, dataset_json, tags_json, logged_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, name, digest) \
-                 DO UPDATE SET dataset_json = $4, tags_json = $5",
+                 VALUES ($1, $2, $3, COALESCE((SELECT d.dataset_json FROM run_datasets d \
+                 JOIN runs o ON o.id = d.run_id \
+                 WHERE o.experiment_id = (SELECT experiment_id FROM runs WHERE id = $1) \
+                 AND d.name = $2 AND d.digest = $3 ORDER BY d.logged_at LIMIT 1), $4), $5, $6) \
+                 ON CONFLICT (run_id, name, digest) DO NOTHING",
             )
             .bind(run_id)
             .bind(&d.name)

@@ -28,6 +28,16 @@ pub struct MlflowRunMeta {
     pub deleted_at: Option<i64>,
 }
 
+/// A run's artifact location as MLflow's client sees it: the artifact proxy's path of its
+/// experiment and id (`mlflow/artifacts.rs::resolve` maps it back onto the run's artifacts).
+pub fn run_artifact_uri(experiment_id: &str, run_id: &str) -> String {
+    format!("mlflow-artifacts:/{experiment_id}/{run_id}/artifacts")
+}
+
+/// [`run_artifact_uri`] of a run `r`, in SQL: what run searches filter and order on.
+pub(crate) const RUN_ARTIFACT_URI_SQL: &str =
+    "('mlflow-artifacts:/' || r.experiment_id || '/' || r.id || '/artifacts')";
+
 fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
 where
     T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,

@@ -673,6 +673,47 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// One page of a run's series `key` in MLflow's `get-history` order: by timestamp, then step,
+    /// then value (a NaN as 0, where MLflow keeps it). Skips `offset` points and returns at most
+    /// `limit` (all without one), and whether more follow.
+    pub async fn metric_history_page(
+        &self,
+        run_id: &str,
+        key: &str,
+        offset: i64,
+        limit: Option<i64>,
+    ) -> Result<(Vec<MetricPoint>, bool), Error> {
+        // One more than asked tells whether another page follows. Without a limit, the
+        // largest one both backends take (neither has a portable "no limit" before OFFSET).
+        let rows = sqlx::query(&format!(
+            "SELECT value, step, timestamp FROM metrics WHERE run_id = $1 AND key = $2 \
+             ORDER BY timestamp, step, CASE WHEN {} THEN 0 ELSE value END LIMIT $3 OFFSET $4",
+            crate::search::is_nan("value")
+        ))
+        .bind(run_id)
+        .bind(key)
+        .bind(limit.map_or(i64::MAX, |n| n.saturating_add(1)))
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let mut points = rows
+            .iter()
+            .map(|r| {
+                Ok(MetricPoint {
+                    value: nan_if_null(get(r, "value")?),
+                    step: get(r, "step")?,
+                    timestamp: get(r, "timestamp")?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let more = limit.is_some_and(|n| points.len() as i64 > n);
+        if let Some(n) = limit {
+            points.truncate(n as usize);
+        }
+        Ok((points, more))
+    }
 }
 
 /// Rows per multi-row statement (and keys per IN list): at most 5 × 250 = 1250 bound values,

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use cairn_core::api::Workspace;
 use cairn_core::runs::{MetricPoint, Run, RunStatus, Transition};
 use cairn_core::search::{attribute_column, Clause, Entity, Op, OrderBy, Value};
+
+use crate::mlflow::RUN_ARTIFACT_URI_SQL;
 use cairn_core::Error;
 use sqlx::Row;
 
@@ -80,8 +82,12 @@ impl Sql {
                 let key = self.bind(Bind::Text(c.key.clone()));
                 let Value::Number(n) = c.value else { unreachable!("parser checked") };
                 let v = self.bind(Bind::Number(n));
+                // A NaN differs from every number and compares with none, as in MLflow: it
+                // matches `!=` and nothing else (PostgreSQL's NaN would be above every number).
+                let nan = is_nan("m.value");
+                let test = if c.op == Op::Ne { format!("OR {nan}") } else { format!("AND NOT {nan}") };
                 format!(
-                    "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_id = r.id AND m.key = {key} AND m.value {} {v})",
+                    "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_id = r.id AND m.key = {key} AND (m.value {} {v} {test}))",
                     c.op.sql()
                 )
             }
@@ -97,10 +103,7 @@ impl Sql {
                 let test = self.text_test("x.value", c);
                 format!("EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = {key} AND {test})")
             }
-            Entity::Attribute => {
-                let col = attribute_column(&c.key).expect("parser checked");
-                self.text_test(col, c)
-            }
+            Entity::Attribute => self.text_test(attribute_sql(&c.key), c),
             Entity::Dataset if c.key == "context" => {
                 // The context is an input tag, kept in the tags' JSON as the client sent it.
                 let values = match &c.value {
@@ -145,6 +148,25 @@ fn like_to_glob(pattern: &str) -> String {
         }
     }
     glob
+}
+
+/// Whether metric value `column` is a NaN: SQLite stores one as NULL, PostgreSQL as its NaN
+/// (equal to itself there; the text never equals a number on SQLite).
+pub(crate) fn is_nan(column: &str) -> String {
+    format!("({column} IS NULL OR {column} = 'NaN')")
+}
+
+/// A run attribute's column, or the expression of one MLflow derives
+/// (`cairn_core::search::DERIVED_ATTRIBUTES`): its user is the `mlflow.user` tag (empty
+/// without one, as `RunInfo.user_id` shows it), its artifact URI the proxy's location.
+fn attribute_sql(key: &str) -> &'static str {
+    match key {
+        "user_id" => {
+            "COALESCE((SELECT u.value FROM run_tags u WHERE u.run_id = r.id AND u.key = 'mlflow.user'), '')"
+        }
+        "artifact_uri" => RUN_ARTIFACT_URI_SQL,
+        other => attribute_column(other).expect("parser checked"),
+    }
 }
 
 /// Two MLflow tags are columns here: the parent run and the run's name.
@@ -238,11 +260,17 @@ impl Store {
                     ));
                     format!("o{i}.value")
                 }
-                (Entity::Attribute, _) => attribute_column(&o.key).expect("parser checked").to_string(),
+                (Entity::Attribute, _) => attribute_sql(&o.key).to_string(),
                 (Entity::Dataset, _) => unreachable!("parser refuses ordering by datasets"),
             };
-            // Runs without the value sort last, whatever the direction (as in MLflow).
-            orders.push(format!("CASE WHEN {col} IS NULL THEN 1 ELSE 0 END, {col} {dir}"));
+            // Runs without the value sort last, whatever the direction (as in MLflow), and a
+            // NaN metric (NULL in a row that is there) just before them.
+            let rank = if o.entity == Entity::Metric {
+                format!("CASE WHEN o{i}.run_id IS NULL THEN 2 WHEN {} THEN 1 ELSE 0 END", is_nan(&col))
+            } else {
+                format!("CASE WHEN {col} IS NULL THEN 1 ELSE 0 END")
+            };
+            orders.push(format!("{rank}, {col} {dir}"));
         }
         let ws_p = sql.bind(Bind::Text(ws.id.clone()));
         let mut wheres = vec![format!("r.workspace_id = {ws_p}")];

@@ -94,28 +94,44 @@ async fn logged_models_keep_tags_params_and_status_and_delete_softly(store: &Sto
 }
 
 async fn runs_record_models_and_datasets_they_used_and_produced(store: &Store) {
-    let (_ws, _exp, run) = setup(store).await;
+    let (ws, _exp, run) = setup(store).await;
     let out = RunModel { model_id: "m-1".into(), output: true, step: 3 };
     let inp = RunModel { model_id: "m-0".into(), output: false, step: 0 };
     store.link_run_models(&run, &[out.clone(), inp.clone()]).await.unwrap();
     store.link_run_models(&run, &[RunModel { step: 4, ..out.clone() }]).await.unwrap();
-    let d = |digest: &str, tags: &str| RunDataset {
+    let d = |digest: &str, source: &str, tags: &str| RunDataset {
         name: "wine".into(),
         digest: digest.into(),
-        dataset_json: format!(r#"{{"name":"wine","digest":"{digest}"}}"#),
+        dataset_json: format!(r#"{{"name":"wine","digest":"{digest}","source":"{source}"}}"#),
         tags_json: tags.into(),
     };
-    store.log_run_datasets(&run, &[d("abc", "[]")]).await.unwrap();
+    let train = r#"[{"key":"context","value":"train"}]"#;
+    store.log_run_datasets(&run, &[d("abc", "a", "[]")]).await.unwrap();
+    // Logged again (with other tags and content): the first logging stays, as in MLflow.
     store
-        .log_run_datasets(&run, &[d("abc", r#"[{"key":"context","value":"train"}]"#), d("def", "[]")])
+        .log_run_datasets(&run, &[d("abc", "b", train), d("def", "a", "[]"), d("def", "c", train)])
         .await
         .unwrap();
     let io = store.run_inputs_outputs(&[run.clone(), "other".into()]).await.unwrap();
     assert_eq!(io.len(), 1);
     let io = &io[&run];
     assert_eq!(io.models, [inp, RunModel { step: 4, ..out }]);
-    assert_eq!(io.datasets.iter().map(|d| d.digest.as_str()).collect::<Vec<_>>(), ["abc", "def"]);
-    assert!(io.datasets[0].tags_json.contains("train"));
+    let seen: Vec<_> = io.datasets.iter().map(|d| (d.digest.as_str(), d.tags_json.as_str())).collect();
+    assert_eq!(seen, [("abc", "[]"), ("def", "[]")]);
+    assert!(io.datasets.iter().all(|d| d.dataset_json.contains(r#""source":"a""#)), "{:?}", io.datasets);
+
+    // A dataset is its experiment's: another run of it logging the same name and digest gets
+    // the first content with its own tags; a run of another experiment keeps what it sent.
+    let sibling = common::run(store, &ws, "e", "r2").await;
+    let stranger = common::run(store, &ws, "e2", "r3").await;
+    for r in [&sibling, &stranger] {
+        store.log_run_datasets(r, &[d("abc", "z", train)]).await.unwrap();
+    }
+    let io = store.run_inputs_outputs(&[sibling.clone(), stranger.clone()]).await.unwrap();
+    let [mine] = &io[&sibling].datasets[..] else { panic!("{:?}", io[&sibling]) };
+    assert!(mine.dataset_json.contains(r#""source":"a""#) && mine.tags_json == train, "{mine:?}");
+    let [theirs] = &io[&stranger].datasets[..] else { panic!("{:?}", io[&stranger]) };
+    assert!(theirs.dataset_json.contains(r#""source":"z""#), "{theirs:?}");
 }
 
 /// A batch's metrics linked to a logged model are stored with the run's own, in one

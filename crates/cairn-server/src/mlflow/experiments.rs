@@ -30,16 +30,37 @@ pub async fn experiment(state: &AppState, ws: &Workspace, id: &str) -> MlResult<
         .map_err(|_| MlError::does_not_exist(format!("No Experiment with id={id} exists")))
 }
 
+/// The longest experiment tag value MLflow stores, in characters.
+const MAX_EXPERIMENT_TAG_VALUE: usize = 20_000;
+
 fn validate_tag(key: &str, value: &str) -> MlResult<()> {
+    if value.len() > MAX_EXPERIMENT_TAG_VALUE && value.chars().count() > MAX_EXPERIMENT_TAG_VALUE {
+        return Err(MlError::invalid(format!(
+            "'value' exceeds the maximum length of {MAX_EXPERIMENT_TAG_VALUE} characters"
+        )));
+    }
     let batch =
         LogBatch { tags: vec![KeyValue { key: key.into(), value: value.into() }], ..Default::default() };
     Ok(validate_batch(&batch)?)
 }
 
+/// `experiments/create`. MLflow stores an `artifact_location` as given, and its runs' artifacts
+/// go to `LOCATION/RUN_ID/artifacts`: to a bucket or a path the client writes to directly,
+/// past the server. Here every artifact is the server's own (a run's are `cairn run show`'s,
+/// served at `mlflow-artifacts:/EXPERIMENT_ID/RUN_ID/artifacts`), so a location is refused
+/// rather than accepted and ignored: the caller learns at once that artifacts will not go
+/// where it asked, instead of finding them missing from its bucket later.
 pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     caller.require(Role::Writer, Some(&ws))?;
     let name = req.str("name")?;
     validate_experiment_name(&name)?;
+    if let Some(location) = req.opt_str("artifact_location").filter(|l| !l.is_empty()) {
+        return Err(MlError::invalid(format!(
+            "artifact_location {location:?} is not supported: this server keeps every run's artifacts \
+             itself, at mlflow-artifacts:/EXPERIMENT_ID/RUN_ID/artifacts; create the experiment \
+             without an artifact_location"
+        )));
+    }
     let tags = req.key_values("tags")?;
     for t in &tags {
         validate_tag(&t.key, &t.value)?;

@@ -156,6 +156,7 @@ async fn log(
     links: Vec<ModelLink>,
 ) -> MlResult<Json<Value>> {
     caller.require_run(Role::Writer, ws, run_id)?;
+    truncate_long_values(&mut batch);
     validate_batch(&batch)?;
     let workspace = state.store.workspace(ws).await?;
     loggable(state, &workspace, run_id).await?;
@@ -166,6 +167,30 @@ async fn log(
     }
     state.store.log_batch_with_model_metrics(run_id, &batch, &model_metrics).await?;
     Ok(Json(json!({})))
+}
+
+/// The longest run tag value MLflow's store keeps from `set-tag` and `log-batch`, in characters.
+const MAX_TAG_VALUE_LEN: usize = 8000;
+
+/// Cuts param values past `MAX_PARAM_VALUE_LEN` (6,000) characters and tag values past
+/// `MAX_TAG_VALUE_LEN` to those lengths, as MLflow 3's server does by default
+/// (`MLFLOW_TRUNCATE_LONG_VALUES`) where the native API refuses them. A param logged again
+/// with a long value is the same param when the cut values are equal, as there. Tags given to
+/// `runs/create` are kept whole, as MLflow keeps them.
+fn truncate_long_values(batch: &mut LogBatch) {
+    let cut = |value: &mut String, max: usize| {
+        if value.len() > max {
+            if let Some((end, _)) = value.char_indices().nth(max) {
+                value.truncate(end);
+            }
+        }
+    };
+    for p in &mut batch.params {
+        cut(&mut p.value, cairn_core::runs::MAX_PARAM_VALUE_LEN);
+    }
+    for t in &mut batch.tags {
+        cut(&mut t.value, MAX_TAG_VALUE_LEN);
+    }
 }
 
 /// The logged model (and dataset) an MLflow metric was sent with; `index` is the metric's place
@@ -299,7 +324,16 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<axum::
             }
         }
     }
-    let order = cairn_core::search::parse_order_by(&req.list("order_by"))?;
+    let mut order = cairn_core::search::parse_order_by(&req.list("order_by"))?;
+    // MLflow's `created` (its UI's column) is the run's start time, not when the record was
+    // made: they differ for a run whose client gave its start time.
+    let keys = clauses.iter_mut().map(|c| (c.entity, &mut c.key));
+    for (_, key) in keys
+        .chain(order.iter_mut().map(|o| (o.entity, &mut o.key)))
+        .filter(|(e, k)| *e == Entity::Attribute && matches!(k.as_str(), "created" | "Created"))
+    {
+        *key = "start_time".into();
+    }
     let deleted = match req.opt_str("run_view_type").as_deref().unwrap_or("ACTIVE_ONLY") {
         "ACTIVE_ONLY" | "" | "1" => Some(false),
         "DELETED_ONLY" | "2" => Some(true),
@@ -360,18 +394,32 @@ struct SearchRunsPage<'a> {
     next_page_token: Option<String>,
 }
 
+/// `metrics/get-history`: a metric's points ordered as MLflow orders them (timestamp, step,
+/// value). Without `max_results` every point at once; with it (a positive number), pages of
+/// that many and a `next_page_token` while more follow, as MLflow's client pages (25,000).
 pub async fn metric_history(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let id = req.run_id()?;
     caller.require_run(Role::Reader, &ws, &id)?;
     let key = req.str("metric_key")?;
+    let limit = req.opt_i64("max_results")?;
+    if let Some(n) = limit.filter(|n| *n <= 0) {
+        return Err(MlError::invalid(format!(
+            "Invalid value {n} for parameter 'max_results' supplied. It must be a positive integer."
+        )));
+    }
+    let offset = page_offset(&req)? as i64;
     let workspace = state.store.workspace(&ws).await?;
     load(&state, &workspace, &id).await?;
-    let points = state.store.run_metrics(&id).await?.remove(&key).unwrap_or_default();
+    let (points, more) = state.store.metric_history_page(&id, &key, offset, limit).await?;
     let metrics: Vec<Value> = points
         .iter()
         .map(|p| json!({"key": key, "value": number(p.value), "timestamp": p.timestamp, "step": p.step}))
         .collect();
-    Ok(Json(json!({"metrics": metrics})))
+    let mut page = json!({"metrics": metrics});
+    if let (true, Some(n)) = (more, limit) {
+        page["next_page_token"] = json!(offset.saturating_add(n).to_string());
+    }
+    Ok(Json(page))
 }
 
 /// A run that may still be logged to: not deleted (MLflow refuses those with INVALID_PARAMETER_VALUE).

@@ -280,7 +280,7 @@ pub fn run_info_json<'a>(run: &'a Run, meta: &'a MlflowRunMeta) -> RunInfoView<'
         start_time: run.started_at.unwrap_or(run.created_at),
         end_time: run.ended_at,
         lifecycle_stage: lifecycle(meta.deleted_at),
-        artifact_uri: format!("mlflow-artifacts:/{}/{}/artifacts", meta.experiment_id, run.id),
+        artifact_uri: cairn_store::run_artifact_uri(&meta.experiment_id, &run.id),
         user_id: run.tags.get("mlflow.user").map_or("", String::as_str),
     }
 }
