@@ -6,6 +6,7 @@ mod common;
 
 use cairn_core::api::{CreateToken, Role};
 use common::*;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 const WS: &str = "/api/v1/workspaces/w";
@@ -1324,8 +1325,37 @@ async fn lists_are_paginated(b: Backend) {
         }
     }
     assert_eq!(seen, ["ws0", "ws1", "ws2", "ws3", "ws4"]);
+    // Tokens page the same way (by name; the admin token is "admin"), and `token list` follows
+    // every page: past the client's 1,000 a page, it needs two.
+    let c = s.client();
+    let names: Vec<String> = (0..1001).map(|i| format!("t{i:04}")).collect();
+    futures::stream::iter(names.iter().map(|name| {
+        let c = c.clone();
+        async move {
+            c.create_token(&CreateToken { name: name.clone(), role: Role::Reader, workspace: None }).await
+        }
+    }))
+    .buffer_unordered(8)
+    .try_collect::<Vec<_>>()
+    .await
+    .unwrap();
+    let (status, page) = s.get("/api/v1/tokens?page_size=2").await;
+    assert_eq!(status, 200, "{page}");
+    let first: Vec<_> =
+        page["items"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(first, ["admin", "t0000"]);
+    let next = page["next_page_token"].as_str().unwrap();
+    let (_, page) = s.get(&format!("/api/v1/tokens?page_size=2&page_token={next}")).await;
+    let second: Vec<_> =
+        page["items"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(second, ["t0001", "t0002"]);
+    let listed = json(&s.ok(&["token", "list", "-o", "json"]));
+    let listed: Vec<_> = listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 1002, "every page is listed");
+    assert_eq!((listed[0], listed[1001]), ("admin", "t1000"));
     // A page of nothing or less is refused, naming the parameter, on every list.
     for path in [
+        "tokens?page_size=0",
         "workspaces?page_size=0",
         "workspaces/ws0/datastores?page_size=-1",
         "workspaces/ws0/models?page_size=0",
