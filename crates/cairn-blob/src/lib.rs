@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use cairn_core::api::FileEntry;
-use cairn_core::{Error, RelPath};
+use cairn_core::{quoted, Error, RelPath};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
@@ -159,14 +159,14 @@ impl BlobStore {
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(Error::invalid(format!("S3 location {location:?} names no bucket")));
+                return Err(Error::invalid(format!("S3 location {} names no bucket", quoted(location))));
             }
             let store = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .build()
-                .map_err(|e| Error::invalid(format!("cannot use S3 location {location:?}: {e}")))?;
+                .map_err(|e| Error::invalid(format!("cannot use S3 location {}: {e}", quoted(location))))?;
             let prefix = ObjPath::parse(prefix)
-                .map_err(|e| Error::invalid(format!("bad S3 prefix in {location:?}: {e}")))?;
+                .map_err(|e| Error::invalid(format!("bad S3 prefix in {}: {e}", quoted(location))))?;
             return Ok(BlobStore {
                 store: Arc::new(store),
                 local: None,
@@ -177,7 +177,8 @@ impl BlobStore {
         let dir = location.strip_prefix("file://").unwrap_or(location);
         if dir.is_empty() || !std::path::Path::new(dir).is_absolute() {
             return Err(Error::invalid(format!(
-                "storage location {location:?} must be an absolute directory path or s3://bucket/prefix"
+                "storage location {} must be an absolute directory path or s3://bucket/prefix",
+                quoted(location)
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| io_error(&format!("cannot create directory {dir}"), e))?;
@@ -226,7 +227,7 @@ impl BlobStore {
             format!("{}/{}", self.prefix.as_ref(), path.as_str())
         };
         ObjPath::parse(&full)
-            .map_err(|e| Error::invalid(format!("path {:?} cannot be stored: {e}", path.as_str())))
+            .map_err(|e| Error::invalid(format!("path {} cannot be stored: {e}", quoted(path.as_str()))))
     }
 
     /// In a local directory: `path`'s place on disk, refused (400) when it leads out of this store
@@ -794,7 +795,9 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
             format!("{what} cannot be stored: the path is too long for this datastore's file system"),
         ),
         E::AlreadyExists { .. } => Error::conflict(format!("{what} already exists")),
-        E::InvalidPath { source } => Error::invalid(format!("path {what:?} cannot be stored: {source}")),
+        E::InvalidPath { source } => {
+            Error::invalid(format!("path {} cannot be stored: {source}", quoted(what)))
+        }
         other => {
             let text = other.to_string();
             if text.contains("No space left") || text.contains("os error 28") {

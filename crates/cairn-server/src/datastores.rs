@@ -12,7 +12,7 @@ use cairn_core::api::{
 };
 use cairn_core::cache::LookupCache;
 use cairn_core::runs::RunStatus;
-use cairn_core::{validate_name, Error, RelPath};
+use cairn_core::{quoted, validate_name, Error, RelPath};
 use cairn_store::{DatastoreRecord, FileRecord};
 use futures::Stream;
 
@@ -74,21 +74,21 @@ impl AppState {
                 let dir = Path::new(&req.location);
                 if !dir.is_absolute() {
                     return Err(Error::invalid(format!(
-                        "location {:?} must be an absolute directory path for a local datastore",
-                        req.location
+                        "location {} must be an absolute directory path for a local datastore",
+                        quoted(&req.location)
                     )));
                 }
                 let real = dir.canonicalize().map_err(|e| {
-                    Error::invalid(format!("location {:?} is not usable: {e}", req.location))
+                    Error::invalid(format!("location {} is not usable: {e}", quoted(&req.location)))
                 })?;
                 if !real.is_dir() {
-                    return Err(Error::invalid(format!("location {:?} is not a directory", req.location)));
+                    return Err(Error::invalid(format!("location {} is not a directory", quoted(&req.location))));
                 }
                 let data = self.data_dir.canonicalize().unwrap_or_else(|_| self.data_dir.clone());
                 if real.starts_with(&data) || data.starts_with(&real) {
                     return Err(Error::invalid(format!(
-                        "location {:?} overlaps the server's data directory, which holds secrets",
-                        req.location
+                        "location {} overlaps the server's data directory, which holds secrets",
+                        quoted(&req.location)
                     )));
                 }
                 Ok(())
@@ -96,14 +96,14 @@ impl AppState {
             DatastoreKind::S3 => {
                 if !req.location.starts_with("s3://") {
                     return Err(Error::invalid(format!(
-                        "location {:?} must look like s3://bucket/prefix for an s3 datastore",
-                        req.location
+                        "location {} must look like s3://bucket/prefix for an s3 datastore",
+                        quoted(&req.location)
                     )));
                 }
                 // Registering a bucket that cannot be read would only fail later, in a job.
                 let blobs = BlobStore::open(&req.location)?;
                 blobs.is_empty(&RelPath::parse_dir("")?).await.map(|_| ()).map_err(|e| {
-                    Error::invalid(format!("location {:?} is not reachable with the server's credentials: {e}", req.location))
+                    Error::invalid(format!("location {} is not reachable with the server's credentials: {e}", quoted(&req.location)))
                 })
             }
         }

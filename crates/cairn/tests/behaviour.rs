@@ -248,6 +248,21 @@ async fn upload_refuses_path_traversal_and_writes_nothing_outside(b: Backend) {
         assert_eq!(status, 400, "{raw}: {body}");
         assert!(body.contains("invalid path"), "{raw}: {body}");
     }
+    // A refused path is shown as it was given, quoted once (not escaped as a Rust string, which
+    // the JSON body would then escape again); only control characters are escaped.
+    let (status, body) = raw_put(&s, "w", "a%5C%22b", b"evil");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        json(&body)["error"]["message"],
+        r#"invalid path "a\"b": it contains a backslash; use '/' to separate folders"#
+    );
+    let err = s.fails(&["datastore", "ls", "-w", "w", r#"q"/../x"#]);
+    assert!(err.contains(r#"error: invalid path "q"/../x": it contains '.' or '..'"#), "{err}");
+    let (_, body) = raw_put(&s, "w", "a%00b", b"evil");
+    assert_eq!(json(&body)["error"]["message"], r#"invalid path "a\0b": it contains a NUL byte"#);
+    let err =
+        s.fails(&["datastore", "create", "-w", "w", "x", "--kind", "local", "--location", r#"rel"\dir"#]);
+    assert!(err.contains(r#"location "rel"\dir" must be an absolute directory path"#), "{err}");
     let (status, body) = raw_put(&s, "w", "ok/fine.txt", b"fine");
     assert_eq!(status, 201, "{body}");
     let after = files_under(s.tmp());
