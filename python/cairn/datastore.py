@@ -230,7 +230,8 @@ class Datastore:
     # -- files -------------------------------------------------------------------------------
 
     def list_files(self, prefix: str = "") -> List[Dict[str, Any]]:
-        """``[{"path", "size", "last_modified"}]`` of every file under ``prefix``."""
+        """``[{"path", "size", "last_modified"}]`` of every file under ``prefix`` (a folder, or one
+        file); ``NotFound`` when ``prefix`` is neither. The datastore's root is always there."""
         prefix = check_relative(prefix, "prefix")
         # The server's largest page: each page of a local directory walks the whole folder.
         query = {"prefix": prefix, "page_size": 10000}

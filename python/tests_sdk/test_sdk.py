@@ -140,7 +140,8 @@ def test_datastore_upload_sends_new_files_once_with_a_crc32_and_cuts_a_file_that
 
     with open(src, "rb") as body, pytest.raises(CairnError, match="changed while"):
         http.put_stream_crc32(path, body, changed)
-    assert [f["path"] for f in ds.list_files("crc")] == []
+    with pytest.raises(NotFound):  # nothing stored: no such folder
+        ds.list_files("crc")
 
     with open(src, "rb") as body:
         result = http.put_stream_crc32(path, body, lambda: None)
@@ -255,10 +256,12 @@ def test_datastore_upload_sends_small_files_in_batches_whole_or_not_at_all(ws, t
     with pytest.raises(ServerError, match="whole/bad.txt") as refused:
         http.post_files(path, [good, bad])
     assert refused.value.status == 422
-    assert ds.list_files("whole") == []
+    with pytest.raises(NotFound):  # nothing stored: no such folder
+        ds.list_files("whole")
     with pytest.raises(BadRequest):
         http.post_files(path, [good, ("whole/../escape.txt", b"e", ("x-cairn-crc32", f"{zlib.crc32(b'e'):08x}"))])
-    assert ds.list_files("whole") == []
+    with pytest.raises(NotFound):  # nothing stored: no such folder
+        ds.list_files("whole")
     assert [r["path"] for r in http.post_files(path, [good])["files"]] == ["whole/good.txt"]
 
 
@@ -298,6 +301,8 @@ def test_datastore_bad_paths_and_names(ws, tmp_path):
     with pytest.raises(NotFound):
         ds.download(tmp_path / "out", prefix="no/such/file.csv", show_progress=False)
     assert not (tmp_path / "out" / "no" / "such" / "file.csv").exists()
+    with pytest.raises(NotFound, match='"no/such" in datastore "default" not found'):
+        ds.list_files("no/such")
     upload_files_ref = ds.upload_files([src / "a.csv"], relative_root=src, target_path="single", show_progress=False)
     assert upload_files_ref.path_on_datastore == "single"
     assert [f["path"] for f in ds.list_files("single")] == ["single/a.csv"]

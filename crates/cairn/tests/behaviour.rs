@@ -293,8 +293,11 @@ async fn upload_refuses_path_traversal_and_writes_nothing_outside(b: Backend) {
     let (status, body) =
         post_batch(&s, &[(&format!("long/{too_long}"), b"x", "", String::new())], false).await;
     assert_eq!(status, 400, "{body}");
-    let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "long", "-o", "json"]));
-    assert_eq!(listed, serde_json::json!([]), "nothing of the refused upload is stored");
+    let err = s.fails(&["datastore", "ls", "-w", "w", "long"]);
+    assert!(
+        err.contains("\"long\" in datastore \"default\" not found"),
+        "nothing of the refused upload is stored: {err}"
+    );
     std::fs::remove_file(src.join(&too_long)).unwrap();
     write_tree(&src, &[(longest.as_str(), b"longest")]);
     s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "long", "-q"]);
@@ -1174,12 +1177,41 @@ async fn files_are_downloaded_listed_and_deleted(b: Backend) {
         }
     }
     assert_eq!(paged, listed.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
-    // `ls` of a file lists that file; of a folder that is not there, nothing.
+    // `ls` of a file lists that file; of a path that is neither a file nor a folder, an error
+    // naming it (a 404 from the API), however it is asked.
     let one = json(&s.ok(&["datastore", "ls", "-w", "w", "data/deep/er/b.csv", "-o", "json"]));
     assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
     assert_eq!((one[0]["path"].as_str(), one[0]["size"].as_u64()), (Some("data/deep/er/b.csv"), Some(2)));
-    let none = json(&s.ok(&["datastore", "ls", "-w", "w", "data/nothing", "-o", "json"]));
-    assert_eq!(none, serde_json::json!([]));
+    for missing in ["data/nothing", "data/nothing/", "data/a.csv/x", "dat"] {
+        for output in ["table", "json"] {
+            let out = s.cli(&["datastore", "ls", "-w", "w", missing, "-o", output]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && out.stdout.is_empty(), "{missing}: {err}");
+            let name = missing.trim_end_matches('/');
+            assert!(
+                err.contains(&format!("file or folder \"{name}\" in datastore \"default\" not found"))
+                    && err.contains("404"),
+                "{missing}: {err}"
+            );
+        }
+    }
+    let (status, body) = s.get(&format!("{WS}/datastores/default/files?prefix=data/nothing")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    // A later page that finds nothing more is still a page (only a first page proves a path).
+    let (status, body) = s.get(&format!("{WS}/datastores/default/files?prefix=data&page_token=zzz")).await;
+    assert_eq!((status, body["items"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
+    // A missing path fails a download as clearly, and nothing is written.
+    let err = s.fails(&[
+        "datastore",
+        "download",
+        "-w",
+        "w",
+        "data/nothing",
+        "--dest",
+        s.tmp().join("none").to_str().unwrap(),
+    ]);
+    assert!(err.contains("\"data/nothing\"") && err.contains("not found"), "{err}");
+    assert!(!s.tmp().join("none/data").exists());
     let out = s.tmp().join("out");
     s.ok(&["datastore", "download", "-w", "w", "data", "--dest", out.to_str().unwrap(), "-q"]);
     assert_eq!(std::fs::read(out.join("data/deep/er/b.csv")).unwrap(), b"22");
