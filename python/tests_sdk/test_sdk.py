@@ -121,6 +121,20 @@ def test_datastore_upload_skip_conflict_overwrite_download(ws, tmp_path, capsys)
     assert ds.download(out, prefix="data/a.csv", overwrite=True, show_progress=False) == 1
 
 
+def test_datastore_upload_of_an_empty_folder_uploads_nothing_and_says_so(ws, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "only" / "folders").mkdir(parents=True)
+    ds = ws.get_default_datastore()
+    with pytest.warns(UserWarning, match="holds no files to upload; nothing was uploaded"):
+        ref = ds.upload(empty, target_path="nothing", show_progress=True)
+    assert ref.path_on_datastore == "nothing"
+    assert "Uploaded 0 files" in capsys.readouterr().out
+    assert ds.list_files() == []
+    # Still a request: a datastore that is not there is not written to silently.
+    with pytest.raises(NotFound, match="nope"), pytest.warns(UserWarning):
+        Datastore(ws, "nope").upload(empty, show_progress=False)
+
+
 def test_datastore_upload_sends_new_files_once_with_a_crc32_and_cuts_a_file_that_changes(ws, tmp_path):
     """A file the plan did not ask a checksum for is read once, chunked, its CRC-32 in a trailer
     (the server records the SHA-256 of what it received); if the file changed while it was read,

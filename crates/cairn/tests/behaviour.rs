@@ -21,6 +21,7 @@ on_both_backends!(
     upload_skips_unchanged_files_and_refuses_conflicts_without_overwrite,
     upload_refuses_path_traversal_and_writes_nothing_outside,
     checksum_mismatch_is_422_and_keeps_the_old_content,
+    an_empty_folder_uploads_nothing_successfully,
     interrupted_upload_leaves_nothing_visible_and_a_retry_completes,
     a_trailing_checksum_is_verified_before_the_file_is_visible,
     plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists,
@@ -337,6 +338,48 @@ async fn checksum_mismatch_is_422_and_keeps_the_old_content(b: Backend) {
     let out = s.tmp().join("out");
     s.ok(&["datastore", "download", "-w", "w", "f.csv", "--dest", out.to_str().unwrap(), "-q"]);
     assert_eq!(std::fs::read(out.join("f.csv")).unwrap(), b"old");
+}
+
+async fn an_empty_folder_uploads_nothing_successfully(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let empty = s.tmp().join("empty");
+    std::fs::create_dir_all(empty.join("only/folders")).unwrap();
+    for output in ["table", "json"] {
+        let out = s.cli(&[
+            "datastore",
+            "upload",
+            "-w",
+            "w",
+            empty.to_str().unwrap(),
+            "--target-path",
+            "x",
+            "-o",
+            output,
+        ]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("warning:") && stderr.contains("holds no files to upload; nothing was uploaded"),
+            "{stderr}"
+        );
+        if output == "json" {
+            let report = json(&stdout);
+            assert_eq!(
+                (report["files"].as_u64(), report["uploaded"].as_array().map(Vec::len)),
+                (Some(0), Some(0))
+            );
+        } else {
+            assert!(stdout.contains("0 file(s)"), "{stdout}");
+        }
+    }
+    // The root of an empty datastore is an empty listing, not an error.
+    assert_eq!(json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"])), serde_json::json!([]));
+    // Nothing to send still asks the server: a datastore or workspace that is not there fails.
+    let err = s.fails(&["datastore", "upload", "-w", "w", "-d", "nope", empty.to_str().unwrap()]);
+    assert!(err.contains("datastore \"nope\" in workspace \"w\" not found") && err.contains("404"), "{err}");
+    let err = s.fails(&["datastore", "upload", "-w", "nope", empty.to_str().unwrap()]);
+    assert!(err.contains("\"nope\" not found"), "{err}");
 }
 
 async fn interrupted_upload_leaves_nothing_visible_and_a_retry_completes(b: Backend) {
