@@ -64,6 +64,27 @@ pub struct Written {
     pub sha256: String,
 }
 
+/// What a write did (see [`BlobStore::put_stream_trailing`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// The file is stored.
+    Stored(Written),
+    /// Without `overwrite`, a file was already at the path: nothing was stored. The body was
+    /// received whole and verified; this is its size and SHA-256, so that a caller can tell the
+    /// same content sent again from different content.
+    Taken(Written),
+}
+
+impl Put {
+    /// What was stored, or the conflict of a path already taken.
+    pub fn stored(self, path: &RelPath) -> Result<Written, Error> {
+        match self {
+            Put::Stored(written) => Ok(written),
+            Put::Taken(_) => Err(Error::conflict(format!("{path} already exists"))),
+        }
+    }
+}
+
 /// A checksum a sender may announce for a file's content, before it (a header) or after it (an
 /// HTTP trailer). SHA-256 is what Cairn records and what tells whether a file is already there;
 /// CRC-32 (zlib's, ISO-HDLC) only checks that the bytes arrived as they were sent, at a small
@@ -282,18 +303,19 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        self.put_stream_trailing(path, body, opts, None).await
+        self.put_stream_trailing(path, body, opts, None).await?.stored(path)
     }
 
     /// [`BlobStore::put_stream`], also checking a checksum that arrives with the end of the body
-    /// (both are checked when both are given).
+    /// (both are checked when both are given). A path already taken (without `overwrite`) is
+    /// [`Put::Taken`], with what the body held, rather than an error.
     pub async fn put_stream_trailing<S, E>(
         &self,
         path: &RelPath,
         body: S,
         opts: PutOpts<'_>,
         trailing: Option<Trailing<'_>>,
-    ) -> Result<Written, Error>
+    ) -> Result<Put, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -325,11 +347,17 @@ impl BlobStore {
                     let written = verify(hasher, size, path, &opts, trailing)?;
                     let mode = if opts.overwrite { PutMode::Overwrite } else { PutMode::Create };
                     let payload: PutPayload = head.into_iter().collect();
-                    self.store
-                        .put_opts(&key, payload, PutOptions { mode, ..Default::default() })
-                        .await
-                        .map_err(|e| self.write_err(e, path))?;
-                    return Ok(written);
+                    let put =
+                        self.store.put_opts(&key, payload, PutOptions { mode, ..Default::default() }).await;
+                    return match put {
+                        Ok(_) => Ok(Put::Stored(written)),
+                        Err(e @ object_store::Error::AlreadyExists { .. }) => match self.clash(path) {
+                            Some(clash) => Err(clash),
+                            None if opts.overwrite => Err(map_err(e, path.as_str())),
+                            None => Ok(Put::Taken(written)),
+                        },
+                        Err(e) => Err(self.write_err(e, path)),
+                    };
                 }
             }
         }
@@ -364,10 +392,10 @@ impl BlobStore {
             Ok(written) => {
                 if !opts.overwrite && self.head(path).await?.is_some() {
                     let _ = writer.abort().await;
-                    return Err(Error::conflict(format!("{path} already exists")));
+                    return Ok(Put::Taken(written));
                 }
                 writer.finish().await.map_err(|e| map_err(e, path.as_str()))?;
-                Ok(written)
+                Ok(Put::Stored(written))
             }
             Err(e) => {
                 if let Err(abort) = writer.abort().await {
@@ -704,6 +732,33 @@ impl BlobStore {
             Some(Err(e)) => Err(map_err(e, self.shown(dir))),
         }
     }
+}
+
+/// Receives `body` whole without storing it: its size and SHA-256, checked against the limit and
+/// the checksums announced, as a write would (for a body sent to a path already taken, which may
+/// be the same content again).
+pub async fn receive<S, E>(
+    path: &RelPath,
+    body: S,
+    opts: PutOpts<'_>,
+    trailing: Option<Trailing<'_>>,
+) -> Result<Written, Error>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut digests = Digests::default();
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| interrupted(path, e))?;
+        size += chunk.len() as u64;
+        if let Some(max) = opts.max_bytes.filter(|m| size > *m) {
+            return Err(Error::TooLarge(format!("{path} is larger than the limit of {max} bytes")));
+        }
+        digests.update(&chunk);
+    }
+    verify(digests, size, path, &opts, trailing)
 }
 
 /// Checks whole in-memory `content` against the checksums announced for it, and gives its size
@@ -1104,6 +1159,7 @@ mod tests {
                                 Some(trailing),
                             )
                             .await
+                            .and_then(|put| put.stored(&p))
                     }
                 };
                 let (right, wrong) = match which {

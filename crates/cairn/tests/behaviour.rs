@@ -21,6 +21,7 @@ on_both_backends!(
     upload_skips_unchanged_files_and_refuses_conflicts_without_overwrite,
     upload_refuses_path_traversal_and_writes_nothing_outside,
     checksum_mismatch_is_422_and_keeps_the_old_content,
+    the_same_content_sent_again_is_unchanged_and_different_content_a_conflict,
     an_empty_folder_uploads_nothing_successfully,
     interrupted_upload_leaves_nothing_visible_and_a_retry_completes,
     a_trailing_checksum_is_verified_before_the_file_is_visible,
@@ -338,6 +339,64 @@ async fn checksum_mismatch_is_422_and_keeps_the_old_content(b: Backend) {
     let out = s.tmp().join("out");
     s.ok(&["datastore", "download", "-w", "w", "f.csv", "--dest", out.to_str().unwrap(), "-q"]);
     assert_eq!(std::fs::read(out.join("f.csv")).unwrap(), b"old");
+}
+
+async fn the_same_content_sent_again_is_unchanged_and_different_content_a_conflict(b: Backend) {
+    use std::os::unix::fs::MetadataExt;
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let c = s.client();
+    let artifacts = s.data_dir.join("artifacts");
+    // Larger than one part (8 MiB): the server looks before it reads such a body.
+    let big: Vec<u8> = (0..9 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
+    let mut other_big = big.clone();
+    *other_big.last_mut().unwrap() ^= 1;
+    let streamed = |data: Vec<u8>| {
+        let c = c.clone();
+        async move {
+            // No length and no checksum: the server does not look first, the create finds it.
+            let body = futures::stream::iter(
+                data.chunks(1 << 20)
+                    .map(|b| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(b)))
+                    .collect::<Vec<_>>(),
+            );
+            c.put_file("w", "default", "d/f", body, cairn_client::PutFile { sha256: None, overwrite: false })
+                .await
+        }
+    };
+    for (content, other) in [(b"hello".to_vec(), b"hellO".to_vec()), (big, other_big)] {
+        let (status, body) = raw_put(&s, "w", "d/f", &content);
+        assert_eq!(status, 201, "{body}");
+        let stored =
+            artifacts.join(files_under(&artifacts).into_iter().find(|p| p.ends_with("d/f")).unwrap());
+        let before = std::fs::metadata(&stored).unwrap();
+        // The same bytes again, without a checksum or overwrite: unchanged, nothing rewritten.
+        let (status, body) = raw_put(&s, "w", "d/f", &content);
+        assert_eq!(status, 200, "{body}");
+        let body = json(&body);
+        assert_eq!(body["status"], "unchanged", "{body}");
+        assert_eq!(body["sha256"], sha256_hex(&content));
+        let again = streamed(content.clone()).await.unwrap();
+        assert_eq!((again.status, again.size), (cairn_core::api::PutStatus::Unchanged, content.len() as u64));
+        let after = std::fs::metadata(&stored).unwrap();
+        assert_eq!(
+            (after.ino(), after.mtime_nsec(), after.ctime_nsec()),
+            (before.ino(), before.mtime_nsec(), before.ctime_nsec())
+        );
+        // Different content of the same length, or of another length: 409, nothing changed.
+        for different in [other.clone(), content[..content.len() - 1].to_vec()] {
+            let (status, body) = raw_put(&s, "w", "d/f", &different);
+            assert_eq!(status, 409, "{body}");
+            assert!(body.contains("d/f already exists with different content"), "{body}");
+            let e = streamed(different).await.unwrap_err();
+            assert_eq!(e.status(), Some(409), "{e}");
+            assert!(e.to_string().contains("d/f already exists with different content"), "{e}");
+        }
+        assert_eq!(std::fs::read(&stored).unwrap(), content);
+        let left = files_under(&artifacts);
+        assert_eq!(left.len(), 1, "no staging file is left: {left:?}");
+        s.ok(&["datastore", "rm", "-w", "w", "d/f"]);
+    }
 }
 
 async fn an_empty_folder_uploads_nothing_successfully(b: Backend) {

@@ -117,7 +117,9 @@ pub struct UploadQuery {
 /// zlib's, 8 hex digits; header or declared trailer), which checks the transfer for less CPU.
 /// Any mismatch is a 422 and nothing changes. None is required: the server always records the
 /// SHA-256 of what it received. The file becomes visible atomically once complete and verified.
-/// Same content already there (known only from a SHA-256 header): 200 `unchanged`.
+/// Same content already there: 200 `unchanged`, nothing rewritten (known from a SHA-256 header
+/// before the body is read, else from the body's own SHA-256). Different content without
+/// `overwrite`: 409, and nothing changes.
 #[utoipa::path(put, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files/{path}", tag = "files",
     params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"),
            ("path" = String, Path, description = "file path inside the datastore"), UploadQuery,
