@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import os
 import sys
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -230,7 +231,8 @@ class Datastore:
     # -- files -------------------------------------------------------------------------------
 
     def list_files(self, prefix: str = "") -> List[Dict[str, Any]]:
-        """``[{"path", "size", "last_modified"}]`` of every file under ``prefix``."""
+        """``[{"path", "size", "last_modified"}]`` of every file under ``prefix`` (a folder, or one
+        file); ``NotFound`` when ``prefix`` is neither. The datastore's root is always there."""
         prefix = check_relative(prefix, "prefix")
         # The server's largest page: each page of a local directory walks the whole folder.
         query = {"prefix": prefix, "page_size": 10000}
@@ -255,6 +257,8 @@ class Datastore:
         src = Path(src_dir)
         target = check_relative(target_path or "", "target_path")
         found = _collect(src, target)
+        if not found:
+            warnings.warn(f"{src} holds no files to upload; nothing was uploaded", stacklevel=2)
         self._upload(found, overwrite, show_progress)
         return DataReference(self, target, "mount")
 
@@ -290,6 +294,10 @@ class Datastore:
         if show:
             _say(f"Uploading an estimated of {len(found)} files ({_human(total)}) to datastore {self.name}")
         planned: List[_Planned] = [_Planned(local, remote, size) for local, remote, size in found]
+        if not planned:
+            # Nothing to send, which is not an error; an empty plan still checks that the
+            # datastore is there and that this token may write to it.
+            self._ask_plan([], overwrite)
         self._plan(planned, overwrite)
         asked = [f for f in planned if f.action == "checksum"]
         for f in asked:
@@ -364,9 +372,7 @@ class Datastore:
                 if f.sha256 is not None:
                     entry["sha256"] = f.sha256
                 announced.append(entry)
-            plan = self.workspace.call(
-                "POST", "datastores", self.name, "upload-plan", body={"files": announced, "overwrite": overwrite}
-            )
+            plan = self._ask_plan(announced, overwrite)
             if len(plan["files"]) != len(chunk):
                 raise ValueError(
                     f"the server's upload plan answers for {len(plan['files'])} files, not the {len(chunk)} announced"
@@ -374,6 +380,11 @@ class Datastore:
             for f, answer in zip(chunk, plan["files"]):
                 f.action = answer["action"]
                 f.reason = answer.get("reason") or ""
+
+    def _ask_plan(self, announced: List[Dict[str, Any]], overwrite: bool) -> Dict[str, Any]:
+        return self.workspace.call(
+            "POST", "datastores", self.name, "upload-plan", body={"files": announced, "overwrite": overwrite}
+        )
 
     def download(
         self,
@@ -495,7 +506,8 @@ class _Hashing:
 
 
 def _collect(src: Path, target: str) -> List[Tuple[Path, str, int]]:
-    """``(local, remote, size)`` of the regular files to upload, in path order."""
+    """``(local, remote, size)`` of the regular files to upload, in path order (none for a folder
+    without files)."""
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist")
     join = lambda rel: "/".join(x for x in (target, rel) if x)  # noqa: E731
@@ -510,8 +522,6 @@ def _collect(src: Path, target: str) -> List[Tuple[Path, str, int]]:
                 continue
             rel = local.relative_to(src).as_posix()
             found.append((local, join(check_relative(rel, "file")), local.stat().st_size))
-    if not found:
-        raise ValueError(f"{src} holds no files to upload")
     return found
 
 

@@ -121,6 +121,20 @@ def test_datastore_upload_skip_conflict_overwrite_download(ws, tmp_path, capsys)
     assert ds.download(out, prefix="data/a.csv", overwrite=True, show_progress=False) == 1
 
 
+def test_datastore_upload_of_an_empty_folder_uploads_nothing_and_says_so(ws, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "only" / "folders").mkdir(parents=True)
+    ds = ws.get_default_datastore()
+    with pytest.warns(UserWarning, match="holds no files to upload; nothing was uploaded"):
+        ref = ds.upload(empty, target_path="nothing", show_progress=True)
+    assert ref.path_on_datastore == "nothing"
+    assert "Uploaded 0 files" in capsys.readouterr().out
+    assert ds.list_files() == []
+    # Still a request: a datastore that is not there is not written to silently.
+    with pytest.raises(NotFound, match="nope"), pytest.warns(UserWarning):
+        Datastore(ws, "nope").upload(empty, show_progress=False)
+
+
 def test_datastore_upload_sends_new_files_once_with_a_crc32_and_cuts_a_file_that_changes(ws, tmp_path):
     """A file the plan did not ask a checksum for is read once, chunked, its CRC-32 in a trailer
     (the server records the SHA-256 of what it received); if the file changed while it was read,
@@ -140,7 +154,8 @@ def test_datastore_upload_sends_new_files_once_with_a_crc32_and_cuts_a_file_that
 
     with open(src, "rb") as body, pytest.raises(CairnError, match="changed while"):
         http.put_stream_crc32(path, body, changed)
-    assert [f["path"] for f in ds.list_files("crc")] == []
+    with pytest.raises(NotFound):  # nothing stored: no such folder
+        ds.list_files("crc")
 
     with open(src, "rb") as body:
         result = http.put_stream_crc32(path, body, lambda: None)
@@ -255,10 +270,12 @@ def test_datastore_upload_sends_small_files_in_batches_whole_or_not_at_all(ws, t
     with pytest.raises(ServerError, match="whole/bad.txt") as refused:
         http.post_files(path, [good, bad])
     assert refused.value.status == 422
-    assert ds.list_files("whole") == []
+    with pytest.raises(NotFound):  # nothing stored: no such folder
+        ds.list_files("whole")
     with pytest.raises(BadRequest):
         http.post_files(path, [good, ("whole/../escape.txt", b"e", ("x-cairn-crc32", f"{zlib.crc32(b'e'):08x}"))])
-    assert ds.list_files("whole") == []
+    with pytest.raises(NotFound):  # nothing stored: no such folder
+        ds.list_files("whole")
     assert [r["path"] for r in http.post_files(path, [good])["files"]] == ["whole/good.txt"]
 
 
@@ -298,6 +315,8 @@ def test_datastore_bad_paths_and_names(ws, tmp_path):
     with pytest.raises(NotFound):
         ds.download(tmp_path / "out", prefix="no/such/file.csv", show_progress=False)
     assert not (tmp_path / "out" / "no" / "such" / "file.csv").exists()
+    with pytest.raises(NotFound, match='"no/such" in datastore "default" not found'):
+        ds.list_files("no/such")
     upload_files_ref = ds.upload_files([src / "a.csv"], relative_root=src, target_path="single", show_progress=False)
     assert upload_files_ref.path_on_datastore == "single"
     assert [f["path"] for f in ds.list_files("single")] == ["single/a.csv"]

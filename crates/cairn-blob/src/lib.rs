@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use cairn_core::api::FileEntry;
-use cairn_core::{Error, RelPath};
+use cairn_core::{quoted, Error, RelPath};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
@@ -62,6 +62,27 @@ pub struct BlobStore {
 pub struct Written {
     pub size: u64,
     pub sha256: String,
+}
+
+/// What a write did (see [`BlobStore::put_stream_trailing`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// The file is stored.
+    Stored(Written),
+    /// Without `overwrite`, a file was already at the path: nothing was stored. The body was
+    /// received whole and verified; this is its size and SHA-256, so that a caller can tell the
+    /// same content sent again from different content.
+    Taken(Written),
+}
+
+impl Put {
+    /// What was stored, or the conflict of a path already taken.
+    pub fn stored(self, path: &RelPath) -> Result<Written, Error> {
+        match self {
+            Put::Stored(written) => Ok(written),
+            Put::Taken(_) => Err(Error::conflict(format!("{path} already exists"))),
+        }
+    }
 }
 
 /// A checksum a sender may announce for a file's content, before it (a header) or after it (an
@@ -159,14 +180,14 @@ impl BlobStore {
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(Error::invalid(format!("S3 location {location:?} names no bucket")));
+                return Err(Error::invalid(format!("S3 location {} names no bucket", quoted(location))));
             }
             let store = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .build()
-                .map_err(|e| Error::invalid(format!("cannot use S3 location {location:?}: {e}")))?;
+                .map_err(|e| Error::invalid(format!("cannot use S3 location {}: {e}", quoted(location))))?;
             let prefix = ObjPath::parse(prefix)
-                .map_err(|e| Error::invalid(format!("bad S3 prefix in {location:?}: {e}")))?;
+                .map_err(|e| Error::invalid(format!("bad S3 prefix in {}: {e}", quoted(location))))?;
             return Ok(BlobStore {
                 store: Arc::new(store),
                 local: None,
@@ -177,7 +198,8 @@ impl BlobStore {
         let dir = location.strip_prefix("file://").unwrap_or(location);
         if dir.is_empty() || !std::path::Path::new(dir).is_absolute() {
             return Err(Error::invalid(format!(
-                "storage location {location:?} must be an absolute directory path or s3://bucket/prefix"
+                "storage location {} must be an absolute directory path or s3://bucket/prefix",
+                quoted(location)
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| io_error(&format!("cannot create directory {dir}"), e))?;
@@ -226,7 +248,7 @@ impl BlobStore {
             format!("{}/{}", self.prefix.as_ref(), path.as_str())
         };
         ObjPath::parse(&full)
-            .map_err(|e| Error::invalid(format!("path {:?} cannot be stored: {e}", path.as_str())))
+            .map_err(|e| Error::invalid(format!("path {} cannot be stored: {e}", quoted(path.as_str()))))
     }
 
     /// In a local directory: `path`'s place on disk, refused (400) when it leads out of this store
@@ -281,18 +303,19 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        self.put_stream_trailing(path, body, opts, None).await
+        self.put_stream_trailing(path, body, opts, None).await?.stored(path)
     }
 
     /// [`BlobStore::put_stream`], also checking a checksum that arrives with the end of the body
-    /// (both are checked when both are given).
+    /// (both are checked when both are given). A path already taken (without `overwrite`) is
+    /// [`Put::Taken`], with what the body held, rather than an error.
     pub async fn put_stream_trailing<S, E>(
         &self,
         path: &RelPath,
         body: S,
         opts: PutOpts<'_>,
         trailing: Option<Trailing<'_>>,
-    ) -> Result<Written, Error>
+    ) -> Result<Put, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -324,11 +347,17 @@ impl BlobStore {
                     let written = verify(hasher, size, path, &opts, trailing)?;
                     let mode = if opts.overwrite { PutMode::Overwrite } else { PutMode::Create };
                     let payload: PutPayload = head.into_iter().collect();
-                    self.store
-                        .put_opts(&key, payload, PutOptions { mode, ..Default::default() })
-                        .await
-                        .map_err(|e| self.write_err(e, path))?;
-                    return Ok(written);
+                    let put =
+                        self.store.put_opts(&key, payload, PutOptions { mode, ..Default::default() }).await;
+                    return match put {
+                        Ok(_) => Ok(Put::Stored(written)),
+                        Err(e @ object_store::Error::AlreadyExists { .. }) => match self.clash(path) {
+                            Some(clash) => Err(clash),
+                            None if opts.overwrite => Err(map_err(e, path.as_str())),
+                            None => Ok(Put::Taken(written)),
+                        },
+                        Err(e) => Err(self.write_err(e, path)),
+                    };
                 }
             }
         }
@@ -363,10 +392,10 @@ impl BlobStore {
             Ok(written) => {
                 if !opts.overwrite && self.head(path).await?.is_some() {
                     let _ = writer.abort().await;
-                    return Err(Error::conflict(format!("{path} already exists")));
+                    return Ok(Put::Taken(written));
                 }
                 writer.finish().await.map_err(|e| map_err(e, path.as_str()))?;
-                Ok(written)
+                Ok(Put::Stored(written))
             }
             Err(e) => {
                 if let Err(abort) = writer.abort().await {
@@ -705,6 +734,33 @@ impl BlobStore {
     }
 }
 
+/// Receives `body` whole without storing it: its size and SHA-256, checked against the limit and
+/// the checksums announced, as a write would (for a body sent to a path already taken, which may
+/// be the same content again).
+pub async fn receive<S, E>(
+    path: &RelPath,
+    body: S,
+    opts: PutOpts<'_>,
+    trailing: Option<Trailing<'_>>,
+) -> Result<Written, Error>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut digests = Digests::default();
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| interrupted(path, e))?;
+        size += chunk.len() as u64;
+        if let Some(max) = opts.max_bytes.filter(|m| size > *m) {
+            return Err(Error::TooLarge(format!("{path} is larger than the limit of {max} bytes")));
+        }
+        digests.update(&chunk);
+    }
+    verify(digests, size, path, &opts, trailing)
+}
+
 /// Checks whole in-memory `content` against the checksums announced for it, and gives its size
 /// and SHA-256 (for a batch of small files, verified before any is written).
 pub fn verify_content(
@@ -794,7 +850,9 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
             format!("{what} cannot be stored: the path is too long for this datastore's file system"),
         ),
         E::AlreadyExists { .. } => Error::conflict(format!("{what} already exists")),
-        E::InvalidPath { source } => Error::invalid(format!("path {what:?} cannot be stored: {source}")),
+        E::InvalidPath { source } => {
+            Error::invalid(format!("path {} cannot be stored: {source}", quoted(what)))
+        }
         other => {
             let text = other.to_string();
             if text.contains("No space left") || text.contains("os error 28") {
@@ -1101,6 +1159,7 @@ mod tests {
                                 Some(trailing),
                             )
                             .await
+                            .and_then(|put| put.stored(&p))
                     }
                 };
                 let (right, wrong) = match which {

@@ -20,7 +20,7 @@ use cairn_core::{Error, RelPath};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::{interrupted, verify, Digests, PutOpts, Trailing, Written};
+use crate::{interrupted, verify, Digests, Put, PutOpts, Trailing};
 
 /// Chunks queued for the writing thread. A chunk is what the body stream yields (hyper's are
 /// at most a few hundred KiB), so this bounds the memory a write holds to a few tens of MiB.
@@ -44,7 +44,7 @@ pub(crate) async fn put<S, E>(
     body: S,
     opts: PutOpts<'_>,
     trailing: Option<Trailing<'_>>,
-) -> Result<Written, Error>
+) -> Result<Put, Error>
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: std::fmt::Display,
@@ -121,7 +121,11 @@ where
                 hash = ?times.hash, queue_full = ?times.queue_full, drain = ?times.drain, write = ?write,
                 writer_idle = ?writer_idle, "large write timings"
             );
-            Ok(verified)
+            Ok(Put::Stored(verified))
+        }
+        // Only a link fails so: the path is taken, by a file (a folder is a clash).
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && clash(dest, path).is_none() => {
+            Ok(Put::Taken(verified))
         }
         Err(e) => Err(write_err(dest, path, e, "")),
     }

@@ -208,8 +208,9 @@ impl Client {
 
     // --- tokens ---------------------------------------------------------------------------
 
+    /// Every named token, all pages.
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
-        self.get(&["tokens"], &[]).await
+        self.all_pages(&["tokens"], &[]).await
     }
 
     pub async fn create_token(&self, req: &CreateToken) -> Result<CreatedToken> {

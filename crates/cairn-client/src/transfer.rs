@@ -100,7 +100,8 @@ struct LocalFile {
 }
 
 /// Uploads a file, or a folder's files, to `target_path` in a datastore. A folder's files keep
-/// their relative paths under `target_path`; a single file lands at `target_path/NAME`.
+/// their relative paths under `target_path`; a single file lands at `target_path/NAME`. A folder
+/// without files uploads nothing (`files` is 0), which is not an error.
 pub async fn upload(
     client: &Client,
     at: Datastore<'_>,
@@ -126,6 +127,13 @@ pub async fn upload(
         })
         .collect();
 
+    if files.is_empty() {
+        // An empty folder uploads nothing, successfully; an empty plan still checks that the
+        // datastore is there and that the caller may write to it.
+        let req = UploadPlanRequest { files: Vec::new(), overwrite };
+        client.upload_plan(at.workspace, at.datastore, &req).await?;
+        return Ok(UploadReport { ignored, ..Default::default() });
+    }
     // By path and size first: only a file of the same size already there needs a checksum.
     plan(client, at, &mut files.iter_mut().collect::<Vec<_>>(), overwrite).await?;
     let mut unsure: Vec<&mut LocalFile> =
@@ -571,9 +579,6 @@ fn collect(src: &Path, target: &RelPath) -> Result<(Found, Vec<String>)> {
             remote(&rel.replace(std::path::MAIN_SEPARATOR, "/"))?,
             meta.len(),
         ));
-    }
-    if out.is_empty() {
-        return Err(ClientError::Local(format!("{} holds no files to upload", src.display())));
     }
     Ok((out, ignored))
 }

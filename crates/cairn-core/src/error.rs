@@ -68,3 +68,33 @@ impl Error {
         }
     }
 }
+
+/// `text` between double quotes as a message shows a user's path or location: as it is, quotes
+/// and backslashes included (a message is text, not a Rust or JSON literal; the JSON body escapes
+/// it once more on its own), with only control characters escaped (`\0`, `\n`, `\u{1b}` …) so
+/// that none reaches a terminal.
+pub fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn quotes_once_escaping_only_control_characters() {
+        assert_eq!(quoted(r#"a\"b"#), r#""a\"b""#);
+        assert_eq!(quoted("a\0b\nc\u{1b}"), r#""a\0b\nc\u{1b}""#);
+        assert_eq!(quoted("données/x.csv"), "\"données/x.csv\"");
+    }
+}

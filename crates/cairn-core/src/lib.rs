@@ -18,7 +18,7 @@ pub mod paths;
 pub mod runs;
 pub mod search;
 
-pub use error::{Error, Result};
+pub use error::{quoted, Error, Result};
 pub use names::validate_name;
 pub use paths::RelPath;
 

@@ -70,8 +70,8 @@ impl RelPath {
     }
 
     fn reject(raw: &str, why: &str) -> Error {
-        let shown: String = raw.chars().take(120).collect::<String>().replace('\0', "\\0");
-        Error::Invalid(format!("invalid path {shown:?}: {why}"))
+        let shown: String = raw.chars().take(120).collect();
+        Error::Invalid(format!("invalid path {}: {why}", crate::quoted(&shown)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -154,6 +154,17 @@ mod tests {
         for bad in ["..", "../", "//", "/abs", "a/../b/"] {
             assert!(RelPath::parse_dir(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_refused_path_is_shown_once_quoted() {
+        let message = |raw: &str| RelPath::parse(raw).unwrap_err().to_string();
+        assert_eq!(
+            message(r#"a\"b"#),
+            r#"invalid path "a\"b": it contains a backslash; use '/' to separate folders"#
+        );
+        assert_eq!(message("q\"/../x"), r#"invalid path "q"/../x": it contains '.' or '..'"#);
+        assert_eq!(message("a\0b"), r#"invalid path "a\0b": it contains a NUL byte"#);
     }
 
     #[test]

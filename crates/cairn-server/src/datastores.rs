@@ -5,14 +5,14 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use bytes::Bytes;
-use cairn_blob::{BlobStore, Checksum, PutOpts, Trailing};
+use cairn_blob::{BlobStore, Checksum, Put, PutOpts, Trailing, Written};
 use cairn_core::api::{
     CreateDatastore, DatastoreKind, FileEntry, PlanAction, PlanEntry, PutFileResult, PutStatus, UploadPlan,
     UploadPlanRequest, Workspace,
 };
 use cairn_core::cache::LookupCache;
 use cairn_core::runs::RunStatus;
-use cairn_core::{validate_name, Error, RelPath};
+use cairn_core::{quoted, validate_name, Error, RelPath};
 use cairn_store::{DatastoreRecord, FileRecord};
 use futures::Stream;
 
@@ -74,21 +74,21 @@ impl AppState {
                 let dir = Path::new(&req.location);
                 if !dir.is_absolute() {
                     return Err(Error::invalid(format!(
-                        "location {:?} must be an absolute directory path for a local datastore",
-                        req.location
+                        "location {} must be an absolute directory path for a local datastore",
+                        quoted(&req.location)
                     )));
                 }
                 let real = dir.canonicalize().map_err(|e| {
-                    Error::invalid(format!("location {:?} is not usable: {e}", req.location))
+                    Error::invalid(format!("location {} is not usable: {e}", quoted(&req.location)))
                 })?;
                 if !real.is_dir() {
-                    return Err(Error::invalid(format!("location {:?} is not a directory", req.location)));
+                    return Err(Error::invalid(format!("location {} is not a directory", quoted(&req.location))));
                 }
                 let data = self.data_dir.canonicalize().unwrap_or_else(|_| self.data_dir.clone());
                 if real.starts_with(&data) || data.starts_with(&real) {
                     return Err(Error::invalid(format!(
-                        "location {:?} overlaps the server's data directory, which holds secrets",
-                        req.location
+                        "location {} overlaps the server's data directory, which holds secrets",
+                        quoted(&req.location)
                     )));
                 }
                 Ok(())
@@ -96,14 +96,14 @@ impl AppState {
             DatastoreKind::S3 => {
                 if !req.location.starts_with("s3://") {
                     return Err(Error::invalid(format!(
-                        "location {:?} must look like s3://bucket/prefix for an s3 datastore",
-                        req.location
+                        "location {} must look like s3://bucket/prefix for an s3 datastore",
+                        quoted(&req.location)
                     )));
                 }
                 // Registering a bucket that cannot be read would only fail later, in a job.
                 let blobs = BlobStore::open(&req.location)?;
                 blobs.is_empty(&RelPath::parse_dir("")?).await.map(|_| ()).map_err(|e| {
-                    Error::invalid(format!("location {:?} is not reachable with the server's credentials: {e}", req.location))
+                    Error::invalid(format!("location {} is not reachable with the server's credentials: {e}", quoted(&req.location)))
                 })
             }
         }
@@ -293,11 +293,12 @@ impl AppState {
         check_announced(sha256, crc32)?;
         let blobs = self.blobs_of(ds)?;
         // With no checksum to compare and nothing to replace, there is nothing to look at first:
-        // the atomic create below fails if the file exists. That saves a blocking call per file
-        // on an upload of many small files (the client plans first, then sends each file's
-        // checksum as a trailer, without a length). A request declaring a large body is still
-        // looked at first, so that an existing file is refused before its body is read, and so
-        // is every file of an S3 datastore (whose conditional writes not every service has).
+        // the atomic create below finds the file there, if it is, and then compares what it
+        // received. That saves a blocking call per file on an upload of many small files (the
+        // client plans first, then sends each file's checksum as a trailer, without a length). A
+        // request declaring a large body is still looked at first, so that an existing file of
+        // another length is refused before its body is read, and so is every file of an S3
+        // datastore (whose conditional writes not every service has).
         let look_first = sha256.is_some()
             || overwrite
             || declared_len.is_some_and(|n| n > SMALL_FILE)
@@ -315,28 +316,28 @@ impl AppState {
                 });
             }
         }
-        if existing.is_some() && !overwrite {
-            return Err(Error::conflict(format!(
-                "{path} already exists with different content; pass overwrite=true (--overwrite) to replace it"
-            )));
-        }
         let opts = PutOpts {
             expected_sha256: sha256,
             expected_crc32: crc32,
             max_bytes: Some(self.max_upload_bytes),
             overwrite,
         };
-        let written = blobs.put_stream_trailing(path, body, opts, trailing).await.map_err(|e| match e {
-            // A file and a folder that would share the path: already worded so.
-            Error::Conflict(_) if blobs.clash(path).is_some() => e,
-            Error::Conflict(_) if !look_first => Error::conflict(format!(
-                "{path} already exists; pass overwrite=true (--overwrite) to replace it"
-            )),
-            Error::Conflict(_) => Error::conflict(format!(
-                "{path} was created by another upload meanwhile; pass overwrite=true to replace it"
-            )),
-            other => other,
-        })?;
+        if let (Some(entry), false) = (&existing, overwrite) {
+            // Taken, and no checksum said the content is the same: a body of another length (or
+            // one whose SHA-256 already differs) is refused before it is read; any other is
+            // received, not stored, and compared, as the server hashes what it receives anyway.
+            if sha256.is_some() || declared_len.is_some_and(|n| n != entry.size) {
+                return Err(different_content(path));
+            }
+            let received = cairn_blob::receive(path, body, opts, trailing).await?;
+            return self.unchanged_or_conflict(&blobs, ds, path, received).await;
+        }
+        // (A file and a folder that would share the path is an error already worded so.)
+        let written = match blobs.put_stream_trailing(path, body, opts, trailing).await? {
+            Put::Stored(written) => written,
+            // Created meanwhile, or (not looked at first) there all along.
+            Put::Taken(received) => return self.unchanged_or_conflict(&blobs, ds, path, received).await,
+        };
         self.store.put_file_record(&ds.id, path.as_str(), written.size, &written.sha256).await?;
         Ok(PutFileResult {
             path: path.to_string(),
@@ -345,6 +346,42 @@ impl AppState {
             status: if existing.is_some() { PutStatus::Replaced } else { PutStatus::Created },
         })
     }
+
+    /// The answer to a body received for a path already taken, without `overwrite`: `unchanged`
+    /// when it is the stored file's content (nothing is rewritten), else the 409 that says so.
+    async fn unchanged_or_conflict(
+        &self,
+        blobs: &BlobStore,
+        ds: &DatastoreRecord,
+        path: &RelPath,
+        received: Written,
+    ) -> Result<PutFileResult, Error> {
+        let Some(entry) = blobs.head(path).await? else {
+            return Err(Error::conflict(format!(
+                "{path} was deleted by another request while this one was received; send it again"
+            )));
+        };
+        if entry.size == received.size {
+            let records = self.store.file_records(&ds.id, &[path.as_str()]).await?;
+            let stored = self.stored_sha256(blobs, ds, path, &entry, records.get(path.as_str())).await?;
+            if stored == received.sha256 {
+                return Ok(PutFileResult {
+                    path: path.to_string(),
+                    size: entry.size,
+                    sha256: stored,
+                    status: PutStatus::Unchanged,
+                });
+            }
+        }
+        Err(different_content(path))
+    }
+}
+
+/// The 409 of a file sent, without `overwrite`, where another content is stored.
+fn different_content(path: &RelPath) -> Error {
+    Error::conflict(format!(
+        "{path} already exists with different content; pass overwrite=true (--overwrite) to replace it"
+    ))
 }
 
 /// One file of an upload batch: where it goes, its content, and the checksums sent with it.

@@ -1,11 +1,12 @@
 //! API tokens. Only a SHA-256 of each token is stored; the caller hashes and compares.
 
-use cairn_core::api::{Role, TokenInfo};
+use cairn_core::api::{Page, Role, TokenInfo};
 use cairn_core::cache::LookupCache;
 use cairn_core::{now_ms, Error};
 use sqlx::Row;
 
 use crate::db::{is_unique_violation, map_err, new_id};
+use crate::workspaces::{page_size, paginate};
 use crate::Store;
 
 /// A token to insert: the caller has already hashed the secret.
@@ -137,15 +138,47 @@ impl Store {
         Ok(())
     }
 
-    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, Error> {
+    /// The named tokens (not jobs' run-scoped ones), by name, a page at a time: `page_token` is
+    /// the previous page's `next_page_token`.
+    pub async fn list_tokens(
+        &self,
+        page_token: Option<&str>,
+        size: Option<i64>,
+    ) -> Result<Page<TokenInfo>, Error> {
+        let limit = page_size(size);
         let rows = sqlx::query(
             "SELECT name, role, workspace, created_at, last_used_at, run_id FROM tokens \
-                 WHERE run_id IS NULL ORDER BY name",
+                 WHERE run_id IS NULL AND name > $1 ORDER BY name LIMIT $2",
         )
+        .bind(page_token.unwrap_or(""))
+        .bind(limit + 1)
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter().map(info_from_row).collect::<Result<_, _>>().map_err(map_err)
+        let mut items = rows.iter().map(info_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+        Ok(paginate(&mut items, limit, |t| t.name.clone()))
+    }
+
+    /// The named token (not a job's run-scoped one) called `name`, if there is one.
+    pub async fn named_token(&self, name: &str) -> Result<Option<TokenInfo>, Error> {
+        let row = sqlx::query(
+            "SELECT name, role, workspace, created_at, last_used_at, run_id FROM tokens \
+                 WHERE run_id IS NULL AND name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(info_from_row).transpose().map_err(map_err)
+    }
+
+    /// How many named tokens have the admin role (the last one cannot be revoked).
+    pub async fn count_admin_tokens(&self) -> Result<i64, Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE run_id IS NULL AND role = $1")
+            .bind(Role::Admin.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)
     }
 
     /// Deletes the run-scoped tokens of a run (when it ends).

@@ -95,7 +95,7 @@ async fn tokens_are_found_by_lookup_and_names_are_unique(store: &Store) {
     let found = store.token_by_lookup("0123456789abcdef").await.unwrap().unwrap();
     assert_eq!((found.hash.as_str(), found.info.role), ("h1", Role::Writer));
     store.touch_token(&found.id).await.unwrap();
-    assert!(store.list_tokens().await.unwrap()[0].last_used_at.is_some());
+    assert!(store.list_tokens(None, None).await.unwrap().items[0].last_used_at.is_some());
     // Found twice (the second time from the store's cache), deleted: gone at once.
     assert!(store.token_by_lookup("0123456789abcdef").await.unwrap().is_some());
     store.delete_token("ci").await.unwrap();

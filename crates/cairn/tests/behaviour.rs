@@ -6,6 +6,7 @@ mod common;
 
 use cairn_core::api::{CreateToken, Role};
 use common::*;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 const WS: &str = "/api/v1/workspaces/w";
@@ -20,6 +21,8 @@ on_both_backends!(
     upload_skips_unchanged_files_and_refuses_conflicts_without_overwrite,
     upload_refuses_path_traversal_and_writes_nothing_outside,
     checksum_mismatch_is_422_and_keeps_the_old_content,
+    the_same_content_sent_again_is_unchanged_and_different_content_a_conflict,
+    an_empty_folder_uploads_nothing_successfully,
     interrupted_upload_leaves_nothing_visible_and_a_retry_completes,
     a_trailing_checksum_is_verified_before_the_file_is_visible,
     plans_without_checksums_ask_for_them_only_when_a_same_size_file_exists,
@@ -247,6 +250,21 @@ async fn upload_refuses_path_traversal_and_writes_nothing_outside(b: Backend) {
         assert_eq!(status, 400, "{raw}: {body}");
         assert!(body.contains("invalid path"), "{raw}: {body}");
     }
+    // A refused path is shown as it was given, quoted once (not escaped as a Rust string, which
+    // the JSON body would then escape again); only control characters are escaped.
+    let (status, body) = raw_put(&s, "w", "a%5C%22b", b"evil");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        json(&body)["error"]["message"],
+        r#"invalid path "a\"b": it contains a backslash; use '/' to separate folders"#
+    );
+    let err = s.fails(&["datastore", "ls", "-w", "w", r#"q"/../x"#]);
+    assert!(err.contains(r#"error: invalid path "q"/../x": it contains '.' or '..'"#), "{err}");
+    let (_, body) = raw_put(&s, "w", "a%00b", b"evil");
+    assert_eq!(json(&body)["error"]["message"], r#"invalid path "a\0b": it contains a NUL byte"#);
+    let err =
+        s.fails(&["datastore", "create", "-w", "w", "x", "--kind", "local", "--location", r#"rel"\dir"#]);
+    assert!(err.contains(r#"location "rel"\dir" must be an absolute directory path"#), "{err}");
     let (status, body) = raw_put(&s, "w", "ok/fine.txt", b"fine");
     assert_eq!(status, 201, "{body}");
     let after = files_under(s.tmp());
@@ -277,8 +295,11 @@ async fn upload_refuses_path_traversal_and_writes_nothing_outside(b: Backend) {
     let (status, body) =
         post_batch(&s, &[(&format!("long/{too_long}"), b"x", "", String::new())], false).await;
     assert_eq!(status, 400, "{body}");
-    let listed = json(&s.ok(&["datastore", "ls", "-w", "w", "long", "-o", "json"]));
-    assert_eq!(listed, serde_json::json!([]), "nothing of the refused upload is stored");
+    let err = s.fails(&["datastore", "ls", "-w", "w", "long"]);
+    assert!(
+        err.contains("\"long\" in datastore \"default\" not found"),
+        "nothing of the refused upload is stored: {err}"
+    );
     std::fs::remove_file(src.join(&too_long)).unwrap();
     write_tree(&src, &[(longest.as_str(), b"longest")]);
     s.ok(&["datastore", "upload", "-w", "w", src.to_str().unwrap(), "--target-path", "long", "-q"]);
@@ -318,6 +339,106 @@ async fn checksum_mismatch_is_422_and_keeps_the_old_content(b: Backend) {
     let out = s.tmp().join("out");
     s.ok(&["datastore", "download", "-w", "w", "f.csv", "--dest", out.to_str().unwrap(), "-q"]);
     assert_eq!(std::fs::read(out.join("f.csv")).unwrap(), b"old");
+}
+
+async fn the_same_content_sent_again_is_unchanged_and_different_content_a_conflict(b: Backend) {
+    use std::os::unix::fs::MetadataExt;
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let c = s.client();
+    let artifacts = s.data_dir.join("artifacts");
+    // Larger than one part (8 MiB): the server looks before it reads such a body.
+    let big: Vec<u8> = (0..9 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
+    let mut other_big = big.clone();
+    *other_big.last_mut().unwrap() ^= 1;
+    let streamed = |data: Vec<u8>| {
+        let c = c.clone();
+        async move {
+            // No length and no checksum: the server does not look first, the create finds it.
+            let body = futures::stream::iter(
+                data.chunks(1 << 20)
+                    .map(|b| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(b)))
+                    .collect::<Vec<_>>(),
+            );
+            c.put_file("w", "default", "d/f", body, cairn_client::PutFile { sha256: None, overwrite: false })
+                .await
+        }
+    };
+    for (content, other) in [(b"hello".to_vec(), b"hellO".to_vec()), (big, other_big)] {
+        let (status, body) = raw_put(&s, "w", "d/f", &content);
+        assert_eq!(status, 201, "{body}");
+        let stored =
+            artifacts.join(files_under(&artifacts).into_iter().find(|p| p.ends_with("d/f")).unwrap());
+        let before = std::fs::metadata(&stored).unwrap();
+        // The same bytes again, without a checksum or overwrite: unchanged, nothing rewritten.
+        let (status, body) = raw_put(&s, "w", "d/f", &content);
+        assert_eq!(status, 200, "{body}");
+        let body = json(&body);
+        assert_eq!(body["status"], "unchanged", "{body}");
+        assert_eq!(body["sha256"], sha256_hex(&content));
+        let again = streamed(content.clone()).await.unwrap();
+        assert_eq!((again.status, again.size), (cairn_core::api::PutStatus::Unchanged, content.len() as u64));
+        let after = std::fs::metadata(&stored).unwrap();
+        assert_eq!(
+            (after.ino(), after.mtime_nsec(), after.ctime_nsec()),
+            (before.ino(), before.mtime_nsec(), before.ctime_nsec())
+        );
+        // Different content of the same length, or of another length: 409, nothing changed.
+        for different in [other.clone(), content[..content.len() - 1].to_vec()] {
+            let (status, body) = raw_put(&s, "w", "d/f", &different);
+            assert_eq!(status, 409, "{body}");
+            assert!(body.contains("d/f already exists with different content"), "{body}");
+            let e = streamed(different).await.unwrap_err();
+            assert_eq!(e.status(), Some(409), "{e}");
+            assert!(e.to_string().contains("d/f already exists with different content"), "{e}");
+        }
+        assert_eq!(std::fs::read(&stored).unwrap(), content);
+        let left = files_under(&artifacts);
+        assert_eq!(left.len(), 1, "no staging file is left: {left:?}");
+        s.ok(&["datastore", "rm", "-w", "w", "d/f"]);
+    }
+}
+
+async fn an_empty_folder_uploads_nothing_successfully(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    s.ok(&["workspace", "create", "w"]);
+    let empty = s.tmp().join("empty");
+    std::fs::create_dir_all(empty.join("only/folders")).unwrap();
+    for output in ["table", "json"] {
+        let out = s.cli(&[
+            "datastore",
+            "upload",
+            "-w",
+            "w",
+            empty.to_str().unwrap(),
+            "--target-path",
+            "x",
+            "-o",
+            output,
+        ]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("warning:") && stderr.contains("holds no files to upload; nothing was uploaded"),
+            "{stderr}"
+        );
+        if output == "json" {
+            let report = json(&stdout);
+            assert_eq!(
+                (report["files"].as_u64(), report["uploaded"].as_array().map(Vec::len)),
+                (Some(0), Some(0))
+            );
+        } else {
+            assert!(stdout.contains("0 file(s)"), "{stdout}");
+        }
+    }
+    // The root of an empty datastore is an empty listing, not an error.
+    assert_eq!(json(&s.ok(&["datastore", "ls", "-w", "w", "-o", "json"])), serde_json::json!([]));
+    // Nothing to send still asks the server: a datastore or workspace that is not there fails.
+    let err = s.fails(&["datastore", "upload", "-w", "w", "-d", "nope", empty.to_str().unwrap()]);
+    assert!(err.contains("datastore \"nope\" in workspace \"w\" not found") && err.contains("404"), "{err}");
+    let err = s.fails(&["datastore", "upload", "-w", "nope", empty.to_str().unwrap()]);
+    assert!(err.contains("\"nope\" not found"), "{err}");
 }
 
 async fn interrupted_upload_leaves_nothing_visible_and_a_retry_completes(b: Backend) {
@@ -1158,12 +1279,41 @@ async fn files_are_downloaded_listed_and_deleted(b: Backend) {
         }
     }
     assert_eq!(paged, listed.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
-    // `ls` of a file lists that file; of a folder that is not there, nothing.
+    // `ls` of a file lists that file; of a path that is neither a file nor a folder, an error
+    // naming it (a 404 from the API), however it is asked.
     let one = json(&s.ok(&["datastore", "ls", "-w", "w", "data/deep/er/b.csv", "-o", "json"]));
     assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
     assert_eq!((one[0]["path"].as_str(), one[0]["size"].as_u64()), (Some("data/deep/er/b.csv"), Some(2)));
-    let none = json(&s.ok(&["datastore", "ls", "-w", "w", "data/nothing", "-o", "json"]));
-    assert_eq!(none, serde_json::json!([]));
+    for missing in ["data/nothing", "data/nothing/", "data/a.csv/x", "dat"] {
+        for output in ["table", "json"] {
+            let out = s.cli(&["datastore", "ls", "-w", "w", missing, "-o", output]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && out.stdout.is_empty(), "{missing}: {err}");
+            let name = missing.trim_end_matches('/');
+            assert!(
+                err.contains(&format!("file or folder \"{name}\" in datastore \"default\" not found"))
+                    && err.contains("404"),
+                "{missing}: {err}"
+            );
+        }
+    }
+    let (status, body) = s.get(&format!("{WS}/datastores/default/files?prefix=data/nothing")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    // A later page that finds nothing more is still a page (only a first page proves a path).
+    let (status, body) = s.get(&format!("{WS}/datastores/default/files?prefix=data&page_token=zzz")).await;
+    assert_eq!((status, body["items"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
+    // A missing path fails a download as clearly, and nothing is written.
+    let err = s.fails(&[
+        "datastore",
+        "download",
+        "-w",
+        "w",
+        "data/nothing",
+        "--dest",
+        s.tmp().join("none").to_str().unwrap(),
+    ]);
+    assert!(err.contains("\"data/nothing\"") && err.contains("not found"), "{err}");
+    assert!(!s.tmp().join("none/data").exists());
     let out = s.tmp().join("out");
     s.ok(&["datastore", "download", "-w", "w", "data", "--dest", out.to_str().unwrap(), "-q"]);
     assert_eq!(std::fs::read(out.join("data/deep/er/b.csv")).unwrap(), b"22");
@@ -1324,8 +1474,37 @@ async fn lists_are_paginated(b: Backend) {
         }
     }
     assert_eq!(seen, ["ws0", "ws1", "ws2", "ws3", "ws4"]);
+    // Tokens page the same way (by name; the admin token is "admin"), and `token list` follows
+    // every page: past the client's 1,000 a page, it needs two.
+    let c = s.client();
+    let names: Vec<String> = (0..1001).map(|i| format!("t{i:04}")).collect();
+    futures::stream::iter(names.iter().map(|name| {
+        let c = c.clone();
+        async move {
+            c.create_token(&CreateToken { name: name.clone(), role: Role::Reader, workspace: None }).await
+        }
+    }))
+    .buffer_unordered(8)
+    .try_collect::<Vec<_>>()
+    .await
+    .unwrap();
+    let (status, page) = s.get("/api/v1/tokens?page_size=2").await;
+    assert_eq!(status, 200, "{page}");
+    let first: Vec<_> =
+        page["items"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(first, ["admin", "t0000"]);
+    let next = page["next_page_token"].as_str().unwrap();
+    let (_, page) = s.get(&format!("/api/v1/tokens?page_size=2&page_token={next}")).await;
+    let second: Vec<_> =
+        page["items"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(second, ["t0001", "t0002"]);
+    let listed = json(&s.ok(&["token", "list", "-o", "json"]));
+    let listed: Vec<_> = listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 1002, "every page is listed");
+    assert_eq!((listed[0], listed[1001]), ("admin", "t1000"));
     // A page of nothing or less is refused, naming the parameter, on every list.
     for path in [
+        "tokens?page_size=0",
         "workspaces?page_size=0",
         "workspaces/ws0/datastores?page_size=-1",
         "workspaces/ws0/models?page_size=0",

@@ -65,10 +65,12 @@ pub struct ListQuery {
 }
 
 /// Lists files under a folder, recursively, in path order, with sizes; a prefix that names a
-/// file lists that file.
+/// file lists that file. A prefix that names neither a file nor a folder holding files is a 404
+/// (the datastore's root never is: an empty datastore lists nothing).
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files", tag = "files",
     params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"), ListQuery),
-    responses((status = 200, body = Page<FileEntry>), (status = 400, body = cairn_core::api::ErrorBody)))]
+    responses((status = 200, body = Page<FileEntry>), (status = 400, body = cairn_core::api::ErrorBody),
+              (status = 404, body = cairn_core::api::ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -83,8 +85,13 @@ pub async fn list(
     let after = q.page_token.unwrap_or_default();
     let mut items = blobs.list_page(&dir, &after, limit + 1).await?;
     if items.is_empty() && after.is_empty() && !dir.is_root() {
-        // A prefix that names a file lists that file (as `ls FILE` does).
+        // A prefix that names a file lists that file (as `ls FILE` does); one that names neither a
+        // file nor a folder holding files is a 404, as `ls` of a missing path fails. The root is
+        // always there: an empty datastore lists nothing.
         items.extend(blobs.head(&dir).await?);
+        if items.is_empty() {
+            return Err(Error::not_found("file or folder", format!("{dir}\" in datastore \"{ds}")).into());
+        }
     }
     let next_page_token = if items.len() > limit {
         items.truncate(limit);
@@ -110,7 +117,9 @@ pub struct UploadQuery {
 /// zlib's, 8 hex digits; header or declared trailer), which checks the transfer for less CPU.
 /// Any mismatch is a 422 and nothing changes. None is required: the server always records the
 /// SHA-256 of what it received. The file becomes visible atomically once complete and verified.
-/// Same content already there (known only from a SHA-256 header): 200 `unchanged`.
+/// Same content already there: 200 `unchanged`, nothing rewritten (known from a SHA-256 header
+/// before the body is read, else from the body's own SHA-256). Different content without
+/// `overwrite`: 409, and nothing changes.
 #[utoipa::path(put, path = "/api/v1/workspaces/{ws}/datastores/{ds}/files/{path}", tag = "files",
     params(("ws" = String, Path, description = "workspace name"), ("ds" = String, Path, description = "datastore name"),
            ("path" = String, Path, description = "file path inside the datastore"), UploadQuery,

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use cairn_core::api::{CreateToken, CreatedToken, Role, TokenInfo, Whoami};
+use cairn_core::api::{CreateToken, CreatedToken, Page, Role, TokenInfo, Whoami};
 use cairn_core::{validate_name, Error};
 use cairn_store::NewToken;
 
 use crate::auth::{generate_token, hash_token, Caller};
 use crate::error::ApiResult;
 use crate::extract;
+use crate::routes::workspaces::PageQuery;
 use crate::state::AppState;
 
 /// Who the presented token belongs to.
@@ -21,15 +22,18 @@ pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Whoami> {
     Json(Whoami { token_name: caller.token.name, role: caller.token.role, workspace: caller.token.workspace })
 }
 
-/// Lists API tokens (never their secrets). Admin only.
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
-    responses((status = 200, body = Vec<TokenInfo>), (status = 403, body = cairn_core::api::ErrorBody)))]
+/// Lists API tokens by name (never their secrets), a page at a time. Admin only.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(PageQuery),
+    responses((status = 200, body = Page<TokenInfo>), (status = 400, body = cairn_core::api::ErrorBody),
+              (status = 403, body = cairn_core::api::ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Vec<TokenInfo>>> {
+    extract::Query(q): extract::Query<PageQuery>,
+) -> ApiResult<Json<Page<TokenInfo>>> {
     caller.require(Role::Admin, None)?;
-    Ok(Json(state.store.list_tokens().await?))
+    cairn_core::api::check_page_size(q.page_size)?;
+    Ok(Json(state.store.list_tokens(q.page_token.as_deref(), q.page_size).await?))
 }
 
 /// Creates a named token; the response is the only time its secret is shown. Admin only.
@@ -77,9 +81,8 @@ pub async fn revoke(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Admin, None)?;
-    let tokens = state.store.list_tokens().await?;
-    let target = tokens.iter().find(|t| t.name == name).ok_or_else(|| Error::not_found("token", &name))?;
-    if target.role == Role::Admin && tokens.iter().filter(|t| t.role == Role::Admin).count() == 1 {
+    let target = state.store.named_token(&name).await?.ok_or_else(|| Error::not_found("token", &name))?;
+    if target.role == Role::Admin && state.store.count_admin_tokens().await? == 1 {
         return Err(Error::conflict(format!(
             "\"{name}\" is the last admin token; create another admin token before revoking it"
         ))

@@ -183,6 +183,9 @@ pub async fn run(command: DatastoreCommand) -> anyhow::Result<()> {
             let at = transfer::Datastore { workspace: &ws, datastore: &target.datastore };
             let opts = transfer::TransferOpts { overwrite, concurrency };
             let report = transfer::upload(&client, at, &src, &target_path, opts, bar).await?;
+            if report.files == 0 {
+                eprintln!("warning: {} holds no files to upload; nothing was uploaded", src.display());
+            }
             for entry in report.ignored.iter().take(20) {
                 eprintln!("warning: left out {entry}");
             }
