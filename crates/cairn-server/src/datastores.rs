@@ -148,7 +148,13 @@ impl AppState {
         }
         // What runs on the workspace's behalf stops first: replicas of its deployments and its
         // active jobs (their rows are about to go; their processes must not outlive them).
-        for e in &endpoints {
+        // Each endpoint's lock is held until the workspace is gone: a deployment created beside
+        // this delete is either found here or finds no endpoint.
+        let endpoint_locks: Vec<_> =
+            endpoints.iter().map(|e| self.deployments.endpoint_lock(&e.id)).collect();
+        let mut _creating_blocked = Vec::new();
+        for (e, lock) in endpoints.iter().zip(&endpoint_locks) {
+            _creating_blocked.push(lock.lock().await);
             for d in self.store.list_deployments(&e.id).await? {
                 crate::deployments::delete(self, ws, &d).await?;
             }
@@ -429,22 +435,73 @@ impl AppState {
         }
         let blobs = self.blobs_of(ds)?;
         let paths: Vec<RelPath> = files.iter().map(|f| f.path.clone()).collect();
-        let replaced =
-            blobs.put_many(files.into_iter().map(|f| (f.path, f.content)).collect(), overwrite).await?;
+        let contents: Vec<(RelPath, Bytes)> = files.into_iter().map(|f| (f.path, f.content)).collect();
+        // Without overwrite, a batch resent after its answer was lost (or with files already
+        // there with the same content) is not a conflict: those files are `unchanged`. Looked at
+        // only when the all-or-none write finds a path taken, so a batch of new files costs no
+        // listing.
+        let mut unchanged = vec![false; paths.len()];
+        let replaced = match blobs.put_many(contents.clone(), overwrite).await {
+            Ok(replaced) => replaced,
+            Err(Error::Conflict(why)) if !overwrite => {
+                let (_, existing) = list_common_dir(&blobs, &paths).await?;
+                let taken: Vec<&str> =
+                    paths.iter().map(RelPath::as_str).filter(|p| existing.contains_key(*p)).collect();
+                let records = self.store.file_records(&ds.id, &taken).await?;
+                let mut different = Vec::new();
+                for (i, path) in paths.iter().enumerate() {
+                    let Some(entry) = existing.get(path.as_str()) else { continue };
+                    let same = entry.size == written[i].size
+                        && self.stored_sha256(&blobs, ds, path, entry, records.get(path.as_str())).await?
+                            == written[i].sha256;
+                    if same {
+                        unchanged[i] = true;
+                    } else {
+                        different.push(path.as_str());
+                    }
+                }
+                if !different.is_empty() || !unchanged.contains(&true) {
+                    if different.is_empty() {
+                        // Taken by another request between the write and the listing.
+                        return Err(Error::Conflict(why));
+                    }
+                    let shown: Vec<String> =
+                        different.iter().take(10).map(|p| cairn_core::quoted(p)).collect();
+                    return Err(Error::conflict(format!(
+                        "{} file(s) of the batch already exist with different content ({}{}); pass \
+                         overwrite=true (--overwrite) to replace them; nothing of this batch was stored",
+                        different.len(),
+                        shown.join(", "),
+                        if different.len() > 10 { ", …" } else { "" }
+                    )));
+                }
+                let rest: Vec<(RelPath, Bytes)> =
+                    contents.into_iter().zip(&unchanged).filter(|(_, u)| !**u).map(|(f, _)| f).collect();
+                let mut done = blobs.put_many(rest, false).await?.into_iter();
+                unchanged.iter().map(|u| if *u { false } else { done.next().unwrap_or(false) }).collect()
+            }
+            Err(e) => return Err(e),
+        };
         let records = paths
             .iter()
             .zip(&written)
-            .map(|(path, w)| self.store.put_file_record(&ds.id, path.as_str(), w.size, &w.sha256));
+            .zip(&unchanged)
+            .filter(|(_, u)| !**u)
+            .map(|((path, w), _)| self.store.put_file_record(&ds.id, path.as_str(), w.size, &w.sha256));
         futures::future::try_join_all(records).await?;
         Ok(paths
             .into_iter()
             .zip(written)
-            .zip(replaced)
-            .map(|((path, w), replaced)| PutFileResult {
+            .zip(replaced.into_iter().zip(unchanged))
+            .map(|((path, w), (replaced, unchanged))| PutFileResult {
                 path: path.to_string(),
                 size: w.size,
                 sha256: w.sha256,
-                status: if replaced { PutStatus::Replaced } else { PutStatus::Created },
+                status: match (unchanged, replaced) {
+                    (true, _) => PutStatus::Unchanged,
+                    (false, true) => PutStatus::Replaced,
+                    (false, false) => PutStatus::Created,
+                },
             })
             .collect())
     }

@@ -585,6 +585,15 @@ async fn a_trailing_checksum_is_verified_before_the_file_is_visible(b: Backend) 
     assert_eq!(again["skipped"], serde_json::json!(["plain.bin"]), "{again}");
 }
 
+/// The stored file of datastore path `path` under the server's artifact folder (found by name:
+/// the workspace's folder has its id in it).
+fn artifacts_file(artifacts: &std::path::Path, path: &str) -> std::path::PathBuf {
+    let found: Vec<String> =
+        files_under(artifacts).into_iter().filter(|p| p.ends_with(&format!("/{path}"))).collect();
+    assert_eq!(found.len(), 1, "{path} under {}: {found:?}", artifacts.display());
+    artifacts.join(&found[0])
+}
+
 /// One part of an upload batch: path, content, checksum header (or "") and value.
 type BatchPart<'a> = (&'a str, &'a [u8], &'a str, String);
 
@@ -698,11 +707,32 @@ async fn a_batch_of_small_files_is_stored_whole_or_not_at_all(b: Backend) {
     let (_, v) = s.post(&format!("{WS}/datastores/default/upload-plan"), plan).await;
     assert_eq!(v["files"][0]["action"], "skip", "{v}");
 
-    // One file already there, without overwrite: 409, and the batch's new files are undone.
+    // One file already there with other content, without overwrite: 409 naming it, and the
+    // batch's new files are undone.
     let (got, body) = post_batch(&s, &[good("b/new.txt", b"new"), good("b/a.txt", b"changed")], false).await;
     assert_eq!(got, 409, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("b/a.txt already exists"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exist with different content (\"b/a.txt\")"),
+        "{body}"
+    );
     assert_eq!(listed(&s), ["b/a.txt", "b/c.bin", "b/sub/b.txt"], "b/new.txt must be undone");
+    // The same batch sent again (its answer lost): the files already there are unchanged, the
+    // others stored; nothing is rewritten.
+    let before = std::fs::metadata(artifacts_file(&artifacts, "b/a.txt")).unwrap().modified().unwrap();
+    let (got, body) =
+        post_batch(&s, &[good("b/a.txt", a), good("b/again.txt", b"again"), good("b/sub/b.txt", b_)], false)
+            .await;
+    assert_eq!(got, 200, "{body}");
+    let statuses: Vec<_> =
+        body["files"].as_array().unwrap().iter().map(|f| f["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["unchanged", "created", "unchanged"], "{body}");
+    assert_eq!(std::fs::metadata(artifacts_file(&artifacts, "b/a.txt")).unwrap().modified().unwrap(), before);
+    let (got, body) = post_batch(&s, &[good("b/a.txt", a)], false).await;
+    assert_eq!((got, body["files"][0]["status"].as_str()), (200, Some("unchanged")), "{body}");
+    assert_eq!(listed(&s), ["b/a.txt", "b/again.txt", "b/c.bin", "b/sub/b.txt"]);
     // With overwrite: replaced and created.
     let (got, body) = post_batch(&s, &[good("b/new.txt", b"new"), good("b/a.txt", b"changed")], true).await;
     assert_eq!(got, 200, "{body}");
@@ -732,7 +762,7 @@ async fn a_batch_of_small_files_is_stored_whole_or_not_at_all(b: Backend) {
     let (got, body) = post_batch(&s, &many, false).await;
     assert_eq!(got, 413, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("1000 files"), "{body}");
-    assert_eq!(listed(&s), ["b/a.txt", "b/c.bin", "b/new.txt", "b/sub/b.txt"]);
+    assert_eq!(listed(&s), ["b/a.txt", "b/again.txt", "b/c.bin", "b/new.txt", "b/sub/b.txt"]);
 
     // The CLI sends small files in batches: names that a multipart header must quote or encode
     // arrive as they are, and a second upload finds them all there.
