@@ -479,7 +479,8 @@ async fn materialize_input(
 pub fn parse_datastore_uri(uri: &str) -> Result<(&str, RelPath), Error> {
     let malformed = || {
         Error::invalid(format!(
-            "input path {uri:?} must look like datastore://NAME/path or azureml://datastores/NAME/paths/path"
+            "input path {} must look like datastore://NAME/path or azureml://datastores/NAME/paths/path",
+            cairn_core::quoted(uri)
         ))
     };
     let (name, path) = if let Some(rest) = uri.strip_prefix("datastore://") {

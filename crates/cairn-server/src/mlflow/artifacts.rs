@@ -123,9 +123,9 @@ pub async fn resolve(state: &AppState, ws: &Workspace, uri: &str) -> MlResult<Re
         }
         [exp, run, "artifacts", ..] => run_artifacts(state, ws, Some(exp), run, tail(3)?).await,
         _ => Err(MlError::invalid(format!(
-            "artifact path {:?} is neither EXPERIMENT/RUN_ID/artifacts/… nor \
+            "artifact path {} is neither EXPERIMENT/RUN_ID/artifacts/… nor \
              EXPERIMENT/models/MODEL_ID/artifacts/…",
-            path.as_str()
+            cairn_core::quoted(path.as_str())
         ))),
     }
 }
@@ -233,7 +233,10 @@ pub async fn upload(
     let r = resolve_for(&state, &caller, &ws, &path, Role::Writer).await?;
     read_only(&r)?;
     if r.path.is_root() {
-        return Err(MlError::invalid(format!("artifact path {path:?} names a folder, not a file")));
+        return Err(MlError::invalid(format!(
+            "artifact path {} names a folder, not a file",
+            cairn_core::quoted(&path)
+        )));
     }
     let opts = PutOpts {
         expected_sha256: None,
@@ -253,12 +256,18 @@ pub async fn download(
 ) -> MlResult<Response> {
     let r = resolve_for(&state, &caller, &ws, &path, Role::Reader).await?;
     if r.path.is_root() {
-        return Err(MlError::invalid(format!("artifact path {path:?} names a folder, not a file")));
+        return Err(MlError::invalid(format!(
+            "artifact path {} names a folder, not a file",
+            cairn_core::quoted(&path)
+        )));
     }
     let blob = match &r.owner {
         Owner::Version { files, .. } => {
             let f = files.iter().find(|f| f.path == r.path.as_str()).ok_or_else(|| {
-                MlError::does_not_exist(format!("no file {:?} in this model version", r.path.as_str()))
+                MlError::does_not_exist(format!(
+                    "no file {} in this model version",
+                    cairn_core::quoted(r.path.as_str())
+                ))
             })?;
             RelPath::parse(&f.sha256)?
         }

@@ -142,10 +142,10 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 fn target_of(dir: &str, req: &Req) -> MlResult<String> {
     let local = req.str("path")?;
     let name = local.rsplit('/').next().unwrap_or_default();
-    let name = RelPath::parse(name)
-        .ok()
-        .filter(|p| !p.is_root() && !p.as_str().contains('/'))
-        .ok_or_else(|| MlError::invalid(format!("'path' {local:?} does not end in a file name")))?;
+    let name =
+        RelPath::parse(name).ok().filter(|p| !p.is_root() && !p.as_str().contains('/')).ok_or_else(|| {
+            MlError::invalid(format!("'path' {} does not end in a file name", cairn_core::quoted(&local)))
+        })?;
     let dir = dir.trim_matches('/');
     Ok(if dir.is_empty() { name.as_str().to_string() } else { format!("{dir}/{}", name.as_str()) })
 }
@@ -276,8 +276,9 @@ async fn open_upload(
     let meta = read_meta(state, &upload_id).await?;
     if meta.workspace != ws || meta.target != target {
         return Err(MlError::invalid(format!(
-            "multipart upload {upload_id} is for artifact {:?}, not {target:?}",
-            meta.target
+            "multipart upload {upload_id} is for artifact {}, not {}",
+            cairn_core::quoted(&meta.target),
+            cairn_core::quoted(&target)
         )));
     }
     Ok((upload_id, meta, resolved))

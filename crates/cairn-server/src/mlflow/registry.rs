@@ -760,7 +760,10 @@ pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
                 })
                 .collect();
             if files.is_empty() {
-                return Err(MlError::does_not_exist(format!("no files under {source:?}")));
+                return Err(MlError::does_not_exist(format!(
+                    "no files under {}",
+                    cairn_core::quoted(&source)
+                )));
             }
             crate::models::register_from_manifest(&state, &caller.token.name, &workspace, files, new).await
         }
