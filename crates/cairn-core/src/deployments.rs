@@ -28,6 +28,11 @@ pub struct RequestSettings {
     /// Concurrent requests each replica takes (default 1); past it × instances: 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests_per_instance: Option<i64>,
+    /// Longest a request may wait in the queue for a free worker (Azure ML's
+    /// `max_queue_wait_ms`; 1 to request_timeout_ms); past it: 503 with Retry-After. Unset: it
+    /// may wait its whole request_timeout_ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_wait_ms: Option<i64>,
 }
 
 impl RequestSettings {
@@ -337,6 +342,10 @@ pub struct Deployment {
     /// generation's log tail; empty when the last update succeeded or there was none.
     #[serde(default)]
     pub update_error: String,
+    /// While an update runs (state Updating): the spec it asked for. `spec` stays what serves
+    /// until the update is done; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_update: Option<CreateDeployment>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -529,6 +538,13 @@ pub fn validate_create(req: &CreateDeployment) -> Result<(), Error> {
     let t = req.request_settings.timeout_ms();
     if !(1..=600_000).contains(&t) {
         return Err(Error::invalid(format!("request_settings.request_timeout_ms {t}: must be 1 to 600000")));
+    }
+    if let Some(w) = req.request_settings.max_queue_wait_ms {
+        if !(1..=t).contains(&w) {
+            return Err(Error::invalid(format!(
+                "request_settings.max_queue_wait_ms {w}: must be 1 to request_timeout_ms ({t})"
+            )));
+        }
     }
     let c = req.request_settings.max_concurrent();
     if !(1..=1000).contains(&c) {

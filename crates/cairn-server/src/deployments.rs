@@ -52,10 +52,80 @@ const LOGS_TAIL_BYTES: u64 = 256 * 1024;
 /// gateway for it (see `Pipe`).
 const PIPELINE_DEPTH: usize = 2;
 
-/// The running deployments of this server, by `ENDPOINT_ID/NAME`.
+/// The running deployments of this server, by `ENDPOINT_ID/NAME`, and the background work on
+/// them.
 #[derive(Default)]
 pub struct Deployments {
     live: Mutex<HashMap<String, Arc<Live>>>,
+    work: Mutex<WorkRegistry>,
+    /// Serialises, per endpoint id, what adds deployments to an endpoint (create) with what
+    /// removes the endpoint (delete): an endpoint delete never misses a deployment created
+    /// beside it.
+    endpoint_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The tasks working on each deployment (its start, an update, a scale), by deployment id, and
+/// the deployments a delete has closed to new work. A delete closes the deployment, cancels its
+/// tasks and waits for them before it removes the deployment's folder and model-version uses,
+/// so that nothing they start (a replica, a generation's folder) outlives the deployment.
+#[derive(Default)]
+struct WorkRegistry {
+    tasks: HashMap<String, Vec<Work>>,
+    /// Ids of deployments deleted (or being deleted) by this server; ids are never reused.
+    closed: std::collections::HashSet<String>,
+}
+
+struct Work {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The deployment is being deleted: no new work starts on it.
+#[derive(Debug)]
+struct Closed;
+
+impl Deployments {
+    /// Runs `work(cancel)` in the background as work on deployment `id`; `Err(Closed)` (nothing
+    /// started) once a delete has closed it.
+    fn spawn_work<F, Fut>(&self, id: &str, work: F) -> Result<(), Closed>
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut reg = self.work.lock().unwrap();
+        if reg.closed.contains(id) {
+            return Err(Closed);
+        }
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(work(cancel.clone()));
+        let tasks = reg.tasks.entry(id.to_string()).or_default();
+        tasks.retain(|w| !w.task.is_finished());
+        tasks.push(Work { cancel, task });
+        Ok(())
+    }
+
+    /// Closes deployment `id` to new work, cancels what runs on it and returns those tasks (to be
+    /// awaited).
+    fn close(&self, id: &str) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut reg = self.work.lock().unwrap();
+        reg.closed.insert(id.to_string());
+        let tasks = reg.tasks.remove(id).unwrap_or_default();
+        tasks
+            .into_iter()
+            .map(|w| {
+                w.cancel.cancel();
+                w.task
+            })
+            .collect()
+    }
+
+    /// The lock that orders deployment creates on endpoint `endpoint_id` with its delete.
+    pub fn endpoint_lock(&self, endpoint_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.endpoint_locks.lock().unwrap();
+        // Unused locks go: only this map and no caller hold them.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(endpoint_id.to_string()).or_default().clone()
+    }
 }
 
 fn key(endpoint_id: &str, name: &str) -> String {
@@ -142,7 +212,8 @@ impl From<&ProbeSettings> for Probe {
 /// worker as soon as one has room. A worker that answers hands its place to the oldest waiter
 /// (`release`), so a worker with room and a waiting request never coexist, except when a worker
 /// has just entered the rotation (`dispatch`). `request_timeout_ms` counts from admission, queue
-/// included.
+/// included. With `max_queue_wait_ms` a worker holds one request (`depth`) and a request that
+/// waits longer than that in the queue gets 503 with Retry-After.
 pub struct Live {
     id: String,
     key: String,
@@ -163,6 +234,11 @@ pub struct Live {
     /// max_concurrent_requests_per_instance (the limit is this × the instances).
     per_instance: usize,
     timeout: Duration,
+    /// max_queue_wait_ms: longest a request waits in the queue (else its whole timeout).
+    queue_wait: Option<Duration>,
+    /// Requests a worker holds at once: `PIPELINE_DEPTH`, or 1 with max_queue_wait_ms, so that
+    /// every request waiting for a worker waits in the queue, where that limit applies.
+    depth: usize,
     liveness: Probe,
     readiness: Probe,
     cancel: CancellationToken,
@@ -293,7 +369,7 @@ impl Live {
         let replicas = self.replicas.read().unwrap();
         let n = replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for load in 0..PIPELINE_DEPTH {
+        for load in 0..self.depth {
             let found = (0..n)
                 .map(|i| &replicas[(start + i) % n])
                 .find(|r| r.ready.load(Ordering::SeqCst) && r.load.load(Ordering::SeqCst) == load);
@@ -336,7 +412,8 @@ impl Live {
     }
 
     /// A free worker for a request that has been admitted: at once when one is free and nobody
-    /// waits, else after the requests queued before it, at most until `deadline`.
+    /// waits, else after the requests queued before it, at most until `deadline`, or for
+    /// max_queue_wait_ms when that comes first.
     async fn acquire(self: &Arc<Self>, deadline: tokio::time::Instant) -> Result<Lease, ForwardError> {
         let rx = {
             let mut queue = self.queue.lock().unwrap();
@@ -350,10 +427,17 @@ impl Live {
             rx
         };
         let mut waiting = Waiting { live: self, rx };
-        match tokio::time::timeout_at(deadline, &mut waiting.rx).await {
+        let queue_deadline = match self.queue_wait {
+            Some(wait) => deadline.min(tokio::time::Instant::now() + wait),
+            None => deadline,
+        };
+        match tokio::time::timeout_at(queue_deadline, &mut waiting.rx).await {
             Ok(Ok(r)) => Ok(Lease { live: self.clone(), replica: Some(r), queued: true }),
             // The generation is being stopped (its queue dropped).
             Ok(Err(_)) => Err(ForwardError::NotReady),
+            Err(_) if queue_deadline < deadline => {
+                Err(ForwardError::QueueWait(self.queue_wait.unwrap_or_default().as_millis() as u64))
+            }
             Err(_) => Err(ForwardError::Queued(self.timeout.as_millis() as u64)),
         }
     }
@@ -458,6 +542,7 @@ pub fn view(d: &DeploymentRecord) -> Deployment {
         reason: d.reason.clone(),
         generation: d.generation,
         update_error: d.update_error.clone(),
+        pending_update: d.pending_update.clone(),
         created_at: d.created_at,
         updated_at: d.updated_at,
     }
@@ -530,16 +615,28 @@ pub async fn create(
         reason: String::new(),
         generation: 0,
         update_error: String::new(),
+        pending_update: None,
         created_at: now,
         updated_at: now,
     };
+    // Held until the deployment is launched: an endpoint delete waits for it, then finds and
+    // deletes this deployment, or goes first, and the insert finds no endpoint (404).
+    let endpoint_lock = state.deployments.endpoint_lock(&e.id);
+    let _creating = endpoint_lock.lock().await;
     state.store.create_deployment(&d).await?;
     state.store.set_deployment_server(&d.id, &state.server.id).await?;
     if let Err(err) = state.store.add_model_version_uses(ws, &versions_of(&d), USE_KIND, &d.id).await {
         state.store.delete_deployment(&d.id).await?;
         return Err(err);
     }
-    launch(state.clone(), d.clone());
+    if launch(state.clone(), d.clone()).is_err() {
+        // Deleted (through its endpoint or workspace, by another request) before it started.
+        let _ = state.store.keep_only_model_version_uses(ws, &[], USE_KIND, &d.id).await;
+        return Err(Error::conflict(format!(
+            "deployment \"{}\" of endpoint \"{}\" was deleted while it was being created",
+            d.name, e.name
+        )));
+    }
     Ok(d)
 }
 
@@ -564,15 +661,22 @@ async fn check_sources(
     }
 }
 
-/// Starts preparing and running `d` in the background.
-pub fn launch(state: Arc<AppState>, d: DeploymentRecord) {
-    tokio::spawn(async move {
-        if let Err(err) = prepare_and_start(&state, &d).await {
-            let reason = format!("{err}");
-            say(&state, &d.id, d.generation, &format!("failed: {reason}"));
-            let _ = state.store.set_deployment_state(&d.id, DeploymentState::Failed, &reason, now_ms()).await;
+/// Starts preparing and running `d` in the background; `Err(Closed)` when it is being deleted.
+fn launch(state: Arc<AppState>, d: DeploymentRecord) -> Result<(), Closed> {
+    let id = d.id.clone();
+    state.clone().deployments.spawn_work(&id, move |cancel| async move {
+        match prepare_and_start(&state, &d, &cancel).await {
+            Ok(()) => {}
+            // Deleted meanwhile: the delete removes what was prepared.
+            Err(_) if cancel.is_cancelled() => {}
+            Err(err) => {
+                let reason = format!("{err}");
+                say(&state, &d.id, d.generation, &format!("failed: {reason}"));
+                let _ =
+                    state.store.set_deployment_state(&d.id, DeploymentState::Failed, &reason, now_ms()).await;
+            }
         }
-    });
+    })
 }
 
 /// Re-launches the deployments that were Creating, Updating, Healthy or Unhealthy when the server
@@ -605,8 +709,16 @@ pub async fn relaunch_all(state: &Arc<AppState>) -> Result<(), Error> {
             }
             _ => {
                 release_abandoned(state, &d).await;
-                state.store.set_deployment_state(&d.id, DeploymentState::Creating, "", now_ms()).await?;
-                launch(state.clone(), d);
+                let d = DeploymentRecord {
+                    state: DeploymentState::Creating,
+                    reason: String::new(),
+                    pending_update: None,
+                    updated_at: now_ms(),
+                    ..d
+                };
+                state.store.update_deployment(&d).await?;
+                // Not deleted by this server since it started: it cannot be closed.
+                let _ = launch(state.clone(), d);
             }
         }
     }
@@ -935,6 +1047,8 @@ fn new_live(d: &DeploymentRecord, launch: Launch) -> Arc<Live> {
         queue: Mutex::new(VecDeque::new()),
         per_instance: d.spec.request_settings.max_concurrent() as usize,
         timeout: Duration::from_millis(d.spec.request_settings.timeout_ms() as u64),
+        queue_wait: d.spec.request_settings.max_queue_wait_ms.map(|ms| Duration::from_millis(ms as u64)),
+        depth: if d.spec.request_settings.max_queue_wait_ms.is_some() { 1 } else { PIPELINE_DEPTH },
         liveness: Probe::from(&d.spec.liveness()),
         readiness: Probe::from(&d.spec.readiness()),
         cancel: CancellationToken::new(),
@@ -977,11 +1091,29 @@ async fn wait_ready(live: &Live, these: &[Arc<Replica>]) -> Result<bool, String>
     }
 }
 
-async fn prepare_and_start(state: &Arc<AppState>, d: &DeploymentRecord) -> Result<(), Error> {
-    let launch = materialise(state, d).await?;
+/// Prepares `d` and starts its replicas; returns early, starting nothing more, once `cancel` (its
+/// delete) fires.
+async fn prepare_and_start(
+    state: &Arc<AppState>,
+    d: &DeploymentRecord,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    // An environment build cut short is left Interrupted, to be built again by its next use.
+    let launch = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Ok(()),
+        launch = materialise(state, d) => launch?,
+    };
     let live = new_live(d, launch);
-    if let Some(old) = state.deployments.live.lock().unwrap().insert(live.key.clone(), live.clone()) {
-        old.cancel.cancel();
+    {
+        // Checked under the map's lock: a delete that cancels after this finds `live` in the map.
+        let mut map = state.deployments.live.lock().unwrap();
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        if let Some(old) = map.insert(live.key.clone(), live.clone()) {
+            old.cancel.cancel();
+        }
     }
     let n = d.spec.instance_count as usize;
     say(
@@ -1341,6 +1473,7 @@ pub async fn update(
         spec: req,
         models,
         update_error: String::new(),
+        pending_update: None,
         updated_at: now_ms(),
         ..d.clone()
     };
@@ -1363,7 +1496,10 @@ pub async fn update(
             next.generation,
             &format!("update: starting generation {} in place of the failed one", next.generation),
         );
-        launch(state.clone(), next.clone());
+        if launch(state.clone(), next.clone()).is_err() {
+            release_model(state, ws, &next, &d).await;
+            return Err(busy("being deleted"));
+        }
         return Ok(next);
     };
     if live.updating.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
@@ -1379,22 +1515,30 @@ pub async fn update(
             next.state = DeploymentState::Updating;
             next.reason =
                 format!("scaling from {} to {} replica(s)", d.spec.instance_count, next.spec.instance_count);
-            if let Err(err) = state
-                .store
-                .update_deployment(&DeploymentRecord { spec: d.spec.clone(), ..next.clone() })
-                .await
-            {
+            // What serves stays recorded until the scaling is done; what was asked for is shown
+            // beside it.
+            let scaling = DeploymentRecord {
+                spec: d.spec.clone(),
+                pending_update: Some(next.spec.clone()),
+                ..next.clone()
+            };
+            if let Err(err) = state.store.update_deployment(&scaling).await {
                 live.updating.store(false, Ordering::SeqCst);
                 return Err(err);
             }
-            tokio::spawn(scale(state.clone(), live, next.clone()));
-            Ok(next)
+            let (st, l, n) = (state.clone(), live.clone(), next);
+            if state.deployments.spawn_work(&d.id, move |_| scale(st, l, n)).is_err() {
+                live.updating.store(false, Ordering::SeqCst);
+                return Err(busy("being deleted"));
+            }
+            Ok(scaling)
         }
         UpdateKind::Roll => {
             next.generation = d.generation + 1;
             let updating = DeploymentRecord {
                 state: DeploymentState::Updating,
                 reason: format!("starting generation {} beside generation {}", next.generation, d.generation),
+                pending_update: Some(next.spec.clone()),
                 ..d.clone()
             };
             let begun = async {
@@ -1406,7 +1550,12 @@ pub async fn update(
                 live.updating.store(false, Ordering::SeqCst);
                 return Err(err);
             }
-            tokio::spawn(roll(state.clone(), ws.clone(), live, d, next));
+            let (st, w, l, old, new) = (state.clone(), ws.clone(), live.clone(), d.clone(), next.clone());
+            if state.deployments.spawn_work(&d.id, move |cancel| roll(st, w, l, old, new, cancel)).is_err() {
+                live.updating.store(false, Ordering::SeqCst);
+                release_model(state, ws, &next, &d).await;
+                return Err(busy("being deleted"));
+            }
             Ok(updating)
         }
     }
@@ -1489,19 +1638,26 @@ async fn retire_replicas(live: &Live, keep: usize) {
 
 /// The rolling replacement: generation `next` starts beside `old`'s; once all its replicas are
 /// ready the gateway switches to it and `old` drains and stops. If it fails to start, `old`
-/// keeps serving and the failure is recorded.
+/// keeps serving and the failure is recorded. `cancel` (a delete) stops the preparation; the
+/// delete stops the replicas.
 async fn roll(
     state: Arc<AppState>,
     ws: Workspace,
     old: Arc<Live>,
     d: DeploymentRecord,
     mut next: DeploymentRecord,
+    cancel: CancellationToken,
 ) {
     let started = async {
-        let launch = materialise(&state, &next).await?;
+        let launch = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(None),
+            _ = old.cancel.cancelled() => return Ok(None),
+            launch = materialise(&state, &next) => launch?,
+        };
         let live = new_live(&next, launch);
         *old.successor.lock().unwrap() = Some(live.clone());
-        if old.cancel.is_cancelled() {
+        if old.cancel.is_cancelled() || cancel.is_cancelled() {
             // Deleted while preparing: `stop(old)` may have run before the successor was set.
             stop(&live).await;
             return Ok(None);
@@ -1599,21 +1755,39 @@ pub async fn delete(state: &AppState, ws: &Workspace, d: &DeploymentRecord) -> R
     finish_delete(state, ws, d).await
 }
 
+/// Stops everything of `d` (its start or update cut short, then its replicas), then removes its
+/// files, its model-version uses and its record, in that order: a retry after a failure finds
+/// the record and finishes.
 async fn finish_delete(state: &AppState, ws: &Workspace, d: &DeploymentRecord) -> Result<(), Error> {
+    // Closed first: a start that has not put its generation in the map yet will not; one that
+    // has is stopped below with it.
+    let work = state.deployments.close(&d.id);
     let live = state.deployments.live.lock().unwrap().remove(&key(&d.endpoint_id, &d.name));
-    if let Some(live) = live {
+    if let Some(live) = &live {
+        stop(live).await;
+    }
+    for task in work {
+        let _ = task.await;
+    }
+    // An update that switched generations while we stopped the old one left the new in the map.
+    let switched = {
+        let mut map = state.deployments.live.lock().unwrap();
+        let k = key(&d.endpoint_id, &d.name);
+        if map.get(&k).is_some_and(|l| l.id == d.id) {
+            map.remove(&k)
+        } else {
+            None
+        }
+    };
+    if let Some(live) = switched {
         stop(&live).await;
     }
     // Its request series go with it: label values stay bounded by the deployments that exist.
     state.metrics.remove_deployment(&d.endpoint_name, &d.name);
     // Read-only model files do not stop removal (it needs the folders' write permission only).
     let _ = tokio::fs::remove_dir_all(dir_of(state, &d.id)).await;
-    for m in &d.models {
-        match state.store.remove_model_version_use(ws, &m.name, m.version, USE_KIND, &d.id).await {
-            Ok(_) | Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    // Every use it recorded, including those of an update cut short.
+    state.store.keep_only_model_version_uses(ws, &[], USE_KIND, &d.id).await?;
     state.store.delete_deployment(&d.id).await
 }
 
@@ -1621,6 +1795,9 @@ async fn finish_delete(state: &AppState, ws: &Workspace, d: &DeploymentRecord) -
 /// deployment may be deleted through another server, and its owner notices here (on each
 /// heartbeat) instead of serving it until its next restart.
 pub async fn stop_deleted(state: &AppState) -> Result<usize, Error> {
+    // Uses of deployments whose rows went without their own delete (a cascade from an endpoint
+    // or workspace deleted through another server) would hold their model versions forever.
+    state.store.forget_uses_of_missing_deployments(USE_KIND).await?;
     let running: Vec<(String, String)> =
         state.deployments.live.lock().unwrap().iter().map(|(k, l)| (k.clone(), l.id.clone())).collect();
     if running.is_empty() {
@@ -1630,6 +1807,9 @@ pub async fn stop_deleted(state: &AppState) -> Result<usize, Error> {
         state.store.all_deployments().await?.into_iter().map(|d| d.id).collect();
     let mut stopped = 0;
     for (key, id) in running.into_iter().filter(|(_, id)| !existing.contains(id)) {
+        for task in state.deployments.close(&id) {
+            let _ = task.await;
+        }
         let live = state.deployments.live.lock().unwrap().remove(&key);
         if let Some(live) = live {
             tracing::info!(deployment = %live.name, endpoint = %live.endpoint_name, "deleted elsewhere: stopping its replicas");
@@ -1698,6 +1878,9 @@ pub enum ForwardError {
     /// request_timeout_ms passed, partly in the queue and partly on a worker, which finishes the
     /// request unhurried (504).
     Expired(u64),
+    /// max_queue_wait_ms passed while the request waited in the queue for a worker (503, with
+    /// Retry-After: the deployment is saturated, not broken).
+    QueueWait(u64),
     /// The replica closed the connection or died mid-request (502).
     Broken(String),
     /// The worker stopped before it reached the request, which was waiting on it behind an

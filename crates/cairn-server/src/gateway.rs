@@ -346,6 +346,16 @@ async fn call(
             StatusCode::GATEWAY_TIMEOUT,
             format!("{who} did not answer within request_timeout_ms ({ms} ms, time spent queued included)"),
         )),
+        Err(ForwardError::QueueWait(ms)) => Err(Answer {
+            retry_after: true,
+            ..Answer::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{who} had no free worker within max_queue_wait_ms ({ms} ms): every worker is busy; \
+                     retry later, or add instances"
+                ),
+            )
+        }),
         Err(ForwardError::Broken(msg)) => Err(Answer::new(StatusCode::BAD_GATEWAY, format!("{who}: {msg}"))),
         Err(ForwardError::Stranded(msg)) => Err(Answer {
             retry_after: true,

@@ -5,7 +5,7 @@ use cairn_core::Error;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::db::{is_unique_violation, map_err, new_id};
+use crate::db::{is_foreign_key_violation, is_unique_violation, map_err, new_id};
 use crate::Store;
 
 /// A deployment as stored (the endpoint's name and workspace are joined in).
@@ -27,6 +27,8 @@ pub struct DeploymentRecord {
     pub generation: i64,
     /// Why the last update failed, else empty.
     pub update_error: String,
+    /// The spec an update in progress asked for (`spec` is what serves until it is done).
+    pub pending_update: Option<CreateDeployment>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -54,6 +56,8 @@ struct Stored {
     generation: i64,
     #[serde(default)]
     update_error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_update: Option<CreateDeployment>,
 }
 
 fn stored_json(d: &DeploymentRecord) -> String {
@@ -64,6 +68,7 @@ fn stored_json(d: &DeploymentRecord) -> String {
         model_version: None,
         generation: d.generation,
         update_error: d.update_error.clone(),
+        pending_update: d.pending_update.clone(),
     })
     .expect("a deployment spec serialises")
 }
@@ -98,6 +103,7 @@ fn from_row(r: &AnyRow) -> Result<DeploymentRecord, Error> {
         reason: get("reason")?,
         generation: stored.generation,
         update_error: stored.update_error,
+        pending_update: stored.pending_update,
         created_at: r.try_get("created_at").map_err(map_err)?,
         updated_at: r.try_get("updated_at").map_err(map_err)?,
     })
@@ -128,11 +134,31 @@ impl Store {
                     "endpoint \"{}\" already has a deployment \"{}\"; delete it first or choose another name",
                     d.endpoint_name, d.name
                 ))
+            } else if is_foreign_key_violation(&err) {
+                // The endpoint was deleted after the caller found it.
+                Error::NotFound {
+                    kind: "endpoint",
+                    name: format!("{}\" in workspace \"{}", d.endpoint_name, d.workspace),
+                }
             } else {
                 map_err(err)
             }
         })?;
         Ok(())
+    }
+
+    /// Forgets the model-version uses of `user_kind` (deployments) whose deployment no longer
+    /// exists; returns how many went.
+    pub async fn forget_uses_of_missing_deployments(&self, user_kind: &str) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "DELETE FROM model_version_uses WHERE user_kind = $1 \
+             AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.id = model_version_uses.user_id)",
+        )
+        .bind(user_kind)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 
     /// The deployments of an endpoint, by name.

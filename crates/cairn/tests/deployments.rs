@@ -19,6 +19,9 @@ on_both_backends!(
     bad_model_lists_are_refused_and_write_nothing,
     a_restart_during_an_update_of_two_models_keeps_both_recorded_versions,
     azures_sample_yaml_with_an_inline_model_and_environment_deploys,
+    deleting_a_deployment_or_its_endpoint_while_it_starts_leaves_nothing_behind,
+    an_endpoint_deleted_while_deployments_are_created_answers_no_500_and_leaves_nothing,
+    max_queue_wait_ms_is_validated_and_a_request_waiting_longer_gets_503,
 );
 
 fn json(text: &str) -> Value {
@@ -924,4 +927,225 @@ async fn azures_sample_yaml_with_an_inline_model_and_environment_deploys(b: Back
         "{log}"
     );
     s.ok(&["deployment", "delete", "lin-ep/green", "-w", "w"]);
+}
+
+/// Watches for `for_how_long`: no replica of the server runs and deployment `id`'s folder does not
+/// come back (a start that outlived its delete would make both).
+fn assert_nothing_comes_back(s: &Server, id: &str, for_how_long: std::time::Duration) {
+    let folder = s.data_dir.join("deployments").join(id);
+    let until = std::time::Instant::now() + for_how_long;
+    while std::time::Instant::now() < until {
+        assert_eq!(s.replica_pids(), Vec::<i32>::new(), "a replica started after its deployment was deleted");
+        assert!(!folder.exists(), "{} came back after the delete", folder.display());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A deployment deleted while it starts (its new environment still being built, or its replicas
+/// starting) leaves no replica, no folder and no model-version use behind; the same when its
+/// endpoint is deleted.
+async fn deleting_a_deployment_or_its_endpoint_while_it_starts_leaves_nothing_behind(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    let file = setup(&s, SCORE_PY);
+    let dir = s.tmp().join("spec");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    for (case, delay_ms) in [("deployment", 0), ("endpoint", 0), ("deployment", 700), ("endpoint", 700)] {
+        // A new environment each time: the start spends its first moments building it.
+        let env_name = format!("fresh-{case}-{delay_ms}");
+        let env_file = dir.join(format!("{env_name}.yml"));
+        std::fs::write(&env_file, format!("name: {env_name}\npip: []\nvariables:\n  CASE: {env_name}\n"))
+            .unwrap();
+        s.ok(&["env", "create", "-f", env_file.to_str().unwrap(), "-w", "w"]);
+        let spec = dir.join(format!("{env_name}-blue.yml"));
+        std::fs::write(&spec, yaml.replace("environment: plain", &format!("environment: {env_name}")))
+            .unwrap();
+        if !s.cli(&["endpoint", "show", "lin-ep", "-w", "w"]).status.success() {
+            s.ok(&["endpoint", "create", "-f", dir.join("ep.yml").to_str().unwrap(), "-w", "w"]);
+        }
+        let d = json(&s.ok(&["deployment", "create", "-f", spec.to_str().unwrap(), "-w", "w", "-o", "json"]));
+        assert_eq!(d["state"], "Creating", "{d}");
+        let id = d["id"].as_str().unwrap().to_string();
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        match case {
+            "deployment" => s.ok(&["deployment", "delete", "lin-ep/blue", "-w", "w"]),
+            _ => s.ok(&["endpoint", "delete", "lin-ep", "-w", "w"]),
+        };
+        let (status, body) = s.get("/api/v1/workspaces/w/endpoints/lin-ep/deployments/blue").await;
+        assert_eq!(status, 404, "{case} after {delay_ms} ms: {body}");
+        assert_nothing_comes_back(&s, &id, std::time::Duration::from_secs(4));
+    }
+    // No use of lin:1 was left behind: it can be deleted.
+    s.ok(&["model", "delete", "lin:1", "-w", "w"]);
+    assert!(!s.log().contains("panicked"), "{}", s.log());
+}
+
+/// Deployments created while their endpoint is deleted: each create is either done before the
+/// delete (and deleted with the endpoint) or refused with 404 (the endpoint is gone), never a 500;
+/// afterwards no replica, no folder and no model-version use remain.
+async fn an_endpoint_deleted_while_deployments_are_created_answers_no_500_and_leaves_nothing(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    let file = setup(&s, SCORE_PY);
+    let dir = s.tmp().join("spec");
+    // The code snapshot the deployments use, uploaded once (as `deployment create` does).
+    let created = json(&s.ok(&["deployment", "create", "-f", &file, "-w", "w", "-o", "json"]));
+    let code = created["spec"]["code_configuration"]["code"].as_str().unwrap().to_string();
+    s.ok(&["deployment", "delete", "lin-ep/blue", "-w", "w"]);
+    let http = reqwest::Client::new();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for round in 0..6 {
+        if round > 0 {
+            s.ok(&["endpoint", "create", "-f", dir.join("ep.yml").to_str().unwrap(), "-w", "w"]);
+        }
+        let creates: Vec<_> = (0..4)
+            .map(|i| {
+                let (http, url, token, code) = (http.clone(), s.url.clone(), s.token.clone(), code.clone());
+                tokio::spawn(async move {
+                    let body = serde_json::json!({
+                        "name": format!("d{i}-r{round}"),
+                        "model": "lin:1",
+                        "code_configuration": {"code": code, "scoring_script": "score.py"},
+                        "environment": "plain",
+                        "instance_count": 1,
+                    });
+                    let r = http
+                        .post(format!("{url}/api/v1/workspaces/w/endpoints/lin-ep/deployments"))
+                        .bearer_auth(token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    (r.status().as_u16(), r.text().await.unwrap())
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(round * 5)).await;
+        let (status, body) =
+            s.call(reqwest::Method::DELETE, "/api/v1/workspaces/w/endpoints/lin-ep", None).await;
+        assert_eq!(status, 204, "{body}");
+        for c in creates {
+            let (status, body) = c.await.unwrap();
+            assert!(
+                matches!(status, 201 | 404 | 409),
+                "a create beside the endpoint's delete: {status} {body}"
+            );
+            if status == 404 {
+                assert!(body.contains("endpoint") && body.contains("lin-ep"), "{body}");
+            }
+            *statuses.entry(status).or_default() += 1;
+        }
+    }
+    eprintln!("creates beside an endpoint delete, by status: {statuses:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !s.replica_pids().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_nothing_comes_back(&s, "none", std::time::Duration::from_secs(3));
+    let left: Vec<_> = std::fs::read_dir(s.data_dir.join("deployments"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "deployment folders left: {left:?}");
+    s.ok(&["model", "delete", "lin:1", "-w", "w"]);
+}
+
+const SLOW_PY: &str = r#"
+import json, time
+
+def init():
+    pass
+
+def run(raw_data):
+    time.sleep(json.loads(raw_data).get("sleep", 0))
+    return "done"
+"#;
+
+/// max_queue_wait_ms is checked (1 to request_timeout_ms, named in the message), and a request
+/// that waits longer than it for a worker gets 503 with Retry-After while the busy worker finishes
+/// its own request.
+async fn max_queue_wait_ms_is_validated_and_a_request_waiting_longer_gets_503(b: Backend) {
+    let (s, _db) = start_on(b, Opts::default()).await;
+    let file = setup(&s, SLOW_PY);
+    let yaml = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("instance_count: 2", "instance_count: 1")
+        .replace("request_timeout_ms: 30000", "request_timeout_ms: 10000");
+    let dir = s.tmp().join("spec");
+    for (wait, rule) in [
+        ("0", "must be 1 to request_timeout_ms (10000)"),
+        ("10001", "must be 1 to request_timeout_ms (10000)"),
+        ("-5", "must be 1"),
+    ] {
+        let bad = dir.join(format!("bad-{wait}.yml"));
+        std::fs::write(
+            &bad,
+            yaml.replace(
+                "request_timeout_ms: 10000",
+                &format!("request_timeout_ms: 10000\n  max_queue_wait_ms: {wait}"),
+            ),
+        )
+        .unwrap();
+        let err = s.fails(&["deployment", "create", "-f", bad.to_str().unwrap(), "-w", "w"]);
+        assert!(err.contains("max_queue_wait_ms") && err.contains(rule), "{wait}: {err}");
+    }
+    let (status, _) = s.get("/api/v1/workspaces/w/endpoints/lin-ep/deployments/blue").await;
+    assert_eq!(status, 404, "a refused spec stores nothing");
+
+    let good = dir.join("good.yml");
+    std::fs::write(
+        &good,
+        yaml.replace("request_timeout_ms: 10000", "request_timeout_ms: 10000\n  max_queue_wait_ms: 300"),
+    )
+    .unwrap();
+    let d = json(&s.ok(&[
+        "deployment",
+        "create",
+        "-f",
+        good.to_str().unwrap(),
+        "--all-traffic",
+        "--wait",
+        "-w",
+        "w",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(d["spec"]["request_settings"]["max_queue_wait_ms"], 300, "{d}");
+    let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    let key = keys["primary_key"].as_str().unwrap().to_string();
+
+    // One worker: a 2 s request holds it; the next waits in the queue and gives up after 300 ms.
+    let busy = {
+        let (url, key) = (s.url.clone(), key.clone());
+        tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/endpoints/lin-ep/score"))
+                .bearer_auth(key)
+                .body(r#"{"sleep": 2}"#)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("{}/endpoints/lin-ep/score", s.url))
+        .bearer_auth(&key)
+        .body(r#"{"sleep": 0}"#)
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("max_queue_wait_ms (300 ms)"), "{body}");
+    assert!(waited >= std::time::Duration::from_millis(250), "gave up after {waited:?}, before its 300 ms");
+    assert!(
+        waited < std::time::Duration::from_millis(1500),
+        "waited {waited:?}: past max_queue_wait_ms, until the worker was free"
+    );
+    assert_eq!(busy.await.unwrap(), 200, "the request that held the worker finishes");
+    // A free worker answers at once again.
+    let (status, body) = score(&s, &key, r#"{"sleep": 0}"#).await;
+    assert!(status == 200 && body.contains("done"), "{status} {body}");
 }

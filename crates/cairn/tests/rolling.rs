@@ -523,3 +523,70 @@ async fn a_restart_during_a_rolling_update_releases_the_abandoned_version() {
         }
     }
 }
+
+/// While an update runs, `show` gives what serves (`spec`, `model`) and what the update asked for
+/// (`pending_update`); once it is done, the asked-for spec is the spec and `pending_update` goes.
+/// The same for scaling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn show_during_an_update_gives_what_was_asked_for_beside_what_serves() {
+    let s = Server::start();
+    let dir = setup(&s);
+    // Generation 1's init takes 3 s, long enough to look at the deployment while it starts.
+    let slow = score_py("v2").replace("def init():\n", "def init():\n    import time; time.sleep(3)\n");
+    write_tree(&dir, &[("slow/score.py", slow.as_bytes())]);
+    let v1 = write(&dir, "blue1.yml", &deployment_yaml("v1", "lin:1", 1, ""));
+    s.ok(&["deployment", "create", "-f", &v1, "--all-traffic", "--wait", "-w", "w"]);
+    let v2 = write(&dir, "blue2.yml", &deployment_yaml("slow", "lin:2", 1, ""));
+    let answered = json(&s.ok(&["deployment", "update", "-f", &v2, "-w", "w", "-o", "json"]));
+    let shown = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
+    for d in [&answered, &shown] {
+        assert_eq!(d["state"], "Updating", "{d}");
+        assert_eq!((d["model"].as_str(), d["generation"].as_i64()), (Some("lin:1"), Some(0)), "{d}");
+        assert_eq!(d["spec"]["model"], "azureml:lin:1", "{d}");
+        assert_eq!(d["pending_update"]["model"], "azureml:lin:2", "{d}");
+        assert_ne!(
+            d["pending_update"]["code_configuration"]["code"], d["spec"]["code_configuration"]["code"],
+            "the pending update's code is the new snapshot: {d}"
+        );
+    }
+    let table = s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w"]);
+    assert!(table.contains("pending_update") && table.contains("azureml:lin:2"), "{table}");
+    let wait_done = || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
+            if d["state"] != "Updating" || Instant::now() > deadline {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let d = wait_done();
+    assert_eq!((d["state"].as_str(), d["generation"].as_i64()), (Some("Healthy"), Some(1)), "{d}");
+    assert_eq!(d["spec"]["model"], "azureml:lin:2", "{d}");
+    assert!(d.get("pending_update").is_none(), "{d}");
+
+    // Scaling: what serves stays 1 replica until the new one is ready.
+    let r = reqwest::Client::new()
+        .patch(format!("{}/api/v1/workspaces/w/endpoints/lin-ep/deployments/blue", s.url))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"instance_count": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let d = json(&r.text().await.unwrap());
+    assert_eq!(d["state"], "Updating", "{d}");
+    assert_eq!(
+        (d["spec"]["instance_count"].as_i64(), d["pending_update"]["instance_count"].as_i64()),
+        (Some(1), Some(2)),
+        "{d}"
+    );
+    let d = wait_done();
+    assert_eq!(
+        (d["state"].as_str(), d["spec"]["instance_count"].as_i64()),
+        (Some("Healthy"), Some(2)),
+        "{d}"
+    );
+    assert!(d.get("pending_update").is_none(), "{d}");
+}

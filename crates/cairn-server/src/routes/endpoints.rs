@@ -97,6 +97,9 @@ pub async fn delete(
     caller.require(Role::Writer, Some(&ws))?;
     let workspace = state.store.workspace(&ws).await?;
     let e = state.store.endpoint(&workspace, &name).await?;
+    // No deployment is created beside this delete (see `deployments::create`).
+    let endpoint_lock = state.deployments.endpoint_lock(&e.id);
+    let _deleting = endpoint_lock.lock().await;
     for d in state.store.list_deployments(&e.id).await? {
         crate::deployments::delete(&state, &workspace, &d).await?;
     }

@@ -153,6 +153,18 @@ pub(crate) async fn log_text(
     Ok(api.send(request).await?.text().await?)
 }
 
+/// What an update in progress asked for, as far as it differs from what serves in a table's eye:
+/// the instance count and the model and environment references.
+fn pending(p: &CreateDeployment) -> String {
+    let models: Vec<String> = p.model.iter().chain(p.models.iter().flatten()).cloned().collect();
+    format!(
+        "instance_count {}, models {}, environment {}",
+        p.instance_count,
+        models.join(", "),
+        p.environment.as_deref().unwrap_or("(derived from the model)")
+    )
+}
+
 fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
     vec![
         ("deployment", d.name.clone()),
@@ -171,10 +183,18 @@ fn fields(d: &Deployment) -> Vec<(&'static str, String)> {
         ),
         ("request_timeout_ms", d.spec.request_settings.timeout_ms().to_string()),
         ("max_concurrent", d.spec.request_settings.max_concurrent().to_string()),
+        (
+            "max_queue_wait_ms",
+            d.spec
+                .request_settings
+                .max_queue_wait_ms
+                .map_or_else(|| "(request_timeout_ms)".into(), |w| w.to_string()),
+        ),
         ("tags", d.spec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")),
         ("reason", d.reason.clone()),
         ("generation", d.generation.to_string()),
         ("update_error", d.update_error.clone()),
+        ("pending_update", d.pending_update.as_ref().map(pending).unwrap_or_default()),
         ("created", output::time(d.created_at)),
         ("updated", output::time(d.updated_at)),
     ]
