@@ -518,23 +518,48 @@ impl Store {
         // as NULL (read back as NaN). Binding a NULL instead breaks PostgreSQL's binary protocol.
         // A point already stored (a retried batch) is not inserted again (migration 0018's unique
         // index); only the points inserted count in the tiles and may become the latest value.
-        let mut returned: Vec<AnyRow> = Vec::with_capacity(points.len());
-        for chunk in points.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES {} \
-                 ON CONFLICT DO NOTHING RETURNING key, value, step, timestamp",
-                values_rows(backend, chunk.len(), 5)
-            );
-            let mut q = sqlx::query(&sql);
+        // Which ones were inserted is asked of the database (RETURNING) only when some were not:
+        // sqlx hands every returned row from SQLite's worker thread to ours, which costs more than
+        // the insert, so the usual batch of new points is inserted under a savepoint, counted, and
+        // inserted again with RETURNING only if the count falls short.
+        let insert = |returning: bool, chunk: &[(&str, MetricPoint)]| {
+            format!(
+                "INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES {} ON CONFLICT DO NOTHING{}",
+                values_rows(backend, chunk.len(), 5),
+                if returning { " RETURNING key, value, step, timestamp" } else { "" }
+            )
+        };
+        fn bind<'q>(
+            sql: &'q str,
+            run_id: &'q str,
+            chunk: &'q [(&'q str, MetricPoint)],
+        ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+            let mut q = sqlx::query(sql);
             for (k, p) in chunk {
                 q = q.bind(run_id).bind(*k).bind(p.value).bind(p.step).bind(p.timestamp);
             }
-            returned.extend(q.fetch_all(&mut **tx).await.map_err(map_err)?);
+            q
         }
+        sqlx::query("SAVEPOINT new_points").execute(&mut **tx).await.map_err(map_err)?;
+        let mut inserted_all = 0u64;
+        for chunk in points.chunks(ROWS_PER_STATEMENT) {
+            let sql = insert(false, chunk);
+            inserted_all +=
+                bind(&sql, run_id, chunk).execute(&mut **tx).await.map_err(map_err)?.rows_affected();
+        }
+        let mut returned: Vec<AnyRow> = Vec::new();
+        if inserted_all < points.len() as u64 {
+            sqlx::query("ROLLBACK TO SAVEPOINT new_points").execute(&mut **tx).await.map_err(map_err)?;
+            for chunk in points.chunks(ROWS_PER_STATEMENT) {
+                let sql = insert(true, chunk);
+                returned.extend(bind(&sql, run_id, chunk).fetch_all(&mut **tx).await.map_err(map_err)?);
+            }
+        }
+        sqlx::query("RELEASE SAVEPOINT new_points").execute(&mut **tx).await.map_err(map_err)?;
         // RETURNING's order is unspecified, and "the last one logged wins" ties on latest_metrics
         // need the batch's order: the batch's points are kept in order, each as often as inserted.
         let mut points = points;
-        if returned.len() < points.len() {
+        if inserted_all < points.len() as u64 {
             let mut inserted: HashMap<(String, i64, i64, u64), usize> = HashMap::new();
             for r in &returned {
                 let value = value_identity(nan_if_null(get(r, "value")?));

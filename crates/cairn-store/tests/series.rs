@@ -172,14 +172,21 @@ async fn a_point_logged_again_is_stored_once(store: &Store) {
     assert_eq!(all["loss"].len(), 600);
     assert!(all["loss"].iter().zip(&pts).all(|(a, b)| same(a, b)));
 
+    // A batch of an old point and a new one: only the new one is stored, counted and latest.
+    let last = MetricPoint { value: 7.0, step: 600, timestamp: 1_700_000_000_600 };
+    log(store, &run, "loss", &[pts[10].clone(), last.clone()]).await;
+    assert_eq!(store.run_metrics(&run).await.unwrap()["loss"].len(), 601);
+    let s = store.metric_series(&run, "loss", None, None, 1000).await.unwrap();
+    assert_eq!(s.total_points, 601, "the old point is not counted again");
+    assert_eq!(store.run(&ws, &run).await.unwrap().metrics["loss"].value, 7.0);
+
     // Another value at the same step and time is another point (MLflow keys points by value
     // too), and the value logged last is the latest; a retry of the earlier one changes nothing.
-    let last = pts[599].clone();
     let mut other = last.clone();
     other.value = 42.0;
     log(store, &run, "loss", &[other.clone()]).await;
     log(store, &run, "loss", std::slice::from_ref(&last)).await;
-    assert_eq!(store.run_metrics(&run).await.unwrap()["loss"].len(), 601);
+    assert_eq!(store.run_metrics(&run).await.unwrap()["loss"].len(), 602);
     let r = store.run(&ws, &run).await.unwrap();
     assert_eq!(r.metrics["loss"].value, 42.0, "a retried older point became the latest");
 }
