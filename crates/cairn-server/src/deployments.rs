@@ -1831,6 +1831,42 @@ pub fn logs(state: &AppState, d: &DeploymentRecord, lines: Option<u32>) -> Strin
     }
 }
 
+/// The log of deployment `d`'s serving generation from byte `since` on, when `generation` is that
+/// generation (else from its start), at most its last `LOGS_TAIL_BYTES` (then from the first line
+/// inside them): the text and the offset to ask from next. A client following the log (`--wait`)
+/// reads only what is new.
+pub fn logs_since(state: &AppState, d: &DeploymentRecord, generation: i64, since: u64) -> (String, u64) {
+    let since = if generation == d.generation { since } else { 0 };
+    read_since(&log_path(state, &d.id, d.generation), since, LOGS_TAIL_BYTES)
+}
+
+/// The text of `path` from byte `since` on, at most its last `max` bytes (then from the first
+/// line inside them), and the offset to read from next.
+fn read_since(path: &Path, since: u64, max: u64) -> (String, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return (String::new(), 0);
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = since.min(len);
+    let skip_partial = len - from > max;
+    let from = from.max(len.saturating_sub(max));
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_err() || f.take(len - from).read_to_end(&mut buf).is_err() {
+        return (String::new(), from);
+    }
+    let end = from + buf.len() as u64;
+    let start =
+        if skip_partial { buf.iter().position(|b| *b == b'\n').map_or(buf.len(), |i| i + 1) } else { 0 };
+    // A character cut by the end of what is written so far is left for the next read.
+    let stop = match std::str::from_utf8(&buf[start..]) {
+        Err(e) if e.error_len().is_none() => start + e.valid_up_to(),
+        _ => buf.len(),
+    };
+    let text = String::from_utf8_lossy(&buf[start..stop]).into_owned();
+    (text, end - (buf.len() - stop) as u64)
+}
+
 /// The most lines `logs` gives, and how far back it reads for them.
 pub const LOG_LINES_MAX: u32 = 100_000;
 const LOG_LINES_BYTES: u64 = 16 << 20;
@@ -2401,6 +2437,29 @@ async fn exchange(s: &mut UnixStream, head: &[u8], body: &[u8]) -> Result<Reply,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_log_read_from_an_offset_gives_what_follows_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("generation-0.log");
+        assert_eq!(read_since(&log, 0, 16), (String::new(), 0), "no log yet");
+        std::fs::write(&log, "one\ntwo\n").unwrap();
+        let (text, at) = read_since(&log, 0, 16);
+        assert_eq!((text.as_str(), at), ("one\ntwo\n", 8));
+        assert_eq!(read_since(&log, at, 16), (String::new(), 8), "nothing new");
+        // "é" cut in two by the end of what is written: left for the next read.
+        std::fs::write(&log, b"one\ntwo\nthr\xc3").unwrap();
+        let (text, at) = read_since(&log, 8, 16);
+        assert_eq!((text.as_str(), at), ("thr", 11));
+        std::fs::write(&log, "one\ntwo\nthré\nfour\n").unwrap();
+        let (text, at) = read_since(&log, at, 16);
+        assert_eq!((text.as_str(), at), ("é\nfour\n", 19));
+        // Past the window: its last bytes, from the first whole line in them.
+        let (text, at) = read_since(&log, 0, 9);
+        assert_eq!((text.as_str(), at), ("four\n", 19));
+        // An offset past the end (a log started again) reads from the end.
+        assert_eq!(read_since(&log, 1000, 16), (String::new(), 19));
+    }
+
     #[test]
     fn last_lines_counts_from_the_end() {
         use super::last_lines;

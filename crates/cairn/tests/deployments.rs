@@ -109,6 +109,25 @@ async fn a_deployment_scores_survives_sigkill_and_holds_its_model_version(b: Bac
     let logged = s.ok(&["deployment", "logs", "lin-ep/blue", "-w", "w"]);
     let first = logged.lines().next().unwrap();
     assert!(followed.contains(first), "the log's first line {first:?} was not followed: {followed}");
+    // A follower reads from where it was: the answer says the generation and the next offset.
+    let logs_api = format!("{}/api/v1/workspaces/w/endpoints/lin-ep/deployments/blue/logs", s.url);
+    let http = reqwest::Client::new();
+    let r = http.get(&logs_api).bearer_auth(&s.token).send().await.unwrap();
+    let header = |r: &reqwest::Response, h: &str| r.headers()[h].to_str().unwrap().to_string();
+    let (generation, offset) = (header(&r, "x-cairn-log-generation"), header(&r, "x-cairn-log-offset"));
+    assert_eq!(generation, "0");
+    assert_eq!(offset.parse::<usize>().unwrap(), r.text().await.unwrap().len(), "the whole log, ASCII");
+    let r = http
+        .get(format!("{logs_api}?since={offset}&generation=0"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((header(&r, "x-cairn-log-offset"), r.text().await.unwrap()), (offset.clone(), String::new()));
+    let r = http.get(format!("{logs_api}?since=5&generation=7")).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), logged, "another generation's offset: the whole log");
+    let r = http.get(format!("{logs_api}?since=5&lines=2")).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
     let listed = json(&s.ok(&["deployment", "list", "--endpoint", "lin-ep", "-w", "w", "-o", "json"]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let ep = json(&s.ok(&["endpoint", "show", "lin-ep", "-w", "w", "-o", "json"]));

@@ -177,19 +177,29 @@ pub struct LogsQuery {
     /// 256 KiB.
     #[serde(default)]
     pub lines: Option<u32>,
+    /// Only what follows this byte offset of generation `generation`'s log (the
+    /// `x-cairn-log-offset` and `x-cairn-log-generation` of an earlier answer); the whole tail
+    /// when the generation has changed since. Whole lines only; at most the last 256 KiB.
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub generation: Option<i64>,
 }
 
 /// The tail of the deployment's log: cairn's lines and the replicas' stderr.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/endpoints/{endpoint}/deployments/{name}/logs", tag = "endpoints",
     params(("ws" = String, Path, description = "workspace name"), ("endpoint" = String, Path, description = "endpoint name"),
         ("name" = String, Path, description = "deployment name"), LogsQuery),
-    responses((status = 200, body = String, content_type = "text/plain")))]
+    responses((status = 200, body = String, content_type = "text/plain",
+        headers(("x-cairn-log-generation" = i64, description = "the generation whose log this is"),
+            ("x-cairn-log-offset" = u64, description = "the offset to pass as `since` to read what follows")))))]
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path((ws, endpoint, name)): Path<(String, String, String)>,
     extract::Query(q): extract::Query<LogsQuery>,
-) -> ApiResult<String> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     caller.require(Role::Reader, Some(&ws))?;
     if let Some(n) = q.lines.filter(|n| !(1..=deployments::LOG_LINES_MAX).contains(n)) {
         return Err(cairn_core::Error::invalid(format!(
@@ -201,7 +211,20 @@ pub async fn logs(
     let workspace = state.store.workspace(&ws).await?;
     let e = state.store.endpoint(&workspace, &endpoint).await?;
     let d = state.store.deployment(&e.id, &e.name, &name).await?;
-    Ok(deployments::logs(&state, &d, q.lines))
+    let (text, offset) = match (q.lines, q.since) {
+        (Some(_), Some(_)) => {
+            return Err(cairn_core::Error::invalid("give lines or since, not both").into());
+        }
+        (None, Some(since)) => deployments::logs_since(&state, &d, q.generation.unwrap_or(-1), since),
+        (lines, None) => {
+            // The offset of the end, for a client that follows on from here.
+            let (_, end) = deployments::logs_since(&state, &d, d.generation, u64::MAX);
+            (deployments::logs(&state, &d, lines), end)
+        }
+    };
+    let headers =
+        [("x-cairn-log-generation", d.generation.to_string()), ("x-cairn-log-offset", offset.to_string())];
+    Ok((headers, text).into_response())
 }
 
 #[cfg(test)]

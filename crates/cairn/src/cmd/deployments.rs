@@ -100,24 +100,27 @@ fn path(endpoint: &str, name: &str, rest: &str) -> anyhow::Result<String> {
 /// Polls deployment `d` until it reaches a final state; with `show`, prints its state changes and
 /// its log lines past `seen` (the log as it was before) on stderr as they come (stdout keeps the
 /// final answer for scripts).
+/// Polls deployment `d` until a final state; with `show`, prints its states and, from `seen`
+/// (a log cursor: none prints the log's tail first), what its log gains.
 async fn follow(
     api: &WorkspaceApi,
     endpoint: &str,
     mut d: Deployment,
     show: bool,
-    seen: String,
+    mut seen: Option<LogCursor>,
 ) -> anyhow::Result<Deployment> {
     let p = path(endpoint, &d.name, "")?;
-    let (mut state, mut printed) = (None, seen);
+    let mut state = None;
     loop {
         if show {
             if state != Some(d.state) {
                 eprintln!("deployment {endpoint}/{}: {:?}", d.name, d.state);
                 state = Some(d.state);
             }
-            let text = log_text(api, endpoint, &d.name, None).await.unwrap_or_default();
-            eprint!("{}", unseen(&printed, &text));
-            printed = text;
+            if let Ok((text, next)) = log_since(api, endpoint, &d.name, seen).await {
+                eprint!("{text}");
+                seen = Some(next);
+            }
         }
         if d.state.is_final() {
             return Ok(d);
@@ -127,16 +130,39 @@ async fn follow(
     }
 }
 
-/// What `now` (a log's tail) adds to `before` (the previous tail): the tail's window moves as the
-/// log grows past it, so it is the lines after the last line both share.
-fn unseen<'a>(before: &str, now: &'a str) -> &'a str {
-    if let Some(rest) = now.strip_prefix(before) {
-        return rest;
+/// Where a reader of a deployment's log is: the generation whose log it read, and how far.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LogCursor {
+    generation: i64,
+    offset: u64,
+}
+
+/// What deployment `endpoint/name`'s log holds past `cursor` (its tail without one), and the
+/// cursor after it.
+pub(crate) async fn log_since(
+    api: &WorkspaceApi,
+    endpoint: &str,
+    name: &str,
+    cursor: Option<LogCursor>,
+) -> anyhow::Result<(String, LogCursor)> {
+    let mut request = api.request(Method::GET, &path(endpoint, name, "/logs")?);
+    if let Some(c) = cursor {
+        request = request.query(&[("since", c.offset.to_string()), ("generation", c.generation.to_string())]);
     }
-    match before.lines().last().and_then(|last| now.rfind(&format!("{last}\n")).map(|i| i + last.len() + 1)) {
-        Some(after) => &now[after..],
-        None => now,
-    }
+    let response = api.send(request).await?;
+    let header = |name: &str| -> anyhow::Result<String> {
+        Ok(response
+            .headers()
+            .get(name)
+            .with_context(|| format!("the server sent no {name} header"))?
+            .to_str()?
+            .to_string())
+    };
+    let next = LogCursor {
+        generation: header("x-cairn-log-generation")?.parse()?,
+        offset: header("x-cairn-log-offset")?.parse()?,
+    };
+    Ok((response.text().await?, next))
 }
 
 /// The tail of deployment `endpoint/name`'s log, or its last `lines` lines.
@@ -366,7 +392,7 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
             // request to replicas still starting (503) or to one that failed (424), away from the
             // deployment that was serving.
             if wait || all_traffic {
-                d = follow(&api, &endpoint, d, wait, String::new()).await?;
+                d = follow(&api, &endpoint, d, wait, None).await?;
                 if d.state == DeploymentState::Failed {
                     let traffic =
                         if all_traffic { "; the endpoint's traffic was left as it was" } else { "" };
@@ -397,11 +423,11 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
                 bail!("{}: endpoint_name is required", file.display());
             };
             let p = path(&endpoint, &req.name, "")?;
-            // What the log held before, so that --wait shows this update's lines only.
+            // Where the log ends before, so that --wait shows this update's lines only.
             let seen = if wait {
-                log_text(&api, &endpoint, &req.name, None).await.unwrap_or_default()
+                log_since(&api, &endpoint, &req.name, None).await.ok().map(|(_, c)| c)
             } else {
-                String::new()
+                None
             };
             let mut d: Deployment = api.put(&p, &req).await?;
             if wait {
@@ -450,21 +476,5 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
             print!("{}", log_text(&client.workspace_api(&ws)?, e, n, lines).await?);
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unseen;
-
-    #[test]
-    fn a_growing_log_tail_is_printed_once() {
-        assert_eq!(unseen("", "a\nb\n"), "a\nb\n");
-        assert_eq!(unseen("a\nb\n", "a\nb\nc\n"), "c\n");
-        assert_eq!(unseen("a\nb\n", "a\nb\n"), "");
-        // The tail's window moved past its first lines: what follows the last line seen.
-        assert_eq!(unseen("a\nb\nc\n", "b\nc\nd\ne\n"), "d\ne\n");
-        // Nothing in common: all of it.
-        assert_eq!(unseen("a\n", "x\ny\n"), "x\ny\n");
     }
 }
