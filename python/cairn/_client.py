@@ -218,6 +218,15 @@ class Http:
         finally:
             conn.close()
 
+    def get_text(self, path: str) -> Tuple[str, Dict[str, str]]:
+        """``GET`` ``path``: the (small) text answer and its headers, names in lower case."""
+        headers: Dict[str, str] = {}
+        status, data = self._exchange("GET", path, {}, answer_headers=headers)
+        if status >= 400:
+            code, message = _error_body(status, data)
+            raise server_error(status, code, message, "GET", path)
+        return data.decode("utf-8", "replace"), headers
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def _json(self, method: str, path: str, body: Optional[Any] = None) -> Any:

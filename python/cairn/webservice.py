@@ -222,6 +222,16 @@ class Webservice:
         self.workspace.connection.guard(lambda: self.workspace.connection.http.download(path, out))
         return "\n".join(out.getvalue().decode("utf-8", "replace").splitlines())
 
+    def _log_since(self, cursor: Optional[Tuple[str, str]]) -> Tuple[str, Optional[Tuple[str, str]]]:
+        """What the log holds past ``cursor`` (the generation and offset of the previous read; its
+        tail without one), and the cursor after it: a follower reads only what is new."""
+        query = {"since": cursor[1], "generation": cursor[0]} if cursor else None
+        path = self.workspace.path("endpoints", self.name, "deployments", self._deployment_name(), "logs",
+                                   query=query)
+        text, headers = self.workspace.connection.guard(lambda: self.workspace.connection.http.get_text(path))
+        generation, offset = headers.get("x-cairn-log-generation"), headers.get("x-cairn-log-offset")
+        return text, ((generation, offset) if generation is not None and offset is not None else cursor)
+
     def update(self, models: Optional[Sequence[Model]] = None, inference_config: Optional[InferenceConfig] = None,
                deployment_config: Optional[DeploymentConfiguration] = None, instance_count: Optional[int] = None,
                environment_variables: Optional[Dict[str, str]] = None) -> None:
@@ -263,15 +273,13 @@ class Webservice:
         raises :class:`DeploymentFailed` with the replica logs (:class:`UpdateFailed` when an
         :meth:`update` did not take and the previous replicas still serve)."""
         started = time.monotonic()
-        shown = 0
+        cursor: Optional[Tuple[str, str]] = None
         while True:
             d = self._deployment()
             state = str(d["state"])
             if show_output:
-                logs = self.get_logs().splitlines()
-                for line in logs[shown:]:
-                    print(line)
-                shown = len(logs)
+                text, cursor = self._log_since(cursor)
+                print(text, end="")
                 print(f"{self.name}: {state}", flush=True)
             if state not in ("Creating", "Updating"):
                 break

@@ -126,7 +126,7 @@ def run(raw_data):
 """
 
 
-def test_register_model_deploy_and_predict(aws, tmp_path, monkeypatch):
+def test_register_model_deploy_and_predict(aws, tmp_path, monkeypatch, capsys):
     import urllib.request
 
     from azureml.core import Environment, Experiment, ScriptRunConfig
@@ -179,8 +179,14 @@ def test_register_model_deploy_and_predict(aws, tmp_path, monkeypatch):
     deploy_config = AksWebservice.deploy_configuration(cpu_cores=1, memory_gb=1)
     service = Model.deploy(workspace=aws, name="wine-service", models=[Model(aws, "wine_model", version=1)],
                            inference_config=inference, deployment_config=deploy_config, deployment_target=cluster)
+    capsys.readouterr()
     service.wait_for_deployment(show_output=True)
     assert isinstance(service, Webservice) and service.state == "Healthy"
+    # The log is followed, each line printed once, then the final state.
+    followed = capsys.readouterr().out
+    printed = [line for line in followed.splitlines() if not line.startswith("wine-service: ")]
+    assert printed and printed == service.get_logs().splitlines(), followed
+    assert followed.rstrip().endswith("wine-service: Healthy"), followed
     assert list(aws.webservices) == ["wine-service"]
 
     primary_key, _ = service.get_keys()
