@@ -490,23 +490,32 @@ impl BlobStore {
         &self,
         path: &RelPath,
     ) -> Result<(u64, BoxStream<'static, Result<Bytes, Error>>), Error> {
-        // In a local directory a small file is read in one trip to a blocking thread; object_store
-        // would take two or three (open, then each 8 KiB chunk), which bounded how fast a folder of
-        // small files could be downloaded.
+        // In a local directory the file is opened confined to the store (the kernel refuses a
+        // symbolic link out of it, even one swapped in meanwhile: `local::open_confined`), and a
+        // small one is read in the same trip to a blocking thread; object_store would take two or
+        // three (open, then each 8 KiB chunk), which bounded how fast a folder of small files
+        // could be downloaded. A large one is streamed from that open file.
         let key = self.key(path)?;
         if let Some(fs) = &self.local {
             let file = fs.path_to_filesystem(&key).map_err(|e| map_err(e, path.as_str()))?;
             let rel = path.clone();
-            let small = tokio::task::spawn_blocking(move || {
-                local::confine(&file, &rel)?;
-                local::read_small(&file, &rel)
-            })
-            .await
-            .map_err(|e| Error::Unavailable(format!("reading {path}: {e}")))??;
-            if let Some(body) = small {
-                let size = body.len() as u64;
-                return Ok((size, futures::stream::once(async move { Ok(body) }).boxed()));
-            }
+            let opened = tokio::task::spawn_blocking(move || local::read_or_open(&file, &rel))
+                .await
+                .map_err(|e| Error::Unavailable(format!("reading {path}: {e}")))??;
+            return Ok(match opened {
+                local::Opened::Whole(body) => {
+                    let size = body.len() as u64;
+                    (size, futures::stream::once(async move { Ok(body) }).boxed())
+                }
+                local::Opened::Large(file, size) => {
+                    let shown = path.clone();
+                    let reader = tokio_util::io::ReaderStream::with_capacity(
+                        tokio::fs::File::from_std(file),
+                        local::STREAM_CHUNK,
+                    );
+                    (size, reader.map_err(move |e| local::read_err(&shown, e)).boxed())
+                }
+            });
         }
         let shown = path.as_str().to_string();
         let got = self.store.get(&key).await.map_err(|e| map_err(e, &shown))?;
@@ -978,6 +987,55 @@ mod tests {
             .map(|f| f.size)
             .collect();
         assert_eq!(sizes, [5, 5, 5, 4]);
+    }
+
+    /// Reads of a local store are confined by the kernel (`openat2`, `RESOLVE_BENEATH`): links out
+    /// of it, relative or absolute, are refused; links inside it, relative or absolute, are
+    /// followed, for small files read whole and large ones streamed.
+    #[tokio::test]
+    async fn reads_follow_links_inside_the_store_and_refuse_links_out() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let big: Vec<u8> = (0..(700u32 << 10)).map(|i| (i % 253) as u8).collect();
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::write(root.join("real/in.txt"), b"inside").unwrap();
+        std::fs::write(root.join("real/big.bin"), &big).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/secret"), b"secret").unwrap();
+        symlink("../outside", root.join("rel-out")).unwrap();
+        symlink(dir.path().join("outside"), root.join("abs-out")).unwrap();
+        symlink(dir.path().join("outside/secret"), root.join("secret")).unwrap();
+        symlink("real", root.join("rel-in")).unwrap();
+        symlink(root.join("real"), root.join("abs-in")).unwrap();
+        let blobs = BlobStore::open(root.to_str().unwrap()).unwrap();
+        let read = |p: &'static str| {
+            let blobs = &blobs;
+            async move {
+                let (size, stream) = blobs.get_stream(&RelPath::parse(p).unwrap()).await?;
+                let chunks: Vec<Bytes> = stream.try_collect().await?;
+                let body = chunks.concat();
+                assert_eq!(size, body.len() as u64, "{p}");
+                Ok::<_, Error>(body)
+            }
+        };
+        for p in ["rel-out/secret", "abs-out/secret", "secret"] {
+            match read(p).await {
+                Err(Error::Invalid(m)) => assert!(m.contains("symbolic link"), "{p}: {m}"),
+                other => panic!("{p}: {other:?}"),
+            }
+        }
+        for p in ["real/in.txt", "rel-in/in.txt", "abs-in/in.txt"] {
+            assert_eq!(read(p).await.unwrap(), b"inside", "{p}");
+        }
+        for p in ["real/big.bin", "abs-in/big.bin"] {
+            assert_eq!(read(p).await.unwrap(), big, "{p}");
+        }
+        assert!(matches!(read("real/none").await, Err(Error::NotFound { .. })));
+        assert!(matches!(read("real").await, Err(Error::NotFound { .. })), "a folder is not a file");
+        // The kernel's refusal, not `confine`'s check: the open alone refuses the way out.
+        let p = RelPath::parse("rel-out/secret").unwrap();
+        assert!(matches!(local::open_confined(&root.join("rel-out/secret"), &p), Err(Error::Invalid(_))));
     }
 
     #[tokio::test]

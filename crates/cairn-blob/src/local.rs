@@ -345,7 +345,9 @@ pub(crate) fn check_name(path: &RelPath) -> Result<(), Error> {
 /// path that do not exist yet are fine (writing creates real folders there). Without this, a link
 /// planted in a datastore's folder (by a job that mounts it, say) would let a reader read, and a
 /// writer write or delete, whatever the server can reach — its own admin token included. A link
-/// swapped in between this check and the use is not caught (`openat2`'s `RESOLVE_BENEATH` would).
+/// swapped in between this check and the use is not caught here: reads open with
+/// [`open_confined`], where the kernel does the check and the open in one step; writes, deletes
+/// and listings still check first.
 pub(crate) fn confine(full: &Path, path: &RelPath) -> Result<(), Error> {
     let parts: Vec<&str> = path.as_str().split('/').filter(|p| !p.is_empty()).collect();
     let Some(root) = full.ancestors().nth(parts.len()) else {
@@ -358,10 +360,7 @@ pub(crate) fn confine(full: &Path, path: &RelPath) -> Result<(), Error> {
         match std::fs::symlink_metadata(&at) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 if !stays_inside(&at, root, &mut real_root).map_err(|e| io_err(path, e))? {
-                    return Err(Error::invalid(format!(
-                        "{path} leads out of its datastore through a symbolic link; Cairn does not follow links \
-                         out of a datastore"
-                    )));
+                    return Err(leads_out(path));
                 }
             }
             Ok(_) => {}
@@ -370,6 +369,63 @@ pub(crate) fn confine(full: &Path, path: &RelPath) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Opens stored file `path` (`full`, its place on disk) for reading, confined to its store: the
+/// kernel resolves the path beneath the store's folder (`openat2` with `RESOLVE_BENEATH`), so a
+/// symbolic link out of the store is refused even when it is swapped in while the file is being
+/// opened. `RESOLVE_BENEATH` also refuses absolute links, even those that point inside the store:
+/// such a path is resolved here and what it resolves to is opened with no link allowed at all,
+/// so that what is opened is what was checked. Kernels without `openat2` (before 5.6) get
+/// [`confine`]'s check, then an open. Missing files and folders are 404s.
+pub(crate) fn open_confined(full: &Path, path: &RelPath) -> Result<File, Error> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    use rustix::io::Errno;
+    let depth = path.as_str().split('/').filter(|p| !p.is_empty()).count();
+    let root = full.ancestors().nth(depth).unwrap_or(full);
+    let missing = || Error::not_found("file", path.as_str());
+    let failed = |e: std::io::Error| match e.kind() {
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => missing(),
+        _ => io_err(path, e),
+    };
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let root_dir = File::open(root).map_err(failed)?;
+    match openat2(
+        &root_dir,
+        path.as_str(),
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::NOSYS) => {
+            confine(full, path)?;
+            File::open(full).map_err(failed)
+        }
+        Err(Errno::XDEV) => {
+            let real = std::fs::canonicalize(full).map_err(failed)?;
+            let real_root = std::fs::canonicalize(root).map_err(failed)?;
+            let Ok(inner) = real.strip_prefix(&real_root) else {
+                return Err(leads_out(path));
+            };
+            let dir = File::open(&real_root).map_err(failed)?;
+            match openat2(&dir, inner, flags, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS) {
+                Ok(fd) => Ok(File::from(fd)),
+                Err(Errno::LOOP | Errno::XDEV) => Err(Error::conflict(format!(
+                    "{path} changed while it was being opened (a symbolic link appeared on its way); try again"
+                ))),
+                Err(e) => Err(failed(e.into())),
+            }
+        }
+        Err(Errno::LOOP) => Err(Error::invalid(format!("{path}: too many levels of symbolic links"))),
+        Err(e) => Err(failed(e.into())),
+    }
+}
+
+fn leads_out(path: &RelPath) -> Error {
+    Error::invalid(format!(
+        "{path} leads out of its datastore through a symbolic link; Cairn does not follow links out of a datastore"
+    ))
 }
 
 /// Whether the symbolic link `link` resolves to a place under `root` (`real_root` caches
@@ -393,15 +449,28 @@ fn absent(e: &std::io::Error) -> bool {
 
 /// Files up to this size are read whole in one blocking call when downloaded.
 pub(crate) const WHOLE_READ_MAX: u64 = 256 << 10;
+/// The chunks a larger file is streamed in (each one read on a blocking thread).
+pub(crate) const STREAM_CHUNK: usize = 256 << 10;
 
-/// A stored file read in one blocking call when it is small (`Ok(Some)`), or `Ok(None)` when it
-/// is larger (the caller streams it). Folders and missing paths are 404s.
-pub(crate) fn read_small(file: &Path, path: &RelPath) -> Result<Option<Bytes>, Error> {
+/// An error while streaming a stored file that was opened.
+pub(crate) fn read_err(path: &RelPath, e: std::io::Error) -> Error {
+    Error::Unavailable(format!("storage error reading {path}: {e}"))
+}
+
+/// A stored file to download: read whole when it is small, else opened, to be streamed.
+pub(crate) enum Opened {
+    Whole(Bytes),
+    Large(File, u64),
+}
+
+/// A stored file, opened confined to its store ([`open_confined`]) and read in the same blocking
+/// call when it is small. Folders and missing paths are 404s.
+pub(crate) fn read_or_open(file: &Path, path: &RelPath) -> Result<Opened, Error> {
     let (f, size) = open_file(file, path)?;
     if size > WHOLE_READ_MAX {
-        return Ok(None);
+        return Ok(Opened::Large(f, size));
     }
-    read_whole(f, size, path).map(Some)
+    read_whole(f, size, path).map(Opened::Whole)
 }
 
 /// Stored files read whole, in order, in one blocking call, as long as their sizes add up to at
@@ -412,7 +481,6 @@ pub(crate) fn read_many(files: &[(PathBuf, RelPath)], max_total: u64) -> Result<
     files
         .iter()
         .map(|(file, path)| {
-            confine(file, path)?;
             let (f, size) = open_file(file, path)?;
             total += size;
             if total > max_total {
@@ -528,15 +596,9 @@ pub(crate) fn list_page(root: &Path, base: &str, after: &str, limit: usize) -> R
 }
 
 /// A stored file opened for reading, with its size; a folder or a missing path is a 404.
-fn open_file(file: &Path, path: &RelPath) -> Result<(File, u64), Error> {
-    let absent = |e: &std::io::Error| {
-        matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory)
-    };
-    let f = match File::open(file) {
-        Ok(f) => f,
-        Err(e) if absent(&e) => return Err(Error::not_found("file", path.as_str())),
-        Err(e) => return Err(io_err(path, e)),
-    };
+/// A stored file opened for reading ([`open_confined`]) and its size; a folder is a 404.
+pub(crate) fn open_file(file: &Path, path: &RelPath) -> Result<(File, u64), Error> {
+    let f = open_confined(file, path)?;
     let meta = f.metadata().map_err(|e| io_err(path, e))?;
     if meta.is_dir() {
         return Err(Error::not_found("file", path.as_str()));
