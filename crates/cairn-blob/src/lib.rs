@@ -345,6 +345,17 @@ impl BlobStore {
                 Some(Err(e)) => return Err(interrupted(path, e)),
                 None => {
                     let written = verify(hasher, size, path, &opts, trailing)?;
+                    if let Some(fs) = &self.local {
+                        // Written confined to the store (`local::put_small`), not by object_store.
+                        let dest = fs.path_to_filesystem(&key).map_err(|e| map_err(e, path.as_str()))?;
+                        let (rel, overwrite) = (path.clone(), opts.overwrite);
+                        let stored = tokio::task::spawn_blocking(move || {
+                            local::put_small(&dest, &rel, &head, overwrite)
+                        })
+                        .await
+                        .map_err(|e| Error::Unavailable(format!("writing {path}: {e}")))??;
+                        return Ok(if stored { Put::Stored(written) } else { Put::Taken(written) });
+                    }
                     let mode = if opts.overwrite { PutMode::Overwrite } else { PutMode::Create };
                     let payload: PutPayload = head.into_iter().collect();
                     let put =
@@ -1036,6 +1047,65 @@ mod tests {
         // The kernel's refusal, not `confine`'s check: the open alone refuses the way out.
         let p = RelPath::parse("rel-out/secret").unwrap();
         assert!(matches!(local::open_confined(&root.join("rel-out/secret"), &p), Err(Error::Invalid(_))));
+    }
+
+    /// Writes of a local store are made relative to folders the kernel opened beneath the store
+    /// (`local::parent_folder`): through links inside it (relative or absolute) they land inside,
+    /// missing folders are made there, and links out are refused, by the kernel even without the
+    /// check made first, for single files small and large and for batches.
+    #[tokio::test]
+    async fn writes_go_through_links_inside_the_store_and_never_out() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        symlink("../outside", root.join("rel-out")).unwrap();
+        symlink(dir.path().join("outside"), root.join("abs-out")).unwrap();
+        symlink("real", root.join("rel-in")).unwrap();
+        symlink(root.join("real"), root.join("abs-in")).unwrap();
+        let blobs = BlobStore::open(root.to_str().unwrap()).unwrap();
+        let large: Vec<u8> = (0..(PART_SIZE + 4321)).map(|i| (i % 241) as u8).collect();
+        for (p, data) in [
+            ("rel-in/a.txt", b"a".to_vec()),
+            ("abs-in/b.txt", b"b".to_vec()),
+            ("abs-in/x/y/c.txt", b"c".to_vec()),
+            ("new/dir/d.txt", b"d".to_vec()),
+            ("abs-in/large.bin", large.clone()),
+        ] {
+            let w =
+                blobs.put_stream(&RelPath::parse(p).unwrap(), chunks(&data, 65536), PutOpts::default()).await;
+            assert_eq!(w.unwrap().size, data.len() as u64, "{p}");
+        }
+        assert_eq!(std::fs::read(root.join("real/a.txt")).unwrap(), b"a");
+        assert_eq!(std::fs::read(root.join("real/b.txt")).unwrap(), b"b");
+        assert_eq!(std::fs::read(root.join("real/x/y/c.txt")).unwrap(), b"c");
+        assert_eq!(std::fs::read(root.join("new/dir/d.txt")).unwrap(), b"d");
+        assert_eq!(std::fs::read(root.join("real/large.bin")).unwrap(), large);
+        for p in ["rel-out/e.txt", "abs-out/e.txt", "rel-out/deep/e.txt"] {
+            let w = blobs.put_stream(&RelPath::parse(p).unwrap(), chunks(b"e", 1), PutOpts::default()).await;
+            assert!(matches!(&w, Err(Error::Invalid(m)) if m.contains("symbolic link")), "{p}: {w:?}");
+        }
+        // The kernel's refusal alone (no check made first): a single small file and a batch.
+        for p in ["rel-out/f.txt", "abs-out/deep/f.txt"] {
+            let rel = RelPath::parse(p).unwrap();
+            let put = local::put_small(&root.join(p), &rel, &[Bytes::from_static(b"f")], false);
+            assert!(matches!(&put, Err(Error::Invalid(m)) if m.contains("symbolic link")), "{p}: {put:?}");
+        }
+        let batch = vec![
+            (root.join("real/g.txt"), RelPath::parse("real/g.txt").unwrap(), Bytes::from_static(b"g")),
+            (root.join("rel-out/g.txt"), RelPath::parse("rel-out/g.txt").unwrap(), Bytes::from_static(b"g")),
+        ];
+        assert!(matches!(local::put_many(&batch, false), Err(Error::Invalid(_))));
+        assert!(!root.join("real/g.txt").exists(), "a refused batch stores nothing");
+        let outside: Vec<_> = std::fs::read_dir(dir.path().join("outside")).unwrap().flatten().collect();
+        assert!(outside.is_empty(), "written outside the store: {outside:?}");
+        let staging: Vec<String> = walk_names(&root).into_iter().filter(|n| n.contains('#')).collect();
+        assert!(staging.is_empty(), "staging files left: {staging:?}");
+    }
+
+    fn walk_names(dir: &std::path::Path) -> Vec<String> {
+        walkdir::WalkDir::new(dir).into_iter().flatten().map(|e| e.path().display().to_string()).collect()
     }
 
     #[tokio::test]

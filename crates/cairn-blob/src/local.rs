@@ -9,15 +9,19 @@
 //! Also the write path for a batch of small files ([`put_many`]): the same staging files and the
 //! same rename or link, for all of them in one blocking task.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, IoSlice, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_core::api::FileEntry;
 use cairn_core::{Error, RelPath};
 use futures::{Stream, StreamExt};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use tokio::sync::mpsc;
 
 use crate::{interrupted, verify, Digests, Put, PutOpts, Trailing};
@@ -52,11 +56,16 @@ where
     let Received { head, mut size, mut hasher } = received;
     let started = Instant::now();
     let mut times = Phases::default();
-    let (file, staging) = {
-        let owned = dest.to_path_buf();
-        blocking(move || create_staging(&owned)).await.map_err(|e| write_err(dest, path, e, ""))?
+    let (file, staged) = {
+        let (owned, rel) = (dest.to_path_buf(), path.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            let folder = parent_folder(&owned, &rel)?;
+            let (file, name) = create_staging(&folder, &rel).map_err(|e| write_err(&owned, &rel, e, ""))?;
+            Ok::<_, Error>((file, Staged(Some((folder, name)))))
+        });
+        opened.await.map_err(|e| Error::Unavailable(format!("writing {path}: {e}")))??
     };
-    let mut staged = Staged(Some(staging));
+    let mut staged = staged;
     let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
     let writer = tokio::task::spawn_blocking(move || write_queue(file, rx));
 
@@ -97,19 +106,9 @@ where
     let (write, writer_idle) = written.map_err(|e| io_err(path, e))?;
     let verified = verify(hasher, size, path, &opts, trailing)?;
 
-    let staging = staged.0.clone().expect("staging file present until published");
-    let (dest_owned, overwrite) = (dest.to_path_buf(), opts.overwrite);
-    let published = blocking(move || {
-        if overwrite {
-            std::fs::rename(&staging, &dest_owned)
-        } else {
-            // A link fails if the destination exists, where a rename would replace it.
-            std::fs::hard_link(&staging, &dest_owned)?;
-            let _ = std::fs::remove_file(&staging);
-            Ok(())
-        }
-    })
-    .await;
+    let (folder, staging) = staged.0.clone().expect("staging file present until published");
+    let (name, overwrite) = (file_name(path).to_string(), opts.overwrite);
+    let published = blocking(move || publish(&folder, &staging, &name, overwrite)).await;
     match published {
         Ok(()) => {
             staged.0 = None;
@@ -136,13 +135,21 @@ where
 /// renamed (`overwrite`) or linked into place, and a link that finds its destination taken undoes
 /// the links made before it. Returns, per file, whether it replaced one. Blocking.
 pub(crate) fn put_many(files: &[(PathBuf, RelPath, Bytes)], overwrite: bool) -> Result<Vec<bool>, Error> {
-    for (dest, path, _) in files {
-        confine(dest, path)?;
-    }
+    // Files of one folder share its descriptor.
+    let mut folders: std::collections::HashMap<&str, Folder> = std::collections::HashMap::new();
     let mut staged = Vec::with_capacity(files.len());
     for (dest, path, data) in files {
-        let (mut file, staging) = create_staging(dest).map_err(|e| write_err(dest, path, e, ""))?;
-        staged.push(Staged(Some(staging)));
+        let parent = path.as_str().rsplit_once('/').map_or("", |(dir, _)| dir);
+        let folder = match folders.get(parent) {
+            Some(f) => f.clone(),
+            None => {
+                let f = parent_folder(dest, path)?;
+                folders.insert(parent, f.clone());
+                f
+            }
+        };
+        let (mut file, staging) = create_staging(&folder, path).map_err(|e| write_err(dest, path, e, ""))?;
+        staged.push(Staged(Some((folder, staging))));
         file.write_all(data).map_err(|e| io_err(path, e))?;
     }
     if overwrite {
@@ -154,29 +161,30 @@ pub(crate) fn put_many(files: &[(PathBuf, RelPath, Bytes)], overwrite: bool) -> 
         }
     }
     let mut replaced = Vec::with_capacity(files.len());
-    let mut linked: Vec<&Path> = Vec::new();
+    let mut linked: Vec<(Folder, &str)> = Vec::new();
     for ((dest, path, _), staging) in files.iter().zip(&mut staged) {
-        let from = staging.0.clone().expect("staged until published");
+        let (folder, from) = staging.0.clone().expect("staged until published");
+        let name = file_name(path);
         let published = if overwrite {
-            let existed = std::fs::symlink_metadata(dest).is_ok();
-            std::fs::rename(&from, dest).map(|()| {
+            let existed = rustix::fs::statat(&*folder.0, name, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+            rustix::fs::renameat(&*folder.0, from.as_str(), &*folder.0, name).map(|()| {
                 staging.0 = None;
                 existed
             })
         } else {
             // The staging name is removed when `staged` is dropped.
-            std::fs::hard_link(&from, dest).map(|()| false)
+            rustix::fs::linkat(&*folder.0, from.as_str(), &*folder.0, name, AtFlags::empty()).map(|()| false)
         };
-        match published {
+        match published.map_err(std::io::Error::from) {
             Ok(existed) => {
                 replaced.push(existed);
                 if !overwrite {
-                    linked.push(dest);
+                    linked.push((folder, name));
                 }
             }
             Err(e) => {
-                for done in linked {
-                    let _ = std::fs::remove_file(done);
+                for (folder, done) in linked {
+                    let _ = rustix::fs::unlinkat(&*folder.0, done, AtFlags::empty());
                 }
                 return Err(write_err(
                     dest,
@@ -190,21 +198,170 @@ pub(crate) fn put_many(files: &[(PathBuf, RelPath, Bytes)], overwrite: bool) -> 
     Ok(replaced)
 }
 
-/// Creates `DEST#DIGITS` (and the folders above it), a name no other write uses at the same time.
-fn create_staging(dest: &Path) -> std::io::Result<(File, PathBuf)> {
+/// Creates `NAME#DIGITS` in `folder` (`NAME`: `path`'s file name), a name no other write uses at
+/// the same time; returns it open for writing, and its name.
+fn create_staging(folder: &Folder, path: &RelPath) -> std::io::Result<(File, String)> {
     loop {
-        let mut name = dest.as_os_str().to_owned();
-        name.push(format!("#{}", rand_suffix()));
-        let staging = PathBuf::from(name);
-        match OpenOptions::new().write(true).create_new(true).open(&staging) {
-            Ok(file) => return Ok((file, staging)),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let parent = dest.parent().ok_or(e)?;
-                std::fs::create_dir_all(parent)?;
-            }
-            Err(e) => return Err(e),
+        let staging = format!("{}#{}", file_name(path), rand_suffix());
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+        match rustix::fs::openat(&*folder.0, staging.as_str(), flags, Mode::from_raw_mode(0o666)) {
+            Ok(fd) => return Ok((File::from(fd), staging)),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Makes staging file `staging` of `folder` its file `name`: renamed over it (`overwrite`), or
+/// linked, which fails if `name` is taken (a rename would replace it), then unlinked.
+fn publish(folder: &Folder, staging: &str, name: &str, overwrite: bool) -> std::io::Result<()> {
+    let dir = &*folder.0;
+    if overwrite {
+        rustix::fs::renameat(dir, staging, dir, name)?;
+    } else {
+        rustix::fs::linkat(dir, staging, dir, name, AtFlags::empty())?;
+        let _ = rustix::fs::unlinkat(dir, staging, AtFlags::empty());
+    }
+    Ok(())
+}
+
+/// Writes a small file whole (`chunks`) to `path` (`dest`, its place on disk) through a staging
+/// file, as [`put`] does: true when stored, false when the path is taken by a file and not
+/// `overwrite` (a folder in its place is a clash error). Blocking.
+pub(crate) fn put_small(
+    dest: &Path,
+    path: &RelPath,
+    chunks: &[Bytes],
+    overwrite: bool,
+) -> Result<bool, Error> {
+    let folder = parent_folder(dest, path)?;
+    let (mut file, staging) = create_staging(&folder, path).map_err(|e| write_err(dest, path, e, ""))?;
+    let mut staged = Staged(Some((folder.clone(), staging.clone())));
+    write_all_vectored(&mut file, chunks).map_err(|e| io_err(path, e))?;
+    drop(file);
+    match publish(&folder, &staging, file_name(path), overwrite) {
+        Ok(()) => {
+            if overwrite {
+                staged.0 = None;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && !overwrite && clash(dest, path).is_none() => {
+            Ok(false)
+        }
+        Err(e) => Err(write_err(dest, path, e, "")),
+    }
+}
+
+/// A folder of a local store, opened confined to the store: files are created, renamed, linked
+/// and removed relative to its descriptor, so a symbolic link swapped in on its way after it was
+/// opened changes nothing.
+#[derive(Clone)]
+pub(crate) struct Folder(Arc<OwnedFd>);
+
+fn file_name(path: &RelPath) -> &str {
+    path.as_str().rsplit('/').next().unwrap_or_default()
+}
+
+/// The folder that holds `path` (`full`: its place on disk), opened confined to the store and
+/// made, with the folders above it, where missing. The kernel resolves each folder beneath the
+/// store's own ([`open_beneath`]), and a missing folder is made (`mkdirat`) inside the one above
+/// it, already open. Kernels without `openat2` get [`confine`]'s check, then opens by path.
+fn parent_folder(full: &Path, path: &RelPath) -> Result<Folder, Error> {
+    let parts: Vec<&str> = path.as_str().split('/').filter(|p| !p.is_empty()).collect();
+    let root = full.ancestors().nth(parts.len()).unwrap_or(full);
+    let dirs = &parts[..parts.len().saturating_sub(1)];
+    let failed = |e: std::io::Error| write_err(full, path, e, "");
+    let refused = |e: Beneath| match e {
+        Beneath::Errno(e) => failed(e.into()),
+        other => other.error(path),
+    };
+    std::fs::create_dir_all(root).map_err(failed)?;
+    let root_fd = rustix::fs::open(root, dir_flags(), Mode::empty()).map_err(|e| failed(e.into()))?;
+    if dirs.is_empty() {
+        return Ok(Folder(Arc::new(root_fd)));
+    }
+    match open_beneath(root, &root_fd, &dirs.join("/"), dir_flags()) {
+        Ok(fd) => return Ok(Folder(Arc::new(fd))),
+        Err(Beneath::Errno(Errno::NOENT)) => {}
+        Err(Beneath::Errno(Errno::NOSYS)) => {
+            confine(full, path)?;
+            let parent = full.parent().unwrap_or(root);
+            std::fs::create_dir_all(parent).map_err(failed)?;
+            let fd = rustix::fs::open(parent, dir_flags(), Mode::empty()).map_err(|e| failed(e.into()))?;
+            return Ok(Folder(Arc::new(fd)));
+        }
+        Err(e) => return Err(refused(e)),
+    }
+    let mut above: Option<OwnedFd> = None;
+    for depth in 1..=dirs.len() {
+        let prefix = dirs[..depth].join("/");
+        let opened = match open_beneath(root, &root_fd, &prefix, dir_flags()) {
+            Err(Beneath::Errno(Errno::NOENT)) => {
+                let at = above.as_ref().unwrap_or(&root_fd);
+                match rustix::fs::mkdirat(at, dirs[depth - 1], Mode::from_raw_mode(0o777)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(failed(e.into())),
+                }
+                open_beneath(root, &root_fd, &prefix, dir_flags())
+            }
+            other => other,
+        };
+        above = Some(opened.map_err(refused)?);
+    }
+    Ok(Folder(Arc::new(above.expect("a path with folders opens at least one"))))
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC
+}
+
+/// Why [`open_beneath`] opened nothing.
+enum Beneath {
+    /// What the system said (`NOSYS`: no `openat2`; `NOENT`, `NOTDIR`, …).
+    Errno(Errno),
+    /// The path leads out of the store through a symbolic link.
+    Out,
+    /// A symbolic link appeared on the way between its resolution and the open.
+    Changed,
+}
+
+impl Beneath {
+    fn error(self, path: &RelPath) -> Error {
+        match self {
+            Beneath::Errno(e) => io_err(path, e.into()),
+            Beneath::Out => leads_out(path),
+            Beneath::Changed => Error::conflict(format!(
+                "{path} changed while it was being opened (a symbolic link appeared on its way); try again"
+            )),
+        }
+    }
+}
+
+/// Opens `rel` under the store folder `root` (open as `root_fd`) with `flags`, the kernel
+/// resolving it beneath `root` (`openat2`, `RESOLVE_BENEATH`): a symbolic link out of the store is
+/// refused, even one swapped in during the open. `RESOLVE_BENEATH` also refuses absolute links,
+/// even those pointing inside the store: such a path is resolved here and what it resolves to is
+/// opened with no link allowed at all, so that what is opened is what was checked.
+fn open_beneath(root: &Path, root_fd: &OwnedFd, rel: &str, flags: OFlags) -> Result<OwnedFd, Beneath> {
+    let beneath = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(root_fd, rel, flags, Mode::empty(), beneath) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::XDEV) => {
+            let errno = |e: std::io::Error| Beneath::Errno(Errno::from_io_error(&e).unwrap_or(Errno::IO));
+            let real = std::fs::canonicalize(root.join(rel)).map_err(errno)?;
+            let real_root = std::fs::canonicalize(root).map_err(errno)?;
+            let inner = real.strip_prefix(&real_root).map_err(|_| Beneath::Out)?;
+            let inner = if inner.as_os_str().is_empty() { Path::new(".") } else { inner };
+            let real_fd = rustix::fs::open(&real_root, dir_flags(), Mode::empty()).map_err(Beneath::Errno)?;
+            let no_links = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+            match rustix::fs::openat2(&real_fd, inner, flags, Mode::empty(), no_links) {
+                Ok(fd) => Ok(fd),
+                Err(Errno::LOOP | Errno::XDEV) => Err(Beneath::Changed),
+                Err(e) => Err(Beneath::Errno(e)),
+            }
+        }
+        Err(e) => Err(Beneath::Errno(e)),
     }
 }
 
@@ -263,18 +420,17 @@ fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Removes the staging file unless it was published, whatever ends the write (an error, or the
-/// caller's future being dropped).
-struct Staged(Option<PathBuf>);
+/// Removes the staging file (its folder and name) unless it was published, whatever ends the
+/// write (an error, or the caller's future being dropped).
+struct Staged(Option<(Folder, String)>);
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
+        if let Some((folder, name)) = self.0.take() {
             // One unlink: cheap enough to do in place, and it must not be skipped.
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove a staging file");
-                }
+            match rustix::fs::unlinkat(&*folder.0, name.as_str(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => tracing::warn!(staging = %name, error = %e, "could not remove a staging file"),
             }
         }
     }
@@ -346,8 +502,8 @@ pub(crate) fn check_name(path: &RelPath) -> Result<(), Error> {
 /// planted in a datastore's folder (by a job that mounts it, say) would let a reader read, and a
 /// writer write or delete, whatever the server can reach — its own admin token included. A link
 /// swapped in between this check and the use is not caught here: reads open with
-/// [`open_confined`], where the kernel does the check and the open in one step; writes, deletes
-/// and listings still check first.
+/// [`open_confined`] and writes work in a folder opened by [`parent_folder`], where the kernel
+/// does the check and the open in one step; deletes and listings still check first.
 pub(crate) fn confine(full: &Path, path: &RelPath) -> Result<(), Error> {
     let parts: Vec<&str> = path.as_str().split('/').filter(|p| !p.is_empty()).collect();
     let Some(root) = full.ancestors().nth(parts.len()) else {
@@ -379,46 +535,26 @@ pub(crate) fn confine(full: &Path, path: &RelPath) -> Result<(), Error> {
 /// so that what is opened is what was checked. Kernels without `openat2` (before 5.6) get
 /// [`confine`]'s check, then an open. Missing files and folders are 404s.
 pub(crate) fn open_confined(full: &Path, path: &RelPath) -> Result<File, Error> {
-    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
-    use rustix::io::Errno;
     let depth = path.as_str().split('/').filter(|p| !p.is_empty()).count();
     let root = full.ancestors().nth(depth).unwrap_or(full);
-    let missing = || Error::not_found("file", path.as_str());
     let failed = |e: std::io::Error| match e.kind() {
-        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => missing(),
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => {
+            Error::not_found("file", path.as_str())
+        }
         _ => io_err(path, e),
     };
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-    let root_dir = File::open(root).map_err(failed)?;
-    match openat2(
-        &root_dir,
-        path.as_str(),
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    ) {
+    let root_fd = rustix::fs::open(root, dir_flags(), Mode::empty()).map_err(|e| failed(e.into()))?;
+    match open_beneath(root, &root_fd, path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC) {
         Ok(fd) => Ok(File::from(fd)),
-        Err(Errno::NOSYS) => {
+        Err(Beneath::Errno(Errno::NOSYS)) => {
             confine(full, path)?;
             File::open(full).map_err(failed)
         }
-        Err(Errno::XDEV) => {
-            let real = std::fs::canonicalize(full).map_err(failed)?;
-            let real_root = std::fs::canonicalize(root).map_err(failed)?;
-            let Ok(inner) = real.strip_prefix(&real_root) else {
-                return Err(leads_out(path));
-            };
-            let dir = File::open(&real_root).map_err(failed)?;
-            match openat2(&dir, inner, flags, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS) {
-                Ok(fd) => Ok(File::from(fd)),
-                Err(Errno::LOOP | Errno::XDEV) => Err(Error::conflict(format!(
-                    "{path} changed while it was being opened (a symbolic link appeared on its way); try again"
-                ))),
-                Err(e) => Err(failed(e.into())),
-            }
+        Err(Beneath::Errno(Errno::LOOP)) => {
+            Err(Error::invalid(format!("{path}: too many levels of symbolic links")))
         }
-        Err(Errno::LOOP) => Err(Error::invalid(format!("{path}: too many levels of symbolic links"))),
-        Err(e) => Err(failed(e.into())),
+        Err(Beneath::Errno(e)) => Err(failed(e.into())),
+        Err(e) => Err(e.error(path)),
     }
 }
 

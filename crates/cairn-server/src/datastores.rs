@@ -258,6 +258,10 @@ impl AppState {
     /// is the inode's change time, which every write moves and no tool can set back (`cp -p`,
     /// `rsync -a` and `touch -d` set the modification time to the past, which once made an edited
     /// file of the same size look unchanged); in an object store, the object's modification time.
+    /// Both are kept coarsely (the kernel's clock tick, whole seconds on some file systems and in
+    /// S3's `Last-Modified`), so a change made just after the record can carry an earlier time: a
+    /// record written less than `RACY_MS` after the file's last change proves nothing (git's "racy
+    /// clean" files) and the file is read again.
     async fn stored_sha256(
         &self,
         blobs: &BlobStore,
@@ -271,7 +275,7 @@ impl AppState {
                 Some(ctime) => ctime,
                 None => entry.last_modified,
             };
-            if r.size == entry.size && changed <= r.updated_at {
+            if r.size == entry.size && changed + RACY_MS <= r.updated_at {
                 return Ok(r.sha256.clone());
             }
         }
@@ -506,6 +510,10 @@ impl AppState {
             .collect())
     }
 }
+
+/// How long after a file's last change its checksum record must have been written to be trusted
+/// (see `AppState::stored_sha256`): the coarsest change-time granularity expected.
+const RACY_MS: i64 = 1000;
 
 /// Bodies up to this size are written by one atomic put (`cairn_blob::PART_SIZE`).
 const SMALL_FILE: u64 = cairn_blob::PART_SIZE as u64;
