@@ -699,46 +699,36 @@ impl BlobStore {
         let mut n = 0;
         for f in &files {
             let rel = RelPath::parse(&f.path)?;
+            if self.local.is_some() {
+                self.delete_file(&rel).await?;
+                n += 1;
+                continue;
+            }
             let key = self.key(&rel)?;
             match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
                 Err(e) => return Err(map_err(e, &f.path)),
             }
-            self.prune_empty_folders(&key);
         }
         Ok(n)
     }
 
     /// Deletes the file at `path`; false if there was none.
     pub async fn delete_file(&self, path: &RelPath) -> Result<bool, Error> {
-        self.confined(path)?;
+        if let Some(full) = self.confined(path)? {
+            // Unlinked relative to its folder opened confined to the store (`local::delete_confined`).
+            let rel = path.clone();
+            return tokio::task::spawn_blocking(move || local::delete_confined(&full, &rel))
+                .await
+                .map_err(|e| Error::Unavailable(format!("deleting {path}: {e}")))?;
+        }
         let key = self.key(path)?;
         let deleted = match self.store.delete(&key).await {
             Ok(()) => true,
             Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => return Err(map_err(e, path.as_str())),
         };
-        self.prune_empty_folders(&key);
         Ok(deleted)
-    }
-
-    /// On a local directory, removes the folders that deleting `key` left empty, up to this
-    /// store's root: an object store has no empty folders, and listings (the studio's data pages)
-    /// must not show a folder with nothing in it. Best effort: a folder that is not empty, or that
-    /// another write just filled, stays.
-    fn prune_empty_folders(&self, key: &ObjPath) {
-        let Some(local) = &self.local else { return };
-        let (Ok(file), Ok(root)) = (local.path_to_filesystem(key), local.path_to_filesystem(&self.prefix))
-        else {
-            return;
-        };
-        let mut dir = file.parent();
-        while let Some(d) = dir {
-            if d == root || !d.starts_with(&root) || std::fs::remove_dir(d).is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
     }
 
     /// True when no file lies under `dir`.
@@ -1102,6 +1092,39 @@ mod tests {
         assert!(outside.is_empty(), "written outside the store: {outside:?}");
         let staging: Vec<String> = walk_names(&root).into_iter().filter(|n| n.contains('#')).collect();
         assert!(staging.is_empty(), "staging files left: {staging:?}");
+    }
+
+    /// Deletes of a local store unlink relative to a folder the kernel opened beneath the store:
+    /// through a link inside they work, a link out is refused (by the kernel alone too), and the
+    /// folders a delete empties go, up to the store's own.
+    #[tokio::test]
+    async fn deletes_work_through_links_inside_the_store_and_never_out() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        for f in ["real/a.txt", "real/keep.txt", "real/sub/deeper/b.txt"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/secret"), b"s").unwrap();
+        symlink("../outside", root.join("rel-out")).unwrap();
+        symlink(root.join("real"), root.join("abs-in")).unwrap();
+        let blobs = BlobStore::open(root.to_str().unwrap()).unwrap();
+        let rel = |p: &str| RelPath::parse(p).unwrap();
+        assert!(matches!(blobs.delete_file(&rel("rel-out/secret")).await, Err(Error::Invalid(_))));
+        assert!(matches!(
+            local::delete_confined(&root.join("rel-out/secret"), &rel("rel-out/secret")),
+            Err(Error::Invalid(_))
+        ));
+        assert!(dir.path().join("outside/secret").is_file(), "deleted outside the store");
+        assert!(blobs.delete_file(&rel("abs-in/a.txt")).await.unwrap());
+        assert!(!root.join("real/a.txt").exists());
+        assert!(!blobs.delete_file(&rel("real/none")).await.unwrap());
+        assert!(!blobs.delete_file(&rel("real")).await.unwrap(), "a folder is not a file");
+        assert_eq!(blobs.delete_all(&rel("real/sub")).await.unwrap(), 1);
+        assert!(!root.join("real/sub").exists(), "emptied folders go");
+        assert!(root.join("real/keep.txt").is_file() && root.is_dir());
     }
 
     fn walk_names(dir: &std::path::Path) -> Vec<String> {

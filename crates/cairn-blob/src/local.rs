@@ -312,6 +312,67 @@ fn parent_folder(full: &Path, path: &RelPath) -> Result<Folder, Error> {
     Ok(Folder(Arc::new(above.expect("a path with folders opens at least one"))))
 }
 
+/// Deletes stored file `path` (`full`: its place on disk) relative to its folder opened confined
+/// to the store (as [`parent_folder`], nothing made), then removes the folders it leaves empty up
+/// to the store's own, each relative to the one above it: false when there was no such file.
+/// Blocking.
+pub(crate) fn delete_confined(full: &Path, path: &RelPath) -> Result<bool, Error> {
+    let parts: Vec<&str> = path.as_str().split('/').filter(|p| !p.is_empty()).collect();
+    let root = full.ancestors().nth(parts.len()).unwrap_or(full);
+    let Some((name, dirs)) = parts.split_last() else { return Ok(false) };
+    let Some(folder) = existing_folder(full, path, root, &dirs.join("/"))? else { return Ok(false) };
+    let deleted = match rustix::fs::unlinkat(&folder, *name, AtFlags::empty()) {
+        Ok(()) => true,
+        Err(Errno::NOENT | Errno::ISDIR | Errno::NOTDIR) => false,
+        // Linux answers EISDIR for a folder; POSIX allows EPERM.
+        Err(Errno::PERM)
+            if rustix::fs::statat(&folder, *name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|s| {
+                rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Directory
+            }) =>
+        {
+            false
+        }
+        Err(e) => return Err(io_err(path, e.into())),
+    };
+    // Best effort: a folder that is not empty, or that another write just filled, stays.
+    for depth in (1..=dirs.len()).rev() {
+        let above = dirs[..depth - 1].join("/");
+        let Ok(Some(at)) = existing_folder(full, path, root, &above) else { break };
+        if rustix::fs::unlinkat(&at, dirs[depth - 1], AtFlags::REMOVEDIR).is_err() {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Folder `dir` (relative; "" for the root) of the store at `root`, opened confined to it
+/// ([`open_beneath`]); `None` when it does not exist (or is not a folder). Kernels without
+/// `openat2` get [`confine`]'s check of `path` (`full`), then an open by path.
+fn existing_folder(full: &Path, path: &RelPath, root: &Path, dir: &str) -> Result<Option<OwnedFd>, Error> {
+    let absent = |e: Errno| matches!(e, Errno::NOENT | Errno::NOTDIR);
+    let root_fd = match rustix::fs::open(root, dir_flags(), Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) if absent(e) => return Ok(None),
+        Err(e) => return Err(io_err(path, e.into())),
+    };
+    if dir.is_empty() {
+        return Ok(Some(root_fd));
+    }
+    match open_beneath(root, &root_fd, dir, dir_flags()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Beneath::Errno(e)) if absent(e) => Ok(None),
+        Err(Beneath::Errno(Errno::NOSYS)) => {
+            confine(full, path)?;
+            match rustix::fs::open(root.join(dir), dir_flags(), Mode::empty()) {
+                Ok(fd) => Ok(Some(fd)),
+                Err(e) if absent(e) => Ok(None),
+                Err(e) => Err(io_err(path, e.into())),
+            }
+        }
+        Err(e) => Err(e.error(path)),
+    }
+}
+
 fn dir_flags() -> OFlags {
     OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC
 }
@@ -502,8 +563,9 @@ pub(crate) fn check_name(path: &RelPath) -> Result<(), Error> {
 /// planted in a datastore's folder (by a job that mounts it, say) would let a reader read, and a
 /// writer write or delete, whatever the server can reach — its own admin token included. A link
 /// swapped in between this check and the use is not caught here: reads open with
-/// [`open_confined`] and writes work in a folder opened by [`parent_folder`], where the kernel
-/// does the check and the open in one step; deletes and listings still check first.
+/// [`open_confined`], writes and deletes work in a folder opened by [`parent_folder`] or
+/// [`existing_folder`], where the kernel does the check and the open in one step; the listings'
+/// walk still checks each link it meets.
 pub(crate) fn confine(full: &Path, path: &RelPath) -> Result<(), Error> {
     let parts: Vec<&str> = path.as_str().split('/').filter(|p| !p.is_empty()).collect();
     let Some(root) = full.ancestors().nth(parts.len()) else {
