@@ -482,6 +482,7 @@ async fn a_restart_during_a_rolling_update_releases_the_abandoned_version() {
     let slow = write(&dir, "slow.yml", &deployment_yaml("slow", "lin:2", 1, ""));
     let d = json(&s.ok(&["deployment", "update", "-f", &slow, "-w", "w", "-o", "json"]));
     assert_eq!(d["state"], "Updating", "{d}");
+    assert_eq!(d["pending_update"]["model"], "azureml:lin:2", "{d}");
     let id = d["id"].as_str().unwrap().to_string();
     let deployment_dir = s.data_dir.join("deployments").join(&id);
     // Wait until generation 1's replica is starting (its init sleeps).
@@ -509,6 +510,7 @@ async fn a_restart_during_a_rolling_update_releases_the_abandoned_version() {
     assert_eq!((json(&last.1)["version"].as_str(), json(&last.1)["b"].as_i64()), (Some("v1"), Some(1)));
     let d = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
     assert_eq!((d["generation"].as_i64(), d["model"].as_str()), (Some(0), Some("lin:1")), "{d}");
+    assert!(d.get("pending_update").is_none(), "the abandoned update is not pending: {d}");
     s.ok(&["model", "delete", "lin:2", "-w", "w"]);
     let err = s.fails(&["model", "delete", "lin:1", "-w", "w"]);
     assert!(err.contains("blue") || err.contains("use"), "lin:1 still serves: {err}");
