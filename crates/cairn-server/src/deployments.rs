@@ -1822,12 +1822,17 @@ pub async fn stop_deleted(state: &AppState) -> Result<usize, Error> {
     Ok(stopped)
 }
 
-/// The tail of a deployment's log (cairn's lines and every replica's stderr).
-pub fn logs(state: &AppState, d: &DeploymentRecord, lines: Option<u32>) -> String {
+/// The tail of a deployment's log (cairn's lines and every replica's stderr): its last `lines`
+/// lines, else its last `LOGS_TAIL_BYTES` from the first whole line; and the offset of what it
+/// read up to, for a client that follows on from there.
+pub fn logs(state: &AppState, d: &DeploymentRecord, lines: Option<u32>) -> (String, u64) {
     let path = log_path(state, &d.id, d.generation);
     match lines {
-        None => tail(&path, LOGS_TAIL_BYTES),
-        Some(n) => last_lines(&tail(&path, LOG_LINES_BYTES), n as usize).to_string(),
+        None => read_since(&path, 0, LOGS_TAIL_BYTES),
+        Some(n) => {
+            let (text, end) = read_since(&path, 0, LOG_LINES_BYTES);
+            (last_lines(&text, n as usize).to_string(), end)
+        }
     }
 }
 

@@ -22,6 +22,7 @@ on_both_backends!(
     deleting_a_deployment_or_its_endpoint_while_it_starts_leaves_nothing_behind,
     an_endpoint_deleted_while_deployments_are_created_answers_no_500_and_leaves_nothing,
     max_queue_wait_ms_is_validated_and_a_request_waiting_longer_gets_503,
+    logs_follow_prints_what_replicas_write_and_ends_with_the_deployment,
 );
 
 fn json(text: &str) -> Value {
@@ -1167,4 +1168,84 @@ async fn max_queue_wait_ms_is_validated_and_a_request_waiting_longer_gets_503(b:
     // A free worker answers at once again.
     let (status, body) = score(&s, &key, r#"{"sleep": 0}"#).await;
     assert!(status == 200 && body.contains("done"), "{status} {body}");
+}
+
+const TALKING_PY: &str = r#"
+import json, sys
+
+def init():
+    pass
+
+def run(raw_data):
+    sys.stderr.write("scoring %s\n" % json.loads(raw_data)["tag"])
+    sys.stderr.flush()
+    return "ok"
+"#;
+
+/// `deployment logs --follow` prints the tail, then what the replicas write as they write it, and
+/// ends (rc 0) when the deployment is deleted.
+async fn logs_follow_prints_what_replicas_write_and_ends_with_the_deployment(b: Backend) {
+    use std::io::BufRead;
+    let (s, _db) = start_on(b, Opts::default()).await;
+    let file = setup(&s, TALKING_PY);
+    s.ok(&["deployment", "create", "-f", &file, "--wait", "-w", "w"]);
+    let keys = json(&s.ok(&["endpoint", "get-keys", "lin-ep", "-w", "w", "-o", "json"]));
+    let key = keys["primary_key"].as_str().unwrap().to_string();
+    let mut child = s
+        .cmd()
+        .args(["deployment", "logs", "lin-ep/blue", "--follow", "--lines", "3", "-w", "w"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                if line.contains(needle) {
+                    return seen;
+                }
+                seen.push(line);
+            }
+        }
+        panic!("{needle:?} was not followed; printed: {seen:?}");
+    };
+    // The tail first: the last of the 3 lines is the readiness line written before we started.
+    wait_for("Healthy");
+    for tag in ["first-marker", "second-marker"] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/endpoints/lin-ep/score", s.url))
+            .bearer_auth(&key)
+            .header("azureml-model-deployment", "blue")
+            .body(format!(r#"{{"tag": "{tag}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let between = wait_for(&format!("scoring {tag}"));
+        assert!(between.iter().all(|l| !l.contains("scoring")), "a line printed twice: {between:?}");
+    }
+    s.ok(&["deployment", "delete", "lin-ep/blue", "-w", "w"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("logs --follow outlived its deployment");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success() && err.contains("is gone"), "{status:?} {err}");
 }

@@ -216,11 +216,7 @@ pub async fn logs(
             return Err(cairn_core::Error::invalid("give lines or since, not both").into());
         }
         (None, Some(since)) => deployments::logs_since(&state, &d, q.generation.unwrap_or(-1), since),
-        (lines, None) => {
-            // The offset of the end, for a client that follows on from here.
-            let (_, end) = deployments::logs_since(&state, &d, d.generation, u64::MAX);
-            (deployments::logs(&state, &d, lines), end)
-        }
+        (lines, None) => deployments::logs(&state, &d, lines),
     };
     let headers =
         [("x-cairn-log-generation", d.generation.to_string()), ("x-cairn-log-offset", offset.to_string())];

@@ -77,6 +77,10 @@ pub enum DeploymentCommand {
         /// Only the last N lines (1 to 100000; default: the last 256 KiB).
         #[arg(long, short = 'l')]
         lines: Option<u32>,
+        /// Keep printing what the log gains (as `kubectl logs -f`), the new generation's after an
+        /// update, until interrupted or the deployment is deleted.
+        #[arg(long, short = 'f')]
+        follow: bool,
         #[command(flatten)]
         ws: WorkspaceArg,
         #[command(flatten)]
@@ -145,10 +149,28 @@ pub(crate) async fn log_since(
     name: &str,
     cursor: Option<LogCursor>,
 ) -> anyhow::Result<(String, LogCursor)> {
-    let mut request = api.request(Method::GET, &path(endpoint, name, "/logs")?);
-    if let Some(c) = cursor {
-        request = request.query(&[("since", c.offset.to_string()), ("generation", c.generation.to_string())]);
-    }
+    let query = cursor.map(|c| [("since", c.offset.to_string()), ("generation", c.generation.to_string())]);
+    log_request(api, endpoint, name, query.as_ref().map_or(&[][..], |q| &q[..])).await
+}
+
+/// The log's tail (its last `lines` lines, else its last 256 KiB) and the cursor after it.
+async fn log_tail(
+    api: &WorkspaceApi,
+    endpoint: &str,
+    name: &str,
+    lines: Option<u32>,
+) -> anyhow::Result<(String, LogCursor)> {
+    let query = lines.map(|n| [("lines", n.to_string())]);
+    log_request(api, endpoint, name, query.as_ref().map_or(&[][..], |q| &q[..])).await
+}
+
+async fn log_request(
+    api: &WorkspaceApi,
+    endpoint: &str,
+    name: &str,
+    query: &[(&str, String)],
+) -> anyhow::Result<(String, LogCursor)> {
+    let request = api.request(Method::GET, &path(endpoint, name, "/logs")?).query(query);
     let response = api.send(request).await?;
     let header = |name: &str| -> anyhow::Result<String> {
         Ok(response
@@ -471,10 +493,34 @@ pub async fn run(command: DeploymentCommand) -> anyhow::Result<()> {
             output::done(client.output, &format!("deployment {target} deleted"));
             Ok(())
         }
-        DeploymentCommand::Logs { target, lines, ws, client } => {
+        DeploymentCommand::Logs { target, lines, follow: false, ws, client } => {
             let (e, n) = split(&target)?;
             print!("{}", log_text(&client.workspace_api(&ws)?, e, n, lines).await?);
             Ok(())
+        }
+        DeploymentCommand::Logs { target, lines, follow: true, ws, client } => {
+            let (e, n) = split(&target)?;
+            let api = client.workspace_api(&ws)?;
+            let (text, mut cursor) = log_tail(&api, e, n, lines).await?;
+            print!("{text}");
+            loop {
+                std::io::Write::flush(&mut std::io::stdout())?;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                match log_since(&api, e, n, Some(cursor)).await {
+                    Ok((text, next)) => {
+                        print!("{text}");
+                        cursor = next;
+                    }
+                    Err(err)
+                        if err.downcast_ref::<cairn_client::ClientError>().and_then(|c| c.status())
+                            == Some(404) =>
+                    {
+                        eprintln!("deployment {target} is gone: {err}");
+                        return Ok(());
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
         }
     }
 }
