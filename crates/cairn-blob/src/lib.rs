@@ -328,16 +328,13 @@ impl BlobStore {
         let mut size: u64 = 0;
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_len = 0usize;
-        let too_large = |max: u64| Error::TooLarge(format!("{path} is larger than the limit of {max} bytes"));
 
         // Buffer up to one part: small files (the common case) are written in one atomic put.
         while head_len < PART_SIZE {
             match body.next().await {
                 Some(Ok(chunk)) => {
                     size += chunk.len() as u64;
-                    if opts.max_bytes.is_some_and(|m| size > m) {
-                        return Err(too_large(opts.max_bytes.unwrap_or_default()));
-                    }
+                    within_limit(path, size, &opts)?;
                     hasher.update(&chunk);
                     head_len += chunk.len();
                     head.push(chunk);
@@ -388,9 +385,7 @@ impl BlobStore {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| interrupted(path, e))?;
                 size += chunk.len() as u64;
-                if opts.max_bytes.is_some_and(|m| size > m) {
-                    return Err(too_large(opts.max_bytes.unwrap_or_default()));
-                }
+                within_limit(path, size, &opts)?;
                 hasher.update(&chunk);
                 writer.wait_for_capacity(PART_CONCURRENCY).await.map_err(|e| map_err(e, path.as_str()))?;
                 writer.put(chunk);
@@ -763,12 +758,20 @@ where
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| interrupted(path, e))?;
         size += chunk.len() as u64;
-        if let Some(max) = opts.max_bytes.filter(|m| size > *m) {
-            return Err(Error::TooLarge(format!("{path} is larger than the limit of {max} bytes")));
-        }
+        within_limit(path, size, &opts)?;
         digests.update(&chunk);
     }
     verify(digests, size, path, &opts, trailing)
+}
+
+/// 413 once a body received so far (`size` bytes) is past `opts.max_bytes`.
+fn within_limit(path: &RelPath, size: u64, opts: &PutOpts<'_>) -> Result<(), Error> {
+    match opts.max_bytes {
+        Some(max) if size > max => {
+            Err(Error::TooLarge(format!("{path} is larger than the limit of {max} bytes")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks whole in-memory `content` against the checksums announced for it, and gives its size

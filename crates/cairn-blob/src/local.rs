@@ -24,7 +24,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use tokio::sync::mpsc;
 
-use crate::{interrupted, verify, Digests, Put, PutOpts, Trailing};
+use crate::{interrupted, verify, within_limit, Digests, Put, PutOpts, Trailing};
 
 /// Chunks queued for the writing thread. A chunk is what the body stream yields (hyper's are
 /// at most a few hundred KiB), so this bounds the memory a write holds to a few tens of MiB.
@@ -82,9 +82,7 @@ where
             times.receive += t.elapsed();
             let chunk = chunk.map_err(|e| interrupted(path, e))?;
             size += chunk.len() as u64;
-            if let Some(max) = opts.max_bytes.filter(|m| size > *m) {
-                return Err(Error::TooLarge(format!("{path} is larger than the limit of {max} bytes")));
-            }
+            within_limit(path, size, &opts)?;
             let t = Instant::now();
             hasher.update(&chunk);
             times.hash += t.elapsed();
@@ -241,9 +239,8 @@ pub(crate) fn put_small(
     drop(file);
     match publish(&folder, &staging, file_name(path), overwrite) {
         Ok(()) => {
-            if overwrite {
-                staged.0 = None;
-            }
+            // Renamed, or linked and already unlinked by `publish`.
+            staged.0 = None;
             Ok(true)
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists && !overwrite && clash(dest, path).is_none() => {

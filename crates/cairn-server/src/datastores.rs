@@ -464,11 +464,11 @@ impl AppState {
                         different.push(path.as_str());
                     }
                 }
-                if !different.is_empty() || !unchanged.contains(&true) {
-                    if different.is_empty() {
-                        // Taken by another request between the write and the listing.
-                        return Err(Error::Conflict(why));
-                    }
+                if different.is_empty() && !unchanged.contains(&true) {
+                    // Taken by another request between the write and the listing.
+                    return Err(Error::Conflict(why));
+                }
+                if !different.is_empty() {
                     let shown: Vec<String> =
                         different.iter().take(10).map(|p| cairn_core::quoted(p)).collect();
                     return Err(Error::conflict(format!(

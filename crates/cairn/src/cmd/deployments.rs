@@ -194,11 +194,7 @@ pub(crate) async fn log_text(
     name: &str,
     lines: Option<u32>,
 ) -> anyhow::Result<String> {
-    let mut request = api.request(Method::GET, &path(endpoint, name, "/logs")?);
-    if let Some(n) = lines {
-        request = request.query(&[("lines", n)]);
-    }
-    Ok(api.send(request).await?.text().await?)
+    Ok(log_tail(api, endpoint, name, lines).await?.0)
 }
 
 /// What an update in progress asked for, as far as it differs from what serves in a table's eye:
