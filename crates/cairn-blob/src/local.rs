@@ -20,11 +20,11 @@ use bytes::Bytes;
 use cairn_core::api::FileEntry;
 use cairn_core::{Error, RelPath};
 use futures::{Stream, StreamExt};
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use tokio::sync::mpsc;
 
-use crate::{interrupted, verify, within_limit, Digests, Put, PutOpts, Trailing};
+use crate::{check_digests, interrupted, within_limit, Digests, Put, PutOpts, Trailing, Written};
 
 /// Chunks queued for the writing thread. A chunk is what the body stream yields (hyper's are
 /// at most a few hundred KiB), so this bounds the memory a write holds to a few tens of MiB.
@@ -54,6 +54,10 @@ where
     E: std::fmt::Display,
 {
     let Received { head, mut size, mut hasher } = received;
+    if opts.lazy_sha256 && opts.expected_sha256.is_none() && !trailing.is_some_and(|t| t.sha256.declared) {
+        // The head, already hashed, is a few MiB; the rest is where the time goes.
+        hasher.sha256 = None;
+    }
     let started = Instant::now();
     let mut times = Phases::default();
     let (file, staged) = {
@@ -102,7 +106,7 @@ where
     times.drain = t.elapsed();
     received?;
     let (write, writer_idle) = written.map_err(|e| io_err(path, e))?;
-    let verified = verify(hasher, size, path, &opts, trailing)?;
+    let sha256 = check_digests(hasher, path, &opts, trailing)?;
 
     let (folder, staging) = staged.0.clone().expect("staging file present until published");
     let (name, overwrite) = (file_name(path).to_string(), opts.overwrite);
@@ -118,11 +122,23 @@ where
                 hash = ?times.hash, queue_full = ?times.queue_full, drain = ?times.drain, write = ?write,
                 writer_idle = ?writer_idle, "large write timings"
             );
-            Ok(Put::Stored(verified))
+            Ok(match sha256 {
+                Some(sha256) => Put::Stored(Written { size, sha256 }),
+                None => Put::StoredUnhashed(size),
+            })
         }
         // Only a link fails so: the path is taken, by a file (a folder is a clash).
         Err(e) if e.kind() == ErrorKind::AlreadyExists && clash(dest, path).is_none() => {
-            Ok(Put::Taken(verified))
+            let sha256 = match sha256 {
+                Some(sha256) => sha256,
+                // The caller compares what it sent with what is there: the staging file, still
+                // in place until `staged` drops, is hashed now.
+                None => {
+                    let (folder, staging) = staged.0.clone().expect("staging file present until dropped");
+                    blocking(move || sha256_at(&folder, &staging)).await.map_err(|e| io_err(path, e))?
+                }
+            };
+            Ok(Put::Taken(Written { size, sha256 }))
         }
         Err(e) => Err(write_err(dest, path, e, "")),
     }
@@ -494,6 +510,22 @@ impl Drop for Staged {
     }
 }
 
+/// The SHA-256 of the file `name` in `folder`. Blocking.
+fn sha256_at(folder: &Folder, name: &str) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut file = File::from(rustix::fs::openat(&*folder.0, name, flags, Mode::empty())?);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hex::encode(hasher.finalize())),
+            n => hasher.update(&buf[..n]),
+        }
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
@@ -561,8 +593,8 @@ pub(crate) fn check_name(path: &RelPath) -> Result<(), Error> {
 /// writer write or delete, whatever the server can reach — its own admin token included. A link
 /// swapped in between this check and the use is not caught here: reads open with
 /// [`open_confined`], writes and deletes work in a folder opened by [`parent_folder`] or
-/// [`existing_folder`], where the kernel does the check and the open in one step; the listings'
-/// walk still checks each link it meets.
+/// [`existing_folder`], and listings walk through descriptors ([`list_page`]), where the kernel
+/// does the check and the open in one step; this check is what kernels without `openat2` get.
 pub(crate) fn confine(full: &Path, path: &RelPath) -> Result<(), Error> {
     let parts: Vec<&str> = path.as_str().split('/').filter(|p| !p.is_empty()).collect();
     let Some(root) = full.ancestors().nth(parts.len()) else {
@@ -691,10 +723,210 @@ pub(crate) fn read_many(files: &[(PathBuf, RelPath)], max_total: u64) -> Result<
 /// store's root); files are taken as object_store's listing takes them (names as they are,
 /// refused if not UTF-8 or holding a control character, staging files `NAME#DIGITS` left out,
 /// symbolic links followed, broken ones skipped), so a page equals the same slice of the whole
-/// sorted listing. The walk is sorted as
-/// it goes, and a folder whose every path precedes `after` is skipped without being read: a
-/// page costs what precedes it in its own folders, not the whole tree.
-pub(crate) fn list_page(root: &Path, base: &str, after: &str, limit: usize) -> Result<Vec<FileEntry>, Error> {
+/// sorted listing. The walk is sorted as it goes, and a folder whose every path precedes `after`
+/// is skipped without being read: a page costs what precedes it in its own folders, not the
+/// whole tree.
+///
+/// Confined as reads are ([`open_confined`]): every folder is read, and every file looked at,
+/// through a descriptor, either opened from its parent's without following a link, or, for a
+/// symbolic link, opened beneath the store's folder by the kernel (`openat2`, `RESOLVE_BENEATH`).
+/// A link out of the store is left out as if it were not there, even one swapped in during the
+/// walk, and a link back to a folder being walked is not walked again. Kernels without `openat2`
+/// get [`list_page_checked`].
+pub(crate) fn list_page(
+    root: &Path,
+    base: &RelPath,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<FileEntry>, Error> {
+    let prefix = base.as_str().trim_end_matches('/');
+    let depth = prefix.split('/').filter(|p| !p.is_empty()).count();
+    let store_root = root.ancestors().nth(depth).unwrap_or(root);
+    let failed = |e: Errno| Error::Unavailable(format!("listing {prefix:?}: {}", std::io::Error::from(e)));
+    let root_fd = match rustix::fs::open(store_root, dir_flags(), Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) if absent_errno(e) => return Ok(Vec::new()),
+        Err(e) => return Err(failed(e)),
+    };
+    let at = if prefix.is_empty() { "." } else { prefix };
+    let folder = match open_beneath(store_root, &root_fd, at, READ_DIR) {
+        Ok(fd) => fd,
+        Err(Beneath::Errno(Errno::NOSYS)) => {
+            confine(root, base)?;
+            return list_page_checked(root, prefix, after, limit);
+        }
+        Err(Beneath::Errno(e)) if absent_errno(e) => return Ok(Vec::new()),
+        Err(Beneath::Errno(e)) => return Err(failed(e)),
+        Err(other) => return Err(other.error(base)),
+    };
+    let mut walk =
+        Walk { store_root, root_fd: &root_fd, after, limit, page: Vec::new(), walking: Vec::new() };
+    walk.folder(folder, prefix)?;
+    Ok(walk.page)
+}
+
+/// How [`list_page`] opens a folder to read its entries.
+const READ_DIR: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
+/// A [`list_page`] walk under way.
+struct Walk<'a> {
+    store_root: &'a Path,
+    root_fd: &'a OwnedFd,
+    after: &'a str,
+    limit: usize,
+    page: Vec<FileEntry>,
+    /// `(device, inode)` of the folders being walked, outermost first: a link to one of them
+    /// would walk it forever.
+    walking: Vec<(u64, u64)>,
+}
+
+/// One entry of a folder, as [`Walk::folder`] orders them.
+struct Child {
+    /// The name, with "/" after a folder's: in this order the walk comes out in path order.
+    key: String,
+    name: Vec<u8>,
+    folder: bool,
+    /// A symbolic link (to a file or folder in the store), opened again through the store's root.
+    link: bool,
+}
+
+impl Walk<'_> {
+    /// Lists folder `fd` (path `prefix`) into the page; true once the page is full.
+    fn folder(&mut self, fd: OwnedFd, prefix: &str) -> Result<bool, Error> {
+        let failed =
+            |e: Errno| Error::Unavailable(format!("listing {prefix:?}: {}", std::io::Error::from(e)));
+        let st = rustix::fs::fstat(&fd).map_err(failed)?;
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        if self.walking.contains(&id) {
+            return Ok(false);
+        }
+        let mut children = Vec::new();
+        let mut dir = rustix::fs::Dir::new(fd).map_err(failed)?;
+        let fd = rustix::io::fcntl_dupfd_cloexec(dir.fd().map_err(failed)?, 0).map_err(failed)?;
+        for entry in &mut dir {
+            let entry = entry.map_err(failed)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let mut kind = entry.file_type();
+            if kind == FileType::Unknown {
+                match rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => kind = FileType::from_raw_mode(st.st_mode as _),
+                    Err(e) if absent_errno(e) => continue,
+                    Err(e) => return Err(failed(e)),
+                }
+            }
+            let (folder, link) = match kind {
+                FileType::Directory => (true, false),
+                FileType::RegularFile => (false, false),
+                FileType::Symlink => {
+                    // What the link leads to decides its place in the order; a link that leads
+                    // out of the store, nowhere, or round in circles is left out.
+                    let path = self.path(prefix, name)?;
+                    let Ok(target) = open_beneath(self.store_root, self.root_fd, &path, PATH_ONLY) else {
+                        continue;
+                    };
+                    match rustix::fs::fstat(&target).map(|st| FileType::from_raw_mode(st.st_mode as _)) {
+                        Ok(FileType::Directory) => (true, true),
+                        Ok(FileType::RegularFile) => (false, true),
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            let mut key = String::from_utf8_lossy(name).into_owned();
+            if folder {
+                key.push('/');
+            }
+            children.push(Child { key, name: name.to_vec(), folder, link });
+        }
+        drop(dir);
+        children.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        self.walking.push(id);
+        for child in children {
+            let path = self.path(prefix, &child.name)?;
+            let open = |flags: OFlags| -> Option<OwnedFd> {
+                if child.link {
+                    open_beneath(self.store_root, self.root_fd, &path, flags).ok()
+                } else {
+                    rustix::fs::openat(&fd, child.name.as_slice(), flags | OFlags::NOFOLLOW, Mode::empty())
+                        .ok()
+                }
+            };
+            if child.folder {
+                // Skipped unless some of its paths ("P/…") follow `after`: when "P/" itself does,
+                // or when `after` is inside it.
+                let inner = format!("{path}/");
+                if inner.as_str() < self.after && !self.after.starts_with(&inner) {
+                    continue;
+                }
+                // Gone meanwhile, or (a link) now elsewhere: nothing under it.
+                let Some(sub) = open(READ_DIR) else { continue };
+                if self.folder(sub, &path)? {
+                    return Ok(true);
+                }
+                continue;
+            }
+            if is_staging(&path) || path.as_str() <= self.after {
+                continue;
+            }
+            let st = if child.link {
+                let Some(file) = open(PATH_ONLY) else { continue };
+                rustix::fs::fstat(&file)
+            } else {
+                rustix::fs::statat(&fd, child.name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+            };
+            let st = match st {
+                Ok(st) => st,
+                Err(e) if absent_errno(e) => continue,
+                Err(e) => return Err(failed(e)),
+            };
+            if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile {
+                continue;
+            }
+            let modified_ms = st.st_mtime as i64 * 1000 + st.st_mtime_nsec as i64 / 1_000_000;
+            self.page.push(FileEntry { path, size: st.st_size as u64, last_modified: modified_ms.max(0) });
+            if self.page.len() == self.limit {
+                return Ok(true);
+            }
+        }
+        self.walking.pop();
+        Ok(false)
+    }
+
+    /// The store path of entry `name` of folder `prefix`: refused unless UTF-8 without control
+    /// characters, as object_store takes a name.
+    fn path(&self, prefix: &str, name: &[u8]) -> Result<String, Error> {
+        let valid = std::str::from_utf8(name).ok().filter(|n| !n.chars().any(|c| c.is_ascii_control()));
+        let Some(name) = valid else {
+            return Err(Error::Unavailable(format!(
+                "listing {prefix:?}: the name {:?} is not UTF-8 or holds a control character",
+                String::from_utf8_lossy(name)
+            )));
+        };
+        Ok(if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") })
+    }
+}
+
+/// How [`list_page`] opens what it only looks at: no read, so a FIFO does not block.
+const PATH_ONLY: OFlags = OFlags::PATH.union(OFlags::CLOEXEC);
+
+fn absent_errno(e: Errno) -> bool {
+    matches!(e, Errno::NOENT | Errno::NOTDIR | Errno::LOOP)
+}
+
+/// Whether the last name of `path` is a staging file's (`NAME#DIGITS`).
+fn is_staging(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .and_then(|name| name.split_once('#'))
+        .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// [`list_page`] for kernels without `openat2`: each link is checked to stay inside the store
+/// ([`stays_inside`]) before the walk follows it, which a link swapped in between can escape.
+fn list_page_checked(root: &Path, base: &str, after: &str, limit: usize) -> Result<Vec<FileEntry>, Error> {
     let depth = base.split('/').filter(|p| !p.is_empty()).count();
     let store_root = root.ancestors().nth(depth).unwrap_or(root).to_path_buf();
     let mut real_root: Option<PathBuf> = None;
@@ -763,12 +995,7 @@ pub(crate) fn list_page(root: &Path, base: &str, after: &str, limit: usize) -> R
                 entry.path()
             )));
         };
-        let staging = path
-            .rsplit('/')
-            .next()
-            .and_then(|name| name.split_once('#'))
-            .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()));
-        if staging || path.as_str() <= after {
+        if is_staging(&path) || path.as_str() <= after {
             continue;
         }
         let meta = match entry.metadata() {
@@ -790,7 +1017,6 @@ pub(crate) fn list_page(root: &Path, base: &str, after: &str, limit: usize) -> R
     Ok(page)
 }
 
-/// A stored file opened for reading, with its size; a folder or a missing path is a 404.
 /// A stored file opened for reading ([`open_confined`]) and its size; a folder is a 404.
 pub(crate) fn open_file(file: &Path, path: &RelPath) -> Result<(File, u64), Error> {
     let f = open_confined(file, path)?;

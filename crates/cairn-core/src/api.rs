@@ -229,7 +229,11 @@ pub enum PutStatus {
 pub struct PutFileResult {
     pub path: String,
     pub size: u64,
-    pub sha256: String,
+    /// The content's SHA-256 when the server computed it: always for a file the client gave a
+    /// SHA-256 for, and for small files; a large file sent with only a CRC-32 (or no checksum) is
+    /// not hashed on arrival, and its SHA-256 is computed when first needed (an upload plan that
+    /// compares it).
+    pub sha256: Option<String>,
     pub status: PutStatus,
 }
 

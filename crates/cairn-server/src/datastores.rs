@@ -321,7 +321,7 @@ impl AppState {
                 return Ok(PutFileResult {
                     path: path.to_string(),
                     size: entry.size,
-                    sha256: stored,
+                    sha256: Some(stored),
                     status: PutStatus::Unchanged,
                 });
             }
@@ -331,6 +331,7 @@ impl AppState {
             expected_crc32: crc32,
             max_bytes: Some(self.max_upload_bytes),
             overwrite,
+            lazy_sha256: true,
         };
         if let (Some(entry), false) = (&existing, overwrite) {
             // Taken, and no checksum said the content is the same: a body of another length (or
@@ -343,16 +344,24 @@ impl AppState {
             return self.unchanged_or_conflict(&blobs, ds, path, received).await;
         }
         // (A file and a folder that would share the path is an error already worded so.)
-        let written = match blobs.put_stream_trailing(path, body, opts, trailing).await? {
-            Put::Stored(written) => written,
+        let (size, sha256) = match blobs.put_stream_trailing(path, body, opts, trailing).await? {
+            Put::Stored(written) => {
+                self.store.put_file_record(&ds.id, path.as_str(), written.size, &written.sha256).await?;
+                (written.size, Some(written.sha256))
+            }
+            Put::StoredUnhashed(size) => {
+                // A record of the content it replaced would be stale already (the change time
+                // says so), but is not kept either; the SHA-256 is computed when first asked for.
+                self.store.delete_file_records(&ds.id, path.as_str()).await?;
+                (size, None)
+            }
             // Created meanwhile, or (not looked at first) there all along.
             Put::Taken(received) => return self.unchanged_or_conflict(&blobs, ds, path, received).await,
         };
-        self.store.put_file_record(&ds.id, path.as_str(), written.size, &written.sha256).await?;
         Ok(PutFileResult {
             path: path.to_string(),
-            size: written.size,
-            sha256: written.sha256,
+            size,
+            sha256,
             status: if existing.is_some() { PutStatus::Replaced } else { PutStatus::Created },
         })
     }
@@ -378,7 +387,7 @@ impl AppState {
                 return Ok(PutFileResult {
                     path: path.to_string(),
                     size: entry.size,
-                    sha256: stored,
+                    sha256: Some(stored),
                     status: PutStatus::Unchanged,
                 });
             }
@@ -500,7 +509,7 @@ impl AppState {
             .map(|((path, w), (replaced, unchanged))| PutFileResult {
                 path: path.to_string(),
                 size: w.size,
-                sha256: w.sha256,
+                sha256: Some(w.sha256),
                 status: match (unchanged, replaced) {
                     (true, _) => PutStatus::Unchanged,
                     (false, true) => PutStatus::Replaced,

@@ -41,6 +41,7 @@ pub async fn register_from_blobs(
                 expected_crc32: None,
                 max_bytes: None,
                 overwrite: true,
+                ..Default::default()
             };
             blobs.put_stream(&blob, body, opts).await?;
         }

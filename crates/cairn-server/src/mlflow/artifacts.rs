@@ -243,6 +243,7 @@ pub async fn upload(
         expected_crc32: None,
         max_bytes: Some(state.max_upload_bytes),
         overwrite: true,
+        ..Default::default()
     };
     r.blobs.put_stream(&r.path, request.into_body().into_data_stream(), opts).await?;
     Ok(Json(json!({})))

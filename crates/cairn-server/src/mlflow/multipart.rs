@@ -372,6 +372,7 @@ pub async fn put_part(
         expected_crc32: None,
         max_bytes: Some(state.max_upload_bytes),
         overwrite: true,
+        ..Default::default()
     };
     let written = staging(&state)
         .put_stream(&rel(&part_file(&upload_id, part)), request.into_body().into_data_stream(), opts)
@@ -425,6 +426,7 @@ pub async fn complete(
         expected_crc32: None,
         max_bytes: Some(state.max_upload_bytes),
         overwrite: true,
+        ..Default::default()
     };
     resolved.blobs.put_stream(&resolved.path, body, opts).await?;
     discard(&state, &upload_id).await;

@@ -117,6 +117,7 @@ pub async fn upload_blob(
         expected_crc32: None,
         max_bytes: Some(state.max_upload_bytes),
         overwrite: true,
+        ..Default::default()
     };
     blobs_of(&state, &workspace.id)
         .put_stream(&RelPath::parse(&sha.to_lowercase())?, request.into_body().into_data_stream(), opts)

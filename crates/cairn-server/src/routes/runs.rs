@@ -339,6 +339,7 @@ pub async fn upload_artifact(
         expected_crc32: None,
         max_bytes: Some(state.max_upload_bytes),
         overwrite: true,
+        ..Default::default()
     };
     let written = artifacts_of(&state, &workspace.id, &run)
         .put_stream(&path, request.into_body().into_data_stream(), opts)
