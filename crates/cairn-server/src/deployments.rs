@@ -62,6 +62,10 @@ pub struct Deployments {
     /// removes the endpoint (delete): an endpoint delete never misses a deployment created
     /// beside it.
     endpoint_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Orders what makes a deployment name an environment (create, update: shared) with an
+    /// environment's delete (exclusive), so that a delete's in-use check never misses a
+    /// deployment created or updated beside it (which would then fail at its next start).
+    pub environment_uses: tokio::sync::RwLock<()>,
 }
 
 /// The tasks working on each deployment (its start, an update, a scale), by deployment id, and
@@ -600,6 +604,7 @@ pub async fn create(
         }
     }
     let versions = resolve_models(state, ws, &req).await?;
+    let _environment_use = state.deployments.environment_uses.read().await;
     check_sources(state, ws, &req, &versions).await?;
     let now = now_ms();
     let d = DeploymentRecord {
@@ -1451,6 +1456,8 @@ pub async fn update(
     }
     let mut kind = classify_update(&d.spec, &req)?;
     let versions = resolve_models(state, ws, &req).await?;
+    // Held until the new spec is stored, on every path below.
+    let _environment_use = state.deployments.environment_uses.read().await;
     check_sources(state, ws, &req, &versions).await?;
     let models = deployed(&versions);
     if models != d.models {

@@ -535,11 +535,19 @@ async fn show_during_an_update_gives_what_was_asked_for_beside_what_serves() {
     let dir = setup(&s);
     // Generation 1's init takes 3 s, long enough to look at the deployment while it starts.
     let slow = score_py("v2").replace("def init():\n", "def init():\n    import time; time.sleep(3)\n");
-    write_tree(&dir, &[("slow/score.py", slow.as_bytes())]);
+    write_tree(&dir, &[("slow/score.py", slow.as_bytes()), ("other.yml", b"name: other\npip: []\n")]);
+    s.ok(&["env", "create", "-f", &dir.join("other.yml").display().to_string(), "-w", "w"]);
     let v1 = write(&dir, "blue1.yml", &deployment_yaml("v1", "lin:1", 1, ""));
     s.ok(&["deployment", "create", "-f", &v1, "--all-traffic", "--wait", "-w", "w"]);
-    let v2 = write(&dir, "blue2.yml", &deployment_yaml("slow", "lin:2", 1, ""));
+    // The update also moves the deployment to environment `other`.
+    let v2 = deployment_yaml("slow", "lin:2", 1, "").replace("environment: plain\n", "environment: other\n");
+    let v2 = write(&dir, "blue2.yml", &v2);
     let answered = json(&s.ok(&["deployment", "update", "-f", &v2, "-w", "w", "-o", "json"]));
+    // The environment the update rolls out is in use as much as the one that serves.
+    for env in ["other@1", "plain@1"] {
+        let err = s.fails(&["env", "delete", env, "-w", "w"]);
+        assert!(err.contains("in use by deployment(s) lin-ep/blue"), "{env}: {err}");
+    }
     let shown = json(&s.ok(&["deployment", "show", "lin-ep/blue", "-w", "w", "-o", "json"]));
     for d in [&answered, &shown] {
         assert_eq!(d["state"], "Updating", "{d}");

@@ -107,6 +107,7 @@ pub async fn delete_environment(
     let workspace = state.store.workspace(&ws).await?;
     let (n, v) = parse_environment_ref(&name)?;
     let v = v.ok_or_else(|| Error::invalid(format!("give the version to delete: {n}@VERSION")))?;
+    let _no_new_uses = state.deployments.environment_uses.write().await;
     let users = deployments_using(&state, &workspace, &n, v).await?;
     if !users.is_empty() {
         return Err(Error::conflict(format!(
@@ -120,8 +121,9 @@ pub async fn delete_environment(
 }
 
 /// The deployments (`ENDPOINT/NAME`) of `ws` whose replicas start in environment `name@version`:
-/// named with that version, or with none while it is the latest. A deployment comes back after a
-/// restart in the environment its spec names, so that one must stay.
+/// named with that version, or with none while it is the latest, by their spec or by the update
+/// rolling out. A deployment comes back after a restart in the environment its spec names, so
+/// that one must stay.
 async fn deployments_using(
     state: &AppState,
     ws: &cairn_core::api::Workspace,
@@ -130,10 +132,12 @@ async fn deployments_using(
 ) -> Result<Vec<String>, Error> {
     let latest = state.store.environment(ws, name, None).await.ok().map(|e| e.version);
     let mut users = Vec::new();
-    for d in state.store.all_deployments().await? {
-        let Some(env) = d.spec.environment.as_deref().filter(|_| d.workspace_id == ws.id) else { continue };
-        let Ok((n, v)) = parse_environment_ref(env) else { continue };
-        if n == name && v.or(latest) == Some(version) {
+    for d in state.store.all_deployments().await?.into_iter().filter(|d| d.workspace_id == ws.id) {
+        let specs = std::iter::once(&d.spec).chain(d.pending_update.as_ref());
+        let uses = specs.filter_map(|s| s.environment.as_deref()).any(|env| {
+            parse_environment_ref(env).is_ok_and(|(n, v)| n == name && v.or(latest) == Some(version))
+        });
+        if uses {
             users.push(format!("{}/{}", d.endpoint_name, d.name));
         }
     }
