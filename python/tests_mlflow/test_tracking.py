@@ -1,6 +1,7 @@
 """Tracking through Cairn's MLflow API with the stock client: logging, search across
 experiments, lifecycle (delete/restore), and the errors MLflow's client expects."""
 
+import json
 import re
 import time
 
@@ -216,6 +217,23 @@ def raw(server, workspace, method, path, **kw):
     )
 
 
+def test_a_runs_user_is_the_user_id_it_was_created_with(server, workspace):
+    """A REST client's `user_id` is kept without an mlflow.user tag (MLflow's `runs.user_id`), and
+    shows in Cairn as who created the run; without one, the run is the caller's (its token's)."""
+    given = raw(server, workspace, "POST", "mlflow/runs/create", json={"experiment_id": "0", "user_id": "carol"})
+    assert given.status_code == 200, given.text
+    run = given.json()["run"]
+    assert run["info"]["user_id"] == "carol", run
+    assert all(t["key"] != "mlflow.user" for t in run["data"].get("tags", [])), run
+    rid = run["info"]["run_id"]
+    assert MlflowClient().get_run(rid).info.user_id == "carol"
+    assert [r.info.run_id for r in MlflowClient().search_runs(["0"], "attributes.user_id = 'carol'")] == [rid]
+    shown = json.loads(server.cli("run", "show", rid, "-w", workspace, "-o", "json"))
+    assert shown["created_by"] == "carol", shown
+    none = raw(server, workspace, "POST", "mlflow/runs/create", json={"experiment_id": "0"})
+    assert none.json()["run"]["info"]["user_id"] == "admin", none.text
+
+
 def test_errors_have_mlflows_codes(server, workspace):
     client = MlflowClient()
     # missing required field
@@ -366,17 +384,21 @@ def test_a_dataset_logged_again_keeps_what_was_logged_first(server, workspace):
 
 
 def test_search_runs_on_every_attribute_mlflow_accepts(server, workspace):
-    """user_id (the mlflow.user tag), artifact_uri, and `created`, which is the start time."""
+    """user_id (what the client sent: its mlflow.user tag, else "unknown"), artifact_uri, and
+    `created`, which is the start time."""
     client = MlflowClient()
     exp = client.create_experiment("attributes")
     ada = client.create_run(exp, tags={"mlflow.user": "ada"}, run_name="a")
     bob = client.create_run(exp, tags={"mlflow.user": "bob"}, run_name="b")
-    client.create_run(exp, run_name="anon")
+    anon = client.create_run(exp, run_name="anon")
+    assert [r.info.user_id for r in (ada, bob, anon)] == ["ada", "bob", "unknown"]
+    assert client.get_run(anon.info.run_id).info.user_id == "unknown"
 
     def names(f, order=None):
         return [r.info.run_name for r in client.search_runs([exp], f, order_by=order or ["run_name ASC"])]
 
     assert names("attributes.user_id = 'ada'") == ["a"]
+    assert names("attributes.user_id = 'unknown'") == ["anon"]
     assert names("user_id != 'ada'") == ["anon", "b"]
     assert names("attributes.user_id LIKE 'b%'") == ["b"]
     assert names("attributes.user_id ILIKE 'B%'") == ["b"]

@@ -135,6 +135,10 @@ pub struct Run {
     pub status: RunStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<String>,
+    /// Who created it: the name of the caller's token, or the `user_id` an MLflow client gave.
+    /// Absent for runs created before Cairn kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

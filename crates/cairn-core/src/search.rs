@@ -96,7 +96,7 @@ pub fn attribute_column(key: &str) -> Option<&'static str> {
 }
 
 /// Run attributes MLflow shows without a column of their own here, which the store derives:
-/// `user_id` (the `mlflow.user` tag, empty without one) and `artifact_uri` (the run's
+/// `user_id` (who created the run, else its `mlflow.user` tag, else empty) and `artifact_uri` (the run's
 /// `mlflow-artifacts:/…` location). Text, filtered and ordered on like the others.
 pub const DERIVED_ATTRIBUTES: [&str; 2] = ["user_id", "artifact_uri"];
 

@@ -21,6 +21,8 @@ pub struct NewRun<'a> {
     pub compute: Option<&'a str>,
     pub environment: Option<&'a str>,
     pub parent_id: Option<&'a str>,
+    /// Who creates it (see `Run::created_by`).
+    pub created_by: Option<&'a str>,
     pub tags: &'a BTreeMap<String, String>,
     /// When a running run started, if not now (MLflow clients backfilling or importing runs).
     pub started_at: Option<i64>,
@@ -69,6 +71,7 @@ pub(crate) fn run_from_row(row: &AnyRow, workspace: &str) -> Result<Run, Error> 
         display_name: get(row, "display_name")?,
         status: status_of(row)?,
         parent_id: get(row, "parent_id")?,
+        created_by: get(row, "created_by")?,
         compute: get(row, "compute")?,
         environment: get(row, "environment")?,
         error: get(row, "error")?,
@@ -162,7 +165,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO runs (id, workspace_id, experiment_id, parent_id, display_name, status, job, compute, \
-             environment, created_at, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             environment, created_at, started_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&id)
         .bind(&ws.id)
@@ -175,6 +179,7 @@ impl Store {
         .bind(new.environment)
         .bind(now)
         .bind(if new.status == RunStatus::Running { Some(new.started_at.unwrap_or(now)) } else { None })
+        .bind(new.created_by)
         .execute(&mut **tx)
         .await
         .map_err(map_err)?;
@@ -352,7 +357,7 @@ impl Store {
     pub async fn run(&self, ws: &Workspace, id: &str) -> Result<Run, Error> {
         let row = sqlx::query(
             "SELECT r.id, e.name AS experiment, r.parent_id, r.display_name, r.status, r.job, r.compute, r.environment, \
-             r.error, r.created_at, r.started_at, r.ended_at FROM runs r JOIN experiments e ON e.id = r.experiment_id \
+             r.error, r.created_at, r.started_at, r.ended_at, r.created_by FROM runs r JOIN experiments e ON e.id = r.experiment_id \
              WHERE r.id = $1 AND r.workspace_id = $2",
         )
         .bind(id)

@@ -157,12 +157,14 @@ pub(crate) fn is_nan(column: &str) -> String {
 }
 
 /// A run attribute's column, or the expression of one MLflow derives
-/// (`cairn_core::search::DERIVED_ATTRIBUTES`): its user is the `mlflow.user` tag (empty
-/// without one, as `RunInfo.user_id` shows it), its artifact URI the proxy's location.
+/// (`cairn_core::search::DERIVED_ATTRIBUTES`): its user is who created it, or for a run created
+/// before Cairn kept that, its `mlflow.user` tag (empty without one), as `RunInfo.user_id` shows
+/// it; its artifact URI the proxy's location.
 fn attribute_sql(key: &str) -> &'static str {
     match key {
         "user_id" => {
-            "COALESCE((SELECT u.value FROM run_tags u WHERE u.run_id = r.id AND u.key = 'mlflow.user'), '')"
+            "COALESCE(r.created_by, \
+             (SELECT u.value FROM run_tags u WHERE u.run_id = r.id AND u.key = 'mlflow.user'), '')"
         }
         "artifact_uri" => RUN_ARTIFACT_URI_SQL,
         other => attribute_column(other).expect("parser checked"),
@@ -335,7 +337,7 @@ impl Store {
         let list = in_list(self.backend(), ids.len());
         let base_sql = format!(
             "SELECT r.id, e.name AS experiment, r.parent_id, r.display_name, r.status, r.job, r.compute, r.environment, \
-             r.error, r.created_at, r.started_at, r.ended_at FROM runs r JOIN experiments e ON e.id = r.experiment_id \
+             r.error, r.created_at, r.started_at, r.ended_at, r.created_by FROM runs r JOIN experiments e ON e.id = r.experiment_id \
              WHERE r.id IN ({list})"
         );
         let grouped = |table: &str, columns: &[&str]| grouped_rows(self.backend(), table, columns, &list);

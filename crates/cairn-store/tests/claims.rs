@@ -67,6 +67,7 @@ async fn concurrent_claims_of_two_servers_never_exceed_max_nodes(store: &Store) 
             compute: Some("cpu"),
             environment: None,
             parent_id: None,
+            created_by: None,
             tags: &tags,
             started_at: None,
         };

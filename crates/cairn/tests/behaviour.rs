@@ -1730,6 +1730,7 @@ async fn run_properties_are_set_once_and_child_runs_are_listed_by_parent(b: Back
         serde_json::json!({"dataset": "wine", "folds": "5"}),
         "nothing of the refused call was written"
     );
+    assert_eq!(shown["created_by"], "admin", "created with the admin token: {shown}");
     // The CLI's table output shows them, and `run list --parent` lists exactly the children.
     let table = s.ok(&["run", "show", "-w", "w", &parent]);
     let line = table.lines().find(|l| l.starts_with("properties")).unwrap_or_else(|| panic!("{table}"));

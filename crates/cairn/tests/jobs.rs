@@ -683,6 +683,7 @@ except urllib.error.HTTPError as e:
     let id = run["id"].as_str().unwrap();
     let shown = json(&s.ok(&["run", "show", id, "-w", "w", "-o", "json"]));
     assert_eq!(shown["properties"], serde_json::json!({"dataset": "wine", "folds": "2"}));
+    assert_eq!(shown["created_by"], "admin", "the submitter's token: {shown}");
     let children = send_json(
         reqwest::Client::new()
             .get(format!("{}/api/v1/workspaces/w/runs?parent={id}", s.url))

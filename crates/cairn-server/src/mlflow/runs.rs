@@ -64,6 +64,9 @@ pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     if let Some(p) = &parent {
         load(&state, &workspace, p).await?;
     }
+    // MLflow keeps the `user_id` the client sends (the stock client: its `mlflow.user` tag, or
+    // "unknown"); a request without one is the caller's.
+    let user = req.opt_str("user_id").filter(|u| !u.is_empty()).unwrap_or_else(|| caller.token.name.clone());
     let id = state
         .store
         .create_run(
@@ -76,6 +79,7 @@ pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
                 compute: None,
                 environment: None,
                 parent_id: parent.as_deref(),
+                created_by: Some(&user),
                 tags: &tags,
                 started_at: req.opt_i64("start_time")?.filter(|t| *t > 0),
             },

@@ -281,7 +281,7 @@ pub fn run_info_json<'a>(run: &'a Run, meta: &'a MlflowRunMeta) -> RunInfoView<'
         end_time: run.ended_at,
         lifecycle_stage: lifecycle(meta.deleted_at),
         artifact_uri: cairn_store::run_artifact_uri(&meta.experiment_id, &run.id),
-        user_id: run.tags.get("mlflow.user").map_or("", String::as_str),
+        user_id: run.created_by.as_deref().or(run.tags.get("mlflow.user").map(String::as_str)).unwrap_or(""),
     }
 }
 

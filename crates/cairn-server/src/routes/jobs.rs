@@ -213,6 +213,7 @@ pub async fn submit(
                 compute: Some(&job.compute),
                 environment: Some(&env_ref),
                 parent_id: None,
+                created_by: Some(&caller.token.name),
                 tags: &job.tags,
                 started_at: None,
             },

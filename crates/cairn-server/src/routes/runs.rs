@@ -126,6 +126,7 @@ pub async fn create_run(
                 compute: None,
                 environment: None,
                 parent_id: req.parent_run_id.as_deref(),
+                created_by: Some(&caller.token.name),
                 tags: &req.tags,
                 started_at: None,
             },

@@ -271,6 +271,9 @@ fn overview(ws: &str, run: &Run, children: &[Run]) -> Markup {
                         None => { "—" }
                     }
                 }
+                @if let Some(who) = &run.created_by {
+                    dt { "Created by" } dd #created-by { (who) }
+                }
                 dt { "Compute" } dd {
                     @match &run.compute {
                         Some(c) => { a href={ (layout::ws_url(ws)) "/compute/" (seg(c)) } { (c) } }

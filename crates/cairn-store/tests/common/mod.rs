@@ -90,6 +90,7 @@ pub async fn run(store: &Store, ws: &Workspace, experiment: &str, name: &str) ->
         compute: None,
         environment: None,
         parent_id: None,
+        created_by: Some("tester"),
         tags: &tags,
         started_at: None,
     };

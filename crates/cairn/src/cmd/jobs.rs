@@ -796,6 +796,7 @@ fn print_run(format: crate::config::OutputFormat, r: &Run) -> anyhow::Result<()>
             ("experiment", r.experiment.clone()),
             ("status", r.status.as_str().into()),
             ("parent", r.parent_id.clone().unwrap_or_default()),
+            ("created_by", r.created_by.clone().unwrap_or_default()),
             ("compute", r.compute.clone().unwrap_or_default()),
             ("environment", r.environment.clone().unwrap_or_default()),
             (
