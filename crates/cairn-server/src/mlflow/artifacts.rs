@@ -238,14 +238,15 @@ pub async fn upload(
             cairn_core::quoted(&path)
         )));
     }
+    // Nothing keeps an MLflow artifact's SHA-256 (registering a model hashes what it copies):
+    // a large one is not hashed on arrival. With `overwrite`, a path is never `Taken`.
     let opts = PutOpts {
-        expected_sha256: None,
-        expected_crc32: None,
         max_bytes: Some(state.max_upload_bytes),
         overwrite: true,
+        lazy_sha256: true,
         ..Default::default()
     };
-    r.blobs.put_stream(&r.path, request.into_body().into_data_stream(), opts).await?;
+    r.blobs.put_stream_trailing(&r.path, request.into_body().into_data_stream(), opts, None).await?;
     Ok(Json(json!({})))
 }
 
