@@ -824,9 +824,7 @@ impl Walk<'_> {
                     // What the link leads to decides its place in the order; a link that leads
                     // out of the store, nowhere, or round in circles is left out.
                     let path = self.path(prefix, name)?;
-                    let Ok(target) = open_beneath(self.store_root, self.root_fd, &path, PATH_ONLY) else {
-                        continue;
-                    };
+                    let Some(target) = self.open_child(&fd, &path, name, true, PATH_ONLY)? else { continue };
                     match rustix::fs::fstat(&target).map(|st| FileType::from_raw_mode(st.st_mode as _)) {
                         Ok(FileType::Directory) => (true, true),
                         Ok(FileType::RegularFile) => (false, true),
@@ -846,14 +844,7 @@ impl Walk<'_> {
         self.walking.push(id);
         for child in children {
             let path = self.path(prefix, &child.name)?;
-            let open = |flags: OFlags| -> Option<OwnedFd> {
-                if child.link {
-                    open_beneath(self.store_root, self.root_fd, &path, flags).ok()
-                } else {
-                    rustix::fs::openat(&fd, child.name.as_slice(), flags | OFlags::NOFOLLOW, Mode::empty())
-                        .ok()
-                }
-            };
+            let open = |flags: OFlags| self.open_child(&fd, &path, &child.name, child.link, flags);
             if child.folder {
                 // Skipped unless some of its paths ("P/…") follow `after`: when "P/" itself does,
                 // or when `after` is inside it.
@@ -861,8 +852,7 @@ impl Walk<'_> {
                 if inner.as_str() < self.after && !self.after.starts_with(&inner) {
                     continue;
                 }
-                // Gone meanwhile, or (a link) now elsewhere: nothing under it.
-                let Some(sub) = open(READ_DIR) else { continue };
+                let Some(sub) = open(READ_DIR)? else { continue };
                 if self.folder(sub, &path)? {
                     return Ok(true);
                 }
@@ -872,7 +862,7 @@ impl Walk<'_> {
                 continue;
             }
             let st = if child.link {
-                let Some(file) = open(PATH_ONLY) else { continue };
+                let Some(file) = open(PATH_ONLY)? else { continue };
                 rustix::fs::fstat(&file)
             } else {
                 rustix::fs::statat(&fd, child.name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
@@ -895,6 +885,33 @@ impl Walk<'_> {
         Ok(false)
     }
 
+    /// Opens entry `name` (store path `path`) of folder `dir`: a symbolic link (`link`) beneath the
+    /// store's folder, anything else from `dir` without following a link. `None` for what is gone
+    /// meanwhile, was swapped for a link, or (a link) leads out of the store, nowhere, or round in
+    /// circles: left out of the listing. Any other failure (a folder it may not read) is an error.
+    fn open_child(
+        &self,
+        dir: &OwnedFd,
+        path: &str,
+        name: &[u8],
+        link: bool,
+        flags: OFlags,
+    ) -> Result<Option<OwnedFd>, Error> {
+        let opened = if link {
+            open_beneath(self.store_root, self.root_fd, path, flags)
+        } else {
+            rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW, Mode::empty()).map_err(Beneath::Errno)
+        };
+        match opened {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Beneath::Errno(e)) if absent_errno(e) => Ok(None),
+            Err(Beneath::Out | Beneath::Changed) => Ok(None),
+            Err(Beneath::Errno(e)) => {
+                Err(Error::Unavailable(format!("listing {path:?}: {}", std::io::Error::from(e))))
+            }
+        }
+    }
+
     /// The store path of entry `name` of folder `prefix`: refused unless UTF-8 without control
     /// characters, as object_store takes a name.
     fn path(&self, prefix: &str, name: &[u8]) -> Result<String, Error> {
@@ -912,6 +929,8 @@ impl Walk<'_> {
 /// How [`list_page`] opens what it only looks at: no read, so a FIFO does not block.
 const PATH_ONLY: OFlags = OFlags::PATH.union(OFlags::CLOEXEC);
 
+/// For a listing: gone (`NOENT`, `NOTDIR`), or a link where none was (`LOOP` under `NOFOLLOW`) or
+/// round in circles (`LOOP`).
 fn absent_errno(e: Errno) -> bool {
     matches!(e, Errno::NOENT | Errno::NOTDIR | Errno::LOOP)
 }
