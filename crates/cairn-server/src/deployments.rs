@@ -64,7 +64,8 @@ pub struct Deployments {
     endpoint_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Orders what makes a deployment name an environment (create, update: shared) with an
     /// environment's delete (exclusive), so that a delete's in-use check never misses a
-    /// deployment created or updated beside it (which would then fail at its next start).
+    /// deployment created or updated beside it through this server (which would then fail at its
+    /// next start; another server on the same database is not ordered by it).
     pub environment_uses: tokio::sync::RwLock<()>,
 }
 
