@@ -234,6 +234,43 @@ def test_a_runs_user_is_the_user_id_it_was_created_with(server, workspace):
     assert none.json()["run"]["info"]["user_id"] == "admin", none.text
 
 
+def test_an_mlflow_2_client_records_its_logged_models_on_the_run(server, workspace):
+    """mlflow 2.x clients send `runs/log-model` after each `log_model`: the run's
+    `mlflow.log-model.history` tag lists those models in order, as MLflow's store keeps them."""
+    from mlflow.models import Model
+
+    client = MlflowClient()
+    with mlflow.start_run() as run:
+        pass
+    rid = run.info.run_id
+    for path in ("model", "other"):
+        model = Model(artifact_path=path, run_id=rid, flavors={"python_function": {"loader_module": "m"}})
+        client._record_logged_model(rid, model)  # what mlflow 2's Model.log calls
+    history = json.loads(client.get_run(rid).data.tags["mlflow.log-model.history"])
+    assert [h["artifact_path"] for h in history] == ["model", "other"], history
+    assert all(h["run_id"] == rid and h["utc_time_created"] and h["flavors"] for h in history), history
+
+    def log_model(run_id, model_json):
+        return raw(server, workspace, "POST", "mlflow/runs/log-model", json={"run_id": run_id, "model_json": model_json})
+
+    good = json.dumps(Model(artifact_path="third", run_id=rid, flavors={}).get_tags_dict())
+    r = log_model(rid, "{not json")
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE", r.text
+    r = log_model(rid, json.dumps({"artifact_path": "m", "run_id": rid}))
+    assert r.status_code == 400 and "missing mandatory fields" in r.json()["message"], r.text
+    assert "flavors" in r.json()["message"] and "utc_time_created" in r.json()["message"], r.text
+    r = raw(server, workspace, "POST", "mlflow/runs/log-model", json={"run_id": rid})
+    assert r.status_code == 400 and "model_json" in r.json()["message"], r.text
+    r = log_model("0" * 32, good)
+    assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST", r.text
+    client.delete_run(rid)
+    r = log_model(rid, good)
+    assert r.status_code == 400 and "active" in r.json()["message"], r.text
+    client.restore_run(rid)
+    assert [h["artifact_path"] for h in json.loads(client.get_run(rid).data.tags["mlflow.log-model.history"])] \
+        == ["model", "other"], "nothing of the refused calls was written"
+
+
 def test_errors_have_mlflows_codes(server, workspace):
     client = MlflowClient()
     # missing required field

@@ -64,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&p("/runs/search"), get(runs::search).post(runs::search))
         .route(&p("/runs/outputs"), post(runs::log_outputs))
         .route(&p("/runs/log-inputs"), post(runs::log_inputs))
+        .route(&p("/runs/log-model"), post(runs::log_model))
         .route(&p("/artifacts/list"), get(artifacts::list_run))
         .route(&p("/metrics/get-history"), get(runs::metric_history))
         .route(&p("/metrics/get-history-bulk-interval"), get(runs::metric_history_bulk_interval))

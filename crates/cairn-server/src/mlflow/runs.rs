@@ -437,6 +437,49 @@ async fn loggable(state: &AppState, ws: &Workspace, id: &str) -> MlResult<()> {
     Ok(())
 }
 
+/// The run tag in which MLflow keeps the models a run logged, as a JSON list (`runs/log-model`).
+const LOGGED_MODELS_TAG: &str = "mlflow.log-model.history";
+
+/// `runs/log-model`: MLflow 2's record of a model a run logged (its `MLmodel` as a dict), which
+/// mlflow 2.x clients send on every `log_model`; appended to the run's
+/// `mlflow.log-model.history` tag, as MLflow's store does (a read, then a write of the whole
+/// list: two records sent at once to one run may keep one, as there).
+pub async fn log_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
+    let id = req.run_id()?;
+    let text = req.str("model_json")?;
+    let model: Value = serde_json::from_str(&text)
+        .map_err(|_| MlError::invalid(format!("Malformed model info. \n {text} \n is not a valid JSON.")))?;
+    let Some(fields) = model.as_object() else {
+        return Err(MlError::invalid(format!("Malformed model info. \n {text} \n is not a JSON object.")));
+    };
+    let mut missing: Vec<&str> = ["artifact_path", "flavors", "utc_time_created", "run_id"]
+        .into_iter()
+        .filter(|f| !fields.contains_key(*f))
+        .collect();
+    if !missing.is_empty() {
+        missing.sort_unstable();
+        return Err(MlError::invalid(format!("Model json is missing mandatory fields: {missing:?}")));
+    }
+    caller.require_run(Role::Writer, &ws, &id)?;
+    let workspace = state.store.workspace(&ws).await?;
+    let (run, _) = load(&state, &workspace, &id).await?;
+    let mut history = match run.tags.get(LOGGED_MODELS_TAG).map(|t| serde_json::from_str::<Value>(t)) {
+        Some(Ok(Value::Array(list))) => list,
+        // Set by hand to something else: started again, as MLflow would fail to read it.
+        _ => Vec::new(),
+    };
+    history.push(model);
+    let value = Value::Array(history).to_string();
+    if value.chars().count() > MAX_TAG_VALUE_LEN {
+        return Err(MlError::invalid(format!(
+            "Tag value '{LOGGED_MODELS_TAG}' had length {}, which exceeded length limit of {MAX_TAG_VALUE_LEN}",
+            value.chars().count()
+        )));
+    }
+    let tag = KeyValue { key: LOGGED_MODELS_TAG.to_string(), value };
+    log(&state, &caller, &ws, &id, LogBatch { tags: vec![tag], ..Default::default() }, Vec::new()).await
+}
+
 /// `runs/outputs`: models a run produced (MLflow 3's `log_model` links each one here).
 pub async fn log_outputs(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let id = req.run_id()?;
