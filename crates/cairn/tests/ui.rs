@@ -390,6 +390,7 @@ async fn the_issue_scenario_wine_job_in_the_table_its_chart_and_a_comparison() {
     assert_eq!(b.wait_attr(&chart, "data-points").await, "20");
     assert!(b.exists(&format!("{chart} svg path")).await, "no line in the chart");
     assert!(b.find("table#params-table").await.text().await.unwrap().contains("max_depth"));
+    assert_eq!(b.find("dd#created-by").await.text().await.unwrap(), "admin", "who created the run");
     b.shot("fast-run-chart").await;
     b.no_console_errors("the fast run's page").await;
 
