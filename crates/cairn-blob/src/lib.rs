@@ -1120,13 +1120,14 @@ mod tests {
         .unwrap();
         let blobs = BlobStore::open(root.to_str().unwrap()).unwrap();
         let top = RelPath::parse_dir("").unwrap();
-        let all: Vec<String> = blobs.list(&top).await.unwrap().into_iter().map(|f| f.path).collect();
+        let listed = blobs.list(&top).await.unwrap();
+        let all: Vec<String> = listed.iter().map(|f| f.path.clone()).collect();
         // `real/up` leads back to the store's root, which is being walked: not walked again.
         assert_eq!(
             all,
             ["abs-file", "real/deep/d.txt", "real/in.txt", "rel-in/deep/d.txt", "rel-in/in.txt", "top.txt"],
         );
-        let sizes: Vec<u64> = blobs.list(&top).await.unwrap().iter().map(|f| f.size).collect();
+        let sizes: Vec<u64> = listed.iter().map(|f| f.size).collect();
         assert_eq!(sizes, [6, 6, 6, 6, 6, 1]);
         for limit in [1, 2, 4] {
             let mut paged: Vec<String> = Vec::new();

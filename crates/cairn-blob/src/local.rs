@@ -742,7 +742,7 @@ pub(crate) fn list_page(
     let prefix = base.as_str().trim_end_matches('/');
     let depth = prefix.split('/').filter(|p| !p.is_empty()).count();
     let store_root = root.ancestors().nth(depth).unwrap_or(root);
-    let failed = |e: Errno| Error::Unavailable(format!("listing {prefix:?}: {}", std::io::Error::from(e)));
+    let failed = |e: Errno| listing_err(prefix, e);
     let root_fd = match rustix::fs::open(store_root, dir_flags(), Mode::empty()) {
         Ok(fd) => fd,
         Err(e) if absent_errno(e) => return Ok(Vec::new()),
@@ -793,8 +793,7 @@ struct Child {
 impl Walk<'_> {
     /// Lists folder `fd` (path `prefix`) into the page; true once the page is full.
     fn folder(&mut self, fd: OwnedFd, prefix: &str) -> Result<bool, Error> {
-        let failed =
-            |e: Errno| Error::Unavailable(format!("listing {prefix:?}: {}", std::io::Error::from(e)));
+        let failed = |e: Errno| listing_err(prefix, e);
         let st = rustix::fs::fstat(&fd).map_err(failed)?;
         let id = (st.st_dev as u64, st.st_ino as u64);
         if self.walking.contains(&id) {
@@ -906,9 +905,7 @@ impl Walk<'_> {
             Ok(fd) => Ok(Some(fd)),
             Err(Beneath::Errno(e)) if absent_errno(e) => Ok(None),
             Err(Beneath::Out | Beneath::Changed) => Ok(None),
-            Err(Beneath::Errno(e)) => {
-                Err(Error::Unavailable(format!("listing {path:?}: {}", std::io::Error::from(e))))
-            }
+            Err(Beneath::Errno(e)) => Err(listing_err(path, e)),
         }
     }
 
@@ -924,6 +921,11 @@ impl Walk<'_> {
         };
         Ok(if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") })
     }
+}
+
+/// A listing's failure at store path `at`.
+fn listing_err(at: &str, e: Errno) -> Error {
+    Error::Unavailable(format!("listing {at:?}: {}", std::io::Error::from(e)))
 }
 
 /// How [`list_page`] opens what it only looks at: no read, so a FIFO does not block.

@@ -429,6 +429,11 @@ pub async fn metric_history(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
 /// A run that may still be logged to: not deleted (MLflow refuses those with INVALID_PARAMETER_VALUE).
 async fn loggable(state: &AppState, ws: &Workspace, id: &str) -> MlResult<()> {
     let (_, meta) = load(state, ws, id).await?;
+    active(id, &meta)
+}
+
+/// [`loggable`] for a run already loaded.
+fn active(id: &str, meta: &MlflowRunMeta) -> MlResult<()> {
     if meta.deleted_at.is_some() {
         return Err(MlError::invalid(format!(
             "The run {id} must be in the 'active' state. Current state is deleted."
@@ -462,7 +467,8 @@ pub async fn log_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Jso
     }
     caller.require_run(Role::Writer, &ws, &id)?;
     let workspace = state.store.workspace(&ws).await?;
-    let (run, _) = load(&state, &workspace, &id).await?;
+    let (run, meta) = load(&state, &workspace, &id).await?;
+    active(&id, &meta)?;
     let mut history = match run.tags.get(LOGGED_MODELS_TAG).map(|t| serde_json::from_str::<Value>(t)) {
         Some(Ok(Value::Array(list))) => list,
         // Set by hand to something else: started again, as MLflow would fail to read it.
@@ -476,8 +482,10 @@ pub async fn log_model(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Jso
             value.chars().count()
         )));
     }
+    // The run is loaded and checked above, and the one tag's key and length too: stored as is.
     let tag = KeyValue { key: LOGGED_MODELS_TAG.to_string(), value };
-    log(&state, &caller, &ws, &id, LogBatch { tags: vec![tag], ..Default::default() }, Vec::new()).await
+    state.store.log_batch(&id, &LogBatch { tags: vec![tag], ..Default::default() }).await?;
+    Ok(Json(json!({})))
 }
 
 /// `runs/outputs`: models a run produced (MLflow 3's `log_model` links each one here).
