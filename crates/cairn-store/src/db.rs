@@ -177,6 +177,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Column `col` of a row, decoded (a driver error mapped as [`map_err`] maps it).
+pub(crate) fn get<T>(row: &sqlx::any::AnyRow, col: &str) -> Result<T, Error>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    use sqlx::Row;
+    row.try_get(col).map_err(map_err)
+}
+
 /// Maps a driver error onto the domain error users understand.
 pub(crate) fn map_err(e: sqlx::Error) -> Error {
     match &e {

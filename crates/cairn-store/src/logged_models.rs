@@ -7,10 +7,9 @@ use cairn_core::api::Workspace;
 use cairn_core::runs::KeyValue;
 use cairn_core::{now_ms, Error};
 use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use crate::binds::Placeholders;
-use crate::db::{map_err, new_id};
+use crate::db::{get, map_err, new_id};
 use crate::runs::ROWS_PER_STATEMENT;
 use crate::Store;
 
@@ -81,13 +80,6 @@ pub struct RunDataset {
     pub digest: String,
     pub dataset_json: String,
     pub tags_json: String,
-}
-
-fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get(col).map_err(map_err)
 }
 
 const COLUMNS: &str = "id, experiment_id, name, model_type, source_run_id, status, status_message, \

@@ -5,10 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use cairn_core::api::Workspace;
 use cairn_core::{now_ms, Error};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
-use crate::db::{is_unique_violation, map_err, WriteTx};
+use crate::db::{get, is_unique_violation, map_err, WriteTx};
 use crate::Store;
 
 /// An experiment as MLflow sees it: with its id, lifecycle and tags.
@@ -37,13 +35,6 @@ pub fn run_artifact_uri(experiment_id: &str, run_id: &str) -> String {
 /// [`run_artifact_uri`] of a run `r`, in SQL: what run searches filter and order on.
 pub(crate) const RUN_ARTIFACT_URI_SQL: &str =
     "('mlflow-artifacts:/' || r.experiment_id || '/' || r.id || '/artifacts')";
-
-fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get(col).map_err(map_err)
-}
 
 impl Store {
     /// Experiments of `ws` (all, or the one with `id`, or the one named `name`), newest first.

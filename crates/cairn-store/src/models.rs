@@ -13,20 +13,12 @@ use cairn_core::api::{Page, Workspace};
 use cairn_core::models::{Model, ModelFile, ModelFilter, ModelVersion, NewModelVersion, VersionRef};
 use cairn_core::{now_ms, Error};
 use sqlx::any::AnyRow;
-use sqlx::Row;
 
-use crate::db::{is_unique_violation, map_err, new_id, WriteTx};
+use crate::db::{get, is_unique_violation, map_err, new_id, WriteTx};
 use crate::{Store, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 /// The status of every visible version: files are in place before the row is written.
 pub const READY: &str = "READY";
-
-fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get(col).map_err(map_err)
-}
 
 fn model_from_row(row: &AnyRow, ws: &Workspace) -> Result<Model, Error> {
     Ok(Model {

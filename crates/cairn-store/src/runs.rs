@@ -6,10 +6,9 @@ use cairn_core::api::Workspace;
 use cairn_core::runs::{Experiment, LogBatch, MetricPoint, Run, RunStatus, Transition};
 use cairn_core::{now_ms, Error};
 use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use crate::binds::{in_list, values_rows, Placeholders};
-use crate::db::{is_unique_violation, map_err, new_id};
+use crate::db::{get, is_unique_violation, map_err, new_id};
 use crate::Store;
 
 /// A run to create.
@@ -39,13 +38,6 @@ pub struct RunRef {
     pub created_at: i64,
     /// The server that claimed it (None: queued, or claimed before migration 0016).
     pub server_id: Option<String>,
-}
-
-fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get(col).map_err(map_err)
 }
 
 fn status_of(row: &AnyRow) -> Result<RunStatus, Error> {

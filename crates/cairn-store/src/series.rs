@@ -18,11 +18,11 @@ use cairn_core::lttb::lttb_indices;
 use cairn_core::runs::MetricPoint;
 use cairn_core::Error;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use crate::binds::values_rows;
-use crate::db::map_err;
 use crate::db::Backend;
+use crate::db::{get, map_err};
 use crate::Store;
 
 /// Tile levels: level `l` groups steps `[t·16^l, (t+1)·16^l)`.
@@ -164,13 +164,6 @@ pub(crate) async fn add_to_tiles(
         q.execute(&mut *conn).await.map_err(map_err)?;
     }
     Ok(())
-}
-
-fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get(col).map_err(map_err)
 }
 
 fn point(row: &AnyRow, side: &str) -> Result<MetricPoint, Error> {

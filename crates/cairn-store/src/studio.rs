@@ -13,12 +13,11 @@ use cairn_core::api::Workspace;
 use cairn_core::models::Model;
 use cairn_core::runs::RunStatus;
 use cairn_core::Error;
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::binds::{in_list, values_rows, Placeholders};
-use crate::db::map_err;
 use crate::db::Backend;
+use crate::db::{get, map_err};
 use crate::Store;
 
 /// An experiment with how many runs it has and when the last one was created.
@@ -58,13 +57,6 @@ pub struct ModelSummary {
 
 /// Most columns of each kind the runs table offers (keys beyond are still filterable).
 pub const MAX_COLUMN_KEYS: i64 = 500;
-
-fn get<T>(row: &AnyRow, col: &str) -> Result<T, Error>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get(col).map_err(map_err)
-}
 
 impl Store {
     /// The table `name` a run logged with the runtime's `log_row`/`log_table` (its metrics
