@@ -17,6 +17,8 @@ pub enum Entity {
     Attribute,
     /// A dataset the run used (MLflow's `datasets.name`, `.digest`, `.context`).
     Dataset,
+    /// A trace's request metadata (MLflow's `request_metadata.KEY`, also `metadata.KEY`).
+    Metadata,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +232,12 @@ fn entity(word: &str) -> Result<Entity, Error> {
         "tag" | "tags" => Ok(Entity::Tag),
         "attribute" | "attributes" | "attr" | "run" => Ok(Entity::Attribute),
         "dataset" | "datasets" => Ok(Entity::Dataset),
+        "request_metadata" | "metadata" => Ok(Entity::Metadata),
+        // A trace's attributes, as MLflow's trace search also names them.
+        "trace" => Ok(Entity::Attribute),
+        "span" | "feedback" | "expectation" | "assessment" | "issue" | "prompt" => Err(Error::invalid(
+            format!("this server does not search traces by their {word}s: use tags., request_metadata. or attributes."),
+        )),
         other => Err(Error::invalid(format!(
             "unknown entity {other:?}: use metrics., params., tags., attributes. or datasets."
         ))),
@@ -245,6 +253,7 @@ enum Target {
     Runs,
     Experiments,
     LoggedModels,
+    Traces,
 }
 
 const EXPERIMENT_ATTRIBUTES: [&str; 3] = ["name", "creation_time", "last_update_time"];
@@ -273,8 +282,32 @@ pub fn logged_model_attribute(key: &str) -> Option<&'static str> {
     }
 }
 
+/// A trace's attributes (MLflow's `search_traces`), each with its canonical name: MLflow's aliases
+/// (`request_id`, `timestamp`, `execution_time`, `end_time`, `state`) resolved. `name` is the
+/// trace's `mlflow.traceName` tag and `run_id` its `mlflow.sourceRun` metadata, as there.
+pub fn trace_attribute(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "trace_id" | "request_id" => "trace_id",
+        "timestamp_ms" | "timestamp" => "timestamp_ms",
+        "execution_time_ms" | "execution_time" => "execution_time_ms",
+        "end_time_ms" | "end_time" => "end_time_ms",
+        "status" | "state" => "status",
+        "client_request_id" => "client_request_id",
+        "name" => "name",
+        "run_id" => "run_id",
+        "experiment_id" => "experiment_id",
+        _ => return None,
+    })
+}
+
+/// The trace attributes compared as numbers (times in ms).
+fn trace_attribute_is_numeric(key: &str) -> bool {
+    matches!(trace_attribute(key), Some("timestamp_ms" | "execution_time_ms" | "end_time_ms"))
+}
+
 fn is_numeric(target: Target, entity: Entity, key: &str) -> bool {
     match (target, entity) {
+        (Target::Traces, Entity::Attribute) => trace_attribute_is_numeric(key),
         (_, Entity::Metric) => true,
         (Target::Runs, Entity::Attribute) => attribute_is_numeric(key),
         (Target::Experiments, Entity::Attribute) => key != "name",
@@ -286,10 +319,6 @@ fn is_numeric(target: Target, entity: Entity, key: &str) -> bool {
 }
 
 /// Reads `ENTITY.KEY` from the front of `toks`.
-fn identifier(toks: &[Tok], i: &mut usize) -> Result<(Entity, String), Error> {
-    identifier_of(toks, i, Target::Runs)
-}
-
 fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity, String), Error> {
     // A quoted word stands for a backticked column name (`` `Run Name` ``).
     let word = match toks.get(*i) {
@@ -299,6 +328,7 @@ fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity,
     };
     if let Some(w) = word {
         let bare = match target {
+            Target::Traces => trace_attribute(w).is_some(),
             Target::Experiments => EXPERIMENT_ATTRIBUTES.contains(&w.as_str()),
             Target::LoggedModels => logged_model_attribute(w).is_some(),
             Target::Runs => is_run_attribute(w),
@@ -336,6 +366,20 @@ fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity,
 }
 
 fn check_identifier(target: Target, ent: Entity, key: &str) -> Result<(), Error> {
+    if target == Target::Traces {
+        return match ent {
+            Entity::Attribute if trace_attribute(key).is_some() => Ok(()),
+            Entity::Tag | Entity::Metadata => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "a trace filter compares tags.KEY, request_metadata.KEY or one of trace_id, \
+                 timestamp_ms, execution_time_ms, end_time_ms, status, client_request_id, name, run_id, \
+                 not {key:?}"
+            ))),
+        };
+    }
+    if ent == Entity::Metadata {
+        return Err(Error::invalid(format!("request_metadata.{key} applies to traces only")));
+    }
     if target == Target::Experiments {
         return match ent {
             Entity::Attribute if EXPERIMENT_ATTRIBUTES.contains(&key) => Ok(()),
@@ -377,6 +421,13 @@ pub fn parse_filter(filter: &str) -> Result<Vec<Clause>, Error> {
 /// `last_update_time` (bare or as `attributes.`), and `tags.KEY`, joined by `and`.
 pub fn parse_experiment_filter(filter: &str) -> Result<Vec<Clause>, Error> {
     parse_for(filter, Target::Experiments)
+}
+
+/// Parses a trace filter (MLflow's `search_traces`): `tags.KEY` and `request_metadata.KEY` as text
+/// (also `IS NULL` / `IS NOT NULL`), and the attributes of [`trace_attribute`] (bare or as
+/// `attributes.`/`trace.`; the times as numbers), joined by `and`.
+pub fn parse_trace_filter(filter: &str) -> Result<Vec<Clause>, Error> {
+    parse_for(filter, Target::Traces)
 }
 
 /// Parses a logged-model filter (MLflow's `search_logged_models`): `metrics.KEY` compared as a
@@ -422,9 +473,14 @@ fn parse_clauses(toks: &[Tok], i: &mut usize, target: Target) -> Result<Vec<Clau
                     toks.get(at)
                 )));
             }
-            if target != Target::Runs || !matches!(entity, Entity::Param | Entity::Tag) {
+            let nullable = match target {
+                Target::Runs => matches!(entity, Entity::Param | Entity::Tag),
+                Target::Traces => matches!(entity, Entity::Tag | Entity::Metadata),
+                _ => false,
+            };
+            if !nullable {
                 return Err(Error::invalid(format!(
-                    "IS NULL applies to a run's params and tags, not to {key:?}"
+                    "IS NULL applies to a run's params and tags and a trace's tags and metadata, not to {key:?}"
                 )));
             }
             *i = at + 1;
@@ -526,12 +582,22 @@ fn list(toks: &[Tok], i: &mut usize) -> Result<Vec<String>, Error> {
 
 /// Parses `order_by` terms such as `metrics.rmse ASC` or `attributes.start_time DESC`.
 pub fn parse_order_by(terms: &[String]) -> Result<Vec<OrderBy>, Error> {
+    order_by_for(terms, Target::Runs)
+}
+
+/// Parses a trace search's `order_by` terms: its attributes (`timestamp_ms DESC`), tags and
+/// request metadata.
+pub fn parse_trace_order_by(terms: &[String]) -> Result<Vec<OrderBy>, Error> {
+    order_by_for(terms, Target::Traces)
+}
+
+fn order_by_for(terms: &[String], target: Target) -> Result<Vec<OrderBy>, Error> {
     terms
         .iter()
         .map(|term| {
             let toks = Lexer::tokens(term)?;
             let mut i = 0;
-            let (entity, key) = identifier(&toks, &mut i)?;
+            let (entity, key) = identifier_of(&toks, &mut i, target)?;
             if entity == Entity::Dataset {
                 return Err(Error::invalid(format!(
                     "order_by {term:?}: runs cannot be ordered by their datasets"
@@ -682,5 +748,50 @@ mod tests {
         let o = parse_order_by(&["metrics.rmse".into(), "attributes.start_time DESC".into()]).unwrap();
         assert!(o[0].ascending && !o[1].ascending);
         assert!(parse_order_by(&["metrics.rmse sideways".into()]).is_err());
+    }
+
+    /// MLflow's `search_traces` grammar: attributes under their aliases, tags and request
+    /// metadata (with absence tests), and clear refusals of what traces do not have.
+    #[test]
+    fn parses_trace_filters_and_order() {
+        let c = parse_trace_filter(
+            "trace.status = 'OK' and timestamp > 10 and attributes.execution_time_ms <= 5 and \
+             request_metadata.`mlflow.sourceRun` = 'r1' and metadata.mlflow.user IS NOT NULL and \
+             tags.team IS NULL and name IN ('a', 'b') and run_id = 'r1'",
+        )
+        .unwrap();
+        let keys: Vec<_> = c.iter().map(|c| (c.entity, c.key.as_str())).collect();
+        assert_eq!(
+            keys,
+            [
+                (Entity::Attribute, "status"),
+                (Entity::Attribute, "timestamp"),
+                (Entity::Attribute, "execution_time_ms"),
+                (Entity::Metadata, "mlflow.sourceRun"),
+                (Entity::Metadata, "mlflow.user"),
+                (Entity::Tag, "team"),
+                (Entity::Attribute, "name"),
+                (Entity::Attribute, "run_id"),
+            ]
+        );
+        assert_eq!(trace_attribute("timestamp"), Some("timestamp_ms"));
+        assert_eq!((c[4].op, c[5].op), (Op::IsNotNull, Op::IsNull));
+        for (bad, expect) in [
+            ("timestamp_ms > '5'", "compared as a number"),
+            ("status = 5", "compared as text"),
+            ("span.name = 'x'", "does not search traces by their spans"),
+            ("feedback.rating = 'yes'", "does not search traces by their feedbacks"),
+            ("metrics.a > 1", "a trace filter compares"),
+            ("colour = 'red'", "unknown entity"),
+            ("status IS NULL", "IS NULL applies"),
+        ] {
+            let err = parse_trace_filter(bad).unwrap_err().to_string();
+            assert!(err.contains(expect), "{bad}: {err}");
+        }
+        // Request metadata is a trace's alone.
+        assert!(parse_filter("request_metadata.a = 'x'").unwrap_err().to_string().contains("traces only"));
+        let o = parse_trace_order_by(&["timestamp_ms DESC".into(), "tags.team".into()]).unwrap();
+        assert!(!o[0].ascending && o[1].ascending && o[1].entity == Entity::Tag);
+        assert!(parse_trace_order_by(&["start_time".into()]).is_err());
     }
 }

@@ -22,6 +22,7 @@ mod series;
 mod servers;
 mod studio;
 mod tokens;
+mod traces;
 mod workspaces;
 
 pub use datastores::{DatastoreRecord, FileRecord};
@@ -38,6 +39,7 @@ pub use series::MetricSeries;
 pub use servers::{Claim, ServerMark, ServerRecord};
 pub use studio::{ExperimentSummary, ModelSummary, RunColumnKeys, RunStatusRow, MAX_COLUMN_KEYS};
 pub use tokens::{NewToken, TokenRecord};
+pub use traces::TraceRecord;
 
 /// Largest page any list returns, whatever the caller asks for.
 pub const MAX_PAGE_SIZE: i64 = 1000;

@@ -124,6 +124,7 @@ impl Sql {
                     tests.join(" OR ")
                 )
             }
+            Entity::Metadata => unreachable!("the run parser refuses request_metadata."),
             Entity::Dataset => {
                 let col = if c.key == "name" { "d.name" } else { "d.digest" };
                 let test = self.text_test(col, c);
@@ -264,6 +265,7 @@ impl Store {
                 }
                 (Entity::Attribute, _) => attribute_sql(&o.key).to_string(),
                 (Entity::Dataset, _) => unreachable!("parser refuses ordering by datasets"),
+                (Entity::Metadata, _) => unreachable!("the run parser refuses request_metadata."),
             };
             // Runs without the value sort last, whatever the direction (as in MLflow), and a
             // NaN metric (NULL in a row that is there) just before them.

@@ -150,6 +150,12 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
          \x20       mlflow.log_metric('acc', v, step=step)\n\
          \x20   mlflow.log_dict({'ok': True}, 'summary.json')\n\
          \x20   print('logged into', run.info.run_id)\n\
+         \x20   score = mlflow.trace(name='score')(lambda x: x + 1)\n\
+         \x20   score(1)\n\
+         \x20   tid = mlflow.get_last_active_trace_id()\n\
+         \x20   mlflow.flush_trace_async_logging()\n\
+         \x20   t = mlflow.get_trace(tid)\n\
+         \x20   print('traced', tid, t.info.state, [s.name for s in t.data.spans], t.info.request_metadata.get('mlflow.sourceRun'))\n\
          \x20   import os, tempfile\n\
          \x20   c = mlflow.MlflowClient()\n\
          \x20   m = c.create_logged_model(run.info.experiment_id, name='m', source_run_id=run.info.run_id)\n\
@@ -218,6 +224,11 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
     assert!(summary.contains("\"ok\": true"), "{summary}");
     let log = std::fs::read_to_string(dest.join(id).join("logs/std_log.txt")).unwrap();
     assert!(log.contains(&format!("logged into {id}")), "{log}");
+    // The job's run-scoped token logged a trace of its run, spans and all, and read it back.
+    assert!(log.contains(&format!(" OK ['score'] {id}")), "{log}");
+    let trace_id = log.split("traced ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+    let (_, got) = s.get(&format!("/workspaces/w/mlflow/api/3.0/mlflow/traces/{trace_id}")).await;
+    assert_eq!(got["trace"]["trace_info"]["trace_metadata"]["mlflow.sourceRun"], id, "{got}");
     // The job's run-scoped token created, filled, finalized and read back a logged model of its
     // own run.
     assert!(log.contains(" weights 42"), "{log}");

@@ -17,7 +17,7 @@ use cairn_blob::{BlobStore, PutOpts};
 use cairn_core::api::{FileEntry, Role, Workspace};
 use cairn_core::models::{ModelFile, ModelVersion, VersionRef};
 use cairn_core::{Error, RelPath};
-use cairn_store::LoggedModel;
+use cairn_store::{LoggedModel, TraceRecord};
 use serde_json::{json, Value};
 
 use super::wire::{MlError, MlResult, Req};
@@ -34,6 +34,8 @@ pub enum Owner {
         run_id: String,
     },
     Model(Box<LoggedModel>),
+    /// A trace's files: its spans (`traces.json`) and attachments.
+    Trace(Box<TraceRecord>),
     /// A registered model version: read-only, its files content-addressed in `blobs` (the
     /// workspace's blobs) through this manifest.
     Version {
@@ -60,7 +62,15 @@ impl Resolved {
             Owner::Model(m) if caller.token.run_id.is_some() && !m.source_run_id.is_empty() => {
                 m.source_run_id.as_str()
             }
-            Owner::Model(_) | Owner::Version { .. } => return caller.require(role, Some(ws)),
+            Owner::Trace(t) if caller.token.run_id.is_some() => {
+                match t.metadata.get(super::traces::SOURCE_RUN) {
+                    Some(run) => run.as_str(),
+                    None => return caller.require(role, Some(ws)),
+                }
+            }
+            Owner::Model(_) | Owner::Trace(_) | Owner::Version { .. } => {
+                return caller.require(role, Some(ws))
+            }
         };
         caller.require_run(role, ws, run)
     }
@@ -74,6 +84,7 @@ pub fn logged_model_artifacts(state: &AppState, workspace_id: &str, model_id: &s
 /// Resolves an artifact location of workspace `ws`:
 /// `mlflow-artifacts:/{exp}/{run}/artifacts[/{path}]` (also with a `//host` part, or as the bare
 /// path after `/mlflow-artifacts/artifacts/`), `{exp}/models/{model_id}/artifacts[/{path}]`,
+/// `{exp}/traces/{trace_id}/artifacts[/{path}]`,
 /// `runs:/{run}[/{path}]` and `models:/{model_id}[/{path}]`. Traversal is refused (400); an
 /// unknown run or model is 404. `registry/{name}/{version}[/{path}]` is a registered version's
 /// files (read-only), what `model-versions/get-download-uri` hands out, and so are MLflow's
@@ -121,10 +132,13 @@ pub async fn resolve(state: &AppState, ws: &Workspace, uri: &str) -> MlResult<Re
         [exp, "models", model, "artifacts", ..] => {
             model_artifacts(state, ws, Some(exp), model, tail(4)?).await
         }
+        [exp, "traces", trace, "artifacts", ..] => {
+            trace_artifacts(state, ws, Some(exp), trace, tail(4)?).await
+        }
         [exp, run, "artifacts", ..] => run_artifacts(state, ws, Some(exp), run, tail(3)?).await,
         _ => Err(MlError::invalid(format!(
-            "artifact path {} is neither EXPERIMENT/RUN_ID/artifacts/… nor \
-             EXPERIMENT/models/MODEL_ID/artifacts/…",
+            "artifact path {} is none of EXPERIMENT/RUN_ID/artifacts/…, \
+             EXPERIMENT/models/MODEL_ID/artifacts/… and EXPERIMENT/traces/TRACE_ID/artifacts/…",
             cairn_core::quoted(path.as_str())
         ))),
     }
@@ -179,6 +193,26 @@ async fn model_artifacts(
         blobs: logged_model_artifacts(state, &ws.id, &model.id),
         path,
         owner: Owner::Model(Box::new(model)),
+    })
+}
+
+async fn trace_artifacts(
+    state: &AppState,
+    ws: &Workspace,
+    exp: Option<&&str>,
+    trace_id: &str,
+    path: RelPath,
+) -> MlResult<Resolved> {
+    let trace = state
+        .store
+        .trace(ws, trace_id)
+        .await
+        .map_err(|_| MlError::does_not_exist(format!("Trace with ID '{trace_id}' not found.")))?;
+    check_experiment(exp, &trace.experiment_id, &format!("trace {trace_id}"))?;
+    Ok(Resolved {
+        blobs: super::traces::trace_artifacts(state, &ws.id, &trace.id),
+        path,
+        owner: Owner::Trace(Box::new(trace)),
     })
 }
 

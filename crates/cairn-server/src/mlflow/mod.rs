@@ -1,5 +1,5 @@
-//! The MLflow tracking REST API (2.0 subset), per workspace, at
-//! `/workspaces/{ws}/mlflow/api/2.0/mlflow/…`: with `MLFLOW_TRACKING_URI=http://HOST/workspaces/W/mlflow`
+//! The MLflow tracking REST API (2.0, and 3.0's trace RPCs), per workspace, at
+//! `/workspaces/{ws}/mlflow/api/2.0/mlflow/…` (and `…/api/3.0/mlflow/traces…`): with `MLFLOW_TRACKING_URI=http://HOST/workspaces/W/mlflow`
 //! and `MLFLOW_TRACKING_TOKEN=<a Cairn token>` the stock client logs to Cairn. Everything maps
 //! onto Cairn's own experiments and runs (one truth: a run logged here is a `cairn run show` run);
 //! validation and storage are the native API's (`routes::runs::validate_batch`, `Store`).
@@ -27,12 +27,16 @@ pub(crate) mod multipart;
 mod registry;
 mod run_names;
 mod runs;
+mod traces;
 mod wire;
 
 pub use wire::{MlError, MlResult};
 
 /// Where the API lives, below which MLflow's own paths follow.
 const BASE: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow";
+/// Where MLflow 3's trace RPCs live (`/api/3.0/mlflow/traces…`; their tags and deletion stay
+/// under `BASE`, where the client sends them).
+const TRACES_V3: &str = "/workspaces/{ws}/mlflow/api/3.0/mlflow/traces";
 /// Where the artifact proxy lives (what `mlflow-artifacts:/…` URIs resolve to).
 const ARTIFACTS: &str = "/workspaces/{ws}/mlflow/api/2.0/mlflow-artifacts/artifacts";
 /// Where multipart artifact uploads are created, completed and aborted, and their parts sent.
@@ -110,6 +114,12 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&format!("{MPU}/create/{{*path}}"), post(multipart::create))
         .route(&format!("{MPU}/complete/{{*path}}"), post(multipart::complete))
         .route(&format!("{MPU}/abort/{{*path}}"), post(multipart::abort))
+        .route(TRACES_V3, post(traces::start))
+        .route(&format!("{TRACES_V3}/search"), post(traces::search))
+        .route(&format!("{TRACES_V3}/batchGetInfos"), post(traces::batch_get_infos))
+        .route(&format!("{TRACES_V3}/{{trace_id}}"), get(traces::get_info))
+        .route(&p("/traces/{trace_id}/tags"), patch(traces::set_tag).delete(traces::delete_tag))
+        .route(&p("/traces/delete-traces"), post(traces::delete_traces))
         .route("/workspaces/{ws}/mlflow/api/3.0/mlflow/server-info", get(multipart::server_info))
         .route("/workspaces/{ws}/mlflow/{*rest}", any(unknown_endpoint))
         .route_layer(middleware::from_fn_with_state(state, require_token))

@@ -705,6 +705,12 @@ pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
         super::artifacts::Owner::Version { version, .. } => {
             (version.run_id.clone(), version.logged_model_id.clone(), version.experiment_id.clone())
         }
+        super::artifacts::Owner::Trace(t) => {
+            return Err(MlError::invalid(format!(
+                "source {source:?} is trace {}'s files, not a model's",
+                t.id
+            )))
+        }
     };
     let claimed_run = req.opt_str("run_id").filter(|r| !r.is_empty());
     let claimed_model = req.opt_str("model_id").filter(|m| !m.is_empty());

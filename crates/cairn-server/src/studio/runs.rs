@@ -89,6 +89,7 @@ fn entity_prefix(e: Entity) -> &'static str {
         Entity::Tag => "tags",
         Entity::Attribute => "attributes",
         Entity::Dataset => "datasets",
+        Entity::Metadata => "request_metadata",
     }
 }
 

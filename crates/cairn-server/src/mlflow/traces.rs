@@ -1,0 +1,656 @@
+//! MLflow 3's traces: what `@mlflow.trace`, `mlflow.start_span` and the autologgers export, and
+//! what `mlflow.get_trace`, `mlflow.search_traces`, `MlflowClient.set_trace_tag` and
+//! `delete_traces` read and change.
+//!
+//! The client logs a finished trace in two steps, as against MLflow's own server: `StartTraceV3`
+//! (`POST /api/3.0/mlflow/traces`) records its info (ids, times, state, previews, metadata,
+//! tags), and the answer's `mlflow.artifactLocation` tag tells it where to upload the spans
+//! (`traces.json`, through the artifact proxy: `artifacts.rs` resolves
+//! `{exp}/traces/{id}/artifacts`). Reading a trace is the reverse. This server does not take
+//! spans over OTLP (`/v1/traces`): the client asks `/version` first, gets a 404 and keeps to the
+//! artifact path. Assessments sent with a trace are kept as sent and returned with it; the
+//! assessment endpoints, `link-to-run` and trace metrics are not served (ENDPOINT_NOT_FOUND).
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use axum::extract::Path;
+use axum::Json;
+use cairn_core::api::{Role, Workspace};
+use cairn_core::search::{Clause, Entity, Op, OrderBy, Value as FilterValue};
+use cairn_core::RelPath;
+use cairn_store::TraceRecord;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use super::experiments::{experiment, number_matches, page_offset, text_matches};
+use super::wire::{MlError, MlResult, Req};
+use super::Ctx;
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// The metadata key naming the run a trace was logged in (`mlflow.search_traces(run_id=…)`).
+pub const SOURCE_RUN: &str = "mlflow.sourceRun";
+/// The tag that tells the client where the trace's spans go.
+const ARTIFACT_LOCATION: &str = "mlflow.artifactLocation";
+/// MLflow's limits on a trace tag (and, here, a metadata entry), in characters.
+const MAX_KEY: usize = 250;
+const MAX_VALUE: usize = 8000;
+/// MLflow's largest search page, and its default.
+const MAX_SEARCH_RESULTS: i64 = 500;
+const DEFAULT_SEARCH_RESULTS: i64 = 100;
+/// The most ids one `batchGetInfos` or `delete-traces` call names.
+const MAX_IDS: usize = 1000;
+const STATES: [&str; 4] = ["STATE_UNSPECIFIED", "OK", "ERROR", "IN_PROGRESS"];
+
+/// Where a trace's artifacts (its spans' `traces.json`, attachments) live in the artifact store.
+pub fn trace_artifacts(state: &AppState, workspace_id: &str, trace_id: &str) -> cairn_blob::BlobStore {
+    state.artifacts.child(&format!("workspaces/{workspace_id}/traces/{trace_id}/artifacts"))
+}
+
+/// A trace id from a client: it names a folder of the artifact store, so it is one plain path
+/// segment (MLflow's are `tr-` and 32 hex digits).
+fn check_id(id: &str) -> MlResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        return Ok(());
+    }
+    Err(MlError::invalid(format!(
+        "Invalid trace ID {}: letters, digits, '-', '_' and '.', starting with a letter or digit, \
+         at most 128 characters",
+        cairn_core::quoted(id)
+    )))
+}
+
+/// A trace of `ws`, 404 in MLflow's words otherwise.
+async fn load(state: &AppState, ws: &Workspace, id: &str) -> MlResult<TraceRecord> {
+    state
+        .store
+        .trace(ws, id)
+        .await
+        .map_err(|_| MlError::does_not_exist(format!("Trace with ID '{id}' not found.")))
+}
+
+/// Checks that `caller` may use trace `t` (or, for a new one, the trace it describes) with
+/// `role`: a workspace token, or a job's run-scoped token for the traces of its own run.
+fn authorize(caller: &Caller, role: Role, ws: &str, t: &TraceRecord) -> MlResult<()> {
+    match (&caller.token.run_id, t.metadata.get(SOURCE_RUN)) {
+        (Some(_), Some(run)) => Ok(caller.require_run(role, ws, run)?),
+        _ => Ok(caller.require(role, Some(ws))?),
+    }
+}
+
+/// Checks a tag's or metadata entry's key and value against MLflow's limits.
+fn check_entry(what: &str, key: &str, value: &str) -> MlResult<()> {
+    if key.is_empty() {
+        return Err(MlError::invalid(format!("a trace {what} key must not be empty")));
+    }
+    for (part, text, max) in [("key", key, MAX_KEY), ("value", value, MAX_VALUE)] {
+        if text.len() > max && text.chars().count() > max {
+            return Err(MlError::invalid(format!(
+                "trace {what} {part} of {} characters exceeds the maximum of {max}",
+                text.chars().count()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A protobuf map (`{"k": "v"}`) of strings; absent is empty.
+fn string_map(info: &Map<String, Value>, field: &str) -> MlResult<BTreeMap<String, String>> {
+    match info.get(field) {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                other => {
+                    Err(MlError::invalid(format!("trace_info.{field}.{k} must be a string, not {other}")))
+                }
+            })
+            .collect(),
+        Some(other) => Err(MlError::invalid(format!("trace_info.{field} must be an object, not {other}"))),
+    }
+}
+
+fn opt_string(info: &Map<String, Value>, field: &str) -> MlResult<Option<String>> {
+    match info.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(MlError::invalid(format!("trace_info.{field} must be a string, not {other}"))),
+    }
+}
+
+/// A protobuf `Timestamp` in its JSON form (RFC 3339), in ms since the epoch.
+fn timestamp_ms(text: &str) -> MlResult<i64> {
+    DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|e| {
+        MlError::invalid(format!("trace_info.request_time {text:?} is not an RFC 3339 time: {e}"))
+    })
+}
+
+/// A protobuf `Duration` in its JSON form (`"1.5s"`), in ms.
+fn duration_ms(text: &str) -> MlResult<i64> {
+    let bad = || {
+        MlError::invalid(format!("trace_info.execution_duration {text:?} is not a duration such as \"1.5s\""))
+    };
+    let secs: f64 = text.strip_suffix('s').ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(bad());
+    }
+    Ok((secs * 1000.0).round() as i64)
+}
+
+fn state_name(v: Option<&Value>) -> MlResult<String> {
+    let name = match v {
+        None | Some(Value::Null) => return Ok(STATES[0].to_string()),
+        Some(Value::Number(n)) => n.as_u64().and_then(|i| STATES.get(i as usize).copied()),
+        Some(Value::String(s)) => STATES.iter().find(|n| **n == s).copied(),
+        _ => None,
+    };
+    name.map(str::to_string).ok_or_else(|| {
+        MlError::invalid(format!(
+            "trace_info.state {} is not one of {}",
+            v.unwrap_or(&Value::Null),
+            STATES.join(", ")
+        ))
+    })
+}
+
+/// The experiment a `TraceLocation` names; other kinds of location are Databricks'.
+fn location_experiment(location: Option<&Value>) -> MlResult<String> {
+    let exp = location.and_then(|l| l.get("mlflow_experiment")).and_then(|e| e.get("experiment_id"));
+    match exp {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(MlError::invalid(
+            "trace_location must name an MLflow experiment ({\"type\": \"MLFLOW_EXPERIMENT\", \
+             \"mlflow_experiment\": {\"experiment_id\": …}}); this server keeps no other kind",
+        )),
+    }
+}
+
+/// A trace's info in MLflow's `TraceInfoV3` JSON.
+pub fn trace_info_json(t: &TraceRecord) -> Value {
+    // Written by `start` from a JSON list; anything else would be a bug, shown as none.
+    let assessments: Value =
+        t.assessments_json.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_else(|| json!([]));
+    let time = DateTime::<Utc>::from_timestamp_millis(t.request_time)
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    let mut info = json!({
+        "trace_id": t.id,
+        "trace_location": {
+            "type": "MLFLOW_EXPERIMENT",
+            "mlflow_experiment": {"experiment_id": t.experiment_id},
+        },
+        "request_time": time,
+        "state": t.state,
+        "trace_metadata": t.metadata,
+        "tags": t.tags,
+        "assessments": assessments,
+    });
+    for (field, v) in [
+        ("client_request_id", &t.client_request_id),
+        ("request_preview", &t.request_preview),
+        ("response_preview", &t.response_preview),
+    ] {
+        if let Some(v) = v {
+            info[field] = json!(v);
+        }
+    }
+    if let Some(ms) = t.execution_duration {
+        info["execution_duration"] = json!(format!("{}.{:03}s", ms / 1000, ms % 1000));
+    }
+    info
+}
+
+/// `POST /api/3.0/mlflow/traces` (StartTraceV3): records a finished (or in-progress) trace's info
+/// and answers with it, plus where its spans go.
+pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
+    let info = req
+        .0
+        .get("trace")
+        .and_then(|t| t.get("trace_info"))
+        .and_then(Value::as_object)
+        .ok_or_else(|| MlError::invalid("Missing value for required parameter 'trace.trace_info'."))?;
+    let id = match info.get("trace_id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(MlError::invalid("Missing value for required parameter 'trace_info.trace_id'.")),
+    };
+    check_id(&id)?;
+    let exp_id = location_experiment(info.get("trace_location"))?;
+    let request_time = match info.get("request_time") {
+        None | Some(Value::Null) => 0,
+        Some(Value::String(s)) => timestamp_ms(s)?,
+        Some(other) => {
+            return Err(MlError::invalid(format!("trace_info.request_time must be a string, not {other}")))
+        }
+    };
+    let execution_duration = match info.get("execution_duration") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(duration_ms(s)?),
+        Some(other) => {
+            return Err(MlError::invalid(format!(
+                "trace_info.execution_duration must be a string, not {other}"
+            )))
+        }
+    };
+    let mut trace = TraceRecord {
+        id,
+        experiment_id: String::new(),
+        client_request_id: opt_string(info, "client_request_id")?,
+        request_time,
+        execution_duration,
+        state: state_name(info.get("state"))?,
+        request_preview: opt_string(info, "request_preview")?,
+        response_preview: opt_string(info, "response_preview")?,
+        tags: string_map(info, "tags")?,
+        metadata: string_map(info, "trace_metadata")?,
+        assessments_json: None,
+    };
+    for (k, v) in &trace.tags {
+        check_entry("tag", k, v)?;
+    }
+    for (k, v) in &trace.metadata {
+        check_entry("metadata", k, v)?;
+    }
+    let assessments = match info.get("assessments") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(a)) if a.is_empty() => None,
+        Some(a @ Value::Array(_)) => Some(a.to_string()),
+        Some(other) => {
+            return Err(MlError::invalid(format!("trace_info.assessments must be a list, not {other}")))
+        }
+    };
+    authorize(&caller, Role::Writer, &ws, &trace)?;
+    let workspace = state.store.workspace(&ws).await?;
+    let exp = experiment(&state, &workspace, &exp_id).await?;
+    if exp.deleted_at.is_some() {
+        return Err(MlError::invalid(format!("The experiment {exp_id} must be in the 'active' state.")));
+    }
+    if let Some(run) = trace.metadata.get(SOURCE_RUN) {
+        let meta = state.store.mlflow_run_meta(std::slice::from_ref(run)).await?;
+        match meta.get(run) {
+            Some(m) if m.experiment_id == exp.id => {}
+            Some(m) => {
+                return Err(MlError::invalid(format!(
+                    "run {run} of the trace's {SOURCE_RUN} is in experiment {}, not in {exp_id}",
+                    m.experiment_id
+                )))
+            }
+            None => return Err(MlError::does_not_exist(format!("Run with id={run} not found"))),
+        }
+        // `mlflow_run_meta` looks in every workspace; the run must be this one's.
+        state
+            .store
+            .run(&workspace, run)
+            .await
+            .map_err(|_| MlError::does_not_exist(format!("Run with id={run} not found")))?;
+    }
+    if let Ok(old) = state.store.trace(&workspace, &trace.id).await {
+        if old.experiment_id != exp.id {
+            return Err(MlError::already_exists(format!(
+                "Trace with ID {} already exists in experiment {}",
+                trace.id, old.experiment_id
+            )));
+        }
+        authorize(&caller, Role::Writer, &ws, &old)?;
+    }
+    trace.experiment_id = exp.id.clone();
+    // Where the spans go is the server's to say, whatever the client sent.
+    trace.tags.insert(
+        ARTIFACT_LOCATION.into(),
+        format!("mlflow-artifacts:/{}/traces/{}/artifacts", exp.id, trace.id),
+    );
+    trace.assessments_json = assessments;
+    state.store.put_trace(&workspace, &trace).await?;
+    let trace = load(&state, &workspace, &trace.id).await?;
+    Ok(Json(json!({"trace": {"trace_info": trace_info_json(&trace)}})))
+}
+
+/// Reading traces: a workspace token, or a job's run-scoped token (checked per trace).
+fn require_read(caller: &Caller, ws: &str) -> MlResult<()> {
+    if caller.token.run_id.is_none() {
+        caller.require(Role::Reader, Some(ws))?;
+    }
+    Ok(())
+}
+
+/// `GET /api/3.0/mlflow/traces/{trace_id}` (GetTraceInfoV3).
+pub async fn get_info(
+    Ctx { state, caller, ws }: Ctx,
+    Path((_, id)): Path<(String, String)>,
+) -> MlResult<Json<Value>> {
+    require_read(&caller, &ws)?;
+    let workspace = state.store.workspace(&ws).await?;
+    let trace = load(&state, &workspace, &id).await?;
+    authorize(&caller, Role::Reader, &ws, &trace)?;
+    Ok(Json(json!({"trace": {"trace_info": trace_info_json(&trace)}})))
+}
+
+/// `POST /api/3.0/mlflow/traces/batchGetInfos`: the infos of the named traces that exist (in
+/// the given experiments, when some are named), newest first.
+pub async fn batch_get_infos(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
+    require_read(&caller, &ws)?;
+    let ids = req.list("trace_ids");
+    if ids.len() > MAX_IDS {
+        return Err(MlError::invalid(format!("at most {MAX_IDS} trace_ids per call, not {}", ids.len())));
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    let mut exps = Vec::new();
+    for e in req.list("experiment_ids") {
+        exps.push(experiment(&state, &workspace, &e).await?.id);
+    }
+    let traces = state.store.traces(&workspace, Some(&ids), &exps).await?;
+    let mut infos = Vec::with_capacity(traces.len());
+    for t in &traces {
+        authorize(&caller, Role::Reader, &ws, t)?;
+        infos.push(trace_info_json(t));
+    }
+    Ok(Json(json!({"trace_infos": infos})))
+}
+
+/// A trace's attribute for filters and ordering: text, or a time (ms).
+enum Attr<'a> {
+    Text(&'a str),
+    Time(i64),
+}
+
+fn attribute<'a>(t: &'a TraceRecord, key: &str) -> Option<Attr<'a>> {
+    Some(match cairn_core::search::trace_attribute(key)? {
+        "trace_id" => Attr::Text(&t.id),
+        "status" => Attr::Text(&t.state),
+        "experiment_id" => Attr::Text(&t.experiment_id),
+        "client_request_id" => Attr::Text(t.client_request_id.as_deref()?),
+        "name" => Attr::Text(t.tags.get("mlflow.traceName")?),
+        "run_id" => Attr::Text(t.metadata.get(SOURCE_RUN)?),
+        "timestamp_ms" => Attr::Time(t.request_time),
+        "execution_time_ms" => Attr::Time(t.execution_duration?),
+        _ => Attr::Time(t.request_time + t.execution_duration?),
+    })
+}
+
+fn entry<'a>(t: &'a TraceRecord, entity: Entity, key: &str) -> Option<&'a str> {
+    let map = if entity == Entity::Tag { &t.tags } else { &t.metadata };
+    map.get(key).map(String::as_str)
+}
+
+/// Whether `t` passes every clause; a clause on a value the trace lacks holds only for IS NULL.
+fn admits(t: &TraceRecord, clauses: &[Clause]) -> bool {
+    clauses.iter().all(|c| match c.entity {
+        Entity::Tag | Entity::Metadata => match (entry(t, c.entity, &c.key), c.op) {
+            (v, Op::IsNull) => v.is_none(),
+            (v, Op::IsNotNull) => v.is_some(),
+            (Some(v), op) => text_matches(v, op, &c.value),
+            (None, _) => false,
+        },
+        _ => match (attribute(t, &c.key), &c.value) {
+            (Some(Attr::Time(ms)), FilterValue::Number(n)) => number_matches(ms as f64, c.op, *n),
+            (Some(Attr::Text(s)), v) => text_matches(s, c.op, v),
+            _ => false,
+        },
+    })
+}
+
+/// Orders traces by the terms (those without a value last), then newest first, then by id.
+fn sort(traces: &mut [TraceRecord], terms: &[OrderBy]) {
+    traces.sort_by(|a, b| {
+        for o in terms {
+            let ord = match o.entity {
+                Entity::Tag | Entity::Metadata => {
+                    match (entry(a, o.entity, &o.key), entry(b, o.entity, &o.key)) {
+                        (Some(x), Some(y)) => x.cmp(y),
+                        (Some(_), None) => return Ordering::Less,
+                        (None, Some(_)) => return Ordering::Greater,
+                        (None, None) => Ordering::Equal,
+                    }
+                }
+                _ => match (attribute(a, &o.key), attribute(b, &o.key)) {
+                    (Some(Attr::Text(x)), Some(Attr::Text(y))) => x.cmp(y),
+                    (Some(Attr::Time(x)), Some(Attr::Time(y))) => x.cmp(&y),
+                    (Some(_), None) => return Ordering::Less,
+                    (None, Some(_)) => return Ordering::Greater,
+                    _ => Ordering::Equal,
+                },
+            };
+            let ord = if o.ascending { ord } else { ord.reverse() };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        b.request_time.cmp(&a.request_time).then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// The experiments a search names: V3's `locations` (MLflow experiments only), or V2's
+/// `experiment_ids`.
+fn search_experiments(req: &Req) -> MlResult<Vec<String>> {
+    let mut ids = req.list("experiment_ids");
+    for l in req.array("locations") {
+        ids.push(location_experiment(Some(l))?);
+    }
+    if ids.is_empty() {
+        return Err(MlError::invalid("Missing value for required parameter 'locations'."));
+    }
+    Ok(ids)
+}
+
+/// `POST /api/3.0/mlflow/traces/search` (SearchTracesV3): the experiments' traces, filtered and
+/// ordered with MLflow's trace grammar, newest first by default.
+pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
+    caller.require(Role::Reader, Some(&ws))?;
+    let filter = req.opt_str("filter").unwrap_or_default();
+    let clauses = cairn_core::search::parse_trace_filter(&filter)
+        .map_err(|e| MlError::invalid(format!("Invalid filter {filter:?}: {e}")))?;
+    let terms = cairn_core::search::parse_trace_order_by(&req.list("order_by"))
+        .map_err(|e| MlError::invalid(format!("Invalid order_by: {e}")))?;
+    let limit = req.opt_i64("max_results")?.unwrap_or(DEFAULT_SEARCH_RESULTS);
+    if !(1..=MAX_SEARCH_RESULTS).contains(&limit) {
+        return Err(MlError::invalid(format!(
+            "Invalid value {limit} for parameter 'max_results': it must be between 1 and {MAX_SEARCH_RESULTS}"
+        )));
+    }
+    let offset = page_offset(&req)?;
+    let workspace = state.store.workspace(&ws).await?;
+    let mut exps = Vec::new();
+    for e in search_experiments(&req)? {
+        exps.push(experiment(&state, &workspace, &e).await?.id);
+    }
+    let mut traces = state.store.traces(&workspace, None, &exps).await?;
+    traces.retain(|t| admits(t, &clauses));
+    sort(&mut traces, &terms);
+    let limit = limit as usize;
+    let page: Vec<Value> = traces.iter().skip(offset).take(limit).map(trace_info_json).collect();
+    let mut body = json!({"traces": page});
+    if traces.len() > offset + limit {
+        body["next_page_token"] = json!((offset + limit).to_string());
+    }
+    Ok(Json(body))
+}
+
+/// The workspace of a tag change on trace `id`, once checked: the tag is not the server's and
+/// the caller may change the trace.
+async fn tag_change(state: &AppState, caller: &Caller, ws: &str, id: &str, key: &str) -> MlResult<Workspace> {
+    require_read(caller, ws)?;
+    if key == ARTIFACT_LOCATION {
+        return Err(MlError::invalid(format!(
+            "the tag {ARTIFACT_LOCATION} is the server's and cannot be changed or removed"
+        )));
+    }
+    let workspace = state.store.workspace(ws).await?;
+    let trace = load(state, &workspace, id).await?;
+    authorize(caller, Role::Writer, ws, &trace)?;
+    Ok(workspace)
+}
+
+/// `PATCH /api/2.0/mlflow/traces/{trace_id}/tags` (SetTraceTag).
+pub async fn set_tag(
+    Ctx { state, caller, ws }: Ctx,
+    Path((_, id)): Path<(String, String)>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let key = req.str("key")?;
+    let value = req.opt_str("value").unwrap_or_default();
+    check_entry("tag", &key, &value)?;
+    let workspace = tag_change(&state, &caller, &ws, &id, &key).await?;
+    state.store.set_trace_tag(&workspace, &id, &key, &value).await?;
+    Ok(Json(json!({})))
+}
+
+/// `DELETE /api/2.0/mlflow/traces/{trace_id}/tags` (DeleteTraceTag).
+pub async fn delete_tag(
+    Ctx { state, caller, ws }: Ctx,
+    Path((_, id)): Path<(String, String)>,
+    req: Req,
+) -> MlResult<Json<Value>> {
+    let key = req.str("key")?;
+    let workspace = tag_change(&state, &caller, &ws, &id, &key).await?;
+    if !state.store.delete_trace_tag(&workspace, &id, &key).await? {
+        return Err(MlError::does_not_exist(format!(
+            "No trace tag with key '{key}' for trace with ID '{id}'"
+        )));
+    }
+    Ok(Json(json!({})))
+}
+
+/// `POST /api/2.0/mlflow/traces/delete-traces`: an experiment's traces, named (`request_ids`, or
+/// V3's `trace_ids`) or older than `max_timestamp_millis` (the oldest `max_traces` of them), with
+/// their spans and other artifacts.
+pub async fn delete_traces(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
+    caller.require(Role::Writer, Some(&ws))?;
+    let exp_id = req.str("experiment_id")?;
+    let mut ids = req.list("request_ids");
+    ids.extend(req.list("trace_ids"));
+    let max_ts = req.opt_i64("max_timestamp_millis")?;
+    let max_traces = req.opt_i64("max_traces")?;
+    match (max_ts, ids.is_empty()) {
+        (None, true) => {
+            return Err(MlError::invalid("Either `max_timestamp_millis` or `request_ids` must be specified."))
+        }
+        (Some(_), false) => {
+            return Err(MlError::invalid(
+                "Only one of `max_timestamp_millis` and `request_ids` can be specified.",
+            ))
+        }
+        _ => {}
+    }
+    if max_traces.is_some() && !ids.is_empty() {
+        return Err(MlError::invalid("`max_traces` can't be specified if `request_ids` is specified."));
+    }
+    if max_traces.is_some_and(|n| n <= 0) {
+        return Err(MlError::invalid("`max_traces` must be a positive integer."));
+    }
+    if ids.len() > MAX_IDS {
+        return Err(MlError::invalid(format!("at most {MAX_IDS} request_ids per call, not {}", ids.len())));
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    let exp = experiment(&state, &workspace, &exp_id).await?;
+    let exps = [exp.id];
+    let chosen: Vec<String> = match max_ts {
+        Some(ts) => {
+            let mut old = state.store.traces(&workspace, None, &exps).await?;
+            old.retain(|t| t.request_time <= ts);
+            // Oldest first, so that `max_traces` takes the oldest.
+            old.reverse();
+            let n = max_traces.map_or(old.len(), |n| n as usize);
+            old.into_iter().take(n).map(|t| t.id).collect()
+        }
+        None => state.store.traces(&workspace, Some(&ids), &exps).await?.into_iter().map(|t| t.id).collect(),
+    };
+    let deleted = state.store.delete_traces(&workspace, &chosen).await?;
+    // The rows are gone first: a trace whose files outlive it is invisible; the reverse would
+    // show a trace without its spans.
+    let traces = state.artifacts.child(&format!("workspaces/{}/traces", workspace.id));
+    for id in &chosen {
+        if let Err(e) = traces.delete_all(&RelPath::parse(id)?).await {
+            tracing::warn!(trace = %id, error = %e, "a deleted trace's files were left behind");
+        }
+    }
+    Ok(Json(json!({"traces_deleted": deleted})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(id: &str, at: i64, ms: Option<i64>, tags: &[(&str, &str)]) -> TraceRecord {
+        TraceRecord {
+            id: id.into(),
+            experiment_id: "e".into(),
+            request_time: at,
+            execution_duration: ms,
+            state: "OK".into(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            metadata: [(SOURCE_RUN.to_string(), "r1".to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn trace_times_in_protobuf_json() {
+        assert_eq!(timestamp_ms("2025-06-01T12:00:00.250Z").unwrap(), 1_748_779_200_250);
+        assert_eq!(timestamp_ms("2025-06-01T14:00:00.250+02:00").unwrap(), 1_748_779_200_250);
+        assert_eq!(duration_ms("1.5s").unwrap(), 1500);
+        assert_eq!(duration_ms("0.005s").unwrap(), 5);
+        assert_eq!(duration_ms("3s").unwrap(), 3000);
+        for bad in ["1.5", "-1s", "s", "infs", "1.5ms"] {
+            assert!(duration_ms(bad).is_err(), "{bad}");
+        }
+        assert!(timestamp_ms("yesterday").is_err());
+        let t = trace("tr-1", 1_748_779_200_250, Some(1005), &[]);
+        let j = trace_info_json(&t);
+        assert_eq!(j["request_time"], "2025-06-01T12:00:00.250Z");
+        assert_eq!(j["execution_duration"], "1.005s");
+        assert_eq!(j["trace_location"]["mlflow_experiment"]["experiment_id"], "e");
+        assert!(j.get("client_request_id").is_none());
+        assert_eq!(state_name(Some(&json!(2))).unwrap(), "ERROR");
+        assert!(state_name(Some(&json!("DONE"))).is_err());
+    }
+
+    #[test]
+    fn trace_ids_are_one_path_segment() {
+        for ok in ["tr-0123456789abcdef0123456789abcdef", "a", "req_1.2"] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "..", ".x", "a/b", "a\\b", "tr 1", &"x".repeat(129), "a\0"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn trace_filters_and_order() {
+        let ts = [
+            trace("tr-a", 10, Some(5), &[("mlflow.traceName", "predict"), ("team", "x")]),
+            trace("tr-b", 20, Some(50), &[("mlflow.traceName", "train")]),
+            trace("tr-c", 30, None, &[]),
+        ];
+        let ids = |f: &str| -> Vec<String> {
+            let c = cairn_core::search::parse_trace_filter(f).unwrap();
+            ts.iter().filter(|t| admits(t, &c)).map(|t| t.id.clone()).collect()
+        };
+        assert_eq!(ids("name = 'predict'"), ["tr-a"]);
+        assert_eq!(ids("trace.name LIKE 'tr%'"), ["tr-b"]);
+        assert_eq!(ids("execution_time_ms > 10"), ["tr-b"]);
+        assert_eq!(ids("end_time_ms <= 15"), ["tr-a"]);
+        assert_eq!(ids("timestamp_ms >= 20"), ["tr-b", "tr-c"]);
+        assert_eq!(ids("tags.team IS NULL"), ["tr-b", "tr-c"]);
+        assert_eq!(ids("tags.team = 'x' and status = 'OK'"), ["tr-a"]);
+        assert_eq!(ids("run_id = 'r1' and request_metadata.`mlflow.sourceRun` != 'r2'").len(), 3);
+        assert!(ids("attributes.request_id IN ('tr-z')").is_empty());
+        let order = |terms: &[&str]| -> Vec<String> {
+            let terms: Vec<String> = terms.iter().map(|s| s.to_string()).collect();
+            let mut v = ts.to_vec();
+            sort(&mut v, &cairn_core::search::parse_trace_order_by(&terms).unwrap());
+            v.into_iter().map(|t| t.id).collect()
+        };
+        assert_eq!(order(&[]), ["tr-c", "tr-b", "tr-a"]);
+        assert_eq!(order(&["timestamp_ms ASC"]), ["tr-a", "tr-b", "tr-c"]);
+        // Traces without the value come last either way.
+        assert_eq!(order(&["execution_time DESC"]), ["tr-b", "tr-a", "tr-c"]);
+        assert_eq!(order(&["execution_time ASC"]), ["tr-a", "tr-b", "tr-c"]);
+        assert_eq!(order(&["tags.team"]), ["tr-a", "tr-c", "tr-b"]);
+    }
+}

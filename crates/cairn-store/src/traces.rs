@@ -1,0 +1,231 @@
+//! MLflow 3's traces: a trace's info (ids, times, state, previews), its tags (mutable) and its
+//! request metadata (set once). Spans are not here: they are the trace's `traces.json`
+//! artifact, which the client uploads and downloads itself.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cairn_core::api::Workspace;
+use cairn_core::Error;
+use sqlx::any::AnyRow;
+
+use crate::binds::Placeholders;
+use crate::db::{get, map_err};
+use crate::runs::ROWS_PER_STATEMENT;
+use crate::Store;
+
+/// A trace's info, as MLflow's `TraceInfoV3` holds it (times in ms).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TraceRecord {
+    /// The client's id (`tr-` and 32 hex digits for a trace of the stock client).
+    pub id: String,
+    pub experiment_id: String,
+    pub client_request_id: Option<String>,
+    pub request_time: i64,
+    /// None while the trace is in progress.
+    pub execution_duration: Option<i64>,
+    /// `OK`, `ERROR` or `IN_PROGRESS`.
+    pub state: String,
+    pub request_preview: Option<String>,
+    pub response_preview: Option<String>,
+    /// The assessments that came with the trace, as the JSON list the client sent.
+    pub assessments_json: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+const COLUMNS: &str = "id, experiment_id, client_request_id, request_time, execution_duration, state, \
+                       request_preview, response_preview, assessments_json";
+
+fn trace_of(r: &AnyRow) -> Result<TraceRecord, Error> {
+    Ok(TraceRecord {
+        id: get(r, "id")?,
+        experiment_id: get(r, "experiment_id")?,
+        client_request_id: get(r, "client_request_id")?,
+        request_time: get(r, "request_time")?,
+        execution_duration: get(r, "execution_duration")?,
+        state: get(r, "state")?,
+        request_preview: get(r, "request_preview")?,
+        response_preview: get(r, "response_preview")?,
+        assessments_json: get(r, "assessments_json")?,
+        tags: BTreeMap::new(),
+        metadata: BTreeMap::new(),
+    })
+}
+
+impl Store {
+    /// Records a trace of `ws`. A trace already there with this id (a client's retry of a call
+    /// whose answer it lost, or a trace logged again) takes the new info, and the new tags and
+    /// metadata are added to its own (and its assessments kept unless new ones came): nothing it
+    /// had is lost. The caller checks that the experiment is the trace's.
+    pub async fn put_trace(&self, ws: &Workspace, t: &TraceRecord) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(&format!(
+            "INSERT INTO traces (workspace_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (workspace_id, id) DO UPDATE SET client_request_id = $4, request_time = $5, \
+             execution_duration = $6, state = $7, request_preview = $8, response_preview = $9, \
+             assessments_json = COALESCE($10, traces.assessments_json)"
+        ))
+        .bind(&ws.id)
+        .bind(&t.id)
+        .bind(&t.experiment_id)
+        .bind(&t.client_request_id)
+        .bind(t.request_time)
+        .bind(t.execution_duration)
+        .bind(&t.state)
+        .bind(&t.request_preview)
+        .bind(&t.response_preview)
+        .bind(&t.assessments_json)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        for (table, items) in [("trace_tags", &t.tags), ("trace_metadata", &t.metadata)] {
+            let items: Vec<(&String, &String)> = items.iter().collect();
+            for chunk in items.chunks(ROWS_PER_STATEMENT) {
+                let mut p = Placeholders::new(self.backend());
+                let sql = format!(
+                    "INSERT INTO {table} (workspace_id, trace_id, key, value) VALUES {} \
+                     ON CONFLICT (workspace_id, trace_id, key) DO UPDATE SET value = excluded.value",
+                    p.rows(chunk.len(), 4)
+                );
+                let mut q = sqlx::query(&sql);
+                for (k, v) in chunk {
+                    q = q.bind(&ws.id).bind(&t.id).bind(*k).bind(*v);
+                }
+                q.execute(&mut **tx).await.map_err(map_err)?;
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Traces of `ws`: those with the given ids (all when None) in the given experiments (all
+    /// when empty), newest first, with their tags and metadata.
+    pub async fn traces(
+        &self,
+        ws: &Workspace,
+        ids: Option<&[String]>,
+        experiment_ids: &[String],
+    ) -> Result<Vec<TraceRecord>, Error> {
+        let mut out = Vec::new();
+        match ids {
+            // Ids come from a client: in chunks, so that no statement has too many values.
+            Some(ids) => {
+                for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                    out.extend(self.traces_where(ws, Some(chunk), experiment_ids).await?);
+                }
+                out.sort_by(|a, b| b.request_time.cmp(&a.request_time).then_with(|| a.id.cmp(&b.id)));
+            }
+            None => out = self.traces_where(ws, None, experiment_ids).await?,
+        }
+        Ok(out)
+    }
+
+    async fn traces_where(
+        &self,
+        ws: &Workspace,
+        ids: Option<&[String]>,
+        experiment_ids: &[String],
+    ) -> Result<Vec<TraceRecord>, Error> {
+        let mut p = Placeholders::new(self.backend());
+        let mut sql = format!("SELECT {COLUMNS} FROM traces WHERE workspace_id = {}", p.one());
+        let mut binds: Vec<&str> = vec![&ws.id];
+        if let Some(ids) = ids {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            sql.push_str(&format!(" AND id IN ({})", p.list(ids.len())));
+            binds.extend(ids.iter().map(String::as_str));
+        }
+        if !experiment_ids.is_empty() {
+            sql.push_str(&format!(" AND experiment_id IN ({})", p.list(experiment_ids.len())));
+            binds.extend(experiment_ids.iter().map(String::as_str));
+        }
+        sql.push_str(" ORDER BY request_time DESC, id");
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(*b);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        let mut out: Vec<TraceRecord> = rows.iter().map(trace_of).collect::<Result<_, _>>()?;
+        // Tags and metadata of the whole page in two queries per chunk, not two per trace.
+        let index: HashMap<String, usize> = out.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let found: Vec<String> = out.iter().map(|t| t.id.clone()).collect();
+        for chunk in found.chunks(ROWS_PER_STATEMENT) {
+            for table in ["trace_tags", "trace_metadata"] {
+                let mut p = Placeholders::new(self.backend());
+                let sql = format!(
+                    "SELECT trace_id, key, value FROM {table} WHERE workspace_id = {} AND trace_id IN ({})",
+                    p.one(),
+                    p.list(chunk.len())
+                );
+                let mut q = sqlx::query(&sql).bind(&ws.id);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                for r in q.fetch_all(&self.pool).await.map_err(map_err)? {
+                    let t = &mut out[index[&get::<String>(&r, "trace_id")?]];
+                    let into = if table == "trace_tags" { &mut t.tags } else { &mut t.metadata };
+                    into.insert(get(&r, "key")?, get(&r, "value")?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One trace of `ws`; `NotFound` otherwise.
+    pub async fn trace(&self, ws: &Workspace, id: &str) -> Result<TraceRecord, Error> {
+        self.traces_where(ws, Some(&[id.to_string()]), &[])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::not_found("trace", id))
+    }
+
+    /// Sets (overwrites) a tag of a trace that exists.
+    pub async fn set_trace_tag(&self, ws: &Workspace, id: &str, key: &str, value: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO trace_tags (workspace_id, trace_id, key, value) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (workspace_id, trace_id, key) DO UPDATE SET value = $4",
+        )
+        .bind(&ws.id)
+        .bind(id)
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Removes a trace's tag; false if it had none with that key.
+    pub async fn delete_trace_tag(&self, ws: &Workspace, id: &str, key: &str) -> Result<bool, Error> {
+        let r = sqlx::query("DELETE FROM trace_tags WHERE workspace_id = $1 AND trace_id = $2 AND key = $3")
+            .bind(&ws.id)
+            .bind(id)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Deletes traces of `ws` (their tags and metadata with them); returns how many there were.
+    pub async fn delete_traces(&self, ws: &Workspace, ids: &[String]) -> Result<u64, Error> {
+        let mut tx = self.begin_write().await?;
+        let mut deleted = 0;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut p = Placeholders::new(self.backend());
+            let sql = format!(
+                "DELETE FROM traces WHERE workspace_id = {} AND id IN ({})",
+                p.one(),
+                p.list(chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(&ws.id);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            deleted += q.execute(&mut **tx).await.map_err(map_err)?.rows_affected();
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(deleted)
+    }
+}
