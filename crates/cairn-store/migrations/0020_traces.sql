@@ -15,11 +15,14 @@ CREATE TABLE traces (
     state              TEXT NOT NULL,
     request_preview    TEXT,
     response_preview   TEXT,
+    -- The run the trace was logged in (its `mlflow.sourceRun` metadata), for the run's page.
+    source_run_id      TEXT,
     -- The assessments that came with the trace (MLflow's `Assessment` JSON list), kept as sent.
     assessments_json   TEXT,
     PRIMARY KEY (workspace_id, id)
 );
 CREATE INDEX traces_by_experiment ON traces (experiment_id, request_time);
+CREATE INDEX traces_by_run ON traces (workspace_id, source_run_id);
 
 CREATE TABLE trace_tags (
     workspace_id TEXT NOT NULL,

@@ -13,6 +13,9 @@ use crate::db::{get, map_err};
 use crate::runs::ROWS_PER_STATEMENT;
 use crate::Store;
 
+/// The metadata key naming the run a trace was logged in (MLflow's).
+pub const SOURCE_RUN: &str = "mlflow.sourceRun";
+
 /// A trace's info, as MLflow's `TraceInfoV3` holds it (times in ms).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TraceRecord {
@@ -60,10 +63,12 @@ impl Store {
     pub async fn put_trace(&self, ws: &Workspace, t: &TraceRecord) -> Result<(), Error> {
         let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
-            "INSERT INTO traces (workspace_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            "INSERT INTO traces (workspace_id, {COLUMNS}, source_run_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (workspace_id, id) DO UPDATE SET client_request_id = $4, request_time = $5, \
              execution_duration = $6, state = $7, request_preview = $8, response_preview = $9, \
-             assessments_json = COALESCE($10, traces.assessments_json)"
+             assessments_json = COALESCE($10, traces.assessments_json), \
+             source_run_id = COALESCE($11, traces.source_run_id)"
         ))
         .bind(&ws.id)
         .bind(&t.id)
@@ -75,6 +80,7 @@ impl Store {
         .bind(&t.request_preview)
         .bind(&t.response_preview)
         .bind(&t.assessments_json)
+        .bind(t.metadata.get(SOURCE_RUN).map(String::as_str))
         .execute(&mut **tx)
         .await
         .map_err(map_err)?;
@@ -170,6 +176,27 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The traces logged in run `run_id` of `ws`, newest first, at most `limit`.
+    pub async fn traces_of_run(
+        &self,
+        ws: &Workspace,
+        run_id: &str,
+        limit: i64,
+    ) -> Result<Vec<TraceRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT id FROM traces WHERE workspace_id = $1 AND source_run_id = $2 \
+             ORDER BY request_time DESC, id LIMIT $3",
+        )
+        .bind(&ws.id)
+        .bind(run_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let ids: Vec<String> = rows.iter().map(|r| get(r, "id")).collect::<Result<_, _>>()?;
+        self.traces(ws, Some(&ids), &[]).await
     }
 
     /// One trace of `ws`; `NotFound` otherwise.

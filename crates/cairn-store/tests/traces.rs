@@ -44,6 +44,10 @@ async fn a_trace_logged_again_keeps_what_it_had(store: &Store) {
     assert_eq!(all.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["tr-2", "tr-1"]);
     let some = store.traces(&ws, Some(&["tr-1".into(), "tr-9".into()]), &[]).await.unwrap();
     assert_eq!(some.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["tr-1"]);
+    // Both were logged in run r1 (their metadata says so).
+    let of_run = store.traces_of_run(&ws, "r1", 1).await.unwrap();
+    assert_eq!(of_run.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["tr-2"]);
+    assert!(store.traces_of_run(&ws, "r2", 10).await.unwrap().is_empty());
     assert!(store.delete_trace_tag(&ws, "tr-1", "team").await.unwrap());
     assert!(!store.delete_trace_tag(&ws, "tr-1", "team").await.unwrap());
     assert_eq!(store.delete_traces(&ws, &["tr-1".into(), "tr-9".into()]).await.unwrap(), 1);

@@ -595,3 +595,81 @@ async fn run_page_shows_tables_logged_with_the_runtimes_log_row_and_log_table() 
         "no file to download: {tables}"
     );
 }
+
+/// Traces logged with the stock client show on their run's page, in the workspace's and the
+/// experiment's trace lists, and on their own page with the span tree read from their spans file.
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_logged_with_mlflow_show_on_run_list_and_trace_pages() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let out = run_mlflow_script(
+        &s,
+        r#"
+import mlflow
+mlflow.set_experiment("agents")
+
+@mlflow.trace(name="predict<b>")
+def predict(x):
+    with mlflow.start_span(name="features", span_type="PARSER") as span:
+        span.set_inputs({"x": x})
+        span.set_outputs({"n": 11})
+    return x * 2
+
+@mlflow.trace(name="fails")
+def fails():
+    raise ValueError("bad wine")
+
+with mlflow.start_run(run_name="traced") as run:
+    predict(21)
+    ok = mlflow.get_last_active_trace_id()
+try:
+    fails()
+except ValueError:
+    pass
+err = mlflow.get_last_active_trace_id()
+mlflow.flush_trace_async_logging()
+print("result=" + " ".join([run.info.run_id, ok, err]))
+"#,
+    );
+    let [run, ok, err]: [&str; 3] = out.split(' ').collect::<Vec<_>>().try_into().unwrap();
+    let b = sign_in(&s, &s.token).await;
+
+    // The run page lists the run's one trace, linked to its page.
+    let (st, body) = b.get(&format!("/w/w/runs/{run}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let section = &body[body.find(r#"<section id="traces">"#).expect("a traces section")..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert!(section.contains(&format!(r#"href="/w/w/traces/{ok}""#)), "{section}");
+    assert!(!section.contains(err), "the failed trace was logged outside the run: {section}");
+    assert!(section.contains("predict&lt;b&gt;") && !section.contains("predict<b>"), "{section}");
+
+    // The workspace's list has both, newest first; the experiment's too; the run's only its own.
+    let (st, body) = b.get("/w/w/traces").await;
+    assert_eq!(st, StatusCode::OK);
+    let (at_err, at_ok) =
+        (body.find(&format!(r#"data-trace="{err}""#)), body.find(&format!(r#"data-trace="{ok}""#)));
+    assert!(at_err.unwrap() < at_ok.unwrap(), "{body}");
+    assert!(body.contains(r#"data-status="ERROR""#) && body.contains(&format!(r#"href="/w/w/runs/{run}""#)));
+    let (_, body) = b.get("/w/w/traces?experiment=agents").await;
+    assert!(body.contains(ok) && body.contains(err), "{body}");
+    let (_, body) = b.get(&format!("/w/w/traces?run={run}")).await;
+    assert!(body.contains(ok) && !body.contains(err), "{body}");
+    let (st, _) = b.get("/w/w/traces?experiment=nope").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, body) = b.get("/w/w/experiments/agents").await;
+    assert!(body.contains(r#"href="/w/w/traces?experiment=agents""#), "the experiment links its traces");
+
+    // The trace page: the span tree, inputs and outputs, tags and metadata.
+    let (st, body) = b.get(&format!("/w/w/traces/{ok}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let spans = &body[body.find(r#"<ul id="spans">"#).expect("a span tree")..];
+    let (root, child) =
+        (spans.find(r#"data-span="predict&lt;b&gt;""#), spans.find(r#"data-span="features""#));
+    assert!(root.unwrap() < child.unwrap(), "{spans}");
+    assert!(spans.contains("PARSER") && spans.contains("{&quot;x&quot;: 21}"), "{spans}");
+    assert!(body.contains("mlflow.sourceRun") && body.contains("mlflow.artifactLocation"), "{body}");
+    let (_, body) = b.get(&format!("/w/w/traces/{err}")).await;
+    assert!(body.contains("exception: bad wine"), "{body}");
+    let (st, _) = b.get("/w/w/traces/tr-nope").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}

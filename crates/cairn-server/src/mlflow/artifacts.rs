@@ -63,7 +63,7 @@ impl Resolved {
                 m.source_run_id.as_str()
             }
             Owner::Trace(t) if caller.token.run_id.is_some() => {
-                match t.metadata.get(super::traces::SOURCE_RUN) {
+                match t.metadata.get(cairn_store::SOURCE_RUN) {
                     Some(run) => run.as_str(),
                     None => return caller.require(role, Some(ws)),
                 }
@@ -79,6 +79,11 @@ impl Resolved {
 /// Where a logged model's files live in the artifact store.
 pub fn logged_model_artifacts(state: &AppState, workspace_id: &str, model_id: &str) -> BlobStore {
     state.artifacts.child(&format!("workspaces/{workspace_id}/logged-models/{model_id}/artifacts"))
+}
+
+/// Where a trace's files (its spans' `traces.json`, attachments) live in the artifact store.
+pub fn trace_files(state: &AppState, workspace_id: &str, trace_id: &str) -> BlobStore {
+    state.artifacts.child(&format!("workspaces/{workspace_id}/traces/{trace_id}/artifacts"))
 }
 
 /// Resolves an artifact location of workspace `ws`:
@@ -209,11 +214,7 @@ async fn trace_artifacts(
         .await
         .map_err(|_| MlError::does_not_exist(format!("Trace with ID '{trace_id}' not found.")))?;
     check_experiment(exp, &trace.experiment_id, &format!("trace {trace_id}"))?;
-    Ok(Resolved {
-        blobs: super::traces::trace_artifacts(state, &ws.id, &trace.id),
-        path,
-        owner: Owner::Trace(Box::new(trace)),
-    })
+    Ok(Resolved { blobs: trace_files(state, &ws.id, &trace.id), path, owner: Owner::Trace(Box::new(trace)) })
 }
 
 async fn version_artifacts(

@@ -19,7 +19,7 @@ use axum::Json;
 use cairn_core::api::{Role, Workspace};
 use cairn_core::search::{Clause, Entity, Op, OrderBy, Value as FilterValue};
 use cairn_core::RelPath;
-use cairn_store::TraceRecord;
+use cairn_store::{TraceRecord, SOURCE_RUN};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
@@ -29,8 +29,6 @@ use super::Ctx;
 use crate::auth::Caller;
 use crate::state::AppState;
 
-/// The metadata key naming the run a trace was logged in (`mlflow.search_traces(run_id=…)`).
-pub const SOURCE_RUN: &str = "mlflow.sourceRun";
 /// The tag that tells the client where the trace's spans go.
 const ARTIFACT_LOCATION: &str = "mlflow.artifactLocation";
 /// MLflow's limits on a trace tag (and, here, a metadata entry), in characters.
@@ -42,11 +40,6 @@ const DEFAULT_SEARCH_RESULTS: i64 = 100;
 /// The most ids one `batchGetInfos` or `delete-traces` call names.
 const MAX_IDS: usize = 1000;
 const STATES: [&str; 4] = ["STATE_UNSPECIFIED", "OK", "ERROR", "IN_PROGRESS"];
-
-/// Where a trace's artifacts (its spans' `traces.json`, attachments) live in the artifact store.
-pub fn trace_artifacts(state: &AppState, workspace_id: &str, trace_id: &str) -> cairn_blob::BlobStore {
-    state.artifacts.child(&format!("workspaces/{workspace_id}/traces/{trace_id}/artifacts"))
-}
 
 /// A trace id from a client: it names a folder of the artifact store, so it is one plain path
 /// segment (MLflow's are `tr-` and 32 hex digits).
@@ -563,9 +556,9 @@ pub async fn delete_traces(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult
     let deleted = state.store.delete_traces(&workspace, &chosen).await?;
     // The rows are gone first: a trace whose files outlive it is invisible; the reverse would
     // show a trace without its spans.
-    let traces = state.artifacts.child(&format!("workspaces/{}/traces", workspace.id));
     for id in &chosen {
-        if let Err(e) = traces.delete_all(&RelPath::parse(id)?).await {
+        let files = super::artifacts::trace_files(&state, &workspace.id, id);
+        if let Err(e) = files.delete_all(&RelPath::parse_dir("")?).await {
             tracing::warn!(trace = %id, error = %e, "a deleted trace's files were left behind");
         }
     }

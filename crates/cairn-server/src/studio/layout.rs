@@ -19,6 +19,7 @@ pub enum Nav {
     Workspaces,
     Experiments,
     Runs,
+    Traces,
     Models,
     Endpoints,
     Data,
@@ -27,9 +28,10 @@ pub enum Nav {
 }
 
 impl Nav {
-    const IN_WORKSPACE: [Nav; 7] = [
+    const IN_WORKSPACE: [Nav; 8] = [
         Nav::Experiments,
         Nav::Runs,
+        Nav::Traces,
         Nav::Models,
         Nav::Endpoints,
         Nav::Data,
@@ -43,6 +45,7 @@ impl Nav {
             Nav::Workspaces => "workspaces",
             Nav::Experiments => "experiments",
             Nav::Runs => "runs",
+            Nav::Traces => "traces",
             Nav::Models => "models",
             Nav::Endpoints => "endpoints",
             Nav::Data => "data",
@@ -56,6 +59,7 @@ impl Nav {
             Nav::Workspaces => "Workspaces",
             Nav::Experiments => "Experiments",
             Nav::Runs => "Runs",
+            Nav::Traces => "Traces",
             Nav::Models => "Models",
             Nav::Endpoints => "Endpoints",
             Nav::Data => "Data",

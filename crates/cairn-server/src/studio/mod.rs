@@ -36,6 +36,7 @@ pub mod run;
 pub mod runs;
 pub mod series;
 pub mod session;
+pub mod traces;
 pub mod workspaces;
 
 use layout::{OrPage, PageError};
@@ -49,6 +50,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .merge(experiments::routes())
         .merge(runs::routes())
         .merge(run::routes())
+        .merge(traces::routes())
         .merge(models::routes())
         .merge(endpoints::routes())
         .merge(data::routes())

@@ -1,5 +1,5 @@
 //! The run page (`/w/{ws}/runs/{id}`): overview with the status timeline, params, tags, one chart
-//! per metric (drawn by `charts.js` from the series route), logged tables and images, the outputs
+//! per metric (drawn by `charts.js` from the series route), logged tables, MLflow traces, images, the outputs
 //! browser, the code snapshot, and the log (tailed live while the run has not ended). Also the
 //! downloads of a run's artifacts and code files.
 //!
@@ -204,6 +204,7 @@ async fn show(
     };
     let log = log_tail(&state, &id).await.or_page(&s)?;
     let tables = read_tables(&state, &workspace.id, &run, &artifacts).await;
+    let traces = state.store.traces_of_run(&workspace, &id, super::traces::RUN_TRACES).await.or_page(&s)?;
     let body = html! {
         h1 { (run.display_name) " " span #run-status data-live-run=[(!run.status.is_terminal()).then_some(&run.id)] data-run-id=(run.id) { (layout::status_badge(run.status)) } }
         p.muted { "Run " code { (run.id) } " in experiment "
@@ -235,6 +236,7 @@ async fn show(
         }
         (metrics(&ws, &run))
         (tables_section(&ws, &run.id, &tables))
+        (super::traces::run_section(&ws, &run.id, &traces))
         (images(&ws, &run.id, &artifacts))
         (outputs(&ws, &run.id, &artifacts))
         (code_section(&ws, &run.id, code.as_deref()))
@@ -415,7 +417,7 @@ async fn read_tables(state: &AppState, ws_id: &str, run: &Run, artifacts: &[File
             Some(_) if !path.to_ascii_lowercase().ends_with(".json") => {
                 Err("only JSON tables are previewed: download it".to_string())
             }
-            Some(_) => match read_small(&blobs, &path).await {
+            Some(_) => match read_small(&blobs, &path, MAX_TABLE_BYTES).await {
                 Ok(bytes) => parse_table(&bytes),
                 Err(e) => {
                     tracing::warn!(run = %run.id, %path, error = %e, "logged table unreadable");
@@ -451,15 +453,22 @@ async fn read_tables(state: &AppState, ws_id: &str, run: &Run, artifacts: &[File
     out
 }
 
-/// The whole of a small artifact (at most [`MAX_TABLE_BYTES`]).
-async fn read_small(blobs: &cairn_blob::BlobStore, path: &str) -> Result<Vec<u8>, Error> {
+/// The whole of a small file (at most `max` bytes; past that, an error).
+pub(super) async fn read_small(
+    blobs: &cairn_blob::BlobStore,
+    path: &str,
+    max: u64,
+) -> Result<Vec<u8>, Error> {
     use futures::StreamExt;
     let (_, mut stream) = blobs.get_stream(&RelPath::parse(path)?).await?;
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
         bytes.extend_from_slice(&chunk?);
-        if bytes.len() as u64 > MAX_TABLE_BYTES {
-            return Err(Error::invalid("the file grew past the preview limit"));
+        if bytes.len() as u64 > max {
+            return Err(Error::invalid(format!(
+                "the file is past the page's limit of {}",
+                layout::fmt_bytes(max)
+            )));
         }
     }
     Ok(bytes)

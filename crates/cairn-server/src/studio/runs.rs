@@ -218,7 +218,12 @@ async fn table(
     };
     let body = html! {
         h1 { (title) }
-        @if experiment.is_some() { p { a href={ (layout::ws_url(ws)) "/experiments" } { "← Experiments" } } }
+        @if let Some(e) = experiment {
+            p {
+                a href={ (layout::ws_url(ws)) "/experiments" } { "← Experiments" }
+                " · " a #experiment-traces href={ (layout::ws_url(ws)) "/traces?experiment=" (layout::q(e)) } { "Traces" }
+            }
+        }
         (toolbar(ws, &links, &keys, cols))
         @if !errors.is_empty() {
             p #filter-error .error role="alert" { @for (i, e) in errors.iter().enumerate() { @if i > 0 { br; } (e) } }
