@@ -182,3 +182,57 @@ def test_bad_trace_calls_get_mlflows_errors_and_change_nothing(server, tracing):
     assert kept.info.trace_id == info["trace_id"] and kept.info.state == "OK"
     assert kept.info.tags["mlflow.artifactLocation"].endswith(f"/{exp}/traces/{info['trace_id']}/artifacts")
     assert kept.info.request_time == 1796119200000
+
+
+def test_feedback_and_expectations_are_kept_overridden_updated_and_deleted(server, tracing):
+    from mlflow.entities import AssessmentSource, Expectation, Feedback
+
+    mlflow.set_experiment("judged")
+
+    @mlflow.trace
+    def answer(question):
+        return "42"
+
+    answer("meaning?")
+    tid = mlflow.get_last_active_trace_id()
+    mlflow.flush_trace_async_logging()
+
+    alice = AssessmentSource(source_type="HUMAN", source_id="alice")
+    fb = mlflow.log_feedback(trace_id=tid, name="correct", value=True, rationale="obviously", source=alice, metadata={"round": "1"})
+    ex = mlflow.log_expectation(trace_id=tid, name="expected", value={"answer": "42"})
+    assert fb.assessment_id.startswith("a-") and fb.assessment_id != ex.assessment_id
+    got = mlflow.get_assessment(tid, fb.assessment_id)
+    assert got.value is True and got.rationale == "obviously" and got.source.source_id == "alice"
+    assert got.metadata == {"round": "1"} and got.valid
+    assert mlflow.get_assessment(tid, ex.assessment_id).value == {"answer": "42"}
+
+    # An override makes the feedback it replaces invalid; the trace lists both.
+    new = mlflow.override_feedback(trace_id=tid, assessment_id=fb.assessment_id, value=False, rationale="no")
+    by_id = {a.assessment_id: a for a in mlflow.get_trace(tid).info.assessments}
+    assert set(by_id) == {fb.assessment_id, ex.assessment_id, new.assessment_id}
+    assert by_id[fb.assessment_id].valid is False and by_id[new.assessment_id].valid is not False
+    assert by_id[new.assessment_id].overrides == fb.assessment_id and by_id[new.assessment_id].value is False
+
+    # Updates change what they name; a feedback cannot become an expectation.
+    upd = mlflow.update_assessment(tid, ex.assessment_id, Expectation(name="expected", value={"answer": "43"}))
+    assert upd.value == {"answer": "43"} and mlflow.get_assessment(tid, ex.assessment_id).value == {"answer": "43"}
+    with pytest.raises(MlflowException) as e:
+        mlflow.update_assessment(tid, ex.assessment_id, Feedback(name="renamed", value=1.0))
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE" and "Expectation" in e.value.message
+    # Refused as a whole: the name it also sent was not taken.
+    assert mlflow.get_assessment(tid, ex.assessment_id).name == "expected"
+
+    # Deleting the override makes the first feedback count again.
+    mlflow.delete_assessment(tid, new.assessment_id)
+    assert mlflow.get_assessment(tid, fb.assessment_id).valid is True
+    with pytest.raises(MlflowException) as e:
+        mlflow.get_assessment(tid, new.assessment_id)
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    with pytest.raises(MlflowException) as e:
+        mlflow.log_feedback(trace_id="tr-nope", name="x", value=1)
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    with pytest.raises(MlflowException) as e:
+        mlflow.override_feedback(trace_id=tid, assessment_id="a-nope", value=1)
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    # The failed calls changed nothing.
+    assert len(mlflow.get_trace(tid).info.assessments) == 2

@@ -207,6 +207,45 @@ impl Store {
             .ok_or_else(|| Error::not_found("trace", id))
     }
 
+    /// Changes the assessments of trace `id` of `ws` as one step: `change` gets the stored JSON
+    /// list (None when the trace has none) and returns the new one (None: leave it as it was)
+    /// and what the caller wants back. The trace's row is locked meanwhile (PostgreSQL `FOR UPDATE`; SQLite's one writer),
+    /// so concurrent changes never lose one another's. `NotFound` if there is no such trace.
+    pub async fn change_trace_assessments<R>(
+        &self,
+        ws: &Workspace,
+        id: &str,
+        change: impl FnOnce(Option<&str>) -> Result<(Option<String>, R), Error>,
+    ) -> Result<R, Error> {
+        let mut tx = self.begin_write().await?;
+        let lock = match self.backend() {
+            crate::Backend::Postgres => " FOR UPDATE",
+            crate::Backend::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT assessments_json FROM traces WHERE workspace_id = $1 AND id = $2{lock}"
+        ))
+        .bind(&ws.id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map_err)?
+        .ok_or_else(|| Error::not_found("trace", id))?;
+        let old: Option<String> = get(&row, "assessments_json")?;
+        let (new, out) = change(old.as_deref())?;
+        if let Some(new) = new {
+            sqlx::query("UPDATE traces SET assessments_json = $1 WHERE workspace_id = $2 AND id = $3")
+                .bind(new)
+                .bind(&ws.id)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
+    }
+
     /// Sets (overwrites) a tag of a trace that exists.
     pub async fn set_trace_tag(&self, ws: &Workspace, id: &str, key: &str, value: &str) -> Result<(), Error> {
         sqlx::query(

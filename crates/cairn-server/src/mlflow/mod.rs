@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub mod artifacts;
+mod assessments;
 mod experiments;
 mod logged_models;
 pub(crate) mod multipart;
@@ -118,6 +119,11 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&format!("{TRACES_V3}/search"), post(traces::search))
         .route(&format!("{TRACES_V3}/batchGetInfos"), post(traces::batch_get_infos))
         .route(&format!("{TRACES_V3}/{{trace_id}}"), get(traces::get_info))
+        .route(&format!("{TRACES_V3}/{{trace_id}}/assessments"), post(assessments::create))
+        .route(
+            &format!("{TRACES_V3}/{{trace_id}}/assessments/{{assessment_id}}"),
+            get(assessments::get).patch(assessments::update).delete(assessments::delete),
+        )
         .route(&p("/traces/{trace_id}/tags"), patch(traces::set_tag).delete(traces::delete_tag))
         .route(&p("/traces/delete-traces"), post(traces::delete_traces))
         .route("/workspaces/{ws}/mlflow/api/3.0/mlflow/server-info", get(multipart::server_info))

@@ -8,8 +8,9 @@
 //! (`traces.json`, through the artifact proxy: `artifacts.rs` resolves
 //! `{exp}/traces/{id}/artifacts`). Reading a trace is the reverse. This server does not take
 //! spans over OTLP (`/v1/traces`): the client asks `/version` first, gets a 404 and keeps to the
-//! artifact path. Assessments sent with a trace are kept as sent and returned with it; the
-//! assessment endpoints, `link-to-run` and trace metrics are not served (ENDPOINT_NOT_FOUND).
+//! artifact path. Assessments sent with a trace are kept with it and returned with it
+//! (`assessments.rs` serves their own endpoints); `link-to-run` and trace metrics are not served
+//! (ENDPOINT_NOT_FOUND).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -59,7 +60,7 @@ fn check_id(id: &str) -> MlResult<()> {
 }
 
 /// A trace of `ws`, 404 in MLflow's words otherwise.
-async fn load(state: &AppState, ws: &Workspace, id: &str) -> MlResult<TraceRecord> {
+pub(super) async fn load(state: &AppState, ws: &Workspace, id: &str) -> MlResult<TraceRecord> {
     state
         .store
         .trace(ws, id)
@@ -69,7 +70,7 @@ async fn load(state: &AppState, ws: &Workspace, id: &str) -> MlResult<TraceRecor
 
 /// Checks that `caller` may use trace `t` (or, for a new one, the trace it describes) with
 /// `role`: a workspace token, or a job's run-scoped token for the traces of its own run.
-fn authorize(caller: &Caller, role: Role, ws: &str, t: &TraceRecord) -> MlResult<()> {
+pub(super) fn authorize(caller: &Caller, role: Role, ws: &str, t: &TraceRecord) -> MlResult<()> {
     match (&caller.token.run_id, t.metadata.get(SOURCE_RUN)) {
         (Some(_), Some(run)) => Ok(caller.require_run(role, ws, run)?),
         _ => Ok(caller.require(role, Some(ws))?),
@@ -305,7 +306,7 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
 }
 
 /// Reading traces: a workspace token, or a job's run-scoped token (checked per trace).
-fn require_read(caller: &Caller, ws: &str) -> MlResult<()> {
+pub(super) fn require_read(caller: &Caller, ws: &str) -> MlResult<()> {
     if caller.token.run_id.is_none() {
         caller.require(Role::Reader, Some(ws))?;
     }
