@@ -101,6 +101,17 @@ def test_traced_calls_are_logged_searched_tagged_and_deleted(server, tracing):
         client.delete_trace_tag(ok_id, "reviewed")
     assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
 
+    # Linking the failed trace to the run makes it the run's too; unknown traces link nothing.
+    client.link_traces_to_run([err_id], run.info.run_id)
+    in_run = mlflow.search_traces(locations=[exp], run_id=run.info.run_id, return_type="list")
+    assert [t.info.trace_id for t in in_run] == [err_id, ok_id]
+    with pytest.raises(MlflowException) as e:
+        client.link_traces_to_run([ok_id, "tr-nope"], run.info.run_id)
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST" and "tr-nope" in e.value.message
+    with pytest.raises(MlflowException) as e:
+        client.link_traces_to_run([ok_id] * 101, run.info.run_id)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE" and "more than 100" in e.value.message
+
     # Pages of one, as the client walks them.
     first = client.search_traces(locations=[exp], max_results=1, include_spans=False)
     assert len(first) == 1 and first.token

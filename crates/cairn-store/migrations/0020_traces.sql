@@ -43,3 +43,14 @@ CREATE TABLE trace_metadata (
     PRIMARY KEY (workspace_id, trace_id, key),
     FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, id) ON DELETE CASCADE
 );
+
+-- Runs a trace was linked to after it was logged (`MlflowClient.link_traces_to_run`, and
+-- `mlflow.genai.evaluate`): a run's traces are those logged in it and those linked to it.
+CREATE TABLE trace_run_links (
+    workspace_id TEXT NOT NULL,
+    trace_id     TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, trace_id, run_id),
+    FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, id) ON DELETE CASCADE
+);
+CREATE INDEX trace_run_links_by_run ON trace_run_links (workspace_id, run_id);

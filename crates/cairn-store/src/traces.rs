@@ -34,6 +34,8 @@ pub struct TraceRecord {
     pub assessments_json: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub metadata: BTreeMap<String, String>,
+    /// Runs the trace was linked to after it was logged (not the run it was logged in).
+    pub linked_runs: Vec<String>,
 }
 
 const COLUMNS: &str = "id, experiment_id, client_request_id, request_time, execution_duration, state, \
@@ -52,6 +54,7 @@ fn trace_of(r: &AnyRow) -> Result<TraceRecord, Error> {
         assessments_json: get(r, "assessments_json")?,
         tags: BTreeMap::new(),
         metadata: BTreeMap::new(),
+        linked_runs: Vec::new(),
     })
 }
 
@@ -174,11 +177,25 @@ impl Store {
                     into.insert(get(&r, "key")?, get(&r, "value")?);
                 }
             }
+            let mut p = Placeholders::new(self.backend());
+            let sql = format!(
+                "SELECT trace_id, run_id FROM trace_run_links WHERE workspace_id = {} AND trace_id IN ({}) \
+                 ORDER BY trace_id, run_id",
+                p.one(),
+                p.list(chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(&ws.id);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await.map_err(map_err)? {
+                out[index[&get::<String>(&r, "trace_id")?]].linked_runs.push(get(&r, "run_id")?);
+            }
         }
         Ok(out)
     }
 
-    /// The traces logged in run `run_id` of `ws`, newest first, at most `limit`.
+    /// The traces logged in, or linked to, run `run_id` of `ws`, newest first, at most `limit`.
     pub async fn traces_of_run(
         &self,
         ws: &Workspace,
@@ -186,7 +203,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<TraceRecord>, Error> {
         let rows = sqlx::query(
-            "SELECT id FROM traces WHERE workspace_id = $1 AND source_run_id = $2 \
+            "SELECT id FROM traces t WHERE workspace_id = $1 AND (source_run_id = $2 OR EXISTS \
+             (SELECT 1 FROM trace_run_links l WHERE l.workspace_id = $1 AND l.trace_id = t.id AND l.run_id = $2)) \
              ORDER BY request_time DESC, id LIMIT $3",
         )
         .bind(&ws.id)
@@ -244,6 +262,30 @@ impl Store {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(out)
+    }
+
+    /// Links traces of `ws` to run `run_id` (a link already there stays as it is).
+    pub async fn link_traces_to_run(
+        &self,
+        ws: &Workspace,
+        ids: &[String],
+        run_id: &str,
+    ) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut p = Placeholders::new(self.backend());
+            let sql = format!(
+                "INSERT INTO trace_run_links (workspace_id, trace_id, run_id) VALUES {} ON CONFLICT DO NOTHING",
+                p.rows(chunk.len(), 3)
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(&ws.id).bind(id).bind(run_id);
+            }
+            q.execute(&mut **tx).await.map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
     }
 
     /// Sets (overwrites) a tag of a trace that exists.

@@ -48,6 +48,14 @@ async fn a_trace_logged_again_keeps_what_it_had(store: &Store) {
     let of_run = store.traces_of_run(&ws, "r1", 1).await.unwrap();
     assert_eq!(of_run.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["tr-2"]);
     assert!(store.traces_of_run(&ws, "r2", 10).await.unwrap().is_empty());
+    // Linked to r2 (twice: the second is no change), tr-1 is r2's too.
+    store.link_traces_to_run(&ws, &["tr-1".into()], "r2").await.unwrap();
+    store.link_traces_to_run(&ws, &["tr-1".into()], "r2").await.unwrap();
+    let of_r2 = store.traces_of_run(&ws, "r2", 10).await.unwrap();
+    assert_eq!(
+        of_r2.iter().map(|t| (t.id.as_str(), t.linked_runs.clone())).collect::<Vec<_>>(),
+        [("tr-1", vec!["r2".to_string()])]
+    );
     assert!(store.delete_trace_tag(&ws, "tr-1", "team").await.unwrap());
     assert!(!store.delete_trace_tag(&ws, "tr-1", "team").await.unwrap());
     assert_eq!(store.delete_traces(&ws, &["tr-1".into(), "tr-9".into()]).await.unwrap(), 1);

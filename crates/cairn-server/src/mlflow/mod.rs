@@ -126,6 +126,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route(&p("/traces/{trace_id}/tags"), patch(traces::set_tag).delete(traces::delete_tag))
         .route(&p("/traces/delete-traces"), post(traces::delete_traces))
+        .route(&p("/traces/link-to-run"), post(traces::link_to_run))
         .route("/workspaces/{ws}/mlflow/api/3.0/mlflow/server-info", get(multipart::server_info))
         .route("/workspaces/{ws}/mlflow/{*rest}", any(unknown_endpoint))
         .route_layer(middleware::from_fn_with_state(state, require_token))

@@ -9,8 +9,8 @@
 //! `{exp}/traces/{id}/artifacts`). Reading a trace is the reverse. This server does not take
 //! spans over OTLP (`/v1/traces`): the client asks `/version` first, gets a 404 and keeps to the
 //! artifact path. Assessments sent with a trace are kept with it and returned with it
-//! (`assessments.rs` serves their own endpoints); `link-to-run` and trace metrics are not served
-//! (ENDPOINT_NOT_FOUND).
+//! (`assessments.rs` serves their own endpoints). Trace metrics and the V2 trace RPCs (which
+//! the client only falls back to when these 404) are not served (ENDPOINT_NOT_FOUND).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -244,6 +244,7 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
         tags: string_map(info, "tags")?,
         metadata: string_map(info, "trace_metadata")?,
         assessments_json: None,
+        linked_runs: Vec::new(),
     };
     for (k, v) in &trace.tags {
         check_entry("tag", k, v)?;
@@ -373,8 +374,18 @@ fn entry<'a>(t: &'a TraceRecord, entity: Entity, key: &str) -> Option<&'a str> {
 }
 
 /// Whether `t` passes every clause; a clause on a value the trace lacks holds only for IS NULL.
+/// `run_id` is the run the trace was logged in or any run it was linked to, as in MLflow: a
+/// positive test holds when one of them passes, `!=` and `NOT IN` when all of them do.
 fn admits(t: &TraceRecord, clauses: &[Clause]) -> bool {
     clauses.iter().all(|c| match c.entity {
+        Entity::Attribute if cairn_core::search::trace_attribute(&c.key) == Some("run_id") => {
+            let mut runs = t.metadata.get(SOURCE_RUN).into_iter().chain(&t.linked_runs).peekable();
+            match c.op {
+                _ if runs.peek().is_none() => false,
+                Op::Ne | Op::NotIn => runs.all(|r| text_matches(r, c.op, &c.value)),
+                _ => runs.any(|r| text_matches(r, c.op, &c.value)),
+            }
+        }
         Entity::Tag | Entity::Metadata => match (entry(t, c.entity, &c.key), c.op) {
             (v, Op::IsNull) => v.is_none(),
             (v, Op::IsNotNull) => v.is_some(),
@@ -510,6 +521,42 @@ pub async fn delete_tag(
     Ok(Json(json!({})))
 }
 
+/// MLflow's limit on the traces one `link-to-run` call names.
+const MAX_LINKS: usize = 100;
+
+/// `POST /api/2.0/mlflow/traces/link-to-run` (LinkTracesToRun): the traces then count as the
+/// run's too (`search_traces(run_id=…)`, the run's page). Every trace must exist; none is linked
+/// otherwise.
+pub async fn link_to_run(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
+    let run_id = req.run_id()?;
+    caller.require_run(Role::Writer, &ws, &run_id)?;
+    let ids = req.list("trace_ids");
+    if ids.len() > MAX_LINKS {
+        return Err(MlError::invalid(format!(
+            "Cannot link more than {MAX_LINKS} traces to a run in a single request. Provided {} traces.",
+            ids.len()
+        )));
+    }
+    let workspace = state.store.workspace(&ws).await?;
+    state
+        .store
+        .run(&workspace, &run_id)
+        .await
+        .map_err(|_| MlError::does_not_exist(format!("Run with id={run_id} not found")))?;
+    if ids.is_empty() {
+        return Ok(Json(json!({})));
+    }
+    let found = state.store.traces(&workspace, Some(&ids), &[]).await?;
+    if let Some(missing) = ids.iter().find(|id| !found.iter().any(|t| &t.id == *id)) {
+        return Err(MlError::does_not_exist(format!("Trace with ID '{missing}' not found.")));
+    }
+    for t in &found {
+        authorize(&caller, Role::Writer, &ws, t)?;
+    }
+    state.store.link_traces_to_run(&workspace, &ids, &run_id).await?;
+    Ok(Json(json!({})))
+}
+
 /// `POST /api/2.0/mlflow/traces/delete-traces`: an experiment's traces, named (`request_ids`, or
 /// V3's `trace_ids`) or older than `max_timestamp_millis` (the oldest `max_traces` of them), with
 /// their spans and other artifacts.
@@ -634,6 +681,12 @@ mod tests {
         assert_eq!(ids("tags.team = 'x' and status = 'OK'"), ["tr-a"]);
         assert_eq!(ids("run_id = 'r1' and request_metadata.`mlflow.sourceRun` != 'r2'").len(), 3);
         assert!(ids("attributes.request_id IN ('tr-z')").is_empty());
+        // A linked run counts as the trace's run too.
+        let mut linked = ts[0].clone();
+        linked.linked_runs = vec!["r2".into()];
+        let ok = |f: &str| admits(&linked, &cairn_core::search::parse_trace_filter(f).unwrap());
+        assert!(ok("run_id = 'r1'") && ok("run_id = 'r2'") && ok("run_id IN ('r9', 'r2')"));
+        assert!(!ok("run_id != 'r2'") && ok("run_id != 'r3'") && !ok("run_id = 'r3'"));
         let order = |terms: &[&str]| -> Vec<String> {
             let terms: Vec<String> = terms.iter().map(|s| s.to_string()).collect();
             let mut v = ts.to_vec();
