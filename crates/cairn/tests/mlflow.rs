@@ -181,7 +181,11 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
          \x20   refused('other-lineage', lambda: c.create_model_version('jobmodel', 'runs:/' + run.info.run_id + '/model', run_id=other))\n\
          \x20   refused('version-source', lambda: c.create_model_version('jobmodel', 'mlflow-artifacts:/registry/jobmodel/1'))\n\
          \x20   refused('alias', lambda: c.set_registered_model_alias('jobmodel', 'champion', '1'))\n\
-         \x20   refused('delete', lambda: c.delete_registered_model('jobmodel'))\n",
+         \x20   refused('delete', lambda: c.delete_registered_model('jobmodel'))\n\
+         score(2)\n\
+         outside = mlflow.get_last_active_trace_id()\n\
+         mlflow.flush_trace_async_logging()\n\
+         print('outside', mlflow.get_trace(outside).info.request_metadata.get('mlflow.sourceRun'))\n",
     )
     .unwrap();
     // A run the job's token must not register from.
@@ -226,6 +230,7 @@ async fn a_jobs_mlflow_logging_lands_in_its_own_run() {
     assert!(log.contains(&format!("logged into {id}")), "{log}");
     // The job's run-scoped token logged a trace of its run, spans and all, and read it back.
     assert!(log.contains(&format!(" OK ['score'] {id}")), "{log}");
+    assert!(log.contains(&format!("outside {id}")), "a trace outside start_run is the job's too: {log}");
     let trace_id = log.split("traced ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
     let (_, got) = s.get(&format!("/workspaces/w/mlflow/api/3.0/mlflow/traces/{trace_id}")).await;
     assert_eq!(got["trace"]["trace_info"]["trace_metadata"]["mlflow.sourceRun"], id, "{got}");

@@ -260,6 +260,10 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
             return Err(MlError::invalid(format!("trace_info.assessments must be a list, not {other}")))
         }
     };
+    // A job's traces are its run's, even those traced outside `mlflow.start_run()`.
+    if let Some(own) = &caller.token.run_id {
+        trace.metadata.entry(SOURCE_RUN.into()).or_insert_with(|| own.clone());
+    }
     authorize(&caller, Role::Writer, &ws, &trace)?;
     let workspace = state.store.workspace(&ws).await?;
     let exp = experiment(&state, &workspace, &exp_id).await?;
