@@ -541,3 +541,63 @@ async fn the_links_the_mlflow_client_prints_open_the_studio() {
         b.no_console_errors(&link).await;
     }
 }
+
+/// A trace logged through the MLflow API (its info with StartTraceV3, its spans as the
+/// `traces.json` the client uploads) is a click away from the nav: the Traces list, then its page
+/// with the span tree, in a real browser, without console errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_is_listed_and_its_spans_shown() {
+    let s = Server::start();
+    s.ok(&["workspace", "create", "w"]);
+    let http = reqwest::Client::new();
+    let mlflow = format!("{}/workspaces/w/mlflow", s.url);
+    let info = json!({"trace": {"trace_info": {
+        "trace_id": "tr-00112233445566778899aabbccddeeff",
+        "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "0"}},
+        "request_time": "2026-12-01T10:00:00.000Z", "execution_duration": "0.250s", "state": "OK",
+        "request_preview": "{\"x\": 21}", "response_preview": "42",
+        "tags": {"mlflow.traceName": "predict"},
+    }}});
+    let started = http
+        .post(format!("{mlflow}/api/3.0/mlflow/traces"))
+        .bearer_auth(&s.token)
+        .json(&info)
+        .send()
+        .await
+        .unwrap();
+    let started = parse(&started.text().await.unwrap());
+    let location =
+        started["trace"]["trace_info"]["tags"]["mlflow.artifactLocation"].as_str().unwrap().to_string();
+    let path = location.strip_prefix("mlflow-artifacts:/").unwrap();
+    let spans = json!({"spans": [
+        {"span_id": "AAAAAAAAAAE=", "parent_span_id": null, "name": "predict", "start_time_unix_nano": 0,
+         "end_time_unix_nano": 250_000_000, "status": {"code": "STATUS_CODE_OK", "message": ""},
+         "attributes": {"mlflow.spanType": "\"CHAIN\"", "mlflow.spanInputs": "{\"x\": 21}", "mlflow.spanOutputs": "42"},
+         "events": []},
+        {"span_id": "AAAAAAAAAAI=", "parent_span_id": "AAAAAAAAAAE=", "name": "features", "start_time_unix_nano": 0,
+         "end_time_unix_nano": 10_000_000, "status": {"code": "STATUS_CODE_OK", "message": ""},
+         "attributes": {"mlflow.spanType": "\"PARSER\""}, "events": []},
+    ]});
+    let put = http
+        .put(format!("{mlflow}/api/2.0/mlflow-artifacts/artifacts/{path}/traces.json"))
+        .bearer_auth(&s.token)
+        .body(spans.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+
+    let b = signed_in(&s, "traces").await;
+    b.visit("/w/w", "workspace").await;
+    b.find("nav#ws-nav a[data-nav=traces]").await.click().await.unwrap();
+    b.wait_path("the traces list", |p| p == "/w/w/traces").await;
+    b.shot("traces").await;
+    b.no_console_errors("the traces list").await;
+    b.find("tr[data-trace=\"tr-00112233445566778899aabbccddeeff\"] a").await.click().await.unwrap();
+    b.wait_path("the trace page", |p| p.starts_with("/w/w/traces/tr-")).await;
+    let child = b.find("#spans li[data-span=predict] li[data-span=features]").await;
+    assert!(child.text().await.unwrap().contains("PARSER"));
+    assert!(b.find("#trace-duration").await.text().await.unwrap().contains("250 ms"));
+    b.shot("trace").await;
+    b.no_console_errors("the trace page").await;
+}
