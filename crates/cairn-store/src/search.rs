@@ -1,12 +1,13 @@
 //! Searching runs: the filter grammar of `cairn_core::search` turned into one SQL query, and runs
 //! loaded in bulk: a handful of queries per page, not several per run, sent at once, each giving
-//! one row per run (its params, tags, properties or latest metrics as one JSON array).
+//! one row per run (its params, tags, properties or latest metrics as one JSON array). MLflow
+//! traces are searched the same way ([`Store::search_traces`]), with the same text comparisons.
 
 use std::collections::HashMap;
 
 use cairn_core::api::Workspace;
 use cairn_core::runs::{MetricPoint, Run, RunStatus, Transition};
-use cairn_core::search::{attribute_column, Clause, Entity, Op, OrderBy, Value};
+use cairn_core::search::{attribute_column, trace_attribute, Clause, Entity, Op, OrderBy, Value};
 
 use crate::mlflow::RUN_ARTIFACT_URI_SQL;
 use cairn_core::Error;
@@ -299,10 +300,28 @@ impl Store {
             wheres.push(sql.clause(c));
         }
         orders.push("r.created_at DESC, r.id DESC".into());
+        let from = format!("runs r JOIN experiments e ON e.id = r.experiment_id{joins}");
+        let (ids, more) = self.page_of_ids(sql, "r.id", &from, &wheres, &orders, offset, limit).await?;
+        Ok((self.runs_by_ids(ws, &ids).await?, more))
+    }
+
+    /// The ids (`id_col`) of one page of a search built in `sql`: `SELECT … FROM from WHERE
+    /// wheres ORDER BY orders`, `limit` from `offset`; and whether more follow.
+    #[allow(clippy::too_many_arguments)]
+    async fn page_of_ids(
+        &self,
+        mut sql: Sql,
+        id_col: &str,
+        from: &str,
+        wheres: &[String],
+        orders: &[String],
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<String>, bool), Error> {
         let lim = sql.bind(Bind::Int(limit + 1));
         let off = sql.bind(Bind::Int(offset));
         let query = format!(
-            "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id{joins} WHERE {} ORDER BY {} LIMIT {lim} OFFSET {off}",
+            "SELECT {id_col} AS id FROM {from} WHERE {} ORDER BY {} LIMIT {lim} OFFSET {off}",
             wheres.join(" AND "),
             orders.join(", ")
         );
@@ -319,7 +338,7 @@ impl Store {
             rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>().map_err(map_err)?;
         let more = ids.len() as i64 > limit;
         ids.truncate(limit as usize);
-        Ok((self.runs_by_ids(ws, &ids).await?, more))
+        Ok((ids, more))
     }
 
     async fn fetch_in(&self, sql: &str, ids: &[String]) -> Result<Vec<sqlx::any::AnyRow>, Error> {
@@ -400,6 +419,127 @@ impl Store {
             }
         }
         Ok(ids.iter().filter_map(|id| runs.remove(id)).collect())
+    }
+}
+
+/// A trace attribute's SQL over `traces t` (`run_id` is [`trace_run_test`]'s).
+fn trace_attribute_sql(key: &str) -> &'static str {
+    match trace_attribute(key).expect("parser checked") {
+        "trace_id" => "t.id",
+        "status" => "t.state",
+        "client_request_id" => "t.client_request_id",
+        "experiment_id" => "t.experiment_id",
+        "timestamp_ms" => "t.request_time",
+        "execution_time_ms" => "t.execution_duration",
+        "end_time_ms" => "(t.request_time + t.execution_duration)",
+        "name" => {
+            "(SELECT n.value FROM trace_tags n WHERE n.workspace_id = t.workspace_id AND n.trace_id = t.id \
+             AND n.key = 'mlflow.traceName')"
+        }
+        _ => "t.source_run_id",
+    }
+}
+
+/// The runs a trace is linked to (beside the one it was logged in), for `run_id` tests.
+const TRACE_LINKS: &str =
+    "FROM trace_run_links l WHERE l.workspace_id = t.workspace_id AND l.trace_id = t.id";
+
+impl Sql {
+    /// `run_id` of a trace: the run it was logged in or any it was linked to, as in MLflow. A
+    /// positive test holds when one of them passes, `!=` and `NOT IN` when the trace has a run
+    /// and all of them pass.
+    fn trace_run_test(&mut self, c: &Clause) -> String {
+        if matches!(c.op, Op::Ne | Op::NotIn) {
+            let own = self.text_test("t.source_run_id", c);
+            let linked = self.text_test("l.run_id", c);
+            format!(
+                "((t.source_run_id IS NOT NULL OR EXISTS (SELECT 1 {TRACE_LINKS})) \
+                 AND (t.source_run_id IS NULL OR {own}) AND NOT EXISTS (SELECT 1 {TRACE_LINKS} AND NOT ({linked})))"
+            )
+        } else {
+            let own = self.text_test("t.source_run_id", c);
+            let linked = self.text_test("l.run_id", c);
+            format!("({own} OR EXISTS (SELECT 1 {TRACE_LINKS} AND {linked}))")
+        }
+    }
+
+    fn trace_clause(&mut self, c: &Clause) -> String {
+        match c.entity {
+            Entity::Tag | Entity::Metadata => {
+                let table = if c.entity == Entity::Tag { "trace_tags" } else { "trace_metadata" };
+                let key = self.bind(Bind::Text(c.key.clone()));
+                let from = format!(
+                    "FROM {table} x WHERE x.workspace_id = t.workspace_id AND x.trace_id = t.id AND x.key = {key}"
+                );
+                match c.op {
+                    Op::IsNull => format!("NOT EXISTS (SELECT 1 {from})"),
+                    Op::IsNotNull => format!("EXISTS (SELECT 1 {from})"),
+                    _ => {
+                        let test = self.text_test("x.value", c);
+                        format!("EXISTS (SELECT 1 {from} AND {test})")
+                    }
+                }
+            }
+            _ if trace_attribute(&c.key) == Some("run_id") => self.trace_run_test(c),
+            _ => self.text_test(trace_attribute_sql(&c.key), c),
+        }
+    }
+}
+
+impl Store {
+    /// Traces of `ws` in the given experiments matching every clause (MLflow's trace grammar,
+    /// `cairn_core::search::parse_trace_filter`), ordered by `order` (values a trace lacks last),
+    /// then newest first; one page (`offset`, `limit`). Returns the traces and whether more follow.
+    pub async fn search_traces(
+        &self,
+        ws: &Workspace,
+        experiment_ids: &[String],
+        clauses: &[Clause],
+        order: &[OrderBy],
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<crate::TraceRecord>, bool), Error> {
+        let mut sql = Sql {
+            binds: Vec::new(),
+            placeholders: Placeholders::new(self.backend()),
+            backend: self.backend(),
+        };
+        // The joins of the order keys come before the WHERE clause in the query, so they bind first.
+        let mut joins = String::new();
+        let mut orders = Vec::new();
+        for (i, o) in order.iter().enumerate() {
+            let col = match o.entity {
+                Entity::Tag | Entity::Metadata => {
+                    let table = if o.entity == Entity::Tag { "trace_tags" } else { "trace_metadata" };
+                    let key = sql.bind(Bind::Text(o.key.clone()));
+                    joins.push_str(&format!(
+                        " LEFT JOIN {table} o{i} ON o{i}.workspace_id = t.workspace_id AND o{i}.trace_id = t.id \
+                         AND o{i}.key = {key}"
+                    ));
+                    format!("o{i}.value")
+                }
+                _ => trace_attribute_sql(&o.key).to_string(),
+            };
+            let dir = if o.ascending { "ASC" } else { "DESC" };
+            orders.push(format!("CASE WHEN {col} IS NULL THEN 1 ELSE 0 END, {col} {dir}"));
+        }
+        let ws_p = sql.bind(Bind::Text(ws.id.clone()));
+        let mut wheres = vec![format!("t.workspace_id = {ws_p}")];
+        if !experiment_ids.is_empty() {
+            let ps: Vec<String> = experiment_ids.iter().map(|e| sql.bind(Bind::Text(e.clone()))).collect();
+            wheres.push(format!("t.experiment_id IN ({})", ps.join(", ")));
+        }
+        for c in clauses {
+            wheres.push(sql.trace_clause(c));
+        }
+        orders.push("t.request_time DESC, t.id ASC".into());
+        let from = format!("traces t{joins}");
+        let (ids, more) = self.page_of_ids(sql, "t.id", &from, &wheres, &orders, offset, limit).await?;
+        // Loaded newest first; put back in the search's order.
+        let mut traces = self.traces(ws, Some(&ids), &[]).await?;
+        let rank: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        traces.sort_by_key(|t| rank.get(t.id.as_str()).copied().unwrap_or(usize::MAX));
+        Ok((traces, more))
     }
 }
 

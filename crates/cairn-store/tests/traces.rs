@@ -1,5 +1,6 @@
 //! MLflow 3's traces (info, tags, request metadata), on SQLite and PostgreSQL.
 
+use cairn_core::search::{parse_trace_filter, parse_trace_order_by};
 use cairn_core::Error;
 use cairn_store::{Store, TraceRecord};
 
@@ -7,7 +8,11 @@ use cairn_store::{Store, TraceRecord};
 mod common;
 use common::Db;
 
-on_both!(a_trace_logged_again_keeps_what_it_had, trace_ids_belong_to_their_workspace);
+on_both!(
+    a_trace_logged_again_keeps_what_it_had,
+    trace_ids_belong_to_their_workspace,
+    trace_search_filters_orders_and_pages_as_mlflow,
+);
 
 fn trace(id: &str, exp: &str, at: i64) -> TraceRecord {
     TraceRecord {
@@ -78,4 +83,79 @@ async fn trace_ids_belong_to_their_workspace(store: &Store) {
     store.delete_workspace("w").await.unwrap();
     assert!(store.traces(&ws, None, &[]).await.unwrap().is_empty());
     assert_eq!(store.traces(&other, None, &[]).await.unwrap().len(), 0);
+}
+
+async fn trace_search_filters_orders_and_pages_as_mlflow(store: &Store) {
+    let ws = store.create_workspace("w", "").await.unwrap();
+    let (exp, _) = store.ensure_experiment(&ws, "e").await.unwrap();
+    let (other, _) = store.ensure_experiment(&ws, "other").await.unwrap();
+    let mut a = trace("tr-a", &exp, 10);
+    a.tags.insert("team".into(), "x".into());
+    let mut b = trace("tr-b", &exp, 20);
+    b.execution_duration = Some(50);
+    b.tags.insert("mlflow.traceName".into(), "Train".into());
+    b.metadata.insert("mlflow.sourceRun".into(), "r2".into());
+    let mut c = trace("tr-c", &exp, 30);
+    c.execution_duration = None;
+    c.state = "ERROR".into();
+    c.tags.clear();
+    c.metadata.clear();
+    for t in [&a, &b, &c, &trace("tr-o", &other, 40)] {
+        store.put_trace(&ws, t).await.unwrap();
+    }
+    store.link_traces_to_run(&ws, &["tr-b".into()], "r1").await.unwrap();
+    let exps = [exp.clone()];
+    let ids = |ts: Vec<TraceRecord>| ts.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let find = |f: &'static str| {
+        let (store, ws, exps) = (store, &ws, &exps);
+        async move {
+            let (found, _) =
+                store.search_traces(ws, exps, &parse_trace_filter(f).unwrap(), &[], 0, 100).await.unwrap();
+            ids(found)
+        }
+    };
+    assert_eq!(find("").await, ["tr-c", "tr-b", "tr-a"], "newest first, this experiment only");
+    assert_eq!(find("name = 'predict'").await, ["tr-a"]);
+    // LIKE minds case on both backends, ILIKE does not.
+    assert!(find("trace.name LIKE 'train%'").await.is_empty());
+    assert_eq!(find("trace.name ILIKE 'train%'").await, ["tr-b"]);
+    assert_eq!(find("execution_time_ms > 10").await, ["tr-b"]);
+    assert_eq!(find("end_time_ms <= 15").await, ["tr-a"]);
+    assert_eq!(find("timestamp_ms >= 20").await, ["tr-c", "tr-b"]);
+    assert_eq!(find("status = 'ERROR'").await, ["tr-c"]);
+    assert_eq!(find("tags.team IS NULL").await, ["tr-c", "tr-b"]);
+    assert_eq!(find("tags.team = 'x' and status = 'OK'").await, ["tr-a"]);
+    assert_eq!(find("request_metadata.`mlflow.sourceRun` = 'r2'").await, ["tr-b"]);
+    assert_eq!(find("metadata.mlflow.sourceRun IS NOT NULL").await, ["tr-b", "tr-a"]);
+    assert_eq!(find("attributes.request_id IN ('tr-a', 'tr-z')").await, ["tr-a"]);
+    // run_id: the run a trace was logged in or one it was linked to; != holds when none is.
+    assert_eq!(find("run_id = 'r1'").await, ["tr-b", "tr-a"]);
+    assert_eq!(find("run_id = 'r2'").await, ["tr-b"]);
+    assert_eq!(find("run_id IN ('r9', 'r2')").await, ["tr-b"]);
+    assert_eq!(find("run_id != 'r2'").await, ["tr-a"], "tr-c has no run at all");
+    assert_eq!(find("run_id NOT IN ('r1')").await, Vec::<String>::new());
+
+    let order = |terms: &'static [&'static str]| {
+        let (store, ws, exps) = (store, &ws, &exps);
+        async move {
+            let terms: Vec<String> = terms.iter().map(|s| s.to_string()).collect();
+            let (found, _) = store
+                .search_traces(ws, exps, &[], &parse_trace_order_by(&terms).unwrap(), 0, 100)
+                .await
+                .unwrap();
+            ids(found)
+        }
+    };
+    assert_eq!(order(&["timestamp_ms ASC"]).await, ["tr-a", "tr-b", "tr-c"]);
+    // Traces without the value come last either way.
+    assert_eq!(order(&["execution_time DESC"]).await, ["tr-b", "tr-a", "tr-c"]);
+    assert_eq!(order(&["execution_time ASC"]).await, ["tr-a", "tr-b", "tr-c"]);
+    assert_eq!(order(&["tags.team"]).await, ["tr-a", "tr-c", "tr-b"]);
+
+    // Pages: two of one, then the last; every page in the same order.
+    let (first, more) = store.search_traces(&ws, &exps, &[], &[], 0, 2).await.unwrap();
+    assert!(more);
+    let (rest, more) = store.search_traces(&ws, &exps, &[], &[], 2, 2).await.unwrap();
+    assert!(!more);
+    assert_eq!([ids(first), ids(rest)].concat(), ["tr-c", "tr-b", "tr-a"]);
 }

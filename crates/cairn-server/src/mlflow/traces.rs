@@ -12,19 +12,17 @@
 //! (`assessments.rs` serves their own endpoints). Trace metrics and the V2 trace RPCs (which
 //! the client only falls back to when these 404) are not served (ENDPOINT_NOT_FOUND).
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use axum::extract::Path;
 use axum::Json;
 use cairn_core::api::{Role, Workspace};
-use cairn_core::search::{Clause, Entity, Op, OrderBy, Value as FilterValue};
 use cairn_core::RelPath;
 use cairn_store::{TraceRecord, SOURCE_RUN};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
-use super::experiments::{experiment, number_matches, page_offset, text_matches};
+use super::experiments::{experiment, page_offset};
 use super::wire::{MlError, MlResult, Req};
 use super::Ctx;
 use crate::auth::Caller;
@@ -352,88 +350,6 @@ pub async fn batch_get_infos(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResu
     Ok(Json(json!({"trace_infos": infos})))
 }
 
-/// A trace's attribute for filters and ordering: text, or a time (ms).
-enum Attr<'a> {
-    Text(&'a str),
-    Time(i64),
-}
-
-fn attribute<'a>(t: &'a TraceRecord, key: &str) -> Option<Attr<'a>> {
-    Some(match cairn_core::search::trace_attribute(key)? {
-        "trace_id" => Attr::Text(&t.id),
-        "status" => Attr::Text(&t.state),
-        "experiment_id" => Attr::Text(&t.experiment_id),
-        "client_request_id" => Attr::Text(t.client_request_id.as_deref()?),
-        "name" => Attr::Text(t.tags.get("mlflow.traceName")?),
-        "run_id" => Attr::Text(t.metadata.get(SOURCE_RUN)?),
-        "timestamp_ms" => Attr::Time(t.request_time),
-        "execution_time_ms" => Attr::Time(t.execution_duration?),
-        _ => Attr::Time(t.request_time + t.execution_duration?),
-    })
-}
-
-fn entry<'a>(t: &'a TraceRecord, entity: Entity, key: &str) -> Option<&'a str> {
-    let map = if entity == Entity::Tag { &t.tags } else { &t.metadata };
-    map.get(key).map(String::as_str)
-}
-
-/// Whether `t` passes every clause; a clause on a value the trace lacks holds only for IS NULL.
-/// `run_id` is the run the trace was logged in or any run it was linked to, as in MLflow: a
-/// positive test holds when one of them passes, `!=` and `NOT IN` when all of them do.
-fn admits(t: &TraceRecord, clauses: &[Clause]) -> bool {
-    clauses.iter().all(|c| match c.entity {
-        Entity::Attribute if cairn_core::search::trace_attribute(&c.key) == Some("run_id") => {
-            let mut runs = t.metadata.get(SOURCE_RUN).into_iter().chain(&t.linked_runs).peekable();
-            match c.op {
-                _ if runs.peek().is_none() => false,
-                Op::Ne | Op::NotIn => runs.all(|r| text_matches(r, c.op, &c.value)),
-                _ => runs.any(|r| text_matches(r, c.op, &c.value)),
-            }
-        }
-        Entity::Tag | Entity::Metadata => match (entry(t, c.entity, &c.key), c.op) {
-            (v, Op::IsNull) => v.is_none(),
-            (v, Op::IsNotNull) => v.is_some(),
-            (Some(v), op) => text_matches(v, op, &c.value),
-            (None, _) => false,
-        },
-        _ => match (attribute(t, &c.key), &c.value) {
-            (Some(Attr::Time(ms)), FilterValue::Number(n)) => number_matches(ms as f64, c.op, *n),
-            (Some(Attr::Text(s)), v) => text_matches(s, c.op, v),
-            _ => false,
-        },
-    })
-}
-
-/// Orders traces by the terms (those without a value last), then newest first, then by id.
-fn sort(traces: &mut [TraceRecord], terms: &[OrderBy]) {
-    traces.sort_by(|a, b| {
-        for o in terms {
-            let ord = match o.entity {
-                Entity::Tag | Entity::Metadata => {
-                    match (entry(a, o.entity, &o.key), entry(b, o.entity, &o.key)) {
-                        (Some(x), Some(y)) => x.cmp(y),
-                        (Some(_), None) => return Ordering::Less,
-                        (None, Some(_)) => return Ordering::Greater,
-                        (None, None) => Ordering::Equal,
-                    }
-                }
-                _ => match (attribute(a, &o.key), attribute(b, &o.key)) {
-                    (Some(Attr::Text(x)), Some(Attr::Text(y))) => x.cmp(y),
-                    (Some(Attr::Time(x)), Some(Attr::Time(y))) => x.cmp(&y),
-                    (Some(_), None) => return Ordering::Less,
-                    (None, Some(_)) => return Ordering::Greater,
-                    _ => Ordering::Equal,
-                },
-            };
-            let ord = if o.ascending { ord } else { ord.reverse() };
-            if ord != Ordering::Equal {
-                return ord;
-            }
-        }
-        b.request_time.cmp(&a.request_time).then_with(|| a.id.cmp(&b.id))
-    });
-}
-
 /// The experiments a search names: V3's `locations` (MLflow experiments only), or V2's
 /// `experiment_ids`.
 fn search_experiments(req: &Req) -> MlResult<Vec<String>> {
@@ -468,14 +384,12 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     for e in search_experiments(&req)? {
         exps.push(experiment(&state, &workspace, &e).await?.id);
     }
-    let mut traces = state.store.traces(&workspace, None, &exps).await?;
-    traces.retain(|t| admits(t, &clauses));
-    sort(&mut traces, &terms);
-    let limit = limit as usize;
-    let page: Vec<Value> = traces.iter().skip(offset).take(limit).map(trace_info_json).collect();
+    let (traces, more) =
+        state.store.search_traces(&workspace, &exps, &clauses, &terms, offset as i64, limit).await?;
+    let page: Vec<Value> = traces.iter().map(trace_info_json).collect();
     let mut body = json!({"traces": page});
-    if traces.len() > offset + limit {
-        body["next_page_token"] = json!((offset + limit).to_string());
+    if more {
+        body["next_page_token"] = json!((offset + traces.len()).to_string());
     }
     Ok(Json(body))
 }
@@ -663,45 +577,5 @@ mod tests {
         for bad in ["", "..", ".x", "a/b", "a\\b", "tr 1", &"x".repeat(129), "a\0"] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn trace_filters_and_order() {
-        let ts = [
-            trace("tr-a", 10, Some(5), &[("mlflow.traceName", "predict"), ("team", "x")]),
-            trace("tr-b", 20, Some(50), &[("mlflow.traceName", "train")]),
-            trace("tr-c", 30, None, &[]),
-        ];
-        let ids = |f: &str| -> Vec<String> {
-            let c = cairn_core::search::parse_trace_filter(f).unwrap();
-            ts.iter().filter(|t| admits(t, &c)).map(|t| t.id.clone()).collect()
-        };
-        assert_eq!(ids("name = 'predict'"), ["tr-a"]);
-        assert_eq!(ids("trace.name LIKE 'tr%'"), ["tr-b"]);
-        assert_eq!(ids("execution_time_ms > 10"), ["tr-b"]);
-        assert_eq!(ids("end_time_ms <= 15"), ["tr-a"]);
-        assert_eq!(ids("timestamp_ms >= 20"), ["tr-b", "tr-c"]);
-        assert_eq!(ids("tags.team IS NULL"), ["tr-b", "tr-c"]);
-        assert_eq!(ids("tags.team = 'x' and status = 'OK'"), ["tr-a"]);
-        assert_eq!(ids("run_id = 'r1' and request_metadata.`mlflow.sourceRun` != 'r2'").len(), 3);
-        assert!(ids("attributes.request_id IN ('tr-z')").is_empty());
-        // A linked run counts as the trace's run too.
-        let mut linked = ts[0].clone();
-        linked.linked_runs = vec!["r2".into()];
-        let ok = |f: &str| admits(&linked, &cairn_core::search::parse_trace_filter(f).unwrap());
-        assert!(ok("run_id = 'r1'") && ok("run_id = 'r2'") && ok("run_id IN ('r9', 'r2')"));
-        assert!(!ok("run_id != 'r2'") && ok("run_id != 'r3'") && !ok("run_id = 'r3'"));
-        let order = |terms: &[&str]| -> Vec<String> {
-            let terms: Vec<String> = terms.iter().map(|s| s.to_string()).collect();
-            let mut v = ts.to_vec();
-            sort(&mut v, &cairn_core::search::parse_trace_order_by(&terms).unwrap());
-            v.into_iter().map(|t| t.id).collect()
-        };
-        assert_eq!(order(&[]), ["tr-c", "tr-b", "tr-a"]);
-        assert_eq!(order(&["timestamp_ms ASC"]), ["tr-a", "tr-b", "tr-c"]);
-        // Traces without the value come last either way.
-        assert_eq!(order(&["execution_time DESC"]), ["tr-b", "tr-a", "tr-c"]);
-        assert_eq!(order(&["execution_time ASC"]), ["tr-a", "tr-b", "tr-c"]);
-        assert_eq!(order(&["tags.team"]), ["tr-a", "tr-c", "tr-b"]);
     }
 }
