@@ -112,6 +112,9 @@ def test_traced_calls_are_logged_searched_tagged_and_deleted(server, tracing):
         client.link_traces_to_run([ok_id] * 101, run.info.run_id)
     assert e.value.error_code == "INVALID_PARAMETER_VALUE" and "more than 100" in e.value.message
 
+    # More than a page of ours (500) is asked for: the client follows the token.
+    assert len(client.search_traces(locations=[exp], max_results=600, include_spans=False)) == 2
+
     # Pages of one, as the client walks them.
     first = client.search_traces(locations=[exp], max_results=1, include_spans=False)
     assert len(first) == 1 and first.token
@@ -168,13 +171,38 @@ def test_bad_trace_calls_get_mlflows_errors_and_change_nothing(server, tracing):
     status, body = start(trace_id="tr-1", trace_location={"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": other}})
     assert status == 400 and "active" in body["message"], body
 
+    # Assessments sent with a trace are checked, and merged with those it has when logged again.
+    fb = {"assessment_name": "ok", "feedback": {"value": True}, "source": {"source_type": "HUMAN", "source_id": "al"}}
+    for bad, words in [
+        ({**fb, "create_time": "yesterday"}, "RFC 3339"),
+        ({"assessment_name": "ok"}, "exactly one"),
+        ({**fb, "feedback": 5}, "must be an object"),
+    ]:
+        status, body = start(assessments=[bad])
+        assert status == 400 and words in body["message"], (bad, body)
+    status, body = start(assessments=[{**fb, "assessment_id": "a-first"}])
+    assert status == 200, body
+    status, body = start(assessments=[{**fb, "assessment_name": "second"}])
+    assert status == 200, body
+    names = sorted(a["assessment_name"] for a in body["trace"]["trace_info"]["assessments"])
+    assert names == ["ok", "second"], body
+    tid = info["trace_id"]
+    status, body = raw(server, tracing, "PATCH", f"/api/3.0/mlflow/traces/{tid}/assessments/a-first",
+                       {"assessment": {"rationale": "x"}, "update_mask": "feedback"})
+    assert status == 400 and "has no feedback" in body["message"], body
+    status, body = raw(server, tracing, "DELETE", f"/api/3.0/mlflow/traces/{tid}/assessments/a-gone")
+    assert status == 200, "deleting what is not there succeeds, as in MLflow"
+    # An endpoint not served answers in MLflow's words, whatever the method.
+    status, body = raw(server, tracing, "POST", "/api/3.0/mlflow/traces/metrics", {})
+    assert status == 404 and body["error_code"] == "ENDPOINT_NOT_FOUND", body
+
     client = MlflowClient()
     for kwargs, words in [
         ({"filter_string": "span.name = 'x'"}, "does not search traces by their spans"),
         ({"filter_string": "trace.status = 'OK' or trace.status = 'ERROR'"}, "position 20"),
         ({"filter_string": "timestamp_ms > '5'"}, "compared as a number"),
         ({"order_by": ["colour"]}, "Invalid order_by"),
-        ({"max_results": 501}, "between 1 and 500"),
+        ({"max_results": 50001}, "between 1 and 50000"),
     ]:
         with pytest.raises(MlflowException) as e:
             client.search_traces(locations=[exp], include_spans=False, **kwargs)

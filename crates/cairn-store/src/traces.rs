@@ -217,6 +217,29 @@ impl Store {
         self.traces(ws, Some(&ids), &[]).await
     }
 
+    /// The ids of experiment `experiment_id`'s traces that started at or before `max_time` (ms),
+    /// oldest first, at most `limit` of them (all when None).
+    pub async fn trace_ids_before(
+        &self,
+        ws: &Workspace,
+        experiment_id: &str,
+        max_time: i64,
+        limit: Option<i64>,
+    ) -> Result<Vec<String>, Error> {
+        let rows = sqlx::query(
+            "SELECT id FROM traces WHERE workspace_id = $1 AND experiment_id = $2 AND request_time <= $3 \
+             ORDER BY request_time, id LIMIT $4",
+        )
+        .bind(&ws.id)
+        .bind(experiment_id)
+        .bind(max_time)
+        .bind(limit.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|r| get(r, "id")).collect()
+    }
+
     /// One trace of `ws`; `NotFound` otherwise.
     pub async fn trace(&self, ws: &Workspace, id: &str) -> Result<TraceRecord, Error> {
         self.traces_where(ws, Some(&[id.to_string()]), &[])

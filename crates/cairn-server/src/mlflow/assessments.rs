@@ -71,8 +71,10 @@ fn body_assessment(req: &Req) -> MlResult<Map<String, Value>> {
         .ok_or_else(|| MlError::invalid("Missing value for required parameter 'assessment'."))
 }
 
-/// Checks a new assessment and fills in what the server owns: its id, trace, times and validity.
-fn new_assessment(trace_id: &str, mut a: Map<String, Value>) -> MlResult<Map<String, Value>> {
+/// Checks an assessment's fields have the types MLflow's client parses (one bad assessment would
+/// make every read of its trace fail there): a name, exactly one of feedback and expectation,
+/// string metadata, RFC 3339 times, text where text belongs, and a source that is an object.
+fn check_fields(trace_id: &str, a: &Map<String, Value>) -> MlResult<()> {
     if let Some(other) = a.get("trace_id").and_then(Value::as_str).filter(|t| !t.is_empty() && *t != trace_id)
     {
         return Err(MlError::invalid(format!(
@@ -86,11 +88,39 @@ fn new_assessment(trace_id: &str, mut a: Map<String, Value>) -> MlResult<Map<Str
     if kinds != 1 {
         return Err(MlError::invalid("An assessment holds exactly one of `feedback` and `expectation`."));
     }
+    for kind in KINDS {
+        if a.get(kind).is_some_and(|v| !v.is_null() && !v.is_object()) {
+            return Err(MlError::invalid(format!("assessment.{kind} must be an object")));
+        }
+    }
     if let Some(m) = a.get("metadata").filter(|m| !m.is_null()) {
         if !m.as_object().is_some_and(|m| m.values().all(Value::is_string)) {
             return Err(MlError::invalid("assessment.metadata must map keys to strings"));
         }
     }
+    for field in ["create_time", "last_update_time"] {
+        match a.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(t)) if chrono::DateTime::parse_from_rfc3339(t).is_ok() => {}
+            Some(other) => {
+                return Err(MlError::invalid(format!("assessment.{field} {other} is not an RFC 3339 time")))
+            }
+        }
+    }
+    for field in ["assessment_id", "span_id", "rationale", "overrides"] {
+        if a.get(field).is_some_and(|v| !v.is_null() && !v.is_string()) {
+            return Err(MlError::invalid(format!("assessment.{field} must be a string")));
+        }
+    }
+    if a.get("source").is_some_and(|v| !v.is_null() && !v.is_object()) {
+        return Err(MlError::invalid("assessment.source must be an object"));
+    }
+    Ok(())
+}
+
+/// Checks a new assessment and fills in what the server owns: its id, trace, times and validity.
+fn new_assessment(trace_id: &str, mut a: Map<String, Value>) -> MlResult<Map<String, Value>> {
+    check_fields(trace_id, &a)?;
     let at = now();
     a.insert("assessment_id".into(), json!(format!("a-{}", uuid::Uuid::new_v4().simple())));
     a.insert("trace_id".into(), json!(trace_id));
@@ -98,6 +128,32 @@ fn new_assessment(trace_id: &str, mut a: Map<String, Value>) -> MlResult<Map<Str
     a.insert("last_update_time".into(), json!(at));
     a.insert("valid".into(), json!(true));
     Ok(a)
+}
+
+/// The assessments a logged trace came with (StartTraceV3), checked, merged into those the trace
+/// already has (`stored`, a trace logged again): one with an id already there replaces it, the
+/// others are added; those without an id or times get them. Returns the JSON list to store.
+pub(super) fn merge_incoming(trace_id: &str, stored: Option<&str>, incoming: &[Value]) -> MlResult<String> {
+    let mut list = parse(stored)?;
+    for a in incoming {
+        let mut a = a
+            .as_object()
+            .cloned()
+            .ok_or_else(|| MlError::invalid("trace_info.assessments must hold objects"))?;
+        check_fields(trace_id, &a)?;
+        let at = now();
+        a.insert("trace_id".into(), json!(trace_id));
+        a.entry("assessment_id").or_insert_with(|| json!(format!("a-{}", uuid::Uuid::new_v4().simple())));
+        a.entry("create_time").or_insert_with(|| json!(at));
+        a.entry("last_update_time").or_insert_with(|| json!(at));
+        a.entry("valid").or_insert(json!(true));
+        let a = Value::Object(a);
+        match list.iter_mut().find(|old| id_of(old).is_some() && id_of(old) == id_of(&a)) {
+            Some(old) => *old = a,
+            None => list.push(a),
+        }
+    }
+    serde_json::to_string(&list).map_err(|e| Error::Internal(format!("assessments: {e}")).into())
 }
 
 /// Changes trace `trace_id`'s assessments with `change` (given the list, it edits it and says
@@ -216,7 +272,10 @@ fn apply_update(old: &mut Value, update: &Map<String, Value>, paths: &[String]) 
         return Err(MlError::invalid("Cannot specify both `expectation` and `feedback` parameters."));
     }
     for p in paths {
-        let value = update.get(p.as_str()).cloned().unwrap_or(Value::Null);
+        // A masked field the body lacks would be erased; MLflow's client always sends it.
+        let value = update.get(p.as_str()).filter(|v| !v.is_null()).cloned().ok_or_else(|| {
+            MlError::invalid(format!("update_mask names {p}, but the assessment sent has no {p}"))
+        })?;
         match p.as_str() {
             kind @ ("feedback" | "expectation") => {
                 if kind_of(old) != Some(kind) {
@@ -224,6 +283,9 @@ fn apply_update(old: &mut Value, update: &Map<String, Value>, paths: &[String]) 
                     return Err(MlError::invalid(format!(
                         "Cannot update {kind} value on {other} assessment."
                     )));
+                }
+                if !value.is_object() {
+                    return Err(MlError::invalid(format!("assessment.{kind} must be an object")));
                 }
                 old[kind] = value;
             }
@@ -237,6 +299,9 @@ fn apply_update(old: &mut Value, update: &Map<String, Value>, paths: &[String]) 
             }
             "assessment_name" if value.as_str().is_none_or(str::is_empty) => {
                 return Err(MlError::invalid("assessment_name must not be empty"));
+            }
+            "rationale" if !value.is_string() => {
+                return Err(MlError::invalid("assessment.rationale must be a string"));
             }
             field => old[field] = value,
         }
@@ -271,10 +336,8 @@ pub async fn delete(
     Path((_, trace_id, id)): Path<(String, String, String)>,
 ) -> MlResult<Json<Value>> {
     change_assessments(ctx, &trace_id, |list| {
-        let at = list
-            .iter()
-            .position(|a| id_of(a) == Some(id.as_str()))
-            .ok_or_else(|| not_found(&trace_id, &id))?;
+        // As in MLflow, deleting what is not there succeeds (a retried delete is no error).
+        let Some(at) = list.iter().position(|a| id_of(a) == Some(id.as_str())) else { return Ok(()) };
         let gone = list.remove(at);
         // The assessment it overrode counts again.
         if let Some(old) = gone.get("overrides").and_then(Value::as_str) {

@@ -129,6 +129,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&p("/traces/link-to-run"), post(traces::link_to_run))
         .route("/workspaces/{ws}/mlflow/api/3.0/mlflow/server-info", get(multipart::server_info))
         .route("/workspaces/{ws}/mlflow/{*rest}", any(unknown_endpoint))
+        // A known path with another method (POST …/traces/metrics meets GET …/traces/{id}).
+        .method_not_allowed_fallback(wrong_method)
         .route_layer(middleware::from_fn_with_state(state, require_token))
         // Part URLs carry their own signed authority: MLflow's client PUTs them without a token.
         .route(&format!("{MPU}/parts/{{upload_id}}/{{part}}"), put(multipart::put_part))
@@ -148,6 +150,14 @@ async fn unknown_endpoint(Path((_, rest)): Path<(String, String)>) -> MlError {
         axum::http::StatusCode::NOT_FOUND,
         "ENDPOINT_NOT_FOUND",
         format!("this server does not implement the MLflow endpoint /{rest}"),
+    )
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> MlError {
+    MlError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "ENDPOINT_NOT_FOUND",
+        format!("this server does not implement the MLflow endpoint {method} {}", uri.path()),
     )
 }
 

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use axum::extract::Path;
 use axum::Json;
 use cairn_core::api::{Role, Workspace};
-use cairn_core::RelPath;
+use cairn_core::{Error, RelPath};
 use cairn_store::{TraceRecord, SOURCE_RUN};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
@@ -33,9 +33,11 @@ const ARTIFACT_LOCATION: &str = "mlflow.artifactLocation";
 /// MLflow's limits on a trace tag (and, here, a metadata entry), in characters.
 const MAX_KEY: usize = 250;
 const MAX_VALUE: usize = 8000;
-/// MLflow's largest search page, and its default.
-const MAX_SEARCH_RESULTS: i64 = 500;
+/// MLflow's largest `max_results`, its default, and the most traces one page of ours holds (the
+/// client asks for the rest with the page token until it has what it asked for).
+const MAX_SEARCH_RESULTS: i64 = 50_000;
 const DEFAULT_SEARCH_RESULTS: i64 = 100;
+const MAX_PAGE: i64 = 500;
 /// The most ids one `batchGetInfos` or `delete-traces` call names.
 const MAX_IDS: usize = 1000;
 const STATES: [&str; 4] = ["STATE_UNSPECIFIED", "OK", "ERROR", "IN_PROGRESS"];
@@ -58,12 +60,12 @@ fn check_id(id: &str) -> MlResult<()> {
 }
 
 /// A trace of `ws`, 404 in MLflow's words otherwise.
+/// Only a missing trace is a 404: a busy database stays the retryable error it is.
 pub(super) async fn load(state: &AppState, ws: &Workspace, id: &str) -> MlResult<TraceRecord> {
-    state
-        .store
-        .trace(ws, id)
-        .await
-        .map_err(|_| MlError::does_not_exist(format!("Trace with ID '{id}' not found.")))
+    state.store.trace(ws, id).await.map_err(|e| match e {
+        Error::NotFound { .. } => MlError::does_not_exist(format!("Trace with ID '{id}' not found.")),
+        other => other.into(),
+    })
 }
 
 /// Checks that `caller` may use trace `t` (or, for a new one, the trace it describes) with
@@ -250,10 +252,9 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
     for (k, v) in &trace.metadata {
         check_entry("metadata", k, v)?;
     }
-    let assessments = match info.get("assessments") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) if a.is_empty() => None,
-        Some(a @ Value::Array(_)) => Some(a.to_string()),
+    let assessments: &[Value] = match info.get("assessments") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(a)) => a,
         Some(other) => {
             return Err(MlError::invalid(format!("trace_info.assessments must be a list, not {other}")))
         }
@@ -287,14 +288,19 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
             .await
             .map_err(|_| MlError::does_not_exist(format!("Run with id={run} not found")))?;
     }
-    if let Ok(old) = state.store.trace(&workspace, &trace.id).await {
+    let old = match state.store.trace(&workspace, &trace.id).await {
+        Ok(old) => Some(old),
+        Err(Error::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(old) = &old {
         if old.experiment_id != exp.id {
             return Err(MlError::already_exists(format!(
                 "Trace with ID {} already exists in experiment {}",
                 trace.id, old.experiment_id
             )));
         }
-        authorize(&caller, Role::Writer, &ws, &old)?;
+        authorize(&caller, Role::Writer, &ws, old)?;
     }
     trace.experiment_id = exp.id.clone();
     // Where the spans go is the server's to say, whatever the client sent.
@@ -302,7 +308,12 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
         ARTIFACT_LOCATION.into(),
         format!("mlflow-artifacts:/{}/traces/{}/artifacts", exp.id, trace.id),
     );
-    trace.assessments_json = assessments;
+    // Checked before anything is written; merged with what a trace logged again already has.
+    let stored = old.as_ref().and_then(|o| o.assessments_json.as_deref());
+    trace.assessments_json = match (assessments.is_empty(), stored) {
+        (true, stored) => stored.map(str::to_string),
+        (false, stored) => Some(super::assessments::merge_incoming(&trace.id, stored, assessments)?),
+    };
     state.store.put_trace(&workspace, &trace).await?;
     let trace = load(&state, &workspace, &trace.id).await?;
     Ok(Json(json!({"trace": {"trace_info": trace_info_json(&trace)}})))
@@ -310,10 +321,7 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
 
 /// Reading traces: a workspace token, or a job's run-scoped token (checked per trace).
 pub(super) fn require_read(caller: &Caller, ws: &str) -> MlResult<()> {
-    if caller.token.run_id.is_none() {
-        caller.require(Role::Reader, Some(ws))?;
-    }
-    Ok(())
+    Ok(super::require_read(caller, ws)?)
 }
 
 /// `GET /api/3.0/mlflow/traces/{trace_id}` (GetTraceInfoV3).
@@ -342,11 +350,12 @@ pub async fn batch_get_infos(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResu
         exps.push(experiment(&state, &workspace, &e).await?.id);
     }
     let traces = state.store.traces(&workspace, Some(&ids), &exps).await?;
-    let mut infos = Vec::with_capacity(traces.len());
-    for t in &traces {
-        authorize(&caller, Role::Reader, &ws, t)?;
-        infos.push(trace_info_json(t));
-    }
+    // A job's token sees its own run's traces; the others are left out, as if not there.
+    let infos: Vec<Value> = traces
+        .iter()
+        .filter(|t| authorize(&caller, Role::Reader, &ws, t).is_ok())
+        .map(trace_info_json)
+        .collect();
     Ok(Json(json!({"trace_infos": infos})))
 }
 
@@ -378,6 +387,7 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
             "Invalid value {limit} for parameter 'max_results': it must be between 1 and {MAX_SEARCH_RESULTS}"
         )));
     }
+    let limit = limit.min(MAX_PAGE);
     let offset = page_offset(&req)?;
     let workspace = state.store.workspace(&ws).await?;
     let mut exps = Vec::new();
@@ -389,7 +399,7 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     let page: Vec<Value> = traces.iter().map(trace_info_json).collect();
     let mut body = json!({"traces": page});
     if more {
-        body["next_page_token"] = json!((offset + traces.len()).to_string());
+        body["next_page_token"] = json!((offset + limit as usize).to_string());
     }
     Ok(Json(body))
 }
@@ -509,14 +519,8 @@ pub async fn delete_traces(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult
     let exp = experiment(&state, &workspace, &exp_id).await?;
     let exps = [exp.id];
     let chosen: Vec<String> = match max_ts {
-        Some(ts) => {
-            let mut old = state.store.traces(&workspace, None, &exps).await?;
-            old.retain(|t| t.request_time <= ts);
-            // Oldest first, so that `max_traces` takes the oldest.
-            old.reverse();
-            let n = max_traces.map_or(old.len(), |n| n as usize);
-            old.into_iter().take(n).map(|t| t.id).collect()
-        }
+        // The oldest first, so that `max_traces` takes the oldest.
+        Some(ts) => state.store.trace_ids_before(&workspace, &exps[0], ts, max_traces).await?,
         None => state.store.traces(&workspace, Some(&ids), &exps).await?.into_iter().map(|t| t.id).collect(),
     };
     let deleted = state.store.delete_traces(&workspace, &chosen).await?;

@@ -119,10 +119,15 @@ async fn list(
     let workspace = super::open_workspace(&state, &s, &ws).await?;
     let experiment = q.experiment.filter(|e| !e.is_empty());
     let mut title = "Traces".to_string();
-    let traces = match (&q.run, &experiment) {
+    // One page of the newest, read as one query (the whole list is a search away).
+    let limit = MAX_LISTED as i64;
+    let (traces, more) = match (&q.run, &experiment) {
         (Some(run), _) => {
             title = format!("Traces of run {run}");
-            state.store.traces_of_run(&workspace, run, MAX_LISTED as i64).await.or_page(&s)?
+            let mut traces = state.store.traces_of_run(&workspace, run, limit + 1).await.or_page(&s)?;
+            let more = traces.len() > MAX_LISTED;
+            traces.truncate(MAX_LISTED);
+            (traces, more)
         }
         (None, Some(name)) => {
             title = format!("Traces of experiment {name}");
@@ -133,20 +138,19 @@ async fn list(
                 .or_page(&s)?
                 .ok_or_else(|| Error::not_found("experiment", name))
                 .or_page(&s)?;
-            state.store.traces(&workspace, None, &[id]).await.or_page(&s)?
+            state.store.search_traces(&workspace, &[id], &[], &[], 0, limit).await.or_page(&s)?
         }
-        (None, None) => state.store.traces(&workspace, None, &[]).await.or_page(&s)?,
+        (None, None) => state.store.search_traces(&workspace, &[], &[], &[], 0, limit).await.or_page(&s)?,
     };
-    let shown = &traces[..traces.len().min(MAX_LISTED)];
     let body = html! {
         h1 { (title) }
-        @if shown.is_empty() {
+        @if traces.is_empty() {
             (layout::empty("No trace yet: decorate a function with @mlflow.trace and call it with MLFLOW_TRACKING_URI set to this workspace's tracking URI."))
         } @else {
-            @if traces.len() > shown.len() {
-                p.muted { "The newest " (shown.len()) " of " (traces.len()) " traces." }
+            @if more {
+                p.muted { "The newest " (traces.len()) " traces." }
             }
-            (table(&ws, shown, true))
+            (table(&ws, &traces, true))
         }
     };
     Ok(layout::page(&s, Some(&ws), Nav::Traces, &title, body).into_response())
