@@ -208,11 +208,7 @@ async fn trace_artifacts(
     trace_id: &str,
     path: RelPath,
 ) -> MlResult<Resolved> {
-    let trace = state
-        .store
-        .trace(ws, trace_id)
-        .await
-        .map_err(|_| MlError::does_not_exist(format!("Trace with ID '{trace_id}' not found.")))?;
+    let trace = super::traces::load(state, ws, trace_id).await?;
     check_experiment(exp, &trace.experiment_id, &format!("trace {trace_id}"))?;
     Ok(Resolved { blobs: trace_files(state, &ws.id, &trace.id), path, owner: Owner::Trace(Box::new(trace)) })
 }
