@@ -464,7 +464,10 @@ impl Sql {
     }
 
     fn trace_clause(&mut self, c: &Clause) -> String {
+        let run_metadata = c.entity == Entity::Metadata && c.key == crate::traces::SOURCE_RUN;
         match c.entity {
+            // As in MLflow, the source-run metadata also matches the runs a trace was linked to.
+            _ if run_metadata && !matches!(c.op, Op::IsNull | Op::IsNotNull) => self.trace_run_test(c),
             Entity::Tag | Entity::Metadata => {
                 let table = if c.entity == Entity::Tag { "trace_tags" } else { "trace_metadata" };
                 let key = self.bind(Bind::Text(c.key.clone()));
@@ -481,7 +484,14 @@ impl Sql {
                 }
             }
             _ if trace_attribute(&c.key) == Some("run_id") => self.trace_run_test(c),
-            _ => self.text_test(trace_attribute_sql(&c.key), c),
+            // Times compare as numbers, fractions kept (`execution_time_ms < 0.5`).
+            _ => match c.value {
+                Value::Number(n) => {
+                    let v = self.bind(Bind::Number(n));
+                    format!("{} {} {v}", trace_attribute_sql(&c.key), c.op.sql())
+                }
+                _ => self.text_test(trace_attribute_sql(&c.key), c),
+            },
         }
     }
 }

@@ -134,6 +134,12 @@ async fn trace_search_filters_orders_and_pages_as_mlflow(store: &Store) {
     assert_eq!(find("run_id IN ('r9', 'r2')").await, ["tr-b"]);
     assert_eq!(find("run_id != 'r2'").await, ["tr-a"], "tr-c has no run at all");
     assert_eq!(find("run_id NOT IN ('r1')").await, Vec::<String>::new());
+    // The source-run metadata matches linked runs too, as in MLflow.
+    assert_eq!(find("request_metadata.`mlflow.sourceRun` = 'r1'").await, ["tr-b", "tr-a"]);
+    // Fractions are kept: 5 ms is not below 4.5, 50 is above 49.5.
+    assert_eq!(find("execution_time_ms < 5.5").await, ["tr-a"]);
+    assert_eq!(find("execution_time_ms < 4.5").await, Vec::<String>::new());
+    assert_eq!(find("execution_time_ms > 49.5").await, ["tr-b"]);
 
     let order = |terms: &'static [&'static str]| {
         let (store, ws, exps) = (store, &ws, &exps);
