@@ -32,6 +32,10 @@ struct Sql {
 }
 
 impl Sql {
+    fn new(backend: Backend) -> Sql {
+        Sql { binds: Vec::new(), placeholders: Placeholders::new(backend), backend }
+    }
+
     fn bind(&mut self, b: Bind) -> String {
         self.binds.push(b);
         self.placeholders.one()
@@ -237,11 +241,7 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<Run>, bool), Error> {
-        let mut sql = Sql {
-            binds: Vec::new(),
-            placeholders: Placeholders::new(self.backend()),
-            backend: self.backend(),
-        };
+        let mut sql = Sql::new(self.backend());
         // The joins of the order keys come before the WHERE clause in the query, so they bind first.
         let mut joins = String::new();
         let mut orders = Vec::new();
@@ -509,11 +509,7 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<crate::TraceRecord>, bool), Error> {
-        let mut sql = Sql {
-            binds: Vec::new(),
-            placeholders: Placeholders::new(self.backend()),
-            backend: self.backend(),
-        };
+        let mut sql = Sql::new(self.backend());
         // The joins of the order keys come before the WHERE clause in the query, so they bind first.
         let mut joins = String::new();
         let mut orders = Vec::new();

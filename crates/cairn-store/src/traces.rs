@@ -161,38 +161,43 @@ impl Store {
         let found: Vec<String> = out.iter().map(|t| t.id.clone()).collect();
         for chunk in found.chunks(ROWS_PER_STATEMENT) {
             for table in ["trace_tags", "trace_metadata"] {
-                let mut p = Placeholders::new(self.backend());
-                let sql = format!(
-                    "SELECT trace_id, key, value FROM {table} WHERE workspace_id = {} AND trace_id IN ({})",
-                    p.one(),
-                    p.list(chunk.len())
-                );
-                let mut q = sqlx::query(&sql).bind(&ws.id);
-                for id in chunk {
-                    q = q.bind(id);
-                }
-                for r in q.fetch_all(&self.pool).await.map_err(map_err)? {
+                for r in self
+                    .rows_of_traces(ws, &format!("SELECT trace_id, key, value FROM {table}"), chunk, "")
+                    .await?
+                {
                     let t = &mut out[index[&get::<String>(&r, "trace_id")?]];
                     let into = if table == "trace_tags" { &mut t.tags } else { &mut t.metadata };
                     into.insert(get(&r, "key")?, get(&r, "value")?);
                 }
             }
-            let mut p = Placeholders::new(self.backend());
-            let sql = format!(
-                "SELECT trace_id, run_id FROM trace_run_links WHERE workspace_id = {} AND trace_id IN ({}) \
-                 ORDER BY trace_id, run_id",
-                p.one(),
-                p.list(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(&ws.id);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for r in q.fetch_all(&self.pool).await.map_err(map_err)? {
+            let select = "SELECT trace_id, run_id FROM trace_run_links";
+            for r in self.rows_of_traces(ws, select, chunk, " ORDER BY trace_id, run_id").await? {
                 out[index[&get::<String>(&r, "trace_id")?]].linked_runs.push(get(&r, "run_id")?);
             }
         }
         Ok(out)
+    }
+
+    /// The rows of `select` (a `SELECT … FROM table` whose table has `workspace_id` and
+    /// `trace_id`) for traces `ids` of `ws`, then `tail` (an ORDER BY).
+    async fn rows_of_traces(
+        &self,
+        ws: &Workspace,
+        select: &str,
+        ids: &[String],
+        tail: &str,
+    ) -> Result<Vec<sqlx::any::AnyRow>, Error> {
+        let mut p = Placeholders::new(self.backend());
+        let sql = format!(
+            "{select} WHERE workspace_id = {} AND trace_id IN ({}){tail}",
+            p.one(),
+            p.list(ids.len())
+        );
+        let mut q = sqlx::query(&sql).bind(&ws.id);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(&self.pool).await.map_err(map_err)
     }
 
     /// The traces logged in, or linked to, run `run_id` of `ws`, newest first, at most `limit`.
