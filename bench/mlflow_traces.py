@@ -9,9 +9,9 @@ configuration is MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_TOKEN for Cairn), as a
 1. logging: N_TRACES calls of a function decorated with `@mlflow.trace`, each opening SPANS - 1
    child spans with small inputs and outputs and tagging its trace (`team` = t0 … t9); the
    client's default export (asynchronous) until `mlflow.flush_trace_async_logging()` returns,
-   i.e. until every trace is stored. Against MLflow 3.17's server the client sends spans over
-   OTLP (`/v1/traces`) and the info with StartTraceV3; against Cairn, StartTraceV3 and a
-   `traces.json` upload per trace (Cairn serves no OTLP route);
+   i.e. until every trace is stored. Both servers answer `/version` with 3.4 or later, so against
+   both the client sends each span over OTLP (`/v1/traces`) as it ends and the trace's info with
+   StartTraceV3 (and uploads a `traces.json` only when that info overtook its spans);
 2. search: N_SEARCHES `search_traces` calls, `tags.team = 'tK'` ordered by `timestamp_ms DESC`,
    a page of PAGE traces, without spans (`include_spans=False`);
 3. read: N_READS `get_trace` calls, each trace with its spans.
@@ -194,8 +194,8 @@ def main():
         "",
         f"Stock `mlflow` {ver} client, default (asynchronous) trace export with a queue that holds every "
         f"trace (`MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE`), one process per server. "
-        f"Against MLflow the client sends spans over OTLP and the info with StartTraceV3; against Cairn "
-        f"StartTraceV3 and one `traces.json` upload per trace. Every search page was the same from both "
+        f"Against both servers the client sends each span over OTLP as it ends and the info with "
+        f"StartTraceV3. Every search page was the same from both "
         f"servers and equal to the expected traces; every read trace had its {SPANS} spans. "
         f"MLflow: `mlflow server --backend-store-uri sqlite:///… --workers {T.MLFLOW_WORKERS}`; Cairn: "
         f"`cairn server`, embedded SQLite; both on 127.0.0.1 ({os.cpu_count()} cores). "

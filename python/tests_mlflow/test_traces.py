@@ -1,10 +1,18 @@
 """MLflow 3 tracing against Cairn with the stock client: `@mlflow.trace` and `start_span` log
-traces (info through StartTraceV3, spans as the trace's artifact), which `get_trace`,
-`search_traces`, trace tags and `delete_traces` read and change."""
+traces (spans over OTLP as they end, info through StartTraceV3), which `get_trace`,
+`search_traces`, trace tags and `delete_traces` read and change. A plain OpenTelemetry SDK app
+exports to the same OTLP endpoint; traces whose spans were uploaded as `traces.json` (older
+clients) read the same way."""
 
+import base64
+import gzip
 import json
 import time
 import urllib.request
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 import mlflow
 import pytest
@@ -59,8 +67,9 @@ def test_traced_calls_are_logged_searched_tagged_and_deleted(server, tracing):
     mlflow.flush_trace_async_logging()
     assert ok_id != err_id
 
-    # The spans came back from the trace's artifact, inputs and outputs included.
+    # The spans came over OTLP and back, inputs and outputs included.
     ok = mlflow.get_trace(ok_id)
+    assert ok.info.tags["mlflow.trace.spansLocation"] == "TRACKING_STORE"
     assert ok.info.state == "OK" and ok.info.experiment_id == exp
     assert ok.info.request_metadata["mlflow.sourceRun"] == run.info.run_id
     assert ok.info.execution_time_ms is not None and ok.info.execution_time_ms >= 0
@@ -198,7 +207,8 @@ def test_bad_trace_calls_get_mlflows_errors_and_change_nothing(server, tracing):
 
     client = MlflowClient()
     for kwargs, words in [
-        ({"filter_string": "span.name = 'x'"}, "does not search traces by their spans"),
+        ({"filter_string": "span.attributes.model = 'x'"}, "by their spans' name, type, status"),
+        ({"filter_string": "feedback.quality = 'good'"}, "does not search traces by their feedbacks"),
         ({"filter_string": "trace.status = 'OK' or trace.status = 'ERROR'"}, "position 20"),
         ({"filter_string": "timestamp_ms > '5'"}, "compared as a number"),
         ({"order_by": ["colour"]}, "Invalid order_by"),
@@ -275,3 +285,215 @@ def test_feedback_and_expectations_are_kept_overridden_updated_and_deleted(serve
     assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     # The failed calls changed nothing.
     assert len(mlflow.get_trace(tid).info.assessments) == 2
+
+
+def otlp(server, workspace, body, content_type="application/x-protobuf", headers=None, experiment="0"):
+    """POSTs an OTLP export to the workspace's `/v1/traces`; returns (status, content type, body)."""
+    hdrs = {"Authorization": f"Bearer {server.token}", "Content-Type": content_type}
+    if experiment is not None:
+        hdrs["x-mlflow-experiment-id"] = experiment
+    hdrs.update(headers or {})
+    req = urllib.request.Request(f"{server.url}/workspaces/{workspace}/mlflow/v1/traces", method="POST", data=body, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.headers.get("Content-Type"), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read()
+
+
+def kv(key, **value):
+    return KeyValue(key=key, value=AnyValue(**value))
+
+
+def export_request(trace_id, spans, resource=()):
+    """An ExportTraceServiceRequest of `spans` (name, span id, parent id, start ns, end ns, attrs)."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.extend(resource)
+    scope = rs.scope_spans.add()
+    for name, span_id, parent, start, end, attrs in spans:
+        scope.spans.add(
+            trace_id=trace_id, span_id=span_id, parent_span_id=parent or b"", name=name,
+            start_time_unix_nano=start, end_time_unix_nano=end, attributes=attrs,
+            status=trace_pb2.Status(code=trace_pb2.Status.STATUS_CODE_OK),
+        )
+    return request
+
+
+def test_the_stock_client_sends_spans_over_otlp_and_uploads_no_file(server, tracing, monkeypatch):
+    # Synchronous export: each span is sent as it ends, then the trace's info, in that order.
+    monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+    exp = mlflow.set_experiment("otlp").experiment_id
+    req = urllib.request.Request(f"{server.url}/workspaces/{tracing}/mlflow/version",
+                                 headers={"Authorization": f"Bearer {server.token}"})
+    assert urllib.request.urlopen(req).read() == b"3.4.0", "what makes the client send spans over OTLP"
+
+    @mlflow.trace(span_type="CHAIN")
+    def pipeline(x):
+        with mlflow.start_span(name="llm", span_type="LLM") as span:
+            span.set_inputs({"prompt": "wine?"})
+            span.set_outputs("red")
+            span.set_attribute("tokens", 12)
+        return x + 1
+
+    assert pipeline(1) == 2
+    tid = mlflow.get_last_active_trace_id()
+    trace = mlflow.get_trace(tid)
+    assert trace.info.tags["mlflow.trace.spansLocation"] == "TRACKING_STORE"
+    assert trace.info.state == "OK" and trace.info.request_preview == '{"x": 1}'
+    assert [(s.name, s.span_type) for s in trace.data.spans] == [("pipeline", "CHAIN"), ("llm", "LLM")]
+    llm = trace.data.spans[1]
+    assert llm.inputs == {"prompt": "wine?"} and llm.outputs == "red" and llm.attributes["tokens"] == 12
+    assert llm.parent_id == trace.data.spans[0].span_id
+    # Search by the spans kept here.
+    for filter_string, found in [("span.name = 'llm'", [tid]), ("span.type = 'LLM'", [tid]),
+                                 ("span.status = 'ERROR'", []), ("span.name ILIKE 'PIPE%'", [tid])]:
+        got = mlflow.search_traces(locations=[exp], filter_string=filter_string, return_type="list")
+        assert [t.info.trace_id for t in got] == found, filter_string
+    # The spans are the server's: no traces.json was uploaded.
+    status, _ = raw(server, tracing, "GET", f"/api/2.0/mlflow-artifacts/artifacts/{exp}/traces/{tid}/artifacts/traces.json")
+    assert status == 404
+    # Search hands out whole traces, spans included (BatchGetTraces).
+    [found] = mlflow.search_traces(locations=[exp], return_type="list")
+    assert [s.name for s in found.data.spans] == ["pipeline", "llm"]
+    # The server's tag saying where the spans are cannot be changed.
+    status, body = raw(server, tracing, "PATCH", f"/api/2.0/mlflow/traces/{tid}/tags",
+                       {"key": "mlflow.trace.spansLocation", "value": "ARTIFACT_REPO"})
+    assert status == 400 and "cannot be changed" in body["message"], body
+    # Deleting the trace deletes its spans.
+    assert MlflowClient().delete_traces(experiment_id=exp, trace_ids=[tid]) == 1
+    status, body = raw(server, tracing, "GET", f"/api/3.0/mlflow/traces/get?trace_id={tid}")
+    assert status == 404, body
+
+
+def test_an_opentelemetry_app_exports_to_the_otlp_endpoint(server, tracing):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    exp = MlflowClient().create_experiment("otel-app")
+    exporter = OTLPSpanExporter(
+        endpoint=f"{server.url}/workspaces/{tracing}/mlflow/v1/traces",
+        headers={"Authorization": f"Bearer {server.token}", "x-mlflow-experiment-id": exp},
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "wine-api"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("wine")
+    with tracer.start_as_current_span("handle") as root:
+        root.set_attribute("mlflow.traceTag.team", "ml")
+        with tracer.start_as_current_span("score") as child:
+            child.set_attribute("rows", 3)
+            child.set_attribute("ratio", 0.5)
+            child.set_attribute("cached", True)
+            child.set_attribute("labels", ["a", "b"])
+    provider.shutdown()
+    tid = "tr-" + format(root.get_span_context().trace_id, "032x")
+
+    trace = mlflow.get_trace(tid)
+    assert trace.info.experiment_id == exp and trace.info.state == "OK"
+    assert trace.info.tags["mlflow.traceName"] == "handle"
+    assert trace.info.tags["service.name"] == "wine-api" and trace.info.tags["team"] == "ml"
+    assert not any(k.startswith("telemetry.sdk") for k in trace.info.tags)
+    assert [s.name for s in trace.data.spans] == ["handle", "score"]
+    score = trace.data.spans[1]
+    assert (score.attributes["rows"], score.attributes["ratio"], score.attributes["cached"]) == (3, 0.5, True)
+    assert score.attributes["labels"] == ["a", "b"]
+    named = mlflow.search_traces(locations=[exp], filter_string="trace.name = 'handle'", return_type="list")
+    assert [t.info.trace_id for t in named] == [tid]
+
+
+def test_otlp_exports_in_json_gzip_and_in_parts(server, tracing):
+    exp = MlflowClient().create_experiment("parts")
+    t1 = bytes(range(16))
+    root = ("root", b"\x01" * 8, None, 1_000_000_000, 1_500_000_000,
+            [kv("mlflow.spanInputs", string_value='{"q": 1}'), kv("mlflow.spanOutputs", string_value='"a"')])
+    child = ("child", b"\x02" * 8, b"\x01" * 8, 1_100_000_000, 1_200_000_000, [kv("n", int_value=7)])
+
+    # The child first: the trace exists, in progress, but is not whole.
+    status, ctype, body = otlp(server, tracing, export_request(t1, [child]).SerializeToString(), experiment=exp)
+    assert status == 200 and ctype == "application/x-protobuf" and body == b"", body
+    tid = "tr-" + t1.hex()
+    status, body = raw(server, tracing, "GET", f"/api/3.0/mlflow/traces/{tid}")
+    assert status == 200 and body["trace"]["trace_info"]["state"] == "IN_PROGRESS", body
+    status, body = raw(server, tracing, "GET", f"/api/3.0/mlflow/traces/get?trace_id={tid}")
+    assert status == 404 and "not fully exported" in body["message"], body
+    status, body = raw(server, tracing, "GET", f"/api/3.0/mlflow/traces/get?trace_id={tid}&allow_partial=true")
+    assert status == 200 and [s["name"] for s in body["trace"]["spans"]] == ["child"], body
+    status, body = raw(server, tracing, "GET", f"/api/3.0/mlflow/traces/batchGet?trace_ids={tid}")
+    assert status == 200 and body["traces"] == [], "a part of a trace is not handed out whole"
+
+    # Then the root, as OTLP JSON (hex ids, camelCase), gzipped: the trace is whole and done.
+    doc = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [{
+        "traceId": t1.hex(), "spanId": ("01" * 8), "name": "root",
+        "startTimeUnixNano": "1000000000", "endTimeUnixNano": "1500000000",
+        "attributes": [{"key": "mlflow.spanInputs", "value": {"stringValue": '{"q": 1}'}},
+                       {"key": "mlflow.spanOutputs", "value": {"stringValue": '"a"'}}],
+        "status": {"code": 1},
+    }]}]}]}
+    status, ctype, body = otlp(server, tracing, gzip.compress(json.dumps(doc).encode()), "application/json",
+                               {"Content-Encoding": "gzip"}, experiment=exp)
+    assert status == 200 and json.loads(body) == {}, body
+    trace = mlflow.get_trace(tid)
+    assert trace.info.state == "OK" and trace.info.execution_time_ms == 500
+    assert trace.info.request_preview == '{"q": 1}' and trace.info.response_preview == '"a"'
+    assert [s.name for s in trace.data.spans] == ["root", "child"]
+    assert trace.data.spans[1].attributes["n"] == 7
+
+    # A trace logged the older way (info, then traces.json uploaded) is read the same way.
+    old = "tr-" + "ab" * 16
+    info = {"trace_id": old, "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": exp}},
+            "request_time": "2026-12-01T10:00:00.000Z", "execution_duration": "0.100s", "state": "OK"}
+    status, body = raw(server, tracing, "POST", "/api/3.0/mlflow/traces", {"trace": {"trace_info": info}})
+    assert status == 200 and "mlflow.trace.spansLocation" not in body["trace"]["trace_info"]["tags"], body
+    span = {"trace_id": base64.b64encode(b"\xab" * 16).decode(), "span_id": base64.b64encode(b"\x01" * 8).decode(),
+            "parent_span_id": None, "name": "legacy",
+            "start_time_unix_nano": 1, "end_time_unix_nano": 2, "status": {"code": "STATUS_CODE_OK", "message": ""},
+            "attributes": {"mlflow.spanType": '"TOOL"', "mlflow.traceRequestId": json.dumps(old)}, "events": []}
+    req = urllib.request.Request(
+        f"{server.url}/workspaces/{tracing}/mlflow/api/2.0/mlflow-artifacts/artifacts/{exp}/traces/{old}/artifacts/traces.json",
+        method="PUT", data=json.dumps({"spans": [span]}).encode(), headers={"Authorization": f"Bearer {server.token}"})
+    urllib.request.urlopen(req).read()
+    status, body = raw(server, tracing, "GET", f"/api/3.0/mlflow/traces/batchGet?trace_ids={old}&trace_ids={tid}&trace_ids=tr-none")
+    assert status == 200 and [t["trace_info"]["trace_id"] for t in body["traces"]] == [old, tid], body
+    assert body["traces"][0]["spans"][0]["name"] == "legacy"
+    assert mlflow.get_trace(old).data.spans[0].span_type == "TOOL"
+
+
+def test_bad_otlp_exports_get_clear_errors_and_write_nothing(server, tracing):
+    exp = MlflowClient().create_experiment("bad-otlp")
+    good = ("s", b"\x01" * 8, None, 1, 2, [])
+    ok = export_request(bytes(range(16)), [good]).SerializeToString()
+    for args, kwargs, want, words in [
+        ((ok, "text/plain"), {}, 400, "Invalid Content-Type"),
+        ((ok,), {"experiment": None}, 400, "x-mlflow-experiment-id"),
+        ((ok,), {"experiment": "424242"}, 404, "No Experiment with id=424242"),
+        ((b"\xff\xff\xff not protobuf",), {}, 400, "Invalid OpenTelemetry format"),
+        ((b"{not json", "application/json"), {}, 400, "OTLP JSON"),
+        ((b"",), {}, 400, "no spans found"),
+        ((ok,), {"headers": {"Content-Encoding": "gzip"}}, 400, "not valid gzip"),
+        ((ok,), {"headers": {"Content-Encoding": "br"}}, 415, "gzip, deflate or none"),
+        ((export_request(b"\x01" * 8, [good]).SerializeToString(),), {}, 400, "trace_id has 8 bytes, not 16"),
+        ((export_request(bytes(16), [("s", b"\x01" * 3, None, 1, 2, [])]).SerializeToString(),), {}, 400, "span_id has 3 bytes"),
+        ((ok,), {"headers": {"x-mlflow-run-id": "no-such-run"}}, 404, "Run with id=no-such-run not found"),
+    ]:
+        kwargs.setdefault("experiment", exp)
+        status, _, body = otlp(server, tracing, *args, **kwargs)
+        assert status == want and words in body.decode(), (args[1:], kwargs, status, body)
+    status, _, body = otlp(server, tracing, ok, experiment=exp, headers={"Authorization": "Bearer wrong"})
+    assert status == 401, body
+    assert mlflow.search_traces(locations=[exp], return_type="list") == []
+
+    # A trace's spans go to its own experiment: an export naming another fails whole.
+    status, _, body = otlp(server, tracing, ok, experiment=exp)
+    assert status == 200, body
+    other = MlflowClient().create_experiment("elsewhere")
+    both = export_request(bytes(range(16)), [("late", b"\x02" * 8, b"\x01" * 8, 1, 2, [])])
+    second = both.resource_spans[0].scope_spans[0].spans.add()
+    second.CopyFrom(both.resource_spans[0].scope_spans[0].spans[0])
+    second.trace_id, second.span_id, second.parent_span_id = b"\x09" * 16, b"\x03" * 8, b""
+    status, _, body = otlp(server, tracing, both.SerializeToString(), experiment=other)
+    assert status == 400 and b"is in experiment" in body, body
+    assert mlflow.search_traces(locations=[other], return_type="list") == []
+    [kept] = mlflow.search_traces(locations=[exp], return_type="list")
+    assert [s.name for s in kept.data.spans] == ["s"]

@@ -19,7 +19,12 @@ pub enum Entity {
     Dataset,
     /// A trace's request metadata (MLflow's `request_metadata.KEY`, also `metadata.KEY`).
     Metadata,
+    /// A field of any of a trace's spans (MLflow's `span.name`, `span.type`, `span.status`).
+    Span,
 }
+
+/// The span fields a trace filter compares.
+pub const SPAN_FIELDS: [&str; 3] = ["name", "type", "status"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -235,9 +240,10 @@ fn entity(word: &str) -> Result<Entity, Error> {
         "request_metadata" | "metadata" => Ok(Entity::Metadata),
         // A trace's attributes, as MLflow's trace search also names them.
         "trace" => Ok(Entity::Attribute),
-        "span" | "feedback" | "expectation" | "assessment" | "issue" | "prompt" => Err(Error::invalid(
-            format!("this server does not search traces by their {word}s: use tags., request_metadata. or attributes."),
-        )),
+        "span" | "spans" => Ok(Entity::Span),
+        "feedback" | "expectation" | "assessment" | "issue" | "prompt" => Err(Error::invalid(format!(
+            "this server does not search traces by their {word}s: use tags., request_metadata., span. or attributes."
+        ))),
         other => Err(Error::invalid(format!(
             "unknown entity {other:?}: use metrics., params., tags., attributes. or datasets."
         ))),
@@ -370,8 +376,13 @@ fn check_identifier(target: Target, ent: Entity, key: &str) -> Result<(), Error>
         return match ent {
             Entity::Attribute if trace_attribute(key).is_some() => Ok(()),
             Entity::Tag | Entity::Metadata => Ok(()),
+            Entity::Span if SPAN_FIELDS.contains(&key) => Ok(()),
+            Entity::Span => Err(Error::invalid(format!(
+                "this server searches traces by their spans' {}, not by span.{key}",
+                SPAN_FIELDS.join(", ")
+            ))),
             _ => Err(Error::invalid(format!(
-                "a trace filter compares tags.KEY, request_metadata.KEY or one of trace_id, \
+                "a trace filter compares tags.KEY, request_metadata.KEY, span.name|type|status or one of trace_id, \
                  timestamp_ms, execution_time_ms, end_time_ms, status, client_request_id, name, run_id, \
                  not {key:?}"
             ))),
@@ -379,6 +390,9 @@ fn check_identifier(target: Target, ent: Entity, key: &str) -> Result<(), Error>
     }
     if ent == Entity::Metadata {
         return Err(Error::invalid(format!("request_metadata.{key} applies to traces only")));
+    }
+    if ent == Entity::Span {
+        return Err(Error::invalid(format!("span.{key} applies to traces only")));
     }
     if target == Target::Experiments {
         return match ent {
@@ -603,6 +617,9 @@ fn order_by_for(terms: &[String], target: Target) -> Result<Vec<OrderBy>, Error>
                     "order_by {term:?}: runs cannot be ordered by their datasets"
                 )));
             }
+            if entity == Entity::Span {
+                return Err(Error::invalid(format!("order_by {term:?}: a trace has many spans to order by")));
+            }
             let ascending = match toks.get(i) {
                 None => true,
                 Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("asc") => true,
@@ -779,7 +796,9 @@ mod tests {
         for (bad, expect) in [
             ("timestamp_ms > '5'", "compared as a number"),
             ("status = 5", "compared as text"),
-            ("span.name = 'x'", "does not search traces by their spans"),
+            ("span.attributes.model = 'x'", "spans' name, type, status, not by span.attributes.model"),
+            ("span.name IS NULL", "IS NULL applies"),
+            ("span.name = 5", "compared as text"),
             ("feedback.rating = 'yes'", "does not search traces by their feedbacks"),
             ("metrics.a > 1", "a trace filter compares"),
             ("colour = 'red'", "unknown entity"),
@@ -788,8 +807,12 @@ mod tests {
             let err = parse_trace_filter(bad).unwrap_err().to_string();
             assert!(err.contains(expect), "{bad}: {err}");
         }
-        // Request metadata is a trace's alone.
+        // Request metadata and spans are a trace's alone.
         assert!(parse_filter("request_metadata.a = 'x'").unwrap_err().to_string().contains("traces only"));
+        assert!(parse_filter("span.name = 'x'").unwrap_err().to_string().contains("traces only"));
+        let c = parse_trace_filter("span.type = 'LLM' AND span.name ILIKE 'p%'").unwrap();
+        assert_eq!((c[0].entity, c[0].key.as_str(), c[1].op), (Entity::Span, "type", Op::ILike));
+        assert!(parse_trace_order_by(&["span.name".into()]).unwrap_err().to_string().contains("many spans"));
         let o = parse_trace_order_by(&["timestamp_ms DESC".into(), "tags.team".into()]).unwrap();
         assert!(!o[0].ascending && o[1].ascending && o[1].entity == Entity::Tag);
         assert!(parse_trace_order_by(&["start_time".into()]).is_err());

@@ -39,7 +39,7 @@ pub use series::MetricSeries;
 pub use servers::{Claim, ServerMark, ServerRecord};
 pub use studio::{ExperimentSummary, ModelSummary, RunColumnKeys, RunStatusRow, MAX_COLUMN_KEYS};
 pub use tokens::{NewToken, TokenRecord};
-pub use traces::{TraceRecord, SOURCE_RUN};
+pub use traces::{SpanRecord, TraceRecord, TraceSpans, SOURCE_RUN, SPANS_IN_STORE, SPANS_LOCATION};
 
 /// Largest page any list returns, whatever the caller asks for.
 pub const MAX_PAGE_SIZE: i64 = 1000;

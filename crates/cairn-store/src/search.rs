@@ -129,7 +129,9 @@ impl Sql {
                     tests.join(" OR ")
                 )
             }
-            Entity::Metadata => unreachable!("the run parser refuses request_metadata."),
+            Entity::Metadata | Entity::Span => {
+                unreachable!("the run parser refuses request_metadata. and span.")
+            }
             Entity::Dataset => {
                 let col = if c.key == "name" { "d.name" } else { "d.digest" };
                 let test = self.text_test(col, c);
@@ -266,7 +268,9 @@ impl Store {
                 }
                 (Entity::Attribute, _) => attribute_sql(&o.key).to_string(),
                 (Entity::Dataset, _) => unreachable!("parser refuses ordering by datasets"),
-                (Entity::Metadata, _) => unreachable!("the run parser refuses request_metadata."),
+                (Entity::Metadata | Entity::Span, _) => {
+                    unreachable!("the run parser refuses request_metadata. and span.")
+                }
             };
             // Runs without the value sort last, whatever the direction (as in MLflow), and a
             // NaN metric (NULL in a row that is there) just before them.
@@ -482,6 +486,19 @@ impl Sql {
                         format!("EXISTS (SELECT 1 {from} AND {test})")
                     }
                 }
+            }
+            // Any of the trace's spans kept here (those that came over OTLP), as MLflow's.
+            Entity::Span => {
+                let column = match c.key.as_str() {
+                    "type" => "s.span_type",
+                    "status" => "s.status",
+                    _ => "s.name",
+                };
+                let test = self.text_test(column, c);
+                format!(
+                    "EXISTS (SELECT 1 FROM trace_spans s WHERE s.workspace_id = t.workspace_id \
+                     AND s.trace_id = t.id AND {test})"
+                )
             }
             _ if trace_attribute(&c.key) == Some("run_id") => self.trace_run_test(c),
             // Times compare as numbers, fractions kept (`execution_time_ms < 0.5`).

@@ -1,6 +1,6 @@
-//! MLflow 3's traces: a trace's info (ids, times, state, previews), its tags (mutable) and its
-//! request metadata (set once). Spans are not here: they are the trace's `traces.json`
-//! artifact, which the client uploads and downloads itself.
+//! MLflow 3's traces: a trace's info (ids, times, state, previews), its tags (mutable), its
+//! request metadata (set once) and, for traces that came over OTLP, their spans. The spans of
+//! other traces are their `traces.json` artifact, which the client uploads and downloads itself.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,12 +9,43 @@ use cairn_core::Error;
 use sqlx::any::AnyRow;
 
 use crate::binds::Placeholders;
-use crate::db::{get, map_err};
+use crate::db::{get, map_err, WriteTx};
 use crate::runs::ROWS_PER_STATEMENT;
 use crate::Store;
 
 /// The metadata key naming the run a trace was logged in (MLflow's).
 pub const SOURCE_RUN: &str = "mlflow.sourceRun";
+
+/// The tag saying where a trace's spans are (MLflow's), and its value for spans kept here.
+pub const SPANS_LOCATION: &str = "mlflow.trace.spansLocation";
+pub const SPANS_IN_STORE: &str = "TRACKING_STORE";
+
+/// One span of a trace, as it came over OTLP.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpanRecord {
+    /// 16 lowercase hex digits.
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    /// `mlflow.spanType`, when the span has one.
+    pub span_type: Option<String>,
+    /// `OK`, `ERROR` or `UNSET`.
+    pub status: String,
+    pub start_ns: i64,
+    pub end_ns: Option<i64>,
+    /// The span as MLflow's `Span.to_dict` writes it (JSON).
+    pub content: String,
+}
+
+/// What one OTLP call brings for one trace: the info to create it with if it is not there yet
+/// (and the tags and metadata to add where it has none of theirs), whether those spans hold its
+/// root (whose times and state then become the trace's while it is in progress), and the spans.
+#[derive(Clone, Debug, Default)]
+pub struct TraceSpans {
+    pub trace: TraceRecord,
+    pub has_root: bool,
+    pub spans: Vec<SpanRecord>,
+}
 
 /// A trace's info, as MLflow's `TraceInfoV3` holds it (times in ms).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -58,21 +89,21 @@ fn trace_of(r: &AnyRow) -> Result<TraceRecord, Error> {
     })
 }
 
-impl Store {
-    /// Records a trace of `ws`. A trace already there with this id (a client's retry of a call
-    /// whose answer it lost, or a trace logged again) takes the new info, and the new tags and
-    /// metadata are added to its own (and its assessments kept unless new ones came): nothing it
-    /// had is lost. The caller checks that the experiment is the trace's.
-    pub async fn put_trace(&self, ws: &Workspace, t: &TraceRecord) -> Result<(), Error> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(&format!(
-            "INSERT INTO traces (workspace_id, {COLUMNS}, source_run_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (workspace_id, id) DO UPDATE SET client_request_id = $4, request_time = $5, \
-             execution_duration = $6, state = $7, request_preview = $8, response_preview = $9, \
-             assessments_json = COALESCE($10, traces.assessments_json), \
-             source_run_id = COALESCE($11, traces.source_run_id)"
-        ))
+/// Inserts trace `t` of `ws`, or, if it is there, updates it with `on_conflict` (an `UPDATE SET`
+/// list that may use `excluded.*` and `$12`, bound to `extra`).
+async fn upsert_trace_row(
+    tx: &mut WriteTx,
+    ws: &Workspace,
+    t: &TraceRecord,
+    on_conflict: &str,
+    extra: Option<i64>,
+) -> Result<(), Error> {
+    let sql = format!(
+        "INSERT INTO traces (workspace_id, {COLUMNS}, source_run_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (workspace_id, id) DO UPDATE SET {on_conflict}"
+    );
+    let mut q = sqlx::query(&sql)
         .bind(&ws.id)
         .bind(&t.id)
         .bind(&t.experiment_id)
@@ -83,27 +114,63 @@ impl Store {
         .bind(&t.request_preview)
         .bind(&t.response_preview)
         .bind(&t.assessments_json)
-        .bind(t.metadata.get(SOURCE_RUN).map(String::as_str))
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
+        .bind(t.metadata.get(SOURCE_RUN).map(String::as_str));
+    if let Some(extra) = extra {
+        q = q.bind(extra);
+    }
+    q.execute(&mut ***tx).await.map_err(map_err)?;
+    Ok(())
+}
+
+impl Store {
+    /// Records a trace of `ws`. A trace already there with this id (a client's retry of a call
+    /// whose answer it lost, or a trace logged again) takes the new info, and the new tags and
+    /// metadata are added to its own (and its assessments kept unless new ones came): nothing it
+    /// had is lost. The caller checks that the experiment is the trace's.
+    pub async fn put_trace(&self, ws: &Workspace, t: &TraceRecord) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        upsert_trace_row(
+            &mut tx,
+            ws,
+            t,
+            "client_request_id = excluded.client_request_id, request_time = excluded.request_time, \
+             execution_duration = excluded.execution_duration, state = excluded.state, \
+             request_preview = excluded.request_preview, response_preview = excluded.response_preview, \
+             assessments_json = COALESCE(excluded.assessments_json, traces.assessments_json), \
+             source_run_id = COALESCE(excluded.source_run_id, traces.source_run_id)",
+            None,
+        )
+        .await?;
+        self.add_entries(&mut tx, ws, t, "DO UPDATE SET value = excluded.value").await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Adds `t`'s tags and metadata to those its trace has; `conflict` says what a key it
+    /// already has gets (`DO NOTHING`, or `DO UPDATE SET value = excluded.value`).
+    async fn add_entries(
+        &self,
+        tx: &mut WriteTx,
+        ws: &Workspace,
+        t: &TraceRecord,
+        conflict: &str,
+    ) -> Result<(), Error> {
         for (table, items) in [("trace_tags", &t.tags), ("trace_metadata", &t.metadata)] {
             let items: Vec<(&String, &String)> = items.iter().collect();
             for chunk in items.chunks(ROWS_PER_STATEMENT) {
                 let mut p = Placeholders::new(self.backend());
                 let sql = format!(
                     "INSERT INTO {table} (workspace_id, trace_id, key, value) VALUES {} \
-                     ON CONFLICT (workspace_id, trace_id, key) DO UPDATE SET value = excluded.value",
+                     ON CONFLICT (workspace_id, trace_id, key) {conflict}",
                     p.rows(chunk.len(), 4)
                 );
                 let mut q = sqlx::query(&sql);
                 for (k, v) in chunk {
                     q = q.bind(&ws.id).bind(&t.id).bind(*k).bind(*v);
                 }
-                q.execute(&mut **tx).await.map_err(map_err)?;
+                q.execute(&mut ***tx).await.map_err(map_err)?;
             }
         }
-        tx.commit().await.map_err(map_err)?;
         Ok(())
     }
 
@@ -363,5 +430,113 @@ impl Store {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(deleted)
+    }
+
+    /// Records spans of `ws` that came over OTLP, as one transaction: each trace not there yet
+    /// is created in progress from `TraceSpans::trace`; one that is there keeps its info, takes
+    /// the earliest start, and, while still in progress, its root span's duration and state;
+    /// its tags and metadata gain the keys it lacks, and `mlflow.trace.spansLocation` says its
+    /// spans are here. A span sent again replaces the old one. A trace already in another
+    /// experiment than the one its spans name fails the whole call (nothing is written).
+    pub async fn log_spans(&self, ws: &Workspace, batch: &[TraceSpans]) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        for ts in batch {
+            let t = &ts.trace;
+            upsert_trace_row(
+                &mut tx,
+                ws,
+                t,
+                "request_time = CASE WHEN excluded.request_time < traces.request_time \
+                   THEN excluded.request_time ELSE traces.request_time END, \
+                 execution_duration = CASE WHEN traces.state = 'IN_PROGRESS' AND $12 = 1 \
+                   THEN excluded.execution_duration ELSE traces.execution_duration END, \
+                 state = CASE WHEN traces.state = 'IN_PROGRESS' AND $12 = 1 \
+                   THEN excluded.state ELSE traces.state END, \
+                 request_preview = COALESCE(traces.request_preview, excluded.request_preview), \
+                 response_preview = COALESCE(traces.response_preview, excluded.response_preview)",
+                Some(i64::from(ts.has_root)),
+            )
+            .await?;
+            let row = sqlx::query("SELECT experiment_id FROM traces WHERE workspace_id = $1 AND id = $2")
+                .bind(&ws.id)
+                .bind(&t.id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(map_err)?;
+            let experiment: String = get(&row, "experiment_id")?;
+            if experiment != t.experiment_id {
+                return Err(Error::invalid(format!(
+                    "trace {} is in experiment {experiment}, not in {}: its spans cannot be logged to another",
+                    t.id, t.experiment_id
+                )));
+            }
+            self.add_entries(&mut tx, ws, t, "DO NOTHING").await?;
+            sqlx::query(
+                "INSERT INTO trace_tags (workspace_id, trace_id, key, value) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (workspace_id, trace_id, key) DO UPDATE SET value = $4",
+            )
+            .bind(&ws.id)
+            .bind(&t.id)
+            .bind(SPANS_LOCATION)
+            .bind(SPANS_IN_STORE)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+            for chunk in ts.spans.chunks(ROWS_PER_STATEMENT / 2) {
+                let mut p = Placeholders::new(self.backend());
+                let sql = format!(
+                    "INSERT INTO trace_spans (workspace_id, trace_id, span_id, parent_span_id, name, span_type, \
+                     status, start_ns, end_ns, content) VALUES {} \
+                     ON CONFLICT (workspace_id, trace_id, span_id) DO UPDATE SET \
+                     parent_span_id = excluded.parent_span_id, name = excluded.name, \
+                     span_type = excluded.span_type, status = excluded.status, start_ns = excluded.start_ns, \
+                     end_ns = excluded.end_ns, content = excluded.content",
+                    p.rows(chunk.len(), 10)
+                );
+                let mut q = sqlx::query(&sql);
+                for sp in chunk {
+                    q = q
+                        .bind(&ws.id)
+                        .bind(&t.id)
+                        .bind(&sp.span_id)
+                        .bind(&sp.parent_span_id)
+                        .bind(&sp.name)
+                        .bind(&sp.span_type)
+                        .bind(&sp.status)
+                        .bind(sp.start_ns)
+                        .bind(sp.end_ns)
+                        .bind(&sp.content);
+                }
+                q.execute(&mut **tx).await.map_err(map_err)?;
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// The spans kept here of traces `ids` of `ws`, by trace, each trace's in start order.
+    pub async fn trace_spans(
+        &self,
+        ws: &Workspace,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<SpanRecord>>, Error> {
+        let mut out: HashMap<String, Vec<SpanRecord>> = HashMap::new();
+        let select = "SELECT trace_id, span_id, parent_span_id, name, span_type, status, start_ns, end_ns, \
+                      content FROM trace_spans";
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            for r in self.rows_of_traces(ws, select, chunk, " ORDER BY trace_id, start_ns, span_id").await? {
+                out.entry(get(&r, "trace_id")?).or_default().push(SpanRecord {
+                    span_id: get(&r, "span_id")?,
+                    parent_span_id: get(&r, "parent_span_id")?,
+                    name: get(&r, "name")?,
+                    span_type: get(&r, "span_type")?,
+                    status: get(&r, "status")?,
+                    start_ns: get(&r, "start_ns")?,
+                    end_ns: get(&r, "end_ns")?,
+                    content: get(&r, "content")?,
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -2,7 +2,7 @@
 
 use cairn_core::search::{parse_trace_filter, parse_trace_order_by};
 use cairn_core::Error;
-use cairn_store::{Store, TraceRecord};
+use cairn_store::{SpanRecord, Store, TraceRecord, TraceSpans};
 
 #[macro_use]
 mod common;
@@ -12,6 +12,7 @@ on_both!(
     a_trace_logged_again_keeps_what_it_had,
     trace_ids_belong_to_their_workspace,
     trace_search_filters_orders_and_pages_as_mlflow,
+    spans_create_a_trace_then_complete_it_and_never_cross_experiments,
 );
 
 fn trace(id: &str, exp: &str, at: i64) -> TraceRecord {
@@ -164,4 +165,98 @@ async fn trace_search_filters_orders_and_pages_as_mlflow(store: &Store) {
     let (rest, more) = store.search_traces(&ws, &exps, &[], &[], 2, 2).await.unwrap();
     assert!(!more);
     assert_eq!([ids(first), ids(rest)].concat(), ["tr-c", "tr-b", "tr-a"]);
+}
+
+fn span(id: &str, parent: Option<&str>, start: i64, end: i64, status: &str) -> SpanRecord {
+    SpanRecord {
+        span_id: id.into(),
+        parent_span_id: parent.map(str::to_string),
+        name: format!("span-{id}"),
+        span_type: Some("CHAIN".into()),
+        status: status.into(),
+        start_ns: start,
+        end_ns: Some(end),
+        content: format!("{{\"span_id\": \"{id}\"}}"),
+    }
+}
+
+fn spans_of(id: &str, exp: &str, has_root: bool, spans: Vec<SpanRecord>, state: &str) -> TraceSpans {
+    let start = spans.iter().map(|s| s.start_ns).min().unwrap() / 1_000_000;
+    TraceSpans {
+        trace: TraceRecord {
+            id: id.into(),
+            experiment_id: exp.into(),
+            request_time: start,
+            execution_duration: has_root.then_some(250),
+            state: state.into(),
+            request_preview: has_root.then(|| "in".to_string()),
+            tags: [("mlflow.traceName".to_string(), format!("{id}-name"))].into(),
+            ..Default::default()
+        },
+        has_root,
+        spans,
+    }
+}
+
+async fn spans_create_a_trace_then_complete_it_and_never_cross_experiments(store: &Store) {
+    let ws = store.create_workspace("w", "").await.unwrap();
+    let (exp, _) = store.ensure_experiment(&ws, "e").await.unwrap();
+    let (other, _) = store.ensure_experiment(&ws, "o").await.unwrap();
+    // A child first: the trace is created, in progress, from it.
+    let child = span("c1", Some("r0"), 2_000_000_000, 2_100_000_000, "OK");
+    store.log_spans(&ws, &[spans_of("tr-1", &exp, false, vec![child.clone()], "IN_PROGRESS")]).await.unwrap();
+    let t = store.trace(&ws, "tr-1").await.unwrap();
+    assert_eq!((t.state.as_str(), t.request_time, t.execution_duration), ("IN_PROGRESS", 2000, None));
+    assert_eq!(t.tags["mlflow.trace.spansLocation"], "TRACKING_STORE");
+    // Then its root, which started earlier: the root's times and state are the trace's.
+    let root = span("r0", None, 1_000_000_000, 1_250_000_000, "ERROR");
+    store.log_spans(&ws, &[spans_of("tr-1", &exp, true, vec![root], "ERROR")]).await.unwrap();
+    let t = store.trace(&ws, "tr-1").await.unwrap();
+    assert_eq!((t.state.as_str(), t.request_time, t.execution_duration), ("ERROR", 1000, Some(250)));
+    assert_eq!(t.request_preview.as_deref(), Some("in"));
+    // The first name stays (a later batch's tags only fill in what is missing).
+    assert_eq!(t.tags["mlflow.traceName"], "tr-1-name");
+    // A span sent again replaces the old one; spans read back by start.
+    let mut again = child.clone();
+    again.name = "renamed".into();
+    store.log_spans(&ws, &[spans_of("tr-1", &exp, false, vec![again], "IN_PROGRESS")]).await.unwrap();
+    let spans = store.trace_spans(&ws, &["tr-1".into(), "tr-9".into()]).await.unwrap();
+    assert_eq!(spans.len(), 1);
+    let names: Vec<&str> = spans["tr-1"].iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["span-r0", "renamed"]);
+    // A trace finished by StartTraceV3 keeps its state: later spans do not reopen it.
+    let mut finished = store.trace(&ws, "tr-1").await.unwrap();
+    finished.state = "OK".into();
+    store.put_trace(&ws, &finished).await.unwrap();
+    let root = span("r0", None, 1_000_000_000, 1_900_000_000, "ERROR");
+    store.log_spans(&ws, &[spans_of("tr-1", &exp, true, vec![root], "ERROR")]).await.unwrap();
+    assert_eq!(store.trace(&ws, "tr-1").await.unwrap().state, "OK");
+    // A batch naming tr-1 in another experiment fails whole: tr-2, beside it, is not created.
+    let batch = [
+        spans_of("tr-2", &other, true, vec![span("x", None, 1, 2, "OK")], "OK"),
+        spans_of("tr-1", &other, false, vec![span("y", Some("r0"), 1, 2, "OK")], "IN_PROGRESS"),
+    ];
+    let err = store.log_spans(&ws, &batch).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid(ref m) if m.contains("is in experiment")), "{err}");
+    assert!(matches!(store.trace(&ws, "tr-2").await, Err(Error::NotFound { .. })));
+    assert_eq!(store.trace_spans(&ws, &["tr-1".into()]).await.unwrap()["tr-1"].len(), 2);
+    // Search by any span's name, type or status (LIKE minds case, ILIKE does not).
+    let exps = [exp.clone()];
+    for (filter, found) in [
+        ("span.name = 'renamed'", 1),
+        ("span.name LIKE 'span-%'", 1),
+        ("span.name LIKE 'SPAN-%'", 0),
+        ("span.name ILIKE 'SPAN-R%'", 1),
+        ("span.type = 'CHAIN'", 1),
+        ("span.status = 'ERROR' AND trace.status = 'OK'", 1),
+        ("span.status IN ('UNSET')", 0),
+        ("span.name = 'gone'", 0),
+    ] {
+        let clauses = parse_trace_filter(filter).unwrap();
+        let (page, _) = store.search_traces(&ws, &exps, &clauses, &[], 0, 10).await.unwrap();
+        assert_eq!(page.len(), found, "{filter}");
+    }
+    // Deleting the trace deletes its spans.
+    store.delete_traces(&ws, &["tr-1".into()]).await.unwrap();
+    assert!(store.trace_spans(&ws, &["tr-1".into()]).await.unwrap().is_empty());
 }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, RawPathParams, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -28,6 +28,7 @@ pub(crate) mod multipart;
 mod registry;
 mod run_names;
 mod runs;
+pub(crate) mod spans;
 mod traces;
 mod wire;
 
@@ -118,6 +119,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(TRACES_V3, post(traces::start))
         .route(&format!("{TRACES_V3}/search"), post(traces::search))
         .route(&format!("{TRACES_V3}/batchGetInfos"), post(traces::batch_get_infos))
+        .route(&format!("{TRACES_V3}/get"), get(spans::get_trace))
+        .route(&format!("{TRACES_V3}/batchGet"), get(spans::batch_get).post(spans::batch_get))
         .route(&format!("{TRACES_V3}/{{trace_id}}"), get(traces::get_info))
         .route(&format!("{TRACES_V3}/{{trace_id}}/assessments"), post(assessments::create))
         .route(
@@ -128,6 +131,11 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&p("/traces/delete-traces"), post(traces::delete_traces))
         .route(&p("/traces/link-to-run"), post(traces::link_to_run))
         .route("/workspaces/{ws}/mlflow/api/3.0/mlflow/server-info", get(multipart::server_info))
+        .route("/workspaces/{ws}/mlflow/version", get(spans::version))
+        .route(
+            "/workspaces/{ws}/mlflow/v1/traces",
+            post(spans::export).layer(DefaultBodyLimit::max(spans::OTLP_BODY_LIMIT)),
+        )
         .route("/workspaces/{ws}/mlflow/{*rest}", any(unknown_endpoint))
         // A known path with another method (POST …/traces/metrics meets GET …/traces/{id}).
         .method_not_allowed_fallback(wrong_method)

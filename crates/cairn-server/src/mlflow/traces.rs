@@ -2,15 +2,16 @@
 //! what `mlflow.get_trace`, `mlflow.search_traces`, `MlflowClient.set_trace_tag` and
 //! `delete_traces` read and change.
 //!
-//! The client logs a finished trace in two steps, as against MLflow's own server: `StartTraceV3`
-//! (`POST /api/3.0/mlflow/traces`) records its info (ids, times, state, previews, metadata,
-//! tags), and the answer's `mlflow.artifactLocation` tag tells it where to upload the spans
-//! (`traces.json`, through the artifact proxy: `artifacts.rs` resolves
-//! `{exp}/traces/{id}/artifacts`). Reading a trace is the reverse. This server does not take
-//! spans over OTLP (`/v1/traces`): the client asks `/version` first, gets a 404 and keeps to the
-//! artifact path. Assessments sent with a trace are kept with it and returned with it
-//! (`assessments.rs` serves their own endpoints). Trace metrics and the V2 trace RPCs (which
-//! the client only falls back to when these 404) are not served (ENDPOINT_NOT_FOUND).
+//! The client logs a trace's spans over OTLP as they end (`spans.rs`: `POST …/v1/traces`, since
+//! this server's `/version` says 3.4), then its info with `StartTraceV3`
+//! (`POST /api/3.0/mlflow/traces`): ids, times, state, previews, metadata, tags. The answer's
+//! tags say where the spans are: `mlflow.trace.spansLocation = TRACKING_STORE` when they came
+//! over OTLP; otherwise (an older client, or spans not there yet) the client uploads them as
+//! `traces.json` to the answer's `mlflow.artifactLocation`, through the artifact proxy
+//! (`artifacts.rs` resolves `{exp}/traces/{id}/artifacts`). Assessments sent with a trace are
+//! kept with it and returned with it (`assessments.rs` serves their own endpoints). Trace
+//! metrics and the V2 trace RPCs (which the client only falls back to when these 404) are not
+//! served (ENDPOINT_NOT_FOUND).
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ use axum::extract::Path;
 use axum::Json;
 use cairn_core::api::{Role, Workspace};
 use cairn_core::{Error, RelPath};
-use cairn_store::{TraceRecord, SOURCE_RUN};
+use cairn_store::{TraceRecord, SOURCE_RUN, SPANS_LOCATION};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
@@ -29,7 +30,7 @@ use crate::auth::Caller;
 use crate::state::AppState;
 
 /// The tag that tells the client where the trace's spans go.
-const ARTIFACT_LOCATION: &str = "mlflow.artifactLocation";
+pub(super) const ARTIFACT_LOCATION: &str = "mlflow.artifactLocation";
 /// MLflow's limits on a trace tag (and, here, a metadata entry), in characters.
 const MAX_KEY: usize = 250;
 const MAX_VALUE: usize = 8000;
@@ -78,7 +79,7 @@ pub(super) fn authorize(caller: &Caller, role: Role, ws: &str, t: &TraceRecord) 
 }
 
 /// Checks a tag's or metadata entry's key and value against MLflow's limits.
-fn check_entry(what: &str, key: &str, value: &str) -> MlResult<()> {
+pub(super) fn check_entry(what: &str, key: &str, value: &str) -> MlResult<()> {
     if key.is_empty() {
         return Err(MlError::invalid(format!("a trace {what} key must not be empty")));
     }
@@ -270,23 +271,7 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
         return Err(MlError::invalid(format!("The experiment {exp_id} must be in the 'active' state.")));
     }
     if let Some(run) = trace.metadata.get(SOURCE_RUN) {
-        let meta = state.store.mlflow_run_meta(std::slice::from_ref(run)).await?;
-        match meta.get(run) {
-            Some(m) if m.experiment_id == exp.id => {}
-            Some(m) => {
-                return Err(MlError::invalid(format!(
-                    "run {run} of the trace's {SOURCE_RUN} is in experiment {}, not in {exp_id}",
-                    m.experiment_id
-                )))
-            }
-            None => return Err(MlError::does_not_exist(format!("Run with id={run} not found"))),
-        }
-        // `mlflow_run_meta` looks in every workspace; the run must be this one's.
-        state
-            .store
-            .run(&workspace, run)
-            .await
-            .map_err(|_| MlError::does_not_exist(format!("Run with id={run} not found")))?;
+        check_source_run(&state, &workspace, &exp.id, run).await?;
     }
     let old = match state.store.trace(&workspace, &trace.id).await {
         Ok(old) => Some(old),
@@ -319,6 +304,34 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
     Ok(Json(json!({"trace": {"trace_info": trace_info_json(&trace)}})))
 }
 
+/// Checks that `run`, named as the run of a trace of experiment `exp_id`, is a run of that
+/// experiment in `workspace`.
+pub(super) async fn check_source_run(
+    state: &AppState,
+    workspace: &Workspace,
+    exp_id: &str,
+    run: &str,
+) -> MlResult<()> {
+    let meta = state.store.mlflow_run_meta(&[run.to_string()]).await?;
+    match meta.get(run) {
+        Some(m) if m.experiment_id == exp_id => {}
+        Some(m) => {
+            return Err(MlError::invalid(format!(
+                "run {run} of the trace's {SOURCE_RUN} is in experiment {}, not in {exp_id}",
+                m.experiment_id
+            )))
+        }
+        None => return Err(MlError::does_not_exist(format!("Run with id={run} not found"))),
+    }
+    // `mlflow_run_meta` looks in every workspace; the run must be this one's.
+    state
+        .store
+        .run(workspace, run)
+        .await
+        .map_err(|_| MlError::does_not_exist(format!("Run with id={run} not found")))?;
+    Ok(())
+}
+
 /// Reading traces: a workspace token, or a job's run-scoped token (checked per trace).
 pub(super) fn require_read(caller: &Caller, ws: &str) -> MlResult<()> {
     Ok(super::require_read(caller, ws)?)
@@ -339,24 +352,33 @@ pub async fn get_info(
 /// `POST /api/3.0/mlflow/traces/batchGetInfos`: the infos of the named traces that exist (in
 /// the given experiments, when some are named), newest first.
 pub async fn batch_get_infos(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
-    require_read(&caller, &ws)?;
+    let (_, traces) = named_traces(&state, &caller, &ws, &req, MAX_IDS).await?;
+    Ok(Json(json!({"trace_infos": traces.iter().map(trace_info_json).collect::<Vec<_>>()})))
+}
+
+/// The traces a batch read names (`trace_ids`, at most `max`; in the `experiment_ids`, when
+/// some are named) that exist and the caller may read (a job's token sees its own run's traces;
+/// the others are left out, as if not there), newest first, with the workspace.
+pub(super) async fn named_traces(
+    state: &AppState,
+    caller: &Caller,
+    ws: &str,
+    req: &Req,
+    max: usize,
+) -> MlResult<(Workspace, Vec<TraceRecord>)> {
+    require_read(caller, ws)?;
     let ids = req.list("trace_ids");
-    if ids.len() > MAX_IDS {
-        return Err(MlError::invalid(format!("at most {MAX_IDS} trace_ids per call, not {}", ids.len())));
+    if ids.len() > max {
+        return Err(MlError::invalid(format!("at most {max} trace_ids per call, not {}", ids.len())));
     }
-    let workspace = state.store.workspace(&ws).await?;
+    let workspace = state.store.workspace(ws).await?;
     let mut exps = Vec::new();
     for e in req.list("experiment_ids") {
-        exps.push(experiment(&state, &workspace, &e).await?.id);
+        exps.push(experiment(state, &workspace, &e).await?.id);
     }
-    let traces = state.store.traces(&workspace, Some(&ids), &exps).await?;
-    // A job's token sees its own run's traces; the others are left out, as if not there.
-    let infos: Vec<Value> = traces
-        .iter()
-        .filter(|t| authorize(&caller, Role::Reader, &ws, t).is_ok())
-        .map(trace_info_json)
-        .collect();
-    Ok(Json(json!({"trace_infos": infos})))
+    let mut traces = state.store.traces(&workspace, Some(&ids), &exps).await?;
+    traces.retain(|t| authorize(caller, Role::Reader, ws, t).is_ok());
+    Ok((workspace, traces))
 }
 
 /// The experiments a search names: V3's `locations` (MLflow experiments only), or V2's
@@ -408,9 +430,9 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
 /// the caller may change the trace.
 async fn tag_change(state: &AppState, caller: &Caller, ws: &str, id: &str, key: &str) -> MlResult<Workspace> {
     require_read(caller, ws)?;
-    if key == ARTIFACT_LOCATION {
+    if key == ARTIFACT_LOCATION || key == SPANS_LOCATION {
         return Err(MlError::invalid(format!(
-            "the tag {ARTIFACT_LOCATION} is the server's and cannot be changed or removed"
+            "the tag {key} is the server's and cannot be changed or removed"
         )));
     }
     let workspace = state.store.workspace(ws).await?;

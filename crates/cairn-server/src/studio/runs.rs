@@ -90,6 +90,7 @@ fn entity_prefix(e: Entity) -> &'static str {
         Entity::Attribute => "attributes",
         Entity::Dataset => "datasets",
         Entity::Metadata => "request_metadata",
+        Entity::Span => "span",
     }
 }
 

@@ -1,7 +1,7 @@
 //! MLflow 3 traces in the studio: a workspace's traces (`/w/{ws}/traces`, optionally one
 //! experiment's or one run's) and one trace (`/w/{ws}/traces/{id}`): its info, tags and metadata,
-//! and its spans as a tree, read from the `traces.json` the client uploaded
-//! (`mlflow::artifacts::trace_files`). The run page lists the run's traces with
+//! and its spans as a tree, those that came over OTLP or the `traces.json` the client uploaded
+//! (`mlflow::spans::span_dicts`). The run page lists the run's traces with
 //! [`run_section`].
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use cairn_core::api::Workspace;
 use cairn_core::Error;
 use cairn_store::{TraceRecord, SOURCE_RUN};
 use maud::{html, Markup};
@@ -181,10 +182,10 @@ fn attribute(span: &Value, key: &str) -> Option<String> {
     })
 }
 
-/// The spans of a `traces.json`, in file order (parents before children, as MLflow writes them).
-fn spans_of(doc: &Value) -> Result<Vec<SpanView>, String> {
-    let spans = doc.get("spans").and_then(Value::as_array).ok_or("no \"spans\" list")?;
-    Ok(spans
+/// MLflow's span dicts as the page shows them, in the order given (parents before children in
+/// a `traces.json`; by start time for spans kept here).
+fn span_views(spans: &[Value]) -> Vec<SpanView> {
+    spans
         .iter()
         .map(|sp| {
             let text = |k: &str| sp.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -225,7 +226,7 @@ fn spans_of(doc: &Value) -> Result<Vec<SpanView>, String> {
                     .unwrap_or_default(),
             }
         })
-        .collect())
+        .collect()
 }
 
 /// The spans as nested lists: each span's children below it, roots (and orphans) at the top.
@@ -272,7 +273,7 @@ async fn show(
 ) -> PageResult {
     let workspace = super::open_workspace(&state, &s, &ws).await?;
     let trace = state.store.trace(&workspace, &id).await.or_page(&s)?;
-    let spans = read_spans(&state, &workspace.id, &trace.id).await;
+    let spans = read_spans(&state, &workspace, &trace).await;
     let experiment =
         state.store.mlflow_experiment_by_id(&workspace, &trace.experiment_id).await.or_page(&s)?;
     let name = trace.tags.get("mlflow.traceName").cloned().unwrap_or_else(|| trace.id.clone());
@@ -315,17 +316,17 @@ async fn show(
     Ok(layout::page(&s, Some(&ws), Nav::Traces, &format!("Trace {name}"), body).into_response())
 }
 
-/// The trace's spans from its `traces.json`: empty when none was uploaded, an error text when
+/// The trace's spans, kept here or in its `traces.json`: empty when none came, an error text when
 /// the file is too large or not what MLflow writes.
-async fn read_spans(state: &AppState, workspace_id: &str, trace_id: &str) -> Result<Vec<SpanView>, String> {
-    let blobs = crate::mlflow::artifacts::trace_files(state, workspace_id, trace_id);
-    let bytes = match super::run::read_small(&blobs, "traces.json", MAX_SPANS_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(Error::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e.to_string()),
-    };
-    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
-    spans_of(&doc)
+async fn read_spans(
+    state: &AppState,
+    workspace: &Workspace,
+    trace: &TraceRecord,
+) -> Result<Vec<SpanView>, String> {
+    let dicts = crate::mlflow::spans::span_dicts(state, workspace, trace, MAX_SPANS_BYTES)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(span_views(&dicts))
 }
 
 #[cfg(test)]
@@ -335,7 +336,7 @@ mod tests {
 
     #[test]
     fn spans_come_from_mlflows_span_dicts_as_a_tree() {
-        let doc = json!({"spans": [
+        let doc = json!([
             {"span_id": "a", "parent_span_id": null, "name": "predict", "start_time_unix_nano": 1_000_000_000i64,
              "end_time_unix_nano": 1_250_000_000i64, "status": {"code": "STATUS_CODE_OK", "message": ""},
              "attributes": {"mlflow.spanType": "\"CHAIN\"", "mlflow.spanInputs": "{\"x\": 21}", "mlflow.spanOutputs": "42"},
@@ -344,8 +345,8 @@ mod tests {
              "end_time_unix_nano": 1_010_000_000i64, "status": {"code": "STATUS_CODE_ERROR", "message": "bad wine"},
              "attributes": {}, "events": [{"name": "exception", "attributes": {"exception.message": "bad wine"}}]},
             {"span_id": "c", "parent_span_id": "c", "name": "loop", "attributes": {}},
-        ]});
-        let spans = spans_of(&doc).unwrap();
+        ]);
+        let spans = span_views(doc.as_array().unwrap());
         assert_eq!(spans[0].kind, "CHAIN");
         assert_eq!(spans[0].inputs.as_deref(), Some("{\"x\": 21}"));
         assert_eq!(spans[0].outputs.as_deref(), Some("42"));
@@ -358,7 +359,6 @@ mod tests {
         let b = html.find("features&lt;script&gt;").unwrap();
         assert!(a < b && html[a..b].contains("<ul>"), "{html}");
         assert!(html.matches("<ul").count() == 2, "{html}");
-        assert!(spans_of(&json!({"nope": 1})).is_err());
         assert_eq!(cut(&"é".repeat(SHOWN_CHARS + 5)).chars().count(), SHOWN_CHARS + 1);
     }
 }
