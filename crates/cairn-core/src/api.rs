@@ -94,12 +94,15 @@ pub struct Workspace {
 }
 
 /// A workspace as `GET /workspaces/{ws}` shows it: with the tracking URI the MLflow client takes
-/// (`MLFLOW_TRACKING_URI`).
+/// (`MLFLOW_TRACKING_URI`), and where OpenTelemetry exporters send spans (OTLP/HTTP, with an
+/// `x-mlflow-experiment-id` header).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct WorkspaceDetail {
     #[serde(flatten)]
     pub workspace: Workspace,
     pub mlflow_tracking_uri: String,
+    #[serde(default)]
+    pub otlp_traces_endpoint: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

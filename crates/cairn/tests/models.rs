@@ -260,6 +260,10 @@ async fn tags_aliases_and_filters_work_and_downloads_round_trip(b: Backend) {
 
     let shown = json_of(&s.ok(&["workspace", "show", "w", "-o", "json"]));
     assert_eq!(shown["mlflow_tracking_uri"].as_str().unwrap(), format!("{}/workspaces/w/mlflow", s.url));
+    assert_eq!(
+        shown["otlp_traces_endpoint"].as_str().unwrap(),
+        format!("{}/workspaces/w/mlflow/v1/traces", s.url)
+    );
 }
 
 async fn concurrent_registrations_of_one_name_get_versions_1_to_n(b: Backend) {

@@ -75,7 +75,8 @@ pub async fn show(
     caller.require(Role::Reader, Some(&ws))?;
     let workspace = state.store.workspace(&ws).await?;
     let mlflow_tracking_uri = format!("{}/workspaces/{}/mlflow", state.public_url(), workspace.name);
-    Ok(Json(WorkspaceDetail { workspace, mlflow_tracking_uri }))
+    let otlp_traces_endpoint = format!("{mlflow_tracking_uri}/v1/traces");
+    Ok(Json(WorkspaceDetail { workspace, mlflow_tracking_uri, otlp_traces_endpoint }))
 }
 
 /// Deletes a workspace and revokes the tokens scoped to it; refuses one that holds datastores or

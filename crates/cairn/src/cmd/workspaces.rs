@@ -72,6 +72,7 @@ pub async fn run(command: WorkspaceCommand) -> anyhow::Result<()> {
                 "workspace": workspace,
                 "datastores": datastores,
                 "mlflow_tracking_uri": detail.mlflow_tracking_uri,
+                "otlp_traces_endpoint": detail.otlp_traces_endpoint,
             });
             let names: Vec<String> =
                 datastores.iter().map(|d| format!("{} ({})", d.name, d.kind.as_str())).collect();
@@ -85,6 +86,7 @@ pub async fn run(command: WorkspaceCommand) -> anyhow::Result<()> {
                     ("created", output::time(workspace.created_at)),
                     ("datastores", names.join(", ")),
                     ("mlflow tracking uri", detail.mlflow_tracking_uri.clone()),
+                    ("otlp traces endpoint", detail.otlp_traces_endpoint.clone()),
                 ],
             )
         }
