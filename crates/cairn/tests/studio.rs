@@ -628,10 +628,26 @@ except ValueError:
     pass
 err = mlflow.get_last_active_trace_id()
 mlflow.flush_trace_async_logging()
-print("result=" + " ".join([run.info.run_id, ok, err]))
+
+# A trace logged the older way: its info, then its spans uploaded as traces.json.
+import base64, json, os, urllib.request
+def call(method, path, doc):
+    req = urllib.request.Request(os.environ["MLFLOW_TRACKING_URI"] + path, method=method,
+        data=json.dumps(doc).encode(), headers={"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]})
+    urllib.request.urlopen(req).read()
+exp = mlflow.get_experiment_by_name("agents").experiment_id
+legacy = "tr-" + "cd" * 16
+call("POST", "/api/3.0/mlflow/traces", {"trace": {"trace_info": {"trace_id": legacy,
+    "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": exp}},
+    "request_time": "2026-12-01T10:00:00.000Z", "state": "OK", "tags": {"mlflow.traceName": "legacy"}}}})
+span = {"trace_id": base64.b64encode(b"\xcd" * 16).decode(), "span_id": base64.b64encode(b"\x01" * 8).decode(),
+    "parent_span_id": None, "name": "uploaded-span", "start_time_unix_nano": 1, "end_time_unix_nano": 2,
+    "status": {"code": "STATUS_CODE_OK", "message": ""}, "attributes": {"mlflow.spanType": '"TOOL"'}, "events": []}
+call("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{exp}/traces/{legacy}/artifacts/traces.json", {"spans": [span]})
+print("result=" + " ".join([run.info.run_id, ok, err, legacy]))
 "#,
     );
-    let [run, ok, err]: [&str; 3] = out.split(' ').collect::<Vec<_>>().try_into().unwrap();
+    let [run, ok, err, legacy]: [&str; 4] = out.split(' ').collect::<Vec<_>>().try_into().unwrap();
     let b = sign_in(&s, &s.token).await;
 
     // The run page lists the run's one trace, linked to its page.
@@ -668,8 +684,14 @@ print("result=" + " ".join([run.info.run_id, ok, err]))
     assert!(root.unwrap() < child.unwrap(), "{spans}");
     assert!(spans.contains("PARSER") && spans.contains("{&quot;x&quot;: 21}"), "{spans}");
     assert!(body.contains("mlflow.sourceRun") && body.contains("mlflow.artifactLocation"), "{body}");
+    // Its spans came over OTLP and are read from the store.
+    assert!(body.contains("mlflow.trace.spansLocation") && body.contains("TRACKING_STORE"), "{body}");
     let (_, body) = b.get(&format!("/w/w/traces/{err}")).await;
     assert!(body.contains("exception: bad wine"), "{body}");
+    // A trace whose spans were uploaded as traces.json shows them the same way.
+    let (st, body) = b.get(&format!("/w/w/traces/{legacy}")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(body.contains(r#"data-span="uploaded-span""#) && body.contains("TOOL"), "{body}");
     let (st, _) = b.get("/w/w/traces/tr-nope").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
