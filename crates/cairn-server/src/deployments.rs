@@ -516,7 +516,10 @@ fn say(state: &AppState, id: &str, generation: i64, msg: &str) {
     use std::io::Write;
     let path = log_path(state, id, generation);
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        // Only `logs/` of a folder that is there: a line said by a task that outlived the
+        // deployment's delete (a replica's supervisor winding down) must not bring its removed
+        // folder back. `launch` makes the folder before the first line.
+        let _ = std::fs::create_dir(dir);
     }
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(f, "[cairn] {msg}");
@@ -671,6 +674,7 @@ async fn check_sources(
 fn launch(state: Arc<AppState>, d: DeploymentRecord) -> Result<(), Closed> {
     let id = d.id.clone();
     state.clone().deployments.spawn_work(&id, move |cancel| async move {
+        let _ = tokio::fs::create_dir_all(dir_of(&state, &d.id)).await;
         match prepare_and_start(&state, &d, &cancel).await {
             Ok(()) => {}
             // Deleted meanwhile: the delete removes what was prepared.
@@ -714,6 +718,8 @@ pub async fn relaunch_all(state: &Arc<AppState>) -> Result<(), Error> {
                 }
             }
             _ => {
+                // Its log goes on in its folder (made here when it was adopted from elsewhere).
+                let _ = tokio::fs::create_dir_all(dir_of(state, &d.id)).await;
                 release_abandoned(state, &d).await;
                 let d = DeploymentRecord {
                     state: DeploymentState::Creating,
