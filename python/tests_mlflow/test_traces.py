@@ -474,7 +474,8 @@ def test_bad_otlp_exports_get_clear_errors_and_write_nothing(server, tracing):
         ((ok,), {"headers": {"Content-Encoding": "gzip"}}, 400, "not valid gzip"),
         ((ok,), {"headers": {"Content-Encoding": "br"}}, 415, "gzip, deflate or none"),
         ((export_request(b"\x01" * 8, [good]).SerializeToString(),), {}, 400, "trace_id has 8 bytes, not 16"),
-        ((export_request(bytes(16), [("s", b"\x01" * 3, None, 1, 2, [])]).SerializeToString(),), {}, 400, "span_id has 3 bytes"),
+        ((export_request(b"\x05" * 16, [("s", b"\x01" * 3, None, 1, 2, [])]).SerializeToString(),), {}, 400, "span_id has 3 bytes"),
+        ((export_request(bytes(16), [good]).SerializeToString(),), {}, 400, "of zeros is not a valid id"),
         ((ok,), {"headers": {"x-mlflow-run-id": "no-such-run"}}, 404, "Run with id=no-such-run not found"),
     ]:
         kwargs.setdefault("experiment", exp)

@@ -177,6 +177,10 @@ pub fn span_record(span: &Span) -> Result<(String, SpanRecord), String> {
     if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
         return Err(format!("span {name:?}: parent_span_id has {} bytes, not 8", span.parent_span_id.len()));
     }
+    // OpenTelemetry's invalid ids: a trace or span id of zeros names nothing.
+    if span.trace_id.iter().all(|b| *b == 0) || span.span_id.iter().all(|b| *b == 0) {
+        return Err(format!("span {name:?}: a trace_id or span_id of zeros is not a valid id"));
+    }
     let nanos = |n: u64, what: &str| {
         i64::try_from(n).map_err(|_| format!("span {name:?}: {what} {n} is past what a time can be"))
     };
@@ -630,6 +634,9 @@ mod tests {
         let mut s = span();
         s.start_time_unix_nano = u64::MAX;
         assert!(span_record(&s).is_err());
+        let mut s = span();
+        s.trace_id = vec![0; 16];
+        assert!(span_record(&s).unwrap_err().contains("of zeros"));
     }
 
     #[test]
