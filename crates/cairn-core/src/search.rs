@@ -19,7 +19,8 @@ pub enum Entity {
     Dataset,
     /// A trace's request metadata (MLflow's `request_metadata.KEY`, also `metadata.KEY`).
     Metadata,
-    /// A field of any of a trace's spans (MLflow's `span.name`, `span.type`, `span.status`).
+    /// A field of any of a trace's spans (MLflow's `span.name`, `span.type`, `span.status`,
+    /// `span.attributes.KEY`).
     Span,
 }
 
@@ -377,10 +378,16 @@ fn check_identifier(target: Target, ent: Entity, key: &str) -> Result<(), Error>
             Entity::Attribute if trace_attribute(key).is_some() => Ok(()),
             Entity::Tag | Entity::Metadata => Ok(()),
             Entity::Span if SPAN_FIELDS.contains(&key) => Ok(()),
-            Entity::Span => Err(Error::invalid(format!(
-                "this server searches traces by their spans' {}, not by span.{key}",
-                SPAN_FIELDS.join(", ")
-            ))),
+            Entity::Span => match key.strip_prefix("attributes.") {
+                Some(attr) if !attr.is_empty() && !attr.contains(['"', '\\']) => Ok(()),
+                Some(attr) => Err(Error::invalid(format!(
+                    "span attribute name {attr:?} must be non-empty, without '\"' or '\\'"
+                ))),
+                None => Err(Error::invalid(format!(
+                    "this server searches traces by their spans' {}, attributes.KEY, not by span.{key}",
+                    SPAN_FIELDS.join(", ")
+                ))),
+            },
             _ => Err(Error::invalid(format!(
                 "a trace filter compares tags.KEY, request_metadata.KEY, span.name|type|status or one of trace_id, \
                  timestamp_ms, execution_time_ms, end_time_ms, status, client_request_id, name, run_id, \
@@ -796,7 +803,8 @@ mod tests {
         for (bad, expect) in [
             ("timestamp_ms > '5'", "compared as a number"),
             ("status = 5", "compared as text"),
-            ("span.attributes.model = 'x'", "spans' name, type, status, not by span.attributes.model"),
+            ("span.content = 'x'", "spans' name, type, status, attributes.KEY, not by span.content"),
+            ("span.`attributes.a\"b` = 'x'", "without '\"'"),
             ("span.name IS NULL", "IS NULL applies"),
             ("span.name = 5", "compared as text"),
             ("feedback.rating = 'yes'", "does not search traces by their feedbacks"),
@@ -810,8 +818,12 @@ mod tests {
         // Request metadata and spans are a trace's alone.
         assert!(parse_filter("request_metadata.a = 'x'").unwrap_err().to_string().contains("traces only"));
         assert!(parse_filter("span.name = 'x'").unwrap_err().to_string().contains("traces only"));
-        let c = parse_trace_filter("span.type = 'LLM' AND span.name ILIKE 'p%'").unwrap();
+        let c = parse_trace_filter(
+            "span.type = 'LLM' AND span.name ILIKE 'p%' AND span.attributes.mlflow.spanType = 'X'",
+        )
+        .unwrap();
         assert_eq!((c[0].entity, c[0].key.as_str(), c[1].op), (Entity::Span, "type", Op::ILike));
+        assert_eq!(c[2].key, "attributes.mlflow.spanType");
         assert!(parse_trace_order_by(&["span.name".into()]).unwrap_err().to_string().contains("many spans"));
         let o = parse_trace_order_by(&["timestamp_ms DESC".into(), "tags.team".into()]).unwrap();
         assert!(!o[0].ascending && o[1].ascending && o[1].entity == Entity::Tag);

@@ -467,6 +467,30 @@ impl Sql {
         }
     }
 
+    /// A span attribute as text, from the span's stored dict (where each attribute is
+    /// JSON-encoded): a string as itself, anything else as its JSON (`12`, `true`, `{"a":1}`).
+    /// The parser keeps `"` and `\` out of the name.
+    fn span_attribute(&mut self, attr: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => {
+                // SQLite's placeholders are positional: one bound path per use, in text order.
+                let path = format!("$.attributes.\"{attr}\"");
+                let raw: Vec<String> = (0..4)
+                    .map(|_| format!("json_extract(s.content, {})", self.bind(Bind::Text(path.clone()))))
+                    .collect();
+                format!(
+                    "(CASE WHEN json_valid({}) AND json_type({}) = 'text' THEN json_extract({}, '$') ELSE {} END)",
+                    raw[0], raw[1], raw[2], raw[3]
+                )
+            }
+            Backend::Postgres => {
+                let key = self.bind(Bind::Text(attr.to_string()));
+                let raw = format!("(s.content::jsonb -> 'attributes' ->> {key})");
+                format!("(CASE WHEN jsonb_typeof({raw}::jsonb) = 'string' THEN {raw}::jsonb #>> '{{}}' ELSE {raw} END)")
+            }
+        }
+    }
+
     fn trace_clause(&mut self, c: &Clause) -> String {
         let run_metadata = c.entity == Entity::Metadata && c.key == crate::traces::SOURCE_RUN;
         match c.entity {
@@ -489,12 +513,13 @@ impl Sql {
             }
             // Any of the trace's spans kept here (those that came over OTLP), as MLflow's.
             Entity::Span => {
-                let column = match c.key.as_str() {
-                    "type" => "s.span_type",
-                    "status" => "s.status",
-                    _ => "s.name",
+                let column = match (c.key.as_str(), c.key.strip_prefix("attributes.")) {
+                    ("type", _) => "s.span_type".to_string(),
+                    ("status", _) => "s.status".to_string(),
+                    (_, Some(attr)) => self.span_attribute(attr),
+                    _ => "s.name".to_string(),
                 };
-                let test = self.text_test(column, c);
+                let test = self.text_test(&column, c);
                 format!(
                     "EXISTS (SELECT 1 FROM trace_spans s WHERE s.workspace_id = t.workspace_id \
                      AND s.trace_id = t.id AND {test})"

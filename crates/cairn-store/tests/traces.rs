@@ -176,7 +176,9 @@ fn span(id: &str, parent: Option<&str>, start: i64, end: i64, status: &str) -> S
         status: status.into(),
         start_ns: start,
         end_ns: Some(end),
-        content: format!("{{\"span_id\": \"{id}\"}}"),
+        // Attributes JSON-encoded, as MLflow's span dicts keep them.
+        content: serde_json::json!({"span_id": id, "attributes": {"model": "\"gpt\"", "tokens": "12"}})
+            .to_string(),
     }
 }
 
@@ -251,6 +253,13 @@ async fn spans_create_a_trace_then_complete_it_and_never_cross_experiments(store
         ("span.status = 'ERROR' AND trace.status = 'OK'", 1),
         ("span.status IN ('UNSET')", 0),
         ("span.name = 'gone'", 0),
+        // Attributes compare decoded: a string as itself, a number as its digits.
+        ("span.attributes.model = 'gpt'", 1),
+        ("span.attributes.model IN ('a', 'gpt')", 1),
+        ("span.attributes.model != 'gpt'", 0),
+        ("span.attributes.model LIKE 'g%'", 1),
+        ("span.attributes.tokens = '12'", 1),
+        ("span.attributes.missing = 'x'", 0),
     ] {
         let clauses = parse_trace_filter(filter).unwrap();
         let (page, _) = store.search_traces(&ws, &exps, &clauses, &[], 0, 10).await.unwrap();
