@@ -693,6 +693,27 @@ mod tests {
     }
 
     #[test]
+    fn otlp_json_is_read_as_the_spec_writes_it() {
+        // Hex ids, camelCase, 64-bit integers as strings, enums as numbers.
+        let doc = r#"{"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+            "scopeSpans": [{"scope": {"name": "wine"}, "spans": [{"traceId": "000102030405060708090a0b0c0d0e0f",
+            "spanId": "0102030405060708", "name": "root", "kind": 2, "startTimeUnixNano": "1000", "endTimeUnixNano": "2000",
+            "attributes": [{"key": "n", "value": {"intValue": "7"}}, {"key": "ok", "value": {"boolValue": true}},
+            {"key": "r", "value": {"doubleValue": 0.5}}, {"key": "l", "value": {"arrayValue": {"values": [{"stringValue": "a"}]}}}],
+            "status": {"code": 1}}]}]}]}"#;
+        let req: ExportTraceServiceRequest = serde_json::from_str(doc).unwrap();
+        let span = &req.resource_spans[0].scope_spans[0].spans[0];
+        let (trace_id, rec) = span_record(span).unwrap();
+        assert_eq!(trace_id, "tr-000102030405060708090a0b0c0d0e0f");
+        assert_eq!((rec.start_ns, rec.end_ns, rec.status.as_str()), (1000, Some(2000), "OK"));
+        let d: Value = serde_json::from_str(&rec.content).unwrap();
+        assert_eq!(d["attributes"]["n"], "7");
+        assert_eq!(d["attributes"]["ok"], "true");
+        assert_eq!(d["attributes"]["r"], "0.5");
+        assert_eq!(d["attributes"]["l"], "[\"a\"]");
+    }
+
+    #[test]
     fn previews_are_cut_at_mlflows_length() {
         assert_eq!(preview(json!("é".repeat(1200))).chars().count(), 1000);
         assert_eq!(preview(json!({"a": 1})), "{\"a\":1}");
