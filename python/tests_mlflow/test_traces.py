@@ -368,17 +368,18 @@ def test_the_stock_client_sends_spans_over_otlp_and_uploads_no_file(server, trac
     assert status == 404, body
 
 
-def test_an_opentelemetry_app_exports_to_the_otlp_endpoint(server, tracing):
+def test_an_opentelemetry_app_exports_to_the_otlp_endpoint(server, tracing, monkeypatch):
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     exp = MlflowClient().create_experiment("otel-app")
-    exporter = OTLPSpanExporter(
-        endpoint=f"{server.url}/workspaces/{tracing}/mlflow/v1/traces",
-        headers={"Authorization": f"Bearer {server.token}", "x-mlflow-experiment-id": exp},
-    )
+    # Configured as the README says, through the exporter's own environment variables.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{server.url}/workspaces/{tracing}/mlflow/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                       f"Authorization=Bearer%20{server.token},x-mlflow-experiment-id={exp}")
+    exporter = OTLPSpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "wine-api"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("wine")
