@@ -460,6 +460,10 @@ def test_otlp_exports_in_json_gzip_and_in_parts(server, tracing):
     status, body = raw(server, tracing, "GET", f"/api/3.0/mlflow/traces/batchGet?trace_ids={old}&trace_ids={tid}&trace_ids=tr-none")
     assert status == 200 and [t["trace_info"]["trace_id"] for t in body["traces"]] == [old, tid], body
     assert body["traces"][0]["spans"][0]["name"] == "legacy"
+    # More than the client's default batch of 10 (MLFLOW_SEARCH_TRACES_MAX_BATCH_SIZE may ask for more).
+    many = "&".join(f"trace_ids=tr-{i:032x}" for i in range(150))
+    status, body = raw(server, tracing, "GET", f"/api/3.0/mlflow/traces/batchGet?trace_ids={tid}&{many}")
+    assert status == 200 and [t["trace_info"]["trace_id"] for t in body["traces"]] == [tid], body
     assert mlflow.get_trace(old).data.spans[0].span_type == "TOOL"
 
 

@@ -51,8 +51,6 @@ pub const OTLP_BODY_LIMIT: usize = 64 * 1024 * 1024;
 const PREVIEW_CHARS: usize = 1000;
 /// The largest `traces.json` a read of a trace takes (bytes).
 const MAX_TRACE_FILE: u64 = 64 * 1024 * 1024;
-/// The most traces one `batchGet` names.
-const MAX_BATCH: usize = 100;
 
 /// `GET …/mlflow/version`.
 pub async fn version() -> &'static str {
@@ -525,9 +523,11 @@ pub async fn get_trace(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Jso
 }
 
 /// `GET /api/3.0/mlflow/traces/batchGet` (BatchGetTraces): the named traces that exist and are
-/// whole (in the given experiments, when some are named), with their spans.
+/// whole (in the given experiments, when some are named), with their spans; at most 1,000 ids.
 pub async fn batch_get(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
-    let (workspace, traces) = named_traces(&state, &caller, &ws, &req, MAX_BATCH).await?;
+    // As many as `batchGetInfos` takes (MLflow's server sets no limit; its client asks for 10 at a
+    // time unless `MLFLOW_SEARCH_TRACES_MAX_BATCH_SIZE` says more).
+    let (workspace, traces) = named_traces(&state, &caller, &ws, &req, super::traces::MAX_IDS).await?;
     // The spans kept here for the whole batch in one query; the others read file by file.
     let stored: Vec<String> = traces
         .iter()

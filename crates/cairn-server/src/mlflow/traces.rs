@@ -40,7 +40,7 @@ const MAX_SEARCH_RESULTS: i64 = 50_000;
 const DEFAULT_SEARCH_RESULTS: i64 = 100;
 const MAX_PAGE: i64 = 500;
 /// The most ids one `batchGetInfos` or `delete-traces` call names.
-const MAX_IDS: usize = 1000;
+pub(super) const MAX_IDS: usize = 1000;
 const STATES: [&str; 4] = ["STATE_UNSPECIFIED", "OK", "ERROR", "IN_PROGRESS"];
 
 /// A trace id from a client: it names a folder of the artifact store, so it is one plain path
