@@ -255,7 +255,12 @@ fn preview(v: Value) -> String {
 /// state (from its root span, when among them), name, previews and the tags its root span and
 /// the exporter's resource carry (`mlflow.traceTag.K` attributes, resource attributes other
 /// than the SDK's and MLflow's own). Invalid tags are left out, as MLflow's server does.
-fn trace_of_spans(id: &str, experiment_id: &str, spans: &[SpanRecord], resource: &[KeyValue]) -> TraceSpans {
+fn trace_of_spans(
+    id: &str,
+    experiment_id: &str,
+    spans: Vec<SpanRecord>,
+    resource: &[KeyValue],
+) -> TraceSpans {
     let start_ms = spans.iter().map(|s| s.start_ns).min().unwrap_or(0) / 1_000_000;
     let root = spans.iter().find(|s| s.parent_span_id.is_none());
     let mut trace = TraceRecord {
@@ -305,7 +310,8 @@ fn trace_of_spans(id: &str, experiment_id: &str, spans: &[SpanRecord], resource:
         }
         trace.tags.entry("mlflow.traceName".into()).or_insert_with(|| root.name.clone());
     }
-    TraceSpans { trace, has_root: root.is_some(), spans: spans.to_vec() }
+    let has_root = root.is_some();
+    TraceSpans { trace, has_root, spans }
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> MlResult<Option<&'a str>> {
@@ -376,7 +382,7 @@ pub async fn export(Ctx { state, caller, ws }: Ctx, headers: HeaderMap, body: By
     let existing = state.store.traces(&workspace, Some(&ids), &[]).await?;
     let mut batch = Vec::with_capacity(by_trace.len());
     for (id, (spans, resource)) in by_trace {
-        let mut ts = trace_of_spans(&id, &exp.id, &spans, &resource);
+        let mut ts = trace_of_spans(&id, &exp.id, spans, &resource);
         if let Some(run) = &run {
             ts.trace.metadata.insert(SOURCE_RUN.into(), run.clone());
         }
@@ -397,6 +403,11 @@ pub async fn export(Ctx { state, caller, ws }: Ctx, headers: HeaderMap, body: By
     })
 }
 
+/// Whether the trace's spans came over OTLP and are kept in the store.
+fn kept_here(trace: &TraceRecord) -> bool {
+    trace.tags.get(SPANS_LOCATION).map(String::as_str) == Some(SPANS_IN_STORE)
+}
+
 /// A trace's spans as MLflow's span dicts: those kept here (a trace that came over OTLP), else
 /// its `traces.json` (none when the client uploaded none). Errors: a `traces.json` past
 /// `max_file` bytes, or not what MLflow writes.
@@ -406,13 +417,25 @@ pub async fn span_dicts(
     trace: &TraceRecord,
     max_file: u64,
 ) -> Result<Vec<Value>, Error> {
-    let mut kept = Vec::new();
-    if trace.tags.get(SPANS_LOCATION).map(String::as_str) == Some(SPANS_IN_STORE) {
-        let mut spans = state.store.trace_spans(workspace, std::slice::from_ref(&trace.id)).await?;
-        kept = stored_dicts(spans.remove(&trace.id).unwrap_or_default())?;
-        if whole(&kept) {
-            return Ok(kept);
-        }
+    let kept = match kept_here(trace) {
+        true => state.store.trace_spans(workspace, std::slice::from_ref(&trace.id)).await?.remove(&trace.id),
+        false => None,
+    };
+    spans_of(state, workspace, trace, kept.unwrap_or_default(), max_file).await
+}
+
+/// The trace's spans given those the store keeps of it (`kept`, read by the caller): those when
+/// whole, else its `traces.json`, else what is kept.
+async fn spans_of(
+    state: &AppState,
+    workspace: &Workspace,
+    trace: &TraceRecord,
+    kept: Vec<SpanRecord>,
+    max_file: u64,
+) -> Result<Vec<Value>, Error> {
+    let kept = stored_dicts(kept)?;
+    if whole(&kept) {
+        return Ok(kept);
     }
     // Spans kept here but not yet whole: the client may have uploaded the whole trace too (its
     // StartTraceV3 came before its last spans, so it was not told they are here).
@@ -436,10 +459,10 @@ async fn traces_json(
         Err(Error::NotFound { .. }) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let doc: Value = serde_json::from_slice(&bytes)
+    let mut doc: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid(format!("traces.json is not JSON: {e}")))?;
-    match doc.get("spans") {
-        Some(Value::Array(spans)) => Ok(spans.clone()),
+    match doc.get_mut("spans").map(Value::take) {
+        Some(Value::Array(spans)) => Ok(spans),
         _ => Err(Error::invalid("traces.json has no \"spans\" list")),
     }
 }
@@ -529,21 +552,14 @@ pub async fn batch_get(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Jso
     // time unless `MLFLOW_SEARCH_TRACES_MAX_BATCH_SIZE` says more).
     let (workspace, traces) = named_traces(&state, &caller, &ws, &req, super::traces::MAX_IDS).await?;
     // The spans kept here for the whole batch in one query; the others read file by file.
-    let stored: Vec<String> = traces
-        .iter()
-        .filter(|t| t.tags.get(SPANS_LOCATION).map(String::as_str) == Some(SPANS_IN_STORE))
-        .map(|t| t.id.clone())
-        .collect();
+    let stored: Vec<String> = traces.iter().filter(|t| kept_here(t)).map(|t| t.id.clone()).collect();
     let mut kept = state.store.trace_spans(&workspace, &stored).await?;
     let mut out = Vec::new();
     // In the order asked for, as MLflow's server answers.
     for id in &req.list("trace_ids") {
         let Some(trace) = traces.iter().find(|t| &t.id == id) else { continue };
-        let spans = match kept.remove(id).map(stored_dicts).transpose()? {
-            Some(spans) if whole(&spans) => spans,
-            // Not kept here, or not whole yet (a `traces.json` may be).
-            _ => span_dicts(&state, &workspace, trace, MAX_TRACE_FILE).await?,
-        };
+        let spans =
+            spans_of(&state, &workspace, trace, kept.remove(id).unwrap_or_default(), MAX_TRACE_FILE).await?;
         if whole(&spans) {
             out.push(trace_json(trace, &spans));
         }
@@ -674,7 +690,7 @@ mod tests {
             kv("telemetry.sdk.name", any_value::Value::StringValue("opentelemetry".into())),
             kv("mlflow.trace.spansLocation", any_value::Value::StringValue("forged".into())),
         ];
-        let ts = trace_of_spans("tr-1", "7", &[child.clone(), root.clone()], &resource);
+        let ts = trace_of_spans("tr-1", "7", vec![child.clone(), root.clone()], &resource);
         assert!(ts.has_root);
         assert_eq!(ts.trace.request_time, 1_700_000_000_000);
         assert_eq!(ts.trace.execution_duration, Some(250));
@@ -685,7 +701,7 @@ mod tests {
         assert_eq!(ts.trace.tags["mlflow.artifactLocation"], "mlflow-artifacts:/7/traces/tr-1/artifacts");
         assert!(!ts.trace.tags.contains_key("telemetry.sdk.name"));
         assert!(!ts.trace.tags.contains_key("mlflow.trace.spansLocation"));
-        let alone = trace_of_spans("tr-1", "7", &[child], &[]);
+        let alone = trace_of_spans("tr-1", "7", vec![child], &[]);
         assert!(!alone.has_root);
         assert_eq!(alone.trace.state, "IN_PROGRESS");
         assert_eq!(alone.trace.request_time, 1_699_999_999_995);
