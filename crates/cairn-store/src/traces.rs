@@ -90,18 +90,19 @@ fn trace_of(r: &AnyRow) -> Result<TraceRecord, Error> {
 }
 
 /// Inserts trace `t` of `ws`, or, if it is there, updates it with `on_conflict` (an `UPDATE SET`
-/// list that may use `excluded.*` and `$12`, bound to `extra`).
+/// list that may use `excluded.*` and `$12`, bound to `extra`). Returns the experiment the
+/// trace's row is in, which an update never changes.
 async fn upsert_trace_row(
     tx: &mut WriteTx,
     ws: &Workspace,
     t: &TraceRecord,
     on_conflict: &str,
     extra: Option<i64>,
-) -> Result<(), Error> {
+) -> Result<String, Error> {
     let sql = format!(
         "INSERT INTO traces (workspace_id, {COLUMNS}, source_run_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (workspace_id, id) DO UPDATE SET {on_conflict}"
+         ON CONFLICT (workspace_id, id) DO UPDATE SET {on_conflict} RETURNING experiment_id"
     );
     let mut q = sqlx::query(&sql)
         .bind(&ws.id)
@@ -118,8 +119,8 @@ async fn upsert_trace_row(
     if let Some(extra) = extra {
         q = q.bind(extra);
     }
-    q.execute(&mut ***tx).await.map_err(map_err)?;
-    Ok(())
+    let row = q.fetch_one(&mut ***tx).await.map_err(map_err)?;
+    get(&row, "experiment_id")
 }
 
 impl Store {
@@ -442,7 +443,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         for ts in batch {
             let t = &ts.trace;
-            upsert_trace_row(
+            let experiment = upsert_trace_row(
                 &mut tx,
                 ws,
                 t,
@@ -457,13 +458,6 @@ impl Store {
                 Some(i64::from(ts.has_root)),
             )
             .await?;
-            let row = sqlx::query("SELECT experiment_id FROM traces WHERE workspace_id = $1 AND id = $2")
-                .bind(&ws.id)
-                .bind(&t.id)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(map_err)?;
-            let experiment: String = get(&row, "experiment_id")?;
             if experiment != t.experiment_id {
                 return Err(Error::invalid(format!(
                     "trace {} is in experiment {experiment}, not in {}: its spans cannot be logged to another",
