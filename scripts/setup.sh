@@ -4,6 +4,7 @@
 #
 #   .venv-tools/   uv, installed from PyPI with pip (no installer script from elsewhere)
 #   .venv/         the tests' Python packages (scripts/requirements-test.txt), via uv
+#   .venv-mlflow2/ an mlflow 2.x client (scripts/requirements-mlflow2.txt), via uv
 #   PostgreSQL     up on 127.0.0.1:5432 (trust auth), as the Rust tests expect
 #   Chromium       /usr/bin/chromium and /usr/bin/chromedriver, for the studio's browser tests
 set -euo pipefail
@@ -30,30 +31,35 @@ else
     .venv-tools/bin/pip install --quiet "uv==$UV_VERSION"
 fi
 
-# --- the tests' Python venv ----------------------------------------------------------------
-# A stamp records which requirements the venv was built from, so an unchanged file means no
-# work at all (and no registry access). The venv's packages are compiled to bytecode once
+# --- the tests' Python venvs ---------------------------------------------------------------
+# A stamp records which requirements a venv was built from, so an unchanged file means no
+# work at all (and no registry access). A venv's packages are compiled to bytecode once
 # here: where PYTHONDONTWRITEBYTECODE is set (as on CI machines) Python never writes .pyc files
 # itself, and every test process would compile mlflow, pandas and scikit-learn from source again
 # (`import mlflow` 11 s instead of 3 s on a 2-core machine).
-STAMP=.venv/.cairn-requirements.sha256
-want="$(sha256sum "$REQUIREMENTS" | awk '{print $1}') bytecode"
-if [ -x .venv/bin/python ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
-    say ".venv is up to date with $REQUIREMENTS"
-else
-    if ! .venv/bin/python -c '' 2>/dev/null; then
+make_venv() {
+    local venv=$1 requirements=$2 stamp want python
+    stamp=$venv/.cairn-requirements.sha256
+    want="$(sha256sum "$requirements" | awk '{print $1}') bytecode"
+    if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        say "$venv is up to date with $requirements"
+        return
+    fi
+    if ! "$venv/bin/python" -c '' 2>/dev/null; then
         # The machine's own interpreter: uv must never download a Python build.
         python="$(python3 -c 'import sys; print(sys.executable)')"
-        say "creating .venv with $python"
-        rm -rf .venv
-        UV_PYTHON_DOWNLOADS=never "$UV" venv --quiet --python "$python" .venv
+        say "creating $venv with $python"
+        rm -rf "$venv"
+        UV_PYTHON_DOWNLOADS=never "$UV" venv --quiet --python "$python" "$venv"
     fi
-    say "installing $REQUIREMENTS into .venv"
-    VIRTUAL_ENV="$ROOT/.venv" "$UV" pip install --quiet --python .venv/bin/python -r "$REQUIREMENTS"
-    say "compiling .venv's packages to bytecode"
-    "$ROOT/scripts/venv-bytecode.sh" .venv
-    echo "$want" > "$STAMP"
-fi
+    say "installing $requirements into $venv"
+    VIRTUAL_ENV="$ROOT/$venv" "$UV" pip install --quiet --python "$venv/bin/python" -r "$requirements"
+    say "compiling $venv's packages to bytecode"
+    "$ROOT/scripts/venv-bytecode.sh" "$venv"
+    echo "$want" > "$stamp"
+}
+make_venv .venv "$REQUIREMENTS"
+make_venv .venv-mlflow2 scripts/requirements-mlflow2.txt
 
 # --- PostgreSQL ----------------------------------------------------------------------------
 pg_ready() { command -v pg_isready >/dev/null && pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }

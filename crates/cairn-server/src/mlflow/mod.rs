@@ -30,6 +30,7 @@ mod run_names;
 mod runs;
 pub(crate) mod spans;
 mod traces;
+mod traces_v2;
 mod wire;
 
 pub use wire::{MlError, MlResult};
@@ -127,6 +128,9 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             &format!("{TRACES_V3}/{{trace_id}}/assessments/{{assessment_id}}"),
             get(assessments::get).patch(assessments::update).delete(assessments::delete),
         )
+        .route(&p("/traces"), post(traces_v2::start).get(traces_v2::search))
+        .route(&p("/traces/{trace_id}"), patch(traces_v2::end))
+        .route(&p("/traces/{trace_id}/info"), get(traces_v2::get_info))
         .route(&p("/traces/{trace_id}/tags"), patch(traces::set_tag).delete(traces::delete_tag))
         .route(&p("/traces/delete-traces"), post(traces::delete_traces))
         .route(&p("/traces/link-to-run"), post(traces::link_to_run))

@@ -462,9 +462,53 @@ async fn traces_json(
     let mut doc: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid(format!("traces.json is not JSON: {e}")))?;
     match doc.get_mut("spans").map(Value::take) {
-        Some(Value::Array(spans)) => Ok(spans),
+        Some(Value::Array(spans)) => Ok(spans.into_iter().map(v3_span_dict).collect()),
         _ => Err(Error::invalid("traces.json has no \"spans\" list")),
     }
+}
+
+/// A span dict of MLflow 2's schema (`context`, `parent_id`, `start_time`, `status_code`: what
+/// mlflow 2.x clients upload in `traces.json`) in MLflow 3's (`Span.to_dict`: base64 ids,
+/// `start_time_unix_nano`, `status`), which the rest of this module and the studio read; a dict
+/// already in MLflow 3's schema is returned as it is.
+pub fn v3_span_dict(d: Value) -> Value {
+    let Some(context) = d.get("context").and_then(Value::as_object) else { return d };
+    // MLflow 2 writes ids as "0x" and hex digits; anything else is kept as it came.
+    let id = |v: Option<&Value>| {
+        v.and_then(Value::as_str).map(|s| match hex::decode(s.trim_start_matches("0x")) {
+            Ok(bytes) => B64.encode(bytes),
+            Err(_) => s.to_string(),
+        })
+    };
+    let code = match d.get("status_code").and_then(Value::as_str) {
+        Some("OK") => "STATUS_CODE_OK",
+        Some("ERROR") => "STATUS_CODE_ERROR",
+        _ => "STATUS_CODE_UNSET",
+    };
+    let events: Vec<Value> = d
+        .get("events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            json!({
+                "name": e.get("name").cloned().unwrap_or(json!("")),
+                "time_unix_nano": e.get("timestamp").cloned().unwrap_or(json!(0)),
+                "attributes": e.get("attributes").cloned().unwrap_or(json!({})),
+            })
+        })
+        .collect();
+    json!({
+        "trace_id": id(context.get("trace_id")),
+        "span_id": id(context.get("span_id")),
+        "parent_span_id": id(d.get("parent_id")),
+        "name": d.get("name").cloned().unwrap_or(json!("")),
+        "start_time_unix_nano": d.get("start_time").cloned().unwrap_or(json!(0)),
+        "end_time_unix_nano": d.get("end_time").cloned().unwrap_or(Value::Null),
+        "events": events,
+        "status": {"code": code, "message": d.get("status_message").cloned().unwrap_or(json!(""))},
+        "attributes": d.get("attributes").cloned().unwrap_or(json!({})),
+    })
 }
 
 fn stored_dicts(spans: Vec<SpanRecord>) -> Result<Vec<Value>, Error> {
@@ -572,6 +616,38 @@ mod tests {
     use super::*;
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
     use opentelemetry_proto::tonic::trace::v1::{span::Event, Status};
+
+    #[test]
+    fn mlflow_2_span_dicts_read_as_mlflow_3_ones() {
+        let v2 = json!({
+            "name": "add",
+            "context": {"span_id": "0x0102030405060708", "trace_id": "0x000102030405060708090a0b0c0d0e0f"},
+            "parent_id": "0x1112131415161718",
+            "start_time": 1_700_000_000_000_000_000i64,
+            "end_time": 1_700_000_000_500_000_000i64,
+            "status_code": "ERROR",
+            "status_message": "boom",
+            "attributes": {"mlflow.spanInputs": "{\"a\": 1}"},
+            "events": [{"name": "exception", "timestamp": 1_700_000_000_400_000_000i64, "attributes": {"k": "v"}}],
+        });
+        let d = v3_span_dict(v2);
+        assert_eq!(d["span_id"], B64.encode([1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(d["trace_id"], B64.encode((0u8..16).collect::<Vec<_>>()));
+        assert_eq!(d["parent_span_id"], B64.encode([0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]));
+        assert_eq!(d["start_time_unix_nano"], 1_700_000_000_000_000_000i64);
+        assert_eq!(d["status"], json!({"code": "STATUS_CODE_ERROR", "message": "boom"}));
+        assert_eq!(d["events"][0]["time_unix_nano"], 1_700_000_000_400_000_000i64);
+        let otel = otel_span_json(&d);
+        assert_eq!(otel["end_time_unix_nano"], "1700000000500000000");
+        assert_eq!(otel["attributes"][0]["value"]["kvlist_value"]["values"][0]["key"], "a");
+        // A root span (no parent) and a dict already in MLflow 3's schema.
+        let root = v3_span_dict(
+            json!({"name": "r", "context": {"span_id": "0x01", "trace_id": "0x02"}, "parent_id": null}),
+        );
+        assert!(whole(&[root]));
+        let v3 = json!({"span_id": "AQ==", "name": "x"});
+        assert_eq!(v3_span_dict(v3.clone()), v3);
+    }
 
     fn kv(key: &str, v: any_value::Value) -> KeyValue {
         KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }

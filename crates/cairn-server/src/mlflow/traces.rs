@@ -9,9 +9,9 @@
 //! over OTLP; otherwise (an older client, or spans not there yet) the client uploads them as
 //! `traces.json` to the answer's `mlflow.artifactLocation`, through the artifact proxy
 //! (`artifacts.rs` resolves `{exp}/traces/{id}/artifacts`). Assessments sent with a trace are
-//! kept with it and returned with it (`assessments.rs` serves their own endpoints). Trace
-//! metrics and the V2 trace RPCs (which the client only falls back to when these 404) are not
-//! served (ENDPOINT_NOT_FOUND).
+//! kept with it and returned with it (`assessments.rs` serves their own endpoints). MLflow 2's
+//! trace RPCs (`traces_v2.rs`) record and read the same traces. Trace metrics (the MLflow UI's
+//! dashboards) are not served (ENDPOINT_NOT_FOUND).
 
 use std::collections::BTreeMap;
 
@@ -38,7 +38,7 @@ const MAX_VALUE: usize = 8000;
 /// client asks for the rest with the page token until it has what it asked for).
 const MAX_SEARCH_RESULTS: i64 = 50_000;
 const DEFAULT_SEARCH_RESULTS: i64 = 100;
-const MAX_PAGE: i64 = 500;
+pub(super) const MAX_PAGE: i64 = 500;
 /// The most ids one `batchGetInfos` or `delete-traces` call names.
 pub(super) const MAX_IDS: usize = 1000;
 const STATES: [&str; 4] = ["STATE_UNSPECIFIED", "OK", "ERROR", "IN_PROGRESS"];
@@ -233,7 +233,7 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
             )))
         }
     };
-    let mut trace = TraceRecord {
+    let trace = TraceRecord {
         id,
         experiment_id: String::new(),
         client_request_id: opt_string(info, "client_request_id")?,
@@ -260,18 +260,35 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
             return Err(MlError::invalid(format!("trace_info.assessments must be a list, not {other}")))
         }
     };
+    let trace = record(&state, &caller, &ws, trace, &exp_id, assessments).await?;
+    Ok(Json(json!({"trace": {"trace_info": trace_info_json(&trace)}})))
+}
+
+/// Records `trace` (its tags and metadata checked) in experiment `exp_id` for `caller`, as
+/// StartTraceV3 and MLflow 2's StartTrace and EndTrace do, and returns it as stored: a job's
+/// trace is its run's; the experiment must be active and the trace's run one of it; a trace
+/// already there keeps its experiment and gets the new info, tags, metadata and assessments
+/// (merged); where the spans go (`mlflow.artifactLocation`) is the server's to say.
+pub(super) async fn record(
+    state: &AppState,
+    caller: &Caller,
+    ws: &str,
+    mut trace: TraceRecord,
+    exp_id: &str,
+    assessments: &[Value],
+) -> MlResult<TraceRecord> {
     // A job's traces are its run's, even those traced outside `mlflow.start_run()`.
     if let Some(own) = &caller.token.run_id {
         trace.metadata.entry(SOURCE_RUN.into()).or_insert_with(|| own.clone());
     }
-    authorize(&caller, Role::Writer, &ws, &trace)?;
-    let workspace = state.store.workspace(&ws).await?;
-    let exp = experiment(&state, &workspace, &exp_id).await?;
+    authorize(caller, Role::Writer, ws, &trace)?;
+    let workspace = state.store.workspace(ws).await?;
+    let exp = experiment(state, &workspace, exp_id).await?;
     if exp.deleted_at.is_some() {
         return Err(MlError::invalid(format!("The experiment {exp_id} must be in the 'active' state.")));
     }
     if let Some(run) = trace.metadata.get(SOURCE_RUN) {
-        check_source_run(&state, &workspace, &exp.id, run).await?;
+        check_source_run(state, &workspace, &exp.id, run).await?;
     }
     let old = match state.store.trace(&workspace, &trace.id).await {
         Ok(old) => Some(old),
@@ -285,10 +302,9 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
                 trace.id, old.experiment_id
             )));
         }
-        authorize(&caller, Role::Writer, &ws, old)?;
+        authorize(caller, Role::Writer, ws, old)?;
     }
     trace.experiment_id = exp.id.clone();
-    // Where the spans go is the server's to say, whatever the client sent.
     trace.tags.insert(
         ARTIFACT_LOCATION.into(),
         format!("mlflow-artifacts:/{}/traces/{}/artifacts", exp.id, trace.id),
@@ -300,8 +316,7 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
         (false, stored) => Some(super::assessments::merge_incoming(&trace.id, stored, assessments)?),
     };
     state.store.put_trace(&workspace, &trace).await?;
-    let trace = load(&state, &workspace, &trace.id).await?;
-    Ok(Json(json!({"trace": {"trace_info": trace_info_json(&trace)}})))
+    load(state, &workspace, &trace.id).await
 }
 
 /// Checks that `run`, named as the run of a trace of experiment `exp_id`, is a run of that
@@ -337,15 +352,21 @@ pub(super) fn require_read(caller: &Caller, ws: &str) -> MlResult<()> {
     Ok(super::require_read(caller, ws)?)
 }
 
+/// Trace `id` of workspace `ws`, once `caller` is found allowed to read it.
+pub(super) async fn readable(state: &AppState, caller: &Caller, ws: &str, id: &str) -> MlResult<TraceRecord> {
+    require_read(caller, ws)?;
+    let workspace = state.store.workspace(ws).await?;
+    let trace = load(state, &workspace, id).await?;
+    authorize(caller, Role::Reader, ws, &trace)?;
+    Ok(trace)
+}
+
 /// `GET /api/3.0/mlflow/traces/{trace_id}` (GetTraceInfoV3).
 pub async fn get_info(
     Ctx { state, caller, ws }: Ctx,
     Path((_, id)): Path<(String, String)>,
 ) -> MlResult<Json<Value>> {
-    require_read(&caller, &ws)?;
-    let workspace = state.store.workspace(&ws).await?;
-    let trace = load(&state, &workspace, &id).await?;
-    authorize(&caller, Role::Reader, &ws, &trace)?;
+    let trace = readable(&state, &caller, &ws, &id).await?;
     Ok(Json(json!({"trace": {"trace_info": trace_info_json(&trace)}})))
 }
 
@@ -397,33 +418,45 @@ fn search_experiments(req: &Req) -> MlResult<Vec<String>> {
 /// `POST /api/3.0/mlflow/traces/search` (SearchTracesV3): the experiments' traces, filtered and
 /// ordered with MLflow's trace grammar, newest first by default.
 pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
-    caller.require(Role::Reader, Some(&ws))?;
+    let (traces, next) = search_page(&state, &caller, &ws, &req, MAX_SEARCH_RESULTS).await?;
+    let mut body = json!({"traces": traces.iter().map(trace_info_json).collect::<Vec<_>>()});
+    if let Some(token) = next {
+        body["next_page_token"] = json!(token);
+    }
+    Ok(Json(body))
+}
+
+/// One page of a trace search (V3's or V2's request: `max_results` up to `max_results`, served
+/// in pages of at most 500), and the token of the next page when there is one.
+pub(super) async fn search_page(
+    state: &AppState,
+    caller: &Caller,
+    ws: &str,
+    req: &Req,
+    max_results: i64,
+) -> MlResult<(Vec<TraceRecord>, Option<String>)> {
+    caller.require(Role::Reader, Some(ws))?;
     let filter = req.opt_str("filter").unwrap_or_default();
     let clauses = cairn_core::search::parse_trace_filter(&filter)
         .map_err(|e| MlError::invalid(format!("Invalid filter {filter:?}: {e}")))?;
     let terms = cairn_core::search::parse_trace_order_by(&req.list("order_by"))
         .map_err(|e| MlError::invalid(format!("Invalid order_by: {e}")))?;
     let limit = req.opt_i64("max_results")?.unwrap_or(DEFAULT_SEARCH_RESULTS);
-    if !(1..=MAX_SEARCH_RESULTS).contains(&limit) {
+    if !(1..=max_results).contains(&limit) {
         return Err(MlError::invalid(format!(
-            "Invalid value {limit} for parameter 'max_results': it must be between 1 and {MAX_SEARCH_RESULTS}"
+            "Invalid value {limit} for parameter 'max_results': it must be between 1 and {max_results}"
         )));
     }
     let limit = limit.min(MAX_PAGE);
-    let offset = page_offset(&req)?;
-    let workspace = state.store.workspace(&ws).await?;
+    let offset = page_offset(req)?;
+    let workspace = state.store.workspace(ws).await?;
     let mut exps = Vec::new();
-    for e in search_experiments(&req)? {
-        exps.push(experiment(&state, &workspace, &e).await?.id);
+    for e in search_experiments(req)? {
+        exps.push(experiment(state, &workspace, &e).await?.id);
     }
     let (traces, more) =
         state.store.search_traces(&workspace, &exps, &clauses, &terms, offset as i64, limit).await?;
-    let page: Vec<Value> = traces.iter().map(trace_info_json).collect();
-    let mut body = json!({"traces": page});
-    if more {
-        body["next_page_token"] = json!((offset + limit as usize).to_string());
-    }
-    Ok(Json(body))
+    Ok((traces, more.then(|| (offset + limit as usize).to_string())))
 }
 
 /// The workspace of a tag change on trace `id`, once checked: the tag is not the server's and
