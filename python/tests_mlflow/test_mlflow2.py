@@ -41,6 +41,7 @@ SCRIPT = textwrap.dedent('''
     with mlflow.start_run() as run:
         mlflow.log_param("p", "1")
         mlflow.log_metric("m", 0.5, step=1)
+        mlflow.log_text("hello", "notes/hello.txt")
         in_run = outer(3)
         in_run_id = mlflow.get_last_active_trace_id()
     outer(4)
@@ -74,6 +75,7 @@ SCRIPT = textwrap.dedent('''
                                    "outputs": s.outputs, "type": s.span_type}
                           for s in got.data.spans}},
         "in_the_run": [t.info.request_id for t in in_the_run],
+        "artifacts": [(f.path, f.file_size) for f in client.list_artifacts(run.info.run_id, "notes")],
     }))
 ''')
 
@@ -95,6 +97,7 @@ def test_an_mlflow_2_client_logs_runs_and_traces_that_mlflow_3_reads(server, wor
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["version"].startswith("2.")
     assert seen["in_run"] == 8
+    assert seen["artifacts"] == [["notes/hello.txt", 5]]
 
     # What the mlflow 2 client saw of its own traces, through MLflow 2's RPCs.
     traces = seen["traces"]
@@ -119,6 +122,7 @@ def test_an_mlflow_2_client_logs_runs_and_traces_that_mlflow_3_reads(server, wor
     # The run, as mlflow 3 sees it.
     run = MlflowClient().get_run(seen["run_id"])
     assert run.data.params == {"p": "1"} and run.data.metrics == {"m": 0.5}
+    assert mlflow.artifacts.load_text(f"runs:/{seen['run_id']}/notes/hello.txt") == "hello"
 
     # The same traces through mlflow 3: infos, previews from MLflow 2's metadata, spans read from
     # the traces.json MLflow 2 wrote.
