@@ -207,7 +207,8 @@ def test_bad_trace_calls_get_mlflows_errors_and_change_nothing(server, tracing):
 
     client = MlflowClient()
     for kwargs, words in [
-        ({"filter_string": "span.content = 'x'"}, "by their spans' name, type, status, attributes.KEY"),
+        ({"filter_string": "span.content = 'x'"}, "searched with LIKE or ILIKE"),
+        ({"filter_string": "span.contents LIKE 'x'"}, "by their spans' name, type, status, content, attributes.KEY"),
         ({"filter_string": "feedback.quality = 'good'"}, "does not search traces by their feedbacks"),
         ({"filter_string": "trace.status = 'OK' or trace.status = 'ERROR'"}, "position 20"),
         ({"filter_string": "timestamp_ms > '5'"}, "compared as a number"),
@@ -349,7 +350,10 @@ def test_the_stock_client_sends_spans_over_otlp_and_uploads_no_file(server, trac
     for filter_string, found in [("span.name = 'llm'", [tid]), ("span.type = 'LLM'", [tid]),
                                  ("span.status = 'ERROR'", []), ("span.name ILIKE 'PIPE%'", [tid]),
                                  ("span.attributes.tokens = '12'", [tid]), ("span.attributes.tokens = '13'", []),
-                                 ("span.attributes.mlflow.spanType = 'LLM'", [tid])]:
+                                 ("span.attributes.mlflow.spanType = 'LLM'", [tid]),
+                                 # Full text: the spans' content, as span.content or trace.text.
+                                 ("span.content LIKE '%wine?%'", [tid]), ("trace.text ILIKE '%WINE%'", [tid]),
+                                 ("span.content LIKE '%WINE%'", []), ("trace.text LIKE '%beer%'", [])]:
         got = mlflow.search_traces(locations=[exp], filter_string=filter_string, return_type="list")
         assert [t.info.trace_id for t in got] == found, filter_string
     # The spans are the server's: no traces.json was uploaded.

@@ -26,6 +26,10 @@ pub enum Entity {
 
 /// The span fields a trace filter compares.
 pub const SPAN_FIELDS: [&str; 3] = ["name", "type", "status"];
+/// A span's whole content (its JSON as MLflow's `Span.to_dict` writes it), searched with LIKE
+/// or ILIKE only; `trace.text` is MLflow's name for the same search over a trace's spans.
+pub const SPAN_CONTENT: &str = "content";
+const TRACE_TEXT: &str = "text";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -375,16 +379,16 @@ fn identifier_of(toks: &[Tok], i: &mut usize, target: Target) -> Result<(Entity,
 fn check_identifier(target: Target, ent: Entity, key: &str) -> Result<(), Error> {
     if target == Target::Traces {
         return match ent {
-            Entity::Attribute if trace_attribute(key).is_some() => Ok(()),
+            Entity::Attribute if trace_attribute(key).is_some() || key == TRACE_TEXT => Ok(()),
             Entity::Tag | Entity::Metadata => Ok(()),
-            Entity::Span if SPAN_FIELDS.contains(&key) => Ok(()),
+            Entity::Span if SPAN_FIELDS.contains(&key) || key == SPAN_CONTENT => Ok(()),
             Entity::Span => match key.strip_prefix("attributes.") {
                 Some(attr) if !attr.is_empty() && !attr.contains(['"', '\\']) => Ok(()),
                 Some(attr) => Err(Error::invalid(format!(
                     "span attribute name {attr:?} must be non-empty, without '\"' or '\\'"
                 ))),
                 None => Err(Error::invalid(format!(
-                    "this server searches traces by their spans' {}, attributes.KEY, not by span.{key}",
+                    "this server searches traces by their spans' {}, content, attributes.KEY, not by span.{key}",
                     SPAN_FIELDS.join(", ")
                 ))),
             },
@@ -484,7 +488,10 @@ fn parse_clauses(toks: &[Tok], i: &mut usize, target: Target) -> Result<Vec<Clau
                 }
             }
         }
-        let (entity, key) = identifier_of(toks, i, target)?;
+        let (mut entity, mut key) = identifier_of(toks, i, target)?;
+        if target == Target::Traces && entity == Entity::Attribute && key == TRACE_TEXT {
+            (entity, key) = (Entity::Span, SPAN_CONTENT.to_string());
+        }
         if matches!(toks.get(*i), Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("is")) {
             let not = matches!(toks.get(*i + 1), Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("not"));
             let at = *i + 1 + usize::from(not);
@@ -525,6 +532,11 @@ fn parse_clauses(toks: &[Tok], i: &mut usize, target: Target) -> Result<Vec<Clau
                 return Err(Error::invalid(format!("expected a comparison after {key:?}, found {other:?}")))
             }
         };
+        if entity == Entity::Span && key == SPAN_CONTENT && !matches!(op, Op::Like | Op::ILike) {
+            return Err(Error::invalid(
+                "a span's content (span.content, trace.text) is searched with LIKE or ILIKE",
+            ));
+        }
         *i += 1;
         let value = match toks.get(*i) {
             Some(Tok::Open) if matches!(op, Op::In | Op::NotIn) => Value::List(list(toks, i)?),
@@ -624,7 +636,7 @@ fn order_by_for(terms: &[String], target: Target) -> Result<Vec<OrderBy>, Error>
                     "order_by {term:?}: runs cannot be ordered by their datasets"
                 )));
             }
-            if entity == Entity::Span {
+            if entity == Entity::Span || (entity == Entity::Attribute && key == TRACE_TEXT) {
                 return Err(Error::invalid(format!("order_by {term:?}: a trace has many spans to order by")));
             }
             let ascending = match toks.get(i) {
@@ -803,7 +815,12 @@ mod tests {
         for (bad, expect) in [
             ("timestamp_ms > '5'", "compared as a number"),
             ("status = 5", "compared as text"),
-            ("span.content = 'x'", "spans' name, type, status, attributes.KEY, not by span.content"),
+            (
+                "span.contents LIKE 'x'",
+                "spans' name, type, status, content, attributes.KEY, not by span.contents",
+            ),
+            ("span.content = 'x'", "with LIKE or ILIKE (at position 13)"),
+            ("trace.text IN ('x')", "with LIKE or ILIKE"),
             ("span.`attributes.a\"b` = 'x'", "without '\"'"),
             ("span.name IS NULL", "IS NULL applies"),
             ("span.name = 5", "compared as text"),
@@ -825,6 +842,11 @@ mod tests {
         assert_eq!((c[0].entity, c[0].key.as_str(), c[1].op), (Entity::Span, "type", Op::ILike));
         assert_eq!(c[2].key, "attributes.mlflow.spanType");
         assert!(parse_trace_order_by(&["span.name".into()]).unwrap_err().to_string().contains("many spans"));
+        assert!(parse_trace_order_by(&["trace.text".into()]).unwrap_err().to_string().contains("many spans"));
+        // MLflow's full-text search: a span's content, or `trace.text` for the same.
+        let c = parse_trace_filter("span.content LIKE '%Paris%' AND trace.text ILIKE '%weather%'").unwrap();
+        assert_eq!((c[0].entity, c[0].key.as_str(), c[0].op), (Entity::Span, "content", Op::Like));
+        assert_eq!((c[1].entity, c[1].key.as_str(), c[1].op), (Entity::Span, "content", Op::ILike));
         let o = parse_trace_order_by(&["timestamp_ms DESC".into(), "tags.team".into()]).unwrap();
         assert!(!o[0].ascending && o[1].ascending && o[1].entity == Entity::Tag);
         assert!(parse_trace_order_by(&["start_time".into()]).is_err());

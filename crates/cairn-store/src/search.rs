@@ -516,6 +516,7 @@ impl Sql {
                 let column = match (c.key.as_str(), c.key.strip_prefix("attributes.")) {
                     ("type", _) => "s.span_type".to_string(),
                     ("status", _) => "s.status".to_string(),
+                    ("content", _) => "s.content".to_string(),
                     (_, Some(attr)) => self.span_attribute(attr),
                     _ => "s.name".to_string(),
                 };

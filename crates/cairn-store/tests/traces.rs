@@ -260,6 +260,11 @@ async fn spans_create_a_trace_then_complete_it_and_never_cross_experiments(store
         ("span.attributes.model LIKE 'g%'", 1),
         ("span.attributes.tokens = '12'", 1),
         ("span.attributes.missing = 'x'", 0),
+        // MLflow's full-text search over the spans' content (their JSON), and its trace.text.
+        ("span.content LIKE '%gpt%'", 1),
+        ("span.content LIKE '%GPT%'", 0),
+        ("trace.text ILIKE '%GPT%'", 1),
+        ("trace.text LIKE '%claude%'", 0),
     ] {
         let clauses = parse_trace_filter(filter).unwrap();
         let (page, _) = store.search_traces(&ws, &exps, &clauses, &[], 0, 10).await.unwrap();
