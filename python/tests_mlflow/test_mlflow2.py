@@ -80,9 +80,10 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_an_mlflow_2_client_logs_runs_and_traces_that_mlflow_3_reads(server, workspace, tmp_path):
+def run_mlflow2(server, workspace, tmp_path, script):
+    """Runs `script` with the mlflow 2 client against the workspace; returns its last line's JSON."""
     assert MLFLOW2.exists(), f"{MLFLOW2} is missing: run scripts/setup.sh"
-    (tmp_path / "v2.py").write_text(SCRIPT)
+    (tmp_path / "v2.py").write_text(script)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
         MLFLOW_TRACKING_URI=f"{server.url}/workspaces/{workspace}/mlflow",
@@ -92,10 +93,16 @@ def test_an_mlflow_2_client_logs_runs_and_traces_that_mlflow_3_reads(server, wor
     out = subprocess.run([str(MLFLOW2), "v2.py"], capture_output=True, text=True, env=env, cwd=tmp_path,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    # A trace the client fails to log is a warning on its side, not an error: none may appear.
-    assert "Failed to" not in out.stderr, out.stderr
+    # A trace the client fails to log is a warning on its side ("Failed to log trace to MLflow
+    # backend"), not an error: none may appear.
+    assert "Failed to log" not in out.stderr, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["version"].startswith("2.")
+    assert seen.pop("version").startswith("2.")
+    return seen
+
+
+def test_an_mlflow_2_client_logs_runs_and_traces_that_mlflow_3_reads(server, workspace, tmp_path):
+    seen = run_mlflow2(server, workspace, tmp_path, SCRIPT)
     assert seen["in_run"] == 8
     assert seen["artifacts"] == [["notes/hello.txt", 5]]
 
@@ -208,3 +215,50 @@ def test_mlflow_2_trace_rpcs_refuse_bad_input_and_write_nothing(server, workspac
     refused(*raw(server, workspace, "GET", f"{v2}?experiment_ids={exp}&filter=status%20%3D"), 400, "filter")
     status, body = raw(server, workspace, "GET", f"{v2}?experiment_ids={exp}&filter=attributes.status%20%3D%20%27ERROR%27")
     assert status == 200 and [t["request_id"] for t in body["traces"]] == [tid], body
+
+
+MODEL_SCRIPT = textwrap.dedent('''
+    import json
+    import mlflow
+    import mlflow.sklearn
+    import numpy as np
+    from mlflow import MlflowClient
+    from sklearn.linear_model import ElasticNet
+
+    X = np.random.RandomState(0).rand(50, 3)
+    model = ElasticNet(alpha=0.01).fit(X, X @ [1.0, 2.0, 3.0])
+    mlflow.set_experiment("v2-models")
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(model, "model", registered_model_name="wine2")
+    client = MlflowClient()
+    version = client.get_model_version("wine2", "1")
+    client.set_registered_model_alias("wine2", "champion", "1")
+    loaded = mlflow.pyfunc.load_model("models:/wine2@champion")
+    history = json.loads(client.get_run(run.info.run_id).data.tags["mlflow.log-model.history"])
+    print(json.dumps({
+        "version": mlflow.__version__,
+        "run_id": run.info.run_id,
+        "model_uri": info.model_uri,
+        "source": version.source,
+        "version_run": version.run_id,
+        "predicted": loaded.predict(X[:5]).tolist(),
+        "expected": model.predict(X[:5]).tolist(),
+        "history": [h["artifact_path"] for h in history],
+    }))
+''')
+
+
+def test_an_mlflow_2_client_logs_registers_and_loads_a_model(server, workspace, tmp_path):
+    seen = run_mlflow2(server, workspace, tmp_path, MODEL_SCRIPT)
+    run_id = seen["run_id"]
+    assert seen["model_uri"] == f"runs:/{run_id}/model"
+    assert seen["source"].startswith("mlflow-artifacts:/") and seen["source"].endswith(f"/{run_id}/artifacts/model")
+    assert seen["version_run"] == run_id and seen["history"] == ["model"]
+    assert seen["predicted"] == seen["expected"]
+    # The same version through mlflow 3: by alias, and loaded with this venv's client.
+    version = MlflowClient().get_model_version_by_alias("wine2", "champion")
+    assert (version.version, version.run_id) == ("1", run_id)
+    import numpy as np
+
+    X = np.random.RandomState(0).rand(50, 3)
+    assert mlflow.pyfunc.load_model("models:/wine2/1").predict(X[:5]).tolist() == seen["expected"]
