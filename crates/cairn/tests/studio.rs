@@ -634,7 +634,7 @@ import base64, json, os, urllib.request
 def call(method, path, doc):
     req = urllib.request.Request(os.environ["MLFLOW_TRACKING_URI"] + path, method=method,
         data=json.dumps(doc).encode(), headers={"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]})
-    urllib.request.urlopen(req).read()
+    return json.loads(urllib.request.urlopen(req).read() or b"null")
 exp = mlflow.get_experiment_by_name("agents").experiment_id
 legacy = "tr-" + "cd" * 16
 call("POST", "/api/3.0/mlflow/traces", {"trace": {"trace_info": {"trace_id": legacy,
@@ -644,10 +644,22 @@ span = {"trace_id": base64.b64encode(b"\xcd" * 16).decode(), "span_id": base64.b
     "parent_span_id": None, "name": "uploaded-span", "start_time_unix_nano": 1, "end_time_unix_nano": 2,
     "status": {"code": "STATUS_CODE_OK", "message": ""}, "attributes": {"mlflow.spanType": '"TOOL"'}, "events": []}
 call("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{exp}/traces/{legacy}/artifacts/traces.json", {"spans": [span]})
-print("result=" + " ".join([run.info.run_id, ok, err, legacy]))
+
+# A trace as an mlflow 2 client logs it: StartTrace, its spans in MLflow 2's schema, EndTrace.
+v2 = call("POST", "/api/2.0/mlflow/traces", {"experiment_id": exp, "timestamp_ms": 1764583200000,
+    "tags": [{"key": "mlflow.traceName", "value": "v2-trace"}]})["trace_info"]["request_id"]
+def v2_span(name, span, parent, kind, status):
+    return {"name": name, "context": {"span_id": "0x" + span * 8, "trace_id": "0x" + "22" * 16},
+        "parent_id": parent and "0x" + parent * 8, "start_time": 1_000 + len(name), "end_time": 9_000,
+        "status_code": status, "status_message": "", "events": [],
+        "attributes": {"mlflow.spanType": json.dumps(kind), "mlflow.traceRequestId": json.dumps(v2)}}
+call("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{exp}/traces/{v2}/artifacts/traces.json",
+    {"spans": [v2_span("v2-root", "11", None, "CHAIN", "OK"), v2_span("v2-child", "33", "11", "RETRIEVER", "ERROR")]})
+call("PATCH", f"/api/2.0/mlflow/traces/{v2}", {"timestamp_ms": 1764583200005, "status": "OK"})
+print("result=" + " ".join([run.info.run_id, ok, err, legacy, v2]))
 "#,
     );
-    let [run, ok, err, legacy]: [&str; 4] = out.split(' ').collect::<Vec<_>>().try_into().unwrap();
+    let [run, ok, err, legacy, v2]: [&str; 5] = out.split(' ').collect::<Vec<_>>().try_into().unwrap();
     let b = sign_in(&s, &s.token).await;
 
     // The run page lists the run's one trace, linked to its page.
@@ -692,6 +704,12 @@ print("result=" + " ".join([run.info.run_id, ok, err, legacy]))
     let (st, body) = b.get(&format!("/w/w/traces/{legacy}")).await;
     assert_eq!(st, StatusCode::OK);
     assert!(body.contains(r#"data-span="uploaded-span""#) && body.contains("TOOL"), "{body}");
+    // And one an mlflow 2 client logged (MLflow 2's span schema): its tree the same way.
+    let (st, body) = b.get(&format!("/w/w/traces/{v2}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let spans = &body[body.find(r#"<ul id="spans">"#).expect("a span tree")..];
+    let (root, child) = (spans.find(r#"data-span="v2-root""#), spans.find(r#"data-span="v2-child""#));
+    assert!(root.unwrap() < child.unwrap() && spans.contains("RETRIEVER"), "{spans}");
     let (st, _) = b.get("/w/w/traces/tr-nope").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
