@@ -64,9 +64,17 @@ pub struct Deployments {
     endpoint_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Orders what makes a deployment name an environment (create, update: shared) with an
     /// environment's delete (exclusive), so that a delete's in-use check never misses a
-    /// deployment created or updated beside it through this server (which would then fail at its
-    /// next start; another server on the same database is not ordered by it).
+    /// deployment created or updated beside it (which would then fail at its next start). The
+    /// other servers on the same database are ordered by the cluster lock
+    /// [`environment_uses_lock`], taken after this one.
     pub environment_uses: tokio::sync::RwLock<()>,
+}
+
+/// The name of the cluster-wide lock ([`cairn_store::ClusterLock`]) that orders, across the
+/// servers of one database, the deployments of workspace `ws_id` made to use an environment with
+/// an environment's delete there (see `environment_uses`).
+pub fn environment_uses_lock(ws_id: &str) -> String {
+    format!("environment-uses:{ws_id}")
 }
 
 /// The tasks working on each deployment (its start, an update, a scale), by deployment id, and
@@ -609,6 +617,7 @@ pub async fn create(
     }
     let versions = resolve_models(state, ws, &req).await?;
     let _environment_use = state.deployments.environment_uses.read().await;
+    let _cluster_use = state.store.cluster_lock(&environment_uses_lock(&ws.id), false).await?;
     check_sources(state, ws, &req, &versions).await?;
     let now = now_ms();
     let d = DeploymentRecord {
@@ -1465,6 +1474,7 @@ pub async fn update(
     let versions = resolve_models(state, ws, &req).await?;
     // Held until the new spec is stored, on every path below.
     let _environment_use = state.deployments.environment_uses.read().await;
+    let _cluster_use = state.store.cluster_lock(&environment_uses_lock(&ws.id), false).await?;
     check_sources(state, ws, &req, &versions).await?;
     let models = deployed(&versions);
     if models != d.models {

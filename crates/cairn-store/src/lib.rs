@@ -36,7 +36,7 @@ pub use resources::ComputeRecord;
 pub use runs::{NewRun, RunRef};
 pub use search::RunScope;
 pub use series::MetricSeries;
-pub use servers::{Claim, ServerMark, ServerRecord};
+pub use servers::{Claim, ClusterLock, ServerMark, ServerRecord};
 pub use studio::{ExperimentSummary, ModelSummary, RunColumnKeys, RunStatusRow, MAX_COLUMN_KEYS};
 pub use tokens::{NewToken, TokenRecord};
 pub use traces::{SpanRecord, TraceRecord, TraceSpans, SOURCE_RUN, SPANS_IN_STORE, SPANS_LOCATION};

@@ -9,6 +9,8 @@
 //! Claiming a queued run is where servers compete: [`Store::claim_run`] admits it against the
 //! compute's `max_nodes` counted over every server's active runs, in one transaction serialised
 //! per compute (a row lock on the compute on PostgreSQL; SQLite has a single writer anyway).
+//! What servers must order beyond one statement (an environment's delete against deployments
+//! made to use it) takes a [`ClusterLock`].
 
 use cairn_core::runs::{RunServer, RunStatus};
 use cairn_core::{now_ms, Error};
@@ -17,6 +19,14 @@ use sqlx::Row;
 
 use crate::db::{map_err, Backend};
 use crate::Store;
+
+/// A lock every server on the database sees, shared or exclusive, held until dropped: a
+/// transaction-scoped advisory lock on PostgreSQL (dropping the transaction rolls it back, which
+/// sqlx sends when the connection goes back to the pool). On SQLite, which one server uses,
+/// it is nothing: that server's own locks order its requests.
+pub struct ClusterLock {
+    _tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
+}
 
 /// A registered server.
 #[derive(Clone, Debug)]
@@ -80,6 +90,23 @@ const ACTIVE: [RunStatus; 4] =
 const SERVER_COLUMNS: &str = "s.id, s.host, s.url, s.started_at, s.last_seen, s.stale_after, s.stopped_at";
 
 impl Store {
+    /// Takes the cluster-wide lock `name` (see [`ClusterLock`]), waiting for an exclusive holder
+    /// to drop it (or, `exclusive`, for every holder).
+    pub async fn cluster_lock(&self, name: &str, exclusive: bool) -> Result<ClusterLock, Error> {
+        if self.backend() != Backend::Postgres {
+            return Ok(ClusterLock { _tx: None });
+        }
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let lock = if exclusive { "pg_advisory_xact_lock" } else { "pg_advisory_xact_lock_shared" };
+        // The lock function returns void, which sqlx's Any driver cannot decode: selected inside.
+        sqlx::query(&format!("SELECT 1 AS held FROM (SELECT {lock}(hashtext($1))) AS l"))
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        Ok(ClusterLock { _tx: Some(tx) })
+    }
+
     /// Records this server's start (a restart of the same id replaces its row).
     pub async fn register_server(
         &self,

@@ -11,12 +11,45 @@ use cairn_store::{Claim, ComputeRecord, NewRun, ServerMark, Store};
 mod common;
 use common::Db;
 
-on_both!(
+on_both_db!(
     a_server_is_seen_by_its_heartbeat_and_gone_at_its_clean_stop,
     concurrent_claims_of_two_servers_never_exceed_max_nodes,
+    a_cluster_lock_orders_two_servers,
 );
 
-async fn a_server_is_seen_by_its_heartbeat_and_gone_at_its_clean_stop(store: &Store) {
+/// Two stores on one database, as two servers: shared holders coexist, an exclusive one waits
+/// for them and makes them wait, and a dropped guard lets the waiter in. On SQLite (one server
+/// only) the lock is nothing and never waits.
+async fn a_cluster_lock_orders_two_servers(db: &Db) {
+    let other = Store::open(&db.url).await.unwrap();
+    let (a, b) = (&db.store, &other);
+    let soon = std::time::Duration::from_millis(300);
+    let shared = a.cluster_lock("uses:w", false).await.unwrap();
+    let shared_too = tokio::time::timeout(soon, b.cluster_lock("uses:w", false)).await;
+    assert!(shared_too.is_ok(), "shared holders coexist");
+    drop(shared_too);
+    let pg = a.backend() == cairn_store::Backend::Postgres;
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.cluster_lock("uses:w", true).await.map(|_| std::time::Instant::now()) }
+    });
+    tokio::time::sleep(soon).await;
+    assert_eq!(waiting.is_finished(), !pg, "an exclusive lock waits for a shared holder");
+    // Another name is another lock.
+    tokio::time::timeout(soon, b.cluster_lock("uses:x", true)).await.expect("other names are free").unwrap();
+    let released = std::time::Instant::now();
+    drop(shared);
+    let acquired = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the dropped guard lets the waiter in")
+        .unwrap()
+        .unwrap();
+    assert!(!pg || acquired >= released);
+    other.close().await;
+}
+
+async fn a_server_is_seen_by_its_heartbeat_and_gone_at_its_clean_stop(db: &Db) {
+    let store = &db.store;
     store.register_server("a", "host-a", "http://a", 60_000).await.unwrap();
     store.register_server("b", "host-b", "http://b", 60_000).await.unwrap();
     let server = |id: &'static str| async move {
@@ -41,7 +74,8 @@ async fn a_server_is_seen_by_its_heartbeat_and_gone_at_its_clean_stop(store: &St
     assert_eq!(store.other_live_servers("b").await.unwrap().len(), 1);
 }
 
-async fn concurrent_claims_of_two_servers_never_exceed_max_nodes(store: &Store) {
+async fn concurrent_claims_of_two_servers_never_exceed_max_nodes(db: &Db) {
+    let store = &db.store;
     let ws = store.create_workspace("w", "").await.unwrap();
     let compute = ComputeRecord {
         id: String::new(),
