@@ -331,6 +331,40 @@ def test_runs_get_mlflows_generated_names_and_the_clients_times(server, workspac
     assert (info.start_time, info.end_time) == (1_600_000_000_000, 1_600_000_060_000)
 
 
+def test_an_ended_run_is_resumed_and_its_end_restated_as_mlflow_allows(server, workspace):
+    client = MlflowClient()
+    mlflow.set_experiment("resumed")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("m", 1, step=0)
+    rid = run.info.run_id
+    first = client.get_run(rid).info
+    assert first.status == "FINISHED" and first.end_time
+    # Resuming reopens it (MLflow's client sends UpdateRun RUNNING), with no end while it runs.
+    with mlflow.start_run(run_id=rid):
+        info = client.get_run(rid).info
+        assert (info.status, info.end_time) == ("RUNNING", None)
+        mlflow.log_metric("m", 2, step=1)
+    again = client.get_run(rid).info
+    assert again.status == "FINISHED" and again.end_time >= first.end_time
+    assert again.start_time == first.start_time, "a resumed run keeps its start"
+    assert [m.value for m in client.get_metric_history(rid, "m")] == [1, 2]
+    # An ended run said to have failed after all, at a given time.
+    client.set_terminated(rid, "FAILED", end_time=again.end_time + 5)
+    info = client.get_run(rid).info
+    assert (info.status, info.end_time) == ("FAILED", again.end_time + 5)
+    # One truth: the native API says the same.
+    status, body = server.api("GET", f"/api/v1/workspaces/{workspace}/runs/{rid}")
+    assert status == 200 and body["status"] == "Failed", body
+    # Bad input changes nothing.
+    r = requests.post(
+        f"{server.url}/workspaces/{workspace}/mlflow/api/2.0/mlflow/runs/update",
+        json={"run_id": rid, "status": "DONE"},
+        headers={"Authorization": f"Bearer {server.token}"},
+    )
+    assert r.status_code == 400 and "unknown run status" in r.json()["message"], r.text
+    assert client.get_run(rid).info.status == "FAILED"
+
+
 def test_search_experiments_orders_as_mlflow_does(server, workspace):
     client = MlflowClient()
     for name in ["b", "c", "a"]:

@@ -8,7 +8,7 @@ use cairn_core::{now_ms, Error};
 use sqlx::any::AnyRow;
 
 use crate::binds::{in_list, values_rows, Placeholders};
-use crate::db::{get, is_unique_violation, map_err, new_id};
+use crate::db::{get, is_unique_violation, map_err, new_id, WriteTx};
 use crate::Store;
 
 /// A run to create.
@@ -78,6 +78,18 @@ pub(crate) fn run_from_row(row: &AnyRow, workspace: &str) -> Result<Run, Error> 
         job: if job.is_empty() { None } else { serde_json::from_str(&job).ok() },
         server: None,
     })
+}
+
+/// Adds status `to`, reached at `at` (ms), to run `id`'s transitions.
+async fn record_transition(tx: &mut WriteTx, id: &str, to: RunStatus, at: i64) -> Result<(), Error> {
+    sqlx::query("INSERT INTO run_transitions (run_id, status, at) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(to.as_str())
+        .bind(at)
+        .execute(&mut ***tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
 }
 
 impl Store {
@@ -207,6 +219,30 @@ impl Store {
         self.transition_run_at(id, from, to, error, now_ms()).await
     }
 
+    /// Sets the status of a run no job owns as MLflow's `UpdateRun` does, whatever it was: a
+    /// terminal status ends it at `at` (ms), any other reopens it (no end), as
+    /// `mlflow.start_run(run_id=…)` does to resume a finished run, or `set_terminated` to say how
+    /// an ended run ended after all. Recorded among the run's transitions. Cairn's own runs (a
+    /// job's) keep [`Store::transition_run`]'s rule: an ended run stays ended.
+    pub async fn set_run_status(&self, id: &str, to: RunStatus, at: i64) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE runs SET status = $1, started_at = COALESCE(started_at, $2), ended_at = $3 WHERE id = $4",
+        )
+        .bind(to.as_str())
+        .bind((to == RunStatus::Running).then_some(at))
+        .bind(to.is_terminal().then_some(at))
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        if changed.rows_affected() == 0 {
+            return Err(Error::not_found("run", id));
+        }
+        record_transition(&mut tx, id, to, at).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
     /// [`Store::transition_run`] as if done at `now` (ms): MLflow clients may give a run's end.
     pub async fn transition_run_at(
         &self,
@@ -242,13 +278,7 @@ impl Store {
         .execute(&mut **tx)
         .await
         .map_err(map_err)?;
-        sqlx::query("INSERT INTO run_transitions (run_id, status, at) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(to.as_str())
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
+        record_transition(&mut tx, id, to, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
     }

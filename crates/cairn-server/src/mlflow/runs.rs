@@ -116,9 +116,13 @@ pub async fn update(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     if let Some(name) = req.opt_str("run_name").filter(|n| !n.is_empty()) {
         state.store.set_run_display_name(&id, &name).await?;
     }
-    if let Some(to) = status {
-        if current.job.is_none() && to.is_terminal() && !current.status.is_terminal() {
-            let at = req.opt_i64("end_time")?.filter(|t| *t > 0).unwrap_or_else(cairn_core::now_ms);
+    // A job's run is its job's to end; any other run takes the status as MLflow's server does:
+    // an ended one may be resumed (`start_run(run_id=…)`) or said to have ended otherwise.
+    if let Some(to) = status.filter(|to| current.job.is_none() && *to != current.status) {
+        let at = req.opt_i64("end_time")?.filter(|t| *t > 0).unwrap_or_else(cairn_core::now_ms);
+        if current.status.is_terminal() || !to.is_terminal() {
+            state.store.set_run_status(&id, to, at).await?;
+        } else {
             state.store.transition_run_at(&id, &[], to, None, at).await?;
         }
     }
