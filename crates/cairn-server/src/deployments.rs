@@ -62,19 +62,40 @@ pub struct Deployments {
     /// removes the endpoint (delete): an endpoint delete never misses a deployment created
     /// beside it.
     endpoint_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Orders what makes a deployment name an environment (create, update: shared) with an
-    /// environment's delete (exclusive), so that a delete's in-use check never misses a
-    /// deployment created or updated beside it (which would then fail at its next start). The
-    /// other servers on the same database are ordered by the cluster lock
-    /// [`environment_uses_lock`], taken after this one.
-    pub environment_uses: tokio::sync::RwLock<()>,
+    /// This server's half of [`EnvironmentUse`].
+    environment_uses: tokio::sync::RwLock<()>,
 }
 
-/// The name of the cluster-wide lock ([`cairn_store::ClusterLock`]) that orders, across the
-/// servers of one database, the deployments of workspace `ws_id` made to use an environment with
-/// an environment's delete there (see `environment_uses`).
-pub fn environment_uses_lock(ws_id: &str) -> String {
-    format!("environment-uses:{ws_id}")
+/// Orders what makes a deployment name an environment (create, update: shared) with an
+/// environment's delete (exclusive), so that a delete's in-use check never misses a deployment
+/// created or updated beside it (which would then fail at its next start): this server's lock,
+/// then, for the other servers on the same database, the cluster lock of the workspace
+/// ([`cairn_store::ClusterLock`]). Held until dropped.
+pub struct EnvironmentUse<'a> {
+    _cluster: cairn_store::ClusterLock,
+    _local: LocalUse<'a>,
+}
+
+// The guards are held for their drop, never read.
+#[allow(dead_code)]
+enum LocalUse<'a> {
+    Shared(tokio::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(tokio::sync::RwLockWriteGuard<'a, ()>),
+}
+
+/// Takes [`EnvironmentUse`] for workspace `ws_id`: shared to make deployments use environments,
+/// `exclusive` to delete one.
+pub async fn environment_use<'a>(
+    state: &'a AppState,
+    ws_id: &str,
+    exclusive: bool,
+) -> Result<EnvironmentUse<'a>, Error> {
+    let uses = &state.deployments.environment_uses;
+    // Always this server's lock first, then the cluster's: the same order everywhere.
+    let local =
+        if exclusive { LocalUse::Exclusive(uses.write().await) } else { LocalUse::Shared(uses.read().await) };
+    let cluster = state.store.cluster_lock(&format!("environment-uses:{ws_id}"), exclusive).await?;
+    Ok(EnvironmentUse { _cluster: cluster, _local: local })
 }
 
 /// The tasks working on each deployment (its start, an update, a scale), by deployment id, and
@@ -616,8 +637,7 @@ pub async fn create(
         }
     }
     let versions = resolve_models(state, ws, &req).await?;
-    let _environment_use = state.deployments.environment_uses.read().await;
-    let _cluster_use = state.store.cluster_lock(&environment_uses_lock(&ws.id), false).await?;
+    let _environment_use = environment_use(state, &ws.id, false).await?;
     check_sources(state, ws, &req, &versions).await?;
     let now = now_ms();
     let d = DeploymentRecord {
@@ -1473,8 +1493,7 @@ pub async fn update(
     let mut kind = classify_update(&d.spec, &req)?;
     let versions = resolve_models(state, ws, &req).await?;
     // Held until the new spec is stored, on every path below.
-    let _environment_use = state.deployments.environment_uses.read().await;
-    let _cluster_use = state.store.cluster_lock(&environment_uses_lock(&ws.id), false).await?;
+    let _environment_use = environment_use(state, &ws.id, false).await?;
     check_sources(state, ws, &req, &versions).await?;
     let models = deployed(&versions);
     if models != d.models {

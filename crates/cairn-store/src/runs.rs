@@ -216,42 +216,7 @@ impl Store {
         to: RunStatus,
         error: Option<&str>,
     ) -> Result<bool, Error> {
-        self.transition_run_at(id, from, to, error, now_ms()).await
-    }
-
-    /// Sets the status of a run no job owns as MLflow's `UpdateRun` does, whatever it was: a
-    /// terminal status ends it at `at` (ms), any other reopens it (no end), as
-    /// `mlflow.start_run(run_id=…)` does to resume a finished run, or `set_terminated` to say how
-    /// an ended run ended after all. Recorded among the run's transitions. Cairn's own runs (a
-    /// job's) keep [`Store::transition_run`]'s rule: an ended run stays ended.
-    pub async fn set_run_status(&self, id: &str, to: RunStatus, at: i64) -> Result<(), Error> {
-        let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE runs SET status = $1, started_at = COALESCE(started_at, $2), ended_at = $3 WHERE id = $4",
-        )
-        .bind(to.as_str())
-        .bind((to == RunStatus::Running).then_some(at))
-        .bind(to.is_terminal().then_some(at))
-        .bind(id)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-        if changed.rows_affected() == 0 {
-            return Err(Error::not_found("run", id));
-        }
-        record_transition(&mut tx, id, to, at).await?;
-        tx.commit().await.map_err(map_err)
-    }
-
-    /// [`Store::transition_run`] as if done at `now` (ms): MLflow clients may give a run's end.
-    pub async fn transition_run_at(
-        &self,
-        id: &str,
-        from: &[RunStatus],
-        to: RunStatus,
-        error: Option<&str>,
-        now: i64,
-    ) -> Result<bool, Error> {
+        let now = now_ms();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT status FROM runs WHERE id = $1")
             .bind(id)
@@ -281,6 +246,30 @@ impl Store {
         record_transition(&mut tx, id, to, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
+    }
+
+    /// Sets the status of a run no job owns as MLflow's `UpdateRun` does, whatever it was: a
+    /// terminal status ends it at `at` (ms), any other reopens it (no end), as
+    /// `mlflow.start_run(run_id=…)` does to resume a finished run, or `set_terminated` to say how
+    /// an ended run ended after all. Recorded among the run's transitions. Cairn's own runs (a
+    /// job's) keep [`Store::transition_run`]'s rule: an ended run stays ended.
+    pub async fn set_run_status(&self, id: &str, to: RunStatus, at: i64) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE runs SET status = $1, started_at = COALESCE(started_at, $2), ended_at = $3 WHERE id = $4",
+        )
+        .bind(to.as_str())
+        .bind((to == RunStatus::Running).then_some(at))
+        .bind(to.is_terminal().then_some(at))
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        if changed.rows_affected() == 0 {
+            return Err(Error::not_found("run", id));
+        }
+        record_transition(&mut tx, id, to, at).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     pub async fn set_run_pid(&self, id: &str, pid: Option<i64>) -> Result<(), Error> {

@@ -120,11 +120,7 @@ pub async fn update(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     // an ended one may be resumed (`start_run(run_id=…)`) or said to have ended otherwise.
     if let Some(to) = status.filter(|to| current.job.is_none() && *to != current.status) {
         let at = req.opt_i64("end_time")?.filter(|t| *t > 0).unwrap_or_else(cairn_core::now_ms);
-        if current.status.is_terminal() || !to.is_terminal() {
-            state.store.set_run_status(&id, to, at).await?;
-        } else {
-            state.store.transition_run_at(&id, &[], to, None, at).await?;
-        }
+        state.store.set_run_status(&id, to, at).await?;
     }
     let (run, meta) = load(&state, &workspace, &id).await?;
     Ok(Json(json!({"run_info": run_info_json(&run, &meta)})))

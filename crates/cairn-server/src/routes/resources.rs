@@ -107,9 +107,7 @@ pub async fn delete_environment(
     let workspace = state.store.workspace(&ws).await?;
     let (n, v) = parse_environment_ref(&name)?;
     let v = v.ok_or_else(|| Error::invalid(format!("give the version to delete: {n}@VERSION")))?;
-    let _no_new_uses = state.deployments.environment_uses.write().await;
-    let _nor_elsewhere =
-        state.store.cluster_lock(&crate::deployments::environment_uses_lock(&workspace.id), true).await?;
+    let _no_new_uses = crate::deployments::environment_use(&state, &workspace.id, true).await?;
     let users = deployments_using(&state, &workspace, &n, v).await?;
     if !users.is_empty() {
         return Err(Error::conflict(format!(
