@@ -142,3 +142,63 @@ def test_search_model_versions_filters_and_orders_like_mlflow(server, workspace,
     with pytest.raises(MlflowException) as e:
         client.search_registered_models(order_by=["version_number DESC"])
     assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_prompts_register_load_alias_search_and_delete(server, workspace):
+    """MLflow's prompt registry is its model registry with prompt tags and no files: versions with
+    a placeholder source, `@latest`, aliases, a search that keeps prompts and models apart."""
+    client = MlflowClient()
+    first = mlflow.genai.register_prompt(name="greet", template="Hello {{name}}", commit_message="first",
+                                         tags={"team": "a"})
+    second = mlflow.genai.register_prompt(name="greet", template="Hi {{name}}!")
+    assert (first.version, second.version) == (1, 2)
+    loaded = mlflow.genai.load_prompt("prompts:/greet/1")
+    assert loaded.format(name="x") == "Hello x" and loaded.commit_message == "first"
+    assert mlflow.genai.load_prompt("prompts:/greet@latest").version == 2
+    mlflow.genai.set_prompt_alias("greet", alias="prod", version=1)
+    assert mlflow.genai.load_prompt("prompts:/greet@prod").format(name="y") == "Hello y"
+
+    chat = [{"role": "system", "content": "be {{style}}"}, {"role": "user", "content": "{{q}}"}]
+    mlflow.genai.register_prompt(name="chat", template=chat)
+    assert mlflow.genai.load_prompt("prompts:/chat/1").format(style="brief", q="why")[0]["content"] == "be brief"
+    assert sorted(p.name for p in mlflow.genai.search_prompts()) == ["chat", "greet"]
+    assert [p.name for p in mlflow.genai.search_prompts(filter_string="name LIKE 'gr%'")] == ["greet"]
+    # A model beside them: each search sees only its own kind, and a prompt is one of the models.
+    client.create_registered_model("a-model")
+    assert [m.name for m in client.search_registered_models()] == ["a-model"]
+    assert sorted(p.name for p in mlflow.genai.search_prompts()) == ["chat", "greet"]
+    versions = client.search_model_versions("name = 'greet'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert server.cli("model", "show", "greet:2", "-w", workspace, "--output", "json")
+
+    client.set_prompt_version_tag("greet", 1, "reviewed", "yes")
+    assert client.get_prompt_version("greet", 1).tags["reviewed"] == "yes"
+    mlflow.genai.delete_prompt_alias("greet", alias="prod")
+    with pytest.raises(MlflowException):
+        mlflow.genai.load_prompt("prompts:/greet@prod")
+    client.delete_prompt_version("greet", 2)
+    assert mlflow.genai.load_prompt("prompts:/greet@latest").version == 1
+    client.delete_prompt_version("chat", 1)
+    client.delete_prompt("chat")
+    assert [p.name for p in mlflow.genai.search_prompts()] == ["greet"]
+
+
+def test_a_prompt_version_needs_a_placeholder_source(server, workspace):
+    """As MLflow's server: a version tagged as a prompt names no files, so a real source is refused
+    (400) and nothing is registered; nor is lineage to a run that is not there. (Raw REST: the
+    client itself never sends these.)"""
+    api = f"/workspaces/{workspace}/mlflow/api/2.0/mlflow"
+    prompt_tag = [{"key": "mlflow.prompt.is_prompt", "value": "true"}]
+    status, _ = server.api("POST", f"{api}/registered-models/create", {"name": "p", "tags": prompt_tag})
+    assert status == 200
+    for body in ({"name": "p", "source": "runs:/0123/model", "tags": prompt_tag},
+                 {"name": "p", "source": "dummy-source", "run_id": "nope", "tags": prompt_tag}):
+        status, err = server.api("POST", f"{api}/model-versions/create", body)
+        assert (status, err["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), err
+    assert "placeholder" in server.api("POST", f"{api}/model-versions/create",
+                                       {"name": "p", "source": "x", "tags": prompt_tag})[1]["message"]
+    status, found = server.api("GET", f"{api}/model-versions/search?filter=name%3D%27p%27")
+    assert status == 200 and found.get("model_versions", []) == [], found
+    status, made = server.api("POST", f"{api}/model-versions/create",
+                              {"name": "p", "source": "prompt-template", "tags": prompt_tag})
+    assert status == 200 and made["model_version"]["version"] == "1", made

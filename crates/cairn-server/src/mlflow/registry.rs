@@ -534,7 +534,9 @@ pub async fn get_by_alias(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<
     let name = req.str("name")?;
     let alias = req.str("alias")?;
     let workspace = workspace(&state, &caller, &ws, Role::Reader).await?;
-    let v = state.store.model_version(&workspace, &name, &VersionRef::Alias(alias)).await.map_err(ml)?;
+    // As MLflow's store: `latest` (any case) is the newest version; no alias may take that name.
+    let by = if alias.eq_ignore_ascii_case("latest") { VersionRef::Latest } else { VersionRef::Alias(alias) };
+    let v = state.store.model_version(&workspace, &name, &by).await.map_err(ml)?;
     Ok(Json(json!({"model_version": version_json(&v)})))
 }
 
@@ -692,6 +694,9 @@ pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
         None => workspace(&state, &caller, &ws, Role::Writer).await?,
     };
     state.store.model(&workspace, &name).await.map_err(ml)?;
+    if is_prompt(&tags) {
+        return create_prompt_version(&state, &caller, &workspace, &req, name, source, tags).await;
+    }
     let resolved = super::artifacts::resolve(&state, &workspace, &source).await?;
     resolved.authorize(&caller, Role::Writer, &ws)?;
     let (run_id, logged_model_id, experiment_id) = match &resolved.owner {
@@ -786,6 +791,59 @@ pub async fn create_version(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResul
         }
     }
     .map_err(ml)?;
+    Ok(Json(json!({"model_version": version_json(&v)})))
+}
+
+/// The tag by which MLflow's clients mark a registered model or version as a prompt (MLflow's
+/// prompt registry is its model registry with these tags and no files).
+const IS_PROMPT: &str = "mlflow.prompt.is_prompt";
+/// The `source` a prompt version is created with: placeholders, since a prompt's template is in
+/// its tags (the client's and MLflow's own store's).
+const PROMPT_SOURCES: [&str; 2] = ["dummy-source", "prompt-template"];
+
+/// As MLflow's handler: the last `mlflow.prompt.is_prompt` tag wins, and only `true` (any case)
+/// makes a prompt.
+fn is_prompt(tags: &BTreeMap<String, String>) -> bool {
+    tags.get(IS_PROMPT).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// A prompt's version (`mlflow.genai.register_prompt`): tags hold the template, so there are no
+/// files to resolve; the source must be one of MLflow's placeholders, and lineage to a run, if
+/// given, must point at a run of this workspace.
+async fn create_prompt_version(
+    state: &AppState,
+    caller: &Caller,
+    workspace: &Workspace,
+    req: &Req,
+    name: String,
+    source: String,
+    tags: BTreeMap<String, String>,
+) -> MlResult<Json<Value>> {
+    if !PROMPT_SOURCES.contains(&source.as_str()) {
+        return Err(MlError::invalid(format!(
+            "Invalid prompt source: '{source}'. Prompt sources must use an MLflow placeholder."
+        )));
+    }
+    let run_id = req.opt_str("run_id").filter(|r| !r.is_empty());
+    if let Some(r) = &run_id {
+        if caller.token.run_id.is_some() {
+            caller.require_run(Role::Writer, &workspace.name, r)?;
+        }
+        state
+            .store
+            .run(workspace, r)
+            .await
+            .map_err(|_| Error::invalid(format!("run_id {r}: no such run")))?;
+    }
+    let new = NewModelVersion {
+        name,
+        description: req.opt_str("description").unwrap_or_default(),
+        tags,
+        run_id,
+        source: Some(source),
+        ..Default::default()
+    };
+    let v = state.store.create_model_version(workspace, &new, &caller.token.name, &[]).await.map_err(ml)?;
     Ok(Json(json!({"model_version": version_json(&v)})))
 }
 
