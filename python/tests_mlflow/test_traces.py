@@ -509,3 +509,30 @@ def test_bad_otlp_exports_get_clear_errors_and_write_nothing(server, tracing):
     assert mlflow.search_traces(locations=[other], return_type="list") == []
     [kept] = mlflow.search_traces(locations=[exp], return_type="list")
     assert [s.name for s in kept.data.spans] == ["s"]
+
+
+def test_the_default_experiment_is_0_as_on_mlflows_server(server, tracing):
+    """A script that sets no experiment logs into `"0"`, and reads `"0"` back wherever an
+    experiment id is shown: the client compares them (`search_traces(run_id=…)` searches the
+    current experiment, `"0"`, and refuses a run whose experiment it does not see there)."""
+    @mlflow.trace
+    def ask(q):
+        return q.upper()
+
+    with mlflow.start_run() as run:
+        ask("where")
+    mlflow.flush_trace_async_logging()
+    assert run.info.experiment_id == "0"
+    assert mlflow.get_run(run.info.run_id).info.experiment_id == "0"
+    traces = mlflow.search_traces(run_id=run.info.run_id, return_type="list")
+    assert [t.data.spans[0].outputs for t in traces] == ["WHERE"]
+    assert traces[0].info.experiment_id == "0"
+    assert mlflow.get_experiment("0").experiment_id == "0"
+    assert mlflow.get_experiment_by_name("Default").experiment_id == "0"
+    assert "0" in [e.experiment_id for e in mlflow.search_experiments()]
+    assert [r.info.run_id for r in mlflow.search_runs(output_format="list")] == [run.info.run_id]
+    # Other experiments keep their ids, and the run is the native API's too, under its real id.
+    other = mlflow.create_experiment("other")
+    assert other != "0" and mlflow.get_experiment(other).experiment_id == other
+    runs = json.loads(server.cli("run", "list", "-w", tracing, "--experiment", "Default", "--output", "json"))
+    assert [r["id"] for r in runs] == [run.info.run_id]

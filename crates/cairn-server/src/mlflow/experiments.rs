@@ -8,7 +8,7 @@ use cairn_core::Error;
 use cairn_store::MlflowExperiment;
 use serde_json::{json, Value};
 
-use super::wire::{experiment_json, last_update_time, MlError, MlResult, Req};
+use super::wire::{experiment_json, last_update_time, ExperimentIds, MlError, MlResult, Req};
 use super::Ctx;
 use crate::auth::Caller;
 use crate::routes::runs::{validate_batch, validate_experiment_name};
@@ -28,6 +28,17 @@ pub async fn experiment(state: &AppState, ws: &Workspace, id: &str) -> MlResult<
         .mlflow_experiment_by_id(ws, id)
         .await
         .map_err(|_| MlError::does_not_exist(format!("No Experiment with id={id} exists")))
+}
+
+/// How this workspace's experiments are shown to MLflow's clients (its default one as `"0"`).
+pub async fn experiment_ids(state: &AppState, ws: &Workspace) -> MlResult<ExperimentIds> {
+    let default = state.store.find_experiment(ws, DEFAULT_EXPERIMENT).await?;
+    Ok(ExperimentIds::with_default(default.map(|(id, _)| id)))
+}
+
+/// [`experiment_ids`] of the workspace named `ws`.
+pub async fn experiment_ids_in(state: &AppState, ws: &str) -> MlResult<ExperimentIds> {
+    experiment_ids(state, &state.store.workspace(ws).await?).await
 }
 
 /// The longest experiment tag value MLflow stores, in characters.
@@ -80,7 +91,7 @@ pub async fn get(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Valu
     super::require_read(&caller, &ws)?;
     let workspace = state.store.workspace(&ws).await?;
     let exp = experiment(&state, &workspace, &req.str("experiment_id")?).await?;
-    Ok(Json(json!({"experiment": experiment_json(&exp)})))
+    Ok(Json(json!({"experiment": experiment_json(&exp, &experiment_ids(&state, &workspace).await?)})))
 }
 
 pub async fn get_by_name(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
@@ -88,7 +99,9 @@ pub async fn get_by_name(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<J
     let name = req.str("experiment_name")?;
     let workspace = state.store.workspace(&ws).await?;
     match state.store.mlflow_experiment_by_name(&workspace, &name).await? {
-        Some(exp) => Ok(Json(json!({"experiment": experiment_json(&exp)}))),
+        Some(exp) => {
+            Ok(Json(json!({"experiment": experiment_json(&exp, &experiment_ids(&state, &workspace).await?)})))
+        }
         None => Err(MlError::does_not_exist(format!("Could not find experiment with name '{name}'"))),
     }
 }
@@ -260,14 +273,17 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     let max = req.opt_i64("max_results")?.unwrap_or(1000).clamp(1, 50_000) as usize;
     let offset = page_offset(&req)?;
     let workspace = state.store.workspace(&ws).await?;
+    let experiments = state.store.mlflow_experiments(&workspace).await?;
+    let default = experiments.iter().find(|e| e.name == DEFAULT_EXPERIMENT).map(|e| e.id.clone());
+    let ids = ExperimentIds::with_default(default);
     let mut all = Vec::new();
-    for e in state.store.mlflow_experiments(&workspace).await? {
+    for e in experiments {
         if view_admits(view.as_deref(), e.deleted_at.is_some())? && experiment_matches(&e, &clauses) {
             all.push(e);
         }
     }
     sort_experiments(&mut all, &order);
-    let page: Vec<Value> = all.iter().skip(offset).take(max).map(experiment_json).collect();
+    let page: Vec<Value> = all.iter().skip(offset).take(max).map(|e| experiment_json(e, &ids)).collect();
     let mut body = json!({"experiments": page});
     if offset + max < all.len() {
         body["next_page_token"] = json!((offset + max).to_string());

@@ -12,7 +12,7 @@ use cairn_core::search::{Clause, Entity, Value as FilterValue};
 use cairn_store::{LoggedModel, ModelMetric, NewLoggedModel};
 use serde_json::{json, Value};
 
-use super::experiments::{experiment, number_matches, page_offset, text_matches};
+use super::experiments::{experiment, experiment_ids, number_matches, page_offset, text_matches};
 use super::wire::*;
 use super::Ctx;
 use crate::auth::Caller;
@@ -83,7 +83,7 @@ pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
         )
         .await?;
     let model = load(&state, &workspace, &id).await?;
-    Ok(Json(json!({"model": logged_model_json(&model)})))
+    Ok(Json(json!({"model": logged_model_json(&model, &experiment_ids(&state, &workspace).await?)})))
 }
 
 pub async fn get(
@@ -104,7 +104,7 @@ pub async fn get(
     if model.deleted_at.is_some() && !allow_deleted {
         return Err(MlError::does_not_exist(format!("Logged model with ID '{id}' not found.")));
     }
-    Ok(Json(json!({"model": logged_model_json(&model)})))
+    Ok(Json(json!({"model": logged_model_json(&model, &experiment_ids(&state, &workspace).await?)})))
 }
 
 /// `PATCH logged-models/{id}`: sets the final status (READY or UPLOAD_FAILED).
@@ -136,7 +136,7 @@ pub async fn finalize(
         .set_logged_model_status(&id, &status, &req.opt_str("status_message").unwrap_or_default())
         .await?;
     let model = load(&state, &workspace, &id).await?;
-    Ok(Json(json!({"model": logged_model_json(&model)})))
+    Ok(Json(json!({"model": logged_model_json(&model, &experiment_ids(&state, &workspace).await?)})))
 }
 
 pub async fn delete(
@@ -165,7 +165,7 @@ pub async fn set_tags(
     require_write(&caller, &ws, &model)?;
     state.store.set_logged_model_values(&id, false, &tags).await?;
     let model = load(&state, &workspace, &id).await?;
-    Ok(Json(json!({"model": logged_model_json(&model)})))
+    Ok(Json(json!({"model": logged_model_json(&model, &experiment_ids(&state, &workspace).await?)})))
 }
 
 /// `DELETE logged-models/{id}/tags/{key}`.
@@ -377,19 +377,21 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
     let datasets = dataset_scope(&req)?;
     let terms = order_terms(&req)?;
     let workspace = state.store.workspace(&ws).await?;
-    let mut ids = Vec::new();
+    let mut exp_ids = Vec::new();
     for e in req.list("experiment_ids") {
-        ids.push(experiment(&state, &workspace, &e).await?.id);
+        exp_ids.push(experiment(&state, &workspace, &e).await?.id);
     }
-    if ids.is_empty() {
+    if exp_ids.is_empty() {
         return Err(MlError::invalid("Missing value for required parameter 'experiment_ids'."));
     }
     let limit = req.opt_i64("max_results")?.unwrap_or(50).clamp(1, 1000) as usize;
     let offset = page_offset(&req)?;
-    let mut models = state.store.logged_models(&workspace, &ids).await?;
+    let mut models = state.store.logged_models(&workspace, &exp_ids).await?;
+    let ids = experiment_ids(&state, &workspace).await?;
     models.retain(|m| admits(m, &clauses, &datasets));
     sort(&mut models, &terms);
-    let page: Vec<Value> = models.iter().skip(offset).take(limit).map(logged_model_json).collect();
+    let page: Vec<Value> =
+        models.iter().skip(offset).take(limit).map(|m| logged_model_json(m, &ids)).collect();
     let mut body = json!({"models": page});
     if models.len() > offset + limit {
         body["next_page_token"] = json!((offset + limit).to_string());

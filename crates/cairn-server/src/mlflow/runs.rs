@@ -10,7 +10,7 @@ use cairn_core::search::{Entity, Value as FilterValue};
 use cairn_store::{MlflowRunMeta, NewRun, RunDataset, RunModel, RunScope};
 use serde_json::{json, Value};
 
-use super::experiments::{experiment, page_offset};
+use super::experiments::{experiment, experiment_ids, page_offset};
 use super::wire::*;
 use super::Ctx;
 use crate::auth::Caller;
@@ -86,7 +86,8 @@ pub async fn create(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
         )
         .await?;
     let (run, meta) = load(&state, &workspace, &id).await?;
-    Ok(Json(json!({"run": run_json(&run, &meta, None)})))
+    let ids = experiment_ids(&state, &workspace).await?;
+    Ok(Json(json!({"run": run_json(&run, &meta, None, &ids)})))
 }
 
 pub async fn get(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
@@ -95,7 +96,8 @@ pub async fn get(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Valu
     let workspace = state.store.workspace(&ws).await?;
     let (run, meta) = load(&state, &workspace, &id).await?;
     let io = state.store.run_inputs_outputs(std::slice::from_ref(&run.id)).await?;
-    Ok(Json(json!({"run": run_json(&run, &meta, io.get(&run.id))})))
+    let ids = experiment_ids(&state, &workspace).await?;
+    Ok(Json(json!({"run": run_json(&run, &meta, io.get(&run.id), &ids)})))
 }
 
 /// Ends or renames a run. A job's status belongs to its runner: the client's `end_run` in a
@@ -123,7 +125,8 @@ pub async fn update(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
         state.store.set_run_status(&id, to, at).await?;
     }
     let (run, meta) = load(&state, &workspace, &id).await?;
-    Ok(Json(json!({"run_info": run_info_json(&run, &meta)})))
+    let ids = experiment_ids(&state, &workspace).await?;
+    Ok(Json(json!({"run_info": run_info_json(&run, &meta, &ids)})))
 }
 
 async fn set_deleted(
@@ -375,13 +378,16 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<axum::
     };
     let (runs, more) =
         state.store.search_runs_in(&workspace, &scope, &clauses, &order, offset, limit).await?;
-    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
-    let (meta, io) =
-        tokio::try_join!(state.store.mlflow_run_meta(&ids), state.store.run_inputs_outputs(&ids))?;
+    let run_ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let (meta, io, ids) = tokio::try_join!(
+        async { Ok::<_, MlError>(state.store.mlflow_run_meta(&run_ids).await?) },
+        async { Ok(state.store.run_inputs_outputs(&run_ids).await?) },
+        experiment_ids(&state, &workspace),
+    )?;
     let page = SearchRunsPage {
         runs: runs
             .iter()
-            .filter_map(|run| meta.get(&run.id).map(|m| run_json(run, m, io.get(&run.id))))
+            .filter_map(|run| meta.get(&run.id).map(|m| run_json(run, m, io.get(&run.id), &ids)))
             .collect(),
         next_page_token: more.then(|| (offset + limit).to_string()),
     };

@@ -29,11 +29,11 @@ use opentelemetry_proto::tonic::trace::v1::{status, Span};
 use prost::Message;
 use serde_json::{json, Map, Value};
 
-use super::experiments::experiment;
+use super::experiments::{experiment, experiment_ids};
 use super::traces::{
     authorize, check_entry, check_source_run, load, named_traces, require_read, trace_info_json,
 };
-use super::wire::{MlError, MlResult, Req};
+use super::wire::{ExperimentIds, MlError, MlResult, Req};
 use super::Ctx;
 use crate::state::AppState;
 
@@ -566,8 +566,8 @@ fn whole(spans: &[Value]) -> bool {
 }
 
 /// A trace with its spans, as MLflow's `Trace` message.
-fn trace_json(trace: &TraceRecord, spans: &[Value]) -> Value {
-    json!({"trace_info": trace_info_json(trace), "spans": spans.iter().map(otel_span_json).collect::<Vec<_>>()})
+fn trace_json(trace: &TraceRecord, spans: &[Value], ids: &ExperimentIds) -> Value {
+    json!({"trace_info": trace_info_json(trace, ids), "spans": spans.iter().map(otel_span_json).collect::<Vec<_>>()})
 }
 
 /// `GET /api/3.0/mlflow/traces/get` (GetTrace): a trace with its spans; 404 while its root span
@@ -586,7 +586,7 @@ pub async fn get_trace(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Jso
             "Trace with ID {id} is not fully exported yet, please try again later."
         )));
     }
-    Ok(Json(json!({"trace": trace_json(&trace, &spans)})))
+    Ok(Json(json!({"trace": trace_json(&trace, &spans, &experiment_ids(&state, &workspace).await?)})))
 }
 
 /// `GET /api/3.0/mlflow/traces/batchGet` (BatchGetTraces): the named traces that exist and are
@@ -598,6 +598,7 @@ pub async fn batch_get(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Jso
     // The spans kept here for the whole batch in one query; the others read file by file.
     let stored: Vec<String> = traces.iter().filter(|t| kept_here(t)).map(|t| t.id.clone()).collect();
     let mut kept = state.store.trace_spans(&workspace, &stored).await?;
+    let ids = experiment_ids(&state, &workspace).await?;
     let mut out = Vec::new();
     // In the order asked for, as MLflow's server answers.
     for id in &req.list("trace_ids") {
@@ -605,7 +606,7 @@ pub async fn batch_get(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Jso
         let spans =
             spans_of(&state, &workspace, trace, kept.remove(id).unwrap_or_default(), MAX_TRACE_FILE).await?;
         if whole(&spans) {
-            out.push(trace_json(trace, &spans));
+            out.push(trace_json(trace, &spans, &ids));
         }
     }
     Ok(Json(json!({"traces": out})))

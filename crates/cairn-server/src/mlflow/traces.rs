@@ -23,8 +23,8 @@ use cairn_store::{TraceRecord, SOURCE_RUN, SPANS_LOCATION};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
-use super::experiments::{experiment, page_offset};
-use super::wire::{MlError, MlResult, Req};
+use super::experiments::{experiment, experiment_ids_in, page_offset};
+use super::wire::{ExperimentIds, MlError, MlResult, Req};
 use super::Ctx;
 use crate::auth::Caller;
 use crate::state::AppState;
@@ -139,18 +139,20 @@ fn duration_ms(text: &str) -> MlResult<i64> {
 }
 
 fn state_name(v: Option<&Value>) -> MlResult<String> {
-    let name = match v {
-        None | Some(Value::Null) => return Ok(STATES[0].to_string()),
-        Some(Value::Number(n)) => n.as_u64().and_then(|i| STATES.get(i as usize).copied()),
-        Some(Value::String(s)) => STATES.iter().find(|n| **n == s).copied(),
+    proto_enum(v, &STATES, "trace_info.state").map(|i| STATES[i].to_string())
+}
+
+/// The position in `names` of a protobuf enum value as JSON clients send it: its name or its
+/// number; absent is the first (the proto's unspecified value).
+pub(super) fn proto_enum(v: Option<&Value>, names: &[&str], field: &str) -> MlResult<usize> {
+    let found = match v {
+        None | Some(Value::Null) => Some(0),
+        Some(Value::Number(n)) => n.as_u64().map(|i| i as usize).filter(|i| *i < names.len()),
+        Some(Value::String(s)) => names.iter().position(|n| n == s),
         _ => None,
     };
-    name.map(str::to_string).ok_or_else(|| {
-        MlError::invalid(format!(
-            "trace_info.state {} is not one of {}",
-            v.unwrap_or(&Value::Null),
-            STATES.join(", ")
-        ))
+    found.ok_or_else(|| {
+        MlError::invalid(format!("{field} {} is not one of {}", v.unwrap_or(&Value::Null), names.join(", ")))
     })
 }
 
@@ -168,7 +170,7 @@ fn location_experiment(location: Option<&Value>) -> MlResult<String> {
 }
 
 /// A trace's info in MLflow's `TraceInfoV3` JSON.
-pub fn trace_info_json(t: &TraceRecord) -> Value {
+pub fn trace_info_json(t: &TraceRecord, ids: &ExperimentIds) -> Value {
     // Written by `start` from a JSON list; anything else would be a bug, shown as none.
     let assessments: Value =
         t.assessments_json.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_else(|| json!([]));
@@ -179,7 +181,7 @@ pub fn trace_info_json(t: &TraceRecord) -> Value {
         "trace_id": t.id,
         "trace_location": {
             "type": "MLFLOW_EXPERIMENT",
-            "mlflow_experiment": {"experiment_id": t.experiment_id},
+            "mlflow_experiment": {"experiment_id": ids.shown(&t.experiment_id)},
         },
         "request_time": time,
         "state": t.state,
@@ -261,7 +263,9 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
         }
     };
     let trace = record(&state, &caller, &ws, trace, &exp_id, assessments).await?;
-    Ok(Json(json!({"trace": {"trace_info": trace_info_json(&trace)}})))
+    Ok(Json(
+        json!({"trace": {"trace_info": trace_info_json(&trace, &experiment_ids_in(&state, &ws).await?)}}),
+    ))
 }
 
 /// Records `trace` (its tags and metadata checked) in experiment `exp_id` for `caller`, as
@@ -367,14 +371,17 @@ pub async fn get_info(
     Path((_, id)): Path<(String, String)>,
 ) -> MlResult<Json<Value>> {
     let trace = readable(&state, &caller, &ws, &id).await?;
-    Ok(Json(json!({"trace": {"trace_info": trace_info_json(&trace)}})))
+    Ok(Json(
+        json!({"trace": {"trace_info": trace_info_json(&trace, &experiment_ids_in(&state, &ws).await?)}}),
+    ))
 }
 
 /// `POST /api/3.0/mlflow/traces/batchGetInfos`: the infos of the named traces that exist (in
 /// the given experiments, when some are named), newest first.
 pub async fn batch_get_infos(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let (_, traces) = named_traces(&state, &caller, &ws, &req, MAX_IDS).await?;
-    Ok(Json(json!({"trace_infos": traces.iter().map(trace_info_json).collect::<Vec<_>>()})))
+    let ids = experiment_ids_in(&state, &ws).await?;
+    Ok(Json(json!({"trace_infos": traces.iter().map(|t| trace_info_json(t, &ids)).collect::<Vec<_>>()})))
 }
 
 /// The traces a batch read names (`trace_ids`, at most `max`; in the `experiment_ids`, when
@@ -419,7 +426,8 @@ fn search_experiments(req: &Req) -> MlResult<Vec<String>> {
 /// ordered with MLflow's trace grammar, newest first by default.
 pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Value>> {
     let (traces, next) = search_page(&state, &caller, &ws, &req, MAX_SEARCH_RESULTS).await?;
-    let mut body = json!({"traces": traces.iter().map(trace_info_json).collect::<Vec<_>>()});
+    let ids = experiment_ids_in(&state, &ws).await?;
+    let mut body = json!({"traces": traces.iter().map(|t| trace_info_json(t, &ids)).collect::<Vec<_>>()});
     if let Some(token) = next {
         body["next_page_token"] = json!(token);
     }
@@ -619,7 +627,7 @@ mod tests {
         }
         assert!(timestamp_ms("yesterday").is_err());
         let t = trace("tr-1", 1_748_779_200_250, Some(1005), &[]);
-        let j = trace_info_json(&t);
+        let j = trace_info_json(&t, &ExperimentIds::default());
         assert_eq!(j["request_time"], "2025-06-01T12:00:00.250Z");
         assert_eq!(j["execution_duration"], "1.005s");
         assert_eq!(j["trace_location"]["mlflow_experiment"]["experiment_id"], "e");

@@ -15,8 +15,11 @@ use cairn_core::api::Role;
 use cairn_store::TraceRecord;
 use serde_json::{json, Value};
 
-use super::traces::{authorize, check_entry, load, readable, record, require_read, search_page, MAX_PAGE};
-use super::wire::{MlError, MlResult, Req};
+use super::experiments::experiment_ids_in;
+use super::traces::{
+    authorize, check_entry, load, proto_enum, readable, record, require_read, search_page, MAX_PAGE,
+};
+use super::wire::{ExperimentIds, MlError, MlResult, Req};
 use super::Ctx;
 
 /// MLflow 2's `TraceStatus` names, by number, and the MLflow 3 state each is.
@@ -32,14 +35,14 @@ const INPUTS: &str = "mlflow.traceInputs";
 const OUTPUTS: &str = "mlflow.traceOutputs";
 
 /// A trace's info in MLflow 2's `TraceInfo` JSON.
-pub fn trace_info_v2_json(t: &TraceRecord) -> Value {
+pub fn trace_info_v2_json(t: &TraceRecord, ids: &ExperimentIds) -> Value {
     let pairs = |m: &BTreeMap<String, String>| {
         m.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>()
     };
     let status = STATUSES.iter().find(|(_, state)| *state == t.state).map_or(STATUSES[0].0, |(s, _)| s);
     json!({
         "request_id": t.id,
-        "experiment_id": t.experiment_id,
+        "experiment_id": ids.shown(&t.experiment_id),
         "timestamp_ms": t.request_time,
         "execution_time_ms": t.execution_duration.unwrap_or(0),
         "status": status,
@@ -74,16 +77,8 @@ fn key_values(req: &Req, field: &str, what: &str) -> MlResult<BTreeMap<String, S
 
 /// A `TraceStatus` by name or number, as the MLflow 3 state it is.
 fn state_of(v: Option<&Value>) -> MlResult<String> {
-    let found = match v {
-        None | Some(Value::Null) => Some(STATUSES[0]),
-        Some(Value::Number(n)) => n.as_u64().and_then(|i| STATUSES.get(i as usize).copied()),
-        Some(Value::String(s)) => STATUSES.iter().find(|(name, _)| name == s).copied(),
-        _ => None,
-    };
-    found.map(|(_, state)| state.to_string()).ok_or_else(|| {
-        let names: Vec<&str> = STATUSES.iter().map(|(n, _)| *n).collect();
-        MlError::invalid(format!("status {} is not one of {}", v.unwrap_or(&Value::Null), names.join(", ")))
-    })
+    let names = STATUSES.map(|(name, _)| name);
+    proto_enum(v, &names, "status").map(|i| STATUSES[i].1.to_string())
 }
 
 /// The previews MLflow 3 shows, from the metadata an MLflow 2 client sends.
@@ -110,7 +105,7 @@ pub async fn start(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<Va
     };
     previews_from_metadata(&mut trace);
     let trace = record(&state, &caller, &ws, trace, &exp_id, &[]).await?;
-    Ok(Json(json!({"trace_info": trace_info_v2_json(&trace)})))
+    Ok(Json(json!({"trace_info": trace_info_v2_json(&trace, &experiment_ids_in(&state, &ws).await?)})))
 }
 
 /// `PATCH /api/2.0/mlflow/traces/{request_id}` (EndTrace): the trace's end time (its duration
@@ -143,7 +138,7 @@ pub async fn end(
     previews_from_metadata(&mut trace);
     let exp_id = trace.experiment_id.clone();
     let trace = record(&state, &caller, &ws, trace, &exp_id, &[]).await?;
-    Ok(Json(json!({"trace_info": trace_info_v2_json(&trace)})))
+    Ok(Json(json!({"trace_info": trace_info_v2_json(&trace, &experiment_ids_in(&state, &ws).await?)})))
 }
 
 /// `GET /api/2.0/mlflow/traces/{request_id}/info` (GetTraceInfo).
@@ -152,7 +147,7 @@ pub async fn get_info(
     Path((_, id)): Path<(String, String)>,
 ) -> MlResult<Json<Value>> {
     let trace = readable(&state, &caller, &ws, &id).await?;
-    Ok(Json(json!({"trace_info": trace_info_v2_json(&trace)})))
+    Ok(Json(json!({"trace_info": trace_info_v2_json(&trace, &experiment_ids_in(&state, &ws).await?)})))
 }
 
 /// `GET /api/2.0/mlflow/traces` (SearchTraces): as SearchTracesV3, with `experiment_ids` and at
@@ -162,7 +157,8 @@ pub async fn search(Ctx { state, caller, ws }: Ctx, req: Req) -> MlResult<Json<V
         return Err(MlError::invalid("Missing value for required parameter 'experiment_ids'."));
     }
     let (traces, next) = search_page(&state, &caller, &ws, &req, MAX_PAGE).await?;
-    let mut body = json!({"traces": traces.iter().map(trace_info_v2_json).collect::<Vec<_>>()});
+    let ids = experiment_ids_in(&state, &ws).await?;
+    let mut body = json!({"traces": traces.iter().map(|t| trace_info_v2_json(t, &ids)).collect::<Vec<_>>()});
     if let Some(token) = next {
         body["next_page_token"] = json!(token);
     }
@@ -183,7 +179,7 @@ mod tests {
             tags: [("mlflow.traceName".to_string(), "f".to_string())].into(),
             ..Default::default()
         };
-        let j = trace_info_v2_json(&t);
+        let j = trace_info_v2_json(&t, &ExperimentIds::default());
         assert_eq!(j["status"], "TRACE_STATUS_UNSPECIFIED");
         assert_eq!(j["execution_time_ms"], 0);
         assert_eq!(j["tags"], json!([{"key": "mlflow.traceName", "value": "f"}]));

@@ -239,9 +239,34 @@ pub fn last_update_time(e: &MlflowExperiment) -> i64 {
     e.deleted_at.unwrap_or(e.created_at)
 }
 
-pub fn experiment_json(e: &MlflowExperiment) -> Value {
+/// The ids MLflow's clients know experiments by. MLflow's default experiment is `"0"`; here it is
+/// the workspace's experiment named `Default`, which `"0"` names on the way in
+/// (`experiments::experiment`) and which is shown as `"0"` on the way out, since clients compare
+/// ids with the `"0"` they fall back to when no experiment is set: `search_traces(run_id=…)`
+/// refuses a run whose experiment is not among the locations it searched. Artifact locations
+/// keep the real id: they are addresses, not compared.
+#[derive(Clone, Debug, Default)]
+pub struct ExperimentIds {
+    default: Option<String>,
+}
+
+impl ExperimentIds {
+    pub fn with_default(default: Option<String>) -> ExperimentIds {
+        ExperimentIds { default }
+    }
+
+    pub fn shown<'a>(&self, id: &'a str) -> &'a str {
+        if self.default.as_deref() == Some(id) {
+            "0"
+        } else {
+            id
+        }
+    }
+}
+
+pub fn experiment_json(e: &MlflowExperiment, ids: &ExperimentIds) -> Value {
     json!({
-        "experiment_id": e.id,
+        "experiment_id": ids.shown(&e.id),
         "name": e.name,
         "artifact_location": format!("mlflow-artifacts:/{}", e.id),
         "lifecycle_stage": lifecycle(e.deleted_at),
@@ -270,11 +295,11 @@ pub struct RunInfoView<'a> {
     user_id: &'a str,
 }
 
-pub fn run_info_json<'a>(run: &'a Run, meta: &'a MlflowRunMeta) -> RunInfoView<'a> {
+pub fn run_info_json<'a>(run: &'a Run, meta: &'a MlflowRunMeta, ids: &ExperimentIds) -> RunInfoView<'a> {
     RunInfoView {
         run_id: &run.id,
         run_uuid: &run.id,
-        experiment_id: &meta.experiment_id,
+        experiment_id: ids.shown(&meta.experiment_id),
         run_name: &run.display_name,
         status: status_to_mlflow(run.status),
         start_time: run.started_at.unwrap_or(run.created_at),
@@ -338,7 +363,12 @@ struct KeyValueView<'a> {
     value: &'a str,
 }
 
-pub fn run_json<'a>(run: &'a Run, meta: &'a MlflowRunMeta, io: Option<&RunIo>) -> RunView<'a> {
+pub fn run_json<'a>(
+    run: &'a Run,
+    meta: &'a MlflowRunMeta,
+    io: Option<&RunIo>,
+    ids: &ExperimentIds,
+) -> RunView<'a> {
     let kv = |(key, value): (&'a String, &'a String)| KeyValueView { key, value };
     let metrics = run
         .metrics
@@ -357,21 +387,21 @@ pub fn run_json<'a>(run: &'a Run, meta: &'a MlflowRunMeta, io: Option<&RunIo>) -
         }
     }
     let (inputs, outputs) = run_io_json(io);
-    RunView { info: run_info_json(run, meta), data: RunData { metrics, params, tags }, inputs, outputs }
+    RunView { info: run_info_json(run, meta, ids), data: RunData { metrics, params, tags }, inputs, outputs }
 }
 
 /// MLflow's status names for logged models.
 pub const LOGGED_MODEL_STATUSES: [&str; 3] =
     ["LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED"];
 
-pub fn logged_model_json(m: &LoggedModel) -> Value {
+pub fn logged_model_json(m: &LoggedModel, ids: &ExperimentIds) -> Value {
     let kv = |map: &std::collections::BTreeMap<String, String>| -> Vec<Value> {
         map.iter().map(|(k, v)| json!({"key": k, "value": v})).collect()
     };
     json!({
         "info": {
             "model_id": m.id,
-            "experiment_id": m.experiment_id,
+            "experiment_id": ids.shown(&m.experiment_id),
             "name": m.name,
             "creation_timestamp_ms": m.created_at,
             "last_updated_timestamp_ms": m.updated_at,
@@ -426,7 +456,7 @@ mod tests {
         }))
         .unwrap();
         let meta = MlflowRunMeta { experiment_id: "4".into(), deleted_at: None };
-        let got = serde_json::to_value(run_json(&run, &meta, None)).unwrap();
+        let got = serde_json::to_value(run_json(&run, &meta, None, &ExperimentIds::default())).unwrap();
         let want = json!({
             "info": {
                 "run_id": "r1", "run_uuid": "r1", "experiment_id": "4", "run_name": "wine",
@@ -453,7 +483,7 @@ mod tests {
         assert_eq!(got, want);
 
         let running = Run { ended_at: None, started_at: None, ..run };
-        let info = serde_json::to_value(run_info_json(&running, &meta)).unwrap();
+        let info = serde_json::to_value(run_info_json(&running, &meta, &ExperimentIds::default())).unwrap();
         assert_eq!(info["start_time"], 10, "a run not started yet starts when it was created");
         assert!(info.get("end_time").is_none(), "{info}");
     }
