@@ -506,6 +506,14 @@ async fn the_links_the_mlflow_client_prints_open_the_studio() {
         .unwrap();
     let experiment =
         parse(&got.text().await.unwrap())["experiment"]["experiment_id"].as_str().unwrap().to_string();
+    // MLflow's experiment "0" (made on first use, as the client's first run would).
+    let default = reqwest::Client::new()
+        .get(format!("{}/workspaces/w/mlflow/api/2.0/mlflow/experiments/get?experiment_id=0", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(parse(&default.text().await.unwrap())["experiment"]["experiment_id"], "0");
 
     // Signed out: the link leads through sign-in to the run.
     let b = Browser::start(&s.url, "mlflow-links").await;
@@ -528,6 +536,12 @@ async fn the_links_the_mlflow_client_prints_open_the_studio() {
             "/workspaces/w/mlflow/#/models/wine_model/versions/1".to_string(),
             "/w/w/models/wine_model/1".to_string(),
             "version",
+        ),
+        // What a script that set no experiment prints.
+        (
+            "/workspaces/w/mlflow/#/experiments/0".to_string(),
+            "/w/w/experiments/Default".to_string(),
+            "default",
         ),
         (
             "/workspaces/w/mlflow/#/experiments/no-such-id".to_string(),

@@ -33,6 +33,7 @@ mod traces;
 mod traces_v2;
 mod wire;
 
+pub use experiments::DEFAULT_EXPERIMENT;
 pub use wire::{MlError, MlResult};
 
 /// Where the API lives, below which MLflow's own paths follow.

@@ -14,7 +14,7 @@ use axum::Router;
 use maud::{html, DOCTYPE};
 use serde::Deserialize;
 
-use super::layout::{self, seg, PageResult};
+use super::layout::{self, seg, OrPage, PageResult};
 use super::session::Session;
 use crate::state::AppState;
 
@@ -64,11 +64,23 @@ async fn resolve(
     let parts: Vec<&str> = q.route.split('/').filter(|p| !p.is_empty()).collect();
     let target = match parts.as_slice() {
         ["experiments", _, "runs", run, ..] => format!("{base}/runs/{}", seg(run)),
-        ["experiments", id, ..] => match state.store.mlflow_experiment_by_id(&workspace, id).await {
-            Ok(e) => format!("{base}/experiments/{}", seg(&e.name)),
-            // Deleted or never there: the list says what there is.
-            Err(_) => format!("{base}/experiments"),
-        },
+        ["experiments", id, ..] => {
+            // MLflow's "0" is the workspace's default experiment, as in the MLflow API.
+            let found = match *id {
+                "0" => state
+                    .store
+                    .find_experiment(&workspace, crate::mlflow::DEFAULT_EXPERIMENT)
+                    .await
+                    .or_page(&s)?
+                    .map(|(_, e)| e.name),
+                _ => state.store.mlflow_experiment_by_id(&workspace, id).await.ok().map(|e| e.name),
+            };
+            match found {
+                Some(name) => format!("{base}/experiments/{}", seg(&name)),
+                // Deleted or never there: the list says what there is.
+                None => format!("{base}/experiments"),
+            }
+        }
         ["models", name, "versions", version, ..] => format!("{base}/models/{}/{}", seg(name), seg(version)),
         ["models", name, ..] => format!("{base}/models/{}", seg(name)),
         ["models"] => format!("{base}/models"),
